@@ -1,0 +1,208 @@
+"""The Postgres tables, as SQLAlchemy Core metadata.
+
+The migrations in `adapters/migrations` build the real schema; this metadata mirrors it for
+queries, and a test compares the two so they cannot drift. Constraint names are deterministic
+(naming convention) so migrations can refer to them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+NOW = text("now()")
+
+
+def _tstz(name: str, *, nullable: bool = True) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+ticketing_settings = Table(
+    "ticketing_settings",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("event_title", Text, nullable=False, server_default=""),
+    Column("mode", Text, nullable=False),
+    Column("provider", Text),
+    Column("provider_account_id", Text),
+    Column("currency_code", Text),
+    Column("enabled", Boolean, nullable=False),
+    Column("legacy", Boolean, nullable=False, server_default=text("false")),
+    Column("external_url", Text),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("update_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("mode IN ('free', 'paid', 'external')", name="mode"),
+    CheckConstraint("currency_code ~ '^[A-Z]{3}$'", name="currency_code"),
+)
+
+tiers = Table(
+    "tiers",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("tier_id", Text, primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("price_amount", BigInteger, nullable=False),
+    Column("capacity", Integer),
+    _tstz("sale_start_time"),
+    _tstz("sale_end_time"),
+    Column("retained", Boolean, nullable=False, server_default=text("false")),
+    # Seats given to accepted registrations, changed in the same transaction as they are:
+    # counting seats never scans the registrations of a tier.
+    Column("accepted_count", Integer, nullable=False, server_default=text("0")),
+    # A tier the organizer removed is kept as a tombstone: reservations and registrations
+    # still refer to it, so deleting the row could never be allowed to fail an edit.
+    _tstz("delete_time"),
+    ForeignKeyConstraint(["event_id"], ["ticketing_settings.event_id"], ondelete="CASCADE"),
+    CheckConstraint("price_amount >= 0", name="price_amount_non_negative"),
+    CheckConstraint("capacity IS NULL OR capacity > 0", name="capacity_positive"),
+    CheckConstraint("accepted_count >= 0", name="accepted_count_non_negative"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("reservation_id", UUID(as_uuid=True), primary_key=True),
+    Column("event_id", Text, nullable=False),
+    Column("tier_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency_code", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("provider_account_id", Text),
+    Column("answers", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("customer_name", Text),
+    Column("customer_email", Text),
+    Column("success_url", Text, nullable=False),
+    Column("cancel_url", Text, nullable=False),
+    Column("checkout_id", Text),
+    Column("checkout_url", Text),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expire_time", DateTime(timezone=True), nullable=False),
+    _tstz("paid_time"),
+    Column("update_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    ForeignKeyConstraint(["event_id", "tier_id"], ["tiers.event_id", "tiers.tier_id"]),
+    CheckConstraint(
+        "status IN ('pending_payment', 'confirmed', 'expired', 'cancelled', 'paid_unfulfilled')",
+        name="status",
+    ),
+    CheckConstraint("amount >= 0", name="amount_non_negative"),
+    CheckConstraint("currency_code ~ '^[A-Z]{3}$'", name="currency_code"),
+    # One live reservation per user and event, whatever the race.
+    Index(
+        "uq_reservations_live_per_user_event",
+        "event_id",
+        "user_id",
+        unique=True,
+        postgresql_where=text("status = 'pending_payment'"),
+    ),
+    # Live holds of a tier, counted on every StartPaidRegistration; never more rows than seats.
+    Index(
+        "ix_reservations_live_holds",
+        "event_id",
+        "tier_id",
+        "expire_time",
+        postgresql_where=text("status = 'pending_payment'"),
+    ),
+    # The expiry sweeper's scan.
+    Index(
+        "ix_reservations_pending_expiry",
+        "expire_time",
+        postgresql_where=text("status = 'pending_payment'"),
+    ),
+)
+
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("registration_id", UUID(as_uuid=True), primary_key=True),
+    Column("reservation_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_id", Text, nullable=False),
+    Column("tier_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("answers", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    ForeignKeyConstraint(["reservation_id"], ["reservations.reservation_id"]),
+    ForeignKeyConstraint(["event_id", "tier_id"], ["tiers.event_id", "tiers.tier_id"]),
+    UniqueConstraint("event_id", "user_id"),
+    CheckConstraint("status IN ('accepted')", name="status"),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_row_id", UUID(as_uuid=True), primary_key=True),
+    Column("reservation_id", UUID(as_uuid=True), nullable=False),
+    Column("checkout_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency_code", Text, nullable=False),
+    Column("provider_payment_id", Text),
+    Column("tx_id", Text),
+    _tstz("paid_time"),
+    Column("raw_event", LargeBinary),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("update_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    ForeignKeyConstraint(["reservation_id"], ["reservations.reservation_id"]),
+    UniqueConstraint("reservation_id", "checkout_id"),
+    CheckConstraint("status IN ('requires_payment', 'paid')", name="status"),
+    CheckConstraint("amount >= 0", name="amount_non_negative"),
+)
+
+# Payments that did not match their reservation: nothing was confirmed, kept for audit.
+payment_mismatches = Table(
+    "payment_mismatches",
+    metadata,
+    Column("mismatch_id", UUID(as_uuid=True), primary_key=True),
+    Column("reservation_id", UUID(as_uuid=True), nullable=False),
+    Column("checkout_id", Text, nullable=False),
+    Column("provider_payment_id", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency_code", Text, nullable=False),
+    Column("raw_event", LargeBinary),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    ForeignKeyConstraint(["reservation_id"], ["reservations.reservation_id"]),
+)
+
+# The webhook inbox: a delivery id is acted on once; repeats are answered from `outcome`.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", Text, primary_key=True),
+    Column("reservation_id", UUID(as_uuid=True), nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    ForeignKeyConstraint(["reservation_id"], ["reservations.reservation_id"]),
+    CheckConstraint(
+        "outcome IN ('CONFIRMED', 'ALREADY_CONFIRMED', 'PAID_UNFULFILLED')", name="outcome"
+    ),
+)

@@ -1,0 +1,153 @@
+"""Ticketing settings and tiers in Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import Row, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ticketing_service.adapters.db.schema import reservations, ticketing_settings, tiers
+from ticketing_service.domain.settings import Settings, TicketingMode, Tier
+
+
+class SqlSettingsRepository:
+    """The SettingsRepository port on one transaction's connection."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def lock_event(self, event_id: str) -> None:
+        """Serialize settings updates of one event (an advisory lock: the row may not exist yet)."""
+        key = func.hashtextextended("ticketing_settings:" + event_id, 0)
+        await self._conn.execute(select(func.pg_advisory_xact_lock(key)))
+
+    async def get(self, event_id: str) -> Settings | None:
+        """The stored settings with their live tiers, offered ones first in request order."""
+        row = (
+            await self._conn.execute(
+                select(ticketing_settings).where(ticketing_settings.c.event_id == event_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        tier_rows = await self._conn.execute(
+            select(tiers)
+            .where(tiers.c.event_id == event_id, tiers.c.delete_time.is_(None))
+            .order_by(tiers.c.position)
+        )
+        return _settings_from_rows(row, [_tier_from_row(t) for t in tier_rows])
+
+    async def lock_tiers_in_use(self, event_id: str, tier_ids: Collection[str]) -> set[str]:
+        """Lock the tiers, then return those with a live hold or an accepted registration."""
+        live_hold = (
+            select(reservations.c.reservation_id)
+            .where(
+                reservations.c.event_id == tiers.c.event_id,
+                reservations.c.tier_id == tiers.c.tier_id,
+                reservations.c.status == "pending_payment",
+                reservations.c.expire_time > func.now(),
+            )
+            .exists()
+        )
+        rows = await self._conn.execute(
+            select(tiers.c.tier_id, ((tiers.c.accepted_count > 0) | live_hold).label("in_use"))
+            .where(tiers.c.event_id == event_id, tiers.c.tier_id.in_(list(tier_ids)))
+            .with_for_update(of=tiers)
+        )
+        return {r.tier_id for r in rows if r.in_use}
+
+    async def save(self, settings: Settings, deleted_tier_ids: Sequence[str]) -> Settings:
+        """Upsert the settings and tiers, tombstone deleted tiers, and read the result back."""
+        await self._upsert_settings(settings)
+        await self._upsert_tiers(settings)
+        if deleted_tier_ids:
+            await self._conn.execute(
+                update(tiers)
+                .where(tiers.c.event_id == settings.event_id)
+                .where(tiers.c.tier_id.in_(list(deleted_tier_ids)))
+                .values(delete_time=func.now())
+            )
+        stored = await self.get(settings.event_id)
+        assert stored is not None, "settings were written in this transaction"
+        return stored
+
+    async def _upsert_settings(self, settings: Settings) -> None:
+        values = {
+            "event_title": settings.event_title,
+            "mode": settings.mode.value,
+            "provider": settings.provider,
+            "provider_account_id": settings.provider_account_id,
+            "currency_code": settings.currency_code,
+            "enabled": settings.enabled,
+            "legacy": settings.legacy,
+            "external_url": settings.external_url,
+        }
+        stmt = insert(ticketing_settings).values(event_id=settings.event_id, **values)
+        await self._conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[ticketing_settings.c.event_id],
+                set_={**values, "update_time": func.now()},
+            )
+        )
+
+    async def _upsert_tiers(self, settings: Settings) -> None:
+        if not settings.tiers:
+            return
+        rows = [_tier_values(settings.event_id, i, t) for i, t in enumerate(settings.tiers)]
+        stmt = insert(tiers)
+        excluded = stmt.excluded
+        changed: tuple[str, ...] = ("position", "name", "price_amount", "capacity")
+        changed += ("sale_start_time", "sale_end_time", "retained")
+        await self._conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[tiers.c.event_id, tiers.c.tier_id],
+                set_={**{c: excluded[c] for c in changed}, "delete_time": text("NULL")},
+            ),
+            rows,
+        )
+
+
+def _tier_values(event_id: str, position: int, tier: Tier) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "tier_id": tier.tier_id,
+        "position": position,
+        "name": tier.name,
+        "price_amount": tier.price_amount,
+        "capacity": tier.capacity,
+        "sale_start_time": tier.sale_start_time,
+        "sale_end_time": tier.sale_end_time,
+        "retained": tier.retained,
+    }
+
+
+def _tier_from_row(row: Row[Any]) -> Tier:
+    return Tier(
+        tier_id=row.tier_id,
+        name=row.name,
+        price_amount=row.price_amount,
+        capacity=row.capacity,
+        sale_start_time=row.sale_start_time,
+        sale_end_time=row.sale_end_time,
+        retained=row.retained,
+        accepted_count=row.accepted_count,
+    )
+
+
+def _settings_from_rows(row: Row[Any], tier_list: list[Tier]) -> Settings:
+    return Settings(
+        event_id=row.event_id,
+        event_title=row.event_title,
+        mode=TicketingMode(row.mode),
+        provider=row.provider,
+        provider_account_id=row.provider_account_id,
+        currency_code=row.currency_code,
+        enabled=row.enabled,
+        legacy=row.legacy,
+        external_url=row.external_url,
+        tiers=tuple(tier_list),
+        update_time=row.update_time,
+    )

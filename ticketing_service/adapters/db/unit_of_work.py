@@ -1,0 +1,80 @@
+"""The unit of work on Postgres: one transaction, rolled back unless committed.
+
+Database failures are translated here into the domain's errors, so a lost connection answers
+`UNAVAILABLE` and a lock wait past `lock_timeout` answers `ABORTED`, never `INTERNAL`.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
+from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailable, TicketingError
+
+# SQLSTATEs a client should retry: serialization failure, deadlock, lock or statement timeout.
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03", "57014"}
+
+
+def translate_database_error(error: DBAPIError) -> TicketingError | None:
+    """The domain error for a driver error a client can act on, or None for a bug."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return ConcurrentUpdate("A concurrent change held a lock too long or conflicted; retry.")
+    if error.connection_invalidated or sqlstate is None or sqlstate.startswith(("08", "57P")):
+        return DatabaseUnavailable("The database cannot be reached right now; retry shortly.")
+    return None
+
+
+class SqlUnitOfWork:
+    """The UnitOfWork port on an async SQLAlchemy engine."""
+
+    settings: SqlSettingsRepository
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> Self:
+        """Check out a connection and begin the transaction."""
+        try:
+            self._conn = await self._engine.connect()
+            await self._conn.begin()
+        except DBAPIError as error:
+            await self._release()
+            raise translate_database_error(error) or error from error
+        self.settings = SqlSettingsRepository(self._conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back anything not committed, return the connection, translate driver errors."""
+        await self._release()
+        if isinstance(exc, DBAPIError):
+            translated = translate_database_error(exc)
+            if translated is not None:
+                raise translated from exc
+
+    async def commit(self) -> None:
+        """Commit the transaction."""
+        assert self._conn is not None, "commit() outside of `async with`"
+        await self._conn.commit()
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await conn.rollback()
+        except DBAPIError:
+            # The connection is already gone; closing below discards it from the pool.
+            pass
+        finally:
+            await conn.close()

@@ -1,0 +1,23 @@
+"""An embedded Postgres (the `pgserver` package) for running without `DATABASE_URL`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, cast
+
+from pgserver.postgres_server import get_server
+
+
+class _Server(Protocol):
+    def get_uri(self) -> str: ...
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) a Postgres whose data lives in `data_dir`; return its URL.
+
+    The data directory persists across restarts. The server stops when the last process
+    using it exits.
+    """
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = cast(_Server, get_server(data_dir, cleanup_mode="stop"))
+    return server.get_uri()

@@ -1,0 +1,54 @@
+"""The composition root: the one place that knows the concrete adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ticketing_service.adapters.db import migrations
+from ticketing_service.adapters.db.engine import PoolSettings, create_engine
+from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
+from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
+from ticketing_service.config import Config
+from ticketing_service.service_layer.dependencies import Dependencies
+
+
+@dataclass(slots=True)
+class Wiring:
+    """The dependencies handed to the entrypoints, and what must be closed at the end."""
+
+    deps: Dependencies
+    engine: AsyncEngine
+
+    async def aclose(self) -> None:
+        """Close the database pool."""
+        await self.engine.dispose()
+
+
+def resolve_database_url(config: Config) -> str:
+    """`DATABASE_URL`, or an embedded Postgres in `TICKETING_DATA_DIR` when it is unset."""
+    return config.database_url or start_embedded_postgres(config.data_dir)
+
+
+def migrate(database_url: str) -> None:
+    """Apply every pending migration."""
+    migrations.upgrade_to_head(as_string(sqlalchemy_url(database_url)))
+
+
+def wire(config: Config, database_url: str) -> Wiring:
+    """Build the adapters for a running service."""
+    engine = create_engine(
+        database_url,
+        PoolSettings(
+            pool_size=config.db_pool_size,
+            lock_timeout_ms=config.db_lock_timeout_ms,
+            statement_timeout_ms=config.db_statement_timeout_ms,
+        ),
+    )
+    deps = Dependencies(
+        uow=lambda: SqlUnitOfWork(engine),
+        default_provider_account_id=config.default_provider_account_id,
+    )
+    return Wiring(deps, engine)

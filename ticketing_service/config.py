@@ -1,0 +1,86 @@
+"""Settings read from the environment, each checked at start with one clear line on error."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and says what is expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the service reads from its environment."""
+
+    database_url: str | None
+    data_dir: Path
+    grpc_listen: str
+    grpc_token: str | None
+    hold_seconds: float
+    payment_service_url: str
+    payment_service_token: str
+    payment_timeout_seconds: float
+    callback_url: str
+    public_base_url: str
+    default_provider_account_id: str | None
+    db_pool_size: int
+    db_lock_timeout_ms: int
+    db_statement_timeout_ms: int
+    sweep_interval_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Read and check every setting; raise ConfigError naming the first bad one."""
+        r = _Reader(os.environ if env is None else env)
+        return cls(
+            database_url=r.text("DATABASE_URL"),
+            data_dir=Path(r.text("TICKETING_DATA_DIR") or "./.ticketing/pgdata"),
+            grpc_listen=r.text("TICKETING_GRPC_LISTEN") or "127.0.0.1:50051",
+            grpc_token=r.text("TICKETING_GRPC_TOKEN"),
+            hold_seconds=r.positive_float("TICKETING_HOLD_SECONDS", 600),
+            payment_service_url=r.url("TICKET_PAYMENT_SERVICE_URL", "http://127.0.0.1:8090"),
+            payment_service_token=r.text("TICKET_PAYMENT_SERVICE_TOKEN") or "",
+            payment_timeout_seconds=r.positive_float("TICKET_PAYMENT_TIMEOUT_SECONDS", 10),
+            callback_url=r.url(
+                "TICKETING_CALLBACK_URL", "http://127.0.0.1:8080/api/ticket-payment-callbacks"
+            ),
+            public_base_url=r.url("MOIM_PUBLIC_BASE_URL", "http://localhost:3000").rstrip("/"),
+            default_provider_account_id=r.text("DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID"),
+            db_pool_size=int(r.positive_float("TICKETING_DB_POOL_SIZE", 10)),
+            db_lock_timeout_ms=int(r.positive_float("TICKETING_DB_LOCK_TIMEOUT_MS", 5000)),
+            db_statement_timeout_ms=int(
+                r.positive_float("TICKETING_DB_STATEMENT_TIMEOUT_MS", 30000)
+            ),
+            sweep_interval_seconds=r.positive_float("TICKETING_SWEEP_INTERVAL_SECONDS", 30),
+        )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def positive_float(self, name: str, default: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a positive number, got {raw!r}.") from None
+        if not value > 0 or value == float("inf"):
+            raise ConfigError(f"{name} must be a positive number, got {raw!r}.")
+        return value
+
+    def url(self, name: str, default: str) -> str:
+        value = self.text(name) or default
+        if not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} must be an http:// or https:// URL.")
+        return value

@@ -1,0 +1,147 @@
+"""Every error the service reports, each named for its condition and carrying its reason.
+
+The reason is the string clients read from the `google.rpc.ErrorInfo` detail. Only the
+entrypoints choose a transport status for a reason; the domain does not know about gRPC or HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid field: its path in the request (e.g. `tiers[2].price_amount`) and why."""
+
+    field: str
+    description: str
+
+
+class TicketingError(Exception):
+    """Base of all errors the service reports to its callers."""
+
+    reason: str = ""
+
+    def __init__(self, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: Mapping[str, str] = metadata
+
+
+class InvalidArgument(TicketingError):
+    """The request is malformed; `violations` lists every bad field."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        fields = ", ".join(v.field for v in violations)
+        super().__init__(f"The request has invalid fields ({fields}); correct them and retry.")
+        self.violations = tuple(violations)
+
+
+class EventNotFound(TicketingError):
+    """The event has no ticketing settings."""
+
+    reason = "EVENT_NOT_FOUND"
+
+
+class TierNotFound(TicketingError):
+    """The event has no such tier."""
+
+    reason = "TIER_NOT_FOUND"
+
+
+class ReservationNotFound(TicketingError):
+    """No reservation has this id."""
+
+    reason = "RESERVATION_NOT_FOUND"
+
+
+class PaidTicketingNotEnabled(TicketingError):
+    """The event does not take payments through this service."""
+
+    reason = "PAID_TICKETING_NOT_ENABLED"
+
+
+class PaidTicketingCurrencyMissing(TicketingError):
+    """The event has paid tiers but no currency to charge in."""
+
+    reason = "PAID_TICKETING_CURRENCY_MISSING"
+
+
+class TierNotOnSale(TicketingError):
+    """The tier is outside its sale window, or was removed and is only retained."""
+
+    reason = "TIER_NOT_ON_SALE"
+
+
+class SoldOut(TicketingError):
+    """Every seat of the tier is taken or held."""
+
+    reason = "SOLD_OUT"
+
+
+class AlreadyRegistered(TicketingError):
+    """The user already has a seat at this event."""
+
+    reason = "ALREADY_REGISTERED"
+
+
+class ReservationPending(TicketingError):
+    """The user holds a seat in another tier of the event."""
+
+    reason = "RESERVATION_PENDING"
+
+
+class ReservationNotCancellable(TicketingError):
+    """Only a reservation pending payment can be cancelled."""
+
+    reason = "RESERVATION_NOT_CANCELLABLE"
+
+
+class PaymentMismatch(TicketingError):
+    """The payment does not match the reservation it claims to pay for."""
+
+    reason = "PAYMENT_MISMATCH"
+
+
+class CheckoutRejected(TicketingError):
+    """The payment service refused the checkout or answered nonsense."""
+
+    reason = "CHECKOUT_REJECTED"
+
+
+class NotReservationOwner(TicketingError):
+    """The reservation belongs to another user."""
+
+    reason = "NOT_RESERVATION_OWNER"
+
+
+class PaymentServiceUnavailable(TicketingError):
+    """The payment service timed out, was unreachable or failed."""
+
+    reason = "PAYMENT_SERVICE_UNAVAILABLE"
+
+
+class ConcurrentUpdate(TicketingError):
+    """A concurrent change held a lock too long or conflicted."""
+
+    reason = "CONCURRENT_UPDATE"
+
+
+class Unauthenticated(TicketingError):
+    """The bearer token is missing or wrong."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class DatabaseUnavailable(TicketingError):
+    """The database cannot be reached."""
+
+    reason = "DATABASE_UNAVAILABLE"
+
+
+def all_error_types() -> list[type[TicketingError]]:
+    """Every concrete error, for the entrypoints' status tables and their completeness test."""
+    return list(TicketingError.__subclasses__())

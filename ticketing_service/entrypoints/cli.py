@@ -1,0 +1,61 @@
+"""The `ticketing-service` command: serve, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from ticketing_service import bootstrap
+from ticketing_service.config import Config, ConfigError
+from ticketing_service.entrypoints.grpc.server import serve_until_signalled, start_server
+
+log = logging.getLogger("ticketing_service")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand; a configuration error prints one line and exits 2."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = Config.from_env()
+        if args.command == "migrate":
+            return _migrate(config)
+        return asyncio.run(_serve(config, args.listen or config.grpc_listen, not args.no_migrate))
+    except ConfigError as error:
+        print(f"ticketing-service: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ticketing-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gRPC server with the expiry sweeper")
+    serve.add_argument("--listen", help="host:port (default: $TICKETING_GRPC_LISTEN)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    commands.add_parser("migrate", help="apply the database migrations and exit")
+    return parser
+
+
+def _migrate(config: Config) -> int:
+    bootstrap.migrate(bootstrap.resolve_database_url(config))
+    log.info("migrations applied")
+    return 0
+
+
+async def _serve(config: Config, listen: str, migrate: bool) -> int:
+    database_url = bootstrap.resolve_database_url(config)
+    if migrate:
+        await asyncio.to_thread(bootstrap.migrate, database_url)
+    wiring = bootstrap.wire(config, database_url)
+    try:
+        running = await start_server(wiring.deps, listen, config.grpc_token)
+        log.info("serving moim.ticketing.v1.TicketingService on %s", listen)
+        await serve_until_signalled(running)
+    finally:
+        await wiring.aclose()
+    return 0

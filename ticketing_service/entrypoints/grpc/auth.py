@@ -1,0 +1,65 @@
+"""The optional bearer token on every TicketingService call (health and reflection stay open)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+
+from ticketing_service.domain.errors import Unauthenticated
+from ticketing_service.entrypoints.grpc.errors import to_status
+
+PROTECTED_SERVICE_PREFIX = "/moim.ticketing.v1.TicketingService/"
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses TicketingService calls without `authorization: Bearer <token>`."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        """Pass authorized calls on; answer others with UNAUTHENTICATED."""
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(PROTECTED_SERVICE_PREFIX):
+            return handler
+        if self._authorized(handler_call_details.invocation_metadata):
+            return handler
+        return _refusing(handler)
+
+    def _authorized(self, metadata: Any) -> bool:
+        for key, value in metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else bytes(value)
+                # Constant-time: the comparison takes as long whatever prefix matched.
+                return hmac.compare_digest(given, self._expected)
+        return False
+
+
+def _refusing(handler: Handler) -> Handler:
+    status = to_status(
+        Unauthenticated(
+            "The call needs `authorization: Bearer <token>` metadata with the service's token."
+        )
+    )
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort_with_status(status)
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort_with_status(status)
+        yield  # pragma: no cover  # makes this an async generator for streaming methods
+
+    deserializer = handler.request_deserializer
+    serializer = handler.response_serializer
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, deserializer, serializer)
+    return grpc.unary_unary_rpc_method_handler(refuse, deserializer, serializer)

@@ -1,0 +1,123 @@
+"""The TicketingService servicer: reads requests, calls the use cases, writes responses.
+
+It holds no business rules. Domain errors become rich gRPC statuses in one place
+(`_answering_errors`), so no handler can leak an exception text or a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Concatenate, NoReturn, TypeVar
+
+import grpc
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+from ticketing_service.domain.errors import TicketingError
+from ticketing_service.entrypoints.grpc import settings_mapping
+from ticketing_service.entrypoints.grpc.errors import internal_status, to_status
+from ticketing_service.entrypoints.grpc.validation import Violations
+from ticketing_service.service_layer import settings_handlers
+from ticketing_service.service_layer.dependencies import Dependencies
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Method = Callable[[Any, Request, Context], Awaitable[Response]]
+
+
+def _answering_errors(
+    method: Callable[Concatenate[TicketingServicer, Request, Context, ...], Awaitable[Response]],
+) -> Callable[[TicketingServicer, Request, Context], Awaitable[Response]]:
+    """Turn domain errors into their status and anything else into a bare INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(self: TicketingServicer, request: Request, context: Context) -> Response:
+        try:
+            return await method(self, request, context)
+        except TicketingError as error:
+            await context.abort_with_status(to_status(error))
+        except (grpc.aio.AbortError, grpc.aio.UsageError):
+            raise
+        except Exception:
+            log.exception("rpc failed unexpectedly", extra={"rpc": method.__name__})
+            await context.abort_with_status(internal_status())
+        raise AssertionError("abort_with_status always raises")  # pragma: no cover
+
+    return wrapper
+
+
+class TicketingServicer(pb_grpc.TicketingServiceServicer):
+    """moim.ticketing.v1.TicketingService on the service layer."""
+
+    def __init__(self, deps: Dependencies) -> None:
+        self._deps = deps
+
+    @_answering_errors
+    async def UpdateTicketingSettings(
+        self, request: pb.UpdateTicketingSettingsRequest, context: Context
+    ) -> pb.UpdateTicketingSettingsResponse:
+        """Store an event's tiers and derive its mode."""
+        update = settings_mapping.read_settings_update(request)
+        decision = await settings_handlers.update_ticketing_settings(self._deps, update)
+        return pb.UpdateTicketingSettingsResponse(
+            settings=settings_mapping.write_settings(decision.settings),
+            retained_tier_ids=decision.retained_tier_ids,
+        )
+
+    @_answering_errors
+    async def GetTicketingSettings(
+        self, request: pb.GetTicketingSettingsRequest, context: Context
+    ) -> pb.GetTicketingSettingsResponse:
+        """Read an event's settings."""
+        v = Violations()
+        event_id = v.required_id("event_id", request.event_id)
+        v.raise_if_any()
+        settings = await settings_handlers.get_ticketing_settings(self._deps, event_id)
+        return pb.GetTicketingSettingsResponse(settings=settings_mapping.write_settings(settings))
+
+    async def StartPaidRegistration(
+        self, request: pb.StartPaidRegistrationRequest, context: Context
+    ) -> pb.StartPaidRegistrationResponse:
+        """Not served yet."""
+        await _unimplemented(context)
+
+    async def GetReservation(
+        self, request: pb.GetReservationRequest, context: Context
+    ) -> pb.GetReservationResponse:
+        """Not served yet."""
+        await _unimplemented(context)
+
+    async def CancelReservation(
+        self, request: pb.CancelReservationRequest, context: Context
+    ) -> pb.CancelReservationResponse:
+        """Not served yet."""
+        await _unimplemented(context)
+
+    async def ConfirmPayment(
+        self, request: pb.ConfirmPaymentRequest, context: Context
+    ) -> pb.ConfirmPaymentResponse:
+        """Not served yet."""
+        await _unimplemented(context)
+
+    async def ListRegistrationEvents(
+        self, request: pb.ListRegistrationEventsRequest, context: Context
+    ) -> pb.ListRegistrationEventsResponse:
+        """Not served yet."""
+        await _unimplemented(context)
+
+    async def WatchRegistrationEvents(
+        self, request: pb.WatchRegistrationEventsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchRegistrationEventsResponse]:
+        """Not served yet."""
+        await _unimplemented(context)
+        yield pb.WatchRegistrationEventsResponse()  # pragma: no cover
+
+
+async def _unimplemented(context: Context) -> NoReturn:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "This RPC is not served yet.")
+    raise AssertionError("abort always raises")  # pragma: no cover

@@ -1,0 +1,87 @@
+"""Collects field violations while a request is read, and raises them all at once."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ticketing_service.domain.errors import FieldViolation, InvalidArgument
+from ticketing_service.domain.money import MAX_AMOUNT, is_known_currency
+
+MAX_ID_LENGTH = 128
+MAX_NAME_LENGTH = 200
+MAX_URL_LENGTH = 2048
+
+
+class Violations:
+    """The bad fields of one request; `raise_if_any()` ends reading with INVALID_ARGUMENT."""
+
+    def __init__(self) -> None:
+        self._items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        """Record that `field` is invalid, with a sentence saying what is expected."""
+        self._items.append(FieldViolation(field, description))
+
+    def raise_if_any(self) -> None:
+        """Raise InvalidArgument listing every violation, if there is one."""
+        if self._items:
+            raise InvalidArgument(self._items)
+
+    def required_id(self, field: str, value: str) -> str:
+        """A required id: non-empty, no surrounding spaces, at most 128 characters."""
+        if not value:
+            self.add(field, "Required; must not be empty.")
+        elif len(value) > MAX_ID_LENGTH or value != value.strip():
+            self.add(field, f"Must be at most {MAX_ID_LENGTH} characters, without spaces around.")
+        return value
+
+    def uuid(self, field: str, value: str) -> str:
+        """A required id the service created: a UUID in canonical text form."""
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            self.add(field, "Must be a reservation id (a UUID) returned by the service.")
+            return value
+
+    def text(self, field: str, value: str, max_length: int, *, required: bool = False) -> str:
+        """A free text of bounded length."""
+        if required and not value.strip():
+            self.add(field, "Required; must not be blank.")
+        elif len(value) > max_length:
+            self.add(field, f"Must be at most {max_length} characters.")
+        return value
+
+    def amount(self, field: str, value: int) -> int:
+        """An amount in minor units: a whole number from 0 up to 2^53 - 1."""
+        if value < 0:
+            self.add(field, "Must not be negative; amounts are in the currency's minor unit.")
+        elif value > MAX_AMOUNT:
+            self.add(field, f"Must be at most {MAX_AMOUNT}.")
+        return value
+
+    def currency(self, field: str, value: str, *, required: bool) -> str | None:
+        """An ISO 4217 code the service knows, or None when optional and empty."""
+        if not value:
+            if required:
+                self.add(field, "Required; an ISO 4217 code such as KRW or USD.")
+            return None
+        if not is_known_currency(value):
+            self.add(field, "Must be a supported ISO 4217 code in upper case, such as KRW or USD.")
+        return value
+
+    def url(self, field: str, value: str) -> str:
+        """An absolute http(s) URL of bounded length."""
+        if len(value) > MAX_URL_LENGTH or not value.startswith(("https://", "http://")):
+            self.add(field, f"Must be an http(s) URL of at most {MAX_URL_LENGTH} characters.")
+        return value
+
+    def timestamp(self, field: str, value: Timestamp) -> datetime | None:
+        """A timestamp as an aware datetime, or None when the field is unset."""
+        try:
+            return value.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            self.add(field, "Must be a valid timestamp between years 1 and 9999.")
+            return None
