@@ -54,7 +54,8 @@ async def _serve(config: Config, listen: str, migrate: bool) -> int:
     wiring = bootstrap.wire(config, database_url)
     try:
         running = await start_server(wiring.deps, listen, config.grpc_token)
-        log.info("serving moim.ticketing.v1.TicketingService on %s", listen)
+        host = listen.rsplit(":", 1)[0]
+        log.info("serving moim.ticketing.v1.TicketingService on %s:%d", host, running.port)
         await serve_until_signalled(running)
     finally:
         await wiring.aclose()

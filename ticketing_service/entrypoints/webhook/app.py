@@ -1,0 +1,244 @@
+"""The webhook shim: verifies payment callbacks over HTTP and forwards them to the confirmer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ticketing_service.entrypoints.webhook.forwarding import (
+    ConfirmRejected,
+    PaidCallback,
+    PaymentConfirmer,
+)
+from ticketing_service.entrypoints.webhook.signatures import (
+    SignatureRejected,
+    Verified,
+    WebhookVerifier,
+)
+
+CALLBACK_PATH = "/api/ticket-payment-callbacks"
+HEALTH_PATH = "/healthz"
+MAX_BODY_BYTES = 64 * 1024
+PAID_EVENT_TYPE = "ticket_payment.paid"
+RETRY_AFTER_SECONDS = 5
+HEALTH_TIMEOUT_SECONDS = 5.0
+_MAX_AMOUNT = 2**63 - 1  # the gRPC field is int64; anything larger cannot be forwarded
+# RFC 3339 date-time (section 5.6): stricter than fromisoformat, and the offset is mandatory.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+_STATUS_BY_KIND = {
+    "not_found": 404,
+    "failed_precondition": 409,
+    "invalid_argument": 400,
+    "unavailable": 503,
+}
+
+logger = logging.getLogger(__name__)
+
+
+class _BodyTooLarge(Exception):
+    """The request body is over MAX_BODY_BYTES."""
+
+
+class _BadPayload(Exception):
+    """The verified body is not a payload we accept; `field` names the first problem."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"The callback payload field {field!r} is missing or malformed.")
+        self.field = field
+
+
+def _error(status: int, error: str, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse({"ok": False, "error": error}, status_code=status, headers=headers)
+
+
+def _retry_later(error: str) -> Response:
+    return _error(503, error, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _declared_too_large(content_length: str | None) -> bool:
+    value = (content_length or "").strip()
+    if not (value.isascii() and value.isdigit()):
+        return False  # absent or unparsable: the streamed count below still holds the line
+    return len(value) > 12 or int(value) > MAX_BODY_BYTES
+
+
+async def _read_capped_body(request: Request) -> bytes:
+    """Read the body, giving up as soon as it is known to exceed MAX_BODY_BYTES."""
+    if _declared_too_large(request.headers.get("content-length")):
+        raise _BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _BodyTooLarge
+    return bytes(body)
+
+
+def _load_object(body: bytes) -> dict[str, object]:
+    try:
+        parsed: object = json.loads(body)
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, huge ints, absurd nesting
+        raise _BadPayload("body") from None
+    if not isinstance(parsed, dict):
+        raise _BadPayload("body")
+    return parsed
+
+
+def _required_str(event: Mapping[str, object], key: str) -> str:
+    value = event.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise _BadPayload(key)
+    return value
+
+
+def _optional_str(event: Mapping[str, object], key: str) -> str:
+    value = event.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _BadPayload(key)
+    return value
+
+
+def _amount(event: Mapping[str, object]) -> int:
+    value = event.get("amount")
+    # bool is an int subclass: `true` must not pay for a ticket.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_AMOUNT:
+        raise _BadPayload("amount")
+    return value
+
+
+def _paid_time(event: Mapping[str, object]) -> datetime:
+    """Parse an RFC 3339 timestamp, which always carries its offset."""
+    value = _required_str(event, "paidAt")
+    if not _RFC3339.fullmatch(value):
+        raise _BadPayload("paidAt")
+    try:
+        return datetime.fromisoformat(value.upper())
+    except ValueError:  # a well-formed but impossible date or time
+        raise _BadPayload("paidAt") from None
+
+
+def _paid_callback(event: Mapping[str, object], verified: Verified, body: bytes) -> PaidCallback:
+    return PaidCallback(
+        reservation_id=_required_str(event, "reservationId"),
+        checkout_id=_required_str(event, "checkoutId"),
+        payment_id=_required_str(event, "paymentId"),
+        tx_id=_optional_str(event, "txId"),
+        provider=_required_str(event, "provider"),
+        amount=_amount(event),
+        currency_code=_required_str(event, "currency"),
+        paid_time=_paid_time(event),
+        delivery_id=verified.delivery_id,
+        raw_event=body,
+    )
+
+
+def _parse_callback(body: bytes, verified: Verified) -> PaidCallback | None:
+    """Return the paid callback `body` holds, or None for an event type the shim ignores."""
+    event = _load_object(body)
+    event_type = event.get("type")
+    if not isinstance(event_type, str):
+        raise _BadPayload("type")
+    if event_type != PAID_EVENT_TYPE:
+        return None
+    return _paid_callback(event, verified, body)
+
+
+class _CallbackEndpoint:
+    """POST /api/ticket-payment-callbacks: size cap, signature, payload, then confirm."""
+
+    def __init__(self, verifier: WebhookVerifier, confirmer: PaymentConfirmer) -> None:
+        self._verifier = verifier
+        self._confirmer = confirmer
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one callback; never 500, and nothing is forwarded unless it verified."""
+        try:
+            body = await _read_capped_body(request)
+        except _BodyTooLarge:
+            return _error(413, "body_too_large")
+        except ClientDisconnect:
+            return _error(400, "client_disconnected")
+        try:
+            verified = self._verifier.verify(body, request.headers)
+        except SignatureRejected as exc:
+            logger.warning("Rejected a payment callback signature: %s", exc.reason)
+            return _error(401, exc.reason)
+        try:
+            payment = _parse_callback(body, verified)
+        except _BadPayload as exc:
+            logger.warning(
+                "Malformed payment callback %r: field %s", verified.delivery_id, exc.field
+            )
+            return JSONResponse({"ok": False, "error": "invalid_payload", "field": exc.field}, 400)
+        if payment is None:
+            return JSONResponse({"ok": True, "ignored": True})
+        return await self._forward(payment)
+
+    async def _forward(self, payment: PaidCallback) -> Response:
+        try:
+            result = await self._confirmer.confirm(payment)
+        except ConfirmRejected as exc:
+            logger.warning("Payment callback %r refused: %s", payment.delivery_id, exc.reason)
+            reason = exc.reason[:64]  # a machine word by contract; bounded all the same
+            if exc.kind == "unavailable":
+                return _retry_later(reason)
+            return _error(_STATUS_BY_KIND[exc.kind], reason)
+        except Exception:
+            # The sender retries on 503; a 500 would tell it nothing. Never log the body.
+            logger.exception("Forwarding payment callback %r failed", payment.delivery_id)
+            return _retry_later("unavailable")
+        logger.info("Payment callback %r: %s", payment.delivery_id, result.outcome)
+        return JSONResponse(
+            {
+                "ok": True,
+                "outcome": result.outcome,
+                "reservationId": result.reservation_id,
+                "registrationId": result.registration_id,
+            }
+        )
+
+
+def _health_endpoint(
+    health: Callable[[], Awaitable[bool]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def healthz(request: Request) -> Response:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+                serving = await health()
+        except Exception:
+            logger.warning("The gRPC backend health check failed", exc_info=True)
+            serving = False
+        if serving is True:
+            return JSONResponse({"status": "SERVING"})
+        return JSONResponse({"status": "NOT_SERVING"}, status_code=503)
+
+    return healthz
+
+
+def create_webhook_app(
+    verifier: WebhookVerifier,
+    confirmer: PaymentConfirmer,
+    health: Callable[[], Awaitable[bool]],
+) -> Starlette:
+    """Build the shim's ASGI app: the callback route and a health route for the gRPC backend."""
+    callbacks = _CallbackEndpoint(verifier, confirmer)
+    return Starlette(
+        routes=[
+            Route(CALLBACK_PATH, callbacks.handle, methods=["POST"]),
+            Route(HEALTH_PATH, _health_endpoint(health), methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,56 @@
+"""The port the webhook shim forwards verified payments through, and what crosses it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+RejectionKind = Literal["not_found", "failed_precondition", "invalid_argument", "unavailable"]
+
+
+@dataclass(frozen=True, slots=True)
+class PaidCallback:
+    """A verified `ticket_payment.paid` callback; money is an integer in minor units."""
+
+    reservation_id: str
+    checkout_id: str
+    payment_id: str
+    tx_id: str
+    provider: str
+    amount: int
+    currency_code: str
+    paid_time: datetime
+    delivery_id: str
+    # Kept out of repr so a logged or raised callback never carries the whole body.
+    raw_event: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.paid_time.tzinfo is None or self.paid_time.utcoffset() is None:
+            raise ValueError("PaidCallback.paid_time must be timezone-aware.")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmResult:
+    """What confirming did: CONFIRMED, ALREADY_CONFIRMED or PAID_UNFULFILLED, and for whom."""
+
+    outcome: str
+    reservation_id: str
+    registration_id: str
+
+
+class ConfirmRejected(Exception):
+    """The backend refused or could not take the confirmation; `kind` picks the HTTP status."""
+
+    def __init__(self, kind: RejectionKind, reason: str) -> None:
+        super().__init__(f"The payment confirmation was rejected: {kind} ({reason}).")
+        self.kind: RejectionKind = kind
+        self.reason = reason
+
+
+class PaymentConfirmer(Protocol):
+    """Forwards a verified payment to the ticketing service (ConfirmPayment)."""
+
+    async def confirm(self, payment: PaidCallback) -> ConfirmResult:
+        """Confirm `payment`, or raise ConfirmRejected saying why not."""
+        ...
