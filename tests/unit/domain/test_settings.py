@@ -1,0 +1,94 @@
+"""The settings derivation, preservation and retention rules, as pure functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from ticketing_service.domain.settings import (
+    Settings,
+    SettingsUpdate,
+    TicketingMode,
+    Tier,
+    decide_settings,
+)
+
+NOW = datetime(2030, 5, 1, 12, tzinfo=UTC)
+
+
+def tier(tier_id: str, price: int = 0) -> Tier:
+    return Tier(tier_id=tier_id, name=tier_id, price_amount=price, capacity=None)
+
+
+def update(
+    *tiers: Tier, external_url: str | None = None, currency: str | None = None
+) -> SettingsUpdate:
+    return SettingsUpdate("e", "Title", tiers, external_url, currency, None)
+
+
+def stored(mode: TicketingMode, *, legacy: bool, tiers: tuple[Tier, ...] = ()) -> Settings:
+    return Settings(
+        event_id="e",
+        event_title="Old",
+        mode=mode,
+        provider="portone",
+        provider_account_id="kept",
+        currency_code="JPY",
+        enabled=True,
+        legacy=legacy,
+        external_url="https://old.example" if mode is TicketingMode.EXTERNAL else None,
+        tiers=tiers,
+    )
+
+
+def test_a_tier_priced_above_zero_makes_the_event_paid_with_the_default_account() -> None:
+    settings = decide_settings(update(tier("a", 1)), None, set(), "default").settings
+    assert (settings.mode, settings.provider, settings.provider_account_id) == (
+        TicketingMode.PAID,
+        "portone",
+        "default",
+    )
+    assert (settings.currency_code, settings.enabled, settings.legacy) == ("KRW", True, False)
+
+
+def test_an_empty_external_url_is_not_external() -> None:
+    assert decide_settings(update(tier("a"), external_url=""), None, set(), None).settings.mode is (
+        TicketingMode.FREE
+    )
+
+
+def test_external_wins_over_paid_tiers() -> None:
+    settings = decide_settings(update(tier("a", 5), external_url="https://x"), None, set(), None)
+    assert settings.settings.mode is TicketingMode.EXTERNAL
+
+
+def test_legacy_settings_keep_mode_provider_account_currency_and_flag() -> None:
+    old = stored(TicketingMode.PAID, legacy=True)
+    settings = decide_settings(update(tier("b")), old, set(), "default").settings
+    assert (settings.mode, settings.provider_account_id, settings.currency_code) == (
+        TicketingMode.PAID,
+        "kept",
+        "JPY",
+    )
+    assert settings.legacy
+    assert settings.tiers == (tier("b"),)
+
+
+def test_a_non_legacy_paid_event_is_derived_again() -> None:
+    old = stored(TicketingMode.PAID, legacy=False)
+    assert decide_settings(update(tier("b")), old, set(), None).settings.mode is TicketingMode.FREE
+
+
+def test_removed_tiers_in_use_are_retained_and_others_deleted() -> None:
+    old = stored(TicketingMode.PAID, legacy=False, tiers=(tier("x", 5), tier("y", 5)))
+    decision = decide_settings(update(tier("z", 5)), old, {"x"}, None)
+    assert decision.retained_tier_ids == ("x",)
+    assert decision.deleted_tier_ids == ("y",)
+    assert [(t.tier_id, t.retained) for t in decision.settings.tiers] == [("z", False), ("x", True)]
+
+
+def test_a_tier_is_on_sale_only_inside_its_window_and_when_not_retained() -> None:
+    window = Tier("t", "t", 5, None, NOW, NOW + timedelta(hours=1))
+    assert window.is_on_sale(NOW)
+    assert not window.is_on_sale(NOW - timedelta(seconds=1))
+    assert not window.is_on_sale(NOW + timedelta(hours=1))
+    assert not Tier("t", "t", 5, None, retained=True).is_on_sale(NOW)
