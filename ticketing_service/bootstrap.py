@@ -11,6 +11,7 @@ from ticketing_service.adapters.db.engine import PoolSettings, create_engine
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
+from ticketing_service.adapters.payment_service import HttpCheckoutGateway
 from ticketing_service.config import Config
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -21,9 +22,11 @@ class Wiring:
 
     deps: Dependencies
     engine: AsyncEngine
+    checkouts: HttpCheckoutGateway
 
     async def aclose(self) -> None:
-        """Close the database pool."""
+        """Close the payment service's connections and the database pool."""
+        await self.checkouts.aclose()
         await self.engine.dispose()
 
 
@@ -47,8 +50,17 @@ def wire(config: Config, database_url: str) -> Wiring:
             statement_timeout_ms=config.db_statement_timeout_ms,
         ),
     )
+    checkouts = HttpCheckoutGateway(
+        config.payment_service_url,
+        config.payment_service_token,
+        config.payment_timeout_seconds,
+    )
     deps = Dependencies(
         uow=lambda: SqlUnitOfWork(engine),
+        checkouts=checkouts,
         default_provider_account_id=config.default_provider_account_id,
+        hold_seconds=config.hold_seconds,
+        callback_url=config.callback_url,
+        public_base_url=config.public_base_url,
     )
-    return Wiring(deps, engine)
+    return Wiring(deps, engine, checkouts)

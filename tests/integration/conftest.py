@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
@@ -10,9 +11,16 @@ import pytest
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.payment_service_standin import (
+    PaymentServiceState,
+    create_payment_service_app,
+    running_payment_service,
+    state_of,
+)
 from tests.postgres import provision_test_database, truncate_all
 from ticketing_service.adapters.db.engine import PoolSettings, create_engine
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service.adapters.payment_service import HttpCheckoutGateway
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -20,6 +28,15 @@ if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub
 
 DEFAULT_ACCOUNT = "store-default-account"
+PAYMENT_TOKEN = "payment-service-token"
+
+
+@dataclass(frozen=True)
+class PaymentService:
+    """The running stand-in: its URL and what it has seen."""
+
+    url: str
+    state: PaymentServiceState
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +61,31 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def deps(engine: AsyncEngine) -> Dependencies:
+async def payment_service() -> AsyncIterator[PaymentService]:
+    """The local stand-in of the payment service on a real port."""
+    app = create_payment_service_app(token=PAYMENT_TOKEN)
+    async with running_payment_service(app) as base_url:
+        yield PaymentService(base_url, state_of(app))
+
+
+@pytest.fixture
+async def checkouts(payment_service: PaymentService) -> AsyncIterator[HttpCheckoutGateway]:
+    """The real payment-service client, pointed at the stand-in."""
+    gateway = HttpCheckoutGateway(payment_service.url, PAYMENT_TOKEN, timeout_seconds=1.0)
+    yield gateway
+    await gateway.aclose()
+
+
+@pytest.fixture
+def deps(engine: AsyncEngine, checkouts: HttpCheckoutGateway) -> Dependencies:
     """The service's real adapters."""
     return Dependencies(
-        uow=lambda: SqlUnitOfWork(engine), default_provider_account_id=DEFAULT_ACCOUNT
+        uow=lambda: SqlUnitOfWork(engine),
+        checkouts=checkouts,
+        default_provider_account_id=DEFAULT_ACCOUNT,
+        hold_seconds=600,
+        callback_url="http://127.0.0.1:9/api/ticket-payment-callbacks",
+        public_base_url="https://moim.example",
     )
 
 

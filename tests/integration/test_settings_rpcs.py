@@ -122,21 +122,28 @@ async def test_an_explicit_empty_external_url_clears_the_legacy_flag(
     assert settings.provider_account_id == ""
 
 
-def add_reservation(database_url: str, tier_id: str, status: str, expires_in: timedelta) -> None:
+def add_reservation(
+    database_url: str, tier_id: str, status: str, expires_in: timedelta
+) -> tuple[uuid.UUID, str]:
+    reservation_id, user_id = uuid.uuid4(), f"user-{uuid.uuid4()}"
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
             " currency_code, provider, success_url, cancel_url, expire_time)"
             " VALUES (%s, 'event-1', %s, %s, %s, 1000, 'KRW', 'portone', 'https://s', 'https://c',"
             " now() + %s)",
-            (uuid.uuid4(), tier_id, f"user-{uuid.uuid4()}", status, expires_in),
+            (reservation_id, tier_id, user_id, status, expires_in),
         )
+    return reservation_id, user_id
 
 
 def mark_accepted(database_url: str, tier_id: str) -> None:
+    reservation_id, user_id = add_reservation(database_url, tier_id, "confirmed", timedelta(0))
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
-            "UPDATE tiers SET accepted_count = accepted_count + 1 WHERE tier_id = %s", (tier_id,)
+            "INSERT INTO registrations (registration_id, reservation_id, event_id, tier_id,"
+            " user_id, status) VALUES (%s, %s, 'event-1', %s, %s, 'accepted')",
+            (uuid.uuid4(), reservation_id, tier_id, user_id),
         )
 
 

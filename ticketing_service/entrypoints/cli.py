@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
 from ticketing_service.entrypoints.grpc.server import serve_until_signalled, start_server
+from ticketing_service.service_layer.expiry import run_expiry_sweeper
 
 log = logging.getLogger("ticketing_service")
 
@@ -52,11 +53,13 @@ async def _serve(config: Config, listen: str, migrate: bool) -> int:
     if migrate:
         await asyncio.to_thread(bootstrap.migrate, database_url)
     wiring = bootstrap.wire(config, database_url)
+    sweeper = asyncio.create_task(run_expiry_sweeper(wiring.deps, config.sweep_interval_seconds))
     try:
         running = await start_server(wiring.deps, listen, config.grpc_token)
         host = listen.rsplit(":", 1)[0]
         log.info("serving moim.ticketing.v1.TicketingService on %s:%d", host, running.port)
         await serve_until_signalled(running)
     finally:
+        sweeper.cancel()
         await wiring.aclose()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ticketing_service.service_layer.checkouts import CheckoutGateway
 from ticketing_service.service_layer.ports import UnitOfWorkFactory
 
 
@@ -12,4 +13,8 @@ class Dependencies:
     """The adapters and settings every handler may use."""
 
     uow: UnitOfWorkFactory
+    checkouts: CheckoutGateway
     default_provider_account_id: str | None = None
+    hold_seconds: float = 600
+    callback_url: str = "http://127.0.0.1:8080/api/ticket-payment-callbacks"
+    public_base_url: str = "http://localhost:3000"

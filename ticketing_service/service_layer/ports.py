@@ -6,7 +6,16 @@ from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+from ticketing_service.domain.reservations import (
+    ConfirmOutcome,
+    LockedReservation,
+    PaymentClaim,
+    Reservation,
+    ReservationStatus,
+    TierSeats,
+)
 from ticketing_service.domain.settings import Settings
+from ticketing_service.service_layer.checkouts import Checkout
 
 
 class SettingsRepository(Protocol):
@@ -29,12 +38,92 @@ class SettingsRepository(Protocol):
         ...
 
 
+class ReservationRepository(Protocol):
+    """Reservations, registrations, payments and the webhook inbox."""
+
+    async def lock_user(self, event_id: str, user_id: str) -> None:
+        """Serialize registration attempts of one user at one event until the transaction ends."""
+        ...
+
+    async def registration_id_of(self, event_id: str, user_id: str) -> str | None:
+        """The user's accepted registration at the event, if any."""
+        ...
+
+    async def lock_pending_of(self, event_id: str, user_id: str) -> LockedReservation | None:
+        """Lock and return the user's pending_payment reservation at the event, if any."""
+        ...
+
+    async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
+        """Lock the tier and count its seats taken: accepted registrations plus live holds."""
+        ...
+
+    async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
+        """Insert a pending hold expiring `hold_seconds` from the database's now."""
+        ...
+
+    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation:
+        """Store the checkout of a reservation and its `requires_payment` payment row."""
+        ...
+
+    async def release_hold(
+        self, reservation_id: str, status: ReservationStatus
+    ) -> Reservation | None:
+        """Move a pending_payment reservation to `status`; None when it was no longer pending."""
+        ...
+
+    async def get(self, reservation_id: str) -> Reservation | None:
+        """A reservation by id, with its registration id once it has one."""
+        ...
+
+    async def lock(self, reservation_id: str) -> LockedReservation | None:
+        """Lock a reservation's row for the rest of the transaction and read it."""
+        ...
+
+    async def delivery_outcome(self, delivery_id: str) -> tuple[str, ConfirmOutcome] | None:
+        """The reservation id and outcome recorded for a webhook delivery, if it was seen."""
+        ...
+
+    async def record_delivery(
+        self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
+    ) -> bool:
+        """Record a delivery's outcome; False when the delivery was recorded already."""
+        ...
+
+    async def record_mismatch(self, claim: PaymentClaim) -> None:
+        """Keep a payment that did not match its reservation, for audit."""
+        ...
+
+    async def accept(self, locked: LockedReservation, claim: PaymentClaim) -> Reservation | None:
+        """Give the user a seat: registration, payment, confirmed reservation.
+
+        None when the user already holds a registration at the event (nothing written).
+        """
+        ...
+
+    async def mark_paid_unfulfilled(self, claim: PaymentClaim) -> Reservation:
+        """Record the payment and mark the reservation paid_unfulfilled: a refund is due."""
+        ...
+
+    async def expire_overdue(self, batch_size: int) -> int:
+        """Mark up to `batch_size` overdue holds expired, skipping locked rows; return how many."""
+        ...
+
+    async def fold_confirmed_seats(self, batch_size: int) -> int:
+        """Add up to `batch_size` confirmed seats to their tiers' accepted counts."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One database transaction; it rolls back on exit unless `commit()` was called."""
 
     @property
     def settings(self) -> SettingsRepository:
         """Ticketing settings and tiers."""
+        ...
+
+    @property
+    def reservations(self) -> ReservationRepository:
+        """Reservations, registrations and payments."""
         ...
 
     async def __aenter__(self) -> Self:

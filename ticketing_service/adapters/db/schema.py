@@ -107,6 +107,9 @@ reservations = Table(
     Column("expire_time", DateTime(timezone=True), nullable=False),
     _tstz("paid_time"),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # False until the expiry sweeper adds a confirmed reservation to its tier's accepted_count:
+    # confirmations never write the tier row, and seat counts add the few not yet folded.
+    Column("seat_folded", Boolean, nullable=False, server_default=text("false")),
     ForeignKeyConstraint(["event_id", "tier_id"], ["tiers.event_id", "tiers.tier_id"]),
     CheckConstraint(
         "status IN ('pending_payment', 'confirmed', 'expired', 'cancelled', 'paid_unfulfilled')",
@@ -129,6 +132,13 @@ reservations = Table(
         "tier_id",
         "expire_time",
         postgresql_where=text("status = 'pending_payment'"),
+    ),
+    # Confirmed seats not yet folded into the tier's accepted_count (a sweep's worth at most).
+    Index(
+        "ix_reservations_unfolded_seats",
+        "event_id",
+        "tier_id",
+        postgresql_where=text("status = 'confirmed' AND NOT seat_folded"),
     ),
     # The expiry sweeper's scan.
     Index(

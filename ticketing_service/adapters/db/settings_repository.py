@@ -33,31 +33,45 @@ class SqlSettingsRepository:
         ).first()
         if row is None:
             return None
+        unfolded = (
+            select(func.count())
+            .where(
+                reservations.c.event_id == tiers.c.event_id,
+                reservations.c.tier_id == tiers.c.tier_id,
+                reservations.c.status == "confirmed",
+                reservations.c.seat_folded.is_(False),
+            )
+            .scalar_subquery()
+        )
         tier_rows = await self._conn.execute(
-            select(tiers)
+            select(tiers, (tiers.c.accepted_count + unfolded).label("accepted_total"))
             .where(tiers.c.event_id == event_id, tiers.c.delete_time.is_(None))
             .order_by(tiers.c.position)
         )
         return _settings_from_rows(row, [_tier_from_row(t) for t in tier_rows])
 
     async def lock_tiers_in_use(self, event_id: str, tier_ids: Collection[str]) -> set[str]:
-        """Lock the tiers, then return those with a live hold or an accepted registration."""
-        live_hold = (
-            select(reservations.c.reservation_id)
-            .where(
-                reservations.c.event_id == tiers.c.event_id,
-                reservations.c.tier_id == tiers.c.tier_id,
-                reservations.c.status == "pending_payment",
-                reservations.c.expire_time > func.now(),
-            )
-            .exists()
+        """Lock the tiers, then return those with a live hold or an accepted registration.
+
+        The check is a statement of its own: run in the locking statement it would read from a
+        snapshot taken before the lock was granted and could miss a hold committed meanwhile.
+        """
+        await self._conn.execute(
+            select(tiers.c.tier_id)
+            .where(tiers.c.event_id == event_id, tiers.c.tier_id.in_(list(tier_ids)))
+            .with_for_update()
         )
         rows = await self._conn.execute(
-            select(tiers.c.tier_id, ((tiers.c.accepted_count > 0) | live_hold).label("in_use"))
-            .where(tiers.c.event_id == event_id, tiers.c.tier_id.in_(list(tier_ids)))
-            .with_for_update(of=tiers)
+            text(
+                "SELECT t.tier_id FROM unnest(CAST(:ids AS text[])) AS t(tier_id)"
+                " WHERE EXISTS (SELECT 1 FROM registrations g WHERE g.event_id = :e"
+                " AND g.tier_id = t.tier_id) OR EXISTS (SELECT 1 FROM reservations r"
+                " WHERE r.event_id = :e AND r.tier_id = t.tier_id"
+                " AND r.status = 'pending_payment' AND r.expire_time > now())"
+            ),
+            {"ids": list(tier_ids), "e": event_id},
         )
-        return {r.tier_id for r in rows if r.in_use}
+        return {r.tier_id for r in rows}
 
     async def save(self, settings: Settings, deleted_tier_ids: Sequence[str]) -> Settings:
         """Upsert the settings and tiers, tombstone deleted tiers, and read the result back."""
@@ -133,7 +147,7 @@ def _tier_from_row(row: Row[Any]) -> Tier:
         sale_start_time=row.sale_start_time,
         sale_end_time=row.sale_end_time,
         retained=row.retained,
-        accepted_count=row.accepted_count,
+        accepted_count=row.accepted_total,
     )
 
 

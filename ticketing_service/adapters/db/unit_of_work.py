@@ -12,11 +12,18 @@ from typing import Self
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ticketing_service.adapters.db.reservation_repository import (
+    Pause,
+    SqlReservationRepository,
+    no_pause,
+)
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
 from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailable, TicketingError
 
 # SQLSTATEs a client should retry: serialization failure, deadlock, lock or statement timeout.
-_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03", "57014"}
+# A unique violation is retryable too: the row a concurrent transaction just committed is there
+# for the retry to find.
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03", "57014", "23505"}
 
 
 def translate_database_error(error: DBAPIError) -> TicketingError | None:
@@ -33,10 +40,17 @@ class SqlUnitOfWork:
     """The UnitOfWork port on an async SQLAlchemy engine."""
 
     settings: SqlSettingsRepository
+    reservations: SqlReservationRepository
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, locking: bool = True, pause: Pause = no_pause
+    ) -> None:
+        # `locking` and `pause` are for the tests that prove each lock matters; the composition
+        # root never passes them.
         self._engine = engine
         self._conn: AsyncConnection | None = None
+        self._locking = locking
+        self._pause = pause
 
     async def __aenter__(self) -> Self:
         """Check out a connection and begin the transaction."""
@@ -47,6 +61,9 @@ class SqlUnitOfWork:
             await self._release()
             raise translate_database_error(error) or error from error
         self.settings = SqlSettingsRepository(self._conn)
+        self.reservations = SqlReservationRepository(
+            self._conn, locking=self._locking, pause=self._pause
+        )
         return self
 
     async def __aexit__(

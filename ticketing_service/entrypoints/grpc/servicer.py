@@ -16,10 +16,14 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from ticketing_service.domain.errors import TicketingError
-from ticketing_service.entrypoints.grpc import settings_mapping
+from ticketing_service.entrypoints.grpc import reservation_mapping, settings_mapping
 from ticketing_service.entrypoints.grpc.errors import internal_status, to_status
 from ticketing_service.entrypoints.grpc.validation import Violations
-from ticketing_service.service_layer import settings_handlers
+from ticketing_service.service_layer import (
+    payment_handlers,
+    registration_handlers,
+    settings_handlers,
+)
 from ticketing_service.service_layer.dependencies import Dependencies
 
 log = logging.getLogger(__name__)
@@ -80,29 +84,53 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
         settings = await settings_handlers.get_ticketing_settings(self._deps, event_id)
         return pb.GetTicketingSettingsResponse(settings=settings_mapping.write_settings(settings))
 
+    @_answering_errors
     async def StartPaidRegistration(
         self, request: pb.StartPaidRegistrationRequest, context: Context
     ) -> pb.StartPaidRegistrationResponse:
-        """Not served yet."""
-        await _unimplemented(context)
+        """Hold a seat and open its checkout."""
+        command = reservation_mapping.read_start(request)
+        result = await registration_handlers.start_paid_registration(self._deps, command)
+        response = pb.StartPaidRegistrationResponse(requires_payment=result.requires_payment)
+        if result.reservation is not None:
+            response.reservation.CopyFrom(reservation_mapping.write_reservation(result.reservation))
+        return response
 
+    @_answering_errors
     async def GetReservation(
         self, request: pb.GetReservationRequest, context: Context
     ) -> pb.GetReservationResponse:
-        """Not served yet."""
-        await _unimplemented(context)
+        """Read a reservation."""
+        reservation_id = reservation_mapping.read_reservation_id(request.reservation_id)
+        reservation = await registration_handlers.get_reservation(self._deps, reservation_id)
+        return pb.GetReservationResponse(
+            reservation=reservation_mapping.write_reservation(reservation)
+        )
 
+    @_answering_errors
     async def CancelReservation(
         self, request: pb.CancelReservationRequest, context: Context
     ) -> pb.CancelReservationResponse:
-        """Not served yet."""
-        await _unimplemented(context)
+        """Release a pending hold."""
+        reservation_id, user_id = reservation_mapping.read_cancel(request)
+        reservation = await registration_handlers.cancel_reservation(
+            self._deps, reservation_id, user_id
+        )
+        return pb.CancelReservationResponse(
+            reservation=reservation_mapping.write_reservation(reservation)
+        )
 
+    @_answering_errors
     async def ConfirmPayment(
         self, request: pb.ConfirmPaymentRequest, context: Context
     ) -> pb.ConfirmPaymentResponse:
-        """Not served yet."""
-        await _unimplemented(context)
+        """Record a payment and give its user a seat."""
+        claim = reservation_mapping.read_claim(request)
+        result = await payment_handlers.confirm_payment(self._deps, claim)
+        return pb.ConfirmPaymentResponse(
+            outcome=reservation_mapping.OUTCOMES[result.outcome],
+            reservation=reservation_mapping.write_reservation(result.reservation),
+        )
 
     async def ListRegistrationEvents(
         self, request: pb.ListRegistrationEventsRequest, context: Context

@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 12:01:47.792227
 """
 
 from __future__ import annotations
@@ -114,6 +113,7 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
+        sa.Column("seat_folded", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.CheckConstraint(
             "currency_code ~ '^[A-Z]{3}$'", name=op.f("ck_reservations_currency_code")
         ),
@@ -143,6 +143,13 @@ def upgrade() -> None:
         ["expire_time"],
         unique=False,
         postgresql_where=sa.text("status = 'pending_payment'"),
+    )
+    op.create_index(
+        "ix_reservations_unfolded_seats",
+        "reservations",
+        ["event_id", "tier_id"],
+        unique=False,
+        postgresql_where=sa.text("status = 'confirmed' AND NOT seat_folded"),
     )
     op.create_index(
         "uq_reservations_live_per_user_event",
@@ -281,6 +288,11 @@ def downgrade() -> None:
         "uq_reservations_live_per_user_event",
         table_name="reservations",
         postgresql_where=sa.text("status = 'pending_payment'"),
+    )
+    op.drop_index(
+        "ix_reservations_unfolded_seats",
+        table_name="reservations",
+        postgresql_where=sa.text("status = 'confirmed' AND NOT seat_folded"),
     )
     op.drop_index(
         "ix_reservations_pending_expiry",

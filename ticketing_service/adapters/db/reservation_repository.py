@@ -1,0 +1,358 @@
+"""Reservations, registrations, payments and the webhook inbox in Postgres.
+
+Locking discipline (every lock is transaction-scoped, so a crash or rollback releases it):
+- a user's attempts at one event are serialized by an advisory lock on (event, user);
+- a reservation's confirmations by its row lock (`SELECT … FOR UPDATE`);
+- seat counting by the tier's row lock.
+Order is always user → reservation → tier; `lock_timeout` turns any unexpected wait into
+`CONCURRENT_UPDATE` instead of a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ticketing_service.domain.errors import TierNotFound
+from ticketing_service.domain.reservations import (
+    Answer,
+    ConfirmOutcome,
+    LockedReservation,
+    PaymentClaim,
+    Reservation,
+    ReservationStatus,
+    TierSeats,
+)
+from ticketing_service.service_layer.checkouts import Checkout
+
+Pause = Callable[[str], Awaitable[None]]
+
+
+async def no_pause(point: str) -> None:
+    """The production pause: none."""
+
+
+_COLUMNS = """
+    r.reservation_id, r.event_id, r.tier_id, r.user_id, r.status, r.amount, r.currency_code,
+    r.provider, r.provider_account_id, r.answers, r.customer_name, r.customer_email,
+    r.success_url, r.cancel_url, r.checkout_id, r.checkout_url, r.create_time, r.expire_time,
+    r.paid_time, g.registration_id, now() AS db_now,
+    (SELECT p.provider_payment_id FROM payments p
+      WHERE p.reservation_id = r.reservation_id AND p.status = 'paid' LIMIT 1) AS paid_payment_id
+"""
+_FROM = "reservations r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
+
+
+class SqlReservationRepository:
+    """The ReservationRepository port on one transaction's connection.
+
+    `locking=False` and `pause` exist only for the tests that prove each lock matters (they
+    remove the lock and force the interleaving it prevents); production code never sets them.
+    """
+
+    def __init__(
+        self, conn: AsyncConnection, *, locking: bool = True, pause: Pause = no_pause
+    ) -> None:
+        self._conn = conn
+        self._locking = locking
+        self._pause = pause
+
+    async def _rows(self, sql: str, **params: Any) -> list[Row[Any]]:
+        return list(await self._conn.execute(text(sql), params))
+
+    async def _one(self, sql: str, **params: Any) -> Row[Any] | None:
+        return (await self._conn.execute(text(sql), params)).first()
+
+    async def lock_user(self, event_id: str, user_id: str) -> None:
+        """Serialize one user's registration attempts at one event (the row may not exist yet)."""
+        if self._locking:
+            key = f"registration:{event_id}:{user_id}"
+            await self._one("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))", key=key)
+
+    async def registration_id_of(self, event_id: str, user_id: str) -> str | None:
+        """The user's accepted registration at the event, if any."""
+        row = await self._one(
+            "SELECT registration_id FROM registrations WHERE event_id = :e AND user_id = :u",
+            e=event_id,
+            u=user_id,
+        )
+        return None if row is None else str(row.registration_id)
+
+    async def lock_pending_of(self, event_id: str, user_id: str) -> LockedReservation | None:
+        """Lock and read the user's pending hold at the event."""
+        locked = await self._lock_then_read(
+            "event_id = :e AND user_id = :u AND status = 'pending_payment'", e=event_id, u=user_id
+        )
+        await self._pause("pending_checked")
+        return locked
+
+    async def _lock_then_read(self, where: str, **params: Any) -> LockedReservation | None:
+        """Take the row lock in one statement and read in the next.
+
+        In READ COMMITTED a statement that waits for a row lock returns the row's newest version
+        but joins and subqueries from its snapshot taken before the wait, so a lock-and-read in
+        one statement could pair a confirmed reservation with no registration. The read after
+        the lock sees everything committed by whoever held the lock before us.
+        """
+        lock = " FOR UPDATE" if self._locking else ""
+        row = await self._one(
+            f"SELECT reservation_id FROM reservations WHERE {where}{lock}", **params
+        )
+        if row is None:
+            return None
+        read = await self._one(
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE r.reservation_id = :id", id=row.reservation_id
+        )
+        assert read is not None, "a locked row cannot disappear"
+        return _locked(read)
+
+    async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
+        """Lock the tier row, then count its seats in a statement of its own.
+
+        In READ COMMITTED each statement sees what was committed when it started. The count
+        runs after the lock is granted, so it sees every hold committed by whoever held the
+        lock before us; counting in the locking statement would use a snapshot from before the
+        wait and could oversell.
+        """
+        lock = " FOR UPDATE" if self._locking else ""
+        tier = await self._one(
+            "SELECT capacity, accepted_count, delete_time IS NOT NULL AS deleted FROM tiers"
+            f" WHERE event_id = :e AND tier_id = :t{lock}",
+            e=event_id,
+            t=tier_id,
+        )
+        if tier is None:
+            raise TierNotFound("The event has no such tier.", tierId=tier_id)
+        if tier.capacity is None:
+            return TierSeats(capacity=None, taken=0, deleted=tier.deleted)
+        counted = await self._one(
+            "SELECT count(*) FILTER (WHERE status = 'pending_payment' AND expire_time > now())"
+            " + count(*) FILTER (WHERE status = 'confirmed' AND NOT seat_folded) AS taken"
+            " FROM reservations WHERE event_id = :e AND tier_id = :t"
+            " AND (status = 'pending_payment' OR (status = 'confirmed' AND NOT seat_folded))",
+            e=event_id,
+            t=tier_id,
+        )
+        assert counted is not None
+        await self._pause("seats_counted")
+        taken = tier.accepted_count + counted.taken
+        return TierSeats(capacity=tier.capacity, taken=taken, deleted=tier.deleted)
+
+    async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
+        """Insert a pending hold stamped and timed by the database's clock."""
+        await self._one(
+            "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
+            " currency_code, provider, provider_account_id, answers, customer_name,"
+            " customer_email, success_url, cancel_url, expire_time) VALUES (:id, :e, :t, :u,"
+            " 'pending_payment', :amount, :currency, :provider, :account, CAST(:answers AS jsonb),"
+            " :name, :email, :success, :cancel, now() + make_interval(secs => :hold))",
+            id=reservation.reservation_id,
+            e=reservation.event_id,
+            t=reservation.tier_id,
+            u=reservation.user_id,
+            amount=reservation.amount,
+            currency=reservation.currency_code,
+            provider=reservation.provider,
+            account=reservation.provider_account_id,
+            answers=_answers_json(reservation.answers),
+            name=reservation.customer_name,
+            email=reservation.customer_email,
+            success=reservation.success_url,
+            cancel=reservation.cancel_url,
+            hold=hold_seconds,
+        )
+        return await self._require(reservation.reservation_id)
+
+    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation:
+        """Store the checkout and the payment row that waits for its payment."""
+        await self._one(
+            "WITH r AS (UPDATE reservations SET checkout_id = :c, checkout_url = :url,"
+            " update_time = now() WHERE reservation_id = :id"
+            " RETURNING reservation_id, provider, amount, currency_code)"
+            " INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
+            " amount, currency_code) SELECT :row, reservation_id, :c, 'requires_payment',"
+            " provider, amount, currency_code FROM r ON CONFLICT DO NOTHING",
+            id=reservation_id,
+            c=checkout.checkout_id,
+            url=checkout.checkout_url,
+            row=uuid.uuid4(),
+        )
+        return await self._require(reservation_id)
+
+    async def release_hold(
+        self, reservation_id: str, status: ReservationStatus
+    ) -> Reservation | None:
+        """Move a pending hold to expired or cancelled; None if it was not pending."""
+        row = await self._one(
+            "UPDATE reservations SET status = :s, update_time = now()"
+            " WHERE reservation_id = :id AND status = 'pending_payment' RETURNING reservation_id",
+            s=status.value,
+            id=reservation_id,
+        )
+        return None if row is None else await self._require(reservation_id)
+
+    async def get(self, reservation_id: str) -> Reservation | None:
+        """A reservation with its registration id."""
+        row = await self._one(
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE r.reservation_id = :id", id=reservation_id
+        )
+        return None if row is None else _reservation(row)
+
+    async def lock(self, reservation_id: str) -> LockedReservation | None:
+        """Lock the reservation's row and read it with the database's clock."""
+        locked = await self._lock_then_read("reservation_id = :id", id=reservation_id)
+        await self._pause("reservation_locked")
+        return locked
+
+    async def delivery_outcome(self, delivery_id: str) -> tuple[str, ConfirmOutcome] | None:
+        """The first result recorded for a webhook delivery."""
+        row = await self._one(
+            "SELECT reservation_id, outcome FROM webhook_deliveries WHERE delivery_id = :d",
+            d=delivery_id,
+        )
+        return None if row is None else (str(row.reservation_id), ConfirmOutcome(row.outcome))
+
+    async def record_delivery(
+        self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
+    ) -> bool:
+        """Record a delivery once: INSERT … ON CONFLICT DO NOTHING."""
+        row = await self._one(
+            "INSERT INTO webhook_deliveries (delivery_id, reservation_id, outcome)"
+            " VALUES (:d, :r, :o) ON CONFLICT DO NOTHING RETURNING delivery_id",
+            d=delivery_id,
+            r=reservation_id,
+            o=outcome.value,
+        )
+        return row is not None
+
+    async def record_mismatch(self, claim: PaymentClaim) -> None:
+        """Keep the mismatched payment for audit."""
+        await self._one(
+            "INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
+            " provider_payment_id, provider, amount, currency_code, raw_event)"
+            " VALUES (:id, :r, :c, :p, :provider, :amount, :currency, :raw)",
+            id=uuid.uuid4(),
+            r=claim.reservation_id,
+            c=claim.checkout_id,
+            p=claim.payment_id,
+            provider=claim.provider,
+            amount=claim.amount,
+            currency=claim.currency_code,
+            raw=claim.raw_event,
+        )
+
+    async def accept(self, locked: LockedReservation, claim: PaymentClaim) -> Reservation | None:
+        """Register the user, record the payment and confirm the reservation."""
+        held = locked.reservation
+        row = await self._one(
+            "INSERT INTO registrations (registration_id, reservation_id, event_id, tier_id,"
+            " user_id, status, answers) VALUES (:g, :r, :e, :t, :u, 'accepted',"
+            " CAST(:answers AS jsonb)) ON CONFLICT (event_id, user_id) DO NOTHING"
+            " RETURNING registration_id",
+            g=uuid.uuid4(),
+            r=held.reservation_id,
+            e=held.event_id,
+            t=held.tier_id,
+            u=held.user_id,
+            answers=_answers_json(held.answers),
+        )
+        if row is None:
+            return None
+        return await self._settle(claim, ReservationStatus.CONFIRMED)
+
+    async def mark_paid_unfulfilled(self, claim: PaymentClaim) -> Reservation:
+        """Record the payment; the reservation is paid but has no seat: a refund is due."""
+        return await self._settle(claim, ReservationStatus.PAID_UNFULFILLED)
+
+    async def _settle(self, claim: PaymentClaim, status: ReservationStatus) -> Reservation:
+        await self._one(
+            "WITH r AS (UPDATE reservations SET status = :s, seat_folded = false,"
+            " paid_time = coalesce(:paid, now()), update_time = now()"
+            " WHERE reservation_id = :r RETURNING reservation_id, paid_time)"
+            " INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
+            " amount, currency_code, provider_payment_id, tx_id, paid_time, raw_event)"
+            " SELECT :row, r.reservation_id, :c, 'paid', :provider, :amount, :currency, :p, :tx,"
+            " r.paid_time, :raw FROM r"
+            " ON CONFLICT (reservation_id, checkout_id) DO UPDATE SET status = 'paid',"
+            " provider_payment_id = excluded.provider_payment_id, tx_id = excluded.tx_id,"
+            " paid_time = excluded.paid_time, raw_event = excluded.raw_event, update_time = now()",
+            s=status.value,
+            r=claim.reservation_id,
+            paid=claim.paid_time,
+            row=uuid.uuid4(),
+            c=claim.checkout_id,
+            provider=claim.provider,
+            amount=claim.amount,
+            currency=claim.currency_code,
+            p=claim.payment_id,
+            tx=claim.tx_id,
+            raw=claim.raw_event,
+        )
+        return await self._require(claim.reservation_id)
+
+    async def expire_overdue(self, batch_size: int) -> int:
+        """Expire a batch of overdue holds; rows locked elsewhere are left for the next sweep."""
+        rows = await self._rows(
+            "UPDATE reservations SET status = 'expired', update_time = now()"
+            " WHERE reservation_id IN (SELECT reservation_id FROM reservations"
+            " WHERE status = 'pending_payment' AND expire_time <= now() ORDER BY expire_time"
+            " LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING reservation_id",
+            n=batch_size,
+        )
+        return len(rows)
+
+    async def fold_confirmed_seats(self, batch_size: int) -> int:
+        """Add a batch of confirmed seats to their tiers' accepted_count, in one statement."""
+        rows = await self._rows(
+            "WITH folded AS (UPDATE reservations SET seat_folded = true WHERE reservation_id IN"
+            " (SELECT reservation_id FROM reservations WHERE status = 'confirmed'"
+            " AND NOT seat_folded LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING event_id, tier_id),"
+            " per_tier AS (SELECT event_id, tier_id, count(*) AS n FROM folded GROUP BY 1, 2)"
+            " UPDATE tiers t SET accepted_count = t.accepted_count + p.n FROM per_tier p"
+            " WHERE t.event_id = p.event_id AND t.tier_id = p.tier_id RETURNING p.n",
+            n=batch_size,
+        )
+        return sum(int(r.n) for r in rows)
+
+    async def _require(self, reservation_id: str) -> Reservation:
+        reservation = await self.get(reservation_id)
+        assert reservation is not None, "the reservation was written in this transaction"
+        return reservation
+
+
+def _answers_json(answers: tuple[Answer, ...]) -> str:
+    return json.dumps([{"question_id": a.question_id, "answer": a.answer} for a in answers])
+
+
+def _reservation(row: Row[Any]) -> Reservation:
+    return Reservation(
+        reservation_id=str(row.reservation_id),
+        event_id=row.event_id,
+        tier_id=row.tier_id,
+        user_id=row.user_id,
+        status=ReservationStatus(row.status),
+        amount=row.amount,
+        currency_code=row.currency_code,
+        provider=row.provider,
+        provider_account_id=row.provider_account_id,
+        answers=tuple(Answer(a["question_id"], a["answer"]) for a in row.answers),
+        customer_name=row.customer_name,
+        customer_email=row.customer_email,
+        success_url=row.success_url,
+        cancel_url=row.cancel_url,
+        create_time=row.create_time,
+        expire_time=row.expire_time,
+        checkout_id=row.checkout_id,
+        checkout_url=row.checkout_url,
+        paid_time=row.paid_time,
+        registration_id=None if row.registration_id is None else str(row.registration_id),
+    )
+
+
+def _locked(row: Row[Any]) -> LockedReservation:
+    return LockedReservation(_reservation(row), row.db_now, row.paid_payment_id)

@@ -1,0 +1,135 @@
+"""Reservations (seat holds), payments claimed against them, and what confirming one means."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class ReservationStatus(enum.StrEnum):
+    """Where a reservation is in its life."""
+
+    PENDING_PAYMENT = "pending_payment"
+    CONFIRMED = "confirmed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    PAID_UNFULFILLED = "paid_unfulfilled"
+
+
+class ConfirmOutcome(enum.StrEnum):
+    """What ConfirmPayment did."""
+
+    CONFIRMED = "CONFIRMED"
+    ALREADY_CONFIRMED = "ALREADY_CONFIRMED"
+    PAID_UNFULFILLED = "PAID_UNFULFILLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One answer to a registration question."""
+
+    question_id: str
+    answer: str
+
+
+def drop_blank_answers(answers: Iterable[Answer]) -> tuple[Answer, ...]:
+    """The answers worth keeping: a blank answer says nothing."""
+    return tuple(a for a in answers if a.answer.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A seat hold for one user in one paid tier, with the price snapshotted when it was made."""
+
+    reservation_id: str
+    event_id: str
+    tier_id: str
+    user_id: str
+    status: ReservationStatus
+    amount: int
+    currency_code: str
+    provider: str
+    provider_account_id: str | None
+    answers: tuple[Answer, ...]
+    customer_name: str | None
+    customer_email: str | None
+    success_url: str
+    cancel_url: str
+    create_time: datetime
+    expire_time: datetime
+    checkout_id: str | None = None
+    checkout_url: str | None = None
+    paid_time: datetime | None = None
+    registration_id: str | None = None
+
+    def holds_seat_at(self, now: datetime) -> bool:
+        """Pending payment and inside its hold: the seat is counted as taken."""
+        return self.status is ReservationStatus.PENDING_PAYMENT and now < self.expire_time
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentClaim:
+    """A payment the payment service says was made for a reservation; amounts in minor units."""
+
+    reservation_id: str
+    checkout_id: str
+    payment_id: str
+    tx_id: str | None
+    provider: str
+    amount: int
+    currency_code: str
+    paid_time: datetime | None
+    delivery_id: str | None
+    raw_event: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class LockedReservation:
+    """A reservation read under its row lock, with the database's clock and its paid payment."""
+
+    reservation: Reservation
+    now: datetime
+    paid_payment_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TierSeats:
+    """A tier's capacity (None: unlimited) and seats taken, read under the tier's lock."""
+
+    capacity: int | None
+    taken: int
+    deleted: bool = False
+
+    @property
+    def has_free_seat(self) -> bool:
+        """A seat can be given: the tier exists and is not full."""
+        return not self.deleted and (self.capacity is None or self.taken < self.capacity)
+
+
+SETTLED_STATUSES = frozenset({ReservationStatus.CONFIRMED, ReservationStatus.PAID_UNFULFILLED})
+
+
+def payment_differences(locked: LockedReservation, claim: PaymentClaim) -> list[str]:
+    """The fields in which a payment differs from the reservation it claims to pay for.
+
+    A settled (confirmed or paid-unfulfilled) reservation accepts only a repeat of the payment
+    that settled it; any other payment against it is a mismatch, never a second registration.
+    """
+    reservation = locked.reservation
+    expected: dict[str, object] = {
+        "checkout_id": reservation.checkout_id,
+        "provider": reservation.provider,
+        "amount": reservation.amount,
+        "currency_code": reservation.currency_code,
+    }
+    given: dict[str, object] = {
+        "checkout_id": claim.checkout_id,
+        "provider": claim.provider,
+        "amount": claim.amount,
+        "currency_code": claim.currency_code,
+    }
+    if reservation.status in SETTLED_STATUSES:
+        expected["payment_id"], given["payment_id"] = locked.paid_payment_id, claim.payment_id
+    return [name for name in expected if expected[name] != given[name]]
