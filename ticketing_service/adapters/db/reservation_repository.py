@@ -68,6 +68,9 @@ class SqlReservationRepository:
     async def _one(self, sql: str, **params: Any) -> Row[Any] | None:
         return (await self._conn.execute(text(sql), params)).first()
 
+    async def _exec(self, sql: str, **params: Any) -> None:
+        await self._conn.execute(text(sql), params)
+
     async def lock_user(self, event_id: str, user_id: str) -> None:
         """Serialize one user's registration attempts at one event (the row may not exist yet)."""
         if self._locking:
@@ -145,7 +148,7 @@ class SqlReservationRepository:
 
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
         """Insert a pending hold stamped and timed by the database's clock."""
-        await self._one(
+        await self._exec(
             "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
             " currency_code, provider, provider_account_id, answers, customer_name,"
             " customer_email, success_url, cancel_url, expire_time) VALUES (:id, :e, :t, :u,"
@@ -170,7 +173,7 @@ class SqlReservationRepository:
 
     async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation:
         """Store the checkout and the payment row that waits for its payment."""
-        await self._one(
+        await self._exec(
             "WITH r AS (UPDATE reservations SET checkout_id = :c, checkout_url = :url,"
             " update_time = now() WHERE reservation_id = :id"
             " RETURNING reservation_id, provider, amount, currency_code)"
@@ -232,7 +235,7 @@ class SqlReservationRepository:
 
     async def record_mismatch(self, claim: PaymentClaim) -> None:
         """Keep the mismatched payment for audit."""
-        await self._one(
+        await self._exec(
             "INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
             " provider_payment_id, provider, amount, currency_code, raw_event)"
             " VALUES (:id, :r, :c, :p, :provider, :amount, :currency, :raw)",
@@ -270,7 +273,7 @@ class SqlReservationRepository:
         return await self._settle(claim, ReservationStatus.PAID_UNFULFILLED)
 
     async def _settle(self, claim: PaymentClaim, status: ReservationStatus) -> Reservation:
-        await self._one(
+        await self._exec(
             "WITH r AS (UPDATE reservations SET status = :s, seat_folded = false,"
             " paid_time = coalesce(:paid, now()), update_time = now()"
             " WHERE reservation_id = :r RETURNING reservation_id, paid_time)"
