@@ -1,0 +1,89 @@
+/**
+ * A typed client for moim.ticketing.v1.TicketingService: a Connect client speaking gRPC over
+ * HTTP/2, plus errorReason() to read the service's rich errors. The messages, enums and the
+ * service descriptor are generated into ./gen (scripts/generate-clients; never edit them).
+ */
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { TicketingService } from "./gen/moim/ticketing/v1/ticketing_service_pb.js";
+
+export * from "./gen/moim/ticketing/v1/error_reason_pb.js";
+export * from "./gen/moim/ticketing/v1/registration_event_pb.js";
+export * from "./gen/moim/ticketing/v1/reservation_pb.js";
+export * from "./gen/moim/ticketing/v1/settings_pb.js";
+export * from "./gen/moim/ticketing/v1/ticketing_service_pb.js";
+export { Code, ConnectError };
+
+/** The `google.rpc.ErrorInfo` domain of every error the service raises. */
+export const ERROR_DOMAIN = "ticketing.moim.social";
+
+/** The client: one async method per RPC, named in lowerCamel (`startPaidRegistration`, ...). */
+export type TicketingClient = Client<typeof TicketingService>;
+
+export interface TicketingClientOptions {
+  /** `host:port` (plain HTTP/2, prior knowledge), or a full `http://` or `https://` base URL. */
+  address: string;
+  /** The server's TICKETING_GRPC_TOKEN, sent as `authorization: Bearer <token>`; empty: none. */
+  token?: string;
+}
+
+/** Creates a client; the transport keeps one HTTP/2 session to the server and reuses it. */
+export function createTicketingClient(options: TicketingClientOptions): TicketingClient {
+  // An empty token means none, as an empty TICKETING_GRPC_TOKEN does on the server.
+  const interceptors = options.token ? [bearerToken(options.token)] : [];
+  const transport = createGrpcTransport({ baseUrl: baseUrl(options.address), interceptors });
+  return createClient(TicketingService, transport);
+}
+
+function baseUrl(address: string): string {
+  return address.includes("://") ? address : `http://${address}`;
+}
+
+function bearerToken(token: string): Interceptor {
+  const value = `Bearer ${token}`;
+  return (next) => async (request) => {
+    request.header.set("authorization", value);
+    return next(request);
+  };
+}
+
+/** One invalid request field, as listed in the error's `google.rpc.BadRequest` detail. */
+export interface FieldViolation {
+  /** The field's path in the request, e.g. `tiers[0].price_amount`. */
+  field: string;
+  /** Why the value was refused, as a sentence. */
+  description: string;
+}
+
+/** What a failed call means, read from the error's `google.rpc` details. */
+export interface ErrorReason {
+  /** The canonical status code, e.g. `Code.NotFound`. */
+  code: Code;
+  /** The `ErrorInfo` reason, e.g. "SOLD_OUT" (the ErrorReason enum's names). */
+  reason: string;
+  /** The `ErrorInfo` metadata, keys in lowerCamel (e.g. `reservationId`). */
+  metadata: Record<string, string>;
+  /** The `BadRequest` field violations; empty unless the code is InvalidArgument. */
+  fieldViolations: FieldViolation[];
+}
+
+/**
+ * Reads the service's reason from an error thrown by a client call. Undefined when the error is
+ * not a ConnectError or carries no ErrorInfo of this service (a transport failure, an
+ * unimplemented method, a proxy's answer): then use `ConnectError.from(err).code`.
+ */
+export function errorReason(err: unknown): ErrorReason | undefined {
+  if (!(err instanceof ConnectError)) {
+    return undefined;
+  }
+  const info = err.findDetails(ErrorInfoSchema).find((detail) => detail.domain === ERROR_DOMAIN);
+  if (info === undefined) {
+    return undefined;
+  }
+  const fieldViolations = err
+    .findDetails(BadRequestSchema)
+    .flatMap((detail) => detail.fieldViolations)
+    .map(({ field, description }) => ({ field, description }));
+  return { code: err.code, reason: info.reason, metadata: { ...info.metadata }, fieldViolations };
+}
