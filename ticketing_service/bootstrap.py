@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ticketing_service.adapters.db import migrations
 from ticketing_service.adapters.db.engine import PoolSettings, create_engine
+from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
 from ticketing_service.adapters.payment_service import HttpCheckoutGateway
 from ticketing_service.config import Config
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.events_handlers import run_event_sequencer
+from ticketing_service.service_layer.expiry import run_expiry_sweeper
+
+# The sequencer numbers this process's events as soon as they commit; this interval only
+# catches events whose writer died before it could wake its sequencer.
+SEQUENCER_FALLBACK_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -23,6 +33,16 @@ class Wiring:
     deps: Dependencies
     engine: AsyncEngine
     checkouts: HttpCheckoutGateway
+    event_signal: PostgresEventSignal
+    sequencer_wakeup: asyncio.Event
+
+    def workers(self, config: Config) -> list[Coroutine[Any, Any, None]]:
+        """The background loops of a server process: sweeper, sequencer, event listener."""
+        return [
+            run_expiry_sweeper(self.deps, config.sweep_interval_seconds),
+            run_event_sequencer(self.deps, self.sequencer_wakeup, SEQUENCER_FALLBACK_SECONDS),
+            self.event_signal.run(),
+        ]
 
     async def aclose(self) -> None:
         """Close the payment service's connections and the database pool."""
@@ -55,12 +75,15 @@ def wire(config: Config, database_url: str) -> Wiring:
         config.payment_service_token,
         config.payment_timeout_seconds,
     )
+    sequencer_wakeup = asyncio.Event()
+    event_signal = PostgresEventSignal(database_url)
     deps = Dependencies(
-        uow=lambda: SqlUnitOfWork(engine),
+        uow=lambda: SqlUnitOfWork(engine, after_events_commit=sequencer_wakeup.set),
         checkouts=checkouts,
         default_provider_account_id=config.default_provider_account_id,
         hold_seconds=config.hold_seconds,
         callback_url=config.callback_url,
         public_base_url=config.public_base_url,
+        event_signal=event_signal,
     )
-    return Wiring(deps, engine, checkouts)
+    return Wiring(deps, engine, checkouts, event_signal, sequencer_wakeup)

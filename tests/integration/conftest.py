@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,10 +20,12 @@ from tests.payment_service_standin import (
 )
 from tests.postgres import provision_test_database, truncate_all
 from ticketing_service.adapters.db.engine import PoolSettings, create_engine
+from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.payment_service import HttpCheckoutGateway
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.events_handlers import run_event_sequencer
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub
@@ -77,23 +80,54 @@ async def checkouts(payment_service: PaymentService) -> AsyncIterator[HttpChecko
 
 
 @pytest.fixture
-def deps(engine: AsyncEngine, checkouts: HttpCheckoutGateway) -> Dependencies:
+def sequencer_wakeup() -> asyncio.Event:
+    """Set after each commit that appended events, as in a server process."""
+    return asyncio.Event()
+
+
+@pytest.fixture
+async def event_signal(database_url: str) -> AsyncIterator[PostgresEventSignal]:
+    """The LISTEN connection that wakes event watchers, already listening."""
+    signal = PostgresEventSignal(database_url)
+    listener = asyncio.create_task(signal.run())
+    async with asyncio.timeout(10):
+        await signal.listening.wait()
+    yield signal
+    listener.cancel()
+    await asyncio.gather(listener, return_exceptions=True)
+
+
+@pytest.fixture
+def deps(
+    engine: AsyncEngine,
+    checkouts: HttpCheckoutGateway,
+    sequencer_wakeup: asyncio.Event,
+    event_signal: PostgresEventSignal,
+) -> Dependencies:
     """The service's real adapters."""
     return Dependencies(
-        uow=lambda: SqlUnitOfWork(engine),
+        uow=lambda: SqlUnitOfWork(engine, after_events_commit=sequencer_wakeup.set),
         checkouts=checkouts,
         default_provider_account_id=DEFAULT_ACCOUNT,
         hold_seconds=600,
         callback_url="http://127.0.0.1:9/api/ticket-payment-callbacks",
         public_base_url="https://moim.example",
+        event_signal=event_signal,
     )
 
 
 @pytest.fixture
-async def server(deps: Dependencies) -> AsyncIterator[RunningServer]:
-    """The real gRPC server on a free port."""
+async def server(
+    deps: Dependencies, sequencer_wakeup: asyncio.Event
+) -> AsyncIterator[RunningServer]:
+    """The real gRPC server on a free port, with its event sequencer."""
     running = await start_server(deps, "127.0.0.1:0", token=None)
+    sequencer = asyncio.create_task(
+        run_event_sequencer(deps, sequencer_wakeup, interval_seconds=0.5)
+    )
     yield running
+    sequencer.cancel()
+    await asyncio.gather(sequencer, return_exceptions=True)
     await running.stop(0)
 
 

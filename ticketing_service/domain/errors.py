@@ -142,6 +142,12 @@ class DatabaseUnavailable(TicketingError):
     reason = "DATABASE_UNAVAILABLE"
 
 
+class EventsPruned(TicketingError):
+    """Events after the requested sequence were pruned; the consumer must resynchronize."""
+
+    reason = "EVENTS_PRUNED"
+
+
 def all_error_types() -> list[type[TicketingError]]:
     """Every concrete error, for the entrypoints' status tables and their completeness test."""
     return list(TicketingError.__subclasses__())

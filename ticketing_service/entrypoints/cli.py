@@ -1,4 +1,4 @@
-"""The `ticketing-service` command: serve, migrate."""
+"""The `ticketing-service` command: serve, migrate, prune-events."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
 from ticketing_service.entrypoints.grpc.server import serve_until_signalled, start_server
-from ticketing_service.service_layer.expiry import run_expiry_sweeper
+from ticketing_service.service_layer.events_handlers import prune_registration_events
 
 log = logging.getLogger("ticketing_service")
 
@@ -24,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config.from_env()
         if args.command == "migrate":
             return _migrate(config)
+        if args.command == "prune-events":
+            return asyncio.run(_prune_events(config, args.older_than_days))
         return asyncio.run(_serve(config, args.listen or config.grpc_listen, not args.no_migrate))
     except ConfigError as error:
         print(f"ticketing-service: {error}", file=sys.stderr)
@@ -39,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="host:port (default: $TICKETING_GRPC_LISTEN)")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
     commands.add_parser("migrate", help="apply the database migrations and exit")
+    prune = commands.add_parser(
+        "prune-events", help="delete registration events older than an age from the feed"
+    )
+    prune.add_argument(
+        "--older-than-days",
+        type=_positive_days,
+        required=True,
+        help="delete events created more than this many days ago",
+    )
     return parser
 
 
@@ -53,13 +65,36 @@ async def _serve(config: Config, listen: str, migrate: bool) -> int:
     if migrate:
         await asyncio.to_thread(bootstrap.migrate, database_url)
     wiring = bootstrap.wire(config, database_url)
-    sweeper = asyncio.create_task(run_expiry_sweeper(wiring.deps, config.sweep_interval_seconds))
+    workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
     try:
         running = await start_server(wiring.deps, listen, config.grpc_token)
         host = listen.rsplit(":", 1)[0]
         log.info("serving moim.ticketing.v1.TicketingService on %s:%d", host, running.port)
         await serve_until_signalled(running)
     finally:
-        sweeper.cancel()
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         await wiring.aclose()
+    return 0
+
+
+def _positive_days(raw: str) -> float:
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1
+    if not 0 < days < 100_000:
+        raise argparse.ArgumentTypeError(f"must be a positive number of days, got {raw!r}")
+    return days
+
+
+async def _prune_events(config: Config, older_than_days: float) -> int:
+    wiring = bootstrap.wire(config, bootstrap.resolve_database_url(config))
+    try:
+        cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+        pruned = await prune_registration_events(wiring.deps, cutoff)
+    finally:
+        await wiring.aclose()
+    log.info("pruned %d registration events created before %s", pruned, cutoff.isoformat())
     return 0

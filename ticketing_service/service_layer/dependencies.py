@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ticketing_service.service_layer.checkouts import CheckoutGateway
-from ticketing_service.service_layer.ports import UnitOfWorkFactory
+from ticketing_service.service_layer.ports import EventSignal, UnitOfWorkFactory
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,3 +18,5 @@ class Dependencies:
     hold_seconds: float = 600
     callback_url: str = "http://127.0.0.1:8080/api/ticket-payment-callbacks"
     public_base_url: str = "http://localhost:3000"
+    # Wakes event watchers across replicas; None makes watchers re-check on a timer instead.
+    event_signal: EventSignal | None = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
     LockedReservation,
@@ -113,6 +115,38 @@ class ReservationRepository(Protocol):
         ...
 
 
+class EventsRepository(Protocol):
+    """The registration event feed."""
+
+    async def sequence_pending(self) -> int:
+        """Number the committed events that have no number yet; return how many."""
+        ...
+
+    async def list_after(self, after_sequence: int, limit: int) -> list[RegistrationEvent]:
+        """Up to `limit` numbered events after `after_sequence`, in order."""
+        ...
+
+    async def retained_range(self) -> tuple[int | None, int]:
+        """The lowest number still kept (None when none is) and the last number given."""
+        ...
+
+    async def prune_before(self, cutoff: datetime) -> int:
+        """Delete numbered events created before `cutoff`; return how many."""
+        ...
+
+
+class EventSignal(Protocol):
+    """Tells watchers that new events may have been numbered (by any replica)."""
+
+    def generation(self) -> int:
+        """A counter that grows on every signal."""
+        ...
+
+    async def wait_beyond(self, generation: int, timeout: float) -> None:  # noqa: ASYNC109  # a bounded wait is the contract
+        """Return once the counter passed `generation`, or after `timeout` seconds."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One database transaction; it rolls back on exit unless `commit()` was called."""
 
@@ -124,6 +158,11 @@ class UnitOfWork(Protocol):
     @property
     def reservations(self) -> ReservationRepository:
         """Reservations, registrations and payments."""
+        ...
+
+    @property
+    def events(self) -> EventsRepository:
+        """The registration event feed."""
         ...
 
     async def __aenter__(self) -> Self:

@@ -18,7 +18,9 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ticketing_service.adapters.db.events_repository import append_events
 from ticketing_service.domain.errors import TierNotFound
+from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.reservations import (
     Answer,
     ConfirmOutcome,
@@ -61,6 +63,13 @@ class SqlReservationRepository:
         self._conn = conn
         self._locking = locking
         self._pause = pause
+        # Set once this transaction appended to the event feed, so the unit of work can wake
+        # the sequencer after commit.
+        self.appended_events = False
+
+    async def _append(self, event_type: RegistrationEventType, *reservation_ids: str) -> None:
+        await append_events(self._conn, event_type, reservation_ids)
+        self.appended_events = True
 
     async def _rows(self, sql: str, **params: Any) -> list[Row[Any]]:
         return list(await self._conn.execute(text(sql), params))
@@ -169,6 +178,7 @@ class SqlReservationRepository:
             cancel=reservation.cancel_url,
             hold=hold_seconds,
         )
+        await self._append(RegistrationEventType.RESERVATION_CREATED, reservation.reservation_id)
         return await self._require(reservation.reservation_id)
 
     async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation:
@@ -197,7 +207,10 @@ class SqlReservationRepository:
             s=status.value,
             id=reservation_id,
         )
-        return None if row is None else await self._require(reservation_id)
+        if row is None:
+            return None
+        await self._append(_EVENT_OF[status], reservation_id)
+        return await self._require(reservation_id)
 
     async def get(self, reservation_id: str) -> Reservation | None:
         """A reservation with its registration id."""
@@ -296,6 +309,7 @@ class SqlReservationRepository:
             tx=claim.tx_id,
             raw=claim.raw_event,
         )
+        await self._append(_EVENT_OF[status], claim.reservation_id)
         return await self._require(claim.reservation_id)
 
     async def expire_overdue(self, batch_size: int) -> int:
@@ -307,6 +321,9 @@ class SqlReservationRepository:
             " LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING reservation_id",
             n=batch_size,
         )
+        if rows:
+            expired = [str(r.reservation_id) for r in rows]
+            await self._append(RegistrationEventType.RESERVATION_EXPIRED, *expired)
         return len(rows)
 
     async def fold_confirmed_seats(self, batch_size: int) -> int:
@@ -326,6 +343,14 @@ class SqlReservationRepository:
         reservation = await self.get(reservation_id)
         assert reservation is not None, "the reservation was written in this transaction"
         return reservation
+
+
+_EVENT_OF = {
+    ReservationStatus.CONFIRMED: RegistrationEventType.RESERVATION_CONFIRMED,
+    ReservationStatus.EXPIRED: RegistrationEventType.RESERVATION_EXPIRED,
+    ReservationStatus.CANCELLED: RegistrationEventType.RESERVATION_CANCELLED,
+    ReservationStatus.PAID_UNFULFILLED: RegistrationEventType.RESERVATION_PAID_UNFULFILLED,
+}
 
 
 def _answers_json(answers: tuple[Answer, ...]) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -215,4 +216,36 @@ webhook_deliveries = Table(
     CheckConstraint(
         "outcome IN ('CONFIRMED', 'ALREADY_CONFIRMED', 'PAID_UNFULFILLED')", name="outcome"
     ),
+)
+
+# The transactional outbox behind ListRegistrationEvents / WatchRegistrationEvents. Writers
+# insert rows without a sequence; the sequencer numbers committed rows (see events_repository).
+registration_events = Table(
+    "registration_events",
+    metadata,
+    Column("event_row_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("sequence", BigInteger, unique=True),
+    Column("type", Text, nullable=False),
+    Column("reservation_id", UUID(as_uuid=True), nullable=False),
+    Column("reservation", JSONB, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint(
+        "type IN ('reservation_created', 'reservation_confirmed', 'reservation_expired', "
+        "'reservation_cancelled', 'reservation_paid_unfulfilled')",
+        name="type",
+    ),
+    Index(
+        "ix_registration_events_unsequenced",
+        "event_row_id",
+        postgresql_where=text("sequence IS NULL"),
+    ),
+    Index("ix_registration_events_create_time", "create_time"),
+)
+
+registration_event_sequencer = Table(
+    "registration_event_sequencer",
+    metadata,
+    Column("singleton", Boolean, primary_key=True, server_default=text("true")),
+    Column("last_sequence", BigInteger, nullable=False),
+    CheckConstraint("singleton", name="singleton"),
 )

@@ -6,12 +6,14 @@ Database failures are translated here into the domain's errors, so a lost connec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ticketing_service.adapters.db.events_repository import SqlEventsRepository
 from ticketing_service.adapters.db.reservation_repository import (
     Pause,
     SqlReservationRepository,
@@ -41,9 +43,15 @@ class SqlUnitOfWork:
 
     settings: SqlSettingsRepository
     reservations: SqlReservationRepository
+    events: SqlEventsRepository
 
     def __init__(
-        self, engine: AsyncEngine, *, locking: bool = True, pause: Pause = no_pause
+        self,
+        engine: AsyncEngine,
+        *,
+        after_events_commit: Callable[[], None] | None = None,
+        locking: bool = True,
+        pause: Pause = no_pause,
     ) -> None:
         # `locking` and `pause` are for the tests that prove each lock matters; the composition
         # root never passes them.
@@ -51,6 +59,7 @@ class SqlUnitOfWork:
         self._conn: AsyncConnection | None = None
         self._locking = locking
         self._pause = pause
+        self._after_events_commit = after_events_commit
 
     async def __aenter__(self) -> Self:
         """Check out a connection and begin the transaction."""
@@ -61,6 +70,7 @@ class SqlUnitOfWork:
             await self._release()
             raise translate_database_error(error) or error from error
         self.settings = SqlSettingsRepository(self._conn)
+        self.events = SqlEventsRepository(self._conn)
         self.reservations = SqlReservationRepository(
             self._conn, locking=self._locking, pause=self._pause
         )
@@ -83,6 +93,8 @@ class SqlUnitOfWork:
         """Commit the transaction."""
         assert self._conn is not None, "commit() outside of `async with`"
         await self._conn.commit()
+        if self.reservations.appended_events and self._after_events_commit is not None:
+            self._after_events_commit()
 
     async def _release(self) -> None:
         conn, self._conn = self._conn, None

@@ -36,6 +36,7 @@ STATUS_CODES: dict[type[errors.TicketingError], grpc.StatusCode] = {
     errors.DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ConcurrentUpdate: grpc.StatusCode.ABORTED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.EventsPruned: grpc.StatusCode.OUT_OF_RANGE,
 }
 
 

@@ -6,20 +6,22 @@ It holds no business rules. Domain errors become rich gRPC statuses in one place
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Concatenate, NoReturn, TypeVar
+from typing import Any, Concatenate, TypeVar
 
 import grpc
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from ticketing_service.domain.errors import TicketingError
-from ticketing_service.entrypoints.grpc import reservation_mapping, settings_mapping
+from ticketing_service.entrypoints.grpc import event_mapping, reservation_mapping, settings_mapping
 from ticketing_service.entrypoints.grpc.errors import internal_status, to_status
 from ticketing_service.entrypoints.grpc.validation import Violations
 from ticketing_service.service_layer import (
+    events_handlers,
     payment_handlers,
     registration_handlers,
     settings_handlers,
@@ -132,20 +134,31 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
             reservation=reservation_mapping.write_reservation(result.reservation),
         )
 
+    @_answering_errors
     async def ListRegistrationEvents(
         self, request: pb.ListRegistrationEventsRequest, context: Context
     ) -> pb.ListRegistrationEventsResponse:
-        """Not served yet."""
-        await _unimplemented(context)
+        """Read a page of the feed."""
+        after, page_size = event_mapping.read_list(request)
+        page = await events_handlers.list_registration_events(self._deps, after, page_size)
+        return pb.ListRegistrationEventsResponse(
+            events=[event_mapping.write_event(e) for e in page.events],
+            next_sequence=page.next_sequence,
+        )
 
     async def WatchRegistrationEvents(
         self, request: pb.WatchRegistrationEventsRequest, context: Context
     ) -> AsyncIterator[pb.WatchRegistrationEventsResponse]:
-        """Not served yet."""
-        await _unimplemented(context)
-        yield pb.WatchRegistrationEventsResponse()  # pragma: no cover
-
-
-async def _unimplemented(context: Context) -> NoReturn:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "This RPC is not served yet.")
-    raise AssertionError("abort always raises")  # pragma: no cover
+        """Replay the feed after a sequence, then stream events as they are numbered."""
+        try:
+            after = event_mapping.read_watch(request)
+            events = events_handlers.watch_registration_events(self._deps, after)
+            async for event in events:
+                yield pb.WatchRegistrationEventsResponse(event=event_mapping.write_event(event))
+        except TicketingError as error:
+            await context.abort_with_status(to_status(error))
+        except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("rpc failed unexpectedly", extra={"rpc": "WatchRegistrationEvents"})
+            await context.abort_with_status(internal_status())

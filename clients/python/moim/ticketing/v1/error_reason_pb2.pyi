@@ -60,6 +60,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAUTHENTICATED: the bearer token is missing or wrong."""
     ERROR_REASON_DATABASE_UNAVAILABLE: _ErrorReason.ValueType  # 18
     """UNAVAILABLE: the database cannot be reached; retry later."""
+    ERROR_REASON_EVENTS_PRUNED: _ErrorReason.ValueType  # 19
+    """OUT_OF_RANGE: events after the requested sequence were pruned by retention; rebuild from
+    GetReservation and resume from the first retained sequence.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the service puts in the `google.rpc.ErrorInfo` detail of a failed call, with
@@ -106,4 +110,8 @@ ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 17
 """UNAUTHENTICATED: the bearer token is missing or wrong."""
 ERROR_REASON_DATABASE_UNAVAILABLE: ErrorReason.ValueType  # 18
 """UNAVAILABLE: the database cannot be reached; retry later."""
+ERROR_REASON_EVENTS_PRUNED: ErrorReason.ValueType  # 19
+"""OUT_OF_RANGE: events after the requested sequence were pruned by retention; rebuild from
+GetReservation and resume from the first retained sequence.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,0 +1,280 @@
+"""The registration event feed: every outcome once, in order, across reconnects and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import grpc
+import psycopg
+import pytest
+from moim.ticketing.v1 import registration_event_pb2 as events_pb2
+from moim.ticketing.v1 import reservation_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+from tests.integration.flows import (
+    configure_event,
+    end_hold,
+    hold,
+    paid_tier,
+    payment_for,
+    sql,
+)
+from tests.rich_errors import rich_error
+from ticketing_service.entrypoints.grpc.server import start_server
+from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.events_handlers import (
+    prune_registration_events,
+    sequence_events,
+)
+from ticketing_service.service_layer.expiry import expire_overdue_holds
+
+if TYPE_CHECKING:
+    from moim.ticketing.v1.ticketing_service_pb2_grpc import (
+        TicketingServiceAsyncStub as Stub,
+    )
+
+T = events_pb2.RegistrationEventType
+CREATED = T.REGISTRATION_EVENT_TYPE_RESERVATION_CREATED
+CONFIRMED = T.REGISTRATION_EVENT_TYPE_RESERVATION_CONFIRMED
+EXPIRED = T.REGISTRATION_EVENT_TYPE_RESERVATION_EXPIRED
+CANCELLED = T.REGISTRATION_EVENT_TYPE_RESERVATION_CANCELLED
+UNFULFILLED = T.REGISTRATION_EVENT_TYPE_RESERVATION_PAID_UNFULFILLED
+
+
+async def all_events(stub: Stub, after: int = 0) -> list[events_pb2.RegistrationEvent]:
+    response = await stub.ListRegistrationEvents(
+        pb.ListRegistrationEventsRequest(after_sequence=after, page_size=1000)
+    )
+    return list(response.events)
+
+
+async def settled_events(stub: Stub, deps: Dependencies) -> list[events_pb2.RegistrationEvent]:
+    """The feed once every committed event is numbered (no waiting on the background task)."""
+    await sequence_events(deps)
+    return await all_events(stub)
+
+
+async def test_every_state_change_appends_one_event_in_order(
+    stub: Stub, deps: Dependencies, database_url: str
+) -> None:
+    await configure_event(stub, paid_tier("vip", capacity=1), paid_tier("floor"))
+    paid = await hold(stub, "payer", "vip")
+    await stub.ConfirmPayment(payment_for(paid))
+    gone = await hold(stub, "quitter", "floor")
+    await stub.CancelReservation(
+        pb.CancelReservationRequest(reservation_id=gone.reservation_id, user_id="quitter")
+    )
+    late = await hold(stub, "sleeper", "floor")
+    end_hold(database_url, late.reservation_id)
+    await expire_overdue_holds(deps)
+    full = await hold(stub, "too-late", "floor")
+    sql(database_url, "UPDATE tiers SET capacity = 1 WHERE tier_id = 'floor'")
+    end_hold(database_url, full.reservation_id)
+    await hold(stub, "seat-taker", "floor")
+    await stub.ConfirmPayment(payment_for(full))
+
+    events = await settled_events(stub, deps)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert [(e.type, e.reservation.user_id) for e in events] == [
+        (CREATED, "payer"),
+        (CONFIRMED, "payer"),
+        (CREATED, "quitter"),
+        (CANCELLED, "quitter"),
+        (CREATED, "sleeper"),
+        (EXPIRED, "sleeper"),
+        (CREATED, "too-late"),
+        (CREATED, "seat-taker"),
+        (UNFULFILLED, "too-late"),
+    ]
+    confirmed = events[1].reservation
+    assert confirmed.status == reservation_pb2.RESERVATION_STATUS_CONFIRMED
+    assert confirmed.registration_id
+
+
+async def test_a_confirmed_event_carries_the_registration_and_answers(
+    stub: Stub, deps: Dependencies
+) -> None:
+    await configure_event(stub)
+    started = await stub.StartPaidRegistration(
+        pb.StartPaidRegistrationRequest(
+            event_id="launch-party",
+            tier_id="vip",
+            user_id="u",
+            answers=[reservation_pb2.Answer(question_id="q", answer="yes")],
+        )
+    )
+    confirmed = await stub.ConfirmPayment(payment_for(started.reservation))
+    event = (await settled_events(stub, deps))[-1]
+    assert event.type == CONFIRMED
+    assert event.reservation.registration_id == confirmed.reservation.registration_id
+    assert [(a.question_id, a.answer) for a in event.reservation.answers] == [("q", "yes")]
+
+
+async def test_pages_follow_next_sequence(stub: Stub, deps: Dependencies) -> None:
+    await configure_event(stub, paid_tier("vip"))
+    for user in range(5):
+        await hold(stub, f"user-{user}")
+    await sequence_events(deps)
+    first = await stub.ListRegistrationEvents(pb.ListRegistrationEventsRequest(page_size=2))
+    assert [e.sequence for e in first.events] == [1, 2]
+    rest = await stub.ListRegistrationEvents(
+        pb.ListRegistrationEventsRequest(after_sequence=first.next_sequence)
+    )
+    assert [e.sequence for e in rest.events] == [3, 4, 5]
+    empty = await stub.ListRegistrationEvents(
+        pb.ListRegistrationEventsRequest(after_sequence=rest.next_sequence)
+    )
+    assert (list(empty.events), empty.next_sequence) == ([], 5)
+
+
+async def test_an_event_committed_late_is_numbered_after_those_already_read(
+    stub: Stub, deps: Dependencies, database_url: str
+) -> None:
+    """A slow writer whose event row was inserted first must not be skipped by a consumer."""
+    await configure_event(stub, paid_tier("vip"))
+    slow = await hold(stub, "slow")
+    await sequence_events(deps)
+    after_setup = (await all_events(stub))[-1].sequence
+    with psycopg.connect(database_url) as writer:
+        # The slow writer appends its event first, then takes its time to commit.
+        writer.execute(
+            "INSERT INTO registration_events (type, reservation_id, reservation)"
+            " SELECT 'reservation_cancelled', reservation_id, reservation FROM registration_events"
+            " WHERE reservation_id = %s",
+            (slow.reservation_id,),
+        )
+        await hold(stub, "fast")  # commits its event while the slow writer is open
+        await sequence_events(deps)
+        seen = await all_events(stub, after_setup)
+        assert [e.reservation.user_id for e in seen] == ["fast"]
+        cursor = seen[-1].sequence
+        writer.commit()
+    rows = sql(
+        database_url,
+        "SELECT type, event_row_id, sequence FROM registration_events"
+        " WHERE sequence > %s OR sequence IS NULL ORDER BY event_row_id",
+        after_setup,
+    )
+    # The control: by insertion order (what a naive feed would number) the slow event comes
+    # first, so a consumer already past the fast one would never have seen it.
+    assert [r[0] for r in rows] == ["reservation_cancelled", "reservation_created"]
+    await sequence_events(deps)
+    later = await stub.ListRegistrationEvents(
+        pb.ListRegistrationEventsRequest(after_sequence=cursor)
+    )
+    assert [e.sequence for e in later.events] == [cursor + 1]
+
+
+async def collect(
+    stream: grpc.aio.UnaryStreamCall[
+        pb.WatchRegistrationEventsRequest, pb.WatchRegistrationEventsResponse
+    ],
+    count: int,
+) -> list[events_pb2.RegistrationEvent]:
+    events: list[events_pb2.RegistrationEvent] = []
+    async with asyncio.timeout(60):
+        async for message in stream:
+            events.append(message.event)
+            if len(events) == count:
+                break
+    return events
+
+
+async def test_a_watcher_sees_every_outcome_of_500_concurrent_confirmations_once_in_order(
+    stub: Stub,
+) -> None:
+    buyers = 500
+    await configure_event(stub, paid_tier("vip", capacity=buyers))
+    stream = stub.WatchRegistrationEvents(pb.WatchRegistrationEventsRequest())
+    watching = asyncio.create_task(collect(stream, 2 * buyers))
+    gate = asyncio.Semaphore(32)
+
+    async def buy(user: str) -> None:
+        async with gate:
+            reservation = await hold(stub, user)
+            await stub.ConfirmPayment(payment_for(reservation))
+
+    await asyncio.gather(*(buy(f"buyer-{n}") for n in range(buyers)))
+    events = await watching
+    stream.cancel()
+    assert [e.sequence for e in events] == list(range(1, 2 * buyers + 1))
+    confirmed = [e.reservation.user_id for e in events if e.type == CONFIRMED]
+    assert sorted(confirmed) == sorted(f"buyer-{n}" for n in range(buyers))
+
+
+async def test_a_watcher_that_reconnects_to_a_restarted_server_sees_the_rest_once(
+    stub: Stub, deps: Dependencies
+) -> None:
+    await configure_event(stub, paid_tier("vip"))
+    for user in range(6):
+        await hold(stub, f"early-{user}")
+    first = stub.WatchRegistrationEvents(pb.WatchRegistrationEventsRequest())
+    seen = await collect(first, 4)
+    first.cancel()
+
+    restarted = await start_server(deps, "127.0.0.1:0", token=None)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
+            other = pb_grpc.TicketingServiceStub(channel)
+            resumed = other.WatchRegistrationEvents(
+                pb.WatchRegistrationEventsRequest(after_sequence=seen[-1].sequence)
+            )
+            for user in range(4):
+                await hold(other, f"late-{user}")
+            seen += await collect(resumed, 6)
+            resumed.cancel()
+    finally:
+        await restarted.stop(0)
+    assert [e.sequence for e in seen] == list(range(1, 11))
+    assert [e.reservation.user_id for e in seen][-4:] == [f"late-{n}" for n in range(4)]
+
+
+async def test_pruned_events_are_gone_and_a_consumer_behind_them_is_told(
+    stub: Stub, deps: Dependencies, database_url: str
+) -> None:
+    await configure_event(stub, paid_tier("vip"))
+    for user in range(3):
+        await hold(stub, f"user-{user}")
+    await sequence_events(deps)
+    sql(
+        database_url,
+        "UPDATE registration_events SET create_time = now() - interval '40 days'"
+        " WHERE sequence <= 2",
+    )
+    assert await prune_registration_events(deps, datetime.now(UTC) - timedelta(days=30)) == 2
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListRegistrationEvents(pb.ListRegistrationEventsRequest(after_sequence=0))
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.OUT_OF_RANGE, "EVENTS_PRUNED")
+    assert error.metadata == {"firstRetainedSequence": "3"}
+    assert [e.sequence for e in await all_events(stub, after=2)] == [3]
+    await hold(stub, "after-prune")
+    await sequence_events(deps)
+    assert [e.sequence for e in await all_events(stub, after=3)] == [4]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "bad"),
+    [
+        ({"after_sequence": -1}, "after_sequence"),
+        ({"page_size": 1001}, "page_size"),
+        ({"page_size": -5}, "page_size"),
+    ],
+)
+async def test_invalid_feed_requests_are_invalid_argument(
+    stub: Stub, request_fields: dict[str, int], bad: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListRegistrationEvents(pb.ListRegistrationEventsRequest(**request_fields))
+    assert rich_error(caught.value).fields == [bad]
+
+
+async def test_watching_from_a_negative_sequence_is_invalid_argument(stub: Stub) -> None:
+    stream = stub.WatchRegistrationEvents(pb.WatchRegistrationEventsRequest(after_sequence=-1))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stream:
+            pass
+    assert rich_error(caught.value).fields == ["after_sequence"]

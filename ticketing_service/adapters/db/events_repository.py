@@ -1,0 +1,169 @@
+"""The registration event feed in Postgres: a transactional outbox numbered by a sequencer.
+
+Why a sequencer. A sequence number taken when the row is inserted is allocated in insert
+order but becomes visible in commit order: a transaction can take number 10, commit after
+another took 11 and committed, and a consumer that already moved past 11 would never see 10.
+So writers insert events with no number, in the same transaction as the change they describe,
+and a sequencer numbers them afterwards: in one transaction, under an advisory lock that makes
+it the only numberer across all replicas, it gives the committed unnumbered rows the numbers
+after the last one it gave (kept in a row of its own, so pruning cannot make it reuse one).
+A row that commits later can only get a later number, numbers have no gaps (so a consumer
+can tell it missed nothing), and readers see a run's numbers all at once because they are
+assigned in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
+from ticketing_service.domain.reservations import Answer, Reservation, ReservationStatus
+
+SEQUENCER_LOCK_KEY = "ticketing:registration-event-sequencer"
+NEW_EVENTS_CHANNEL = "ticketing_registration_events"
+
+# The reservation as it is in this transaction, as the event's payload.
+_SNAPSHOT = """jsonb_build_object(
+    'reservation_id', r.reservation_id, 'event_id', r.event_id, 'tier_id', r.tier_id,
+    'user_id', r.user_id, 'status', r.status, 'amount', r.amount,
+    'currency_code', r.currency_code, 'provider', r.provider,
+    'provider_account_id', r.provider_account_id, 'checkout_id', r.checkout_id,
+    'checkout_url', r.checkout_url, 'create_time', r.create_time,
+    'expire_time', r.expire_time, 'paid_time', r.paid_time, 'answers', r.answers,
+    'success_url', r.success_url, 'cancel_url', r.cancel_url,
+    'registration_id', g.registration_id)"""
+
+
+async def append_events(
+    conn: AsyncConnection, event_type: RegistrationEventType, reservation_ids: Sequence[str]
+) -> None:
+    """Append one unnumbered event per reservation, in the caller's transaction."""
+    await conn.execute(
+        text(
+            "INSERT INTO registration_events (type, reservation_id, reservation)"
+            f" SELECT :type, r.reservation_id, {_SNAPSHOT} FROM reservations r"
+            " LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
+            " WHERE r.reservation_id = ANY(CAST(:ids AS uuid[])) ORDER BY r.reservation_id"
+        ),
+        {"type": event_type.value, "ids": list(reservation_ids)},
+    )
+
+
+class SqlEventsRepository:
+    """Reading, numbering and pruning the feed on one transaction's connection."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def sequence_pending(self) -> int:
+        """Number the committed unnumbered events after the current maximum; return how many.
+
+        The count of numbered events is announced on NEW_EVENTS_CHANNEL when this commits.
+        """
+        await self._conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": SEQUENCER_LOCK_KEY},
+        )
+        # A statement of its own, after the lock: its snapshot includes everything numbered by
+        # the previous holder of the lock.
+        rows = await self._conn.execute(
+            text(
+                "WITH base AS (SELECT last_sequence AS top FROM registration_event_sequencer),"
+                " pending AS (SELECT event_row_id, row_number() OVER (ORDER BY event_row_id) AS n"
+                " FROM registration_events WHERE sequence IS NULL)"
+                " UPDATE registration_events e SET sequence = base.top + pending.n"
+                " FROM pending, base WHERE e.event_row_id = pending.event_row_id"
+                " RETURNING e.sequence"
+            )
+        )
+        numbered = [int(r.sequence) for r in rows]
+        if not numbered:
+            return 0
+        await self._conn.execute(
+            text("UPDATE registration_event_sequencer SET last_sequence = :top"),
+            {"top": max(numbered)},
+        )
+        await self._conn.execute(
+            text("SELECT pg_notify(:channel, '')"), {"channel": NEW_EVENTS_CHANNEL}
+        )
+        return len(numbered)
+
+    async def list_after(self, after_sequence: int, limit: int) -> list[RegistrationEvent]:
+        """The numbered events after `after_sequence`, in order."""
+        rows = await self._conn.execute(
+            text(
+                "SELECT sequence, type, reservation, create_time FROM registration_events"
+                " WHERE sequence > :after ORDER BY sequence LIMIT :limit"
+            ),
+            {"after": after_sequence, "limit": limit},
+        )
+        return [_event(row) for row in rows]
+
+    async def retained_range(self) -> tuple[int | None, int]:
+        """The lowest number still kept (None when none is) and the last number given."""
+        row = (
+            await self._conn.execute(
+                text(
+                    "SELECT (SELECT min(sequence) FROM registration_events),"
+                    " (SELECT last_sequence FROM registration_event_sequencer)"
+                )
+            )
+        ).one()
+        return (None if row[0] is None else int(row[0])), int(row[1])
+
+    async def prune_before(self, cutoff: datetime) -> int:
+        """Delete numbered events created before `cutoff`; return how many."""
+        rows = await self._conn.execute(
+            text(
+                "DELETE FROM registration_events WHERE create_time < :cutoff"
+                " AND sequence IS NOT NULL RETURNING 1"
+            ),
+            {"cutoff": cutoff},
+        )
+        return len(rows.all())
+
+
+def _event(row: Row[Any]) -> RegistrationEvent:
+    return RegistrationEvent(
+        sequence=row.sequence,
+        type=RegistrationEventType(row.type),
+        reservation=_reservation(row.reservation),
+        create_time=row.create_time,
+    )
+
+
+def _time(value: object) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
+
+
+def _reservation(data: dict[str, Any]) -> Reservation:
+    create_time, expire_time = _time(data["create_time"]), _time(data["expire_time"])
+    assert create_time is not None
+    assert expire_time is not None
+    return Reservation(
+        reservation_id=str(data["reservation_id"]),
+        event_id=data["event_id"],
+        tier_id=data["tier_id"],
+        user_id=data["user_id"],
+        status=ReservationStatus(data["status"]),
+        amount=int(data["amount"]),
+        currency_code=data["currency_code"],
+        provider=data["provider"],
+        provider_account_id=data["provider_account_id"],
+        answers=tuple(Answer(a["question_id"], a["answer"]) for a in data["answers"]),
+        customer_name=None,
+        customer_email=None,
+        success_url=data["success_url"],
+        cancel_url=data["cancel_url"],
+        create_time=create_time,
+        expire_time=expire_time,
+        checkout_id=data["checkout_id"],
+        checkout_url=data["checkout_url"],
+        paid_time=_time(data["paid_time"]),
+        registration_id=None if data["registration_id"] is None else str(data["registration_id"]),
+    )

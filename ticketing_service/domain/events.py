@@ -1,0 +1,29 @@
+"""The registration event feed: every outcome of a reservation, in one strictly ordered stream."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from ticketing_service.domain.reservations import Reservation
+
+
+class RegistrationEventType(enum.StrEnum):
+    """What happened to a reservation."""
+
+    RESERVATION_CREATED = "reservation_created"
+    RESERVATION_CONFIRMED = "reservation_confirmed"
+    RESERVATION_EXPIRED = "reservation_expired"
+    RESERVATION_CANCELLED = "reservation_cancelled"
+    RESERVATION_PAID_UNFULFILLED = "reservation_paid_unfulfilled"
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationEvent:
+    """One entry of the feed: its position, what happened, and the reservation right after."""
+
+    sequence: int
+    type: RegistrationEventType
+    reservation: Reservation
+    create_time: datetime

@@ -1,0 +1,48 @@
+"""Writes registration events as messages and reads feed requests."""
+
+from __future__ import annotations
+
+from moim.ticketing.v1 import registration_event_pb2, ticketing_service_pb2
+
+from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
+from ticketing_service.entrypoints.grpc.reservation_mapping import write_reservation
+from ticketing_service.entrypoints.grpc.validation import Violations
+from ticketing_service.service_layer.events_handlers import MAX_PAGE_SIZE
+
+_TYPES = {
+    event_type: registration_event_pb2.RegistrationEventType.Value(
+        f"REGISTRATION_EVENT_TYPE_{event_type.name}"
+    )
+    for event_type in RegistrationEventType
+}
+
+
+def read_list(request: ticketing_service_pb2.ListRegistrationEventsRequest) -> tuple[int, int]:
+    """The sequence to list after and the page size, or InvalidArgument."""
+    v = Violations()
+    if request.after_sequence < 0:
+        v.add("after_sequence", "Must not be negative; 0 means from the start.")
+    if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+        v.add("page_size", f"Must be from 0 (the default page) to {MAX_PAGE_SIZE}.")
+    v.raise_if_any()
+    return request.after_sequence, request.page_size
+
+
+def read_watch(request: ticketing_service_pb2.WatchRegistrationEventsRequest) -> int:
+    """The sequence to stream after, or InvalidArgument."""
+    v = Violations()
+    if request.after_sequence < 0:
+        v.add("after_sequence", "Must not be negative; 0 means from the start.")
+    v.raise_if_any()
+    return request.after_sequence
+
+
+def write_event(event: RegistrationEvent) -> registration_event_pb2.RegistrationEvent:
+    """The event as a message."""
+    message = registration_event_pb2.RegistrationEvent(
+        sequence=event.sequence,
+        type=_TYPES[event.type],
+        reservation=write_reservation(event.reservation),
+    )
+    message.create_time.FromDatetime(event.create_time)
+    return message

@@ -1,0 +1,105 @@
+"""Use cases of the registration event feed: list, watch, number (sequencer) and prune."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from ticketing_service.domain.errors import EventsPruned, TicketingError
+from ticketing_service.domain.events import RegistrationEvent
+from ticketing_service.service_layer.dependencies import Dependencies
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+# Watchers are woken by LISTEN/NOTIFY; this timer is only a safety net for a lost signal.
+WATCH_RECHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """A page of the feed and the `after_sequence` to ask for next."""
+
+    events: list[RegistrationEvent]
+    next_sequence: int
+
+
+async def list_registration_events(
+    deps: Dependencies, after_sequence: int, page_size: int
+) -> EventPage:
+    """The numbered events after `after_sequence`; EventsPruned if some were pruned."""
+    async with deps.uow() as uow:
+        events = await uow.events.list_after(after_sequence, page_size or DEFAULT_PAGE_SIZE)
+        first_kept, last_given = await uow.events.retained_range()
+    # Numbers have no gaps, so a consumer behind the oldest kept event has provably missed some.
+    oldest_unseen = after_sequence + 1
+    missed = (first_kept or last_given + 1) > oldest_unseen and last_given >= oldest_unseen
+    if missed:
+        raise EventsPruned(
+            "Events after this sequence were pruned; resynchronize and resume from the oldest.",
+            firstRetainedSequence=str(first_kept or last_given + 1),
+        )
+    next_sequence = events[-1].sequence if events else after_sequence
+    return EventPage(events, next_sequence)
+
+
+async def watch_registration_events(
+    deps: Dependencies, after_sequence: int
+) -> AsyncIterator[RegistrationEvent]:
+    """Replay what came after `after_sequence`, then each event as it is numbered."""
+    cursor = after_sequence
+    while True:
+        # Read the signal's generation before the page: a signal that arrives while the page is
+        # read wakes the wait below at once instead of being lost.
+        generation = deps.event_signal.generation() if deps.event_signal else 0
+        page = await list_registration_events(deps, cursor, MAX_PAGE_SIZE)
+        for event in page.events:
+            yield event
+        cursor = page.next_sequence
+        if len(page.events) == MAX_PAGE_SIZE:
+            continue
+        if deps.event_signal is None:
+            await asyncio.sleep(WATCH_RECHECK_SECONDS)
+        else:
+            await deps.event_signal.wait_beyond(generation, WATCH_RECHECK_SECONDS)
+
+
+async def sequence_events(deps: Dependencies) -> int:
+    """Number every committed event that has no number yet."""
+    total = 0
+    while True:
+        async with deps.uow() as uow:
+            numbered = await uow.events.sequence_pending()
+            await uow.commit()
+        total += numbered
+        if not numbered:
+            return total
+
+
+async def run_event_sequencer(
+    deps: Dependencies, wakeup: asyncio.Event, interval_seconds: float
+) -> None:
+    """Number events whenever this process commits some, and every interval for the others."""
+    while True:
+        try:
+            async with asyncio.timeout(interval_seconds):
+                await wakeup.wait()
+        except TimeoutError:
+            pass
+        wakeup.clear()
+        try:
+            await sequence_events(deps)
+        except TicketingError as error:
+            log.warning("event sequencing failed: %s", error.reason)
+
+
+async def prune_registration_events(deps: Dependencies, cutoff: datetime) -> int:
+    """Delete numbered events older than `cutoff`; return how many."""
+    async with deps.uow() as uow:
+        pruned = await uow.events.prune_before(cutoff)
+        await uow.commit()
+    return pruned
