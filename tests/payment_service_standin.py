@@ -171,7 +171,7 @@ class _Server(uvicorn.Server):
 @asynccontextmanager
 async def running_payment_service(app: Starlette) -> AsyncIterator[str]:
     """Serve `app` on a real socket on 127.0.0.1 port 0; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(

@@ -1,0 +1,327 @@
+"""Every lock proven the pretix way: first the race, then the lock that removes it.
+
+Each protection is tested twice against the real server on real Postgres. The control turns
+the locks off (`SqlUnitOfWork(locking=False)`) and forces the interleaving they prevent with a
+barrier at a pause point, so every contender has read before any of them writes: the invariant
+breaks. The real path runs the same contention with the locks on: the invariant holds. A control
+also checks that every contender met at the barrier, so it cannot pass by timing out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+import psycopg
+from moim.ticketing.v1 import settings_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+from tests.integration.conftest import PAYMENT_TOKEN, PaymentService
+from tests.rich_errors import RichError, rich_error
+from ticketing_service.adapters.db.engine import PoolSettings, create_engine
+from ticketing_service.adapters.db.reservation_repository import Pause, no_pause
+from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.entrypoints.grpc.server import start_server
+from ticketing_service.service_layer.dependencies import Dependencies
+
+if TYPE_CHECKING:
+    from moim.ticketing.v1.ticketing_service_pb2_grpc import (
+        TicketingServiceAsyncStub as Stub,
+    )
+
+T = TypeVar("T")
+
+EVENT = "event-rush"
+TIER = "general"
+PRICE = 10000
+# Bounds on every wait, far above what a healthy run needs, so a broken run fails, never hangs.
+CALL_SECONDS = 60.0
+MEETING_SECONDS = 15.0
+# Room for a barrier of 20 contenders plus the calls queued behind them.
+CONTENDER_POOL = PoolSettings(
+    pool_size=25, max_overflow=5, lock_timeout_ms=10_000, connect_timeout_seconds=30
+)
+
+SOLD_OUT = "FAILED_PRECONDITION/SOLD_OUT"
+CONCURRENT_UPDATE = "ABORTED/CONCURRENT_UPDATE"
+CONFIRMED = "CONFIRM_PAYMENT_OUTCOME_CONFIRMED"
+ALREADY_CONFIRMED = "CONFIRM_PAYMENT_OUTCOME_ALREADY_CONFIRMED"
+
+
+class Meeting:
+    """A pause that holds every call reaching `point` until `parties` calls have reached it."""
+
+    def __init__(self, point: str, parties: int) -> None:
+        self.point = point
+        self.met = 0
+        self._barrier = asyncio.Barrier(parties)
+
+    async def __call__(self, reached: str) -> None:
+        if reached != self.point:
+            return
+        async with asyncio.timeout(MEETING_SECONDS):
+            await self._barrier.wait()
+        self.met += 1
+
+
+@asynccontextmanager
+async def contender_server(
+    database_url: str,
+    payment_service: PaymentService,
+    *,
+    locking: bool = True,
+    pause: Pause = no_pause,
+    pool: PoolSettings = CONTENDER_POOL,
+) -> AsyncIterator[Stub]:
+    """The real server on its own pool, with the test-only lock switch and pause point."""
+    engine = create_engine(database_url, pool)
+    checkouts = HttpCheckoutGateway(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
+    deps = Dependencies(
+        uow=lambda: SqlUnitOfWork(engine, locking=locking, pause=pause),
+        checkouts=checkouts,
+        hold_seconds=600,
+    )
+    running = await start_server(deps, "127.0.0.1:0", token=None)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield pb_grpc.TicketingServiceStub(channel)
+    finally:
+        await running.stop(0)
+        await checkouts.aclose()
+        await engine.dispose()
+
+
+async def answer_of(call: Awaitable[T]) -> T | RichError:
+    """The response, or the rich error the call failed with."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        return rich_error(error)
+
+
+def label(answer: object) -> str:
+    """A short name for an answer, so a tally of answers reads as the outcome of the race."""
+    if isinstance(answer, RichError):
+        return f"{answer.code.name}/{answer.reason}"
+    if isinstance(answer, pb.ConfirmPaymentResponse):
+        return pb.ConfirmPaymentOutcome.Name(answer.outcome)
+    assert isinstance(answer, pb.StartPaidRegistrationResponse)
+    paid = answer.requires_payment and answer.reservation.checkout_url
+    return "held with a checkout" if paid else "held without a checkout"
+
+
+def tally(answers: Iterable[object]) -> Counter[str]:
+    return Counter(label(a) for a in answers)
+
+
+async def offer_tier(stub: Stub, capacity: int) -> None:
+    tier = settings_pb2.TierInput(tier_id=TIER, name="General", price_amount=PRICE)
+    tier.capacity = capacity
+    request = pb.UpdateTicketingSettingsRequest(event_id=EVENT, tiers=[tier])
+    await stub.UpdateTicketingSettings(request, timeout=CALL_SECONDS)
+
+
+def start_request(user_id: str) -> pb.StartPaidRegistrationRequest:
+    return pb.StartPaidRegistrationRequest(event_id=EVENT, tier_id=TIER, user_id=user_id)
+
+
+async def start_all(
+    stub: Stub, user_ids: list[str]
+) -> list[pb.StartPaidRegistrationResponse | RichError]:
+    calls = (stub.StartPaidRegistration(start_request(u), timeout=CALL_SECONDS) for u in user_ids)
+    return list(await asyncio.gather(*(answer_of(c) for c in calls)))
+
+
+def scalar(database_url: str, query: str, *params: object) -> object:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def live_holds(database_url: str) -> object:
+    return scalar(
+        database_url,
+        "SELECT count(*) FROM reservations WHERE event_id = %s AND status = 'pending_payment'",
+        EVENT,
+    )
+
+
+def distinct_users(count: int) -> list[str]:
+    return [f"user-{uuid.uuid4()}" for _ in range(count)]
+
+
+# --- (a) the tier lock: concurrent buyers never oversell -------------------------------------
+
+
+async def test_control_without_the_tier_lock_buyers_who_all_counted_first_oversell(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    capacity, buyers = 5, 10
+    await offer_tier(stub, capacity)
+    meeting = Meeting("seats_counted", parties=buyers)
+    async with contender_server(
+        database_url, payment_service, locking=False, pause=meeting
+    ) as contender:
+        answers = await start_all(contender, distinct_users(buyers))
+
+    assert meeting.met == buyers, tally(answers)
+    assert tally(answers) == {"held with a checkout": buyers}
+    holds = live_holds(database_url)
+    assert isinstance(holds, int)
+    assert holds > capacity
+
+
+async def test_two_hundred_concurrent_buyers_of_fifty_seats_get_exactly_fifty_holds(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    await offer_tier(stub, capacity=50)
+    async with contender_server(database_url, payment_service) as contender:
+        answers = await start_all(contender, distinct_users(200))
+
+    assert tally(answers) == {"held with a checkout": 50, SOLD_OUT: 150}
+    assert live_holds(database_url) == 50
+    assert len(payment_service.state.created_per_key) == 50
+
+
+# --- (b) the reservation row lock: one payment confirms once ---------------------------------
+
+
+async def held_reservation(stub: Stub) -> pb.ConfirmPaymentRequest:
+    """Hold a seat through the ordinary server; the identical confirmation of its payment."""
+    await offer_tier(stub, capacity=10)
+    started = await stub.StartPaidRegistration(start_request("payer"), timeout=CALL_SECONDS)
+    held = started.reservation
+    assert held.checkout_id
+    return pb.ConfirmPaymentRequest(
+        reservation_id=held.reservation_id,
+        checkout_id=held.checkout_id,
+        payment_id="payment-1",
+        tx_id="tx-1",
+        provider="portone",
+        amount=PRICE,
+        currency_code="KRW",
+    )
+
+
+def settled(database_url: str, reservation_id: str) -> tuple[object, ...]:
+    """The reservation's status, its registrations and its paid payment rows."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT status,"
+            " (SELECT count(*) FROM registrations g WHERE g.reservation_id = r.reservation_id),"
+            " (SELECT count(*) FROM payments p WHERE p.reservation_id = r.reservation_id"
+            " AND p.status = 'paid') FROM reservations r WHERE reservation_id = %s",
+            (reservation_id,),
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def confirm_all(
+    stub: Stub, request: pb.ConfirmPaymentRequest, times: int
+) -> list[pb.ConfirmPaymentResponse | RichError]:
+    calls = (stub.ConfirmPayment(request, timeout=CALL_SECONDS) for _ in range(times))
+    return list(await asyncio.gather(*(answer_of(c) for c in calls)))
+
+
+async def test_control_without_the_reservation_lock_identical_confirmations_do_not_settle_once(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    request = await held_reservation(stub)
+    meeting = Meeting("reservation_locked", parties=20)
+    async with contender_server(
+        database_url, payment_service, locking=False, pause=meeting
+    ) as contender:
+        answers = await confirm_all(contender, request, times=20)
+
+    assert meeting.met == 20, tally(answers)
+    assert tally(answers) != {CONFIRMED: 1, ALREADY_CONFIRMED: 19}
+
+
+async def test_twenty_identical_concurrent_confirmations_confirm_once_and_register_once(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    request = await held_reservation(stub)
+    async with contender_server(database_url, payment_service) as contender:
+        answers = await confirm_all(contender, request, times=20)
+
+    assert tally(answers) == {CONFIRMED: 1, ALREADY_CONFIRMED: 19}
+    assert settled(database_url, request.reservation_id) == ("confirmed", 1, 1)
+
+
+# --- (c) the user lock: a double submit is one hold and one checkout -------------------------
+
+
+async def test_control_without_the_user_lock_a_double_submit_is_not_one_reservation(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    await offer_tier(stub, capacity=50)
+    meeting = Meeting("pending_checked", parties=10)
+    async with contender_server(
+        database_url, payment_service, locking=False, pause=meeting
+    ) as contender:
+        answers = await start_all(contender, ["double-submitter"] * 10)
+
+    assert meeting.met == 10, tally(answers)
+    ids = {a.reservation.reservation_id for a in answers if not isinstance(a, RichError)}
+    assert not (len(ids) == 1 and tally(answers) == {"held with a checkout": 10})
+    # The partial unique index is the backstop: the race fails calls but never adds a hold.
+    assert set(tally(answers)) <= {"held with a checkout", CONCURRENT_UPDATE}
+    assert live_holds(database_url) == 1
+
+
+async def test_ten_concurrent_identical_starts_by_one_user_share_one_hold_and_one_checkout(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    await offer_tier(stub, capacity=50)
+    async with contender_server(database_url, payment_service) as contender:
+        answers = await start_all(contender, ["double-submitter"] * 10)
+
+    assert tally(answers) == {"held with a checkout": 10}
+    held = {
+        (a.reservation.reservation_id, a.reservation.checkout_url)
+        for a in answers
+        if not isinstance(a, RichError)
+    }
+    assert len(held) == 1
+    ((reservation_id, _),) = held
+    assert live_holds(database_url) == 1
+    assert payment_service.state.created_per_key == {f"reservation:{reservation_id}": 1}
+
+
+# --- lock_timeout: a lock held too long answers ABORTED, never a hang ------------------------
+
+
+async def test_a_tier_lock_held_past_lock_timeout_answers_aborted_and_a_retry_then_succeeds(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    await offer_tier(stub, capacity=50)
+    quick = PoolSettings(lock_timeout_ms=200, connect_timeout_seconds=30)
+    async with contender_server(database_url, payment_service, pool=quick) as contender:
+        with psycopg.connect(database_url) as holder:
+            holder.execute(
+                "SELECT 1 FROM tiers WHERE event_id = %s AND tier_id = %s FOR UPDATE",
+                (EVENT, TIER),
+            )
+            began = time.monotonic()
+            answer = await answer_of(
+                contender.StartPaidRegistration(start_request("waiter"), timeout=CALL_SECONDS)
+            )
+            waited = time.monotonic() - began
+            holder.rollback()
+        retried = await contender.StartPaidRegistration(
+            start_request("waiter"), timeout=CALL_SECONDS
+        )
+
+    assert label(answer) == CONCURRENT_UPDATE
+    assert waited < 5.0
+    assert label(retried) == "held with a checkout"
