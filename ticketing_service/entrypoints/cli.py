@@ -1,4 +1,4 @@
-"""The `ticketing-service` command: serve, migrate, prune-events."""
+"""The `ticketing-service` command: serve, webhook, migrate, prune-events."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
 from ticketing_service.entrypoints.grpc.server import serve_until_signalled, start_server
+from ticketing_service.entrypoints.webhook.serve import run_webhook
 from ticketing_service.service_layer.events_handlers import prune_registration_events
 
 log = logging.getLogger("ticketing_service")
@@ -21,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand; a configuration error prints one line and exits 2."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "webhook":  # reads only its own settings (WebhookConfig)
+        return run_webhook(args.listen)
     try:
         config = Config.from_env()
         if args.command == "migrate":
@@ -41,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server with the expiry sweeper")
     serve.add_argument("--listen", help="host:port (default: $TICKETING_GRPC_LISTEN)")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    webhook = commands.add_parser("webhook", help="run the payment-callback webhook shim")
+    webhook.add_argument("--listen", help="host:port (default: $TICKETING_WEBHOOK_LISTEN)")
     commands.add_parser("migrate", help="apply the database migrations and exit")
     prune = commands.add_parser(
         "prune-events", help="delete registration events older than an age from the feed"

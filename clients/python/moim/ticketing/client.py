@@ -1,0 +1,230 @@
+"""A small typed asyncio client of moim.ticketing.v1.TicketingService (hand-written, not generated).
+
+Every call carries the bearer token (when one is given) and a deadline, and every failure is a
+`TicketingError` holding the canonical code and the rich error details the service sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+__all__ = ["FieldViolation", "TicketingClient", "TicketingError"]
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid request field (`google.rpc.BadRequest.FieldViolation`)."""
+
+    field: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class _RichDetails:
+    reason: str = ""
+    domain: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    field_violations: tuple[FieldViolation, ...] = ()
+
+
+class TicketingError(Exception):
+    """A failed call: its gRPC `code`, the ErrorInfo `reason` and `metadata`, and bad fields.
+
+    `reason` is empty when the failure never reached the service (connection refused, deadline
+    exceeded in transit): act on `code` then, e.g. retry UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: str = "",
+        domain: str = "",
+        metadata: dict[str, str] | None = None,
+        field_violations: tuple[FieldViolation, ...] = (),
+    ) -> None:
+        label = f"{code.name} {reason}" if reason else code.name
+        super().__init__(f"The ticketing call failed with {label}: {message}")
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.domain = domain
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.field_violations = field_violations
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> TicketingError:
+        """Read the code, message and rich details (ErrorInfo, BadRequest) of a failed call."""
+        details = _rich_details(error)
+        return cls(
+            error.code(),
+            error.details() or "",
+            reason=details.reason,
+            domain=details.domain,
+            metadata=details.metadata,
+            field_violations=details.field_violations,
+        )
+
+
+def _rich_details(error: grpc.aio.AioRpcError) -> _RichDetails:
+    """The ErrorInfo and BadRequest the service attached; empty when there are none."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # a status detail that contradicts the call's code: trust the code
+        return _RichDetails()
+    if status is None:
+        return _RichDetails()
+    info = error_details_pb2.ErrorInfo()
+    bad_request = error_details_pb2.BadRequest()
+    for detail in status.details:
+        if detail.Is(info.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(bad_request.DESCRIPTOR):
+            detail.Unpack(bad_request)
+    violations = tuple(
+        FieldViolation(str(v.field), str(v.description)) for v in bad_request.field_violations
+    )
+    metadata = {str(key): str(value) for key, value in info.metadata.items()}
+    return _RichDetails(str(info.reason), str(info.domain), metadata, violations)
+
+
+class TicketingClient:
+    """TicketingService over one grpc.aio channel; use `async with` or call `aclose()`.
+
+    Every unary call gets the client's `timeout` as its gRPC deadline, which the server sees
+    too. For another deadline, wrap the same channel: `TicketingClient(client.channel, ...)`.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        if not timeout > 0:
+            raise ValueError("The ticketing client timeout must be a positive number of seconds.")
+        self._channel = channel
+        self._stub = pb_grpc.TicketingServiceStub(channel)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._timeout = timeout
+
+    @classmethod
+    def connect(
+        cls,
+        target: str,
+        *,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> TicketingClient:
+        """Open a channel to `target`: TLS with `root_certificates`, plaintext without them.
+
+        The channel connects lazily, so this never blocks; call it inside the event loop that
+        will use the client. Without TLS the token crosses the network in clear: loopback only.
+        """
+        if root_certificates is None:
+            channel = grpc.aio.insecure_channel(target)
+        else:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            channel = grpc.aio.secure_channel(target, credentials)
+        return cls(channel, token=token, timeout=timeout)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The underlying channel, e.g. for the standard health service."""
+        return self._channel
+
+    async def aclose(self) -> None:
+        """Close the channel; calls still in flight are cancelled."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> TicketingClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def update_ticketing_settings(
+        self, request: pb.UpdateTicketingSettingsRequest
+    ) -> pb.UpdateTicketingSettingsResponse:
+        """UpdateTicketingSettings: store an event's tiers and derive its mode."""
+        return await self._unary(self._stub.UpdateTicketingSettings, request)
+
+    async def get_ticketing_settings(
+        self, request: pb.GetTicketingSettingsRequest
+    ) -> pb.GetTicketingSettingsResponse:
+        """GetTicketingSettings: read an event's settings."""
+        return await self._unary(self._stub.GetTicketingSettings, request)
+
+    async def start_paid_registration(
+        self, request: pb.StartPaidRegistrationRequest
+    ) -> pb.StartPaidRegistrationResponse:
+        """StartPaidRegistration: hold a seat and open its checkout (safe to retry)."""
+        return await self._unary(self._stub.StartPaidRegistration, request)
+
+    async def get_reservation(self, request: pb.GetReservationRequest) -> pb.GetReservationResponse:
+        """GetReservation: read a reservation."""
+        return await self._unary(self._stub.GetReservation, request)
+
+    async def cancel_reservation(
+        self, request: pb.CancelReservationRequest
+    ) -> pb.CancelReservationResponse:
+        """CancelReservation: release a hold that is pending payment."""
+        return await self._unary(self._stub.CancelReservation, request)
+
+    async def confirm_payment(self, request: pb.ConfirmPaymentRequest) -> pb.ConfirmPaymentResponse:
+        """ConfirmPayment: record a payment and give its user a seat (safe to retry)."""
+        return await self._unary(self._stub.ConfirmPayment, request)
+
+    async def list_registration_events(
+        self, request: pb.ListRegistrationEventsRequest
+    ) -> pb.ListRegistrationEventsResponse:
+        """ListRegistrationEvents: read a page of the event feed."""
+        return await self._unary(self._stub.ListRegistrationEvents, request)
+
+    async def watch_registration_events(
+        self, request: pb.WatchRegistrationEventsRequest
+    ) -> AsyncIterator[pb.WatchRegistrationEventsResponse]:
+        """WatchRegistrationEvents: the feed as a stream, with no deadline (it is long-lived)."""
+        call = self._stub.WatchRegistrationEvents(request, metadata=self._metadata)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as error:
+            raise TicketingError.from_rpc_error(error) from error
+        finally:
+            call.cancel()
+
+    async def _unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+    ) -> _Response:
+        try:
+            return await method(request, timeout=self._timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise TicketingError.from_rpc_error(error) from error

@@ -1,0 +1,102 @@
+"""The hand-written TicketingClient against the real server: token, deadlines, rich errors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from moim.ticketing.client import TicketingClient, TicketingError
+from moim.ticketing.v1 import settings_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+
+from ticketing_service.entrypoints.grpc.errors import ERROR_DOMAIN
+from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
+from ticketing_service.service_layer.dependencies import Dependencies
+
+TOKEN = "client-token"
+
+
+@pytest.fixture
+async def guarded_server(deps: Dependencies) -> AsyncIterator[RunningServer]:
+    running = await start_server(deps, "127.0.0.1:0", token=TOKEN)
+    yield running
+    await running.stop(0)
+
+
+@pytest.fixture
+async def client(guarded_server: RunningServer) -> AsyncIterator[TicketingClient]:
+    async with TicketingClient.connect(f"127.0.0.1:{guarded_server.port}", token=TOKEN) as client:
+        yield client
+
+
+async def test_calls_carry_the_token_and_return_typed_responses(client: TicketingClient) -> None:
+    tier = settings_pb2.TierInput(tier_id="vip", name="VIP", price_amount=1000, capacity=1)
+    await client.update_ticketing_settings(
+        pb.UpdateTicketingSettingsRequest(event_id="event-1", tiers=[tier])
+    )
+    started = await client.start_paid_registration(
+        pb.StartPaidRegistrationRequest(event_id="event-1", tier_id="vip", user_id="user-1")
+    )
+    read = await client.get_reservation(
+        pb.GetReservationRequest(reservation_id=started.reservation.reservation_id)
+    )
+    assert read.reservation == started.reservation
+
+
+async def test_a_missing_token_is_unauthenticated(guarded_server: RunningServer) -> None:
+    async with TicketingClient.connect(f"127.0.0.1:{guarded_server.port}") as client:
+        with pytest.raises(TicketingError) as caught:
+            await client.get_ticketing_settings(pb.GetTicketingSettingsRequest(event_id="e"))
+    assert (caught.value.code, caught.value.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "UNAUTHENTICATED",
+    )
+
+
+async def test_a_not_found_carries_its_reason_domain_and_metadata(client: TicketingClient) -> None:
+    reservation_id = str(uuid.uuid4())
+    with pytest.raises(TicketingError) as caught:
+        await client.get_reservation(pb.GetReservationRequest(reservation_id=reservation_id))
+    error = caught.value
+    assert (error.code, error.reason, error.domain) == (
+        grpc.StatusCode.NOT_FOUND,
+        "RESERVATION_NOT_FOUND",
+        ERROR_DOMAIN,
+    )
+    assert error.metadata == {"reservationId": reservation_id}
+    assert isinstance(error.__cause__, grpc.aio.AioRpcError)
+
+
+async def test_invalid_input_lists_the_bad_fields(client: TicketingClient) -> None:
+    with pytest.raises(TicketingError) as caught:
+        await client.confirm_payment(pb.ConfirmPaymentRequest(reservation_id="nope", amount=-1))
+    error = caught.value
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    fields = {violation.field for violation in error.field_violations}
+    assert {"reservation_id", "checkout_id", "amount"} <= fields
+    assert all(violation.description for violation in error.field_violations)
+
+
+async def test_an_unreachable_server_is_unavailable_without_a_reason() -> None:
+    async with TicketingClient.connect("127.0.0.1:1", timeout=5) as client:
+        with pytest.raises(TicketingError) as caught:
+            await client.get_ticketing_settings(pb.GetTicketingSettingsRequest(event_id="e"))
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.UNAVAILABLE, "")
+
+
+async def test_a_call_past_its_deadline_is_deadline_exceeded(
+    guarded_server: RunningServer,
+) -> None:
+    target = f"127.0.0.1:{guarded_server.port}"
+    async with TicketingClient.connect(target, token=TOKEN, timeout=1e-6) as client:
+        with pytest.raises(TicketingError) as caught:
+            await client.get_ticketing_settings(pb.GetTicketingSettingsRequest(event_id="e"))
+    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_a_timeout_must_be_positive() -> None:
+    async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:
+        with pytest.raises(ValueError, match="timeout"):
+            TicketingClient(channel, timeout=0)

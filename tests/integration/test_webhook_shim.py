@@ -1,0 +1,525 @@
+"""The real webhook shim on a real port, forwarding to the real gRPC server on real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import httpx
+import psycopg
+import pytest
+from moim.ticketing.v1 import reservation_pb2, settings_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from standardwebhooks import Webhook
+
+from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
+from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH, MAX_BODY_BYTES
+from ticketing_service.entrypoints.webhook.serve import bind_socket, build_verifier, webhook_server
+from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.webhook_config import WebhookConfig
+
+if TYPE_CHECKING:
+    from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
+
+HMAC_SECRET = "moim-callback-secret-never-logged"
+WHSEC = "whsec_" + base64.b64encode(b"portone-v2-signing-key-never-logged").decode()
+EVENT_ID = "launch-party"
+TIER_ID = "vip"
+PRICE = 30000
+PENDING = reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
+RUN_WEBHOOK = (
+    "import sys; from ticketing_service.entrypoints.webhook.serve import run_webhook; "
+    "sys.exit(run_webhook(None))"
+)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A callback as it goes over the wire."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+# Running the shim
+
+
+def shim_config(grpc_target: str, token: str | None = None) -> WebhookConfig:
+    return WebhookConfig(
+        listen="127.0.0.1:0",
+        grpc_target=grpc_target,
+        grpc_token=token,
+        hmac_secrets=("retired-secret", HMAC_SECRET),
+        standard_secrets=(WHSEC,),
+        tolerance_seconds=300,
+    )
+
+
+@asynccontextmanager
+async def running_shim(config: WebhookConfig) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve the shim exactly as `run_webhook` builds it, on a free port; yield a client of it."""
+    with bind_socket("127.0.0.1", 0) as sock:
+        async with webhook_server(config, build_verifier(config)) as server:
+            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            try:
+                async with asyncio.timeout(10):
+                    await server.listening.wait()
+                url = f"http://127.0.0.1:{server.port}"
+                async with httpx.AsyncClient(base_url=url, timeout=15) as client:
+                    yield client
+            finally:
+                server.should_exit = True
+                await serving
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A port bound but never listening: connections to it are refused, and nobody takes it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+async def shim(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_shim(shim_config(f"127.0.0.1:{server.port}")) as client:
+        yield client
+
+
+@pytest.fixture
+async def orphan_shim() -> AsyncIterator[httpx.AsyncClient]:
+    """A shim whose gRPC backend is down."""
+    with refused_port() as port:
+        async with running_shim(shim_config(f"127.0.0.1:{port}")) as client:
+            yield client
+
+
+# Building and signing callbacks
+
+
+@pytest.fixture
+async def reservation(stub: Stub) -> reservation_pb2.Reservation:
+    """A reservation pending payment, with its checkout opened at the payment stand-in."""
+    tier = settings_pb2.TierInput(tier_id=TIER_ID, name="VIP", price_amount=PRICE, capacity=5)
+    await stub.UpdateTicketingSettings(
+        pb.UpdateTicketingSettingsRequest(event_id=EVENT_ID, event_title="Launch", tiers=[tier])
+    )
+    started = await stub.StartPaidRegistration(
+        pb.StartPaidRegistrationRequest(event_id=EVENT_ID, tier_id=TIER_ID, user_id="user-1")
+    )
+    assert started.reservation.status == PENDING
+    return started.reservation
+
+
+def paid_event(reservation: reservation_pb2.Reservation, **changes: object) -> dict[str, object]:
+    return {
+        "type": "ticket_payment.paid",
+        "reservationId": reservation.reservation_id,
+        "checkoutId": reservation.checkout_id,
+        "paymentId": "pay_1",
+        "txId": "tx_1",
+        "provider": reservation.provider,
+        "amount": reservation.amount,
+        "currency": reservation.currency_code,
+        "paidAt": "2024-05-01T12:30:00+09:00",
+    } | changes
+
+
+def hmac_signed(body: bytes, delivery_id: str = "delivery-1", secret: str = HMAC_SECRET) -> Signed:
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Ticket-Payment-Signature": signature, "X-Ticket-Payment-Event-Id": delivery_id}
+    return Signed(body, headers | {"Content-Type": "application/json"})
+
+
+def standard_signed(
+    body: bytes, msg_id: str = "msg_1", secret: str = WHSEC, skew_seconds: int = 0
+) -> Signed:
+    """Signed by the official Standard Webhooks library, as PortOne V2 signs."""
+    timestamp = int(time.time()) + skew_seconds
+    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body.decode())
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }
+    return Signed(body, headers)
+
+
+SIGNERS: dict[str, Callable[[bytes, str], Signed]] = {
+    "moim_hmac": lambda body, delivery: hmac_signed(body, delivery),
+    "standard_webhooks": lambda body, delivery: standard_signed(body, delivery),
+}
+
+
+def encode(event: object) -> bytes:
+    return json.dumps(event).encode()
+
+
+async def post(shim: httpx.AsyncClient, signed: Signed) -> httpx.Response:
+    return await shim.post(CALLBACK_PATH, content=signed.body, headers=signed.headers)
+
+
+async def status_of(stub: Stub, reservation_id: str) -> reservation_pb2.Reservation:
+    request = pb.GetReservationRequest(reservation_id=reservation_id)
+    return (await stub.GetReservation(request)).reservation
+
+
+def count_rows(database_url: str, table: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # a constant table name
+    assert row is not None
+    return int(row[0])
+
+
+# Confirmed, once
+
+
+def stored_payment(database_url: str) -> tuple[object, ...]:
+    """The one paid payment: its provider ids, raw event and the delivery that confirmed it."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT p.provider_payment_id, p.tx_id, p.raw_event, d.delivery_id"
+            " FROM payments p JOIN webhook_deliveries d USING (reservation_id)"
+            " WHERE p.status = 'paid'"
+        ).fetchall()
+    assert len(rows) == 1
+    return tuple(rows[0])
+
+
+@pytest.mark.parametrize("scheme", SIGNERS)
+async def test_a_signed_paid_callback_confirms_the_reservation_and_registers_the_user(
+    shim: httpx.AsyncClient,
+    stub: Stub,
+    reservation: reservation_pb2.Reservation,
+    database_url: str,
+    scheme: str,
+) -> None:
+    body = encode(paid_event(reservation))
+    response = await post(shim, SIGNERS[scheme](body, "delivery-1"))
+
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["ok"], answer["outcome"]) == (True, "CONFIRMED")
+    stored = await status_of(stub, reservation.reservation_id)
+    assert stored.status == reservation_pb2.RESERVATION_STATUS_CONFIRMED
+    assert answer["reservationId"] == reservation.reservation_id
+    assert answer["registrationId"] == stored.registration_id != ""
+    assert stored.paid_time.ToDatetime(UTC) == datetime(2024, 5, 1, 3, 30, tzinfo=UTC)
+    assert stored_payment(database_url) == ("pay_1", "tx_1", body, "delivery-1")
+
+
+@pytest.mark.parametrize("scheme", SIGNERS)
+async def test_the_same_delivery_again_answers_200_and_registers_nobody_twice(
+    shim: httpx.AsyncClient,
+    reservation: reservation_pb2.Reservation,
+    database_url: str,
+    scheme: str,
+) -> None:
+    signed = SIGNERS[scheme](encode(paid_event(reservation)), "delivery-1")
+    first = await post(shim, signed)
+    again = await post(shim, signed)
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json()  # answered from the stored delivery, nothing redone
+    assert count_rows(database_url, "registrations") == 1
+    assert count_rows(database_url, "payments") == 1
+
+
+async def test_another_delivery_of_the_same_payment_answers_already_confirmed(
+    shim: httpx.AsyncClient, reservation: reservation_pb2.Reservation, database_url: str
+) -> None:
+    body = encode(paid_event(reservation))
+    first = await post(shim, hmac_signed(body, "delivery-1"))
+    other = await post(shim, standard_signed(body, "delivery-2"))
+
+    assert first.json()["outcome"] == "CONFIRMED"
+    assert (other.status_code, other.json()["outcome"]) == (200, "ALREADY_CONFIRMED")
+    assert other.json()["registrationId"] == first.json()["registrationId"]
+    assert count_rows(database_url, "registrations") == 1
+
+
+# Refused before anything reaches the service
+
+
+def _tampered(r: reservation_pb2.Reservation) -> Signed:
+    signed = hmac_signed(encode(paid_event(r)))
+    return replace(signed, body=encode(paid_event(r, amount=1)))
+
+
+def _truncated(r: reservation_pb2.Reservation) -> Signed:
+    signed = standard_signed(encode(paid_event(r)))
+    headers = signed.headers | {"webhook-signature": signed.headers["webhook-signature"][:-8]}
+    return replace(signed, headers=headers)
+
+
+def _missing_headers(r: reservation_pb2.Reservation) -> Signed:
+    signed = standard_signed(encode(paid_event(r)))
+    headers = {k: v for k, v in signed.headers.items() if k != "webhook-timestamp"}
+    return replace(signed, headers=headers)
+
+
+REFUSED: dict[str, tuple[Callable[[reservation_pb2.Reservation], Signed], int, str]] = {
+    "tampered body": (_tampered, 401, "bad_signature"),
+    "wrong hmac secret": (
+        lambda r: hmac_signed(encode(paid_event(r)), secret="guessed"),
+        401,
+        "bad_signature",
+    ),
+    "wrong whsec secret": (
+        lambda r: standard_signed(encode(paid_event(r)), secret="whsec_" + "QUFBQUFBQUFB"),
+        401,
+        "bad_signature",
+    ),
+    "stale timestamp": (
+        lambda r: standard_signed(encode(paid_event(r)), skew_seconds=-301 - 5),
+        401,
+        "stale_timestamp",
+    ),
+    "future timestamp": (
+        lambda r: standard_signed(encode(paid_event(r)), skew_seconds=301 + 5),
+        401,
+        "future_timestamp",
+    ),
+    "no signature headers": (
+        lambda r: Signed(encode(paid_event(r)), {"Content-Type": "application/json"}),
+        401,
+        "missing_signature",
+    ),
+    "missing webhook-timestamp": (_missing_headers, 401, "missing_header"),
+    "truncated signature": (_truncated, 401, "bad_signature"),
+    "non-JSON body": (lambda r: hmac_signed(b"paid, honestly"), 400, "invalid_payload"),
+    "JSON array": (lambda r: hmac_signed(encode([paid_event(r)])), 400, "invalid_payload"),
+    "amount as a string": (
+        lambda r: hmac_signed(encode(paid_event(r, amount=str(r.amount)))),
+        400,
+        "invalid_payload",
+    ),
+    "reservation id as a number": (
+        lambda r: hmac_signed(encode(paid_event(r, reservationId=7))),
+        400,
+        "invalid_payload",
+    ),
+    "paidAt without an offset": (
+        lambda r: hmac_signed(encode(paid_event(r, paidAt="2024-05-01T12:30:00"))),
+        400,
+        "invalid_payload",
+    ),
+    "body over 64 KiB": (
+        lambda r: hmac_signed(encode(paid_event(r, note="x" * MAX_BODY_BYTES))),
+        413,
+        "body_too_large",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+async def test_a_refused_callback_answers_4xx_and_changes_nothing(
+    shim: httpx.AsyncClient,
+    stub: Stub,
+    reservation: reservation_pb2.Reservation,
+    database_url: str,
+    case: str,
+) -> None:
+    build, status, error = REFUSED[case]
+
+    response = await post(shim, build(reservation))
+
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert (await status_of(stub, reservation.reservation_id)).status == PENDING
+    assert count_rows(database_url, "webhook_deliveries") == 0
+    assert count_rows(database_url, "payment_mismatches") == 0
+
+
+# Verified, but refused or ignored by the service
+
+
+async def test_an_unknown_reservation_answers_404(
+    shim: httpx.AsyncClient, reservation: reservation_pb2.Reservation
+) -> None:
+    event = paid_event(reservation, reservationId=str(uuid.uuid4()))
+    response = await post(shim, hmac_signed(encode(event)))
+    assert (response.status_code, response.json()["error"]) == (404, "RESERVATION_NOT_FOUND")
+
+
+async def test_a_reservation_id_that_is_no_uuid_answers_400(
+    shim: httpx.AsyncClient, reservation: reservation_pb2.Reservation
+) -> None:
+    event = paid_event(reservation, reservationId="reservation-1")
+    response = await post(shim, hmac_signed(encode(event)))
+    assert (response.status_code, response.json()["error"]) == (400, "INVALID_ARGUMENT")
+
+
+async def test_an_amount_mismatch_answers_409_and_leaves_the_reservation_pending(
+    shim: httpx.AsyncClient,
+    stub: Stub,
+    reservation: reservation_pb2.Reservation,
+    database_url: str,
+) -> None:
+    event = paid_event(reservation, amount=reservation.amount - 1)
+    response = await post(shim, standard_signed(encode(event)))
+    assert (response.status_code, response.json()["error"]) == (409, "PAYMENT_MISMATCH")
+    assert (await status_of(stub, reservation.reservation_id)).status == PENDING
+    assert count_rows(database_url, "payment_mismatches") == 1
+
+
+async def test_a_verified_event_of_another_type_is_ignored(
+    shim: httpx.AsyncClient, stub: Stub, reservation: reservation_pb2.Reservation
+) -> None:
+    event = paid_event(reservation, type="ticket_payment.refunded")
+    response = await post(shim, hmac_signed(encode(event)))
+    assert (response.status_code, response.json()) == (200, {"ok": True, "ignored": True})
+    assert (await status_of(stub, reservation.reservation_id)).status == PENDING
+
+
+# The backend: down, stopping, guarded by a token
+
+
+async def test_a_callback_answers_503_with_retry_after_while_the_backend_is_down(
+    orphan_shim: httpx.AsyncClient,
+) -> None:
+    reservation = reservation_pb2.Reservation(
+        reservation_id=str(uuid.uuid4()),
+        checkout_id="chk_1",
+        provider="portone",
+        amount=PRICE,
+        currency_code="KRW",
+    )
+    event = paid_event(reservation)
+    response = await post(orphan_shim, hmac_signed(encode(event)))
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+
+
+async def test_healthz_answers_200_while_the_backend_serves(shim: httpx.AsyncClient) -> None:
+    response = await shim.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "SERVING"})
+
+
+async def test_healthz_answers_503_while_the_backend_is_down(
+    orphan_shim: httpx.AsyncClient,
+) -> None:
+    response = await orphan_shim.get("/healthz")
+    assert (response.status_code, response.json()) == (503, {"status": "NOT_SERVING"})
+
+
+async def test_healthz_answers_503_once_the_backend_starts_shutting_down(
+    shim: httpx.AsyncClient, server: RunningServer
+) -> None:
+    assert (await shim.get("/healthz")).status_code == 200
+    server.health.enter_graceful_shutdown()
+    assert (await shim.get("/healthz")).status_code == 503
+
+
+@pytest.fixture
+async def guarded_server(deps: Dependencies) -> AsyncIterator[RunningServer]:
+    running = await start_server(deps, "127.0.0.1:0", token="grpc-token")
+    yield running
+    await running.stop(0)
+
+
+@pytest.mark.parametrize(("token", "status"), [("grpc-token", 200), ("stale-token", 503)])
+async def test_the_shim_sends_its_token_and_a_wrong_one_is_retried_not_refused(
+    guarded_server: RunningServer,
+    reservation: reservation_pb2.Reservation,
+    token: str,
+    status: int,
+) -> None:
+    config = shim_config(f"127.0.0.1:{guarded_server.port}", token=token)
+    async with running_shim(config) as shim:
+        response = await post(shim, hmac_signed(encode(paid_event(reservation))))
+    assert response.status_code == status
+
+
+# The command
+
+
+def shim_environment(**settings: str) -> dict[str, str]:
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TICKETING_", "TICKET_PAYMENT_")) and k != "DATABASE_URL"
+    }
+    return inherited | settings
+
+
+def run_shim_command(timeout: float = 30, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and a constant program
+        [sys.executable, "-c", RUN_WEBHOOK],
+        env=shim_environment(**settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_the_shim_refuses_to_start_without_a_secret() -> None:
+    finished = run_shim_command(TICKETING_WEBHOOK_LISTEN="127.0.0.1:0")
+    assert finished.returncode == 2
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "TICKET_PAYMENT_CALLBACK_SECRET" in lines[0]
+    assert "TICKETING_STANDARD_WEBHOOK_SECRETS" in lines[0]
+
+
+def test_a_malformed_secret_is_named_but_never_printed() -> None:
+    secret = "not-a-whsec-secret-value"
+    finished = run_shim_command(TICKETING_STANDARD_WEBHOOK_SECRETS=secret)
+    assert finished.returncode == 2
+    assert "TICKETING_STANDARD_WEBHOOK_SECRETS" in finished.stderr
+    assert secret not in finished.stderr
+
+
+def test_the_command_logs_its_real_port_serves_healthz_and_exits_0_on_sigterm() -> None:
+    with refused_port() as backend_port:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
+            [sys.executable, "-c", RUN_WEBHOOK],
+            env=shim_environment(
+                TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
+                TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
+                TICKETING_GRPC_TARGET=f"127.0.0.1:{backend_port}",
+            ),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            port = _listening_port(process)
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+            process.terminate()
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            assert process.stderr is not None
+            rest = process.stderr.read()
+            process.stderr.close()
+    assert health.status_code == 503
+    assert HMAC_SECRET not in rest
+
+
+def _listening_port(process: subprocess.Popen[str]) -> int:
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:  # ends when the process exits: never waits forever
+        seen.append(line)
+        if "webhook shim listening on 127.0.0.1:" in line:
+            port = int(line.rsplit(":", 1)[1])
+            assert port != 0
+            return port
+    raise AssertionError("the shim exited before listening:\n" + "".join(seen))

@@ -1,0 +1,140 @@
+"""The webhook shim's settings: defaults, rotation lists, scheme switches, and refusals."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from ticketing_service.config import ConfigError
+from ticketing_service.entrypoints.webhook.serve import build_verifier
+from ticketing_service.webhook_config import WebhookConfig, parse_host_port
+
+WHSEC = "whsec_" + base64.b64encode(b"a-standard-webhooks-key").decode()
+
+
+def test_with_only_an_hmac_secret_the_defaults_apply() -> None:
+    config = WebhookConfig.from_env({"TICKET_PAYMENT_CALLBACK_SECRET": "s1"})
+    assert config == WebhookConfig(
+        listen="127.0.0.1:8080",
+        grpc_target="127.0.0.1:50051",
+        grpc_token=None,
+        hmac_secrets=("s1",),
+        standard_secrets=(),
+        tolerance_seconds=300,
+    )
+
+
+def test_secrets_are_comma_separated_for_rotation_and_blanks_are_dropped() -> None:
+    config = WebhookConfig.from_env(
+        {
+            "TICKET_PAYMENT_CALLBACK_SECRET": " old , new ,",
+            "TICKETING_STANDARD_WEBHOOK_SECRETS": f"{WHSEC},{WHSEC}x",
+        }
+    )
+    assert config.hmac_secrets == ("old", "new")
+    assert config.standard_secrets == (WHSEC, f"{WHSEC}x")
+
+
+def test_every_setting_is_read() -> None:
+    config = WebhookConfig.from_env(
+        {
+            "TICKETING_WEBHOOK_LISTEN": "0.0.0.0:9000",
+            "TICKETING_GRPC_TARGET": "ticketing:50051",
+            "TICKETING_GRPC_TOKEN": "t0ken",
+            "TICKETING_STANDARD_WEBHOOK_SECRETS": WHSEC,
+            "TICKETING_WEBHOOK_TOLERANCE_SECONDS": "60",
+        }
+    )
+    assert (config.listen, config.grpc_target, config.grpc_token) == (
+        "0.0.0.0:9000",
+        "ticketing:50051",
+        "t0ken",
+    )
+    assert (config.hmac_secrets, config.tolerance_seconds) == ((), 60)
+
+
+@pytest.mark.parametrize("off", ["off", "OFF", "false", "0"])
+def test_a_scheme_switched_off_keeps_none_of_its_secrets(off: str) -> None:
+    config = WebhookConfig.from_env(
+        {
+            "TICKET_PAYMENT_CALLBACK_SECRET": "s1",
+            "TICKETING_STANDARD_WEBHOOK_SECRETS": WHSEC,
+            "TICKETING_WEBHOOK_MOIM_HMAC": off,
+        }
+    )
+    assert (config.hmac_secrets, config.standard_secrets) == ((), (WHSEC,))
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "TICKET_PAYMENT_CALLBACK_SECRET"),
+        ({"TICKET_PAYMENT_CALLBACK_SECRET": " , "}, "TICKETING_STANDARD_WEBHOOK_SECRETS"),
+        (
+            {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_MOIM_HMAC": "off"},
+            "TICKET_PAYMENT_CALLBACK_SECRET",
+        ),
+        ({"TICKETING_WEBHOOK_STANDARD": "on"}, "TICKETING_STANDARD_WEBHOOK_SECRETS"),
+        (
+            {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_STANDARD": "maybe"},
+            "TICKETING_WEBHOOK_STANDARD",
+        ),
+        (
+            {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_TOLERANCE_SECONDS": "0"},
+            "TICKETING_WEBHOOK_TOLERANCE_SECONDS",
+        ),
+        (
+            {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_TOLERANCE_SECONDS": "1.5"},
+            "TICKETING_WEBHOOK_TOLERANCE_SECONDS",
+        ),
+        (
+            {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_LISTEN": "8080"},
+            "TICKETING_WEBHOOK_LISTEN",
+        ),
+    ],
+)
+def test_a_missing_or_malformed_setting_is_one_line_naming_it(
+    env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        WebhookConfig.from_env(env)
+    message = str(caught.value)
+    assert named in message
+    assert "\n" not in message
+
+
+def test_secrets_and_the_token_stay_out_of_the_repr() -> None:
+    config = WebhookConfig.from_env(
+        {
+            "TICKET_PAYMENT_CALLBACK_SECRET": "hmac-secret-value",
+            "TICKETING_STANDARD_WEBHOOK_SECRETS": WHSEC,
+            "TICKETING_GRPC_TOKEN": "token-value",
+        }
+    )
+    shown = repr(config)
+    for secret in ("hmac-secret-value", WHSEC, "token-value"):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize("secret", ["not-whsec", "whsec_!!!not base64!!!"])
+def test_a_malformed_standard_secret_is_a_config_error_that_never_shows_it(secret: str) -> None:
+    config = WebhookConfig.from_env({"TICKETING_STANDARD_WEBHOOK_SECRETS": secret})
+    with pytest.raises(ConfigError) as caught:
+        build_verifier(config)
+    assert "TICKETING_STANDARD_WEBHOOK_SECRETS" in str(caught.value)
+    assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:8080", ("::1", 8080)), ("shim:80", ("shim", 80))],
+)
+def test_listen_addresses_are_host_and_port(value: str, expected: tuple[str, int]) -> None:
+    assert parse_host_port(value, "--listen") == expected
+
+
+@pytest.mark.parametrize("value", ["", ":8080", "host:", "host:http", "host:65536", "host:-1"])
+def test_a_malformed_listen_address_names_the_flag(value: str) -> None:
+    with pytest.raises(ConfigError, match="--listen"):
+        parse_host_port(value, "--listen")

@@ -1,0 +1,108 @@
+"""The shim's PaymentConfirmer over gRPC: a verified callback becomes one ConfirmPayment call."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from moim.ticketing.client import TicketingClient, TicketingError
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+
+from ticketing_service.entrypoints.webhook.forwarding import (
+    ConfirmRejected,
+    ConfirmResult,
+    PaidCallback,
+    RejectionKind,
+)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TicketingService"].full_name
+HEALTH_TIMEOUT_SECONDS = 2.0
+_OUTCOME_PREFIX = "CONFIRM_PAYMENT_OUTCOME_"
+_UNSPECIFIED_OUTCOME = f"{_OUTCOME_PREFIX}UNSPECIFIED"
+
+# What the sender should do about each refusal. Anything not listed is "unavailable": a 503 the
+# sender retries, which is safe because a repeated delivery is answered from what is stored.
+REJECTION_KINDS: dict[grpc.StatusCode, RejectionKind] = {
+    grpc.StatusCode.NOT_FOUND: "not_found",
+    grpc.StatusCode.FAILED_PRECONDITION: "failed_precondition",
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
+}
+
+logger = logging.getLogger(__name__)
+
+
+def confirm_payment_request(payment: PaidCallback) -> pb.ConfirmPaymentRequest:
+    """The ConfirmPayment request for a verified callback; the raw body goes along for audit."""
+    paid_time = Timestamp()
+    paid_time.FromDatetime(payment.paid_time)  # aware, so converted to UTC exactly
+    return pb.ConfirmPaymentRequest(
+        reservation_id=payment.reservation_id,
+        checkout_id=payment.checkout_id,
+        payment_id=payment.payment_id,
+        tx_id=payment.tx_id,
+        provider=payment.provider,
+        amount=payment.amount,
+        currency_code=payment.currency_code,
+        paid_time=paid_time,
+        delivery_id=payment.delivery_id,
+        raw_event=payment.raw_event,
+    )
+
+
+def confirm_result(response: pb.ConfirmPaymentResponse) -> ConfirmResult:
+    """The outcome name without its enum prefix, and the reservation it concerns."""
+    outcome = pb.ConfirmPaymentOutcome.Name(response.outcome)
+    if outcome == _UNSPECIFIED_OUTCOME:
+        # The contract says this never happens; retrying is safe and answers from what is stored.
+        raise ConfirmRejected("unavailable", "UNSPECIFIED_OUTCOME")
+    return ConfirmResult(
+        outcome=outcome.removeprefix(_OUTCOME_PREFIX),
+        reservation_id=response.reservation.reservation_id,
+        registration_id=response.reservation.registration_id,
+    )
+
+
+def rejection(error: TicketingError) -> ConfirmRejected:
+    """The shim's answer to a failed ConfirmPayment, keeping the service's reason."""
+    kind = REJECTION_KINDS.get(error.code, "unavailable")
+    if error.code == grpc.StatusCode.UNAUTHENTICATED:
+        logger.error(
+            "The ticketing service refused the shim's token; check TICKETING_GRPC_TOKEN matches."
+        )
+    return ConfirmRejected(kind, error.reason or error.code.name)
+
+
+class GrpcPaymentConfirmer:
+    """Forwards verified payments to TicketingService.ConfirmPayment over a shared client."""
+
+    def __init__(
+        self, client: TicketingClient, health_timeout: float = HEALTH_TIMEOUT_SECONDS
+    ) -> None:
+        self._client = client
+        self._health = health_pb2_grpc.HealthStub(client.channel)
+        self._health_timeout = health_timeout
+
+    async def confirm(self, payment: PaidCallback) -> ConfirmResult:
+        """Confirm `payment`, or raise ConfirmRejected saying why not."""
+        try:
+            response = await self._client.confirm_payment(confirm_payment_request(payment))
+        except TicketingError as error:
+            raise rejection(error) from error
+        try:
+            return confirm_result(response)
+        except ValueError:  # an outcome newer than these stubs
+            raise ConfirmRejected("unavailable", "UNKNOWN_OUTCOME") from None
+
+    async def health(self) -> bool:
+        """Whether the backend's TicketingService reports SERVING; any failure means no."""
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        try:
+            answer = await self._health.Check(request, timeout=self._health_timeout)
+        except grpc.aio.AioRpcError as error:
+            logger.warning("The gRPC backend health check failed: %s", error.code().name)
+            return False
+        except grpc.aio.UsageError:  # the channel is closed: the shim is shutting down
+            return False
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)

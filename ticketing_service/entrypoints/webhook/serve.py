@@ -1,0 +1,152 @@
+"""Runs the webhook shim: its settings, the verifier, one gRPC channel, the app, and uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+
+import uvicorn
+from moim.ticketing.client import TicketingClient
+from starlette.applications import Starlette
+
+from ticketing_service.config import ConfigError
+from ticketing_service.entrypoints.webhook.app import create_webhook_app
+from ticketing_service.entrypoints.webhook.grpc_confirmer import GrpcPaymentConfirmer
+from ticketing_service.entrypoints.webhook.signatures import (
+    MoimHmacVerifier,
+    StandardWebhookVerifier,
+    WebhookVerifier,
+)
+from ticketing_service.webhook_config import LISTEN_SETTING, WebhookConfig, parse_host_port
+
+# Past this many open requests uvicorn answers 503 at once, which the sender retries, instead
+# of queueing callbacks behind a gRPC backend and database pool that are already saturated.
+MAX_CONCURRENT_REQUESTS = 128
+# In-flight callbacks finish within the gRPC deadline (10 s); this bounds the wait for them.
+GRACEFUL_SHUTDOWN_SECONDS = 15
+
+logger = logging.getLogger(__name__)
+
+
+class ShimServer(uvicorn.Server):
+    """A uvicorn server that logs the port it really listens on and says when it is ready."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+        self.port = 0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit or not self.servers:
+            return
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        self.port = port
+        shown = f"[{host}]" if ":" in host else host
+        logger.info("webhook shim listening on %s:%d", shown, port)
+        self.listening.set()
+
+
+def build_verifier(config: WebhookConfig) -> WebhookVerifier:
+    """The verifier of every enabled scheme; a malformed secret is a ConfigError naming it."""
+    try:
+        return WebhookVerifier(
+            moim_hmac=MoimHmacVerifier(config.hmac_secrets) if config.hmac_secrets else None,
+            standard_webhooks=(
+                StandardWebhookVerifier(config.standard_secrets, config.tolerance_seconds)
+                if config.standard_secrets
+                else None
+            ),
+        )
+    except ValueError as error:  # the messages name the setting, never the secret
+        raise ConfigError(str(error)) from None
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def uvicorn_config(app: Starlette) -> uvicorn.Config:
+    """How uvicorn runs the shim: no access log, no proxy headers, bounded concurrency."""
+    return uvicorn.Config(
+        app,
+        lifespan="off",
+        ws="none",
+        log_config=None,  # log through the root logger, formatted like the rest of the service
+        log_level="info",
+        access_log=False,  # the app logs one line per callback, without its body
+        proxy_headers=False,  # nothing here trusts X-Forwarded-*; no decision depends on the peer
+        server_header=False,
+        limit_concurrency=MAX_CONCURRENT_REQUESTS,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+
+
+@asynccontextmanager
+async def webhook_server(
+    config: WebhookConfig, verifier: WebhookVerifier
+) -> AsyncIterator[ShimServer]:
+    """The shim as a uvicorn server over one shared gRPC channel, closed when the block exits."""
+    async with TicketingClient.connect(config.grpc_target, token=config.grpc_token) as client:
+        confirmer = GrpcPaymentConfirmer(client)
+        yield ShimServer(uvicorn_config(create_webhook_app(verifier, confirmer, confirmer.health)))
+
+
+def run_webhook(listen: str | None) -> int:
+    """`ticketing-service webhook`: serve until SIGTERM or SIGINT; 2 on a configuration error."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = WebhookConfig.from_env()
+        host, port = parse_host_port(
+            listen or config.listen, "--listen" if listen else LISTEN_SETTING
+        )
+        verifier = build_verifier(config)
+    except ConfigError as error:
+        print(f"ticketing-service: {error}", file=sys.stderr)
+        return 2
+    try:
+        sock = bind_socket(host, port)
+    except OSError as error:
+        print(
+            f"ticketing-service: cannot listen on {host}:{port}: {error.strerror}.", file=sys.stderr
+        )
+        return 1
+    with sock:
+        try:
+            asyncio.run(_serve_until_signalled(config, verifier, sock))
+        except KeyboardInterrupt:
+            return 130
+    return 0
+
+
+async def _serve_until_signalled(
+    config: WebhookConfig, verifier: WebhookVerifier, sock: socket.socket
+) -> None:
+    async with webhook_server(config, verifier) as server:
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            server.should_exit = True
+
+        # uvicorn stops gracefully on these signals, then raises them again to the handler it
+        # found. That handler only asks it to stop, so the channel still closes and we exit 0.
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,116 @@
+"""Settings of the webhook shim, read from the environment and checked at start.
+
+Secrets are kept out of every repr and message: an error names the variable, never its value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ticketing_service.config import ConfigError
+
+LISTEN_SETTING = "TICKETING_WEBHOOK_LISTEN"
+GRPC_TARGET_SETTING = "TICKETING_GRPC_TARGET"
+GRPC_TOKEN_SETTING = "TICKETING_GRPC_TOKEN"  # noqa: S105 - the variable's name, not a token
+HMAC_SECRETS_SETTING = "TICKET_PAYMENT_CALLBACK_SECRET"
+STANDARD_SECRETS_SETTING = "TICKETING_STANDARD_WEBHOOK_SECRETS"
+TOLERANCE_SETTING = "TICKETING_WEBHOOK_TOLERANCE_SECONDS"
+HMAC_SWITCH_SETTING = "TICKETING_WEBHOOK_MOIM_HMAC"
+STANDARD_SWITCH_SETTING = "TICKETING_WEBHOOK_STANDARD"
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_GRPC_TARGET = "127.0.0.1:50051"
+DEFAULT_TOLERANCE_SECONDS = 300
+_MAX_TOLERANCE_SECONDS = 24 * 3600  # a day-old signature is a replay, not clock skew
+
+_SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """Everything the webhook shim reads from its environment; a disabled scheme has no secrets."""
+
+    listen: str
+    grpc_target: str
+    grpc_token: str | None = field(repr=False)
+    hmac_secrets: tuple[str, ...] = field(repr=False)
+    standard_secrets: tuple[str, ...] = field(repr=False)
+    tolerance_seconds: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookConfig:
+        """Read and check every setting; raise ConfigError naming the first bad one."""
+        source = os.environ if env is None else env
+        listen = _text(source, LISTEN_SETTING) or DEFAULT_LISTEN
+        parse_host_port(listen, LISTEN_SETTING)
+        return cls(
+            listen=listen,
+            grpc_target=_text(source, GRPC_TARGET_SETTING) or DEFAULT_GRPC_TARGET,
+            grpc_token=_text(source, GRPC_TOKEN_SETTING),
+            hmac_secrets=_enabled_secrets(source, HMAC_SECRETS_SETTING, HMAC_SWITCH_SETTING),
+            standard_secrets=_enabled_secrets(
+                source, STANDARD_SECRETS_SETTING, STANDARD_SWITCH_SETTING
+            ),
+            tolerance_seconds=_tolerance(source),
+        )._checked()
+
+    def _checked(self) -> WebhookConfig:
+        if not self.hmac_secrets and not self.standard_secrets:
+            raise ConfigError(
+                f"The webhook shim needs a signing secret: set {HMAC_SECRETS_SETTING} "
+                f"or {STANDARD_SECRETS_SETTING} (comma-separated for rotation), and leave "
+                f"{HMAC_SWITCH_SETTING} or {STANDARD_SWITCH_SETTING} on."
+            )
+        return self
+
+
+def parse_host_port(value: str, setting: str) -> tuple[str, int]:
+    """Split `HOST:PORT` (IPv6 in brackets); port 0 picks a free port."""
+    host, colon, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ConfigError(f"{setting} must be HOST:PORT, e.g. {DEFAULT_LISTEN}; got {value!r}.")
+    return host, int(port)
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The comma-separated secrets of `name`, blanks dropped (a trailing comma is harmless)."""
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _enabled_secrets(
+    env: Mapping[str, str], secrets_name: str, switch_name: str
+) -> tuple[str, ...]:
+    """The secrets of a scheme that is on; a scheme defaults to on when it has a secret."""
+    secrets = _secrets(env, secrets_name)
+    raw = _text(env, switch_name)
+    if raw is None:
+        return secrets
+    if raw.lower() not in _SWITCHES:
+        raise ConfigError(f"{switch_name} must be 'on' or 'off', got {raw!r}.")
+    if not _SWITCHES[raw.lower()]:
+        return ()
+    if not secrets:
+        raise ConfigError(
+            f"{switch_name} is on but {secrets_name} is empty; set it or turn it off."
+        )
+    return secrets
+
+
+def _tolerance(env: Mapping[str, str]) -> int:
+    raw = _text(env, TOLERANCE_SETTING)
+    if raw is None:
+        return DEFAULT_TOLERANCE_SECONDS
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= _MAX_TOLERANCE_SECONDS:
+        raise ConfigError(
+            f"{TOLERANCE_SETTING} must be whole seconds between 1 and {_MAX_TOLERANCE_SECONDS}, "
+            f"got {raw!r}."
+        )
+    return int(raw)
