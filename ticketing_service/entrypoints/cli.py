@@ -1,4 +1,4 @@
-"""The `ticketing-service` command: serve, webhook, migrate, prune-events."""
+"""The `ticketing-service` command: serve, webhook, dev, migrate, prune-events."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
+from ticketing_service.entrypoints.dev import stack
+from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
 from ticketing_service.entrypoints.grpc.server import serve_until_signalled, start_server
 from ticketing_service.entrypoints.webhook.serve import run_webhook
 from ticketing_service.service_layer.events_handlers import prune_registration_events
@@ -28,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config.from_env()
         if args.command == "migrate":
             return _migrate(config)
+        if args.command == "dev":
+            listen = DevListen(args.grpc_listen, args.webhook_listen, args.sandbox_listen)
+            return asyncio.run(run_dev_stack(config, listen))
         if args.command == "prune-events":
             return asyncio.run(_prune_events(config, args.older_than_days))
         return asyncio.run(_serve(config, args.listen or config.grpc_listen, not args.no_migrate))
@@ -44,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server with the expiry sweeper")
     serve.add_argument("--listen", help="host:port (default: $TICKETING_GRPC_LISTEN)")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    dev = commands.add_parser(
+        "dev", help="run Postgres, the server, the shim and a sandbox payment service together"
+    )
+    dev.add_argument(
+        "--grpc-listen", default=stack.DEFAULT_GRPC_LISTEN, help="the gRPC server's address"
+    )
+    dev.add_argument(
+        "--webhook-listen", default=stack.DEFAULT_WEBHOOK_LISTEN, help="the shim's address"
+    )
+    dev.add_argument(
+        "--sandbox-listen", default=stack.DEFAULT_SANDBOX_LISTEN, help="the sandbox's address"
+    )
     webhook = commands.add_parser("webhook", help="run the payment-callback webhook shim")
     webhook.add_argument("--listen", help="host:port (default: $TICKETING_WEBHOOK_LISTEN)")
     commands.add_parser("migrate", help="apply the database migrations and exit")

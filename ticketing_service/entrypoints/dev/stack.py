@@ -1,0 +1,156 @@
+"""`ticketing-service dev`: the whole flow on one machine, in one process, for a newcomer.
+
+Embedded Postgres, the gRPC server with its background workers, the webhook shim and a sandbox
+payment service, wired to each other with fresh secrets, stopped together on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import socket
+from dataclasses import dataclass, replace
+
+import uvicorn
+
+from ticketing_service import bootstrap
+from ticketing_service.config import Config
+from ticketing_service.entrypoints.dev.payment_sandbox import (
+    PaymentSandbox,
+    create_payment_sandbox_app,
+)
+from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
+from ticketing_service.entrypoints.webhook.serve import (
+    ShimServer,
+    bind_socket,
+    build_verifier,
+    webhook_server,
+)
+from ticketing_service.webhook_config import DEFAULT_TOLERANCE_SECONDS, WebhookConfig
+
+log = logging.getLogger(__name__)
+
+CALLBACK_PATH = "/api/ticket-payment-callbacks"
+
+
+DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
+DEFAULT_WEBHOOK_LISTEN = "127.0.0.1:8080"
+DEFAULT_SANDBOX_LISTEN = "127.0.0.1:8090"
+
+
+@dataclass(frozen=True, slots=True)
+class DevListen:
+    """Where each part of the dev stack listens (port 0 picks a free port)."""
+
+    grpc: str = DEFAULT_GRPC_LISTEN
+    webhook: str = DEFAULT_WEBHOOK_LISTEN
+    sandbox: str = DEFAULT_SANDBOX_LISTEN
+
+
+def _bind(listen: str) -> socket.socket:
+    host, port = listen.rsplit(":", 1)
+    return bind_socket(host, int(port))
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+async def run_dev_stack(config: Config, listen: DevListen) -> int:
+    """Run every part until SIGINT or SIGTERM; print where they are and how to try them."""
+    sandbox_sock, shim_sock = _bind(listen.sandbox), _bind(listen.webhook)
+    sandbox_url, shim_url = _url(sandbox_sock), _url(shim_sock)
+    payment_token, callback_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    config = replace(
+        config,
+        payment_service_url=sandbox_url,
+        payment_service_token=payment_token,
+        callback_url=shim_url + CALLBACK_PATH,
+        public_base_url=sandbox_url,
+        grpc_token=None,
+    )
+    database_url = bootstrap.resolve_database_url(config)
+    await asyncio.to_thread(bootstrap.migrate, database_url)
+    wiring = bootstrap.wire(config, database_url)
+    workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
+    running = await start_server(wiring.deps, listen.grpc, token=None)
+    shim_config = WebhookConfig(
+        listen=listen.webhook,
+        grpc_target=f"127.0.0.1:{running.port}",
+        grpc_token=None,
+        hmac_secrets=(callback_secret,),
+        standard_secrets=(),
+        tolerance_seconds=DEFAULT_TOLERANCE_SECONDS,
+    )
+    sandbox = PaymentSandbox(payment_token, callback_secret, sandbox_url)
+    sandbox_server = uvicorn.Server(
+        uvicorn.Config(
+            create_payment_sandbox_app(sandbox), lifespan="off", log_config=None, access_log=False
+        )
+    )
+    try:
+        async with webhook_server(shim_config, build_verifier(shim_config)) as shim:
+            await _serve(running, shim, shim_sock, sandbox_server, sandbox_sock, shim_url)
+    finally:
+        await running.stop(grace=5)
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await wiring.aclose()
+    return 0
+
+
+async def _serve(
+    running: RunningServer,
+    shim: ShimServer,
+    shim_sock: socket.socket,
+    sandbox_server: uvicorn.Server,
+    sandbox_sock: socket.socket,
+    shim_url: str,
+) -> None:
+    # uvicorn installs its own signal handlers while serving; ours only asks both to stop.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    serving = [
+        asyncio.create_task(shim.serve(sockets=[shim_sock])),
+        asyncio.create_task(sandbox_server.serve(sockets=[sandbox_sock])),
+    ]
+    async with asyncio.timeout(30):
+        await shim.listening.wait()
+    _print_banner(running.port, shim_url, _url(sandbox_sock))
+    await stop.wait()
+    log.info("stopping the dev stack")
+    shim.should_exit = sandbox_server.should_exit = True
+    await asyncio.gather(*serving, return_exceptions=True)
+
+
+def _print_banner(grpc_port: int, shim_url: str, sandbox_url: str) -> None:
+    target = f"127.0.0.1:{grpc_port}"
+    curl = "npx buf curl --protocol grpc --http2-prior-knowledge"
+    base = f"http://{target}/moim.ticketing.v1.TicketingService"
+    settings = (
+        '{"event_id":"launch-party","event_title":"Launch party","tiers":'
+        '[{"tier_id":"vip","name":"VIP","price_amount":30000,"capacity":50}]}'
+    )
+    start = '{"event_id":"launch-party","tier_id":"vip","user_id":"user-1"}'
+    print(
+        f"""
+Moim ticketing dev stack is up (Ctrl-C stops everything):
+  gRPC server      {target}   (moim.ticketing.v1.TicketingService, health, reflection)
+  webhook shim     {shim_url}{CALLBACK_PATH}
+  payment sandbox  {sandbox_url}   (checkout pages; no money moves)
+
+A first paid registration:
+  1. {curl} -d '{settings}' {base}/UpdateTicketingSettings
+  2. {curl} -d '{start}' {base}/StartPaidRegistration
+  3. open the reservation's checkoutUrl in a browser and click "Pay"
+  4. {curl} -d '{{"reservation_id":"<reservationId from step 2>"}}' {base}/GetReservation
+     (status RESERVATION_STATUS_CONFIRMED, with a registrationId)
+""",
+        flush=True,
+    )
