@@ -1,11 +1,11 @@
 /**
- * The TypeScript client against the real Python server (embedded Postgres, port 0). Each test
+ * The TypeScript client against the real Python service (embedded Postgres, port 0). Each test
  * uses its own event id, so tests share one server without seeing each other's data.
  *
- * The paid registration flow (settings → startPaidRegistration → confirmPayment →
- * getReservation) belongs in a `describe` of its own here once those RPCs are served: start its
- * server with `startServer({ TICKET_PAYMENT_SERVICE_URL: <a stand-in> })` and reuse
- * givenPaidEvent() for the first step.
+ * The paid registration flow (settings → startPaidRegistration → the user pays → getReservation)
+ * runs against `ticketing_service dev`: its sandbox payment service opens the checkout, and
+ * "clicking Pay" on the checkout page makes the sandbox send the signed callback to the webhook
+ * shim, which calls ConfirmPayment, exactly as in production.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -13,15 +13,21 @@ import { after, before, describe, test } from "node:test";
 import {
   Code,
   ConnectError,
+  RegistrationEventType,
+  ReservationStatus,
   TicketingMode,
   createTicketingClient,
   errorReason,
+  type RegistrationEvent,
+  type Reservation,
   type TicketingClient,
   type TicketingSettings,
 } from "../src/index.js";
-import { startServer, type RunningServer } from "./server.js";
+import { startDevStack, startServer, type RunningDevStack, type RunningServer } from "./server.js";
 
 const VIP = { tierId: "vip", name: "VIP", priceAmount: 30000n, capacity: 50 };
+// The sandbox answers at once, after one callback round trip to the shim; this bounds a hang.
+const HTTP_TIMEOUT_MS = 15_000;
 
 describe("the TypeScript client against the ticketing server", () => {
   let server: RunningServer;
@@ -110,12 +116,85 @@ describe("the TypeScript client against a server that requires a token", () => {
   });
 });
 
-/** Stores settings with the one paid VIP tier; the first step of every paid flow. */
-async function givenPaidEvent(client: TicketingClient, eventId: string): Promise<TicketingSettings> {
+describe("the paid registration flow through the dev stack", () => {
+  let stack: RunningDevStack;
+  let client: TicketingClient;
+  before(async () => {
+    stack = await startDevStack();
+    client = createTicketingClient({ address: stack.address });
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  test("clicking Pay confirms the registration; the next user finds it SOLD_OUT", async () => {
+    const eventId = newEventId();
+    await givenPaidEvent(client, eventId, { ...VIP, capacity: 1 });
+
+    const held = await holdSeat(client, eventId, "user-1");
+    assert.ok(
+      held.checkoutUrl.startsWith(`${stack.sandboxUrl}/checkout/`),
+      `the checkout is not the sandbox's: ${held.checkoutUrl}`,
+    );
+    const returnedTo = await clickPay(held.checkoutUrl);
+    const { reservation } = await client.getReservation({ reservationId: held.reservationId });
+    const feed = await registrationEventsOf(client, held.reservationId);
+    const soldOut = await rejection(
+      client.startPaidRegistration({ eventId, tierId: VIP.tierId, userId: "user-2" }),
+    );
+
+    assert.equal(returnedTo, `${stack.sandboxUrl}/events/${eventId}/register?payment=success`);
+    assert.equal(reservation?.status, ReservationStatus.CONFIRMED, stack.logTail());
+    assert.ok(reservation?.registrationId, "a confirmed reservation has a registration id");
+    assert.deepEqual(
+      feed.map((event) => [event.type, event.reservation?.status]),
+      [
+        [RegistrationEventType.RESERVATION_CREATED, ReservationStatus.PENDING_PAYMENT],
+        [RegistrationEventType.RESERVATION_CONFIRMED, ReservationStatus.CONFIRMED],
+      ],
+    );
+    assert.equal(feed[1]?.reservation?.registrationId, reservation?.registrationId);
+    assert.equal(soldOut.code, Code.FailedPrecondition);
+    assert.equal(errorReason(soldOut)?.reason, "SOLD_OUT");
+  });
+
+  test("a payment of the wrong amount is PAYMENT_MISMATCH and the hold stays payable", async () => {
+    const eventId = newEventId();
+    await givenPaidEvent(client, eventId, { ...VIP, capacity: 1 });
+    const held = await holdSeat(client, eventId, "user-1");
+
+    const mismatch = await rejection(
+      client.confirmPayment({
+        reservationId: held.reservationId,
+        checkoutId: held.checkoutId,
+        paymentId: "e2e-underpaid",
+        provider: held.provider,
+        amount: held.amount - 1n,
+        currencyCode: held.currencyCode,
+      }),
+    );
+    const afterMismatch = await client.getReservation({ reservationId: held.reservationId });
+    await clickPay(held.checkoutUrl);
+    const afterPaying = await client.getReservation({ reservationId: held.reservationId });
+
+    assert.equal(mismatch.code, Code.FailedPrecondition);
+    assert.equal(errorReason(mismatch)?.reason, "PAYMENT_MISMATCH");
+    assert.equal(errorReason(mismatch)?.metadata.reservationId, held.reservationId);
+    assert.equal(afterMismatch.reservation?.status, ReservationStatus.PENDING_PAYMENT);
+    assert.equal(afterPaying.reservation?.status, ReservationStatus.CONFIRMED, stack.logTail());
+  });
+});
+
+/** Stores settings with one paid tier (VIP unless given); the first step of every paid flow. */
+async function givenPaidEvent(
+  client: TicketingClient,
+  eventId: string,
+  tier: typeof VIP = VIP,
+): Promise<TicketingSettings> {
   const { settings } = await client.updateTicketingSettings({
     eventId,
     eventTitle: "End-to-end test event",
-    tiers: [VIP],
+    tiers: [tier],
   });
   assert.ok(settings, "UpdateTicketingSettings answered without settings");
   return settings;
@@ -134,4 +213,54 @@ async function rejection(call: Promise<unknown>): Promise<ConnectError> {
     return error;
   }
   assert.fail("expected the call to fail");
+}
+
+/** StartPaidRegistration for the VIP tier: a seat held while the user pays at the checkout. */
+async function holdSeat(
+  client: TicketingClient,
+  eventId: string,
+  userId: string,
+): Promise<Reservation> {
+  const started = await client.startPaidRegistration({ eventId, tierId: VIP.tierId, userId });
+  assert.equal(started.requiresPayment, true, "a paid tier requires payment");
+  assert.ok(started.reservation, "StartPaidRegistration answered without a reservation");
+  assert.equal(started.reservation.status, ReservationStatus.PENDING_PAYMENT);
+  assert.ok(started.reservation.checkoutUrl, "the hold has no checkout URL");
+  return started.reservation;
+}
+
+/**
+ * What a user's browser does: loads the sandbox checkout page, submits its "Pay" form (the
+ * sandbox sends the signed callback to the shim before answering) and is sent back to Moim.
+ * Returns where it is sent.
+ */
+async function clickPay(checkoutUrl: string): Promise<string> {
+  const page = await fetch(checkoutUrl, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS) });
+  const html = await page.text();
+  assert.equal(page.status, 200, html);
+  assert.match(html, /<button type=submit id=pay>Pay<\/button>/);
+  const action = /<form method=post action='([^']+)'>/.exec(html)?.[1];
+  assert.ok(action, `the checkout page has no Pay form:\n${html}`);
+  assert.equal(new URL(action, checkoutUrl).href, `${checkoutUrl}/pay`);
+
+  const paid = await fetch(`${checkoutUrl}/pay`, {
+    method: "POST",
+    redirect: "manual",
+    signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
+  });
+  const body = await paid.text();
+  assert.equal(paid.status, 303, body);
+  const location = paid.headers.get("location");
+  assert.ok(location, "the 303 has no Location");
+  assert.ok(location.endsWith("payment=success"), `redirected to ${location}`);
+  return location;
+}
+
+/** The registration feed's events about one reservation, in sequence order. */
+async function registrationEventsOf(
+  client: TicketingClient,
+  reservationId: string,
+): Promise<RegistrationEvent[]> {
+  const { events } = await client.listRegistrationEvents({ afterSequence: 0n, pageSize: 1000 });
+  return events.filter((event) => event.reservation?.reservationId === reservationId);
 }

@@ -1,6 +1,8 @@
 /**
- * Runs the real Python server for end-to-end tests: `ticketing_service serve` on port 0 with an
- * embedded Postgres in a fresh data directory, ready once it logs the port it bound.
+ * Runs the real Python service for end-to-end tests, with an embedded Postgres in a fresh data
+ * directory: `ticketing_service serve` on port 0, ready once it logs the port it bound, or
+ * `ticketing_service dev` (server, webhook shim, sandbox payment service) on ports 0, ready once
+ * it prints its banner of addresses.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
@@ -11,6 +13,12 @@ import { fileURLToPath } from "node:url";
 
 const REPO_ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 const READY = /serving moim\.ticketing\.v1\.TicketingService on [\d.]+:(\d+)/;
+// The dev stack's banner (stdout), printed once every part is listening.
+const DEV_BANNER = [
+  /^\s*gRPC server\s+([\d.]+:\d+)\s/,
+  /^\s*webhook shim\s+(http:\/\/\S+)/,
+  /^\s*payment sandbox\s+(http:\/\/\S+)/,
+];
 // uv, the embedded Postgres (initdb, start) and the migrations take a few seconds; a minute means
 // something is wrong, and the log tail in the error says what.
 const START_TIMEOUT_MS = 60_000;
@@ -32,20 +40,13 @@ export interface RunningServer {
  * TICKETING_GRPC_TOKEN are never inherited from the caller's environment.
  */
 export async function startServer(env: Record<string, string> = {}): Promise<RunningServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), "ticketing-e2e-"));
-  const childEnv: NodeJS.ProcessEnv = { ...process.env };
-  delete childEnv.DATABASE_URL;
-  delete childEnv.TICKETING_GRPC_TOKEN;
-  Object.assign(childEnv, env, { TICKETING_DATA_DIR: dataDir });
-  const child = spawn(
-    "uv",
-    ["run", "--frozen", "python", "-m", "ticketing_service", "serve", "--listen", "127.0.0.1:0"],
-    { cwd: REPO_ROOT, env: childEnv, stdio: ["ignore", "ignore", "pipe"] },
-  );
-  const log = new LogTail(child);
-  const stop = () => stopServer(child, dataDir);
+  const { log, stop } = await spawnService("the ticketing server", env, [
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+  ]);
   try {
-    const port = await log.waitFor(READY, START_TIMEOUT_MS);
+    const [port] = await log.waitFor([READY], START_TIMEOUT_MS);
     return { address: `127.0.0.1:${port}`, logTail: () => log.text(), stop };
   } catch (error) {
     await stop();
@@ -53,23 +54,90 @@ export async function startServer(env: Record<string, string> = {}): Promise<Run
   }
 }
 
-/** Keeps reading stderr (a full pipe would block the server) and remembers the last lines. */
+export interface RunningDevStack extends RunningServer {
+  /** The webhook shim's callback URL, `http://127.0.0.1:<port>/api/ticket-payment-callbacks`. */
+  readonly webhookUrl: string;
+  /** The sandbox payment service's base URL, `http://127.0.0.1:<port>` (checkout pages). */
+  readonly sandboxUrl: string;
+}
+
+/**
+ * Starts `ticketing_service dev` (embedded Postgres, gRPC server, webhook shim, sandbox payment
+ * service, all on port 0) and reads their addresses from the banner it prints on stdout.
+ */
+export async function startDevStack(env: Record<string, string> = {}): Promise<RunningDevStack> {
+  const { log, stop } = await spawnService("the dev stack", env, [
+    "dev",
+    "--grpc-listen",
+    "127.0.0.1:0",
+    "--webhook-listen",
+    "127.0.0.1:0",
+    "--sandbox-listen",
+    "127.0.0.1:0",
+  ]);
+  try {
+    const [address = "", webhookUrl = "", sandboxUrl = ""] = await log.waitFor(
+      DEV_BANNER,
+      START_TIMEOUT_MS,
+    );
+    return { address, webhookUrl, sandboxUrl, logTail: () => log.text(), stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/**
+ * Spawns `python -m ticketing_service <args>` under uv with a fresh embedded-Postgres data
+ * directory; DATABASE_URL and TICKETING_GRPC_TOKEN are never inherited from the caller.
+ */
+async function spawnService(
+  name: string,
+  env: Record<string, string>,
+  args: string[],
+): Promise<{ log: LogTail; stop: () => Promise<void> }> {
+  const dataDir = await mkdtemp(join(tmpdir(), "ticketing-e2e-"));
+  const childEnv: NodeJS.ProcessEnv = { ...process.env };
+  delete childEnv.DATABASE_URL;
+  delete childEnv.TICKETING_GRPC_TOKEN;
+  Object.assign(childEnv, env, { TICKETING_DATA_DIR: dataDir });
+  const child = spawn("uv", ["run", "--frozen", "python", "-m", "ticketing_service", ...args], {
+    cwd: REPO_ROOT,
+    env: childEnv,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return { log: new LogTail(child, name), stop: () => stopServer(child, dataDir) };
+}
+
+/**
+ * Keeps reading stdout and stderr (a full pipe would block the service) and remembers the last
+ * lines of both, interleaved as they arrive.
+ */
 class LogTail {
   private readonly lines: string[] = [];
-  private partial = "";
+  private readonly partial = new Map<NodeJS.ReadableStream, string>();
   private readonly waiters = new Set<(line: string) => void>();
 
-  constructor(private readonly child: ChildProcess) {
-    child.stderr?.setEncoding("utf8");
-    child.stderr?.on("data", (chunk: string) => this.take(chunk));
+  constructor(
+    private readonly child: ChildProcess,
+    private readonly name: string,
+  ) {
+    for (const stream of [child.stdout, child.stderr]) {
+      stream?.setEncoding("utf8");
+      stream?.on("data", (chunk: string) => this.take(stream, chunk));
+    }
   }
 
   text(): string {
-    return [...this.lines, this.partial].join("\n");
+    return [...this.lines, ...[...this.partial.values()].filter(Boolean)].join("\n");
   }
 
-  /** Resolves with the first capture group of the first line matching `pattern`. */
-  waitFor(pattern: RegExp, timeoutMs: number): Promise<string> {
+  /**
+   * Resolves, once a line has matched each of `patterns`, with the first capture group of each
+   * pattern's first matching line (in the order of `patterns`).
+   */
+  waitFor(patterns: RegExp[], timeoutMs: number): Promise<string[]> {
+    const found = new Map<number, string>();
     return new Promise((resolve, reject) => {
       const finish = (outcome: () => void) => {
         clearTimeout(timer);
@@ -78,25 +146,29 @@ class LogTail {
         outcome();
       };
       const onLine = (line: string) => {
-        const match = pattern.exec(line);
-        if (match) finish(() => resolve(match[1] ?? ""));
+        patterns.forEach((pattern, index) => {
+          const match = found.has(index) ? null : pattern.exec(line);
+          if (match) found.set(index, match[1] ?? "");
+        });
+        if (found.size === patterns.length) {
+          finish(() => resolve(patterns.map((_, index) => found.get(index) ?? "")));
+        }
       };
+      const missing = () => patterns.filter((_, index) => !found.has(index)).join(", ");
       const onExit = (code: number | null, signal: string | null) =>
         finish(() => reject(this.failure(`exited (code ${code}, signal ${signal}) before serving`)));
       const onError = (error: Error) =>
         finish(() => reject(this.failure(`could not be started (${error.message}); is uv on PATH?`)));
-      const timer = setTimeout(
-        () => finish(() => reject(this.failure(`did not log ${pattern} within ${timeoutMs} ms`))),
-        timeoutMs,
-      );
+      const timeout = () => this.failure(`did not print ${missing()} within ${timeoutMs} ms`);
+      const timer = setTimeout(() => finish(() => reject(timeout())), timeoutMs);
       this.waiters.add(onLine);
       this.child.on("exit", onExit).on("error", onError);
     });
   }
 
-  private take(chunk: string): void {
-    const parts = (this.partial + chunk).split("\n");
-    this.partial = parts.pop() ?? "";
+  private take(stream: NodeJS.ReadableStream, chunk: string): void {
+    const parts = ((this.partial.get(stream) ?? "") + chunk).split("\n");
+    this.partial.set(stream, parts.pop() ?? "");
     for (const line of parts) {
       this.lines.push(line);
       if (this.lines.length > LOG_TAIL_LINES) this.lines.shift();
@@ -105,7 +177,8 @@ class LogTail {
   }
 
   private failure(what: string): Error {
-    return new Error(`The ticketing server ${what}. Its last log lines:\n${this.text()}`);
+    const name = this.name.charAt(0).toUpperCase() + this.name.slice(1);
+    return new Error(`${name} ${what}. Its last output lines:\n${this.text()}`);
   }
 }
 

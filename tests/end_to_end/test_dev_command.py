@@ -1,0 +1,210 @@
+"""`ticketing-service dev` as a newcomer runs it: a paid registration paid on the sandbox page."""
+
+from __future__ import annotations
+
+import html
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import grpc
+import httpx
+from moim.ticketing.v1 import reservation_pb2, settings_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+# The banner's address lines, printed on stdout once every part of the stack is listening.
+BANNER = {
+    "grpc": re.compile(r"^\s*gRPC server\s+([\d.]+:\d+)\s"),
+    "webhook": re.compile(r"^\s*webhook shim\s+(http://\S+)"),
+    "sandbox": re.compile(r"^\s*payment sandbox\s+(http://\S+)"),
+}
+# Embedded Postgres (initdb, start) and the migrations take seconds; a minute means a fault.
+START_TIMEOUT_SECONDS = 60
+# Ctrl-C stops the servers (a few seconds of grace) and then Postgres.
+STOP_TIMEOUT_SECONDS = 30
+HTTP_TIMEOUT_SECONDS = 15
+EVENT_ID = "launch-party"
+
+
+@dataclass(frozen=True, slots=True)
+class DevStack:
+    """A running `ticketing-service dev`, with the addresses its banner printed."""
+
+    process: subprocess.Popen[str]
+    grpc_target: str
+    webhook_url: str
+    sandbox_url: str
+
+
+@contextmanager
+def dev_stack(data_dir: Path, log_path: Path) -> Iterator[DevStack]:
+    """Run the real command until it prints its banner; stop it afterwards if still running."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TICKETING_GRPC_TOKEN"}
+    }
+    environment["TICKETING_DATA_DIR"] = str(data_dir)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ticketing_service",
+                "dev",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--webhook-listen",
+                "127.0.0.1:0",
+                "--sandbox-listen",
+                "127.0.0.1:0",
+            ],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=log,  # a file, so the logs can never fill a pipe and block the stack
+            text=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(process, lines), daemon=True)
+        reader.start()
+        try:
+            yield _read_banner(process, lines, log_path)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise
+            reader.join(timeout=STOP_TIMEOUT_SECONDS)
+            assert process.stdout is not None
+            process.stdout.close()
+
+
+def _pump(process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+    """Read stdout to its end (the process's exit), so the read below can be bounded."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.put(line)
+    lines.put(None)
+
+
+def _read_banner(
+    process: subprocess.Popen[str], lines: queue.Queue[str | None], log_path: Path
+) -> DevStack:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    found: dict[str, str] = {}
+    while len(found) < len(BANNER):
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(
+                f"no banner within {START_TIMEOUT_SECONDS} s; the log:\n{log_path.read_text()}"
+            ) from None
+        if line is None:
+            raise AssertionError(
+                f"the dev stack exited ({process.wait()}) before its banner; the log:\n"
+                + log_path.read_text()
+            )
+        for part, pattern in BANNER.items():
+            if part not in found and (match := pattern.search(line)):
+                found[part] = match.group(1)
+    return DevStack(process, found["grpc"], found["webhook"], found["sandbox"])
+
+
+def start_paid_registration(
+    stub: pb_grpc.TicketingServiceStub, user_id: str
+) -> reservation_pb2.Reservation:
+    """Settings with one paid tier, then a seat hold for the user: the first two steps."""
+    stub.UpdateTicketingSettings(
+        pb.UpdateTicketingSettingsRequest(
+            event_id=EVENT_ID,
+            event_title="Launch party",
+            tiers=[
+                settings_pb2.TierInput(tier_id="vip", name="VIP", price_amount=30000, capacity=50)
+            ],
+        )
+    )
+    started = stub.StartPaidRegistration(
+        pb.StartPaidRegistrationRequest(event_id=EVENT_ID, tier_id="vip", user_id=user_id)
+    )
+    assert started.requires_payment
+    assert started.reservation.status == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
+    return started.reservation
+
+
+def checkout_page(http: httpx.Client, checkout_url: str) -> str:
+    page = http.get(checkout_url)
+    assert page.status_code == 200, page.text
+    return page.text
+
+
+def test_a_payment_on_the_sandbox_page_confirms_the_registration_and_ctrl_c_stops_all(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "pgdata"
+    with (
+        dev_stack(data_dir, tmp_path / "dev.log") as stack,
+        grpc.insecure_channel(stack.grpc_target) as channel,
+        httpx.Client(timeout=HTTP_TIMEOUT_SECONDS) as http,
+    ):
+        stub = pb_grpc.TicketingServiceStub(channel)
+        held = start_paid_registration(stub, "user-1")
+        page = checkout_page(http, held.checkout_url)
+        action = re.search(r"<form method=post action='([^']+)'>", page)
+        assert action is not None, page
+        paid = http.post(urljoin(held.checkout_url, html.unescape(action.group(1))))
+        confirmed = stub.GetReservation(
+            pb.GetReservationRequest(reservation_id=held.reservation_id)
+        ).reservation
+        stack.process.send_signal(signal.SIGINT)
+        exit_code = stack.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+    assert held.checkout_url.startswith(f"{stack.sandbox_url}/checkout/")
+    assert "id=pay" in page
+    assert action.group(1) == f"/checkout/{held.checkout_id}/pay"
+    assert paid.status_code == 303, (tmp_path / "dev.log").read_text()
+    assert paid.headers["location"] == (
+        f"{stack.sandbox_url}/events/{EVENT_ID}/register?payment=success"
+    )
+    assert confirmed.status == reservation_pb2.RESERVATION_STATUS_CONFIRMED
+    assert confirmed.registration_id
+    assert exit_code == 0
+    assert data_dir.is_dir(), "the data directory is kept for the next start"
+    assert not (data_dir / "postmaster.pid").exists(), "the embedded Postgres is still running"
+
+
+def test_the_cancel_link_leads_back_to_the_cancel_url_and_leaves_the_hold_unpaid(
+    tmp_path: Path,
+) -> None:
+    with (
+        dev_stack(tmp_path / "pgdata", tmp_path / "dev.log") as stack,
+        grpc.insecure_channel(stack.grpc_target) as channel,
+        httpx.Client(timeout=HTTP_TIMEOUT_SECONDS) as http,
+    ):
+        stub = pb_grpc.TicketingServiceStub(channel)
+        held = start_paid_registration(stub, "user-1")
+        link = re.search(
+            r"<a id=cancel href='([^']*)'>Cancel</a>", checkout_page(http, held.checkout_url)
+        )
+        assert link is not None
+        cancel_url = urljoin(held.checkout_url, html.unescape(link.group(1)))
+        landed = http.get(cancel_url)
+        after = stub.GetReservation(pb.GetReservationRequest(reservation_id=held.reservation_id))
+
+    # No cancel_url was given, so the service sent MOIM_PUBLIC_BASE_URL's (the sandbox's).
+    assert cancel_url == f"{stack.sandbox_url}/events/{EVENT_ID}/register?payment=cancel"
+    assert landed.status_code == 200
+    assert "payment <b>cancel</b>" in landed.text
+    assert after.reservation.status == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
