@@ -1,0 +1,66 @@
+"""The database settings an operator tunes, as the composition root applies them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from ticketing_service import bootstrap
+from ticketing_service.adapters.db.unit_of_work import translate_database_error
+from ticketing_service.config import Config, ConfigError
+from ticketing_service.domain.errors import ConcurrentUpdate
+from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
+
+SETTINGS = {
+    "TICKETING_DB_POOL_SIZE": "3",
+    "TICKETING_DB_LOCK_TIMEOUT_MS": "1234",
+    "TICKETING_DB_STATEMENT_TIMEOUT_MS": "300",
+}
+
+
+@pytest.fixture
+async def wiring(database_url: str) -> AsyncIterator[bootstrap.Wiring]:
+    wired = bootstrap.wire(Config.from_env(SETTINGS), database_url)
+    yield wired
+    await wired.aclose()
+
+
+async def test_the_pool_size_and_both_timeouts_reach_every_connection(
+    wiring: bootstrap.Wiring,
+) -> None:
+    async with wiring.engine.connect() as conn:
+        lock = (await conn.execute(text("SHOW lock_timeout"))).scalar_one()
+        statement = (await conn.execute(text("SHOW statement_timeout"))).scalar_one()
+    assert (lock, statement) == ("1234ms", "300ms")
+    assert wiring.engine.pool.size() == 3  # type: ignore[attr-defined]
+
+
+async def test_a_statement_past_the_statement_timeout_is_cut_and_answers_concurrent_update(
+    wiring: bootstrap.Wiring,
+) -> None:
+    async with wiring.engine.connect() as conn:
+        with pytest.raises(DBAPIError) as caught:
+            await conn.execute(text("SELECT pg_sleep(5)"))
+    assert isinstance(translate_database_error(caught.value), ConcurrentUpdate)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.parametrize("bad", ["0", "-5", "ten"])
+def test_a_bad_database_setting_fails_at_start_naming_it(name: str, bad: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env({name: bad})
+
+
+async def test_the_pool_gauges_follow_connections_in_use(wiring: bootstrap.Wiring) -> None:
+    metrics = TicketingMetrics(process_collectors=False)
+    pool = wiring.engine.pool
+    metrics.watch_pool(lambda: (pool.checkedout(), pool.size()))  # type: ignore[attr-defined]
+    in_use = "ticketing_db_pool_connections_in_use"
+    async with wiring.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+        assert metrics.registry.get_sample_value(in_use) == 1
+    assert metrics.registry.get_sample_value(in_use) == 0
+    assert metrics.registry.get_sample_value("ticketing_db_pool_size") == 3

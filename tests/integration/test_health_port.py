@@ -1,0 +1,101 @@
+"""The plaintext health port beside a TLS server: probes get answers, nothing else does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+from tests.certificates import CertificateAuthority
+from ticketing_service.entrypoints.grpc.health_port import HealthPort, start_health_port
+from ticketing_service.entrypoints.grpc.tls import server_credentials
+
+SERVICE = "moim.ticketing.v1.TicketingService"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture
+async def servicer() -> health.HealthServicer:
+    servicer = health.HealthServicer()
+    servicer.set(SERVICE, SERVING)
+    return servicer
+
+
+@pytest.fixture
+async def health_port(servicer: health.HealthServicer) -> AsyncIterator[HealthPort]:
+    port = await start_health_port("127.0.0.1:0", servicer)
+    yield port
+    await port.stop(0)
+
+
+async def check(port: int, service: str = SERVICE) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        request = health_pb2.HealthCheckRequest(service=service)
+        answer = await health_pb2_grpc.HealthStub(channel).Check(request, timeout=10)
+    return int(answer.status)
+
+
+async def test_a_plaintext_probe_is_answered_while_the_main_port_requires_mutual_tls(
+    tmp_path: Path, servicer: health.HealthServicer, health_port: HealthPort
+) -> None:
+    authority = CertificateAuthority()
+    cert, key = authority.issue("server", server=True).write(tmp_path, "server")
+    client_ca = tmp_path / "client-ca.crt"
+    client_ca.write_bytes(CertificateAuthority("clients").pem)
+    main = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, main)
+    main_port = main.add_secure_port("127.0.0.1:0", server_credentials(cert, key, client_ca))
+    await main.start()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError):  # control: the kubelet cannot use this port
+            await check(main_port)
+        assert await check(health_port.port) == SERVING
+    finally:
+        await main.stop(0)
+
+
+async def test_the_health_port_follows_the_shared_status_into_graceful_shutdown(
+    servicer: health.HealthServicer, health_port: HealthPort
+) -> None:
+    assert await check(health_port.port) == SERVING
+    servicer.enter_graceful_shutdown()
+    assert await check(health_port.port) == NOT_SERVING
+
+
+async def test_the_health_port_serves_no_ticketing_call(health_port: HealthPort) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.TicketingServiceStub(channel).GetTicketingSettings(
+                pb.GetTicketingSettingsRequest(event_id="e"), timeout=10
+            )
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_a_health_port_that_cannot_bind_says_so(servicer: health.HealthServicer) -> None:
+    with pytest.raises(OSError, match="health probes"):
+        await start_health_port("256.0.0.1:1", servicer)
+
+
+async def test_a_health_port_already_in_use_is_an_error_not_a_silent_share(
+    servicer: health.HealthServicer, health_port: HealthPort
+) -> None:
+    with pytest.raises(OSError, match="health probes"):
+        await start_health_port(f"127.0.0.1:{health_port.port}", servicer)
+
+
+async def test_the_asyncio_health_servicer_can_be_shared_with_the_health_port_too() -> None:
+    servicer = health.aio.HealthServicer()
+    await servicer.set(SERVICE, SERVING)
+    port = await start_health_port("127.0.0.1:0", servicer)
+    try:
+        assert await check(port.port) == SERVING
+        await servicer.enter_graceful_shutdown()
+        assert await check(port.port) == NOT_SERVING
+    finally:
+        await port.stop(0)

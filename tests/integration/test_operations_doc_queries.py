@@ -1,0 +1,37 @@
+"""The SQL docs/operations.md gives operators runs on the migrated schema and finds what it says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tests.integration.flows import configure_event, end_hold, hold, paid_tier, payment_for, sql
+
+if TYPE_CHECKING:
+    from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+
+
+def documented_query(name: str) -> str:
+    match = re.search(rf"<!-- query: {name} -->\s*```sql\n(.*?)```", DOC, re.DOTALL)
+    assert match, f"docs/operations.md has no query marked {name}"
+    return match.group(1).strip().rstrip(";")
+
+
+async def test_the_paid_unfulfilled_query_lists_each_refund_due_with_its_payment(
+    stub: Stub, database_url: str
+) -> None:
+    await configure_event(stub, paid_tier("vip", capacity=1))
+    late = await hold(stub, "late")
+    end_hold(database_url, late.reservation_id)
+    on_time = await hold(stub, "on-time")
+    await stub.ConfirmPayment(payment_for(on_time))
+    await stub.ConfirmPayment(payment_for(late))
+
+    rows = sql(database_url, documented_query("paid_unfulfilled"))
+
+    assert [(str(row[0]), row[3], row[8]) for row in rows] == [
+        (late.reservation_id, "late", f"pay-{late.reservation_id}")
+    ]

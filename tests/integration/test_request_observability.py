@@ -1,0 +1,348 @@
+"""Request ids, one log line and metrics per gRPC call, on a real grpc.aio server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from ticketing_service.domain.errors import ConcurrentUpdate, ReservationNotFound
+from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
+from ticketing_service.entrypoints.grpc.errors import to_status
+from ticketing_service.entrypoints.observability.logging import configure_logging
+from ticketing_service.entrypoints.observability.metrics import (
+    MetricsInterceptor,
+    TicketingMetrics,
+    start_metrics_server,
+)
+from ticketing_service.entrypoints.observability.request_logging import (
+    RequestContextInterceptor,
+)
+
+SERVICE = "moim.ticketing.v1.TicketingService"
+TOKEN = "observability-token"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+SECRET = "never-in-a-log-line"
+RESERVATION = "6f1d3c2a-8f0e-4a51-9a5e-0c7b2d1e4f6a"
+handler_log = logging.getLogger("ticketing_service.test_handler")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def get_settings(
+    request: pb.GetTicketingSettingsRequest, context: Context
+) -> pb.GetTicketingSettingsResponse:
+    handler_log.info("looking up %s", request.event_id)
+    if request.event_id == "busy":
+        await context.abort_with_status(to_status(ConcurrentUpdate("A lock timed out; retry.")))
+    if request.event_id == "boom":
+        raise RuntimeError(f"bug with token={SECRET}")
+    return pb.GetTicketingSettingsResponse()
+
+
+async def get_reservation(
+    request: pb.GetReservationRequest, context: Context
+) -> pb.GetReservationResponse:
+    handler_log.info("reading the reservation")
+    if request.reservation_id != RESERVATION:
+        await context.abort_with_status(to_status(ReservationNotFound("No such reservation.")))
+    response = pb.GetReservationResponse()
+    response.reservation.reservation_id = request.reservation_id
+    return response
+
+
+async def watch(
+    request: pb.WatchRegistrationEventsRequest, context: Context
+) -> AsyncIterator[pb.WatchRegistrationEventsResponse]:
+    for sequence in (1, 2):
+        response = pb.WatchRegistrationEventsResponse()
+        response.event.sequence = sequence
+        yield response
+    if request.after_sequence == 99:  # a watcher that stays until the client leaves
+        await asyncio.Event().wait()
+
+
+def count_to_three(request: bytes, context: Context) -> Iterator[bytes]:
+    """A synchronous streaming behaviour, which grpc.aio runs in a thread."""
+    yield from (b"1", b"2", b"3")
+
+
+def _sync_handlers() -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        "test.Sync", {"Count": grpc.unary_stream_rpc_method_handler(count_to_three)}
+    )
+
+
+def _handlers() -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "GetTicketingSettings": grpc.unary_unary_rpc_method_handler(
+                get_settings,
+                pb.GetTicketingSettingsRequest.FromString,
+                pb.GetTicketingSettingsResponse.SerializeToString,
+            ),
+            "GetReservation": grpc.unary_unary_rpc_method_handler(
+                get_reservation,
+                pb.GetReservationRequest.FromString,
+                pb.GetReservationResponse.SerializeToString,
+            ),
+            "WatchRegistrationEvents": grpc.unary_stream_rpc_method_handler(
+                watch,
+                pb.WatchRegistrationEventsRequest.FromString,
+                pb.WatchRegistrationEventsResponse.SerializeToString,
+            ),
+        },
+    )
+
+
+class LineWaiter(logging.Handler):
+    """Wakes a test when a given number of RPC lines were logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "ticketing_service.rpc":
+            self.count += 1
+            self.changed.set()
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while self.count < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class Served:
+    stub: Any
+    metrics: TicketingMetrics
+    logs: io.StringIO
+    waiter: LineWaiter
+    health: Any
+    channel: grpc.aio.Channel
+
+    def lines(self, logger: str = "ticketing_service.rpc") -> list[dict[str, Any]]:
+        entries = [json.loads(line) for line in self.logs.getvalue().splitlines()]
+        return [entry for entry in entries if entry["logger"] == logger]
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = configure_logging(stream)
+    yield stream
+    logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture
+async def served(captured_logs: io.StringIO) -> AsyncIterator[Served]:
+    metrics = TicketingMetrics(process_collectors=False)
+    server = grpc.aio.server(
+        interceptors=[
+            RequestContextInterceptor(),
+            MetricsInterceptor(metrics),
+            BearerTokenInterceptor(TOKEN),
+        ]
+    )
+    server.add_generic_rpc_handlers([_handlers(), _sync_handlers()])
+    health_servicer = health.HealthServicer()  # synchronous, as in the real server
+    health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    waiter = LineWaiter()
+    logging.getLogger("ticketing_service.rpc").addHandler(waiter)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield Served(
+            pb_grpc.TicketingServiceStub(channel),
+            metrics,
+            captured_logs,
+            waiter,
+            health_pb2_grpc.HealthStub(channel),
+            channel,
+        )
+    logging.getLogger("ticketing_service.rpc").removeHandler(waiter)
+    await server.stop(0)
+
+
+async def failed(call: Any) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value.code()
+
+
+async def test_each_call_logs_one_line_with_method_code_and_duration(served: Served) -> None:
+    await served.stub.GetTicketingSettings(
+        pb.GetTicketingSettingsRequest(event_id="e"), metadata=AUTH
+    )
+    [line] = served.lines()
+    assert line["message"].startswith("GetTicketingSettings OK in ")
+    assert (line["rpc"], line["grpc_code"]) == ("GetTicketingSettings", "OK")
+    assert isinstance(line["duration_ms"], float)
+
+
+async def test_the_callers_request_id_names_every_line_the_call_causes(served: Served) -> None:
+    metadata = (*AUTH, ("x-request-id", "req-from-moim"))
+    await served.stub.GetTicketingSettings(
+        pb.GetTicketingSettingsRequest(event_id="e"), metadata=metadata
+    )
+    [inside] = served.lines("ticketing_service.test_handler")
+    [finished] = served.lines()
+    assert inside["request_id"] == finished["request_id"] == "req-from-moim"
+    assert inside["rpc"] == "GetTicketingSettings"
+
+
+async def test_a_call_without_a_request_id_gets_a_fresh_uuid_per_call(served: Served) -> None:
+    request = pb.GetTicketingSettingsRequest(event_id="e")
+    await served.stub.GetTicketingSettings(request, metadata=AUTH)
+    await served.stub.GetTicketingSettings(request, metadata=AUTH)
+    first, second = (line["request_id"] for line in served.lines())
+    assert first != second
+    assert uuid.UUID(first).version == uuid.UUID(second).version == 4
+
+
+async def test_the_reservation_of_the_request_names_the_lines(served: Served) -> None:
+    await served.stub.GetReservation(
+        pb.GetReservationRequest(reservation_id=RESERVATION), metadata=AUTH
+    )
+    [inside] = served.lines("ticketing_service.test_handler")
+    [finished] = served.lines()
+    assert inside["reservation_id"] == finished["reservation_id"] == RESERVATION
+
+
+async def test_a_refused_call_logs_its_code_and_reason(served: Served) -> None:
+    busy = served.stub.GetTicketingSettings(
+        pb.GetTicketingSettingsRequest(event_id="busy"), metadata=AUTH
+    )
+    assert await failed(busy) == grpc.StatusCode.ABORTED
+    [line] = served.lines()
+    assert (line["grpc_code"], line["reason"], line["level"]) == (
+        "ABORTED",
+        "CONCURRENT_UPDATE",
+        "INFO",
+    )
+
+
+async def test_a_call_refused_by_the_token_check_is_logged_too(served: Served) -> None:
+    call = served.stub.GetTicketingSettings(pb.GetTicketingSettingsRequest(event_id="e"))
+    assert await failed(call) == grpc.StatusCode.UNAUTHENTICATED
+    [line] = served.lines()
+    assert (line["grpc_code"], line["reason"]) == ("UNAUTHENTICATED", "UNAUTHENTICATED")
+    assert served.lines("ticketing_service.test_handler") == []
+
+
+async def test_an_unexpected_failure_is_a_warning_without_the_secret(served: Served) -> None:
+    boom = served.stub.GetTicketingSettings(
+        pb.GetTicketingSettingsRequest(event_id="boom"), metadata=AUTH
+    )
+    assert await failed(boom) == grpc.StatusCode.UNKNOWN
+    [line] = served.lines()
+    assert (line["grpc_code"], line["level"]) == ("UNKNOWN", "WARNING")
+    assert SECRET not in served.logs.getvalue()
+
+
+async def test_a_stream_logs_one_line_when_it_ends(served: Served) -> None:
+    call = served.stub.WatchRegistrationEvents(
+        pb.WatchRegistrationEventsRequest(after_sequence=0), metadata=AUTH
+    )
+    assert [r.event.sequence async for r in call] == [1, 2]
+    [line] = served.lines()
+    assert (line["rpc"], line["grpc_code"]) == ("WatchRegistrationEvents", "OK")
+
+
+async def test_a_stream_the_client_leaves_is_logged_as_cancelled(served: Served) -> None:
+    call = served.stub.WatchRegistrationEvents(
+        pb.WatchRegistrationEventsRequest(after_sequence=99), metadata=AUTH
+    )
+    assert (await call.read()).event.sequence == 1
+    call.cancel()
+    await served.waiter.wait_for(1)
+    [line] = served.lines()
+    assert (line["rpc"], line["grpc_code"]) == ("WatchRegistrationEvents", "CANCELLED")
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the endpoint, keyed by name and sorted labels."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def labels(**values: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(values.items()))
+
+
+async def test_calls_are_counted_and_timed_by_method_and_code_on_the_metrics_port(
+    served: Served,
+) -> None:
+    ok = pb.GetTicketingSettingsRequest(event_id="e")
+    await served.stub.GetTicketingSettings(ok, metadata=AUTH)
+    await served.stub.GetTicketingSettings(ok, metadata=AUTH)
+    busy = pb.GetTicketingSettingsRequest(event_id="busy")
+    await failed(served.stub.GetTicketingSettings(busy, metadata=AUTH))
+    missing = pb.GetReservationRequest(reservation_id="00000000-0000-4000-8000-000000000000")
+    await failed(served.stub.GetReservation(missing, metadata=AUTH))
+
+    endpoint = start_metrics_server("127.0.0.1:0", served.metrics.registry)
+    try:
+        samples = await asyncio.to_thread(scrape, endpoint.port)
+    finally:
+        endpoint.close()
+
+    settings = {"service": SERVICE, "method": "GetTicketingSettings"}
+    assert samples["ticketing_rpc_handled_total", labels(**settings, code="OK")] == 2
+    assert samples["ticketing_rpc_handled_total", labels(**settings, code="ABORTED")] == 1
+    assert samples["ticketing_rpc_duration_seconds_count", labels(**settings, code="OK")] == 2
+    assert samples["ticketing_lock_timeouts_total", labels(method="GetTicketingSettings")] == 1
+    reservation = {"service": SERVICE, "method": "GetReservation"}
+    assert (
+        samples["ticketing_rpc_errors_total", labels(**reservation, reason="RESERVATION_NOT_FOUND")]
+        == 1
+    )
+
+
+async def test_the_synchronous_health_check_works_behind_the_interceptors(
+    served: Served,
+) -> None:
+    check = await served.health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+    assert check.status == health_pb2.HealthCheckResponse.SERVING
+    handled = {"service": "grpc.health.v1.Health", "method": "Check", "code": "OK"}
+    assert served.metrics.registry.get_sample_value("ticketing_rpc_handled_total", handled) == 1
+    assert served.lines() == []  # probes are logged at DEBUG only
+
+
+async def test_a_code_set_by_a_synchronous_behaviour_is_counted(served: Served) -> None:
+    unknown = served.health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert await failed(unknown) == grpc.StatusCode.NOT_FOUND
+    handled = {"service": "grpc.health.v1.Health", "method": "Check", "code": "NOT_FOUND"}
+    assert served.metrics.registry.get_sample_value("ticketing_rpc_handled_total", handled) == 1
+
+
+async def test_a_synchronous_stream_works_behind_the_interceptors(served: Served) -> None:
+    count: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = served.channel.unary_stream(
+        "/test.Sync/Count"
+    )
+    assert [message async for message in count(b"", metadata=AUTH)] == [b"1", b"2", b"3"]
+    handled = {"service": "test.Sync", "method": "Count", "code": "OK"}
+    assert served.metrics.registry.get_sample_value("ticketing_rpc_handled_total", handled) == 1
+    [line] = served.lines()
+    assert (line["rpc"], line["grpc_code"]) == ("Count", "OK")

@@ -1,0 +1,104 @@
+"""Log lines: JSON off a terminal, a readable line on one, each with its request's fields."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from ticketing_service.entrypoints.observability.logging import configure_logging
+from ticketing_service.entrypoints.observability.request_context import (
+    note_reservation,
+    request_scope,
+)
+
+log = logging.getLogger("ticketing_service.test")
+SECRET = "tok-never-in-the-output"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    captured = io.StringIO()
+    handler = configure_logging(captured)
+    yield captured
+    logging.getLogger().removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_off_a_terminal_each_record_is_one_json_line(stream: io.StringIO) -> None:
+    log.info("hold %s created", "r-1")
+    log.warning("second")
+    first, second = lines(stream)
+    assert first["message"] == "hold r-1 created"
+    assert (first["level"], first["logger"]) == ("INFO", "ticketing_service.test")
+    assert str(first["time"]).endswith("+00:00")
+    assert second["level"] == "WARNING"
+
+
+def test_records_inside_a_request_carry_its_id_rpc_and_reservation(stream: io.StringIO) -> None:
+    with request_scope("req-1", rpc="ConfirmPayment"):
+        log.info("before")
+        note_reservation("r-9")
+        log.info("after")
+    log.info("outside")
+    before, after, outside = lines(stream)
+    assert (before["request_id"], before["rpc"]) == ("req-1", "ConfirmPayment")
+    assert "reservation_id" not in before
+    assert after["reservation_id"] == "r-9"
+    assert not {"request_id", "rpc", "reservation_id"} & outside.keys()
+
+
+def test_extra_fields_are_included_and_secrets_are_not(stream: io.StringIO) -> None:
+    log.info("callback from Bearer %s", SECRET, extra={"duration_ms": 2.5, "authorization": SECRET})
+    [entry] = lines(stream)
+    assert entry["duration_ms"] == 2.5
+    assert entry["authorization"] == "[REDACTED]"
+    assert SECRET not in stream.getvalue()
+
+
+def test_an_exception_is_one_field_of_the_line_with_secrets_masked(stream: io.StringIO) -> None:
+    try:
+        raise RuntimeError(f"upstream said token={SECRET}")
+    except RuntimeError:
+        log.exception("forwarding failed")
+    [entry] = lines(stream)
+    assert "RuntimeError" in str(entry["exception"])
+    assert SECRET not in stream.getvalue()
+
+
+def test_a_terminal_gets_a_readable_line_with_the_request_fields() -> None:
+    terminal = Terminal()
+    handler = configure_logging(terminal)
+    try:
+        with request_scope("req-2", route="/healthz"):
+            log.info("ok", extra={"http_status": 200})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    [line] = terminal.getvalue().splitlines()
+    assert " INFO    ticketing_service.test [request_id=req-2 route=/healthz] ok" in line
+    assert line.endswith("http_status=200")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
+
+
+def test_configuring_again_replaces_the_handler_instead_of_adding_one() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging(first)
+    handler = configure_logging(second)
+    try:
+        log.info("once")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert first.getvalue() == ""
+    assert len(second.getvalue().splitlines()) == 1

@@ -1,0 +1,116 @@
+"""No log record can carry a secret, a token, card data or a body, whatever the caller passed."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ticketing_service.entrypoints.observability.redaction import (
+    REDACTED,
+    RedactionFilter,
+    is_sensitive_key,
+    redact_text,
+)
+
+SECRET = "s3cr3t-value-never-logged"
+
+
+def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
+    made = logging.LogRecord("test", logging.INFO, __file__, 1, msg, args or None, None)
+    for key, value in extra.items():
+        setattr(made, key, value)
+    return made
+
+
+def filtered(made: logging.LogRecord) -> logging.LogRecord:
+    assert RedactionFilter().filter(made) is True
+    return made
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"authorization: Bearer {SECRET}",
+        f"sent BEARER {SECRET} upstream",
+        f"TICKETING_STANDARD_WEBHOOK_SECRETS=whsec_{SECRET}",
+        f"callback_secret={SECRET}&x=1",
+        f"{{'x-ticket-payment-signature': '{SECRET}'}}",
+        f'{{"token": "{SECRET}", "ok": true}}',
+    ],
+)
+def test_a_token_or_secret_written_into_text_is_masked(text: str) -> None:
+    assert SECRET not in redact_text(text)
+    assert REDACTED in redact_text(text)
+
+
+@pytest.mark.parametrize(
+    "number", ["4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111"]
+)
+def test_a_card_number_is_masked(number: str) -> None:
+    assert redact_text(f"card {number} declined") == f"card {REDACTED} declined"
+
+
+def test_long_numbers_that_are_not_card_numbers_stay_readable() -> None:
+    text = "sequence 1732624986123 at 1700000000000"
+    assert redact_text(text) == text
+
+
+def test_a_signature_rejection_reason_stays_readable() -> None:
+    # The webhook app logs this line; the reason word is what an operator needs.
+    made = filtered(record("Rejected a payment callback signature: %s", "bad_signature"))
+    assert made.getMessage() == "Rejected a payment callback signature: bad_signature"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "authorization",
+        "token",
+        "grpc_token",
+        "callback_secret",
+        "X-Ticket-Payment-Signature",
+        "raw_event",
+        "body",
+        "card_number",
+        "password",
+        "cookie",
+    ],
+)
+def test_a_sensitive_extra_field_is_masked_by_its_name(key: str) -> None:
+    assert is_sensitive_key(key)
+    made = filtered(record("callback", **{key: SECRET}))
+    assert getattr(made, key) == REDACTED
+
+
+def test_harmless_extra_fields_are_kept() -> None:
+    made = filtered(record("done", reservation_id="r-1", duration_ms=3.5, grpc_code="OK"))
+    kept = (vars(made)["reservation_id"], vars(made)["duration_ms"], vars(made)["grpc_code"])
+    assert kept == ("r-1", 3.5, "OK")
+
+
+def test_bytes_are_logged_as_their_length_only() -> None:
+    made = filtered(record("got %s and %r", b'{"secret":"x"}', bytearray(b"abc")))
+    assert made.getMessage() == "got <14 bytes> and '<3 bytes>'"
+
+
+def test_a_mapping_argument_has_its_sensitive_keys_masked() -> None:
+    headers = {"authorization": f"Bearer {SECRET}", "content-type": "application/json"}
+    made = filtered(record("headers %s", headers))
+    assert SECRET not in made.getMessage()
+    assert "application/json" in made.getMessage()
+
+
+def test_nested_extra_values_are_masked_too() -> None:
+    made = filtered(record("call", request={"headers": {"Authorization": SECRET}, "id": "d-1"}))
+    assert vars(made)["request"] == {"headers": {"Authorization": REDACTED}, "id": "d-1"}
+
+
+def test_a_malformed_logging_call_keeps_the_template_and_drops_the_arguments() -> None:
+    made = filtered(record("two %s %s", SECRET))
+    assert made.getMessage() == "two %s %s"
+
+
+def test_filtering_twice_changes_nothing_more() -> None:
+    made = filtered(filtered(record("token=%s done", SECRET)))
+    assert made.getMessage() == f"token={REDACTED} done"

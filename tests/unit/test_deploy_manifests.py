@@ -1,0 +1,247 @@
+"""deploy/kubernetes: valid against the Kubernetes schemas (offline), and consistent with the code.
+
+The schemas ship inside the `kubernetes-validate` package, so this runs without a cluster or a
+network. Beyond the schemas, it checks what a schema cannot: selectors that select, ports and
+keys that exist, probes on the right ports, one pinned image, and settings the service reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from ticketing_service.entrypoints.grpc.server import GRACE_SECONDS, SERVICE_NAME
+from ticketing_service.entrypoints.webhook.app import HEALTH_PATH
+from ticketing_service.entrypoints.webhook.serve import GRACEFUL_SHUTDOWN_SECONDS
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "deploy" / "kubernetes"
+# preStop sleep needs 1.30; the oldest Kubernetes these manifests are checked against.
+KUBERNETES_VERSION = "1.30"
+NOT_APPLIED_BY_KUSTOMIZE = {"migrate-job.yaml", "secret.example.yaml", "kustomization.yaml"}
+# Read by libpq (psycopg) itself, not by the service's code.
+LIBPQ_SETTINGS = {"PGOPTIONS"}
+
+Manifest = dict[str, Any]
+
+
+def documents() -> list[tuple[str, Manifest]]:
+    found = []
+    for path in sorted(MANIFESTS.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                found.append((path.name, document))
+    return found
+
+
+def objects() -> list[Manifest]:
+    return [doc for _, doc in documents() if doc["kind"] != "Kustomization"]
+
+
+def of_kind(kind: str) -> list[Manifest]:
+    return [obj for obj in objects() if obj["kind"] == kind]
+
+
+def one(kind: str, name: str) -> Manifest:
+    [found] = [obj for obj in of_kind(kind) if obj["metadata"]["name"] == name]
+    return found
+
+
+def pod_specs() -> Iterator[tuple[str, Manifest]]:
+    for obj in objects():
+        if obj["kind"] in {"Deployment", "Job"}:
+            yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "CronJob":
+            yield obj["metadata"]["name"], obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def containers() -> Iterator[tuple[str, Manifest]]:
+    for name, spec in pod_specs():
+        for container in spec["containers"]:
+            yield name, container
+
+
+def env_value(container: Manifest, name: str) -> str:
+    [value] = [e["value"] for e in container.get("env", []) if e["name"] == name]
+    return str(value)
+
+
+def config() -> dict[str, str]:
+    return dict(one("ConfigMap", "ticketing-config")["data"])
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def source_text() -> str:
+    return "\n".join(p.read_text() for p in (ROOT / "ticketing_service").rglob("*.py"))
+
+
+@pytest.mark.parametrize(("file", "manifest"), documents(), ids=lambda v: str(v)[:40])
+def test_every_manifest_is_valid_against_the_kubernetes_schema(
+    file: str, manifest: Manifest
+) -> None:
+    if manifest["kind"] == "Kustomization":
+        return  # not a cluster object; checked against the file list below
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schema_check_rejects_a_misspelled_field() -> None:
+    broken = copy.deepcopy(one("Deployment", "ticketing-server"))
+    broken["spec"]["replica"] = broken["spec"].pop("replicas")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_no_manifest_pins_a_namespace_and_every_one_is_labelled() -> None:
+    for obj in objects():
+        assert "namespace" not in obj["metadata"], obj["metadata"]["name"]
+        assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "ticketing-service"
+
+
+def test_kustomize_applies_every_manifest_but_the_job_and_the_secret_template() -> None:
+    [kustomization] = [doc for _, doc in documents() if doc["kind"] == "Kustomization"]
+    expected = {p.name for p in MANIFESTS.glob("*.yaml")} - NOT_APPLIED_BY_KUSTOMIZE
+    assert set(kustomization["resources"]) == expected
+    [image] = kustomization["images"]
+    assert {image["name"]} == {c["image"].rsplit(":", 1)[0] for _, c in containers()}
+
+
+def test_every_container_runs_one_pinned_image() -> None:
+    images = {container["image"] for _, container in containers()}
+    [image] = images
+    name, _, tag = image.rpartition(":")
+    assert name
+    assert tag not in {"", "latest"}
+
+
+def test_every_container_has_requests_and_a_memory_limit() -> None:
+    for name, container in containers():
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= resources["requests"].keys(), name
+        assert "memory" in resources["limits"], name
+
+
+def test_every_pod_runs_as_a_non_root_user_without_privilege_escalation() -> None:
+    for name, spec in pod_specs():
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        for container in spec["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+
+
+def test_the_server_runs_two_replicas_without_migrating() -> None:
+    server = one("Deployment", "ticketing-server")
+    [container] = server["spec"]["template"]["spec"]["containers"]
+    assert server["spec"]["replicas"] == 2
+    assert container["args"][:2] == ["serve", "--no-migrate"]
+
+
+def test_the_migration_job_runs_migrate_once_without_queueing_queries_behind_its_locks() -> None:
+    job = one("Job", "ticketing-migrate")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["migrate"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert "lock_timeout" in env_value(container, "PGOPTIONS")
+
+
+def test_the_event_feed_is_pruned_daily_and_never_by_two_jobs_at_once() -> None:
+    cron = one("CronJob", "ticketing-prune-events")
+    [container] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["prune-events", "--older-than-days"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_the_server_probes_use_the_plaintext_health_port_it_listens_on() -> None:
+    [container] = one("Deployment", "ticketing-server")["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["health"] == port_of(config()["TICKETING_HEALTH_LISTEN"])
+    assert ports["grpc"] == port_of(container["args"][container["args"].index("--listen") + 1])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == ports["health"], probe
+    assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+
+
+def test_the_shim_is_ready_only_when_its_health_route_is() -> None:
+    [container] = one("Deployment", "ticketing-webhook")["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == HEALTH_PATH
+    assert container["livenessProbe"]["tcpSocket"]["port"] == "http"
+
+
+def test_metrics_are_exposed_where_the_processes_serve_them() -> None:
+    metrics_port = port_of(config()["TICKETING_METRICS_LISTEN"])
+    for name, container in containers():
+        if name in {"ticketing-migrate", "ticketing-prune-events"}:
+            continue
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["metrics"] == metrics_port, name
+
+
+def test_the_shim_targets_the_server_service_by_name_and_port() -> None:
+    host, port = config()["TICKETING_GRPC_TARGET"].rsplit(":", 1)
+    service = one("Service", host)
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+
+
+def test_every_service_and_budget_selects_the_pods_of_a_deployment() -> None:
+    deployments = of_kind("Deployment")
+    for deployment in deployments:
+        template_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= template_labels.items()
+    for obj in of_kind("Service") + of_kind("PodDisruptionBudget"):
+        selector = obj["spec"]["selector"]
+        selector = selector.get("matchLabels", selector)
+        selected = [
+            d
+            for d in deployments
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(selected) == 1, obj["metadata"]["name"]
+        if obj["kind"] == "Service":
+            [container] = selected[0]["spec"]["template"]["spec"]["containers"]
+            named = {p["name"] for p in container["ports"]}
+            assert {p["targetPort"] for p in obj["spec"]["ports"]} <= named
+
+
+def test_every_secret_reference_names_a_key_of_the_secret_template() -> None:
+    secret = one("Secret", "ticketing-secrets")
+    for name, container in containers():
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == "ticketing-secrets", name
+                assert ref["key"] in secret["stringData"], (name, ref["key"])
+        for source in container.get("envFrom", []):
+            assert source["configMapRef"]["name"] == "ticketing-config", name
+
+
+def test_the_secret_template_holds_no_real_secret() -> None:
+    for key, value in one("Secret", "ticketing-secrets")["stringData"].items():
+        # The Standard Webhooks placeholder must be whsec_ + base64 to pass the shim's checks;
+        # it decodes to "REPLACE_ME".
+        assert "REPLACE_ME" in value or value == "whsec_UkVQTEFDRV9NRQ==", key
+
+
+def test_every_setting_the_manifests_pass_is_one_the_service_reads() -> None:
+    code = source_text()
+    names = set(config()) | set(one("Secret", "ticketing-secrets")["stringData"])
+    names |= {env["name"] for _, c in containers() for env in c.get("env", [])}
+    names -= LIBPQ_SETTINGS
+    for name in sorted(names):
+        assert re.search(rf"[\"']{name}[\"']", code), f"{name} is not read by the service"
+
+
+def test_pods_get_enough_time_to_finish_in_flight_work_when_stopped() -> None:
+    grace = {"ticketing-server": GRACE_SECONDS, "ticketing-webhook": GRACEFUL_SHUTDOWN_SECONDS}
+    for name, seconds in grace.items():
+        spec = one("Deployment", name)["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert spec["terminationGracePeriodSeconds"] > pre_stop + seconds, name

@@ -1,0 +1,1 @@
+"""Logs, metrics and request context for every entrypoint (gRPC server, webhook shim, CLI)."""

@@ -1,0 +1,120 @@
+"""Log configuration: JSON lines for collectors, a readable line on a terminal, never a secret.
+
+Every record carries the request it belongs to (`request_id`, `rpc` or `route`,
+`reservation_id`) and passes the redaction filter before any formatter sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TextIO
+
+from ticketing_service.entrypoints.observability.redaction import (
+    STANDARD_RECORD_ATTRIBUTES,
+    RedactionFilter,
+    redact_text,
+)
+from ticketing_service.entrypoints.observability.request_context import current_request
+
+CONTEXT_FIELDS = ("request_id", "rpc", "route", "reservation_id")
+_HANDLER_MARK = "_ticketing_handler"
+
+
+class RequestContextFilter(logging.Filter):
+    """Stamps the current request's fields on each record (an empty string outside one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add `request_id`, `rpc`, `route` and `reservation_id`, unless a caller set them."""
+        context = current_request()
+        for name in CONTEXT_FIELDS:
+            if not getattr(record, name, ""):
+                setattr(record, name, getattr(context, name))
+        return True
+
+
+def _extras(record: logging.LogRecord) -> dict[str, object]:
+    return {
+        key: value
+        for key, value in vars(record).items()
+        if key not in STANDARD_RECORD_ATTRIBUTES
+        and key not in CONTEXT_FIELDS
+        and not key.startswith("_")
+    }
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    parts = []
+    if record.exc_info:
+        parts.append(formatter.formatException(record.exc_info))
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    # Exception messages are written by libraries too: they get the same text net.
+    return redact_text("\n".join(parts))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request fields, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render `record` as a single line of JSON."""
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry |= {name: value for name in CONTEXT_FIELDS if (value := getattr(record, name, ""))}
+        entry |= _extras(record)
+        if exception := _exception_text(self, record):
+            entry["exception"] = exception
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """A line for people at a terminal: time, level, logger, [request], message, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render `record` as `HH:MM:SS.mmm LEVEL logger [request_id rpc] message k=v`."""
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
+        context = " ".join(
+            f"{name}={value}" for name in CONTEXT_FIELDS if (value := getattr(record, name, ""))
+        )
+        line = f"{when} {record.levelname:<7} {record.name}"
+        if context:
+            line += f" [{context}]"
+        line += f" {record.getMessage()}"
+        extras = " ".join(f"{key}={value}" for key, value in _extras(record).items())
+        if extras:
+            line += f" {extras}"
+        if exception := _exception_text(self, record):
+            line += f"\n{exception}"
+        return line
+
+
+def configure_logging(stream: TextIO, level: int = logging.INFO) -> logging.Handler:
+    """Send every log record to `stream`: JSON lines, or the console format on a terminal.
+
+    Replaces the handler an earlier call installed (and nothing else), so it is safe to call
+    once per process entry and again in tests.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(ConsoleFormatter() if _is_terminal(stream) else JsonFormatter())
+    # On the handler, not a logger: records propagated from any library logger pass here too.
+    handler.addFilter(RequestContextFilter())
+    handler.addFilter(RedactionFilter())
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False

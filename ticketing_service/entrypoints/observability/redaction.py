@@ -1,0 +1,130 @@
+"""Keeps secrets, tokens, card data and request bodies out of every log record.
+
+Two nets, because neither alone is enough: fields are masked by *name* (an `extra=` key or a
+mapping argument called `authorization`, `raw_event`, ...), and the rendered message is masked by
+*shape* (`Bearer …`, `whsec_…`, a 13-19 digit card number), which catches a secret interpolated
+into text by a caller who never meant to log it. Bytes are never logged, only their length.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "[REDACTED]"
+
+# Any key containing one of these (case-insensitive, `-` read as `_`) is masked.
+SENSITIVE_KEY_PARTS = (
+    "authorization",
+    "token",
+    "secret",
+    "password",
+    "signature",
+    "cookie",
+    "api_key",
+    "apikey",
+    "card",
+    "cvc",
+    "cvv",
+    "raw_event",
+    "body",
+    "payload",
+)
+
+_NAME_WORDS = "secret|token|password|signature|authorization|api_key|apikey"
+
+_PATTERNS = (
+    # `Bearer <token>` in any case, as in an echoed `authorization` header.
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
+    # Standard Webhooks secrets and signatures.
+    (re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_" + REDACTED),
+    (re.compile(r"\bv1,[A-Za-z0-9+/=]{16,}"), "v1," + REDACTED),
+    # `secret=…` in text, and `"token": "…"` in an echoed mapping or JSON. An unquoted
+    # `signature: bad_signature` stays: that is a reason word, not a secret.
+    (
+        re.compile(rf"(?i)(\b[\w-]*(?:{_NAME_WORDS})[\w-]*=)[^\s\"',;&}}]+"),
+        r"\1" + REDACTED,
+    ),
+    (
+        re.compile(rf"(?i)([\"'][\w-]*(?:{_NAME_WORDS})[\w-]*[\"']\s*:\s*[\"']?)[^\"',}}]+"),
+        r"\1" + REDACTED,
+    ),
+)
+# Card numbers: 13 to 19 digits, optionally grouped by spaces or dashes; masked when Luhn-valid,
+# so that most long ids and millisecond timestamps stay readable.
+_CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+STANDARD_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+
+
+def is_sensitive_key(key: object) -> bool:
+    """Whether a field named `key` must never be logged."""
+    name = str(key).lower().replace("-", "_")
+    return any(part in name for part in SENSITIVE_KEY_PARTS)
+
+
+def redact_text(text: str) -> str:
+    """Mask what looks like a token, a signing secret or a card number inside free text."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return _CARD_NUMBER.sub(_mask_card_number, text)
+
+
+def _mask_card_number(match: re.Match[str]) -> str:
+    digits = [int(c) for c in match.group() if c.isdigit()]
+    # Luhn: double every second digit from the right; a card number's sum is a multiple of 10.
+    total = sum(
+        d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(reversed(digits))
+    )
+    return REDACTED if total % 10 == 0 else match.group()
+
+
+def redact_value(value: object, depth: int = 0) -> object:
+    """A loggable copy of `value`: sensitive keys masked, bytes reduced to their length."""
+    if depth > 4:
+        return "[…]"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {
+            str(k): REDACTED if is_sensitive_key(k) else redact_value(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(item, depth + 1) for item in value]
+    return value
+
+
+class RedactionFilter(logging.Filter):
+    """Rewrites each record in place so that no handler after it can see a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Mask `extra=` fields by name, then the rendered message by shape; never drops."""
+        for key in list(vars(record)):
+            if key in STANDARD_RECORD_ATTRIBUTES:
+                continue
+            value = getattr(record, key)
+            setattr(record, key, REDACTED if is_sensitive_key(key) else redact_value(value))
+        record.msg = redact_text(_rendered(record))
+        record.args = None
+        return True
+
+
+def _rendered(record: logging.LogRecord) -> str:
+    """The message with its arguments, bytes and sensitive mapping keys masked first."""
+    args: Any = record.args
+    if isinstance(args, Mapping):
+        args = redact_value(args)
+    elif isinstance(args, tuple):
+        args = tuple(redact_value(arg) for arg in args)
+    try:
+        return str(record.msg) % args if args else str(record.msg)
+    except (TypeError, ValueError):  # a malformed call: keep the template, not the arguments
+        return str(record.msg)

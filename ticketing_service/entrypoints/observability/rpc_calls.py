@@ -1,0 +1,224 @@
+"""Watching gRPC calls from a server interceptor: when each starts and how it ended.
+
+grpc.aio interceptors see the *handler*, not the call, so observing a call means wrapping the
+handler's behaviour, keeping its kind: a coroutine stays a coroutine, an async generator an async
+generator, and a synchronous behaviour (the standard health servicer's, which grpc runs in a
+thread) stays synchronous. Unary-unary and unary-stream behaviours are wrapped (the service has
+no client-streaming methods); anything else passes through unobserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeAlias, TypeVar, cast
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
+State = TypeVar("State")
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+@dataclass(frozen=True, slots=True)
+class RpcOutcome:
+    """How a call ended: its canonical code, the ErrorInfo reason ("" without one), and time."""
+
+    method: str
+    code: grpc.StatusCode
+    reason: str
+    duration_seconds: float
+    response: object | None = None  # the unary response; None on failure and for streams
+
+
+def short_method(method: str) -> str:
+    """`/moim.ticketing.v1.TicketingService/ConfirmPayment` → `ConfirmPayment`."""
+    return method.rsplit("/", 1)[-1]
+
+
+def error_reason(context: Context) -> str:
+    """The `google.rpc.ErrorInfo` reason a call was aborted with, or ""."""
+    for key, value in context.trailing_metadata() or ():
+        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return str(info.reason)
+    return ""
+
+
+def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):  # set by abort(), abort_with_status() or set_code()
+        return code
+    # An exception that escaped without an abort: grpc answers UNKNOWN for it.
+    return grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
+
+
+class _RecordingContext:
+    """A synchronous behaviour's context that remembers the code it was given.
+
+    grpc.aio hands synchronous behaviours a context without `code()` or `trailing_metadata()`;
+    this one answers both from what the behaviour set, and passes everything else through.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._code: grpc.StatusCode | None = None
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+        self._inner.set_code(code)
+
+    def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        self._code = code
+        self._inner.abort(code, details)
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
+    """An interceptor that calls `started` before and `finished` after each served call.
+
+    `started` runs inside the call's own task, so context variables it sets are seen by the
+    handler and everything it awaits.
+    """
+
+    def started(self, method: str, request: Any, context: Context) -> State:
+        """Called as the call starts; what it returns is handed back to `finished`."""
+        raise NotImplementedError
+
+    def finished(self, state: State, outcome: RpcOutcome) -> None:
+        """Called once the call ended, whether it succeeded, failed or was cancelled."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        """Wrap the handler of a known method; unknown methods (UNIMPLEMENTED) pass untouched."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return handler
+
+    def _end(
+        self,
+        state: State,
+        method: str,
+        context: Context,
+        began: float,
+        error: BaseException | None,
+        response: object | None = None,
+    ) -> None:
+        code = _code(context, error)
+        outcome = RpcOutcome(
+            method=method,
+            code=code,
+            reason=error_reason(context) if code != grpc.StatusCode.OK else "",
+            duration_seconds=time.perf_counter() - began,
+            response=response if code == grpc.StatusCode.OK else None,
+        )
+        self.finished(state, outcome)
+
+    def _unary(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
+        if not inspect.iscoroutinefunction(behaviour):
+            # A synchronous behaviour (the health servicer's): grpc runs it in a thread, so the
+            # wrapper must stay synchronous too.
+            return self._sync_unary(method, behaviour)
+
+        async def observed(request: Any, context: Context) -> Any:
+            state = self.started(method, request, context)
+            began = time.perf_counter()
+            try:
+                response = await behaviour(request, context)
+            except BaseException as error:
+                self._end(state, method, context, began, error)
+                raise
+            self._end(state, method, context, began, None, response)
+            return response
+
+        return observed
+
+    def _sync_unary(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
+        def observed(request: Any, grpc_context: Context) -> Any:
+            context = cast(Context, _RecordingContext(grpc_context))
+            state = self.started(method, request, context)
+            began = time.perf_counter()
+            try:
+                response = behaviour(request, context)
+            except BaseException as error:
+                self._end(state, method, context, began, error)
+                raise
+            self._end(state, method, context, began, None, response)
+            return response
+
+        return observed
+
+    def _stream(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
+        if inspect.isgeneratorfunction(behaviour):
+            return self._sync_stream(method, behaviour)
+        if not inspect.isasyncgenfunction(behaviour):
+            # A streaming behaviour that writes with context.write() and returns.
+            return self._unary(method, behaviour)
+
+        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
+            state = self.started(method, request, context)
+            began = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                async for message in behaviour(request, context):
+                    yield message
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                self._end(state, method, context, began, error)
+
+        return observed
+
+    def _sync_stream(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
+        def observed(request: Any, grpc_context: Context) -> Iterator[Any]:
+            context = cast(Context, _RecordingContext(grpc_context))
+            state = self.started(method, request, context)
+            began = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                yield from behaviour(request, context)
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                self._end(state, method, context, began, error)
+
+        return observed
