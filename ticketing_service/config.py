@@ -31,6 +31,7 @@ class Config:
     db_lock_timeout_ms: int
     db_statement_timeout_ms: int
     sweep_interval_seconds: float
+    workers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -56,6 +57,7 @@ class Config:
                 r.positive_float("TICKETING_DB_STATEMENT_TIMEOUT_MS", 30000)
             ),
             sweep_interval_seconds=r.positive_float("TICKETING_SWEEP_INTERVAL_SECONDS", 30),
+            workers=int(r.positive_float("TICKETING_WORKERS", 1)),
         )
 
 

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
-from ticketing_service.entrypoints.grpc.server import serve_until_signalled, start_server
+from ticketing_service.entrypoints.grpc.server import (
+    serve_in_workers,
+    serve_until_signalled,
+    start_server,
+)
 from ticketing_service.entrypoints.webhook.serve import run_webhook
 from ticketing_service.service_layer.events_handlers import prune_registration_events
 
@@ -35,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_dev_stack(config, listen))
         if args.command == "prune-events":
             return asyncio.run(_prune_events(config, args.older_than_days))
-        return asyncio.run(_serve(config, args.listen or config.grpc_listen, not args.no_migrate))
+        address, migrate = args.listen or config.grpc_listen, not args.no_migrate
+        if (workers := args.workers or config.workers) > 1:
+            return _serve_workers(config, address, migrate, workers)
+        return asyncio.run(_serve(config, address, migrate))
     except ConfigError as error:
         print(f"ticketing-service: {error}", file=sys.stderr)
         return 2
@@ -49,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server with the expiry sweeper")
     serve.add_argument("--listen", help="host:port (default: $TICKETING_GRPC_LISTEN)")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    serve.add_argument(
+        "--workers",
+        type=_positive_count,
+        help="server processes sharing the port (default: $TICKETING_WORKERS or 1)",
+    )
     dev = commands.add_parser(
         "dev", help="run Postgres, the server, the shim and a sandbox payment service together"
     )
@@ -82,16 +96,22 @@ def _migrate(config: Config) -> int:
     return 0
 
 
-async def _serve(config: Config, listen: str, migrate: bool) -> int:
+async def _serve(
+    config: Config, listen: str, migrate: bool, started: Callable[[int], None] | None = None
+) -> int:
     database_url = bootstrap.resolve_database_url(config)
     if migrate:
         await asyncio.to_thread(bootstrap.migrate, database_url)
     wiring = bootstrap.wire(config, database_url)
     workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
     try:
-        running = await start_server(wiring.deps, listen, config.grpc_token)
-        host = listen.rsplit(":", 1)[0]
-        log.info("serving moim.ticketing.v1.TicketingService on %s:%d", host, running.port)
+        reuse_port = started is not None
+        running = await start_server(wiring.deps, listen, config.grpc_token, reuse_port=reuse_port)
+        if started is not None:
+            started(running.port)
+        else:
+            host = listen.rsplit(":", 1)[0]
+            log.info("serving moim.ticketing.v1.TicketingService on %s:%d", host, running.port)
         await serve_until_signalled(running)
     finally:
         for worker in workers:
@@ -99,6 +119,27 @@ async def _serve(config: Config, listen: str, migrate: bool) -> int:
         await asyncio.gather(*workers, return_exceptions=True)
         await wiring.aclose()
     return 0
+
+
+def _serve_workers(config: Config, listen: str, migrate: bool, count: int) -> int:
+    """Migrate (and start an embedded Postgres) once, then serve from `count` processes."""
+    database_url = bootstrap.resolve_database_url(config)
+    if migrate:
+        bootstrap.migrate(database_url)
+    return serve_in_workers(count, listen, functools.partial(_serve_worker, database_url))
+
+
+def _serve_worker(database_url: str, listen: str, started: Callable[[int], None]) -> int:
+    """One process of `serve --workers N` (spawned: it shares nothing with its parent)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = dataclasses.replace(Config.from_env(), database_url=database_url)
+    return asyncio.run(_serve(config, listen, migrate=False, started=started))
+
+
+def _positive_count(raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) <= 64:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 64, got {raw!r}")
+    return int(raw)
 
 
 def _positive_days(raw: str) -> float:

@@ -18,117 +18,110 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from ticketing_service.adapters.db.transaction import Row, Transaction
 from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
 from ticketing_service.domain.reservations import Answer, Reservation, ReservationStatus
 
 SEQUENCER_LOCK_KEY = "ticketing:registration-event-sequencer"
 NEW_EVENTS_CHANNEL = "ticketing_registration_events"
 
-# The reservation as it is in this transaction, as the event's payload.
-_SNAPSHOT = """jsonb_build_object(
-    'reservation_id', r.reservation_id, 'event_id', r.event_id, 'tier_id', r.tier_id,
-    'user_id', r.user_id, 'status', r.status, 'amount', r.amount,
-    'currency_code', r.currency_code, 'provider', r.provider,
-    'provider_account_id', r.provider_account_id, 'checkout_id', r.checkout_id,
-    'checkout_url', r.checkout_url, 'create_time', r.create_time,
-    'expire_time', r.expire_time, 'paid_time', r.paid_time, 'answers', r.answers,
-    'success_url', r.success_url, 'cancel_url', r.cancel_url,
-    'registration_id', g.registration_id)"""
+
+def snapshot(r: str, registration_id: str) -> str:
+    """The reservation row `r` (with its registration id) as an event's payload."""
+    return f"""jsonb_build_object(
+    'reservation_id', {r}.reservation_id, 'event_id', {r}.event_id, 'tier_id', {r}.tier_id,
+    'user_id', {r}.user_id, 'status', {r}.status, 'amount', {r}.amount,
+    'currency_code', {r}.currency_code, 'provider', {r}.provider,
+    'provider_account_id', {r}.provider_account_id, 'checkout_id', {r}.checkout_id,
+    'checkout_url', {r}.checkout_url, 'create_time', {r}.create_time,
+    'expire_time', {r}.expire_time, 'paid_time', {r}.paid_time, 'answers', {r}.answers,
+    'success_url', {r}.success_url, 'cancel_url', {r}.cancel_url,
+    'registration_id', {registration_id})"""
+
+
+_APPEND = (
+    "INSERT INTO registration_events (type, reservation_id, reservation)"
+    f" SELECT %(type)s, r.reservation_id, {snapshot('r', 'g.registration_id')} FROM reservations r"
+    " LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
+    " WHERE r.reservation_id = ANY(CAST(%(ids)s AS uuid[])) ORDER BY r.reservation_id"
+)
+_LOCK_SEQUENCER = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+# Numbers the pending events after the last number given, records the new last number and
+# announces them, in one statement; it reports how many it numbered.
+_NUMBER_PENDING = (
+    "WITH base AS (SELECT last_sequence AS top FROM registration_event_sequencer),"
+    " pending AS (SELECT event_row_id, row_number() OVER (ORDER BY event_row_id) AS n"
+    " FROM registration_events WHERE sequence IS NULL),"
+    " numbered AS (UPDATE registration_events e SET sequence = base.top + pending.n"
+    " FROM pending, base WHERE e.event_row_id = pending.event_row_id RETURNING e.sequence),"
+    " top AS (UPDATE registration_event_sequencer"
+    " SET last_sequence = (SELECT max(sequence) FROM numbered)"
+    " WHERE EXISTS (SELECT 1 FROM numbered) RETURNING last_sequence),"
+    " announced AS (SELECT pg_notify(%(channel)s, '') FROM top)"
+    " SELECT (SELECT count(*) FROM numbered) AS numbered,"
+    " (SELECT count(*) FROM announced) AS announced"
+)
 
 
 async def append_events(
-    conn: AsyncConnection, event_type: RegistrationEventType, reservation_ids: Sequence[str]
+    tx: Transaction, event_type: RegistrationEventType, reservation_ids: Sequence[str]
 ) -> None:
     """Append one unnumbered event per reservation, in the caller's transaction."""
-    await conn.execute(
-        text(
-            "INSERT INTO registration_events (type, reservation_id, reservation)"
-            f" SELECT :type, r.reservation_id, {_SNAPSHOT} FROM reservations r"
-            " LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
-            " WHERE r.reservation_id = ANY(CAST(:ids AS uuid[])) ORDER BY r.reservation_id"
-        ),
-        {"type": event_type.value, "ids": list(reservation_ids)},
-    )
+    await tx.one(_APPEND, {"type": event_type.value, "ids": list(reservation_ids)})
 
 
 class SqlEventsRepository:
     """Reading, numbering and pruning the feed on one transaction's connection."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
 
     async def sequence_pending(self) -> int:
         """Number the committed unnumbered events after the current maximum; return how many.
 
         The count of numbered events is announced on NEW_EVENTS_CHANNEL when this commits.
         """
-        await self._conn.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        # Two statements in one round trip: the numbering starts after the lock is granted, so
+        # its snapshot includes everything numbered by the previous holder of the lock.
+        _, numbered = await self._tx.pair(
+            _LOCK_SEQUENCER,
             {"key": SEQUENCER_LOCK_KEY},
+            _NUMBER_PENDING,
+            {"channel": NEW_EVENTS_CHANNEL},
         )
-        # A statement of its own, after the lock: its snapshot includes everything numbered by
-        # the previous holder of the lock.
-        rows = await self._conn.execute(
-            text(
-                "WITH base AS (SELECT last_sequence AS top FROM registration_event_sequencer),"
-                " pending AS (SELECT event_row_id, row_number() OVER (ORDER BY event_row_id) AS n"
-                " FROM registration_events WHERE sequence IS NULL)"
-                " UPDATE registration_events e SET sequence = base.top + pending.n"
-                " FROM pending, base WHERE e.event_row_id = pending.event_row_id"
-                " RETURNING e.sequence"
-            )
-        )
-        numbered = [int(r.sequence) for r in rows]
-        if not numbered:
-            return 0
-        await self._conn.execute(
-            text("UPDATE registration_event_sequencer SET last_sequence = :top"),
-            {"top": max(numbered)},
-        )
-        await self._conn.execute(
-            text("SELECT pg_notify(:channel, '')"), {"channel": NEW_EVENTS_CHANNEL}
-        )
-        return len(numbered)
+        assert numbered is not None
+        return int(numbered.numbered)
 
     async def list_after(self, after_sequence: int, limit: int) -> list[RegistrationEvent]:
         """The numbered events after `after_sequence`, in order."""
-        rows = await self._conn.execute(
-            text(
-                "SELECT sequence, type, reservation, create_time FROM registration_events"
-                " WHERE sequence > :after ORDER BY sequence LIMIT :limit"
-            ),
+        rows = await self._tx.all(
+            "SELECT sequence, type, reservation, create_time FROM registration_events"
+            " WHERE sequence > %(after)s ORDER BY sequence LIMIT %(limit)s",
             {"after": after_sequence, "limit": limit},
         )
         return [_event(row) for row in rows]
 
     async def retained_range(self) -> tuple[int | None, int]:
         """The lowest number still kept (None when none is) and the last number given."""
-        row = (
-            await self._conn.execute(
-                text(
-                    "SELECT (SELECT min(sequence) FROM registration_events),"
-                    " (SELECT last_sequence FROM registration_event_sequencer)"
-                )
-            )
-        ).one()
-        return (None if row[0] is None else int(row[0])), int(row[1])
+        row = await self._tx.one(
+            "SELECT (SELECT min(sequence) FROM registration_events) AS first_kept,"
+            " (SELECT last_sequence FROM registration_event_sequencer) AS last_given"
+        )
+        assert row is not None
+        first_kept = None if row.first_kept is None else int(row.first_kept)
+        return first_kept, int(row.last_given)
 
     async def prune_before(self, cutoff: datetime) -> int:
         """Delete numbered events created before `cutoff`; return how many."""
-        rows = await self._conn.execute(
-            text(
-                "DELETE FROM registration_events WHERE create_time < :cutoff"
-                " AND sequence IS NOT NULL RETURNING 1"
-            ),
+        rows = await self._tx.all(
+            "DELETE FROM registration_events WHERE create_time < %(cutoff)s"
+            " AND sequence IS NOT NULL RETURNING 1",
             {"cutoff": cutoff},
         )
-        return len(rows.all())
+        return len(rows)
 
 
-def _event(row: Row[Any]) -> RegistrationEvent:
+def _event(row: Row) -> RegistrationEvent:
     return RegistrationEvent(
         sequence=row.sequence,
         type=RegistrationEventType(row.type),

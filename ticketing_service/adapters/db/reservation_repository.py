@@ -15,10 +15,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from ticketing_service.adapters.db import reservation_statements as sql
 from ticketing_service.adapters.db.events_repository import append_events
+from ticketing_service.adapters.db.transaction import Row, Transaction
 from ticketing_service.domain.errors import TierNotFound
 from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.reservations import (
@@ -39,17 +38,6 @@ async def no_pause(point: str) -> None:
     """The production pause: none."""
 
 
-_COLUMNS = """
-    r.reservation_id, r.event_id, r.tier_id, r.user_id, r.status, r.amount, r.currency_code,
-    r.provider, r.provider_account_id, r.answers, r.customer_name, r.customer_email,
-    r.success_url, r.cancel_url, r.checkout_id, r.checkout_url, r.create_time, r.expire_time,
-    r.paid_time, g.registration_id, now() AS db_now,
-    (SELECT p.provider_payment_id FROM payments p
-      WHERE p.reservation_id = r.reservation_id AND p.status = 'paid' LIMIT 1) AS paid_payment_id
-"""
-_FROM = "reservations r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
-
-
 class SqlReservationRepository:
     """The ReservationRepository port on one transaction's connection.
 
@@ -57,71 +45,71 @@ class SqlReservationRepository:
     remove the lock and force the interleaving it prevents); production code never sets them.
     """
 
-    def __init__(
-        self, conn: AsyncConnection, *, locking: bool = True, pause: Pause = no_pause
-    ) -> None:
-        self._conn = conn
+    def __init__(self, tx: Transaction, *, locking: bool = True, pause: Pause = no_pause) -> None:
+        self._tx = tx
         self._locking = locking
         self._pause = pause
         # Set once this transaction appended to the event feed, so the unit of work can wake
         # the sequencer after commit.
         self.appended_events = False
 
-    async def _append(self, event_type: RegistrationEventType, *reservation_ids: str) -> None:
-        await append_events(self._conn, event_type, reservation_ids)
+    async def _changed(self, statement: str, **params: Any) -> Reservation | None:
+        """Run a statement that changes a reservation and appends its event; the row after."""
+        row = await self._tx.one(statement, params)
+        if row is None:
+            return None
         self.appended_events = True
-
-    async def _rows(self, sql: str, **params: Any) -> list[Row[Any]]:
-        return list(await self._conn.execute(text(sql), params))
-
-    async def _one(self, sql: str, **params: Any) -> Row[Any] | None:
-        return (await self._conn.execute(text(sql), params)).first()
-
-    async def _exec(self, sql: str, **params: Any) -> None:
-        await self._conn.execute(text(sql), params)
+        return _reservation(row)
 
     async def lock_user(self, event_id: str, user_id: str) -> None:
         """Serialize one user's registration attempts at one event (the row may not exist yet)."""
         if self._locking:
             key = f"registration:{event_id}:{user_id}"
-            await self._one("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))", key=key)
+            await self._tx.one(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))", {"key": key}
+            )
 
     async def registration_id_of(self, event_id: str, user_id: str) -> str | None:
         """The user's accepted registration at the event, if any."""
-        row = await self._one(
-            "SELECT registration_id FROM registrations WHERE event_id = :e AND user_id = :u",
-            e=event_id,
-            u=user_id,
+        row = await self._tx.one(
+            "SELECT registration_id FROM registrations WHERE event_id = %(e)s AND user_id = %(u)s",
+            {"e": event_id, "u": user_id},
         )
         return None if row is None else str(row.registration_id)
 
     async def lock_pending_of(self, event_id: str, user_id: str) -> LockedReservation | None:
         """Lock and read the user's pending hold at the event."""
-        locked = await self._lock_then_read(
-            "event_id = :e AND user_id = :u AND status = 'pending_payment'", e=event_id, u=user_id
+        lock = " FOR UPDATE" if self._locking else ""
+        row = await self._tx.one(
+            "SELECT reservation_id FROM reservations WHERE event_id = %(e)s AND user_id = %(u)s"
+            f" AND status = 'pending_payment'{lock}",
+            {"e": event_id, "u": user_id},
+        )
+        # Read in a statement of its own, after the lock (see `lock`).
+        read = (
+            None if row is None else await self._tx.one(sql.READ_LOCKED, {"id": row.reservation_id})
         )
         await self._pause("pending_checked")
-        return locked
+        return None if read is None else _locked(read)
 
-    async def _lock_then_read(self, where: str, **params: Any) -> LockedReservation | None:
-        """Take the row lock in one statement and read in the next.
+    async def lock(self, reservation_id: str) -> LockedReservation | None:
+        """Lock the reservation's row and read it with the database's clock.
 
-        In READ COMMITTED a statement that waits for a row lock returns the row's newest version
-        but joins and subqueries from its snapshot taken before the wait, so a lock-and-read in
-        one statement could pair a confirmed reservation with no registration. The read after
-        the lock sees everything committed by whoever held the lock before us.
+        The lock is taken in one statement and the read is the next one. In READ COMMITTED a
+        statement that waits for a row lock returns the row's newest version but joins and
+        subqueries from its snapshot taken before the wait, so a lock-and-read in one statement
+        could pair a confirmed reservation with no registration. The read after the lock sees
+        everything committed by whoever held the lock before us. Both go in one round trip.
         """
         lock = " FOR UPDATE" if self._locking else ""
-        row = await self._one(
-            f"SELECT reservation_id FROM reservations WHERE {where}{lock}", **params
+        locked, read = await self._tx.pair(
+            f"SELECT reservation_id FROM reservations WHERE reservation_id = %(id)s{lock}",
+            {"id": reservation_id},
+            sql.READ_LOCKED,
+            {"id": reservation_id},
         )
-        if row is None:
-            return None
-        read = await self._one(
-            f"SELECT {_COLUMNS} FROM {_FROM} WHERE r.reservation_id = :id", id=row.reservation_id
-        )
-        assert read is not None, "a locked row cannot disappear"
-        return _locked(read)
+        await self._pause("reservation_locked")
+        return None if locked is None or read is None else _locked(read)
 
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
         """Lock the tier row, then count its seats in a statement of its own.
@@ -129,27 +117,25 @@ class SqlReservationRepository:
         In READ COMMITTED each statement sees what was committed when it started. The count
         runs after the lock is granted, so it sees every hold committed by whoever held the
         lock before us; counting in the locking statement would use a snapshot from before the
-        wait and could oversell.
+        wait and could oversell. Both go in one round trip: the count still starts only once
+        the lock is granted.
         """
         lock = " FOR UPDATE" if self._locking else ""
-        tier = await self._one(
+        params = {"e": event_id, "t": tier_id}
+        tier, counted = await self._tx.pair(
             "SELECT capacity, accepted_count, delete_time IS NOT NULL AS deleted FROM tiers"
-            f" WHERE event_id = :e AND tier_id = :t{lock}",
-            e=event_id,
-            t=tier_id,
+            f" WHERE event_id = %(e)s AND tier_id = %(t)s{lock}",
+            params,
+            "SELECT count(*) FILTER (WHERE status = 'pending_payment' AND expire_time > now())"
+            " + count(*) FILTER (WHERE status = 'confirmed' AND NOT seat_folded) AS taken"
+            " FROM reservations WHERE event_id = %(e)s AND tier_id = %(t)s"
+            " AND (status = 'pending_payment' OR (status = 'confirmed' AND NOT seat_folded))",
+            params,
         )
         if tier is None:
             raise TierNotFound("The event has no such tier.", tierId=tier_id)
         if tier.capacity is None:
             return TierSeats(capacity=None, taken=0, deleted=tier.deleted)
-        counted = await self._one(
-            "SELECT count(*) FILTER (WHERE status = 'pending_payment' AND expire_time > now())"
-            " + count(*) FILTER (WHERE status = 'confirmed' AND NOT seat_folded) AS taken"
-            " FROM reservations WHERE event_id = :e AND tier_id = :t"
-            " AND (status = 'pending_payment' OR (status = 'confirmed' AND NOT seat_folded))",
-            e=event_id,
-            t=tier_id,
-        )
         assert counted is not None
         await self._pause("seats_counted")
         taken = tier.accepted_count + counted.taken
@@ -157,12 +143,8 @@ class SqlReservationRepository:
 
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
         """Insert a pending hold stamped and timed by the database's clock."""
-        await self._exec(
-            "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
-            " currency_code, provider, provider_account_id, answers, customer_name,"
-            " customer_email, success_url, cancel_url, expire_time) VALUES (:id, :e, :t, :u,"
-            " 'pending_payment', :amount, :currency, :provider, :account, CAST(:answers AS jsonb),"
-            " :name, :email, :success, :cancel, now() + make_interval(secs => :hold))",
+        inserted = await self._changed(
+            sql.INSERT,
             id=reservation.reservation_id,
             e=reservation.event_id,
             t=reservation.tier_id,
@@ -178,58 +160,41 @@ class SqlReservationRepository:
             cancel=reservation.cancel_url,
             hold=hold_seconds,
         )
-        await self._append(RegistrationEventType.RESERVATION_CREATED, reservation.reservation_id)
-        return await self._require(reservation.reservation_id)
+        assert inserted is not None, "an insert returns its row"
+        return inserted
 
     async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation:
         """Store the checkout and the payment row that waits for its payment."""
-        await self._exec(
-            "WITH r AS (UPDATE reservations SET checkout_id = :c, checkout_url = :url,"
-            " update_time = now() WHERE reservation_id = :id"
-            " RETURNING reservation_id, provider, amount, currency_code)"
-            " INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
-            " amount, currency_code) SELECT :row, reservation_id, :c, 'requires_payment',"
-            " provider, amount, currency_code FROM r ON CONFLICT DO NOTHING",
-            id=reservation_id,
-            c=checkout.checkout_id,
-            url=checkout.checkout_url,
-            row=uuid.uuid4(),
+        row = await self._tx.one(
+            sql.ATTACH_CHECKOUT,
+            {
+                "id": reservation_id,
+                "c": checkout.checkout_id,
+                "url": checkout.checkout_url,
+                "row": uuid.uuid4(),
+            },
         )
-        return await self._require(reservation_id)
+        assert row is not None, "the reservation was written in this transaction"
+        return _reservation(row)
 
     async def release_hold(
         self, reservation_id: str, status: ReservationStatus
     ) -> Reservation | None:
         """Move a pending hold to expired or cancelled; None if it was not pending."""
-        row = await self._one(
-            "UPDATE reservations SET status = :s, update_time = now()"
-            " WHERE reservation_id = :id AND status = 'pending_payment' RETURNING reservation_id",
-            s=status.value,
-            id=reservation_id,
+        return await self._changed(
+            sql.RELEASE_HOLD, s=status.value, id=reservation_id, event=_EVENT_OF[status].value
         )
-        if row is None:
-            return None
-        await self._append(_EVENT_OF[status], reservation_id)
-        return await self._require(reservation_id)
 
     async def get(self, reservation_id: str) -> Reservation | None:
         """A reservation with its registration id."""
-        row = await self._one(
-            f"SELECT {_COLUMNS} FROM {_FROM} WHERE r.reservation_id = :id", id=reservation_id
-        )
+        row = await self._tx.one(sql.GET, {"id": reservation_id})
         return None if row is None else _reservation(row)
-
-    async def lock(self, reservation_id: str) -> LockedReservation | None:
-        """Lock the reservation's row and read it with the database's clock."""
-        locked = await self._lock_then_read("reservation_id = :id", id=reservation_id)
-        await self._pause("reservation_locked")
-        return locked
 
     async def delivery_outcome(self, delivery_id: str) -> tuple[str, ConfirmOutcome] | None:
         """The first result recorded for a webhook delivery."""
-        row = await self._one(
-            "SELECT reservation_id, outcome FROM webhook_deliveries WHERE delivery_id = :d",
-            d=delivery_id,
+        row = await self._tx.one(
+            "SELECT reservation_id, outcome FROM webhook_deliveries WHERE delivery_id = %(d)s",
+            {"d": delivery_id},
         )
         return None if row is None else (str(row.reservation_id), ConfirmOutcome(row.outcome))
 
@@ -237,112 +202,100 @@ class SqlReservationRepository:
         self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
     ) -> bool:
         """Record a delivery once: INSERT … ON CONFLICT DO NOTHING."""
-        row = await self._one(
+        row = await self._tx.one(
             "INSERT INTO webhook_deliveries (delivery_id, reservation_id, outcome)"
-            " VALUES (:d, :r, :o) ON CONFLICT DO NOTHING RETURNING delivery_id",
-            d=delivery_id,
-            r=reservation_id,
-            o=outcome.value,
+            " VALUES (%(d)s, %(r)s, %(o)s) ON CONFLICT DO NOTHING RETURNING delivery_id",
+            {"d": delivery_id, "r": reservation_id, "o": outcome.value},
         )
         return row is not None
 
     async def record_mismatch(self, claim: PaymentClaim) -> None:
         """Keep the mismatched payment for audit."""
-        await self._exec(
+        await self._tx.one(
             "INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
             " provider_payment_id, provider, amount, currency_code, raw_event)"
-            " VALUES (:id, :r, :c, :p, :provider, :amount, :currency, :raw)",
-            id=uuid.uuid4(),
-            r=claim.reservation_id,
-            c=claim.checkout_id,
-            p=claim.payment_id,
-            provider=claim.provider,
-            amount=claim.amount,
-            currency=claim.currency_code,
-            raw=claim.raw_event,
+            " VALUES (%(id)s, %(r)s, %(c)s, %(p)s, %(provider)s, %(amount)s, %(currency)s,"
+            " %(raw)s)",
+            {
+                "id": uuid.uuid4(),
+                "r": claim.reservation_id,
+                "c": claim.checkout_id,
+                "p": claim.payment_id,
+                "provider": claim.provider,
+                "amount": claim.amount,
+                "currency": claim.currency_code,
+                "raw": claim.raw_event,
+            },
         )
 
     async def accept(self, locked: LockedReservation, claim: PaymentClaim) -> Reservation | None:
-        """Register the user, record the payment and confirm the reservation."""
+        """Register the user, record the payment and confirm the reservation.
+
+        None (nothing written) when the user already has a registration at the event.
+        """
         held = locked.reservation
-        row = await self._one(
-            "INSERT INTO registrations (registration_id, reservation_id, event_id, tier_id,"
-            " user_id, status, answers) VALUES (:g, :r, :e, :t, :u, 'accepted',"
-            " CAST(:answers AS jsonb)) ON CONFLICT (event_id, user_id) DO NOTHING"
-            " RETURNING registration_id",
+        return await self._changed(
+            sql.ACCEPT,
             g=uuid.uuid4(),
-            r=held.reservation_id,
             e=held.event_id,
             t=held.tier_id,
             u=held.user_id,
             answers=_answers_json(held.answers),
+            **_settle_params(claim, ReservationStatus.CONFIRMED),
         )
-        if row is None:
-            return None
-        return await self._settle(claim, ReservationStatus.CONFIRMED)
 
     async def mark_paid_unfulfilled(self, claim: PaymentClaim) -> Reservation:
         """Record the payment; the reservation is paid but has no seat: a refund is due."""
-        return await self._settle(claim, ReservationStatus.PAID_UNFULFILLED)
-
-    async def _settle(self, claim: PaymentClaim, status: ReservationStatus) -> Reservation:
-        await self._exec(
-            "WITH r AS (UPDATE reservations SET status = :s, seat_folded = false,"
-            " paid_time = coalesce(:paid, now()), update_time = now()"
-            " WHERE reservation_id = :r RETURNING reservation_id, paid_time)"
-            " INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
-            " amount, currency_code, provider_payment_id, tx_id, paid_time, raw_event)"
-            " SELECT :row, r.reservation_id, :c, 'paid', :provider, :amount, :currency, :p, :tx,"
-            " r.paid_time, :raw FROM r"
-            " ON CONFLICT (reservation_id, checkout_id) DO UPDATE SET status = 'paid',"
-            " provider_payment_id = excluded.provider_payment_id, tx_id = excluded.tx_id,"
-            " paid_time = excluded.paid_time, raw_event = excluded.raw_event, update_time = now()",
-            s=status.value,
-            r=claim.reservation_id,
-            paid=claim.paid_time,
-            row=uuid.uuid4(),
-            c=claim.checkout_id,
-            provider=claim.provider,
-            amount=claim.amount,
-            currency=claim.currency_code,
-            p=claim.payment_id,
-            tx=claim.tx_id,
-            raw=claim.raw_event,
+        settled = await self._changed(
+            sql.SETTLE_WITHOUT_SEAT, **_settle_params(claim, ReservationStatus.PAID_UNFULFILLED)
         )
-        await self._append(_EVENT_OF[status], claim.reservation_id)
-        return await self._require(claim.reservation_id)
+        assert settled is not None, "the reservation is locked by this transaction"
+        return settled
 
     async def expire_overdue(self, batch_size: int) -> int:
         """Expire a batch of overdue holds; rows locked elsewhere are left for the next sweep."""
-        rows = await self._rows(
+        rows = await self._tx.all(
             "UPDATE reservations SET status = 'expired', update_time = now()"
             " WHERE reservation_id IN (SELECT reservation_id FROM reservations"
             " WHERE status = 'pending_payment' AND expire_time <= now() ORDER BY expire_time"
-            " LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING reservation_id",
-            n=batch_size,
+            " LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING reservation_id",
+            {"n": batch_size},
         )
         if rows:
             expired = [str(r.reservation_id) for r in rows]
-            await self._append(RegistrationEventType.RESERVATION_EXPIRED, *expired)
+            await append_events(self._tx, RegistrationEventType.RESERVATION_EXPIRED, expired)
+            self.appended_events = True
         return len(rows)
 
     async def fold_confirmed_seats(self, batch_size: int) -> int:
         """Add a batch of confirmed seats to their tiers' accepted_count, in one statement."""
-        rows = await self._rows(
+        rows = await self._tx.all(
             "WITH folded AS (UPDATE reservations SET seat_folded = true WHERE reservation_id IN"
             " (SELECT reservation_id FROM reservations WHERE status = 'confirmed'"
-            " AND NOT seat_folded LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING event_id, tier_id),"
+            " AND NOT seat_folded LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING event_id, tier_id),"
             " per_tier AS (SELECT event_id, tier_id, count(*) AS n FROM folded GROUP BY 1, 2)"
             " UPDATE tiers t SET accepted_count = t.accepted_count + p.n FROM per_tier p"
             " WHERE t.event_id = p.event_id AND t.tier_id = p.tier_id RETURNING p.n",
-            n=batch_size,
+            {"n": batch_size},
         )
         return sum(int(r.n) for r in rows)
 
-    async def _require(self, reservation_id: str) -> Reservation:
-        reservation = await self.get(reservation_id)
-        assert reservation is not None, "the reservation was written in this transaction"
-        return reservation
+
+def _settle_params(claim: PaymentClaim, status: ReservationStatus) -> dict[str, Any]:
+    return {
+        "s": status.value,
+        "event": _EVENT_OF[status].value,
+        "r": claim.reservation_id,
+        "paid": claim.paid_time,
+        "row": uuid.uuid4(),
+        "c": claim.checkout_id,
+        "provider": claim.provider,
+        "amount": claim.amount,
+        "currency": claim.currency_code,
+        "p": claim.payment_id,
+        "tx": claim.tx_id,
+        "raw": claim.raw_event,
+    }
 
 
 _EVENT_OF = {
@@ -357,7 +310,7 @@ def _answers_json(answers: tuple[Answer, ...]) -> str:
     return json.dumps([{"question_id": a.question_id, "answer": a.answer} for a in answers])
 
 
-def _reservation(row: Row[Any]) -> Reservation:
+def _reservation(row: Row) -> Reservation:
     return Reservation(
         reservation_id=str(row.reservation_id),
         event_id=row.event_id,
@@ -382,5 +335,5 @@ def _reservation(row: Row[Any]) -> Reservation:
     )
 
 
-def _locked(row: Row[Any]) -> LockedReservation:
+def _locked(row: Row) -> LockedReservation:
     return LockedReservation(_reservation(row), row.db_now, row.paid_payment_id)

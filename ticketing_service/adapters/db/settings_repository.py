@@ -5,50 +5,49 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Row, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ticketing_service.adapters.db.schema import reservations, ticketing_settings, tiers
+from ticketing_service.adapters.db.schema import ticketing_settings, tiers
+from ticketing_service.adapters.db.transaction import Row, Transaction
 from ticketing_service.domain.settings import Settings, TicketingMode, Tier
+
+# The settings and their live tiers in one statement: one row per tier (offered ones first, in
+# request order), or one row with no tier. A tier's accepted seats are its folded count plus
+# the confirmed reservations the sweeper has not folded yet.
+_GET = (
+    "SELECT s.event_id, s.event_title, s.mode, s.provider, s.provider_account_id,"
+    " s.currency_code, s.enabled, s.legacy, s.external_url, s.update_time,"
+    " t.tier_id, t.name, t.price_amount, t.capacity, t.sale_start_time, t.sale_end_time,"
+    " t.retained, t.accepted_count + (SELECT count(*) FROM reservations r"
+    " WHERE r.event_id = t.event_id AND r.tier_id = t.tier_id AND r.status = 'confirmed'"
+    " AND NOT r.seat_folded) AS accepted_total"
+    " FROM ticketing_settings s LEFT JOIN tiers t"
+    " ON t.event_id = s.event_id AND t.delete_time IS NULL"
+    " WHERE s.event_id = %(e)s ORDER BY t.position"
+)
 
 
 class SqlSettingsRepository:
     """The SettingsRepository port on one transaction's connection."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
 
     async def lock_event(self, event_id: str) -> None:
         """Serialize settings updates of one event (an advisory lock: the row may not exist yet)."""
-        key = func.hashtextextended("ticketing_settings:" + event_id, 0)
-        await self._conn.execute(select(func.pg_advisory_xact_lock(key)))
+        await self._tx.one(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))",
+            {"key": "ticketing_settings:" + event_id},
+        )
 
     async def get(self, event_id: str) -> Settings | None:
         """The stored settings with their live tiers, offered ones first in request order."""
-        row = (
-            await self._conn.execute(
-                select(ticketing_settings).where(ticketing_settings.c.event_id == event_id)
-            )
-        ).first()
-        if row is None:
+        rows = await self._tx.all(_GET, {"e": event_id})
+        if not rows:
             return None
-        unfolded = (
-            select(func.count())
-            .where(
-                reservations.c.event_id == tiers.c.event_id,
-                reservations.c.tier_id == tiers.c.tier_id,
-                reservations.c.status == "confirmed",
-                reservations.c.seat_folded.is_(False),
-            )
-            .scalar_subquery()
-        )
-        tier_rows = await self._conn.execute(
-            select(tiers, (tiers.c.accepted_count + unfolded).label("accepted_total"))
-            .where(tiers.c.event_id == event_id, tiers.c.delete_time.is_(None))
-            .order_by(tiers.c.position)
-        )
-        return _settings_from_rows(row, [_tier_from_row(t) for t in tier_rows])
+        tier_list = [_tier_from_row(row) for row in rows if row.tier_id is not None]
+        return _settings_from_rows(rows[0], tier_list)
 
     async def lock_tiers_in_use(self, event_id: str, tier_ids: Collection[str]) -> set[str]:
         """Lock the tiers, then return those with a live hold or an accepted registration.
@@ -56,12 +55,12 @@ class SqlSettingsRepository:
         The check is a statement of its own: run in the locking statement it would read from a
         snapshot taken before the lock was granted and could miss a hold committed meanwhile.
         """
-        await self._conn.execute(
+        await self._tx.sa.execute(
             select(tiers.c.tier_id)
             .where(tiers.c.event_id == event_id, tiers.c.tier_id.in_(list(tier_ids)))
             .with_for_update()
         )
-        rows = await self._conn.execute(
+        rows = await self._tx.sa.execute(
             text(
                 "SELECT t.tier_id FROM unnest(CAST(:ids AS text[])) AS t(tier_id)"
                 " WHERE EXISTS (SELECT 1 FROM registrations g WHERE g.event_id = :e"
@@ -78,7 +77,7 @@ class SqlSettingsRepository:
         await self._upsert_settings(settings)
         await self._upsert_tiers(settings)
         if deleted_tier_ids:
-            await self._conn.execute(
+            await self._tx.sa.execute(
                 update(tiers)
                 .where(tiers.c.event_id == settings.event_id)
                 .where(tiers.c.tier_id.in_(list(deleted_tier_ids)))
@@ -100,7 +99,7 @@ class SqlSettingsRepository:
             "external_url": settings.external_url,
         }
         stmt = insert(ticketing_settings).values(event_id=settings.event_id, **values)
-        await self._conn.execute(
+        await self._tx.sa.execute(
             stmt.on_conflict_do_update(
                 index_elements=[ticketing_settings.c.event_id],
                 set_={**values, "update_time": func.now()},
@@ -115,7 +114,7 @@ class SqlSettingsRepository:
         excluded = stmt.excluded
         changed: tuple[str, ...] = ("position", "name", "price_amount", "capacity")
         changed += ("sale_start_time", "sale_end_time", "retained")
-        await self._conn.execute(
+        await self._tx.sa.execute(
             stmt.on_conflict_do_update(
                 index_elements=[tiers.c.event_id, tiers.c.tier_id],
                 set_={**{c: excluded[c] for c in changed}, "delete_time": text("NULL")},
@@ -138,7 +137,7 @@ def _tier_values(event_id: str, position: int, tier: Tier) -> dict[str, Any]:
     }
 
 
-def _tier_from_row(row: Row[Any]) -> Tier:
+def _tier_from_row(row: Row) -> Tier:
     return Tier(
         tier_id=row.tier_id,
         name=row.name,
@@ -151,7 +150,7 @@ def _tier_from_row(row: Row[Any]) -> Tier:
     )
 
 
-def _settings_from_rows(row: Row[Any], tier_list: list[Tier]) -> Settings:
+def _settings_from_rows(row: Row, tier_list: list[Tier]) -> Settings:
     return Settings(
         event_id=row.event_id,
         event_title=row.event_title,

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+import psycopg
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ticketing_service.adapters.db.events_repository import SqlEventsRepository
 from ticketing_service.adapters.db.reservation_repository import (
@@ -20,6 +21,7 @@ from ticketing_service.adapters.db.reservation_repository import (
     no_pause,
 )
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
+from ticketing_service.adapters.db.transaction import Transaction
 from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailable, TicketingError
 
 # SQLSTATEs a client should retry: serialization failure, deadlock, lock or statement timeout.
@@ -28,12 +30,18 @@ from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailabl
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03", "57014", "23505"}
 
 
-def translate_database_error(error: DBAPIError) -> TicketingError | None:
-    """The domain error for a driver error a client can act on, or None for a bug."""
-    sqlstate = getattr(error.orig, "sqlstate", None)
+def translate_database_error(error: DBAPIError | psycopg.Error) -> TicketingError | None:
+    """The domain error for a driver error a client can act on, or None for a bug.
+
+    Statements run through SQLAlchemy fail with its DBAPIError, those sent straight to
+    psycopg with psycopg's own errors; both carry the same SQLSTATE.
+    """
+    driver_error = error.orig if isinstance(error, DBAPIError) else error
+    sqlstate = getattr(driver_error, "sqlstate", None)
     if sqlstate in _RETRYABLE_SQLSTATES:
         return ConcurrentUpdate("A concurrent change held a lock too long or conflicted; retry.")
-    if error.connection_invalidated or sqlstate is None or sqlstate.startswith(("08", "57P")):
+    lost = isinstance(error, DBAPIError) and error.connection_invalidated
+    if lost or sqlstate is None or sqlstate.startswith(("08", "57P")):
         return DatabaseUnavailable("The database cannot be reached right now; retry shortly.")
     return None
 
@@ -56,24 +64,23 @@ class SqlUnitOfWork:
         # `locking` and `pause` are for the tests that prove each lock matters; the composition
         # root never passes them.
         self._engine = engine
-        self._conn: AsyncConnection | None = None
+        self._tx: Transaction | None = None
         self._locking = locking
         self._pause = pause
         self._after_events_commit = after_events_commit
 
     async def __aenter__(self) -> Self:
         """Check out a connection and begin the transaction."""
+        tx = Transaction(self._engine)
         try:
-            self._conn = await self._engine.connect()
-            await self._conn.begin()
+            await tx.open()
         except DBAPIError as error:
-            await self._release()
+            await tx.close()
             raise translate_database_error(error) or error from error
-        self.settings = SqlSettingsRepository(self._conn)
-        self.events = SqlEventsRepository(self._conn)
-        self.reservations = SqlReservationRepository(
-            self._conn, locking=self._locking, pause=self._pause
-        )
+        self._tx = tx
+        self.settings = SqlSettingsRepository(tx)
+        self.events = SqlEventsRepository(tx)
+        self.reservations = SqlReservationRepository(tx, locking=self._locking, pause=self._pause)
         return self
 
     async def __aexit__(
@@ -83,27 +90,17 @@ class SqlUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         """Roll back anything not committed, return the connection, translate driver errors."""
-        await self._release()
-        if isinstance(exc, DBAPIError):
+        tx, self._tx = self._tx, None
+        if tx is not None:
+            await tx.close()
+        if isinstance(exc, DBAPIError | psycopg.Error):
             translated = translate_database_error(exc)
             if translated is not None:
                 raise translated from exc
 
     async def commit(self) -> None:
         """Commit the transaction."""
-        assert self._conn is not None, "commit() outside of `async with`"
-        await self._conn.commit()
+        assert self._tx is not None, "commit() outside of `async with`"
+        await self._tx.commit()
         if self.reservations.appended_events and self._after_events_commit is not None:
             self._after_events_commit()
-
-    async def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            await conn.rollback()
-        except DBAPIError:
-            # The connection is already gone; closing below discards it from the pool.
-            pass
-        finally:
-            await conn.close()

@@ -1,0 +1,313 @@
+"""Benchmark the real stack against the limit of its own database, and run a ticket rush.
+
+    scripts/bench [--concurrency 32] [--calls 1500] [--workers 2] [--buyers 5000] [--seats 500]
+
+Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), the payment service
+stand-in (in this process, on its own thread), `python -m ticketing_service serve` and the
+webhook shim as subprocesses. Then, with `--concurrency` callers spread over several gRPC
+channels:
+
+1. StartPaidRegistration: 2 x `--calls` holds from distinct users on one paid tier;
+2. ConfirmPayment: the first half of them, over gRPC;
+3. webhook: the second half, as moim-HMAC-signed callbacks through the shim;
+4. the limit: the same SQL transactions (recorded from the service's own code, see
+   `bench_limit.py`) run by pgbench against the same Postgres with as many connections as
+   callers, and the ratio service / limit per RPC;
+5. the ticket rush: `--buyers` race for `--seats` seats, then pay; verified in the database.
+
+Everything listens on 127.0.0.1 and every phase is bounded. Exits 1 when a call failed
+unexpectedly or the rush's verification found a problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.payment_service_standin, via load.py
+
+from bench_limit import Limit, Scripts, capture_scripts, run_pgbench  # noqa: E402
+from bench_phases import (  # noqa: E402
+    CALL_SECONDS,
+    CpuSampler,
+    Phase,
+    ShimConnections,
+    Stubs,
+    grpc_stubs,
+    post_callback,
+    quantiles_ms,
+    run_phase,
+)
+from bench_rush import Rush, ticket_rush  # noqa: E402
+from bench_stack import (  # noqa: E402
+    Child,
+    CpuMeter,
+    PostgresCpu,
+    driver_cpu_seconds,
+    shim_available,
+    ticketing_server,
+    webhook_shim,
+)
+from load import TOKEN, StandIn, database  # noqa: E402
+from moim.ticketing.v1 import reservation_pb2, settings_pb2  # noqa: E402
+from moim.ticketing.v1 import ticketing_service_pb2 as pb  # noqa: E402
+
+PRICE = 10000
+HMAC_SECRET = "bench-callback-secret"  # noqa: S105 - this run's loopback shim only
+PHASE_SECONDS = 120.0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--concurrency", type=int, default=32, help="concurrent callers (32)")
+    add("--calls", type=int, default=1500, help="calls per measured RPC (1500)")
+    add("--workers", type=int, default=2, help="server processes, `serve --workers` (2)")
+    add("--pool-size", type=int, default=10, help="database pool per server process (10)")
+    add("--channels", type=int, default=8, help="gRPC connections the callers share (8)")
+    add("--buyers", type=int, default=5000, help="ticket rush: buyers (5000)")
+    add("--seats", type=int, default=500, help="ticket rush: seats (500)")
+    add("--skip-rush", action="store_true", help="measure the RPCs only")
+    add("--save-scripts", type=Path, help="also write the pgbench scripts to this directory")
+    return parser.parse_args()
+
+
+async def measure(
+    server: Child, shim: Child | None, database_url: str, args: argparse.Namespace
+) -> tuple[list[Phase], list[Limit], Rush | None]:
+    event_id = f"bench-{uuid.uuid4()}"
+    limit_event = f"limit-{uuid.uuid4().hex}"
+    groups = {"server": server.cpu_seconds}
+    if shim is not None:
+        groups["shim"] = shim.cpu_seconds
+    groups |= {"postgres": PostgresCpu(), "driver": driver_cpu_seconds}
+    cpu = CpuMeter(groups).sample
+    async with grpc_stubs(server.port, args.channels) as stubs:
+        for event in (event_id, limit_event):
+            await offer_tier(stubs, event, capacity=10_000_000)
+        phases = await measure_service(stubs, shim, event_id, args, cpu)
+        scripts = await capture_scripts(database_url, limit_event, "rush", PRICE)
+        if args.save_scripts:
+            scripts.save(args.save_scripts)
+        limits = measure_limits(database_url, scripts, args)
+        rush = None
+        if not args.skip_rush:
+            rush = await run_rush(stubs, shim, database_url, args, cpu)
+    return phases, limits, rush
+
+
+async def offer_tier(stubs: Stubs, event_id: str, capacity: int) -> None:
+    tier = settings_pb2.TierInput(
+        tier_id="rush", name="Rush", price_amount=PRICE, capacity=capacity
+    )
+    await stubs.next().UpdateTicketingSettings(
+        pb.UpdateTicketingSettingsRequest(event_id=event_id, event_title="Bench", tiers=[tier]),
+        timeout=CALL_SECONDS,
+    )
+
+
+async def measure_service(
+    stubs: Stubs, shim: Child | None, event_id: str, args: argparse.Namespace, cpu: CpuSampler
+) -> list[Phase]:
+    holds_wanted = 2 * args.calls if shim else args.calls
+
+    async def start(i: int) -> reservation_pb2.Reservation:
+        request = pb.StartPaidRegistrationRequest(
+            event_id=event_id, tier_id="rush", user_id=f"user-{i}"
+        )
+        answer = await stubs.next().StartPaidRegistration(request, timeout=CALL_SECONDS)
+        reservation: reservation_pb2.Reservation = answer.reservation
+        return reservation
+
+    start_phase = Phase("StartPaidRegistration")
+    held = await run_phase(start_phase, holds_wanted, start, args.concurrency, PHASE_SECONDS, cpu)
+    holds = [h for h in held if h is not None]
+    by_grpc, by_webhook = holds[: args.calls], holds[args.calls :]
+
+    async def confirm(i: int) -> int:
+        r = by_grpc[i]
+        request = pb.ConfirmPaymentRequest(
+            reservation_id=r.reservation_id,
+            checkout_id=r.checkout_id,
+            payment_id=f"pay-{r.reservation_id}",
+            tx_id=f"tx-{r.reservation_id}",
+            provider="portone",
+            amount=r.amount,
+            currency_code=r.currency_code,
+        )
+        answer = await stubs.next().ConfirmPayment(request, timeout=CALL_SECONDS)
+        outcome: int = answer.outcome
+        return outcome
+
+    confirm_phase = Phase("ConfirmPayment")
+    await run_phase(confirm_phase, len(by_grpc), confirm, args.concurrency, PHASE_SECONDS, cpu)
+    phases = [start_phase, confirm_phase]
+    if shim is not None:
+        webhook_phase = Phase("webhook (moim HMAC)")
+        async with shim_connections(shim) as http:
+
+            async def callback(i: int) -> str:
+                return await post_callback(http, HMAC_SECRET, by_webhook[i], 0)
+
+            await run_phase(
+                webhook_phase,
+                len(by_webhook),
+                callback,
+                args.concurrency,
+                PHASE_SECONDS,
+                cpu,
+            )
+        phases.append(webhook_phase)
+    return phases
+
+
+@asynccontextmanager
+async def shim_connections(shim: Child) -> AsyncIterator[ShimConnections]:
+    connections = ShimConnections(shim.port)
+    try:
+        yield connections
+    finally:
+        await connections.aclose()
+
+
+def measure_limits(database_url: str, scripts: Scripts, args: argparse.Namespace) -> list[Limit]:
+    # As many transactions as the service's StartPaidRegistration phase made holds, so the
+    # limit's tier ends up with as many live holds to count as the service's did.
+    clients = args.concurrency
+    per_client = max(1, 2 * args.calls // clients)
+    limits = [
+        run_pgbench(
+            "StartPaidRegistration", database_url, scripts.start, 10**8, clients, per_client
+        ),
+        run_pgbench("ConfirmPayment", database_url, scripts.confirm, 10**8, clients, per_client),
+    ]
+    # Fresh holds for the webhook's transactions, made by the same Start script.
+    run_pgbench("holds", database_url, scripts.start, 2 * 10**8, clients, per_client)
+    limits.append(
+        run_pgbench(
+            "webhook (moim HMAC)", database_url, scripts.webhook_confirm, 2 * 10**8, clients,
+            per_client,
+        )
+    )  # fmt: skip
+    return limits
+
+
+async def run_rush(
+    stubs: Stubs, shim: Child | None, database_url: str, args: argparse.Namespace, cpu: CpuSampler
+) -> Rush:
+    rush = Rush(args.buyers, args.seats)
+    if shim is None:
+
+        async def pay(r: reservation_pb2.Reservation, i: int) -> str:
+            request = pb.ConfirmPaymentRequest(
+                reservation_id=r.reservation_id,
+                checkout_id=r.checkout_id,
+                payment_id=f"pay-{r.reservation_id}",
+                provider="portone",
+                amount=r.amount,
+                currency_code=r.currency_code,
+            )
+            answer = await stubs.next().ConfirmPayment(request, timeout=CALL_SECONDS)
+            return str(pb.ConfirmPaymentOutcome.Name(answer.outcome))
+
+        return await ticket_rush(stubs, pay, database_url, rush, args.concurrency, cpu)
+    async with shim_connections(shim) as http:
+
+        async def pay_by_webhook(r: reservation_pb2.Reservation, i: int) -> str:
+            return await post_callback(http, HMAC_SECRET, r, i)
+
+        return await ticket_rush(stubs, pay_by_webhook, database_url, rush, args.concurrency, cpu)
+
+
+def report(
+    phases: list[Phase], limits: list[Limit], rush: Rush | None, args: argparse.Namespace
+) -> None:
+    print(
+        f"\nmachine: {os.cpu_count()} CPUs, {platform.machine()},"
+        f" Python {platform.python_version()};"
+        f" server: {args.workers} worker process(es), pool {args.pool_size} each;"
+        f" {args.concurrency} callers over {args.channels} gRPC channels"
+    )
+    head = f"{'':<24} {'calls':>6} {'errors':>6} {'calls/s':>8} {'p50 ms':>7} {'p95 ms':>7}"
+    print(head + f" {'p99 ms':>7}   CPU ms per call by process (share of all CPUs busy)")
+    for phase in phases:
+        print(phase_line(phase))
+        if phase.errors:
+            print(f"  errors: {dict(phase.errors)}")
+    print(f"\nlimit: the same SQL by pgbench, {args.concurrency} connections, prepared statements")
+    print(f"{'':<24} {'txns':>6} {'':>6} {'txns/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
+    for limit in limits:
+        if limit.failure:
+            print(f"{limit.name:<24} FAILED: {limit.failure}")
+            continue
+        p50, p95, p99 = quantiles_ms(limit.latencies)
+        print(
+            f"{limit.name:<24} {limit.transactions:>6} {'':>6} {limit.rate:>8.1f} {p50:>7.1f}"
+            f" {p95:>7.1f} {p99:>7.1f}"
+        )
+    print("\nservice / limit (calls/s over transactions/s):")
+    by_name = {limit.name: limit for limit in limits}
+    for phase in phases:
+        limit = by_name.get(phase.name)
+        if limit is not None and limit.rate:
+            print(f"  {phase.name:<24} {phase.rate / limit.rate:.2f}")
+    if rush is not None:
+        report_rush(rush)
+
+
+def phase_line(phase: Phase) -> str:
+    p50, p95, p99 = quantiles_ms(phase.latencies)
+    errors = sum(phase.errors.values())
+    cpu = " ".join(f"{name} {phase.cpu_ms_per_call(name):.2f}" for name in phase.cpu_seconds)
+    return (
+        f"{phase.name:<24} {phase.calls:>6} {errors:>6} {phase.rate:>8.1f} {p50:>7.1f}"
+        f" {p95:>7.1f} {p99:>7.1f}   {cpu} ({phase.cpu_busy():.0%})"
+    )
+
+
+def report_rush(rush: Rush) -> None:
+    start, pay = rush.start, rush.pay
+    print(f"\nticket rush: {rush.buyers} buyers, {rush.seats} seats")
+    print(f"  answers: {dict(rush.answers)} in {start.seconds:.1f} s ({start.rate:.0f} calls/s)")
+    print(f"  payments: {dict(rush.paid)} in {pay.seconds:.1f} s; errors {dict(pay.errors)}")
+    print(f"  time to settle (first request to last payment answered): {rush.seconds:.1f} s")
+    print(
+        f"  database: {rush.registered} registrations, {rush.live_holds} live holds,"
+        f" {rush.paid_reservations} paid reservations"
+    )
+    verdict = "OK: no tier oversold; every paid reservation has exactly one registration"
+    print("  " + ("; ".join(rush.problems) if rush.problems else verdict))
+
+
+def main() -> int:
+    args = parse_args()
+    began = time.perf_counter()
+    with ExitStack() as stack:
+        url = stack.enter_context(database())
+        stand_in = stack.enter_context(StandIn())
+        server = stack.enter_context(
+            ticketing_server(url, stand_in.url, TOKEN, args.workers, args.pool_size)
+        )
+        shim = (
+            stack.enter_context(webhook_shim(server.port, HMAC_SECRET))
+            if shim_available()
+            else None
+        )
+        phases, limits, rush = asyncio.run(measure(server, shim, url, args))
+    report(phases, limits, rush, args)
+    print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
+    failed = any(p.errors for p in phases) or (rush is not None and bool(rush.problems))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""The limit: the service's own SQL transactions, run by pgbench straight against its Postgres.
+
+The statements are not written here by hand, so they cannot drift from the service: one sample
+call of each use case runs in this process through the real service layer and repositories,
+and every statement sent to the driver (with its parameters) is recorded, grouped by
+transaction. Each recorded transaction becomes a pgbench script in which the values that must
+differ per transaction are expressions of a per-transaction number `:bench_n`:
+
+- the sample's marker string (inside user, checkout, payment and delivery ids, lock keys) is
+  replaced by `n`, and the sample's reservation id by `md5('r' || n)::uuid`, so the n-th
+  ConfirmPayment transaction confirms the reservation the n-th StartPaidRegistration made;
+- a generated UUID (registration, payment row) becomes `gen_random_uuid()`;
+- every other value becomes the literal the sample used.
+
+pgbench runs them with `-M prepared` (each statement parsed once per connection), one
+connection per caller, and logs each transaction's latency for p50/p95/p99.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pgserver
+import psycopg
+from psycopg import pq
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ticketing_service.adapters.db.engine import PoolSettings, create_engine
+from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service.domain.reservations import PaymentClaim
+from ticketing_service.service_layer.checkouts import Checkout, CheckoutRequest
+from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.payment_handlers import confirm_payment
+from ticketing_service.service_layer.registration_handlers import (
+    StartRegistration,
+    start_paid_registration,
+)
+
+PGBENCH = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
+PGBENCH_SECONDS = 180.0
+# pgbench numbers transactions per client: n = base + client_id * CLIENT_STRIDE + i.
+CLIENT_STRIDE = 1_000_000
+N = "CAST(:bench_n AS text)"
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+@dataclass
+class Transaction:
+    """The statements of one recorded transaction (and whether each was pipelined)."""
+
+    statements: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
+    end: str = "COMMIT"
+
+
+class StatementRecorder:
+    """Records every statement an engine's connections send, grouped into transactions.
+
+    Recording is at the driver: each psycopg connection of the engine gets a cursor class that
+    notes the statement and its parameters before sending them, whether they come from
+    SQLAlchemy or straight from a repository, and whether the connection is in pipeline mode.
+    Transactions are the units of work (`unit_of_work()` wraps them).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.transactions: list[Transaction] = []
+        self._open: Transaction | None = None
+        recorder = self
+
+        class RecordingCursor(psycopg.AsyncCursor[Any]):
+            async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+                pipelined = self.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
+                recorder._statement(query, params, pipelined)
+                return await super().execute(query, params, **kwargs)
+
+        def connected(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.driver_connection.cursor_factory = RecordingCursor
+
+        event.listen(engine.sync_engine, "connect", connected)
+        self._engine = engine
+
+    def unit_of_work(self) -> _RecordedUnitOfWork:
+        """A unit of work on the engine whose transaction is recorded as one."""
+        return _RecordedUnitOfWork(SqlUnitOfWork(self._engine), self)
+
+    def _begin(self) -> None:
+        self._open = Transaction()
+
+    def _statement(self, sql: Any, params: Any, pipelined: bool) -> None:
+        if self._open is None:
+            return  # the dialect's own queries when a connection is first made
+        if not isinstance(sql, str) or not isinstance(params, Mapping | None):
+            raise TypeError(f"unexpected statement for pgbench: {sql!r} {params!r}")
+        self._open.statements.append((sql, dict(params or {}), pipelined))
+
+    def _end(self, how: str) -> None:
+        if self._open is not None and self._open.statements:
+            self._open.end = how
+            self.transactions.append(self._open)
+        self._open = None
+
+    def take(self) -> list[Transaction]:
+        """The transactions recorded since the last call."""
+        taken, self.transactions = self.transactions, []
+        return taken
+
+
+class _RecordedUnitOfWork:
+    """A unit of work that tells the recorder where its transaction begins and ends."""
+
+    def __init__(self, uow: SqlUnitOfWork, recorder: StatementRecorder) -> None:
+        self._uow = uow
+        self._recorder = recorder
+
+    def __getattr__(self, name: str) -> Any:  # the repositories
+        return getattr(self._uow, name)
+
+    async def __aenter__(self) -> _RecordedUnitOfWork:
+        await self._uow.__aenter__()
+        self._recorder._begin()
+        return self
+
+    async def commit(self) -> None:
+        await self._uow.commit()
+        self._recorder._end("COMMIT")
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._recorder._end("ROLLBACK")
+        await self._uow.__aexit__(*exc)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The values of one sample call that become per-transaction expressions."""
+
+    marker: str
+    reservation_id: str = ""
+
+    def tokens(self) -> dict[str, str]:
+        tokens = {self.marker: N}
+        if self.reservation_id:
+            tokens[self.reservation_id] = f"CAST(md5('r' || {N}) AS uuid)"
+        return tokens
+
+
+def new_marker() -> str:
+    """A random word that cannot occur by chance in ids, SQL or hex."""
+    return "mk" + "".join(secrets.choice("ghijklmnopqrstuvwxyz") for _ in range(12))
+
+
+def sql_literal(value: object, tokens: Mapping[str, str]) -> str:
+    """The SQL for a recorded parameter value."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, uuid.UUID):
+        return tokens.get(str(value), "gen_random_uuid()")
+    if isinstance(value, str):
+        return _string(value, tokens)
+    if isinstance(value, datetime):
+        return f"CAST('{value.isoformat()}' AS timestamptz)"
+    if isinstance(value, bytes):
+        return f"CAST('\\x{value.hex()}' AS bytea)"
+    if isinstance(value, list | tuple):
+        items = [sql_literal(v, tokens) for v in value]
+        return f"ARRAY[{', '.join(items)}]" if items else "'{}'"
+    if isinstance(value, dict):
+        return _quoted(json.dumps(value))
+    raise TypeError(f"no pgbench literal for {type(value).__name__}")
+
+
+def _quoted(text: str) -> str:
+    # pgbench turns every `:word` of a prepared statement into a parameter, even inside a
+    # string literal: split literals after each colon so that none is followed by a word.
+    pieces = ["'" + p.replace("'", "''") + "'" for p in re.split(r"(?<=:)", text) if p]
+    return pieces[0] if len(pieces) == 1 else "(" + " || ".join(pieces) + ")"
+
+
+def _string(value: str, tokens: Mapping[str, str]) -> str:
+    if value in tokens:
+        return tokens[value]
+    pattern = "(" + "|".join(re.escape(t) for t in tokens) + ")"
+    parts = [p for p in re.split(pattern, value) if p] if tokens else [value]
+    rendered = [tokens[p] if p in tokens else _quoted(p) for p in parts]
+    return rendered[0] if len(rendered) == 1 else "(" + " || ".join(rendered) + ")"
+
+
+def render_statement(sql: str, params: Mapping[str, Any], tokens: Mapping[str, str]) -> str:
+    """One recorded statement on one line, its parameters replaced by SQL."""
+    flat = " ".join(sql.split())
+    rendered = _PLACEHOLDER.sub(lambda m: sql_literal(params[m.group(1)], tokens), flat)
+    return rendered.replace("%%", "%") + ";"
+
+
+def pgbench_script(transactions: list[Transaction], sample: Sample) -> str:
+    """A pgbench script running the recorded transactions once per pgbench transaction.
+
+    Statements the service pipelined are pipelined here too (and BEGIN with them when they
+    open the transaction, as psycopg does), so the limit makes the same round trips.
+    """
+    tokens = sample.tokens()
+    lines = [
+        r"\set bench_i :bench_i + 1",
+        rf"\set bench_n :bench_base + :client_id * {CLIENT_STRIDE} + :bench_i",
+    ]
+    for transaction in transactions:
+        in_pipeline = False
+        for index, (sql, params, pipelined) in enumerate(transaction.statements):
+            if pipelined and not in_pipeline:
+                lines.append(r"\startpipeline")
+            elif in_pipeline and not pipelined:
+                lines.append(r"\endpipeline")
+            if index == 0:
+                lines.append("BEGIN;")
+            in_pipeline = pipelined
+            lines.append(render_statement(sql, params, tokens))
+        if in_pipeline:
+            lines.append(r"\endpipeline")
+        lines.append(f"{transaction.end};")
+    return "\n".join(lines) + "\n"
+
+
+class _SampleCheckouts:
+    """A checkout gateway that answers at once, with ids carrying the sample's marker."""
+
+    def __init__(self) -> None:
+        self.marker = ""
+
+    async def create_checkout(self, request: CheckoutRequest) -> Checkout:
+        checkout_id = f"co-{self.marker}"
+        return Checkout(checkout_id, f"https://pay.example/c/{checkout_id}", "requires_payment")
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The pgbench scripts of each measured RPC."""
+
+    start: str
+    confirm: str
+    webhook_confirm: str
+
+    def save(self, directory: Path) -> None:
+        """Write the scripts as `<rpc>.sql` files, e.g. to read or to run pgbench by hand."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in ("start", "confirm", "webhook_confirm"):
+            (directory / f"{name}.sql").write_text(getattr(self, name))
+
+
+async def capture_scripts(database_url: str, event_id: str, tier_id: str, price: int) -> Scripts:
+    """Run one StartPaidRegistration and two ConfirmPayments (one as a webhook) and record them."""
+    engine = create_engine(database_url, PoolSettings(pool_size=1, max_overflow=0))
+    recorder = StatementRecorder(engine)
+    checkouts = _SampleCheckouts()
+    deps = Dependencies(uow=recorder.unit_of_work, checkouts=checkouts)
+    try:
+
+        async def start() -> tuple[str, list[Transaction], Sample]:
+            checkouts.marker = marker = new_marker()
+            command = StartRegistration(
+                event_id, tier_id, f"lu-{marker}", None, None, (), None, None
+            )
+            result = await start_paid_registration(deps, command)
+            assert result.reservation is not None
+            reservation_id = result.reservation.reservation_id
+            return reservation_id, recorder.take(), Sample(marker, reservation_id)
+
+        async def confirm(reservation_id: str, sample: Sample, webhook: bool) -> str:
+            claim = PaymentClaim(
+                reservation_id=reservation_id,
+                checkout_id=f"co-{sample.marker}",
+                payment_id=f"pay-{sample.marker}",
+                tx_id=f"tx-{sample.marker}",
+                provider="portone",
+                amount=price,
+                currency_code="KRW",
+                paid_time=datetime.now(UTC),
+                delivery_id=f"del-{sample.marker}" if webhook else None,
+                raw_event=b'{"type":"ticket_payment.paid"}' if webhook else None,
+            )
+            await confirm_payment(deps, claim)
+            return pgbench_script(recorder.take(), sample)
+
+        first, start_transactions, first_sample = await start()
+        start_script = pgbench_script(start_transactions, first_sample)
+        confirm_script = await confirm(first, first_sample, webhook=False)
+        second, _, second_sample = await start()
+        webhook_script = await confirm(second, second_sample, webhook=True)
+    finally:
+        await engine.dispose()
+    return Scripts(start_script, confirm_script, webhook_script)
+
+
+@dataclass
+class Limit:
+    """What one pgbench run measured."""
+
+    name: str
+    transactions: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    failure: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.transactions / self.seconds if self.seconds else 0.0
+
+
+def run_pgbench(
+    name: str, database_url: str, script: str, base: int, clients: int, per_client: int
+) -> Limit:
+    """Run `script` `per_client` times on each of `clients` connections; tps and latencies."""
+    with _scratch() as scratch:
+        script_file = scratch / f"{name}.sql"
+        script_file.write_text(script)
+        argv = [
+            str(PGBENCH), "--no-vacuum", "--protocol=prepared",
+            f"--client={clients}", f"--jobs={min(clients, 2)}", f"--transactions={per_client}",
+            "--define=bench_i=0", f"--define=bench_base={base}",
+            f"--file={script_file}", "--log", f"--log-prefix={scratch / 'tx'}",
+            database_url,
+        ]  # fmt: skip
+        done = subprocess.run(  # noqa: S603 - pgserver's pgbench with our own arguments
+            argv, capture_output=True, text=True, timeout=PGBENCH_SECONDS, check=False
+        )
+        limit = Limit(name)
+        latencies = [
+            int(line.split()[2]) / 1e6
+            for log in scratch.glob("tx*")
+            for line in log.read_text().splitlines()
+        ]
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if "ERROR" in line or "error" in line]
+        limit.failure = (errors or ["pgbench failed"])[0][:300]
+        return limit
+    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
+    limit.transactions = len(latencies)
+    limit.latencies = latencies
+    limit.seconds = limit.transactions / float(match.group(1)) if match else 0.0
+    return limit
+
+
+@contextmanager
+def _scratch() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="ticketing-bench-") as scratch:
+        yield Path(scratch)

@@ -1,0 +1,236 @@
+"""Timed phases of calls at a fixed concurrency, and the clients that make them.
+
+A phase sends a list of calls with N concurrent callers and keeps each call's latency and
+answer. Callers spread over several gRPC channels (one HTTP/2 connection each), as many clients
+of a real deployment would, so `serve --workers N` behind SO_REUSEPORT receives connections on
+every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from moim.ticketing.v1 import reservation_pb2
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+# CPU seconds used so far, per group of processes (server, shim, postgres, driver).
+CpuSampler = Callable[[], dict[str, float]]
+CALL_SECONDS = 30.0
+CALLBACK_PATH = "/api/ticket-payment-callbacks"
+
+
+def quantiles_ms(latencies: Sequence[float]) -> tuple[float, float, float]:
+    """p50, p95 and p99 in milliseconds (latencies in seconds)."""
+    if len(latencies) < 2:
+        only = latencies[0] * 1000 if latencies else 0.0
+        return only, only, only
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return q[49] * 1000, q[94] * 1000, q[98] * 1000
+
+
+def reason_of(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a failed call, or its bare status code."""
+    status = rpc_status.from_call(error)
+    info = error_details_pb2.ErrorInfo()
+    for detail in status.details if status is not None else ():
+        if detail.Is(info.DESCRIPTOR):
+            detail.Unpack(info)
+            return str(info.reason)
+    return str(error.code().name)
+
+
+@dataclass
+class Phase:
+    """What one phase measured."""
+
+    name: str
+    seconds: float = 0.0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def calls(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def cpu_ms_per_call(self, group: str) -> float:
+        return self.cpu_seconds.get(group, 0.0) * 1000 / max(self.calls, 1)
+
+    def cpu_busy(self) -> float:
+        """The share of the machine's CPUs the measured processes kept busy."""
+        return sum(self.cpu_seconds.values()) / (self.seconds * (os.cpu_count() or 1))
+
+
+async def run_phase(
+    phase: Phase,
+    count: int,
+    call: Callable[[int], Awaitable[T]],
+    concurrency: int,
+    limit_seconds: float,
+    cpu: CpuSampler,
+) -> list[T | None]:
+    """Make calls 0..count-1 with `concurrency` callers; the answers in call order.
+
+    A failed call is counted under its error (the gRPC reason when there is one), never hidden.
+    """
+    answers: list[T | None] = [None] * count
+    indexes = iter(range(count))
+
+    async def caller() -> None:
+        for i in indexes:
+            began = time.perf_counter()
+            try:
+                answers[i] = await call(i)
+            except grpc.aio.AioRpcError as error:
+                phase.errors[reason_of(error)] += 1
+            except (OSError, asyncio.IncompleteReadError, CallbackRefused) as error:
+                phase.errors[str(error)[:80]] += 1
+            phase.latencies.append(time.perf_counter() - began)
+
+    began, cpu_began = time.perf_counter(), cpu()
+    async with asyncio.timeout(limit_seconds):
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+    phase.seconds = time.perf_counter() - began
+    phase.cpu_seconds = {name: used - cpu_began[name] for name, used in cpu().items()}
+    return answers
+
+
+class Stubs:
+    """TicketingService stubs over several channels, handed out round-robin."""
+
+    def __init__(self, stubs: Sequence[pb_grpc.TicketingServiceStub]) -> None:
+        self._cycle: Iterator[Any] = itertools.cycle(stubs)
+
+    def next(self) -> Any:
+        """The stub for the next call (typed Any: the async stub types are stubs-only)."""
+        return next(self._cycle)
+
+
+@asynccontextmanager
+async def grpc_stubs(port: int, channels: int) -> AsyncIterator[Stubs]:
+    """`channels` channels to the server, each on a connection of its own."""
+    # A local subchannel pool per channel: otherwise channels to one target share a connection.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    opened = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(channels)
+    ]
+    try:
+        yield Stubs([pb_grpc.TicketingServiceStub(c) for c in opened])
+    finally:
+        await asyncio.gather(*(c.close() for c in opened))
+
+
+class CallbackRefused(Exception):
+    """The shim answered a signed callback with something other than 200."""
+
+
+def callback_body(reservation: reservation_pb2.Reservation, payment_id: str) -> bytes:
+    """The payment service's `ticket_payment.paid` callback for a reservation."""
+    return json.dumps(
+        {
+            "type": "ticket_payment.paid",
+            "reservationId": reservation.reservation_id,
+            "checkoutId": reservation.checkout_id,
+            "paymentId": payment_id,
+            "txId": f"tx-{payment_id}",
+            "provider": "portone",
+            "amount": reservation.amount,
+            "currency": reservation.currency_code,
+            "paidAt": datetime.now(UTC).isoformat(),
+        }
+    ).encode()
+
+
+def moim_hmac_headers(secret: str, body: bytes, delivery_id: str) -> dict[str, str]:
+    """moim-payment's signature: lowercase hex HMAC-SHA256 of the raw body."""
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": "application/json",
+        "X-Ticket-Payment-Signature": signature,
+        "X-Ticket-Payment-Event-Id": delivery_id,
+    }
+
+
+class ShimConnections:
+    """Keep-alive HTTP/1.1 connections to the shim, one per concurrent caller.
+
+    A minimal client on asyncio streams: a general-purpose one (httpx) spent about 6 ms of CPU
+    per callback here, more than the shim and the server together, so the load generator and
+    not the service set the pace.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Send one request; the status and the body of the answer."""
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self._port}\r\n"
+            f"Content-Length: {len(body)}\r\n{lines}\r\n"
+        ).encode() + body
+        reader, writer = self._idle.pop() if self._idle else await self._connect()
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status, length = _status_and_length(head)
+            answer = await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        self._idle.append((reader, writer))
+        return status, answer
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self._port)
+
+    async def aclose(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+def _status_and_length(head: bytes) -> tuple[int, int]:
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, length
+
+
+async def post_callback(
+    shim: ShimConnections, secret: str, reservation: reservation_pb2.Reservation, n: int
+) -> str:
+    """Send one signed callback; the outcome the shim answered."""
+    payment_id = f"pay-{reservation.reservation_id}"
+    body = callback_body(reservation, payment_id)
+    headers = moim_hmac_headers(secret, body, f"delivery-{reservation.reservation_id}-{n}")
+    status, answer = await shim.post(CALLBACK_PATH, body, headers)
+    if status != 200:
+        raise CallbackRefused(f"HTTP {status} {answer[:60]!r}")
+    return str(json.loads(answer)["outcome"])

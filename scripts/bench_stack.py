@@ -1,0 +1,173 @@
+"""The processes `scripts/bench` runs: the gRPC server and the webhook shim, as subprocesses.
+
+Postgres and the payment service stand-in come from `scripts/load.py` (`database()`,
+`StandIn`). Everything listens on 127.0.0.1; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+START_SECONDS = 120.0
+STOP_SECONDS = 30.0
+SERVER_LINE = re.compile(r"serving \S+ on [\d.]+:(\d+)")
+SHIM_LINE = re.compile(r"webhook shim listening on [\d.]+:(\d+)")
+RUN_WEBHOOK = (
+    "import sys; from ticketing_service.entrypoints.webhook.serve import run_webhook; "
+    "sys.exit(run_webhook(None))"
+)
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+class PostgresCpu:
+    """CPU of every Postgres process on the machine (backends, writers, the postmaster).
+
+    A backend that exits takes its CPU time with it, so each process's last reading is kept.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, float] = {}
+
+    def __call__(self) -> float:
+        for process in psutil.process_iter(["name"]):
+            if process.info["name"] == "postgres":
+                try:
+                    times = process.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                self._seen[process.pid] = times.user + times.system
+        return sum(self._seen.values())
+
+
+def driver_cpu_seconds() -> float:
+    """CPU of this process: the callers, and the payment service stand-in's thread."""
+    return _cpu([psutil.Process()])
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used so far by each group of processes, for CPU per call of a phase."""
+
+    groups: dict[str, Callable[[], float]]
+
+    def sample(self) -> dict[str, float]:
+        return {name: seconds() for name, seconds in self.groups.items()}
+
+
+@dataclass(frozen=True)
+class Child:
+    """A started subprocess: the port it logged, its process, and the lines it logged so far."""
+
+    port: int
+    process: psutil.Process
+    log: deque[str]
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU of the process and its children (the server's workers)."""
+        return _cpu([self.process, *self.process.children(recursive=True)])
+
+
+def clean_environment() -> dict[str, str]:
+    """This environment without the service's own settings, so nothing leaks into the run."""
+    prefixes = ("TICKETING_", "TICKET_PAYMENT_", "DATABASE_URL")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
+@contextmanager
+def child_process(
+    argv: list[str], env: dict[str, str], ready: re.Pattern[str], what: str
+) -> Iterator[Child]:
+    """Run `argv` until it logs the port it listens on; SIGTERM it (and wait) afterwards."""
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter, our own arguments
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log: deque[str] = deque(maxlen=200)
+    port: list[int] = []
+    listening = threading.Event()
+
+    def drain() -> None:  # keeps the pipe from filling; notes the port when it is logged
+        assert process.stderr is not None
+        for line in process.stderr:
+            log.append(line)
+            if not port and (match := ready.search(line)):
+                port.append(int(match.group(1)))
+                listening.set()
+        listening.set()  # the process exited
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        if not listening.wait(START_SECONDS) or not port:
+            raise RuntimeError(f"The {what} did not start:\n" + "".join(log))
+        yield Child(port[0], psutil.Process(process.pid), log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@contextmanager
+def ticketing_server(
+    database_url: str, payment_url: str, payment_token: str, workers: int, pool_size: int
+) -> Iterator[Child]:
+    """`python -m ticketing_service serve` on a free port; it migrates the database first."""
+    env = clean_environment() | {
+        "DATABASE_URL": database_url,
+        "TICKET_PAYMENT_SERVICE_URL": payment_url,
+        "TICKET_PAYMENT_SERVICE_TOKEN": payment_token,
+        "TICKETING_DB_POOL_SIZE": str(pool_size),
+    }
+    argv = [sys.executable, "-m", "ticketing_service", "serve", "--listen", "127.0.0.1:0"]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    with child_process(argv, env, SERVER_LINE, "gRPC server") as child:
+        yield child
+
+
+def shim_available() -> bool:
+    """Whether this checkout has the webhook shim's runner (it may still be in the works)."""
+    return (ROOT / "ticketing_service" / "entrypoints" / "webhook" / "serve.py").exists()
+
+
+@contextmanager
+def webhook_shim(grpc_port: int, hmac_secret: str) -> Iterator[Child]:
+    """The webhook shim on a free port, forwarding to the server."""
+    env = clean_environment() | {
+        "TICKETING_WEBHOOK_LISTEN": "127.0.0.1:0",
+        "TICKETING_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
+        "TICKET_PAYMENT_CALLBACK_SECRET": hmac_secret,
+    }
+    argv = [sys.executable, "-c", RUN_WEBHOOK]
+    with child_process(argv, env, SHIM_LINE, "webhook shim") as child:
+        yield child

@@ -1,0 +1,103 @@
+"""The SQL of the reservation repository: reading, locking, and changes that append events.
+
+Statement names are the repository methods that send them. Parameters use psycopg's
+`%(name)s` style: the repository sends them straight to the driver (see `transaction.py`).
+"""
+
+from __future__ import annotations
+
+from ticketing_service.adapters.db.events_repository import snapshot
+
+
+def columns(r: str, registration_id: str) -> str:
+    """The reservation row `r` as `_reservation()` reads it."""
+    return (
+        f"{r}.reservation_id, {r}.event_id, {r}.tier_id, {r}.user_id, {r}.status, {r}.amount,"
+        f" {r}.currency_code, {r}.provider, {r}.provider_account_id, {r}.answers,"
+        f" {r}.customer_name, {r}.customer_email, {r}.success_url, {r}.cancel_url,"
+        f" {r}.checkout_id, {r}.checkout_url, {r}.create_time, {r}.expire_time, {r}.paid_time,"
+        f" {registration_id} AS registration_id"
+    )
+
+
+FROM = "reservations r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
+# The same join from a WITH's `r`: the reservation as a statement changed it (RETURNING).
+CHANGED = "r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
+# A locked reservation also carries the database's clock and the payment that settled it.
+LOCKED_COLUMNS = (
+    columns("r", "g.registration_id") + ", now() AS db_now,"
+    " (SELECT p.provider_payment_id FROM payments p"
+    " WHERE p.reservation_id = r.reservation_id AND p.status = 'paid' LIMIT 1) AS paid_payment_id"
+)
+READ_LOCKED = f"SELECT {LOCKED_COLUMNS} FROM {FROM} WHERE r.reservation_id = %(id)s"
+GET = f"SELECT {columns('r', 'g.registration_id')} FROM {FROM} WHERE r.reservation_id = %(id)s"
+
+# The statements below that change a reservation also append its event and return the row as
+# changed (RETURNING), so each is one round trip. Sub-statements of one WITH share a snapshot
+# and do not see each other's writes: the event's payload is therefore built from what the
+# change RETURNED, never re-read from the table.
+
+INSERT = (
+    "WITH r AS (INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status,"
+    " amount, currency_code, provider, provider_account_id, answers, customer_name,"
+    " customer_email, success_url, cancel_url, expire_time) VALUES (%(id)s, %(e)s, %(t)s,"
+    " %(u)s, 'pending_payment', %(amount)s, %(currency)s, %(provider)s, %(account)s,"
+    " CAST(%(answers)s AS jsonb), %(name)s, %(email)s, %(success)s, %(cancel)s,"
+    " now() + make_interval(secs => %(hold)s)) RETURNING *),"
+    " e AS (INSERT INTO registration_events (type, reservation_id, reservation)"
+    f" SELECT 'reservation_created', r.reservation_id, {snapshot('r', 'NULL')} FROM r)"
+    f" SELECT {columns('r', 'NULL')} FROM r"
+)
+ATTACH_CHECKOUT = (
+    "WITH r AS (UPDATE reservations SET checkout_id = %(c)s, checkout_url = %(url)s,"
+    " update_time = now() WHERE reservation_id = %(id)s RETURNING *),"
+    " p AS (INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
+    " amount, currency_code) SELECT %(row)s, reservation_id, %(c)s, 'requires_payment',"
+    " provider, amount, currency_code FROM r ON CONFLICT DO NOTHING)"
+    f" SELECT {columns('r', 'g.registration_id')} FROM {CHANGED}"
+)
+RELEASE_HOLD = (
+    "WITH r AS (UPDATE reservations SET status = %(s)s, update_time = now()"
+    " WHERE reservation_id = %(id)s AND status = 'pending_payment' RETURNING *),"
+    " e AS (INSERT INTO registration_events (type, reservation_id, reservation)"
+    f" SELECT %(event)s, r.reservation_id, {snapshot('r', 'g.registration_id')} FROM {CHANGED})"
+    f" SELECT {columns('r', 'g.registration_id')} FROM {CHANGED}"
+)
+# Settling: the reservation gets its status and paid time, and the payment row is upserted on
+# (reservation_id, checkout_id). `{gate}` limits the update to when a registration was just
+# made (if that matters); `{source}` is where the event's payload and the answer find the
+# changed reservation and its registration.
+_SETTLE = (
+    " r AS (UPDATE reservations SET status = %(s)s, seat_folded = false,"
+    " paid_time = coalesce(%(paid)s, now()), update_time = now()"
+    " WHERE reservation_id = %(r)s{gate} RETURNING *),"
+    " p AS (INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
+    " amount, currency_code, provider_payment_id, tx_id, paid_time, raw_event)"
+    " SELECT %(row)s, r.reservation_id, %(c)s, 'paid', %(provider)s, %(amount)s, %(currency)s,"
+    " %(p)s, %(tx)s, r.paid_time, %(raw)s FROM r"
+    " ON CONFLICT (reservation_id, checkout_id) DO UPDATE SET status = 'paid',"
+    " provider_payment_id = excluded.provider_payment_id, tx_id = excluded.tx_id,"
+    " paid_time = excluded.paid_time, raw_event = excluded.raw_event, update_time = now()),"
+    " e AS (INSERT INTO registration_events (type, reservation_id, reservation)"
+    " SELECT %(event)s, r.reservation_id, {snapshot} FROM {source})"
+    " SELECT {columns} FROM {source}"
+)
+# A seat: the registration (unless the user already has one at the event), then the settling.
+ACCEPT = (
+    "WITH g AS (INSERT INTO registrations (registration_id, reservation_id, event_id, tier_id,"
+    " user_id, status, answers) VALUES (%(g)s, %(r)s, %(e)s, %(t)s, %(u)s, 'accepted',"
+    " CAST(%(answers)s AS jsonb)) ON CONFLICT (event_id, user_id) DO NOTHING"
+    " RETURNING registration_id),"
+    + _SETTLE.format(
+        gate=" AND EXISTS (SELECT 1 FROM g)",
+        snapshot=snapshot("r", "g.registration_id"),
+        source="r, g",
+        columns=columns("r", "g.registration_id"),
+    )
+)
+SETTLE_WITHOUT_SEAT = "WITH" + _SETTLE.format(
+    gate="",
+    snapshot=snapshot("r", "g.registration_id"),
+    source=CHANGED,
+    columns=columns("r", "g.registration_id"),
+)

@@ -1,0 +1,152 @@
+"""One transaction's connection: statements sent straight to psycopg, and stale connections.
+
+Why not `conn.execute(text(...))`. SQLAlchemy's statement path (building the clause, its cache
+key, the execution context and result wrapping, a greenlet switch) costs about 240 µs of CPU
+per statement on the benchmark machine, twice what psycopg itself needs and more than Postgres
+spends on most of these statements; it was the largest cost of the server (docs/benchmarks.md).
+So the repositories' statements go to the psycopg connection under SQLAlchemy's pooled one, and
+psycopg prepares them after a few uses. SQLAlchemy still owns the pool and the transaction
+(begin, commit, rollback), and Core statements (the settings upserts) run through `sa`.
+
+Why no pre-ping. A pool pre-ping costs a round trip per transaction. Instead, when the first
+statement of a transaction finds its pooled connection dead (Postgres restarted, an idle
+connection was cut), nothing has happened in the transaction yet, so the connection is
+discarded and the statement retried on another one. Any later failure is an error for the
+caller (`UNAVAILABLE`, which every RPC may retry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+# A row with attribute access by column name (a named tuple built per result shape).
+Row = Any
+Params = Mapping[str, Any]
+
+# Every idle connection of a pool may be stale after a restart; the pool's default is 10 + 5.
+STALE_CONNECTION_ATTEMPTS = 16
+
+
+class Transaction:
+    """A pooled connection in a transaction, rolled back on `close()` unless committed."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sa: AsyncConnection | None = None
+        self._driver: psycopg.AsyncConnection[Any] | None = None
+        # True until a statement has succeeded: until then a dead connection can be swapped.
+        self._fresh = True
+
+    @property
+    def sa(self) -> AsyncConnection:
+        """The SQLAlchemy connection, for Core statements."""
+        assert self._sa is not None, "the transaction is not open"
+        return self._sa
+
+    async def open(self) -> None:
+        """Check out a connection; psycopg begins the transaction with the first statement.
+
+        SQLAlchemy begins its own transaction only if a Core statement runs (`sa`); `commit`
+        and `close` end whichever is open.
+        """
+        self._sa = await self._engine.connect()
+        sync = self._sa.sync_connection
+        assert sync is not None, "a connected AsyncConnection has its sync connection"
+        # The checked-out DB-API connection, read without a detour through a greenlet.
+        self._driver = sync.connection.driver_connection
+
+    async def one(self, sql: str, params: Params | None = None) -> Row | None:
+        """The first row of a statement's result, or None."""
+        cursor = await self._execute(sql, params)
+        return await cursor.fetchone() if cursor.description else None
+
+    async def all(self, sql: str, params: Params | None = None) -> list[Row]:
+        """Every row of a statement's result."""
+        cursor = await self._execute(sql, params)
+        return await cursor.fetchall() if cursor.description else []
+
+    async def pair(
+        self, first: str, first_params: Params, second: str, second_params: Params
+    ) -> tuple[Row | None, Row | None]:
+        """Two statements in one round trip (a pipeline); the first row of each.
+
+        They remain two statements: the second starts when the first has finished, with a
+        snapshot of its own, exactly as if it had been sent afterwards. If the first fails, the
+        second does not run.
+        """
+        for _ in range(STALE_CONNECTION_ATTEMPTS):
+            driver = self._connection()
+            try:
+                async with driver.pipeline():
+                    a = driver.cursor(row_factory=namedtuple_row)
+                    b = driver.cursor(row_factory=namedtuple_row)
+                    await a.execute(first, first_params)
+                    await b.execute(second, second_params)
+                rows = (await a.fetchone(), await b.fetchone())
+            except psycopg.Error:
+                if not self._stale():
+                    raise
+                await self._replace()
+                continue
+            self._fresh = False
+            return rows
+        raise psycopg.OperationalError("Every pooled connection tried was dead.")
+
+    async def commit(self) -> None:
+        """Commit the transaction."""
+        if self.sa.in_transaction():
+            await self.sa.commit()
+        else:
+            await self._connection().commit()
+
+    async def close(self) -> None:
+        """Roll back anything not committed and return the connection (discarded if dead)."""
+        conn, driver = self._sa, self._driver
+        self._sa = self._driver = None
+        if conn is None:
+            return
+        try:
+            if driver is None or driver.broken or driver.closed:
+                await conn.invalidate()
+            elif conn.in_transaction():
+                await conn.rollback()
+            else:
+                await driver.rollback()  # no round trip unless a transaction is open
+        except (DBAPIError, psycopg.Error):
+            # The connection is already gone; closing below discards it from the pool.
+            pass
+        finally:
+            await conn.close()
+
+    async def _execute(self, sql: str, params: Params | None) -> psycopg.AsyncCursor[Row]:
+        for _ in range(STALE_CONNECTION_ATTEMPTS):
+            cursor = self._connection().cursor(row_factory=namedtuple_row)
+            try:
+                await cursor.execute(sql, params)
+            except psycopg.Error:
+                if not self._stale():
+                    raise
+                await self._replace()
+                continue
+            self._fresh = False
+            return cursor
+        raise psycopg.OperationalError("Every pooled connection tried was dead.")
+
+    def _connection(self) -> psycopg.AsyncConnection[Any]:
+        assert self._driver is not None, "the transaction is not open"
+        return self._driver
+
+    def _stale(self) -> bool:
+        """A dead connection met by the transaction's first statement: safe to retry."""
+        driver = self._driver
+        return self._fresh and driver is not None and (driver.broken or driver.closed)
+
+    async def _replace(self) -> None:
+        await self.close()
+        await self.open()
