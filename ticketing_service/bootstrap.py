@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from ticketing_service.adapters.db import migrations
 from ticketing_service.adapters.db.engine import PoolSettings, create_engine
@@ -43,6 +44,12 @@ class Wiring:
             run_event_sequencer(self.deps, self.sequencer_wakeup, SEQUENCER_FALLBACK_SECONDS),
             self.event_signal.run(),
         ]
+
+    def pool_usage(self) -> tuple[int, int]:
+        """Connections checked out of the database pool now, and the pool's size."""
+        pool = self.engine.pool
+        assert isinstance(pool, QueuePool), "create_engine always builds a queue pool"
+        return pool.checkedout(), pool.size()
 
     async def aclose(self) -> None:
         """Close the payment service's connections and the database pool."""

@@ -13,6 +13,15 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ServerTls:
+    """The server's certificate and key; with a client CA, clients must present a certificate."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything the service reads from its environment."""
 
@@ -32,6 +41,9 @@ class Config:
     db_statement_timeout_ms: int
     sweep_interval_seconds: float
     workers: int = 1
+    tls: ServerTls | None = None
+    metrics_listen: str | None = None
+    health_listen: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -58,7 +70,25 @@ class Config:
             ),
             sweep_interval_seconds=r.positive_float("TICKETING_SWEEP_INTERVAL_SECONDS", 30),
             workers=int(r.positive_float("TICKETING_WORKERS", 1)),
+            tls=_server_tls(r),
+            metrics_listen=r.text("TICKETING_METRICS_LISTEN"),
+            health_listen=r.text("TICKETING_HEALTH_LISTEN"),
         )
+
+
+def _server_tls(r: _Reader) -> ServerTls | None:
+    cert, key = r.text("TICKETING_TLS_CERT"), r.text("TICKETING_TLS_KEY")
+    client_ca = r.text("TICKETING_TLS_CLIENT_CA")
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ConfigError(
+                "TICKETING_TLS_CLIENT_CA needs TICKETING_TLS_CERT and TICKETING_TLS_KEY: "
+                "mutual TLS is TLS with client certificates."
+            )
+        return None
+    if cert is None or key is None:
+        raise ConfigError("Set both TICKETING_TLS_CERT and TICKETING_TLS_KEY, or neither.")
+    return ServerTls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
 
 
 class _Reader:

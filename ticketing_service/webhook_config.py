@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ticketing_service.config import ConfigError
 
@@ -19,6 +20,10 @@ STANDARD_SECRETS_SETTING = "TICKETING_STANDARD_WEBHOOK_SECRETS"
 TOLERANCE_SETTING = "TICKETING_WEBHOOK_TOLERANCE_SECONDS"
 HMAC_SWITCH_SETTING = "TICKETING_WEBHOOK_MOIM_HMAC"
 STANDARD_SWITCH_SETTING = "TICKETING_WEBHOOK_STANDARD"
+TLS_CA_SETTING = "TICKETING_TLS_CA"
+TLS_CLIENT_CERT_SETTING = "TICKETING_TLS_CLIENT_CERT"
+TLS_CLIENT_KEY_SETTING = "TICKETING_TLS_CLIENT_KEY"
+METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_GRPC_TARGET = "127.0.0.1:50051"
@@ -38,6 +43,12 @@ class WebhookConfig:
     hmac_secrets: tuple[str, ...] = field(repr=False)
     standard_secrets: tuple[str, ...] = field(repr=False)
     tolerance_seconds: int
+    # TLS to the gRPC backend when a CA is set (None: plaintext, loopback only); the client
+    # certificate and key are for a backend that requires mutual TLS.
+    tls_ca: Path | None = None
+    tls_client_cert: Path | None = None
+    tls_client_key: Path | None = None
+    metrics_listen: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookConfig:
@@ -54,6 +65,10 @@ class WebhookConfig:
                 source, STANDARD_SECRETS_SETTING, STANDARD_SWITCH_SETTING
             ),
             tolerance_seconds=_tolerance(source),
+            tls_ca=_path(source, TLS_CA_SETTING),
+            tls_client_cert=_path(source, TLS_CLIENT_CERT_SETTING),
+            tls_client_key=_path(source, TLS_CLIENT_KEY_SETTING),
+            metrics_listen=_text(source, METRICS_LISTEN_SETTING),
         )._checked()
 
     def _checked(self) -> WebhookConfig:
@@ -62,6 +77,11 @@ class WebhookConfig:
                 f"The webhook shim needs a signing secret: set {HMAC_SECRETS_SETTING} "
                 f"or {STANDARD_SECRETS_SETTING} (comma-separated for rotation), and leave "
                 f"{HMAC_SWITCH_SETTING} or {STANDARD_SWITCH_SETTING} on."
+            )
+        if self.tls_client_cert is not None and self.tls_ca is None:
+            raise ConfigError(
+                f"{TLS_CLIENT_CERT_SETTING} is set but {TLS_CA_SETTING} is not: a client "
+                "certificate is only sent over TLS, so name the CA that signed the server's."
             )
         return self
 
@@ -78,6 +98,11 @@ def parse_host_port(value: str, setting: str) -> tuple[str, int]:
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = _text(env, name)
+    return None if value is None else Path(value)
 
 
 def _secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:

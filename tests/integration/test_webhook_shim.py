@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -518,8 +519,8 @@ def _listening_port(process: subprocess.Popen[str]) -> int:
     seen = []
     for line in process.stderr:  # ends when the process exits: never waits forever
         seen.append(line)
-        if "webhook shim listening on 127.0.0.1:" in line:
-            port = int(line.rsplit(":", 1)[1])
+        if match := re.search(r"webhook shim listening on 127\.0\.0\.1:(\d+)", line):
+            port = int(match.group(1))
             assert port != 0
             return port
     raise AssertionError("the shim exited before listening:\n" + "".join(seen))

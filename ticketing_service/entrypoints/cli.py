@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -15,10 +16,23 @@ from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
+from ticketing_service.entrypoints.grpc.health_port import start_health_port
 from ticketing_service.entrypoints.grpc.server import (
+    RunningServer,
     serve_in_workers,
     serve_until_signalled,
     start_server,
+)
+from ticketing_service.entrypoints.grpc.tls import server_credentials
+from ticketing_service.entrypoints.observability.logging import configure_logging
+from ticketing_service.entrypoints.observability.metered import metered_dependencies
+from ticketing_service.entrypoints.observability.metrics import (
+    MetricsInterceptor,
+    TicketingMetrics,
+    start_metrics_server,
+)
+from ticketing_service.entrypoints.observability.request_logging import (
+    RequestContextInterceptor,
 )
 from ticketing_service.entrypoints.webhook.serve import run_webhook
 from ticketing_service.service_layer.events_handlers import prune_registration_events
@@ -29,7 +43,7 @@ log = logging.getLogger("ticketing_service")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand; a configuration error prints one line and exits 2."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(sys.stderr)
     if args.command == "webhook":  # reads only its own settings (WebhookConfig)
         return run_webhook(args.listen)
     try:
@@ -43,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_prune_events(config, args.older_than_days))
         address, migrate = args.listen or config.grpc_listen, not args.no_migrate
         if (workers := args.workers or config.workers) > 1:
+            if config.metrics_listen:
+                raise ConfigError(
+                    "TICKETING_METRICS_LISTEN serves one process's metrics: leave it unset with "
+                    "--workers above 1, or run one worker per replica."
+                )
             return _serve_workers(config, address, migrate, workers)
         return asyncio.run(_serve(config, address, migrate))
     except ConfigError as error:
@@ -102,11 +121,25 @@ async def _serve(
     database_url = bootstrap.resolve_database_url(config)
     if migrate:
         await asyncio.to_thread(bootstrap.migrate, database_url)
+    tls = config.tls
+    credentials = None if tls is None else server_credentials(tls.cert, tls.key, tls.client_ca)
     wiring = bootstrap.wire(config, database_url)
+    metrics = TicketingMetrics()
+    metrics.watch_pool(wiring.pool_usage)
+    wiring.deps = metered_dependencies(wiring.deps, metrics)  # the sweeper's work counts too
     workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
+    side_ports = contextlib.AsyncExitStack()
     try:
         reuse_port = started is not None
-        running = await start_server(wiring.deps, listen, config.grpc_token, reuse_port=reuse_port)
+        running = await start_server(
+            wiring.deps,
+            listen,
+            config.grpc_token,
+            reuse_port=reuse_port,
+            interceptors=[RequestContextInterceptor(), MetricsInterceptor(metrics)],
+            credentials=credentials,
+        )
+        await _open_side_ports(side_ports, config, running, metrics, reuse_port)
         if started is not None:
             started(running.port)
         else:
@@ -114,11 +147,36 @@ async def _serve(
             log.info("serving moim.ticketing.v1.TicketingService on %s:%d", host, running.port)
         await serve_until_signalled(running)
     finally:
+        await side_ports.aclose()  # after the graceful stop: probes saw NOT_SERVING throughout
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         await wiring.aclose()
     return 0
+
+
+async def _open_side_ports(
+    stack: contextlib.AsyncExitStack,
+    config: Config,
+    running: RunningServer,
+    metrics: TicketingMetrics,
+    reuse_port: bool,
+) -> None:
+    """The plaintext health-only port and the metrics endpoint, when they are configured."""
+    if config.health_listen:
+        probes = await start_health_port(
+            config.health_listen, running.health, reuse_port=reuse_port
+        )
+        stack.push_async_callback(probes.stop, 0)
+        log.info("health probes on %s:%d", _host(config.health_listen), probes.port)
+    if config.metrics_listen:
+        endpoint = start_metrics_server(config.metrics_listen, metrics.registry)
+        stack.callback(endpoint.close)
+        log.info("metrics on %s:%d", _host(config.metrics_listen), endpoint.port)
+
+
+def _host(listen: str) -> str:
+    return listen.rsplit(":", 1)[0]
 
 
 def _serve_workers(config: Config, listen: str, migrate: bool, count: int) -> int:
@@ -131,7 +189,7 @@ def _serve_workers(config: Config, listen: str, migrate: bool, count: int) -> in
 
 def _serve_worker(database_url: str, listen: str, started: Callable[[int], None]) -> int:
     """One process of `serve --workers N` (spawned: it shares nothing with its parent)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(sys.stderr)
     config = dataclasses.replace(Config.from_env(), database_url=database_url)
     return asyncio.run(_serve(config, listen, migrate=False, started=started))
 

@@ -107,11 +107,15 @@ def _paid_tier_on_sale(settings: Settings | None, command: StartRegistration) ->
 
 async def _reusable_hold(uow: UnitOfWork, command: StartRegistration) -> Reservation | None:
     """The user's live hold for this tier (a retry); errors for any other standing."""
+    # The pending hold is locked before registrations are read: a confirmation of that hold
+    # needs the same row lock, so it either committed before (and its registration is seen
+    # below) or waits until we are done. Read the other way round, a confirmation committing
+    # between the two reads would let an already registered user take a second seat.
+    locked = await uow.reservations.lock_pending_of(command.event_id, command.user_id)
     if await uow.reservations.registration_id_of(command.event_id, command.user_id):
         raise errors.AlreadyRegistered(
             "The user already has a seat at this event.", eventId=command.event_id
         )
-    locked = await uow.reservations.lock_pending_of(command.event_id, command.user_id)
     if locked is None:
         return None
     held = locked.reservation

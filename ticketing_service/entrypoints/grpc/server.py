@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -48,16 +48,24 @@ class RunningServer:
 
 
 async def start_server(
-    deps: Dependencies, listen: str, token: str | None, *, reuse_port: bool = False
+    deps: Dependencies,
+    listen: str,
+    token: str | None,
+    *,
+    reuse_port: bool = False,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
     """Bind `listen` (port 0 picks a free port), register every service and start serving.
 
     `reuse_port` lets several worker processes bind the same port; without it a port already
     in use is an error (gRPC would otherwise share it silently with whoever holds it).
+    `interceptors` run before the token check (so refused calls are logged and counted too);
+    with `credentials` the port speaks TLS (see tls.server_credentials).
     """
-    interceptors = [BearerTokenInterceptor(token)] if token else []
+    chain = [*interceptors, *([BearerTokenInterceptor(token)] if token else [])]
     options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
-    server = grpc.aio.server(interceptors=interceptors, options=options)
+    server = grpc.aio.server(interceptors=chain, options=options)
     ticketing_service_pb2_grpc.add_TicketingServiceServicer_to_server(
         TicketingServicer(deps), server
     )
@@ -67,7 +75,10 @@ async def start_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(listen)
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
     except RuntimeError:  # raised instead of returning 0 when the address is taken
         port = 0
     if port == 0:

@@ -14,15 +14,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ticketing_service.entrypoints.observability.request_context import note_reservation
 from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmRejected,
     PaidCallback,
     PaymentConfirmer,
 )
 from ticketing_service.entrypoints.webhook.signatures import (
+    CallbackVerifier,
     SignatureRejected,
     Verified,
-    WebhookVerifier,
 )
 
 CALLBACK_PATH = "/api/ticket-payment-callbacks"
@@ -160,7 +161,7 @@ def _parse_callback(body: bytes, verified: Verified) -> PaidCallback | None:
 class _CallbackEndpoint:
     """POST /api/ticket-payment-callbacks: size cap, signature, payload, then confirm."""
 
-    def __init__(self, verifier: WebhookVerifier, confirmer: PaymentConfirmer) -> None:
+    def __init__(self, verifier: CallbackVerifier, confirmer: PaymentConfirmer) -> None:
         self._verifier = verifier
         self._confirmer = confirmer
 
@@ -189,6 +190,7 @@ class _CallbackEndpoint:
         return await self._forward(payment)
 
     async def _forward(self, payment: PaidCallback) -> Response:
+        note_reservation(payment.reservation_id)  # names this delivery's log lines
         try:
             result = await self._confirmer.confirm(payment)
         except ConfirmRejected as exc:
@@ -230,7 +232,7 @@ def _health_endpoint(
 
 
 def create_webhook_app(
-    verifier: WebhookVerifier,
+    verifier: CallbackVerifier,
     confirmer: PaymentConfirmer,
     health: Callable[[], Awaitable[bool]],
 ) -> Starlette:

@@ -11,11 +11,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
 
+import grpc
 import uvicorn
 from moim.ticketing.client import TicketingClient
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from ticketing_service.config import ConfigError
+from ticketing_service.entrypoints.grpc.tls import channel_credentials
+from ticketing_service.entrypoints.observability.logging import configure_logging
+from ticketing_service.entrypoints.observability.metered import MeteredVerifier
+from ticketing_service.entrypoints.observability.metrics import (
+    TicketingMetrics,
+    start_metrics_server,
+)
+from ticketing_service.entrypoints.observability.request_logging import RequestContextMiddleware
 from ticketing_service.entrypoints.webhook.app import create_webhook_app
 from ticketing_service.entrypoints.webhook.grpc_confirmer import GrpcPaymentConfirmer
 from ticketing_service.entrypoints.webhook.signatures import (
@@ -81,7 +90,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Starlette) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
     """How uvicorn runs the shim: no access log, no proxy headers, bounded concurrency."""
     return uvicorn.Config(
         app,
@@ -97,19 +106,30 @@ def uvicorn_config(app: Starlette) -> uvicorn.Config:
     )
 
 
+def backend_channel(config: WebhookConfig) -> grpc.aio.Channel:
+    """The channel to the gRPC backend: TLS (and a client certificate) when configured."""
+    if config.tls_ca is None:
+        return grpc.aio.insecure_channel(config.grpc_target)
+    credentials = channel_credentials(config.tls_ca, config.tls_client_cert, config.tls_client_key)
+    return grpc.aio.secure_channel(config.grpc_target, credentials)
+
+
 @asynccontextmanager
 async def webhook_server(
-    config: WebhookConfig, verifier: WebhookVerifier
+    config: WebhookConfig, verifier: WebhookVerifier, metrics: TicketingMetrics | None = None
 ) -> AsyncIterator[ShimServer]:
     """The shim as a uvicorn server over one shared gRPC channel, closed when the block exits."""
-    async with TicketingClient.connect(config.grpc_target, token=config.grpc_token) as client:
+    metrics = metrics or TicketingMetrics(process_collectors=False)
+    channel = backend_channel(config)
+    async with TicketingClient(channel, token=config.grpc_token) as client:
         confirmer = GrpcPaymentConfirmer(client)
-        yield ShimServer(uvicorn_config(create_webhook_app(verifier, confirmer, confirmer.health)))
+        app = create_webhook_app(MeteredVerifier(verifier, metrics), confirmer, confirmer.health)
+        yield ShimServer(uvicorn_config(RequestContextMiddleware(app, metrics)))
 
 
 def run_webhook(listen: str | None) -> int:
     """`ticketing-service webhook`: serve until SIGTERM or SIGINT; 2 on a configuration error."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(sys.stderr)
     try:
         config = WebhookConfig.from_env()
         host, port = parse_host_port(
@@ -137,7 +157,22 @@ def run_webhook(listen: str | None) -> int:
 async def _serve_until_signalled(
     config: WebhookConfig, verifier: WebhookVerifier, sock: socket.socket
 ) -> None:
-    async with webhook_server(config, verifier) as server:
+    metrics = TicketingMetrics()
+    endpoint = None
+    if config.metrics_listen:
+        endpoint = start_metrics_server(config.metrics_listen, metrics.registry)
+        logger.info("metrics on %s:%d", config.metrics_listen.rsplit(":", 1)[0], endpoint.port)
+    try:
+        await _serve_with(config, verifier, sock, metrics)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+async def _serve_with(
+    config: WebhookConfig, verifier: WebhookVerifier, sock: socket.socket, metrics: TicketingMetrics
+) -> None:
+    async with webhook_server(config, verifier, metrics) as server:
 
         def stop(signum: int, frame: FrameType | None) -> None:
             server.should_exit = True

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from standardwebhooks import Webhook
 
@@ -187,6 +187,14 @@ class StandardWebhookVerifier:
         except ValueError:  # e.g. an id that cannot be encoded
             raise SignatureRejected("malformed_header") from None
         return [base64.b64decode(entry.partition(",")[2]) for entry in signed]
+
+
+class CallbackVerifier(Protocol):
+    """What the webhook app needs of a verifier: WebhookVerifier, or a wrapper around one."""
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Verified:
+        """Return the verified delivery, or raise SignatureRejected with a reason."""
+        ...
 
 
 class WebhookVerifier:

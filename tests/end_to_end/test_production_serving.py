@@ -1,0 +1,262 @@
+"""`serve` and `webhook` as deployed: mutual TLS, token, health port, metrics, JSON logs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.certificates import CertificateAuthority
+
+TOKEN = "production-token-never-logged"
+HMAC_SECRET = "callback-secret-never-logged"
+UNKNOWN_RESERVATION = "00000000-0000-4000-8000-000000000001"
+START_SECONDS = 60
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class LoggedProcess:
+    """A child process whose stderr lines a thread collects, to wait on without polling."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "ticketing_service", *args],
+            env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def port_after(self, text: str) -> int:
+        """The port of the first line saying `<text> <host>:<port>`; fails if the process ends."""
+        pattern = re.compile(re.escape(text) + r" [\w.\[\]:]*:(\d+)")
+        with self._changed:
+            while not (found := [m for line in self.lines if (m := pattern.search(line))]):
+                alive = self._reader.is_alive()
+                if not alive or not self._changed.wait(timeout=START_SECONDS):
+                    raise AssertionError(f"no '{text}' line:\n" + "".join(self.lines))
+        return int(found[0].group(1))
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=START_SECONDS)
+        self._reader.join(timeout=START_SECONDS)
+        return code
+
+    def records(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.lines if line.startswith("{")]
+
+
+@dataclass(frozen=True)
+class Pki:
+    server: tuple[Path, Path]
+    shim: tuple[Path, Path]
+    ca: Path
+    client_ca: Path
+
+    def credentials(self, with_client_certificate: bool) -> grpc.ChannelCredentials:
+        cert, key = self.shim
+        if not with_client_certificate:
+            return grpc.ssl_channel_credentials(self.ca.read_bytes())
+        return grpc.ssl_channel_credentials(
+            self.ca.read_bytes(), key.read_bytes(), cert.read_bytes()
+        )
+
+
+@dataclass(frozen=True)
+class Server:
+    process: LoggedProcess
+    target: str
+    health_port: int
+    metrics_port: int
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    ca, clients = CertificateAuthority("server-ca"), CertificateAuthority("client-ca")
+    (directory / "ca.crt").write_bytes(ca.pem)
+    (directory / "client-ca.crt").write_bytes(clients.pem)
+    return Pki(
+        server=ca.issue("ticketing-server", server=True).write(directory, "server"),
+        shim=clients.issue("webhook-shim", server=False).write(directory, "shim"),
+        ca=directory / "ca.crt",
+        client_ca=directory / "client-ca.crt",
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Server]:
+    env = {
+        "TICKETING_DATA_DIR": str(tmp_path_factory.mktemp("pgdata")),
+        "TICKETING_GRPC_TOKEN": TOKEN,
+        "TICKETING_TLS_CERT": str(pki.server[0]),
+        "TICKETING_TLS_KEY": str(pki.server[1]),
+        "TICKETING_TLS_CLIENT_CA": str(pki.client_ca),
+        "TICKETING_METRICS_LISTEN": "127.0.0.1:0",
+        "TICKETING_HEALTH_LISTEN": "127.0.0.1:0",
+    }
+    process = LoggedProcess(["serve", "--listen", "127.0.0.1:0"], env)
+    try:
+        yield Server(
+            process,
+            f"127.0.0.1:{process.port_after('TicketingService on')}",
+            process.port_after("health probes on"),
+            process.port_after("metrics on"),
+        )
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def shim(server: Server, pki: Pki) -> Iterator[tuple[LoggedProcess, int, int]]:
+    env = {
+        "TICKETING_GRPC_TARGET": server.target,
+        "TICKETING_GRPC_TOKEN": TOKEN,
+        "TICKET_PAYMENT_CALLBACK_SECRET": HMAC_SECRET,
+        "TICKETING_TLS_CA": str(pki.ca),
+        "TICKETING_TLS_CLIENT_CERT": str(pki.shim[0]),
+        "TICKETING_TLS_CLIENT_KEY": str(pki.shim[1]),
+        "TICKETING_METRICS_LISTEN": "127.0.0.1:0",
+    }
+    process = LoggedProcess(["webhook", "--listen", "127.0.0.1:0"], env)
+    try:
+        yield process, process.port_after("listening on"), process.port_after("metrics on")
+    finally:
+        process.stop()
+
+
+def get_settings(server: Server, credentials: grpc.ChannelCredentials) -> grpc.StatusCode:
+    metadata = (("authorization", f"Bearer {TOKEN}"), ("x-request-id", "req-e2e"))
+    request = pb.GetTicketingSettingsRequest(event_id="nope")
+    with grpc.secure_channel(server.target, credentials) as channel:
+        stub = pb_grpc.TicketingServiceStub(channel)
+        try:
+            stub.GetTicketingSettings(request, metadata=metadata, timeout=10)
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+def scrape(port: int) -> Samples:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def callback(shim_port: int, signature_secret: str) -> httpx.Response:
+    body = json.dumps(
+        {
+            "type": "ticket_payment.paid",
+            "reservationId": UNKNOWN_RESERVATION,
+            "checkoutId": "chk",
+            "paymentId": "pay",
+            "provider": "portone",
+            "amount": 100,
+            "currency": "KRW",
+            "paidAt": "2030-01-01T00:00:00Z",
+        }
+    ).encode()
+    signature = hmac.new(signature_secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Ticket-Payment-Signature": signature, "X-Ticket-Payment-Event-Id": "d-1"}
+    url = f"http://127.0.0.1:{shim_port}/api/ticket-payment-callbacks"
+    return httpx.post(url, content=body, headers=headers, timeout=10)
+
+
+def test_a_client_with_a_certificate_and_the_token_is_served_logged_and_counted(
+    server: Server, pki: Pki
+) -> None:
+    assert get_settings(server, pki.credentials(True)) == grpc.StatusCode.NOT_FOUND
+    handled = {
+        ("service", "moim.ticketing.v1.TicketingService"),
+        ("method", "GetTicketingSettings"),
+        ("code", "NOT_FOUND"),
+    }
+    assert scrape(server.metrics_port)["ticketing_rpc_handled_total", frozenset(handled)] == 1
+    [line] = [r for r in server.process.records() if r.get("request_id") == "req-e2e"]
+    assert (line["rpc"], line["grpc_code"], line["reason"]) == (
+        "GetTicketingSettings",
+        "NOT_FOUND",
+        "EVENT_NOT_FOUND",
+    )
+
+
+def test_a_client_without_a_certificate_is_refused(server: Server, pki: Pki) -> None:
+    assert get_settings(server, pki.credentials(False)) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_probes_get_answers_on_the_plaintext_health_port(server: Server) -> None:
+    request = health_pb2.HealthCheckRequest(service="moim.ticketing.v1.TicketingService")
+    with grpc.insecure_channel(f"127.0.0.1:{server.health_port}") as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(request, timeout=10)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_database_pool_is_reported(server: Server) -> None:
+    assert ("ticketing_db_pool_size", frozenset()) in scrape(server.metrics_port)
+
+
+def test_the_shim_forwards_over_mutual_tls_and_counts_forged_signatures(
+    shim: tuple[LoggedProcess, int, int],
+) -> None:
+    _, port, metrics_port = shim
+    forwarded, forged = callback(port, HMAC_SECRET), callback(port, "forged")
+    assert (forwarded.status_code, forwarded.json()["error"]) == (404, "RESERVATION_NOT_FOUND")
+    assert forged.status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    failure = (
+        "ticketing_webhook_verification_failures_total",
+        frozenset({("reason", "bad_signature")}),
+    )
+    assert scrape(metrics_port)[failure] == 1
+
+
+def test_both_stop_cleanly_and_no_secret_reached_their_logs(
+    server: Server, shim: tuple[LoggedProcess, int, int]
+) -> None:
+    process = shim[0]
+    callback(shim[1], HMAC_SECRET)
+    assert (process.stop(), server.process.stop()) == (0, 0)
+    [delivery] = [
+        r
+        for r in process.records()
+        if r.get("logger") == "ticketing_service.webhook" and r.get("http_status") == 404
+    ][-1:]
+    assert (delivery["request_id"], delivery["reservation_id"]) == ("d-1", UNKNOWN_RESERVATION)
+    logged = "".join(server.process.lines + process.lines)
+    assert TOKEN not in logged
+    assert HMAC_SECRET not in logged
