@@ -114,3 +114,24 @@ def test_a_malformed_logging_call_keeps_the_template_and_drops_the_arguments() -
 def test_filtering_twice_changes_nothing_more() -> None:
     made = filtered(filtered(record("token=%s done", SECRET)))
     assert made.getMessage() == f"token={REDACTED} done"
+
+
+def test_a_record_the_service_composed_itself_skips_the_scan_and_others_do_not() -> None:
+    from ticketing_service.entrypoints.observability.redaction import (
+        SAFE_RECORD_FLAG,
+        RedactionFilter,
+    )
+    from ticketing_service.entrypoints.observability.request_logging import _SERVICE_METHOD
+
+    def record(flag: bool) -> logging.LogRecord:
+        made = logging.LogRecord("t", logging.INFO, __file__, 1, "token=%s", ("hunter2",), None)
+        made.__dict__[SAFE_RECORD_FLAG] = flag
+        return made
+
+    scanned, trusted = record(False), record(True)
+    RedactionFilter().filter(scanned)
+    RedactionFilter().filter(trusted)
+    assert "hunter2" not in scanned.getMessage()
+    assert trusted.getMessage() == "token=hunter2"
+    assert _SERVICE_METHOD.fullmatch("/moim.ticketing.v1.TicketingService/ConfirmPayment")
+    assert not _SERVICE_METHOD.fullmatch("/x/Bearer abc.def")
