@@ -422,7 +422,7 @@ async def test_healthz_answers_503_once_the_backend_starts_shutting_down(
     shim: httpx.AsyncClient, server: RunningServer
 ) -> None:
     assert (await shim.get("/healthz")).status_code == 200
-    server.health.enter_graceful_shutdown()
+    await server.health.enter_graceful_shutdown()
     assert (await shim.get("/healthz")).status_code == 503
 
 

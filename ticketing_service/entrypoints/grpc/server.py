@@ -39,11 +39,11 @@ class RunningServer:
 
     server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
         """Report NOT_SERVING, then finish in-flight calls for up to `grace` seconds."""
-        self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
 
@@ -69,7 +69,9 @@ async def start_server(
     ticketing_service_pb2_grpc.add_TicketingServiceServicer_to_server(
         TicketingServicer(deps), server
     )
-    health_servicer = health.HealthServicer()
+    # The asyncio servicer: the thread-based one blocks an executor thread per Watch, and a
+    # cancelled Watch could then hold process shutdown.
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -85,7 +87,7 @@ async def start_server(
         raise OSError(f"Could not listen on {listen}; is the address free and valid?")
     await server.start()
     for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, port, health_servicer)
 
 
