@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.payment_service_standin, via load.py
 
-from bench_limit import Limit, Scripts, capture_scripts, run_pgbench  # noqa: E402
-from bench_phases import (  # noqa: E402
+from bench_limit import Limit, Scripts, capture_scripts, run_pgbench
+from bench_phases import (
     CALL_SECONDS,
     CpuSampler,
     Phase,
@@ -47,8 +47,8 @@ from bench_phases import (  # noqa: E402
     quantiles_ms,
     run_phase,
 )
-from bench_rush import Rush, ticket_rush  # noqa: E402
-from bench_stack import (  # noqa: E402
+from bench_rush import Rush, ticket_rush
+from bench_stack import (
     Child,
     CpuMeter,
     PostgresCpu,
@@ -57,9 +57,9 @@ from bench_stack import (  # noqa: E402
     ticketing_server,
     webhook_shim,
 )
-from load import TOKEN, StandIn, database  # noqa: E402
-from moim.ticketing.v1 import reservation_pb2, settings_pb2  # noqa: E402
-from moim.ticketing.v1 import ticketing_service_pb2 as pb  # noqa: E402
+from load import TOKEN, StandIn, database
+from moim.ticketing.v1 import reservation_pb2, settings_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
 PRICE = 10000
 HMAC_SECRET = "bench-callback-secret"  # noqa: S105 - this run's loopback shim only

@@ -37,14 +37,14 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for the stand-in in tests/, when run as `python scripts/load.py`
 
-import grpc  # noqa: E402
-import psutil  # noqa: E402 - installed with pgserver
-import uvicorn  # noqa: E402
-from moim.ticketing.v1 import settings_pb2  # noqa: E402
-from moim.ticketing.v1 import ticketing_service_pb2 as pb  # noqa: E402
-from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc  # noqa: E402
+import grpc
+import psutil  # installed with pgserver
+import uvicorn
+from moim.ticketing.v1 import settings_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from tests.payment_service_standin import create_payment_service_app  # noqa: E402
+from tests.payment_service_standin import create_payment_service_app
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")

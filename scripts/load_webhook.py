@@ -40,13 +40,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for the stand-in in tests/, when run as `python scripts/...`
 
-import httpx  # noqa: E402
-from moim.ticketing.client import TicketingClient  # noqa: E402
-from moim.ticketing.v1 import reservation_pb2, settings_pb2  # noqa: E402
-from moim.ticketing.v1 import ticketing_service_pb2 as pb  # noqa: E402
-from standardwebhooks import Webhook  # noqa: E402
+import httpx
+from moim.ticketing.client import TicketingClient
+from moim.ticketing.v1 import reservation_pb2, settings_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from standardwebhooks import Webhook
 
-from tests.payment_service_standin import (  # noqa: E402
+from tests.payment_service_standin import (
     create_payment_service_app,
     running_payment_service,
 )

@@ -226,7 +226,7 @@ def payment_request(**fields: object) -> pb.ConfirmPaymentRequest:
         "amount": 100,
         "currency_code": "KRW",
     }
-    return pb.ConfirmPaymentRequest(**(base | fields))  # type: ignore[arg-type]
+    return pb.ConfirmPaymentRequest(**(base | fields))  # type: ignore[arg-type]  # fields of mixed types, checked by protobuf at runtime
 
 
 @pytest.mark.parametrize(

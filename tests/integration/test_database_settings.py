@@ -35,7 +35,7 @@ async def test_the_pool_size_and_both_timeouts_reach_every_connection(
         lock = (await conn.execute(text("SHOW lock_timeout"))).scalar_one()
         statement = (await conn.execute(text("SHOW statement_timeout"))).scalar_one()
     assert (lock, statement) == ("1234ms", "300ms")
-    assert wiring.engine.pool.size() == 3  # type: ignore[attr-defined]
+    assert wiring.engine.pool.size() == 3  # type: ignore[attr-defined]  # QueuePool API
 
 
 async def test_a_statement_past_the_statement_timeout_is_cut_and_answers_concurrent_update(
@@ -57,7 +57,7 @@ def test_a_bad_database_setting_fails_at_start_naming_it(name: str, bad: str) ->
 async def test_the_pool_gauges_follow_connections_in_use(wiring: bootstrap.Wiring) -> None:
     metrics = TicketingMetrics(process_collectors=False)
     pool = wiring.engine.pool
-    metrics.watch_pool(lambda: (pool.checkedout(), pool.size()))  # type: ignore[attr-defined]
+    metrics.watch_pool(lambda: (pool.checkedout(), pool.size()))  # type: ignore[attr-defined]  # QueuePool API
     in_use = "ticketing_db_pool_connections_in_use"
     async with wiring.engine.connect() as conn:
         await conn.execute(text("SELECT 1"))

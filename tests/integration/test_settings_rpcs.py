@@ -31,7 +31,7 @@ def tier(tier_id: str, price: int = 0, capacity: int | None = None) -> settings_
 
 async def update(stub: Stub, **fields: object) -> pb.UpdateTicketingSettingsResponse:
     fields.setdefault("event_id", "event-1")
-    request = pb.UpdateTicketingSettingsRequest(**fields)  # type: ignore[arg-type]
+    request = pb.UpdateTicketingSettingsRequest(**fields)  # type: ignore[arg-type]  # fields of mixed types, checked by protobuf at runtime
     return await stub.UpdateTicketingSettings(request)
 
 

@@ -326,7 +326,7 @@ async def test_invalid_starts_are_invalid_argument_and_hold_nothing(
     await configure_event(stub)
     request = {"event_id": EVENT, "tier_id": "vip", "user_id": "u"} | fields
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.StartPaidRegistration(pb.StartPaidRegistrationRequest(**request))  # type: ignore[arg-type]
+        await stub.StartPaidRegistration(pb.StartPaidRegistrationRequest(**request))  # type: ignore[arg-type]  # fields of mixed types, checked by protobuf at runtime
     error = rich_error(caught.value)
     assert (error.code, sorted(set(error.fields))) == (grpc.StatusCode.INVALID_ARGUMENT, bad)
     assert sql(database_url, "SELECT count(*) FROM reservations") == [(0,)]
