@@ -69,15 +69,13 @@ async def watch_registration_events(
 
 
 async def sequence_events(deps: Dependencies) -> int:
-    """Number every committed event that has no number yet."""
-    total = 0
-    while True:
-        async with deps.uow() as uow:
-            numbered = await uow.events.sequence_pending()
-            await uow.commit()
-        total += numbered
-        if not numbered:
-            return total
+    """Number every event committed so far that has no number yet, in one pass."""
+    # One pass numbers everything committed before it started. What commits during the pass
+    # wakes the sequencer again, so a second pass here would mostly find nothing.
+    async with deps.uow() as uow:
+        numbered = await uow.events.sequence_pending()
+        await uow.commit()
+    return numbered
 
 
 async def run_event_sequencer(
