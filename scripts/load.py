@@ -17,17 +17,15 @@ import argparse
 import asyncio
 import os
 import re
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 import warnings
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ sys.path.insert(0, str(ROOT))  # for the stand-in in tests/, when run as `python
 import grpc
 import psutil  # installed with pgserver
 import uvicorn
+from bench_stack import child_process
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
@@ -52,7 +51,6 @@ Response = TypeVar("Response")
 TOKEN = "load-test-token"  # noqa: S105 - the loopback stand-in's, nothing real
 PRICE = 10000
 CALL_SECONDS = 30.0
-START_SECONDS = 120.0
 SERVING = re.compile(r"serving \S+ on [\d.]+:(\d+)")
 
 
@@ -254,40 +252,9 @@ def ticketing_server(database_url: str, payment_url: str, pool_size: int) -> Ite
         "TICKETING_DB_POOL_SIZE": str(pool_size),
     }
     env.pop("TICKETING_GRPC_TOKEN", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ticketing_service", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log: deque[str] = deque(maxlen=50)
-    port: list[int] = []
-    listening = threading.Event()
-
-    def drain() -> None:  # keeps the pipe from filling; notes the port when it is logged
-        assert process.stderr is not None
-        for line in process.stderr:
-            log.append(line)
-            if not port and (match := SERVING.search(line)):
-                port.append(int(match.group(1)))
-                listening.set()
-        listening.set()  # the process exited
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        if not listening.wait(START_SECONDS) or not port:
-            raise RuntimeError("The server did not start:\n" + "".join(log))
-        yield Served(port[0], psutil.Process(process.pid))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    argv = [sys.executable, "-m", "ticketing_service", "serve"]
+    with child_process(argv, env, SERVING, "server") as child:
+        yield Served(child.port, child.process)
 
 
 def main() -> int:

@@ -22,15 +22,12 @@ import hmac
 import json
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for the stand-in in tests/, when run as `python scripts/...`
 
 import httpx
+from bench_stack import Child, child_process
 from moim.ticketing.client import TicketingClient
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
@@ -56,7 +54,6 @@ HMAC_SECRET = "load-callback-secret"  # noqa: S105 - generated for this run's sh
 WHSEC = "whsec_" + base64.b64encode(b"load-standard-webhooks-key").decode()
 CALLBACK_PATH = "/api/ticket-payment-callbacks"
 PRICE = 10000
-START_SECONDS = 120.0
 SERVER_LINE = re.compile(r"serving \S+ on [\d.]+:(\d+)")
 SHIM_LINE = re.compile(r"webhook shim listening on [\d.]+:(\d+)")
 RUN_WEBHOOK = (
@@ -200,7 +197,7 @@ async def open_holds(
             held[i] = (await client.start_paid_registration(request)).reservation
             return "HELD"
 
-        phase = Phase("StartPaidRegistration", {"driver": None, "server": server.pid})
+        phase = Phase("StartPaidRegistration", {"driver": None, "server": server.process.pid})
         await run_phase(phase, count, start, concurrency, limit)
     return phase, [r for r in held if r is not None]
 
@@ -217,7 +214,7 @@ async def send_callbacks(
     deliveries = [f"delivery-{uuid.uuid4()}" for _ in holds]
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=64)
     url = f"http://127.0.0.1:{shim.port}"
-    processes = {"driver": None, "shim": shim.pid, "server": server.pid}
+    processes = {"driver": None, "shim": shim.process.pid, "server": server.process.pid}
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
 
         async def moim_hmac(i: int) -> str:
@@ -252,55 +249,6 @@ async def load(args: argparse.Namespace, database_url: str | None, data_dir: Pat
 # The processes
 
 
-@dataclass(frozen=True)
-class Child:
-    """A started subprocess: the port it logged and its pid."""
-
-    port: int
-    pid: int
-
-
-@contextmanager
-def subprocess_logging_port(
-    argv: list[str], env: dict[str, str], ready: re.Pattern[str], what: str
-) -> Iterator[Child]:
-    """Run `argv` until it logs the port it listens on; SIGTERM it afterwards."""
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter, constant arguments
-        argv,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log: deque[str] = deque(maxlen=50)
-    port: list[int] = []
-    listening = threading.Event()
-
-    def drain() -> None:  # keeps the pipe from filling; notes the port when it is logged
-        assert process.stderr is not None
-        for line in process.stderr:
-            log.append(line)
-            if not port and (match := ready.search(line)):
-                port.append(int(match.group(1)))
-                listening.set()
-        listening.set()  # the process exited
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        if not listening.wait(START_SECONDS) or not port:
-            raise RuntimeError(f"The {what} did not start:\n" + "".join(log))
-        yield Child(port[0], process.pid)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 def clean_environment() -> dict[str, str]:
     prefixes = ("TICKETING_", "TICKET_PAYMENT_")
     return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
@@ -321,7 +269,7 @@ def ticketing_server(
     if database_url:
         env["DATABASE_URL"] = database_url
     argv = [sys.executable, "-m", "ticketing_service", "serve"]
-    with subprocess_logging_port(argv, env, SERVER_LINE, "gRPC server") as child:
+    with child_process(argv, env, SERVER_LINE, "gRPC server") as child:
         yield child
 
 
@@ -335,7 +283,7 @@ def webhook_shim(grpc_port: int) -> Iterator[Child]:
         "TICKETING_STANDARD_WEBHOOK_SECRETS": WHSEC,
     }
     argv = [sys.executable, "-c", RUN_WEBHOOK]
-    with subprocess_logging_port(argv, env, SHIM_LINE, "webhook shim") as child:
+    with child_process(argv, env, SHIM_LINE, "webhook shim") as child:
         yield child
 
 
