@@ -1,12 +1,16 @@
-"""Reads the rich error model (ErrorInfo, BadRequest) from a failed gRPC call."""
+"""Reads the rich error model (ErrorInfo, BadRequest) from a failed gRPC call.
+
+The parsing is the Python client's (`TicketingError.from_rpc_error`), so every test that reads
+an error also exercises what callers use; this adds only the check that details were sent.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from moim.ticketing.client import TicketingError
 
 
 @dataclass(frozen=True)
@@ -22,19 +26,14 @@ class RichError:
 
 def rich_error(error: grpc.aio.AioRpcError) -> RichError:
     """Unpack the status details the server attached to a failed call."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
-    info = error_details_pb2.ErrorInfo()
-    bad_request = error_details_pb2.BadRequest()
-    for detail in status.details:
-        if detail.Is(info.DESCRIPTOR):
-            detail.Unpack(info)
-        elif detail.Is(bad_request.DESCRIPTOR):
-            detail.Unpack(bad_request)
+    assert rpc_status.from_call(error) is not None, (
+        f"no rich status on {error.code()}: {error.details()}"
+    )
+    parsed = TicketingError.from_rpc_error(error)
     return RichError(
-        code=error.code(),
-        reason=info.reason,
-        domain=info.domain,
-        metadata=dict(info.metadata),
-        fields=[v.field for v in bad_request.field_violations],
+        code=parsed.code,
+        reason=parsed.reason,
+        domain=parsed.domain,
+        metadata=parsed.metadata,
+        fields=[v.field for v in parsed.field_violations],
     )
