@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from ticketing_service.domain.errors import TicketingError
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.ports import ReservationRepository
 
 log = logging.getLogger(__name__)
 
@@ -19,25 +21,27 @@ BATCH_SIZE = 100
 
 async def expire_overdue_holds(deps: Dependencies, batch_size: int = BATCH_SIZE) -> int:
     """Expire every overdue hold, one short transaction per batch; return how many."""
-    total = 0
-    while True:
-        async with deps.uow() as uow:
-            expired = await uow.reservations.expire_overdue(batch_size)
-            await uow.commit()
-        total += expired
-        if expired < batch_size:
-            return total
+    return await _in_batches(deps, lambda repo, n: repo.expire_overdue(n), batch_size)
 
 
 async def fold_confirmed_seats(deps: Dependencies, batch_size: int = BATCH_SIZE) -> int:
     """Move confirmed seats into their tiers' accepted counts, keeping seat counts cheap."""
+    return await _in_batches(deps, lambda repo, n: repo.fold_confirmed_seats(n), batch_size)
+
+
+async def _in_batches(
+    deps: Dependencies,
+    step: Callable[[ReservationRepository, int], Awaitable[int]],
+    batch_size: int,
+) -> int:
+    """Repeat one batch step, each in its own short transaction, until a batch comes up short."""
     total = 0
     while True:
         async with deps.uow() as uow:
-            folded = await uow.reservations.fold_confirmed_seats(batch_size)
+            done = await step(uow.reservations, batch_size)
             await uow.commit()
-        total += folded
-        if folded < batch_size:
+        total += done
+        if done < batch_size:
             return total
 
 
