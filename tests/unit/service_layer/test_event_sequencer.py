@@ -1,0 +1,78 @@
+"""The sequencer's loop: commits that wake it while it gathers are numbered in one pass."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any, cast
+
+from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.events_handlers import run_event_sequencer
+
+
+class _Events:
+    def __init__(self, passes: list[int], pass_done: asyncio.Event) -> None:
+        self._passes = passes
+        self._pass_done = pass_done
+
+    async def sequence_pending(self) -> int:
+        await asyncio.sleep(0)  # a real pass awaits the database: commits may wake it meanwhile
+        self._passes.append(1)
+        self._pass_done.set()
+        return 1
+
+
+class _UnitOfWork:
+    def __init__(self, events: _Events) -> None:
+        self.events = events
+
+    async def __aenter__(self) -> _UnitOfWork:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def commit(self) -> None:
+        return None
+
+
+async def _passes_after_a_burst_of_commits(gather_seconds: float) -> tuple[int, bool]:
+    """Wake the sequencer with 10 commits in a burst; its passes and whether it is still woken."""
+    passes: list[int] = []
+    pass_done = asyncio.Event()
+    events = _Events(passes, pass_done)
+    deps = Dependencies(uow=lambda: cast(Any, _UnitOfWork(events)), checkouts=cast(Any, None))
+    wakeup = asyncio.Event()
+    sequencer = asyncio.create_task(
+        run_event_sequencer(deps, wakeup, interval_seconds=3600, gather_seconds=gather_seconds)
+    )
+    try:
+        for _ in range(10):
+            wakeup.set()  # a commit that appended events
+            await asyncio.sleep(0)
+        async with asyncio.timeout(10):
+            await pass_done.wait()
+        for _ in range(10):  # let a pass that a late wake-up asked for begin and end
+            await asyncio.sleep(0)
+        return len(passes), wakeup.is_set()
+    finally:
+        sequencer.cancel()
+
+
+async def test_commits_that_arrive_while_the_sequencer_gathers_share_one_pass() -> None:
+    passes, still_woken = await _passes_after_a_burst_of_commits(gather_seconds=0.5)
+
+    assert passes == 1
+    assert not still_woken
+
+
+async def test_without_gathering_each_wake_up_during_a_pass_costs_another_pass() -> None:
+    # The control: the same burst without a gathering window takes more than one pass.
+    passes, still_woken = await _passes_after_a_burst_of_commits(gather_seconds=0)
+
+    assert passes + int(still_woken) > 1
