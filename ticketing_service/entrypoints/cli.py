@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
+from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
 from ticketing_service.entrypoints.grpc.health_port import start_health_port
@@ -52,9 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate(config)
         if args.command == "dev":
             listen = DevListen(args.grpc_listen, args.webhook_listen, args.sandbox_listen)
-            return asyncio.run(run_dev_stack(config, listen))
+            return event_loop.run(run_dev_stack(config, listen))
         if args.command == "prune-events":
-            return asyncio.run(_prune_events(config, args.older_than_days))
+            return event_loop.run(_prune_events(config, args.older_than_days))
         address, migrate = args.listen or config.grpc_listen, not args.no_migrate
         if (workers := args.workers or config.workers) > 1:
             if config.metrics_listen:
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "--workers above 1, or run one worker per replica."
                 )
             return _serve_workers(config, address, migrate, workers)
-        return asyncio.run(_serve(config, address, migrate))
+        return event_loop.run(_serve(config, address, migrate))
     except ConfigError as error:
         print(f"ticketing-service: {error}", file=sys.stderr)
         return 2
@@ -191,7 +192,7 @@ def _serve_worker(database_url: str, listen: str, started: Callable[[int], None]
     """One process of `serve --workers N` (spawned: it shares nothing with its parent)."""
     configure_logging(sys.stderr)
     config = dataclasses.replace(Config.from_env(), database_url=database_url)
-    return asyncio.run(_serve(config, listen, migrate=False, started=started))
+    return event_loop.run(_serve(config, listen, migrate=False, started=started))
 
 
 def _positive_count(raw: str) -> int:

@@ -17,6 +17,7 @@ from moim.ticketing.client import TicketingClient
 from starlette.types import ASGIApp
 
 from ticketing_service.config import ConfigError
+from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.grpc.tls import channel_credentials
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metered import MeteredVerifier
@@ -148,7 +149,7 @@ def run_webhook(listen: str | None) -> int:
         return 1
     with sock:
         try:
-            asyncio.run(_serve_until_signalled(config, verifier, sock))
+            event_loop.run(_serve_until_signalled(config, verifier, sock))
         except KeyboardInterrupt:
             return 130
     return 0
