@@ -29,6 +29,7 @@ from ticketing_service.adapters.db.engine import PoolSettings, create_engine
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.domain.errors import DatabaseUnavailable
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -166,3 +167,21 @@ async def test_a_database_outage_answers_unavailable_and_the_running_server_reco
         pytest.fail(f"not recovered after {RECOVERY_ATTEMPTS} calls: {failures}")
     assert all((f.code, f.reason) == UNAVAILABLE for f in failures), failures
     assert [t.tier_id for t in recovered.settings.tiers] == ["general"]
+
+
+async def test_a_transaction_that_waits_too_long_for_a_pooled_connection_is_unavailable(
+    database_url: str,
+) -> None:
+    # One connection, held by a transaction that stays open: the next one waits for it, then
+    # gives up with UNAVAILABLE instead of opening another connection or failing with INTERNAL.
+    engine = create_engine(database_url, PoolSettings(pool_size=1, pool_timeout_seconds=0.2))
+    try:
+        async with SqlUnitOfWork(engine) as holding:
+            await holding.settings.get("an-event")
+            with pytest.raises(DatabaseUnavailable, match="stayed busy"):
+                async with SqlUnitOfWork(engine) as waiting:
+                    await waiting.settings.get("an-event")
+        async with SqlUnitOfWork(engine) as after:  # returned: the pool serves again
+            assert await after.settings.get("an-event") is None
+    finally:
+        await engine.dispose()

@@ -14,7 +14,12 @@ class PoolSettings:
     """Pool size and the per-connection timeouts, in the units Postgres uses."""
 
     pool_size: int = 10
-    max_overflow: int = 5
+    # No overflow: past `pool_size` busy connections a transaction waits for one to be
+    # returned (up to `pool_timeout_seconds`) instead of opening one. An overflow connection is
+    # closed as soon as it is returned, so under sustained load it meant a new Postgres backend
+    # (a fork and a login) for nearly every transaction above the pool's size.
+    max_overflow: int = 0
+    pool_timeout_seconds: float = 5
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 30000
     connect_timeout_seconds: int = 5
@@ -33,6 +38,6 @@ def create_engine(database_url: str, pool: PoolSettings) -> AsyncEngine:
         sqlalchemy_url(database_url),
         pool_size=pool.pool_size,
         max_overflow=pool.max_overflow,
-        pool_timeout=pool.connect_timeout_seconds,
+        pool_timeout=pool.pool_timeout_seconds,
         connect_args={"options": options, "connect_timeout": pool.connect_timeout_seconds},
     )

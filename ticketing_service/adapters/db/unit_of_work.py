@@ -12,6 +12,7 @@ from typing import Self
 
 import psycopg
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ticketing_service.adapters.db.events_repository import SqlEventsRepository
@@ -46,6 +47,12 @@ def translate_database_error(error: DBAPIError | psycopg.Error) -> TicketingErro
     return None
 
 
+def _pool_exhausted() -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        "Every database connection of this process stayed busy; retry shortly."
+    )
+
+
 class SqlUnitOfWork:
     """The UnitOfWork port on an async SQLAlchemy engine."""
 
@@ -77,6 +84,8 @@ class SqlUnitOfWork:
         except DBAPIError as error:
             await tx.close()
             raise translate_database_error(error) or error from error
+        except PoolTimeout as error:
+            raise _pool_exhausted() from error
         self._tx = tx
         self.settings = SqlSettingsRepository(tx)
         self.events = SqlEventsRepository(tx)
@@ -97,6 +106,8 @@ class SqlUnitOfWork:
             translated = translate_database_error(exc)
             if translated is not None:
                 raise translated from exc
+        if isinstance(exc, PoolTimeout):  # a stale connection's replacement waited too long
+            raise _pool_exhausted() from exc
 
     async def commit(self) -> None:
         """Commit the transaction."""
