@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from psycopg.rows import namedtuple_row
+from psycopg import pq
+from psycopg.rows import RowFactory, RowMaker, namedtuple_row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,6 +32,31 @@ Params = Mapping[str, Any]
 
 # Every idle connection of a pool may be stale after a restart; the pool's default is 10 + 5.
 STALE_CONNECTION_ATTEMPTS = 16
+
+# The named tuple type of each statement's rows. A statement always returns the same columns,
+# so its row type is built from the first result only, instead of reading every column's name
+# from every result (which cost more than the statement's own parameters).
+_ROW_MAKERS: dict[str, RowMaker[Row]] = {}
+
+
+def _rows_of(sql: str) -> RowFactory[Row]:
+    """The row factory of `sql`: named tuples, with the row type kept after the first result."""
+    known = _ROW_MAKERS.get(sql)
+    if known is not None:
+        return lambda _cursor: known
+
+    def first_result(cursor: psycopg.AsyncCursor[Row]) -> RowMaker[Row]:
+        maker = namedtuple_row(cursor)
+        if _returns_rows(cursor):
+            _ROW_MAKERS[sql] = maker
+        return maker
+
+    return first_result  # type: ignore[return-value]
+
+
+def _returns_rows(cursor: psycopg.AsyncCursor[Row]) -> bool:
+    result = cursor.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
 
 
 class Transaction:
@@ -64,12 +90,12 @@ class Transaction:
     async def one(self, sql: str, params: Params | None = None) -> Row | None:
         """The first row of a statement's result, or None."""
         cursor = await self._execute(sql, params)
-        return await cursor.fetchone() if cursor.description else None
+        return await cursor.fetchone() if _returns_rows(cursor) else None
 
     async def all(self, sql: str, params: Params | None = None) -> list[Row]:
         """Every row of a statement's result."""
         cursor = await self._execute(sql, params)
-        return await cursor.fetchall() if cursor.description else []
+        return await cursor.fetchall() if _returns_rows(cursor) else []
 
     async def pair(
         self, first: str, first_params: Params, second: str, second_params: Params
@@ -84,8 +110,8 @@ class Transaction:
             driver = self._connection()
             try:
                 async with driver.pipeline():
-                    a = driver.cursor(row_factory=namedtuple_row)
-                    b = driver.cursor(row_factory=namedtuple_row)
+                    a = driver.cursor(row_factory=_rows_of(first))
+                    b = driver.cursor(row_factory=_rows_of(second))
                     await a.execute(first, first_params)
                     await b.execute(second, second_params)
                 rows = (await a.fetchone(), await b.fetchone())
@@ -126,7 +152,7 @@ class Transaction:
 
     async def _execute(self, sql: str, params: Params | None) -> psycopg.AsyncCursor[Row]:
         for _ in range(STALE_CONNECTION_ATTEMPTS):
-            cursor = self._connection().cursor(row_factory=namedtuple_row)
+            cursor = self._connection().cursor(row_factory=_rows_of(sql))
             try:
                 await cursor.execute(sql, params)
             except psycopg.Error:
