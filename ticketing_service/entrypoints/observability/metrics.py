@@ -185,6 +185,7 @@ class MetricsInterceptor(ObservingInterceptor[None]):
     """Counts every served gRPC call by method and code, and times it."""
 
     def __init__(self, metrics: TicketingMetrics) -> None:
+        super().__init__()
         self._metrics = metrics
 
     def started(self, method: str, request: object, context: Context) -> None:

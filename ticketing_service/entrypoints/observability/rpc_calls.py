@@ -102,6 +102,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
     handler and everything it awaits.
     """
 
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
     def started(self, method: str, request: Any, context: Context) -> State:
         """Called as the call starts; what it returns is handed back to `finished`."""
         raise NotImplementedError
@@ -118,6 +121,16 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
         if handler is None:
             return None
         method = handler_call_details.method
+        # grpc asks for the handler on every call; the wrapper of the same handler is reused.
+        # One entry per method: a handler made for a single call (a refusal) just replaces it.
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
