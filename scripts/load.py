@@ -44,6 +44,7 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.payment_service_standin import create_payment_service_app
+from ticketing_service.entrypoints import event_loop
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -192,7 +193,7 @@ class StandIn:
         self.url = ""
         self._ready = threading.Event()
         self._server: ReadyServer | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+        self._thread = threading.Thread(target=lambda: event_loop.run(self._serve()), daemon=True)
 
     async def _serve(self) -> None:
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections accepted from a
