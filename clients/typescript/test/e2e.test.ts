@@ -27,6 +27,7 @@ import { startDevStack, startServer, type RunningDevStack, type RunningServer } 
 
 const VIP = { tierId: "vip", name: "VIP", priceAmount: 30000n, capacity: 50 };
 // The sandbox answers at once, after one callback round trip to the shim; this bounds a hang.
+const FEED_TIMEOUT_MS = 10_000;
 const HTTP_TIMEOUT_MS = 15_000;
 
 describe("the TypeScript client against the ticketing server", () => {
@@ -138,7 +139,7 @@ describe("the paid registration flow through the dev stack", () => {
     );
     const returnedTo = await clickPay(held.checkoutUrl);
     const { reservation } = await client.getReservation({ reservationId: held.reservationId });
-    const feed = await registrationEventsOf(client, held.reservationId);
+    const feed = await registrationEventsOf(client, held.reservationId, 2);
     const soldOut = await rejection(
       client.startPaidRegistration({ eventId, tierId: VIP.tierId, userId: "user-2" }),
     );
@@ -256,11 +257,28 @@ async function clickPay(checkoutUrl: string): Promise<string> {
   return location;
 }
 
-/** The registration feed's events about one reservation, in sequence order. */
+/**
+ * The first `count` feed events about one reservation, in sequence order, followed the way a
+ * consumer follows the feed: events are numbered shortly after they commit, so the watch waits
+ * for them (up to FEED_TIMEOUT_MS, after which the test fails with the abort).
+ */
 async function registrationEventsOf(
   client: TicketingClient,
   reservationId: string,
+  count: number,
 ): Promise<RegistrationEvent[]> {
-  const { events } = await client.listRegistrationEvents({ afterSequence: 0n, pageSize: 1000 });
-  return events.filter((event) => event.reservation?.reservationId === reservationId);
+  const events: RegistrationEvent[] = [];
+  const stream = client.watchRegistrationEvents(
+    { afterSequence: 0n },
+    { signal: AbortSignal.timeout(FEED_TIMEOUT_MS) },
+  );
+  for await (const { event } of stream) {
+    if (event?.reservation?.reservationId === reservationId) {
+      events.push(event);
+    }
+    if (events.length === count) {
+      break;
+    }
+  }
+  return events;
 }
