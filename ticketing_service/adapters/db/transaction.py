@@ -17,8 +17,8 @@ caller (`UNAVAILABLE`, which every RPC may retry).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
@@ -29,8 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 # A row with attribute access by column name (a named tuple built per result shape).
 Row = Any
 Params = Mapping[str, Any]
+Driver = psycopg.AsyncConnection[Any]
+T = TypeVar("T")
 
-# Every idle connection of a pool may be stale after a restart; the pool's default is 10 + 5.
+# Every idle connection of a pool may be stale after a restart: this many attempts cover the
+# default pool of 10 with room to spare.
 STALE_CONNECTION_ATTEMPTS = 16
 
 # The named tuple type of each statement's rows. A statement always returns the same columns,
@@ -45,13 +48,14 @@ def _rows_of(sql: str) -> RowFactory[Row]:
     if known is not None:
         return lambda _cursor: known
 
-    def first_result(cursor: psycopg.AsyncCursor[Row]) -> RowMaker[Row]:
+    # Any: psycopg types a row factory's cursor with its private base class.
+    def first_result(cursor: Any) -> RowMaker[Row]:
         maker = namedtuple_row(cursor)
         if _returns_rows(cursor):
             _ROW_MAKERS[sql] = maker
         return maker
 
-    return first_result  # type: ignore[return-value]
+    return first_result
 
 
 def _returns_rows(cursor: psycopg.AsyncCursor[Row]) -> bool:
@@ -106,23 +110,16 @@ class Transaction:
         snapshot of its own, exactly as if it had been sent afterwards. If the first fails, the
         second does not run.
         """
-        for _ in range(STALE_CONNECTION_ATTEMPTS):
-            driver = self._connection()
-            try:
-                async with driver.pipeline():
-                    a = driver.cursor(row_factory=_rows_of(first))
-                    b = driver.cursor(row_factory=_rows_of(second))
-                    await a.execute(first, first_params)
-                    await b.execute(second, second_params)
-                rows = (await a.fetchone(), await b.fetchone())
-            except psycopg.Error:
-                if not self._stale():
-                    raise
-                await self._replace()
-                continue
-            self._fresh = False
-            return rows
-        raise psycopg.OperationalError("Every pooled connection tried was dead.")
+
+        async def send(driver: Driver) -> tuple[Row | None, Row | None]:
+            async with driver.pipeline():
+                a = driver.cursor(row_factory=_rows_of(first))
+                b = driver.cursor(row_factory=_rows_of(second))
+                await a.execute(first, first_params)
+                await b.execute(second, second_params)
+            return await a.fetchone(), await b.fetchone()
+
+        return await self._on_live_connection(send)
 
     async def commit(self) -> None:
         """Commit the transaction."""
@@ -151,20 +148,28 @@ class Transaction:
             await conn.close()
 
     async def _execute(self, sql: str, params: Params | None) -> psycopg.AsyncCursor[Row]:
+        async def send(driver: Driver) -> psycopg.AsyncCursor[Row]:
+            cursor = driver.cursor(row_factory=_rows_of(sql))
+            await cursor.execute(sql, params)
+            return cursor
+
+        return await self._on_live_connection(send)
+
+    async def _on_live_connection(self, send: Callable[[Driver], Awaitable[T]]) -> T:
+        """`send(connection)`, retried on another if the first statement met a dead connection."""
         for _ in range(STALE_CONNECTION_ATTEMPTS):
-            cursor = self._connection().cursor(row_factory=_rows_of(sql))
             try:
-                await cursor.execute(sql, params)
+                result = await send(self._connection())
             except psycopg.Error:
                 if not self._stale():
                     raise
                 await self._replace()
                 continue
             self._fresh = False
-            return cursor
+            return result
         raise psycopg.OperationalError("Every pooled connection tried was dead.")
 
-    def _connection(self) -> psycopg.AsyncConnection[Any]:
+    def _connection(self) -> Driver:
         assert self._driver is not None, "the transaction is not open"
         return self._driver
 
