@@ -31,12 +31,19 @@ from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailabl
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03", "57014", "23505"}
 
 
-def translate_database_error(error: DBAPIError | psycopg.Error) -> TicketingError | None:
-    """The domain error for a driver error a client can act on, or None for a bug.
+def translate_database_error(
+    error: DBAPIError | psycopg.Error | PoolTimeout,
+) -> TicketingError | None:
+    """The domain error for a database error a client can act on, or None for a bug.
 
     Statements run through SQLAlchemy fail with its DBAPIError, those sent straight to
-    psycopg with psycopg's own errors; both carry the same SQLSTATE.
+    psycopg with psycopg's own errors; both carry the same SQLSTATE. A pool timeout means
+    every connection of this process stayed busy.
     """
+    if isinstance(error, PoolTimeout):
+        return DatabaseUnavailable(
+            "Every database connection of this process stayed busy; retry shortly."
+        )
     driver_error = error.orig if isinstance(error, DBAPIError) else error
     sqlstate = getattr(driver_error, "sqlstate", None)
     if sqlstate in _RETRYABLE_SQLSTATES:
@@ -45,12 +52,6 @@ def translate_database_error(error: DBAPIError | psycopg.Error) -> TicketingErro
     if lost or sqlstate is None or sqlstate.startswith(("08", "57P")):
         return DatabaseUnavailable("The database cannot be reached right now; retry shortly.")
     return None
-
-
-def _pool_exhausted() -> DatabaseUnavailable:
-    return DatabaseUnavailable(
-        "Every database connection of this process stayed busy; retry shortly."
-    )
 
 
 class SqlUnitOfWork:
@@ -81,11 +82,9 @@ class SqlUnitOfWork:
         tx = Transaction(self._engine)
         try:
             await tx.open()
-        except DBAPIError as error:
+        except (DBAPIError, PoolTimeout) as error:
             await tx.close()
             raise translate_database_error(error) or error from error
-        except PoolTimeout as error:
-            raise _pool_exhausted() from error
         self._tx = tx
         self.settings = SqlSettingsRepository(tx)
         self.events = SqlEventsRepository(tx)
@@ -102,12 +101,11 @@ class SqlUnitOfWork:
         tx, self._tx = self._tx, None
         if tx is not None:
             await tx.close()
-        if isinstance(exc, DBAPIError | psycopg.Error):
+        # A pool timeout here: a stale connection's replacement waited too long.
+        if isinstance(exc, DBAPIError | psycopg.Error | PoolTimeout):
             translated = translate_database_error(exc)
             if translated is not None:
                 raise translated from exc
-        if isinstance(exc, PoolTimeout):  # a stale connection's replacement waited too long
-            raise _pool_exhausted() from exc
 
     async def commit(self) -> None:
         """Commit the transaction."""
