@@ -22,8 +22,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-import asyncpg  # type: ignore[import-not-found]
-import pgserver  # type: ignore[import-untyped]
+import asyncpg
+import pgserver
 import psycopg
 import uvloop
 from psycopg.rows import namedtuple_row

@@ -43,7 +43,7 @@ from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from tests.payment_service_standin import create_payment_service_app
+from tests.payment_service_standin import ReadyServer, create_payment_service_app
 from ticketing_service.entrypoints import event_loop
 
 Request = TypeVar("Request")
@@ -172,18 +172,6 @@ class Served:
     def cpu_seconds(self) -> float:
         times = self.process.cpu_times()
         return float(times.user + times.system)
-
-
-class ReadyServer(uvicorn.Server):
-    """A uvicorn server that says when it is listening."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
 
 
 class StandIn:

@@ -156,7 +156,7 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
 
 
-class _Server(uvicorn.Server):
+class ReadyServer(uvicorn.Server):
     """A uvicorn server that says when it is listening, so nobody has to sleep and hope."""
 
     def __init__(self, config: uvicorn.Config) -> None:
@@ -177,7 +177,7 @@ async def running_payment_service(app: Starlette) -> AsyncIterator[str]:
     config = uvicorn.Config(
         app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=5
     )
-    server = _Server(config)
+    server = ReadyServer(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await _wait_until_ready(server, serving)
@@ -190,7 +190,7 @@ async def running_payment_service(app: Starlette) -> AsyncIterator[str]:
         sock.close()
 
 
-async def _wait_until_ready(server: _Server, serving: asyncio.Task[None]) -> None:
+async def _wait_until_ready(server: ReadyServer, serving: asyncio.Task[None]) -> None:
     ready = asyncio.create_task(server.ready.wait())
     done, _ = await asyncio.wait({ready, serving}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
     ready.cancel()
