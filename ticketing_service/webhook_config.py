@@ -24,11 +24,18 @@ TLS_CA_SETTING = "TICKETING_TLS_CA"
 TLS_CLIENT_CERT_SETTING = "TICKETING_TLS_CLIENT_CERT"
 TLS_CLIENT_KEY_SETTING = "TICKETING_TLS_CLIENT_KEY"
 METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
+GRPC_CHANNELS_SETTING = "TICKETING_WEBHOOK_GRPC_CHANNELS"
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_GRPC_TARGET = "127.0.0.1:50051"
 DEFAULT_TOLERANCE_SECONDS = 300
 _MAX_TOLERANCE_SECONDS = 24 * 3600  # a day-old signature is a replay, not clock skew
+# Connections to the gRPC backend. `serve --workers N` shares one port through SO_REUSEPORT,
+# and the kernel gives each *connection* to one worker, so a single channel would send every
+# callback to the same worker. Several channels spread them (more than the workers, because
+# the kernel places each connection by a hash, not in turn).
+DEFAULT_GRPC_CHANNELS = 4
+_MAX_GRPC_CHANNELS = 64
 
 _SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 
@@ -49,6 +56,7 @@ class WebhookConfig:
     tls_client_cert: Path | None = None
     tls_client_key: Path | None = None
     metrics_listen: str | None = None
+    grpc_channels: int = DEFAULT_GRPC_CHANNELS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookConfig:
@@ -69,6 +77,7 @@ class WebhookConfig:
             tls_client_cert=_path(source, TLS_CLIENT_CERT_SETTING),
             tls_client_key=_path(source, TLS_CLIENT_KEY_SETTING),
             metrics_listen=_text(source, METRICS_LISTEN_SETTING),
+            grpc_channels=_grpc_channels(source),
         )._checked()
 
     def _checked(self) -> WebhookConfig:
@@ -136,6 +145,18 @@ def _tolerance(env: Mapping[str, str]) -> int:
     if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= _MAX_TOLERANCE_SECONDS:
         raise ConfigError(
             f"{TOLERANCE_SETTING} must be whole seconds between 1 and {_MAX_TOLERANCE_SECONDS}, "
+            f"got {raw!r}."
+        )
+    return int(raw)
+
+
+def _grpc_channels(env: Mapping[str, str]) -> int:
+    raw = _text(env, GRPC_CHANNELS_SETTING)
+    if raw is None:
+        return DEFAULT_GRPC_CHANNELS
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= _MAX_GRPC_CHANNELS:
+        raise ConfigError(
+            f"{GRPC_CHANNELS_SETTING} must be a whole number between 1 and {_MAX_GRPC_CHANNELS}, "
             f"got {raw!r}."
         )
     return int(raw)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import httpx
+import psutil
 import psycopg
 import pytest
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
@@ -252,6 +253,31 @@ async def test_another_delivery_of_the_same_payment_answers_already_confirmed(
     assert (other.status_code, other.json()["outcome"]) == (200, "ALREADY_CONFIRMED")
     assert other.json()["registrationId"] == first.json()["registrationId"]
     assert count_rows(database_url, "registrations") == 1
+
+
+def connections_to(port: int) -> int:
+    """This process's established TCP connections to `port`."""
+    return sum(
+        1
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+async def test_callbacks_take_each_grpc_channel_in_turn(
+    server: RunningServer, reservation: reservation_pb2.Reservation
+) -> None:
+    # With `serve --workers N` the kernel hands each connection to one worker, so callbacks
+    # reach several workers only if they go out over several connections.
+    config = replace(shim_config(f"127.0.0.1:{server.port}"), grpc_channels=3)
+    before = connections_to(server.port)
+    async with running_shim(config) as shim:
+        body = encode(paid_event(reservation))
+        answers = [await post(shim, hmac_signed(body, f"delivery-{i}")) for i in range(3)]
+        opened = connections_to(server.port) - before
+
+    assert [a.json()["outcome"] for a in answers] == ["CONFIRMED"] + ["ALREADY_CONFIRMED"] * 2
+    assert opened == 3
 
 
 # Refused before anything reaches the service

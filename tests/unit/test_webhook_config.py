@@ -44,6 +44,7 @@ def test_every_setting_is_read() -> None:
             "TICKETING_GRPC_TOKEN": "t0ken",
             "TICKETING_STANDARD_WEBHOOK_SECRETS": WHSEC,
             "TICKETING_WEBHOOK_TOLERANCE_SECONDS": "60",
+            "TICKETING_WEBHOOK_GRPC_CHANNELS": "8",
         }
     )
     assert (config.listen, config.grpc_target, config.grpc_token) == (
@@ -51,7 +52,7 @@ def test_every_setting_is_read() -> None:
         "ticketing:50051",
         "t0ken",
     )
-    assert (config.hmac_secrets, config.tolerance_seconds) == ((), 60)
+    assert (config.hmac_secrets, config.tolerance_seconds, config.grpc_channels) == ((), 60, 8)
 
 
 @pytest.mark.parametrize("off", ["off", "OFF", "false", "0"])
@@ -87,6 +88,14 @@ def test_a_scheme_switched_off_keeps_none_of_its_secrets(off: str) -> None:
         (
             {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_TOLERANCE_SECONDS": "1.5"},
             "TICKETING_WEBHOOK_TOLERANCE_SECONDS",
+        ),
+        (
+            {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_GRPC_CHANNELS": "0"},
+            "TICKETING_WEBHOOK_GRPC_CHANNELS",
+        ),
+        (
+            {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_GRPC_CHANNELS": "65"},
+            "TICKETING_WEBHOOK_GRPC_CHANNELS",
         ),
         (
             {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_LISTEN": "8080"},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Sequence
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -75,19 +77,26 @@ def rejection(error: TicketingError) -> ConfirmRejected:
 
 
 class GrpcPaymentConfirmer:
-    """Forwards verified payments to TicketingService.ConfirmPayment over a shared client."""
+    """Forwards verified payments to TicketingService.ConfirmPayment over shared clients.
+
+    Each callback goes to the next client in turn, so the callbacks spread over all their
+    connections (and the server workers those connections landed on).
+    """
 
     def __init__(
-        self, client: TicketingClient, health_timeout: float = HEALTH_TIMEOUT_SECONDS
+        self, clients: Sequence[TicketingClient], health_timeout: float = HEALTH_TIMEOUT_SECONDS
     ) -> None:
-        self._client = client
-        self._health = health_pb2_grpc.HealthStub(client.channel)
+        if not clients:
+            raise ValueError("the confirmer needs at least one client")
+        self._clients = itertools.cycle(clients)
+        self._health = health_pb2_grpc.HealthStub(clients[0].channel)
         self._health_timeout = health_timeout
 
     async def confirm(self, payment: PaidCallback) -> ConfirmResult:
         """Confirm `payment`, or raise ConfirmRejected saying why not."""
+        client = next(self._clients)
         try:
-            response = await self._client.confirm_payment(confirm_payment_request(payment))
+            response = await client.confirm_payment(confirm_payment_request(payment))
         except TicketingError as error:
             raise rejection(error) from error
         try:

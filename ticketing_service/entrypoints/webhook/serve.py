@@ -1,4 +1,4 @@
-"""Runs the webhook shim: its settings, the verifier, one gRPC channel, the app, and uvicorn."""
+"""Runs the webhook shim: its settings, the verifier, its gRPC channels, the app, and uvicorn."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import FrameType
 
 import grpc
@@ -107,23 +107,33 @@ def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
     )
 
 
+# Without a subchannel pool of its own, every channel to one target shares one connection.
+_OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
 def backend_channel(config: WebhookConfig) -> grpc.aio.Channel:
-    """The channel to the gRPC backend: TLS (and a client certificate) when configured."""
+    """A channel to the gRPC backend on a connection of its own: TLS when configured."""
     if config.tls_ca is None:
-        return grpc.aio.insecure_channel(config.grpc_target)
+        return grpc.aio.insecure_channel(config.grpc_target, options=_OWN_CONNECTION)
     credentials = channel_credentials(config.tls_ca, config.tls_client_cert, config.tls_client_key)
-    return grpc.aio.secure_channel(config.grpc_target, credentials)
+    return grpc.aio.secure_channel(config.grpc_target, credentials, options=_OWN_CONNECTION)
 
 
 @asynccontextmanager
 async def webhook_server(
     config: WebhookConfig, verifier: WebhookVerifier, metrics: TicketingMetrics | None = None
 ) -> AsyncIterator[ShimServer]:
-    """The shim as a uvicorn server over one shared gRPC channel, closed when the block exits."""
+    """The shim as a uvicorn server over shared gRPC channels, closed when the block exits."""
     metrics = metrics or TicketingMetrics(process_collectors=False)
-    channel = backend_channel(config)
-    async with TicketingClient(channel, token=config.grpc_token) as client:
-        confirmer = GrpcPaymentConfirmer(client)
+    async with AsyncExitStack() as clients:
+        confirmer = GrpcPaymentConfirmer(
+            [
+                await clients.enter_async_context(
+                    TicketingClient(backend_channel(config), token=config.grpc_token)
+                )
+                for _ in range(config.grpc_channels)
+            ]
+        )
         app = create_webhook_app(MeteredVerifier(verifier, metrics), confirmer, confirmer.health)
         yield ShimServer(uvicorn_config(RequestContextMiddleware(app, metrics)))
 
