@@ -48,13 +48,16 @@ from bench_phases import (
 )
 from bench_rush import Rush, ticket_rush
 from bench_stack import (
+    SPLIT_MARK,
     Child,
     CpuMeter,
     PostgresCpu,
+    cpu_speed_ms,
     driver_cpu_seconds,
     shim_available,
     ticketing_server,
     webhook_shim,
+    worker_groups,
 )
 from load import TOKEN, StandIn, database
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
@@ -65,6 +68,8 @@ from ticketing_service.entrypoints import event_loop
 PRICE = 10000
 HMAC_SECRET = "bench-callback-secret"  # noqa: S105 - this run's loopback shim only
 PHASE_SECONDS = 120.0
+# `cpu_speed_ms()` on the machine, at the time, of the results in docs/benchmarks.md.
+REFERENCE_SPEED_MS = 100
 
 
 def parse_args() -> argparse.Namespace:
@@ -90,7 +95,7 @@ async def measure(
     groups = {"server": server.cpu_seconds}
     if shim is not None:
         groups["shim"] = shim.cpu_seconds
-    groups |= {"postgres": PostgresCpu(), "driver": driver_cpu_seconds}
+    groups |= {"postgres": PostgresCpu(), "driver": driver_cpu_seconds} | worker_groups(server)
     cpu = CpuMeter(groups).sample
     async with grpc_stubs(server.port, args.channels) as stubs:
         for event in (event_id, limit_event):
@@ -230,7 +235,11 @@ async def run_rush(
 
 
 def report(
-    phases: list[Phase], limits: list[Limit], rush: Rush | None, args: argparse.Namespace
+    phases: list[Phase],
+    limits: list[Limit],
+    rush: Rush | None,
+    args: argparse.Namespace,
+    speed_ms: tuple[float, float],
 ) -> None:
     print(
         f"\nmachine: {os.cpu_count()} CPUs, {platform.machine()},"
@@ -238,10 +247,18 @@ def report(
         f" server: {args.workers} worker process(es), pool {args.pool_size} each;"
         f" {args.concurrency} callers over {args.channels} gRPC channels"
     )
+    print(
+        f"CPU speed: a fixed loop took {speed_ms[0]:.0f} ms before the run and"
+        f" {speed_ms[1]:.0f} ms after it ({REFERENCE_SPEED_MS} ms on the machine of the results"
+        " in docs/benchmarks.md; more means a busy or throttled host, and lower figures)"
+    )
     head = f"{'':<24} {'calls':>6} {'errors':>6} {'calls/s':>8} {'p50 ms':>7} {'p95 ms':>7}"
     print(head + f" {'p99 ms':>7}   CPU ms per call by process (share of all CPUs busy)")
     for phase in phases:
         print(phase_line(phase))
+        if split := phase.split(SPLIT_MARK):
+            shares = " / ".join(f"{share:.0%}" for share in split)
+            print(f"  server CPU by worker: {shares}")
         if phase.errors:
             print(f"  errors: {dict(phase.errors)}")
     print(f"\nlimit: the same SQL by pgbench, {args.concurrency} connections, prepared statements")
@@ -268,7 +285,9 @@ def report(
 def phase_line(phase: Phase) -> str:
     p50, p95, p99 = quantiles_ms(phase.latencies)
     errors = sum(phase.errors.values())
-    cpu = " ".join(f"{name} {phase.cpu_ms_per_call(name):.2f}" for name in phase.cpu_seconds)
+    cpu = " ".join(
+        f"{name} {phase.cpu_ms_per_call(name):.2f}" for name in phase.cpu_seconds if "/" not in name
+    )
     return (
         f"{phase.name:<24} {phase.calls:>6} {errors:>6} {phase.rate:>8.1f} {p50:>7.1f}"
         f" {p95:>7.1f} {p99:>7.1f}   {cpu} ({phase.cpu_busy():.0%})"
@@ -292,6 +311,7 @@ def report_rush(rush: Rush) -> None:
 def main() -> int:
     args = parse_args()
     began = time.perf_counter()
+    speed_before = cpu_speed_ms()
     with ExitStack() as stack:
         url = stack.enter_context(database())
         stand_in = stack.enter_context(StandIn())
@@ -305,7 +325,7 @@ def main() -> int:
         )
         # The callers run on the loop the service runs on: less of the shared CPU is theirs.
         phases, limits, rush = event_loop.run(measure(server, shim, url, args))
-    report(phases, limits, rush, args)
+    report(phases, limits, rush, args, (speed_before, cpu_speed_ms()))
     print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
     failed = any(p.errors for p in phases) or (rush is not None and bool(rush.problems))
     return 1 if failed else 0

@@ -79,7 +79,14 @@ class Phase:
 
     def cpu_busy(self) -> float:
         """The share of the machine's CPUs the measured processes kept busy."""
-        return sum(self.cpu_seconds.values()) / (self.seconds * (os.cpu_count() or 1))
+        used = sum(seconds for name, seconds in self.cpu_seconds.items() if "/" not in name)
+        return used / (self.seconds * (os.cpu_count() or 1))
+
+    def split(self, prefix: str) -> list[float]:
+        """The shares of the groups named `prefix…` (parts of one group) in their sum."""
+        parts = [seconds for name, seconds in self.cpu_seconds.items() if name.startswith(prefix)]
+        total = sum(parts)
+        return [part / total for part in parts] if total else []
 
 
 async def run_phase(

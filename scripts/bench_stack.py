@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 START_SECONDS = 120.0
 STOP_SECONDS = 30.0
+# CPU groups named with this prefix are parts of the server's group (its workers).
+SPLIT_MARK = "server/"
 SERVER_LINE = re.compile(r"serving \S+ on [\d.]+:(\d+)")
 SHIM_LINE = re.compile(r"webhook shim listening on [\d.]+:(\d+)")
 RUN_WEBHOOK = (
@@ -88,6 +91,42 @@ class Child:
     def cpu_seconds(self) -> float:
         """User plus system CPU of the process and its children (the server's workers)."""
         return _cpu([self.process, *self.process.children(recursive=True)])
+
+    def workers(self) -> list[psutil.Process]:
+        """The worker processes of `serve --workers N` (none when the server runs alone)."""
+        found = []
+        for child in self.process.children():
+            try:
+                if any("spawn_main" in part for part in child.cmdline()):
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+
+def worker_groups(server: Child) -> dict[str, Callable[[], float]]:
+    """A CPU group per server worker, named `server/1`, `server/2`, ...: how evenly the kernel
+    spread the connections (SO_REUSEPORT places each one by a hash of its addresses)."""
+    return {
+        f"{SPLIT_MARK}{n}": (lambda worker=worker: _cpu([worker]))
+        for n, worker in enumerate(server.workers(), start=1)
+    }
+
+
+def cpu_speed_ms() -> float:
+    """Milliseconds a fixed CPU-bound loop takes here now, best of three.
+
+    On a shared virtual machine the host may give this one less than its CPUs; every figure of
+    a run then drops with it. Printed with the results so that runs can be compared.
+    """
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, time.perf_counter() - began)
+    return best * 1000
 
 
 def clean_environment() -> dict[str, str]:
