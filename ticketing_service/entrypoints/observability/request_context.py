@@ -78,8 +78,9 @@ def request_scope(
 
 def note_reservation(reservation_id: str) -> None:
     """Name the reservation the current request concerns, once it is known."""
-    if reservation_id:
-        _current.set(replace(_current.get(), reservation_id=_bounded(reservation_id)))
+    current = _current.get()
+    if reservation_id and reservation_id != current.reservation_id:
+        _current.set(replace(current, reservation_id=_bounded(reservation_id)))
 
 
 def _bounded(value: str) -> str:
