@@ -1,34 +1,38 @@
 """Benchmark the real stack against the limit of its own database, and run a ticket rush.
 
-    scripts/bench [--concurrency 32] [--calls 1500] [--workers 2] [--buyers 5000] [--seats 500]
+    scripts/bench [--concurrency 32] [--calls 1000] [--rounds 3] [--workers 2] [--buyers 5000]
 
 Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), the payment service
 stand-in (in this process, on its own thread), `python -m ticketing_service serve` and the
-webhook shim as subprocesses. Then, with `--concurrency` callers spread over several gRPC
-channels:
+webhook shim as subprocesses. Then, `--rounds` times, with `--concurrency` callers spread over
+`--channels` gRPC channels:
 
 1. StartPaidRegistration: 2 x `--calls` holds from distinct users on one paid tier;
 2. ConfirmPayment: the first half of them, over gRPC;
 3. webhook: the second half, as moim-HMAC-signed callbacks through the shim;
 4. the limit: the same SQL transactions (recorded from the service's own code, see
    `bench_limit.py`) run by pgbench against the same Postgres with as many connections as
-   callers, and the ratio service / limit per RPC;
-5. the ticket rush: `--buyers` race for `--seats` seats, then pay; verified in the database.
+   callers.
+
+The report merges the rounds per RPC and gives the median round's ratio service / limit (and
+each round's). Last, the ticket rush: `--buyers` race for `--seats` seats, then pay; verified
+in the database.
 
 Everything listens on 127.0.0.1 and every phase is bounded. Exits 1 when a call failed
-unexpectedly or the rush's verification found a problem.
-"""
+unexpectedly or the rush's verification found a problem."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,10 +80,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--concurrency", type=int, default=32, help="concurrent callers (32)")
-    add("--calls", type=int, default=1500, help="calls per measured RPC (1500)")
+    add("--calls", type=int, default=1000, help="calls per measured RPC and round (1000)")
+    add("--rounds", type=int, default=3, help="service-then-limit rounds; ratios are medians (3)")
     add("--workers", type=int, default=2, help="server processes, `serve --workers` (2)")
     add("--pool-size", type=int, default=10, help="database pool per server process (10)")
-    add("--channels", type=int, default=8, help="gRPC connections the callers share (8)")
+    # One connection per caller: the kernel places each on a worker by a hash (SO_REUSEPORT),
+    # so 8 connections over 2 workers often split 6:2 and one worker's core set the pace.
+    add("--channels", type=int, default=32, help="gRPC connections the callers share (32)")
     add("--buyers", type=int, default=5000, help="ticket rush: buyers (5000)")
     add("--seats", type=int, default=500, help="ticket rush: seats (500)")
     add("--skip-rush", action="store_true", help="measure the RPCs only")
@@ -89,26 +96,47 @@ def parse_args() -> argparse.Namespace:
 
 async def measure(
     server: Child, shim: Child | None, database_url: str, args: argparse.Namespace
-) -> tuple[list[Phase], list[Limit], Rush | None]:
+) -> tuple[list[Round], Rush | None]:
     event_id = f"bench-{uuid.uuid4()}"
     limit_event = f"limit-{uuid.uuid4().hex}"
-    groups = {"server": server.cpu_seconds}
+    groups: dict[str, Callable[[], float]] = {"server": server.cpu_seconds}
     if shim is not None:
         groups["shim"] = shim.cpu_seconds
-    groups |= {"postgres": PostgresCpu(), "driver": driver_cpu_seconds} | worker_groups(server)
+    groups |= {"postgres": PostgresCpu(), "driver": driver_cpu_seconds}
+    groups |= worker_groups(server)
     cpu = CpuMeter(groups).sample
     async with grpc_stubs(server.port, args.channels) as stubs:
         for event in (event_id, limit_event):
             await offer_tier(stubs, event, capacity=10_000_000)
-        phases = await measure_service(stubs, shim, event_id, args, cpu)
         scripts = await capture_scripts(database_url, limit_event, "rush", PRICE)
         if args.save_scripts:
             scripts.save(args.save_scripts)
-        limits = measure_limits(database_url, scripts, args)
+        # The service and its limit alternate, so a host that slows down for a while (a shared
+        # VM) lowers one round's pair rather than one side of every ratio.
+        rounds = []
+        for number in range(args.rounds):
+            phases = await measure_service(stubs, shim, event_id, number, args, cpu)
+            rounds.append(Round(phases, measure_limits(database_url, scripts, number, args)))
         rush = None
         if not args.skip_rush:
             rush = await run_rush(stubs, shim, database_url, args, cpu)
-    return phases, limits, rush
+    return rounds, rush
+
+
+@dataclass
+class Round:
+    """One round: the service's phases, then the same transactions by pgbench."""
+
+    phases: list[Phase]
+    limits: list[Limit]
+
+    def ratio(self, name: str) -> float | None:
+        """calls/s of the service over transactions/s of the limit, for one RPC."""
+        phase = next((p for p in self.phases if p.name == name), None)
+        limit = next((lim for lim in self.limits if lim.name == name), None)
+        if phase is None or limit is None or not limit.rate:
+            return None
+        return phase.rate / limit.rate
 
 
 async def offer_tier(stubs: Stubs, event_id: str, capacity: int) -> None:
@@ -122,13 +150,18 @@ async def offer_tier(stubs: Stubs, event_id: str, capacity: int) -> None:
 
 
 async def measure_service(
-    stubs: Stubs, shim: Child | None, event_id: str, args: argparse.Namespace, cpu: CpuSampler
+    stubs: Stubs,
+    shim: Child | None,
+    event_id: str,
+    number: int,
+    args: argparse.Namespace,
+    cpu: CpuSampler,
 ) -> list[Phase]:
     holds_wanted = 2 * args.calls if shim else args.calls
 
     async def start(i: int) -> reservation_pb2.Reservation:
         request = pb.StartPaidRegistrationRequest(
-            event_id=event_id, tier_id="rush", user_id=f"user-{i}"
+            event_id=event_id, tier_id="rush", user_id=f"user-{number}-{i}"
         )
         answer = await stubs.next().StartPaidRegistration(request, timeout=CALL_SECONDS)
         reservation: reservation_pb2.Reservation = answer.reservation
@@ -185,22 +218,26 @@ async def shim_connections(shim: Child) -> AsyncIterator[ShimConnections]:
         await connections.aclose()
 
 
-def measure_limits(database_url: str, scripts: Scripts, args: argparse.Namespace) -> list[Limit]:
+def measure_limits(
+    database_url: str, scripts: Scripts, number: int, args: argparse.Namespace
+) -> list[Limit]:
     # As many transactions as the service's StartPaidRegistration phase made holds, so the
-    # limit's tier ends up with as many live holds to count as the service's did.
+    # limit's tier ends up with as many live holds to count as the service's did. Each round
+    # numbers its transactions from a base of its own (fresh users and reservations).
     clients = args.concurrency
     per_client = max(1, 2 * args.calls // clients)
+    base = (2 * number + 1) * 10**8
     limits = [
         run_pgbench(
-            "StartPaidRegistration", database_url, scripts.start, 10**8, clients, per_client
+            "StartPaidRegistration", database_url, scripts.start, base, clients, per_client
         ),
-        run_pgbench("ConfirmPayment", database_url, scripts.confirm, 10**8, clients, per_client),
+        run_pgbench("ConfirmPayment", database_url, scripts.confirm, base, clients, per_client),
     ]
     # Fresh holds for the webhook's transactions, made by the same Start script.
-    run_pgbench("holds", database_url, scripts.start, 2 * 10**8, clients, per_client)
+    run_pgbench("holds", database_url, scripts.start, base + 10**8, clients, per_client)
     limits.append(
         run_pgbench(
-            "webhook (moim HMAC)", database_url, scripts.webhook_confirm, 2 * 10**8, clients,
+            "webhook (moim HMAC)", database_url, scripts.webhook_confirm, base + 10**8, clients,
             per_client,
         )
     )  # fmt: skip
@@ -235,17 +272,14 @@ async def run_rush(
 
 
 def report(
-    phases: list[Phase],
-    limits: list[Limit],
-    rush: Rush | None,
-    args: argparse.Namespace,
-    speed_ms: tuple[float, float],
+    rounds: list[Round], rush: Rush | None, args: argparse.Namespace, speed_ms: tuple[float, float]
 ) -> None:
     print(
         f"\nmachine: {os.cpu_count()} CPUs, {platform.machine()},"
         f" Python {platform.python_version()};"
         f" server: {args.workers} worker process(es), pool {args.pool_size} each;"
-        f" {args.concurrency} callers over {args.channels} gRPC channels"
+        f" {args.concurrency} callers over {args.channels} gRPC channels;"
+        f" {len(rounds)} round(s) of {args.calls} calls per RPC"
     )
     print(
         f"CPU speed: a fixed loop took {speed_ms[0]:.0f} ms before the run and"
@@ -254,7 +288,9 @@ def report(
     )
     head = f"{'':<24} {'calls':>6} {'errors':>6} {'calls/s':>8} {'p50 ms':>7} {'p95 ms':>7}"
     print(head + f" {'p99 ms':>7}   CPU ms per call by process (share of all CPUs busy)")
-    for phase in phases:
+    names = [phase.name for phase in rounds[0].phases] if rounds else []
+    for name in names:
+        phase = merged_phase([p for r in rounds for p in r.phases if p.name == name])
         print(phase_line(phase))
         if split := phase.split(SPLIT_MARK):
             shares = " / ".join(f"{share:.0%}" for share in split)
@@ -263,7 +299,8 @@ def report(
             print(f"  errors: {dict(phase.errors)}")
     print(f"\nlimit: the same SQL by pgbench, {args.concurrency} connections, prepared statements")
     print(f"{'':<24} {'txns':>6} {'':>6} {'txns/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
-    for limit in limits:
+    for name in names:
+        limit = merged_limit([lim for r in rounds for lim in r.limits if lim.name == name])
         if limit.failure:
             print(f"{limit.name:<24} FAILED: {limit.failure}")
             continue
@@ -272,14 +309,37 @@ def report(
             f"{limit.name:<24} {limit.transactions:>6} {'':>6} {limit.rate:>8.1f} {p50:>7.1f}"
             f" {p95:>7.1f} {p99:>7.1f}"
         )
-    print("\nservice / limit (calls/s over transactions/s):")
-    by_name = {limit.name: limit for limit in limits}
-    for phase in phases:
-        limit = by_name.get(phase.name)
-        if limit is not None and limit.rate:
-            print(f"  {phase.name:<24} {phase.rate / limit.rate:.2f}")
+    print("\nservice / limit (calls/s over transactions/s): the median round, and each round's")
+    for name in names:
+        ratios = [ratio for r in rounds if (ratio := r.ratio(name)) is not None]
+        if ratios:
+            each = " ".join(f"{ratio:.2f}" for ratio in ratios)
+            print(f"  {name:<24} {statistics.median(ratios):.2f}   ({each})")
     if rush is not None:
         report_rush(rush)
+
+
+def merged_phase(phases: list[Phase]) -> Phase:
+    """The rounds' phases of one RPC as one: every call, the time and CPU they took together."""
+    merged = Phase(phases[0].name)
+    for phase in phases:
+        merged.seconds += phase.seconds
+        merged.latencies += phase.latencies
+        merged.errors += phase.errors
+        for group, seconds in phase.cpu_seconds.items():
+            merged.cpu_seconds[group] = merged.cpu_seconds.get(group, 0.0) + seconds
+    return merged
+
+
+def merged_limit(limits: list[Limit]) -> Limit:
+    """The rounds' pgbench runs of one transaction as one."""
+    merged = Limit(limits[0].name)
+    for limit in limits:
+        merged.transactions += limit.transactions
+        merged.seconds += limit.seconds
+        merged.latencies += limit.latencies
+        merged.failure = merged.failure or limit.failure
+    return merged
 
 
 def phase_line(phase: Phase) -> str:
@@ -324,10 +384,12 @@ def main() -> int:
             else None
         )
         # The callers run on the loop the service runs on: less of the shared CPU is theirs.
-        phases, limits, rush = event_loop.run(measure(server, shim, url, args))
-    report(phases, limits, rush, args, (speed_before, cpu_speed_ms()))
+        rounds, rush = event_loop.run(measure(server, shim, url, args))
+    report(rounds, rush, args, (speed_before, cpu_speed_ms()))
     print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
-    failed = any(p.errors for p in phases) or (rush is not None and bool(rush.problems))
+    failed = any(p.errors for r in rounds for p in r.phases) or (
+        rush is not None and bool(rush.problems)
+    )
     return 1 if failed else 0
 
 
