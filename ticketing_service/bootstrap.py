@@ -25,9 +25,10 @@ from ticketing_service.service_layer.expiry import run_expiry_sweeper
 # The sequencer numbers this process's events as soon as they commit; this interval only
 # catches events whose writer died before it could wake its sequencer.
 SEQUENCER_FALLBACK_SECONDS = 2.0
-# How long the sequencer lets commits gather after a wake-up: a bound on how much later than
-# its commit an event is numbered, and under load the reason one pass numbers many of them.
-SEQUENCER_GATHER_SECONDS = 0.02
+# The least time between two of a process's sequencer passes: how much later than its commit
+# an event may be numbered under load (after a quiet spell a commit is numbered at once), and
+# why one pass then numbers many commits' events.
+SEQUENCER_MIN_PASS_SECONDS = 0.05
 
 
 @dataclass(slots=True)
@@ -48,7 +49,7 @@ class Wiring:
                 self.deps,
                 self.sequencer_wakeup,
                 SEQUENCER_FALLBACK_SECONDS,
-                SEQUENCER_GATHER_SECONDS,
+                SEQUENCER_MIN_PASS_SECONDS,
             ),
             self.event_signal.run(),
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,24 +83,29 @@ async def run_event_sequencer(
     deps: Dependencies,
     wakeup: asyncio.Event,
     interval_seconds: float,
-    gather_seconds: float = 0.0,
+    min_pass_seconds: float = 0.0,
 ) -> None:
     """Number events whenever this process commits some, and every interval for the others.
 
-    After a wake-up it waits `gather_seconds` before its pass, so that under load one pass
-    numbers what many commits appended instead of one pass per commit: each pass is a
-    transaction that takes the numbering lock, which would otherwise cost as much as the
-    commits that woke it. Feed consumers see events that much later, never out of order.
+    Passes start at least `min_pass_seconds` apart. A commit after a quiet spell is numbered at
+    once; under load, the commits that arrive during that spacing are numbered by the next
+    pass together, instead of one pass each. Each pass is a transaction that takes the
+    numbering lock (shared by every process), and one per commit cost about as much as the
+    commits that woke it. Feed consumers see events at most that much later, never out of order.
     """
+    loop = asyncio.get_running_loop()
+    last_pass = -math.inf
     while True:
         try:
             async with asyncio.timeout(interval_seconds):
                 await wakeup.wait()
         except TimeoutError:
             pass
-        if gather_seconds:
-            await asyncio.sleep(gather_seconds)
+        spacing = last_pass + min_pass_seconds - loop.time()
+        if spacing > 0:
+            await asyncio.sleep(spacing)
         wakeup.clear()
+        last_pass = loop.time()
         try:
             await sequence_events(deps)
         except TicketingError as error:

@@ -1,4 +1,4 @@
-"""The sequencer's loop: commits that wake it while it gathers are numbered in one pass."""
+"""The sequencer's loop: numbered at once after a quiet spell, and in shared passes under load."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ class _UnitOfWork:
         return None
 
 
-async def _passes_after_a_burst_of_commits(gather_seconds: float) -> tuple[int, bool]:
+async def _passes_after_a_burst_of_commits(
+    min_pass_seconds: float, passes_to_await: int
+) -> tuple[int, bool]:
     """Wake the sequencer with 10 commits in a burst; its passes and whether it is still woken."""
     passes: list[int] = []
     pass_done = asyncio.Event()
@@ -49,14 +51,16 @@ async def _passes_after_a_burst_of_commits(gather_seconds: float) -> tuple[int, 
     deps = Dependencies(uow=lambda: cast(Any, _UnitOfWork(events)), checkouts=cast(Any, None))
     wakeup = asyncio.Event()
     sequencer = asyncio.create_task(
-        run_event_sequencer(deps, wakeup, interval_seconds=3600, gather_seconds=gather_seconds)
+        run_event_sequencer(deps, wakeup, interval_seconds=3600, min_pass_seconds=min_pass_seconds)
     )
     try:
         for _ in range(10):
             wakeup.set()  # a commit that appended events
             await asyncio.sleep(0)
         async with asyncio.timeout(10):
-            await pass_done.wait()
+            while len(passes) < passes_to_await:
+                pass_done.clear()
+                await pass_done.wait()
         for _ in range(10):  # let a pass that a late wake-up asked for begin and end
             await asyncio.sleep(0)
         return len(passes), wakeup.is_set()
@@ -64,15 +68,29 @@ async def _passes_after_a_burst_of_commits(gather_seconds: float) -> tuple[int, 
         sequencer.cancel()
 
 
-async def test_commits_that_arrive_while_the_sequencer_gathers_share_one_pass() -> None:
-    passes, still_woken = await _passes_after_a_burst_of_commits(gather_seconds=0.5)
+async def test_after_a_quiet_spell_a_commit_is_numbered_at_once() -> None:
+    # However long the spacing between passes, the first wake-up does not wait for it: the
+    # 10 s timeout above would fail this test otherwise.
+    passes, _ = await _passes_after_a_burst_of_commits(min_pass_seconds=3600, passes_to_await=1)
 
     assert passes == 1
+
+
+async def test_commits_that_arrive_during_the_spacing_share_the_next_pass() -> None:
+    # One pass at once for the first commit, one for the nine that woke it meanwhile, and then
+    # nothing is left to do.
+    passes, still_woken = await _passes_after_a_burst_of_commits(
+        min_pass_seconds=0.2, passes_to_await=2
+    )
+
+    assert passes == 2
     assert not still_woken
 
 
-async def test_without_gathering_each_wake_up_during_a_pass_costs_another_pass() -> None:
-    # The control: the same burst without a gathering window takes more than one pass.
-    passes, still_woken = await _passes_after_a_burst_of_commits(gather_seconds=0)
+async def test_without_spacing_each_wake_up_during_a_pass_costs_another_pass() -> None:
+    # The control: the same burst without spacing takes more than two passes.
+    passes, still_woken = await _passes_after_a_burst_of_commits(
+        min_pass_seconds=0, passes_to_await=2
+    )
 
-    assert passes + int(still_woken) > 1
+    assert passes + int(still_woken) > 2
