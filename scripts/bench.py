@@ -97,8 +97,6 @@ def parse_args() -> argparse.Namespace:
 async def measure(
     server: Child, shim: Child | None, database_url: str, args: argparse.Namespace
 ) -> tuple[list[Round], Rush | None]:
-    event_id = f"bench-{uuid.uuid4()}"
-    limit_event = f"limit-{uuid.uuid4().hex}"
     groups: dict[str, Callable[[], float]] = {"server": server.cpu_seconds}
     if shim is not None:
         groups["shim"] = shim.cpu_seconds
@@ -106,15 +104,19 @@ async def measure(
     groups |= worker_groups(server)
     cpu = CpuMeter(groups).sample
     async with grpc_stubs(server.port, args.channels) as stubs:
-        for event in (event_id, limit_event):
-            await offer_tier(stubs, event, capacity=10_000_000)
-        scripts = await capture_scripts(database_url, limit_event, "rush", PRICE)
-        if args.save_scripts:
-            scripts.save(args.save_scripts)
         # The service and its limit alternate, so a host that slows down for a while (a shared
-        # VM) lowers one round's pair rather than one side of every ratio.
+        # VM) lowers one round's pair rather than one side of every ratio. Each round has
+        # events of its own: a tier's seat count reads its reservations, so a tier reused by a
+        # later round would make that round's transactions slower than the first's.
         rounds = []
         for number in range(args.rounds):
+            event_id = f"bench-{uuid.uuid4()}"
+            limit_event = f"limit-{uuid.uuid4().hex}"
+            for event in (event_id, limit_event):
+                await offer_tier(stubs, event, capacity=10_000_000)
+            scripts = await capture_scripts(database_url, limit_event, "rush", PRICE)
+            if args.save_scripts and number == 0:
+                scripts.save(args.save_scripts)
             phases = await measure_service(stubs, shim, event_id, number, args, cpu)
             rounds.append(Round(phases, measure_limits(database_url, scripts, number, args)))
         rush = None
