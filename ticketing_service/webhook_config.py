@@ -34,7 +34,7 @@ _MAX_TOLERANCE_SECONDS = 24 * 3600  # a day-old signature is a replay, not clock
 # and the kernel gives each *connection* to one worker, so a single channel would send every
 # callback to the same worker. Several channels spread them (more than the workers, because
 # the kernel places each connection by a hash, not in turn).
-DEFAULT_GRPC_CHANNELS = 4
+DEFAULT_GRPC_CHANNELS = 8
 _MAX_GRPC_CHANNELS = 64
 
 _SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
