@@ -72,7 +72,7 @@ from ticketing_service.entrypoints import event_loop
 PRICE = 10000
 HMAC_SECRET = "bench-callback-secret"  # noqa: S105 - this run's loopback shim only
 PHASE_SECONDS = 120.0
-# `cpu_speed_ms()` on the machine, at the time, of the results in docs/benchmarks.md.
+# `cpu_speed_ms()` on the machine of docs/benchmarks.md when its shared host is quiet.
 REFERENCE_SPEED_MS = 100
 
 
@@ -285,8 +285,9 @@ def report(
     )
     print(
         f"CPU speed: a fixed loop took {speed_ms[0]:.0f} ms before the run and"
-        f" {speed_ms[1]:.0f} ms after it ({REFERENCE_SPEED_MS} ms on the machine of the results"
-        " in docs/benchmarks.md; more means a busy or throttled host, and lower figures)"
+        f" {speed_ms[1]:.0f} ms after it (about {REFERENCE_SPEED_MS} ms on the machine of"
+        " docs/benchmarks.md when its host is quiet; more means a busy or throttled host,"
+        " and lower figures)"
     )
     head = f"{'':<24} {'calls':>6} {'errors':>6} {'calls/s':>8} {'p50 ms':>7} {'p95 ms':>7}"
     print(head + f" {'p99 ms':>7}   CPU ms per call by process (share of all CPUs busy)")
