@@ -19,7 +19,7 @@ each round's). Last, the ticket rush: `--buyers` race for `--seats` seats, then 
 in the database.
 
 Everything listens on 127.0.0.1 and every phase is bounded. Exits 1 when a call failed
-unexpectedly or the rush's verification found a problem."""
+unexpectedly, a pgbench run failed, or the rush's verification found a problem."""
 
 from __future__ import annotations
 
@@ -390,8 +390,10 @@ def main() -> int:
         rounds, rush = event_loop.run(measure(server, shim, url, args))
     report(rounds, rush, args, (speed_before, cpu_speed_ms()))
     print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
-    failed = any(p.errors for r in rounds for p in r.phases) or (
-        rush is not None and bool(rush.problems)
+    failed = (
+        any(p.errors for r in rounds for p in r.phases)
+        or any(limit.failure for r in rounds for limit in r.limits)
+        or (rush is not None and bool(rush.problems))
     )
     return 1 if failed else 0
 

@@ -107,9 +107,12 @@ class Child:
 def worker_groups(server: Child) -> dict[str, Callable[[], float]]:
     """A CPU group per server worker, named `server/1`, `server/2`, ...: how evenly the kernel
     spread the connections (SO_REUSEPORT places each one by a hash of its addresses)."""
+
+    def cpu_of(worker: psutil.Process) -> Callable[[], float]:
+        return lambda: _cpu([worker])
+
     return {
-        f"{SPLIT_MARK}{n}": (lambda worker=worker: _cpu([worker]))
-        for n, worker in enumerate(server.workers(), start=1)
+        f"{SPLIT_MARK}{n}": cpu_of(worker) for n, worker in enumerate(server.workers(), start=1)
     }
 
 
