@@ -72,6 +72,9 @@ from ticketing_service.entrypoints import event_loop
 PRICE = 10000
 HMAC_SECRET = "bench-callback-secret"  # noqa: S105 - this run's loopback shim only
 PHASE_SECONDS = 120.0
+# Below this many calls per RPC and round, a phase lasts well under a second and its ratio is
+# mostly start-up and noise.
+MEANINGFUL_CALLS = 500
 # `cpu_speed_ms()` on the machine of docs/benchmarks.md when its shared host is quiet.
 REFERENCE_SPEED_MS = 100
 
@@ -313,6 +316,8 @@ def report(
             f" {p95:>7.1f} {p99:>7.1f}"
         )
     print("\nservice / limit (calls/s over transactions/s): the median round, and each round's")
+    if args.calls < MEANINGFUL_CALLS:
+        print(f"  (a smoke run: under {MEANINGFUL_CALLS} calls per RPC these ratios mean little)")
     for name in names:
         ratios = [ratio for r in rounds if (ratio := r.ratio(name)) is not None]
         if ratios:
