@@ -72,12 +72,24 @@ class WebhookConfig:
             standard_secrets=_enabled_secrets(
                 source, STANDARD_SECRETS_SETTING, STANDARD_SWITCH_SETTING
             ),
-            tolerance_seconds=_tolerance(source),
+            tolerance_seconds=_whole_number(
+                source,
+                TOLERANCE_SETTING,
+                DEFAULT_TOLERANCE_SECONDS,
+                _MAX_TOLERANCE_SECONDS,
+                "whole seconds",
+            ),
             tls_ca=_path(source, TLS_CA_SETTING),
             tls_client_cert=_path(source, TLS_CLIENT_CERT_SETTING),
             tls_client_key=_path(source, TLS_CLIENT_KEY_SETTING),
             metrics_listen=_text(source, METRICS_LISTEN_SETTING),
-            grpc_channels=_grpc_channels(source),
+            grpc_channels=_whole_number(
+                source,
+                GRPC_CHANNELS_SETTING,
+                DEFAULT_GRPC_CHANNELS,
+                _MAX_GRPC_CHANNELS,
+                "a whole number",
+            ),
         )._checked()
 
     def _checked(self) -> WebhookConfig:
@@ -138,25 +150,11 @@ def _enabled_secrets(
     return secrets
 
 
-def _tolerance(env: Mapping[str, str]) -> int:
-    raw = _text(env, TOLERANCE_SETTING)
+def _whole_number(env: Mapping[str, str], name: str, default: int, maximum: int, kind: str) -> int:
+    """`name` as a whole number from 1 to `maximum` (`kind` says what, in the error), or default."""
+    raw = _text(env, name)
     if raw is None:
-        return DEFAULT_TOLERANCE_SECONDS
-    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= _MAX_TOLERANCE_SECONDS:
-        raise ConfigError(
-            f"{TOLERANCE_SETTING} must be whole seconds between 1 and {_MAX_TOLERANCE_SECONDS}, "
-            f"got {raw!r}."
-        )
-    return int(raw)
-
-
-def _grpc_channels(env: Mapping[str, str]) -> int:
-    raw = _text(env, GRPC_CHANNELS_SETTING)
-    if raw is None:
-        return DEFAULT_GRPC_CHANNELS
-    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= _MAX_GRPC_CHANNELS:
-        raise ConfigError(
-            f"{GRPC_CHANNELS_SETTING} must be a whole number between 1 and {_MAX_GRPC_CHANNELS}, "
-            f"got {raw!r}."
-        )
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= maximum:
+        raise ConfigError(f"{name} must be {kind} between 1 and {maximum}, got {raw!r}.")
     return int(raw)
