@@ -18,39 +18,16 @@ from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
+from tests.end_to_end.serving import START_TIMEOUT_SECONDS, serve_process, wait_for_line
+
 SERVING_LINE = re.compile(r"serving moim\.ticketing\.v1\.TicketingService on [\d.]+:(\d+)")
-START_TIMEOUT_SECONDS = 60
 
 
 @contextmanager
 def serve(data_dir: Path, **env: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """Run the real command until it logs its port; stop it with SIGTERM afterwards."""
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environment |= {"TICKETING_DATA_DIR": str(data_dir), **env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ticketing_service", "serve", "--listen", "127.0.0.1:0"],
-        env=environment,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield _wait_for_port(process), process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=START_TIMEOUT_SECONDS)
-        assert process.stderr is not None
-        process.stderr.close()
-
-
-def _wait_for_port(process: subprocess.Popen[str]) -> int:
-    assert process.stderr is not None
-    seen: list[str] = []
-    for line in process.stderr:  # ends when the process exits: never waits forever
-        seen.append(line)
-        if match := SERVING_LINE.search(line):
-            return int(match.group(1))
-    raise AssertionError("the server exited before serving:\n" + "".join(seen))
+    with serve_process(data_dir, **env) as process:
+        yield int(wait_for_line(process, SERVING_LINE).group(1)), process
 
 
 def paid_settings_request() -> pb.UpdateTicketingSettingsRequest:

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -22,10 +21,11 @@ from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
+from tests.end_to_end.serving import START_TIMEOUT_SECONDS, serve_process, wait_for_line
+
 SERVING_LINE = re.compile(
     r"serving moim\.ticketing\.v1\.TicketingService on [\d.]+:(\d+) with 2 workers \((\d+), (\d+)\)"
 )
-START_TIMEOUT_SECONDS = 60
 CALL_SECONDS = 20
 # The chance that every connection lands on the same one of two workers is 2 / 2**CONNECTIONS.
 CONNECTIONS = 24
@@ -36,34 +36,9 @@ def serve_with_two_workers(
     data_dir: Path,
 ) -> Iterator[tuple[int, list[int], subprocess.Popen[str]]]:
     """The real command, until it logs its port and worker pids; SIGTERM afterwards."""
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environment["TICKETING_DATA_DIR"] = str(data_dir)
-    command = ["serve", "--listen", "127.0.0.1:0", "--workers", "2"]
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-m", "ticketing_service", *command],
-        env=environment,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port, pids = _wait_until_serving(process)
-        yield port, pids, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=START_TIMEOUT_SECONDS)
-        assert process.stderr is not None
-        process.stderr.close()
-
-
-def _wait_until_serving(process: subprocess.Popen[str]) -> tuple[int, list[int]]:
-    assert process.stderr is not None
-    seen: list[str] = []
-    for line in process.stderr:  # ends when the process exits: never waits forever
-        seen.append(line)
-        if match := SERVING_LINE.search(line):
-            return int(match.group(1)), [int(match.group(2)), int(match.group(3))]
-    raise AssertionError("the server exited before serving:\n" + "".join(seen))
+    with serve_process(data_dir, "--workers", "2") as process:
+        match = wait_for_line(process, SERVING_LINE)
+        yield int(match.group(1)), [int(match.group(2)), int(match.group(3))], process
 
 
 def established_connections(pid: int, port: int) -> int:

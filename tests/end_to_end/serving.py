@@ -1,0 +1,50 @@
+"""`python -m ticketing_service serve` as a subprocess, as the end-to-end tests run it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+START_TIMEOUT_SECONDS = 60
+
+
+@contextmanager
+def serve_process(data_dir: Path, *args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
+    """The real command on a free port, its embedded Postgres in `data_dir`; SIGTERM afterwards.
+
+    `DATABASE_URL` is removed from the environment, so the command starts its own Postgres.
+    """
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    environment |= {"TICKETING_DATA_DIR": str(data_dir), **env}
+    command = ["serve", "--listen", "127.0.0.1:0", *args]
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-m", "ticketing_service", *command],
+        env=environment,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=START_TIMEOUT_SECONDS)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def wait_for_line(process: subprocess.Popen[str], pattern: re.Pattern[str]) -> re.Match[str]:
+    """The first line the process logs that matches `pattern`; fails if it exits first."""
+    assert process.stderr is not None
+    seen: list[str] = []
+    for line in process.stderr:  # ends when the process exits: never waits forever
+        seen.append(line)
+        if match := pattern.search(line):
+            return match
+    raise AssertionError("the server exited before serving:\n" + "".join(seen))
