@@ -203,13 +203,18 @@ def shim_available() -> bool:
 
 
 @contextmanager
-def webhook_shim(grpc_port: int, hmac_secret: str) -> Iterator[Child]:
-    """The webhook shim on a free port, forwarding to the server."""
+def webhook_shim(
+    grpc_port: int, hmac_secret: str, standard_secret: str | None = None
+) -> Iterator[Child]:
+    """The webhook shim on a free port, forwarding to the server (Standard Webhooks too when
+    given its `whsec_` secret)."""
     env = clean_environment() | {
         "TICKETING_WEBHOOK_LISTEN": "127.0.0.1:0",
         "TICKETING_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
         "TICKET_PAYMENT_CALLBACK_SECRET": hmac_secret,
     }
+    if standard_secret is not None:
+        env["TICKETING_STANDARD_WEBHOOK_SECRETS"] = standard_secret
     argv = [sys.executable, "-c", RUN_WEBHOOK]
     with child_process(argv, env, SHIM_LINE, "webhook shim") as child:
         yield child

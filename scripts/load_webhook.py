@@ -2,8 +2,9 @@
 
     uv run python scripts/load_webhook.py [--concurrency 32] [--callbacks 2000]
 
-Starts `python -m ticketing_service serve` (embedded Postgres in a temporary directory, or
-`DATABASE_URL`) and the webhook shim (`run_webhook`) as subprocesses, so the load generator
+Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), then
+`python -m ticketing_service serve` and the webhook shim (`run_webhook`) as subprocesses, so
+the load generator
 shares no event loop or GIL with either; the payment service stand-in runs in this process and
 is only busy while the holds are opened. It then opens 2 x `--callbacks` holds over gRPC and
 sends, with `--concurrency` HTTP workers: one moim-HMAC-signed callback per hold of the first
@@ -17,19 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import os
-import re
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for the stand-in in tests/, when run as `python scripts/...`
 
 import httpx
-from bench_stack import Child, child_process
+from bench_phases import moim_hmac_headers
+from bench_stack import Child, ticketing_server, webhook_shim
+from load import database
 from moim.ticketing.client import TicketingClient
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
@@ -54,12 +52,6 @@ HMAC_SECRET = "load-callback-secret"  # noqa: S105 - generated for this run's sh
 WHSEC = "whsec_" + base64.b64encode(b"load-standard-webhooks-key").decode()
 CALLBACK_PATH = "/api/ticket-payment-callbacks"
 PRICE = 10000
-SERVER_LINE = re.compile(r"serving \S+ on [\d.]+:(\d+)")
-SHIM_LINE = re.compile(r"webhook shim listening on [\d.]+:(\d+)")
-RUN_WEBHOOK = (
-    "import sys; from ticketing_service.entrypoints.webhook.serve import run_webhook; "
-    "sys.exit(run_webhook(None))"
-)
 HEADER = (
     f"{'phase':<24} {'calls':>6} {'errors':>6} {'seconds':>8} {'calls/s':>9}"
     f" {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
@@ -148,15 +140,6 @@ def callback_body(reservation: reservation_pb2.Reservation) -> bytes:
     ).encode()
 
 
-def hmac_headers(body: bytes, delivery_id: str) -> dict[str, str]:
-    signature = hmac.new(HMAC_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return {
-        "Content-Type": "application/json",
-        "X-Ticket-Payment-Signature": signature,
-        "X-Ticket-Payment-Event-Id": delivery_id,
-    }
-
-
 def standard_headers(body: bytes, msg_id: str) -> dict[str, str]:
     """Signed when sent, as a real sender does: the timestamp must be fresh."""
     now = datetime.now(UTC)
@@ -218,7 +201,9 @@ async def send_callbacks(
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
 
         async def moim_hmac(i: int) -> str:
-            return await post_callback(http, bodies[i], hmac_headers(bodies[i], deliveries[i]))
+            return await post_callback(
+                http, bodies[i], moim_hmac_headers(HMAC_SECRET, bodies[i], deliveries[i])
+            )
 
         async def standard(i: int) -> str:
             j = half + i
@@ -234,57 +219,18 @@ async def send_callbacks(
     return [phase for phase, _, _ in phases]
 
 
-async def load(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> list[Phase]:
+async def load(args: argparse.Namespace, database_url: str) -> list[Phase]:
     app = create_payment_service_app(token=PAYMENT_TOKEN)
     async with running_payment_service(app) as payment_url:
-        with ticketing_server(database_url, data_dir, payment_url, args.pool_size) as server:
+        with ticketing_server(
+            database_url, payment_url, PAYMENT_TOKEN, 1, args.pool_size
+        ) as server:
             hold_phase, holds = await open_holds(
                 server, 2 * args.callbacks, args.concurrency, args.phase_seconds
             )
-            with webhook_shim(server.port) as shim:
+            with webhook_shim(server.port, HMAC_SECRET, WHSEC) as shim:
                 callback_phases = await send_callbacks(shim, server, holds, args)
     return [hold_phase, *callback_phases]
-
-
-# The processes
-
-
-def clean_environment() -> dict[str, str]:
-    prefixes = ("TICKETING_", "TICKET_PAYMENT_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-
-
-@contextmanager
-def ticketing_server(
-    database_url: str | None, data_dir: Path, payment_url: str, pool_size: int
-) -> Iterator[Child]:
-    """`ticketing-service serve` on a free port, migrating its database first."""
-    env = clean_environment() | {
-        "TICKETING_DATA_DIR": str(data_dir),
-        "TICKET_PAYMENT_SERVICE_URL": payment_url,
-        "TICKET_PAYMENT_SERVICE_TOKEN": PAYMENT_TOKEN,
-        "TICKETING_GRPC_LISTEN": "127.0.0.1:0",
-        "TICKETING_DB_POOL_SIZE": str(pool_size),
-    }
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    argv = [sys.executable, "-m", "ticketing_service", "serve"]
-    with child_process(argv, env, SERVER_LINE, "gRPC server") as child:
-        yield child
-
-
-@contextmanager
-def webhook_shim(grpc_port: int) -> Iterator[Child]:
-    """The webhook shim on a free port, forwarding to the server."""
-    env = clean_environment() | {
-        "TICKETING_WEBHOOK_LISTEN": "127.0.0.1:0",
-        "TICKETING_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
-        "TICKET_PAYMENT_CALLBACK_SECRET": HMAC_SECRET,
-        "TICKETING_STANDARD_WEBHOOK_SECRETS": WHSEC,
-    }
-    argv = [sys.executable, "-c", RUN_WEBHOOK]
-    with child_process(argv, env, SHIM_LINE, "webhook shim") as child:
-        yield child
 
 
 def main() -> int:
@@ -294,9 +240,8 @@ def main() -> int:
     parser.add_argument("--pool-size", type=int, default=10, help="server's DB pool size (10)")
     parser.add_argument("--phase-seconds", type=float, default=300, help="bound per phase (300)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ticketing-load-webhook-") as scratch:
-        database_url = os.environ.get("DATABASE_URL") or None
-        phases = asyncio.run(load(args, database_url, Path(scratch) / "pgdata"))
+    with database() as database_url:
+        phases = asyncio.run(load(args, database_url))
     print(f"concurrency {args.concurrency}, {os.cpu_count()} CPUs, server pool {args.pool_size}")
     print(HEADER)
     for phase in phases:
