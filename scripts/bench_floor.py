@@ -1,0 +1,197 @@
+"""The floor under every call of `scripts/bench`: what gRPC and the callers alone cost.
+
+    uv run --frozen python scripts/bench_floor.py [--calls 6000] [--rounds 3] [--workers 2]
+
+Serves TicketingService.ConfirmPayment the way `serve --workers` does (worker processes on one
+port with SO_REUSEPORT, each on uvloop), but its handler answers a fixed, full-size response at
+once: no database, validation, logging or metrics. The callers are the benchmark's own
+(`bench_phases`: `--concurrency` callers, one connection each, on uvloop).
+
+The CPU per call it prints belongs to grpc.aio and to the load generator. No change to the
+service's code removes it, so it bounds the ratio `scripts/bench` can reach; docs/benchmarks.md
+("What is left") sets it against the rest of a ConfirmPayment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import grpc
+from bench_phases import Phase, grpc_stubs, quantiles_ms, run_phase
+from bench_stack import (
+    SERVER_LINE,
+    Child,
+    CpuMeter,
+    child_process,
+    clean_environment,
+    cpu_speed_ms,
+    driver_cpu_seconds,
+)
+from google.protobuf.timestamp_pb2 import Timestamp
+from moim.ticketing.v1 import reservation_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+from ticketing_service.entrypoints import event_loop
+from ticketing_service.entrypoints.grpc.server import serve_in_workers
+
+CALL_SECONDS = 30.0
+PHASE_SECONDS = 120.0
+WARM_UP_CALLS = 500
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--calls", type=int, default=6000, help="calls per round (6000)")
+    add("--rounds", type=int, default=3, help="rounds; the CPU per call is their median (3)")
+    add("--workers", type=int, default=2, help="server processes (2, as scripts/bench)")
+    add("--concurrency", type=int, default=32, help="concurrent callers, one connection each (32)")
+    add("--serve", action="store_true", help=argparse.SUPPRESS)  # the server's own process
+    return parser.parse_args()
+
+
+def fixed_answer() -> pb.ConfirmPaymentResponse:
+    """A confirmed reservation with every field set, as large as the service's answers."""
+    now = Timestamp()
+    now.GetCurrentTime()
+    reservation = reservation_pb2.Reservation(
+        reservation_id=str(uuid.uuid4()),
+        event_id=f"bench-{uuid.uuid4()}",
+        tier_id="rush",
+        user_id="user-0-123",
+        status=reservation_pb2.RESERVATION_STATUS_CONFIRMED,
+        amount=10000,
+        currency_code="KRW",
+        provider="portone",
+        checkout_id=f"chk_{uuid.uuid4().hex}",
+        checkout_url=f"https://pay.example/checkout/{uuid.uuid4().hex}",
+        create_time=now,
+        expire_time=now,
+        paid_time=now,
+        registration_id=str(uuid.uuid4()),
+    )
+    return pb.ConfirmPaymentResponse(
+        outcome=pb.CONFIRM_PAYMENT_OUTCOME_CONFIRMED, reservation=reservation
+    )
+
+
+class FixedAnswers(pb_grpc.TicketingServiceServicer):
+    """ConfirmPayment without the service: the same answer to every call."""
+
+    def __init__(self) -> None:
+        self._answer = fixed_answer()
+
+    async def ConfirmPayment(
+        self, request: pb.ConfirmPaymentRequest, context: Any
+    ) -> pb.ConfirmPaymentResponse:
+        return self._answer
+
+
+def serve_fixed(address: str, report: Callable[[int], None]) -> int:
+    """One worker: the fixed-answer server on `address` until SIGTERM."""
+
+    async def serve() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        pb_grpc.add_TicketingServiceServicer_to_server(FixedAnswers(), server)
+        port = server.add_insecure_port(address)
+        await server.start()
+        report(port)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await server.stop(1)
+
+    event_loop.run(serve())
+    return 0
+
+
+async def measure(server: Child, args: argparse.Namespace) -> list[Phase]:
+    cpu = CpuMeter({"server": server.cpu_seconds, "driver": driver_cpu_seconds}).sample
+    request = pb.ConfirmPaymentRequest(
+        reservation_id=str(uuid.uuid4()),
+        checkout_id=f"chk_{uuid.uuid4().hex}",
+        payment_id="pay-1",
+        tx_id="tx-1",
+        provider="portone",
+        amount=10000,
+        currency_code="KRW",
+    )
+    async with grpc_stubs(server.port, args.concurrency) as stubs:
+
+        async def confirm(i: int) -> int:
+            answer = await stubs.next().ConfirmPayment(request, timeout=CALL_SECONDS)
+            outcome: int = answer.outcome
+            return outcome
+
+        await run_phase(Phase("warm-up"), WARM_UP_CALLS, confirm, args.concurrency, 60, cpu)
+        phases = []
+        for _ in range(args.rounds):
+            phase = Phase("ConfirmPayment, gRPC alone")
+            await run_phase(phase, args.calls, confirm, args.concurrency, PHASE_SECONDS, cpu)
+            phases.append(phase)
+        return phases
+
+
+def report(phases: list[Phase], args: argparse.Namespace, speed_ms: tuple[float, float]) -> None:
+    print(
+        f"\nmachine: {os.cpu_count()} CPUs, {platform.machine()},"
+        f" Python {platform.python_version()}; {args.workers} server worker(s);"
+        f" {args.concurrency} callers, one connection each; {args.rounds} round(s) of"
+        f" {args.calls} calls"
+    )
+    print(
+        f"CPU speed: a fixed loop took {speed_ms[0]:.0f} ms before the run and"
+        f" {speed_ms[1]:.0f} ms after it (see scripts/bench)"
+    )
+    print(
+        f"{'round':<6} {'calls/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}   CPU ms per call"
+    )
+    for number, phase in enumerate(phases, start=1):
+        p50, p95, p99 = quantiles_ms(phase.latencies)
+        errors = f"   errors: {dict(phase.errors)}" if phase.errors else ""
+        print(
+            f"{number:<6} {phase.rate:>8.1f} {p50:>7.1f} {p95:>7.1f} {p99:>7.1f}"
+            f"   server {phase.cpu_ms_per_call('server'):.2f}"
+            f" driver {phase.cpu_ms_per_call('driver'):.2f}{errors}"
+        )
+    server = statistics.median(p.cpu_ms_per_call("server") for p in phases)
+    driver = statistics.median(p.cpu_ms_per_call("driver") for p in phases)
+    print(f"median CPU per call: server {server:.2f} ms, driver {driver:.2f} ms")
+
+
+def main() -> int:
+    args = parse_args()
+    if args.serve:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+        return serve_in_workers(args.workers, "127.0.0.1:0", partial(serve_fixed))
+    speed_before = cpu_speed_ms()
+    argv = [sys.executable, __file__, "--serve", "--workers", str(args.workers)]
+    with child_process(argv, clean_environment(), SERVER_LINE, "fixed-answer server") as server:
+        phases = event_loop.run(measure(server, args))
+    report(phases, args, (speed_before, cpu_speed_ms()))
+    return 1 if any(p.errors for p in phases) else 0
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    code = main()
+    if "--serve" not in sys.argv:
+        print(f"\nwhole run: {time.perf_counter() - started:.0f} s")
+    sys.exit(code)
