@@ -110,11 +110,12 @@ def serve_fixed(address: str, report: Callable[[int], None]) -> int:
     async def serve() -> None:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         pb_grpc.add_TicketingServiceServicer_to_server(FixedAnswers(), server)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C reaches the workers too
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         port = server.add_insecure_port(address)
         await server.start()
         report(port)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
         await server.stop(1)
 
