@@ -1,11 +1,16 @@
 """The floor under every call of `scripts/bench`: what gRPC and the callers alone cost.
 
     uv run --frozen python scripts/bench_floor.py [--calls 6000] [--rounds 3] [--workers 2]
+                                                  [--answer-after-ms 0]
 
 Serves TicketingService.ConfirmPayment the way `serve --workers` does (worker processes on one
 port with SO_REUSEPORT, each on uvloop), but its handler answers a fixed, full-size response at
 once: no database, validation, logging or metrics. The callers are the benchmark's own
 (`bench_phases`: `--concurrency` callers, one connection each, on uvloop).
+
+With `--answer-after-ms`, the handler waits that long before answering, so the calls overlap
+as they do at the service's own latency: fewer calls then share each wake-up of the event loops
+and the CPU per call rises (see docs/benchmarks.md).
 
 The CPU per call it prints belongs to grpc.aio and to the load generator. No change to the
 service's code removes it, so it bounds the ratio `scripts/bench` can reach; docs/benchmarks.md
@@ -63,6 +68,7 @@ def parse_args() -> argparse.Namespace:
     add("--rounds", type=int, default=3, help="rounds; the CPU per call is their median (3)")
     add("--workers", type=int, default=2, help="server processes (2, as scripts/bench)")
     add("--concurrency", type=int, default=32, help="concurrent callers, one connection each (32)")
+    add("--answer-after-ms", type=float, default=0.0, help="the handler's wait per call (0)")
     add("--serve", action="store_true", help=argparse.SUPPRESS)  # the server's own process
     return parser.parse_args()
 
@@ -95,21 +101,24 @@ def fixed_answer() -> pb.ConfirmPaymentResponse:
 class FixedAnswers(pb_grpc.TicketingServiceServicer):
     """ConfirmPayment without the service: the same answer to every call."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer_after_seconds: float) -> None:
         self._answer = fixed_answer()
+        self._wait = answer_after_seconds
 
     async def ConfirmPayment(
         self, request: pb.ConfirmPaymentRequest, context: Any
     ) -> pb.ConfirmPaymentResponse:
+        if self._wait:
+            await asyncio.sleep(self._wait)
         return self._answer
 
 
-def serve_fixed(address: str, report: Callable[[int], None]) -> int:
+def serve_fixed(answer_after_seconds: float, address: str, report: Callable[[int], None]) -> int:
     """One worker: the fixed-answer server on `address` until SIGTERM."""
 
     async def serve() -> None:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
-        pb_grpc.add_TicketingServiceServicer_to_server(FixedAnswers(), server)
+        pb_grpc.add_TicketingServiceServicer_to_server(FixedAnswers(answer_after_seconds), server)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C reaches the workers too
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -153,7 +162,8 @@ async def measure(server: Child, args: argparse.Namespace) -> list[Phase]:
 def report(phases: list[Phase], args: argparse.Namespace, speed_ms: tuple[float, float]) -> None:
     print(
         f"\nmachine: {os.cpu_count()} CPUs, {platform.machine()},"
-        f" Python {platform.python_version()}; {args.workers} server worker(s);"
+        f" Python {platform.python_version()}; {args.workers} server worker(s) answering after"
+        f" {args.answer_after_ms:g} ms;"
         f" {args.concurrency} callers, one connection each; {args.rounds} round(s) of"
         f" {args.calls} calls"
     )
@@ -181,9 +191,11 @@ def main() -> int:
     args = parse_args()
     if args.serve:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-        return serve_in_workers(args.workers, "127.0.0.1:0", partial(serve_fixed))
+        serve = partial(serve_fixed, args.answer_after_ms / 1000)
+        return serve_in_workers(args.workers, "127.0.0.1:0", serve)
     speed_before = cpu_speed_ms()
     argv = [sys.executable, __file__, "--serve", "--workers", str(args.workers)]
+    argv += ["--answer-after-ms", str(args.answer_after_ms)]
     with child_process(argv, clean_environment(), SERVER_LINE, "fixed-answer server") as server:
         phases = event_loop.run(measure(server, args))
     report(phases, args, (speed_before, cpu_speed_ms()))
