@@ -9,8 +9,8 @@ once: no database, validation, logging or metrics. The callers are the benchmark
 (`bench_phases`: `--concurrency` callers, one connection each, on uvloop).
 
 With `--answer-after-ms`, the handler waits that long before answering, so the calls overlap
-as they do at the service's own latency: fewer calls then share each wake-up of the event loops
-and the CPU per call rises (see docs/benchmarks.md).
+as they do at the service's own latency; gRPC's CPU per call is then higher than with instant
+answers (docs/benchmarks.md).
 
 The CPU per call it prints belongs to grpc.aio and to the load generator. No change to the
 service's code removes it, so it bounds the ratio `scripts/bench` can reach; docs/benchmarks.md
