@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
-
-from ticketing_service.adapters.db.schema import ticketing_settings, tiers
 from ticketing_service.adapters.db.transaction import Row, Transaction
 from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 
@@ -25,6 +21,40 @@ _GET = (
     " FROM ticketing_settings s LEFT JOIN tiers t"
     " ON t.event_id = s.event_id AND t.delete_time IS NULL"
     " WHERE s.event_id = %(e)s ORDER BY t.position"
+)
+_LOCK_TIERS = (
+    "SELECT tier_id FROM tiers WHERE event_id = %(e)s AND tier_id = ANY(%(ids)s) FOR UPDATE"
+)
+_TIERS_IN_USE = (
+    "SELECT t.tier_id FROM unnest(CAST(%(ids)s AS text[])) AS t(tier_id)"
+    " WHERE EXISTS (SELECT 1 FROM registrations g WHERE g.event_id = %(e)s"
+    " AND g.tier_id = t.tier_id) OR EXISTS (SELECT 1 FROM reservations r"
+    " WHERE r.event_id = %(e)s AND r.tier_id = t.tier_id"
+    " AND r.status = 'pending_payment' AND r.expire_time > now())"
+)
+_UPSERT_SETTINGS = (
+    "INSERT INTO ticketing_settings (event_id, event_title, mode, provider, provider_account_id,"
+    " currency_code, enabled, legacy, external_url) VALUES (%(event_id)s, %(event_title)s,"
+    " %(mode)s, %(provider)s, %(provider_account_id)s, %(currency_code)s, %(enabled)s,"
+    " %(legacy)s, %(external_url)s) ON CONFLICT (event_id) DO UPDATE SET"
+    " event_title = excluded.event_title, mode = excluded.mode, provider = excluded.provider,"
+    " provider_account_id = excluded.provider_account_id,"
+    " currency_code = excluded.currency_code, enabled = excluded.enabled,"
+    " legacy = excluded.legacy, external_url = excluded.external_url, update_time = now()"
+)
+# An offered tier is live again even if it had been deleted (its tombstone is cleared).
+_UPSERT_TIER = (
+    "INSERT INTO tiers (event_id, tier_id, position, name, price_amount, capacity,"
+    " sale_start_time, sale_end_time, retained) VALUES (%(event_id)s, %(tier_id)s,"
+    " %(position)s, %(name)s, %(price_amount)s, %(capacity)s, %(sale_start_time)s,"
+    " %(sale_end_time)s, %(retained)s) ON CONFLICT (event_id, tier_id) DO UPDATE SET"
+    " position = excluded.position, name = excluded.name,"
+    " price_amount = excluded.price_amount, capacity = excluded.capacity,"
+    " sale_start_time = excluded.sale_start_time, sale_end_time = excluded.sale_end_time,"
+    " retained = excluded.retained, delete_time = NULL"
+)
+_DELETE_TIERS = (
+    "UPDATE tiers SET delete_time = now() WHERE event_id = %(e)s AND tier_id = ANY(%(ids)s)"
 )
 
 
@@ -55,21 +85,9 @@ class SqlSettingsRepository:
         The check is a statement of its own: run in the locking statement it would read from a
         snapshot taken before the lock was granted and could miss a hold committed meanwhile.
         """
-        await self._tx.sa.execute(
-            select(tiers.c.tier_id)
-            .where(tiers.c.event_id == event_id, tiers.c.tier_id.in_(list(tier_ids)))
-            .with_for_update()
-        )
-        rows = await self._tx.sa.execute(
-            text(
-                "SELECT t.tier_id FROM unnest(CAST(:ids AS text[])) AS t(tier_id)"
-                " WHERE EXISTS (SELECT 1 FROM registrations g WHERE g.event_id = :e"
-                " AND g.tier_id = t.tier_id) OR EXISTS (SELECT 1 FROM reservations r"
-                " WHERE r.event_id = :e AND r.tier_id = t.tier_id"
-                " AND r.status = 'pending_payment' AND r.expire_time > now())"
-            ),
-            {"ids": list(tier_ids), "e": event_id},
-        )
+        params = {"e": event_id, "ids": list(tier_ids)}
+        await self._tx.all(_LOCK_TIERS, params)
+        rows = await self._tx.all(_TIERS_IN_USE, params)
         return {r.tier_id for r in rows}
 
     async def save(self, settings: Settings, deleted_tier_ids: Sequence[str]) -> Settings:
@@ -77,18 +95,15 @@ class SqlSettingsRepository:
         await self._upsert_settings(settings)
         await self._upsert_tiers(settings)
         if deleted_tier_ids:
-            await self._tx.sa.execute(
-                update(tiers)
-                .where(tiers.c.event_id == settings.event_id)
-                .where(tiers.c.tier_id.in_(list(deleted_tier_ids)))
-                .values(delete_time=func.now())
-            )
+            params = {"e": settings.event_id, "ids": list(deleted_tier_ids)}
+            await self._tx.one(_DELETE_TIERS, params)
         stored = await self.get(settings.event_id)
         assert stored is not None, "settings were written in this transaction"
         return stored
 
     async def _upsert_settings(self, settings: Settings) -> None:
         values = {
+            "event_id": settings.event_id,
             "event_title": settings.event_title,
             "mode": settings.mode.value,
             "provider": settings.provider,
@@ -98,29 +113,12 @@ class SqlSettingsRepository:
             "legacy": settings.legacy,
             "external_url": settings.external_url,
         }
-        stmt = insert(ticketing_settings).values(event_id=settings.event_id, **values)
-        await self._tx.sa.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[ticketing_settings.c.event_id],
-                set_={**values, "update_time": func.now()},
-            )
-        )
+        await self._tx.one(_UPSERT_SETTINGS, values)
 
     async def _upsert_tiers(self, settings: Settings) -> None:
-        if not settings.tiers:
-            return
         rows = [_tier_values(settings.event_id, i, t) for i, t in enumerate(settings.tiers)]
-        stmt = insert(tiers)
-        excluded = stmt.excluded
-        changed: tuple[str, ...] = ("position", "name", "price_amount", "capacity")
-        changed += ("sale_start_time", "sale_end_time", "retained")
-        await self._tx.sa.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[tiers.c.event_id, tiers.c.tier_id],
-                set_={**{c: excluded[c] for c in changed}, "delete_time": text("NULL")},
-            ),
-            rows,
-        )
+        if rows:
+            await self._tx.many(_UPSERT_TIER, rows)
 
 
 def _tier_values(event_id: str, position: int, tier: Tier) -> dict[str, Any]:

@@ -4,9 +4,10 @@ Why not `conn.execute(text(...))`. SQLAlchemy's statement path (building the cla
 key, the execution context and result wrapping, a greenlet switch) costs about 240 µs of CPU
 per statement on the benchmark machine, twice what psycopg itself needs and more than Postgres
 spends on most of these statements; it was the largest cost of the server (docs/benchmarks.md).
-So the repositories' statements go to the psycopg connection under SQLAlchemy's pooled one, and
-psycopg prepares them after a few uses. SQLAlchemy still owns the pool and the transaction
-(begin, commit, rollback), and Core statements (the settings upserts) run through `sa`.
+So every statement of the repositories goes to the psycopg connection under SQLAlchemy's pooled
+one, and psycopg prepares it after a few uses; psycopg begins the transaction with the first
+statement and the `Transaction` commits or rolls back on the same connection. SQLAlchemy owns
+only the pool (and Alembic's migrations).
 
 Why no pre-ping. A pool pre-ping costs a round trip per transaction. Instead, when the first
 statement of a transaction finds its pooled connection dead (Postgres restarted, an idle
@@ -17,7 +18,7 @@ caller (`UNAVAILABLE`, which every RPC may retry).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -68,25 +69,15 @@ class Transaction:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._sa: AsyncConnection | None = None
+        self._pooled: AsyncConnection | None = None
         self._driver: psycopg.AsyncConnection[Any] | None = None
         # True until a statement has succeeded: until then a dead connection can be swapped.
         self._fresh = True
 
-    @property
-    def sa(self) -> AsyncConnection:
-        """The SQLAlchemy connection, for Core statements."""
-        assert self._sa is not None, "the transaction is not open"
-        return self._sa
-
     async def open(self) -> None:
-        """Check out a connection; psycopg begins the transaction with the first statement.
-
-        SQLAlchemy begins its own transaction only if a Core statement runs (`sa`); `commit`
-        and `close` end whichever is open.
-        """
-        self._sa = await self._engine.connect()
-        sync = self._sa.sync_connection
+        """Check out a connection; psycopg begins the transaction with the first statement."""
+        self._pooled = await self._engine.connect()
+        sync = self._pooled.sync_connection
         assert sync is not None, "a connected AsyncConnection has its sync connection"
         # The checked-out DB-API connection, read without a detour through a greenlet.
         self._driver = sync.connection.driver_connection
@@ -100,6 +91,15 @@ class Transaction:
         """Every row of a statement's result."""
         cursor = await self._execute(sql, params)
         return await cursor.fetchall() if _returns_rows(cursor) else []
+
+    async def many(self, sql: str, params: Sequence[Params]) -> None:
+        """One statement run once per parameter set (psycopg pipelines them); no rows."""
+
+        async def send(driver: Driver) -> None:
+            async with driver.cursor() as cursor:
+                await cursor.executemany(sql, params)
+
+        await self._on_live_connection(send)
 
     async def pair(
         self, first: str, first_params: Params, second: str, second_params: Params
@@ -123,22 +123,17 @@ class Transaction:
 
     async def commit(self) -> None:
         """Commit the transaction."""
-        if self.sa.in_transaction():
-            await self.sa.commit()
-        else:
-            await self._connection().commit()
+        await self._connection().commit()
 
     async def close(self) -> None:
         """Roll back anything not committed and return the connection (discarded if dead)."""
-        conn, driver = self._sa, self._driver
-        self._sa = self._driver = None
+        conn, driver = self._pooled, self._driver
+        self._pooled = self._driver = None
         if conn is None:
             return
         try:
             if driver is None or driver.broken or driver.closed:
                 await conn.invalidate()
-            elif conn.in_transaction():
-                await conn.rollback()
             else:
                 await driver.rollback()  # no round trip unless a transaction is open
         except (DBAPIError, psycopg.Error):
