@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import grpc
-from bench_phases import Phase, grpc_stubs, quantiles_ms, run_phase
+from bench_phases import CALL_SECONDS, Phase, grpc_stubs, quantiles_ms, run_phase
 from bench_stack import (
     SERVER_LINE,
     Child,
@@ -56,7 +56,6 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.grpc.server import serve_in_workers
 
-CALL_SECONDS = 30.0
 PHASE_SECONDS = 120.0
 WARM_UP_CALLS = 500
 
@@ -193,18 +192,16 @@ def main() -> int:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
         serve = partial(serve_fixed, args.answer_after_ms / 1000)
         return serve_in_workers(args.workers, "127.0.0.1:0", serve)
+    began = time.perf_counter()
     speed_before = cpu_speed_ms()
     argv = [sys.executable, __file__, "--serve", "--workers", str(args.workers)]
     argv += ["--answer-after-ms", str(args.answer_after_ms)]
     with child_process(argv, clean_environment(), SERVER_LINE, "fixed-answer server") as server:
         phases = event_loop.run(measure(server, args))
     report(phases, args, (speed_before, cpu_speed_ms()))
+    print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
     return 1 if any(p.errors for p in phases) else 0
 
 
 if __name__ == "__main__":
-    started = time.perf_counter()
-    code = main()
-    if "--serve" not in sys.argv:
-        print(f"\nwhole run: {time.perf_counter() - started:.0f} s")
-    sys.exit(code)
+    sys.exit(main())
