@@ -68,9 +68,10 @@ class StatementRecorder:
     """Records every statement an engine's connections send, grouped into transactions.
 
     Recording is at the driver: each psycopg connection of the engine gets a cursor class that
-    notes the statement and its parameters before sending them, whether they come from
-    SQLAlchemy or straight from a repository, and whether the connection is in pipeline mode.
-    Transactions are the units of work (`unit_of_work()` wraps them).
+    notes the statement and its parameters before sending them, and whether the connection is
+    in pipeline mode. Transactions are the units of work (`unit_of_work()` wraps them). A
+    statement run per parameter set (`Transaction.many`, the settings' tiers) has no pgbench
+    form here: recording one fails rather than leaving it out of the limit.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -83,6 +84,11 @@ class StatementRecorder:
                 pipelined = self.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
                 recorder._statement(query, params, pipelined)
                 return await super().execute(query, params, **kwargs)
+
+            async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+                if recorder._open is not None:
+                    raise TypeError(f"executemany is not recorded for pgbench: {query!r}")
+                await super().executemany(query, params_seq, **kwargs)
 
         def connected(dbapi_connection: Any, record: Any) -> None:
             dbapi_connection.driver_connection.cursor_factory = RecordingCursor

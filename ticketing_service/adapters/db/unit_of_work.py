@@ -36,9 +36,9 @@ def translate_database_error(
 ) -> TicketingError | None:
     """The domain error for a database error a client can act on, or None for a bug.
 
-    Statements run through SQLAlchemy fail with its DBAPIError, those sent straight to
-    psycopg with psycopg's own errors; both carry the same SQLSTATE. A pool timeout means
-    every connection of this process stayed busy.
+    Checking out a pooled connection (SQLAlchemy) fails with its DBAPIError, statements
+    (sent straight to psycopg) with psycopg's own errors; both carry the same SQLSTATE. A pool
+    timeout means every connection of this process stayed busy.
     """
     if isinstance(error, PoolTimeout):
         return DatabaseUnavailable(
