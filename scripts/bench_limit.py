@@ -31,13 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pgserver
-import psycopg
-from psycopg import pq
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ticketing_service.adapters.db.engine import PoolSettings, create_engine
+from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.domain.reservations import PaymentClaim
 from ticketing_service.service_layer.checkouts import Checkout, CheckoutRequest
@@ -53,62 +50,68 @@ PGBENCH_SECONDS = 180.0
 # pgbench numbers transactions per client: n = base + client_id * CLIENT_STRIDE + i.
 CLIENT_STRIDE = 1_000_000
 N = "CAST(:bench_n AS text)"
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+# Sent by the `Transaction` around the statements; the pgbench script writes its own.
+_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK"}
 
 
 @dataclass
 class Transaction:
-    """The statements of one recorded transaction (and whether each was pipelined)."""
+    """The statements of one recorded transaction, each with its parameters ($1, $2, …)."""
 
-    statements: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
+    statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     end: str = "COMMIT"
 
 
 class StatementRecorder:
-    """Records every statement an engine's connections send, grouped into transactions.
+    """Records every statement a pool's connections send, grouped into transactions.
 
-    Recording is at the driver: each psycopg connection of the engine gets a cursor class that
-    notes the statement and its parameters before sending them, and whether the connection is
-    in pipeline mode. Transactions are the units of work (`unit_of_work()` wraps them). A
-    statement run per parameter set (`Transaction.many`, the settings' tiers) has no pgbench
-    form here: recording one fails rather than leaving it out of the limit.
+    Recording is at the driver: the pool's connections are of a class that notes each
+    statement and its parameters before sending them. Transactions are the units of work
+    (`unit_of_work()` wraps them). A statement run per parameter set (`Transaction.many`, the
+    settings' tiers) has no pgbench form here: recording one fails rather than leaving it out
+    of the limit.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, database_url: str) -> None:
         self.transactions: list[Transaction] = []
         self._open: Transaction | None = None
         recorder = self
 
-        class RecordingCursor(psycopg.AsyncCursor[Any]):
-            async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-                pipelined = self.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
-                recorder._statement(query, params, pipelined)
-                return await super().execute(query, params, **kwargs)
+        class RecordingConnection(asyncpg.Connection):  # type: ignore[type-arg]  # as the pool's
+            async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
+                if query not in _CONTROL:
+                    recorder._statement(query, args)
+                return await super().execute(query, *args, **kwargs)
 
-            async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+            async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+                recorder._statement(query, args)
+                return await super().fetch(query, *args, **kwargs)
+
+            async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+                recorder._statement(query, args)
+                return await super().fetchrow(query, *args, **kwargs)
+
+            async def executemany(self, command: str, args: Any, **kwargs: Any) -> None:
                 if recorder._open is not None:
-                    raise TypeError(f"executemany is not recorded for pgbench: {query!r}")
-                await super().executemany(query, params_seq, **kwargs)
+                    raise TypeError(f"executemany is not recorded for pgbench: {command!r}")
+                await super().executemany(command, args, **kwargs)
 
-        def connected(dbapi_connection: Any, record: Any) -> None:
-            dbapi_connection.driver_connection.cursor_factory = RecordingCursor
-
-        event.listen(engine.sync_engine, "connect", connected)
-        self._engine = engine
+        self.database = Database(
+            database_url, PoolSettings(pool_size=1), connection_class=RecordingConnection
+        )
 
     def unit_of_work(self) -> _RecordedUnitOfWork:
-        """A unit of work on the engine whose transaction is recorded as one."""
-        return _RecordedUnitOfWork(SqlUnitOfWork(self._engine), self)
+        """A unit of work on the recorder's pool whose transaction is recorded as one."""
+        return _RecordedUnitOfWork(SqlUnitOfWork(self.database), self)
 
     def _begin(self) -> None:
         self._open = Transaction()
 
-    def _statement(self, sql: Any, params: Any, pipelined: bool) -> None:
+    def _statement(self, sql: str, params: tuple[Any, ...]) -> None:
         if self._open is None:
-            return  # the dialect's own queries when a connection is first made
-        if not isinstance(sql, str) or not isinstance(params, Mapping | None):
-            raise TypeError(f"unexpected statement for pgbench: {sql!r} {params!r}")
-        self._open.statements.append((sql, dict(params or {}), pipelined))
+            return  # the driver's own queries when a connection is first made
+        self._open.statements.append((sql, params))
 
     def _end(self, how: str) -> None:
         if self._open is not None and self._open.statements:
@@ -205,18 +208,16 @@ def _string(value: str, tokens: Mapping[str, str]) -> str:
     return rendered[0] if len(rendered) == 1 else "(" + " || ".join(rendered) + ")"
 
 
-def render_statement(sql: str, params: Mapping[str, Any], tokens: Mapping[str, str]) -> str:
+def render_statement(sql: str, params: tuple[Any, ...], tokens: Mapping[str, str]) -> str:
     """One recorded statement on one line, its parameters replaced by SQL."""
     flat = " ".join(sql.split())
-    rendered = _PLACEHOLDER.sub(lambda m: sql_literal(params[m.group(1)], tokens), flat)
-    return rendered.replace("%%", "%") + ";"
+    return _PLACEHOLDER.sub(lambda m: sql_literal(params[int(m.group(1)) - 1], tokens), flat) + ";"
 
 
 def pgbench_script(transactions: list[Transaction], sample: Sample) -> str:
     """A pgbench script running the recorded transactions once per pgbench transaction.
 
-    Statements the service pipelined are pipelined here too (and BEGIN with them when they
-    open the transaction, as psycopg does), so the limit makes the same round trips.
+    Each statement is a round trip of its own, BEGIN included, as the service sends them.
     """
     tokens = sample.tokens()
     lines = [
@@ -224,18 +225,10 @@ def pgbench_script(transactions: list[Transaction], sample: Sample) -> str:
         rf"\set bench_n :bench_base + :client_id * {CLIENT_STRIDE} + :bench_i",
     ]
     for transaction in transactions:
-        in_pipeline = False
-        for index, (sql, params, pipelined) in enumerate(transaction.statements):
-            if pipelined and not in_pipeline:
-                lines.append(r"\startpipeline")
-            elif in_pipeline and not pipelined:
-                lines.append(r"\endpipeline")
-            if index == 0:
-                lines.append("BEGIN;")
-            in_pipeline = pipelined
-            lines.append(render_statement(sql, params, tokens))
-        if in_pipeline:
-            lines.append(r"\endpipeline")
+        lines.append("BEGIN;")
+        lines.extend(
+            render_statement(sql, params, tokens) for sql, params in transaction.statements
+        )
         lines.append(f"{transaction.end};")
     return "\n".join(lines) + "\n"
 
@@ -268,8 +261,7 @@ class Scripts:
 
 async def capture_scripts(database_url: str, event_id: str, tier_id: str, price: int) -> Scripts:
     """Run one StartPaidRegistration and two ConfirmPayments (one as a webhook) and record them."""
-    engine = create_engine(database_url, PoolSettings(pool_size=1, max_overflow=0))
-    recorder = StatementRecorder(engine)
+    recorder = StatementRecorder(database_url)
     checkouts = _SampleCheckouts()
     deps = Dependencies(uow=recorder.unit_of_work, checkouts=checkouts)
     try:
@@ -306,7 +298,7 @@ async def capture_scripts(database_url: str, event_id: str, tier_id: str, price:
         second, _, second_sample = await start()
         webhook_script = await confirm(second, second_sample, webhook=True)
     finally:
-        await engine.dispose()
+        await recorder.database.close()
     return Scripts(start_script, confirm_script, webhook_script)
 
 

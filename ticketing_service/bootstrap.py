@@ -7,12 +7,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
-
 from ticketing_service.adapters.db import migrations
-from ticketing_service.adapters.db.engine import PoolSettings, create_engine
 from ticketing_service.adapters.db.event_listener import PostgresEventSignal
+from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
@@ -36,7 +33,7 @@ class Wiring:
     """The dependencies handed to the entrypoints, and what must be closed at the end."""
 
     deps: Dependencies
-    engine: AsyncEngine
+    database: Database
     checkouts: HttpCheckoutGateway
     event_signal: PostgresEventSignal
     sequencer_wakeup: asyncio.Event
@@ -56,14 +53,12 @@ class Wiring:
 
     def pool_usage(self) -> tuple[int, int]:
         """Connections checked out of the database pool now, and the pool's size."""
-        pool = self.engine.pool
-        assert isinstance(pool, QueuePool), "create_engine always builds a queue pool"
-        return pool.checkedout(), pool.size()
+        return self.database.usage()
 
     async def aclose(self) -> None:
         """Close the payment service's connections and the database pool."""
         await self.checkouts.aclose()
-        await self.engine.dispose()
+        await self.database.close()
 
 
 def resolve_database_url(config: Config) -> str:
@@ -78,7 +73,7 @@ def migrate(database_url: str) -> None:
 
 def wire(config: Config, database_url: str) -> Wiring:
     """Build the adapters for a running service."""
-    engine = create_engine(
+    database = Database(
         database_url,
         PoolSettings(
             pool_size=config.db_pool_size,
@@ -94,7 +89,7 @@ def wire(config: Config, database_url: str) -> Wiring:
     sequencer_wakeup = asyncio.Event()
     event_signal = PostgresEventSignal(database_url)
     deps = Dependencies(
-        uow=lambda: SqlUnitOfWork(engine, after_events_commit=sequencer_wakeup.set),
+        uow=lambda: SqlUnitOfWork(database, after_events_commit=sequencer_wakeup.set),
         checkouts=checkouts,
         default_provider_account_id=config.default_provider_account_id,
         hold_seconds=config.hold_seconds,
@@ -102,4 +97,4 @@ def wire(config: Config, database_url: str) -> Wiring:
         public_base_url=config.public_base_url,
         event_signal=event_signal,
     )
-    return Wiring(deps, engine, checkouts, event_signal, sequencer_wakeup)
+    return Wiring(deps, database, checkouts, event_signal, sequencer_wakeup)

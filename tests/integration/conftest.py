@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.payment_service_standin import (
     PaymentServiceState,
@@ -19,8 +18,8 @@ from tests.payment_service_standin import (
     state_of,
 )
 from tests.postgres import provision_test_database, truncate_all
-from ticketing_service.adapters.db.engine import PoolSettings, create_engine
 from ticketing_service.adapters.db.event_listener import PostgresEventSignal
+from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.payment_service import HttpCheckoutGateway
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
@@ -56,11 +55,11 @@ def database_url(migrated_database: str) -> str:
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """A pooled engine on the test database."""
-    engine = create_engine(database_url, PoolSettings(lock_timeout_ms=2000))
-    yield engine
-    await engine.dispose()
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """The connection pool on the test database."""
+    database = Database(database_url, PoolSettings(lock_timeout_ms=2000))
+    yield database
+    await database.close()
 
 
 @pytest.fixture
@@ -99,14 +98,14 @@ async def event_signal(database_url: str) -> AsyncIterator[PostgresEventSignal]:
 
 @pytest.fixture
 def deps(
-    engine: AsyncEngine,
+    database: Database,
     checkouts: HttpCheckoutGateway,
     sequencer_wakeup: asyncio.Event,
     event_signal: PostgresEventSignal,
 ) -> Dependencies:
     """The service's real adapters."""
     return Dependencies(
-        uow=lambda: SqlUnitOfWork(engine, after_events_commit=sequencer_wakeup.set),
+        uow=lambda: SqlUnitOfWork(database, after_events_commit=sequencer_wakeup.set),
         checkouts=checkouts,
         default_provider_account_id=DEFAULT_ACCOUNT,
         hold_seconds=600,

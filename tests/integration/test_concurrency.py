@@ -25,7 +25,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.conftest import PAYMENT_TOKEN, PaymentService
 from tests.rich_errors import RichError, rich_error
-from ticketing_service.adapters.db.engine import PoolSettings, create_engine
+from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.reservation_repository import Pause, no_pause
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.payment_service import HttpCheckoutGateway
@@ -46,9 +46,7 @@ PRICE = 10000
 CALL_SECONDS = 60.0
 MEETING_SECONDS = 15.0
 # Room for a barrier of 20 contenders plus the calls queued behind them.
-CONTENDER_POOL = PoolSettings(
-    pool_size=25, max_overflow=5, lock_timeout_ms=10_000, connect_timeout_seconds=30
-)
+CONTENDER_POOL = PoolSettings(pool_size=30, lock_timeout_ms=10_000, connect_timeout_seconds=30)
 
 SOLD_OUT = "FAILED_PRECONDITION/SOLD_OUT"
 CONCURRENT_UPDATE = "ABORTED/CONCURRENT_UPDATE"
@@ -82,10 +80,10 @@ async def contender_server(
     pool: PoolSettings = CONTENDER_POOL,
 ) -> AsyncIterator[Stub]:
     """The real server on its own pool, with the test-only lock switch and pause point."""
-    engine = create_engine(database_url, pool)
+    database = Database(database_url, pool)
     checkouts = HttpCheckoutGateway(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
     deps = Dependencies(
-        uow=lambda: SqlUnitOfWork(engine, locking=locking, pause=pause),
+        uow=lambda: SqlUnitOfWork(database, locking=locking, pause=pause),
         checkouts=checkouts,
         hold_seconds=600,
     )
@@ -96,7 +94,7 @@ async def contender_server(
     finally:
         await running.stop(0)
         await checkouts.aclose()
-        await engine.dispose()
+        await database.close()
 
 
 async def answer_of(call: Awaitable[T]) -> T | RichError:

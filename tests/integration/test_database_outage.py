@@ -25,7 +25,7 @@ from pgserver.postgres_server import get_server
 
 from tests.rich_errors import RichError, rich_error
 from ticketing_service.adapters.db import migrations
-from ticketing_service.adapters.db.engine import PoolSettings, create_engine
+from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.payment_service import HttpCheckoutGateway
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     )
 
 PG_CTL = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-# The engine's connect timeout is 2 s; an outage must be reported well within the call deadline.
+# The pool's connect timeout is 2 s; an outage must be reported well within the call deadline.
 CALL_SECONDS = 10.0
 OUTAGE_ANSWER_SECONDS = 4.0
 # The first call after the restart may meet a pooled connection the restart killed.
@@ -110,10 +110,10 @@ def disposable_postgres(tmp_path: Path) -> Iterator[DisposablePostgres]:
 @pytest.fixture
 async def outage_stub(disposable_postgres: DisposablePostgres) -> AsyncIterator[Stub]:
     """The real server on the disposable Postgres, with a short connect timeout."""
-    engine = create_engine(disposable_postgres.url, PoolSettings(connect_timeout_seconds=2))
+    database = Database(disposable_postgres.url, PoolSettings(connect_timeout_seconds=2))
     # Never called: these tests only touch settings.
     checkouts = HttpCheckoutGateway("http://127.0.0.1:9", "unused", timeout_seconds=1.0)
-    deps = Dependencies(uow=lambda: SqlUnitOfWork(engine), checkouts=checkouts)
+    deps = Dependencies(uow=lambda: SqlUnitOfWork(database), checkouts=checkouts)
     running = await start_server(deps, "127.0.0.1:0", token=None)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -121,7 +121,7 @@ async def outage_stub(disposable_postgres: DisposablePostgres) -> AsyncIterator[
     finally:
         await running.stop(0)
         await checkouts.aclose()
-        await engine.dispose()
+        await database.close()
 
 
 def settings_update() -> pb.UpdateTicketingSettingsRequest:
@@ -174,14 +174,14 @@ async def test_a_transaction_that_waits_too_long_for_a_pooled_connection_is_unav
 ) -> None:
     # One connection, held by a transaction that stays open: the next one waits for it, then
     # gives up with UNAVAILABLE instead of opening another connection or failing with INTERNAL.
-    engine = create_engine(database_url, PoolSettings(pool_size=1, pool_timeout_seconds=0.2))
+    database = Database(database_url, PoolSettings(pool_size=1, pool_timeout_seconds=0.2))
     try:
-        async with SqlUnitOfWork(engine) as holding:
+        async with SqlUnitOfWork(database) as holding:
             await holding.settings.get("an-event")
             with pytest.raises(DatabaseUnavailable, match="stayed busy"):
-                async with SqlUnitOfWork(engine) as waiting:
+                async with SqlUnitOfWork(database) as waiting:
                     await waiting.settings.get("an-event")
-        async with SqlUnitOfWork(engine) as after:  # returned: the pool serves again
+        async with SqlUnitOfWork(database) as after:  # returned: the pool serves again
             assert await after.settings.get("an-event") is None
     finally:
-        await engine.dispose()
+        await database.close()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from ticketing_service import bootstrap
 from ticketing_service.adapters.db.unit_of_work import translate_database_error
@@ -31,19 +30,25 @@ async def wiring(database_url: str) -> AsyncIterator[bootstrap.Wiring]:
 async def test_the_pool_size_and_both_timeouts_reach_every_connection(
     wiring: bootstrap.Wiring,
 ) -> None:
-    async with wiring.engine.connect() as conn:
-        lock = (await conn.execute(text("SHOW lock_timeout"))).scalar_one()
-        statement = (await conn.execute(text("SHOW statement_timeout"))).scalar_one()
+    conn = await wiring.database.acquire()
+    try:
+        lock = await conn.fetchval("SHOW lock_timeout")
+        statement = await conn.fetchval("SHOW statement_timeout")
+    finally:
+        await wiring.database.release(conn)
     assert (lock, statement) == ("1234ms", "300ms")
-    assert wiring.engine.pool.size() == 3  # type: ignore[attr-defined]  # QueuePool API
+    assert wiring.database.usage() == (0, 3)
 
 
 async def test_a_statement_past_the_statement_timeout_is_cut_and_answers_concurrent_update(
     wiring: bootstrap.Wiring,
 ) -> None:
-    async with wiring.engine.connect() as conn:
-        with pytest.raises(DBAPIError) as caught:
-            await conn.execute(text("SELECT pg_sleep(5)"))
+    conn = await wiring.database.acquire()
+    try:
+        with pytest.raises(asyncpg.QueryCanceledError) as caught:
+            await conn.execute("SELECT pg_sleep(5)")
+    finally:
+        await wiring.database.release(conn)
     assert isinstance(translate_database_error(caught.value), ConcurrentUpdate)
 
 
@@ -56,11 +61,13 @@ def test_a_bad_database_setting_fails_at_start_naming_it(name: str, bad: str) ->
 
 async def test_the_pool_gauges_follow_connections_in_use(wiring: bootstrap.Wiring) -> None:
     metrics = TicketingMetrics(process_collectors=False)
-    pool = wiring.engine.pool
-    metrics.watch_pool(lambda: (pool.checkedout(), pool.size()))  # type: ignore[attr-defined]  # QueuePool API
+    metrics.watch_pool(wiring.pool_usage)
     in_use = "ticketing_db_pool_connections_in_use"
-    async with wiring.engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+    conn = await wiring.database.acquire()
+    try:
+        await conn.execute("SELECT 1")
         assert metrics.registry.get_sample_value(in_use) == 1
+    finally:
+        await wiring.database.release(conn)
     assert metrics.registry.get_sample_value(in_use) == 0
     assert metrics.registry.get_sample_value("ticketing_db_pool_size") == 3

@@ -1,6 +1,6 @@
 """A pooled connection that died while idle costs no failed call: it is swapped, not reported.
 
-The engine does not pre-ping connections (a round trip per transaction); a transaction whose
+The pool does not pre-ping connections (a round trip per transaction); a transaction whose
 first statement meets a dead connection takes another one instead. The control kills the
 pooled connections' backends, as a Postgres restart or a cut idle connection would.
 """

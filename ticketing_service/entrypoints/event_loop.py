@@ -1,8 +1,8 @@
 """The event loop every long-running command runs on: uvloop where it is available.
 
 uvloop (libuv) runs the same asyncio code with a cheaper loop: on the benchmark machine it cut
-the server's CPU per ConfirmPayment by about 13 % (docs/benchmarks.md). grpc.aio, psycopg's
-async connections and uvicorn all run on it unchanged. Where uvloop is not installed (it has no
+the server's CPU per ConfirmPayment by about 13 % (docs/benchmarks.md). grpc.aio, asyncpg
+and uvicorn all run on it unchanged. Where uvloop is not installed (it has no
 Windows build), the standard loop runs instead.
 """
 

@@ -99,17 +99,16 @@ class SqlReservationRepository:
         statement that waits for a row lock returns the row's newest version but joins and
         subqueries from its snapshot taken before the wait, so a lock-and-read in one statement
         could pair a confirmed reservation with no registration. The read after the lock sees
-        everything committed by whoever held the lock before us. Both go in one round trip.
+        everything committed by whoever held the lock before us.
         """
         lock = " FOR UPDATE" if self._locking else ""
-        locked, read = await self._tx.pair(
-            f"SELECT reservation_id FROM reservations WHERE reservation_id = %(id)s{lock}",
-            {"id": reservation_id},
-            sql.READ_LOCKED,
-            {"id": reservation_id},
+        params = {"id": reservation_id}
+        locked = await self._tx.one(
+            f"SELECT reservation_id FROM reservations WHERE reservation_id = %(id)s{lock}", params
         )
+        read = None if locked is None else await self._tx.one(sql.READ_LOCKED, params)
         await self._pause("reservation_locked")
-        return None if locked is None or read is None else _locked(read)
+        return None if read is None else _locked(read)
 
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
         """Lock the tier row, then count its seats in a statement of its own.
@@ -117,26 +116,27 @@ class SqlReservationRepository:
         In READ COMMITTED each statement sees what was committed when it started. The count
         runs after the lock is granted, so it sees every hold committed by whoever held the
         lock before us; counting in the locking statement would use a snapshot from before the
-        wait and could oversell. Both go in one round trip: the count still starts only once
-        the lock is granted.
+        wait and could oversell.
         """
         lock = " FOR UPDATE" if self._locking else ""
         params = {"e": event_id, "t": tier_id}
-        tier, counted = await self._tx.pair(
+        tier = await self._tx.one(
             "SELECT capacity, accepted_count, delete_time IS NOT NULL AS deleted FROM tiers"
             f" WHERE event_id = %(e)s AND tier_id = %(t)s{lock}",
-            params,
-            "SELECT count(*) FILTER (WHERE status = 'pending_payment' AND expire_time > now())"
-            " + count(*) FILTER (WHERE status = 'confirmed' AND NOT seat_folded) AS taken"
-            " FROM reservations WHERE event_id = %(e)s AND tier_id = %(t)s"
-            " AND (status = 'pending_payment' OR (status = 'confirmed' AND NOT seat_folded))",
             params,
         )
         if tier is None:
             raise TierNotFound("The event has no such tier.", tierId=tier_id)
         if tier.capacity is None:
             return TierSeats(capacity=None, taken=0, deleted=tier.deleted)
-        assert counted is not None
+        counted = await self._tx.one(
+            "SELECT count(*) FILTER (WHERE status = 'pending_payment' AND expire_time > now())"
+            " + count(*) FILTER (WHERE status = 'confirmed' AND NOT seat_folded) AS taken"
+            " FROM reservations WHERE event_id = %(e)s AND tier_id = %(t)s"
+            " AND (status = 'pending_payment' OR (status = 'confirmed' AND NOT seat_folded))",
+            params,
+        )
+        assert counted is not None, "a count returns a row"
         await self._pause("seats_counted")
         taken = tier.accepted_count + counted.taken
         return TierSeats(capacity=tier.capacity, taken=taken, deleted=tier.deleted)

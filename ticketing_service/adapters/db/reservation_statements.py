@@ -1,7 +1,7 @@
 """The SQL of the reservation repository: reading, locking, and changes that append events.
 
-Statement names are the repository methods that send them. Parameters use psycopg's
-`%(name)s` style: the repository sends them straight to the driver (see `transaction.py`).
+Statement names are the repository methods that send them. Parameters are named, `%(name)s`
+(`transaction.py` numbers them for the driver).
 """
 
 from __future__ import annotations

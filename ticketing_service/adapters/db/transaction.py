@@ -1,178 +1,154 @@
-"""One transaction's connection: statements sent straight to psycopg, and stale connections.
+"""One transaction on a pooled asyncpg connection, and what to do when that connection is dead.
 
-Why not `conn.execute(text(...))`. SQLAlchemy's statement path (building the clause, its cache
-key, the execution context and result wrapping, a greenlet switch) costs about 240 µs of CPU
-per statement on the benchmark machine, twice what psycopg itself needs and more than Postgres
-spends on most of these statements; it was the largest cost of the server (docs/benchmarks.md).
-So every statement of the repositories goes to the psycopg connection under SQLAlchemy's pooled
-one, and psycopg prepares it after a few uses; psycopg begins the transaction with the first
-statement and the `Transaction` commits or rolls back on the same connection. SQLAlchemy owns
-only the pool (and Alembic's migrations).
+Statements keep psycopg's `%(name)s` placeholders, which read better than numbers and which the
+benchmark's pgbench scripts are built from (scripts/bench_limit.py); each is turned into
+asyncpg's `$n` form once per process. asyncpg prepares every statement on first use per
+connection and keeps it, so a statement's later runs skip parsing and planning.
 
-Why no pre-ping. A pool pre-ping costs a round trip per transaction. Instead, when the first
-statement of a transaction finds its pooled connection dead (Postgres restarted, an idle
-connection was cut), nothing has happened in the transaction yet, so the connection is
-discarded and the statement retried on another one. Any later failure is an error for the
-caller (`UNAVAILABLE`, which every RPC may retry).
+The transaction begins with its first statement (a `BEGIN` round trip of its own: asyncpg does
+not pipeline), so a unit of work that sends nothing costs no round trip.
+
+Why no pre-ping. A ping costs a round trip per transaction. Instead, when the first statement of
+a transaction finds its pooled connection dead (Postgres restarted, an idle connection was
+cut), nothing has happened in the transaction yet, so the connection is discarded and the
+statement retried on another one. Any later failure is an error for the caller
+(`UNAVAILABLE`, which every RPC may retry).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import psycopg
-from psycopg import pq
-from psycopg.rows import RowFactory, RowMaker, namedtuple_row
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
 
-# A row with attribute access by column name (a named tuple built per result shape).
+from ticketing_service.adapters.db.pool import Connection, Database
+
+# A result row (`pool.Record`): columns by attribute (`row.status`) or by name.
 Row = Any
 Params = Mapping[str, Any]
-Driver = psycopg.AsyncConnection[Any]
 T = TypeVar("T")
+
+# What a statement on a dead connection raises: the server's errors (a terminated backend's
+# 57P01), asyncpg's own (the connection was closed under it), or the socket's.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 # Every idle connection of a pool may be stale after a restart: this many attempts cover the
 # default pool of 10 with room to spare.
 STALE_CONNECTION_ATTEMPTS = 16
 
-# The named tuple type of each statement's rows. A statement always returns the same columns,
-# so its row type is built from the first result only, instead of reading every column's name
-# from every result (which cost more than the statement's own parameters).
-_ROW_MAKERS: dict[str, RowMaker[Row]] = {}
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_POSITIONAL: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
-def _rows_of(sql: str) -> RowFactory[Row]:
-    """The row factory of `sql`: named tuples, with the row type kept after the first result."""
-    known = _ROW_MAKERS.get(sql)
-    if known is not None:
-        return lambda _cursor: known
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`sql` with `$1`, `$2`… for its `%(name)s` placeholders, and the names in that order."""
+    known = _POSITIONAL.get(sql)
+    if known is None:
+        names: list[str] = []
 
-    # Any: psycopg types a row factory's cursor with its private base class.
-    def first_result(cursor: Any) -> RowMaker[Row]:
-        maker = namedtuple_row(cursor)
-        if _returns_rows(cursor):
-            _ROW_MAKERS[sql] = maker
-        return maker
+        def number(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in names:
+                names.append(name)
+            return f"${names.index(name) + 1}"
 
-    return first_result
+        known = (_PLACEHOLDER.sub(number, sql).replace("%%", "%"), tuple(names))
+        _POSITIONAL[sql] = known
+    return known
 
 
-def _returns_rows(cursor: psycopg.AsyncCursor[Row]) -> bool:
-    result = cursor.pgresult
-    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
+def _arguments(names: tuple[str, ...], params: Params | None) -> list[Any]:
+    return [params[name] for name in names] if params else []
 
 
 class Transaction:
     """A pooled connection in a transaction, rolled back on `close()` unless committed."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._pooled: AsyncConnection | None = None
-        self._driver: psycopg.AsyncConnection[Any] | None = None
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: Connection | None = None
+        self._begun = False
         # True until a statement has succeeded: until then a dead connection can be swapped.
         self._fresh = True
 
     async def open(self) -> None:
-        """Check out a connection; psycopg begins the transaction with the first statement."""
-        self._pooled = await self._engine.connect()
-        sync = self._pooled.sync_connection
-        assert sync is not None, "a connected AsyncConnection has its sync connection"
-        # The checked-out DB-API connection, read without a detour through a greenlet.
-        self._driver = sync.connection.driver_connection
+        """Check out a connection (the transaction begins with the first statement)."""
+        self._connection = await self._database.acquire()
 
     async def one(self, sql: str, params: Params | None = None) -> Row | None:
         """The first row of a statement's result, or None."""
-        cursor = await self._execute(sql, params)
-        return await cursor.fetchone() if _returns_rows(cursor) else None
+        query, names = positional(sql)
+        arguments = _arguments(names, params)
+        return await self._on_live_connection(lambda c: c.fetchrow(query, *arguments))
 
     async def all(self, sql: str, params: Params | None = None) -> list[Row]:
         """Every row of a statement's result."""
-        cursor = await self._execute(sql, params)
-        return await cursor.fetchall() if _returns_rows(cursor) else []
+        query, names = positional(sql)
+        arguments = _arguments(names, params)
+        return await self._on_live_connection(lambda c: c.fetch(query, *arguments))
 
     async def many(self, sql: str, params: Sequence[Params]) -> None:
-        """One statement run once per parameter set (psycopg pipelines them); no rows."""
-
-        async def send(driver: Driver) -> None:
-            async with driver.cursor() as cursor:
-                await cursor.executemany(sql, params)
-
-        await self._on_live_connection(send)
-
-    async def pair(
-        self, first: str, first_params: Params, second: str, second_params: Params
-    ) -> tuple[Row | None, Row | None]:
-        """Two statements in one round trip (a pipeline); the first row of each.
-
-        They remain two statements: the second starts when the first has finished, with a
-        snapshot of its own, exactly as if it had been sent afterwards. If the first fails, the
-        second does not run.
-        """
-
-        async def send(driver: Driver) -> tuple[Row | None, Row | None]:
-            async with driver.pipeline():
-                a = driver.cursor(row_factory=_rows_of(first))
-                b = driver.cursor(row_factory=_rows_of(second))
-                await a.execute(first, first_params)
-                await b.execute(second, second_params)
-            return await a.fetchone(), await b.fetchone()
-
-        return await self._on_live_connection(send)
+        """One statement run once per parameter set; no rows."""
+        query, names = positional(sql)
+        batch = [_arguments(names, p) for p in params]
+        await self._on_live_connection(lambda c: c.executemany(query, batch))
 
     async def commit(self) -> None:
-        """Commit the transaction."""
-        await self._connection().commit()
+        """Commit the transaction (nothing to do if no statement was sent)."""
+        if not self._begun:
+            return
+        connection = self._live()
+        try:
+            await connection.execute("COMMIT")
+        except _DRIVER_ERRORS as error:
+            if connection.is_closed():
+                raise _lost(error) from error
+            raise
+        self._begun = False
 
     async def close(self) -> None:
         """Roll back anything not committed and return the connection (discarded if dead)."""
-        conn, driver = self._pooled, self._driver
-        self._pooled = self._driver = None
-        if conn is None:
+        connection, self._connection = self._connection, None
+        self._begun = False
+        if connection is None:
             return
         try:
-            if driver is None or driver.broken or driver.closed:
-                await conn.invalidate()
-            else:
-                await driver.rollback()  # no round trip unless a transaction is open
-        except (DBAPIError, psycopg.Error):
-            # The connection is already gone; closing below discards it from the pool.
-            pass
+            if not connection.is_closed() and connection.is_in_transaction():
+                await connection.execute("ROLLBACK")
+        except _DRIVER_ERRORS:
+            # The connection is broken or busy; the pool discards a terminated one.
+            connection.terminate()
         finally:
-            await conn.close()
+            await self._database.release(connection)
 
-    async def _execute(self, sql: str, params: Params | None) -> psycopg.AsyncCursor[Row]:
-        async def send(driver: Driver) -> psycopg.AsyncCursor[Row]:
-            cursor = driver.cursor(row_factory=_rows_of(sql))
-            await cursor.execute(sql, params)
-            return cursor
-
-        return await self._on_live_connection(send)
-
-    async def _on_live_connection(self, send: Callable[[Driver], Awaitable[T]]) -> T:
-        """`send(connection)`, retried on another if the first statement met a dead connection."""
+    async def _on_live_connection(self, send: Callable[[Connection], Awaitable[T]]) -> T:
+        """`send(connection)` in the transaction, retried on another connection if the
+        transaction's first statement met a dead one."""
         for _ in range(STALE_CONNECTION_ATTEMPTS):
+            connection = self._live()
             try:
-                result = await send(self._connection())
-            except psycopg.Error:
-                if not self._stale():
+                if not self._begun:
+                    await connection.execute("BEGIN")
+                    self._begun = True
+                result = await send(connection)
+            except _DRIVER_ERRORS:
+                if not (self._fresh and connection.is_closed()):
                     raise
-                await self._replace()
+                await self.close()
+                await self.open()
                 continue
             self._fresh = False
             return result
-        raise psycopg.OperationalError("Every pooled connection tried was dead.")
+        raise _lost("every pooled connection tried was dead")
 
-    def _connection(self) -> Driver:
-        assert self._driver is not None, "the transaction is not open"
-        return self._driver
+    def _live(self) -> Connection:
+        assert self._connection is not None, "the transaction is not open"
+        return self._connection
 
-    def _stale(self) -> bool:
-        """A dead connection met by the transaction's first statement: safe to retry."""
-        driver = self._driver
-        return self._fresh and driver is not None and (driver.broken or driver.closed)
 
-    async def _replace(self) -> None:
-        await self.close()
-        await self.open()
+def _lost(cause: object) -> asyncpg.ConnectionDoesNotExistError:
+    """A connection lost in the middle of a transaction, with the SQLSTATE of one (08003)
+    whatever asyncpg raised (its own errors for a closed connection carry none)."""
+    return asyncpg.ConnectionDoesNotExistError(f"The database connection was lost: {cause}")

@@ -10,12 +10,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-import psycopg
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine
+import asyncpg
 
 from ticketing_service.adapters.db.events_repository import SqlEventsRepository
+from ticketing_service.adapters.db.pool import Database, PoolTimeout
 from ticketing_service.adapters.db.reservation_repository import (
     Pause,
     SqlReservationRepository,
@@ -29,33 +27,36 @@ from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailabl
 # A unique violation is retryable too: the row a concurrent transaction just committed is there
 # for the retry to find.
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03", "57014", "23505"}
+# What a database failure raises: the server's errors and asyncpg's connection errors (with a
+# SQLSTATE), the socket's, and the pool's timeout.
+_DATABASE_ERRORS = (asyncpg.PostgresError, OSError, PoolTimeout)
 
 
-def translate_database_error(
-    error: DBAPIError | psycopg.Error | PoolTimeout,
-) -> TicketingError | None:
+def translate_database_error(error: BaseException) -> TicketingError | None:
     """The domain error for a database error a client can act on, or None for a bug.
 
-    Checking out a pooled connection (SQLAlchemy) fails with its DBAPIError, statements
-    (sent straight to psycopg) with psycopg's own errors; both carry the same SQLSTATE. A pool
-    timeout means every connection of this process stayed busy.
+    The server's errors carry a SQLSTATE, and so does a lost connection (`transaction.py`
+    reports it as asyncpg's 08003); a connection that cannot be made fails with the socket's
+    OSError. A pool timeout means every connection of this process stayed busy. asyncpg's
+    other client-side errors (a bad parameter type, a misused connection) are bugs.
     """
     if isinstance(error, PoolTimeout):
         return DatabaseUnavailable(
             "Every database connection of this process stayed busy; retry shortly."
         )
-    driver_error = error.orig if isinstance(error, DBAPIError) else error
-    sqlstate = getattr(driver_error, "sqlstate", None)
+    sqlstate = getattr(error, "sqlstate", None)
     if sqlstate in _RETRYABLE_SQLSTATES:
         return ConcurrentUpdate("A concurrent change held a lock too long or conflicted; retry.")
-    lost = isinstance(error, DBAPIError) and error.connection_invalidated
-    if lost or sqlstate is None or sqlstate.startswith(("08", "57P")):
+    # OSError: the connection cannot be made (refused, timed out); 08: it was lost; 57P: the
+    # server is shutting down or starting; 53: it has no room for another connection.
+    lost = isinstance(error, OSError)
+    if lost or (sqlstate is not None and sqlstate.startswith(("08", "57P", "53"))):
         return DatabaseUnavailable("The database cannot be reached right now; retry shortly.")
     return None
 
 
 class SqlUnitOfWork:
-    """The UnitOfWork port on an async SQLAlchemy engine."""
+    """The UnitOfWork port on a pool of Postgres connections."""
 
     settings: SqlSettingsRepository
     reservations: SqlReservationRepository
@@ -63,7 +64,7 @@ class SqlUnitOfWork:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database,
         *,
         after_events_commit: Callable[[], None] | None = None,
         locking: bool = True,
@@ -71,7 +72,7 @@ class SqlUnitOfWork:
     ) -> None:
         # `locking` and `pause` are for the tests that prove each lock matters; the composition
         # root never passes them.
-        self._engine = engine
+        self._database = database
         self._tx: Transaction | None = None
         self._locking = locking
         self._pause = pause
@@ -79,10 +80,10 @@ class SqlUnitOfWork:
 
     async def __aenter__(self) -> Self:
         """Check out a connection and begin the transaction."""
-        tx = Transaction(self._engine)
+        tx = Transaction(self._database)
         try:
             await tx.open()
-        except (DBAPIError, PoolTimeout) as error:
+        except _DATABASE_ERRORS as error:
             await tx.close()
             raise translate_database_error(error) or error from error
         self._tx = tx
@@ -102,7 +103,7 @@ class SqlUnitOfWork:
         if tx is not None:
             await tx.close()
         # A pool timeout here: a stale connection's replacement waited too long.
-        if isinstance(exc, DBAPIError | psycopg.Error | PoolTimeout):
+        if isinstance(exc, _DATABASE_ERRORS):
             translated = translate_database_error(exc)
             if translated is not None:
                 raise translated from exc

@@ -1,4 +1,4 @@
-"""Turns a user's `postgresql://` URL into the SQLAlchemy URLs the service uses."""
+"""Turns a user's `postgresql://` URL into the URLs the service's drivers take."""
 
 from __future__ import annotations
 
@@ -19,3 +19,8 @@ def sqlalchemy_url(database_url: str) -> URL:
 def as_string(url: URL) -> str:
     """The URL with its password, for handing to Alembic and engines."""
     return url.render_as_string(hide_password=False)
+
+
+def driver_url(database_url: str) -> str:
+    """The plain `postgresql://` URL (with its password) for asyncpg, checked as above."""
+    return as_string(sqlalchemy_url(database_url).set(drivername="postgresql"))

@@ -1,0 +1,135 @@
+"""The process's pool of Postgres connections (asyncpg), with timeouts so nothing waits forever.
+
+Why asyncpg. A statement through asyncpg costs the server about a third less CPU than through
+psycopg (docs/benchmarks.md), and that CPU, not Postgres, was what limited the service's
+throughput. SQLAlchemy and psycopg remain for the migrations (Alembic) and for the event
+listener's LISTEN connection only.
+
+Why no reset on release. asyncpg's default resets every returned connection with a round trip
+(`RESET ALL`, `UNLISTEN *`, unlocking advisory locks). The service sets no session state and
+takes only transaction-scoped locks, and a `Transaction` always ends its transaction before
+returning its connection (asyncpg rolls back one that is still open), so the pool skips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from ticketing_service.adapters.db.urls import driver_url
+
+# A checked-out connection whose rows are `Record`s (generic in the type stubs only).
+Connection: TypeAlias = "PoolConnectionProxy[Record]"
+# An idle connection is closed after this long (a new one is opened when needed).
+IDLE_CONNECTION_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Pool size and the per-connection timeouts, in the units Postgres uses."""
+
+    # Past `pool_size` busy connections a transaction waits for one to be returned (up to
+    # `pool_timeout_seconds`) instead of opening one.
+    pool_size: int = 10
+    pool_timeout_seconds: float = 5
+    lock_timeout_ms: int = 5000
+    statement_timeout_ms: int = 30000
+    connect_timeout_seconds: float = 5
+
+
+class PoolTimeout(Exception):
+    """No pooled connection became free within the pool timeout."""
+
+
+class Record(asyncpg.Record):
+    """A result row whose columns also read as attributes (`row.status`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Database:
+    """The connection pool of one process, opened by its first transaction.
+
+    `connection_class` lets the benchmark record the statements a transaction sends
+    (scripts/bench_limit.py); the service never passes it.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        settings: PoolSettings,
+        *,
+        connection_class: type[asyncpg.Connection[Record]] = asyncpg.Connection,
+    ) -> None:
+        self.settings = settings
+        # Not awaited here: the pool is initialized (without connecting) on first use, inside
+        # the event loop that will run it.
+        self._pool: asyncpg.Pool[Record] = asyncpg.create_pool(
+            driver_url(database_url),
+            min_size=0,
+            max_size=settings.pool_size,
+            max_inactive_connection_lifetime=IDLE_CONNECTION_SECONDS,
+            timeout=settings.connect_timeout_seconds,
+            server_settings={
+                "lock_timeout": str(settings.lock_timeout_ms),
+                "statement_timeout": str(settings.statement_timeout_ms),
+            },
+            init=_add_codecs,
+            reset=_keep_as_is,
+            record_class=Record,
+            connection_class=connection_class,
+        )
+        self._opened = False
+        self._opening = asyncio.Lock()
+
+    async def acquire(self) -> Connection:
+        """A pooled connection; PoolTimeout if none is returned within the pool timeout."""
+        if not self._opened:
+            async with self._opening:
+                if not self._opened:
+                    await self._pool
+                    self._opened = True
+        try:
+            return await self._pool.acquire(timeout=self.settings.pool_timeout_seconds)
+        except TimeoutError as error:
+            raise PoolTimeout(str(error)) from error
+
+    async def release(self, connection: Connection) -> None:
+        """Return a connection to the pool (a closed one is discarded)."""
+        await self._pool.release(connection)
+
+    def usage(self) -> tuple[int, int]:
+        """Connections checked out now, and the pool's size."""
+        size = self._pool.get_max_size()
+        if not self._opened:
+            return 0, size
+        return self._pool.get_size() - self._pool.get_idle_size(), size
+
+    async def close(self) -> None:
+        """Close every connection once it is returned."""
+        if self._opened:
+            await self._pool.close()
+
+
+async def _add_codecs(connection: asyncpg.Connection[Record]) -> None:
+    """jsonb as Python values (a `str` parameter is taken as JSON text already)."""
+    await connection.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_json_text, decoder=json.loads, format="text"
+    )
+
+
+def _json_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+async def _keep_as_is(connection: asyncpg.Connection[Record]) -> None:
+    """The pool's reset: none (see the module's docstring)."""
