@@ -78,7 +78,7 @@ class StatementRecorder:
         self._open: Transaction | None = None
         recorder = self
 
-        class RecordingConnection(asyncpg.Connection):  # type: ignore[type-arg]  # as the pool's
+        class RecordingConnection(asyncpg.Connection):
             async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
                 if query not in _CONTROL:
                     recorder._statement(query, args)

@@ -2,16 +2,24 @@
 
 The pool does not pre-ping connections (a round trip per transaction); a transaction whose
 first statement meets a dead connection takes another one instead. The control kills the
-pooled connections' backends, as a Postgres restart or a cut idle connection would.
+pooled connections' backends, as a Postgres restart or a cut idle connection would. A connection
+that dies in the middle of a transaction cannot be swapped: that call answers UNAVAILABLE.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import psycopg
+import pytest
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
+
+from ticketing_service.adapters.db.pool import Database, PoolSettings
+from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service.domain.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import (
@@ -49,3 +57,38 @@ async def test_reads_and_writes_succeed_on_the_first_call_after_pooled_connectio
 
     assert [t.name for t in read.settings.tiers] == ["General"]
     assert [t.name for t in written.settings.tiers] == ["Renamed"]
+
+
+class _WatchedConnection(asyncpg.Connection):
+    """A pool connection that tells the test when the server has closed it."""
+
+    closed = asyncio.Event()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_termination_listener(lambda _: _WatchedConnection.closed.set())
+
+
+async def test_a_connection_lost_in_the_middle_of_a_transaction_is_unavailable(
+    database_url: str,
+) -> None:
+    # Past its first statement a transaction cannot be retried elsewhere: whatever the driver
+    # raises for the closed connection must still answer UNAVAILABLE, never INTERNAL.
+    _WatchedConnection.closed = asyncio.Event()
+    database = Database(database_url, PoolSettings(), connection_class=_WatchedConnection)
+
+    async def read_across_the_loss() -> None:
+        async with SqlUnitOfWork(database) as uow:
+            await uow.settings.get("an-event")
+            assert kill_every_other_backend(database_url) >= 1
+            async with asyncio.timeout(10):
+                await _WatchedConnection.closed.wait()
+            await uow.settings.get("an-event")
+
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await read_across_the_loss()
+        async with SqlUnitOfWork(database) as after:  # the pool opens a new connection
+            assert await after.settings.get("an-event") is None
+    finally:
+        await database.close()

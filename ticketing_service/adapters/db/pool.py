@@ -68,7 +68,7 @@ class Database:
         database_url: str,
         settings: PoolSettings,
         *,
-        connection_class: type[asyncpg.Connection[Record]] = asyncpg.Connection,
+        connection_class: type[asyncpg.Connection[Any]] = asyncpg.Connection,
     ) -> None:
         self.settings = settings
         # Not awaited here: the pool is initialized (without connecting) on first use, inside

@@ -103,7 +103,7 @@ class Transaction:
         try:
             await connection.execute("COMMIT")
         except _DRIVER_ERRORS as error:
-            if connection.is_closed():
+            if _dead(connection):
                 raise _lost(error) from error
             raise
         self._begun = False
@@ -115,11 +115,11 @@ class Transaction:
         if connection is None:
             return
         try:
-            if not connection.is_closed() and connection.is_in_transaction():
+            if not _dead(connection) and connection.is_in_transaction():
                 await connection.execute("ROLLBACK")
         except _DRIVER_ERRORS:
-            # The connection is broken or busy; the pool discards a terminated one.
-            connection.terminate()
+            if not _dead(connection):
+                connection.terminate()  # broken or busy: the pool discards it
         finally:
             await self._database.release(connection)
 
@@ -133,9 +133,11 @@ class Transaction:
                     await connection.execute("BEGIN")
                     self._begun = True
                 result = await send(connection)
-            except _DRIVER_ERRORS:
-                if not (self._fresh and connection.is_closed()):
+            except _DRIVER_ERRORS as error:
+                if not _dead(connection):
                     raise
+                if not self._fresh:
+                    raise _lost(error) from error
                 await self.close()
                 await self.open()
                 continue
@@ -146,6 +148,18 @@ class Transaction:
     def _live(self) -> Connection:
         assert self._connection is not None, "the transaction is not open"
         return self._connection
+
+
+def _dead(connection: Connection) -> bool:
+    """Whether the server or the network closed the connection.
+
+    The pool takes a closed connection back at once, and every method of the checked-out
+    handle then raises InterfaceError ("released back to the pool"), `is_closed()` included.
+    """
+    try:
+        return connection.is_closed()
+    except asyncpg.InterfaceError:
+        return True
 
 
 def _lost(cause: object) -> asyncpg.ConnectionDoesNotExistError:
