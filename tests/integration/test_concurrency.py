@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import psycopg
+import pytest
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
@@ -323,3 +324,41 @@ async def test_a_tier_lock_held_past_lock_timeout_answers_aborted_and_a_retry_th
     assert label(answer) == CONCURRENT_UPDATE
     assert waited < 5.0
     assert label(retried) == "held with a checkout"
+
+
+# --- a call cancelled while it waits leaves nothing behind ------------------------------------
+
+
+def lock_waiters(database_url: str) -> object:
+    return scalar(
+        database_url,
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+
+
+async def test_a_call_cancelled_while_it_waits_for_a_lock_leaves_its_connection_usable(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    request = await held_reservation(stub)
+    # One connection: the call after the cancelled one must run on the same connection.
+    single = PoolSettings(pool_size=1, lock_timeout_ms=10_000, connect_timeout_seconds=30)
+    async with contender_server(database_url, payment_service, pool=single) as contender:
+        with psycopg.connect(database_url) as holder:
+            holder.execute(
+                "SELECT 1 FROM reservations WHERE reservation_id = %s FOR UPDATE",
+                (request.reservation_id,),
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as cancelled:
+                await contender.ConfirmPayment(request, timeout=0.5)
+            # The server's statement has stopped waiting (cancelled, not granted) before the
+            # lock is released, so the cancelled call cannot have confirmed anything.
+            async with asyncio.timeout(MEETING_SECONDS):
+                while lock_waiters(database_url) != 0:  # noqa: ASYNC110 - Postgres's state: no event reports it
+                    await asyncio.sleep(0.05)
+            holder.rollback()
+        assert settled(database_url, request.reservation_id)[0] == "pending_payment"
+        confirmed = await contender.ConfirmPayment(request, timeout=CALL_SECONDS)
+
+    assert cancelled.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert label(confirmed) == CONFIRMED
