@@ -47,10 +47,11 @@ def translate_database_error(error: BaseException) -> TicketingError | None:
     sqlstate = getattr(error, "sqlstate", None)
     if sqlstate in _RETRYABLE_SQLSTATES:
         return ConcurrentUpdate("A concurrent change held a lock too long or conflicted; retry.")
-    # OSError: the connection cannot be made (refused, timed out); 08: it was lost; 57P: the
-    # server is shutting down or starting; 53: it has no room for another connection.
+    # OSError: the connection cannot be made (refused, timed out); 08: it was lost; 28 and 3D:
+    # the server refused the login or has no such database; 53: it has no room for another
+    # connection; 57P: it is shutting down or starting.
     lost = isinstance(error, OSError)
-    if lost or (sqlstate is not None and sqlstate.startswith(("08", "57P", "53"))):
+    if lost or (sqlstate is not None and sqlstate.startswith(("08", "28", "3D", "53", "57P"))):
         return DatabaseUnavailable("The database cannot be reached right now; retry shortly.")
     return None
 
