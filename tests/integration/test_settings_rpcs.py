@@ -244,6 +244,10 @@ INVALID_UPDATES: list[tuple[dict[str, object], list[str]]] = [
         ["tiers[0].sale_start_time"],
     ),
     ({"event_id": "", "tiers": [tier("a", price=-5)]}, ["event_id", "tiers[0].price_amount"]),
+    (
+        {"event_title": "a\x00", "tiers": [tier("b\x00")]},
+        ["event_title", "tiers[0].name", "tiers[0].tier_id"],
+    ),
 ]
 
 

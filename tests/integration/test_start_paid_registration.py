@@ -316,6 +316,13 @@ INVALID_STARTS: list[tuple[dict[str, object], list[str]]] = [
     ),
     ({"answers": [reservation_pb2.Answer(question_id=f"q{i}") for i in range(51)]}, ["answers"]),
     ({"request_id": "r" * 129}, ["request_id"]),
+    # NUL is valid in a protobuf string but cannot be stored by Postgres: refused by field.
+    ({"user_id": "u\x00"}, ["user_id"]),
+    (
+        {"answers": [reservation_pb2.Answer(question_id="q", answer="a\x00b")]},
+        ["answers[0].answer"],
+    ),
+    ({"customer": reservation_pb2.Customer(name="\x00")}, ["customer.name"]),
 ]
 
 

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Concatenate, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from ticketing_service.domain.errors import TicketingError
+from ticketing_service.domain.errors import InvalidArgument, TicketingError
 from ticketing_service.entrypoints.grpc import event_mapping, reservation_mapping, settings_mapping
 from ticketing_service.entrypoints.grpc.errors import internal_status, to_status
-from ticketing_service.entrypoints.grpc.validation import Violations
+from ticketing_service.entrypoints.grpc.validation import Violations, nul_characters
 from ticketing_service.service_layer import (
     events_handlers,
     payment_handlers,
@@ -39,11 +40,16 @@ Method = Callable[[Any, Request, Context], Awaitable[Response]]
 def _answering_errors(
     method: Callable[Concatenate[TicketingServicer, Request, Context, ...], Awaitable[Response]],
 ) -> Callable[[TicketingServicer, Request, Context], Awaitable[Response]]:
-    """Turn domain errors into their status and anything else into a bare INTERNAL."""
+    """Turn domain errors into their status and anything else into a bare INTERNAL.
+
+    A request with NUL in any text field is refused first (`nul_characters`).
+    """
 
     @functools.wraps(method)
     async def wrapper(self: TicketingServicer, request: Request, context: Context) -> Response:
         try:
+            if isinstance(request, Message) and (refused := nul_characters(request)):
+                raise InvalidArgument(refused)
             return await method(self, request, context)
         except TicketingError as error:
             await context.abort_with_status(to_status(error))

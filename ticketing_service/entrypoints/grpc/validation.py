@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ticketing_service.domain.errors import FieldViolation, InvalidArgument
@@ -85,3 +86,23 @@ class Violations:
         except (ValueError, OverflowError):
             self.add(field, "Must be a valid timestamp between years 1 and 9999.")
             return None
+
+
+def nul_characters(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """The text fields of `message`, at any depth, that contain NUL (U+0000).
+
+    Protobuf strings may carry it, but Postgres cannot store it in text: such a value is
+    refused here, with its field, instead of failing in the database.
+    """
+    violations = []
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        repeated = field.is_repeated
+        values = list(value) if repeated else [value]
+        for index, item in enumerate(values):
+            where = f"{path}[{index}]" if repeated else path
+            if isinstance(item, str) and "\x00" in item:
+                violations.append(FieldViolation(where, "Must not contain the NUL character."))
+            elif isinstance(item, Message):
+                violations.extend(nul_characters(item, where + "."))
+    return violations
