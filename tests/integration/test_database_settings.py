@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from ticketing_service import bootstrap
-from ticketing_service.adapters.db.unit_of_work import translate_database_error
+from ticketing_service.adapters.db.pool import Database, PoolSettings
+from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork, translate_database_error
 from ticketing_service.config import Config, ConfigError
 from ticketing_service.domain.errors import ConcurrentUpdate
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
@@ -71,3 +73,20 @@ async def test_the_pool_gauges_follow_connections_in_use(wiring: bootstrap.Wirin
         await wiring.database.release(conn)
     assert metrics.registry.get_sample_value(in_use) == 0
     assert metrics.registry.get_sample_value("ticketing_db_pool_size") == 3
+
+
+def test_a_pool_made_outside_an_event_loop_serves_in_the_loop_that_uses_it(
+    database_url: str,
+) -> None:
+    # The composition root may be built before the loop runs: the pool must bind to the loop
+    # of its first transaction, not to whichever loop existed when it was made.
+    database = Database(database_url, PoolSettings())
+
+    async def read() -> object:
+        try:
+            async with SqlUnitOfWork(database) as uow:
+                return await uow.settings.get("an-event")
+        finally:
+            await database.close()
+
+    assert asyncio.run(read()) is None

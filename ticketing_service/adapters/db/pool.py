@@ -71,53 +71,58 @@ class Database:
         connection_class: type[asyncpg.Connection[Any]] = asyncpg.Connection,
     ) -> None:
         self.settings = settings
-        # Not awaited here: the pool is initialized (without connecting) on first use, inside
-        # the event loop that will run it.
-        self._pool: asyncpg.Pool[Record] = asyncpg.create_pool(
-            driver_url(database_url),
-            min_size=0,
-            max_size=settings.pool_size,
-            max_inactive_connection_lifetime=IDLE_CONNECTION_SECONDS,
-            timeout=settings.connect_timeout_seconds,
-            server_settings={
-                "lock_timeout": str(settings.lock_timeout_ms),
-                "statement_timeout": str(settings.statement_timeout_ms),
-            },
-            init=_add_codecs,
-            reset=_keep_as_is,
-            record_class=Record,
-            connection_class=connection_class,
-        )
-        self._opened = False
+        self._url = driver_url(database_url)
+        self._connection_class = connection_class
+        self._pool: asyncpg.Pool[Record] | None = None
         self._opening = asyncio.Lock()
 
     async def acquire(self) -> Connection:
         """A pooled connection; PoolTimeout if none is returned within the pool timeout."""
-        if not self._opened:
-            async with self._opening:
-                if not self._opened:
-                    await self._pool
-                    self._opened = True
+        pool = self._pool or await self._open()
         try:
-            return await self._pool.acquire(timeout=self.settings.pool_timeout_seconds)
+            return await pool.acquire(timeout=self.settings.pool_timeout_seconds)
         except TimeoutError as error:
             raise PoolTimeout(str(error)) from error
 
     async def release(self, connection: Connection) -> None:
         """Return a connection to the pool (a closed one is discarded)."""
+        assert self._pool is not None, "a connection comes from the pool"
         await self._pool.release(connection)
 
     def usage(self) -> tuple[int, int]:
         """Connections checked out now, and the pool's size."""
-        size = self._pool.get_max_size()
-        if not self._opened:
-            return 0, size
-        return self._pool.get_size() - self._pool.get_idle_size(), size
+        pool = self._pool
+        if pool is None:
+            return 0, self.settings.pool_size
+        return pool.get_size() - pool.get_idle_size(), pool.get_max_size()
 
     async def close(self) -> None:
         """Close every connection once it is returned."""
-        if self._opened:
+        if self._pool is not None:
             await self._pool.close()
+
+    async def _open(self) -> asyncpg.Pool[Record]:
+        """The pool, created on first use inside the event loop that runs it (no connection
+        is made until a transaction needs one)."""
+        async with self._opening:
+            if self._pool is None:
+                settings = self.settings
+                self._pool = await asyncpg.create_pool(
+                    self._url,
+                    min_size=0,
+                    max_size=settings.pool_size,
+                    max_inactive_connection_lifetime=IDLE_CONNECTION_SECONDS,
+                    timeout=settings.connect_timeout_seconds,
+                    server_settings={
+                        "lock_timeout": str(settings.lock_timeout_ms),
+                        "statement_timeout": str(settings.statement_timeout_ms),
+                    },
+                    init=_add_codecs,
+                    reset=_keep_as_is,
+                    record_class=Record,
+                    connection_class=self._connection_class,
+                )
+            return self._pool
 
 
 async def _add_codecs(connection: asyncpg.Connection[Record]) -> None:
