@@ -69,7 +69,6 @@ class Transaction:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._connection: Connection | None = None
-        self._begun = False
         # True until a statement has succeeded: until then a dead connection can be swapped.
         self._fresh = True
 
@@ -97,21 +96,18 @@ class Transaction:
 
     async def commit(self) -> None:
         """Commit the transaction (nothing to do if no statement was sent)."""
-        if not self._begun:
-            return
         connection = self._live()
         try:
-            await connection.execute("COMMIT")
+            if connection.is_in_transaction():
+                await connection.execute("COMMIT")
         except _DRIVER_ERRORS as error:
             if _dead(connection):
                 raise _lost(error) from error
             raise
-        self._begun = False
 
     async def close(self) -> None:
         """Roll back anything not committed and return the connection (discarded if dead)."""
         connection, self._connection = self._connection, None
-        self._begun = False
         if connection is None:
             return
         try:
@@ -129,9 +125,8 @@ class Transaction:
         for _ in range(STALE_CONNECTION_ATTEMPTS):
             connection = self._live()
             try:
-                if not self._begun:
+                if not connection.is_in_transaction():
                     await connection.execute("BEGIN")
-                    self._begun = True
                 result = await send(connection)
             except _DRIVER_ERRORS as error:
                 if not _dead(connection):
