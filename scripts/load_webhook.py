@@ -4,13 +4,13 @@
 
 Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), then
 `python -m ticketing_service serve` and the webhook shim (`run_webhook`) as subprocesses, so
-the load generator
-shares no event loop or GIL with either; the payment service stand-in runs in this process and
-is only busy while the holds are opened. It then opens 2 x `--callbacks` holds over gRPC and
-sends, with `--concurrency` HTTP workers: one moim-HMAC-signed callback per hold of the first
-half, one Standard-Webhooks-signed callback per hold of the second half, and every HMAC
-delivery once more (the idempotent replay path). It prints calls/s and p50/p95/p99 latency per
-phase and checks every answer. Everything listens on 127.0.0.1 and every wait is bounded.
+the load generator shares no event loop or GIL with either; the payment service stand-in runs
+in this process and is only busy while the holds are opened. It then opens 2 x `--callbacks`
+holds over gRPC and sends, with `--concurrency` HTTP workers: one moim-HMAC-signed callback
+per hold of the first half, one Standard-Webhooks-signed callback per hold of the second half,
+and every HMAC delivery once more (the idempotent replay path). It prints calls/s and
+p50/p95/p99 latency per phase and checks every answer. Everything listens on 127.0.0.1 and
+every wait is bounded.
 """
 
 from __future__ import annotations
