@@ -92,3 +92,30 @@ async def test_a_connection_lost_in_the_middle_of_a_transaction_is_unavailable(
             assert await after.settings.get("an-event") is None
     finally:
         await database.close()
+
+
+class _OutOfStepOnce(asyncpg.Connection):
+    """A pool connection whose first BEGIN fails as asyncpg's protocol does when it is still
+    reading the error a terminated backend sent before closing."""
+
+    failed = False
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
+        if query == "BEGIN" and not _OutOfStepOnce.failed:
+            _OutOfStepOnce.failed = True
+            raise asyncpg.InternalClientError("cannot switch to state 15; another operation (2)")
+        return await super().execute(query, *args, **kwargs)
+
+
+async def test_a_connection_out_of_step_on_the_first_statement_is_swapped(
+    database_url: str,
+) -> None:
+    _OutOfStepOnce.failed = False
+    database = Database(database_url, PoolSettings(), connection_class=_OutOfStepOnce)
+    try:
+        async with SqlUnitOfWork(database) as uow:
+            assert await uow.settings.get("an-event") is None
+        assert _OutOfStepOnce.failed
+        assert database.usage()[0] == 0  # the broken one was discarded, the other returned
+    finally:
+        await database.close()

@@ -31,8 +31,15 @@ Params = Mapping[str, Any]
 T = TypeVar("T")
 
 # What a statement on a dead connection raises: the server's errors (a terminated backend's
-# 57P01), asyncpg's own (the connection was closed under it), or the socket's.
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# 57P01), asyncpg's own (the connection was closed under it, or its protocol is out of step:
+# InternalClientError, e.g. while it reads the error a terminated backend sent before closing),
+# or the socket's.
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
 
 # Every idle connection of a pool may be stale after a restart: this many attempts cover the
 # default pool of 10 with room to spare.
@@ -121,7 +128,7 @@ class Transaction:
 
     async def _on_live_connection(self, send: Callable[[Connection], Awaitable[T]]) -> T:
         """`send(connection)` in the transaction, retried on another connection if the
-        transaction's first statement met a dead one."""
+        transaction's first statement met a dead or broken one."""
         for _ in range(STALE_CONNECTION_ATTEMPTS):
             connection = self._live()
             try:
@@ -129,6 +136,8 @@ class Transaction:
                     await connection.execute("BEGIN")
                 result = await send(connection)
             except _DRIVER_ERRORS as error:
+                if isinstance(error, asyncpg.InternalClientError) and not _dead(connection):
+                    connection.terminate()  # out of step: it cannot run another statement
                 if not _dead(connection):
                     raise
                 if not self._fresh:
