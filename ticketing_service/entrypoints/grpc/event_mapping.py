@@ -6,6 +6,7 @@ from moim.ticketing.v1 import registration_event_pb2, ticketing_service_pb2
 
 from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
 from ticketing_service.entrypoints.grpc.reservation_mapping import write_reservation
+from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import Violations
 from ticketing_service.service_layer.events_handlers import MAX_PAGE_SIZE
 
@@ -44,5 +45,5 @@ def write_event(event: RegistrationEvent) -> registration_event_pb2.Registration
         type=_TYPES[event.type],
         reservation=write_reservation(event.reservation),
     )
-    message.create_time.FromDatetime(event.create_time)
+    write_timestamp(message.create_time, event.create_time)
     return message

@@ -12,6 +12,7 @@ from ticketing_service.domain.reservations import (
     Reservation,
     ReservationStatus,
 )
+from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import MAX_ID_LENGTH, MAX_NAME_LENGTH, Violations
 from ticketing_service.service_layer.registration_handlers import StartRegistration
 
@@ -125,8 +126,8 @@ def write_reservation(reservation: Reservation) -> reservation_pb2.Reservation:
         ],
         registration_id=reservation.registration_id or "",
     )
-    message.create_time.FromDatetime(reservation.create_time)
-    message.expire_time.FromDatetime(reservation.expire_time)
+    write_timestamp(message.create_time, reservation.create_time)
+    write_timestamp(message.expire_time, reservation.expire_time)
     if reservation.paid_time is not None:
-        message.paid_time.FromDatetime(reservation.paid_time)
+        write_timestamp(message.paid_time, reservation.paid_time)
     return message

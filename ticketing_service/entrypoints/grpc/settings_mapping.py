@@ -11,6 +11,7 @@ from ticketing_service.domain.settings import (
     Tier,
     validate_tier_ids_unique,
 )
+from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import MAX_NAME_LENGTH, Violations
 
 MAX_TIERS = 100
@@ -84,7 +85,7 @@ def write_settings(settings: Settings) -> settings_pb2.TicketingSettings:
         tiers=[_write_tier(t) for t in settings.tiers],
     )
     if settings.update_time is not None:
-        message.update_time.FromDatetime(settings.update_time)
+        write_timestamp(message.update_time, settings.update_time)
     return message
 
 
@@ -99,7 +100,7 @@ def _write_tier(tier: Tier) -> settings_pb2.Tier:
     if tier.capacity is not None:
         message.capacity = tier.capacity
     if tier.sale_start_time is not None:
-        message.sale_start_time.FromDatetime(tier.sale_start_time)
+        write_timestamp(message.sale_start_time, tier.sale_start_time)
     if tier.sale_end_time is not None:
-        message.sale_end_time.FromDatetime(tier.sale_end_time)
+        write_timestamp(message.sale_end_time, tier.sale_end_time)
     return message

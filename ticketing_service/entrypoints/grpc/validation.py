@@ -94,6 +94,10 @@ def nul_characters(message: Message, prefix: str = "") -> list[FieldViolation]:
     Protobuf strings may carry it, but Postgres cannot store it in text: such a value is
     refused here, with its field, instead of failing in the database.
     """
+    if not prefix and b"\x00" not in message.SerializeToString():
+        # A NUL in a text field is a zero byte in the message's encoding, so without one the
+        # walk below finds nothing. Checking the encoding first costs a tenth of the walk.
+        return []
     violations = []
     for field, value in message.ListFields():
         path = prefix + field.name

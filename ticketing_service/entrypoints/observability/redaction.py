@@ -103,7 +103,8 @@ def redact_value(value: object, depth: int = 0) -> object:
 
 
 # `extra={SAFE_RECORD_FLAG: True}` marks a record whose every part the service produced itself.
-SAFE_RECORD_FLAG = "composed_by_service"
+# Private (a leading underscore), so the formatters leave it out of the line.
+SAFE_RECORD_FLAG = "_composed_by_service"
 
 
 class RedactionFilter(logging.Filter):

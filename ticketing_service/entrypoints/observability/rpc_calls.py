@@ -10,6 +10,7 @@ no client-streaming methods); anything else passes through unobserved.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -38,6 +39,7 @@ class RpcOutcome:
     response: object | None = None  # the unary response; None on failure and for streams
 
 
+@functools.lru_cache(maxsize=256)  # asked twice per call; only served methods get here
 def short_method(method: str) -> str:
     """`/moim.ticketing.v1.TicketingService/ConfirmPayment` → `ConfirmPayment`."""
     return method.rsplit("/", 1)[-1]

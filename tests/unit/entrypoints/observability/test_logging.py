@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -44,6 +45,32 @@ def test_off_a_terminal_each_record_is_one_json_line(stream: io.StringIO) -> Non
     assert (first["level"], first["logger"]) == ("INFO", "ticketing_service.test")
     assert str(first["time"]).endswith("+00:00")
     assert second["level"] == "WARNING"
+
+
+def test_the_time_is_utc_to_the_millisecond_in_every_second(stream: io.StringIO) -> None:
+    # Two records in one second, then one in the next: the text kept for a second is only
+    # reused within it.
+    created = [1_769_850_307.042, 1_769_850_307.999, 1_769_850_307.9999996, 1_769_850_308.5]
+    for when in created:
+        record = log.makeRecord(log.name, logging.INFO, __file__, 1, "at %s", (when,), None)
+        record.created = when
+        log.handle(record)
+    assert [entry["time"] for entry in lines(stream)] == [
+        "2026-01-31T09:05:07.042+00:00",
+        "2026-01-31T09:05:07.999+00:00",
+        "2026-01-31T09:05:08.000+00:00",  # rounded to the microsecond first, as datetime does
+        "2026-01-31T09:05:08.500+00:00",
+    ]
+    assert [entry["time"] for entry in lines(stream)] == [
+        datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds") for when in created
+    ]
+
+
+def test_private_marks_on_a_record_are_not_written(stream: io.StringIO) -> None:
+    log.info("composed", extra={"_composed_by_service": True, "grpc_code": "OK"})
+    [entry] = lines(stream)
+    assert entry["grpc_code"] == "OK"
+    assert not [key for key in entry if key.startswith("_") or key == "composed_by_service"]
 
 
 def test_records_inside_a_request_carry_its_id_rpc_and_reservation(stream: io.StringIO) -> None:
