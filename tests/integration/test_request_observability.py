@@ -24,13 +24,12 @@ from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
 from ticketing_service.entrypoints.grpc.errors import to_status
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metrics import (
-    MetricsInterceptor,
+    MetricsObserver,
     TicketingMetrics,
     start_metrics_server,
 )
-from ticketing_service.entrypoints.observability.request_logging import (
-    RequestContextInterceptor,
-)
+from ticketing_service.entrypoints.observability.request_logging import RequestContextObserver
+from ticketing_service.entrypoints.observability.rpc_calls import ObservingInterceptor
 
 SERVICE = "moim.ticketing.v1.TicketingService"
 TOKEN = "observability-token"
@@ -155,8 +154,7 @@ async def served(captured_logs: io.StringIO) -> AsyncIterator[Served]:
     metrics = TicketingMetrics(process_collectors=False)
     server = grpc.aio.server(
         interceptors=[
-            RequestContextInterceptor(),
-            MetricsInterceptor(metrics),
+            ObservingInterceptor(RequestContextObserver(), MetricsObserver(metrics)),
             BearerTokenInterceptor(TOKEN),
         ]
     )

@@ -28,13 +28,12 @@ from ticketing_service.entrypoints.grpc.tls import server_credentials
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metered import metered_dependencies
 from ticketing_service.entrypoints.observability.metrics import (
-    MetricsInterceptor,
+    MetricsObserver,
     TicketingMetrics,
     start_metrics_server,
 )
-from ticketing_service.entrypoints.observability.request_logging import (
-    RequestContextInterceptor,
-)
+from ticketing_service.entrypoints.observability.request_logging import RequestContextObserver
+from ticketing_service.entrypoints.observability.rpc_calls import ObservingInterceptor
 from ticketing_service.entrypoints.webhook.serve import run_webhook
 from ticketing_service.service_layer.events_handlers import prune_registration_events
 
@@ -137,7 +136,7 @@ async def _serve(
             listen,
             config.grpc_token,
             reuse_port=reuse_port,
-            interceptors=[RequestContextInterceptor(), MetricsInterceptor(metrics)],
+            interceptors=[ObservingInterceptor(RequestContextObserver(), MetricsObserver(metrics))],
             credentials=credentials,
         )
         await _open_side_ports(side_ports, config, running, metrics, reuse_port)

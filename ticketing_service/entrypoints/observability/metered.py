@@ -57,6 +57,10 @@ class _Tally:
             metrics.reservation_events.labels(event_type).inc(count)
         for result, count in self.late_payments.items():
             metrics.late_payments.labels(result).inc(count)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget what was tallied."""
         self.events.clear()
         self.late_payments.clear()
         self.reservation_locked = self.tier_locked_after_reservation = False
@@ -191,7 +195,7 @@ class MeteredUnitOfWork:
     async def __aenter__(self) -> Self:
         """Begin the inner transaction with an empty tally."""
         await self._inner.__aenter__()
-        self._tally = _Tally()
+        self._tally.clear()
         self._reservations = MeteredReservations(self._inner.reservations, self._tally)
         return self
 

@@ -25,11 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ticketing_service.entrypoints.observability.rpc_calls import (
-    Context,
-    ObservingInterceptor,
-    RpcOutcome,
-)
+from ticketing_service.entrypoints.observability.rpc_calls import Context, RpcOutcome
 from ticketing_service.webhook_config import parse_host_port
 
 METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
@@ -57,6 +53,7 @@ class TicketingMetrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             self.registry.register(GC_COLLECTOR)
+        self._rpc_children: dict[tuple[str, grpc.StatusCode], tuple[Counter, Histogram]] = {}
         self._rpc_metrics()
         self._outcome_metrics()
         self._webhook_metrics()
@@ -148,12 +145,24 @@ class TicketingMetrics:
 
     def observe_rpc(self, outcome: RpcOutcome) -> None:
         """Count one served call and its latency; failures by reason, lock timeouts apart."""
+        key = (outcome.method, outcome.code)
+        children = self._rpc_children.get(key)
+        if children is None:
+            # Looked up once per method and code (served methods only: a closed set).
+            service, _, method = outcome.method.lstrip("/").rpartition("/")
+            code = outcome.code.name
+            children = (
+                self.rpc_handled.labels(service, method, code),
+                self.rpc_duration.labels(service, method, code),
+            )
+            self._rpc_children[key] = children
+        handled, duration = children
+        handled.inc()
+        duration.observe(outcome.duration_seconds)
+        if outcome.code == grpc.StatusCode.OK:
+            return
         service, _, method = outcome.method.lstrip("/").rpartition("/")
-        code = outcome.code.name
-        self.rpc_handled.labels(service, method, code).inc()
-        self.rpc_duration.labels(service, method, code).observe(outcome.duration_seconds)
-        if outcome.code != grpc.StatusCode.OK:
-            self.rpc_errors.labels(service, method, outcome.reason or code).inc()
+        self.rpc_errors.labels(service, method, outcome.reason or outcome.code.name).inc()
         if outcome.reason == CONCURRENT_UPDATE:
             self.lock_timeouts.labels(method).inc()
 
@@ -181,11 +190,10 @@ class _PoolCollector(Collector):
         )
 
 
-class MetricsInterceptor(ObservingInterceptor[None]):
-    """Counts every served gRPC call by method and code, and times it."""
+class MetricsObserver:
+    """Counts every served gRPC call by method and code, and times it (a CallObserver)."""
 
     def __init__(self, metrics: TicketingMetrics) -> None:
-        super().__init__()
         self._metrics = metrics
 
     def started(self, method: str, request: object, context: Context) -> None:

@@ -6,7 +6,7 @@ log through plain module loggers, and each record still names the request that c
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
@@ -46,7 +46,20 @@ def new_request_id(given: str | None = None) -> str:
         and candidate.isprintable()
     ):
         return candidate
-    return str(uuid.uuid4())
+    return _random_uuid()
+
+
+def _random_uuid() -> str:
+    """A random (version 4) UUID's text, as `str(uuid.uuid4())` gives, without the UUID object.
+
+    Every call the caller sent no id for makes one: building and printing a `uuid.UUID` cost
+    about 1.5 % of a confirmation's server time.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def begin_request(

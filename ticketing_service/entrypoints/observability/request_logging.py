@@ -28,7 +28,6 @@ from ticketing_service.entrypoints.observability.request_context import (
 )
 from ticketing_service.entrypoints.observability.rpc_calls import (
     Context,
-    ObservingInterceptor,
     RpcOutcome,
     short_method,
 )
@@ -82,8 +81,12 @@ def _is_service_method(method: str) -> bool:
     return _SERVICE_METHOD.fullmatch(method) is not None
 
 
-class RequestContextInterceptor(ObservingInterceptor[Token[RequestContext]]):
-    """Gives each call a request id and logs one line when it ends: method, code, duration."""
+class RequestContextObserver:
+    """Gives each call a request id and logs one line when it ends: method, code, duration.
+
+    A CallObserver: put it first in `ObservingInterceptor(...)`, so that every other observer
+    runs inside the call's request context.
+    """
 
     def started(self, method: str, request: Any, context: Context) -> Token[RequestContext]:
         """Enter the call's request context (id from `x-request-id` metadata or a uuid4)."""

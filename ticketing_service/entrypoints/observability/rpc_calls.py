@@ -15,7 +15,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeAlias, TypeVar, cast
+from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -23,7 +23,6 @@ from google.rpc import error_details_pb2, status_pb2
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
-State = TypeVar("State")
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -97,23 +96,38 @@ class _RecordingContext:
         return getattr(self._inner, name)
 
 
-class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
-    """An interceptor that calls `started` before and `finished` after each served call.
+class CallObserver(Protocol):
+    """Told when each served call starts, and how it ended."""
 
-    `started` runs inside the call's own task, so context variables it sets are seen by the
-    handler and everything it awaits.
+    def started(self, method: str, request: Any, context: Context) -> Any:
+        """Called as the call starts; what it returns is handed back to `finished`."""
+        ...
+
+    def finished(self, state: Any, outcome: RpcOutcome) -> None:
+        """Called once the call ended, whether it succeeded, failed or was cancelled."""
+        ...
+
+
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor that tells its observers when each served call starts and how it ended.
+
+    `started` runs in observer order inside the call's own task, so context variables an
+    observer sets are seen by the handler and everything it awaits; `finished` runs in reverse
+    order, so the first observer sees the end last. One interceptor for all observers: each
+    interceptor of its own would add a handler lookup and a wrapper to every call.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *observers: CallObserver) -> None:
+        self._observers = observers
+        self._reversed = observers[::-1]
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    def started(self, method: str, request: Any, context: Context) -> State:
-        """Called as the call starts; what it returns is handed back to `finished`."""
-        raise NotImplementedError
+    def _started(self, method: str, request: Any, context: Context) -> list[Any]:
+        return [observer.started(method, request, context) for observer in self._observers]
 
-    def finished(self, state: State, outcome: RpcOutcome) -> None:
-        """Called once the call ended, whether it succeeded, failed or was cancelled."""
-        raise NotImplementedError
+    def _finished(self, states: list[Any], outcome: RpcOutcome) -> None:
+        for observer, state in zip(self._reversed, reversed(states), strict=True):
+            observer.finished(state, outcome)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -149,7 +163,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
 
     def _end(
         self,
-        state: State,
+        states: list[Any],
         method: str,
         context: Context,
         began: float,
@@ -164,7 +178,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
             duration_seconds=time.perf_counter() - began,
             response=response if code == grpc.StatusCode.OK else None,
         )
-        self.finished(state, outcome)
+        self._finished(states, outcome)
 
     def _unary(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
         if not inspect.iscoroutinefunction(behaviour):
@@ -173,14 +187,14 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
             return self._sync_unary(method, behaviour)
 
         async def observed(request: Any, context: Context) -> Any:
-            state = self.started(method, request, context)
+            states = self._started(method, request, context)
             began = time.perf_counter()
             try:
                 response = await behaviour(request, context)
             except BaseException as error:
-                self._end(state, method, context, began, error)
+                self._end(states, method, context, began, error)
                 raise
-            self._end(state, method, context, began, None, response)
+            self._end(states, method, context, began, None, response)
             return response
 
         return observed
@@ -188,14 +202,14 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
     def _sync_unary(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
         def observed(request: Any, grpc_context: Context) -> Any:
             context = cast(Context, _RecordingContext(grpc_context))
-            state = self.started(method, request, context)
+            states = self._started(method, request, context)
             began = time.perf_counter()
             try:
                 response = behaviour(request, context)
             except BaseException as error:
-                self._end(state, method, context, began, error)
+                self._end(states, method, context, began, error)
                 raise
-            self._end(state, method, context, began, None, response)
+            self._end(states, method, context, began, None, response)
             return response
 
         return observed
@@ -208,7 +222,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
             return self._unary(method, behaviour)
 
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-            state = self.started(method, request, context)
+            states = self._started(method, request, context)
             began = time.perf_counter()
             error: BaseException | None = None
             try:
@@ -218,14 +232,14 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
                 error = caught
                 raise
             finally:
-                self._end(state, method, context, began, error)
+                self._end(states, method, context, began, error)
 
         return observed
 
     def _sync_stream(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
         def observed(request: Any, grpc_context: Context) -> Iterator[Any]:
             context = cast(Context, _RecordingContext(grpc_context))
-            state = self.started(method, request, context)
+            states = self._started(method, request, context)
             began = time.perf_counter()
             error: BaseException | None = None
             try:
@@ -234,6 +248,6 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor, Generic[State]):
                 error = caught
                 raise
             finally:
-                self._end(state, method, context, began, error)
+                self._end(states, method, context, began, error)
 
         return observed
