@@ -5,7 +5,7 @@
 Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), the payment service
 stand-in (in this process, on its own thread), `python -m ticketing_service serve` and the
 webhook shim as subprocesses. Then, `--rounds` times, with `--concurrency` callers spread over
-`--channels` gRPC channels:
+`--channels` gRPC channels (as evenly over the server's workers as they are over callers):
 
 1. StartPaidRegistration: 2 x `--calls` holds from distinct users on one paid tier;
 2. ConfirmPayment: the first half of them, over gRPC;
@@ -87,8 +87,8 @@ def parse_args() -> argparse.Namespace:
     add("--rounds", type=int, default=3, help="service-then-limit rounds; ratios are medians (3)")
     add("--workers", type=int, default=2, help="server processes, `serve --workers` (2)")
     add("--pool-size", type=int, default=10, help="database pool per server process (10)")
-    # One connection per caller: the kernel places each on a worker by a hash (SO_REUSEPORT),
-    # so 8 connections over 2 workers often split 6:2 and one worker's core set the pace.
+    # One connection per caller, spread evenly over the workers (bench_phases._balanced);
+    # 8 connections for 32 callers measured no cheaper per call (docs/benchmarks.md).
     add("--channels", type=int, default=32, help="gRPC connections the callers share (32)")
     add("--buyers", type=int, default=5000, help="ticket rush: buyers (5000)")
     add("--seats", type=int, default=500, help="ticket rush: seats (500)")
@@ -106,7 +106,7 @@ async def measure(
     groups |= {"postgres": PostgresCpu(), "driver": driver_cpu_seconds}
     groups |= worker_groups(server)
     cpu = CpuMeter(groups).sample
-    async with grpc_stubs(server.port, args.channels) as stubs:
+    async with grpc_stubs(server.port, args.channels, server.workers()) as stubs:
         # The service and its limit alternate, so a host that slows down for a while (a shared
         # VM) lowers one round's pair rather than one side of every ratio. Each round has
         # events of its own: a tier's seat count reads its reservations, so a tier reused by a

@@ -142,7 +142,7 @@ async def measure(server: Child, args: argparse.Namespace) -> list[Phase]:
         amount=10000,
         currency_code="KRW",
     )
-    async with grpc_stubs(server.port, args.concurrency) as stubs:
+    async with grpc_stubs(server.port, args.concurrency, server.workers()) as stubs:
 
         async def confirm(i: int) -> int:
             answer = await stubs.next().ConfirmPayment(request, timeout=CALL_SECONDS)
