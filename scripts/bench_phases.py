@@ -168,9 +168,10 @@ async def _balanced(
     """Open `count` connected channels into `opened`, as evenly over `workers` as they go.
 
     SO_REUSEPORT gives each new connection to a worker by a hash of its addresses, so 32
-    connections over 2 workers split 19:13 or worse in nearly four runs out of ten (as far
-    as 19:81 of the server's CPU was seen), and the busier worker can set the pace of a run. Each new connection is looked up among the workers' sockets
-    (by this process's port of it) and closed again if its worker already has its share.
+    connections over 2 workers split 19:13 or worse in nearly four runs out of ten (splits as
+    far as 19:81 of the server's CPU were seen), and the busier worker can set the pace of a
+    run. Each new connection is looked up among the workers' sockets (by this process's port
+    of it) and closed again if its worker already has its share.
     """
     share = -(-count // len(workers))  # rounded up
     placed: Counter[int] = Counter()
