@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -89,3 +90,22 @@ async def test_folding_moves_confirmed_seats_to_the_tier_without_changing_seat_c
     await hold(stub, "c")
 
     assert (await failure(start(stub, "d")))[1] == "SOLD_OUT"
+
+
+async def test_one_sweeper_folds_at_a_time_and_the_others_skip_instead_of_waiting(
+    stub: Stub, deps: Dependencies, database_url: str
+) -> None:
+    # A fold updates every tier its batch touches, in no set order: two folding at once could
+    # deadlock on two tiers (and draw a StartPaidRegistration queued for one into the cycle).
+    await configure_event(stub, paid_tier("vip", capacity=5), paid_tier("std", capacity=5))
+    for user, tier in (("a", "vip"), ("b", "std"), ("c", "vip")):
+        await stub.ConfirmPayment(payment_for(await hold(stub, user, tier)))
+    async with deps.uow() as first:
+        assert await first.reservations.fold_confirmed_seats(1) == 1  # and holds its tier
+        # Without the lock, this one would fold the others: blocking on the first one's tier,
+        # or taking a second tier while the first one is still going.
+        async with asyncio.timeout(5):
+            assert await fold_confirmed_seats(deps) == 0
+        await first.commit()
+    assert await fold_confirmed_seats(deps) == 2
+    assert sql(database_url, "SELECT sum(accepted_count) FROM tiers") == [(3,)]

@@ -3,7 +3,9 @@
 Locking discipline (every lock is transaction-scoped, so a crash or rollback releases it):
 - a user's attempts at one event are serialized by an advisory lock on (event, user);
 - a reservation's confirmations by its row lock (`SELECT … FOR UPDATE`);
-- seat counting by the tier's row lock.
+- seat counting by the tier's row lock;
+- folding confirmed seats into their tiers by an advisory lock one sweeper holds at a time
+  (a fold touches several tiers in no set order; the others skip their turn).
 Order is always user → reservation → tier; `lock_timeout` turns any unexpected wait into
 `CONCURRENT_UPDATE` instead of a hang.
 """
@@ -32,6 +34,8 @@ from ticketing_service.domain.reservations import (
 from ticketing_service.service_layer.checkouts import Checkout
 
 Pause = Callable[[str], Awaitable[None]]
+# Held by the one sweeper folding confirmed seats into their tiers (fold_confirmed_seats).
+FOLD_LOCK_KEY = "ticketing:confirmed-seat-folding"
 
 
 async def no_pause(point: str) -> None:
@@ -268,7 +272,19 @@ class SqlReservationRepository:
         return len(rows)
 
     async def fold_confirmed_seats(self, batch_size: int) -> int:
-        """Add a batch of confirmed seats to their tiers' accepted_count, in one statement."""
+        """Add a batch of confirmed seats to their tiers' accepted_count, in one statement.
+
+        One process folds at a time (0 if another is folding now). A batch updates every tier
+        it touches, in no set order, so two sweepers folding at once (workers or replicas) could
+        deadlock on two tiers; the benchmark saw that, with StartPaidRegistrations queued for
+        one of the tiers drawn into the cycle and failed.
+        """
+        claimed = await self._tx.one(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0)) AS claimed",
+            {"key": FOLD_LOCK_KEY},
+        )
+        if claimed is None or not claimed.claimed:
+            return 0
         rows = await self._tx.all(
             "WITH folded AS (UPDATE reservations SET seat_folded = true WHERE reservation_id IN"
             " (SELECT reservation_id FROM reservations WHERE status = 'confirmed'"
