@@ -239,13 +239,16 @@ def measure_limits(
         run_pgbench("ConfirmPayment", database_url, scripts.confirm, base, clients, per_client),
     ]
     # Fresh holds for the webhook's transactions, made by the same Start script.
-    run_pgbench("holds", database_url, scripts.start, base + 10**8, clients, per_client)
+    holds = run_pgbench("holds", database_url, scripts.start, base + 10**8, clients, per_client)
+    webhook = "webhook (moim HMAC)"
+    if holds.failure:
+        limits.append(Limit(webhook, failure=f"making its holds: {holds.failure}"))
+        return limits
     limits.append(
         run_pgbench(
-            "webhook (moim HMAC)", database_url, scripts.webhook_confirm, base + 10**8, clients,
-            per_client,
+            webhook, database_url, scripts.webhook_confirm, base + 10**8, clients, per_client
         )
-    )  # fmt: skip
+    )
     return limits
 
 

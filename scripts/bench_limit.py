@@ -329,20 +329,24 @@ def run_pgbench(
             f"--client={clients}", f"--jobs={min(clients, 2)}", f"--transactions={per_client}",
             "--define=bench_i=0", f"--define=bench_base={base}",
             f"--file={script_file}", "--log", f"--log-prefix={scratch / 'tx'}",
+            "--verbose-errors",  # a failed transaction's error, not only a count
             database_url,
         ]  # fmt: skip
         done = subprocess.run(  # noqa: S603 - pgserver's pgbench with our own arguments
             argv, capture_output=True, text=True, timeout=PGBENCH_SECONDS, check=False
         )
         limit = Limit(name)
-        latencies = [
-            int(line.split()[2]) / 1e6
-            for log in scratch.glob("tx*")
-            for line in log.read_text().splitlines()
+        # Each line: client, transaction, latency in µs, ...; "failed" instead of a latency for
+        # a transaction that ended in an error (pgbench then also exits non-zero).
+        logged = [
+            line.split()[2] for log in scratch.glob("tx*") for line in log.read_text().splitlines()
         ]
-    if done.returncode != 0:
+        latencies = [int(micros) / 1e6 for micros in logged if micros.isdigit()]
+    failed = len(logged) - len(latencies)
+    if done.returncode != 0 or failed:
         errors = [line for line in done.stderr.splitlines() if "ERROR" in line or "error" in line]
-        limit.failure = (errors or ["pgbench failed"])[0][:300]
+        counted = f"{failed} transaction(s) failed; " if failed else ""
+        limit.failure = (counted + (errors or ["pgbench failed"])[0])[:300]
         return limit
     match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
     limit.transactions = len(latencies)
