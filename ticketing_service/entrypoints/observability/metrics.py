@@ -53,7 +53,10 @@ class TicketingMetrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             self.registry.register(GC_COLLECTOR)
-        self._rpc_children: dict[tuple[str, grpc.StatusCode], tuple[Counter, Histogram]] = {}
+        # (method path, code) -> service, method name, and their labelled counter and histogram
+        self._rpc_children: dict[
+            tuple[str, grpc.StatusCode], tuple[str, str, Counter, Histogram]
+        ] = {}
         self._rpc_metrics()
         self._outcome_metrics()
         self._webhook_metrics()
@@ -146,22 +149,23 @@ class TicketingMetrics:
     def observe_rpc(self, outcome: RpcOutcome) -> None:
         """Count one served call and its latency; failures by reason, lock timeouts apart."""
         key = (outcome.method, outcome.code)
-        children = self._rpc_children.get(key)
-        if children is None:
+        known = self._rpc_children.get(key)
+        if known is None:
             # Looked up once per method and code (served methods only: a closed set).
             service, _, method = outcome.method.lstrip("/").rpartition("/")
             code = outcome.code.name
-            children = (
+            known = (
+                service,
+                method,
                 self.rpc_handled.labels(service, method, code),
                 self.rpc_duration.labels(service, method, code),
             )
-            self._rpc_children[key] = children
-        handled, duration = children
+            self._rpc_children[key] = known
+        service, method, handled, duration = known
         handled.inc()
         duration.observe(outcome.duration_seconds)
         if outcome.code == grpc.StatusCode.OK:
             return
-        service, _, method = outcome.method.lstrip("/").rpartition("/")
         self.rpc_errors.labels(service, method, outcome.reason or outcome.code.name).inc()
         if outcome.reason == CONCURRENT_UPDATE:
             self.lock_timeouts.labels(method).inc()
