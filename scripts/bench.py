@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.payment_service_standin, via load.py
 
+from bench_callers import Callers, open_callers
 from bench_limit import Limit, Scripts, capture_scripts, run_pgbench
 from bench_phases import (
     CALL_SECONDS,
@@ -90,6 +91,13 @@ def parse_args() -> argparse.Namespace:
     # One connection per caller, spread evenly over the workers (bench_phases._balanced);
     # 8 connections for 32 callers measured no cheaper per call (docs/benchmarks.md).
     add("--channels", type=int, default=32, help="gRPC connections the callers share (32)")
+    add(
+        "--callers",
+        choices=("auto", "go", "python"),
+        default="auto",
+        help="who calls Start and Confirm: compiled Go callers, Python ones, or Go where it"
+        " builds (auto); see scripts/bench_callers.py",
+    )
     add("--buyers", type=int, default=5000, help="ticket rush: buyers (5000)")
     add("--seats", type=int, default=500, help="ticket rush: seats (500)")
     add("--skip-rush", action="store_true", help="measure the RPCs only")
@@ -99,14 +107,22 @@ def parse_args() -> argparse.Namespace:
 
 async def measure(
     server: Child, shim: Child | None, database_url: str, args: argparse.Namespace
-) -> tuple[list[Round], Rush | None]:
-    groups: dict[str, Callable[[], float]] = {"server": server.cpu_seconds}
-    if shim is not None:
-        groups["shim"] = shim.cpu_seconds
-    groups |= {"postgres": PostgresCpu(), "driver": driver_cpu_seconds}
-    groups |= worker_groups(server)
-    cpu = CpuMeter(groups).sample
-    async with grpc_stubs(server.port, args.channels, server.workers()) as stubs:
+) -> tuple[list[Round], Rush | None, str]:
+    """The rounds, the rush, and who made the calls."""
+    workers = server.workers()
+    async with (
+        grpc_stubs(server.port, args.channels, workers) as stubs,
+        open_callers(args.callers, stubs, server.port, args.channels, workers) as (callers, note),
+    ):
+        groups: dict[str, Callable[[], float]] = {"server": server.cpu_seconds}
+        if shim is not None:
+            groups["shim"] = shim.cpu_seconds
+        groups |= {
+            "postgres": PostgresCpu(),
+            "driver": lambda: driver_cpu_seconds() + callers.cpu_seconds(),
+        }
+        groups |= worker_groups(server)
+        cpu = CpuMeter(groups).sample
         # The service and its limit alternate, so a host that slows down for a while (a shared
         # VM) lowers one round's pair rather than one side of every ratio. Each round has
         # events of its own: a tier's seat count reads its reservations, so a tier reused by a
@@ -120,12 +136,12 @@ async def measure(
             scripts = await capture_scripts(database_url, limit_event, "rush", PRICE)
             if args.save_scripts and number == 0:
                 scripts.save(args.save_scripts)
-            phases = await measure_service(stubs, shim, event_id, number, args, cpu)
+            phases = await measure_service(callers, shim, event_id, number, args, cpu)
             rounds.append(Round(phases, measure_limits(database_url, scripts, number, args)))
         rush = None
         if not args.skip_rush:
             rush = await run_rush(stubs, shim, database_url, args, cpu)
-    return rounds, rush
+    return rounds, rush, callers.name + (f"; {note}" if note else "")
 
 
 @dataclass
@@ -155,7 +171,7 @@ async def offer_tier(stubs: Stubs, event_id: str, capacity: int) -> None:
 
 
 async def measure_service(
-    stubs: Stubs,
+    callers: Callers,
     shim: Child | None,
     event_id: str,
     number: int,
@@ -163,23 +179,26 @@ async def measure_service(
     cpu: CpuSampler,
 ) -> list[Phase]:
     holds_wanted = 2 * args.calls if shim else args.calls
-
-    async def start(i: int) -> reservation_pb2.Reservation:
-        request = pb.StartPaidRegistrationRequest(
+    starts = [
+        pb.StartPaidRegistrationRequest(
             event_id=event_id, tier_id="rush", user_id=f"user-{number}-{i}"
         )
-        answer = await stubs.next().StartPaidRegistration(request, timeout=CALL_SECONDS)
-        reservation: reservation_pb2.Reservation = answer.reservation
-        return reservation
-
+        for i in range(holds_wanted)
+    ]
     start_phase = Phase("StartPaidRegistration")
-    held = await run_phase(start_phase, holds_wanted, start, args.concurrency, PHASE_SECONDS, cpu)
-    holds = [h for h in held if h is not None]
+    started = await callers.run(
+        start_phase,
+        "StartPaidRegistration",
+        starts,
+        pb.StartPaidRegistrationResponse,
+        args.concurrency,
+        PHASE_SECONDS,
+        cpu,
+    )
+    holds: list[reservation_pb2.Reservation] = [s.reservation for s in started if s is not None]
     by_grpc, by_webhook = holds[: args.calls], holds[args.calls :]
-
-    async def confirm(i: int) -> int:
-        r = by_grpc[i]
-        request = pb.ConfirmPaymentRequest(
+    confirms = [
+        pb.ConfirmPaymentRequest(
             reservation_id=r.reservation_id,
             checkout_id=r.checkout_id,
             payment_id=f"pay-{r.reservation_id}",
@@ -188,12 +207,18 @@ async def measure_service(
             amount=r.amount,
             currency_code=r.currency_code,
         )
-        answer = await stubs.next().ConfirmPayment(request, timeout=CALL_SECONDS)
-        outcome: int = answer.outcome
-        return outcome
-
+        for r in by_grpc
+    ]
     confirm_phase = Phase("ConfirmPayment")
-    await run_phase(confirm_phase, len(by_grpc), confirm, args.concurrency, PHASE_SECONDS, cpu)
+    await callers.run(
+        confirm_phase,
+        "ConfirmPayment",
+        confirms,
+        pb.ConfirmPaymentResponse,
+        args.concurrency,
+        PHASE_SECONDS,
+        cpu,
+    )
     phases = [start_phase, confirm_phase]
     if shim is not None:
         webhook_phase = Phase("webhook (moim HMAC)")
@@ -280,7 +305,11 @@ async def run_rush(
 
 
 def report(
-    rounds: list[Round], rush: Rush | None, args: argparse.Namespace, speed_ms: tuple[float, float]
+    rounds: list[Round],
+    rush: Rush | None,
+    callers: str,
+    args: argparse.Namespace,
+    speed_ms: tuple[float, float],
 ) -> None:
     print(
         f"\nmachine: {os.cpu_count()} CPUs, {platform.machine()},"
@@ -289,6 +318,7 @@ def report(
         f" {args.concurrency} callers over {args.channels} gRPC channels;"
         f" {len(rounds)} round(s) of {args.calls} calls per RPC"
     )
+    print(f"callers of Start and Confirm: {callers} (the rush and the webhook's run in Python)")
     print(
         f"CPU speed: a fixed loop took {speed_ms[0]:.0f} ms before the run and"
         f" {speed_ms[1]:.0f} ms after it (about {REFERENCE_SPEED_MS} ms on the machine of"
@@ -395,8 +425,8 @@ def main() -> int:
             else None
         )
         # The callers run on the loop the service runs on: less of the shared CPU is theirs.
-        rounds, rush = event_loop.run(measure(server, shim, url, args))
-    report(rounds, rush, args, (speed_before, cpu_speed_ms()))
+        rounds, rush, callers = event_loop.run(measure(server, shim, url, args))
+    report(rounds, rush, callers, args, (speed_before, cpu_speed_ms()))
     print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
     failed = (
         any(p.errors for r in rounds for p in r.phases)

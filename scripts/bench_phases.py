@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import grpc
 import psutil
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
@@ -48,13 +48,17 @@ def quantiles_ms(latencies: Sequence[float]) -> tuple[float, float, float]:
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:
     """The ErrorInfo reason of a failed call, or its bare status code."""
-    status = rpc_status.from_call(error)
+    return reason_of_status(error.code().value[0], rpc_status.from_call(error))
+
+
+def reason_of_status(code: int, status: status_pb2.Status | None) -> str:
+    """The ErrorInfo reason among a failure's details, or the name of its status code."""
     info = error_details_pb2.ErrorInfo()
     for detail in status.details if status is not None else ():
         if detail.Is(info.DESCRIPTOR):
             detail.Unpack(info)
             return str(info.reason)
-    return str(error.code().name)
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), f"code {code}")
 
 
 @dataclass
@@ -183,7 +187,7 @@ async def _balanced(
         await asyncio.wait_for(channel.channel_ready(), CALL_SECONDS)
         ours = _ports_to(port) - before
         owner = next(
-            (i for i, worker in enumerate(workers) if ours & _peer_ports(worker, port)), None
+            (i for i, worker in enumerate(workers) if ours & peer_ports(worker, port)), None
         )
         if owner is not None and placed[owner] < share:
             placed[owner] += 1
@@ -202,7 +206,7 @@ def _ports_to(port: int) -> set[int]:
     }
 
 
-def _peer_ports(worker: psutil.Process, port: int) -> set[int]:
+def peer_ports(worker: psutil.Process, port: int) -> set[int]:
     """The remote ports of the connections `worker` accepted on `port`."""
     return {c.raddr.port for c in worker.net_connections("tcp") if c.raddr and c.laddr.port == port}
 
