@@ -79,10 +79,14 @@ class Database:
     async def acquire(self) -> Connection:
         """A pooled connection; PoolTimeout if none is returned within the pool timeout."""
         pool = self._pool or await self._open()
+        waited = self.settings.pool_timeout_seconds
         try:
-            return await pool.acquire(timeout=self.settings.pool_timeout_seconds)
+            # Timed here rather than by `acquire(timeout=...)`, which runs the wait as a task
+            # of its own: one task more per transaction, for the same bound.
+            async with asyncio.timeout(waited):
+                return await pool.acquire()
         except TimeoutError as error:
-            raise PoolTimeout(str(error)) from error
+            raise PoolTimeout(f"No pooled connection was free within {waited} s.") from error
 
     async def release(self, connection: Connection) -> None:
         """Return a connection to the pool (a closed one is discarded)."""
