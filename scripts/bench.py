@@ -4,15 +4,17 @@
 
 Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), the payment service
 stand-in (in this process, on its own thread), `python -m ticketing_service serve` and the
-webhook shim as subprocesses. Then, `--rounds` times, with `--concurrency` callers spread over
-`--channels` gRPC channels (as evenly over the server's workers as they are over callers):
+webhook shim as subprocesses. Then, `--rounds` times, with `--concurrency` callers on
+`--channels` connections spread evenly over the server's workers (`--callers`: compiled Go
+ones where they build, see `bench_callers.py`), each RPC and then, at once, its limit:
 
 1. StartPaidRegistration: 2 x `--calls` holds from distinct users on one paid tier;
 2. ConfirmPayment: the first half of them, over gRPC;
 3. webhook: the second half, as moim-HMAC-signed callbacks through the shim;
-4. the limit: the same SQL transactions (recorded from the service's own code, see
-   `bench_limit.py`) run by pgbench against the same Postgres with as many connections as
-   callers.
+
+the limit being the same SQL transactions (recorded from the service's own code, see
+`bench_limit.py`) run by pgbench against the same Postgres with as many connections as
+callers.
 
 The report merges the rounds per RPC and gives the median round's ratio service / limit (and
 each round's). Last, the ticket rush: `--buyers` race for `--seats` seats, then pay; verified
@@ -71,6 +73,7 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from ticketing_service.entrypoints import event_loop
 
 PRICE = 10000
+WEBHOOK = "webhook (moim HMAC)"
 HMAC_SECRET = "bench-callback-secret"  # noqa: S105 - this run's loopback shim only
 PHASE_SECONDS = 120.0
 # Below this many calls per RPC and round, a phase lasts well under a second and its ratio is
@@ -123,8 +126,7 @@ async def measure(
         }
         groups |= worker_groups(server)
         cpu = CpuMeter(groups).sample
-        # The service and its limit alternate, so a host that slows down for a while (a shared
-        # VM) lowers one round's pair rather than one side of every ratio. Each round has
+        # The service and its limit alternate, RPC by RPC (measure_round). Each round has
         # events of its own: a tier's seat count reads its reservations, so a tier reused by a
         # later round would make that round's transactions slower than the first's.
         rounds = []
@@ -136,8 +138,8 @@ async def measure(
             scripts = await capture_scripts(database_url, limit_event, "rush", PRICE)
             if args.save_scripts and number == 0:
                 scripts.save(args.save_scripts)
-            phases = await measure_service(callers, shim, event_id, number, args, cpu)
-            rounds.append(Round(phases, measure_limits(database_url, scripts, number, args)))
+            limits = Limits(database_url, scripts, number, args.concurrency, args.calls)
+            rounds.append(await measure_round(callers, shim, limits, event_id, number, args, cpu))
         rush = None
         if not args.skip_rush:
             rush = await run_rush(stubs, shim, database_url, args, cpu)
@@ -146,10 +148,14 @@ async def measure(
 
 @dataclass
 class Round:
-    """One round: the service's phases, then the same transactions by pgbench."""
+    """One round: the service's phases and the same transactions by pgbench."""
 
     phases: list[Phase]
     limits: list[Limit]
+
+    def add(self, phase: Phase, limit: Limit) -> None:
+        self.phases.append(phase)
+        self.limits.append(limit)
 
     def ratio(self, name: str) -> float | None:
         """calls/s of the service over transactions/s of the limit, for one RPC."""
@@ -170,14 +176,20 @@ async def offer_tier(stubs: Stubs, event_id: str, capacity: int) -> None:
     )
 
 
-async def measure_service(
+async def measure_round(
     callers: Callers,
     shim: Child | None,
+    limits: Limits,
     event_id: str,
     number: int,
     args: argparse.Namespace,
     cpu: CpuSampler,
-) -> list[Phase]:
+) -> Round:
+    """Each RPC's calls, each followed at once by the same transactions through pgbench.
+
+    A pair measured seconds apart meets the same host: the shared VM's slow minutes then lower
+    a ratio's both sides instead of one.
+    """
     holds_wanted = 2 * args.calls if shim else args.calls
     starts = [
         pb.StartPaidRegistrationRequest(
@@ -195,6 +207,7 @@ async def measure_service(
         PHASE_SECONDS,
         cpu,
     )
+    round_ = Round([start_phase], [limits.start()])
     holds: list[reservation_pb2.Reservation] = [s.reservation for s in started if s is not None]
     by_grpc, by_webhook = holds[: args.calls], holds[args.calls :]
     confirms = [
@@ -209,6 +222,7 @@ async def measure_service(
         )
         for r in by_grpc
     ]
+    webhook_holds = limits.webhook_holds() if shim is not None else None
     confirm_phase = Phase("ConfirmPayment")
     await callers.run(
         confirm_phase,
@@ -219,9 +233,9 @@ async def measure_service(
         PHASE_SECONDS,
         cpu,
     )
-    phases = [start_phase, confirm_phase]
-    if shim is not None:
-        webhook_phase = Phase("webhook (moim HMAC)")
+    round_.add(confirm_phase, limits.confirm())
+    if shim is not None and webhook_holds is not None:
+        webhook_phase = Phase(WEBHOOK)
         async with shim_connections(shim) as http:
 
             async def callback(i: int) -> str:
@@ -235,8 +249,8 @@ async def measure_service(
                 PHASE_SECONDS,
                 cpu,
             )
-        phases.append(webhook_phase)
-    return phases
+        round_.add(webhook_phase, limits.webhook(webhook_holds))
+    return round_
 
 
 @asynccontextmanager
@@ -248,33 +262,44 @@ async def shim_connections(shim: Child) -> AsyncIterator[ShimConnections]:
         await connections.aclose()
 
 
-def measure_limits(
-    database_url: str, scripts: Scripts, number: int, args: argparse.Namespace
-) -> list[Limit]:
-    # As many transactions as the service's StartPaidRegistration phase made holds, so the
-    # limit's tier ends up with as many live holds to count as the service's did. Each round
-    # numbers its transactions from a base of its own (fresh users and reservations).
-    clients = args.concurrency
-    per_client = max(1, 2 * args.calls // clients)
-    base = (2 * number + 1) * 10**8
-    limits = [
-        run_pgbench(
-            "StartPaidRegistration", database_url, scripts.start, base, clients, per_client
-        ),
-        run_pgbench("ConfirmPayment", database_url, scripts.confirm, base, clients, per_client),
-    ]
-    # Fresh holds for the webhook's transactions, made by the same Start script.
-    holds = run_pgbench("holds", database_url, scripts.start, base + 10**8, clients, per_client)
-    webhook = "webhook (moim HMAC)"
-    if holds.failure:
-        limits.append(Limit(webhook, failure=f"making its holds: {holds.failure}"))
-        return limits
-    limits.append(
-        run_pgbench(
-            webhook, database_url, scripts.webhook_confirm, base + 10**8, clients, per_client
-        )
-    )
-    return limits
+@dataclass
+class Limits:
+    """One round's pgbench runs of the service's transactions.
+
+    Each runs twice the service's calls (`2 x --calls`): as many Starts as the service's Start
+    phase made holds, so the limit's tier ends up with as many live holds to count; and the
+    confirmations of those holds. Each round numbers its transactions from a base of its own
+    (fresh users and reservations).
+    """
+
+    database_url: str
+    scripts: Scripts
+    number: int
+    clients: int
+    calls: int
+
+    def start(self) -> Limit:
+        return self._run("StartPaidRegistration", self.scripts.start, self._base)
+
+    def webhook_holds(self) -> Limit:
+        """Fresh holds for the webhook's transactions, made by the same Start script."""
+        return self._run("holds", self.scripts.start, self._base + 10**8)
+
+    def confirm(self) -> Limit:
+        return self._run("ConfirmPayment", self.scripts.confirm, self._base)
+
+    def webhook(self, holds: Limit) -> Limit:
+        if holds.failure:
+            return Limit(WEBHOOK, failure=f"making its holds: {holds.failure}")
+        return self._run(WEBHOOK, self.scripts.webhook_confirm, self._base + 10**8)
+
+    @property
+    def _base(self) -> int:
+        return (2 * self.number + 1) * 10**8
+
+    def _run(self, name: str, script: str, base: int) -> Limit:
+        per_client = max(1, 2 * self.calls // self.clients)
+        return run_pgbench(name, self.database_url, script, base, self.clients, per_client)
 
 
 async def run_rush(

@@ -1,12 +1,13 @@
 """The floor under every call of `scripts/bench`: what gRPC and the callers alone cost.
 
     uv run --frozen python scripts/bench_floor.py [--calls 6000] [--rounds 3] [--workers 2]
-                                                  [--answer-after-ms 0]
+                                                  [--answer-after-ms 0] [--callers auto]
 
 Serves TicketingService.ConfirmPayment the way `serve --workers` does (worker processes on one
 port with SO_REUSEPORT, each on uvloop), but its handler answers a fixed, full-size response at
 once: no database, validation, logging or metrics. The callers are the benchmark's own
-(`bench_phases`: `--concurrency` callers, one connection each, on uvloop).
+(`bench_callers`: `--concurrency` callers, one connection each, in Go where it builds, else in
+Python on uvloop).
 
 With `--answer-after-ms`, the handler waits that long before answering, so the calls overlap
 as they do at the service's own latency; gRPC's CPU per call is then higher than with instant
@@ -38,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import grpc
-from bench_phases import CALL_SECONDS, Phase, grpc_stubs, quantiles_ms, run_phase
+from bench_callers import open_callers
+from bench_phases import Phase, grpc_stubs, quantiles_ms
 from bench_stack import (
     SERVER_LINE,
     Child,
@@ -68,6 +70,12 @@ def parse_args() -> argparse.Namespace:
     add("--workers", type=int, default=2, help="server processes (2, as scripts/bench)")
     add("--concurrency", type=int, default=32, help="concurrent callers, one connection each (32)")
     add("--answer-after-ms", type=float, default=0.0, help="the handler's wait per call (0)")
+    add(
+        "--callers",
+        choices=("auto", "go", "python"),
+        default="auto",
+        help="as scripts/bench's (auto: Go where it builds)",
+    )
     add("--serve", action="store_true", help=argparse.SUPPRESS)  # the server's own process
     return parser.parse_args()
 
@@ -131,8 +139,8 @@ def serve_fixed(answer_after_seconds: float, address: str, report: Callable[[int
     return 0
 
 
-async def measure(server: Child, args: argparse.Namespace) -> list[Phase]:
-    cpu = CpuMeter({"server": server.cpu_seconds, "driver": driver_cpu_seconds}).sample
+async def measure(server: Child, args: argparse.Namespace) -> tuple[list[Phase], str]:
+    """The rounds, and who made the calls."""
     request = pb.ConfirmPaymentRequest(
         reservation_id=str(uuid.uuid4()),
         checkout_id=f"chk_{uuid.uuid4().hex}",
@@ -142,23 +150,39 @@ async def measure(server: Child, args: argparse.Namespace) -> list[Phase]:
         amount=10000,
         currency_code="KRW",
     )
-    async with grpc_stubs(server.port, args.concurrency, server.workers()) as stubs:
+    workers = server.workers()
+    async with (
+        grpc_stubs(server.port, args.concurrency, workers) as stubs,
+        open_callers(args.callers, stubs, server.port, args.concurrency, workers) as (
+            callers,
+            note,
+        ),
+    ):
+        groups = {
+            "server": server.cpu_seconds,
+            "driver": lambda: driver_cpu_seconds() + callers.cpu_seconds(),
+        }
+        cpu = CpuMeter(groups).sample
 
-        async def confirm(i: int) -> int:
-            answer = await stubs.next().ConfirmPayment(request, timeout=CALL_SECONDS)
-            outcome: int = answer.outcome
-            return outcome
+        async def confirm(phase: Phase, calls: int, limit_seconds: float) -> None:
+            answer = pb.ConfirmPaymentResponse
+            requests = [request] * calls
+            await callers.run(
+                phase, "ConfirmPayment", requests, answer, args.concurrency, limit_seconds, cpu
+            )
 
-        await run_phase(Phase("warm-up"), WARM_UP_CALLS, confirm, args.concurrency, 60, cpu)
+        await confirm(Phase("warm-up"), WARM_UP_CALLS, 60)
         phases = []
         for _ in range(args.rounds):
             phase = Phase("ConfirmPayment, gRPC alone")
-            await run_phase(phase, args.calls, confirm, args.concurrency, PHASE_SECONDS, cpu)
+            await confirm(phase, args.calls, PHASE_SECONDS)
             phases.append(phase)
-        return phases
+        return phases, callers.name + (f"; {note}" if note else "")
 
 
-def report(phases: list[Phase], args: argparse.Namespace, speed_ms: tuple[float, float]) -> None:
+def report(
+    phases: list[Phase], callers: str, args: argparse.Namespace, speed_ms: tuple[float, float]
+) -> None:
     print(
         f"\nmachine: {os.cpu_count()} CPUs, {platform.machine()},"
         f" Python {platform.python_version()}; {args.workers} server worker(s) answering after"
@@ -166,6 +190,7 @@ def report(phases: list[Phase], args: argparse.Namespace, speed_ms: tuple[float,
         f" {args.concurrency} callers, one connection each; {args.rounds} round(s) of"
         f" {args.calls} calls"
     )
+    print(f"callers: {callers}")
     print(
         f"CPU speed: a fixed loop took {speed_ms[0]:.0f} ms before the run and"
         f" {speed_ms[1]:.0f} ms after it (see scripts/bench)"
@@ -197,8 +222,8 @@ def main() -> int:
     argv = [sys.executable, __file__, "--serve", "--workers", str(args.workers)]
     argv += ["--answer-after-ms", str(args.answer_after_ms)]
     with child_process(argv, clean_environment(), SERVER_LINE, "fixed-answer server") as server:
-        phases = event_loop.run(measure(server, args))
-    report(phases, args, (speed_before, cpu_speed_ms()))
+        phases, callers = event_loop.run(measure(server, args))
+    report(phases, callers, args, (speed_before, cpu_speed_ms()))
     print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
     return 1 if any(p.errors for p in phases) else 0
 
