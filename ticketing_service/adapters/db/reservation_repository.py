@@ -79,7 +79,7 @@ class SqlReservationRepository:
             "SELECT registration_id FROM registrations WHERE event_id = %(e)s AND user_id = %(u)s",
             {"e": event_id, "u": user_id},
         )
-        return None if row is None else str(row.registration_id)
+        return None if row is None else str(row["registration_id"])
 
     async def lock_pending_of(self, event_id: str, user_id: str) -> LockedReservation | None:
         """Lock and read the user's pending hold at the event."""
@@ -91,7 +91,9 @@ class SqlReservationRepository:
         )
         # Read in a statement of its own, after the lock (see `lock`).
         read = (
-            None if row is None else await self._tx.one(sql.READ_LOCKED, {"id": row.reservation_id})
+            None
+            if row is None
+            else await self._tx.one(sql.READ_LOCKED, {"id": row["reservation_id"]})
         )
         await self._pause("pending_checked")
         return None if read is None else _locked(read)
@@ -131,8 +133,8 @@ class SqlReservationRepository:
         )
         if tier is None:
             raise TierNotFound("The event has no such tier.", tierId=tier_id)
-        if tier.capacity is None:
-            return TierSeats(capacity=None, taken=0, deleted=tier.deleted)
+        if tier["capacity"] is None:
+            return TierSeats(capacity=None, taken=0, deleted=tier["deleted"])
         counted = await self._tx.one(
             "SELECT count(*) FILTER (WHERE status = 'pending_payment' AND expire_time > now())"
             " + count(*) FILTER (WHERE status = 'confirmed' AND NOT seat_folded) AS taken"
@@ -142,8 +144,8 @@ class SqlReservationRepository:
         )
         assert counted is not None, "a count returns a row"
         await self._pause("seats_counted")
-        taken = tier.accepted_count + counted.taken
-        return TierSeats(capacity=tier.capacity, taken=taken, deleted=tier.deleted)
+        taken = tier["accepted_count"] + counted["taken"]
+        return TierSeats(capacity=tier["capacity"], taken=taken, deleted=tier["deleted"])
 
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
         """Insert a pending hold stamped and timed by the database's clock."""
@@ -200,7 +202,7 @@ class SqlReservationRepository:
             "SELECT reservation_id, outcome FROM webhook_deliveries WHERE delivery_id = %(d)s",
             {"d": delivery_id},
         )
-        return None if row is None else (str(row.reservation_id), ConfirmOutcome(row.outcome))
+        return None if row is None else (str(row["reservation_id"]), ConfirmOutcome(row["outcome"]))
 
     async def record_delivery(
         self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
@@ -266,7 +268,7 @@ class SqlReservationRepository:
             {"n": batch_size},
         )
         if rows:
-            expired = [str(r.reservation_id) for r in rows]
+            expired = [str(r["reservation_id"]) for r in rows]
             await append_events(self._tx, RegistrationEventType.RESERVATION_EXPIRED, expired)
             self.appended_events = True
         return len(rows)
@@ -283,7 +285,7 @@ class SqlReservationRepository:
             "SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0)) AS claimed",
             {"key": FOLD_LOCK_KEY},
         )
-        if claimed is None or not claimed.claimed:
+        if claimed is None or not claimed["claimed"]:
             return 0
         rows = await self._tx.all(
             "WITH folded AS (UPDATE reservations SET seat_folded = true WHERE reservation_id IN"
@@ -294,7 +296,7 @@ class SqlReservationRepository:
             " WHERE t.event_id = p.event_id AND t.tier_id = p.tier_id RETURNING p.n",
             {"n": batch_size},
         )
-        return sum(int(r.n) for r in rows)
+        return sum(int(r["n"]) for r in rows)
 
 
 def _settle_params(claim: PaymentClaim, status: ReservationStatus) -> dict[str, Any]:
@@ -327,29 +329,32 @@ def _answers_json(answers: tuple[Answer, ...]) -> str:
 
 
 def _reservation(row: Row) -> Reservation:
+    # Columns by key, not as attributes: an attribute of a Record is a Python-level
+    # `__getattr__` call each, and this runs for every reservation read or changed.
+    registration_id = row["registration_id"]
     return Reservation(
-        reservation_id=str(row.reservation_id),
-        event_id=row.event_id,
-        tier_id=row.tier_id,
-        user_id=row.user_id,
-        status=ReservationStatus(row.status),
-        amount=row.amount,
-        currency_code=row.currency_code,
-        provider=row.provider,
-        provider_account_id=row.provider_account_id,
-        answers=tuple(Answer(a["question_id"], a["answer"]) for a in row.answers),
-        customer_name=row.customer_name,
-        customer_email=row.customer_email,
-        success_url=row.success_url,
-        cancel_url=row.cancel_url,
-        create_time=row.create_time,
-        expire_time=row.expire_time,
-        checkout_id=row.checkout_id,
-        checkout_url=row.checkout_url,
-        paid_time=row.paid_time,
-        registration_id=None if row.registration_id is None else str(row.registration_id),
+        reservation_id=str(row["reservation_id"]),
+        event_id=row["event_id"],
+        tier_id=row["tier_id"],
+        user_id=row["user_id"],
+        status=ReservationStatus(row["status"]),
+        amount=row["amount"],
+        currency_code=row["currency_code"],
+        provider=row["provider"],
+        provider_account_id=row["provider_account_id"],
+        answers=tuple(Answer(a["question_id"], a["answer"]) for a in row["answers"]),
+        customer_name=row["customer_name"],
+        customer_email=row["customer_email"],
+        success_url=row["success_url"],
+        cancel_url=row["cancel_url"],
+        create_time=row["create_time"],
+        expire_time=row["expire_time"],
+        checkout_id=row["checkout_id"],
+        checkout_url=row["checkout_url"],
+        paid_time=row["paid_time"],
+        registration_id=None if registration_id is None else str(registration_id),
     )
 
 
 def _locked(row: Row) -> LockedReservation:
-    return LockedReservation(_reservation(row), row.db_now, row.paid_payment_id)
+    return LockedReservation(_reservation(row), row["db_now"], row["paid_payment_id"])

@@ -76,7 +76,7 @@ class SqlSettingsRepository:
         rows = await self._tx.all(_GET, {"e": event_id})
         if not rows:
             return None
-        tier_list = [_tier_from_row(row) for row in rows if row.tier_id is not None]
+        tier_list = [_tier_from_row(row) for row in rows if row["tier_id"] is not None]
         return _settings_from_rows(rows[0], tier_list)
 
     async def lock_tiers_in_use(self, event_id: str, tier_ids: Collection[str]) -> set[str]:
@@ -88,7 +88,7 @@ class SqlSettingsRepository:
         params = {"e": event_id, "ids": list(tier_ids)}
         await self._tx.all(_LOCK_TIERS, params)
         rows = await self._tx.all(_TIERS_IN_USE, params)
-        return {r.tier_id for r in rows}
+        return {r["tier_id"] for r in rows}
 
     async def save(self, settings: Settings, deleted_tier_ids: Sequence[str]) -> Settings:
         """Upsert the settings and tiers, tombstone deleted tiers, and read the result back."""
@@ -137,28 +137,28 @@ def _tier_values(event_id: str, position: int, tier: Tier) -> dict[str, Any]:
 
 def _tier_from_row(row: Row) -> Tier:
     return Tier(
-        tier_id=row.tier_id,
-        name=row.name,
-        price_amount=row.price_amount,
-        capacity=row.capacity,
-        sale_start_time=row.sale_start_time,
-        sale_end_time=row.sale_end_time,
-        retained=row.retained,
-        accepted_count=row.accepted_total,
+        tier_id=row["tier_id"],
+        name=row["name"],
+        price_amount=row["price_amount"],
+        capacity=row["capacity"],
+        sale_start_time=row["sale_start_time"],
+        sale_end_time=row["sale_end_time"],
+        retained=row["retained"],
+        accepted_count=row["accepted_total"],
     )
 
 
 def _settings_from_rows(row: Row, tier_list: list[Tier]) -> Settings:
     return Settings(
-        event_id=row.event_id,
-        event_title=row.event_title,
-        mode=TicketingMode(row.mode),
-        provider=row.provider,
-        provider_account_id=row.provider_account_id,
-        currency_code=row.currency_code,
-        enabled=row.enabled,
-        legacy=row.legacy,
-        external_url=row.external_url,
+        event_id=row["event_id"],
+        event_title=row["event_title"],
+        mode=TicketingMode(row["mode"]),
+        provider=row["provider"],
+        provider_account_id=row["provider_account_id"],
+        currency_code=row["currency_code"],
+        enabled=row["enabled"],
+        legacy=row["legacy"],
+        external_url=row["external_url"],
         tiers=tuple(tier_list),
-        update_time=row.update_time,
+        update_time=row["update_time"],
     )

@@ -25,7 +25,7 @@ import asyncpg
 
 from ticketing_service.adapters.db.pool import Connection, Database
 
-# A result row (`pool.Record`): columns by attribute (`row.status`) or by name.
+# A result row (`pool.Record`): columns by name (`row["status"]`).
 Row = Any
 Params = Mapping[str, Any]
 T = TypeVar("T")
