@@ -33,8 +33,10 @@ import psutil
 from bench_phases import (
     CALL_SECONDS,
     CpuSampler,
+    EvenShares,
     Phase,
     Stubs,
+    owner_of,
     peer_ports,
     reason_of_status,
     run_phase,
@@ -198,17 +200,14 @@ class GoCallers:
 def balanced(ports: Sequence[int], owners: Sequence[set[int]], count: int) -> list[int]:
     """Indexes of `count` connections (by local port) spread evenly over the workers that
     accepted them (`owners`: each worker's peer ports)."""
-    share = -(-count // len(owners))  # rounded up
-    placed = [0] * len(owners)
+    shares = EvenShares(count, len(owners))
     keep: list[int] = []
     for index, local in enumerate(ports):
-        owner = next((n for n, peers in enumerate(owners) if local in peers), None)
-        if owner is not None and placed[owner] < share and len(keep) < count:
-            placed[owner] += 1
+        if shares.keep(owner_of({local}, owners)):
             keep.append(index)
-    if len(keep) < count:
+    if not shares.full:
         raise RuntimeError(
-            f"Could not spread {count} connections over {len(owners)} workers: {placed}."
+            f"Could not spread {count} connections over {len(owners)} workers: {shares.placed}."
         )
     return keep
 

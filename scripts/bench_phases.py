@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -177,24 +177,44 @@ async def _balanced(
     run. Each new connection is looked up among the workers' sockets (by this process's port
     of it) and closed again if its worker already has its share.
     """
-    share = -(-count // len(workers))  # rounded up
-    placed: Counter[int] = Counter()
+    shares = EvenShares(count, len(workers))
     for _ in range(count * 20):
-        if len(opened) == count:
+        if shares.full:
             return
         before = _ports_to(port)
         channel = _channel(port)
         await asyncio.wait_for(channel.channel_ready(), CALL_SECONDS)
         ours = _ports_to(port) - before
-        owner = next(
-            (i for i, worker in enumerate(workers) if ours & peer_ports(worker, port)), None
-        )
-        if owner is not None and placed[owner] < share:
-            placed[owner] += 1
+        if shares.keep(owner_of(ours, (peer_ports(worker, port) for worker in workers))):
             opened.append(channel)
         else:
             await channel.close()
     raise RuntimeError(f"Could not spread {count} connections over {len(workers)} workers.")
+
+
+class EvenShares:
+    """Which connections to keep: `count` in all, at most an even share per worker."""
+
+    def __init__(self, count: int, workers: int) -> None:
+        self._count = count
+        self._share = -(-count // workers)  # rounded up
+        self.placed = [0] * workers
+
+    @property
+    def full(self) -> bool:
+        return sum(self.placed) == self._count
+
+    def keep(self, owner: int | None) -> bool:
+        """Whether to keep a connection that worker `owner` accepted (None: not found)."""
+        if owner is None or self.full or self.placed[owner] >= self._share:
+            return False
+        self.placed[owner] += 1
+        return True
+
+
+def owner_of(local_ports: set[int], peers: Iterable[set[int]]) -> int | None:
+    """The worker (by index) whose peer ports include one of `local_ports`, if any."""
+    return next((n for n, ports in enumerate(peers) if local_ports & ports), None)
 
 
 def _ports_to(port: int) -> set[int]:
