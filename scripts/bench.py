@@ -115,7 +115,7 @@ async def measure(
     workers = server.workers()
     async with (
         grpc_stubs(server.port, args.channels, workers) as stubs,
-        open_callers(args.callers, stubs, server.port, args.channels, workers) as (callers, note),
+        open_callers(args.callers, stubs, server.port, args.channels, workers) as (callers, which),
     ):
         groups: dict[str, Callable[[], float]] = {"server": server.cpu_seconds}
         if shim is not None:
@@ -143,7 +143,7 @@ async def measure(
         rush = None
         if not args.skip_rush:
             rush = await run_rush(stubs, shim, database_url, args, cpu)
-    return rounds, rush, callers.name + (f"; {note}" if note else "")
+    return rounds, rush, which
 
 
 @dataclass

@@ -282,24 +282,24 @@ async def go_callers(
 async def open_callers(
     kind: str, stubs: Stubs, port: int, connections: int, workers: Sequence[psutil.Process]
 ) -> AsyncIterator[tuple[Callers, str]]:
-    """The callers `kind` asks for ("go", "python" or "auto": Go where it builds), and a note
-    on the choice for the report. The Python callers are `stubs`."""
-    note = ""
-    if kind != "python":
-        with tempfile.TemporaryDirectory(prefix="bench-caller-") as directory:
-            try:
-                began = time.perf_counter()
-                binary = build_go_callers(Path(directory))
-                note = f"built in {time.perf_counter() - began:.1f} s"
-            except CallersUnavailable as error:
-                if kind == "go":
-                    raise
-                note = f"Go callers unavailable: {error}"
-            else:
-                async with go_callers(binary, port, connections, workers) as callers:
-                    yield callers, note
-                return
-    yield PythonCallers(stubs), note
+    """The callers `kind` asks for ("go", "python" or "auto": Go where it builds), and a line
+    for the report saying which they are and why. The Python callers are `stubs`."""
+    python = PythonCallers(stubs)
+    if kind == "python":
+        yield python, python.name
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-caller-") as directory:
+        try:
+            began = time.perf_counter()
+            binary = build_go_callers(Path(directory))
+        except CallersUnavailable as error:
+            if kind == "go":
+                raise
+            yield python, f"{python.name}; Go callers unavailable: {error}"
+            return
+        built = f"{GoCallers.name}; built in {time.perf_counter() - began:.1f} s"
+        async with go_callers(binary, port, connections, workers) as callers:
+            yield callers, built
 
 
 def _line(message: dict[str, Any]) -> bytes:

@@ -155,7 +155,7 @@ async def measure(server: Child, args: argparse.Namespace) -> tuple[list[Phase],
         grpc_stubs(server.port, args.concurrency, workers) as stubs,
         open_callers(args.callers, stubs, server.port, args.concurrency, workers) as (
             callers,
-            note,
+            which,
         ),
     ):
         groups = {
@@ -177,7 +177,7 @@ async def measure(server: Child, args: argparse.Namespace) -> tuple[list[Phase],
             phase = Phase("ConfirmPayment, gRPC alone")
             await confirm(phase, args.calls, PHASE_SECONDS)
             phases.append(phase)
-        return phases, callers.name + (f"; {note}" if note else "")
+        return phases, which
 
 
 def report(
