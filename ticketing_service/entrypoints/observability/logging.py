@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TextIO
 
 from ticketing_service.entrypoints.observability.redaction import (
+    SAFE_RECORD_FLAG,
     STANDARD_RECORD_ATTRIBUTES,
     RedactionFilter,
     redact_text,
@@ -71,15 +74,36 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Render `record` as a single line of JSON."""
         fields = record.__dict__
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            {name: value for name in CONTEXT_FIELDS if (value := fields.get(name))},
+            _extras(record),
+            _exception_text(self, record),
+        )
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        context: Mapping[str, object],
+        extras: Mapping[str, object],
+        exception: str = "",
+    ) -> str:
+        """The JSON line of a record made of these parts (`log_composed` passes them itself)."""
         entry: dict[str, object] = {
-            "time": self._time(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
+            "time": self._time(created),
+            "level": level,
+            "logger": logger,
+            "message": message,
         }
-        entry |= {name: value for name in CONTEXT_FIELDS if (value := fields.get(name))}
-        entry |= _extras(record)
-        if exception := _exception_text(self, record):
+        entry |= context
+        entry |= extras
+        if exception:
             entry["exception"] = exception
         return self._encoder.encode(entry)
 
@@ -132,12 +156,15 @@ def configure_logging(stream: TextIO, level: int = logging.INFO) -> logging.Hand
     # documentation names for this (its "Optimization" section).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(ConsoleFormatter() if _is_terminal(stream) else JsonFormatter())
+    global _json_handler  # the handler `log_composed` may write to directly
+    handler: logging.StreamHandler[TextIO] = logging.StreamHandler(stream)
+    formatter = ConsoleFormatter() if _is_terminal(stream) else JsonFormatter()
+    handler.setFormatter(formatter)
     # On the handler, not a logger: records propagated from any library logger pass here too.
     handler.addFilter(RequestContextFilter())
     handler.addFilter(RedactionFilter())
     setattr(handler, _HANDLER_MARK, True)
+    _json_handler = (handler, formatter) if isinstance(formatter, JsonFormatter) else None
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
@@ -151,3 +178,62 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+# The handler `configure_logging` installed last, with its formatter, when it writes JSON.
+_json_handler: tuple[logging.StreamHandler[TextIO], JsonFormatter] | None = None
+
+
+def log_composed(
+    logger: logging.Logger, level: int, message: str, fields: Mapping[str, object]
+) -> None:
+    """Log a line the service composed entirely itself, with `fields` as its extras.
+
+    Nothing in `message` or `fields` may come from a caller: the line skips redaction (it is
+    marked with SAFE_RECORD_FLAG). A server writes one such line per call. When a record of
+    `logger` would reach only the JSON handler of `configure_logging`, through no filter but
+    that handler's own two, the line is encoded and written here: the same JSON the record
+    would give, without making the record and passing it along the loggers (34 → 13 µs per
+    line in a loop). Any other setup (a terminal, a handler or filter someone added, a test's
+    capturing handler) gets an ordinary record.
+    """
+    direct = _json_handler
+    if direct is None or not _reaches_only(logger, level, direct[0]):
+        logger.log(level, message, extra={**fields, SAFE_RECORD_FLAG: True})
+        return
+    handler, formatter = direct
+    context = current_request()
+    line = formatter.line(
+        time.time(),
+        logging.getLevelName(level),
+        logger.name,
+        message,
+        {name: value for name in CONTEXT_FIELDS if (value := getattr(context, name))},
+        fields,
+    )
+    handler.acquire()
+    try:
+        handler.stream.write(line + handler.terminator)
+        handler.flush()
+    except Exception:  # as StreamHandler.emit does: report the failure, go on serving
+        handler.handleError(logger.makeRecord(logger.name, level, "", 0, message, (), None))
+    finally:
+        handler.release()
+
+
+def _reaches_only(logger: logging.Logger, level: int, handler: logging.Handler) -> bool:
+    """Whether a record of `level` from `logger` would be written by `handler` alone, with no
+    filter on its way but the handler's own (the request fields, and redaction, which a
+    composed line skips)."""
+    if not logger.isEnabledFor(level) or level < handler.level or len(handler.filters) != 2:
+        return False
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.disabled or node.filters:
+            return False
+        if node.parent is None:  # the root logger
+            return node.handlers == [handler]
+        if node.handlers or not node.propagate:
+            return False
+        node = node.parent
+    return False

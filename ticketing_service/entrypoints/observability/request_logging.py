@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ticketing_service.entrypoints.observability.logging import log_composed
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
-from ticketing_service.entrypoints.observability.redaction import SAFE_RECORD_FLAG
 from ticketing_service.entrypoints.observability.request_context import (
     RequestContext,
     begin_request,
@@ -105,21 +105,18 @@ class RequestContextObserver:
             if outcome.method.startswith(QUIET_RPC_PREFIXES) and level == logging.INFO:
                 level = logging.DEBUG
             duration_ms = round(outcome.duration_seconds * 1000, 1)
-            rpc_log.log(
-                level,
-                "%s %s in %.1f ms",
-                short_method(outcome.method),
-                outcome.code.name,
-                duration_ms,
-                extra={
-                    "grpc_code": outcome.code.name,
-                    "reason": outcome.reason,
-                    "duration_ms": duration_ms,
-                    # A registered method's path, a code, a reason from our vocabulary and a
-                    # number: nothing a caller wrote, so the redaction scan can be skipped.
-                    SAFE_RECORD_FLAG: _is_service_method(outcome.method),
-                },
-            )
+            fields = {
+                "grpc_code": outcome.code.name,
+                "reason": outcome.reason,
+                "duration_ms": duration_ms,
+            }
+            message = f"{short_method(outcome.method)} {outcome.code.name} in {duration_ms:.1f} ms"
+            if _is_service_method(outcome.method):
+                # A registered method's path, a code, a reason from our vocabulary and a
+                # number: nothing a caller wrote, so the redaction scan can be skipped.
+                log_composed(rpc_log, level, message, fields)
+            else:
+                rpc_log.log(level, message, extra=fields)  # the path is the caller's text
         finally:
             end_request(state)
 
