@@ -155,15 +155,8 @@ class Transaction:
 
 
 def _dead(connection: Connection) -> bool:
-    """Whether the server or the network closed the connection.
-
-    The pool takes a closed connection back at once, and every method of the checked-out
-    handle then raises InterfaceError ("released back to the pool"), `is_closed()` included.
-    """
-    try:
-        return connection.is_closed()
-    except asyncpg.InterfaceError:
-        return True
+    """Whether the server or the network closed the connection."""
+    return connection.is_closed()
 
 
 def _lost(cause: object) -> asyncpg.ConnectionDoesNotExistError:
