@@ -131,7 +131,10 @@ class Database:
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            await connection.close(timeout=self.settings.connect_timeout_seconds)
+            try:
+                await connection.close(timeout=self.settings.connect_timeout_seconds)
+            except Exception:  # it is being dropped either way: a broken one is cut instead
+                connection.terminate()
 
     async def _idle_or_new(self) -> Connection:
         """The most recently returned live connection (its caches are warm), or a new one."""

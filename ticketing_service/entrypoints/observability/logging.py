@@ -23,6 +23,8 @@ from ticketing_service.entrypoints.observability.request_context import current_
 
 CONTEXT_FIELDS = ("request_id", "rpc", "route", "reservation_id")
 _HANDLER_MARK = "_ticketing_handler"
+# The handler `configure_logging` installed last, with its formatter, when it writes JSON.
+_json_handler: tuple[logging.StreamHandler[TextIO], JsonFormatter] | None = None
 
 
 class RequestContextFilter(logging.Filter):
@@ -151,12 +153,12 @@ def configure_logging(stream: TextIO, level: int = logging.INFO) -> logging.Hand
     Replaces the handler an earlier call installed (and nothing else), so it is safe to call
     once per process entry and again in tests.
     """
+    global _json_handler  # the handler `log_composed` may write to directly
     # Neither format shows the caller's file and line, thread or process: not collecting them
     # saves a stack walk and three lookups per record. `_srcfile` is the switch the logging
     # documentation names for this (its "Optimization" section).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    global _json_handler  # the handler `log_composed` may write to directly
     handler: logging.StreamHandler[TextIO] = logging.StreamHandler(stream)
     formatter = ConsoleFormatter() if _is_terminal(stream) else JsonFormatter()
     handler.setFormatter(formatter)
@@ -178,10 +180,6 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
-
-
-# The handler `configure_logging` installed last, with its formatter, when it writes JSON.
-_json_handler: tuple[logging.StreamHandler[TextIO], JsonFormatter] | None = None
 
 
 def log_composed(
