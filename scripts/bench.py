@@ -1,6 +1,7 @@
 """Benchmark the real stack against the limit of its own database, and run a ticket rush.
 
-    scripts/bench [--concurrency 32] [--calls 1000] [--rounds 3] [--workers 2] [--buyers 5000]
+    scripts/bench [--concurrency 32] [--calls 1000] [--confirm-calls 2000] [--rounds 3]
+                  [--workers 2] [--buyers 5000]
 
 Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), the payment service
 stand-in (in this process, on its own thread), `python -m ticketing_service serve` and the
@@ -8,9 +9,10 @@ webhook shim as subprocesses. Then, `--rounds` times, with `--concurrency` calle
 `--channels` connections spread evenly over the server's workers (`--callers`: compiled Go
 ones where they build, see `bench_callers.py`), each RPC and then, at once, its limit:
 
-1. StartPaidRegistration: 2 x `--calls` holds from distinct users on one paid tier;
-2. ConfirmPayment: the first half of them, over gRPC;
-3. webhook: the second half, as moim-HMAC-signed callbacks through the shim;
+1. StartPaidRegistration: `--confirm-calls` + `--calls` holds from distinct users on one
+   paid tier;
+2. ConfirmPayment: the first `--confirm-calls` of them (2 x `--calls`), over gRPC;
+3. webhook: the other `--calls`, as moim-HMAC-signed callbacks through the shim;
 
 the limit being the same SQL transactions (recorded from the service's own code, see
 `bench_limit.py`) run by pgbench against the same Postgres with as many connections as
@@ -88,6 +90,14 @@ def parse_args() -> argparse.Namespace:
     add = parser.add_argument
     add("--concurrency", type=int, default=32, help="concurrent callers (32)")
     add("--calls", type=int, default=1000, help="calls per measured RPC and round (1000)")
+    # ConfirmPayment's calls are the quickest: at 1,000 a phase and its limit lasted about a
+    # second each, and a shared host's half-second stalls moved single rounds' ratios by a
+    # third (docs/benchmarks.md).
+    add(
+        "--confirm-calls",
+        type=int,
+        help="ConfirmPayment calls per round (2 x --calls), so its phases last seconds too",
+    )
     add("--rounds", type=int, default=3, help="service-then-limit rounds; ratios are medians (3)")
     add("--workers", type=int, default=2, help="server processes, `serve --workers` (2)")
     add("--pool-size", type=int, default=10, help="database pool per server process (10)")
@@ -105,7 +115,10 @@ def parse_args() -> argparse.Namespace:
     add("--seats", type=int, default=500, help="ticket rush: seats (500)")
     add("--skip-rush", action="store_true", help="measure the RPCs only")
     add("--save-scripts", type=Path, help="also write the pgbench scripts to this directory")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.confirm_calls is None:
+        args.confirm_calls = 2 * args.calls
+    return args
 
 
 async def measure(
@@ -138,7 +151,14 @@ async def measure(
             scripts = await capture_scripts(database_url, limit_event, "rush", PRICE)
             if args.save_scripts and number == 0:
                 scripts.save(args.save_scripts)
-            limits = Limits(database_url, scripts, number, args.concurrency, args.calls)
+            limits = Limits(
+                database_url,
+                scripts,
+                number,
+                args.concurrency,
+                holds=holds_wanted(shim, args),
+                webhook_transactions=2 * args.calls,
+            )
             rounds.append(await measure_round(callers, shim, limits, event_id, number, args, cpu))
         rush = None
         if not args.skip_rush:
@@ -190,12 +210,11 @@ async def measure_round(
     A pair measured seconds apart meets the same host: the shared VM's slow minutes then lower
     a ratio's both sides instead of one.
     """
-    holds_wanted = 2 * args.calls if shim else args.calls
     starts = [
         pb.StartPaidRegistrationRequest(
             event_id=event_id, tier_id="rush", user_id=f"user-{number}-{i}"
         )
-        for i in range(holds_wanted)
+        for i in range(holds_wanted(shim, args))
     ]
     start_phase = Phase("StartPaidRegistration")
     started = await callers.run(
@@ -209,7 +228,7 @@ async def measure_round(
     )
     round_ = Round([start_phase], [limits.start()])
     holds: list[reservation_pb2.Reservation] = [s.reservation for s in started if s is not None]
-    by_grpc, by_webhook = holds[: args.calls], holds[args.calls :]
+    by_grpc, by_webhook = holds[: args.confirm_calls], holds[args.confirm_calls :]
     confirms = [
         pb.ConfirmPaymentRequest(
             reservation_id=r.reservation_id,
@@ -262,43 +281,55 @@ async def shim_connections(shim: Child) -> AsyncIterator[ShimConnections]:
         await connections.aclose()
 
 
+def holds_wanted(shim: Child | None, args: argparse.Namespace) -> int:
+    """Holds a round's Start phase makes: one per ConfirmPayment call and per webhook call."""
+    return args.confirm_calls + (args.calls if shim else 0)
+
+
 @dataclass
 class Limits:
     """One round's pgbench runs of the service's transactions.
 
-    Each runs twice the service's calls (`2 x --calls`): as many Starts as the service's Start
-    phase made holds, so the limit's tier ends up with as many live holds to count; and the
-    confirmations of those holds. Each round numbers its transactions from a base of its own
-    (fresh users and reservations).
+    As many Starts as the service's Start phase made holds (`holds`), so the limit's tier ends
+    up with as many live holds to count, then the confirmations of those holds; and for the
+    webhook, `webhook_transactions` fresh holds and their confirmations. Each round numbers its
+    transactions from a base of its own (fresh users and reservations).
     """
 
     database_url: str
     scripts: Scripts
     number: int
     clients: int
-    calls: int
+    holds: int
+    webhook_transactions: int
 
     def start(self) -> Limit:
-        return self._run("StartPaidRegistration", self.scripts.start, self._base)
+        return self._run("StartPaidRegistration", self.scripts.start, self._base, self.holds)
 
     def webhook_holds(self) -> Limit:
         """Fresh holds for the webhook's transactions, made by the same Start script."""
-        return self._run("holds", self.scripts.start, self._base + 10**8)
+        return self._run("holds", self.scripts.start, self._webhook_base, self.webhook_transactions)
 
     def confirm(self) -> Limit:
-        return self._run("ConfirmPayment", self.scripts.confirm, self._base)
+        return self._run("ConfirmPayment", self.scripts.confirm, self._base, self.holds)
 
     def webhook(self, holds: Limit) -> Limit:
         if holds.failure:
             return Limit(WEBHOOK, failure=f"making its holds: {holds.failure}")
-        return self._run(WEBHOOK, self.scripts.webhook_confirm, self._base + 10**8)
+        return self._run(
+            WEBHOOK, self.scripts.webhook_confirm, self._webhook_base, self.webhook_transactions
+        )
 
     @property
     def _base(self) -> int:
         return (2 * self.number + 1) * 10**8
 
-    def _run(self, name: str, script: str, base: int) -> Limit:
-        per_client = max(1, 2 * self.calls // self.clients)
+    @property
+    def _webhook_base(self) -> int:
+        return self._base + 10**8
+
+    def _run(self, name: str, script: str, base: int, transactions: int) -> Limit:
+        per_client = max(1, transactions // self.clients)
         return run_pgbench(name, self.database_url, script, base, self.clients, per_client)
 
 
@@ -342,6 +373,7 @@ def report(
         f" server: {args.workers} worker process(es), pool {args.pool_size} each;"
         f" {args.concurrency} callers over {args.channels} gRPC channels;"
         f" {len(rounds)} round(s) of {args.calls} calls per RPC"
+        f" ({args.confirm_calls} for ConfirmPayment)"
     )
     print(f"callers of Start and Confirm: {callers} (the rush and the webhook's run in Python)")
     print(
