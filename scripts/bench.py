@@ -214,7 +214,7 @@ async def measure_round(
         pb.StartPaidRegistrationRequest(
             event_id=event_id, tier_id="rush", user_id=f"user-{number}-{i}"
         )
-        for i in range(holds_wanted(shim, args))
+        for i in range(limits.holds)  # the limit makes as many
     ]
     start_phase = Phase("StartPaidRegistration")
     started = await callers.run(

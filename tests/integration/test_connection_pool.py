@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-import psycopg
 import pytest
 
+from tests.integration.flows import sql
 from ticketing_service.adapters.db.pool import Connection, Database, PoolSettings, PoolTimeout
 from ticketing_service.adapters.db.transaction import Transaction
 
@@ -24,13 +24,12 @@ async def backend_of(connection: Connection) -> int:
 
 
 def active_sleeps(database_url: str) -> int:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
-            " AND query LIKE 'SELECT pg_sleep%%' AND pid <> pg_backend_pid()"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+    [(count,)] = sql(
+        database_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+        " AND query LIKE 'SELECT pg_sleep%%' AND pid <> pg_backend_pid()",
+    )
+    return int(count)
 
 
 async def test_a_returned_connection_is_used_again(database_url: str) -> None:
