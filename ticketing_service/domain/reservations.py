@@ -137,6 +137,38 @@ class LockedReservation:
 
     reservation: Reservation
     now: datetime
+    # The user already has a seat at the event through another of their reservations.
+    user_registered: bool = False
+
+    @property
+    def needs_seat_count(self) -> bool:
+        """Whether settling a payment now needs the tier's seats counted under its lock.
+
+        Only a late payment does: a live hold's seat was counted when the hold was made, so its
+        confirmation takes no tier lock and confirmations of one tier run in parallel.
+        """
+        return not self.user_registered and not self.reservation.holds_seat_at(self.now)
+
+    def settle(self, seats: TierSeats | None) -> ConfirmOutcome:
+        """What a payment that matches this pending or released reservation gets.
+
+        A seat: the one its live hold kept, or, for a late payment, a free one of the tier
+        (`seats`, counted under the tier's lock). Otherwise the payment is recorded without a
+        seat and a refund is due; so too when the user already holds a seat at the event.
+        """
+        if self.user_registered:
+            return ConfirmOutcome.PAID_UNFULFILLED
+        if not self.needs_seat_count:
+            return ConfirmOutcome.CONFIRMED
+        if seats is None:
+            raise ValueError("A late payment is settled only with the tier's seats counted.")
+        return ConfirmOutcome.CONFIRMED if seats.has_free_seat else ConfirmOutcome.PAID_UNFULFILLED
+
+    def repeat_outcome(self) -> ConfirmOutcome:
+        """The answer to the payment that already settled this reservation, arriving again."""
+        if self.reservation.registration_id is None:
+            return ConfirmOutcome.PAID_UNFULFILLED
+        return ConfirmOutcome.ALREADY_CONFIRMED
 
 
 @dataclass(frozen=True, slots=True)

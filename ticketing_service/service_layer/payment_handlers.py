@@ -53,7 +53,7 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             )
         if locked.reservation.status in SETTLED_STATUSES:
             # The same payment again: answer from what is stored, write nothing.
-            return ConfirmResult(_settled_outcome(locked), locked.reservation)
+            return ConfirmResult(locked.repeat_outcome(), locked.reservation)
         result = await _settle(uow, locked, claim)
         if claim.delivery is not None:
             await uow.reservations.record_delivery(claim, result.outcome)
@@ -84,26 +84,20 @@ async def _repeated_delivery(
     return ConfirmResult(seen.outcome, locked.reservation)
 
 
-def _settled_outcome(locked: LockedReservation) -> ConfirmOutcome:
-    if locked.reservation.registration_id is None:
-        return ConfirmOutcome.PAID_UNFULFILLED
-    return ConfirmOutcome.ALREADY_CONFIRMED
-
-
 async def _settle(uow: UnitOfWork, locked: LockedReservation, claim: PaymentClaim) -> ConfirmResult:
-    """Give the seat the hold kept, or a free seat to a late payment, or record a refund due."""
-    held = locked.reservation
-    if held.holds_seat_at(locked.now):
-        # The seat was counted when the hold was made: no tier lock, so confirmations of one
-        # tier run in parallel.
-        accepted = await uow.reservations.accept(locked, claim)
-    else:
-        # A late payment: the hold no longer counts, so a seat must be found under the tier
-        # lock exactly as StartPaidRegistration finds one.
+    """Carry out what the domain decides: a seat, or the payment recorded with a refund due."""
+    seats = None
+    if locked.needs_seat_count:
+        # A late payment: a seat is looked for under the tier lock, exactly as
+        # StartPaidRegistration looks for one.
         uow.late_payment = True
+        held = locked.reservation
         seats = await uow.reservations.lock_tier_seats(held.event_id, held.tier_id)
-        accepted = await uow.reservations.accept(locked, claim) if seats.has_free_seat else None
-    if accepted is not None:
-        return ConfirmResult(ConfirmOutcome.CONFIRMED, accepted)
+    if locked.settle(seats) is ConfirmOutcome.CONFIRMED:
+        accepted = await uow.reservations.accept(locked, claim)
+        if accepted is not None:
+            return ConfirmResult(ConfirmOutcome.CONFIRMED, accepted)
+        # None: another reservation of the user registered them at this moment (the unique
+        # registration per user and event decided), so this one is paid without a seat.
     unfulfilled = await uow.reservations.mark_paid_unfulfilled(claim)
     return ConfirmResult(ConfirmOutcome.PAID_UNFULFILLED, unfulfilled)

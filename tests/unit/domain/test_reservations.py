@@ -16,6 +16,7 @@ from ticketing_service.domain.reservations import (
     PaymentClaim,
     Reservation,
     ReservationStatus,
+    TierSeats,
     payment_differences,
 )
 
@@ -91,3 +92,51 @@ def test_a_settled_reservation_takes_only_the_payment_that_settled_it() -> None:
     locked = LockedReservation(settled, NOW)
     assert payment_differences(locked, CLAIM) == []
     assert payment_differences(locked, replace(CLAIM, payment_id="pay-2")) == ["payment_id"]
+
+
+@pytest.mark.parametrize(
+    ("locked", "seats", "outcome"),
+    [
+        (LockedReservation(HELD, NOW), None, ConfirmOutcome.CONFIRMED),
+        (LockedReservation(HELD, NOW + timedelta(minutes=10)), TierSeats(2, 1), "CONFIRMED"),
+        (LockedReservation(HELD, NOW + timedelta(minutes=10)), TierSeats(2, 2), "PAID_UNFULFILLED"),
+        (LockedReservation(HELD, NOW + timedelta(minutes=10)), TierSeats(None, 9), "CONFIRMED"),
+        (
+            LockedReservation(HELD, NOW + timedelta(minutes=10)),
+            TierSeats(5, 0, deleted=True),
+            "PAID_UNFULFILLED",
+        ),
+        (
+            LockedReservation(replace(HELD, status=ReservationStatus.EXPIRED), NOW),
+            TierSeats(1, 0),
+            "CONFIRMED",
+        ),
+        (LockedReservation(HELD, NOW, user_registered=True), None, "PAID_UNFULFILLED"),
+    ],
+    ids=[
+        "live hold",
+        "late, a seat free",
+        "late, full",
+        "late, unlimited",
+        "late, tier removed",
+        "expired, a seat free",
+        "user registered elsewhere",
+    ],
+)
+def test_settling_gives_the_held_or_a_free_seat_or_records_a_refund_due(
+    locked: LockedReservation, seats: TierSeats | None, outcome: str
+) -> None:
+    assert locked.needs_seat_count is (seats is not None)
+    assert locked.settle(seats) == outcome
+
+
+def test_a_late_payment_is_never_settled_without_its_seat_count() -> None:
+    with pytest.raises(ValueError, match="seats counted"):
+        LockedReservation(HELD, NOW + timedelta(minutes=10)).settle(None)
+
+
+def test_the_settling_payment_again_answers_already_confirmed_or_paid_unfulfilled() -> None:
+    confirmed = replace(HELD, status=ReservationStatus.CONFIRMED, registration_id="g-1")
+    unfulfilled = replace(HELD, status=ReservationStatus.PAID_UNFULFILLED)
+    assert LockedReservation(confirmed, NOW).repeat_outcome() is ConfirmOutcome.ALREADY_CONFIRMED
+    assert LockedReservation(unfulfilled, NOW).repeat_outcome() is ConfirmOutcome.PAID_UNFULFILLED

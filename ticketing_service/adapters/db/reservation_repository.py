@@ -388,4 +388,4 @@ def _reservation(row: Row) -> Reservation:
 
 
 def _locked(row: Row) -> LockedReservation:
-    return LockedReservation(_reservation(row), row["db_now"])
+    return LockedReservation(_reservation(row), row["db_now"], row["user_registered"])

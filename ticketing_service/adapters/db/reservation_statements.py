@@ -27,7 +27,9 @@ CHANGED = "r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
 # was granted, started: `now()` would be the transaction's start, from before any wait for the
 # lock. Seat counts read the same clock (`statement_timestamp()`).
 _READ_LOCKED = (
-    f"SELECT {columns('r', 'g.registration_id')}, {{clock}} AS db_now"
+    f"SELECT {columns('r', 'g.registration_id')}, {{clock}} AS db_now,"
+    " EXISTS (SELECT 1 FROM registrations o WHERE o.event_id = r.event_id"
+    " AND o.user_id = r.user_id AND o.reservation_id <> r.reservation_id) AS user_registered"
     f" FROM {FROM} WHERE r.reservation_id = %(id)s"
 )
 READ_LOCKED = _READ_LOCKED.format(clock="statement_timestamp()")
