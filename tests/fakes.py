@@ -216,6 +216,16 @@ class FakeReservations:
         found = self._store.reservations.get(reservation_id)
         return None if found is None else self._with_registration(found)
 
+    async def latest_of(self, event_id: str, user_id: str) -> Reservation | None:
+        """The user's most recently made reservation for the event."""
+        mine = [
+            r
+            for r in self._store.reservations.values()
+            if (r.event_id, r.user_id) == (event_id, user_id)
+        ]
+        latest = max(mine, key=lambda r: r.create_time, default=None)
+        return None if latest is None else self._with_registration(latest)
+
     async def lock(self, reservation_id: str) -> LockedReservation | None:
         """The reservation and the store's clock."""
         found = self._store.reservations.get(reservation_id)

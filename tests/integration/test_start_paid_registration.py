@@ -352,3 +352,27 @@ async def test_reservation_ids_that_are_not_uuids_are_invalid_argument(
     ]
     for call in requests:
         assert (await failure(call))[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_find_reservation_answers_the_users_latest_reservation_for_the_event(
+    stub: Stub, database_url: str
+) -> None:
+    await configure_event(stub)
+    first = await hold(stub, "user-1")
+    end_hold(database_url, first.reservation_id)
+    latest = await hold(stub, "user-1")  # the lapsed hold is expired and a new one made
+    await hold(stub, "user-2")
+
+    found = await stub.FindReservation(pb.FindReservationRequest(event_id=EVENT, user_id="user-1"))
+
+    assert found.reservation == latest
+    nobody = pb.FindReservationRequest(event_id=EVENT, user_id="nobody")
+    assert await failure(stub.FindReservation(nobody)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "RESERVATION_NOT_FOUND",
+    )
+    blank = pb.FindReservationRequest(event_id=EVENT)
+    assert await failure(stub.FindReservation(blank)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )

@@ -81,6 +81,10 @@ class ReservationRepository(Protocol):
         """A reservation by id, with its registration id once it has one."""
         ...
 
+    async def latest_of(self, event_id: str, user_id: str) -> Reservation | None:
+        """The user's most recently made reservation for the event, with its registration id."""
+        ...
+
     async def lock(self, reservation_id: str) -> LockedReservation | None:
         """Lock a reservation's row for the rest of the transaction and read it."""
         ...

@@ -1,4 +1,4 @@
-"""Use cases of seat holds: StartPaidRegistration, GetReservation, CancelReservation."""
+"""Use cases of seat holds: StartPaidRegistration, Get/FindReservation, CancelReservation."""
 
 from __future__ import annotations
 
@@ -212,6 +212,17 @@ async def get_reservation(deps: Dependencies, reservation_id: str) -> Reservatio
     if reservation is None:
         raise errors.ReservationNotFound(
             "No reservation has this id.", reservationId=reservation_id
+        )
+    return reservation
+
+
+async def find_reservation(deps: Dependencies, event_id: str, user_id: str) -> Reservation:
+    """The user's most recently made reservation for the event."""
+    async with deps.uow() as uow:
+        reservation = await uow.reservations.latest_of(event_id, user_id)
+    if reservation is None:
+        raise errors.ReservationNotFound(
+            "The user has no reservation for this event.", eventId=event_id, userId=user_id
         )
     return reservation
 

@@ -16,6 +16,7 @@ from ticketing_service.service_layer.checkouts import CheckoutRefused, CheckoutU
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.registration_handlers import (
     cancel_reservation,
+    find_reservation,
     get_reservation,
     start_paid_registration,
 )
@@ -205,3 +206,16 @@ async def test_only_the_owner_cancels_only_a_pending_hold_and_twice_is_harmless(
     )
     with pytest.raises(errors.ReservationNotCancellable):
         await cancel_reservation(deps, reservation_id, "owner")
+
+
+async def test_find_answers_the_latest_reservation_of_the_user_or_not_found(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    first = await start_paid_registration(deps, registration("user-1"))
+    later(database, 601)
+    second = await start_paid_registration(deps, registration("user-1"))
+    assert first.reservation is not None
+    assert second.reservation is not None
+    assert await find_reservation(deps, EVENT, "user-1") == second.reservation
+    with pytest.raises(errors.ReservationNotFound):
+        await find_reservation(deps, EVENT, "nobody")

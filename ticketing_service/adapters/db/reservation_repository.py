@@ -114,6 +114,11 @@ class SqlReservationRepository:
         await self._pause("pending_checked")
         return None if read is None else _locked(read)
 
+    async def latest_of(self, event_id: str, user_id: str) -> Reservation | None:
+        """The user's most recently made reservation for the event."""
+        row = await self._tx.one(sql.LATEST_OF, {"e": event_id, "u": user_id})
+        return None if row is None else _reservation(row)
+
     async def lock(self, reservation_id: str) -> LockedReservation | None:
         """Lock the reservation's row and read it with the database's clock.
 

@@ -36,6 +36,11 @@ READ_LOCKED = _READ_LOCKED.format(clock="statement_timestamp()")
 # The test-only control: the clock of the transaction's start, as before this was fixed.
 READ_LOCKED_BY_TRANSACTION_START = _READ_LOCKED.format(clock="now()")
 GET = f"SELECT {columns('r', 'g.registration_id')} FROM {FROM} WHERE r.reservation_id = %(id)s"
+LATEST_OF = (
+    f"SELECT {columns('r', 'g.registration_id')} FROM {FROM}"
+    " WHERE r.event_id = %(e)s AND r.user_id = %(u)s"
+    " ORDER BY r.create_time DESC, r.reservation_id DESC LIMIT 1"
+)
 
 # The statements below that change a reservation also append its event and return the row as
 # changed (RETURNING), so each is one round trip. Sub-statements of one WITH share a snapshot

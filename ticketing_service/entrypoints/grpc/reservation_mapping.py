@@ -76,6 +76,15 @@ def read_reservation_id(reservation_id: str) -> str:
     return canonical
 
 
+def read_find(request: ticketing_service_pb2.FindReservationRequest) -> tuple[str, str]:
+    """The event and the user whose latest reservation is asked for, or InvalidArgument."""
+    v = Violations()
+    event_id = v.required_id("event_id", request.event_id)
+    user_id = v.required_id("user_id", request.user_id)
+    v.raise_if_any()
+    return event_id, user_id
+
+
 def read_cancel(request: ticketing_service_pb2.CancelReservationRequest) -> tuple[str, str]:
     """The reservation id and the user who cancels, or InvalidArgument."""
     v = Violations()

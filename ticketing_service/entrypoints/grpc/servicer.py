@@ -116,6 +116,17 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
         )
 
     @_answering_errors
+    async def FindReservation(
+        self, request: pb.FindReservationRequest, context: Context
+    ) -> pb.FindReservationResponse:
+        """Read a user's latest reservation for an event."""
+        event_id, user_id = reservation_mapping.read_find(request)
+        reservation = await registration_handlers.find_reservation(self._deps, event_id, user_id)
+        return pb.FindReservationResponse(
+            reservation=reservation_mapping.write_reservation(reservation)
+        )
+
+    @_answering_errors
     async def CancelReservation(
         self, request: pb.CancelReservationRequest, context: Context
     ) -> pb.CancelReservationResponse:

@@ -336,6 +336,58 @@ class GetReservationResponse(_message.Message):
 Global___GetReservationResponse: _TypeAlias = GetReservationResponse  # noqa: Y015
 
 @_typing.final
+class FindReservationRequest(_message.Message):
+    """The request of FindReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The Moim event id. Required."""
+    user_id: _builtins.str
+    """The Moim user id. Required."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindReservationRequest: _TypeAlias = FindReservationRequest  # noqa: Y015
+
+@_typing.final
+class FindReservationResponse(_message.Message):
+    """The response of FindReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reservation(self) -> _reservation_pb2.Reservation:
+        """The user's most recently made reservation for the event, in whatever status it is now.
+        NOT_FOUND (RESERVATION_NOT_FOUND) when the user has none.
+        """
+
+    def __init__(
+        self,
+        *,
+        reservation: _reservation_pb2.Reservation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindReservationResponse: _TypeAlias = FindReservationResponse  # noqa: Y015
+
+@_typing.final
 class CancelReservationRequest(_message.Message):
     """The request of CancelReservation."""
 
