@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
+import httpx
 import pytest
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
+from tests.integration.callbacks import running_shim, shim_config
 from tests.payment_service_standin import (
     PaymentServiceState,
     create_payment_service_app,
@@ -135,3 +137,10 @@ async def stub(server: RunningServer) -> AsyncIterator[TicketingServiceAsyncStub
     """A client of the running server."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield pb_grpc.TicketingServiceStub(channel)
+
+
+@pytest.fixture
+async def shim(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """The real webhook shim on a free port, forwarding to the running server; a client of it."""
+    async with running_shim(shim_config(f"127.0.0.1:{server.port}")) as client:
+        yield client

@@ -53,7 +53,14 @@ def counts(metrics: TicketingMetrics) -> dict[str, float]:
     value = metrics.registry.get_sample_value
     found = {
         event: value("ticketing_reservation_events_total", {"type": event}) or 0
-        for event in ("created", "confirmed", "expired", "cancelled", "paid_unfulfilled")
+        for event in (
+            "created",
+            "confirmed",
+            "expired",
+            "cancelled",
+            "paid_unfulfilled",
+            "payment_mismatch",
+        )
     }
     found |= {
         f"late:{result}": value("ticketing_late_payments_total", {"result": result}) or 0
@@ -152,3 +159,15 @@ async def test_checkout_calls_are_timed_and_a_refusal_cancels_the_hold_it_counte
     assert value("ticketing_payment_service_duration_seconds_count", {"result": "ok"}) == 1
     assert value("ticketing_payment_service_failures_total", {"kind": "refused"}) == 1
     assert counts(metrics) == {"created": 2, "cancelled": 1}
+
+
+async def test_a_mismatched_payment_is_counted_once_however_often_its_callback_is_retried(
+    metered_stub: Stub, metrics: TicketingMetrics
+) -> None:
+    await configure_event(metered_stub)
+    held = await hold(metered_stub, "user-1")
+    wrong = payment_for(held, amount=held.amount + 1, delivery_id="d-1")
+    for _ in range(3):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await metered_stub.ConfirmPayment(wrong)
+    assert counts(metrics) == {"created": 1, "payment_mismatch": 1}

@@ -231,7 +231,8 @@ async def test_a_legacy_paid_event_without_currency_is_currency_missing(
     )
 
 
-@pytest.mark.parametrize("fault", ["hang", "error_500"])
+# 408, 409 (the same idempotency key still in flight) and 425 say "not now", not "no".
+@pytest.mark.parametrize("fault", ["hang", "error_500", "error_408", "error_409", "error_425"])
 async def test_a_transient_checkout_failure_keeps_the_hold_and_a_retry_reuses_its_key(
     stub: Stub, database_url: str, payment_service: PaymentService, fault: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ticketing_service.domain import errors
@@ -15,6 +16,8 @@ from ticketing_service.domain.reservations import (
 )
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.ports import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +38,14 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             raise errors.ReservationNotFound(
                 "No reservation has this id.", reservationId=claim.reservation_id
             )
-        repeated = await _repeated_delivery(uow, claim)
+        repeated = await _repeated_delivery(uow, locked, claim)
         if repeated is not None:
             return repeated
         wrong = payment_differences(locked, claim)
         if wrong:
-            await uow.reservations.record_mismatch(claim)
+            # Committed although the call fails: the money may have been taken (a refund is
+            # due), so the attempt is kept and announced on the feed, once per payment.
+            await uow.reservations.record_mismatch(claim, wrong)
             await uow.commit()
             raise errors.PaymentMismatch(
                 f"The payment does not match the reservation ({', '.join(wrong)}).",
@@ -50,25 +55,33 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             # The same payment again: answer from what is stored, write nothing.
             return ConfirmResult(_settled_outcome(locked), locked.reservation)
         result = await _settle(uow, locked, claim)
-        if claim.delivery_id:
-            await uow.reservations.record_delivery(
-                claim.delivery_id, claim.reservation_id, result.outcome
-            )
+        if claim.delivery is not None:
+            await uow.reservations.record_delivery(claim, result.outcome)
         await uow.commit()
     return result
 
 
-async def _repeated_delivery(uow: UnitOfWork, claim: PaymentClaim) -> ConfirmResult | None:
-    """The first result of a webhook delivery seen before; no work is done twice."""
-    if not claim.delivery_id:
+async def _repeated_delivery(
+    uow: UnitOfWork, locked: LockedReservation, claim: PaymentClaim
+) -> ConfirmResult | None:
+    """The first result of this same delivery seen before; no work is done twice.
+
+    An id seen before for another payment is not a repeat: the claim goes through the ordinary
+    rules below, so a reused id can never swallow a payment.
+    """
+    if claim.delivery is None:
         return None
-    seen = await uow.reservations.delivery_outcome(claim.delivery_id)
+    seen = await uow.reservations.delivery_outcome(claim.delivery)
     if seen is None:
         return None
-    reservation_id, outcome = seen
-    reservation = await uow.reservations.get(reservation_id)
-    assert reservation is not None, "a delivery refers to an existing reservation"
-    return ConfirmResult(outcome, reservation)
+    if not claim.is_repeat_of(seen):
+        log.warning(
+            "delivery id %r (%s) was seen before for another payment; handling this one anew",
+            claim.delivery.delivery_id,
+            claim.delivery.scheme.value,
+        )
+        return None
+    return ConfirmResult(seen.outcome, locked.reservation)
 
 
 def _settled_outcome(locked: LockedReservation) -> ConfirmOutcome:

@@ -10,6 +10,8 @@ from typing import Protocol, Self
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
+    Delivery,
+    DeliveryRecord,
     LockedReservation,
     PaymentClaim,
     Reservation,
@@ -63,8 +65,9 @@ class ReservationRepository(Protocol):
         """Insert a pending hold expiring `hold_seconds` from the database's now."""
         ...
 
-    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation:
-        """Store the checkout of a reservation and its `requires_payment` payment row."""
+    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation | None:
+        """Store a pending hold's checkout and its `requires_payment` payment row; None (nothing
+        written) when the hold is no longer pending."""
         ...
 
     async def release_hold(
@@ -81,18 +84,16 @@ class ReservationRepository(Protocol):
         """Lock a reservation's row for the rest of the transaction and read it."""
         ...
 
-    async def delivery_outcome(self, delivery_id: str) -> tuple[str, ConfirmOutcome] | None:
-        """The reservation id and outcome recorded for a webhook delivery, if it was seen."""
+    async def delivery_outcome(self, delivery: Delivery) -> DeliveryRecord | None:
+        """What the first delivery with this scheme and id was about, if one was seen."""
         ...
 
-    async def record_delivery(
-        self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
-    ) -> bool:
-        """Record a delivery's outcome; False when the delivery was recorded already."""
+    async def record_delivery(self, claim: PaymentClaim, outcome: ConfirmOutcome) -> None:
+        """Record the claim's delivery and outcome, unless its id was recorded already."""
         ...
 
-    async def record_mismatch(self, claim: PaymentClaim) -> None:
-        """Keep a payment that did not match its reservation, for audit."""
+    async def record_mismatch(self, claim: PaymentClaim, fields: Sequence[str]) -> bool:
+        """Keep a mismatched payment and announce it on the feed; False if seen before."""
         ...
 
     async def accept(self, locked: LockedReservation, claim: PaymentClaim) -> Reservation | None:

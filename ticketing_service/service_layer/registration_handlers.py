@@ -177,6 +177,13 @@ async def _open_checkout(deps: Dependencies, held: Reservation, order_name: str)
     async with deps.uow() as uow:
         reservation = await uow.reservations.attach_checkout(held.reservation_id, checkout)
         await uow.commit()
+    if reservation is None:
+        # Cancelled or expired while the payment service was asked: no URL to pay at is given
+        # out. A retry makes a new hold (and checkout) if the user still wants a seat.
+        raise errors.ConcurrentUpdate(
+            "The hold was released while its checkout was opened; retry to hold a seat again.",
+            reservationId=held.reservation_id,
+        )
     return reservation
 
 

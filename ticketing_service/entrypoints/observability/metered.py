@@ -12,12 +12,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
+    Delivery,
+    DeliveryRecord,
     LockedReservation,
     PaymentClaim,
     Reservation,
@@ -106,7 +108,7 @@ class MeteredReservations:
         self._tally.events["created"] += 1
         return inserted
 
-    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation:
+    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation | None:
         """Delegated unchanged."""
         return await self._inner.attach_checkout(reservation_id, checkout)
 
@@ -129,19 +131,20 @@ class MeteredReservations:
         self._tally.reservation_locked = True
         return locked
 
-    async def delivery_outcome(self, delivery_id: str) -> tuple[str, ConfirmOutcome] | None:
+    async def delivery_outcome(self, delivery: Delivery) -> DeliveryRecord | None:
         """Delegated unchanged."""
-        return await self._inner.delivery_outcome(delivery_id)
+        return await self._inner.delivery_outcome(delivery)
 
-    async def record_delivery(
-        self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
-    ) -> bool:
+    async def record_delivery(self, claim: PaymentClaim, outcome: ConfirmOutcome) -> None:
         """Delegated unchanged."""
-        return await self._inner.record_delivery(delivery_id, reservation_id, outcome)
+        await self._inner.record_delivery(claim, outcome)
 
-    async def record_mismatch(self, claim: PaymentClaim) -> None:
-        """Delegated unchanged."""
-        await self._inner.record_mismatch(claim)
+    async def record_mismatch(self, claim: PaymentClaim, fields: Sequence[str]) -> bool:
+        """Delegated; counts a mismatched payment the first time it is recorded."""
+        recorded = await self._inner.record_mismatch(claim, fields)
+        if recorded:
+            self._tally.events["payment_mismatch"] += 1
+        return recorded
 
     async def accept(self, locked: LockedReservation, claim: PaymentClaim) -> Reservation | None:
         """Delegated; counts a confirmation (late when the tier was locked for it)."""

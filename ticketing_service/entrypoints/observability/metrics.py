@@ -34,7 +34,14 @@ METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # The outbox's event types, without their `reservation_` prefix.
-RESERVATION_EVENT_TYPES = ("created", "confirmed", "expired", "cancelled", "paid_unfulfilled")
+RESERVATION_EVENT_TYPES = (
+    "created",
+    "confirmed",
+    "expired",
+    "cancelled",
+    "paid_unfulfilled",
+    "payment_mismatch",
+)
 LATE_PAYMENT_RESULTS = ("seat_found", "paid_unfulfilled")
 PAYMENT_SERVICE_RESULTS = ("ok", "unavailable", "refused", "error")
 CONCURRENT_UPDATE = "CONCURRENT_UPDATE"

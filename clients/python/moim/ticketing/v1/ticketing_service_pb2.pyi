@@ -51,6 +51,30 @@ CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED: ConfirmPaymentOutcome.ValueType  # 3
 """The payment arrived late and no seat was free: it is recorded and a refund is due."""
 Global___ConfirmPaymentOutcome: _TypeAlias = ConfirmPaymentOutcome  # noqa: Y015
 
+class _DeliveryScheme:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliverySchemeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryScheme.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_SCHEME_UNSPECIFIED: _DeliveryScheme.ValueType  # 0
+    """Not a webhook delivery: a direct ConfirmPayment call."""
+    DELIVERY_SCHEME_MOIM_HMAC: _DeliveryScheme.ValueType  # 1
+    """The moim-payment HMAC scheme (`X-Ticket-Payment-Event-Id`)."""
+    DELIVERY_SCHEME_STANDARD_WEBHOOKS: _DeliveryScheme.ValueType  # 2
+    """Standard Webhooks (`webhook-id`), as PortOne V2 sends."""
+
+class DeliveryScheme(_DeliveryScheme, metaclass=_DeliverySchemeEnumTypeWrapper):
+    """The signature scheme a webhook delivery came with; each numbers its delivery ids on its own."""
+
+DELIVERY_SCHEME_UNSPECIFIED: DeliveryScheme.ValueType  # 0
+"""Not a webhook delivery: a direct ConfirmPayment call."""
+DELIVERY_SCHEME_MOIM_HMAC: DeliveryScheme.ValueType  # 1
+"""The moim-payment HMAC scheme (`X-Ticket-Payment-Event-Id`)."""
+DELIVERY_SCHEME_STANDARD_WEBHOOKS: DeliveryScheme.ValueType  # 2
+"""Standard Webhooks (`webhook-id`), as PortOne V2 sends."""
+Global___DeliveryScheme: _TypeAlias = DeliveryScheme  # noqa: Y015
+
 @_typing.final
 class UpdateTicketingSettingsRequest(_message.Message):
     """The request of UpdateTicketingSettings."""
@@ -377,6 +401,7 @@ class ConfirmPaymentRequest(_message.Message):
     PAID_TIME_FIELD_NUMBER: _builtins.int
     DELIVERY_ID_FIELD_NUMBER: _builtins.int
     RAW_EVENT_FIELD_NUMBER: _builtins.int
+    DELIVERY_SCHEME_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     """The reservation's id, a UUID. Required."""
     checkout_id: _builtins.str
@@ -392,11 +417,17 @@ class ConfirmPaymentRequest(_message.Message):
     currency_code: _builtins.str
     """The ISO 4217 currency of `amount`. Required."""
     delivery_id: _builtins.str
-    """The webhook delivery id. A repeated delivery id returns the first result without doing work.
-    Empty means the call is not a webhook delivery.
+    """The webhook delivery id. A delivery id seen before, in the same `delivery_scheme`, for the
+    same reservation, checkout and payment returns the first result without doing work; an id
+    seen before for another payment is handled as a new delivery. Empty means the call is not a
+    webhook delivery. At most 128 characters.
     """
     raw_event: _builtins.bytes
     """The callback body exactly as received, kept for audit. Empty means none. At most 64 KiB."""
+    delivery_scheme: Global___DeliveryScheme.ValueType
+    """Who numbered `delivery_id`: ids are unique only within their scheme. Unspecified means a
+    direct call (not through the webhook shim).
+    """
     @_builtins.property
     def paid_time(self) -> _timestamp_pb2.Timestamp:
         """When the payment was made. Unset means now."""
@@ -414,10 +445,11 @@ class ConfirmPaymentRequest(_message.Message):
         paid_time: _timestamp_pb2.Timestamp | None = ...,
         delivery_id: _builtins.str = ...,
         raw_event: _builtins.bytes = ...,
+        delivery_scheme: Global___DeliveryScheme.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["paid_time", b"paid_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "checkout_id", b"checkout_id", "currency_code", b"currency_code", "delivery_id", b"delivery_id", "paid_time", b"paid_time", "payment_id", b"payment_id", "provider", b"provider", "raw_event", b"raw_event", "reservation_id", b"reservation_id", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "checkout_id", b"checkout_id", "currency_code", b"currency_code", "delivery_id", b"delivery_id", "delivery_scheme", b"delivery_scheme", "paid_time", b"paid_time", "payment_id", b"payment_id", "provider", b"provider", "raw_event", b"raw_event", "reservation_id", b"reservation_id", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
