@@ -8,7 +8,7 @@ import {
   Code,
   ConnectError,
   errorReason,
-  ReservationStatus,
+  RegistrationEventType,
   type RegistrationEvent,
   type TicketingClient,
 } from "../../src/index.js";
@@ -62,12 +62,17 @@ async function apply(
   event: RegistrationEvent | undefined,
   log: (line: string) => void,
 ): Promise<void> {
-  if (event?.reservation === undefined) {
+  if (event === undefined) {
     throw new ConnectError("The feed sent a message without an event.", Code.Internal);
   }
   const applied = await store.applyEvent(event.sequence, event.reservation);
-  const what = `${ReservationStatus[event.reservation.status]} ${event.reservation.reservationId}`;
+  const { reservation, paymentMismatch } = event;
+  const what = `${RegistrationEventType[event.type]} ${reservation?.reservationId}`;
   log(`${applied ? "applied" : "skipped, already applied:"} sequence ${event.sequence} ${what}`);
+  if (applied && paymentMismatch) {
+    // The reservation did not change, but money may have been taken: someone must look.
+    log(`payment ${paymentMismatch.paymentId} differs in ${paymentMismatch.fields.join(", ")}`);
+  }
 }
 
 /** Handles a failed or ended watch; returns the failure count for the next back-off. */

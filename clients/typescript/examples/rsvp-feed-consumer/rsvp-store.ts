@@ -24,8 +24,11 @@ import {
 export interface RsvpStore {
   /** The last sequence applied; 0 before the first. */
   lastSequence(): Promise<bigint>;
-  /** Applies one feed event and stores its sequence, atomically; false when already applied. */
-  applyEvent(sequence: bigint, reservation: Reservation): Promise<boolean>;
+  /**
+   * Applies one feed event (the reservation as the event left it; none: only the cursor moves)
+   * and stores its sequence, atomically. False when the sequence was applied before.
+   */
+  applyEvent(sequence: bigint, reservation: Reservation | undefined): Promise<boolean>;
   /** The reservations the table knows, to read again on a resync. */
   knownReservationIds(): Promise<string[]>;
   /** Applies each reservation as it is now and moves the cursor to `resumeAfter`, atomically. */
@@ -51,12 +54,12 @@ export class FileRsvpStore implements RsvpStore {
     return this.table.lastSequence;
   }
 
-  async applyEvent(sequence: bigint, reservation: Reservation): Promise<boolean> {
+  async applyEvent(sequence: bigint, reservation: Reservation | undefined): Promise<boolean> {
     if (sequence <= this.table.lastSequence) {
       return false;
     }
     await this.commit((table) => {
-      applyReservation(table, reservation);
+      if (reservation) applyReservation(table, reservation);
       table.lastSequence = sequence;
       table.appliedLog.push(sequence);
     });
