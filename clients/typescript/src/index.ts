@@ -26,8 +26,12 @@ export type { Interceptor, RetryPolicy, TlsOptions };
 /** The `google.rpc.ErrorInfo` domain of every error the service raises. */
 export const ERROR_DOMAIN = "ticketing.moim.social";
 
-/** The deadline of a unary call that names none: generous for one short transaction, and the
- * payment service's own bound (TICKET_PAYMENT_TIMEOUT_SECONDS, 10 s) fits inside it. */
+/**
+ * The deadline of a unary call that names none: generous for the service's short transactions.
+ * Only StartPaidRegistration waits on something slower, the payment service, which the server
+ * bounds by TICKET_PAYMENT_TIMEOUT_SECONDS (also 10 s by default): when that service hangs, the
+ * call ends here as DEADLINE_EXCEEDED, the hold stays, and a repeat of the call is safe.
+ */
 export const DEFAULT_DEADLINE_MS = 10_000;
 
 /** The client: one async method per RPC, named in lowerCamel (`startPaidRegistration`, ...). */

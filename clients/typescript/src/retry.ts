@@ -73,8 +73,10 @@ export function retryInterceptor(
         }
         // A deadline or cancellation during the wait ends the call with its own error.
         await delay(wait, undefined, { signal: request.signal });
-        // Tell the server the time that is left, not the whole call's.
-        request.header.set(GRPC_TIMEOUT, `${Math.max(1, deadline - Date.now())}m`);
+        if (Number.isFinite(deadline)) {
+          // Tell the server the time that is left, not the whole call's.
+          request.header.set(GRPC_TIMEOUT, `${Math.max(1, deadline - Date.now())}m`);
+        }
       }
     }
   };

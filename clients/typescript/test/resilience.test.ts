@@ -174,8 +174,10 @@ describe("retries", () => {
     const attempts = new AttemptLog(async () => {
       proxy ??= await tcpProxy(port, server.address);
     });
+    // No deadline at all: the retry is bounded by its attempts, and sends no deadline either.
+    const options = { address: `127.0.0.1:${port}`, deadlineMs: 0 };
     const client = createTicketingClient(
-      deployed({ address: `127.0.0.1:${port}`, interceptors: [attempts.interceptor] }),
+      deployed({ ...options, interceptors: [attempts.interceptor] }),
     );
     const eventId = newEventId();
 
@@ -186,6 +188,7 @@ describe("retries", () => {
     }
 
     assert.deepEqual(attempts.codes, [Code.Unavailable, "ok"]);
+    assert.deepEqual(attempts.timeouts, [null, null]);
   });
 
   test("the server's UNAVAILABLE is retried up to maxAttempts, always for the same hold", async () => {
@@ -203,6 +206,10 @@ describe("retries", () => {
     assert.deepEqual(attempts.codes, Array(4).fill(Code.Unavailable));
     const holds = new Set(attempts.errors.map((each) => errorReason(each)?.metadata.reservationId));
     assert.equal(holds.size, 1, `one hold for every attempt, got ${[...holds].join(", ")}`);
+    // Each retry tells the server the time left of the call's one deadline, not a fresh one.
+    const budgets = attempts.timeouts.map((timeout) => Number.parseInt(timeout ?? ""));
+    assert.equal(budgets[0], CALL_DEADLINE_MS);
+    assert.ok(budgets.slice(1).every((left) => left < CALL_DEADLINE_MS), `${budgets}`);
   });
 
   test("a FAILED_PRECONDITION is answered at once, without a retry", async () => {
