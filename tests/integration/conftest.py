@@ -24,6 +24,7 @@ from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.bootstrap import wake_and_observe
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import run_event_sequencer
@@ -107,7 +108,7 @@ def deps(
 ) -> Dependencies:
     """The service's real adapters."""
     return Dependencies(
-        uow=lambda: SqlUnitOfWork(database, after_events_commit=sequencer_wakeup.set),
+        uow=lambda: SqlUnitOfWork(database, after_commit=wake_and_observe(sequencer_wakeup, None)),
         checkouts=checkouts,
         default_provider_account_id=DEFAULT_ACCOUNT,
         hold_seconds=600,

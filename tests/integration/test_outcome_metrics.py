@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import grpc
@@ -20,6 +22,9 @@ from tests.integration.flows import (
     start,
     status_of,
 )
+from ticketing_service.adapters.db.pool import Database
+from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service.bootstrap import wake_and_observe
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.entrypoints.observability.metered import metered_dependencies
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
@@ -36,8 +41,16 @@ def metrics() -> TicketingMetrics:
 
 
 @pytest.fixture
-def metered(deps: Dependencies, metrics: TicketingMetrics) -> Dependencies:
-    return metered_dependencies(deps, metrics)
+def metered(
+    deps: Dependencies,
+    database: Database,
+    sequencer_wakeup: asyncio.Event,
+    metrics: TicketingMetrics,
+) -> Dependencies:
+    """The real adapters, counting what they commit, as `serve` wires them."""
+    after_commit = wake_and_observe(sequencer_wakeup, metrics.count_committed)
+    counted = replace(deps, uow=lambda: SqlUnitOfWork(database, after_commit=after_commit))
+    return metered_dependencies(counted, metrics)
 
 
 @pytest.fixture

@@ -123,10 +123,10 @@ async def _serve(
         await asyncio.to_thread(bootstrap.migrate, database_url)
     tls = config.tls
     credentials = None if tls is None else server_credentials(tls.cert, tls.key, tls.client_ca)
-    wiring = bootstrap.wire(config, database_url)
     metrics = TicketingMetrics()
+    wiring = bootstrap.wire(config, database_url, observe=metrics.count_committed)
     metrics.watch_pool(wiring.pool_usage)
-    wiring.deps = metered_dependencies(wiring.deps, metrics)  # the sweeper's work counts too
+    wiring.deps = metered_dependencies(wiring.deps, metrics)
     workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
     side_ports = contextlib.AsyncExitStack()
     try:

@@ -100,6 +100,7 @@ async def _settle(uow: UnitOfWork, locked: LockedReservation, claim: PaymentClai
     else:
         # A late payment: the hold no longer counts, so a seat must be found under the tier
         # lock exactly as StartPaidRegistration finds one.
+        uow.late_payment = True
         seats = await uow.reservations.lock_tier_seats(held.event_id, held.tier_id)
         accepted = await uow.reservations.accept(locked, claim) if seats.has_free_seat else None
     if accepted is not None:

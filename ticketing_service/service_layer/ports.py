@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from ticketing_service.domain.events import RegistrationEvent
+from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
     Delivery,
@@ -148,8 +149,25 @@ class EventSignal(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one committed transaction did: the feed events it appended, by type, and whether
+    it settled a payment that came after its hold stopped counting."""
+
+    events: Mapping[RegistrationEventType, int]
+    late_payment: bool = False
+
+
+# Told of every commit (the composition root wakes the event sequencer and counts metrics).
+AfterCommit = Callable[[Committed], None]
+
+
 class UnitOfWork(Protocol):
     """One database transaction; it rolls back on exit unless `commit()` was called."""
+
+    # Set by a use case that settles a payment after its hold stopped counting: reported with
+    # the committed events, since no event type says it.
+    late_payment: bool
 
     @property
     def settings(self) -> SettingsRepository:

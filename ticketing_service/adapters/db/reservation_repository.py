@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -66,16 +67,18 @@ class SqlReservationRepository:
             sql.READ_LOCKED if clock_after_lock else sql.READ_LOCKED_BY_TRANSACTION_START
         )
         self._pause = pause
-        # Set once this transaction appended to the event feed, so the unit of work can wake
-        # the sequencer after commit.
-        self.appended_events = False
+        # The events this transaction appended to the feed, by type: once it commits, the unit
+        # of work hands them on (the sequencer numbers them, the metrics count them).
+        self.appended: Counter[RegistrationEventType] = Counter()
 
-    async def _changed(self, statement: str, **params: Any) -> Reservation | None:
-        """Run a statement that changes a reservation and appends its event; the row after."""
-        row = await self._tx.one(statement, params)
+    async def _changed(
+        self, event: RegistrationEventType, statement: str, **params: Any
+    ) -> Reservation | None:
+        """Run a statement that changes a reservation and appends `event`; the row after."""
+        row = await self._tx.one(statement, {"event": event.value, **params})
         if row is None:
             return None
-        self.appended_events = True
+        self.appended[event] += 1
         return _reservation(row)
 
     async def lock_user(self, event_id: str, user_id: str) -> None:
@@ -158,6 +161,7 @@ class SqlReservationRepository:
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
         """Insert a pending hold stamped and timed by the database's clock."""
         inserted = await self._changed(
+            RegistrationEventType.RESERVATION_CREATED,
             sql.INSERT,
             id=reservation.reservation_id,
             e=reservation.event_id,
@@ -196,7 +200,7 @@ class SqlReservationRepository:
     ) -> Reservation | None:
         """Move a pending hold to expired or cancelled; None if it was not pending."""
         return await self._changed(
-            sql.RELEASE_HOLD, s=status.value, id=reservation_id, event=_EVENT_OF[status].value
+            _EVENT_OF[status], sql.RELEASE_HOLD, s=status.value, id=reservation_id
         )
 
     async def get(self, reservation_id: str) -> Reservation | None:
@@ -254,7 +258,8 @@ class SqlReservationRepository:
             },
         )
         recorded = row is not None and row["recorded"] > 0
-        self.appended_events |= recorded
+        if recorded:
+            self.appended[RegistrationEventType.PAYMENT_MISMATCH] += 1
         return recorded
 
     async def accept(self, locked: LockedReservation, claim: PaymentClaim) -> Reservation | None:
@@ -264,6 +269,7 @@ class SqlReservationRepository:
         """
         held = locked.reservation
         return await self._changed(
+            RegistrationEventType.RESERVATION_CONFIRMED,
             sql.ACCEPT,
             g=uuid.uuid4(),
             e=held.event_id,
@@ -276,7 +282,9 @@ class SqlReservationRepository:
     async def mark_paid_unfulfilled(self, claim: PaymentClaim) -> Reservation:
         """Record the payment; the reservation is paid but has no seat: a refund is due."""
         settled = await self._changed(
-            sql.SETTLE_WITHOUT_SEAT, **_settle_params(claim, ReservationStatus.PAID_UNFULFILLED)
+            RegistrationEventType.RESERVATION_PAID_UNFULFILLED,
+            sql.SETTLE_WITHOUT_SEAT,
+            **_settle_params(claim, ReservationStatus.PAID_UNFULFILLED),
         )
         assert settled is not None, "the reservation is locked by this transaction"
         return settled
@@ -293,7 +301,7 @@ class SqlReservationRepository:
         if rows:
             expired = [str(r["reservation_id"]) for r in rows]
             await append_events(self._tx, RegistrationEventType.RESERVATION_EXPIRED, expired)
-            self.appended_events = True
+            self.appended[RegistrationEventType.RESERVATION_EXPIRED] += len(expired)
         return len(rows)
 
     async def fold_confirmed_seats(self, batch_size: int) -> int:
@@ -325,7 +333,6 @@ class SqlReservationRepository:
 def _settle_params(claim: PaymentClaim, status: ReservationStatus) -> dict[str, Any]:
     return {
         "s": status.value,
-        "event": _EVENT_OF[status].value,
         "r": claim.reservation_id,
         "paid": claim.paid_time,
         "row": uuid.uuid4(),

@@ -48,7 +48,7 @@ INSERT = (
     " CAST(%(answers)s AS jsonb), %(name)s, %(email)s, %(success)s, %(cancel)s,"
     " now() + make_interval(secs => %(hold)s)) RETURNING *),"
     " e AS (INSERT INTO registration_events (type, reservation_id, reservation)"
-    f" SELECT 'reservation_created', r.reservation_id, {snapshot('r', 'NULL')} FROM r)"
+    f" SELECT %(event)s, r.reservation_id, {snapshot('r', 'NULL')} FROM r)"
     f" SELECT {columns('r', 'NULL')} FROM r"
 )
 # Only a hold still pending gets its checkout: one cancelled or expired while the payment

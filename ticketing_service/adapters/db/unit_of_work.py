@@ -6,7 +6,6 @@ Database failures are translated here into the domain's errors, so a lost connec
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -22,6 +21,7 @@ from ticketing_service.adapters.db.reservation_repository import (
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
 from ticketing_service.adapters.db.transaction import Transaction
 from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailable, TicketingError
+from ticketing_service.service_layer.ports import AfterCommit, Committed
 
 # SQLSTATEs a client should retry: serialization failure, deadlock, lock timeout.
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
@@ -73,7 +73,7 @@ class SqlUnitOfWork:
         self,
         database: Database,
         *,
-        after_events_commit: Callable[[], None] | None = None,
+        after_commit: AfterCommit | None = None,
         locking: bool = True,
         clock_after_lock: bool = True,
         pause: Pause = no_pause,
@@ -84,7 +84,8 @@ class SqlUnitOfWork:
         self._tx: Transaction | None = None
         self._protections = {"locking": locking, "clock_after_lock": clock_after_lock}
         self._pause = pause
-        self._after_events_commit = after_events_commit
+        self._after_commit = after_commit
+        self.late_payment = False
 
     async def __aenter__(self) -> Self:
         """Check out a connection and begin the transaction."""
@@ -120,5 +121,5 @@ class SqlUnitOfWork:
         """Commit the transaction."""
         assert self._tx is not None, "commit() outside of `async with`"
         await self._tx.commit()
-        if self.reservations.appended_events and self._after_events_commit is not None:
-            self._after_events_commit()
+        if self._after_commit is not None:
+            self._after_commit(Committed(self.reservations.appended, self.late_payment))

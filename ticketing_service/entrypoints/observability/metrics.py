@@ -25,7 +25,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.entrypoints.observability.rpc_calls import Context, RpcOutcome
+from ticketing_service.service_layer.ports import Committed
 from ticketing_service.webhook_config import parse_host_port
 
 METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
@@ -33,15 +35,8 @@ METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
 # Seconds: from a cached read (~1 ms) to the payment service's 10 s timeout and beyond.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-# The outbox's event types, without their `reservation_` prefix.
-RESERVATION_EVENT_TYPES = (
-    "created",
-    "confirmed",
-    "expired",
-    "cancelled",
-    "paid_unfulfilled",
-    "payment_mismatch",
-)
+# The feed's event types, without their `reservation_` prefix.
+RESERVATION_EVENT_TYPES = tuple(t.value.removeprefix("reservation_") for t in RegistrationEventType)
 LATE_PAYMENT_RESULTS = ("seat_found", "paid_unfulfilled")
 PAYMENT_SERVICE_RESULTS = ("ok", "unavailable", "refused", "error")
 CONCURRENT_UPDATE = "CONCURRENT_UPDATE"
@@ -152,6 +147,14 @@ class TicketingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def count_committed(self, committed: Committed) -> None:
+        """Count what a committed transaction did: its feed events, and a late payment."""
+        for event_type, count in committed.events.items():
+            self.reservation_events.labels(event_type.value.removeprefix("reservation_")).inc(count)
+        if committed.late_payment:
+            confirmed = RegistrationEventType.RESERVATION_CONFIRMED in committed.events
+            self.late_payments.labels("seat_found" if confirmed else "paid_unfulfilled").inc()
 
     def observe_rpc(self, outcome: RpcOutcome) -> None:
         """Count one served call and its latency; failures by reason, lock timeouts apart."""
