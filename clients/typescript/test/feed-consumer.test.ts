@@ -12,7 +12,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
-import { createTicketingClient, errorReason, type TicketingClient } from "../src/index.js";
+import {
+  ReservationStatus,
+  createTicketingClient,
+  errorReason,
+  type TicketingClient,
+} from "../src/index.js";
 import { readTable } from "../examples/rsvp-feed-consumer/rsvp-store.js";
 import { rsvpKey, type RsvpTable } from "../examples/rsvp-feed-consumer/rsvp-table.js";
 import { freePort, tcpProxy } from "./network.js";
@@ -47,16 +52,17 @@ describe("the RSVP feed consumer example", () => {
     await givenPaidEvent(client, eventId);
     let consumer = startConsumer(stack, storeFile);
 
-    await payFor(client, eventId, "user-1");
+    const made = [await payFor(client, eventId, "user-1")];
     const dropped = await holdSeat(client, eventId, "user-2");
     await client.cancelReservation({ reservationId: dropped.reservationId, userId: "user-2" });
-    await payFor(client, eventId, "user-3");
-    const beforeKill = await caughtUp(client, storeFile, consumer);
+    made.push(dropped.reservationId, await payFor(client, eventId, "user-3"));
+    const beforeKill = await caughtUp(client, storeFile, consumer, made);
     consumer.kill("SIGKILL");
-    await payFor(client, eventId, "user-4");
+    made.push(await payFor(client, eventId, "user-4"));
     const pending = await holdSeat(client, eventId, "user-5");
+    made.push(pending.reservationId);
     consumer = startConsumer(stack, storeFile);
-    const table = await caughtUp(client, storeFile, consumer);
+    const table = await caughtUp(client, storeFile, consumer, made);
     await consumer.stop();
 
     assert.deepEqual(table.appliedLog, await feedSequences(client), "each event applied once");
@@ -79,12 +85,12 @@ describe("the RSVP feed consumer example", () => {
     let proxy = await tcpProxy(port, stack.address);
     const consumer = startConsumer(stack, storeFile, `127.0.0.1:${port}`);
     try {
-      await payFor(client, eventId, "user-1");
-      await caughtUp(client, storeFile, consumer);
+      const first = await payFor(client, eventId, "user-1");
+      await caughtUp(client, storeFile, consumer, [first]);
       await proxy.close(); // the stream drops, and nothing answers until the proxy is back
-      await payFor(client, eventId, "user-2");
+      const second = await payFor(client, eventId, "user-2");
       proxy = await tcpProxy(port, stack.address);
-      const table = await caughtUp(client, storeFile, consumer);
+      const table = await caughtUp(client, storeFile, consumer, [first, second]);
       await consumer.stop();
 
       assert.match(consumer.output(), /the feed failed \(\w+: .*\); reconnecting in \d+ ms/);
@@ -100,14 +106,17 @@ describe("the RSVP feed consumer example", () => {
     await givenPaidEvent(client, eventId);
     let consumer = startConsumer(stack, storeFile);
     const held = await holdSeat(client, eventId, "user-1");
-    await caughtUp(client, storeFile, consumer);
+    await caughtUp(client, storeFile, consumer, [held.reservationId]);
     await consumer.stop();
 
     await clickPay(held.checkoutUrl); // confirmed while the consumer is away ...
     await stack.run(["prune-events", "--older-than-days", "0.00000001"]); // ... and pruned
     const later = await holdSeat(client, eventId, "user-2");
     consumer = startConsumer(stack, storeFile);
-    const table = await caughtUp(client, storeFile, consumer);
+    const table = await caughtUp(client, storeFile, consumer, [
+      held.reservationId,
+      later.reservationId,
+    ]);
     await consumer.stop();
 
     assert.match(consumer.output(), /events were pruned: resynchronising/);
@@ -117,9 +126,11 @@ describe("the RSVP feed consumer example", () => {
   });
 });
 
-/** The user holds a seat and pays for it at the sandbox checkout. */
-async function payFor(client: TicketingClient, eventId: string, userId: string): Promise<void> {
-  await clickPay((await holdSeat(client, eventId, userId)).checkoutUrl);
+/** The user holds a seat and pays for it at the sandbox checkout; returns the reservation id. */
+async function payFor(client: TicketingClient, eventId: string, userId: string): Promise<string> {
+  const held = await holdSeat(client, eventId, userId);
+  await clickPay(held.checkoutUrl);
+  return held.reservationId;
 }
 
 /** The RSVP status of each user of one event. */
@@ -153,19 +164,34 @@ async function firstRetained(client: TicketingClient): Promise<bigint> {
   }
 }
 
-/** Waits until the consumer's table holds the feed's last event; fails past a bound. */
+/**
+ * Waits until the consumer's table shows each reservation as the service has it now, and holds
+ * the feed's last event; fails past a bound. Events are numbered shortly after their change
+ * commits, so the feed alone may not show the last change yet: the reservations say what to
+ * wait for.
+ */
 async function caughtUp(
   client: TicketingClient,
   storeFile: string,
   consumer: Consumer,
+  reservationIds: string[],
 ): Promise<RsvpTable> {
-  const last = (await feedSequences(client)).at(-1) ?? 0n;
+  const expected = await Promise.all(
+    reservationIds.map(async (reservationId) => {
+      const { reservation } = await client.getReservation({ reservationId });
+      const status = reservation?.status ?? ReservationStatus.UNSPECIFIED;
+      return [reservationId, ReservationStatus[status].toLowerCase()] as const;
+    }),
+  );
   const deadline = Date.now() + CATCH_UP_TIMEOUT_MS;
   for (;;) {
     const table = await readTable(storeFile);
-    if (table.lastSequence >= last) return table;
+    const last = (await feedSequences(client)).at(-1) ?? 0n;
+    const agrees = expected.every(([id, status]) => table.reservations.get(id)?.status === status);
+    if (agrees && table.lastSequence >= last) return table;
     if (Date.now() > deadline) {
-      assert.fail(`the consumer stayed at ${table.lastSequence} of ${last}:\n${consumer.output()}`);
+      const seen = `at sequence ${table.lastSequence} of ${last}, reservations agree: ${agrees}`;
+      assert.fail(`the consumer is behind (${seen}):\n${consumer.output()}`);
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
