@@ -28,7 +28,6 @@ from ticketing_service.entrypoints.grpc.tls import server_credentials
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metered import metered_dependencies
 from ticketing_service.entrypoints.observability.metrics import (
-    MetricsObserver,
     TicketingMetrics,
     start_metrics_server,
 )
@@ -136,7 +135,7 @@ async def _serve(
             listen,
             config.grpc_token,
             reuse_port=reuse_port,
-            interceptors=[ObservingInterceptor(RequestContextObserver(), MetricsObserver(metrics))],
+            interceptors=[ObservingInterceptor(RequestContextObserver(), metrics)],
             credentials=credentials,
         )
         await _open_side_ports(side_ports, config, running, metrics, reuse_port)

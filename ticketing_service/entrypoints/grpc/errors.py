@@ -6,7 +6,7 @@ invalid input also carries a `google.rpc.BadRequest` listing the bad fields.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, NoReturn, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -14,6 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ticketing_service.domain import errors
+from ticketing_service.entrypoints.observability.rpc_calls import note_failure_reason
 
 ERROR_DOMAIN = "ticketing.moim.social"
 
@@ -59,6 +60,15 @@ def to_status(error: errors.TicketingError) -> grpc.Status:
         details.append(_pack(bad_request))
     status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
     return cast(grpc.Status, rpc_status.to_status(status))
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], error: errors.TicketingError
+) -> NoReturn:
+    """End the call with the error's status; its reason is noted for the call's line and metrics."""
+    note_failure_reason(error.reason)
+    await context.abort_with_status(to_status(error))
+    raise AssertionError("abort_with_status always raises")  # pragma: no cover
 
 
 def internal_status() -> grpc.Status:

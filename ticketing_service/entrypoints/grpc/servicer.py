@@ -19,7 +19,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from ticketing_service.domain.errors import InvalidArgument, TicketingError
 from ticketing_service.entrypoints.grpc import event_mapping, reservation_mapping, settings_mapping
-from ticketing_service.entrypoints.grpc.errors import internal_status, to_status
+from ticketing_service.entrypoints.grpc.errors import abort, internal_status
 from ticketing_service.entrypoints.grpc.validation import Violations, nul_characters
 from ticketing_service.service_layer import (
     events_handlers,
@@ -52,7 +52,7 @@ def _answering_errors(
                 raise InvalidArgument(refused)
             return await method(self, request, context)
         except TicketingError as error:
-            await context.abort_with_status(to_status(error))
+            await abort(context, error)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception:
@@ -162,7 +162,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
             async for event in events:
                 yield pb.WatchRegistrationEventsResponse(event=event_mapping.write_event(event))
         except TicketingError as error:
-            await context.abort_with_status(to_status(error))
+            await abort(context, error)
         except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
             raise
         except Exception:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from typing import Protocol
 
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
-from ticketing_service.entrypoints.webhook.signatures import SignatureRejected, Verified
+from ticketing_service.entrypoints.webhook.signatures import (
+    CallbackVerifier,
+    SignatureRejected,
+    Verified,
+)
 from ticketing_service.service_layer.checkouts import (
     Checkout,
     CheckoutGateway,
@@ -48,14 +51,6 @@ class MeteredCheckoutGateway:
             self._metrics.payment_service_duration.labels(result).observe(elapsed)
             if result != "ok":
                 self._metrics.payment_service_failures.labels(result).inc()
-
-
-class CallbackVerifier(Protocol):
-    """What the webhook app needs of a verifier (signatures.WebhookVerifier is one)."""
-
-    def verify(self, body: bytes, headers: Mapping[str, str]) -> Verified:
-        """Return the verified delivery, or raise SignatureRejected with a reason."""
-        ...
 
 
 class MeteredVerifier:

@@ -55,10 +55,6 @@ class TicketingMetrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             self.registry.register(GC_COLLECTOR)
-        # (method path, code) -> service, method name, and their labelled counter and histogram
-        self._rpc_children: dict[
-            tuple[str, grpc.StatusCode], tuple[str, str, Counter, Histogram]
-        ] = {}
         self._rpc_metrics()
         self._outcome_metrics()
         self._webhook_metrics()
@@ -156,27 +152,18 @@ class TicketingMetrics:
             confirmed = RegistrationEventType.RESERVATION_CONFIRMED in committed.events
             self.late_payments.labels("seat_found" if confirmed else "paid_unfulfilled").inc()
 
-    def observe_rpc(self, outcome: RpcOutcome) -> None:
+    def started(self, method: str, request: object, context: Context) -> None:
+        """Nothing to count until the call ends (TicketingMetrics is a CallObserver)."""
+
+    def finished(self, state: None, outcome: RpcOutcome) -> None:
         """Count one served call and its latency; failures by reason, lock timeouts apart."""
-        key = (outcome.method, outcome.code)
-        known = self._rpc_children.get(key)
-        if known is None:
-            # Looked up once per method and code (served methods only: a closed set).
-            service, _, method = outcome.method.lstrip("/").rpartition("/")
-            code = outcome.code.name
-            known = (
-                service,
-                method,
-                self.rpc_handled.labels(service, method, code),
-                self.rpc_duration.labels(service, method, code),
-            )
-            self._rpc_children[key] = known
-        service, method, handled, duration = known
-        handled.inc()
-        duration.observe(outcome.duration_seconds)
+        service, _, method = outcome.method.lstrip("/").rpartition("/")
+        code = outcome.code.name
+        self.rpc_handled.labels(service, method, code).inc()
+        self.rpc_duration.labels(service, method, code).observe(outcome.duration_seconds)
         if outcome.code == grpc.StatusCode.OK:
             return
-        self.rpc_errors.labels(service, method, outcome.reason or outcome.code.name).inc()
+        self.rpc_errors.labels(service, method, outcome.reason or code).inc()
         if outcome.reason == CONCURRENT_UPDATE:
             self.lock_timeouts.labels(method).inc()
 
@@ -202,20 +189,6 @@ class _PoolCollector(Collector):
         yield GaugeMetricFamily(
             "ticketing_db_pool_size", "Connections this process's pool keeps open.", value=size
         )
-
-
-class MetricsObserver:
-    """Counts every served gRPC call by method and code, and times it (a CallObserver)."""
-
-    def __init__(self, metrics: TicketingMetrics) -> None:
-        self._metrics = metrics
-
-    def started(self, method: str, request: object, context: Context) -> None:
-        """Nothing to do until the call ends."""
-
-    def finished(self, state: None, outcome: RpcOutcome) -> None:
-        """Record the call's code, reason and duration."""
-        self._metrics.observe_rpc(outcome)
 
 
 @dataclass(slots=True)
