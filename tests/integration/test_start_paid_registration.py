@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
@@ -375,4 +376,18 @@ async def test_find_reservation_answers_the_users_latest_reservation_for_the_eve
     assert await failure(stub.FindReservation(blank)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_ARGUMENT",
+    )
+
+
+async def test_a_tier_without_a_sale_end_closes_when_the_event_starts(stub: Stub) -> None:
+    started = Timestamp()
+    started.FromDatetime(datetime.now(UTC) - timedelta(minutes=1))
+    await stub.UpdateTicketingSettings(
+        pb.UpdateTicketingSettingsRequest(
+            event_id=EVENT, tiers=[paid_tier("vip", capacity=2)], event_start_time=started
+        )
+    )
+    assert await failure(start(stub, "late-comer")) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "TIER_NOT_ON_SALE",
     )

@@ -100,7 +100,7 @@ def _paid_tier_on_sale(settings: Settings | None, command: StartRegistration) ->
             "The event has paid tiers but no currency; save its settings with a currency.",
             eventId=settings.event_id,
         )
-    if not tier.is_on_sale(datetime.now(UTC)):
+    if not tier.is_on_sale(datetime.now(UTC), settings.event_start_time):
         raise errors.TierNotOnSale("The tier is not on sale now.", tierId=tier.tier_id)
     return tier
 

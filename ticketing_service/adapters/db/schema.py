@@ -57,6 +57,9 @@ ticketing_settings = Table(
     Column("external_url", Text),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    _tstz("event_start_time"),
+    # [[min_hours_before_start, percent], ...]; NULL: Moim's published policy.
+    Column("refund_policy", JSONB),
     CheckConstraint("mode IN ('free', 'paid', 'external')", name="mode"),
     CheckConstraint("currency_code ~ '^[A-Z]{3}$'", name="currency_code"),
 )

@@ -87,6 +87,8 @@ class UpdateTicketingSettingsRequest(_message.Message):
     EXTERNAL_URL_FIELD_NUMBER: _builtins.int
     CURRENCY_CODE_FIELD_NUMBER: _builtins.int
     PROVIDER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_START_TIME_FIELD_NUMBER: _builtins.int
+    REFUND_POLICY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The Moim event id. Required; at most 128 characters."""
     event_title: _builtins.str
@@ -105,6 +107,18 @@ class UpdateTicketingSettingsRequest(_message.Message):
         At most 100; tier ids must be unique.
         """
 
+    @_builtins.property
+    def event_start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the event starts. Unset means no start time: tiers without a sale end stay on sale, and
+        a cancelled registration is refunded in full.
+        """
+
+    @_builtins.property
+    def refund_policy(self) -> _containers.RepeatedCompositeFieldContainer[_settings_pb2.RefundRule]:
+        """The organizer's refund policy for users who give up their seat. Empty means Moim's published
+        policy. At most 20 rules.
+        """
+
     def __init__(
         self,
         *,
@@ -114,10 +128,12 @@ class UpdateTicketingSettingsRequest(_message.Message):
         external_url: _builtins.str | None = ...,
         currency_code: _builtins.str = ...,
         provider_account_id: _builtins.str = ...,
+        event_start_time: _timestamp_pb2.Timestamp | None = ...,
+        refund_policy: _abc.Iterable[_settings_pb2.RefundRule] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_external_url", b"_external_url", "external_url", b"external_url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_external_url", b"_external_url", "event_start_time", b"event_start_time", "external_url", b"external_url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_external_url", b"_external_url", "currency_code", b"currency_code", "event_id", b"event_id", "event_title", b"event_title", "external_url", b"external_url", "provider_account_id", b"provider_account_id", "tiers", b"tiers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_external_url", b"_external_url", "currency_code", b"currency_code", "event_id", b"event_id", "event_start_time", b"event_start_time", "event_title", b"event_title", "external_url", b"external_url", "provider_account_id", b"provider_account_id", "refund_policy", b"refund_policy", "tiers", b"tiers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__external_url: _TypeAlias = _typing.Literal["external_url"]  # noqa: Y015
     _WhichOneofArgType__external_url: _TypeAlias = _typing.Literal["_external_url", b"_external_url"]  # noqa: Y015
