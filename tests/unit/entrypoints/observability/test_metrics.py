@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterator
 
 import httpx
@@ -25,6 +23,7 @@ from ticketing_service.entrypoints.webhook.signatures import (
     MoimHmacVerifier,
     SignatureRejected,
     WebhookVerifier,
+    sign_moim_hmac,
 )
 from ticketing_service.service_layer.checkouts import (
     Checkout,
@@ -163,7 +162,7 @@ def test_refused_webhook_signatures_are_counted_by_reason(metrics: TicketingMetr
         WebhookVerifier(moim_hmac=MoimHmacVerifier(["secret"]), standard_webhooks=None), metrics
     )
     body = b'{"type":"ticket_payment.paid"}'
-    good = hmac.new(b"secret", body, hashlib.sha256).hexdigest()
+    good = sign_moim_hmac("secret", body)
     attempts = [
         {"X-Ticket-Payment-Signature": good},
         {"X-Ticket-Payment-Signature": "0" * 64},
