@@ -23,7 +23,7 @@ from tests.postgres import provision_test_database, truncate_all
 from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
-from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.bootstrap import wake_and_observe
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -74,9 +74,9 @@ async def payment_service() -> AsyncIterator[PaymentService]:
 
 
 @pytest.fixture
-async def checkouts(payment_service: PaymentService) -> AsyncIterator[HttpCheckoutGateway]:
+async def checkouts(payment_service: PaymentService) -> AsyncIterator[HttpPaymentService]:
     """The real payment-service client, pointed at the stand-in."""
-    gateway = HttpCheckoutGateway(payment_service.url, PAYMENT_TOKEN, timeout_seconds=1.0)
+    gateway = HttpPaymentService(payment_service.url, PAYMENT_TOKEN, timeout_seconds=1.0)
     yield gateway
     await gateway.aclose()
 
@@ -102,7 +102,7 @@ async def event_signal(database_url: str) -> AsyncIterator[PostgresEventSignal]:
 @pytest.fixture
 def deps(
     database: Database,
-    checkouts: HttpCheckoutGateway,
+    checkouts: HttpPaymentService,
     sequencer_wakeup: asyncio.Event,
     event_signal: PostgresEventSignal,
 ) -> Dependencies:

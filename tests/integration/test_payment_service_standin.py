@@ -1,10 +1,11 @@
-"""HttpCheckoutGateway against the payment service stand-in over real HTTP on a real socket."""
+"""HttpPaymentService against the payment service stand-in over real HTTP on a real socket."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -17,11 +18,11 @@ from tests.payment_service_standin import (
     running_payment_service,
     state_of,
 )
-from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.service_layer.checkouts import (
-    CheckoutRefused,
     CheckoutRequest,
-    CheckoutUnavailable,
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
 )
 
 TOKEN = "standin-token"
@@ -40,6 +41,7 @@ REQUEST = CheckoutRequest(
     success_url="https://moim.example/success",
     cancel_url="https://moim.example/cancel",
     callback_url="https://shim.example/callback",
+    expire_time=datetime(2030, 1, 1, tzinfo=UTC),
 )
 
 
@@ -59,19 +61,19 @@ async def base_url(app: Starlette) -> AsyncIterator[str]:
         yield url
 
 
-def gateway_for(base_url: str, token: str = TOKEN) -> HttpCheckoutGateway:
-    return HttpCheckoutGateway(base_url, token, CLIENT_TIMEOUT_SECONDS)
+def gateway_for(base_url: str, token: str = TOKEN) -> HttpPaymentService:
+    return HttpPaymentService(base_url, token, CLIENT_TIMEOUT_SECONDS)
 
 
 @pytest.fixture
-async def gateway(base_url: str) -> AsyncIterator[HttpCheckoutGateway]:
+async def gateway(base_url: str) -> AsyncIterator[HttpPaymentService]:
     gateway = gateway_for(base_url)
     yield gateway
     await gateway.aclose()
 
 
 async def test_a_new_reservation_opens_a_checkout_awaiting_payment(
-    gateway: HttpCheckoutGateway, state: PaymentServiceState
+    gateway: HttpPaymentService, state: PaymentServiceState
 ) -> None:
     checkout = await gateway.create_checkout(REQUEST)
     assert checkout.status == "requires_payment"
@@ -81,7 +83,7 @@ async def test_a_new_reservation_opens_a_checkout_awaiting_payment(
 
 
 async def test_the_stand_in_receives_the_body_the_spec_describes(
-    gateway: HttpCheckoutGateway, state: PaymentServiceState
+    gateway: HttpPaymentService, state: PaymentServiceState
 ) -> None:
     await gateway.create_checkout(REQUEST)
     [received] = state.requests
@@ -92,7 +94,7 @@ async def test_the_stand_in_receives_the_body_the_spec_describes(
 
 
 async def test_a_replayed_reservation_returns_the_stored_checkout_and_creates_only_one(
-    gateway: HttpCheckoutGateway, state: PaymentServiceState
+    gateway: HttpPaymentService, state: PaymentServiceState
 ) -> None:
     first = await gateway.create_checkout(REQUEST)
     second = await gateway.create_checkout(REQUEST)
@@ -102,7 +104,7 @@ async def test_a_replayed_reservation_returns_the_stored_checkout_and_creates_on
 
 
 async def test_different_reservations_open_different_checkouts(
-    gateway: HttpCheckoutGateway, state: PaymentServiceState
+    gateway: HttpPaymentService, state: PaymentServiceState
 ) -> None:
     first = await gateway.create_checkout(REQUEST)
     other = await gateway.create_checkout(dataclasses.replace(REQUEST, reservation_id="res-43"))
@@ -115,7 +117,7 @@ async def test_a_wrong_token_is_refused_and_creates_nothing(
 ) -> None:
     gateway = gateway_for(base_url, token="not-the-token")
     try:
-        with pytest.raises(CheckoutRefused, match="401"):
+        with pytest.raises(PaymentServiceRefused, match="401"):
             await gateway.create_checkout(REQUEST)
     finally:
         await gateway.aclose()
@@ -123,12 +125,12 @@ async def test_a_wrong_token_is_refused_and_creates_nothing(
 
 
 async def test_a_hung_payment_service_is_unavailable_within_the_client_timeout(
-    gateway: HttpCheckoutGateway, state: PaymentServiceState
+    gateway: HttpPaymentService, state: PaymentServiceState
 ) -> None:
     state.fault = "hang"
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(CheckoutUnavailable):
+    with pytest.raises(PaymentServiceUnreachable):
         await gateway.create_checkout(REQUEST)
     assert loop.time() - started < CLIENT_TIMEOUT_SECONDS + 0.5
     assert len(state.requests) == 1  # it reached the server and hung there; it was not refused
@@ -137,14 +139,14 @@ async def test_a_hung_payment_service_is_unavailable_within_the_client_timeout(
 @pytest.mark.parametrize(
     ("fault", "error"),
     [
-        ("error_500", CheckoutUnavailable),
-        ("error_400", CheckoutRefused),
-        ("garbage", CheckoutRefused),
-        ("missing_fields", CheckoutRefused),
+        ("error_500", PaymentServiceUnreachable),
+        ("error_400", PaymentServiceRefused),
+        ("garbage", PaymentServiceRefused),
+        ("missing_fields", PaymentServiceRefused),
     ],
 )
 async def test_each_fault_is_classified_as_the_spec_says(
-    gateway: HttpCheckoutGateway,
+    gateway: HttpPaymentService,
     state: PaymentServiceState,
     fault: Fault,
     error: type[Exception],
@@ -156,10 +158,10 @@ async def test_each_fault_is_classified_as_the_spec_says(
 
 
 async def test_a_refusal_carries_the_code_the_payment_service_sent(
-    gateway: HttpCheckoutGateway, state: PaymentServiceState
+    gateway: HttpPaymentService, state: PaymentServiceState
 ) -> None:
     state.fault = "error_400"
-    with pytest.raises(CheckoutRefused, match="INVALID_REQUEST"):
+    with pytest.raises(PaymentServiceRefused, match="INVALID_REQUEST"):
         await gateway.create_checkout(REQUEST)
 
 
@@ -197,7 +199,7 @@ async def test_the_stand_in_rejects_an_incomplete_body(
 
 @pytest.mark.parametrize("amount", [550.5, "55000", True, None])
 async def test_the_stand_in_rejects_an_amount_that_is_not_an_integer(
-    gateway: HttpCheckoutGateway, base_url: str, state: PaymentServiceState, amount: object
+    gateway: HttpPaymentService, base_url: str, state: PaymentServiceState, amount: object
 ) -> None:
     await gateway.create_checkout(REQUEST)
     valid = state.requests[0].body

@@ -71,6 +71,11 @@ async def test_a_hold_opens_a_checkout_exactly_as_the_payment_service_expects(
     [received] = payment_service.state.requests
     assert received.headers["authorization"] == f"Bearer {PAYMENT_TOKEN}"
     assert received.headers["idempotency-key"] == f"reservation:{reservation.reservation_id}"
+    assert isinstance(received.body, dict)
+    expires_at = received.body.pop("expiresAt")
+    assert isinstance(expires_at, str)
+    assert expires_at.endswith("Z")
+    assert datetime.fromisoformat(expires_at) == reservation.expire_time.ToDatetime(tzinfo=UTC)
     assert received.body == {
         "provider": "portone",
         "paymentMethodFamily": "easy_pay",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -27,9 +28,9 @@ from ticketing_service.entrypoints.webhook.signatures import (
 )
 from ticketing_service.service_layer.checkouts import (
     Checkout,
-    CheckoutRefused,
     CheckoutRequest,
-    CheckoutUnavailable,
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
 )
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -120,6 +121,7 @@ REQUEST = CheckoutRequest(
     success_url="https://moim.example/ok",
     cancel_url="https://moim.example/cancel",
     callback_url="https://shim.example/cb",
+    expire_time=datetime(2030, 1, 1, tzinfo=UTC),
 )
 
 
@@ -142,12 +144,15 @@ async def test_payment_service_calls_are_timed_by_result_and_failures_counted_by
     checkout = Checkout("chk-1", "https://pay.example/chk-1", "requires_payment")
     gateway = MeteredCheckoutGateway(
         ScriptedGateway(
-            checkout, CheckoutUnavailable("timeout"), CheckoutRefused("400"), KeyError("bug")
+            checkout,
+            PaymentServiceUnreachable("timeout"),
+            PaymentServiceRefused("400"),
+            KeyError("bug"),
         ),
         metrics,
     )
     assert await gateway.create_checkout(REQUEST) == checkout
-    for expected in (CheckoutUnavailable, CheckoutRefused, KeyError):
+    for expected in (PaymentServiceUnreachable, PaymentServiceRefused, KeyError):
         with pytest.raises(expected):
             await gateway.create_checkout(REQUEST)
     value = metrics.registry.get_sample_value
