@@ -144,7 +144,7 @@ def count_rows(database_url: str, table: str) -> int:
 
 
 async def hold_for_payment(stub: Stub, user_id: str = "user-1") -> reservation_pb2.Reservation:
-    """A reservation pending payment, with its checkout opened at the payment stand-in."""
+    """A reservation pending payment, with its checkout opened at the payment service fake."""
     tier = settings_pb2.TierInput(tier_id=TIER_ID, name="VIP", price_amount=PRICE, capacity=5)
     await stub.UpdateTicketingSettings(
         pb.UpdateTicketingSettingsRequest(event_id=EVENT_ID, event_title="Launch", tiers=[tier])
