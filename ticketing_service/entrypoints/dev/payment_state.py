@@ -295,7 +295,7 @@ class PaymentServiceState:
                 refund.checkout.text("callbackUrl"), refund.settled_event()
             )
             task = asyncio.get_running_loop().create_task(sending)
-            self._deliveries.add(task)
+            self._deliveries.add(task)  # kept until done: the loop holds tasks only weakly
             task.add_done_callback(self._deliveries.discard)
 
     # --- callbacks --------------------------------------------------------------------------
