@@ -155,7 +155,7 @@ async def served(captured_logs: io.StringIO) -> AsyncIterator[Served]:
     server = grpc.aio.server(
         interceptors=[
             ObservingInterceptor(RequestContextObserver(), MetricsObserver(metrics)),
-            BearerTokenInterceptor(TOKEN),
+            BearerTokenInterceptor([TOKEN]),
         ]
     )
     server.add_generic_rpc_handlers([_handlers(), _sync_handlers()])

@@ -20,7 +20,7 @@ TOKEN = "client-token"
 
 @pytest.fixture
 async def guarded_server(deps: Dependencies) -> AsyncIterator[RunningServer]:
-    running = await start_server(deps, "127.0.0.1:0", token=TOKEN)
+    running = await start_server(deps, "127.0.0.1:0", tokens=[TOKEN])
     yield running
     await running.stop(0)
 

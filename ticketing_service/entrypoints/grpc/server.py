@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from moim.ticketing.v1 import ticketing_service_pb2, ticketing_service_pb2_grpc
 
+from ticketing_service.config import DEFAULT_GRPC_MAX_CONCURRENT_RPCS, DEFAULT_MAX_WATCHERS
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
 from ticketing_service.entrypoints.grpc.servicer import TicketingServicer
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -31,6 +32,17 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = ticketing_service_pb2.DESCRIPTOR.services_by_name["TicketingService"].full_name
 GRACE_SECONDS = 10.0
+# The largest request a client may send. The biggest legitimate one (100 tiers, or 50 answers
+# of 16 KiB in all) is far below it; a bigger one is refused before it is parsed.
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What one server process takes on at once (TICKETING_GRPC_MAX_CONCURRENT_RPCS, ...)."""
+
+    max_concurrent_rpcs: int = DEFAULT_GRPC_MAX_CONCURRENT_RPCS
+    max_watchers: int = DEFAULT_MAX_WATCHERS
 
 
 @dataclass(slots=True)
@@ -50,24 +62,33 @@ class RunningServer:
 async def start_server(
     deps: Dependencies,
     listen: str,
-    token: str | None,
+    tokens: Sequence[str] = (),
     *,
     reuse_port: bool = False,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
+    limits: ServerLimits = ServerLimits(),
 ) -> RunningServer:
     """Bind `listen` (port 0 picks a free port), register every service and start serving.
 
+    With `tokens`, every TicketingService call needs one of them as its bearer token.
     `reuse_port` lets several worker processes bind the same port; without it a port already
     in use is an error (gRPC would otherwise share it silently with whoever holds it).
     `interceptors` run before the token check (so refused calls are logged and counted too);
     with `credentials` the port speaks TLS (see tls.server_credentials).
     """
-    chain = [*interceptors, *([BearerTokenInterceptor(token)] if token else [])]
-    options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
-    server = grpc.aio.server(interceptors=chain, options=options)
+    chain = [*interceptors, *([BearerTokenInterceptor(tokens)] if tokens else [])]
+    options = [
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    ]
+    server = grpc.aio.server(
+        interceptors=chain,
+        options=options,
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+    )
     ticketing_service_pb2_grpc.add_TicketingServiceServicer_to_server(
-        TicketingServicer(deps), server
+        TicketingServicer(deps, limits.max_watchers), server
     )
     # The asyncio servicer: the thread-based one blocks an executor thread per Watch, and a
     # cancelled Watch could then hold process shutdown.
