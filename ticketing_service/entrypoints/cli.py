@@ -22,11 +22,11 @@ from ticketing_service.entrypoints.grpc.health_port import start_health_port
 from ticketing_service.entrypoints.grpc.server import (
     RunningServer,
     ServerLimits,
-    serve_in_workers,
     serve_until_signalled,
     start_server,
 )
 from ticketing_service.entrypoints.grpc.tls import server_credentials
+from ticketing_service.entrypoints.grpc.workers import serve_in_workers
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metered import metered_dependencies
 from ticketing_service.entrypoints.observability.metrics import (

@@ -1,22 +1,15 @@
 """The gRPC server: TicketingService, health, reflection, the bearer token, graceful stop.
 
-`serve --workers N` runs N server processes on one port (SO_REUSEPORT: the kernel spreads
-incoming connections over them), each with its own event loop, database pool and background
-loops; `serve_in_workers` starts them and forwards SIGTERM to them.
+`serve --workers N` runs N of these in as many processes on one port (see workers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
 import signal
-import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -121,124 +114,3 @@ async def serve_until_signalled(running: RunningServer) -> None:
     await stop.wait()
     log.info("stopping: finishing in-flight calls")
     await running.stop()
-
-
-# How one worker process serves: given the address and a callback to report the bound port.
-WorkerServe = Callable[[str, Callable[[int], None]], int]
-WORKER_START_SECONDS = 60.0
-
-
-def serve_in_workers(count: int, listen: str, serve: WorkerServe) -> int:
-    """Run `count` worker processes serving `listen` until SIGTERM or SIGINT; 0 if all ended well.
-
-    Workers are spawned (a fresh interpreter, never a fork: gRPC's threads and the event loop do
-    not survive one). `serve` must be picklable (a module-level function or a partial of one).
-    If a worker fails to start or dies, the others are stopped and the command fails, so a
-    process manager restarts the whole set.
-    """
-    host, port = _host_port(listen)
-    context = multiprocessing.get_context("spawn")
-    with _reserved_port(host, port) as bound:
-        address = f"{host}:{bound}"
-        workers: list[multiprocessing.process.BaseProcess] = []
-        ready: list[Connection] = []
-        for index in range(count):
-            receiver, sender = context.Pipe(duplex=False)
-            worker = context.Process(
-                target=_worker_main, args=(serve, address, sender), name=f"grpc-worker-{index}"
-            )
-            worker.start()
-            sender.close()
-            workers.append(worker)
-            ready.append(receiver)
-        return _supervise(workers, ready, address)
-
-
-def _worker_main(serve: WorkerServe, address: str, ready: Connection) -> None:
-    """The entry point of a spawned worker process."""
-    raise SystemExit(serve(address, ready.send))
-
-
-def _supervise(
-    workers: list[multiprocessing.process.BaseProcess], ready: list[Connection], address: str
-) -> int:
-    stopping: list[int] = []
-
-    def stop(signum: int, frame: object) -> None:
-        stopping.append(signum)
-        _signal_all(workers)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        if _all_started(workers, ready):
-            pids = ", ".join(str(w.pid) for w in workers)
-            log.info(
-                "serving %s on %s with %d workers (%s)", SERVICE_NAME, address, len(workers), pids
-            )
-            # Returns when any worker ends: on our signal all do; otherwise one died.
-            wait([w.sentinel for w in workers])
-        if not stopping:
-            log.error("a worker process ended unexpectedly; stopping the others")
-            _signal_all(workers)
-        for worker in workers:
-            worker.join(GRACE_SECONDS + 5)
-            if worker.is_alive():
-                worker.kill()
-                worker.join(5)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    clean = all(w.exitcode == 0 for w in workers)
-    return 0 if stopping and clean else 1
-
-
-def _all_started(
-    workers: list[multiprocessing.process.BaseProcess], ready: list[Connection]
-) -> bool:
-    """Wait until every worker reported its port; False if one ended first or took too long."""
-    pending = list(ready)
-    sentinels = [w.sentinel for w in workers]
-    while pending:
-        woke = wait([*pending, *sentinels], timeout=WORKER_START_SECONDS)
-        if not woke or any(s in woke for s in sentinels):
-            return False
-        for receiver in [r for r in pending if r in woke]:
-            try:
-                receiver.recv()
-            except EOFError:  # the worker ended without reporting its port
-                return False
-            pending.remove(receiver)
-    return True
-
-
-def _signal_all(workers: list[multiprocessing.process.BaseProcess]) -> None:
-    for worker in workers:
-        if worker.pid is not None and worker.is_alive():
-            os.kill(worker.pid, signal.SIGTERM)
-
-
-def _host_port(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    try:
-        return host, int(port)
-    except ValueError:
-        raise OSError(f"Could not listen on {listen}; give it as host:port.") from None
-
-
-@contextmanager
-def _reserved_port(host: str, port: int) -> Iterator[int]:
-    """The port to give every worker: `port`, or for port 0 a free one held until the end.
-
-    The holding socket is bound with SO_REUSEPORT but never listens, so it receives no
-    connections; it only keeps the port from being taken between the workers' binds.
-    """
-    if port != 0:
-        yield port
-        return
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host.strip("[]") or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    with socket.socket(family, kind, proto) as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind(address)
-        yield int(holder.getsockname()[1])
