@@ -21,11 +21,8 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from tests.integration.flows import configure_event, hold, paid_tier
-from tests.integration.test_webhook_shim import (
+from tests.integration.callbacks import (
     HMAC_SECRET,
-    RUN_WEBHOOK,
-    _listening_port,
     count_rows,
     encode,
     hmac_signed,
@@ -33,8 +30,9 @@ from tests.integration.test_webhook_shim import (
     post,
     running_shim,
     shim_config,
-    shim_environment,
 )
+from tests.integration.flows import configure_event, hold, paid_tier
+from tests.integration.test_webhook_shim import RUN_WEBHOOK, _listening_port, shim_environment
 from ticketing_service.entrypoints.grpc.server import RunningServer
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
 from ticketing_service.entrypoints.webhook.serve import ShimServer, bind_socket

@@ -30,7 +30,6 @@ from ticketing_service.entrypoints.grpc.workers import serve_in_workers
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metered import metered_dependencies
 from ticketing_service.entrypoints.observability.metrics import (
-    MetricsObserver,
     TicketingMetrics,
     start_metrics_server,
 )
@@ -133,10 +132,10 @@ async def _serve(
         await asyncio.to_thread(bootstrap.migrate, database_url)
     tls = config.tls
     credentials = None if tls is None else server_credentials(tls.cert, tls.key, tls.client_ca)
-    wiring = bootstrap.wire(config, database_url)
     metrics = TicketingMetrics()
+    wiring = bootstrap.wire(config, database_url, observe=metrics.count_committed)
     metrics.watch_pool(wiring.pool_usage)
-    wiring.deps = metered_dependencies(wiring.deps, metrics)  # the sweeper's work counts too
+    wiring.deps = metered_dependencies(wiring.deps, metrics)
     workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
     side_ports = contextlib.AsyncExitStack()
     try:
@@ -146,7 +145,7 @@ async def _serve(
             listen,
             config.grpc_tokens,
             reuse_port=reuse_port,
-            interceptors=[ObservingInterceptor(RequestContextObserver(), MetricsObserver(metrics))],
+            interceptors=[ObservingInterceptor(RequestContextObserver(), metrics)],
             credentials=credentials,
             limits=ServerLimits(config.grpc_max_concurrent_rpcs, config.max_watchers),
         )

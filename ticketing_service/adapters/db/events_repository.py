@@ -19,7 +19,11 @@ from datetime import datetime
 from typing import Any
 
 from ticketing_service.adapters.db.transaction import Row, Transaction
-from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
+from ticketing_service.domain.events import (
+    MismatchedPayment,
+    RegistrationEvent,
+    RegistrationEventType,
+)
 from ticketing_service.domain.reservations import Answer, Reservation, ReservationStatus
 
 SEQUENCER_LOCK_KEY = "ticketing:registration-event-sequencer"
@@ -36,7 +40,7 @@ def snapshot(r: str, registration_id: str) -> str:
     'checkout_url', {r}.checkout_url, 'create_time', {r}.create_time,
     'expire_time', {r}.expire_time, 'paid_time', {r}.paid_time, 'answers', {r}.answers,
     'success_url', {r}.success_url, 'cancel_url', {r}.cancel_url,
-    'registration_id', {registration_id})"""
+    'payment_id', {r}.payment_id, 'registration_id', {registration_id})"""
 
 
 _APPEND = (
@@ -67,10 +71,11 @@ _NUMBER_PENDING = (
 # snapshots passes the budget; the first event is always kept, so a page is never empty while
 # events remain.
 _LIST_AFTER = (
-    "SELECT sequence, type, reservation, create_time, rows_read FROM ("
+    "SELECT sequence, type, reservation, create_time, details, rows_read FROM ("
     " SELECT *, sum(size) OVER (ORDER BY sequence) AS running, count(*) OVER () AS rows_read"
-    " FROM (SELECT sequence, type, reservation, create_time,"
-    " octet_length(reservation::text) AS size FROM registration_events"
+    " FROM (SELECT sequence, type, reservation, create_time, details,"
+    " octet_length(reservation::text) + coalesce(octet_length(details::text), 0) AS size"
+    " FROM registration_events"
     " WHERE sequence > %(after)s ORDER BY sequence LIMIT %(limit)s) AS read"
     ") AS page WHERE running <= %(max_bytes)s OR running = size ORDER BY sequence"
 )
@@ -136,11 +141,24 @@ class SqlEventsRepository:
 
 
 def _event(row: Row) -> RegistrationEvent:
+    details = row["details"]
     return RegistrationEvent(
         sequence=row["sequence"],
         type=RegistrationEventType(row["type"]),
         reservation=_reservation(row["reservation"]),
         create_time=row["create_time"],
+        mismatch=None if details is None else _mismatch(details),
+    )
+
+
+def _mismatch(details: dict[str, Any]) -> MismatchedPayment:
+    return MismatchedPayment(
+        checkout_id=details["checkout_id"],
+        payment_id=details["payment_id"],
+        provider=details["provider"],
+        amount=int(details["amount"]),
+        currency_code=details["currency_code"],
+        fields=tuple(details["fields"]),
     )
 
 
@@ -173,4 +191,6 @@ def _reservation(data: dict[str, Any]) -> Reservation:
         checkout_url=data["checkout_url"],
         paid_time=_time(data["paid_time"]),
         registration_id=None if data["registration_id"] is None else str(data["registration_id"]),
+        # Events written before payments were named carry no payment id.
+        payment_id=data.get("payment_id"),
     )

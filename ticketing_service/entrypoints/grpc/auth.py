@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from ticketing_service.domain.errors import Unauthenticated
-from ticketing_service.entrypoints.grpc.errors import to_status
+from ticketing_service.entrypoints.grpc.errors import abort
 
 PROTECTED_SERVICE_PREFIX = "/moim.ticketing.v1.TicketingService/"
 
@@ -58,17 +58,15 @@ def _matches_any(given: bytes, expected: Sequence[bytes]) -> bool:
 
 
 def _refusing(handler: Handler) -> Handler:
-    status = to_status(
-        Unauthenticated(
-            "The call needs `authorization: Bearer <token>` metadata with the service's token."
-        )
+    error = Unauthenticated(
+        "The call needs `authorization: Bearer <token>` metadata with the service's token."
     )
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort_with_status(status)
+        await abort(context, error)
 
     async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort_with_status(status)
+        await abort(context, error)
         yield  # pragma: no cover  # makes this an async generator for streaming methods
 
     deserializer = handler.request_deserializer

@@ -7,7 +7,7 @@ invalid input also carries a `google.rpc.BadRequest` listing the bad fields.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, NoReturn, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -15,6 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ticketing_service.domain import errors
+from ticketing_service.entrypoints.observability.rpc_calls import note_failure_reason
 
 ERROR_DOMAIN = "ticketing.moim.social"
 # A status travels in trailing metadata, and a default client refuses more than 8 KiB of it
@@ -83,6 +84,15 @@ def _clip(text: str, limit: int) -> str:
     if len(encoded) <= limit:
         return text
     return encoded[: limit - 3].decode(errors="ignore") + "..."
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], error: errors.TicketingError
+) -> NoReturn:
+    """End the call with the error's status; its reason is noted for the call's line and metrics."""
+    note_failure_reason(error.reason)
+    await context.abort_with_status(to_status(error))
+    raise AssertionError("abort_with_status always raises")  # pragma: no cover
 
 
 def internal_status() -> grpc.Status:

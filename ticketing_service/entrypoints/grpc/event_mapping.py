@@ -46,4 +46,15 @@ def write_event(event: RegistrationEvent) -> registration_event_pb2.Registration
         reservation=write_reservation(event.reservation),
     )
     write_timestamp(message.create_time, event.create_time)
+    if (mismatch := event.mismatch) is not None:
+        message.payment_mismatch.CopyFrom(
+            registration_event_pb2.PaymentMismatch(
+                checkout_id=mismatch.checkout_id,
+                payment_id=mismatch.payment_id,
+                provider=mismatch.provider,
+                amount=mismatch.amount,
+                currency_code=mismatch.currency_code,
+                fields=mismatch.fields,
+            )
+        )
     return message

@@ -20,7 +20,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from ticketing_service.domain.errors import InvalidArgument, TicketingError
 from ticketing_service.entrypoints.grpc import event_mapping, reservation_mapping, settings_mapping
-from ticketing_service.entrypoints.grpc.errors import internal_status, to_status
+from ticketing_service.entrypoints.grpc.errors import abort, internal_status
 from ticketing_service.entrypoints.grpc.validation import (
     Violations,
     nul_characters,
@@ -63,7 +63,7 @@ def _answering_errors(
                 raise InvalidArgument(refused)
             return await method(self, request, context)
         except TicketingError as error:
-            await context.abort_with_status(to_status(error))
+            await abort(context, error)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception:
@@ -128,6 +128,17 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
         )
 
     @_answering_errors
+    async def FindReservation(
+        self, request: pb.FindReservationRequest, context: Context
+    ) -> pb.FindReservationResponse:
+        """Read a user's latest reservation for an event."""
+        event_id, user_id = reservation_mapping.read_find(request)
+        reservation = await registration_handlers.find_reservation(self._deps, event_id, user_id)
+        return pb.FindReservationResponse(
+            reservation=reservation_mapping.write_reservation(reservation)
+        )
+
+    @_answering_errors
     async def CancelReservation(
         self, request: pb.CancelReservationRequest, context: Context
     ) -> pb.CancelReservationResponse:
@@ -176,7 +187,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
                 async for event in events:
                     yield pb.WatchRegistrationEventsResponse(event=event_mapping.write_event(event))
         except TicketingError as error:
-            await context.abort_with_status(to_status(error))
+            await abort(context, error)
         except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
             raise
         except Exception:

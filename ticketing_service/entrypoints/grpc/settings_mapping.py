@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from moim.ticketing.v1 import settings_pb2, ticketing_service_pb2
 
+from ticketing_service.domain.refunds import RefundRule, policy_problems
 from ticketing_service.domain.settings import (
     Settings,
     SettingsUpdate,
@@ -15,6 +16,7 @@ from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import MAX_NAME_LENGTH, Violations
 
 MAX_TITLE_LENGTH = 300
+MAX_REFUND_RULES = 20
 
 _MODES = {
     TicketingMode.FREE: settings_pb2.TICKETING_MODE_FREE,
@@ -39,8 +41,27 @@ def read_settings_update(
         v.url("external_url", external_url)
     currency = v.currency("currency_code", request.currency_code, required=False)
     account = v.text("provider_account_id", request.provider_account_id, 128) or None
+    start = (
+        v.timestamp("event_start_time", request.event_start_time, earliest_year=1970)
+        if request.HasField("event_start_time")
+        else None
+    )
+    policy = _read_refund_policy(v, request)
     v.raise_if_any()
-    return SettingsUpdate(event_id, title, tiers, external_url, currency, account)
+    return SettingsUpdate(event_id, title, tiers, external_url, currency, account, start, policy)
+
+
+def _read_refund_policy(
+    v: Violations, request: ticketing_service_pb2.UpdateTicketingSettingsRequest
+) -> tuple[RefundRule, ...] | None:
+    """The organizer's refund rules; None (Moim's published policy) when none are given."""
+    if len(request.refund_policy) > MAX_REFUND_RULES:
+        v.add("refund_policy", f"A refund policy has at most {MAX_REFUND_RULES} rules.")
+        return None
+    rules = tuple(RefundRule(r.min_hours_before_start, r.percent) for r in request.refund_policy)
+    for problem in policy_problems(rules):
+        v.add("refund_policy", problem)
+    return rules or None
 
 
 def _read_tier(v: Violations, path: str, tier: settings_pb2.TierInput) -> Tier:
@@ -84,6 +105,12 @@ def write_settings(settings: Settings) -> settings_pb2.TicketingSettings:
     )
     if settings.update_time is not None:
         write_timestamp(message.update_time, settings.update_time)
+    if settings.event_start_time is not None:
+        write_timestamp(message.event_start_time, settings.event_start_time)
+    for rule in settings.refund_policy or ():
+        message.refund_policy.add(
+            min_hours_before_start=rule.min_hours_before_start, percent=rule.percent
+        )
     return message
 
 

@@ -82,13 +82,16 @@ class Violations:
             self.add(field, f"Must be an http(s) URL of at most {MAX_URL_LENGTH} characters.")
         return value
 
-    def timestamp(self, field: str, value: Timestamp) -> datetime | None:
-        """A timestamp as an aware datetime, or None when the field is unset."""
+    def timestamp(self, field: str, value: Timestamp, earliest_year: int = 1) -> datetime | None:
+        """A timestamp as an aware datetime from `earliest_year` to 9999, or None when invalid."""
         try:
-            return value.ToDatetime(tzinfo=UTC)
+            when = value.ToDatetime(tzinfo=UTC)
         except (ValueError, OverflowError):
-            self.add(field, "Must be a valid timestamp between years 1 and 9999.")
+            when = None
+        if when is None or when.year < earliest_year:
+            self.add(field, f"Must be a valid timestamp between years {earliest_year} and 9999.")
             return None
+        return when
 
 
 def oversized_lists(message: Message, prefix: str = "") -> list[FieldViolation]:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
+from ticketing_service.entrypoints.webhook.signatures import Scheme
+
 RejectionKind = Literal["not_found", "failed_precondition", "invalid_argument", "unavailable"]
 
 
@@ -22,6 +24,8 @@ class PaidCallback:
     currency_code: str
     paid_time: datetime
     delivery_id: str
+    # Which signature the delivery came with: its ids are unique only within that scheme.
+    delivery_scheme: Scheme
     # Kept out of repr so a logged or raised callback never carries the whole body.
     raw_event: bytes = field(repr=False)
 

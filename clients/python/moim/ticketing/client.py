@@ -193,6 +193,12 @@ class TicketingClient:
         """GetReservation: read a reservation."""
         return await self._unary(self._stub.GetReservation, request)
 
+    async def find_reservation(
+        self, request: pb.FindReservationRequest
+    ) -> pb.FindReservationResponse:
+        """FindReservation: a user's latest reservation for an event."""
+        return await self._unary(self._stub.FindReservation, request)
+
     async def cancel_reservation(
         self, request: pb.CancelReservationRequest
     ) -> pb.CancelReservationResponse:
