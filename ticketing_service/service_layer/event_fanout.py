@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ticketing_service.domain.errors import TooManyWatchers
+from ticketing_service.domain.errors import TicketingError, TooManyWatchers
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -115,10 +115,10 @@ class EventFanout:
             generation = signal.generation() if signal else 0
             try:
                 cursor = await self._hand_out(cursor)
-            except Exception:
+            except Exception as error:
                 # Whatever failed, no watcher may wait on a reader that cannot read: each one
                 # reads the database itself (and reports the failure to its client if it lasts).
-                log.exception("the event reader failed; watchers read the feed themselves")
+                _log_failure(error)
                 cursor = None
                 for live in self._watchers:
                     live.fall_behind()
@@ -143,3 +143,10 @@ class EventFanout:
                     cursor = events[-1].sequence
                 if not more:
                     return cursor
+
+
+def _log_failure(error: Exception) -> None:
+    if isinstance(error, TicketingError):  # the database away: expected, and said by its reason
+        log.warning("the event reader failed (%s); watchers read the feed themselves", error.reason)
+    else:
+        log.error("the event reader failed; watchers read the feed themselves", exc_info=error)
