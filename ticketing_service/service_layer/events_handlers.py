@@ -71,7 +71,7 @@ async def watch_registration_events(
                 cursor = page.next_sequence
             while (events := await live.take()) is not None:
                 if events[0].sequence > cursor + 1:
-                    break  # numbered before this watcher joined: read them from the database
+                    break  # a gap (numbered before this watcher joined): read it from the database
                 for event in events:
                     if event.sequence > cursor:  # the catch-up read may have given it already
                         yield event

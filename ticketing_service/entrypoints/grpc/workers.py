@@ -94,7 +94,7 @@ def _die_with_parent(parent: int) -> None:
 class _Supervisor:
     """Starts the workers, restarts those that die, and stops them all on a signal."""
 
-    def __init__(self, count: int, address: str, serve: WorkerServe, policy: RestartPolicy):
+    def __init__(self, count: int, address: str, serve: WorkerServe, policy: RestartPolicy) -> None:
         self._context = multiprocessing.get_context("spawn")
         self._count = count
         self._address = address
