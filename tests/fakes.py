@@ -10,7 +10,6 @@ Postgres (tests/integration/test_concurrency.py).
 from __future__ import annotations
 
 import copy
-import itertools
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -328,10 +327,14 @@ class FakeEvents:
             store.events[index] = replace(store.events[index], sequence=store.last_sequence)
         return len(pending)
 
-    async def list_after(self, after_sequence: int, limit: int) -> list[RegistrationEvent]:
-        """Numbered events after `after_sequence`, in order."""
-        numbered = (e for e in self._store.events if e.sequence > after_sequence)
-        return list(itertools.islice(sorted(numbered, key=lambda e: e.sequence), limit))
+    async def list_after(
+        self, after_sequence: int, limit: int, max_bytes: int
+    ) -> tuple[list[RegistrationEvent], bool]:
+        """Numbered events after `after_sequence`, in order (the fake has no byte budget)."""
+        numbered = sorted(
+            (e for e in self._store.events if e.sequence > after_sequence), key=lambda e: e.sequence
+        )
+        return numbered[:limit], len(numbered) > limit
 
     async def retained_range(self) -> tuple[int | None, int]:
         """The lowest number kept and the last one given."""

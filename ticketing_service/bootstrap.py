@@ -96,7 +96,8 @@ def wire(config: Config, database_url: str, observe: AfterCommit | None = None) 
         ),
     )
     payment_service = HttpPaymentService(
-        config.payment_service_url,
+        # `serve` refuses to start without it; the other commands never open a checkout.
+        config.payment_service_url or "",
         config.payment_service_token,
         config.payment_timeout_seconds,
     )

@@ -123,7 +123,7 @@ async def server(
     deps: Dependencies, sequencer_wakeup: asyncio.Event
 ) -> AsyncIterator[RunningServer]:
     """The real gRPC server on a free port, with its event sequencer."""
-    running = await start_server(deps, "127.0.0.1:0", token=None)
+    running = await start_server(deps, "127.0.0.1:0")
     sequencer = asyncio.create_task(
         run_event_sequencer(deps, sequencer_wakeup, interval_seconds=0.5)
     )

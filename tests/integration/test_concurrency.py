@@ -96,7 +96,7 @@ async def contender_server(
         checkouts=checkouts,
         hold_seconds=600,
     )
-    running = await start_server(deps, "127.0.0.1:0", token=None)
+    running = await start_server(deps, "127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             yield pb_grpc.TicketingServiceStub(channel)

@@ -56,7 +56,7 @@ async def test_a_statement_past_the_statement_timeout_is_cut_and_is_not_a_retrya
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
-@pytest.mark.parametrize("bad", ["0", "-5", "ten"])
+@pytest.mark.parametrize("bad", ["0", "-5", "ten", "0.5", "1e3"])
 def test_a_bad_database_setting_fails_at_start_naming_it(name: str, bad: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: bad})

@@ -55,7 +55,7 @@ def metered(
 
 @pytest.fixture
 async def metered_stub(metered: Dependencies) -> AsyncIterator[Stub]:
-    running = await start_server(metered, "127.0.0.1:0", token=None)
+    running = await start_server(metered, "127.0.0.1:0")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         yield pb_grpc.TicketingServiceStub(channel)
     await running.stop(0)

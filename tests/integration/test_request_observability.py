@@ -143,7 +143,7 @@ async def served(captured_logs: io.StringIO) -> AsyncIterator[Served]:
     server = grpc.aio.server(
         interceptors=[
             ObservingInterceptor(RequestContextObserver(), metrics),
-            BearerTokenInterceptor(TOKEN),
+            BearerTokenInterceptor([TOKEN]),
         ]
     )
     server.add_generic_rpc_handlers([_handlers()])

@@ -242,7 +242,7 @@ INVALID_UPDATES: list[tuple[dict[str, object], list[str]]] = [
     ({"tiers": [tier("a", price=2**60)]}, ["tiers[0].price_amount"]),
     ({"tiers": [tier("")]}, ["tiers[0].tier_id"]),
     ({"tiers": [settings_pb2.TierInput(tier_id="a", name=" ")]}, ["tiers[0].name"]),
-    ({"tiers": [tier("a"), tier("a")]}, ["tiers"]),
+    ({"tiers": [tier("a"), tier("a")]}, ["tiers[1].tier_id"]),
     ({"tiers": [tier(str(i)) for i in range(101)]}, ["tiers"]),
     ({"currency_code": "XYZ"}, ["currency_code"]),
     ({"currency_code": "krw"}, ["currency_code"]),

@@ -332,7 +332,7 @@ async def test_healthz_answers_503_once_the_backend_starts_shutting_down(
 
 @pytest.fixture
 async def guarded_server(deps: Dependencies) -> AsyncIterator[RunningServer]:
-    running = await start_server(deps, "127.0.0.1:0", token="grpc-token")
+    running = await start_server(deps, "127.0.0.1:0", tokens=["grpc-token"])
     yield running
     await running.stop(0)
 

@@ -165,12 +165,13 @@ def _derive_mode(update: SettingsUpdate, default_account: str | None) -> Setting
     return base
 
 
-def validate_tier_ids_unique(tiers: Sequence[Tier]) -> list[str]:
-    """The tier ids that appear more than once, in first-seen order."""
-    seen: set[str] = set()
-    duplicates: list[str] = []
-    for tier in tiers:
-        if tier.tier_id in seen and tier.tier_id not in duplicates:
-            duplicates.append(tier.tier_id)
-        seen.add(tier.tier_id)
-    return duplicates
+def repeated_tier_ids(tiers: Sequence[Tier]) -> list[tuple[int, int]]:
+    """Each tier whose id an earlier tier already has: (its index, the earlier one's index)."""
+    first: dict[str, int] = {}
+    repeats: list[tuple[int, int]] = []
+    for index, tier in enumerate(tiers):
+        if tier.tier_id in first:
+            repeats.append((index, first[tier.tier_id]))
+        else:
+            first[tier.tier_id] = index
+    return repeats

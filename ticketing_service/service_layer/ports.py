@@ -128,8 +128,13 @@ class EventsRepository(Protocol):
         """Number the committed events that have no number yet; return how many."""
         ...
 
-    async def list_after(self, after_sequence: int, limit: int) -> list[RegistrationEvent]:
-        """Up to `limit` numbered events after `after_sequence`, in order."""
+    async def list_after(
+        self, after_sequence: int, limit: int, max_bytes: int
+    ) -> tuple[list[RegistrationEvent], bool]:
+        """Numbered events after `after_sequence` in order, and whether more may follow.
+
+        At most `limit` of them and about `max_bytes` in all, but always the first.
+        """
         ...
 
     async def retained_range(self) -> tuple[int | None, int]:

@@ -67,6 +67,20 @@ _NUMBER_PENDING = (
 )
 
 
+# The page is read first (the LIMIT bounds the work), then cut where the running size of the
+# snapshots passes the budget; the first event is always kept, so a page is never empty while
+# events remain.
+_LIST_AFTER = (
+    "SELECT sequence, type, reservation, create_time, details, rows_read FROM ("
+    " SELECT *, sum(size) OVER (ORDER BY sequence) AS running, count(*) OVER () AS rows_read"
+    " FROM (SELECT sequence, type, reservation, create_time, details,"
+    " octet_length(reservation::text) + coalesce(octet_length(details::text), 0) AS size"
+    " FROM registration_events"
+    " WHERE sequence > %(after)s ORDER BY sequence LIMIT %(limit)s) AS read"
+    ") AS page WHERE running <= %(max_bytes)s OR running = size ORDER BY sequence"
+)
+
+
 async def append_events(
     tx: Transaction, event_type: RegistrationEventType, reservation_ids: Sequence[str]
 ) -> None:
@@ -92,14 +106,19 @@ class SqlEventsRepository:
         assert numbered is not None
         return int(numbered["numbered"])
 
-    async def list_after(self, after_sequence: int, limit: int) -> list[RegistrationEvent]:
-        """The numbered events after `after_sequence`, in order."""
+    async def list_after(
+        self, after_sequence: int, limit: int, max_bytes: int
+    ) -> tuple[list[RegistrationEvent], bool]:
+        """The numbered events after `after_sequence`, in order, and whether more may follow.
+
+        At most `limit` events, and no more than fit in `max_bytes` of stored snapshots (but
+        always the first): a snapshot's JSON text is larger than the event's protobuf encoding.
+        """
         rows = await self._tx.all(
-            "SELECT sequence, type, reservation, create_time, details FROM registration_events"
-            " WHERE sequence > %(after)s ORDER BY sequence LIMIT %(limit)s",
-            {"after": after_sequence, "limit": limit},
+            _LIST_AFTER, {"after": after_sequence, "limit": limit, "max_bytes": max_bytes}
         )
-        return [_event(row) for row in rows]
+        read = int(rows[0]["rows_read"]) if rows else 0
+        return [_event(row) for row in rows], read == limit or len(rows) < read
 
     async def retained_range(self) -> tuple[int | None, int]:
         """The lowest number still kept (None when none is) and the last number given."""

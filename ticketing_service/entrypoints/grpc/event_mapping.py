@@ -8,7 +8,7 @@ from ticketing_service.domain.events import RegistrationEvent, RegistrationEvent
 from ticketing_service.entrypoints.grpc.reservation_mapping import write_reservation
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import Violations
-from ticketing_service.service_layer.events_handlers import MAX_PAGE_SIZE
+from ticketing_service.service_layer.event_fanout import MAX_PAGE_SIZE
 
 _TYPES = {
     event_type: registration_event_pb2.RegistrationEventType.Value(

@@ -20,6 +20,9 @@ from ticketing_service.service_layer.registration_handlers import StartRegistrat
 
 MAX_ANSWERS = 50
 MAX_ANSWER_LENGTH = 4000
+# All of a reservation's answers together (question ids included, in UTF-8 bytes). The answers
+# travel in every event of the reservation on the feed, so they must stay small.
+MAX_ANSWERS_BYTES = 16 * 1024
 MAX_EMAIL_LENGTH = 320
 MAX_RAW_EVENT_BYTES = 64 * 1024
 
@@ -57,15 +60,20 @@ def read_start(request: ticketing_service_pb2.StartPaidRegistrationRequest) -> S
 def _read_answers(
     v: Violations, request: ticketing_service_pb2.StartPaidRegistrationRequest
 ) -> tuple[Answer, ...]:
-    if len(request.answers) > MAX_ANSWERS:
+    if len(request.answers) > MAX_ANSWERS:  # before reading any answer
         v.add("answers", f"At most {MAX_ANSWERS} answers.")
-    return tuple(
+        v.raise_if_any()
+    answers = tuple(
         Answer(
             v.required_id(f"answers[{i}].question_id", a.question_id),
             v.text(f"answers[{i}].answer", a.answer, MAX_ANSWER_LENGTH),
         )
         for i, a in enumerate(request.answers)
     )
+    size = sum(len(a.question_id.encode()) + len(a.answer.encode()) for a in answers)
+    if size > MAX_ANSWERS_BYTES:
+        v.add("answers", f"Must total at most {MAX_ANSWERS_BYTES} bytes, question ids included.")
+    return answers
 
 
 def read_reservation_id(reservation_id: str) -> str:

@@ -10,12 +10,11 @@ from ticketing_service.domain.settings import (
     SettingsUpdate,
     TicketingMode,
     Tier,
-    validate_tier_ids_unique,
+    repeated_tier_ids,
 )
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import MAX_NAME_LENGTH, Violations
 
-MAX_TIERS = 100
 MAX_TITLE_LENGTH = 300
 MAX_REFUND_RULES = 20
 
@@ -33,11 +32,10 @@ def read_settings_update(
     v = Violations()
     event_id = v.required_id("event_id", request.event_id)
     title = v.text("event_title", request.event_title, MAX_TITLE_LENGTH)
-    if len(request.tiers) > MAX_TIERS:
-        v.add("tiers", f"An event has at most {MAX_TIERS} tiers.")
+    # At most validation.MAX_LIST_LENGTH tiers: the servicer refused a longer list unread.
     tiers = tuple(_read_tier(v, f"tiers[{i}]", t) for i, t in enumerate(request.tiers))
-    for duplicate in validate_tier_ids_unique(tiers):
-        v.add("tiers", f"The tier id {duplicate!r} appears more than once.")
+    for index, first in repeated_tier_ids(tiers):
+        v.add(f"tiers[{index}].tier_id", f"Repeats the id of tiers[{first}]; ids must be unique.")
     external_url = request.external_url if request.HasField("external_url") else None
     if external_url:
         v.url("external_url", external_url)

@@ -58,3 +58,27 @@ class PaymentConfirmer(Protocol):
     async def confirm(self, payment: PaidCallback) -> ConfirmResult:
         """Confirm `payment`, or raise ConfirmRejected saying why not."""
         ...
+
+
+class BoundedConfirmer:
+    """A PaymentConfirmer that forwards at most `limit` payments at once, refusing the rest.
+
+    Past the limit a callback is refused at once as unavailable (a 503 the sender retries)
+    instead of queueing behind a backend that is already saturated. Only verified callbacks
+    whose whole body arrived count, so idle or slow connections can never take the places.
+    """
+
+    def __init__(self, confirmer: PaymentConfirmer, limit: int) -> None:
+        self._confirmer = confirmer
+        self._limit = limit
+        self._in_flight = 0
+
+    async def confirm(self, payment: PaidCallback) -> ConfirmResult:
+        """Forward `payment`, or raise ConfirmRejected("unavailable") when `limit` are in flight."""
+        if self._in_flight >= self._limit:
+            raise ConfirmRejected("unavailable", "TOO_MANY_CALLBACKS_IN_FLIGHT")
+        self._in_flight += 1
+        try:
+            return await self._confirmer.confirm(payment)
+        finally:
+            self._in_flight -= 1
