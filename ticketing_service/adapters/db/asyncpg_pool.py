@@ -1,0 +1,175 @@
+"""The process's pool of Postgres connections (asyncpg), with timeouts so nothing waits forever.
+
+Temporary: the asyncpg side of the side-by-side driver measurement, chosen with
+`TICKETING_DB_DRIVER=asyncpg` (docs/benchmarks.md); it goes once one driver is chosen.
+
+Why asyncpg. A statement through asyncpg costs the server about a third less CPU than through
+psycopg (docs/benchmarks.md), and that CPU, not Postgres, was what limited the service's
+throughput. SQLAlchemy and psycopg remain for the migrations (Alembic) and for the event
+listener's LISTEN connection only.
+
+Why not asyncpg's own pool. Every transaction checks a connection out and back in, and
+asyncpg's `Pool` does much there that this service never needs: a task of its own per
+release (`asyncio.shield`), a reset and an inactivity timer per release, and a proxy object
+per checkout that every statement then passes through. An acquire and release cost 31-37 µs
+of CPU that way and 3-5 µs here, in a loop of 20,000; side by side under ConfirmPayment load,
+the server's CPU per call fell 4.5 % (docs/benchmarks.md). What the pool here does is small:
+a semaphore bounds the connections checked out, returned ones wait in a list, and a new one is
+opened only when none is free and the bound allows it.
+
+Why no reset on release. A reset (asyncpg's default: `RESET ALL`, `UNLISTEN *`, unlocking
+advisory locks) costs a round trip per transaction. The service sets no session state and
+takes only transaction-scoped locks, and a `Transaction` always ends its transaction before
+returning its connection; one returned inside a transaction anyway is closed, not reused.
+A connection whose statement was cancelled is reused safely: asyncpg makes its next statement
+wait until the cancellation has settled.
+
+Why connections stay open. The pool is small and fixed (`pool_size` per process), as
+HikariCP's default is: closing idle connections would save a few Postgres backends in quiet
+hours and cost a connection setup (a fork and a login on the server) on the next busy second.
+Postgres's `max_connections` must allow for them all (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from ticketing_service.adapters.db.urls import driver_url
+
+# A pooled connection whose rows are `Record`s (generic in the type stubs only).
+Connection: TypeAlias = "asyncpg.Connection[Record]"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Pool size and the per-connection timeouts, in the units Postgres uses."""
+
+    # Past `pool_size` busy connections a transaction waits for one to be returned (up to
+    # `pool_timeout_seconds`) instead of opening one.
+    pool_size: int = 10
+    pool_timeout_seconds: float = 5
+    lock_timeout_ms: int = 5000
+    statement_timeout_ms: int = 30000
+    connect_timeout_seconds: float = 5
+
+
+class PoolTimeout(Exception):
+    """No pooled connection became free within the pool timeout."""
+
+
+class Record(asyncpg.Record):
+    """A result row: its columns by name (`row["status"]`).
+
+    Not as attributes: a `__getattr__` here runs only after the attribute lookup has failed
+    and raised an AttributeError, which made each column read cost about 1 µs. Mapping a
+    reservation from its row took 28-34 µs that way, 9-14 µs by name.
+    """
+
+
+class Database:
+    """The connection pool of one process: up to `pool_size` connections, each opened when a
+    transaction first needs it and kept open (the pool does not shrink).
+
+    `connection_class` lets the benchmark record the statements a transaction sends
+    (scripts/bench_limit.py); the service never passes it.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        settings: PoolSettings,
+        *,
+        connection_class: type[asyncpg.Connection[Any]] = asyncpg.Connection,
+    ) -> None:
+        self.settings = settings
+        self._url = driver_url(database_url)
+        self._connection_class = connection_class
+        # One slot per connection that may be checked out; free connections wait in `_idle`.
+        self._slots = asyncio.Semaphore(settings.pool_size)
+        self._idle: list[Connection] = []
+        self._in_use = 0
+        self._closed = False
+
+    async def acquire(self) -> Connection:
+        """A connection of the pool; PoolTimeout if none is returned within the pool timeout."""
+        if self._closed:
+            raise PoolTimeout("The database pool is closed.")
+        if self._slots.locked():
+            waited = self.settings.pool_timeout_seconds
+            try:
+                async with asyncio.timeout(waited):
+                    await self._slots.acquire()
+            except TimeoutError as error:
+                raise PoolTimeout(f"No pooled connection was free within {waited} s.") from error
+        else:
+            await self._slots.acquire()  # a slot is free: this returns without waiting
+        try:
+            connection = await self._idle_or_new()
+        except BaseException:
+            self._slots.release()
+            raise
+        self._in_use += 1
+        return connection
+
+    async def release(self, connection: Connection) -> None:
+        """Return a connection to the pool (a closed one is discarded)."""
+        self._in_use -= 1
+        if self._closed or connection.is_closed() or connection.is_in_transaction():
+            connection.terminate()  # not reusable (`Transaction.close` ends its transaction)
+        else:
+            self._idle.append(connection)
+        self._slots.release()
+
+    def usage(self) -> tuple[int, int]:
+        """Connections checked out now, and the pool's size."""
+        return self._in_use, self.settings.pool_size
+
+    async def close(self) -> None:
+        """Close the idle connections now, and each checked-out one when it is returned."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            try:
+                await connection.close(timeout=self.settings.connect_timeout_seconds)
+            except Exception:  # it is being dropped either way: a broken one is cut instead
+                connection.terminate()
+
+    async def _idle_or_new(self) -> Connection:
+        """The most recently returned live connection (its caches are warm), or a new one."""
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.is_closed():
+                return connection
+        settings = self.settings
+        connection = await asyncpg.connect(
+            self._url,
+            timeout=settings.connect_timeout_seconds,
+            server_settings={
+                "lock_timeout": str(settings.lock_timeout_ms),
+                "statement_timeout": str(settings.statement_timeout_ms),
+            },
+            record_class=Record,
+            connection_class=self._connection_class,
+        )
+        try:
+            await _add_codecs(connection)
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection
+
+
+async def _add_codecs(connection: asyncpg.Connection[Record]) -> None:
+    """jsonb as Python values (a `str` parameter is taken as JSON text already)."""
+    await connection.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_json_text, decoder=json.loads, format="text"
+    )
+
+
+def _json_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -1,0 +1,187 @@
+"""One transaction on a pooled asyncpg connection, and what to do when that connection is dead.
+
+Temporary: the asyncpg side of the side-by-side driver measurement, chosen with
+`TICKETING_DB_DRIVER=asyncpg` (docs/benchmarks.md); it goes once one driver is chosen.
+
+Statements keep psycopg's `%(name)s` placeholders, which read better than numbers and which the
+benchmark's pgbench scripts are built from (scripts/bench_limit.py); each is turned into
+asyncpg's `$n` form once per process. asyncpg prepares every statement on first use per
+connection and keeps it, so a statement's later runs skip parsing and planning.
+
+The transaction begins with its first statement (a `BEGIN` round trip of its own: asyncpg does
+not pipeline), so a unit of work that sends nothing costs no round trip.
+
+Why no pre-ping. A ping costs a round trip per transaction. Instead, when the first statement of
+a transaction finds its pooled connection dead (Postgres restarted, an idle connection was
+cut), nothing has happened in the transaction yet, so the connection is discarded and the
+statement retried on another one. Any later failure is an error for the caller
+(`UNAVAILABLE`, which every RPC may retry).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from ticketing_service.adapters.db.asyncpg_pool import Connection, Database
+
+# A result row (`pool.Record`): columns by name (`row["status"]`).
+Row = Any
+Params = Mapping[str, Any]
+T = TypeVar("T")
+
+# What a statement on a dead connection raises: the server's errors (a terminated backend's
+# 57P01), asyncpg's own (the connection was closed under it, or its protocol is out of step:
+# InternalClientError, e.g. while it reads the error a terminated backend sent before closing),
+# or the socket's.
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+
+# Every idle connection of a pool may be stale after a restart: this many attempts cover the
+# default pool of 10 with room to spare.
+STALE_CONNECTION_ATTEMPTS = 16
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_POSITIONAL: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`sql` with `$1`, `$2`… for its `%(name)s` placeholders, and the names in that order."""
+    known = _POSITIONAL.get(sql)
+    if known is None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in names:
+                names.append(name)
+            return f"${names.index(name) + 1}"
+
+        known = (_PLACEHOLDER.sub(number, sql).replace("%%", "%"), tuple(names))
+        _POSITIONAL[sql] = known
+    return known
+
+
+def _arguments(names: tuple[str, ...], params: Params | None) -> list[Any]:
+    return [params[name] for name in names] if params else []
+
+
+class Transaction:
+    """A pooled connection in a transaction, rolled back on `close()` unless committed."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: Connection | None = None
+        # True until a statement has succeeded: until then a dead connection can be swapped.
+        self._fresh = True
+        self._queued: list[tuple[str, Params | None]] = []
+
+    async def open(self) -> None:
+        """Check out a connection (the transaction begins with the first statement)."""
+        self._connection = await self._database.acquire()
+
+    def queue(self, sql: str, params: Params | None = None) -> None:
+        """Run a statement before the next one (asyncpg cannot pipeline: a round trip each)."""
+        self._queued.append((sql, params))
+
+    async def first_rows(self, *statements: tuple[str, Params | None]) -> list[Row | None]:
+        """The first row (or None) of each statement, one round trip each."""
+        return [await self.one(sql, params) for sql, params in statements]
+
+    async def _flush(self) -> None:
+        queued, self._queued = self._queued, []
+        for sql, params in queued:
+            await self.one(sql, params)
+
+    async def one(self, sql: str, params: Params | None = None) -> Row | None:
+        """The first row of a statement's result, or None."""
+        await self._flush()
+        query, names = positional(sql)
+        arguments = _arguments(names, params)
+        return await self._on_live_connection(lambda c: c.fetchrow(query, *arguments))
+
+    async def all(self, sql: str, params: Params | None = None) -> list[Row]:
+        """Every row of a statement's result."""
+        await self._flush()
+        query, names = positional(sql)
+        arguments = _arguments(names, params)
+        return await self._on_live_connection(lambda c: c.fetch(query, *arguments))
+
+    async def many(self, sql: str, params: Sequence[Params]) -> None:
+        """One statement run once per parameter set; no rows."""
+        await self._flush()
+        query, names = positional(sql)
+        batch = [_arguments(names, p) for p in params]
+        await self._on_live_connection(lambda c: c.executemany(query, batch))
+
+    async def commit(self) -> None:
+        """Commit the transaction (nothing to do if no statement was sent)."""
+        await self._flush()
+        connection = self._live()
+        try:
+            if connection.is_in_transaction():
+                await connection.execute("COMMIT")
+        except _DRIVER_ERRORS as error:
+            if _dead(connection):
+                raise _lost(error) from error
+            raise
+
+    async def close(self) -> None:
+        """Roll back anything not committed and return the connection (discarded if dead)."""
+        connection, self._connection = self._connection, None
+        self._queued = []
+        if connection is None:
+            return
+        try:
+            if not _dead(connection) and connection.is_in_transaction():
+                await connection.execute("ROLLBACK")
+        except _DRIVER_ERRORS:
+            if not _dead(connection):
+                connection.terminate()  # broken or busy: the pool discards it
+        finally:
+            await self._database.release(connection)
+
+    async def _on_live_connection(self, send: Callable[[Connection], Awaitable[T]]) -> T:
+        """`send(connection)` in the transaction, retried on another connection if the
+        transaction's first statement met a dead or broken one."""
+        for _ in range(STALE_CONNECTION_ATTEMPTS):
+            connection = self._live()
+            try:
+                if not connection.is_in_transaction():
+                    await connection.execute("BEGIN")
+                result = await send(connection)
+            except _DRIVER_ERRORS as error:
+                if isinstance(error, asyncpg.InternalClientError) and not _dead(connection):
+                    connection.terminate()  # out of step: it cannot run another statement
+                if not _dead(connection):
+                    raise
+                if not self._fresh:
+                    raise _lost(error) from error
+                await self.close()
+                await self.open()
+                continue
+            self._fresh = False
+            return result
+        raise _lost("every pooled connection tried was dead")
+
+    def _live(self) -> Connection:
+        assert self._connection is not None, "the transaction is not open"
+        return self._connection
+
+
+def _dead(connection: Connection) -> bool:
+    """Whether the server or the network closed the connection."""
+    return connection.is_closed()
+
+
+def _lost(cause: object) -> asyncpg.ConnectionDoesNotExistError:
+    """A connection lost in the middle of a transaction, with the SQLSTATE of one (08003)
+    whatever asyncpg raised (its own errors for a closed connection carry none)."""
+    return asyncpg.ConnectionDoesNotExistError(f"The database connection was lost: {cause}")
