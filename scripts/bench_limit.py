@@ -38,7 +38,7 @@ import pgserver
 import psycopg
 
 from ticketing_service.adapters.db import asyncpg_pool
-from ticketing_service.adapters.db.pool import Database, PoolSettings
+from ticketing_service.adapters.db.pool import Connection, Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.domain.reservations import PaymentClaim
 from ticketing_service.service_layer.checkouts import Checkout, CheckoutRequest
@@ -129,7 +129,7 @@ class StatementRecorder:
         return taken
 
 
-def _psycopg_recording(recorder: StatementRecorder) -> type[psycopg.AsyncConnection[Any]]:
+def _psycopg_recording(recorder: StatementRecorder) -> type[Connection]:
     """A connection class whose cursors tell `recorder` each statement, and its pipelines
     where each round trip begins and ends."""
 
@@ -138,7 +138,7 @@ def _psycopg_recording(recorder: StatementRecorder) -> type[psycopg.AsyncConnect
             recorder.named_statement(query, params)
             return await super().execute(query, params, **kwargs)
 
-    class RecordingConnection(psycopg.AsyncConnection[Any]):
+    class RecordingConnection(Connection):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.cursor_factory = RecordingCursor
