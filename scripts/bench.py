@@ -35,15 +35,13 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.payment_service_standin, via load.py
 
-import psycopg
 from bench_callers import Callers, open_callers
 from bench_limit import Limit, Scripts, capture_scripts, run_pgbench
 from bench_phases import (
@@ -73,7 +71,6 @@ from bench_stack import (
 from load import TOKEN, StandIn, database
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
-from psycopg import sql
 
 from ticketing_service.entrypoints import event_loop
 
@@ -118,103 +115,55 @@ def parse_args() -> argparse.Namespace:
     add("--seats", type=int, default=500, help="ticket rush: seats (500)")
     add("--skip-rush", action="store_true", help="measure the RPCs only")
     add("--save-scripts", type=Path, help="also write the pgbench scripts to this directory")
-    add(
-        "--drivers",
-        help="compare Postgres drivers side by side, e.g. asyncpg,psycopg: one server (and"
-        " database) per driver, their rounds interleaved (no rush)",
-    )
     args = parser.parse_args()
     if args.confirm_calls is None:
         args.confirm_calls = 2 * args.calls
     return args
 
 
-@dataclass(frozen=True)
-class Stack:
-    """One server under test (with its shim), its database, and the driver it runs."""
-
-    driver: str | None  # None: the service's default
-    server: Child
-    shim: Child | None
-    database_url: str
-
-    @property
-    def name(self) -> str:
-        return self.driver or "default"
-
-
 async def measure(
-    stacks: list[Stack], args: argparse.Namespace
-) -> tuple[dict[str, list[Round]], Rush | None, str]:
-    """Each stack's rounds, the rush (one stack only), and who made the calls.
-
-    With several stacks (`--drivers`) their rounds alternate, A B then B A, so that the
-    shared host's slow minutes fall on each alike.
-    """
-    async with AsyncExitStack() as opened:
-        measured = []
-        for stack in stacks:
-            workers = stack.server.workers()
-            stubs = await opened.enter_async_context(
-                grpc_stubs(stack.server.port, args.channels, workers)
-            )
-            callers, which = await opened.enter_async_context(
-                open_callers(args.callers, stubs, stack.server.port, args.channels, workers)
-            )
-            measured.append((stack, stubs, callers, cpu_sampler(stack, callers)))
-        rounds: dict[str, list[Round]] = {stack.name: [] for stack in stacks}
+    server: Child, shim: Child | None, database_url: str, args: argparse.Namespace
+) -> tuple[list[Round], Rush | None, str]:
+    """The rounds, the rush, and who made the calls."""
+    workers = server.workers()
+    async with (
+        grpc_stubs(server.port, args.channels, workers) as stubs,
+        open_callers(args.callers, stubs, server.port, args.channels, workers) as (callers, which),
+    ):
+        groups: dict[str, Callable[[], float]] = {"server": server.cpu_seconds}
+        if shim is not None:
+            groups["shim"] = shim.cpu_seconds
+        groups |= {
+            "postgres": PostgresCpu(),
+            "driver": lambda: driver_cpu_seconds() + callers.cpu_seconds(),
+        }
+        groups |= worker_groups(server)
+        cpu = CpuMeter(groups).sample
+        # The service and its limit alternate, RPC by RPC (measure_round). Each round has
+        # events of its own: a tier's seat count reads its reservations, so a tier reused by a
+        # later round would make that round's transactions slower than the first's.
+        rounds = []
         for number in range(args.rounds):
-            order = measured if number % 2 == 0 else measured[::-1]
-            for stack, stubs, callers, cpu in order:
-                rounds[stack.name].append(await one_round(stack, stubs, callers, cpu, number, args))
+            event_id = f"bench-{uuid.uuid4()}"
+            limit_event = f"limit-{uuid.uuid4().hex}"
+            for event in (event_id, limit_event):
+                await offer_tier(stubs, event, capacity=10_000_000)
+            scripts = await capture_scripts(database_url, limit_event, "rush", PRICE)
+            if args.save_scripts and number == 0:
+                scripts.save(args.save_scripts)
+            limits = Limits(
+                database_url,
+                scripts,
+                number,
+                args.concurrency,
+                holds=holds_wanted(shim, args),
+                webhook_transactions=2 * args.calls,
+            )
+            rounds.append(await measure_round(callers, shim, limits, event_id, number, args, cpu))
         rush = None
-        if not args.skip_rush and len(stacks) == 1:
-            stack, stubs, _, cpu = measured[0]
-            rush = await run_rush(stubs, stack.shim, stack.database_url, args, cpu)
+        if not args.skip_rush:
+            rush = await run_rush(stubs, shim, database_url, args, cpu)
     return rounds, rush, which
-
-
-def cpu_sampler(stack: Stack, callers: Callers) -> CpuSampler:
-    """CPU used so far by each process group of one stack."""
-    groups: dict[str, Callable[[], float]] = {"server": stack.server.cpu_seconds}
-    if stack.shim is not None:
-        groups["shim"] = stack.shim.cpu_seconds
-    groups |= {
-        "postgres": PostgresCpu(),
-        "driver": lambda: driver_cpu_seconds() + callers.cpu_seconds(),
-    }
-    groups |= worker_groups(stack.server)
-    return CpuMeter(groups).sample
-
-
-async def one_round(
-    stack: Stack,
-    stubs: Stubs,
-    callers: Callers,
-    cpu: CpuSampler,
-    number: int,
-    args: argparse.Namespace,
-) -> Round:
-    """A round on events of its own: a tier's seat count reads its reservations, so a tier
-    reused by a later round would make that round's transactions slower than the first's."""
-    event_id = f"bench-{uuid.uuid4()}"
-    limit_event = f"limit-{uuid.uuid4().hex}"
-    for event in (event_id, limit_event):
-        await offer_tier(stubs, event, capacity=10_000_000)
-    scripts = await capture_scripts(
-        stack.database_url, limit_event, "rush", PRICE, stack.driver or "psycopg"
-    )
-    if args.save_scripts and number == 0:
-        scripts.save(args.save_scripts / stack.name if stack.driver else args.save_scripts)
-    limits = Limits(
-        stack.database_url,
-        scripts,
-        number,
-        args.concurrency,
-        holds=holds_wanted(stack.shim, args),
-        webhook_transactions=2 * args.calls,
-    )
-    return await measure_round(callers, stack.shim, limits, event_id, number, args, cpu)
 
 
 @dataclass
@@ -521,77 +470,27 @@ def main() -> int:
     args = parse_args()
     began = time.perf_counter()
     speed_before = cpu_speed_ms()
-    drivers: list[str | None] = list(args.drivers.split(",")) if args.drivers else [None]
     with ExitStack() as stack:
         url = stack.enter_context(database())
         stand_in = stack.enter_context(StandIn())
-        stacks = []
-        for driver in drivers:
-            # Each driver's server on a database of its own in the one Postgres: its sweeper
-            # and sequencer then work only for its own calls.
-            own_url = url if driver is None else database_of_its_own(url, f"bench_{driver}")
-            server = stack.enter_context(
-                ticketing_server(own_url, stand_in.url, TOKEN, args.workers, args.pool_size, driver)
-            )
-            shim = (
-                stack.enter_context(webhook_shim(server.port, HMAC_SECRET))
-                if shim_available()
-                else None
-            )
-            stacks.append(Stack(driver, server, shim, own_url))
+        server = stack.enter_context(
+            ticketing_server(url, stand_in.url, TOKEN, args.workers, args.pool_size)
+        )
+        shim = (
+            stack.enter_context(webhook_shim(server.port, HMAC_SECRET))
+            if shim_available()
+            else None
+        )
         # The callers run on the loop the service runs on: less of the shared CPU is theirs.
-        rounds, rush, callers = event_loop.run(measure(stacks, args))
-    speed = (speed_before, cpu_speed_ms())
-    for name, driver_rounds in rounds.items():
-        if len(rounds) > 1:
-            print(f"\n===== driver: {name} =====")
-        report(driver_rounds, rush, callers, args, speed)
-    if len(rounds) > 1:
-        report_side_by_side(rounds)
+        rounds, rush, callers = event_loop.run(measure(server, shim, url, args))
+    report(rounds, rush, callers, args, (speed_before, cpu_speed_ms()))
     print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
-    every_round = [r for driver_rounds in rounds.values() for r in driver_rounds]
     failed = (
-        any(p.errors for r in every_round for p in r.phases)
-        or any(limit.failure for r in every_round for limit in r.limits)
+        any(p.errors for r in rounds for p in r.phases)
+        or any(limit.failure for r in rounds for limit in r.limits)
         or (rush is not None and bool(rush.problems))
     )
     return 1 if failed else 0
-
-
-def database_of_its_own(server_url: str, name: str) -> str:
-    """A new, empty database on the same Postgres (the server migrates it at start)."""
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
-
-
-def report_side_by_side(rounds: dict[str, list[Round]]) -> None:
-    """Each driver's figures per round, in the order run, and their medians."""
-    print("\nside by side: per round, CPU ms per call server / Postgres, calls/s, service/limit")
-    names = [p.name for p in next(iter(rounds.values()))[0].phases]
-    for phase_name in names:
-        print(f"  {phase_name}")
-        for driver, driver_rounds in rounds.items():
-            cells = [round_cell(r, phase_name) for r in driver_rounds]
-            server = [c[0] for c in cells]
-            ratios = [c[3] for c in cells]
-            each = "  ".join(f"{c[0]:.2f}/{c[1]:.2f} {c[2]:.0f} {c[3]:.2f}" for c in cells)
-            print(
-                f"    {driver:<10} {each}   median server {statistics.median(server):.2f} ms,"
-                f" ratio {statistics.median(ratios):.2f}"
-            )
-
-
-def round_cell(round_: Round, name: str) -> tuple[float, float, float, float]:
-    """Server and Postgres CPU ms per call, calls/s and service/limit of one RPC in a round."""
-    phase = next(p for p in round_.phases if p.name == name)
-    return (
-        phase.cpu_ms_per_call("server"),
-        phase.cpu_ms_per_call("postgres"),
-        phase.rate,
-        round_.ratio(name) or 0.0,
-    )
 
 
 if __name__ == "__main__":

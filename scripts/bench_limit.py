@@ -3,10 +3,8 @@
 The statements are not written here by hand, so they cannot drift from the service: one sample
 call of each use case runs in this process through the real service layer and repositories,
 and every statement sent to the driver (with its parameters) is recorded, grouped by
-transaction and by round trip (the statements the driver pipelined are one round trip, and
-pgbench pipelines them too). Each recorded transaction becomes a pgbench script in which the
-values that must differ per transaction are expressions of a per-transaction number
-`:bench_n`:
+transaction. Each recorded transaction becomes a pgbench script in which the values that must
+differ per transaction are expressions of a per-transaction number `:bench_n`:
 
 - the sample's marker string (inside user, checkout, payment and delivery ids, lock keys) is
   replaced by `n`, and the sample's reservation id by `md5('r' || n)::uuid`, so the n-th
@@ -26,8 +24,8 @@ import secrets
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,10 +33,8 @@ from typing import Any
 
 import asyncpg
 import pgserver
-import psycopg
 
-from ticketing_service.adapters.db import asyncpg_pool
-from ticketing_service.adapters.db.pool import Connection, Database, PoolSettings
+from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.domain.reservations import PaymentClaim
 from ticketing_service.service_layer.checkouts import Checkout, CheckoutRequest
@@ -55,40 +51,55 @@ PGBENCH_SECONDS = 180.0
 CLIENT_STRIDE = 1_000_000
 N = "CAST(:bench_n AS text)"
 _PLACEHOLDER = re.compile(r"\$(\d+)")
-Statement = tuple[str, tuple[Any, ...]]
+# Sent by the `Transaction` around the statements; the pgbench script writes its own.
+_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK"}
 
 
 @dataclass
 class Transaction:
-    """One recorded transaction: its round trips, each the statements sent together (`$1`,
-    `$2`… and their values), BEGIN and COMMIT or ROLLBACK included."""
+    """The statements of one recorded transaction, each with its parameters ($1, $2, …)."""
 
-    round_trips: list[list[Statement]] = field(default_factory=list)
+    statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    end: str = "COMMIT"
 
 
 class StatementRecorder:
-    """Records every statement a pool's connections send, grouped into transactions and
-    round trips.
+    """Records every statement a pool's connections send, grouped into transactions.
 
     Recording is at the driver: the pool's connections are of a class that notes each
-    statement and its parameters before sending them, and (psycopg) where a pipeline begins
-    and ends. Transactions are the units of work (`unit_of_work()` wraps them).
+    statement and its parameters before sending them. Transactions are the units of work
+    (`unit_of_work()` wraps them). A statement run per parameter set (`Transaction.many`, the
+    settings' tiers) has no pgbench form here: recording one fails rather than leaving it out
+    of the limit.
     """
 
-    def __init__(self, database_url: str, driver: str = "psycopg") -> None:
+    def __init__(self, database_url: str) -> None:
         self.transactions: list[Transaction] = []
         self._open: Transaction | None = None
-        self._pipelined: list[Statement] | None = None
-        if driver == "asyncpg":
-            self.database: Any = asyncpg_pool.Database(
-                database_url,
-                asyncpg_pool.PoolSettings(pool_size=1),
-                connection_class=_asyncpg_recording(self),
-            )
-        else:
-            self.database = Database(
-                database_url, PoolSettings(pool_size=1), connection_class=_psycopg_recording(self)
-            )
+        recorder = self
+
+        class RecordingConnection(asyncpg.Connection):
+            async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
+                if query not in _CONTROL:
+                    recorder._statement(query, args)
+                return await super().execute(query, *args, **kwargs)
+
+            async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+                recorder._statement(query, args)
+                return await super().fetch(query, *args, **kwargs)
+
+            async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+                recorder._statement(query, args)
+                return await super().fetchrow(query, *args, **kwargs)
+
+            async def executemany(self, command: str, args: Any, **kwargs: Any) -> None:
+                if recorder._open is not None:
+                    raise TypeError(f"executemany is not recorded for pgbench: {command!r}")
+                await super().executemany(command, args, **kwargs)
+
+        self.database = Database(
+            database_url, PoolSettings(pool_size=1), connection_class=RecordingConnection
+        )
 
     def unit_of_work(self) -> _RecordedUnitOfWork:
         """A unit of work on the recorder's pool whose transaction is recorded as one."""
@@ -97,29 +108,14 @@ class StatementRecorder:
     def _begin(self) -> None:
         self._open = Transaction()
 
-    def statement(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _statement(self, sql: str, params: tuple[Any, ...]) -> None:
         if self._open is None:
             return  # the driver's own queries when a connection is first made
-        if self._pipelined is not None:
-            self._pipelined.append((sql, params))
-        else:
-            self._open.round_trips.append([(sql, params)])
+        self._open.statements.append((sql, params))
 
-    def named_statement(self, sql: str, params: Mapping[str, Any] | None) -> None:
-        """A statement with psycopg's `%(name)s` placeholders."""
-        query, names = positional(sql)
-        self.statement(query, tuple(params[name] for name in names) if params else ())
-
-    def pipeline_begins(self) -> None:
-        self._pipelined = []
-
-    def pipeline_ends(self) -> None:
-        pipelined, self._pipelined = self._pipelined, None
-        if self._open is not None and pipelined:
-            self._open.round_trips.append(pipelined)
-
-    def _end(self) -> None:
-        if self._open is not None and self._open.round_trips:
+    def _end(self, how: str) -> None:
+        if self._open is not None and self._open.statements:
+            self._open.end = how
             self.transactions.append(self._open)
         self._open = None
 
@@ -127,72 +123,6 @@ class StatementRecorder:
         """The transactions recorded since the last call."""
         taken, self.transactions = self.transactions, []
         return taken
-
-
-def _psycopg_recording(recorder: StatementRecorder) -> type[Connection]:
-    """A connection class whose cursors tell `recorder` each statement, and its pipelines
-    where each round trip begins and ends."""
-
-    class RecordingCursor(psycopg.AsyncCursor[Any]):
-        async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            recorder.named_statement(query, params)
-            return await super().execute(query, params, **kwargs)
-
-    class RecordingConnection(Connection):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.cursor_factory = RecordingCursor
-
-        @asynccontextmanager
-        async def pipeline(self) -> AsyncIterator[Any]:
-            recorder.pipeline_begins()
-            try:
-                async with super().pipeline() as pipeline:
-                    yield pipeline
-            finally:
-                recorder.pipeline_ends()
-
-    return RecordingConnection
-
-
-def _asyncpg_recording(recorder: StatementRecorder) -> type[asyncpg.Connection[Any]]:
-    """A connection class that tells `recorder` each statement (a round trip each)."""
-
-    class RecordingConnection(asyncpg.Connection):
-        async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
-            recorder.statement(query, args)
-            return await super().execute(query, *args, **kwargs)
-
-        async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-            recorder.statement(query, args)
-            return await super().fetch(query, *args, **kwargs)
-
-        async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-            recorder.statement(query, args)
-            return await super().fetchrow(query, *args, **kwargs)
-
-        async def executemany(self, command: str, args: Any, **kwargs: Any) -> None:
-            if recorder._open is not None:
-                raise TypeError(f"executemany is not recorded for pgbench: {command!r}")
-            await super().executemany(command, args, **kwargs)
-
-    return RecordingConnection
-
-
-_NAMED = re.compile(r"%\((\w+)\)s")
-
-
-def positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """`sql` with `$1`, `$2`… for its `%(name)s` placeholders, and the names in that order."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + 1}"
-
-    return _NAMED.sub(number, sql).replace("%%", "%"), tuple(names)
 
 
 class _RecordedUnitOfWork:
@@ -212,12 +142,11 @@ class _RecordedUnitOfWork:
 
     async def commit(self) -> None:
         await self._uow.commit()
+        self._recorder._end("COMMIT")
 
     async def __aexit__(self, *exc: Any) -> None:
-        try:
-            await self._uow.__aexit__(*exc)  # its ROLLBACK, if any, is recorded too
-        finally:
-            self._recorder._end()
+        self._recorder._end("ROLLBACK")
+        await self._uow.__aexit__(*exc)
 
 
 @dataclass(frozen=True)
@@ -288,8 +217,7 @@ def render_statement(sql: str, params: tuple[Any, ...], tokens: Mapping[str, str
 def pgbench_script(transactions: list[Transaction], sample: Sample) -> str:
     """A pgbench script running the recorded transactions once per pgbench transaction.
 
-    Each round trip of the service is one in the script: a statement of its own, or the
-    statements it pipelined between `\\startpipeline` and `\\endpipeline`.
+    Each statement is a round trip of its own, BEGIN included, as the service sends them.
     """
     tokens = sample.tokens()
     lines = [
@@ -297,11 +225,11 @@ def pgbench_script(transactions: list[Transaction], sample: Sample) -> str:
         rf"\set bench_n :bench_base + :client_id * {CLIENT_STRIDE} + :bench_i",
     ]
     for transaction in transactions:
-        for round_trip in transaction.round_trips:
-            statements = [render_statement(sql, params, tokens) for sql, params in round_trip]
-            if len(statements) > 1:
-                statements = [r"\startpipeline", *statements, r"\endpipeline"]
-            lines.extend(statements)
+        lines.append("BEGIN;")
+        lines.extend(
+            render_statement(sql, params, tokens) for sql, params in transaction.statements
+        )
+        lines.append(f"{transaction.end};")
     return "\n".join(lines) + "\n"
 
 
@@ -331,11 +259,9 @@ class Scripts:
             (directory / f"{name}.sql").write_text(getattr(self, name))
 
 
-async def capture_scripts(
-    database_url: str, event_id: str, tier_id: str, price: int, driver: str = "psycopg"
-) -> Scripts:
+async def capture_scripts(database_url: str, event_id: str, tier_id: str, price: int) -> Scripts:
     """Run one StartPaidRegistration and two ConfirmPayments (one as a webhook) and record them."""
-    recorder = StatementRecorder(database_url, driver)
+    recorder = StatementRecorder(database_url)
     checkouts = _SampleCheckouts()
     deps = Dependencies(uow=recorder.unit_of_work, checkouts=checkouts)
     try:

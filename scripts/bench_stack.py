@@ -189,24 +189,15 @@ def _logged_port(
 
 @contextmanager
 def ticketing_server(
-    database_url: str,
-    payment_url: str,
-    payment_token: str,
-    workers: int,
-    pool_size: int,
-    driver: str | None = None,
+    database_url: str, payment_url: str, payment_token: str, workers: int, pool_size: int
 ) -> Iterator[Child]:
-    """`python -m ticketing_service serve` on a free port; it migrates the database first.
-
-    `driver` picks the Postgres driver while two are compared (`TICKETING_DB_DRIVER`)."""
+    """`python -m ticketing_service serve` on a free port; it migrates the database first."""
     env = clean_environment() | {
         "DATABASE_URL": database_url,
         "TICKET_PAYMENT_SERVICE_URL": payment_url,
         "TICKET_PAYMENT_SERVICE_TOKEN": payment_token,
         "TICKETING_DB_POOL_SIZE": str(pool_size),
     }
-    if driver is not None:
-        env["TICKETING_DB_DRIVER"] = driver
     argv = [sys.executable, "-m", "ticketing_service", "serve", "--listen", "127.0.0.1:0"]
     if workers > 1:
         argv += ["--workers", str(workers)]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
 
 from ticketing_service.adapters.db import migrations
 from ticketing_service.adapters.db.schema import metadata
+from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
 
 TEST_DATABASE = "ticketing_test"
@@ -26,9 +26,9 @@ def provision_test_database(scratch_dir: Path) -> str:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DATABASE))
         )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
-    url = urlsplit(server_url)._replace(path=f"/{TEST_DATABASE}").geturl()
+    url = as_string(sqlalchemy_url(server_url).set(database=TEST_DATABASE))
     migrations.upgrade_to_head(url)
-    return url
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def truncate_all(database_url: str) -> None:

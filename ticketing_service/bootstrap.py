@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from ticketing_service.adapters.db import asyncpg_pool, migrations
+from ticketing_service.adapters.db import migrations
 from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
 from ticketing_service.adapters.payment_service import HttpCheckoutGateway
 from ticketing_service.config import Config
@@ -33,7 +33,7 @@ class Wiring:
     """The dependencies handed to the entrypoints, and what must be closed at the end."""
 
     deps: Dependencies
-    database: Database | asyncpg_pool.Database
+    database: Database
     checkouts: HttpCheckoutGateway
     event_signal: PostgresEventSignal
     sequencer_wakeup: asyncio.Event
@@ -68,12 +68,19 @@ def resolve_database_url(config: Config) -> str:
 
 def migrate(database_url: str) -> None:
     """Apply every pending migration."""
-    migrations.upgrade_to_head(database_url)
+    migrations.upgrade_to_head(as_string(sqlalchemy_url(database_url)))
 
 
 def wire(config: Config, database_url: str) -> Wiring:
     """Build the adapters for a running service."""
-    database = _database(config, database_url)
+    database = Database(
+        database_url,
+        PoolSettings(
+            pool_size=config.db_pool_size,
+            lock_timeout_ms=config.db_lock_timeout_ms,
+            statement_timeout_ms=config.db_statement_timeout_ms,
+        ),
+    )
     checkouts = HttpCheckoutGateway(
         config.payment_service_url,
         config.payment_service_token,
@@ -91,26 +98,3 @@ def wire(config: Config, database_url: str) -> Wiring:
         event_signal=event_signal,
     )
     return Wiring(deps, database, checkouts, event_signal, sequencer_wakeup)
-
-
-def _database(config: Config, database_url: str) -> Database | asyncpg_pool.Database:
-    """The pool; `TICKETING_DB_DRIVER=asyncpg` picks asyncpg's only while the drivers are
-    compared side by side (docs/benchmarks.md)."""
-    if os.environ.get("TICKETING_DB_DRIVER") == "asyncpg":
-        return asyncpg_pool.Database(
-            database_url,
-            asyncpg_pool.PoolSettings(
-                pool_size=config.db_pool_size,
-                lock_timeout_ms=config.db_lock_timeout_ms,
-                statement_timeout_ms=config.db_statement_timeout_ms,
-            ),
-        )
-    return Database(
-        database_url,
-        PoolSettings(
-            pool_size=config.db_pool_size,
-            lock_timeout_ms=config.db_lock_timeout_ms,
-            statement_timeout_ms=config.db_statement_timeout_ms,
-            max_lifetime_seconds=config.db_max_connection_lifetime_seconds,
-        ),
-    )

@@ -11,11 +11,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from ticketing_service.adapters.db.schema import metadata
-from ticketing_service.adapters.db.urls import sqlalchemy_url
+from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 
 
 def test_the_migrated_database_matches_the_schema_the_code_queries(database_url: str) -> None:
-    engine = create_engine(sqlalchemy_url(database_url))
+    engine = create_engine(as_string(sqlalchemy_url(database_url)))
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})

@@ -87,8 +87,8 @@ class ReservationRepository(Protocol):
 
     async def record_delivery(
         self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
-    ) -> None:
-        """Record a delivery's outcome (a delivery recorded already keeps its first one)."""
+    ) -> bool:
+        """Record a delivery's outcome; False when the delivery was recorded already."""
         ...
 
     async def record_mismatch(self, claim: PaymentClaim) -> None:

@@ -81,9 +81,9 @@ class SqlEventsRepository:
 
         The count of numbered events is announced on NEW_EVENTS_CHANNEL when this commits.
         """
-        # Two statements (in one round trip): the numbering starts after the lock is granted,
-        # so its snapshot includes everything numbered by the previous holder of the lock.
-        self._tx.queue(_LOCK_SEQUENCER, {"key": SEQUENCER_LOCK_KEY})
+        # Two statements: the numbering starts after the lock is granted, so its snapshot
+        # includes everything numbered by the previous holder of the lock.
+        await self._tx.one(_LOCK_SEQUENCER, {"key": SEQUENCER_LOCK_KEY})
         numbered = await self._tx.one(_NUMBER_PENDING, {"channel": NEW_EVENTS_CHANNEL})
         assert numbered is not None
         return int(numbered["numbered"])

@@ -7,19 +7,17 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from ticketing_service.adapters.db.urls import sqlalchemy_url
-
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def alembic_config(database_url: str) -> Config:
-    """An Alembic config for this project's migrations against a `postgresql://` URL."""
+def alembic_config(sync_url: str) -> Config:
+    """An Alembic config for this project's migrations against a sync SQLAlchemy URL."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", sync_url.replace("%", "%%"))
     return config
 
 
-def upgrade_to_head(database_url: str) -> None:
+def upgrade_to_head(sync_url: str) -> None:
     """Apply every migration not yet applied; safe to run on every start."""
-    command.upgrade(alembic_config(database_url), "head")
+    command.upgrade(alembic_config(sync_url), "head")

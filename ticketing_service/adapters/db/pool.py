@@ -1,29 +1,27 @@
-"""The process's pool of Postgres connections (psycopg 3), with timeouts so nothing waits forever.
+"""The process's pool of Postgres connections (asyncpg), with timeouts so nothing waits forever.
 
-Why psycopg, used directly. It pipelines: a transaction's BEGIN, a lock and the read after it
-travel in one round trip (`transaction.py`), which asyncpg cannot do. Side by side under the
-benchmark's load its server CPU per ConfirmPayment was within the bound the project set
-against asyncpg's (docs/benchmarks.md), and one driver now serves the queries, the LISTEN
-connection and Alembic.
+Why asyncpg. A statement through asyncpg costs the server about a third less CPU than through
+psycopg (docs/benchmarks.md), and that CPU, not Postgres, was what limited the service's
+throughput. SQLAlchemy and psycopg remain for the migrations (Alembic) and for the event
+listener's LISTEN connection only.
 
-Why a pool of our own. Every transaction checks a connection out and back in; what that needs
-is small: a semaphore bounds the connections checked out, returned ones wait in a list, and a
-new one is opened only when none is free and the bound allows it. No task per release, no
-reset round trip, no background workers (an acquire and release cost a few µs).
+Why not asyncpg's own pool. Every transaction checks a connection out and back in, and
+asyncpg's `Pool` does much there that this service never needs: a task of its own per
+release (`asyncio.shield`), a reset and an inactivity timer per release, and a proxy object
+per checkout that every statement then passes through. An acquire and release cost 31-37 µs
+of CPU that way and 3-5 µs here, in a loop of 20,000; side by side under ConfirmPayment load,
+the server's CPU per call fell 4.5 % (docs/benchmarks.md). What the pool here does is small:
+a semaphore bounds the connections checked out, returned ones wait in a list, and a new one is
+opened only when none is free and the bound allows it.
 
-What a returned connection may carry. Nothing of a transaction: one returned inside a
-transaction is closed, not reused (`Transaction.close` ends its transaction first). Nothing of
-a session either: the service's statements set no session state and take only
-transaction-scoped locks, and a transaction that sent a statement which could change its
-session (`SET`, `set_config`, a session advisory lock, `LISTEN`, a temporary table...: see
-`transaction.changes_session`) marks its connection, which is then closed instead of being
-returned. That check is made once per distinct statement text, so the hot path pays a dict
-lookup, not a `DISCARD ALL` round trip (which would also drop the prepared statements).
-Connections are also closed once older than `max_lifetime_seconds`, when returned: a
-connection's server-side caches and memory do not grow for ever, and a replaced or
-re-configured Postgres (a failover, a changed setting) is picked up within that time.
+Why no reset on release. A reset (asyncpg's default: `RESET ALL`, `UNLISTEN *`, unlocking
+advisory locks) costs a round trip per transaction. The service sets no session state and
+takes only transaction-scoped locks, and a `Transaction` always ends its transaction before
+returning its connection; one returned inside a transaction anyway is closed, not reused.
+A connection whose statement was cancelled is reused safely: asyncpg makes its next statement
+wait until the cancellation has settled.
 
-Why idle connections stay open. The pool is small and fixed (`pool_size` per process), as
+Why connections stay open. The pool is small and fixed (`pool_size` per process), as
 HikariCP's default is: closing idle connections would save a few Postgres backends in quiet
 hours and cost a connection setup (a fork and a login on the server) on the next busy second.
 Postgres's `max_connections` must allow for them all (docs/operations.md).
@@ -32,37 +30,21 @@ Postgres's `max_connections` must allow for them all (docs/operations.md).
 from __future__ import annotations
 
 import asyncio
-import math
-import time
+import json
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-import psycopg
-from psycopg import AsyncCursor, pq
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
+import asyncpg
 
 from ticketing_service.adapters.db.urls import driver_url
 
-# A result row: its columns by name (`row["status"]`).
-Row: TypeAlias = dict[str, Any]
-
-_IDLE = pq.TransactionStatus.IDLE
-
-
-class Connection(psycopg.AsyncConnection[Row]):
-    """A pooled connection, with a cursor kept for each statement it runs (`transaction.py`)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cursors: dict[str, AsyncCursor[Row]] = {}
-        # When the pool closes it instead of lending it again (time.monotonic()).
-        self.retire_at = 0.0
+# A pooled connection whose rows are `Record`s (generic in the type stubs only).
+Connection: TypeAlias = "asyncpg.Connection[Record]"
 
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
-    """Pool size, the connections' lifetime and timeouts, in the units Postgres uses."""
+    """Pool size and the per-connection timeouts, in the units Postgres uses."""
 
     # Past `pool_size` busy connections a transaction waits for one to be returned (up to
     # `pool_timeout_seconds`) instead of opening one.
@@ -71,16 +53,24 @@ class PoolSettings:
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 30000
     connect_timeout_seconds: float = 5
-    max_lifetime_seconds: float = 1800
 
 
 class PoolTimeout(Exception):
     """No pooled connection became free within the pool timeout."""
 
 
+class Record(asyncpg.Record):
+    """A result row: its columns by name (`row["status"]`).
+
+    Not as attributes: a `__getattr__` here runs only after the attribute lookup has failed
+    and raised an AttributeError, which made each column read cost about 1 µs. Mapping a
+    reservation from its row took 28-34 µs that way, 9-14 µs by name.
+    """
+
+
 class Database:
     """The connection pool of one process: up to `pool_size` connections, each opened when a
-    transaction first needs it and kept open until its lifetime ends (the pool does not shrink).
+    transaction first needs it and kept open (the pool does not shrink).
 
     `connection_class` lets the benchmark record the statements a transaction sends
     (scripts/bench_limit.py); the service never passes it.
@@ -91,11 +81,10 @@ class Database:
         database_url: str,
         settings: PoolSettings,
         *,
-        connection_class: type[Connection] = Connection,
+        connection_class: type[asyncpg.Connection[Any]] = asyncpg.Connection,
     ) -> None:
         self.settings = settings
-        self._conninfo = driver_url(database_url)
-        self._connect_options = _connect_options(self._conninfo, settings)
+        self._url = driver_url(database_url)
         self._connection_class = connection_class
         # One slot per connection that may be checked out; free connections wait in `_idle`.
         self._slots = asyncio.Semaphore(settings.pool_size)
@@ -124,17 +113,14 @@ class Database:
         self._in_use += 1
         return connection
 
-    async def release(self, connection: Connection, *, session_changed: bool = False) -> None:
-        """Return a connection to the pool; one that is closed, inside a transaction, past its
-        lifetime or whose session was changed is closed instead."""
+    async def release(self, connection: Connection) -> None:
+        """Return a connection to the pool (a closed one is discarded)."""
         self._in_use -= 1
-        try:
-            if self._closed or session_changed or not self._reusable(connection):
-                await self._discard(connection)
-            else:
-                self._idle.append(connection)
-        finally:
-            self._slots.release()
+        if self._closed or connection.is_closed() or connection.is_in_transaction():
+            connection.terminate()  # not reusable (`Transaction.close` ends its transaction)
+        else:
+            self._idle.append(connection)
+        self._slots.release()
 
     def usage(self) -> tuple[int, int]:
         """Connections checked out now, and the pool's size."""
@@ -145,43 +131,42 @@ class Database:
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            await self._discard(connection)
-
-    def _reusable(self, connection: Connection) -> bool:
-        return (
-            not connection.closed
-            and connection.pgconn.transaction_status == _IDLE
-            and time.monotonic() < connection.retire_at
-        )
-
-    async def _discard(self, connection: Connection) -> None:
-        await connection.close()  # no round trip: libpq sends Terminate and closes the socket
+            try:
+                await connection.close(timeout=self.settings.connect_timeout_seconds)
+            except Exception:  # it is being dropped either way: a broken one is cut instead
+                connection.terminate()
 
     async def _idle_or_new(self) -> Connection:
-        """The most recently returned usable connection (its caches are warm), or a new one."""
+        """The most recently returned live connection (its caches are warm), or a new one."""
         while self._idle:
             connection = self._idle.pop()
-            if self._reusable(connection):
+            if not connection.is_closed():
                 return connection
-            await self._discard(connection)
-        connection = await self._connection_class.connect(self._conninfo, **self._connect_options)
-        connection.retire_at = time.monotonic() + self.settings.max_lifetime_seconds
+        settings = self.settings
+        connection = await asyncpg.connect(
+            self._url,
+            timeout=settings.connect_timeout_seconds,
+            server_settings={
+                "lock_timeout": str(settings.lock_timeout_ms),
+                "statement_timeout": str(settings.statement_timeout_ms),
+            },
+            record_class=Record,
+            connection_class=self._connection_class,
+        )
+        try:
+            await _add_codecs(connection)
+        except BaseException:
+            connection.terminate()
+            raise
         return connection
 
 
-def _connect_options(conninfo: str, settings: PoolSettings) -> dict[str, Any]:
-    """psycopg's connect arguments: autocommit (`Transaction` sends its own BEGIN, pipelined),
-    every statement prepared on first use, rows as dicts, and the timeouts as server settings
-    (after any `options` the URL carries)."""
-    timeouts = (
-        f"-c lock_timeout={settings.lock_timeout_ms}"
-        f" -c statement_timeout={settings.statement_timeout_ms}"
+async def _add_codecs(connection: asyncpg.Connection[Record]) -> None:
+    """jsonb as Python values (a `str` parameter is taken as JSON text already)."""
+    await connection.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_json_text, decoder=json.loads, format="text"
     )
-    given = conninfo_to_dict(conninfo).get("options")
-    return {
-        "autocommit": True,
-        "prepare_threshold": 0,
-        "row_factory": dict_row,
-        "connect_timeout": math.ceil(settings.connect_timeout_seconds),
-        "options": f"{given} {timeouts}" if given else timeouts,
-    }
+
+
+def _json_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -69,7 +69,7 @@ class SqlReservationRepository:
         """Serialize one user's registration attempts at one event (the row may not exist yet)."""
         if self._locking:
             key = f"registration:{event_id}:{user_id}"
-            self._tx.queue(
+            await self._tx.one(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))", {"key": key}
             )
 
@@ -109,15 +109,12 @@ class SqlReservationRepository:
         """
         lock = " FOR UPDATE" if self._locking else ""
         params = {"id": reservation_id}
-        locked, read = await self._tx.first_rows(
-            (
-                f"SELECT reservation_id FROM reservations WHERE reservation_id = %(id)s{lock}",
-                params,
-            ),
-            (sql.READ_LOCKED, params),
+        locked = await self._tx.one(
+            f"SELECT reservation_id FROM reservations WHERE reservation_id = %(id)s{lock}", params
         )
+        read = None if locked is None else await self._tx.one(sql.READ_LOCKED, params)
         await self._pause("reservation_locked")
-        return None if locked is None or read is None else _locked(read)
+        return None if read is None else _locked(read)
 
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
         """Lock the tier row, then count its seats in a statement of its own.
@@ -209,17 +206,18 @@ class SqlReservationRepository:
 
     async def record_delivery(
         self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
-    ) -> None:
-        """Record a delivery once: INSERT … ON CONFLICT DO NOTHING, sent with the COMMIT."""
-        self._tx.queue(
+    ) -> bool:
+        """Record a delivery once: INSERT … ON CONFLICT DO NOTHING."""
+        row = await self._tx.one(
             "INSERT INTO webhook_deliveries (delivery_id, reservation_id, outcome)"
-            " VALUES (%(d)s, %(r)s, %(o)s) ON CONFLICT DO NOTHING",
+            " VALUES (%(d)s, %(r)s, %(o)s) ON CONFLICT DO NOTHING RETURNING delivery_id",
             {"d": delivery_id, "r": reservation_id, "o": outcome.value},
         )
+        return row is not None
 
     async def record_mismatch(self, claim: PaymentClaim) -> None:
-        """Keep the mismatched payment for audit (sent with the COMMIT)."""
-        self._tx.queue(
+        """Keep the mismatched payment for audit."""
+        await self._tx.one(
             "INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
             " provider_payment_id, provider, amount, currency_code, raw_event)"
             " VALUES (%(id)s, %(r)s, %(c)s, %(p)s, %(provider)s, %(amount)s, %(currency)s,"

@@ -66,7 +66,7 @@ class SqlSettingsRepository:
 
     async def lock_event(self, event_id: str) -> None:
         """Serialize settings updates of one event (an advisory lock: the row may not exist yet)."""
-        self._tx.queue(
+        await self._tx.one(
             "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))",
             {"key": "ticketing_settings:" + event_id},
         )

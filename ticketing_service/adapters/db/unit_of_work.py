@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self, cast
+from typing import Self
 
 import asyncpg
-import psycopg
 
-from ticketing_service.adapters.db import asyncpg_pool, asyncpg_transaction
 from ticketing_service.adapters.db.events_repository import SqlEventsRepository
 from ticketing_service.adapters.db.pool import Database, PoolTimeout
 from ticketing_service.adapters.db.reservation_repository import (
@@ -29,27 +27,20 @@ from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailabl
 # A unique violation is retryable too: the row a concurrent transaction just committed is there
 # for the retry to find.
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03", "57014", "23505"}
-# What a database failure raises: the driver's errors (the server's carry a SQLSTATE), the
-# socket's, and the pool's timeout.
-_DATABASE_ERRORS = (
-    psycopg.Error,
-    asyncpg.PostgresError,
-    OSError,
-    PoolTimeout,
-    asyncpg_pool.PoolTimeout,
-)
+# What a database failure raises: the server's errors and asyncpg's connection errors (with a
+# SQLSTATE), the socket's, and the pool's timeout.
+_DATABASE_ERRORS = (asyncpg.PostgresError, OSError, PoolTimeout)
 
 
 def translate_database_error(error: BaseException) -> TicketingError | None:
     """The domain error for a database error a client can act on, or None for a bug.
 
-    The server's errors carry a SQLSTATE, and so does a connection lost in a transaction
-    (`transaction.py` reports it as 08003). A connection that cannot be made or is cut fails
-    with psycopg's OperationalError without a SQLSTATE (or the socket's OSError). A pool
-    timeout means every connection of this process stayed busy. The driver's other
-    client-side errors (a bad parameter type, a misused connection) are bugs.
+    The server's errors carry a SQLSTATE, and so does a lost connection (`transaction.py`
+    reports it as asyncpg's 08003); a connection that cannot be made fails with the socket's
+    OSError. A pool timeout means every connection of this process stayed busy. asyncpg's
+    other client-side errors (a bad parameter type, a misused connection) are bugs.
     """
-    if isinstance(error, PoolTimeout | asyncpg_pool.PoolTimeout):
+    if isinstance(error, PoolTimeout):
         return DatabaseUnavailable(
             "Every database connection of this process stayed busy; retry shortly."
         )
@@ -59,9 +50,7 @@ def translate_database_error(error: BaseException) -> TicketingError | None:
     # OSError: the connection cannot be made (refused, timed out); 08: it was lost; 28 and 3D:
     # the server refused the login or has no such database; 53: it has no room for another
     # connection; 57P: it is shutting down or starting.
-    lost = isinstance(error, OSError) or (
-        isinstance(error, psycopg.OperationalError) and sqlstate is None
-    )
+    lost = isinstance(error, OSError)
     if lost or (sqlstate is not None and sqlstate.startswith(("08", "28", "3D", "53", "57P"))):
         return DatabaseUnavailable("The database cannot be reached right now; retry shortly.")
     return None
@@ -76,7 +65,7 @@ class SqlUnitOfWork:
 
     def __init__(
         self,
-        database: Database | asyncpg_pool.Database,
+        database: Database,
         *,
         after_events_commit: Callable[[], None] | None = None,
         locking: bool = True,
@@ -92,7 +81,7 @@ class SqlUnitOfWork:
 
     async def __aenter__(self) -> Self:
         """Check out a connection and begin the transaction."""
-        tx = _transaction(self._database)
+        tx = Transaction(self._database)
         try:
             await tx.open()
         except _DATABASE_ERRORS as error:
@@ -126,10 +115,3 @@ class SqlUnitOfWork:
         await self._tx.commit()
         if self.reservations.appended_events and self._after_events_commit is not None:
             self._after_events_commit()
-
-
-def _transaction(database: Database | asyncpg_pool.Database) -> Transaction:
-    """The transaction of the pool's driver (asyncpg only while the drivers are compared)."""
-    if isinstance(database, asyncpg_pool.Database):
-        return cast(Transaction, asyncpg_transaction.Transaction(database))
-    return Transaction(database)

@@ -135,9 +135,9 @@ class MeteredReservations:
 
     async def record_delivery(
         self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
-    ) -> None:
+    ) -> bool:
         """Delegated unchanged."""
-        await self._inner.record_delivery(delivery_id, reservation_id, outcome)
+        return await self._inner.record_delivery(delivery_id, reservation_id, outcome)
 
     async def record_mismatch(self, claim: PaymentClaim) -> None:
         """Delegated unchanged."""
