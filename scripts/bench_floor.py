@@ -56,7 +56,7 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from ticketing_service.entrypoints import event_loop
-from ticketing_service.entrypoints.grpc.server import serve_in_workers
+from ticketing_service.entrypoints.grpc.workers import serve_in_workers
 
 PHASE_SECONDS = 120.0
 WARM_UP_CALLS = 500

@@ -36,7 +36,7 @@ import pgserver
 
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
-from ticketing_service.domain.reservations import PaymentClaim
+from ticketing_service.domain.reservations import Delivery, DeliveryScheme, PaymentClaim
 from ticketing_service.service_layer.checkouts import Checkout, CheckoutRequest
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.payment_handlers import confirm_payment
@@ -286,7 +286,9 @@ async def capture_scripts(database_url: str, event_id: str, tier_id: str, price:
                 amount=price,
                 currency_code="KRW",
                 paid_time=datetime.now(UTC),
-                delivery_id=f"del-{sample.marker}" if webhook else None,
+                delivery=(
+                    Delivery(DeliveryScheme.MOIM_HMAC, f"del-{sample.marker}") if webhook else None
+                ),
                 raw_event=b'{"type":"ticket_payment.paid"}' if webhook else None,
             )
             await confirm_payment(deps, claim)

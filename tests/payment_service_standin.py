@@ -18,7 +18,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-Fault = Literal["hang", "error_500", "error_400", "garbage", "missing_fields"]
+Fault = Literal[
+    "hang",
+    "held",
+    "error_500",
+    "error_400",
+    "error_408",
+    "error_409",
+    "error_425",
+    "garbage",
+    "missing_fields",
+]
+# The faults that answer an error status: (status, code).
+_ERRORS: dict[str, tuple[int, str]] = {
+    "error_500": (500, "INTERNAL"),
+    "error_400": (400, "INVALID_REQUEST"),
+    "error_408": (408, "REQUEST_TIMEOUT"),
+    "error_409": (409, "IDEMPOTENT_REQUEST_IN_FLIGHT"),
+    "error_425": (425, "TOO_EARLY"),
+}
 
 _REQUIRED_STRINGS = (
     "provider",
@@ -56,6 +74,8 @@ class PaymentServiceState:
     bodies: dict[str, object] = field(default_factory=dict)
     created_per_key: Counter[str] = field(default_factory=Counter)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when a request arrives: a test can act while the service waits for the answer.
+    received: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def create_payment_service_app(
@@ -82,7 +102,12 @@ def state_of(app: Starlette) -> PaymentServiceState:
 async def _handle(state: PaymentServiceState, request: Request) -> Response:
     body = _parse(await request.body())
     state.requests.append(ReceivedRequest(headers=dict(request.headers), body=body))
-    if state.fault is not None:
+    state.received.set()
+    if state.fault == "held":
+        # Answer normally, but only once the test releases it.
+        async with asyncio.timeout(_HANG_SECONDS):
+            await state.release.wait()
+    elif state.fault is not None:
         return await _act_out(state, state.fault)
     if request.headers.get("authorization") != f"Bearer {state.token}":
         return _error(401, "UNAUTHENTICATED", "The bearer token is missing or wrong.")
@@ -119,10 +144,9 @@ async def _act_out(state: PaymentServiceState, fault: Fault) -> Response:
         except TimeoutError:
             pass
         return _error(503, "UNAVAILABLE", "The stand-in was told to hang.")
-    if fault == "error_500":
-        return _error(500, "INTERNAL", "The stand-in was told to fail.")
-    if fault == "error_400":
-        return _error(400, "INVALID_REQUEST", "The stand-in was told to refuse.")
+    if fault in _ERRORS:
+        status, code = _ERRORS[fault]
+        return _error(status, code, f"The stand-in was told to answer {status}.")
     if fault == "garbage":
         return PlainTextResponse("<html>upstream exploded", status_code=200)
     return JSONResponse({"checkoutId": "chk_missing_url", "status": "requires_payment"})

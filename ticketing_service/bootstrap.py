@@ -18,6 +18,7 @@ from ticketing_service.config import Config
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import run_event_sequencer
 from ticketing_service.service_layer.expiry import run_expiry_sweeper
+from ticketing_service.service_layer.ports import AfterCommit, Committed
 
 # The sequencer numbers this process's events as soon as they commit; this interval only
 # catches events whose writer died before it could wake its sequencer.
@@ -61,6 +62,19 @@ class Wiring:
         await self.database.close()
 
 
+def wake_and_observe(sequencer_wakeup: asyncio.Event, observe: AfterCommit | None) -> AfterCommit:
+    """After each commit: wake this process's event sequencer if events were appended, and
+    tell `observe` (the metrics) what was committed."""
+
+    def after_commit(committed: Committed) -> None:
+        if committed.events:
+            sequencer_wakeup.set()
+        if observe is not None:
+            observe(committed)
+
+    return after_commit
+
+
 def resolve_database_url(config: Config) -> str:
     """`DATABASE_URL`, or an embedded Postgres in `TICKETING_DATA_DIR` when it is unset."""
     return config.database_url or start_embedded_postgres(config.data_dir)
@@ -71,8 +85,8 @@ def migrate(database_url: str) -> None:
     migrations.upgrade_to_head(as_string(sqlalchemy_url(database_url)))
 
 
-def wire(config: Config, database_url: str) -> Wiring:
-    """Build the adapters for a running service."""
+def wire(config: Config, database_url: str, observe: AfterCommit | None = None) -> Wiring:
+    """Build the adapters for a running service; `observe` is told of every commit."""
     database = Database(
         database_url,
         PoolSettings(
@@ -82,14 +96,16 @@ def wire(config: Config, database_url: str) -> Wiring:
         ),
     )
     checkouts = HttpCheckoutGateway(
-        config.payment_service_url,
+        # `serve` refuses to start without it; the other commands never open a checkout.
+        config.payment_service_url or "",
         config.payment_service_token,
         config.payment_timeout_seconds,
     )
     sequencer_wakeup = asyncio.Event()
     event_signal = PostgresEventSignal(database_url)
+    after_commit = wake_and_observe(sequencer_wakeup, observe)
     deps = Dependencies(
-        uow=lambda: SqlUnitOfWork(database, after_events_commit=sequencer_wakeup.set),
+        uow=lambda: SqlUnitOfWork(database, after_commit=after_commit),
         checkouts=checkouts,
         default_provider_account_id=config.default_provider_account_id,
         hold_seconds=config.hold_seconds,

@@ -7,6 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+MAX_WORKERS = 64
+# Calls one server process runs at once; past it gRPC answers RESOURCE_EXHAUSTED at once
+# instead of queueing work behind a database pool that is already busy. Watchers count too.
+DEFAULT_GRPC_MAX_CONCURRENT_RPCS = 256
+# Concurrent WatchRegistrationEvents calls per process (each holds a stream and a queue).
+DEFAULT_MAX_WATCHERS = 100
+_DAY_MS = 24 * 3600 * 1000
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names it and says what is expected."""
@@ -28,9 +36,11 @@ class Config:
     database_url: str | None
     data_dir: Path
     grpc_listen: str
-    grpc_token: str | None
+    # Every token accepted on TicketingService calls (several while one is being rotated).
+    grpc_tokens: tuple[str, ...]
     hold_seconds: float
-    payment_service_url: str
+    # None when unset: `serve` refuses to start without it (see require_payment_service_url).
+    payment_service_url: str | None
     payment_service_token: str
     payment_timeout_seconds: float
     callback_url: str
@@ -44,6 +54,8 @@ class Config:
     tls: ServerTls | None = None
     metrics_listen: str | None = None
     health_listen: str | None = None
+    grpc_max_concurrent_rpcs: int = DEFAULT_GRPC_MAX_CONCURRENT_RPCS
+    max_watchers: int = DEFAULT_MAX_WATCHERS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -53,9 +65,9 @@ class Config:
             database_url=r.text("DATABASE_URL"),
             data_dir=Path(r.text("TICKETING_DATA_DIR") or "./.ticketing/pgdata"),
             grpc_listen=r.text("TICKETING_GRPC_LISTEN") or "127.0.0.1:50051",
-            grpc_token=r.text("TICKETING_GRPC_TOKEN"),
+            grpc_tokens=r.tokens("TICKETING_GRPC_TOKEN"),
             hold_seconds=r.positive_float("TICKETING_HOLD_SECONDS", 600),
-            payment_service_url=r.url("TICKET_PAYMENT_SERVICE_URL", "http://127.0.0.1:8090"),
+            payment_service_url=r.optional_url("TICKET_PAYMENT_SERVICE_URL"),
             payment_service_token=r.text("TICKET_PAYMENT_SERVICE_TOKEN") or "",
             payment_timeout_seconds=r.positive_float("TICKET_PAYMENT_TIMEOUT_SECONDS", 10),
             callback_url=r.url(
@@ -63,17 +75,30 @@ class Config:
             ),
             public_base_url=r.url("MOIM_PUBLIC_BASE_URL", "http://localhost:3000").rstrip("/"),
             default_provider_account_id=r.text("DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID"),
-            db_pool_size=int(r.positive_float("TICKETING_DB_POOL_SIZE", 10)),
-            db_lock_timeout_ms=int(r.positive_float("TICKETING_DB_LOCK_TIMEOUT_MS", 5000)),
-            db_statement_timeout_ms=int(
-                r.positive_float("TICKETING_DB_STATEMENT_TIMEOUT_MS", 30000)
+            db_pool_size=r.positive_int("TICKETING_DB_POOL_SIZE", 10, 1000),
+            db_lock_timeout_ms=r.positive_int("TICKETING_DB_LOCK_TIMEOUT_MS", 5000, _DAY_MS),
+            db_statement_timeout_ms=r.positive_int(
+                "TICKETING_DB_STATEMENT_TIMEOUT_MS", 30000, _DAY_MS
             ),
             sweep_interval_seconds=r.positive_float("TICKETING_SWEEP_INTERVAL_SECONDS", 30),
-            workers=int(r.positive_float("TICKETING_WORKERS", 1)),
+            workers=r.positive_int("TICKETING_WORKERS", 1, MAX_WORKERS),
             tls=_server_tls(r),
             metrics_listen=r.text("TICKETING_METRICS_LISTEN"),
             health_listen=r.text("TICKETING_HEALTH_LISTEN"),
+            grpc_max_concurrent_rpcs=r.positive_int(
+                "TICKETING_GRPC_MAX_CONCURRENT_RPCS", DEFAULT_GRPC_MAX_CONCURRENT_RPCS, 100_000
+            ),
+            max_watchers=r.positive_int("TICKETING_MAX_WATCHERS", DEFAULT_MAX_WATCHERS, 10_000),
         )
+
+    def require_payment_service_url(self) -> str:
+        """The payment service's base URL; ConfigError when it is unset (`serve` needs it)."""
+        if self.payment_service_url is None:
+            raise ConfigError(
+                "TICKET_PAYMENT_SERVICE_URL is not set: give the payment service's base URL, "
+                "e.g. http://moim-payment:8080."
+            )
+        return self.payment_service_url
 
 
 def _server_tls(r: _Reader) -> ServerTls | None:
@@ -111,8 +136,24 @@ class _Reader:
             raise ConfigError(f"{name} must be a positive number, got {raw!r}.")
         return value
 
+    def positive_int(self, name: str, default: int, maximum: int) -> int:
+        """A whole number from 1 to `maximum`: `0.5` or `-1` is refused, never rounded."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= maximum:
+            raise ConfigError(f"{name} must be a whole number from 1 to {maximum}, got {raw!r}.")
+        return int(raw)
+
+    def tokens(self, name: str) -> tuple[str, ...]:
+        """Comma-separated values, blanks dropped (a trailing comma is harmless)."""
+        return tuple(part.strip() for part in self._env.get(name, "").split(",") if part.strip())
+
     def url(self, name: str, default: str) -> str:
-        value = self.text(name) or default
-        if not value.startswith(("http://", "https://")):
+        return self.optional_url(name) or default
+
+    def optional_url(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is not None and not value.startswith(("http://", "https://")):
             raise ConfigError(f"{name} must be an http:// or https:// URL.")
         return value

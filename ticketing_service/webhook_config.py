@@ -25,6 +25,7 @@ TLS_CLIENT_CERT_SETTING = "TICKETING_TLS_CLIENT_CERT"
 TLS_CLIENT_KEY_SETTING = "TICKETING_TLS_CLIENT_KEY"
 METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
 GRPC_CHANNELS_SETTING = "TICKETING_WEBHOOK_GRPC_CHANNELS"
+READ_TIMEOUT_SETTING = "TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS"
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_GRPC_TARGET = "127.0.0.1:50051"
@@ -36,6 +37,10 @@ _MAX_TOLERANCE_SECONDS = 24 * 3600  # a day-old signature is a replay, not clock
 # the kernel places each connection by a hash, not in turn).
 DEFAULT_GRPC_CHANNELS = 8
 _MAX_GRPC_CHANNELS = 64
+# A sender has this long from opening a connection (or from the previous answer on it) to
+# deliver a request's headers and whole body; then the connection is cut.
+DEFAULT_READ_TIMEOUT_SECONDS = 10.0
+_MAX_READ_TIMEOUT_SECONDS = 300.0
 
 _SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 
@@ -46,6 +51,8 @@ class WebhookConfig:
 
     listen: str
     grpc_target: str
+    # The token sent to the server: the first of TICKETING_GRPC_TOKEN, so the server and the
+    # shim can share one value while a token is rotated (the newest first).
     grpc_token: str | None = field(repr=False)
     hmac_secrets: tuple[str, ...] = field(repr=False)
     standard_secrets: tuple[str, ...] = field(repr=False)
@@ -57,6 +64,7 @@ class WebhookConfig:
     tls_client_key: Path | None = None
     metrics_listen: str | None = None
     grpc_channels: int = DEFAULT_GRPC_CHANNELS
+    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookConfig:
@@ -67,7 +75,7 @@ class WebhookConfig:
         return cls(
             listen=listen,
             grpc_target=_text(source, GRPC_TARGET_SETTING) or DEFAULT_GRPC_TARGET,
-            grpc_token=_text(source, GRPC_TOKEN_SETTING),
+            grpc_token=next(iter(_secrets(source, GRPC_TOKEN_SETTING)), None),
             hmac_secrets=_enabled_secrets(source, HMAC_SECRETS_SETTING, HMAC_SWITCH_SETTING),
             standard_secrets=_enabled_secrets(
                 source, STANDARD_SECRETS_SETTING, STANDARD_SWITCH_SETTING
@@ -89,6 +97,12 @@ class WebhookConfig:
                 DEFAULT_GRPC_CHANNELS,
                 _MAX_GRPC_CHANNELS,
                 "a whole number",
+            ),
+            read_timeout_seconds=_seconds(
+                source,
+                READ_TIMEOUT_SETTING,
+                DEFAULT_READ_TIMEOUT_SECONDS,
+                _MAX_READ_TIMEOUT_SECONDS,
             ),
         )._checked()
 
@@ -158,3 +172,19 @@ def _whole_number(env: Mapping[str, str], name: str, default: int, maximum: int,
     if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= maximum:
         raise ConfigError(f"{name} must be {kind} between 1 and {maximum}, got {raw!r}.")
     return int(raw)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, maximum: float) -> float:
+    """`name` as a number of seconds above 0 and at most `maximum` (fractions allowed)."""
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= maximum:  # also refuses nan and inf
+        raise ConfigError(
+            f"{name} must be a number of seconds above 0 up to {maximum:g}, got {raw!r}."
+        )
+    return value

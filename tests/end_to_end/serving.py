@@ -12,16 +12,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 START_TIMEOUT_SECONDS = 60
+# Port 9 (discard) has no listener on a test machine: a checkout there fails fast.
+REFUSED_URL = "http://127.0.0.1:9"
 
 
 @contextmanager
 def serve_process(data_dir: Path, *args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
     """The real command on a free port, its embedded Postgres in `data_dir`; SIGTERM afterwards.
 
-    `DATABASE_URL` is removed from the environment, so the command starts its own Postgres.
+    `DATABASE_URL` is removed from the environment, so the command starts its own Postgres
+    (unless `env` gives one). The payment service is a refused port unless `env` names one.
     """
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environment |= {"TICKETING_DATA_DIR": str(data_dir), **env}
+    environment |= {
+        "TICKETING_DATA_DIR": str(data_dir),
+        "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL,
+        **env,
+    }
     command = ["serve", "--listen", "127.0.0.1:0", *args]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
         [sys.executable, "-m", "ticketing_service", *command],

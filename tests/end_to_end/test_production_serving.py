@@ -26,6 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.certificates import CertificateAuthority
 
 TOKEN = "production-token-never-logged"
+# The token being rotated out: the server accepts both while clients move to the new one.
+OLD_TOKEN = "retiring-token-never-logged"
 HMAC_SECRET = "callback-secret-never-logged"
 UNKNOWN_RESERVATION = "00000000-0000-4000-8000-000000000001"
 START_SECONDS = 60
@@ -120,7 +122,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Server]:
     env = {
         "TICKETING_DATA_DIR": str(tmp_path_factory.mktemp("pgdata")),
-        "TICKETING_GRPC_TOKEN": TOKEN,
+        "TICKETING_GRPC_TOKEN": f"{TOKEN},{OLD_TOKEN}",
+        "TICKET_PAYMENT_SERVICE_URL": "http://127.0.0.1:9",
         "TICKETING_TLS_CERT": str(pki.server[0]),
         "TICKETING_TLS_KEY": str(pki.server[1]),
         "TICKETING_TLS_CLIENT_CA": str(pki.client_ca),
@@ -143,7 +146,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Serve
 def shim(server: Server, pki: Pki) -> Iterator[tuple[LoggedProcess, int, int]]:
     env = {
         "TICKETING_GRPC_TARGET": server.target,
-        "TICKETING_GRPC_TOKEN": TOKEN,
+        # The same value as the server's: the shim sends the first token.
+        "TICKETING_GRPC_TOKEN": f"{TOKEN},{OLD_TOKEN}",
         "TICKET_PAYMENT_CALLBACK_SECRET": HMAC_SECRET,
         "TICKETING_TLS_CA": str(pki.ca),
         "TICKETING_TLS_CLIENT_CERT": str(pki.shim[0]),
@@ -157,8 +161,13 @@ def shim(server: Server, pki: Pki) -> Iterator[tuple[LoggedProcess, int, int]]:
         process.stop()
 
 
-def get_settings(server: Server, credentials: grpc.ChannelCredentials) -> grpc.StatusCode:
-    metadata = (("authorization", f"Bearer {TOKEN}"), ("x-request-id", "req-e2e"))
+def get_settings(
+    server: Server,
+    credentials: grpc.ChannelCredentials,
+    token: str = TOKEN,
+    request_id: str = "req-e2e",
+) -> grpc.StatusCode:
+    metadata = (("authorization", f"Bearer {token}"), ("x-request-id", request_id))
     request = pb.GetTicketingSettingsRequest(event_id="nope")
     with grpc.secure_channel(server.target, credentials) as channel:
         stub = pb_grpc.TicketingServiceStub(channel)
@@ -215,6 +224,20 @@ def test_a_client_with_a_certificate_and_the_token_is_served_logged_and_counted(
     )
 
 
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        (OLD_TOKEN, grpc.StatusCode.NOT_FOUND),
+        (f"{TOKEN},{OLD_TOKEN}", grpc.StatusCode.UNAUTHENTICATED),
+        ("", grpc.StatusCode.UNAUTHENTICATED),
+    ],
+)
+def test_every_token_of_the_list_is_accepted_and_nothing_else(
+    server: Server, pki: Pki, token: str, code: grpc.StatusCode
+) -> None:
+    assert get_settings(server, pki.credentials(True), token, "req-rotation") == code
+
+
 def test_a_client_without_a_certificate_is_refused(server: Server, pki: Pki) -> None:
     assert get_settings(server, pki.credentials(False)) == grpc.StatusCode.UNAVAILABLE
 
@@ -259,4 +282,5 @@ def test_both_stop_cleanly_and_no_secret_reached_their_logs(
     assert (delivery["request_id"], delivery["reservation_id"]) == ("d-1", UNKNOWN_RESERVATION)
     logged = "".join(server.process.lines + process.lines)
     assert TOKEN not in logged
+    assert OLD_TOKEN not in logged
     assert HMAC_SECRET not in logged

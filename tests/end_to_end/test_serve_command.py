@@ -12,13 +12,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from tests.end_to_end.serving import START_TIMEOUT_SECONDS, serve_process, wait_for_line
+from tests.end_to_end.serving import (
+    REFUSED_URL,
+    START_TIMEOUT_SECONDS,
+    serve_process,
+    wait_for_line,
+)
 
 SERVING_LINE = re.compile(r"serving moim\.ticketing\.v1\.TicketingService on [\d.]+:(\d+)")
 
@@ -83,3 +89,91 @@ def test_a_bad_setting_fails_at_start_with_one_line_naming_it(tmp_path: Path) ->
     assert result.stderr.strip().splitlines() == [
         "ticketing-service: TICKETING_HOLD_SECONDS must be a positive number, got 'soon'."
     ]
+
+
+def run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`serve` that is expected to refuse to start: its exit code and output."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TICKET")}
+    environment |= {
+        "TICKETING_DATA_DIR": str(tmp_path),
+        "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL,
+        **env,
+    }
+    environment = {k: v for k, v in environment.items() if v}  # "" unsets a setting
+    return subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-m", "ticketing_service", "serve", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TICKETING_DB_POOL_SIZE", "0.5"),
+        ("TICKETING_DB_LOCK_TIMEOUT_MS", "0.5"),
+        ("TICKETING_DB_STATEMENT_TIMEOUT_MS", "-100"),
+        ("TICKETING_WORKERS", "1.5"),
+        ("TICKETING_GRPC_MAX_CONCURRENT_RPCS", "0"),
+        ("TICKETING_MAX_WATCHERS", "1e3"),
+    ],
+)
+def test_a_fraction_or_negative_where_a_whole_number_is_expected_fails_naming_it(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    result = run_serve(tmp_path, **{name: value})
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ticketing-service: {name} must be a whole number from 1 to ")
+    assert line.endswith(f", got {value!r}.")
+
+
+def test_serve_without_the_payment_service_url_says_so(tmp_path: Path) -> None:
+    result = run_serve(tmp_path, TICKET_PAYMENT_SERVICE_URL="")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ticketing-service: TICKET_PAYMENT_SERVICE_URL is not set")
+    assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0", ":0"])
+def test_serve_refuses_a_reachable_address_with_neither_token_nor_mutual_tls(
+    tmp_path: Path, listen: str
+) -> None:
+    result = run_serve(tmp_path, "--listen", listen)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"refusing to serve {listen} to the network unauthenticated" in line
+    assert "TICKETING_GRPC_TOKEN" in line
+    assert "TICKETING_TLS_CLIENT_CA" in line
+    assert "--insecure" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "warned"),
+    [
+        (("--insecure",), {}, True),
+        ((), {"TICKETING_GRPC_TOKEN": "new-token,old-token"}, False),
+    ],
+)
+def test_serve_takes_a_reachable_address_with_a_token_or_when_told_it_is_insecure(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], warned: bool
+) -> None:
+    serving = re.compile(r"TicketingService on 0\.0\.0\.0:(\d+)")
+    with serve_process(tmp_path / "pgdata", "--listen", "0.0.0.0:0", *args, **env) as process:
+        assert process.stderr is not None
+        logged = []
+        for line in process.stderr:  # ends when the process exits: never waits forever
+            logged.append(line)
+            if match := serving.search(line):
+                break
+        assert match, "".join(logged)
+        with grpc.insecure_channel(f"127.0.0.1:{match.group(1)}") as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=START_TIMEOUT_SECONDS) == 0
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert any("neither a token nor mutual TLS (--insecure)" in line for line in logged) == warned

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
+import httpx
 import pytest
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
+from tests.integration.callbacks import running_shim, shim_config
 from tests.payment_service_standin import (
     PaymentServiceState,
     create_payment_service_app,
@@ -22,6 +24,7 @@ from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.bootstrap import wake_and_observe
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import run_event_sequencer
@@ -105,7 +108,7 @@ def deps(
 ) -> Dependencies:
     """The service's real adapters."""
     return Dependencies(
-        uow=lambda: SqlUnitOfWork(database, after_events_commit=sequencer_wakeup.set),
+        uow=lambda: SqlUnitOfWork(database, after_commit=wake_and_observe(sequencer_wakeup, None)),
         checkouts=checkouts,
         default_provider_account_id=DEFAULT_ACCOUNT,
         hold_seconds=600,
@@ -120,7 +123,7 @@ async def server(
     deps: Dependencies, sequencer_wakeup: asyncio.Event
 ) -> AsyncIterator[RunningServer]:
     """The real gRPC server on a free port, with its event sequencer."""
-    running = await start_server(deps, "127.0.0.1:0", token=None)
+    running = await start_server(deps, "127.0.0.1:0")
     sequencer = asyncio.create_task(
         run_event_sequencer(deps, sequencer_wakeup, interval_seconds=0.5)
     )
@@ -135,3 +138,10 @@ async def stub(server: RunningServer) -> AsyncIterator[TicketingServiceAsyncStub
     """A client of the running server."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield pb_grpc.TicketingServiceStub(channel)
+
+
+@pytest.fixture
+async def shim(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """The real webhook shim on a free port, forwarding to the running server; a client of it."""
+    async with running_shim(shim_config(f"127.0.0.1:{server.port}")) as client:
+        yield client

@@ -19,7 +19,7 @@ TOKEN = "correct-horse"
 
 @pytest.fixture
 async def channel(deps: Dependencies) -> AsyncIterator[grpc.aio.Channel]:
-    running = await start_server(deps, "127.0.0.1:0", token=TOKEN)
+    running = await start_server(deps, "127.0.0.1:0", tokens=[TOKEN])
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         yield channel
     await running.stop(0)

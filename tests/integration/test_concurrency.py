@@ -53,6 +53,7 @@ SOLD_OUT = "FAILED_PRECONDITION/SOLD_OUT"
 CONCURRENT_UPDATE = "ABORTED/CONCURRENT_UPDATE"
 CONFIRMED = "CONFIRM_PAYMENT_OUTCOME_CONFIRMED"
 ALREADY_CONFIRMED = "CONFIRM_PAYMENT_OUTCOME_ALREADY_CONFIRMED"
+PAID_UNFULFILLED = "CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED"
 
 
 class Meeting:
@@ -77,18 +78,25 @@ async def contender_server(
     payment_service: PaymentService,
     *,
     locking: bool = True,
+    clock_after_lock: bool = True,
     pause: Pause = no_pause,
     pool: PoolSettings = CONTENDER_POOL,
 ) -> AsyncIterator[Stub]:
-    """The real server on its own pool, with the test-only lock switch and pause point."""
+    """The real server on its own pool, with the test-only protection switches and pause point."""
     database = Database(database_url, pool)
     checkouts = HttpCheckoutGateway(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
+
+    def uow() -> SqlUnitOfWork:
+        return SqlUnitOfWork(
+            database, locking=locking, clock_after_lock=clock_after_lock, pause=pause
+        )
+
     deps = Dependencies(
-        uow=lambda: SqlUnitOfWork(database, locking=locking, pause=pause),
+        uow=uow,
         checkouts=checkouts,
         hold_seconds=600,
     )
-    running = await start_server(deps, "127.0.0.1:0", token=None)
+    running = await start_server(deps, "127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             yield pb_grpc.TicketingServiceStub(channel)
@@ -197,7 +205,12 @@ async def test_two_hundred_concurrent_buyers_of_fifty_seats_get_exactly_fifty_ho
 async def held_reservation(stub: Stub) -> pb.ConfirmPaymentRequest:
     """Hold a seat through the ordinary server; the identical confirmation of its payment."""
     await offer_tier(stub, capacity=10)
-    started = await stub.StartPaidRegistration(start_request("payer"), timeout=CALL_SECONDS)
+    return await held_reservation_of(stub, "payer")
+
+
+async def held_reservation_of(stub: Stub, user_id: str) -> pb.ConfirmPaymentRequest:
+    """A hold of `user_id` on the tier as offered; the confirmation of its payment."""
+    started = await stub.StartPaidRegistration(start_request(user_id), timeout=CALL_SECONDS)
     held = started.reservation
     assert held.checkout_id
     return pb.ConfirmPaymentRequest(
@@ -362,3 +375,149 @@ async def test_a_call_cancelled_while_it_waits_for_a_lock_leaves_its_connection_
 
     assert cancelled.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert label(confirmed) == CONFIRMED
+
+
+# --- (d) the end of a hold: a confirmation racing a buyer never sells the seat twice ---------
+#
+# A confirmation of a live hold takes no tier lock: the hold's seat was counted when it was
+# made. Near the hold's end two things keep a buyer who counts after the end from selling that
+# seat again: the confirmation judges "live" by the clock once its row lock is granted, and a
+# count treats an ended hold whose row someone has locked (maybe that confirmation) as taken.
+
+HOLD_LEFT_SECONDS = 3.0
+
+
+class Gate:
+    """A pause that holds every call reaching `point` until the test opens it."""
+
+    def __init__(self, point: str) -> None:
+        self.point = point
+        self.reached = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    async def __call__(self, reached: str) -> None:
+        if reached != self.point:
+            return
+        self.reached.set()
+        async with asyncio.timeout(MEETING_SECONDS):
+            await self.opened.wait()
+
+
+async def hold_ending_soon(stub: Stub, database_url: str) -> pb.ConfirmPaymentRequest:
+    """The one seat of the tier, held by a payer whose hold ends in a few seconds."""
+    await offer_tier(stub, capacity=1)
+    request = await held_reservation_of(stub, "payer")
+    scalar(
+        database_url,
+        "UPDATE reservations SET expire_time = now() + make_interval(secs => %s)"
+        " WHERE reservation_id = %s RETURNING 1",
+        HOLD_LEFT_SECONDS,
+        request.reservation_id,
+    )
+    return request
+
+
+async def until_ended(database_url: str, reservation_id: str) -> None:
+    """Wait until the database's clock is past the hold's end (it runs on its own)."""
+    ended = "SELECT statement_timestamp() > expire_time FROM reservations WHERE reservation_id = %s"
+    async with asyncio.timeout(MEETING_SECONDS):
+        while not scalar(database_url, ended, reservation_id):  # noqa: ASYNC110 - Postgres's clock: no event reports it
+            await asyncio.sleep(0.05)
+
+
+def seats_given(database_url: str) -> object:
+    """Confirmed reservations plus live holds of the tier: never more than its one seat."""
+    return scalar(
+        database_url,
+        "SELECT count(*) FROM reservations WHERE event_id = %s AND (status = 'confirmed'"
+        " OR (status = 'pending_payment' AND expire_time > now()))",
+        EVENT,
+    )
+
+
+async def confirm_waiting_on_the_row_past_the_end(
+    contender: Stub, stub: Stub, database_url: str
+) -> tuple[str, str]:
+    """A confirmation that starts before the hold's end and waits on its row until a buyer,
+    counting after the end, has taken the seat; the buyer's and the confirmation's answers."""
+    request = await hold_ending_soon(stub, database_url)
+    with psycopg.connect(database_url) as holder:
+        # Any writer of the row that does not change its status (attaching a checkout does
+        # this) holds this lock; a count's share lock on the ended hold does not wait for it.
+        holder.execute(
+            "SELECT 1 FROM reservations WHERE reservation_id = %s FOR NO KEY UPDATE",
+            (request.reservation_id,),
+        )
+        confirming = asyncio.ensure_future(
+            answer_of(contender.ConfirmPayment(request, timeout=CALL_SECONDS))
+        )
+        async with asyncio.timeout(MEETING_SECONDS):
+            while lock_waiters(database_url) == 0:  # noqa: ASYNC110 - Postgres's state: no event reports it
+                await asyncio.sleep(0.02)
+        await until_ended(database_url, request.reservation_id)
+        buyer = await answer_of(stub.StartPaidRegistration(start_request("buyer")))
+        holder.rollback()
+    return label(buyer), label(await confirming)
+
+
+async def test_control_judged_by_its_start_a_confirmation_waiting_past_the_end_oversells(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    async with contender_server(database_url, payment_service, clock_after_lock=False) as contender:
+        answers = await confirm_waiting_on_the_row_past_the_end(contender, stub, database_url)
+
+    assert answers == ("held with a checkout", CONFIRMED)
+    assert seats_given(database_url) == 2
+
+
+async def test_a_confirmation_that_waited_past_the_end_is_late_and_sells_no_seat_twice(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    async with contender_server(database_url, payment_service) as contender:
+        answers = await confirm_waiting_on_the_row_past_the_end(contender, stub, database_url)
+
+    assert answers == ("held with a checkout", PAID_UNFULFILLED)
+    assert seats_given(database_url) == 1
+
+
+async def buyer_after_the_end_while_a_live_confirmation_commits(
+    stub: Stub, buyers: Stub, database_url: str, payment_service: PaymentService
+) -> tuple[str, str]:
+    """A confirmation that judged the hold live just before its end and commits after it, and a
+    buyer (served by `buyers`) counting in between; the buyer's and the confirmation's answers."""
+    request = await hold_ending_soon(stub, database_url)
+    gate = Gate("reservation_locked")
+    async with contender_server(database_url, payment_service, pause=gate) as confirmer:
+        confirming = asyncio.ensure_future(
+            answer_of(confirmer.ConfirmPayment(request, timeout=CALL_SECONDS))
+        )
+        async with asyncio.timeout(MEETING_SECONDS):
+            await gate.reached.wait()
+        await until_ended(database_url, request.reservation_id)
+        buyer = await answer_of(buyers.StartPaidRegistration(start_request("buyer")))
+        gate.opened.set()
+        confirmed = await confirming
+    return label(buyer), label(confirmed)
+
+
+async def test_control_a_count_that_ignores_locked_ended_holds_sells_the_seat_twice(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    async with contender_server(database_url, payment_service, locking=False) as unlocked:
+        answers = await buyer_after_the_end_while_a_live_confirmation_commits(
+            stub, unlocked, database_url, payment_service
+        )
+
+    assert answers == ("held with a checkout", CONFIRMED)
+    assert seats_given(database_url) == 2
+
+
+async def test_an_ended_hold_whose_confirmation_is_committing_still_counts_as_taken(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    answers = await buyer_after_the_end_while_a_live_confirmation_commits(
+        stub, stub, database_url, payment_service
+    )
+
+    assert answers == (SOLD_OUT, CONFIRMED)
+    assert seats_given(database_url) == 1

@@ -115,7 +115,7 @@ async def outage_stub(disposable_postgres: DisposablePostgres) -> AsyncIterator[
     # Never called: these tests only touch settings.
     checkouts = HttpCheckoutGateway("http://127.0.0.1:9", "unused", timeout_seconds=1.0)
     deps = Dependencies(uow=lambda: SqlUnitOfWork(database), checkouts=checkouts)
-    running = await start_server(deps, "127.0.0.1:0", token=None)
+    running = await start_server(deps, "127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             yield pb_grpc.TicketingServiceStub(channel)

@@ -6,10 +6,12 @@ import uuid
 
 import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
+from ticketing_service.adapters.db.migrations import alembic_config
 from ticketing_service.adapters.db.schema import metadata
 from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 
@@ -88,3 +90,62 @@ def test_a_user_can_hold_only_one_live_reservation_per_event(database_url: str) 
     with pytest.raises(psycopg.errors.UniqueViolation) as caught:
         run(database_url, reservation())
     assert caught.value.diag.constraint_name == "uq_reservations_live_per_user_event"
+
+
+def scratch_database(database_url: str, name: str) -> str:
+    """An empty database `name` on the test server (dropped first if a run left it)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # a constant name
+        conn.execute(f"CREATE DATABASE {name}")
+    return as_string(sqlalchemy_url(database_url).set(database=name))
+
+
+def test_upgrading_from_0002_scopes_old_deliveries_and_keeps_each_mismatch_once(
+    migrated_database: str,
+) -> None:
+    url = scratch_database(migrated_database, "ticketing_upgrade_0003")
+    config = alembic_config(url)
+    command.upgrade(config, "0002")
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    seed(plain)
+    reservation_id = uuid.uuid4()
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
+            " currency_code, provider, success_url, cancel_url, expire_time, checkout_id)"
+            " VALUES (%s, 'e', 't', 'u', 'confirmed', 100, 'KRW', 'portone', 's', 'c', now(),"
+            " 'chk')",
+            (reservation_id,),
+        )
+        conn.execute(
+            "INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
+            " amount, currency_code, provider_payment_id) VALUES (%s, %s, 'chk', 'paid',"
+            " 'portone', 100, 'KRW', 'pay-1')",
+            (uuid.uuid4(), reservation_id),
+        )
+        conn.execute(
+            "INSERT INTO webhook_deliveries (delivery_id, reservation_id, outcome)"
+            " VALUES ('X', %s, 'CONFIRMED')",
+            (reservation_id,),
+        )
+        for _ in range(2):  # one retried mismatch, recorded twice before 0003
+            conn.execute(
+                "INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
+                " provider_payment_id, provider, amount, currency_code)"
+                " VALUES (%s, %s, 'chk', 'pay-2', 'portone', 99, 'KRW')",
+                (uuid.uuid4(), reservation_id),
+            )
+
+    command.upgrade(config, "head")
+
+    with psycopg.connect(plain) as conn:
+        payment = conn.execute("SELECT payment_id FROM reservations").fetchall()
+        deliveries = conn.execute(
+            "SELECT scheme, delivery_id, checkout_id, payment_id FROM webhook_deliveries"
+        ).fetchall()
+        mismatches = conn.execute("SELECT count(*) FROM payment_mismatches").fetchall()
+    assert payment == [("pay-1",)]
+    assert deliveries == [("unscoped", "X", "chk", "pay-1")]
+    assert mismatches == [(1,)]
+    command.downgrade(config, "0002")
+    command.upgrade(config, "head")

@@ -6,6 +6,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import grpc
+import pytest
+
 from tests.integration.flows import configure_event, end_hold, hold, paid_tier, payment_for, sql
 
 if TYPE_CHECKING:
@@ -34,4 +37,21 @@ async def test_the_paid_unfulfilled_query_lists_each_refund_due_with_its_payment
 
     assert [(str(row[0]), row[3], row[8]) for row in rows] == [
         (late.reservation_id, "late", f"pay-{late.reservation_id}")
+    ]
+
+
+async def test_the_payment_mismatch_query_lists_each_mismatched_payment_once(
+    stub: Stub, database_url: str
+) -> None:
+    await configure_event(stub)
+    held = await hold(stub, "payer")
+    wrong = payment_for(held, amount=held.amount + 5)
+    for _ in range(2):  # a retried callback is one mismatch
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.ConfirmPayment(wrong)
+
+    rows = sql(database_url, documented_query("payment_mismatches"))
+
+    assert [(str(row[0]), row[1], row[5], row[7], row[9]) for row in rows] == [
+        (held.reservation_id, "payer", held.amount + 5, held.amount, ["amount"])
     ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import grpc
@@ -20,6 +22,9 @@ from tests.integration.flows import (
     start,
     status_of,
 )
+from ticketing_service.adapters.db.pool import Database
+from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service.bootstrap import wake_and_observe
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.entrypoints.observability.metered import metered_dependencies
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
@@ -36,13 +41,21 @@ def metrics() -> TicketingMetrics:
 
 
 @pytest.fixture
-def metered(deps: Dependencies, metrics: TicketingMetrics) -> Dependencies:
-    return metered_dependencies(deps, metrics)
+def metered(
+    deps: Dependencies,
+    database: Database,
+    sequencer_wakeup: asyncio.Event,
+    metrics: TicketingMetrics,
+) -> Dependencies:
+    """The real adapters, counting what they commit, as `serve` wires them."""
+    after_commit = wake_and_observe(sequencer_wakeup, metrics.count_committed)
+    counted = replace(deps, uow=lambda: SqlUnitOfWork(database, after_commit=after_commit))
+    return metered_dependencies(counted, metrics)
 
 
 @pytest.fixture
 async def metered_stub(metered: Dependencies) -> AsyncIterator[Stub]:
-    running = await start_server(metered, "127.0.0.1:0", token=None)
+    running = await start_server(metered, "127.0.0.1:0")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         yield pb_grpc.TicketingServiceStub(channel)
     await running.stop(0)
@@ -53,7 +66,14 @@ def counts(metrics: TicketingMetrics) -> dict[str, float]:
     value = metrics.registry.get_sample_value
     found = {
         event: value("ticketing_reservation_events_total", {"type": event}) or 0
-        for event in ("created", "confirmed", "expired", "cancelled", "paid_unfulfilled")
+        for event in (
+            "created",
+            "confirmed",
+            "expired",
+            "cancelled",
+            "paid_unfulfilled",
+            "payment_mismatch",
+        )
     }
     found |= {
         f"late:{result}": value("ticketing_late_payments_total", {"result": result}) or 0
@@ -152,3 +172,15 @@ async def test_checkout_calls_are_timed_and_a_refusal_cancels_the_hold_it_counte
     assert value("ticketing_payment_service_duration_seconds_count", {"result": "ok"}) == 1
     assert value("ticketing_payment_service_failures_total", {"kind": "refused"}) == 1
     assert counts(metrics) == {"created": 2, "cancelled": 1}
+
+
+async def test_a_mismatched_payment_is_counted_once_however_often_its_callback_is_retried(
+    metered_stub: Stub, metrics: TicketingMetrics
+) -> None:
+    await configure_event(metered_stub)
+    held = await hold(metered_stub, "user-1")
+    wrong = payment_for(held, amount=held.amount + 1, delivery_id="d-1")
+    for _ in range(3):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await metered_stub.ConfirmPayment(wrong)
+    assert counts(metrics) == {"created": 1, "payment_mismatch": 1}

@@ -215,7 +215,7 @@ async def test_a_watcher_that_reconnects_to_a_restarted_server_sees_the_rest_onc
     seen = await collect(first, 4)
     first.cancel()
 
-    restarted = await start_server(deps, "127.0.0.1:0", token=None)
+    restarted = await start_server(deps, "127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
             other = pb_grpc.TicketingServiceStub(channel)

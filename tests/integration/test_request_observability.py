@@ -21,10 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ticketing_service.domain.errors import ConcurrentUpdate, ReservationNotFound
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
-from ticketing_service.entrypoints.grpc.errors import to_status
+from ticketing_service.entrypoints.grpc.errors import abort
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metrics import (
-    MetricsObserver,
     TicketingMetrics,
     start_metrics_server,
 )
@@ -45,7 +44,7 @@ async def get_settings(
 ) -> pb.GetTicketingSettingsResponse:
     handler_log.info("looking up %s", request.event_id)
     if request.event_id == "busy":
-        await context.abort_with_status(to_status(ConcurrentUpdate("A lock timed out; retry.")))
+        await abort(context, ConcurrentUpdate("A lock timed out; retry."))
     if request.event_id == "boom":
         raise RuntimeError(f"bug with token={SECRET}")
     return pb.GetTicketingSettingsResponse()
@@ -56,7 +55,7 @@ async def get_reservation(
 ) -> pb.GetReservationResponse:
     handler_log.info("reading the reservation")
     if request.reservation_id != RESERVATION:
-        await context.abort_with_status(to_status(ReservationNotFound("No such reservation.")))
+        await abort(context, ReservationNotFound("No such reservation."))
     response = pb.GetReservationResponse()
     response.reservation.reservation_id = request.reservation_id
     return response
@@ -71,17 +70,6 @@ async def watch(
         yield response
     if request.after_sequence == 99:  # a watcher that stays until the client leaves
         await asyncio.Event().wait()
-
-
-def count_to_three(request: bytes, context: Context) -> Iterator[bytes]:
-    """A synchronous streaming behaviour, which grpc.aio runs in a thread."""
-    yield from (b"1", b"2", b"3")
-
-
-def _sync_handlers() -> grpc.GenericRpcHandler:
-    return grpc.method_handlers_generic_handler(
-        "test.Sync", {"Count": grpc.unary_stream_rpc_method_handler(count_to_three)}
-    )
 
 
 def _handlers() -> grpc.GenericRpcHandler:
@@ -154,13 +142,13 @@ async def served(captured_logs: io.StringIO) -> AsyncIterator[Served]:
     metrics = TicketingMetrics(process_collectors=False)
     server = grpc.aio.server(
         interceptors=[
-            ObservingInterceptor(RequestContextObserver(), MetricsObserver(metrics)),
-            BearerTokenInterceptor(TOKEN),
+            ObservingInterceptor(RequestContextObserver(), metrics),
+            BearerTokenInterceptor([TOKEN]),
         ]
     )
-    server.add_generic_rpc_handlers([_handlers(), _sync_handlers()])
-    health_servicer = health.HealthServicer()  # synchronous, as in the real server
-    health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    server.add_generic_rpc_handlers([_handlers()])
+    health_servicer = health.aio.HealthServicer()  # as in the real server
+    await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -318,7 +306,7 @@ async def test_calls_are_counted_and_timed_by_method_and_code_on_the_metrics_por
     )
 
 
-async def test_the_synchronous_health_check_works_behind_the_interceptors(
+async def test_the_health_check_works_behind_the_interceptors_and_is_not_logged(
     served: Served,
 ) -> None:
     check = await served.health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
@@ -328,19 +316,20 @@ async def test_the_synchronous_health_check_works_behind_the_interceptors(
     assert served.lines() == []  # probes are logged at DEBUG only
 
 
-async def test_a_code_set_by_a_synchronous_behaviour_is_counted(served: Served) -> None:
+async def test_a_code_the_health_servicer_answers_is_counted(served: Served) -> None:
     unknown = served.health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
     assert await failed(unknown) == grpc.StatusCode.NOT_FOUND
     handled = {"service": "grpc.health.v1.Health", "method": "Check", "code": "NOT_FOUND"}
     assert served.metrics.registry.get_sample_value("ticketing_rpc_handled_total", handled) == 1
 
 
-async def test_a_synchronous_stream_works_behind_the_interceptors(served: Served) -> None:
-    count: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = served.channel.unary_stream(
-        "/test.Sync/Count"
+async def test_a_call_to_a_method_nobody_serves_is_not_observed_so_its_path_is_never_logged(
+    served: Served,
+) -> None:
+    # The per-call line skips redaction because it holds only a registered method's path.
+    unknown: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = served.channel.unary_unary(
+        f"/x/Bearer {SECRET}"
     )
-    assert [message async for message in count(b"", metadata=AUTH)] == [b"1", b"2", b"3"]
-    handled = {"service": "test.Sync", "method": "Count", "code": "OK"}
-    assert served.metrics.registry.get_sample_value("ticketing_rpc_handled_total", handled) == 1
-    [line] = served.lines()
-    assert (line["rpc"], line["grpc_code"]) == ("Count", "OK")
+    assert await failed(unknown(b"", metadata=AUTH)) == grpc.StatusCode.UNIMPLEMENTED
+    assert served.lines() == []
+    assert SECRET not in served.logs.getvalue()

@@ -207,6 +207,29 @@ async def test_getting_settings_of_an_unknown_event_is_event_not_found(stub: Stu
     assert (error.domain, error.metadata) == ("ticketing.moim.social", {"eventId": "nope"})
 
 
+def rule(hours: int, percent: int) -> settings_pb2.RefundRule:
+    return settings_pb2.RefundRule(min_hours_before_start=hours, percent=percent)
+
+
+async def test_the_event_start_and_refund_policy_round_trip_and_are_replaced_by_each_update(
+    stub: Stub,
+) -> None:
+    start = Timestamp(seconds=1_800_000_000)
+    policy = [rule(48, 100), rule(0, 20)]
+    saved = await update(
+        stub, tiers=[tier("vip", price=100)], event_start_time=start, refund_policy=policy
+    )
+    read = await stub.GetTicketingSettings(pb.GetTicketingSettingsRequest(event_id="event-1"))
+    for settings in (saved.settings, read.settings):
+        assert settings.event_start_time == start
+        assert list(settings.refund_policy) == policy
+
+    again = (await update(stub, tiers=[tier("vip", price=100)])).settings
+
+    assert not again.HasField("event_start_time")
+    assert list(again.refund_policy) == []  # Moim's published policy
+
+
 def far_timestamp() -> Timestamp:
     return Timestamp(seconds=253402300800 + 10)  # past year 9999
 
@@ -219,7 +242,7 @@ INVALID_UPDATES: list[tuple[dict[str, object], list[str]]] = [
     ({"tiers": [tier("a", price=2**60)]}, ["tiers[0].price_amount"]),
     ({"tiers": [tier("")]}, ["tiers[0].tier_id"]),
     ({"tiers": [settings_pb2.TierInput(tier_id="a", name=" ")]}, ["tiers[0].name"]),
-    ({"tiers": [tier("a"), tier("a")]}, ["tiers"]),
+    ({"tiers": [tier("a"), tier("a")]}, ["tiers[1].tier_id"]),
     ({"tiers": [tier(str(i)) for i in range(101)]}, ["tiers"]),
     ({"currency_code": "XYZ"}, ["currency_code"]),
     ({"currency_code": "krw"}, ["currency_code"]),
@@ -244,6 +267,11 @@ INVALID_UPDATES: list[tuple[dict[str, object], list[str]]] = [
         ["tiers[0].sale_start_time"],
     ),
     ({"event_id": "", "tiers": [tier("a", price=-5)]}, ["event_id", "tiers[0].price_amount"]),
+    ({"event_start_time": Timestamp(seconds=-1)}, ["event_start_time"]),
+    ({"refund_policy": [rule(24, 50), rule(24, 70)]}, ["refund_policy"]),
+    ({"refund_policy": [rule(24, 101)]}, ["refund_policy"]),
+    ({"refund_policy": [rule(-1, 50)]}, ["refund_policy"]),
+    ({"refund_policy": [rule(h, 10) for h in range(21)]}, ["refund_policy"]),
     (
         {"event_title": "a\x00", "tiers": [tier("b\x00")]},
         ["event_title", "tiers[0].name", "tiers[0].tier_id"],

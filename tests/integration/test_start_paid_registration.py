@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
@@ -231,7 +232,8 @@ async def test_a_legacy_paid_event_without_currency_is_currency_missing(
     )
 
 
-@pytest.mark.parametrize("fault", ["hang", "error_500"])
+# 408, 409 (the same idempotency key still in flight) and 425 say "not now", not "no".
+@pytest.mark.parametrize("fault", ["hang", "error_500", "error_408", "error_409", "error_425"])
 async def test_a_transient_checkout_failure_keeps_the_hold_and_a_retry_reuses_its_key(
     stub: Stub, database_url: str, payment_service: PaymentService, fault: str
 ) -> None:
@@ -351,3 +353,41 @@ async def test_reservation_ids_that_are_not_uuids_are_invalid_argument(
     ]
     for call in requests:
         assert (await failure(call))[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_find_reservation_answers_the_users_latest_reservation_for_the_event(
+    stub: Stub, database_url: str
+) -> None:
+    await configure_event(stub)
+    first = await hold(stub, "user-1")
+    end_hold(database_url, first.reservation_id)
+    latest = await hold(stub, "user-1")  # the lapsed hold is expired and a new one made
+    await hold(stub, "user-2")
+
+    found = await stub.FindReservation(pb.FindReservationRequest(event_id=EVENT, user_id="user-1"))
+
+    assert found.reservation == latest
+    nobody = pb.FindReservationRequest(event_id=EVENT, user_id="nobody")
+    assert await failure(stub.FindReservation(nobody)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "RESERVATION_NOT_FOUND",
+    )
+    blank = pb.FindReservationRequest(event_id=EVENT)
+    assert await failure(stub.FindReservation(blank)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+
+
+async def test_a_tier_without_a_sale_end_closes_when_the_event_starts(stub: Stub) -> None:
+    started = Timestamp()
+    started.FromDatetime(datetime.now(UTC) - timedelta(minutes=1))
+    await stub.UpdateTicketingSettings(
+        pb.UpdateTicketingSettingsRequest(
+            event_id=EVENT, tiers=[paid_tier("vip", capacity=2)], event_start_time=started
+        )
+    )
+    assert await failure(start(stub, "late-comer")) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "TIER_NOT_ON_SALE",
+    )

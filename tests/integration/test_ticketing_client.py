@@ -20,7 +20,7 @@ TOKEN = "client-token"
 
 @pytest.fixture
 async def guarded_server(deps: Dependencies) -> AsyncIterator[RunningServer]:
-    running = await start_server(deps, "127.0.0.1:0", token=TOKEN)
+    running = await start_server(deps, "127.0.0.1:0", tokens=[TOKEN])
     yield running
     await running.stop(0)
 
@@ -43,6 +43,20 @@ async def test_calls_carry_the_token_and_return_typed_responses(client: Ticketin
         pb.GetReservationRequest(reservation_id=started.reservation.reservation_id)
     )
     assert read.reservation == started.reservation
+
+
+@pytest.mark.parametrize(
+    ("tokens", "reason"),
+    [(f"{TOKEN}, retired", "EVENT_NOT_FOUND"), (f"retired,{TOKEN}", "UNAUTHENTICATED")],
+)
+async def test_a_rotation_list_sends_its_first_token(
+    guarded_server: RunningServer, tokens: str, reason: str
+) -> None:
+    target = f"127.0.0.1:{guarded_server.port}"
+    async with TicketingClient.connect(target, token=tokens) as client:
+        with pytest.raises(TicketingError) as caught:
+            await client.get_ticketing_settings(pb.GetTicketingSettingsRequest(event_id="e"))
+    assert caught.value.reason == reason
 
 
 async def test_a_missing_token_is_unauthenticated(guarded_server: RunningServer) -> None:

@@ -45,7 +45,7 @@ async def serving(
 ) -> AsyncIterator[str]:
     """A TLS server answering GetTicketingSettings on a free port; yields its target."""
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (
-        [BearerTokenInterceptor(token)] if token else []
+        [BearerTokenInterceptor([token])] if token else []
     )
     server = grpc.aio.server(interceptors=interceptors)
     server.add_generic_rpc_handlers([_handlers()])

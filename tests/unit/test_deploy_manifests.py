@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ticketing_service.entrypoints.grpc.exposure import is_loopback
 from ticketing_service.entrypoints.grpc.server import GRACE_SECONDS, SERVICE_NAME
 from ticketing_service.entrypoints.webhook.app import HEALTH_PATH
 from ticketing_service.entrypoints.webhook.serve import GRACEFUL_SHUTDOWN_SECONDS
@@ -245,3 +246,15 @@ def test_pods_get_enough_time_to_finish_in_flight_work_when_stopped() -> None:
         [container] = spec["containers"]
         pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert spec["terminationGracePeriodSeconds"] > pre_stop + seconds, name
+
+
+def test_the_server_listens_beyond_loopback_only_behind_a_token_and_mutual_tls() -> None:
+    [server] = [c for name, c in containers() if name == "ticketing-server"]
+    listen = server["args"][server["args"].index("--listen") + 1]
+    names = {e["name"] for e in server["env"]}
+    sources = {e["configMapRef"]["name"] for e in server["envFrom"]}
+    assert not is_loopback(listen)  # so `serve` demands a guard
+    assert {"TICKETING_GRPC_TOKEN", "TICKETING_TLS_CLIENT_CA"} <= names
+    assert "--insecure" not in server["args"]
+    assert sources == {"ticketing-config"}
+    assert config()["TICKET_PAYMENT_SERVICE_URL"].startswith(("http://", "https://"))

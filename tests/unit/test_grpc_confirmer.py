@@ -32,6 +32,7 @@ CALLBACK = PaidCallback(
     currency_code="KRW",
     paid_time=datetime(2024, 5, 1, 12, 30, 0, 250000, tzinfo=SEOUL),
     delivery_id="delivery-1",
+    delivery_scheme="standard_webhooks",
     raw_event=b'{"type": "ticket_payment.paid"}',
 )
 
@@ -48,6 +49,7 @@ def test_a_callback_becomes_a_confirm_payment_request_field_for_field() -> None:
         currency_code="KRW",
         paid_time=request.paid_time,
         delivery_id="delivery-1",
+        delivery_scheme=pb.DELIVERY_SCHEME_STANDARD_WEBHOOKS,
         raw_event=b'{"type": "ticket_payment.paid"}',
     )
     assert request.HasField("paid_time")

@@ -174,8 +174,8 @@ async def test_a_transport_failure_is_unavailable(error: type[httpx.TransportErr
         await checkout_with(raising(error))
 
 
-@pytest.mark.parametrize("http_status", [500, 502, 503, 429])
-async def test_a_server_error_or_rate_limit_is_unavailable(http_status: int) -> None:
+@pytest.mark.parametrize("http_status", [500, 502, 503, 429, 408, 409, 425])
+async def test_a_server_error_a_rate_limit_or_a_not_now_is_unavailable(http_status: int) -> None:
     with pytest.raises(CheckoutUnavailable, match=str(http_status)):
         await checkout_with(Recorder(http_status, {"code": "BUSY", "message": "Try later."}))
 

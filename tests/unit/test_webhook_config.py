@@ -45,6 +45,7 @@ def test_every_setting_is_read() -> None:
             "TICKETING_STANDARD_WEBHOOK_SECRETS": WHSEC,
             "TICKETING_WEBHOOK_TOLERANCE_SECONDS": "60",
             "TICKETING_WEBHOOK_GRPC_CHANNELS": "8",
+            "TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS": "2.5",
         }
     )
     assert (config.listen, config.grpc_target, config.grpc_token) == (
@@ -53,6 +54,15 @@ def test_every_setting_is_read() -> None:
         "t0ken",
     )
     assert (config.hmac_secrets, config.tolerance_seconds, config.grpc_channels) == ((), 60, 8)
+    assert config.read_timeout_seconds == 2.5
+
+
+def test_the_shim_sends_the_first_of_several_tokens() -> None:
+    # The server and the shim share one TICKETING_GRPC_TOKEN while a token is rotated.
+    config = WebhookConfig.from_env(
+        {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_GRPC_TOKEN": " new , old"}
+    )
+    assert config.grpc_token == "new"
 
 
 @pytest.mark.parametrize("off", ["off", "OFF", "false", "0"])
@@ -100,6 +110,16 @@ def test_a_scheme_switched_off_keeps_none_of_its_secrets(off: str) -> None:
         (
             {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_WEBHOOK_LISTEN": "8080"},
             "TICKETING_WEBHOOK_LISTEN",
+        ),
+        *(
+            (
+                {
+                    "TICKET_PAYMENT_CALLBACK_SECRET": "s1",
+                    "TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS": bad,
+                },
+                "TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS",
+            )
+            for bad in ("0", "-1", "soon", "nan", "inf", "301")
         ),
     ],
 )

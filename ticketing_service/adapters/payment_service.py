@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 _PATH = "/v1/ticket-checkouts"
 _PAYMENT_METHOD_FAMILY = "easy_pay"
 _ACCEPTED_STATUSES = frozenset({"requires_payment", "payment_pending", "paid"})
+# Answers that say "not now" rather than "no": a request timeout (408), the same idempotency key
+# still in flight (409), too early (425), rate limited (429). Retrying with the same key is
+# safe, so the hold stays; only other 4xx refuse the checkout for good.
+_TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 # One pool for the whole process; the bound keeps a slow payment service from exhausting sockets.
 _LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
 
@@ -103,7 +107,7 @@ def _body(request: CheckoutRequest) -> dict[str, object]:
 
 def _raise_for_status(response: httpx.Response) -> None:
     status = response.status_code
-    if status == 429 or status >= 500:
+    if status in _TRANSIENT_STATUSES or status >= 500:
         logger.warning("Payment service answered HTTP %d to a checkout.", status)
         raise CheckoutUnavailable(
             f"The payment service answered HTTP {status}; keep the hold and retry later."

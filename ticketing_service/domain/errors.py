@@ -33,10 +33,15 @@ class InvalidArgument(TicketingError):
     """The request is malformed; `violations` lists every bad field."""
 
     reason = "INVALID_ARGUMENT"
+    # The message names this many fields at most; the rest are counted. A request with hundreds
+    # of bad fields still gets a short message (it travels in a header).
+    NAMED_IN_MESSAGE = 3
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
-        fields = ", ".join(v.field for v in violations)
-        super().__init__(f"The request has invalid fields ({fields}); correct them and retry.")
+        named = ", ".join(v.field for v in violations[: self.NAMED_IN_MESSAGE])
+        if (more := len(violations) - self.NAMED_IN_MESSAGE) > 0:
+            named += f" and {more} more"
+        super().__init__(f"The request has invalid fields ({named}); correct them and retry.")
         self.violations = tuple(violations)
 
 
@@ -146,6 +151,12 @@ class EventsPruned(TicketingError):
     """Events after the requested sequence were pruned; the consumer must resynchronize."""
 
     reason = "EVENTS_PRUNED"
+
+
+class TooManyWatchers(TicketingError):
+    """The process already streams the feed to as many watchers as it takes."""
+
+    reason = "TOO_MANY_WATCHERS"
 
 
 def all_error_types() -> list[type[TicketingError]]:

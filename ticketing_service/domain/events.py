@@ -17,6 +17,21 @@ class RegistrationEventType(enum.StrEnum):
     RESERVATION_EXPIRED = "reservation_expired"
     RESERVATION_CANCELLED = "reservation_cancelled"
     RESERVATION_PAID_UNFULFILLED = "reservation_paid_unfulfilled"
+    # A payment that did not match its reservation: nothing changed, but money may have been
+    # taken, so the feed tells Moim (and a refund follows).
+    PAYMENT_MISMATCH = "payment_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class MismatchedPayment:
+    """A payment that did not match its reservation, and the fields in which it differed."""
+
+    checkout_id: str
+    payment_id: str
+    provider: str
+    amount: int
+    currency_code: str
+    fields: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +42,4 @@ class RegistrationEvent:
     type: RegistrationEventType
     reservation: Reservation
     create_time: datetime
+    mismatch: MismatchedPayment | None = None

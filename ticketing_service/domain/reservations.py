@@ -63,10 +63,38 @@ class Reservation:
     checkout_url: str | None = None
     paid_time: datetime | None = None
     registration_id: str | None = None
+    # The provider's id of the payment that settled the reservation (confirmed or unfulfilled).
+    payment_id: str | None = None
 
     def holds_seat_at(self, now: datetime) -> bool:
         """Pending payment and inside its hold: the seat is counted as taken."""
         return self.status is ReservationStatus.PENDING_PAYMENT and now < self.expire_time
+
+
+class DeliveryScheme(enum.StrEnum):
+    """Who numbered a delivery id: ids are unique only within their scheme."""
+
+    DIRECT = "direct"  # a ConfirmPayment call that did not come through the shim
+    MOIM_HMAC = "moim_hmac"
+    STANDARD_WEBHOOKS = "standard_webhooks"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A webhook delivery: its scheme and the sender's id for it."""
+
+    scheme: DeliveryScheme
+    delivery_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """What the first delivery with an id was about, and what it did."""
+
+    reservation_id: str
+    checkout_id: str | None
+    payment_id: str | None
+    outcome: ConfirmOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +109,66 @@ class PaymentClaim:
     amount: int
     currency_code: str
     paid_time: datetime | None
-    delivery_id: str | None
+    delivery: Delivery | None
     raw_event: bytes | None
+
+    def is_repeat_of(self, record: DeliveryRecord) -> bool:
+        """Whether a delivery seen before with this id was this same payment.
+
+        Senders reuse ids by mistake (and two schemes may number alike): an id seen for another
+        reservation, checkout or payment is not a repeat, so it never answers with that other
+        payment's result.
+        """
+        return (record.reservation_id, record.checkout_id, record.payment_id) == (
+            self.reservation_id,
+            self.checkout_id,
+            self.payment_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class LockedReservation:
-    """A reservation read under its row lock, with the database's clock and its paid payment."""
+    """A reservation read under its row lock, with the database's clock once the lock was granted.
+
+    `now` is taken after the lock was granted, never when the transaction began: a confirmation
+    that waited for the lock past the hold's end must see the hold as ended, as every buyer who
+    counted seats meanwhile did.
+    """
 
     reservation: Reservation
     now: datetime
-    paid_payment_id: str | None
+    # The user already has a seat at the event through another of their reservations.
+    user_registered: bool = False
+
+    @property
+    def needs_seat_count(self) -> bool:
+        """Whether settling a payment now needs the tier's seats counted under its lock.
+
+        Only a late payment does: a live hold's seat was counted when the hold was made, so its
+        confirmation takes no tier lock and confirmations of one tier run in parallel.
+        """
+        return not self.user_registered and not self.reservation.holds_seat_at(self.now)
+
+    def settle(self, seats: TierSeats | None) -> ConfirmOutcome:
+        """What a payment that matches this pending or released reservation gets.
+
+        A seat: the one its live hold kept, or, for a late payment, a free one of the tier
+        (`seats`, counted under the tier's lock). Otherwise the payment is recorded without a
+        seat and a refund is due; so too when the user already holds a seat at the event.
+        """
+        if self.user_registered:
+            return ConfirmOutcome.PAID_UNFULFILLED
+        if not self.needs_seat_count:
+            return ConfirmOutcome.CONFIRMED
+        if seats is None:
+            raise ValueError("A late payment is settled only with the tier's seats counted.")
+        return ConfirmOutcome.CONFIRMED if seats.has_free_seat else ConfirmOutcome.PAID_UNFULFILLED
+
+    def repeat_outcome(self) -> ConfirmOutcome:
+        """The answer to the payment that already settled this reservation, arriving again."""
+        if self.reservation.registration_id is None:
+            return ConfirmOutcome.PAID_UNFULFILLED
+        return ConfirmOutcome.ALREADY_CONFIRMED
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,5 +208,5 @@ def payment_differences(locked: LockedReservation, claim: PaymentClaim) -> list[
         "currency_code": claim.currency_code,
     }
     if reservation.status in SETTLED_STATUSES:
-        expected["payment_id"], given["payment_id"] = locked.paid_payment_id, claim.payment_id
+        expected["payment_id"], given["payment_id"] = reservation.payment_id, claim.payment_id
     return [name for name in expected if expected[name] != given[name]]

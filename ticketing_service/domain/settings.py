@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ticketing_service.domain.money import DEFAULT_CURRENCY
+from ticketing_service.domain.refunds import RefundRule
 
 PORTONE = "portone"
 
@@ -38,13 +39,15 @@ class Tier:
         """A tier is paid when its price is above 0."""
         return self.price_amount > 0
 
-    def is_on_sale(self, now: datetime) -> bool:
-        """Offered (not retained-only) and inside its optional sale window."""
+    def is_on_sale(self, now: datetime, event_start: datetime | None = None) -> bool:
+        """Offered (not retained-only) and inside its sale window; a window with no end closes
+        when the event starts, if the event has a start time."""
         if self.retained:
             return False
         if self.sale_start_time is not None and now < self.sale_start_time:
             return False
-        return self.sale_end_time is None or now < self.sale_end_time
+        end = self.sale_end_time or event_start
+        return end is None or now < end
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,9 @@ class Settings:
     external_url: str | None
     tiers: tuple[Tier, ...]
     update_time: datetime | None = None
+    event_start_time: datetime | None = None
+    # The organizer's refund rules; None: Moim's published policy (refunds.DEFAULT_REFUND_POLICY).
+    refund_policy: tuple[RefundRule, ...] | None = None
 
     def tier(self, tier_id: str) -> Tier | None:
         """The tier with this id, retained ones included."""
@@ -79,6 +85,8 @@ class SettingsUpdate:
     external_url: str | None
     currency_code: str | None
     provider_account_id: str | None
+    event_start_time: datetime | None = None
+    refund_policy: tuple[RefundRule, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,8 @@ def _derive_mode(update: SettingsUpdate, default_account: str | None) -> Setting
         legacy=False,
         external_url=None,
         tiers=update.tiers,
+        event_start_time=update.event_start_time,
+        refund_policy=update.refund_policy,
     )
     if update.external_url:
         return replace(base, mode=TicketingMode.EXTERNAL, external_url=update.external_url)
@@ -155,12 +165,13 @@ def _derive_mode(update: SettingsUpdate, default_account: str | None) -> Setting
     return base
 
 
-def validate_tier_ids_unique(tiers: Sequence[Tier]) -> list[str]:
-    """The tier ids that appear more than once, in first-seen order."""
-    seen: set[str] = set()
-    duplicates: list[str] = []
-    for tier in tiers:
-        if tier.tier_id in seen and tier.tier_id not in duplicates:
-            duplicates.append(tier.tier_id)
-        seen.add(tier.tier_id)
-    return duplicates
+def repeated_tier_ids(tiers: Sequence[Tier]) -> list[tuple[int, int]]:
+    """Each tier whose id an earlier tier already has: (its index, the earlier one's index)."""
+    first: dict[str, int] = {}
+    repeats: list[tuple[int, int]] = []
+    for index, tier in enumerate(tiers):
+        if tier.tier_id in first:
+            repeats.append((index, first[tier.tier_id]))
+        else:
+            first[tier.tier_id] = index
+    return repeats

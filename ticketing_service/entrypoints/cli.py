@@ -17,18 +17,19 @@ from ticketing_service.config import Config, ConfigError
 from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
+from ticketing_service.entrypoints.grpc.exposure import check_exposure
 from ticketing_service.entrypoints.grpc.health_port import start_health_port
 from ticketing_service.entrypoints.grpc.server import (
     RunningServer,
-    serve_in_workers,
+    ServerLimits,
     serve_until_signalled,
     start_server,
 )
 from ticketing_service.entrypoints.grpc.tls import server_credentials
+from ticketing_service.entrypoints.grpc.workers import serve_in_workers
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metered import metered_dependencies
 from ticketing_service.entrypoints.observability.metrics import (
-    MetricsObserver,
     TicketingMetrics,
     start_metrics_server,
 )
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "prune-events":
             return event_loop.run(_prune_events(config, args.older_than_days))
         address, migrate = args.listen or config.grpc_listen, not args.no_migrate
+        config.require_payment_service_url()
+        guarded = bool(config.grpc_tokens or (config.tls and config.tls.client_ca))
+        check_exposure(address, guarded=guarded, insecure=args.insecure)
         if (workers := args.workers or config.workers) > 1:
             if config.metrics_listen:
                 raise ConfigError(
@@ -77,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server with the expiry sweeper")
     serve.add_argument("--listen", help="host:port (default: $TICKETING_GRPC_LISTEN)")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback address with neither a token nor mutual TLS",
+    )
     serve.add_argument(
         "--workers",
         type=_positive_count,
@@ -123,10 +132,10 @@ async def _serve(
         await asyncio.to_thread(bootstrap.migrate, database_url)
     tls = config.tls
     credentials = None if tls is None else server_credentials(tls.cert, tls.key, tls.client_ca)
-    wiring = bootstrap.wire(config, database_url)
     metrics = TicketingMetrics()
+    wiring = bootstrap.wire(config, database_url, observe=metrics.count_committed)
     metrics.watch_pool(wiring.pool_usage)
-    wiring.deps = metered_dependencies(wiring.deps, metrics)  # the sweeper's work counts too
+    wiring.deps = metered_dependencies(wiring.deps, metrics)
     workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
     side_ports = contextlib.AsyncExitStack()
     try:
@@ -134,10 +143,11 @@ async def _serve(
         running = await start_server(
             wiring.deps,
             listen,
-            config.grpc_token,
+            config.grpc_tokens,
             reuse_port=reuse_port,
-            interceptors=[ObservingInterceptor(RequestContextObserver(), MetricsObserver(metrics))],
+            interceptors=[ObservingInterceptor(RequestContextObserver(), metrics)],
             credentials=credentials,
+            limits=ServerLimits(config.grpc_max_concurrent_rpcs, config.max_watchers),
         )
         await _open_side_ports(side_ports, config, running, metrics, reuse_port)
         if started is not None:

@@ -5,36 +5,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 
 from ticketing_service.domain.errors import EventsPruned, TicketingError
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.event_fanout import MAX_PAGE_BYTES, MAX_PAGE_SIZE, EventFanout
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-# Watchers are woken by LISTEN/NOTIFY; this timer is only a safety net for a lost signal.
-WATCH_RECHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class EventPage:
-    """A page of the feed and the `after_sequence` to ask for next."""
+    """A page of the feed, the `after_sequence` to ask for next, and whether more may follow."""
 
     events: list[RegistrationEvent]
     next_sequence: int
+    more: bool = False
 
 
 async def list_registration_events(
     deps: Dependencies, after_sequence: int, page_size: int
 ) -> EventPage:
-    """The numbered events after `after_sequence`; EventsPruned if some were pruned."""
+    """The numbered events after `after_sequence`; EventsPruned if some were pruned.
+
+    A page holds at most `page_size` events and MAX_PAGE_BYTES of them, but always one.
+    """
     async with deps.uow() as uow:
-        events = await uow.events.list_after(after_sequence, page_size or DEFAULT_PAGE_SIZE)
+        events, more = await uow.events.list_after(
+            after_sequence, page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_BYTES
+        )
         first_kept, last_given = await uow.events.retained_range()
     # Numbers have no gaps, so a consumer behind the oldest kept event has provably missed some.
     oldest_unseen = after_sequence + 1
@@ -45,28 +49,33 @@ async def list_registration_events(
             firstRetainedSequence=str(first_kept or last_given + 1),
         )
     next_sequence = events[-1].sequence if events else after_sequence
-    return EventPage(events, next_sequence)
+    return EventPage(events, next_sequence, more)
 
 
 async def watch_registration_events(
-    deps: Dependencies, after_sequence: int
-) -> AsyncIterator[RegistrationEvent]:
-    """Replay what came after `after_sequence`, then each event as it is numbered."""
-    cursor = after_sequence
-    while True:
-        # Read the signal's generation before the page: a signal that arrives while the page is
-        # read wakes the wait below at once instead of being lost.
-        generation = deps.event_signal.generation() if deps.event_signal else 0
-        page = await list_registration_events(deps, cursor, MAX_PAGE_SIZE)
-        for event in page.events:
-            yield event
-        cursor = page.next_sequence
-        if len(page.events) == MAX_PAGE_SIZE:
-            continue
-        if deps.event_signal is None:
-            await asyncio.sleep(WATCH_RECHECK_SECONDS)
-        else:
-            await deps.event_signal.wait_beyond(generation, WATCH_RECHECK_SECONDS)
+    deps: Dependencies, fanout: EventFanout, after_sequence: int
+) -> AsyncGenerator[RegistrationEvent, None]:
+    """Replay what came after `after_sequence`, then each event as it is numbered.
+
+    Live events come from the process's shared reader (`fanout`); the watcher reads the
+    database itself only to catch up: at the start, after a gap, or when it fell behind.
+    """
+    async with fanout.watcher() as live:  # before the first read: nothing numbered is missed
+        cursor = after_sequence
+        while True:
+            page = EventPage([], cursor, more=True)
+            while page.more:
+                page = await list_registration_events(deps, cursor, MAX_PAGE_SIZE)
+                for event in page.events:
+                    yield event
+                cursor = page.next_sequence
+            while (events := await live.take()) is not None:
+                if events[0].sequence > cursor + 1:
+                    break  # a gap (numbered before this watcher joined): read it from the database
+                for event in events:
+                    if event.sequence > cursor:  # the catch-up read may have given it already
+                        yield event
+                        cursor = event.sequence
 
 
 async def sequence_events(deps: Dependencies) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ticketing_service.domain import errors
@@ -15,6 +16,8 @@ from ticketing_service.domain.reservations import (
 )
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.ports import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +38,14 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             raise errors.ReservationNotFound(
                 "No reservation has this id.", reservationId=claim.reservation_id
             )
-        repeated = await _repeated_delivery(uow, claim)
+        repeated = await _repeated_delivery(uow, locked, claim)
         if repeated is not None:
             return repeated
         wrong = payment_differences(locked, claim)
         if wrong:
-            await uow.reservations.record_mismatch(claim)
+            # Committed although the call fails: the money may have been taken (a refund is
+            # due), so the attempt is kept and announced on the feed, once per payment.
+            await uow.reservations.record_mismatch(claim, wrong)
             await uow.commit()
             raise errors.PaymentMismatch(
                 f"The payment does not match the reservation ({', '.join(wrong)}).",
@@ -48,48 +53,51 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             )
         if locked.reservation.status in SETTLED_STATUSES:
             # The same payment again: answer from what is stored, write nothing.
-            return ConfirmResult(_settled_outcome(locked), locked.reservation)
+            return ConfirmResult(locked.repeat_outcome(), locked.reservation)
         result = await _settle(uow, locked, claim)
-        if claim.delivery_id:
-            await uow.reservations.record_delivery(
-                claim.delivery_id, claim.reservation_id, result.outcome
-            )
+        if claim.delivery is not None:
+            await uow.reservations.record_delivery(claim, result.outcome)
         await uow.commit()
     return result
 
 
-async def _repeated_delivery(uow: UnitOfWork, claim: PaymentClaim) -> ConfirmResult | None:
-    """The first result of a webhook delivery seen before; no work is done twice."""
-    if not claim.delivery_id:
+async def _repeated_delivery(
+    uow: UnitOfWork, locked: LockedReservation, claim: PaymentClaim
+) -> ConfirmResult | None:
+    """The first result of this same delivery seen before; no work is done twice.
+
+    An id seen before for another payment is not a repeat: the claim goes through the ordinary
+    rules below, so a reused id can never swallow a payment.
+    """
+    if claim.delivery is None:
         return None
-    seen = await uow.reservations.delivery_outcome(claim.delivery_id)
+    seen = await uow.reservations.delivery_outcome(claim.delivery)
     if seen is None:
         return None
-    reservation_id, outcome = seen
-    reservation = await uow.reservations.get(reservation_id)
-    assert reservation is not None, "a delivery refers to an existing reservation"
-    return ConfirmResult(outcome, reservation)
-
-
-def _settled_outcome(locked: LockedReservation) -> ConfirmOutcome:
-    if locked.reservation.registration_id is None:
-        return ConfirmOutcome.PAID_UNFULFILLED
-    return ConfirmOutcome.ALREADY_CONFIRMED
+    if not claim.is_repeat_of(seen):
+        log.warning(
+            "delivery id %r (%s) was seen before for another payment; handling this one anew",
+            claim.delivery.delivery_id,
+            claim.delivery.scheme.value,
+        )
+        return None
+    return ConfirmResult(seen.outcome, locked.reservation)
 
 
 async def _settle(uow: UnitOfWork, locked: LockedReservation, claim: PaymentClaim) -> ConfirmResult:
-    """Give the seat the hold kept, or a free seat to a late payment, or record a refund due."""
-    held = locked.reservation
-    if held.holds_seat_at(locked.now):
-        # The seat was counted when the hold was made: no tier lock, so confirmations of one
-        # tier run in parallel.
-        accepted = await uow.reservations.accept(locked, claim)
-    else:
-        # A late payment: the hold no longer counts, so a seat must be found under the tier
-        # lock exactly as StartPaidRegistration finds one.
+    """Carry out what the domain decides: a seat, or the payment recorded with a refund due."""
+    seats = None
+    if locked.needs_seat_count:
+        # A late payment: a seat is looked for under the tier lock, exactly as
+        # StartPaidRegistration looks for one.
+        uow.late_payment = True
+        held = locked.reservation
         seats = await uow.reservations.lock_tier_seats(held.event_id, held.tier_id)
-        accepted = await uow.reservations.accept(locked, claim) if seats.has_free_seat else None
-    if accepted is not None:
-        return ConfirmResult(ConfirmOutcome.CONFIRMED, accepted)
+    if locked.settle(seats) is ConfirmOutcome.CONFIRMED:
+        accepted = await uow.reservations.accept(locked, claim)
+        if accepted is not None:
+            return ConfirmResult(ConfirmOutcome.CONFIRMED, accepted)
+        # None: another reservation of the user registered them at this moment (the unique
+        # registration per user and event decided), so this one is paid without a seat.
     unfulfilled = await uow.reservations.mark_paid_unfulfilled(claim)
     return ConfirmResult(ConfirmOutcome.PAID_UNFULFILLED, unfulfilled)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from ticketing_service.domain.events import RegistrationEvent
+from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
+    Delivery,
+    DeliveryRecord,
     LockedReservation,
     PaymentClaim,
     Reservation,
@@ -63,8 +66,9 @@ class ReservationRepository(Protocol):
         """Insert a pending hold expiring `hold_seconds` from the database's now."""
         ...
 
-    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation:
-        """Store the checkout of a reservation and its `requires_payment` payment row."""
+    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation | None:
+        """Store a pending hold's checkout and its `requires_payment` payment row; None (nothing
+        written) when the hold is no longer pending."""
         ...
 
     async def release_hold(
@@ -77,22 +81,24 @@ class ReservationRepository(Protocol):
         """A reservation by id, with its registration id once it has one."""
         ...
 
+    async def latest_of(self, event_id: str, user_id: str) -> Reservation | None:
+        """The user's most recently made reservation for the event, with its registration id."""
+        ...
+
     async def lock(self, reservation_id: str) -> LockedReservation | None:
         """Lock a reservation's row for the rest of the transaction and read it."""
         ...
 
-    async def delivery_outcome(self, delivery_id: str) -> tuple[str, ConfirmOutcome] | None:
-        """The reservation id and outcome recorded for a webhook delivery, if it was seen."""
+    async def delivery_outcome(self, delivery: Delivery) -> DeliveryRecord | None:
+        """What the first delivery with this scheme and id was about, if one was seen."""
         ...
 
-    async def record_delivery(
-        self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
-    ) -> bool:
-        """Record a delivery's outcome; False when the delivery was recorded already."""
+    async def record_delivery(self, claim: PaymentClaim, outcome: ConfirmOutcome) -> None:
+        """Record the claim's delivery and outcome, unless its id was recorded already."""
         ...
 
-    async def record_mismatch(self, claim: PaymentClaim) -> None:
-        """Keep a payment that did not match its reservation, for audit."""
+    async def record_mismatch(self, claim: PaymentClaim, fields: Sequence[str]) -> bool:
+        """Keep a mismatched payment and announce it on the feed; False if seen before."""
         ...
 
     async def accept(self, locked: LockedReservation, claim: PaymentClaim) -> Reservation | None:
@@ -122,8 +128,13 @@ class EventsRepository(Protocol):
         """Number the committed events that have no number yet; return how many."""
         ...
 
-    async def list_after(self, after_sequence: int, limit: int) -> list[RegistrationEvent]:
-        """Up to `limit` numbered events after `after_sequence`, in order."""
+    async def list_after(
+        self, after_sequence: int, limit: int, max_bytes: int
+    ) -> tuple[list[RegistrationEvent], bool]:
+        """Numbered events after `after_sequence` in order, and whether more may follow.
+
+        At most `limit` of them and about `max_bytes` in all, but always the first.
+        """
         ...
 
     async def retained_range(self) -> tuple[int | None, int]:
@@ -147,8 +158,25 @@ class EventSignal(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one committed transaction did: the feed events it appended, by type, and whether
+    it settled a payment that came after its hold stopped counting."""
+
+    events: Mapping[RegistrationEventType, int]
+    late_payment: bool = False
+
+
+# Told of every commit (the composition root wakes the event sequencer and counts metrics).
+AfterCommit = Callable[[Committed], None]
+
+
 class UnitOfWork(Protocol):
     """One database transaction; it rolls back on exit unless `commit()` was called."""
+
+    # Set by a use case that settles a payment after its hold stopped counting: reported with
+    # the committed events, since no event type says it.
+    late_payment: bool
 
     @property
     def settings(self) -> SettingsRepository:

@@ -1,4 +1,4 @@
-"""Use cases of seat holds: StartPaidRegistration, GetReservation, CancelReservation."""
+"""Use cases of seat holds: StartPaidRegistration, Get/FindReservation, CancelReservation."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def _paid_tier_on_sale(settings: Settings | None, command: StartRegistration) ->
             "The event has paid tiers but no currency; save its settings with a currency.",
             eventId=settings.event_id,
         )
-    if not tier.is_on_sale(datetime.now(UTC)):
+    if not tier.is_on_sale(datetime.now(UTC), settings.event_start_time):
         raise errors.TierNotOnSale("The tier is not on sale now.", tierId=tier.tier_id)
     return tier
 
@@ -177,6 +177,13 @@ async def _open_checkout(deps: Dependencies, held: Reservation, order_name: str)
     async with deps.uow() as uow:
         reservation = await uow.reservations.attach_checkout(held.reservation_id, checkout)
         await uow.commit()
+    if reservation is None:
+        # Cancelled or expired while the payment service was asked: no URL to pay at is given
+        # out. A retry makes a new hold (and checkout) if the user still wants a seat.
+        raise errors.ConcurrentUpdate(
+            "The hold was released while its checkout was opened; retry to hold a seat again.",
+            reservationId=held.reservation_id,
+        )
     return reservation
 
 
@@ -205,6 +212,17 @@ async def get_reservation(deps: Dependencies, reservation_id: str) -> Reservatio
     if reservation is None:
         raise errors.ReservationNotFound(
             "No reservation has this id.", reservationId=reservation_id
+        )
+    return reservation
+
+
+async def find_reservation(deps: Dependencies, event_id: str, user_id: str) -> Reservation:
+    """The user's most recently made reservation for the event."""
+    async with deps.uow() as uow:
+        reservation = await uow.reservations.latest_of(event_id, user_id)
+    if reservation is None:
+        raise errors.ReservationNotFound(
+            "The user has no reservation for this event.", eventId=event_id, userId=user_id
         )
     return reservation
 

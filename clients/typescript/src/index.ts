@@ -3,41 +3,75 @@
  * HTTP/2, plus errorReason() to read the service's rich errors. The messages, enums and the
  * service descriptor are generated into ./gen (scripts/generate-clients; never edit them).
  */
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  Code,
+  ConnectError,
+  createClient,
+  type Client,
+  type Interceptor,
+} from "@connectrpc/connect";
 import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { TicketingService } from "./gen/moim/ticketing/v1/ticketing_service_pb.js";
+import { DEFAULT_RETRY_POLICY, retryInterceptor, type RetryPolicy } from "./retry.js";
+import { createTransport, type TlsOptions } from "./transport.js";
 
 export * from "./gen/moim/ticketing/v1/error_reason_pb.js";
 export * from "./gen/moim/ticketing/v1/registration_event_pb.js";
 export * from "./gen/moim/ticketing/v1/reservation_pb.js";
 export * from "./gen/moim/ticketing/v1/settings_pb.js";
 export * from "./gen/moim/ticketing/v1/ticketing_service_pb.js";
-export { Code, ConnectError };
+export { Code, ConnectError, DEFAULT_RETRY_POLICY };
+export type { Interceptor, RetryPolicy, TlsOptions };
 
 /** The `google.rpc.ErrorInfo` domain of every error the service raises. */
 export const ERROR_DOMAIN = "ticketing.moim.social";
+
+/**
+ * The deadline of a unary call that names none: generous for the service's short transactions.
+ * Only StartPaidRegistration waits on something slower, the payment service, which the server
+ * bounds by TICKET_PAYMENT_TIMEOUT_SECONDS (also 10 s by default): when that service hangs, the
+ * call ends here as DEADLINE_EXCEEDED, the hold stays, and a repeat of the call is safe.
+ */
+export const DEFAULT_DEADLINE_MS = 10_000;
 
 /** The client: one async method per RPC, named in lowerCamel (`startPaidRegistration`, ...). */
 export type TicketingClient = Client<typeof TicketingService>;
 
 export interface TicketingClientOptions {
-  /** `host:port` (plain HTTP/2, prior knowledge), or a full `http://` or `https://` base URL. */
+  /** `host:port` (plain HTTP/2 with prior knowledge, or TLS when `tls` is given), or a full
+   * `http://` or `https://` base URL. */
   address: string;
   /** The server's TICKETING_GRPC_TOKEN, sent as `authorization: Bearer <token>`; empty: none. */
   token?: string;
+  /** TLS, and mutual TLS with a client certificate: PEM text, not file paths. Unset: no TLS
+   * (unless the address is `https://`, which then trusts Node's default roots). */
+  tls?: TlsOptions;
+  /** The deadline of each unary call, in ms, covering all its attempts (10 000 unless given;
+   * 0: none). A call's own `timeoutMs` overrides it. WatchRegistrationEvents gets none. */
+  deadlineMs?: number;
+  /** How UNAVAILABLE and ABORTED unary calls are retried (DEFAULT_RETRY_POLICY for what is not
+   * given); false: never. The server stream is never retried. */
+  retry?: Partial<RetryPolicy> | false;
+  /** More interceptors (tracing, request ids), run on every attempt, after the token is set. */
+  interceptors?: Interceptor[];
 }
 
 /** Creates a client; the transport keeps one HTTP/2 session to the server and reuses it. */
 export function createTicketingClient(options: TicketingClientOptions): TicketingClient {
-  // An empty token means none, as an empty TICKETING_GRPC_TOKEN does on the server.
-  const interceptors = options.token ? [bearerToken(options.token)] : [];
-  const transport = createGrpcTransport({ baseUrl: baseUrl(options.address), interceptors });
+  const retry = options.retry === false ? [] : [{ ...DEFAULT_RETRY_POLICY, ...options.retry }];
+  const interceptors = [
+    ...retry.map((policy) => retryInterceptor(policy)),
+    // An empty token means none, as an empty TICKETING_GRPC_TOKEN does on the server.
+    ...(options.token ? [bearerToken(options.token)] : []),
+    ...(options.interceptors ?? []),
+  ];
+  const transport = createTransport({
+    address: options.address,
+    tls: options.tls,
+    deadlineMs: options.deadlineMs ?? DEFAULT_DEADLINE_MS,
+    interceptors,
+  });
   return createClient(TicketingService, transport);
-}
-
-function baseUrl(address: string): string {
-  return address.includes("://") ? address : `http://${address}`;
 }
 
 function bearerToken(token: string): Interceptor {

@@ -8,27 +8,22 @@
  * shim, which calls ConfirmPayment, exactly as in production.
  */
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import {
   Code,
-  ConnectError,
   RegistrationEventType,
   ReservationStatus,
   TicketingMode,
   createTicketingClient,
   errorReason,
   type RegistrationEvent,
-  type Reservation,
   type TicketingClient,
-  type TicketingSettings,
 } from "../src/index.js";
+import { VIP, clickPay, givenPaidEvent, holdSeat, newEventId, rejection } from "./flows.js";
 import { startDevStack, startServer, type RunningDevStack, type RunningServer } from "./server.js";
 
-const VIP = { tierId: "vip", name: "VIP", priceAmount: 30000n, capacity: 50 };
 // The sandbox answers at once, after one callback round trip to the shim; this bounds a hang.
 const FEED_TIMEOUT_MS = 10_000;
-const HTTP_TIMEOUT_MS = 15_000;
 
 describe("the TypeScript client against the ticketing server", () => {
   let server: RunningServer;
@@ -185,77 +180,6 @@ describe("the paid registration flow through the dev stack", () => {
     assert.equal(afterPaying.reservation?.status, ReservationStatus.CONFIRMED, stack.logTail());
   });
 });
-
-/** Stores settings with one paid tier (VIP unless given); the first step of every paid flow. */
-async function givenPaidEvent(
-  client: TicketingClient,
-  eventId: string,
-  tier: typeof VIP = VIP,
-): Promise<TicketingSettings> {
-  const { settings } = await client.updateTicketingSettings({
-    eventId,
-    eventTitle: "End-to-end test event",
-    tiers: [tier],
-  });
-  assert.ok(settings, "UpdateTicketingSettings answered without settings");
-  return settings;
-}
-
-function newEventId(): string {
-  return `e2e-${randomUUID()}`;
-}
-
-/** The error a call fails with; fails the test when the call succeeds. */
-async function rejection(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (error) {
-    assert.ok(error instanceof ConnectError, `expected a ConnectError, got ${String(error)}`);
-    return error;
-  }
-  assert.fail("expected the call to fail");
-}
-
-/** StartPaidRegistration for the VIP tier: a seat held while the user pays at the checkout. */
-async function holdSeat(
-  client: TicketingClient,
-  eventId: string,
-  userId: string,
-): Promise<Reservation> {
-  const started = await client.startPaidRegistration({ eventId, tierId: VIP.tierId, userId });
-  assert.equal(started.requiresPayment, true, "a paid tier requires payment");
-  assert.ok(started.reservation, "StartPaidRegistration answered without a reservation");
-  assert.equal(started.reservation.status, ReservationStatus.PENDING_PAYMENT);
-  assert.ok(started.reservation.checkoutUrl, "the hold has no checkout URL");
-  return started.reservation;
-}
-
-/**
- * What a user's browser does: loads the sandbox checkout page, submits its "Pay" form (the
- * sandbox sends the signed callback to the shim before answering) and is sent back to Moim.
- * Returns where it is sent.
- */
-async function clickPay(checkoutUrl: string): Promise<string> {
-  const page = await fetch(checkoutUrl, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS) });
-  const html = await page.text();
-  assert.equal(page.status, 200, html);
-  assert.match(html, /<button type=submit id=pay>Pay<\/button>/);
-  const action = /<form method=post action='([^']+)'>/.exec(html)?.[1];
-  assert.ok(action, `the checkout page has no Pay form:\n${html}`);
-  assert.equal(new URL(action, checkoutUrl).href, `${checkoutUrl}/pay`);
-
-  const paid = await fetch(`${checkoutUrl}/pay`, {
-    method: "POST",
-    redirect: "manual",
-    signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
-  });
-  const body = await paid.text();
-  assert.equal(paid.status, 303, body);
-  const location = paid.headers.get("location");
-  assert.ok(location, "the 303 has no Location");
-  assert.ok(location.endsWith("payment=success"), `redirected to ${location}`);
-  return location;
-}
 
 /**
  * The first `count` feed events about one reservation, in sequence order, followed the way a

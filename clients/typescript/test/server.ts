@@ -31,23 +31,31 @@ export interface RunningServer {
   readonly address: string;
   /** The last lines the server logged, for a failing test's message. */
   logTail(): string;
+  /**
+   * Runs another `ticketing_service` command (e.g. `prune-events`) on the server's database:
+   * the embedded Postgres in the same data directory is reused, not started again.
+   */
+  run(args: string[]): Promise<void>;
   /** Sends SIGTERM, waits for the exit (SIGKILL past a bound) and removes the data directory. */
   stop(): Promise<void>;
 }
 
 /**
  * Starts a server with the given extra environment (e.g. TICKETING_GRPC_TOKEN). DATABASE_URL and
- * TICKETING_GRPC_TOKEN are never inherited from the caller's environment.
+ * TICKETING_GRPC_TOKEN are never inherited from the caller's environment. `serve` needs a payment
+ * service URL: unless `env` names one, it is a port nothing listens on (no test here opens a
+ * checkout through a bare server; the paid flow runs on the dev stack).
  */
 export async function startServer(env: Record<string, string> = {}): Promise<RunningServer> {
-  const { log, stop } = await spawnService("the ticketing server", env, [
+  const serverEnv = { TICKET_PAYMENT_SERVICE_URL: "http://127.0.0.1:9", ...env };
+  const { log, stop, run } = await spawnService("the ticketing server", serverEnv, [
     "serve",
     "--listen",
     "127.0.0.1:0",
   ]);
   try {
     const [port] = await log.waitFor([READY], START_TIMEOUT_MS);
-    return { address: `127.0.0.1:${port}`, logTail: () => log.text(), stop };
+    return { address: `127.0.0.1:${port}`, logTail: () => log.text(), run, stop };
   } catch (error) {
     await stop();
     throw error;
@@ -66,7 +74,7 @@ export interface RunningDevStack extends RunningServer {
  * service, all on port 0) and reads their addresses from the banner it prints on stdout.
  */
 export async function startDevStack(env: Record<string, string> = {}): Promise<RunningDevStack> {
-  const { log, stop } = await spawnService("the dev stack", env, [
+  const { log, stop, run } = await spawnService("the dev stack", env, [
     "dev",
     "--grpc-listen",
     "127.0.0.1:0",
@@ -80,7 +88,7 @@ export async function startDevStack(env: Record<string, string> = {}): Promise<R
       DEV_BANNER,
       START_TIMEOUT_MS,
     );
-    return { address, webhookUrl, sandboxUrl, logTail: () => log.text(), stop };
+    return { address, webhookUrl, sandboxUrl, logTail: () => log.text(), run, stop };
   } catch (error) {
     await stop();
     throw error;
@@ -95,18 +103,37 @@ async function spawnService(
   name: string,
   env: Record<string, string>,
   args: string[],
-): Promise<{ log: LogTail; stop: () => Promise<void> }> {
+): Promise<{ log: LogTail; stop: () => Promise<void>; run: (args: string[]) => Promise<void> }> {
   const dataDir = await mkdtemp(join(tmpdir(), "ticketing-e2e-"));
   const childEnv: NodeJS.ProcessEnv = { ...process.env };
   delete childEnv.DATABASE_URL;
   delete childEnv.TICKETING_GRPC_TOKEN;
   Object.assign(childEnv, env, { TICKETING_DATA_DIR: dataDir });
-  const child = spawn("uv", ["run", "--frozen", "python", "-m", "ticketing_service", ...args], {
+  const child = spawnCommand(childEnv, args);
+  return {
+    log: new LogTail(child, name),
+    stop: () => stopServer(child, dataDir),
+    run: (more) => runToEnd(spawnCommand(childEnv, more), more.join(" ")),
+  };
+}
+
+function spawnCommand(env: NodeJS.ProcessEnv, args: string[]): ChildProcess {
+  return spawn("uv", ["run", "--frozen", "python", "-m", "ticketing_service", ...args], {
     cwd: REPO_ROOT,
-    env: childEnv,
+    env,
     stdio: ["ignore", "pipe", "pipe"],
   });
-  return { log: new LogTail(child, name), stop: () => stopServer(child, dataDir) };
+}
+
+/** Waits for a command to exit (bounded); rejects with its output unless it exits with 0. */
+async function runToEnd(child: ChildProcess, name: string): Promise<void> {
+  const log = new LogTail(child, `ticketing_service ${name}`);
+  const timer = setTimeout(() => child.kill("SIGKILL"), START_TIMEOUT_MS);
+  const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+  clearTimeout(timer);
+  if (code !== 0) {
+    throw new Error(`ticketing_service ${name} ended with ${code ?? signal}:\n${log.text()}`);
+  }
 }
 
 /**

@@ -92,3 +92,13 @@ def test_a_tier_is_on_sale_only_inside_its_window_and_when_not_retained() -> Non
     assert not window.is_on_sale(NOW - timedelta(seconds=1))
     assert not window.is_on_sale(NOW + timedelta(hours=1))
     assert not Tier("t", "t", 5, None, retained=True).is_on_sale(NOW)
+
+
+def test_a_tier_without_a_sale_end_stays_on_sale_until_the_event_starts() -> None:
+    start = datetime(2026, 12, 24, 19, tzinfo=UTC)
+    open_ended = Tier("vip", "VIP", 100, None)
+    assert open_ended.is_on_sale(start - timedelta(seconds=1), event_start=start)
+    assert not open_ended.is_on_sale(start, event_start=start)
+    assert open_ended.is_on_sale(start + timedelta(days=1))  # no start time: no end
+    later_end = Tier("vip", "VIP", 100, None, sale_end_time=start + timedelta(hours=1))
+    assert later_end.is_on_sale(start, event_start=start)  # its own end wins

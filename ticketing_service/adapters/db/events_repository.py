@@ -19,7 +19,11 @@ from datetime import datetime
 from typing import Any
 
 from ticketing_service.adapters.db.transaction import Row, Transaction
-from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
+from ticketing_service.domain.events import (
+    MismatchedPayment,
+    RegistrationEvent,
+    RegistrationEventType,
+)
 from ticketing_service.domain.reservations import Answer, Reservation, ReservationStatus
 
 SEQUENCER_LOCK_KEY = "ticketing:registration-event-sequencer"
@@ -36,7 +40,7 @@ def snapshot(r: str, registration_id: str) -> str:
     'checkout_url', {r}.checkout_url, 'create_time', {r}.create_time,
     'expire_time', {r}.expire_time, 'paid_time', {r}.paid_time, 'answers', {r}.answers,
     'success_url', {r}.success_url, 'cancel_url', {r}.cancel_url,
-    'registration_id', {registration_id})"""
+    'payment_id', {r}.payment_id, 'registration_id', {registration_id})"""
 
 
 _APPEND = (
@@ -60,6 +64,20 @@ _NUMBER_PENDING = (
     " announced AS (SELECT pg_notify(%(channel)s, '') FROM top)"
     " SELECT (SELECT count(*) FROM numbered) AS numbered,"
     " (SELECT count(*) FROM announced) AS announced"
+)
+
+
+# The page is read first (the LIMIT bounds the work), then cut where the running size of the
+# snapshots passes the budget; the first event is always kept, so a page is never empty while
+# events remain.
+_LIST_AFTER = (
+    "SELECT sequence, type, reservation, create_time, details, rows_read FROM ("
+    " SELECT *, sum(size) OVER (ORDER BY sequence) AS running, count(*) OVER () AS rows_read"
+    " FROM (SELECT sequence, type, reservation, create_time, details,"
+    " octet_length(reservation::text) + coalesce(octet_length(details::text), 0) AS size"
+    " FROM registration_events"
+    " WHERE sequence > %(after)s ORDER BY sequence LIMIT %(limit)s) AS read"
+    ") AS page WHERE running <= %(max_bytes)s OR running = size ORDER BY sequence"
 )
 
 
@@ -88,14 +106,19 @@ class SqlEventsRepository:
         assert numbered is not None
         return int(numbered["numbered"])
 
-    async def list_after(self, after_sequence: int, limit: int) -> list[RegistrationEvent]:
-        """The numbered events after `after_sequence`, in order."""
+    async def list_after(
+        self, after_sequence: int, limit: int, max_bytes: int
+    ) -> tuple[list[RegistrationEvent], bool]:
+        """The numbered events after `after_sequence`, in order, and whether more may follow.
+
+        At most `limit` events, and no more than fit in `max_bytes` of stored snapshots (but
+        always the first): a snapshot's JSON text is larger than the event's protobuf encoding.
+        """
         rows = await self._tx.all(
-            "SELECT sequence, type, reservation, create_time FROM registration_events"
-            " WHERE sequence > %(after)s ORDER BY sequence LIMIT %(limit)s",
-            {"after": after_sequence, "limit": limit},
+            _LIST_AFTER, {"after": after_sequence, "limit": limit, "max_bytes": max_bytes}
         )
-        return [_event(row) for row in rows]
+        read = int(rows[0]["rows_read"]) if rows else 0
+        return [_event(row) for row in rows], read == limit or len(rows) < read
 
     async def retained_range(self) -> tuple[int | None, int]:
         """The lowest number still kept (None when none is) and the last number given."""
@@ -118,11 +141,24 @@ class SqlEventsRepository:
 
 
 def _event(row: Row) -> RegistrationEvent:
+    details = row["details"]
     return RegistrationEvent(
         sequence=row["sequence"],
         type=RegistrationEventType(row["type"]),
         reservation=_reservation(row["reservation"]),
         create_time=row["create_time"],
+        mismatch=None if details is None else _mismatch(details),
+    )
+
+
+def _mismatch(details: dict[str, Any]) -> MismatchedPayment:
+    return MismatchedPayment(
+        checkout_id=details["checkout_id"],
+        payment_id=details["payment_id"],
+        provider=details["provider"],
+        amount=int(details["amount"]),
+        currency_code=details["currency_code"],
+        fields=tuple(details["fields"]),
     )
 
 
@@ -155,4 +191,6 @@ def _reservation(data: dict[str, Any]) -> Reservation:
         checkout_url=data["checkout_url"],
         paid_time=_time(data["paid_time"]),
         registration_id=None if data["registration_id"] is None else str(data["registration_id"]),
+        # Events written before payments were named carry no payment id.
+        payment_id=data.get("payment_id"),
     )

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ticketing_service.adapters.db import reservation_statements as sql
@@ -25,6 +26,8 @@ from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.reservations import (
     Answer,
     ConfirmOutcome,
+    Delivery,
+    DeliveryRecord,
     LockedReservation,
     PaymentClaim,
     Reservation,
@@ -45,24 +48,37 @@ async def no_pause(point: str) -> None:
 class SqlReservationRepository:
     """The ReservationRepository port on one transaction's connection.
 
-    `locking=False` and `pause` exist only for the tests that prove each lock matters (they
-    remove the lock and force the interleaving it prevents); production code never sets them.
+    `locking=False`, `clock_after_lock=False` and `pause` exist only for the tests that prove
+    each protection matters (they remove it and force the interleaving it prevents); production
+    code never sets them.
     """
 
-    def __init__(self, tx: Transaction, *, locking: bool = True, pause: Pause = no_pause) -> None:
+    def __init__(
+        self,
+        tx: Transaction,
+        *,
+        locking: bool = True,
+        clock_after_lock: bool = True,
+        pause: Pause = no_pause,
+    ) -> None:
         self._tx = tx
         self._locking = locking
+        self._read_locked = (
+            sql.READ_LOCKED if clock_after_lock else sql.READ_LOCKED_BY_TRANSACTION_START
+        )
         self._pause = pause
-        # Set once this transaction appended to the event feed, so the unit of work can wake
-        # the sequencer after commit.
-        self.appended_events = False
+        # The events this transaction appended to the feed, by type: once it commits, the unit
+        # of work hands them on (the sequencer numbers them, the metrics count them).
+        self.appended: Counter[RegistrationEventType] = Counter()
 
-    async def _changed(self, statement: str, **params: Any) -> Reservation | None:
-        """Run a statement that changes a reservation and appends its event; the row after."""
-        row = await self._tx.one(statement, params)
+    async def _changed(
+        self, event: RegistrationEventType, statement: str, **params: Any
+    ) -> Reservation | None:
+        """Run a statement that changes a reservation and appends `event`; the row after."""
+        row = await self._tx.one(statement, {"event": event.value, **params})
         if row is None:
             return None
-        self.appended_events = True
+        self.appended[event] += 1
         return _reservation(row)
 
     async def lock_user(self, event_id: str, user_id: str) -> None:
@@ -93,10 +109,15 @@ class SqlReservationRepository:
         read = (
             None
             if row is None
-            else await self._tx.one(sql.READ_LOCKED, {"id": row["reservation_id"]})
+            else await self._tx.one(self._read_locked, {"id": row["reservation_id"]})
         )
         await self._pause("pending_checked")
         return None if read is None else _locked(read)
+
+    async def latest_of(self, event_id: str, user_id: str) -> Reservation | None:
+        """The user's most recently made reservation for the event."""
+        row = await self._tx.one(sql.LATEST_OF, {"e": event_id, "u": user_id})
+        return None if row is None else _reservation(row)
 
     async def lock(self, reservation_id: str) -> LockedReservation | None:
         """Lock the reservation's row and read it with the database's clock.
@@ -112,7 +133,7 @@ class SqlReservationRepository:
         locked = await self._tx.one(
             f"SELECT reservation_id FROM reservations WHERE reservation_id = %(id)s{lock}", params
         )
-        read = None if locked is None else await self._tx.one(sql.READ_LOCKED, params)
+        read = None if locked is None else await self._tx.one(self._read_locked, params)
         await self._pause("reservation_locked")
         return None if read is None else _locked(read)
 
@@ -135,13 +156,8 @@ class SqlReservationRepository:
             raise TierNotFound("The event has no such tier.", tierId=tier_id)
         if tier["capacity"] is None:
             return TierSeats(capacity=None, taken=0, deleted=tier["deleted"])
-        counted = await self._tx.one(
-            "SELECT count(*) FILTER (WHERE status = 'pending_payment' AND expire_time > now())"
-            " + count(*) FILTER (WHERE status = 'confirmed' AND NOT seat_folded) AS taken"
-            " FROM reservations WHERE event_id = %(e)s AND tier_id = %(t)s"
-            " AND (status = 'pending_payment' OR (status = 'confirmed' AND NOT seat_folded))",
-            params,
-        )
+        count = sql.COUNT_TAKEN if self._locking else sql.COUNT_TAKEN_WITHOUT_LOCKS
+        counted = await self._tx.one(count, params)
         assert counted is not None, "a count returns a row"
         await self._pause("seats_counted")
         taken = tier["accepted_count"] + counted["taken"]
@@ -150,6 +166,7 @@ class SqlReservationRepository:
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
         """Insert a pending hold stamped and timed by the database's clock."""
         inserted = await self._changed(
+            RegistrationEventType.RESERVATION_CREATED,
             sql.INSERT,
             id=reservation.reservation_id,
             e=reservation.event_id,
@@ -169,8 +186,9 @@ class SqlReservationRepository:
         assert inserted is not None, "an insert returns its row"
         return inserted
 
-    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation:
-        """Store the checkout and the payment row that waits for its payment."""
+    async def attach_checkout(self, reservation_id: str, checkout: Checkout) -> Reservation | None:
+        """Store the checkout and the payment row that waits for its payment; None (nothing
+        written) when the hold is no longer pending."""
         row = await self._tx.one(
             sql.ATTACH_CHECKOUT,
             {
@@ -180,15 +198,14 @@ class SqlReservationRepository:
                 "row": uuid.uuid4(),
             },
         )
-        assert row is not None, "the reservation was written in this transaction"
-        return _reservation(row)
+        return None if row is None else _reservation(row)
 
     async def release_hold(
         self, reservation_id: str, status: ReservationStatus
     ) -> Reservation | None:
         """Move a pending hold to expired or cancelled; None if it was not pending."""
         return await self._changed(
-            sql.RELEASE_HOLD, s=status.value, id=reservation_id, event=_EVENT_OF[status].value
+            _EVENT_OF[status], sql.RELEASE_HOLD, s=status.value, id=reservation_id
         )
 
     async def get(self, reservation_id: str) -> Reservation | None:
@@ -196,32 +213,43 @@ class SqlReservationRepository:
         row = await self._tx.one(sql.GET, {"id": reservation_id})
         return None if row is None else _reservation(row)
 
-    async def delivery_outcome(self, delivery_id: str) -> tuple[str, ConfirmOutcome] | None:
-        """The first result recorded for a webhook delivery."""
+    async def delivery_outcome(self, delivery: Delivery) -> DeliveryRecord | None:
+        """What the first delivery with this scheme and id was about, and its result."""
         row = await self._tx.one(
-            "SELECT reservation_id, outcome FROM webhook_deliveries WHERE delivery_id = %(d)s",
-            {"d": delivery_id},
+            "SELECT reservation_id, checkout_id, payment_id, outcome FROM webhook_deliveries"
+            " WHERE scheme = %(s)s AND delivery_id = %(d)s",
+            {"s": delivery.scheme.value, "d": delivery.delivery_id},
         )
-        return None if row is None else (str(row["reservation_id"]), ConfirmOutcome(row["outcome"]))
-
-    async def record_delivery(
-        self, delivery_id: str, reservation_id: str, outcome: ConfirmOutcome
-    ) -> bool:
-        """Record a delivery once: INSERT … ON CONFLICT DO NOTHING."""
-        row = await self._tx.one(
-            "INSERT INTO webhook_deliveries (delivery_id, reservation_id, outcome)"
-            " VALUES (%(d)s, %(r)s, %(o)s) ON CONFLICT DO NOTHING RETURNING delivery_id",
-            {"d": delivery_id, "r": reservation_id, "o": outcome.value},
+        if row is None:
+            return None
+        return DeliveryRecord(
+            reservation_id=str(row["reservation_id"]),
+            checkout_id=row["checkout_id"],
+            payment_id=row["payment_id"],
+            outcome=ConfirmOutcome(row["outcome"]),
         )
-        return row is not None
 
-    async def record_mismatch(self, claim: PaymentClaim) -> None:
-        """Keep the mismatched payment for audit."""
+    async def record_delivery(self, claim: PaymentClaim, outcome: ConfirmOutcome) -> None:
+        """Record the claim's delivery once (a reused id keeps its first payment)."""
+        assert claim.delivery is not None, "only a delivery is recorded"
         await self._tx.one(
-            "INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
-            " provider_payment_id, provider, amount, currency_code, raw_event)"
-            " VALUES (%(id)s, %(r)s, %(c)s, %(p)s, %(provider)s, %(amount)s, %(currency)s,"
-            " %(raw)s)",
+            "INSERT INTO webhook_deliveries (scheme, delivery_id, reservation_id, checkout_id,"
+            " payment_id, outcome) VALUES (%(s)s, %(d)s, %(r)s, %(c)s, %(p)s, %(o)s)"
+            " ON CONFLICT DO NOTHING",
+            {
+                "s": claim.delivery.scheme.value,
+                "d": claim.delivery.delivery_id,
+                "r": claim.reservation_id,
+                "c": claim.checkout_id,
+                "p": claim.payment_id,
+                "o": outcome.value,
+            },
+        )
+
+    async def record_mismatch(self, claim: PaymentClaim, fields: Sequence[str]) -> bool:
+        """Keep a mismatched payment for audit and announce it; False if it was seen before."""
+        row = await self._tx.one(
+            sql.RECORD_MISMATCH,
             {
                 "id": uuid.uuid4(),
                 "r": claim.reservation_id,
@@ -231,8 +259,13 @@ class SqlReservationRepository:
                 "amount": claim.amount,
                 "currency": claim.currency_code,
                 "raw": claim.raw_event,
+                "fields": list(fields),
             },
         )
+        recorded = row is not None and row["recorded"] > 0
+        if recorded:
+            self.appended[RegistrationEventType.PAYMENT_MISMATCH] += 1
+        return recorded
 
     async def accept(self, locked: LockedReservation, claim: PaymentClaim) -> Reservation | None:
         """Register the user, record the payment and confirm the reservation.
@@ -241,6 +274,7 @@ class SqlReservationRepository:
         """
         held = locked.reservation
         return await self._changed(
+            RegistrationEventType.RESERVATION_CONFIRMED,
             sql.ACCEPT,
             g=uuid.uuid4(),
             e=held.event_id,
@@ -253,7 +287,9 @@ class SqlReservationRepository:
     async def mark_paid_unfulfilled(self, claim: PaymentClaim) -> Reservation:
         """Record the payment; the reservation is paid but has no seat: a refund is due."""
         settled = await self._changed(
-            sql.SETTLE_WITHOUT_SEAT, **_settle_params(claim, ReservationStatus.PAID_UNFULFILLED)
+            RegistrationEventType.RESERVATION_PAID_UNFULFILLED,
+            sql.SETTLE_WITHOUT_SEAT,
+            **_settle_params(claim, ReservationStatus.PAID_UNFULFILLED),
         )
         assert settled is not None, "the reservation is locked by this transaction"
         return settled
@@ -270,7 +306,7 @@ class SqlReservationRepository:
         if rows:
             expired = [str(r["reservation_id"]) for r in rows]
             await append_events(self._tx, RegistrationEventType.RESERVATION_EXPIRED, expired)
-            self.appended_events = True
+            self.appended[RegistrationEventType.RESERVATION_EXPIRED] += len(expired)
         return len(rows)
 
     async def fold_confirmed_seats(self, batch_size: int) -> int:
@@ -302,7 +338,6 @@ class SqlReservationRepository:
 def _settle_params(claim: PaymentClaim, status: ReservationStatus) -> dict[str, Any]:
     return {
         "s": status.value,
-        "event": _EVENT_OF[status].value,
         "r": claim.reservation_id,
         "paid": claim.paid_time,
         "row": uuid.uuid4(),
@@ -353,8 +388,9 @@ def _reservation(row: Row) -> Reservation:
         checkout_url=row["checkout_url"],
         paid_time=row["paid_time"],
         registration_id=None if registration_id is None else str(registration_id),
+        payment_id=row["payment_id"],
     )
 
 
 def _locked(row: Row) -> LockedReservation:
-    return LockedReservation(_reservation(row), row["db_now"], row["paid_payment_id"])
+    return LockedReservation(_reservation(row), row["db_now"], row["user_registered"])

@@ -16,21 +16,31 @@ def columns(r: str, registration_id: str) -> str:
         f" {r}.currency_code, {r}.provider, {r}.provider_account_id, {r}.answers,"
         f" {r}.customer_name, {r}.customer_email, {r}.success_url, {r}.cancel_url,"
         f" {r}.checkout_id, {r}.checkout_url, {r}.create_time, {r}.expire_time, {r}.paid_time,"
-        f" {registration_id} AS registration_id"
+        f" {r}.payment_id, {registration_id} AS registration_id"
     )
 
 
 FROM = "reservations r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
 # The same join from a WITH's `r`: the reservation as a statement changed it (RETURNING).
 CHANGED = "r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
-# A locked reservation also carries the database's clock and the payment that settled it.
-LOCKED_COLUMNS = (
-    columns("r", "g.registration_id") + ", now() AS db_now,"
-    " (SELECT p.provider_payment_id FROM payments p"
-    " WHERE p.reservation_id = r.reservation_id AND p.status = 'paid' LIMIT 1) AS paid_payment_id"
+# A locked reservation also carries the database's clock as this statement, sent after the lock
+# was granted, started: `now()` would be the transaction's start, from before any wait for the
+# lock. Seat counts read the same clock (`statement_timestamp()`).
+_READ_LOCKED = (
+    f"SELECT {columns('r', 'g.registration_id')}, {{clock}} AS db_now,"
+    " EXISTS (SELECT 1 FROM registrations o WHERE o.event_id = r.event_id"
+    " AND o.user_id = r.user_id AND o.reservation_id <> r.reservation_id) AS user_registered"
+    f" FROM {FROM} WHERE r.reservation_id = %(id)s"
 )
-READ_LOCKED = f"SELECT {LOCKED_COLUMNS} FROM {FROM} WHERE r.reservation_id = %(id)s"
+READ_LOCKED = _READ_LOCKED.format(clock="statement_timestamp()")
+# The test-only control: the clock of the transaction's start, as before this was fixed.
+READ_LOCKED_BY_TRANSACTION_START = _READ_LOCKED.format(clock="now()")
 GET = f"SELECT {columns('r', 'g.registration_id')} FROM {FROM} WHERE r.reservation_id = %(id)s"
+LATEST_OF = (
+    f"SELECT {columns('r', 'g.registration_id')} FROM {FROM}"
+    " WHERE r.event_id = %(e)s AND r.user_id = %(u)s"
+    " ORDER BY r.create_time DESC, r.reservation_id DESC LIMIT 1"
+)
 
 # The statements below that change a reservation also append its event and return the row as
 # changed (RETURNING), so each is one round trip. Sub-statements of one WITH share a snapshot
@@ -45,12 +55,15 @@ INSERT = (
     " CAST(%(answers)s AS jsonb), %(name)s, %(email)s, %(success)s, %(cancel)s,"
     " now() + make_interval(secs => %(hold)s)) RETURNING *),"
     " e AS (INSERT INTO registration_events (type, reservation_id, reservation)"
-    f" SELECT 'reservation_created', r.reservation_id, {snapshot('r', 'NULL')} FROM r)"
+    f" SELECT %(event)s, r.reservation_id, {snapshot('r', 'NULL')} FROM r)"
     f" SELECT {columns('r', 'NULL')} FROM r"
 )
+# Only a hold still pending gets its checkout: one cancelled or expired while the payment
+# service was asked stays without a URL to pay at.
 ATTACH_CHECKOUT = (
     "WITH r AS (UPDATE reservations SET checkout_id = %(c)s, checkout_url = %(url)s,"
-    " update_time = now() WHERE reservation_id = %(id)s RETURNING *),"
+    " update_time = now() WHERE reservation_id = %(id)s AND status = 'pending_payment'"
+    " RETURNING *),"
     " p AS (INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
     " amount, currency_code) SELECT %(row)s, reservation_id, %(c)s, 'requires_payment',"
     " provider, amount, currency_code FROM r ON CONFLICT DO NOTHING)"
@@ -69,7 +82,7 @@ RELEASE_HOLD = (
 # changed reservation and its registration.
 _SETTLE = (
     " r AS (UPDATE reservations SET status = %(s)s, seat_folded = false,"
-    " paid_time = coalesce(%(paid)s, now()), update_time = now()"
+    " paid_time = coalesce(%(paid)s, now()), payment_id = %(p)s, update_time = now()"
     " WHERE reservation_id = %(r)s{gate} RETURNING *),"
     " p AS (INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
     " amount, currency_code, provider_payment_id, tx_id, paid_time, raw_event)"
@@ -100,4 +113,44 @@ SETTLE_WITHOUT_SEAT = "WITH" + _SETTLE.format(
     snapshot=snapshot("r", "g.registration_id"),
     source=CHANGED,
     columns=columns("r", "g.registration_id"),
+)
+
+# Seats taken in a tier besides its folded accepted_count, by the clock as this statement
+# starts. A hold past its end still counts while another transaction holds its row lock: that
+# may be a confirmation that judged the hold live before its end and has not committed yet, and
+# which gives it a seat without taking the tier lock. `SKIP LOCKED` never waits, so a counter
+# (holding the tier lock) waits on no reservation and the lock order stays user, reservation,
+# tier; the ended holds it could lock stay share-locked until it commits, so a confirmation of
+# one of them waits and then sees the hold ended (and this counter's seat). A hold we lock
+# ourselves (a late confirmation counting) is not counted. `{lock}` is the test-only switch.
+_COUNT_TAKEN = (
+    "WITH tier_rows AS (SELECT status, expire_time, seat_folded FROM reservations"
+    " WHERE event_id = %(e)s AND tier_id = %(t)s"
+    " AND (status = 'pending_payment' OR (status = 'confirmed' AND NOT seat_folded)))"
+    " SELECT count(*) FILTER (WHERE status = 'pending_payment'"
+    " AND expire_time > statement_timestamp())"
+    " + count(*) FILTER (WHERE status = 'confirmed')"
+    " + count(*) FILTER (WHERE status = 'pending_payment'"
+    " AND expire_time <= statement_timestamp())"
+    " - (SELECT count(*) FROM (SELECT 1 FROM reservations WHERE event_id = %(e)s"
+    " AND tier_id = %(t)s AND status = 'pending_payment'"
+    " AND expire_time <= statement_timestamp(){lock}) ended) AS taken"
+    " FROM tier_rows"
+)
+COUNT_TAKEN = _COUNT_TAKEN.format(lock=" FOR KEY SHARE SKIP LOCKED")
+COUNT_TAKEN_WITHOUT_LOCKS = _COUNT_TAKEN.format(lock="")
+# A mismatched payment, once per (reservation, checkout, payment): the first time it is seen it
+# is kept for audit and announced on the feed with what differed; a retry adds nothing.
+RECORD_MISMATCH = (
+    "WITH m AS (INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
+    " provider_payment_id, provider, amount, currency_code, raw_event, fields)"
+    " VALUES (%(id)s, %(r)s, %(c)s, %(p)s, %(provider)s, %(amount)s, %(currency)s, %(raw)s,"
+    " %(fields)s) ON CONFLICT DO NOTHING RETURNING *),"
+    " e AS (INSERT INTO registration_events (type, reservation_id, reservation, details)"
+    f" SELECT 'payment_mismatch', r.reservation_id, {snapshot('r', 'g.registration_id')},"
+    " jsonb_build_object('checkout_id', m.checkout_id, 'payment_id', m.provider_payment_id,"
+    " 'provider', m.provider, 'amount', m.amount, 'currency_code', m.currency_code,"
+    " 'fields', to_jsonb(m.fields)) FROM m JOIN reservations r USING (reservation_id)"
+    " LEFT JOIN registrations g ON g.reservation_id = r.reservation_id)"
+    " SELECT count(*) AS recorded FROM m"
 )

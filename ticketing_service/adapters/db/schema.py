@@ -24,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -57,6 +57,9 @@ ticketing_settings = Table(
     Column("external_url", Text),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    _tstz("event_start_time"),
+    # [[min_hours_before_start, percent], ...]; NULL: Moim's published policy.
+    Column("refund_policy", JSONB),
     CheckConstraint("mode IN ('free', 'paid', 'external')", name="mode"),
     CheckConstraint("currency_code ~ '^[A-Z]{3}$'", name="currency_code"),
 )
@@ -108,6 +111,8 @@ reservations = Table(
     Column("expire_time", DateTime(timezone=True), nullable=False),
     _tstz("paid_time"),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # The provider's id of the payment that settled it (confirmed or paid_unfulfilled).
+    Column("payment_id", Text),
     # False until the expiry sweeper adds a confirmed reservation to its tier's accepted_count:
     # confirmations never write the tier row, and seat counts add the few not yet folded.
     Column("seat_folded", Boolean, nullable=False, server_default=text("false")),
@@ -188,7 +193,8 @@ payments = Table(
     CheckConstraint("amount >= 0", name="amount_non_negative"),
 )
 
-# Payments that did not match their reservation: nothing was confirmed, kept for audit.
+# Payments that did not match their reservation: nothing was confirmed, kept for audit (once
+# per payment, however often its callback is retried) with the fields that differed.
 payment_mismatches = Table(
     "payment_mismatches",
     metadata,
@@ -201,15 +207,22 @@ payment_mismatches = Table(
     Column("currency_code", Text, nullable=False),
     Column("raw_event", LargeBinary),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("fields", ARRAY(Text), nullable=False),
     ForeignKeyConstraint(["reservation_id"], ["reservations.reservation_id"]),
+    UniqueConstraint("reservation_id", "checkout_id", "provider_payment_id"),
 )
 
-# The webhook inbox: a delivery id is acted on once; repeats are answered from `outcome`.
+# The webhook inbox: a delivery id is acted on once; repeats are answered from `outcome`. Ids
+# are unique only within their scheme, and a repeat must be about the same payment: a sender that
+# reuses an id for another payment gets that payment handled, never the first one's answer.
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
+    Column("scheme", Text, primary_key=True),
     Column("delivery_id", Text, primary_key=True),
     Column("reservation_id", UUID(as_uuid=True), nullable=False),
+    Column("checkout_id", Text),
+    Column("payment_id", Text),
     Column("outcome", Text, nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
     ForeignKeyConstraint(["reservation_id"], ["reservations.reservation_id"]),
@@ -229,9 +242,11 @@ registration_events = Table(
     Column("reservation_id", UUID(as_uuid=True), nullable=False),
     Column("reservation", JSONB, nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # What a payment_mismatch event adds to the reservation: the payment and what differed.
+    Column("details", JSONB),
     CheckConstraint(
         "type IN ('reservation_created', 'reservation_confirmed', 'reservation_expired', "
-        "'reservation_cancelled', 'reservation_paid_unfulfilled')",
+        "'reservation_cancelled', 'reservation_paid_unfulfilled', 'payment_mismatch')",
         name="type",
     ),
     Index(

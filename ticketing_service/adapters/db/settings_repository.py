@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from ticketing_service.adapters.db.transaction import Row, Transaction
+from ticketing_service.domain.refunds import RefundRule
 from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 
 # The settings and their live tiers in one statement: one row per tier (offered ones first, in
@@ -14,6 +16,7 @@ from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 _GET = (
     "SELECT s.event_id, s.event_title, s.mode, s.provider, s.provider_account_id,"
     " s.currency_code, s.enabled, s.legacy, s.external_url, s.update_time,"
+    " s.event_start_time, s.refund_policy,"
     " t.tier_id, t.name, t.price_amount, t.capacity, t.sale_start_time, t.sale_end_time,"
     " t.retained, t.accepted_count + (SELECT count(*) FROM reservations r"
     " WHERE r.event_id = t.event_id AND r.tier_id = t.tier_id AND r.status = 'confirmed'"
@@ -34,13 +37,16 @@ _TIERS_IN_USE = (
 )
 _UPSERT_SETTINGS = (
     "INSERT INTO ticketing_settings (event_id, event_title, mode, provider, provider_account_id,"
-    " currency_code, enabled, legacy, external_url) VALUES (%(event_id)s, %(event_title)s,"
-    " %(mode)s, %(provider)s, %(provider_account_id)s, %(currency_code)s, %(enabled)s,"
-    " %(legacy)s, %(external_url)s) ON CONFLICT (event_id) DO UPDATE SET"
+    " currency_code, enabled, legacy, external_url, event_start_time, refund_policy)"
+    " VALUES (%(event_id)s, %(event_title)s, %(mode)s, %(provider)s, %(provider_account_id)s,"
+    " %(currency_code)s, %(enabled)s, %(legacy)s, %(external_url)s, %(event_start_time)s,"
+    " CAST(%(refund_policy)s AS jsonb)) ON CONFLICT (event_id) DO UPDATE SET"
     " event_title = excluded.event_title, mode = excluded.mode, provider = excluded.provider,"
     " provider_account_id = excluded.provider_account_id,"
     " currency_code = excluded.currency_code, enabled = excluded.enabled,"
-    " legacy = excluded.legacy, external_url = excluded.external_url, update_time = now()"
+    " legacy = excluded.legacy, external_url = excluded.external_url,"
+    " event_start_time = excluded.event_start_time, refund_policy = excluded.refund_policy,"
+    " update_time = now()"
 )
 # An offered tier is live again even if it had been deleted (its tombstone is cleared).
 _UPSERT_TIER = (
@@ -112,6 +118,8 @@ class SqlSettingsRepository:
             "enabled": settings.enabled,
             "legacy": settings.legacy,
             "external_url": settings.external_url,
+            "event_start_time": settings.event_start_time,
+            "refund_policy": _policy_json(settings.refund_policy),
         }
         await self._tx.one(_UPSERT_SETTINGS, values)
 
@@ -161,4 +169,16 @@ def _settings_from_rows(row: Row, tier_list: list[Tier]) -> Settings:
         external_url=row["external_url"],
         tiers=tuple(tier_list),
         update_time=row["update_time"],
+        event_start_time=row["event_start_time"],
+        refund_policy=_policy(row["refund_policy"]),
     )
+
+
+def _policy_json(policy: tuple[RefundRule, ...] | None) -> str | None:
+    if policy is None:
+        return None
+    return json.dumps([[r.min_hours_before_start, r.percent] for r in policy])
+
+
+def _policy(stored: list[list[int]] | None) -> tuple[RefundRule, ...] | None:
+    return None if stored is None else tuple(RefundRule(hours, pct) for hours, pct in stored)

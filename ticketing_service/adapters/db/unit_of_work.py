@@ -6,7 +6,6 @@ Database failures are translated here into the domain's errors, so a lost connec
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -22,11 +21,15 @@ from ticketing_service.adapters.db.reservation_repository import (
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
 from ticketing_service.adapters.db.transaction import Transaction
 from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailable, TicketingError
+from ticketing_service.service_layer.ports import AfterCommit, Committed
 
-# SQLSTATEs a client should retry: serialization failure, deadlock, lock or statement timeout.
-# A unique violation is retryable too: the row a concurrent transaction just committed is there
-# for the retry to find.
-_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03", "57014", "23505"}
+# SQLSTATEs a client should retry: serialization failure, deadlock, lock timeout.
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
+# The unique constraints two transactions can race on, where the retry finds the row the other
+# one committed: only the live-hold-per-user index, the backstop behind the user lock. Any other
+# unique violation, and a statement that ran past statement_timeout, is a bug or an overload a
+# person must look at: it answers INTERNAL and is logged, never an endless client retry.
+_RACED_CONSTRAINTS = {"uq_reservations_live_per_user_event"}
 # What a database failure raises: the server's errors and asyncpg's connection errors (with a
 # SQLSTATE), the socket's, and the pool's timeout.
 _DATABASE_ERRORS = (asyncpg.PostgresError, OSError, PoolTimeout)
@@ -45,13 +48,16 @@ def translate_database_error(error: BaseException) -> TicketingError | None:
             "Every database connection of this process stayed busy; retry shortly."
         )
     sqlstate = getattr(error, "sqlstate", None)
-    if sqlstate in _RETRYABLE_SQLSTATES:
+    raced = sqlstate == "23505" and getattr(error, "constraint_name", None) in _RACED_CONSTRAINTS
+    if raced or sqlstate in _RETRYABLE_SQLSTATES:
         return ConcurrentUpdate("A concurrent change held a lock too long or conflicted; retry.")
     # OSError: the connection cannot be made (refused, timed out); 08: it was lost; 28 and 3D:
     # the server refused the login or has no such database; 53: it has no room for another
-    # connection; 57P: it is shutting down or starting.
+    # connection; 57P: it is shutting down or starting; 25006: it is a read-only standby (a
+    # failover left us on one until the connection is replaced).
     lost = isinstance(error, OSError)
-    if lost or (sqlstate is not None and sqlstate.startswith(("08", "28", "3D", "53", "57P"))):
+    unavailable = ("08", "28", "3D", "53", "57P", "25006")
+    if lost or (sqlstate is not None and sqlstate.startswith(unavailable)):
         return DatabaseUnavailable("The database cannot be reached right now; retry shortly.")
     return None
 
@@ -67,17 +73,19 @@ class SqlUnitOfWork:
         self,
         database: Database,
         *,
-        after_events_commit: Callable[[], None] | None = None,
+        after_commit: AfterCommit | None = None,
         locking: bool = True,
+        clock_after_lock: bool = True,
         pause: Pause = no_pause,
     ) -> None:
-        # `locking` and `pause` are for the tests that prove each lock matters; the composition
-        # root never passes them.
+        # `locking`, `clock_after_lock` and `pause` are for the tests that prove each protection
+        # matters; the composition root never passes them.
         self._database = database
         self._tx: Transaction | None = None
-        self._locking = locking
+        self._protections = {"locking": locking, "clock_after_lock": clock_after_lock}
         self._pause = pause
-        self._after_events_commit = after_events_commit
+        self._after_commit = after_commit
+        self.late_payment = False
 
     async def __aenter__(self) -> Self:
         """Check out a connection and begin the transaction."""
@@ -90,7 +98,7 @@ class SqlUnitOfWork:
         self._tx = tx
         self.settings = SqlSettingsRepository(tx)
         self.events = SqlEventsRepository(tx)
-        self.reservations = SqlReservationRepository(tx, locking=self._locking, pause=self._pause)
+        self.reservations = SqlReservationRepository(tx, pause=self._pause, **self._protections)
         return self
 
     async def __aexit__(
@@ -113,5 +121,5 @@ class SqlUnitOfWork:
         """Commit the transaction."""
         assert self._tx is not None, "commit() outside of `async with`"
         await self._tx.commit()
-        if self.reservations.appended_events and self._after_events_commit is not None:
-            self._after_events_commit()
+        if self._after_commit is not None:
+            self._after_commit(Committed(self.reservations.appended, self.late_payment))

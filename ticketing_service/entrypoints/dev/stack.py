@@ -70,13 +70,13 @@ async def run_dev_stack(config: Config, listen: DevListen) -> int:
         payment_service_token=payment_token,
         callback_url=shim_url + CALLBACK_PATH,
         public_base_url=sandbox_url,
-        grpc_token=None,
+        grpc_tokens=(),
     )
     database_url = bootstrap.resolve_database_url(config)
     await asyncio.to_thread(bootstrap.migrate, database_url)
     wiring = bootstrap.wire(config, database_url)
     workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
-    running = await start_server(wiring.deps, listen.grpc, token=None)
+    running = await start_server(wiring.deps, listen.grpc)
     shim_config = WebhookConfig(
         listen=listen.webhook,
         grpc_target=f"127.0.0.1:{running.port}",

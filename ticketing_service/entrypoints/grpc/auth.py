@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
 
 from ticketing_service.domain.errors import Unauthenticated
-from ticketing_service.entrypoints.grpc.errors import to_status
+from ticketing_service.entrypoints.grpc.errors import abort
 
 PROTECTED_SERVICE_PREFIX = "/moim.ticketing.v1.TicketingService/"
 
@@ -17,10 +17,15 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses TicketingService calls without `authorization: Bearer <token>`."""
+    """Refuses TicketingService calls without `authorization: Bearer <token>` of a known token.
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    Several tokens are accepted while one is being rotated (TICKETING_GRPC_TOKEN=new,old).
+    """
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        if not tokens or not all(tokens):
+            raise ValueError("BearerTokenInterceptor needs at least one non-empty token.")
+        self._expected = tuple(f"Bearer {token}".encode() for token in tokens)
 
     async def intercept_service(
         self,
@@ -39,23 +44,29 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         for key, value in metadata or ():
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else bytes(value)
-                # Constant-time: the comparison takes as long whatever prefix matched.
-                return hmac.compare_digest(given, self._expected)
+                return _matches_any(given, self._expected)
         return False
 
 
+def _matches_any(given: bytes, expected: Sequence[bytes]) -> bool:
+    # Every token is compared, each in constant time, with no early exit: how long a refusal
+    # takes tells nothing about which token, or which prefix of one, came close.
+    matched = False
+    for token in expected:
+        matched |= hmac.compare_digest(given, token)
+    return matched
+
+
 def _refusing(handler: Handler) -> Handler:
-    status = to_status(
-        Unauthenticated(
-            "The call needs `authorization: Bearer <token>` metadata with the service's token."
-        )
+    error = Unauthenticated(
+        "The call needs `authorization: Bearer <token>` metadata with the service's token."
     )
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort_with_status(status)
+        await abort(context, error)
 
     async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort_with_status(status)
+        await abort(context, error)
         yield  # pragma: no cover  # makes this an async generator for streaming methods
 
     deserializer = handler.request_deserializer

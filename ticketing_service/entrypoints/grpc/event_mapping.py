@@ -8,7 +8,7 @@ from ticketing_service.domain.events import RegistrationEvent, RegistrationEvent
 from ticketing_service.entrypoints.grpc.reservation_mapping import write_reservation
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import Violations
-from ticketing_service.service_layer.events_handlers import MAX_PAGE_SIZE
+from ticketing_service.service_layer.event_fanout import MAX_PAGE_SIZE
 
 _TYPES = {
     event_type: registration_event_pb2.RegistrationEventType.Value(
@@ -46,4 +46,15 @@ def write_event(event: RegistrationEvent) -> registration_event_pb2.Registration
         reservation=write_reservation(event.reservation),
     )
     write_timestamp(message.create_time, event.create_time)
+    if (mismatch := event.mismatch) is not None:
+        message.payment_mismatch.CopyFrom(
+            registration_event_pb2.PaymentMismatch(
+                checkout_id=mismatch.checkout_id,
+                payment_id=mismatch.payment_id,
+                provider=mismatch.provider,
+                amount=mismatch.amount,
+                currency_code=mismatch.currency_code,
+                fields=mismatch.fields,
+            )
+        )
     return message

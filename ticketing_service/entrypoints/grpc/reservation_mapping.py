@@ -8,6 +8,8 @@ from moim.ticketing.v1.ticketing_service_pb2 import ConfirmPaymentOutcome
 from ticketing_service.domain.reservations import (
     Answer,
     ConfirmOutcome,
+    Delivery,
+    DeliveryScheme,
     PaymentClaim,
     Reservation,
     ReservationStatus,
@@ -18,6 +20,9 @@ from ticketing_service.service_layer.registration_handlers import StartRegistrat
 
 MAX_ANSWERS = 50
 MAX_ANSWER_LENGTH = 4000
+# All of a reservation's answers together (question ids included, in UTF-8 bytes). The answers
+# travel in every event of the reservation on the feed, so they must stay small.
+MAX_ANSWERS_BYTES = 16 * 1024
 MAX_EMAIL_LENGTH = 320
 MAX_RAW_EVENT_BYTES = 64 * 1024
 
@@ -55,15 +60,20 @@ def read_start(request: ticketing_service_pb2.StartPaidRegistrationRequest) -> S
 def _read_answers(
     v: Violations, request: ticketing_service_pb2.StartPaidRegistrationRequest
 ) -> tuple[Answer, ...]:
-    if len(request.answers) > MAX_ANSWERS:
+    if len(request.answers) > MAX_ANSWERS:  # before reading any answer
         v.add("answers", f"At most {MAX_ANSWERS} answers.")
-    return tuple(
+        v.raise_if_any()
+    answers = tuple(
         Answer(
             v.required_id(f"answers[{i}].question_id", a.question_id),
             v.text(f"answers[{i}].answer", a.answer, MAX_ANSWER_LENGTH),
         )
         for i, a in enumerate(request.answers)
     )
+    size = sum(len(a.question_id.encode()) + len(a.answer.encode()) for a in answers)
+    if size > MAX_ANSWERS_BYTES:
+        v.add("answers", f"Must total at most {MAX_ANSWERS_BYTES} bytes, question ids included.")
+    return answers
 
 
 def read_reservation_id(reservation_id: str) -> str:
@@ -72,6 +82,15 @@ def read_reservation_id(reservation_id: str) -> str:
     canonical = v.uuid("reservation_id", reservation_id)
     v.raise_if_any()
     return canonical
+
+
+def read_find(request: ticketing_service_pb2.FindReservationRequest) -> tuple[str, str]:
+    """The event and the user whose latest reservation is asked for, or InvalidArgument."""
+    v = Violations()
+    event_id = v.required_id("event_id", request.event_id)
+    user_id = v.required_id("user_id", request.user_id)
+    v.raise_if_any()
+    return event_id, user_id
 
 
 def read_cancel(request: ticketing_service_pb2.CancelReservationRequest) -> tuple[str, str]:
@@ -87,7 +106,9 @@ def read_claim(request: ticketing_service_pb2.ConfirmPaymentRequest) -> PaymentC
     """The payment claimed, or InvalidArgument listing every bad field."""
     v = Violations()
     paid_time = (
-        v.timestamp("paid_time", request.paid_time) if request.HasField("paid_time") else None
+        v.timestamp("paid_time", request.paid_time, earliest_year=1970)
+        if request.HasField("paid_time")
+        else None
     )
     if len(request.raw_event) > MAX_RAW_EVENT_BYTES:
         v.add("raw_event", f"Must be at most {MAX_RAW_EVENT_BYTES} bytes.")
@@ -100,11 +121,29 @@ def read_claim(request: ticketing_service_pb2.ConfirmPaymentRequest) -> PaymentC
         amount=v.amount("amount", request.amount),
         currency_code=v.currency("currency_code", request.currency_code, required=True) or "",
         paid_time=paid_time,
-        delivery_id=v.text("delivery_id", request.delivery_id, MAX_ID_LENGTH) or None,
+        delivery=_read_delivery(v, request),
         raw_event=request.raw_event or None,
     )
     v.raise_if_any()
     return claim
+
+
+_SCHEMES = {
+    ticketing_service_pb2.DELIVERY_SCHEME_UNSPECIFIED: DeliveryScheme.DIRECT,
+    ticketing_service_pb2.DELIVERY_SCHEME_MOIM_HMAC: DeliveryScheme.MOIM_HMAC,
+    ticketing_service_pb2.DELIVERY_SCHEME_STANDARD_WEBHOOKS: DeliveryScheme.STANDARD_WEBHOOKS,
+}
+
+
+def _read_delivery(
+    v: Violations, request: ticketing_service_pb2.ConfirmPaymentRequest
+) -> Delivery | None:
+    delivery_id = v.text("delivery_id", request.delivery_id, MAX_ID_LENGTH)
+    scheme = _SCHEMES.get(request.delivery_scheme)
+    if scheme is None:
+        v.add("delivery_scheme", "Must be a DeliveryScheme value this service knows.")
+        return None
+    return Delivery(scheme, delivery_id) if delivery_id else None
 
 
 def write_reservation(reservation: Reservation) -> reservation_pb2.Reservation:
@@ -125,6 +164,7 @@ def write_reservation(reservation: Reservation) -> reservation_pb2.Reservation:
             for a in reservation.answers
         ],
         registration_id=reservation.registration_id or "",
+        payment_id=reservation.payment_id or "",
     )
     write_timestamp(message.create_time, reservation.create_time)
     write_timestamp(message.expire_time, reservation.expire_time)

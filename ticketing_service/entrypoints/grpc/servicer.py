@@ -7,6 +7,7 @@ It holds no business rules. Domain errors become rich gRPC statuses in one place
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,8 +20,12 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from ticketing_service.domain.errors import InvalidArgument, TicketingError
 from ticketing_service.entrypoints.grpc import event_mapping, reservation_mapping, settings_mapping
-from ticketing_service.entrypoints.grpc.errors import internal_status, to_status
-from ticketing_service.entrypoints.grpc.validation import Violations, nul_characters
+from ticketing_service.entrypoints.grpc.errors import abort, internal_status
+from ticketing_service.entrypoints.grpc.validation import (
+    Violations,
+    nul_characters,
+    oversized_lists,
+)
 from ticketing_service.service_layer import (
     events_handlers,
     payment_handlers,
@@ -28,6 +33,7 @@ from ticketing_service.service_layer import (
     settings_handlers,
 )
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.event_fanout import EventFanout
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +48,22 @@ def _answering_errors(
 ) -> Callable[[TicketingServicer, Request, Context], Awaitable[Response]]:
     """Turn domain errors into their status and anything else into a bare INTERNAL.
 
-    A request with NUL in any text field is refused first (`nul_characters`).
+    A request with an over-long list (`oversized_lists`, before any element is read) or with
+    NUL in any text field (`nul_characters`) is refused first.
     """
 
     @functools.wraps(method)
     async def wrapper(self: TicketingServicer, request: Request, context: Context) -> Response:
         try:
-            if isinstance(request, Message) and (refused := nul_characters(request)):
+            # Lengths first: the NUL walk reads every element.
+            refused = isinstance(request, Message) and (
+                oversized_lists(request) or nul_characters(request)
+            )
+            if refused:
                 raise InvalidArgument(refused)
             return await method(self, request, context)
         except TicketingError as error:
-            await context.abort_with_status(to_status(error))
+            await abort(context, error)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception:
@@ -66,8 +77,9 @@ def _answering_errors(
 class TicketingServicer(pb_grpc.TicketingServiceServicer):
     """moim.ticketing.v1.TicketingService on the service layer."""
 
-    def __init__(self, deps: Dependencies) -> None:
+    def __init__(self, deps: Dependencies, max_watchers: int) -> None:
         self._deps = deps
+        self._fanout = EventFanout(deps, max_watchers)
 
     @_answering_errors
     async def UpdateTicketingSettings(
@@ -116,6 +128,17 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
         )
 
     @_answering_errors
+    async def FindReservation(
+        self, request: pb.FindReservationRequest, context: Context
+    ) -> pb.FindReservationResponse:
+        """Read a user's latest reservation for an event."""
+        event_id, user_id = reservation_mapping.read_find(request)
+        reservation = await registration_handlers.find_reservation(self._deps, event_id, user_id)
+        return pb.FindReservationResponse(
+            reservation=reservation_mapping.write_reservation(reservation)
+        )
+
+    @_answering_errors
     async def CancelReservation(
         self, request: pb.CancelReservationRequest, context: Context
     ) -> pb.CancelReservationResponse:
@@ -158,11 +181,13 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
         """Replay the feed after a sequence, then stream events as they are numbered."""
         try:
             after = event_mapping.read_watch(request)
-            events = events_handlers.watch_registration_events(self._deps, after)
-            async for event in events:
-                yield pb.WatchRegistrationEventsResponse(event=event_mapping.write_event(event))
+            watch = events_handlers.watch_registration_events(self._deps, self._fanout, after)
+            # Closed here, not by the garbage collector: the watcher's place is freed at once.
+            async with contextlib.aclosing(watch) as events:
+                async for event in events:
+                    yield pb.WatchRegistrationEventsResponse(event=event_mapping.write_event(event))
         except TicketingError as error:
-            await context.abort_with_status(to_status(error))
+            await abort(context, error)
         except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
             raise
         except Exception:

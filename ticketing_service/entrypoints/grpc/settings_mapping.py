@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from moim.ticketing.v1 import settings_pb2, ticketing_service_pb2
 
+from ticketing_service.domain.refunds import RefundRule, policy_problems
 from ticketing_service.domain.settings import (
     Settings,
     SettingsUpdate,
     TicketingMode,
     Tier,
-    validate_tier_ids_unique,
+    repeated_tier_ids,
 )
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import MAX_NAME_LENGTH, Violations
 
-MAX_TIERS = 100
 MAX_TITLE_LENGTH = 300
+MAX_REFUND_RULES = 20
 
 _MODES = {
     TicketingMode.FREE: settings_pb2.TICKETING_MODE_FREE,
@@ -31,18 +32,36 @@ def read_settings_update(
     v = Violations()
     event_id = v.required_id("event_id", request.event_id)
     title = v.text("event_title", request.event_title, MAX_TITLE_LENGTH)
-    if len(request.tiers) > MAX_TIERS:
-        v.add("tiers", f"An event has at most {MAX_TIERS} tiers.")
+    # At most validation.MAX_LIST_LENGTH tiers: the servicer refused a longer list unread.
     tiers = tuple(_read_tier(v, f"tiers[{i}]", t) for i, t in enumerate(request.tiers))
-    for duplicate in validate_tier_ids_unique(tiers):
-        v.add("tiers", f"The tier id {duplicate!r} appears more than once.")
+    for index, first in repeated_tier_ids(tiers):
+        v.add(f"tiers[{index}].tier_id", f"Repeats the id of tiers[{first}]; ids must be unique.")
     external_url = request.external_url if request.HasField("external_url") else None
     if external_url:
         v.url("external_url", external_url)
     currency = v.currency("currency_code", request.currency_code, required=False)
     account = v.text("provider_account_id", request.provider_account_id, 128) or None
+    start = (
+        v.timestamp("event_start_time", request.event_start_time, earliest_year=1970)
+        if request.HasField("event_start_time")
+        else None
+    )
+    policy = _read_refund_policy(v, request)
     v.raise_if_any()
-    return SettingsUpdate(event_id, title, tiers, external_url, currency, account)
+    return SettingsUpdate(event_id, title, tiers, external_url, currency, account, start, policy)
+
+
+def _read_refund_policy(
+    v: Violations, request: ticketing_service_pb2.UpdateTicketingSettingsRequest
+) -> tuple[RefundRule, ...] | None:
+    """The organizer's refund rules; None (Moim's published policy) when none are given."""
+    if len(request.refund_policy) > MAX_REFUND_RULES:
+        v.add("refund_policy", f"A refund policy has at most {MAX_REFUND_RULES} rules.")
+        return None
+    rules = tuple(RefundRule(r.min_hours_before_start, r.percent) for r in request.refund_policy)
+    for problem in policy_problems(rules):
+        v.add("refund_policy", problem)
+    return rules or None
 
 
 def _read_tier(v: Violations, path: str, tier: settings_pb2.TierInput) -> Tier:
@@ -86,6 +105,12 @@ def write_settings(settings: Settings) -> settings_pb2.TicketingSettings:
     )
     if settings.update_time is not None:
         write_timestamp(message.update_time, settings.update_time)
+    if settings.event_start_time is not None:
+        write_timestamp(message.event_start_time, settings.event_start_time)
+    for rule in settings.refund_policy or ():
+        message.refund_policy.add(
+            min_hours_before_start=rule.min_hours_before_start, percent=rule.percent
+        )
     return message
 
 

@@ -14,6 +14,9 @@ from ticketing_service.domain.money import MAX_AMOUNT, is_known_currency
 MAX_ID_LENGTH = 128
 MAX_NAME_LENGTH = 200
 MAX_URL_LENGTH = 2048
+# The longest list any request takes: an event has at most this many tiers. Other lists may
+# have their own, smaller bound (answers).
+MAX_LIST_LENGTH = 100
 
 
 class Violations:
@@ -79,13 +82,33 @@ class Violations:
             self.add(field, f"Must be an http(s) URL of at most {MAX_URL_LENGTH} characters.")
         return value
 
-    def timestamp(self, field: str, value: Timestamp) -> datetime | None:
-        """A timestamp as an aware datetime, or None when the field is unset."""
+    def timestamp(self, field: str, value: Timestamp, earliest_year: int = 1) -> datetime | None:
+        """A timestamp as an aware datetime from `earliest_year` to 9999, or None when invalid."""
         try:
-            return value.ToDatetime(tzinfo=UTC)
+            when = value.ToDatetime(tzinfo=UTC)
         except (ValueError, OverflowError):
-            self.add(field, "Must be a valid timestamp between years 1 and 9999.")
+            when = None
+        if when is None or when.year < earliest_year:
+            self.add(field, f"Must be a valid timestamp between years {earliest_year} and 9999.")
             return None
+        return when
+
+
+def oversized_lists(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """The lists of `message` (and of its nested messages) longer than any request takes.
+
+    It reads lengths only, never an element, so a request of a million empty tiers is refused
+    at once; the mappings then apply each list's own, smaller bound.
+    """
+    violations = []
+    for field, value in message.ListFields():
+        if field.is_repeated:
+            if len(value) > MAX_LIST_LENGTH:
+                description = f"Must have at most {MAX_LIST_LENGTH} items."
+                violations.append(FieldViolation(prefix + field.name, description))
+        elif isinstance(value, Message):
+            violations.extend(oversized_lists(value, f"{prefix}{field.name}."))
+    return violations
 
 
 def nul_characters(message: Message, prefix: str = "") -> list[FieldViolation]:

@@ -25,7 +25,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.entrypoints.observability.rpc_calls import Context, RpcOutcome
+from ticketing_service.service_layer.ports import Committed
 from ticketing_service.webhook_config import parse_host_port
 
 METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
@@ -33,8 +35,8 @@ METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
 # Seconds: from a cached read (~1 ms) to the payment service's 10 s timeout and beyond.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-# The outbox's event types, without their `reservation_` prefix.
-RESERVATION_EVENT_TYPES = ("created", "confirmed", "expired", "cancelled", "paid_unfulfilled")
+# The feed's event types, without their `reservation_` prefix.
+RESERVATION_EVENT_TYPES = tuple(t.value.removeprefix("reservation_") for t in RegistrationEventType)
 LATE_PAYMENT_RESULTS = ("seat_found", "paid_unfulfilled")
 PAYMENT_SERVICE_RESULTS = ("ok", "unavailable", "refused", "error")
 CONCURRENT_UPDATE = "CONCURRENT_UPDATE"
@@ -53,10 +55,6 @@ class TicketingMetrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             self.registry.register(GC_COLLECTOR)
-        # (method path, code) -> service, method name, and their labelled counter and histogram
-        self._rpc_children: dict[
-            tuple[str, grpc.StatusCode], tuple[str, str, Counter, Histogram]
-        ] = {}
         self._rpc_metrics()
         self._outcome_metrics()
         self._webhook_metrics()
@@ -146,27 +144,26 @@ class TicketingMetrics:
             registry=self.registry,
         )
 
-    def observe_rpc(self, outcome: RpcOutcome) -> None:
+    def count_committed(self, committed: Committed) -> None:
+        """Count what a committed transaction did: its feed events, and a late payment."""
+        for event_type, count in committed.events.items():
+            self.reservation_events.labels(event_type.value.removeprefix("reservation_")).inc(count)
+        if committed.late_payment:
+            confirmed = RegistrationEventType.RESERVATION_CONFIRMED in committed.events
+            self.late_payments.labels("seat_found" if confirmed else "paid_unfulfilled").inc()
+
+    def started(self, method: str, request: object, context: Context) -> None:
+        """Nothing to count until the call ends (TicketingMetrics is a CallObserver)."""
+
+    def finished(self, state: None, outcome: RpcOutcome) -> None:
         """Count one served call and its latency; failures by reason, lock timeouts apart."""
-        key = (outcome.method, outcome.code)
-        known = self._rpc_children.get(key)
-        if known is None:
-            # Looked up once per method and code (served methods only: a closed set).
-            service, _, method = outcome.method.lstrip("/").rpartition("/")
-            code = outcome.code.name
-            known = (
-                service,
-                method,
-                self.rpc_handled.labels(service, method, code),
-                self.rpc_duration.labels(service, method, code),
-            )
-            self._rpc_children[key] = known
-        service, method, handled, duration = known
-        handled.inc()
-        duration.observe(outcome.duration_seconds)
+        service, _, method = outcome.method.lstrip("/").rpartition("/")
+        code = outcome.code.name
+        self.rpc_handled.labels(service, method, code).inc()
+        self.rpc_duration.labels(service, method, code).observe(outcome.duration_seconds)
         if outcome.code == grpc.StatusCode.OK:
             return
-        self.rpc_errors.labels(service, method, outcome.reason or outcome.code.name).inc()
+        self.rpc_errors.labels(service, method, outcome.reason or code).inc()
         if outcome.reason == CONCURRENT_UPDATE:
             self.lock_timeouts.labels(method).inc()
 
@@ -192,20 +189,6 @@ class _PoolCollector(Collector):
         yield GaugeMetricFamily(
             "ticketing_db_pool_size", "Connections this process's pool keeps open.", value=size
         )
-
-
-class MetricsObserver:
-    """Counts every served gRPC call by method and code, and times it (a CallObserver)."""
-
-    def __init__(self, metrics: TicketingMetrics) -> None:
-        self._metrics = metrics
-
-    def started(self, method: str, request: object, context: Context) -> None:
-        """Nothing to do until the call ends."""
-
-    def finished(self, state: None, outcome: RpcOutcome) -> None:
-        """Record the call's code, reason and duration."""
-        self._metrics.observe_rpc(outcome)
 
 
 @dataclass(slots=True)

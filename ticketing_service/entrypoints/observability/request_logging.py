@@ -7,9 +7,7 @@ otherwise. Every record logged while serving carries it.
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 import time
 from contextvars import Token
 from typing import Any
@@ -72,15 +70,6 @@ def _reservation_of(message: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-# A gRPC method path (`/package.Service/Method`): letters, digits, dots and underscores only.
-_SERVICE_METHOD = re.compile(r"/[\w.]+/\w+")
-
-
-@functools.lru_cache(maxsize=256)  # once per served method, not once per call
-def _is_service_method(method: str) -> bool:
-    return _SERVICE_METHOD.fullmatch(method) is not None
-
-
 class RequestContextObserver:
     """Gives each call a request id and logs one line when it ends: method, code, duration.
 
@@ -111,12 +100,9 @@ class RequestContextObserver:
                 "duration_ms": duration_ms,
             }
             message = f"{short_method(outcome.method)} {outcome.code.name} in {duration_ms:.1f} ms"
-            if _is_service_method(outcome.method):
-                # A registered method's path, a code, a reason from our vocabulary and a
-                # number: nothing a caller wrote, so the redaction scan can be skipped.
-                log_composed(rpc_log, level, message, fields)
-            else:
-                rpc_log.log(level, message, extra=fields)  # the path is the caller's text
+            # Only registered methods are observed: the path, a code, a reason from our
+            # vocabulary and a number are nothing a caller wrote, so redaction can skip them.
+            log_composed(rpc_log, level, message, fields)
         finally:
             end_request(state)
 

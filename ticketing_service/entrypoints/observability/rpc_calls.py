@@ -2,29 +2,35 @@
 
 grpc.aio interceptors see the *handler*, not the call, so observing a call means wrapping the
 handler's behaviour, keeping its kind: a coroutine stays a coroutine, an async generator an async
-generator, and a synchronous behaviour (the standard health servicer's, which grpc runs in a
-thread) stays synchronous. Unary-unary and unary-stream behaviours are wrapped (the service has
-no client-streaming methods); anything else passes through unobserved.
+generator. Every behaviour this server registers is asynchronous (the servicer, the asyncio
+health servicer); unary-unary and unary-stream ones are wrapped, and anything else (reflection's
+bidirectional stream) passes through unobserved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, cast
+from typing import Any, Protocol, TypeAlias
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# The ErrorInfo reason the call is being refused with, noted where it aborts (`errors.abort`):
+# each call runs in a task of its own, so the value never leaks into another call.
+_failure_reason: ContextVar[str] = ContextVar("ticketing_failure_reason", default="")
+
+
+def note_failure_reason(reason: str) -> None:
+    """Name the reason the current call is about to be refused with."""
+    _failure_reason.set(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,19 +50,6 @@ def short_method(method: str) -> str:
     return method.rsplit("/", 1)[-1]
 
 
-def error_reason(context: Context) -> str:
-    """The `google.rpc.ErrorInfo` reason a call was aborted with, or ""."""
-    for key, value in context.trailing_metadata() or ():
-        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return str(info.reason)
-    return ""
-
-
 def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED
@@ -65,35 +58,6 @@ def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
         return code
     # An exception that escaped without an abort: grpc answers UNKNOWN for it.
     return grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
-
-
-class _RecordingContext:
-    """A synchronous behaviour's context that remembers the code it was given.
-
-    grpc.aio hands synchronous behaviours a context without `code()` or `trailing_metadata()`;
-    this one answers both from what the behaviour set, and passes everything else through.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._code: grpc.StatusCode | None = None
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
-        self._inner.set_code(code)
-
-    def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        self._code = code
-        self._inner.abort(code, details)
-
-    def code(self) -> grpc.StatusCode | None:
-        return self._code
-
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
-        return ()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 class CallObserver(Protocol):
@@ -113,21 +77,12 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
     `started` runs in observer order inside the call's own task, so context variables an
     observer sets are seen by the handler and everything it awaits; `finished` runs in reverse
-    order, so the first observer sees the end last. One interceptor for all observers: each
-    interceptor of its own would add a handler lookup and a wrapper to every call.
+    order, so the first observer sees the end last.
     """
 
     def __init__(self, *observers: CallObserver) -> None:
         self._observers = observers
-        self._reversed = observers[::-1]
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
-
-    def _started(self, method: str, request: Any, context: Context) -> list[Any]:
-        return [observer.started(method, request, context) for observer in self._observers]
-
-    def _finished(self, states: list[Any], outcome: RpcOutcome) -> None:
-        for observer, state in zip(self._reversed, reversed(states), strict=True):
-            observer.finished(state, outcome)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -161,6 +116,10 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
+    def _start(self, method: str, request: Any, context: Context) -> list[Any]:
+        _failure_reason.set("")
+        return [observer.started(method, request, context) for observer in self._observers]
+
     def _end(
         self,
         states: list[Any],
@@ -171,23 +130,20 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         response: object | None = None,
     ) -> None:
         code = _code(context, error)
+        ok = code == grpc.StatusCode.OK
         outcome = RpcOutcome(
             method=method,
             code=code,
-            reason=error_reason(context) if code != grpc.StatusCode.OK else "",
+            reason="" if ok else _failure_reason.get(),
             duration_seconds=time.perf_counter() - began,
-            response=response if code == grpc.StatusCode.OK else None,
+            response=response if ok else None,
         )
-        self._finished(states, outcome)
+        for observer, state in zip(self._observers[::-1], states[::-1], strict=True):
+            observer.finished(state, outcome)
 
     def _unary(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
-        if not inspect.iscoroutinefunction(behaviour):
-            # A synchronous behaviour (the health servicer's): grpc runs it in a thread, so the
-            # wrapper must stay synchronous too.
-            return self._sync_unary(method, behaviour)
-
         async def observed(request: Any, context: Context) -> Any:
-            states = self._started(method, request, context)
+            states = self._start(method, request, context)
             began = time.perf_counter()
             try:
                 response = await behaviour(request, context)
@@ -199,51 +155,14 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
         return observed
 
-    def _sync_unary(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
-        def observed(request: Any, grpc_context: Context) -> Any:
-            context = cast(Context, _RecordingContext(grpc_context))
-            states = self._started(method, request, context)
-            began = time.perf_counter()
-            try:
-                response = behaviour(request, context)
-            except BaseException as error:
-                self._end(states, method, context, began, error)
-                raise
-            self._end(states, method, context, began, None, response)
-            return response
-
-        return observed
-
     def _stream(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
-        if inspect.isgeneratorfunction(behaviour):
-            return self._sync_stream(method, behaviour)
-        if not inspect.isasyncgenfunction(behaviour):
-            # A streaming behaviour that writes with context.write() and returns.
-            return self._unary(method, behaviour)
-
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-            states = self._started(method, request, context)
+            states = self._start(method, request, context)
             began = time.perf_counter()
             error: BaseException | None = None
             try:
                 async for message in behaviour(request, context):
                     yield message
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                self._end(states, method, context, began, error)
-
-        return observed
-
-    def _sync_stream(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
-        def observed(request: Any, grpc_context: Context) -> Iterator[Any]:
-            context = cast(Context, _RecordingContext(grpc_context))
-            states = self._started(method, request, context)
-            began = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                yield from behaviour(request, context)
             except BaseException as caught:
                 error = caught
                 raise

@@ -7,13 +7,14 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ticketing_service.domain.money import MAX_AMOUNT
 from ticketing_service.entrypoints.observability.request_context import note_reservation
 from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmRejected,
@@ -32,7 +33,10 @@ MAX_BODY_BYTES = 64 * 1024
 PAID_EVENT_TYPE = "ticket_payment.paid"
 RETRY_AFTER_SECONDS = 5
 HEALTH_TIMEOUT_SECONDS = 5.0
-_MAX_AMOUNT = 2**63 - 1  # the gRPC field is int64; anything larger cannot be forwarded
+# The years a payment can have been made in. A signed but impossible paidAt (year 1 or 9999
+# with an offset that leaves the range once in UTC) must be a 400 naming it: the backend could
+# not take it, and a 503 would make the sender retry it forever.
+_EARLIEST_PAID_YEAR, _LATEST_PAID_YEAR = 1970, 9999
 # RFC 3339 date-time (section 5.6): stricter than fromisoformat, and the offset is mandatory.
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -116,7 +120,7 @@ def _optional_str(event: Mapping[str, object], key: str) -> str:
 def _amount(event: Mapping[str, object]) -> int:
     value = event.get("amount")
     # bool is an int subclass: `true` must not pay for a ticket.
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_AMOUNT:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AMOUNT:
         raise _BadPayload("amount")
     return value
 
@@ -127,9 +131,12 @@ def _paid_time(event: Mapping[str, object]) -> datetime:
     if not _RFC3339.fullmatch(value):
         raise _BadPayload("paidAt")
     try:
-        return datetime.fromisoformat(value.upper())
-    except ValueError:  # a well-formed but impossible date or time
+        paid = datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):  # an impossible date or time, or one out of range in UTC
         raise _BadPayload("paidAt") from None
+    if not _EARLIEST_PAID_YEAR <= paid.year <= _LATEST_PAID_YEAR:
+        raise _BadPayload("paidAt")
+    return paid
 
 
 def _paid_callback(event: Mapping[str, object], verified: Verified, body: bytes) -> PaidCallback:
@@ -143,6 +150,7 @@ def _paid_callback(event: Mapping[str, object], verified: Verified, body: bytes)
         currency_code=_required_str(event, "currency"),
         paid_time=_paid_time(event),
         delivery_id=verified.delivery_id,
+        delivery_scheme=verified.scheme,
         raw_event=body,
     )
 

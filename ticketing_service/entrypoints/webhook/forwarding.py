@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
+from ticketing_service.entrypoints.webhook.signatures import Scheme
+
 RejectionKind = Literal["not_found", "failed_precondition", "invalid_argument", "unavailable"]
 
 
@@ -22,6 +24,8 @@ class PaidCallback:
     currency_code: str
     paid_time: datetime
     delivery_id: str
+    # Which signature the delivery came with: its ids are unique only within that scheme.
+    delivery_scheme: Scheme
     # Kept out of repr so a logged or raised callback never carries the whole body.
     raw_event: bytes = field(repr=False)
 
@@ -54,3 +58,27 @@ class PaymentConfirmer(Protocol):
     async def confirm(self, payment: PaidCallback) -> ConfirmResult:
         """Confirm `payment`, or raise ConfirmRejected saying why not."""
         ...
+
+
+class BoundedConfirmer:
+    """A PaymentConfirmer that forwards at most `limit` payments at once, refusing the rest.
+
+    Past the limit a callback is refused at once as unavailable (a 503 the sender retries)
+    instead of queueing behind a backend that is already saturated. Only verified callbacks
+    whose whole body arrived count, so idle or slow connections can never take the places.
+    """
+
+    def __init__(self, confirmer: PaymentConfirmer, limit: int) -> None:
+        self._confirmer = confirmer
+        self._limit = limit
+        self._in_flight = 0
+
+    async def confirm(self, payment: PaidCallback) -> ConfirmResult:
+        """Forward `payment`, or raise ConfirmRejected("unavailable") when `limit` are in flight."""
+        if self._in_flight >= self._limit:
+            raise ConfirmRejected("unavailable", "TOO_MANY_CALLBACKS_IN_FLIGHT")
+        self._in_flight += 1
+        try:
+            return await self._confirmer.confirm(payment)
+        finally:
+            self._in_flight -= 1

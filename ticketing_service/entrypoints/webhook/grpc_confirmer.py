@@ -18,6 +18,7 @@ from ticketing_service.entrypoints.webhook.forwarding import (
     PaidCallback,
     RejectionKind,
 )
+from ticketing_service.entrypoints.webhook.signatures import Scheme
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TicketingService"].full_name
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -30,6 +31,11 @@ REJECTION_KINDS: dict[grpc.StatusCode, RejectionKind] = {
     grpc.StatusCode.NOT_FOUND: "not_found",
     grpc.StatusCode.FAILED_PRECONDITION: "failed_precondition",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
+}
+
+_SCHEMES: dict[Scheme, pb.DeliveryScheme.ValueType] = {
+    "moim_hmac": pb.DELIVERY_SCHEME_MOIM_HMAC,
+    "standard_webhooks": pb.DELIVERY_SCHEME_STANDARD_WEBHOOKS,
 }
 
 logger = logging.getLogger(__name__)
@@ -49,6 +55,7 @@ def confirm_payment_request(payment: PaidCallback) -> pb.ConfirmPaymentRequest:
         currency_code=payment.currency_code,
         paid_time=paid_time,
         delivery_id=payment.delivery_id,
+        delivery_scheme=_SCHEMES[payment.delivery_scheme],
         raw_event=payment.raw_event,
     )
 

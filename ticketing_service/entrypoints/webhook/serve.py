@@ -27,7 +27,9 @@ from ticketing_service.entrypoints.observability.metrics import (
 )
 from ticketing_service.entrypoints.observability.request_logging import RequestContextMiddleware
 from ticketing_service.entrypoints.webhook.app import create_webhook_app
+from ticketing_service.entrypoints.webhook.forwarding import BoundedConfirmer
 from ticketing_service.entrypoints.webhook.grpc_confirmer import GrpcPaymentConfirmer
+from ticketing_service.entrypoints.webhook.read_deadline import with_read_deadline
 from ticketing_service.entrypoints.webhook.signatures import (
     MoimHmacVerifier,
     StandardWebhookVerifier,
@@ -35,9 +37,11 @@ from ticketing_service.entrypoints.webhook.signatures import (
 )
 from ticketing_service.webhook_config import LISTEN_SETTING, WebhookConfig, parse_host_port
 
-# Past this many open requests uvicorn answers 503 at once, which the sender retries, instead
-# of queueing callbacks behind a gRPC backend and database pool that are already saturated.
-MAX_CONCURRENT_REQUESTS = 128
+# Past this many callbacks being forwarded the shim answers 503 at once, which the sender
+# retries, instead of queueing callbacks behind a gRPC backend and database pool that are
+# already saturated. Only requests whose whole body arrived count: uvicorn's own
+# `limit_concurrency` also counts idle connections, so idle sockets could lock callbacks out.
+MAX_CONCURRENT_CALLBACKS = 128
 # In-flight callbacks finish within the gRPC deadline (10 s); this bounds the wait for them.
 GRACEFUL_SHUTDOWN_SECONDS = 15
 
@@ -91,10 +95,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
-    """How uvicorn runs the shim: no access log, no proxy headers, bounded concurrency."""
+def uvicorn_config(app: ASGIApp, read_timeout_seconds: float) -> uvicorn.Config:
+    """How uvicorn runs the shim: no access log, no proxy headers, a deadline on each request.
+
+    No `limit_concurrency`: it counts open connections, idle ones included (BoundedConfirmer
+    bounds the work instead). Connections are not capped: each lives at most the read deadline
+    without a complete request; a flood of them is for the load balancer in front to absorb.
+    """
     return uvicorn.Config(
         app,
+        http=with_read_deadline(read_timeout_seconds),
         lifespan="off",
         ws="none",
         log_config=None,  # log through the root logger, formatted like the rest of the service
@@ -102,7 +112,6 @@ def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
         access_log=False,  # the app logs one line per callback, without its body
         proxy_headers=False,  # nothing here trusts X-Forwarded-*; no decision depends on the peer
         server_header=False,
-        limit_concurrency=MAX_CONCURRENT_REQUESTS,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
@@ -134,8 +143,13 @@ async def webhook_server(
                 for _ in range(config.grpc_channels)
             ]
         )
-        app = create_webhook_app(MeteredVerifier(verifier, metrics), confirmer, confirmer.health)
-        yield ShimServer(uvicorn_config(RequestContextMiddleware(app, metrics)))
+        app = create_webhook_app(
+            MeteredVerifier(verifier, metrics),
+            BoundedConfirmer(confirmer, MAX_CONCURRENT_CALLBACKS),
+            confirmer.health,
+        )
+        middleware = RequestContextMiddleware(app, metrics)
+        yield ShimServer(uvicorn_config(middleware, config.read_timeout_seconds))
 
 
 def run_webhook(listen: str | None) -> int:

@@ -122,8 +122,11 @@ class TicketingClient:
             raise ValueError("The ticketing client timeout must be a positive number of seconds.")
         self._channel = channel
         self._stub = pb_grpc.TicketingServiceStub(channel)
+        # A comma-separated list (the server's TICKETING_GRPC_TOKEN during a rotation, newest
+        # first) sends its first token.
+        sent = (token or "").split(",")[0].strip()
         self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
+            (("authorization", f"Bearer {sent}"),) if sent else ()
         )
         self._timeout = timeout
 
@@ -189,6 +192,12 @@ class TicketingClient:
     async def get_reservation(self, request: pb.GetReservationRequest) -> pb.GetReservationResponse:
         """GetReservation: read a reservation."""
         return await self._unary(self._stub.GetReservation, request)
+
+    async def find_reservation(
+        self, request: pb.FindReservationRequest
+    ) -> pb.FindReservationResponse:
+        """FindReservation: a user's latest reservation for an event."""
+        return await self._unary(self._stub.FindReservation, request)
 
     async def cancel_reservation(
         self, request: pb.CancelReservationRequest

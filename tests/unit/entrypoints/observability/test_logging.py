@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.unit.entrypoints.observability.scopes import request_scope
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.request_context import (
     note_reservation,
-    request_scope,
 )
 
 log = logging.getLogger("ticketing_service.test")

@@ -26,6 +26,9 @@ type TicketingServiceClient interface {
 	StartPaidRegistration(ctx context.Context, in *StartPaidRegistrationRequest, opts ...grpc.CallOption) (*StartPaidRegistrationResponse, error)
 	// Reads a reservation.
 	GetReservation(ctx context.Context, in *GetReservationRequest, opts ...grpc.CallOption) (*GetReservationResponse, error)
+	// Reads a user's latest reservation for an event: what Moim's success page shows when it
+	// knows only the event and the user.
+	FindReservation(ctx context.Context, in *FindReservationRequest, opts ...grpc.CallOption) (*FindReservationResponse, error)
 	// Cancels a seat hold that is pending payment, releasing the seat.
 	CancelReservation(ctx context.Context, in *CancelReservationRequest, opts ...grpc.CallOption) (*CancelReservationResponse, error)
 	// Records a payment and gives the user a seat. Safe to retry: a repeat answers from what is stored.
@@ -74,6 +77,15 @@ func (c *ticketingServiceClient) StartPaidRegistration(ctx context.Context, in *
 func (c *ticketingServiceClient) GetReservation(ctx context.Context, in *GetReservationRequest, opts ...grpc.CallOption) (*GetReservationResponse, error) {
 	out := new(GetReservationResponse)
 	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/GetReservation", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ticketingServiceClient) FindReservation(ctx context.Context, in *FindReservationRequest, opts ...grpc.CallOption) (*FindReservationResponse, error) {
+	out := new(FindReservationResponse)
+	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/FindReservation", in, out, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +164,9 @@ type TicketingServiceServer interface {
 	StartPaidRegistration(context.Context, *StartPaidRegistrationRequest) (*StartPaidRegistrationResponse, error)
 	// Reads a reservation.
 	GetReservation(context.Context, *GetReservationRequest) (*GetReservationResponse, error)
+	// Reads a user's latest reservation for an event: what Moim's success page shows when it
+	// knows only the event and the user.
+	FindReservation(context.Context, *FindReservationRequest) (*FindReservationResponse, error)
 	// Cancels a seat hold that is pending payment, releasing the seat.
 	CancelReservation(context.Context, *CancelReservationRequest) (*CancelReservationResponse, error)
 	// Records a payment and gives the user a seat. Safe to retry: a repeat answers from what is stored.
@@ -178,6 +193,9 @@ func (UnimplementedTicketingServiceServer) StartPaidRegistration(context.Context
 }
 func (UnimplementedTicketingServiceServer) GetReservation(context.Context, *GetReservationRequest) (*GetReservationResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetReservation not implemented")
+}
+func (UnimplementedTicketingServiceServer) FindReservation(context.Context, *FindReservationRequest) (*FindReservationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method FindReservation not implemented")
 }
 func (UnimplementedTicketingServiceServer) CancelReservation(context.Context, *CancelReservationRequest) (*CancelReservationResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CancelReservation not implemented")
@@ -276,6 +294,24 @@ func _TicketingService_GetReservation_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TicketingService_FindReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FindReservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TicketingServiceServer).FindReservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/moim.ticketing.v1.TicketingService/FindReservation",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TicketingServiceServer).FindReservation(ctx, req.(*FindReservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TicketingService_CancelReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CancelReservationRequest)
 	if err := dec(in); err != nil {
@@ -370,6 +406,10 @@ var _TicketingService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetReservation",
 			Handler:    _TicketingService_GetReservation_Handler,
+		},
+		{
+			MethodName: "FindReservation",
+			Handler:    _TicketingService_FindReservation_Handler,
 		},
 		{
 			MethodName: "CancelReservation",

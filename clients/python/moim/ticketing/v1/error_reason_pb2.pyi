@@ -64,6 +64,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """OUT_OF_RANGE: events after the requested sequence were pruned by retention; rebuild from
     GetReservation and resume from the first retained sequence.
     """
+    ERROR_REASON_TOO_MANY_WATCHERS: _ErrorReason.ValueType  # 20
+    """RESOURCE_EXHAUSTED: this server process already streams to as many watchers as it takes
+    (TICKETING_MAX_WATCHERS); retry with back-off, or close a watcher that is no longer read.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the service puts in the `google.rpc.ErrorInfo` detail of a failed call, with
@@ -113,5 +117,9 @@ ERROR_REASON_DATABASE_UNAVAILABLE: ErrorReason.ValueType  # 18
 ERROR_REASON_EVENTS_PRUNED: ErrorReason.ValueType  # 19
 """OUT_OF_RANGE: events after the requested sequence were pruned by retention; rebuild from
 GetReservation and resume from the first retained sequence.
+"""
+ERROR_REASON_TOO_MANY_WATCHERS: ErrorReason.ValueType  # 20
+"""RESOURCE_EXHAUSTED: this server process already streams to as many watchers as it takes
+(TICKETING_MAX_WATCHERS); retry with back-off, or close a watcher that is no longer read.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

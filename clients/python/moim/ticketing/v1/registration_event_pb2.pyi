@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from moim.ticketing.v1 import reservation_pb2 as _reservation_pb2
 import builtins as _builtins
@@ -37,6 +39,10 @@ class _RegistrationEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     """A hold was cancelled."""
     REGISTRATION_EVENT_TYPE_RESERVATION_PAID_UNFULFILLED: _RegistrationEventType.ValueType  # 5
     """A late payment found no free seat: a refund is due."""
+    REGISTRATION_EVENT_TYPE_PAYMENT_MISMATCH: _RegistrationEventType.ValueType  # 6
+    """A payment did not match its reservation (`payment_mismatch` says how). The reservation did
+    not change, but the money may have been taken: a refund is due. Announced once per payment.
+    """
 
 class RegistrationEventType(_RegistrationEventType, metaclass=_RegistrationEventTypeEnumTypeWrapper):
     """What happened to a reservation."""
@@ -53,7 +59,57 @@ REGISTRATION_EVENT_TYPE_RESERVATION_CANCELLED: RegistrationEventType.ValueType  
 """A hold was cancelled."""
 REGISTRATION_EVENT_TYPE_RESERVATION_PAID_UNFULFILLED: RegistrationEventType.ValueType  # 5
 """A late payment found no free seat: a refund is due."""
+REGISTRATION_EVENT_TYPE_PAYMENT_MISMATCH: RegistrationEventType.ValueType  # 6
+"""A payment did not match its reservation (`payment_mismatch` says how). The reservation did
+not change, but the money may have been taken: a refund is due. Announced once per payment.
+"""
 Global___RegistrationEventType: _TypeAlias = RegistrationEventType  # noqa: Y015
+
+@_typing.final
+class PaymentMismatch(_message.Message):
+    """A payment that did not match the reservation it claimed to pay for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKOUT_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    checkout_id: _builtins.str
+    """The checkout id the payment named."""
+    payment_id: _builtins.str
+    """The provider's payment id."""
+    provider: _builtins.str
+    """The payment provider the payment named, e.g. "portone"."""
+    amount: _builtins.int
+    """The amount paid, in the currency's minor unit."""
+    currency_code: _builtins.str
+    """The ISO 4217 currency of `amount`."""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields in which the payment differed from the reservation: any of "checkout_id",
+        "provider", "amount", "currency_code", "payment_id" (a settled reservation paid again).
+        """
+
+    def __init__(
+        self,
+        *,
+        checkout_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        currency_code: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "checkout_id", b"checkout_id", "currency_code", b"currency_code", "fields", b"fields", "payment_id", b"payment_id", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentMismatch: _TypeAlias = PaymentMismatch  # noqa: Y015
 
 @_typing.final
 class RegistrationEvent(_message.Message):
@@ -65,6 +121,7 @@ class RegistrationEvent(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     RESERVATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PAYMENT_MISMATCH_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The event's position in the feed; strictly increasing, never reused."""
     type: Global___RegistrationEventType.ValueType
@@ -77,6 +134,12 @@ class RegistrationEvent(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the change was committed."""
 
+    @_builtins.property
+    def payment_mismatch(self) -> Global___PaymentMismatch:
+        """The payment that did not match, on `REGISTRATION_EVENT_TYPE_PAYMENT_MISMATCH` events.
+        Unset on every other type.
+        """
+
     def __init__(
         self,
         *,
@@ -84,10 +147,11 @@ class RegistrationEvent(_message.Message):
         type: Global___RegistrationEventType.ValueType = ...,
         reservation: _reservation_pb2.Reservation | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        payment_mismatch: Global___PaymentMismatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "reservation", b"reservation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "payment_mismatch", b"payment_mismatch", "reservation", b"reservation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "reservation", b"reservation", "sequence", b"sequence", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "payment_mismatch", b"payment_mismatch", "reservation", b"reservation", "sequence", b"sequence", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -129,6 +129,7 @@ class Reservation(_message.Message):
     PAID_TIME_FIELD_NUMBER: _builtins.int
     ANSWERS_FIELD_NUMBER: _builtins.int
     REGISTRATION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     """The reservation's id, a UUID chosen by the service."""
     event_id: _builtins.str
@@ -151,6 +152,11 @@ class Reservation(_message.Message):
     """Where the user pays. Empty until a checkout was opened."""
     registration_id: _builtins.str
     """The registration that gave the user a seat (the Moim RSVP is accepted). Empty until then."""
+    payment_id: _builtins.str
+    """The provider's id of the payment that settled the reservation (confirmed or paid
+    unfulfilled), for tracing and refunds at the payment service. Empty until a payment was
+    recorded.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the reservation was made."""
@@ -185,10 +191,11 @@ class Reservation(_message.Message):
         paid_time: _timestamp_pb2.Timestamp | None = ...,
         answers: _abc.Iterable[Global___Answer] | None = ...,
         registration_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "paid_time", b"paid_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "answers", b"answers", "checkout_id", b"checkout_id", "checkout_url", b"checkout_url", "create_time", b"create_time", "currency_code", b"currency_code", "event_id", b"event_id", "expire_time", b"expire_time", "paid_time", b"paid_time", "provider", b"provider", "registration_id", b"registration_id", "reservation_id", b"reservation_id", "status", b"status", "tier_id", b"tier_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "answers", b"answers", "checkout_id", b"checkout_id", "checkout_url", b"checkout_url", "create_time", b"create_time", "currency_code", b"currency_code", "event_id", b"event_id", "expire_time", b"expire_time", "paid_time", b"paid_time", "payment_id", b"payment_id", "provider", b"provider", "registration_id", b"registration_id", "reservation_id", b"reservation_id", "status", b"status", "tier_id", b"tier_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n moim/ticketing/v1/settings.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n\tTierInput\x12\x0f\n\x07tier_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cprice_amount\x18\x03 \x01(\x03\x12\x15\n\x08\x63\x61pacity\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x33\n\x0fsale_start_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rsale_end_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_capacity\"\xf1\x01\n\x04Tier\x12\x0f\n\x07tier_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cprice_amount\x18\x03 \x01(\x03\x12\x15\n\x08\x63\x61pacity\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x33\n\x0fsale_start_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rsale_end_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08retained\x18\x07 \x01(\x08\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x08 \x01(\x05\x42\x0b\n\t_capacity\"\xc0\x02\n\x11TicketingSettings\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\x04mode\x18\x02 \x01(\x0e\x32 .moim.ticketing.v1.TicketingMode\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1b\n\x13provider_account_id\x18\x04 \x01(\t\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x0e\n\x06legacy\x18\x07 \x01(\x08\x12&\n\x05tiers\x18\x08 \x03(\x0b\x32\x17.moim.ticketing.v1.Tier\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65xternal_url\x18\n \x01(\t\x12\x13\n\x0b\x65vent_title\x18\x0b \x01(\t*~\n\rTicketingMode\x12\x1e\n\x1aTICKETING_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13TICKETING_MODE_FREE\x10\x01\x12\x17\n\x13TICKETING_MODE_PAID\x10\x02\x12\x1b\n\x17TICKETING_MODE_EXTERNAL\x10\x03\x42\x44ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n moim/ticketing/v1/settings.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n\tTierInput\x12\x0f\n\x07tier_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cprice_amount\x18\x03 \x01(\x03\x12\x15\n\x08\x63\x61pacity\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x33\n\x0fsale_start_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rsale_end_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_capacity\"=\n\nRefundRule\x12\x1e\n\x16min_hours_before_start\x18\x01 \x01(\x05\x12\x0f\n\x07percent\x18\x02 \x01(\x05\"\xf1\x01\n\x04Tier\x12\x0f\n\x07tier_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cprice_amount\x18\x03 \x01(\x03\x12\x15\n\x08\x63\x61pacity\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x33\n\x0fsale_start_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rsale_end_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08retained\x18\x07 \x01(\x08\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x08 \x01(\x05\x42\x0b\n\t_capacity\"\xac\x03\n\x11TicketingSettings\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\x04mode\x18\x02 \x01(\x0e\x32 .moim.ticketing.v1.TicketingMode\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1b\n\x13provider_account_id\x18\x04 \x01(\t\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x0e\n\x06legacy\x18\x07 \x01(\x08\x12&\n\x05tiers\x18\x08 \x03(\x0b\x32\x17.moim.ticketing.v1.Tier\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65xternal_url\x18\n \x01(\t\x12\x13\n\x0b\x65vent_title\x18\x0b \x01(\t\x12\x34\n\x10\x65vent_start_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\rrefund_policy\x18\r \x03(\x0b\x32\x1d.moim.ticketing.v1.RefundRule*~\n\rTicketingMode\x12\x1e\n\x1aTICKETING_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13TICKETING_MODE_FREE\x10\x01\x12\x17\n\x13TICKETING_MODE_PAID\x10\x02\x12\x1b\n\x17TICKETING_MODE_EXTERNAL\x10\x03\x42\x44ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,14 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'moim.ticketing.v1.settings_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1'
-  _globals['_TICKETINGMODE']._serialized_start=862
-  _globals['_TICKETINGMODE']._serialized_end=988
+  _globals['_TICKETINGMODE']._serialized_start=1033
+  _globals['_TICKETINGMODE']._serialized_end=1159
   _globals['_TIERINPUT']._serialized_start=89
   _globals['_TIERINPUT']._serialized_end=293
-  _globals['_TIER']._serialized_start=296
-  _globals['_TIER']._serialized_end=537
-  _globals['_TICKETINGSETTINGS']._serialized_start=540
-  _globals['_TICKETINGSETTINGS']._serialized_end=860
+  _globals['_REFUNDRULE']._serialized_start=295
+  _globals['_REFUNDRULE']._serialized_end=356
+  _globals['_TIER']._serialized_start=359
+  _globals['_TIER']._serialized_end=600
+  _globals['_TICKETINGSETTINGS']._serialized_start=603
+  _globals['_TICKETINGSETTINGS']._serialized_end=1031
 # @@protoc_insertion_point(module_scope)

@@ -76,7 +76,9 @@ class TierInput(_message.Message):
 
     @_builtins.property
     def sale_end_time(self) -> _timestamp_pb2.Timestamp:
-        """When the tier stops being on sale. Unset means it stays on sale."""
+        """When the tier stops being on sale. Unset means when the event starts (or, for an event with
+        no start time, that it stays on sale).
+        """
 
     def __init__(
         self,
@@ -97,6 +99,37 @@ class TierInput(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__capacity) -> _WhichOneofReturnType__capacity | None: ...
 
 Global___TierInput: _TypeAlias = TierInput  # noqa: Y015
+
+@_typing.final
+class RefundRule(_message.Message):
+    """One rule of an event's refund policy: a user who gives up their seat at least
+    `min_hours_before_start` hours before the event starts gets `percent` of what they paid back.
+    The rule with the most hours that still lies ahead applies; none: nothing back.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_HOURS_BEFORE_START_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    min_hours_before_start: _builtins.int
+    """Hours before the event's start, from 0 to 8784 (a year). Unique within a policy."""
+    percent: _builtins.int
+    """The share of the payment refunded, from 0 to 100. The amount is rounded down to the
+    currency's minor unit.
+    """
+    def __init__(
+        self,
+        *,
+        min_hours_before_start: _builtins.int = ...,
+        percent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_hours_before_start", b"min_hours_before_start", "percent", b"percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundRule: _TypeAlias = RefundRule  # noqa: Y015
 
 @_typing.final
 class Tier(_message.Message):
@@ -132,7 +165,9 @@ class Tier(_message.Message):
 
     @_builtins.property
     def sale_end_time(self) -> _timestamp_pb2.Timestamp:
-        """When the tier stops being on sale. Unset means no upper bound."""
+        """When the tier stops being on sale. Unset means when the event starts, or no upper bound for
+        an event with no start time.
+        """
 
     def __init__(
         self,
@@ -173,6 +208,8 @@ class TicketingSettings(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EXTERNAL_URL_FIELD_NUMBER: _builtins.int
     EVENT_TITLE_FIELD_NUMBER: _builtins.int
+    EVENT_START_TIME_FIELD_NUMBER: _builtins.int
+    REFUND_POLICY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The Moim event id."""
     mode: Global___TicketingMode.ValueType
@@ -203,6 +240,18 @@ class TicketingSettings(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the settings last changed."""
 
+    @_builtins.property
+    def event_start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the event starts: tiers without a sale end close then, and refunds of cancelled
+        registrations follow `refund_policy` counted back from it. Unset when Moim sent none.
+        """
+
+    @_builtins.property
+    def refund_policy(self) -> _containers.RepeatedCompositeFieldContainer[Global___RefundRule]:
+        """The organizer's refund policy. Empty means Moim's published one: at least 168 hours before
+        the start 100 %, at least 72 hours 70 %, at least 24 hours 50 %, later 0 %.
+        """
+
     def __init__(
         self,
         *,
@@ -217,10 +266,12 @@ class TicketingSettings(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         external_url: _builtins.str = ...,
         event_title: _builtins.str = ...,
+        event_start_time: _timestamp_pb2.Timestamp | None = ...,
+        refund_policy: _abc.Iterable[Global___RefundRule] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_start_time", b"event_start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency_code", b"currency_code", "enabled", b"enabled", "event_id", b"event_id", "event_title", b"event_title", "external_url", b"external_url", "legacy", b"legacy", "mode", b"mode", "provider", b"provider", "provider_account_id", b"provider_account_id", "tiers", b"tiers", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency_code", b"currency_code", "enabled", b"enabled", "event_id", b"event_id", "event_start_time", b"event_start_time", "event_title", b"event_title", "external_url", b"external_url", "legacy", b"legacy", "mode", b"mode", "provider", b"provider", "provider_account_id", b"provider_account_id", "refund_policy", b"refund_policy", "tiers", b"tiers", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from moim.ticketing.v1 import reservation_pb2 as moim_dot_ticketing_dot_v1_dot_r
 from moim.ticketing.v1 import settings_pb2 as moim_dot_ticketing_dot_v1_dot_settings__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)moim/ticketing/v1/ticketing_service.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a*moim/ticketing/v1/registration_event.proto\x1a#moim/ticketing/v1/reservation.proto\x1a moim/ticketing/v1/settings.proto\"\xd4\x01\n\x1eUpdateTicketingSettingsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_title\x18\x02 \x01(\t\x12+\n\x05tiers\x18\x03 \x03(\x0b\x32\x1c.moim.ticketing.v1.TierInput\x12\x19\n\x0c\x65xternal_url\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x1b\n\x13provider_account_id\x18\x06 \x01(\tB\x0f\n\r_external_url\"t\n\x1fUpdateTicketingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.TicketingSettings\x12\x19\n\x11retained_tier_ids\x18\x02 \x03(\t\"/\n\x1bGetTicketingSettingsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"V\n\x1cGetTicketingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.TicketingSettings\"\xea\x01\n\x1cStartPaidRegistrationRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07tier_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x08\x63ustomer\x18\x04 \x01(\x0b\x32\x1b.moim.ticketing.v1.Customer\x12*\n\x07\x61nswers\x18\x05 \x03(\x0b\x32\x19.moim.ticketing.v1.Answer\x12\x13\n\x0bsuccess_url\x18\x06 \x01(\t\x12\x12\n\ncancel_url\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"n\n\x1dStartPaidRegistrationResponse\x12\x18\n\x10requires_payment\x18\x01 \x01(\x08\x12\x33\n\x0breservation\x18\x02 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"M\n\x16GetReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"C\n\x18\x43\x61ncelReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"P\n\x19\x43\x61ncelReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"\xf7\x01\n\x15\x43onfirmPaymentRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63heckout_id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\r\n\x05tx_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12-\n\tpaid_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65livery_id\x18\t \x01(\t\x12\x11\n\traw_event\x18\n \x01(\x0c\"\x88\x01\n\x16\x43onfirmPaymentResponse\x12\x39\n\x07outcome\x18\x01 \x01(\x0e\x32(.moim.ticketing.v1.ConfirmPaymentOutcome\x12\x33\n\x0breservation\x18\x02 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"J\n\x1dListRegistrationEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"m\n\x1eListRegistrationEventsResponse\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.moim.ticketing.v1.RegistrationEvent\x12\x15\n\rnext_sequence\x18\x02 \x01(\x03\"8\n\x1eWatchRegistrationEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"V\n\x1fWatchRegistrationEventsResponse\x12\x33\n\x05\x65vent\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.RegistrationEvent*\xc4\x01\n\x15\x43onfirmPaymentOutcome\x12\'\n#CONFIRM_PAYMENT_OUTCOME_UNSPECIFIED\x10\x00\x12%\n!CONFIRM_PAYMENT_OUTCOME_CONFIRMED\x10\x01\x12-\n)CONFIRM_PAYMENT_OUTCOME_ALREADY_CONFIRMED\x10\x02\x12,\n(CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED\x10\x03\x32\xcc\x07\n\x10TicketingService\x12\x80\x01\n\x17UpdateTicketingSettings\x12\x31.moim.ticketing.v1.UpdateTicketingSettingsRequest\x1a\x32.moim.ticketing.v1.UpdateTicketingSettingsResponse\x12w\n\x14GetTicketingSettings\x12..moim.ticketing.v1.GetTicketingSettingsRequest\x1a/.moim.ticketing.v1.GetTicketingSettingsResponse\x12z\n\x15StartPaidRegistration\x12/.moim.ticketing.v1.StartPaidRegistrationRequest\x1a\x30.moim.ticketing.v1.StartPaidRegistrationResponse\x12\x65\n\x0eGetReservation\x12(.moim.ticketing.v1.GetReservationRequest\x1a).moim.ticketing.v1.GetReservationResponse\x12n\n\x11\x43\x61ncelReservation\x12+.moim.ticketing.v1.CancelReservationRequest\x1a,.moim.ticketing.v1.CancelReservationResponse\x12\x65\n\x0e\x43onfirmPayment\x12(.moim.ticketing.v1.ConfirmPaymentRequest\x1a).moim.ticketing.v1.ConfirmPaymentResponse\x12}\n\x16ListRegistrationEvents\x12\x30.moim.ticketing.v1.ListRegistrationEventsRequest\x1a\x31.moim.ticketing.v1.ListRegistrationEventsResponse\x12\x82\x01\n\x17WatchRegistrationEvents\x12\x31.moim.ticketing.v1.WatchRegistrationEventsRequest\x1a\x32.moim.ticketing.v1.WatchRegistrationEventsResponse0\x01\x42\x44ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)moim/ticketing/v1/ticketing_service.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a*moim/ticketing/v1/registration_event.proto\x1a#moim/ticketing/v1/reservation.proto\x1a moim/ticketing/v1/settings.proto\"\xc0\x02\n\x1eUpdateTicketingSettingsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_title\x18\x02 \x01(\t\x12+\n\x05tiers\x18\x03 \x03(\x0b\x32\x1c.moim.ticketing.v1.TierInput\x12\x19\n\x0c\x65xternal_url\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x1b\n\x13provider_account_id\x18\x06 \x01(\t\x12\x34\n\x10\x65vent_start_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\rrefund_policy\x18\x08 \x03(\x0b\x32\x1d.moim.ticketing.v1.RefundRuleB\x0f\n\r_external_url\"t\n\x1fUpdateTicketingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.TicketingSettings\x12\x19\n\x11retained_tier_ids\x18\x02 \x03(\t\"/\n\x1bGetTicketingSettingsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"V\n\x1cGetTicketingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.TicketingSettings\"\xea\x01\n\x1cStartPaidRegistrationRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07tier_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x08\x63ustomer\x18\x04 \x01(\x0b\x32\x1b.moim.ticketing.v1.Customer\x12*\n\x07\x61nswers\x18\x05 \x03(\x0b\x32\x19.moim.ticketing.v1.Answer\x12\x13\n\x0bsuccess_url\x18\x06 \x01(\t\x12\x12\n\ncancel_url\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"n\n\x1dStartPaidRegistrationResponse\x12\x18\n\x10requires_payment\x18\x01 \x01(\x08\x12\x33\n\x0breservation\x18\x02 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"M\n\x16GetReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\";\n\x16\x46indReservationRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"N\n\x17\x46indReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"C\n\x18\x43\x61ncelReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"P\n\x19\x43\x61ncelReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"\xb3\x02\n\x15\x43onfirmPaymentRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63heckout_id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\r\n\x05tx_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12-\n\tpaid_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65livery_id\x18\t \x01(\t\x12\x11\n\traw_event\x18\n \x01(\x0c\x12:\n\x0f\x64\x65livery_scheme\x18\x0b \x01(\x0e\x32!.moim.ticketing.v1.DeliveryScheme\"\x88\x01\n\x16\x43onfirmPaymentResponse\x12\x39\n\x07outcome\x18\x01 \x01(\x0e\x32(.moim.ticketing.v1.ConfirmPaymentOutcome\x12\x33\n\x0breservation\x18\x02 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"J\n\x1dListRegistrationEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"m\n\x1eListRegistrationEventsResponse\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.moim.ticketing.v1.RegistrationEvent\x12\x15\n\rnext_sequence\x18\x02 \x01(\x03\"8\n\x1eWatchRegistrationEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"V\n\x1fWatchRegistrationEventsResponse\x12\x33\n\x05\x65vent\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.RegistrationEvent*\xc4\x01\n\x15\x43onfirmPaymentOutcome\x12\'\n#CONFIRM_PAYMENT_OUTCOME_UNSPECIFIED\x10\x00\x12%\n!CONFIRM_PAYMENT_OUTCOME_CONFIRMED\x10\x01\x12-\n)CONFIRM_PAYMENT_OUTCOME_ALREADY_CONFIRMED\x10\x02\x12,\n(CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED\x10\x03*w\n\x0e\x44\x65liveryScheme\x12\x1f\n\x1b\x44\x45LIVERY_SCHEME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45LIVERY_SCHEME_MOIM_HMAC\x10\x01\x12%\n!DELIVERY_SCHEME_STANDARD_WEBHOOKS\x10\x02\x32\xb6\x08\n\x10TicketingService\x12\x80\x01\n\x17UpdateTicketingSettings\x12\x31.moim.ticketing.v1.UpdateTicketingSettingsRequest\x1a\x32.moim.ticketing.v1.UpdateTicketingSettingsResponse\x12w\n\x14GetTicketingSettings\x12..moim.ticketing.v1.GetTicketingSettingsRequest\x1a/.moim.ticketing.v1.GetTicketingSettingsResponse\x12z\n\x15StartPaidRegistration\x12/.moim.ticketing.v1.StartPaidRegistrationRequest\x1a\x30.moim.ticketing.v1.StartPaidRegistrationResponse\x12\x65\n\x0eGetReservation\x12(.moim.ticketing.v1.GetReservationRequest\x1a).moim.ticketing.v1.GetReservationResponse\x12h\n\x0f\x46indReservation\x12).moim.ticketing.v1.FindReservationRequest\x1a*.moim.ticketing.v1.FindReservationResponse\x12n\n\x11\x43\x61ncelReservation\x12+.moim.ticketing.v1.CancelReservationRequest\x1a,.moim.ticketing.v1.CancelReservationResponse\x12\x65\n\x0e\x43onfirmPayment\x12(.moim.ticketing.v1.ConfirmPaymentRequest\x1a).moim.ticketing.v1.ConfirmPaymentResponse\x12}\n\x16ListRegistrationEvents\x12\x30.moim.ticketing.v1.ListRegistrationEventsRequest\x1a\x31.moim.ticketing.v1.ListRegistrationEventsResponse\x12\x82\x01\n\x17WatchRegistrationEvents\x12\x31.moim.ticketing.v1.WatchRegistrationEventsRequest\x1a\x32.moim.ticketing.v1.WatchRegistrationEventsResponse0\x01\x42\x44ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,40 +36,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'moim.ticketing.v1.ticketing
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1'
-  _globals['_CONFIRMPAYMENTOUTCOME']._serialized_start=2033
-  _globals['_CONFIRMPAYMENTOUTCOME']._serialized_end=2229
+  _globals['_CONFIRMPAYMENTOUTCOME']._serialized_start=2342
+  _globals['_CONFIRMPAYMENTOUTCOME']._serialized_end=2538
+  _globals['_DELIVERYSCHEME']._serialized_start=2540
+  _globals['_DELIVERYSCHEME']._serialized_end=2659
   _globals['_UPDATETICKETINGSETTINGSREQUEST']._serialized_start=213
-  _globals['_UPDATETICKETINGSETTINGSREQUEST']._serialized_end=425
-  _globals['_UPDATETICKETINGSETTINGSRESPONSE']._serialized_start=427
-  _globals['_UPDATETICKETINGSETTINGSRESPONSE']._serialized_end=543
-  _globals['_GETTICKETINGSETTINGSREQUEST']._serialized_start=545
-  _globals['_GETTICKETINGSETTINGSREQUEST']._serialized_end=592
-  _globals['_GETTICKETINGSETTINGSRESPONSE']._serialized_start=594
-  _globals['_GETTICKETINGSETTINGSRESPONSE']._serialized_end=680
-  _globals['_STARTPAIDREGISTRATIONREQUEST']._serialized_start=683
-  _globals['_STARTPAIDREGISTRATIONREQUEST']._serialized_end=917
-  _globals['_STARTPAIDREGISTRATIONRESPONSE']._serialized_start=919
-  _globals['_STARTPAIDREGISTRATIONRESPONSE']._serialized_end=1029
-  _globals['_GETRESERVATIONREQUEST']._serialized_start=1031
-  _globals['_GETRESERVATIONREQUEST']._serialized_end=1078
-  _globals['_GETRESERVATIONRESPONSE']._serialized_start=1080
-  _globals['_GETRESERVATIONRESPONSE']._serialized_end=1157
-  _globals['_CANCELRESERVATIONREQUEST']._serialized_start=1159
-  _globals['_CANCELRESERVATIONREQUEST']._serialized_end=1226
-  _globals['_CANCELRESERVATIONRESPONSE']._serialized_start=1228
-  _globals['_CANCELRESERVATIONRESPONSE']._serialized_end=1308
-  _globals['_CONFIRMPAYMENTREQUEST']._serialized_start=1311
-  _globals['_CONFIRMPAYMENTREQUEST']._serialized_end=1558
-  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_start=1561
-  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_end=1697
-  _globals['_LISTREGISTRATIONEVENTSREQUEST']._serialized_start=1699
-  _globals['_LISTREGISTRATIONEVENTSREQUEST']._serialized_end=1773
-  _globals['_LISTREGISTRATIONEVENTSRESPONSE']._serialized_start=1775
-  _globals['_LISTREGISTRATIONEVENTSRESPONSE']._serialized_end=1884
-  _globals['_WATCHREGISTRATIONEVENTSREQUEST']._serialized_start=1886
-  _globals['_WATCHREGISTRATIONEVENTSREQUEST']._serialized_end=1942
-  _globals['_WATCHREGISTRATIONEVENTSRESPONSE']._serialized_start=1944
-  _globals['_WATCHREGISTRATIONEVENTSRESPONSE']._serialized_end=2030
-  _globals['_TICKETINGSERVICE']._serialized_start=2232
-  _globals['_TICKETINGSERVICE']._serialized_end=3204
+  _globals['_UPDATETICKETINGSETTINGSREQUEST']._serialized_end=533
+  _globals['_UPDATETICKETINGSETTINGSRESPONSE']._serialized_start=535
+  _globals['_UPDATETICKETINGSETTINGSRESPONSE']._serialized_end=651
+  _globals['_GETTICKETINGSETTINGSREQUEST']._serialized_start=653
+  _globals['_GETTICKETINGSETTINGSREQUEST']._serialized_end=700
+  _globals['_GETTICKETINGSETTINGSRESPONSE']._serialized_start=702
+  _globals['_GETTICKETINGSETTINGSRESPONSE']._serialized_end=788
+  _globals['_STARTPAIDREGISTRATIONREQUEST']._serialized_start=791
+  _globals['_STARTPAIDREGISTRATIONREQUEST']._serialized_end=1025
+  _globals['_STARTPAIDREGISTRATIONRESPONSE']._serialized_start=1027
+  _globals['_STARTPAIDREGISTRATIONRESPONSE']._serialized_end=1137
+  _globals['_GETRESERVATIONREQUEST']._serialized_start=1139
+  _globals['_GETRESERVATIONREQUEST']._serialized_end=1186
+  _globals['_GETRESERVATIONRESPONSE']._serialized_start=1188
+  _globals['_GETRESERVATIONRESPONSE']._serialized_end=1265
+  _globals['_FINDRESERVATIONREQUEST']._serialized_start=1267
+  _globals['_FINDRESERVATIONREQUEST']._serialized_end=1326
+  _globals['_FINDRESERVATIONRESPONSE']._serialized_start=1328
+  _globals['_FINDRESERVATIONRESPONSE']._serialized_end=1406
+  _globals['_CANCELRESERVATIONREQUEST']._serialized_start=1408
+  _globals['_CANCELRESERVATIONREQUEST']._serialized_end=1475
+  _globals['_CANCELRESERVATIONRESPONSE']._serialized_start=1477
+  _globals['_CANCELRESERVATIONRESPONSE']._serialized_end=1557
+  _globals['_CONFIRMPAYMENTREQUEST']._serialized_start=1560
+  _globals['_CONFIRMPAYMENTREQUEST']._serialized_end=1867
+  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_start=1870
+  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_end=2006
+  _globals['_LISTREGISTRATIONEVENTSREQUEST']._serialized_start=2008
+  _globals['_LISTREGISTRATIONEVENTSREQUEST']._serialized_end=2082
+  _globals['_LISTREGISTRATIONEVENTSRESPONSE']._serialized_start=2084
+  _globals['_LISTREGISTRATIONEVENTSRESPONSE']._serialized_end=2193
+  _globals['_WATCHREGISTRATIONEVENTSREQUEST']._serialized_start=2195
+  _globals['_WATCHREGISTRATIONEVENTSREQUEST']._serialized_end=2251
+  _globals['_WATCHREGISTRATIONEVENTSRESPONSE']._serialized_start=2253
+  _globals['_WATCHREGISTRATIONEVENTSRESPONSE']._serialized_end=2339
+  _globals['_TICKETINGSERVICE']._serialized_start=2662
+  _globals['_TICKETINGSERVICE']._serialized_end=3740
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,30 @@ CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED: ConfirmPaymentOutcome.ValueType  # 3
 """The payment arrived late and no seat was free: it is recorded and a refund is due."""
 Global___ConfirmPaymentOutcome: _TypeAlias = ConfirmPaymentOutcome  # noqa: Y015
 
+class _DeliveryScheme:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliverySchemeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryScheme.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_SCHEME_UNSPECIFIED: _DeliveryScheme.ValueType  # 0
+    """Not a webhook delivery: a direct ConfirmPayment call."""
+    DELIVERY_SCHEME_MOIM_HMAC: _DeliveryScheme.ValueType  # 1
+    """The moim-payment HMAC scheme (`X-Ticket-Payment-Event-Id`)."""
+    DELIVERY_SCHEME_STANDARD_WEBHOOKS: _DeliveryScheme.ValueType  # 2
+    """Standard Webhooks (`webhook-id`), as PortOne V2 sends."""
+
+class DeliveryScheme(_DeliveryScheme, metaclass=_DeliverySchemeEnumTypeWrapper):
+    """The signature scheme a webhook delivery came with; each numbers its delivery ids on its own."""
+
+DELIVERY_SCHEME_UNSPECIFIED: DeliveryScheme.ValueType  # 0
+"""Not a webhook delivery: a direct ConfirmPayment call."""
+DELIVERY_SCHEME_MOIM_HMAC: DeliveryScheme.ValueType  # 1
+"""The moim-payment HMAC scheme (`X-Ticket-Payment-Event-Id`)."""
+DELIVERY_SCHEME_STANDARD_WEBHOOKS: DeliveryScheme.ValueType  # 2
+"""Standard Webhooks (`webhook-id`), as PortOne V2 sends."""
+Global___DeliveryScheme: _TypeAlias = DeliveryScheme  # noqa: Y015
+
 @_typing.final
 class UpdateTicketingSettingsRequest(_message.Message):
     """The request of UpdateTicketingSettings."""
@@ -63,6 +87,8 @@ class UpdateTicketingSettingsRequest(_message.Message):
     EXTERNAL_URL_FIELD_NUMBER: _builtins.int
     CURRENCY_CODE_FIELD_NUMBER: _builtins.int
     PROVIDER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_START_TIME_FIELD_NUMBER: _builtins.int
+    REFUND_POLICY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The Moim event id. Required; at most 128 characters."""
     event_title: _builtins.str
@@ -81,6 +107,18 @@ class UpdateTicketingSettingsRequest(_message.Message):
         At most 100; tier ids must be unique.
         """
 
+    @_builtins.property
+    def event_start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the event starts. Unset means no start time: tiers without a sale end stay on sale, and
+        a cancelled registration is refunded in full.
+        """
+
+    @_builtins.property
+    def refund_policy(self) -> _containers.RepeatedCompositeFieldContainer[_settings_pb2.RefundRule]:
+        """The organizer's refund policy for users who give up their seat. Empty means Moim's published
+        policy. At most 20 rules.
+        """
+
     def __init__(
         self,
         *,
@@ -90,10 +128,12 @@ class UpdateTicketingSettingsRequest(_message.Message):
         external_url: _builtins.str | None = ...,
         currency_code: _builtins.str = ...,
         provider_account_id: _builtins.str = ...,
+        event_start_time: _timestamp_pb2.Timestamp | None = ...,
+        refund_policy: _abc.Iterable[_settings_pb2.RefundRule] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_external_url", b"_external_url", "external_url", b"external_url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_external_url", b"_external_url", "event_start_time", b"event_start_time", "external_url", b"external_url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_external_url", b"_external_url", "currency_code", b"currency_code", "event_id", b"event_id", "event_title", b"event_title", "external_url", b"external_url", "provider_account_id", b"provider_account_id", "tiers", b"tiers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_external_url", b"_external_url", "currency_code", b"currency_code", "event_id", b"event_id", "event_start_time", b"event_start_time", "event_title", b"event_title", "external_url", b"external_url", "provider_account_id", b"provider_account_id", "refund_policy", b"refund_policy", "tiers", b"tiers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__external_url: _TypeAlias = _typing.Literal["external_url"]  # noqa: Y015
     _WhichOneofArgType__external_url: _TypeAlias = _typing.Literal["_external_url", b"_external_url"]  # noqa: Y015
@@ -312,6 +352,58 @@ class GetReservationResponse(_message.Message):
 Global___GetReservationResponse: _TypeAlias = GetReservationResponse  # noqa: Y015
 
 @_typing.final
+class FindReservationRequest(_message.Message):
+    """The request of FindReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The Moim event id. Required."""
+    user_id: _builtins.str
+    """The Moim user id. Required."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindReservationRequest: _TypeAlias = FindReservationRequest  # noqa: Y015
+
+@_typing.final
+class FindReservationResponse(_message.Message):
+    """The response of FindReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reservation(self) -> _reservation_pb2.Reservation:
+        """The user's most recently made reservation for the event, in whatever status it is now.
+        NOT_FOUND (RESERVATION_NOT_FOUND) when the user has none.
+        """
+
+    def __init__(
+        self,
+        *,
+        reservation: _reservation_pb2.Reservation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindReservationResponse: _TypeAlias = FindReservationResponse  # noqa: Y015
+
+@_typing.final
 class CancelReservationRequest(_message.Message):
     """The request of CancelReservation."""
 
@@ -377,6 +469,7 @@ class ConfirmPaymentRequest(_message.Message):
     PAID_TIME_FIELD_NUMBER: _builtins.int
     DELIVERY_ID_FIELD_NUMBER: _builtins.int
     RAW_EVENT_FIELD_NUMBER: _builtins.int
+    DELIVERY_SCHEME_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     """The reservation's id, a UUID. Required."""
     checkout_id: _builtins.str
@@ -392,11 +485,17 @@ class ConfirmPaymentRequest(_message.Message):
     currency_code: _builtins.str
     """The ISO 4217 currency of `amount`. Required."""
     delivery_id: _builtins.str
-    """The webhook delivery id. A repeated delivery id returns the first result without doing work.
-    Empty means the call is not a webhook delivery.
+    """The webhook delivery id. A delivery id seen before, in the same `delivery_scheme`, for the
+    same reservation, checkout and payment returns the first result without doing work; an id
+    seen before for another payment is handled as a new delivery. Empty means the call is not a
+    webhook delivery. At most 128 characters.
     """
     raw_event: _builtins.bytes
     """The callback body exactly as received, kept for audit. Empty means none. At most 64 KiB."""
+    delivery_scheme: Global___DeliveryScheme.ValueType
+    """Who numbered `delivery_id`: ids are unique only within their scheme. Unspecified means a
+    direct call (not through the webhook shim).
+    """
     @_builtins.property
     def paid_time(self) -> _timestamp_pb2.Timestamp:
         """When the payment was made. Unset means now."""
@@ -414,10 +513,11 @@ class ConfirmPaymentRequest(_message.Message):
         paid_time: _timestamp_pb2.Timestamp | None = ...,
         delivery_id: _builtins.str = ...,
         raw_event: _builtins.bytes = ...,
+        delivery_scheme: Global___DeliveryScheme.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["paid_time", b"paid_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "checkout_id", b"checkout_id", "currency_code", b"currency_code", "delivery_id", b"delivery_id", "paid_time", b"paid_time", "payment_id", b"payment_id", "provider", b"provider", "raw_event", b"raw_event", "reservation_id", b"reservation_id", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "checkout_id", b"checkout_id", "currency_code", b"currency_code", "delivery_id", b"delivery_id", "delivery_scheme", b"delivery_scheme", "paid_time", b"paid_time", "payment_id", b"payment_id", "provider", b"provider", "raw_event", b"raw_event", "reservation_id", b"reservation_id", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

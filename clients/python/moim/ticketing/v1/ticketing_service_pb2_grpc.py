@@ -56,6 +56,11 @@ class TicketingServiceStub:
                 request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetReservationRequest.SerializeToString,
                 response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetReservationResponse.FromString,
                 _registered_method=True)
+        self.FindReservation = channel.unary_unary(
+                '/moim.ticketing.v1.TicketingService/FindReservation',
+                request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.FindReservationRequest.SerializeToString,
+                response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.FindReservationResponse.FromString,
+                _registered_method=True)
         self.CancelReservation = channel.unary_unary(
                 '/moim.ticketing.v1.TicketingService/CancelReservation',
                 request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelReservationRequest.SerializeToString,
@@ -112,6 +117,14 @@ class TicketingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindReservation(self, request, context):
+        """Reads a user's latest reservation for an event: what Moim's success page shows when it
+        knows only the event and the user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelReservation(self, request, context):
         """Cancels a seat hold that is pending payment, releasing the seat.
         """
@@ -162,6 +175,11 @@ def add_TicketingServiceServicer_to_server(servicer, server):
                     servicer.GetReservation,
                     request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetReservationRequest.FromString,
                     response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetReservationResponse.SerializeToString,
+            ),
+            'FindReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindReservation,
+                    request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.FindReservationRequest.FromString,
+                    response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.FindReservationResponse.SerializeToString,
             ),
             'CancelReservation': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelReservation,
@@ -294,6 +312,33 @@ class TicketingService:
             '/moim.ticketing.v1.TicketingService/GetReservation',
             moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetReservationRequest.SerializeToString,
             moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moim.ticketing.v1.TicketingService/FindReservation',
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.FindReservationRequest.SerializeToString,
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.FindReservationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class TicketingServiceStub:
     """
     GetReservation: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.GetReservationRequest, _ticketing_service_pb2.GetReservationResponse]
     """Reads a reservation."""
+    FindReservation: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.FindReservationRequest, _ticketing_service_pb2.FindReservationResponse]
+    """Reads a user's latest reservation for an event: what Moim's success page shows when it
+    knows only the event and the user.
+    """
     CancelReservation: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.CancelReservationRequest, _ticketing_service_pb2.CancelReservationResponse]
     """Cancels a seat hold that is pending payment, releasing the seat."""
     ConfirmPayment: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.ConfirmPaymentRequest, _ticketing_service_pb2.ConfirmPaymentResponse]
@@ -71,6 +75,10 @@ class TicketingServiceAsyncStub(TicketingServiceStub):
     """
     GetReservation: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.GetReservationRequest, _ticketing_service_pb2.GetReservationResponse]  # type: ignore[assignment]
     """Reads a reservation."""
+    FindReservation: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.FindReservationRequest, _ticketing_service_pb2.FindReservationResponse]  # type: ignore[assignment]
+    """Reads a user's latest reservation for an event: what Moim's success page shows when it
+    knows only the event and the user.
+    """
     CancelReservation: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.CancelReservationRequest, _ticketing_service_pb2.CancelReservationResponse]  # type: ignore[assignment]
     """Cancels a seat hold that is pending payment, releasing the seat."""
     ConfirmPayment: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.ConfirmPaymentRequest, _ticketing_service_pb2.ConfirmPaymentResponse]  # type: ignore[assignment]
@@ -118,6 +126,16 @@ class TicketingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ticketing_service_pb2.GetReservationResponse, _abc.Awaitable[_ticketing_service_pb2.GetReservationResponse]]:
         """Reads a reservation."""
+
+    @_abc_1.abstractmethod
+    def FindReservation(
+        self,
+        request: _ticketing_service_pb2.FindReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ticketing_service_pb2.FindReservationResponse, _abc.Awaitable[_ticketing_service_pb2.FindReservationResponse]]:
+        """Reads a user's latest reservation for an event: what Moim's success page shows when it
+        knows only the event and the user.
+        """
 
     @_abc_1.abstractmethod
     def CancelReservation(

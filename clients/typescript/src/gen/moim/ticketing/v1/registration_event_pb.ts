@@ -14,7 +14,64 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file moim/ticketing/v1/registration_event.proto.
  */
 export const file_moim_ticketing_v1_registration_event: GenFile = /*@__PURE__*/
-  fileDesc("Ciptb2ltL3RpY2tldGluZy92MS9yZWdpc3RyYXRpb25fZXZlbnQucHJvdG8SEW1vaW0udGlja2V0aW5nLnYxIsMBChFSZWdpc3RyYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoAxI2CgR0eXBlGAIgASgOMigubW9pbS50aWNrZXRpbmcudjEuUmVnaXN0cmF0aW9uRXZlbnRUeXBlEjMKC3Jlc2VydmF0aW9uGAMgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24SLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKsICChVSZWdpc3RyYXRpb25FdmVudFR5cGUSJwojUkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIvCitSRUdJU1RSQVRJT05fRVZFTlRfVFlQRV9SRVNFUlZBVElPTl9DUkVBVEVEEAESMQotUkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfUkVTRVJWQVRJT05fQ09ORklSTUVEEAISLworUkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfUkVTRVJWQVRJT05fRVhQSVJFRBADEjEKLVJFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1JFU0VSVkFUSU9OX0NBTkNFTExFRBAEEjgKNFJFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1JFU0VSVkFUSU9OX1BBSURfVU5GVUxGSUxMRUQQBUJEWkJnaXRodWIuY29tL21vaW0vdGlja2V0aW5nL2NsaWVudHMvZ28vbW9pbS90aWNrZXRpbmcvdjE7dGlja2V0aW5ndjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_moim_ticketing_v1_reservation]);
+  fileDesc("Ciptb2ltL3RpY2tldGluZy92MS9yZWdpc3RyYXRpb25fZXZlbnQucHJvdG8SEW1vaW0udGlja2V0aW5nLnYxIoMBCg9QYXltZW50TWlzbWF0Y2gSEwoLY2hlY2tvdXRfaWQYASABKAkSEgoKcGF5bWVudF9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIOCgZhbW91bnQYBCABKAMSFQoNY3VycmVuY3lfY29kZRgFIAEoCRIOCgZmaWVsZHMYBiADKAkigQIKEVJlZ2lzdHJhdGlvbkV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEjYKBHR5cGUYAiABKA4yKC5tb2ltLnRpY2tldGluZy52MS5SZWdpc3RyYXRpb25FdmVudFR5cGUSMwoLcmVzZXJ2YXRpb24YAyABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbhIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASPAoQcGF5bWVudF9taXNtYXRjaBgFIAEoCzIiLm1vaW0udGlja2V0aW5nLnYxLlBheW1lbnRNaXNtYXRjaCrwAgoVUmVnaXN0cmF0aW9uRXZlbnRUeXBlEicKI1JFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASLworUkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfUkVTRVJWQVRJT05fQ1JFQVRFRBABEjEKLVJFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1JFU0VSVkFUSU9OX0NPTkZJUk1FRBACEi8KK1JFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1JFU0VSVkFUSU9OX0VYUElSRUQQAxIxCi1SRUdJU1RSQVRJT05fRVZFTlRfVFlQRV9SRVNFUlZBVElPTl9DQU5DRUxMRUQQBBI4CjRSRUdJU1RSQVRJT05fRVZFTlRfVFlQRV9SRVNFUlZBVElPTl9QQUlEX1VORlVMRklMTEVEEAUSLAooUkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfUEFZTUVOVF9NSVNNQVRDSBAGQkRaQmdpdGh1Yi5jb20vbW9pbS90aWNrZXRpbmcvY2xpZW50cy9nby9tb2ltL3RpY2tldGluZy92MTt0aWNrZXRpbmd2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_moim_ticketing_v1_reservation]);
+
+/**
+ * A payment that did not match the reservation it claimed to pay for.
+ *
+ * @generated from message moim.ticketing.v1.PaymentMismatch
+ */
+export type PaymentMismatch = Message<"moim.ticketing.v1.PaymentMismatch"> & {
+  /**
+   * The checkout id the payment named.
+   *
+   * @generated from field: string checkout_id = 1;
+   */
+  checkoutId: string;
+
+  /**
+   * The provider's payment id.
+   *
+   * @generated from field: string payment_id = 2;
+   */
+  paymentId: string;
+
+  /**
+   * The payment provider the payment named, e.g. "portone".
+   *
+   * @generated from field: string provider = 3;
+   */
+  provider: string;
+
+  /**
+   * The amount paid, in the currency's minor unit.
+   *
+   * @generated from field: int64 amount = 4;
+   */
+  amount: bigint;
+
+  /**
+   * The ISO 4217 currency of `amount`.
+   *
+   * @generated from field: string currency_code = 5;
+   */
+  currencyCode: string;
+
+  /**
+   * The fields in which the payment differed from the reservation: any of "checkout_id",
+   * "provider", "amount", "currency_code", "payment_id" (a settled reservation paid again).
+   *
+   * @generated from field: repeated string fields = 6;
+   */
+  fields: string[];
+};
+
+/**
+ * Describes the message moim.ticketing.v1.PaymentMismatch.
+ * Use `create(PaymentMismatchSchema)` to create a new message.
+ */
+export const PaymentMismatchSchema: GenMessage<PaymentMismatch> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_registration_event, 0);
 
 /**
  * One entry of the registration event feed.
@@ -49,6 +106,14 @@ export type RegistrationEvent = Message<"moim.ticketing.v1.RegistrationEvent"> &
    * @generated from field: google.protobuf.Timestamp create_time = 4;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * The payment that did not match, on `REGISTRATION_EVENT_TYPE_PAYMENT_MISMATCH` events.
+   * Unset on every other type.
+   *
+   * @generated from field: moim.ticketing.v1.PaymentMismatch payment_mismatch = 5;
+   */
+  paymentMismatch?: PaymentMismatch | undefined;
 };
 
 /**
@@ -56,7 +121,7 @@ export type RegistrationEvent = Message<"moim.ticketing.v1.RegistrationEvent"> &
  * Use `create(RegistrationEventSchema)` to create a new message.
  */
 export const RegistrationEventSchema: GenMessage<RegistrationEvent> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_registration_event, 0);
+  messageDesc(file_moim_ticketing_v1_registration_event, 1);
 
 /**
  * What happened to a reservation.
@@ -105,6 +170,14 @@ export enum RegistrationEventType {
    * @generated from enum value: REGISTRATION_EVENT_TYPE_RESERVATION_PAID_UNFULFILLED = 5;
    */
   RESERVATION_PAID_UNFULFILLED = 5,
+
+  /**
+   * A payment did not match its reservation (`payment_mismatch` says how). The reservation did
+   * not change, but the money may have been taken: a refund is due. Announced once per payment.
+   *
+   * @generated from enum value: REGISTRATION_EVENT_TYPE_PAYMENT_MISMATCH = 6;
+   */
+  PAYMENT_MISMATCH = 6,
 }
 
 /**

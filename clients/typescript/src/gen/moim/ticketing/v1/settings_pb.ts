@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file moim/ticketing/v1/settings.proto.
  */
 export const file_moim_ticketing_v1_settings: GenFile = /*@__PURE__*/
-  fileDesc("CiBtb2ltL3RpY2tldGluZy92MS9zZXR0aW5ncy5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEizAEKCVRpZXJJbnB1dBIPCgd0aWVyX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSFAoMcHJpY2VfYW1vdW50GAMgASgDEhUKCGNhcGFjaXR5GAQgASgFSACIAQESMwoPc2FsZV9zdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zYWxlX2VuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEILCglfY2FwYWNpdHki8QEKBFRpZXISDwoHdGllcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhQKDHByaWNlX2Ftb3VudBgDIAEoAxIVCghjYXBhY2l0eRgEIAEoBUgAiAEBEjMKD3NhbGVfc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9lbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmV0YWluZWQYByABKAgSFgoOYWNjZXB0ZWRfY291bnQYCCABKAVCCwoJX2NhcGFjaXR5IsACChFUaWNrZXRpbmdTZXR0aW5ncxIQCghldmVudF9pZBgBIAEoCRIuCgRtb2RlGAIgASgOMiAubW9pbS50aWNrZXRpbmcudjEuVGlja2V0aW5nTW9kZRIQCghwcm92aWRlchgDIAEoCRIbChNwcm92aWRlcl9hY2NvdW50X2lkGAQgASgJEhUKDWN1cnJlbmN5X2NvZGUYBSABKAkSDwoHZW5hYmxlZBgGIAEoCBIOCgZsZWdhY3kYByABKAgSJgoFdGllcnMYCCADKAsyFy5tb2ltLnRpY2tldGluZy52MS5UaWVyEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxleHRlcm5hbF91cmwYCiABKAkSEwoLZXZlbnRfdGl0bGUYCyABKAkqfgoNVGlja2V0aW5nTW9kZRIeChpUSUNLRVRJTkdfTU9ERV9VTlNQRUNJRklFRBAAEhcKE1RJQ0tFVElOR19NT0RFX0ZSRUUQARIXChNUSUNLRVRJTkdfTU9ERV9QQUlEEAISGwoXVElDS0VUSU5HX01PREVfRVhURVJOQUwQA0JEWkJnaXRodWIuY29tL21vaW0vdGlja2V0aW5nL2NsaWVudHMvZ28vbW9pbS90aWNrZXRpbmcvdjE7dGlja2V0aW5ndjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("CiBtb2ltL3RpY2tldGluZy92MS9zZXR0aW5ncy5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEizAEKCVRpZXJJbnB1dBIPCgd0aWVyX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSFAoMcHJpY2VfYW1vdW50GAMgASgDEhUKCGNhcGFjaXR5GAQgASgFSACIAQESMwoPc2FsZV9zdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zYWxlX2VuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEILCglfY2FwYWNpdHkiPQoKUmVmdW5kUnVsZRIeChZtaW5faG91cnNfYmVmb3JlX3N0YXJ0GAEgASgFEg8KB3BlcmNlbnQYAiABKAUi8QEKBFRpZXISDwoHdGllcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhQKDHByaWNlX2Ftb3VudBgDIAEoAxIVCghjYXBhY2l0eRgEIAEoBUgAiAEBEjMKD3NhbGVfc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9lbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmV0YWluZWQYByABKAgSFgoOYWNjZXB0ZWRfY291bnQYCCABKAVCCwoJX2NhcGFjaXR5IqwDChFUaWNrZXRpbmdTZXR0aW5ncxIQCghldmVudF9pZBgBIAEoCRIuCgRtb2RlGAIgASgOMiAubW9pbS50aWNrZXRpbmcudjEuVGlja2V0aW5nTW9kZRIQCghwcm92aWRlchgDIAEoCRIbChNwcm92aWRlcl9hY2NvdW50X2lkGAQgASgJEhUKDWN1cnJlbmN5X2NvZGUYBSABKAkSDwoHZW5hYmxlZBgGIAEoCBIOCgZsZWdhY3kYByABKAgSJgoFdGllcnMYCCADKAsyFy5tb2ltLnRpY2tldGluZy52MS5UaWVyEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxleHRlcm5hbF91cmwYCiABKAkSEwoLZXZlbnRfdGl0bGUYCyABKAkSNAoQZXZlbnRfc3RhcnRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoNcmVmdW5kX3BvbGljeRgNIAMoCzIdLm1vaW0udGlja2V0aW5nLnYxLlJlZnVuZFJ1bGUqfgoNVGlja2V0aW5nTW9kZRIeChpUSUNLRVRJTkdfTU9ERV9VTlNQRUNJRklFRBAAEhcKE1RJQ0tFVElOR19NT0RFX0ZSRUUQARIXChNUSUNLRVRJTkdfTU9ERV9QQUlEEAISGwoXVElDS0VUSU5HX01PREVfRVhURVJOQUwQA0JEWkJnaXRodWIuY29tL21vaW0vdGlja2V0aW5nL2NsaWVudHMvZ28vbW9pbS90aWNrZXRpbmcvdjE7dGlja2V0aW5ndjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * One ticket tier of an event as the organizer sends it.
@@ -57,7 +57,8 @@ export type TierInput = Message<"moim.ticketing.v1.TierInput"> & {
   saleStartTime?: Timestamp | undefined;
 
   /**
-   * When the tier stops being on sale. Unset means it stays on sale.
+   * When the tier stops being on sale. Unset means when the event starts (or, for an event with
+   * no start time, that it stays on sale).
    *
    * @generated from field: google.protobuf.Timestamp sale_end_time = 6;
    */
@@ -70,6 +71,37 @@ export type TierInput = Message<"moim.ticketing.v1.TierInput"> & {
  */
 export const TierInputSchema: GenMessage<TierInput> = /*@__PURE__*/
   messageDesc(file_moim_ticketing_v1_settings, 0);
+
+/**
+ * One rule of an event's refund policy: a user who gives up their seat at least
+ * `min_hours_before_start` hours before the event starts gets `percent` of what they paid back.
+ * The rule with the most hours that still lies ahead applies; none: nothing back.
+ *
+ * @generated from message moim.ticketing.v1.RefundRule
+ */
+export type RefundRule = Message<"moim.ticketing.v1.RefundRule"> & {
+  /**
+   * Hours before the event's start, from 0 to 8784 (a year). Unique within a policy.
+   *
+   * @generated from field: int32 min_hours_before_start = 1;
+   */
+  minHoursBeforeStart: number;
+
+  /**
+   * The share of the payment refunded, from 0 to 100. The amount is rounded down to the
+   * currency's minor unit.
+   *
+   * @generated from field: int32 percent = 2;
+   */
+  percent: number;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.RefundRule.
+ * Use `create(RefundRuleSchema)` to create a new message.
+ */
+export const RefundRuleSchema: GenMessage<RefundRule> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_settings, 1);
 
 /**
  * One ticket tier of an event as the service stores it.
@@ -113,7 +145,8 @@ export type Tier = Message<"moim.ticketing.v1.Tier"> & {
   saleStartTime?: Timestamp | undefined;
 
   /**
-   * When the tier stops being on sale. Unset means no upper bound.
+   * When the tier stops being on sale. Unset means when the event starts, or no upper bound for
+   * an event with no start time.
    *
    * @generated from field: google.protobuf.Timestamp sale_end_time = 6;
    */
@@ -140,7 +173,7 @@ export type Tier = Message<"moim.ticketing.v1.Tier"> & {
  * Use `create(TierSchema)` to create a new message.
  */
 export const TierSchema: GenMessage<Tier> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_settings, 1);
+  messageDesc(file_moim_ticketing_v1_settings, 2);
 
 /**
  * The ticketing settings of one event.
@@ -226,6 +259,22 @@ export type TicketingSettings = Message<"moim.ticketing.v1.TicketingSettings"> &
    * @generated from field: string event_title = 11;
    */
   eventTitle: string;
+
+  /**
+   * When the event starts: tiers without a sale end close then, and refunds of cancelled
+   * registrations follow `refund_policy` counted back from it. Unset when Moim sent none.
+   *
+   * @generated from field: google.protobuf.Timestamp event_start_time = 12;
+   */
+  eventStartTime?: Timestamp | undefined;
+
+  /**
+   * The organizer's refund policy. Empty means Moim's published one: at least 168 hours before
+   * the start 100 %, at least 72 hours 70 %, at least 24 hours 50 %, later 0 %.
+   *
+   * @generated from field: repeated moim.ticketing.v1.RefundRule refund_policy = 13;
+   */
+  refundPolicy: RefundRule[];
 };
 
 /**
@@ -233,7 +282,7 @@ export type TicketingSettings = Message<"moim.ticketing.v1.TicketingSettings"> &
  * Use `create(TicketingSettingsSchema)` to create a new message.
  */
 export const TicketingSettingsSchema: GenMessage<TicketingSettings> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_settings, 2);
+  messageDesc(file_moim_ticketing_v1_settings, 3);
 
 /**
  * How an event sells its tickets, derived by the service from the tiers and the external URL.

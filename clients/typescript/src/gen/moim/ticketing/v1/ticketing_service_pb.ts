@@ -10,7 +10,7 @@ import type { RegistrationEvent } from "./registration_event_pb.js";
 import { file_moim_ticketing_v1_registration_event } from "./registration_event_pb.js";
 import type { Answer, Customer, Reservation } from "./reservation_pb.js";
 import { file_moim_ticketing_v1_reservation } from "./reservation_pb.js";
-import type { TicketingSettings, TierInput } from "./settings_pb.js";
+import type { RefundRule, TicketingSettings, TierInput } from "./settings_pb.js";
 import { file_moim_ticketing_v1_settings } from "./settings_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file moim/ticketing/v1/ticketing_service.proto.
  */
 export const file_moim_ticketing_v1_ticketing_service: GenFile = /*@__PURE__*/
-  fileDesc("Ciltb2ltL3RpY2tldGluZy92MS90aWNrZXRpbmdfc2VydmljZS5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEi1AEKHlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRITCgtldmVudF90aXRsZRgCIAEoCRIrCgV0aWVycxgDIAMoCzIcLm1vaW0udGlja2V0aW5nLnYxLlRpZXJJbnB1dBIZCgxleHRlcm5hbF91cmwYBCABKAlIAIgBARIVCg1jdXJyZW5jeV9jb2RlGAUgASgJEhsKE3Byb3ZpZGVyX2FjY291bnRfaWQYBiABKAlCDwoNX2V4dGVybmFsX3VybCJ0Ch9VcGRhdGVUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEjYKCHNldHRpbmdzGAEgASgLMiQubW9pbS50aWNrZXRpbmcudjEuVGlja2V0aW5nU2V0dGluZ3MSGQoRcmV0YWluZWRfdGllcl9pZHMYAiADKAkiLwobR2V0VGlja2V0aW5nU2V0dGluZ3NSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIlYKHEdldFRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USNgoIc2V0dGluZ3MYASABKAsyJC5tb2ltLnRpY2tldGluZy52MS5UaWNrZXRpbmdTZXR0aW5ncyLqAQocU3RhcnRQYWlkUmVnaXN0cmF0aW9uUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIPCgd0aWVyX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSLQoIY3VzdG9tZXIYBCABKAsyGy5tb2ltLnRpY2tldGluZy52MS5DdXN0b21lchIqCgdhbnN3ZXJzGAUgAygLMhkubW9pbS50aWNrZXRpbmcudjEuQW5zd2VyEhMKC3N1Y2Nlc3NfdXJsGAYgASgJEhIKCmNhbmNlbF91cmwYByABKAkSEgoKcmVxdWVzdF9pZBgIIAEoCSJuCh1TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRIYChByZXF1aXJlc19wYXltZW50GAEgASgIEjMKC3Jlc2VydmF0aW9uGAIgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIk0KFkdldFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiJDChhDYW5jZWxSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSJQChlDYW5jZWxSZXNlcnZhdGlvblJlc3BvbnNlEjMKC3Jlc2VydmF0aW9uGAEgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24i9wEKFUNvbmZpcm1QYXltZW50UmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRITCgtjaGVja291dF9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEg0KBXR4X2lkGAQgASgJEhAKCHByb3ZpZGVyGAUgASgJEg4KBmFtb3VudBgGIAEoAxIVCg1jdXJyZW5jeV9jb2RlGAcgASgJEi0KCXBhaWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZGVsaXZlcnlfaWQYCSABKAkSEQoJcmF3X2V2ZW50GAogASgMIogBChZDb25maXJtUGF5bWVudFJlc3BvbnNlEjkKB291dGNvbWUYASABKA4yKC5tb2ltLnRpY2tldGluZy52MS5Db25maXJtUGF5bWVudE91dGNvbWUSMwoLcmVzZXJ2YXRpb24YAiABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiJKCh1MaXN0UmVnaXN0cmF0aW9uRXZlbnRzUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoAxIRCglwYWdlX3NpemUYAiABKAUibQoeTGlzdFJlZ2lzdHJhdGlvbkV2ZW50c1Jlc3BvbnNlEjQKBmV2ZW50cxgBIAMoCzIkLm1vaW0udGlja2V0aW5nLnYxLlJlZ2lzdHJhdGlvbkV2ZW50EhUKDW5leHRfc2VxdWVuY2UYAiABKAMiOAoeV2F0Y2hSZWdpc3RyYXRpb25FdmVudHNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgDIlYKH1dhdGNoUmVnaXN0cmF0aW9uRXZlbnRzUmVzcG9uc2USMwoFZXZlbnQYASABKAsyJC5tb2ltLnRpY2tldGluZy52MS5SZWdpc3RyYXRpb25FdmVudCrEAQoVQ29uZmlybVBheW1lbnRPdXRjb21lEicKI0NPTkZJUk1fUEFZTUVOVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASJQohQ09ORklSTV9QQVlNRU5UX09VVENPTUVfQ09ORklSTUVEEAESLQopQ09ORklSTV9QQVlNRU5UX09VVENPTUVfQUxSRUFEWV9DT05GSVJNRUQQAhIsCihDT05GSVJNX1BBWU1FTlRfT1VUQ09NRV9QQUlEX1VORlVMRklMTEVEEAMyzAcKEFRpY2tldGluZ1NlcnZpY2USgAEKF1VwZGF0ZVRpY2tldGluZ1NldHRpbmdzEjEubW9pbS50aWNrZXRpbmcudjEuVXBkYXRlVGlja2V0aW5nU2V0dGluZ3NSZXF1ZXN0GjIubW9pbS50aWNrZXRpbmcudjEuVXBkYXRlVGlja2V0aW5nU2V0dGluZ3NSZXNwb25zZRJ3ChRHZXRUaWNrZXRpbmdTZXR0aW5ncxIuLm1vaW0udGlja2V0aW5nLnYxLkdldFRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBovLm1vaW0udGlja2V0aW5nLnYxLkdldFRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USegoVU3RhcnRQYWlkUmVnaXN0cmF0aW9uEi8ubW9pbS50aWNrZXRpbmcudjEuU3RhcnRQYWlkUmVnaXN0cmF0aW9uUmVxdWVzdBowLm1vaW0udGlja2V0aW5nLnYxLlN0YXJ0UGFpZFJlZ2lzdHJhdGlvblJlc3BvbnNlEmUKDkdldFJlc2VydmF0aW9uEigubW9pbS50aWNrZXRpbmcudjEuR2V0UmVzZXJ2YXRpb25SZXF1ZXN0GikubW9pbS50aWNrZXRpbmcudjEuR2V0UmVzZXJ2YXRpb25SZXNwb25zZRJuChFDYW5jZWxSZXNlcnZhdGlvbhIrLm1vaW0udGlja2V0aW5nLnYxLkNhbmNlbFJlc2VydmF0aW9uUmVxdWVzdBosLm1vaW0udGlja2V0aW5nLnYxLkNhbmNlbFJlc2VydmF0aW9uUmVzcG9uc2USZQoOQ29uZmlybVBheW1lbnQSKC5tb2ltLnRpY2tldGluZy52MS5Db25maXJtUGF5bWVudFJlcXVlc3QaKS5tb2ltLnRpY2tldGluZy52MS5Db25maXJtUGF5bWVudFJlc3BvbnNlEn0KFkxpc3RSZWdpc3RyYXRpb25FdmVudHMSMC5tb2ltLnRpY2tldGluZy52MS5MaXN0UmVnaXN0cmF0aW9uRXZlbnRzUmVxdWVzdBoxLm1vaW0udGlja2V0aW5nLnYxLkxpc3RSZWdpc3RyYXRpb25FdmVudHNSZXNwb25zZRKCAQoXV2F0Y2hSZWdpc3RyYXRpb25FdmVudHMSMS5tb2ltLnRpY2tldGluZy52MS5XYXRjaFJlZ2lzdHJhdGlvbkV2ZW50c1JlcXVlc3QaMi5tb2ltLnRpY2tldGluZy52MS5XYXRjaFJlZ2lzdHJhdGlvbkV2ZW50c1Jlc3BvbnNlMAFCRFpCZ2l0aHViLmNvbS9tb2ltL3RpY2tldGluZy9jbGllbnRzL2dvL21vaW0vdGlja2V0aW5nL3YxO3RpY2tldGluZ3YxYgZwcm90bzM", [file_google_protobuf_timestamp, file_moim_ticketing_v1_registration_event, file_moim_ticketing_v1_reservation, file_moim_ticketing_v1_settings]);
+  fileDesc("Ciltb2ltL3RpY2tldGluZy92MS90aWNrZXRpbmdfc2VydmljZS5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEiwAIKHlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRITCgtldmVudF90aXRsZRgCIAEoCRIrCgV0aWVycxgDIAMoCzIcLm1vaW0udGlja2V0aW5nLnYxLlRpZXJJbnB1dBIZCgxleHRlcm5hbF91cmwYBCABKAlIAIgBARIVCg1jdXJyZW5jeV9jb2RlGAUgASgJEhsKE3Byb3ZpZGVyX2FjY291bnRfaWQYBiABKAkSNAoQZXZlbnRfc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoNcmVmdW5kX3BvbGljeRgIIAMoCzIdLm1vaW0udGlja2V0aW5nLnYxLlJlZnVuZFJ1bGVCDwoNX2V4dGVybmFsX3VybCJ0Ch9VcGRhdGVUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEjYKCHNldHRpbmdzGAEgASgLMiQubW9pbS50aWNrZXRpbmcudjEuVGlja2V0aW5nU2V0dGluZ3MSGQoRcmV0YWluZWRfdGllcl9pZHMYAiADKAkiLwobR2V0VGlja2V0aW5nU2V0dGluZ3NSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIlYKHEdldFRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USNgoIc2V0dGluZ3MYASABKAsyJC5tb2ltLnRpY2tldGluZy52MS5UaWNrZXRpbmdTZXR0aW5ncyLqAQocU3RhcnRQYWlkUmVnaXN0cmF0aW9uUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIPCgd0aWVyX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSLQoIY3VzdG9tZXIYBCABKAsyGy5tb2ltLnRpY2tldGluZy52MS5DdXN0b21lchIqCgdhbnN3ZXJzGAUgAygLMhkubW9pbS50aWNrZXRpbmcudjEuQW5zd2VyEhMKC3N1Y2Nlc3NfdXJsGAYgASgJEhIKCmNhbmNlbF91cmwYByABKAkSEgoKcmVxdWVzdF9pZBgIIAEoCSJuCh1TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRIYChByZXF1aXJlc19wYXltZW50GAEgASgIEjMKC3Jlc2VydmF0aW9uGAIgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIk0KFkdldFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiI7ChZGaW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiTgoXRmluZFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiJDChhDYW5jZWxSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSJQChlDYW5jZWxSZXNlcnZhdGlvblJlc3BvbnNlEjMKC3Jlc2VydmF0aW9uGAEgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iswIKFUNvbmZpcm1QYXltZW50UmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRITCgtjaGVja291dF9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEg0KBXR4X2lkGAQgASgJEhAKCHByb3ZpZGVyGAUgASgJEg4KBmFtb3VudBgGIAEoAxIVCg1jdXJyZW5jeV9jb2RlGAcgASgJEi0KCXBhaWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZGVsaXZlcnlfaWQYCSABKAkSEQoJcmF3X2V2ZW50GAogASgMEjoKD2RlbGl2ZXJ5X3NjaGVtZRgLIAEoDjIhLm1vaW0udGlja2V0aW5nLnYxLkRlbGl2ZXJ5U2NoZW1lIogBChZDb25maXJtUGF5bWVudFJlc3BvbnNlEjkKB291dGNvbWUYASABKA4yKC5tb2ltLnRpY2tldGluZy52MS5Db25maXJtUGF5bWVudE91dGNvbWUSMwoLcmVzZXJ2YXRpb24YAiABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiJKCh1MaXN0UmVnaXN0cmF0aW9uRXZlbnRzUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoAxIRCglwYWdlX3NpemUYAiABKAUibQoeTGlzdFJlZ2lzdHJhdGlvbkV2ZW50c1Jlc3BvbnNlEjQKBmV2ZW50cxgBIAMoCzIkLm1vaW0udGlja2V0aW5nLnYxLlJlZ2lzdHJhdGlvbkV2ZW50EhUKDW5leHRfc2VxdWVuY2UYAiABKAMiOAoeV2F0Y2hSZWdpc3RyYXRpb25FdmVudHNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgDIlYKH1dhdGNoUmVnaXN0cmF0aW9uRXZlbnRzUmVzcG9uc2USMwoFZXZlbnQYASABKAsyJC5tb2ltLnRpY2tldGluZy52MS5SZWdpc3RyYXRpb25FdmVudCrEAQoVQ29uZmlybVBheW1lbnRPdXRjb21lEicKI0NPTkZJUk1fUEFZTUVOVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASJQohQ09ORklSTV9QQVlNRU5UX09VVENPTUVfQ09ORklSTUVEEAESLQopQ09ORklSTV9QQVlNRU5UX09VVENPTUVfQUxSRUFEWV9DT05GSVJNRUQQAhIsCihDT05GSVJNX1BBWU1FTlRfT1VUQ09NRV9QQUlEX1VORlVMRklMTEVEEAMqdwoORGVsaXZlcnlTY2hlbWUSHwobREVMSVZFUllfU0NIRU1FX1VOU1BFQ0lGSUVEEAASHQoZREVMSVZFUllfU0NIRU1FX01PSU1fSE1BQxABEiUKIURFTElWRVJZX1NDSEVNRV9TVEFOREFSRF9XRUJIT09LUxACMrYIChBUaWNrZXRpbmdTZXJ2aWNlEoABChdVcGRhdGVUaWNrZXRpbmdTZXR0aW5ncxIxLm1vaW0udGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBoyLm1vaW0udGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USdwoUR2V0VGlja2V0aW5nU2V0dGluZ3MSLi5tb2ltLnRpY2tldGluZy52MS5HZXRUaWNrZXRpbmdTZXR0aW5nc1JlcXVlc3QaLy5tb2ltLnRpY2tldGluZy52MS5HZXRUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEnoKFVN0YXJ0UGFpZFJlZ2lzdHJhdGlvbhIvLm1vaW0udGlja2V0aW5nLnYxLlN0YXJ0UGFpZFJlZ2lzdHJhdGlvblJlcXVlc3QaMC5tb2ltLnRpY2tldGluZy52MS5TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRJlCg5HZXRSZXNlcnZhdGlvbhIoLm1vaW0udGlja2V0aW5nLnYxLkdldFJlc2VydmF0aW9uUmVxdWVzdBopLm1vaW0udGlja2V0aW5nLnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2USaAoPRmluZFJlc2VydmF0aW9uEikubW9pbS50aWNrZXRpbmcudjEuRmluZFJlc2VydmF0aW9uUmVxdWVzdBoqLm1vaW0udGlja2V0aW5nLnYxLkZpbmRSZXNlcnZhdGlvblJlc3BvbnNlEm4KEUNhbmNlbFJlc2VydmF0aW9uEisubW9pbS50aWNrZXRpbmcudjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXF1ZXN0GiwubW9pbS50aWNrZXRpbmcudjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXNwb25zZRJlCg5Db25maXJtUGF5bWVudBIoLm1vaW0udGlja2V0aW5nLnYxLkNvbmZpcm1QYXltZW50UmVxdWVzdBopLm1vaW0udGlja2V0aW5nLnYxLkNvbmZpcm1QYXltZW50UmVzcG9uc2USfQoWTGlzdFJlZ2lzdHJhdGlvbkV2ZW50cxIwLm1vaW0udGlja2V0aW5nLnYxLkxpc3RSZWdpc3RyYXRpb25FdmVudHNSZXF1ZXN0GjEubW9pbS50aWNrZXRpbmcudjEuTGlzdFJlZ2lzdHJhdGlvbkV2ZW50c1Jlc3BvbnNlEoIBChdXYXRjaFJlZ2lzdHJhdGlvbkV2ZW50cxIxLm1vaW0udGlja2V0aW5nLnYxLldhdGNoUmVnaXN0cmF0aW9uRXZlbnRzUmVxdWVzdBoyLm1vaW0udGlja2V0aW5nLnYxLldhdGNoUmVnaXN0cmF0aW9uRXZlbnRzUmVzcG9uc2UwAUJEWkJnaXRodWIuY29tL21vaW0vdGlja2V0aW5nL2NsaWVudHMvZ28vbW9pbS90aWNrZXRpbmcvdjE7dGlja2V0aW5ndjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_moim_ticketing_v1_registration_event, file_moim_ticketing_v1_reservation, file_moim_ticketing_v1_settings]);
 
 /**
  * The request of UpdateTicketingSettings.
@@ -69,6 +69,22 @@ export type UpdateTicketingSettingsRequest = Message<"moim.ticketing.v1.UpdateTi
    * @generated from field: string provider_account_id = 6;
    */
   providerAccountId: string;
+
+  /**
+   * When the event starts. Unset means no start time: tiers without a sale end stay on sale, and
+   * a cancelled registration is refunded in full.
+   *
+   * @generated from field: google.protobuf.Timestamp event_start_time = 7;
+   */
+  eventStartTime?: Timestamp | undefined;
+
+  /**
+   * The organizer's refund policy for users who give up their seat. Empty means Moim's published
+   * policy. At most 20 rules.
+   *
+   * @generated from field: repeated moim.ticketing.v1.RefundRule refund_policy = 8;
+   */
+  refundPolicy: RefundRule[];
 };
 
 /**
@@ -292,6 +308,56 @@ export const GetReservationResponseSchema: GenMessage<GetReservationResponse> = 
   messageDesc(file_moim_ticketing_v1_ticketing_service, 7);
 
 /**
+ * The request of FindReservation.
+ *
+ * @generated from message moim.ticketing.v1.FindReservationRequest
+ */
+export type FindReservationRequest = Message<"moim.ticketing.v1.FindReservationRequest"> & {
+  /**
+   * The Moim event id. Required.
+   *
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * The Moim user id. Required.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.FindReservationRequest.
+ * Use `create(FindReservationRequestSchema)` to create a new message.
+ */
+export const FindReservationRequestSchema: GenMessage<FindReservationRequest> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 8);
+
+/**
+ * The response of FindReservation.
+ *
+ * @generated from message moim.ticketing.v1.FindReservationResponse
+ */
+export type FindReservationResponse = Message<"moim.ticketing.v1.FindReservationResponse"> & {
+  /**
+   * The user's most recently made reservation for the event, in whatever status it is now.
+   * NOT_FOUND (RESERVATION_NOT_FOUND) when the user has none.
+   *
+   * @generated from field: moim.ticketing.v1.Reservation reservation = 1;
+   */
+  reservation?: Reservation | undefined;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.FindReservationResponse.
+ * Use `create(FindReservationResponseSchema)` to create a new message.
+ */
+export const FindReservationResponseSchema: GenMessage<FindReservationResponse> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 9);
+
+/**
  * The request of CancelReservation.
  *
  * @generated from message moim.ticketing.v1.CancelReservationRequest
@@ -317,7 +383,7 @@ export type CancelReservationRequest = Message<"moim.ticketing.v1.CancelReservat
  * Use `create(CancelReservationRequestSchema)` to create a new message.
  */
 export const CancelReservationRequestSchema: GenMessage<CancelReservationRequest> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 8);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 10);
 
 /**
  * The response of CancelReservation.
@@ -338,7 +404,7 @@ export type CancelReservationResponse = Message<"moim.ticketing.v1.CancelReserva
  * Use `create(CancelReservationResponseSchema)` to create a new message.
  */
 export const CancelReservationResponseSchema: GenMessage<CancelReservationResponse> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 9);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 11);
 
 /**
  * The request of ConfirmPayment, usually sent by the webhook shim.
@@ -403,8 +469,10 @@ export type ConfirmPaymentRequest = Message<"moim.ticketing.v1.ConfirmPaymentReq
   paidTime?: Timestamp | undefined;
 
   /**
-   * The webhook delivery id. A repeated delivery id returns the first result without doing work.
-   * Empty means the call is not a webhook delivery.
+   * The webhook delivery id. A delivery id seen before, in the same `delivery_scheme`, for the
+   * same reservation, checkout and payment returns the first result without doing work; an id
+   * seen before for another payment is handled as a new delivery. Empty means the call is not a
+   * webhook delivery. At most 128 characters.
    *
    * @generated from field: string delivery_id = 9;
    */
@@ -416,6 +484,14 @@ export type ConfirmPaymentRequest = Message<"moim.ticketing.v1.ConfirmPaymentReq
    * @generated from field: bytes raw_event = 10;
    */
   rawEvent: Uint8Array;
+
+  /**
+   * Who numbered `delivery_id`: ids are unique only within their scheme. Unspecified means a
+   * direct call (not through the webhook shim).
+   *
+   * @generated from field: moim.ticketing.v1.DeliveryScheme delivery_scheme = 11;
+   */
+  deliveryScheme: DeliveryScheme;
 };
 
 /**
@@ -423,7 +499,7 @@ export type ConfirmPaymentRequest = Message<"moim.ticketing.v1.ConfirmPaymentReq
  * Use `create(ConfirmPaymentRequestSchema)` to create a new message.
  */
 export const ConfirmPaymentRequestSchema: GenMessage<ConfirmPaymentRequest> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 10);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 12);
 
 /**
  * The response of ConfirmPayment.
@@ -451,7 +527,7 @@ export type ConfirmPaymentResponse = Message<"moim.ticketing.v1.ConfirmPaymentRe
  * Use `create(ConfirmPaymentResponseSchema)` to create a new message.
  */
 export const ConfirmPaymentResponseSchema: GenMessage<ConfirmPaymentResponse> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 11);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 13);
 
 /**
  * The request of ListRegistrationEvents.
@@ -479,7 +555,7 @@ export type ListRegistrationEventsRequest = Message<"moim.ticketing.v1.ListRegis
  * Use `create(ListRegistrationEventsRequestSchema)` to create a new message.
  */
 export const ListRegistrationEventsRequestSchema: GenMessage<ListRegistrationEventsRequest> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 12);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 14);
 
 /**
  * The response of ListRegistrationEvents.
@@ -507,7 +583,7 @@ export type ListRegistrationEventsResponse = Message<"moim.ticketing.v1.ListRegi
  * Use `create(ListRegistrationEventsResponseSchema)` to create a new message.
  */
 export const ListRegistrationEventsResponseSchema: GenMessage<ListRegistrationEventsResponse> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 13);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 15);
 
 /**
  * The request of WatchRegistrationEvents.
@@ -528,7 +604,7 @@ export type WatchRegistrationEventsRequest = Message<"moim.ticketing.v1.WatchReg
  * Use `create(WatchRegistrationEventsRequestSchema)` to create a new message.
  */
 export const WatchRegistrationEventsRequestSchema: GenMessage<WatchRegistrationEventsRequest> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 14);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 16);
 
 /**
  * One message of the WatchRegistrationEvents stream.
@@ -549,7 +625,7 @@ export type WatchRegistrationEventsResponse = Message<"moim.ticketing.v1.WatchRe
  * Use `create(WatchRegistrationEventsResponseSchema)` to create a new message.
  */
 export const WatchRegistrationEventsResponseSchema: GenMessage<WatchRegistrationEventsResponse> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 15);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 17);
 
 /**
  * What ConfirmPayment did.
@@ -591,6 +667,40 @@ export enum ConfirmPaymentOutcome {
  */
 export const ConfirmPaymentOutcomeSchema: GenEnum<ConfirmPaymentOutcome> = /*@__PURE__*/
   enumDesc(file_moim_ticketing_v1_ticketing_service, 0);
+
+/**
+ * The signature scheme a webhook delivery came with; each numbers its delivery ids on its own.
+ *
+ * @generated from enum moim.ticketing.v1.DeliveryScheme
+ */
+export enum DeliveryScheme {
+  /**
+   * Not a webhook delivery: a direct ConfirmPayment call.
+   *
+   * @generated from enum value: DELIVERY_SCHEME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The moim-payment HMAC scheme (`X-Ticket-Payment-Event-Id`).
+   *
+   * @generated from enum value: DELIVERY_SCHEME_MOIM_HMAC = 1;
+   */
+  MOIM_HMAC = 1,
+
+  /**
+   * Standard Webhooks (`webhook-id`), as PortOne V2 sends.
+   *
+   * @generated from enum value: DELIVERY_SCHEME_STANDARD_WEBHOOKS = 2;
+   */
+  STANDARD_WEBHOOKS = 2,
+}
+
+/**
+ * Describes the enum moim.ticketing.v1.DeliveryScheme.
+ */
+export const DeliverySchemeSchema: GenEnum<DeliveryScheme> = /*@__PURE__*/
+  enumDesc(file_moim_ticketing_v1_ticketing_service, 1);
 
 /**
  * Paid event registrations for Moim: ticketing settings, seat holds, checkouts and payments.
@@ -639,6 +749,17 @@ export const TicketingService: GenService<{
     methodKind: "unary";
     input: typeof GetReservationRequestSchema;
     output: typeof GetReservationResponseSchema;
+  },
+  /**
+   * Reads a user's latest reservation for an event: what Moim's success page shows when it
+   * knows only the event and the user.
+   *
+   * @generated from rpc moim.ticketing.v1.TicketingService.FindReservation
+   */
+  findReservation: {
+    methodKind: "unary";
+    input: typeof FindReservationRequestSchema;
+    output: typeof FindReservationResponseSchema;
   },
   /**
    * Cancels a seat hold that is pending payment, releasing the seat.

@@ -1,0 +1,39 @@
+/** The back-off schedule and the client options that are refused before any connection. */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { DEFAULT_RETRY_POLICY, createTicketingClient } from "../src/index.js";
+import { backoffMs } from "../src/retry.js";
+
+test("the back-off ceiling doubles from initialBackoffMs up to maxBackoffMs", () => {
+  const ceiling = (retry: number) => backoffMs(DEFAULT_RETRY_POLICY, retry, () => 1);
+
+  const ceilings = [1, 2, 3, 4, 5, 6].map(ceiling);
+
+  assert.deepEqual(ceilings, [100, 200, 400, 800, 1600, 2000]);
+});
+
+test("the back-off is a uniformly random share of its ceiling (full jitter)", () => {
+  assert.equal(backoffMs(DEFAULT_RETRY_POLICY, 3, () => 0), 0);
+  assert.equal(backoffMs(DEFAULT_RETRY_POLICY, 3, () => 0.5), 200);
+});
+
+test("a client certificate without its key is refused", () => {
+  assert.throws(
+    () => createTicketingClient({ address: "127.0.0.1:1", tls: { cert: "PEM" } }),
+    /both tls.cert and tls.key/,
+  );
+});
+
+test("TLS options with a plain http:// address are refused", () => {
+  assert.throws(
+    () => createTicketingClient({ address: "http://127.0.0.1:1", tls: {} }),
+    /not https:\/\//,
+  );
+});
+
+test("a retry policy of zero attempts or fractions is refused", () => {
+  assert.throws(() => createTicketingClient({ address: "127.0.0.1:1", retry: { maxAttempts: 0 } }));
+  assert.throws(
+    () => createTicketingClient({ address: "127.0.0.1:1", retry: { initialBackoffMs: 0.5 } }),
+  );
+});

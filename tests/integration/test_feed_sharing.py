@@ -1,0 +1,164 @@
+"""The feed under many and careless consumers: shared reads, slow watchers, poisoned pages."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+from moim.ticketing.v1 import registration_event_pb2 as events_pb2
+from moim.ticketing.v1 import reservation_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+from tests.integration.flows import EVENT, configure_event, hold, paid_tier, sql
+from ticketing_service.domain.events import RegistrationEvent
+from ticketing_service.entrypoints.grpc.server import start_server
+from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.event_fanout import EventFanout
+from ticketing_service.service_layer.events_handlers import (
+    sequence_events,
+    watch_registration_events,
+)
+from ticketing_service.service_layer.ports import UnitOfWork
+
+if TYPE_CHECKING:
+    from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
+
+WATCHERS = 20
+CLIENT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a default client's limit on what it receives
+
+
+class CountedDeps:
+    """The real dependencies, counting every unit of work (each feed read opens one)."""
+
+    def __init__(self, deps: Dependencies) -> None:
+        self.opened = 0
+        self.deps = dataclasses.replace(deps, uow=self._uow)
+        self._uow_factory = deps.uow
+
+    def _uow(self) -> UnitOfWork:
+        self.opened += 1
+        return self._uow_factory()
+
+
+async def next_events(
+    calls: list[
+        grpc.aio.UnaryStreamCall[
+            pb.WatchRegistrationEventsRequest, pb.WatchRegistrationEventsResponse
+        ]
+    ],
+) -> list[int]:
+    """The next event's sequence from each watcher."""
+    sequences = []
+    async with asyncio.timeout(30):
+        for call in calls:
+            response = await call.read()
+            assert isinstance(response, pb.WatchRegistrationEventsResponse)
+            sequences.append(response.event.sequence)
+    return sequences
+
+
+async def test_many_watchers_share_one_read_per_commit_and_each_gets_every_event_once(
+    stub: Stub, deps: Dependencies
+) -> None:
+    await configure_event(stub)
+    await hold(stub, "first")
+    await sequence_events(deps)
+    counted = CountedDeps(deps)
+    watched = await start_server(counted.deps, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{watched.port}") as channel:
+            watcher_stub = pb_grpc.TicketingServiceStub(channel)
+            calls = [
+                watcher_stub.WatchRegistrationEvents(pb.WatchRegistrationEventsRequest())
+                for _ in range(WATCHERS)
+            ]
+            replayed = await next_events(calls)  # each caught up by reading the database once
+            reads_before = counted.opened
+
+            await hold(stub, "second")  # written and numbered through the other server
+            await sequence_events(deps)
+            live = await next_events(calls)
+            reads_for_the_write = counted.opened - reads_before
+
+            for call in calls:
+                call.cancel()
+    finally:
+        await watched.stop(0)
+    assert (replayed, live) == ([1] * WATCHERS, [2] * WATCHERS)
+    # One read by the shared reader (and perhaps its safety-net timer), not one per watcher.
+    assert reads_for_the_write <= 3
+
+
+async def collect(events: AsyncIterator[RegistrationEvent], count: int) -> list[int]:
+    seen = []
+    async with asyncio.timeout(30):
+        async for event in events:
+            seen.append(event.sequence)
+            if len(seen) == count:
+                break
+    return seen
+
+
+async def test_a_watcher_too_slow_for_its_queue_catches_up_from_the_database_in_order(
+    stub: Stub, deps: Dependencies
+) -> None:
+    await configure_event(stub, paid_tier("vip"))
+    await hold(stub, "first")
+    await sequence_events(deps)
+    fanout = EventFanout(deps, max_watchers=10, max_queued_events=1)
+    slow = watch_registration_events(deps, fanout, 0)
+    fast = watch_registration_events(deps, fanout, 0)
+    fast_sees = None
+    try:
+        assert await collect(slow, 1) == [1]  # then it stops reading for a while
+        fast_sees = asyncio.create_task(collect(fast, 5))
+        for user in range(4):
+            await hold(stub, f"late-{user}")
+            await sequence_events(deps)  # one offer each: the slow queue overflows at once
+        assert await fast_sees == [1, 2, 3, 4, 5]
+        assert await collect(slow, 4) == [2, 3, 4, 5]
+    finally:
+        if fast_sees is not None:
+            fast_sees.cancel()
+            await asyncio.gather(fast_sees, return_exceptions=True)
+        await slow.aclose()
+        await fast.aclose()
+
+
+async def test_a_page_of_the_feed_stays_within_what_a_default_client_receives(
+    stub: Stub, deps: Dependencies, database_url: str
+) -> None:
+    await configure_event(stub)
+    # Nearly the largest answers allowed (16 KiB in all, 4000 characters each).
+    answers = [reservation_pb2.Answer(question_id=f"q{n}", answer="x" * 4000) for n in range(4)]
+    await stub.StartPaidRegistration(
+        pb.StartPaidRegistrationRequest(event_id=EVENT, tier_id="vip", user_id="u", answers=answers)
+    )
+    # 300 events that each carry those answers: nearly 5 MB of feed.
+    sql(
+        database_url,
+        "INSERT INTO registration_events (type, reservation_id, reservation)"
+        " SELECT type, reservation_id, reservation FROM registration_events,"
+        " generate_series(1, 299)",
+    )
+    await sequence_events(deps)
+
+    pages: list[pb.ListRegistrationEventsResponse] = []
+    after = 0
+    while not pages or pages[-1].events:
+        pages.append(
+            await stub.ListRegistrationEvents(
+                pb.ListRegistrationEventsRequest(after_sequence=after, page_size=1000)
+            )
+        )
+        after = pages[-1].next_sequence
+
+    events: list[events_pb2.RegistrationEvent] = [e for page in pages for e in page.events]
+    assert [e.sequence for e in events] == list(range(1, 301))
+    assert sum(e.ByteSize() for e in events) > CLIENT_MAX_MESSAGE_BYTES  # the control
+    assert len(pages[0].events) < 300
+    assert all(page.ByteSize() < CLIENT_MAX_MESSAGE_BYTES for page in pages)

@@ -1,0 +1,296 @@
+"""The real shim on a real port against clients that connect and then stall, drip or flood.
+
+Every hostile connection must be cut once the read deadline passes, and while such connections
+are open, real callbacks and /healthz must still be answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from tests.integration.callbacks import (
+    HMAC_SECRET,
+    count_rows,
+    encode,
+    hmac_signed,
+    paid_event,
+    post,
+    running_shim,
+    shim_config,
+)
+from tests.integration.flows import configure_event, hold, paid_tier
+from tests.integration.test_webhook_shim import RUN_WEBHOOK, _listening_port, shim_environment
+from ticketing_service.entrypoints.grpc.server import RunningServer
+from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
+from ticketing_service.entrypoints.webhook.serve import ShimServer, bind_socket
+
+if TYPE_CHECKING:
+    from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
+
+HOSTILE_SOCKETS = 140  # more than the 128 that locked every callback out
+CALLBACKS = 20
+CUT_WITHIN_SECONDS = 20.0  # the bound on waiting for a cut; the deadlines below are far shorter
+REQUEST_LINE = f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: shim\r\n".encode()
+
+
+@dataclass
+class Hostile:
+    """An open connection to the shim and the task (if any) that keeps it dripping."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    drip: asyncio.Task[None] | None = None
+
+    async def cut_by_server(self) -> bool:
+        """Whether the server closes this connection within CUT_WITHIN_SECONDS."""
+        try:
+            async with asyncio.timeout(CUT_WITHIN_SECONDS):
+                while await self.reader.read(4096):
+                    pass  # an answer (e.g. a 413) may come first; the close is what counts
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            pass  # a reset is a cut too
+        return True
+
+    async def still_open(self) -> bool:
+        """Whether the server has neither closed this connection nor written to it."""
+        try:
+            async with asyncio.timeout(0.05):
+                await self.reader.read(1)
+        except TimeoutError:
+            return True
+        return False
+
+    async def close(self) -> None:
+        if self.drip is not None:
+            self.drip.cancel()
+            await asyncio.gather(self.drip, return_exceptions=True)
+        self.writer.close()
+
+
+async def _drip(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """Send `data` a byte every 50 ms, the way a slowloris client keeps a connection busy."""
+    try:
+        for byte in data:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+    except ConnectionError:
+        return  # the server cut the connection: what the test waits for
+
+
+async def _silent(writer: asyncio.StreamWriter) -> asyncio.Task[None] | None:
+    return None
+
+
+async def _half_headers(writer: asyncio.StreamWriter) -> asyncio.Task[None] | None:
+    writer.write(REQUEST_LINE + b"Content-Type: application/json\r\n")  # no blank line: unfinished
+    return None
+
+
+async def _headers_without_body(writer: asyncio.StreamWriter) -> asyncio.Task[None] | None:
+    writer.write(REQUEST_LINE + b"Content-Length: 100\r\n\r\n")
+    return None
+
+
+async def _dripped_headers(writer: asyncio.StreamWriter) -> asyncio.Task[None] | None:
+    return asyncio.create_task(_drip(writer, REQUEST_LINE + b"X-Padding: " + b"a" * 4000))
+
+
+async def _dripped_body(writer: asyncio.StreamWriter) -> asyncio.Task[None] | None:
+    writer.write(REQUEST_LINE + b"Content-Length: 4000\r\n\r\n")
+    return asyncio.create_task(_drip(writer, b"{" * 4000))
+
+
+async def _dripped_chunks(writer: asyncio.StreamWriter) -> asyncio.Task[None] | None:
+    writer.write(REQUEST_LINE + b"Transfer-Encoding: chunked\r\n\r\n")
+    return asyncio.create_task(_drip(writer, b"1\r\n{\r\n" * 1000))
+
+
+Opening = Callable[[asyncio.StreamWriter], Awaitable[asyncio.Task[None] | None]]
+KINDS: dict[str, Opening] = {
+    "sends nothing": _silent,
+    "half its headers": _half_headers,
+    "headers, never the body": _headers_without_body,
+    "headers a byte at a time": _dripped_headers,
+    "a body a byte at a time": _dripped_body,
+    "chunks a byte at a time": _dripped_chunks,
+}
+
+
+@asynccontextmanager
+async def hostile_connections(
+    port: int, count: int, *kinds: Opening
+) -> AsyncIterator[list[Hostile]]:
+    """`count` connections of `kinds` (all, by default) in turn, closed when the block ends."""
+    opened: list[Hostile] = []
+    kinds = kinds or tuple(KINDS.values())
+    async with AsyncExitStack() as cleanup:
+        for index in range(count):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            hostile = Hostile(reader, writer, await kinds[index % len(kinds)](writer))
+            cleanup.push_async_callback(hostile.close)
+            opened.append(hostile)
+        yield opened
+
+
+def port_of(client: httpx.AsyncClient) -> int:
+    port = client.base_url.port
+    assert port is not None
+    return port
+
+
+@pytest.fixture
+async def patient_shim(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """A shim whose read deadline outlasts the test: hostile sockets stay open throughout."""
+    config = replace(shim_config(f"127.0.0.1:{server.port}"), read_timeout_seconds=120)
+    async with running_shim(config) as client:
+        yield client
+
+
+@pytest.fixture
+async def strict_shim(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """A shim with a two-second read deadline."""
+    config = replace(shim_config(f"127.0.0.1:{server.port}"), read_timeout_seconds=2)
+    async with running_shim(config) as client:
+        yield client
+
+
+async def test_callbacks_and_healthz_are_answered_while_140_hostile_sockets_are_open(
+    patient_shim: httpx.AsyncClient, stub: Stub, database_url: str
+) -> None:
+    await configure_event(stub, paid_tier("vip", capacity=CALLBACKS))
+    holds = [await hold(stub, f"buyer-{n}") for n in range(CALLBACKS)]
+    async with hostile_connections(port_of(patient_shim), HOSTILE_SOCKETS) as hostile:
+        answers = await asyncio.gather(
+            *(
+                post(patient_shim, hmac_signed(encode(paid_event(r)), f"delivery-{n}"))
+                for n, r in enumerate(holds)
+            )
+        )
+        health = await patient_shim.get("/healthz")
+        open_throughout = await asyncio.gather(*(h.still_open() for h in hostile))
+
+    assert all(open_throughout)  # the callbacks were answered while every one was open
+    assert [a.status_code for a in answers] == [200] * CALLBACKS
+    assert {a.json()["outcome"] for a in answers} == {"CONFIRMED"}
+    assert health.status_code == 200
+    assert count_rows(database_url, "registrations") == CALLBACKS
+
+
+async def test_the_control_uvicorns_own_concurrency_limit_is_taken_by_idle_sockets() -> None:
+    """What the shim ran before: `limit_concurrency` counts idle connections, so they win."""
+
+    async def ok(request: object) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/healthz", ok)])
+    config = uvicorn.Config(app, http="h11", lifespan="off", log_config=None, limit_concurrency=128)
+    server = ShimServer(config)
+    with bind_socket("127.0.0.1", 0) as sock:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            async with asyncio.timeout(10):
+                await server.listening.wait()
+            url = f"http://127.0.0.1:{server.port}"
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                before = (await client.get("/healthz")).status_code
+                async with hostile_connections(server.port, HOSTILE_SOCKETS):
+                    during = (await client.get("/healthz")).status_code
+        finally:
+            server.should_exit = True
+            await serving
+    assert (before, during) == (200, 503)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_connection_that_does_not_deliver_its_request_in_time_is_cut(
+    strict_shim: httpx.AsyncClient, kind: str
+) -> None:
+    async with hostile_connections(port_of(strict_shim), 1, KINDS[kind]) as [hostile]:
+        # Left alone, a dripping client would keep sending for over three minutes.
+        assert await hostile.cut_by_server()
+
+
+async def test_the_deadline_runs_per_request_not_per_connection(
+    strict_shim: httpx.AsyncClient,
+) -> None:
+    """A kept-alive connection gets a fresh deadline after each answer, then is cut idle."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(strict_shim))
+    try:
+        statuses = []
+        for _ in range(3):  # the third starts past one deadline (2 s) after connecting
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: shim\r\n\r\n")
+            statuses.append(await _status_and_body(reader))
+            await asyncio.sleep(1.2)
+        assert await Hostile(reader, writer).cut_by_server()
+    finally:
+        writer.close()
+    assert statuses == [200, 200, 200]
+
+
+async def _status_and_body(reader: asyncio.StreamReader) -> int:
+    async with asyncio.timeout(CUT_WITHIN_SECONDS):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1])
+
+
+async def test_a_chunked_body_over_64_kib_without_content_length_answers_413(
+    patient_shim: httpx.AsyncClient,
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(64):  # 256 KiB, 4 KiB at a time, with no Content-Length
+            yield b"x" * 4096
+
+    response = await patient_shim.post(CALLBACK_PATH, content=chunks())
+
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in response.request.headers
+    assert (response.status_code, response.json()["error"]) == (413, "body_too_large")
+
+
+def test_the_command_cuts_an_idle_connection_after_its_read_timeout() -> None:
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
+        [sys.executable, "-c", RUN_WEBHOOK],
+        env=shim_environment(
+            TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
+            TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
+            TICKETING_GRPC_TARGET="127.0.0.1:9",
+            TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS="0.5",
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = _listening_port(process)
+
+        async def idle_connection_is_cut() -> bool:
+            async with hostile_connections(port, 1) as [hostile]:
+                return await hostile.cut_by_server()
+
+        assert asyncio.run(idle_connection_is_cut())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        assert process.stderr is not None
+        process.stderr.close()

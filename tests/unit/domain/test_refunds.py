@@ -1,0 +1,79 @@
+"""The refund policy and the refundable amount: floor of a percentage, in minor units."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ticketing_service.domain.refunds import (
+    Refund,
+    RefundReason,
+    RefundRule,
+    RefundStatus,
+    policy_problems,
+    refund_amount,
+    refund_percent,
+    refundable,
+)
+
+START = datetime(2026, 12, 24, 19, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("hours_before", "percent"),
+    [(500, 100), (168, 100), (167.9, 70), (100, 70), (72, 70), (71, 50), (24, 50), (23, 0), (0, 0)],
+)
+def test_moims_published_policy_is_the_default(hours_before: float, percent: int) -> None:
+    at = START - timedelta(hours=hours_before)
+    assert refund_percent(None, START, at) == percent
+
+
+def test_after_the_start_nothing_is_refunded_and_without_a_start_everything_is() -> None:
+    assert refund_percent(None, START, START + timedelta(hours=1)) == 0
+    assert refund_percent(None, None, START) == 100
+
+
+def test_an_organizers_own_policy_replaces_the_default_in_any_order() -> None:
+    generous = [RefundRule(0, 90), RefundRule(48, 100)]
+    assert refund_percent(generous, START, START - timedelta(hours=49)) == 100
+    assert refund_percent(generous, START, START - timedelta(hours=1)) == 90
+
+
+@pytest.mark.parametrize(
+    ("paid", "percent", "amount"),
+    [
+        (30000, 70, 21000),  # KRW: no minor unit
+        (33333, 70, 23333),  # 23333.1 KRW floored
+        (1999, 70, 1399),  # USD 19.99 → 13.99 (13.993 floored)
+        (1999, 50, 999),  # USD 9.995 → 9.99, never rounded up
+        (1999, 100, 1999),
+        (1999, 0, 0),
+    ],
+)
+def test_a_refund_is_the_floor_of_the_percentage_in_minor_units(
+    paid: int, percent: int, amount: int
+) -> None:
+    assert refund_amount(paid, percent) == amount
+
+
+def refund(amount: int, status: RefundStatus) -> Refund:
+    return Refund("f", "r", "pay", "chk", amount, "KRW", RefundReason.GOODWILL, status, START, None)
+
+
+def test_refunds_that_did_not_fail_count_against_what_was_paid() -> None:
+    refunds = [
+        refund(10000, RefundStatus.SUCCEEDED),
+        refund(5000, RefundStatus.PENDING),
+        refund(3000, RefundStatus.REQUESTED),
+        refund(30000, RefundStatus.FAILED),
+    ]
+    assert refundable(30000, refunds) == 12000
+    assert refundable(10000, refunds) == 0
+
+
+def test_a_malformed_policy_is_described() -> None:
+    assert policy_problems([RefundRule(24, 50), RefundRule(24, 70)]) != []
+    assert policy_problems([RefundRule(-1, 50)]) != []
+    assert policy_problems([RefundRule(24, 101)]) != []
+    assert policy_problems([RefundRule(24, 50), RefundRule(0, 0)]) == []

@@ -1,0 +1,56 @@
+"""The feed's use cases on fakes: numbered in commit order, listed in pages, pruning told."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.fakes import FakeDatabase
+from tests.unit.service_layer.conftest import EVENT, PRICE, later, paid_event, registration
+from ticketing_service.domain import errors
+from ticketing_service.domain.settings import Tier
+from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.events_handlers import (
+    list_registration_events,
+    prune_registration_events,
+    sequence_events,
+)
+from ticketing_service.service_layer.registration_handlers import start_paid_registration
+
+
+@pytest.fixture(autouse=True)
+def an_event_on_sale(database: FakeDatabase) -> None:
+    database.store.settings[EVENT] = paid_event(Tier("vip", "VIP", PRICE, None))
+
+
+async def test_events_are_numbered_once_and_listed_in_pages(deps: Dependencies) -> None:
+    for user in ("a", "b", "c"):
+        await start_paid_registration(deps, registration(user))
+    assert await sequence_events(deps) == 3
+    assert await sequence_events(deps) == 0
+
+    first = await list_registration_events(deps, after_sequence=0, page_size=2)
+    rest = await list_registration_events(deps, first.next_sequence, page_size=2)
+
+    assert [e.sequence for e in first.events] == [1, 2]
+    assert ([e.sequence for e in rest.events], rest.next_sequence) == ([3], 3)
+    assert [e.reservation.user_id for e in first.events + rest.events] == ["a", "b", "c"]
+
+
+async def test_a_consumer_behind_pruned_events_is_told_where_to_resume(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    await start_paid_registration(deps, registration("old"))
+    await sequence_events(deps)
+    later(database, 86_400)
+    await start_paid_registration(deps, registration("new"))
+    await sequence_events(deps)
+
+    assert await prune_registration_events(deps, database.store.now - timedelta(hours=1)) == 1
+
+    with pytest.raises(errors.EventsPruned) as pruned:
+        await list_registration_events(deps, after_sequence=0, page_size=10)
+    assert pruned.value.metadata == {"firstRetainedSequence": "2"}
+    page = await list_registration_events(deps, after_sequence=1, page_size=10)
+    assert [e.reservation.user_id for e in page.events] == ["new"]

@@ -1,0 +1,84 @@
+"""The server's settings: whole numbers read strictly, token lists, and who may listen where."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ticketing_service.config import Config, ConfigError
+from ticketing_service.entrypoints.grpc.exposure import check_exposure, is_loopback
+
+WHOLE_NUMBERS = [
+    "TICKETING_DB_POOL_SIZE",
+    "TICKETING_DB_LOCK_TIMEOUT_MS",
+    "TICKETING_DB_STATEMENT_TIMEOUT_MS",
+    "TICKETING_WORKERS",
+    "TICKETING_GRPC_MAX_CONCURRENT_RPCS",
+    "TICKETING_MAX_WATCHERS",
+]
+
+
+@pytest.mark.parametrize("name", WHOLE_NUMBERS)
+@pytest.mark.parametrize("bad", ["0.5", "1.0", "-1", "0", "1e3", "½", "٣", "ten", "99999999999"])
+def test_a_whole_number_setting_refuses_anything_else_naming_it(name: str, bad: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name} must be a whole number from 1 to "):
+        Config.from_env({name: bad})
+
+
+def test_whole_numbers_and_the_new_limits_are_read() -> None:
+    config = Config.from_env(
+        {
+            "TICKETING_DB_LOCK_TIMEOUT_MS": " 250 ",
+            "TICKETING_WORKERS": "3",
+            "TICKETING_GRPC_MAX_CONCURRENT_RPCS": "64",
+            "TICKETING_MAX_WATCHERS": "7",
+        }
+    )
+    assert (config.db_lock_timeout_ms, config.workers) == (250, 3)
+    assert (config.grpc_max_concurrent_rpcs, config.max_watchers) == (64, 7)
+
+
+def test_the_limits_have_defaults() -> None:
+    config = Config.from_env({})
+    assert (config.grpc_max_concurrent_rpcs, config.max_watchers) == (256, 100)
+
+
+def test_the_grpc_token_is_a_comma_separated_list_for_rotation() -> None:
+    assert Config.from_env({"TICKETING_GRPC_TOKEN": " new, old ,"}).grpc_tokens == ("new", "old")
+    assert Config.from_env({}).grpc_tokens == ()
+
+
+def test_the_payment_service_url_is_required_only_when_asked_for() -> None:
+    unset = Config.from_env({})
+    assert unset.payment_service_url is None
+    with pytest.raises(ConfigError, match=r"^TICKET_PAYMENT_SERVICE_URL is not set"):
+        unset.require_payment_service_url()
+    given = Config.from_env({"TICKET_PAYMENT_SERVICE_URL": "http://moim-payment:8080"})
+    assert given.require_payment_service_url() == "http://moim-payment:8080"
+
+
+@pytest.mark.parametrize(
+    ("listen", "loopback"),
+    [
+        ("127.0.0.1:50051", True),
+        ("127.10.0.3:50051", True),
+        ("[::1]:50051", True),
+        ("localhost:50051", True),
+        ("0.0.0.0:50051", False),
+        ("[::]:50051", False),
+        (":50051", False),
+        ("10.0.0.5:50051", False),
+        ("ticketing.internal:50051", False),
+    ],
+)
+def test_only_loopback_addresses_count_as_private(listen: str, loopback: bool) -> None:
+    assert is_loopback(listen) == loopback
+
+
+def test_a_reachable_address_needs_a_guard_or_the_insecure_flag() -> None:
+    with pytest.raises(ConfigError, match=re.escape("refusing to serve 0.0.0.0:1 to the network")):
+        check_exposure("0.0.0.0:1", guarded=False, insecure=False)
+    check_exposure("0.0.0.0:1", guarded=True, insecure=False)
+    check_exposure("0.0.0.0:1", guarded=False, insecure=True)
+    check_exposure("127.0.0.1:1", guarded=False, insecure=False)

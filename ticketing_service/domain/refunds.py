@@ -1,0 +1,113 @@
+"""Refunds: what is owed back to a payer, by which policy, and how much may still be refunded.
+
+Money always ends in a seat or back with the payer. Amounts are integers in the currency's minor
+unit; a percentage is applied with floor division, so a refund is never a fraction of a minor
+unit and never more than the policy gives (the payer's side of a rounding is never guessed).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+class RefundReason(enum.StrEnum):
+    """Why money goes back."""
+
+    CANCELLATION = "cancellation"  # the user gave up their seat (the event's policy applies)
+    ORGANIZER = "organizer"
+    GOODWILL = "goodwill"
+    PAID_UNFULFILLED = "paid_unfulfilled"  # paid, but no seat could be given
+    DUPLICATE = "duplicate"  # a second payment of a reservation another payment settled
+    MISMATCH = "mismatch"  # a payment whose amount or currency did not match its reservation
+    EVENT_CANCELLED = "event_cancelled"
+
+
+class RefundStatus(enum.StrEnum):
+    """Where a refund is: requested → pending → succeeded | failed."""
+
+    REQUESTED = "requested"  # owed, not yet accepted by the payment service
+    PENDING = "pending"  # accepted by the payment service, not settled yet
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # refused, or given up after the last attempt: an operator acts
+
+    @property
+    def counts_against_payment(self) -> bool:
+        """Whether the refund is (or may still become) money returned."""
+        return self is not RefundStatus.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """One refund of (part of) one payment."""
+
+    refund_id: str
+    reservation_id: str
+    payment_id: str
+    checkout_id: str
+    amount: int
+    currency_code: str
+    reason: RefundReason
+    status: RefundStatus
+    create_time: datetime
+    failure_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRule:
+    """At least `min_hours_before_start` hours before the event starts, `percent` back."""
+
+    min_hours_before_start: int
+    percent: int
+
+
+# Moim's published policy: a week or more before 100 %, three days 70 %, a day 50 %, later 0 %.
+DEFAULT_REFUND_POLICY: tuple[RefundRule, ...] = (
+    RefundRule(168, 100),
+    RefundRule(72, 70),
+    RefundRule(24, 50),
+)
+
+
+def refund_percent(
+    policy: Sequence[RefundRule] | None, event_start: datetime | None, at: datetime
+) -> int:
+    """The percent the policy gives back for a cancellation `at`; 100 without a start time.
+
+    The rule with the most hours that still lies ahead of the start applies; none does: 0.
+    An event with no start time cannot be "too late" to cancel, so it refunds in full.
+    """
+    if event_start is None:
+        return 100
+    rules = sorted(policy or DEFAULT_REFUND_POLICY, key=lambda r: -r.min_hours_before_start)
+    ahead = event_start - at
+    for rule in rules:
+        if ahead >= timedelta(hours=rule.min_hours_before_start):
+            return rule.percent
+    return 0
+
+
+def refund_amount(paid: int, percent: int) -> int:
+    """`floor(paid * percent / 100)`, in minor units."""
+    return paid * percent // 100
+
+
+def refundable(paid: int, refunds: Iterable[Refund]) -> int:
+    """What may still be refunded of a payment of `paid`: the refunds not failed count."""
+    taken = sum(r.amount for r in refunds if r.status.counts_against_payment)
+    return max(paid - taken, 0)
+
+
+def policy_problems(policy: Sequence[RefundRule]) -> list[str]:
+    """Why a refund policy is malformed (empty when it is fine)."""
+    problems = []
+    hours = [r.min_hours_before_start for r in policy]
+    if len(set(hours)) != len(hours):
+        problems.append("Each min_hours_before_start may appear once.")
+    if any(h < 0 or h > 24 * 366 for h in hours):
+        problems.append("min_hours_before_start must be from 0 to 8784 (a year).")
+    if any(not 0 <= r.percent <= 100 for r in policy):
+        problems.append("percent must be from 0 to 100.")
+    return problems

@@ -1,0 +1,152 @@
+"""One reader of the feed per process, handing each newly numbered event to every watcher.
+
+Without it each watcher ran its own query on every wake-up, so N watchers drained the pool with
+N queries per commit. Now one task reads what was numbered once per wake-up and offers it to
+every watcher's bounded queue. A watcher still reads the database itself to catch up (at the
+start, after a gap, or when it fell behind), then joins the shared stream again.
+
+Correctness does not depend on the reader's timing: a watcher subscribes before it reads the
+database, and it checks that what it is handed follows what it has (numbers have no gaps), so
+an event the reader handed out before the watcher joined is found by the watcher's own read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from ticketing_service.domain.errors import TicketingError, TooManyWatchers
+from ticketing_service.domain.events import RegistrationEvent
+from ticketing_service.service_layer.dependencies import Dependencies
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 1000
+# A page's stored snapshots stay under this many bytes, so every page, encoded, fits in a
+# client's default 4 MiB message limit. One event is at most about 20 KiB (16 KiB of answers).
+MAX_PAGE_BYTES = 3 * 1024 * 1024
+# Watchers are woken by LISTEN/NOTIFY; this timer is only a safety net for a lost signal.
+WATCH_RECHECK_SECONDS = 5.0
+# Events one watcher may have waiting; a watcher that falls further behind (a slow client)
+# is dropped from the shared stream and catches up from the database instead.
+MAX_QUEUED_EVENTS = 2000
+
+
+class LiveEvents:
+    """What the shared reader handed one watcher, in order, or word that some were dropped."""
+
+    def __init__(self, capacity: int = MAX_QUEUED_EVENTS) -> None:
+        self._capacity = capacity
+        self._batches: deque[list[RegistrationEvent]] = deque()
+        self._queued = 0
+        self._behind = False
+        self._ready = asyncio.Event()
+
+    def offer(self, events: list[RegistrationEvent]) -> None:
+        """Queue a page of events; past the capacity, drop everything and fall behind."""
+        if self._behind:
+            return
+        if self._queued + len(events) > self._capacity:
+            self.fall_behind()
+            return
+        self._batches.append(events)
+        self._queued += len(events)
+        self._ready.set()
+
+    def fall_behind(self) -> None:
+        """Drop what is queued: the watcher must read the database to catch up."""
+        self._batches.clear()
+        self._queued = 0
+        self._behind = True
+        self._ready.set()
+
+    async def take(self) -> list[RegistrationEvent] | None:
+        """The events queued since the last take (waiting for some); None after a drop."""
+        await self._ready.wait()
+        self._ready.clear()
+        if self._behind:
+            self._behind = False
+            return None
+        events = [event for batch in self._batches for event in batch]
+        self._batches.clear()
+        self._queued = 0
+        return events
+
+
+class EventFanout:
+    """The watchers of one process and the single reader that feeds them."""
+
+    def __init__(
+        self, deps: Dependencies, max_watchers: int, max_queued_events: int = MAX_QUEUED_EVENTS
+    ) -> None:
+        self._deps = deps
+        self._max_watchers = max_watchers
+        self._max_queued_events = max_queued_events
+        self._watchers: set[LiveEvents] = set()
+        self._reader: asyncio.Task[None] | None = None
+
+    @asynccontextmanager
+    async def watcher(self) -> AsyncIterator[LiveEvents]:
+        """A place among the watchers, held until the block exits; TooManyWatchers if full."""
+        if len(self._watchers) >= self._max_watchers:
+            raise TooManyWatchers(
+                "This server streams the feed to as many watchers as it takes; retry later.",
+                maxWatchers=str(self._max_watchers),
+            )
+        live = LiveEvents(self._max_queued_events)
+        self._watchers.add(live)
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name="registration-event-reader")
+        try:
+            yield live
+        finally:
+            self._watchers.discard(live)
+            if not self._watchers and self._reader is not None:
+                self._reader.cancel()  # it has nobody to read for; the next watcher starts one
+                self._reader = None
+
+    async def _read(self) -> None:
+        cursor: int | None = None
+        while True:
+            signal = self._deps.event_signal
+            generation = signal.generation() if signal else 0
+            try:
+                cursor = await self._hand_out(cursor)
+            except Exception as error:
+                # Whatever failed, no watcher may wait on a reader that cannot read: each one
+                # reads the database itself (and reports the failure to its client if it lasts).
+                _log_failure(error)
+                cursor = None
+                for live in self._watchers:
+                    live.fall_behind()
+            if signal is None:
+                await asyncio.sleep(WATCH_RECHECK_SECONDS)
+            else:
+                await signal.wait_beyond(generation, WATCH_RECHECK_SECONDS)
+
+    async def _hand_out(self, cursor: int | None) -> int:
+        """Offer every event numbered after `cursor` to every watcher; return the new cursor.
+
+        Without a cursor it starts from the last number given: watchers find older events.
+        """
+        async with self._deps.uow() as uow:
+            if cursor is None:
+                cursor = (await uow.events.retained_range())[1]
+            while True:
+                events, more = await uow.events.list_after(cursor, MAX_PAGE_SIZE, MAX_PAGE_BYTES)
+                if events:
+                    for live in self._watchers:
+                        live.offer(events)
+                    cursor = events[-1].sequence
+                if not more:
+                    return cursor
+
+
+def _log_failure(error: Exception) -> None:
+    if isinstance(error, TicketingError):  # the database away: expected, and said by its reason
+        log.warning("the event reader failed (%s); watchers read the feed themselves", error.reason)
+    else:
+        log.error("the event reader failed; watchers read the feed themselves", exc_info=error)
