@@ -37,9 +37,9 @@ from ticketing_service.domain.reservations import (
 from ticketing_service.domain.settings import Settings
 from ticketing_service.service_layer.checkouts import (
     Checkout,
-    CheckoutRefused,
     CheckoutRequest,
-    CheckoutUnavailable,
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
 )
 from ticketing_service.service_layer.ports import Committed
 
@@ -396,7 +396,7 @@ class FakeDatabase:
 class FakeCheckouts:
     """The CheckoutGateway port: opens a checkout per reservation, or fails as told."""
 
-    fail_with: type[CheckoutUnavailable | CheckoutRefused] | None = None
+    fail_with: type[PaymentServiceUnreachable | PaymentServiceRefused] | None = None
     asked: list[CheckoutRequest] = field(default_factory=list)
     # Run while the "payment service" is asked, e.g. to change the store meanwhile.
     meanwhile: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

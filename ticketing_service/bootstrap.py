@@ -12,7 +12,7 @@ from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
-from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.config import Config
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import run_event_sequencer
@@ -34,7 +34,7 @@ class Wiring:
 
     deps: Dependencies
     database: Database
-    checkouts: HttpCheckoutGateway
+    payment_service: HttpPaymentService
     event_signal: PostgresEventSignal
     sequencer_wakeup: asyncio.Event
 
@@ -57,7 +57,7 @@ class Wiring:
 
     async def aclose(self) -> None:
         """Close the payment service's connections and the database pool."""
-        await self.checkouts.aclose()
+        await self.payment_service.aclose()
         await self.database.close()
 
 
@@ -95,7 +95,7 @@ def wire(config: Config, database_url: str, observe: AfterCommit | None = None) 
             max_lifetime_seconds=config.db_max_connection_lifetime_seconds,
         ),
     )
-    checkouts = HttpCheckoutGateway(
+    payment_service = HttpPaymentService(
         # `serve` refuses to start without it; the other commands never open a checkout.
         config.payment_service_url or "",
         config.payment_service_token,
@@ -106,11 +106,11 @@ def wire(config: Config, database_url: str, observe: AfterCommit | None = None) 
     after_commit = wake_and_observe(sequencer_wakeup, observe)
     deps = Dependencies(
         uow=lambda: SqlUnitOfWork(database, after_commit=after_commit),
-        checkouts=checkouts,
+        checkouts=payment_service,
         default_provider_account_id=config.default_provider_account_id,
         hold_seconds=config.hold_seconds,
         callback_url=config.callback_url,
         public_base_url=config.public_base_url,
         event_signal=event_signal,
     )
-    return Wiring(deps, database, checkouts, event_signal, sequencer_wakeup)
+    return Wiring(deps, database, payment_service, event_signal, sequencer_wakeup)

@@ -29,7 +29,7 @@ from tests.rich_errors import RichError, rich_error
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.reservation_repository import Pause, no_pause
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
-from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -84,7 +84,7 @@ async def contender_server(
 ) -> AsyncIterator[Stub]:
     """The real server on its own pool, with the test-only protection switches and pause point."""
     database = Database(database_url, pool)
-    checkouts = HttpCheckoutGateway(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
+    checkouts = HttpPaymentService(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
 
     def uow() -> SqlUnitOfWork:
         return SqlUnitOfWork(

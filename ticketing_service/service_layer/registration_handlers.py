@@ -15,9 +15,9 @@ from ticketing_service.domain.reservations import (
 )
 from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 from ticketing_service.service_layer.checkouts import (
-    CheckoutRefused,
     CheckoutRequest,
-    CheckoutUnavailable,
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
 )
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.ports import UnitOfWork
@@ -160,13 +160,13 @@ async def _open_checkout(deps: Dependencies, held: Reservation, order_name: str)
     """Ask the payment service for the checkout; the idempotency key makes retries safe."""
     try:
         checkout = await deps.checkouts.create_checkout(_checkout_request(deps, held, order_name))
-    except CheckoutUnavailable as error:
+    except PaymentServiceUnreachable as error:
         # The hold stays: a retry finds it and asks again with the same idempotency key.
         raise errors.PaymentServiceUnavailable(
             "The payment service is unavailable; the seat stays held, retry shortly.",
             reservationId=held.reservation_id,
         ) from error
-    except CheckoutRefused as error:
+    except PaymentServiceRefused as error:
         async with deps.uow() as uow:
             await uow.reservations.release_hold(held.reservation_id, ReservationStatus.CANCELLED)
             await uow.commit()
@@ -202,6 +202,7 @@ def _checkout_request(deps: Dependencies, held: Reservation, order_name: str) ->
         success_url=held.success_url,
         cancel_url=held.cancel_url,
         callback_url=deps.callback_url,
+        expire_time=held.expire_time,
     )
 
 
