@@ -378,6 +378,21 @@ class FakeReconciliation:
         found = self._store.reservations.get(reservation_id)
         return None if found is None else self._candidate(found)
 
+    async def unsettled_since(self, since: timedelta) -> list[ReconcileCandidate]:
+        """Reservations with a checkout made since then, no payment settled."""
+        unsettled = (
+            ReservationStatus.PENDING_PAYMENT,
+            ReservationStatus.EXPIRED,
+            ReservationStatus.CANCELLED,
+        )
+        return [
+            self._candidate(r)
+            for r in self._store.reservations.values()
+            if r.checkout_id is not None
+            and r.status in unsettled
+            and r.create_time >= self._store.now - since
+        ]
+
     async def keep_hold(self, reservation_id: str, grace: timedelta) -> Reservation | None:
         """A pending hold's end moved by `grace`, once."""
         held, state = self._store.reservations[reservation_id], self._state(reservation_id)

@@ -1,10 +1,19 @@
-"""The composition root: the one place that knows the concrete adapters."""
+"""The composition root: the one place that knows the concrete adapters, and the service's life
+cycle: wired, its background tasks running supervised, and everything closed at the end.
+
+`serve`, `dev`, the CLI's one-off commands and the test fixtures all run the service through
+`running_service` (or `wired` for a command that runs no background work); nothing is assembled
+anywhere else, and nothing is patched after it is built.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from ticketing_service.adapters.db import migrations
@@ -14,10 +23,14 @@ from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
 from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.config import Config
+from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.service_layer.dependencies import Dependencies
-from ticketing_service.service_layer.events_handlers import run_event_sequencer
-from ticketing_service.service_layer.expiry import run_expiry_sweeper
+from ticketing_service.service_layer.events_handlers import Sequencer
+from ticketing_service.service_layer.expiry import sweep
+from ticketing_service.service_layer.observer import NO_OBSERVER, ObservedPaymentService, Observer
 from ticketing_service.service_layer.ports import AfterCommit, Committed
+from ticketing_service.service_layer.reconciliation import reconcile_due
+from ticketing_service.service_layer.supervision import HealthBoard, every, supervise
 
 # The sequencer numbers this process's events as soon as they commit; this interval only
 # catches events whose writer died before it could wake its sequencer.
@@ -27,51 +40,46 @@ SEQUENCER_FALLBACK_SECONDS = 2.0
 # why one pass then numbers many commits' events.
 SEQUENCER_MIN_PASS_SECONDS = 0.05
 
+# One pass of a background task, or the wait between two.
+Pass = Callable[[], Awaitable[object]]
+
 
 @dataclass(slots=True)
-class Wiring:
-    """The dependencies handed to the entrypoints, and what must be closed at the end."""
+class Service:
+    """The wired service: what the entrypoints hand their calls to, and what it is made of."""
 
     deps: Dependencies
     database: Database
     payment_service: HttpPaymentService
     event_signal: PostgresEventSignal
-    sequencer_wakeup: asyncio.Event
-
-    def workers(self, config: Config) -> list[Coroutine[Any, Any, None]]:
-        """The background loops of a server process: sweeper, sequencer, event listener."""
-        return [
-            run_expiry_sweeper(self.deps, config.sweep_interval_seconds),
-            run_event_sequencer(
-                self.deps,
-                self.sequencer_wakeup,
-                SEQUENCER_FALLBACK_SECONDS,
-                SEQUENCER_MIN_PASS_SECONDS,
-            ),
-            self.event_signal.run(),
-        ]
+    sequencer: Sequencer
+    # Whether every background task does its work (the gRPC health service follows it).
+    health: HealthBoard = field(default_factory=HealthBoard)
 
     def pool_usage(self) -> tuple[int, int]:
         """Connections checked out of the database pool now, and the pool's size."""
         return self.database.usage()
 
+    def background_tasks(self, config: Config) -> dict[str, Coroutine[Any, Any, None]]:
+        """Every background task of a server process, by name, each one supervised."""
+        deps, sequencer = self.deps, self.sequencer
+        interval = every(config.sweep_interval_seconds)
+        passes: dict[str, tuple[Pass, Pass]] = {
+            "sweeper": (partial(sweep, deps), interval),
+            "reconciler": (partial(reconcile_due, deps), interval),
+            "event sequencer": (partial(sequencer.one_pass, deps), sequencer.wait),
+            # Its own loop reconnects after a lost connection; supervision catches the rest.
+            "event listener": (self.event_signal.run, every(1.0)),
+        }
+        return {
+            name: supervise(name, one_pass, wait, self.health)
+            for name, (one_pass, wait) in passes.items()
+        }
+
     async def aclose(self) -> None:
         """Close the payment service's connections and the database pool."""
         await self.payment_service.aclose()
         await self.database.close()
-
-
-def wake_and_observe(sequencer_wakeup: asyncio.Event, observe: AfterCommit | None) -> AfterCommit:
-    """After each commit: wake this process's event sequencer if events were appended, and
-    tell `observe` (the metrics) what was committed."""
-
-    def after_commit(committed: Committed) -> None:
-        if committed.events:
-            sequencer_wakeup.set()
-        if observe is not None:
-            observe(committed)
-
-    return after_commit
 
 
 def resolve_database_url(config: Config) -> str:
@@ -84,8 +92,59 @@ def migrate(config: Config, database_url: str) -> None:
     migrations.upgrade_to_head(database_url, config.db_lock_timeout_ms)
 
 
-def wire(config: Config, database_url: str, observe: AfterCommit | None = None) -> Wiring:
-    """Build the adapters for a running service; `observe` is told of every commit."""
+@asynccontextmanager
+async def wired(
+    config: Config, database_url: str, observer: Observer = NO_OBSERVER
+) -> AsyncIterator[Service]:
+    """The service's adapters, closed when the block ends (for one-off commands)."""
+    service = _wire(config, database_url, observer)
+    try:
+        yield service
+    finally:
+        await service.aclose()
+
+
+@asynccontextmanager
+async def running_service(
+    config: Config, database_url: str, observer: Observer = NO_OBSERVER
+) -> AsyncIterator[Service]:
+    """The service with every background task running supervised, until the block ends."""
+    async with wired(config, database_url, observer) as service:
+        tasks = [
+            asyncio.create_task(task, name=name)
+            for name, task in service.background_tasks(config).items()
+        ]
+        try:
+            yield service
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def wake_and_observe(sequencer: Sequencer, observer: Observer) -> AfterCommit:
+    """After each commit: wake this process's event sequencer if events were appended, and
+    tell the observer (the metrics) what was committed."""
+
+    def after_commit(committed: Committed) -> None:
+        if committed.events:
+            sequencer.wakeup.set()
+        observer.committed(committed)
+
+    return after_commit
+
+
+def reconcile_policy(config: Config) -> ReconcilePolicy:
+    """How reconciliation paces its questions, from the settings."""
+    return ReconcilePolicy(
+        payment_grace=timedelta(seconds=config.payment_grace_seconds),
+        ask_after=timedelta(seconds=config.reconcile_after_seconds),
+        first_backoff=timedelta(seconds=config.reconcile_backoff_seconds),
+        window=timedelta(hours=config.reconcile_window_hours),
+    )
+
+
+def _wire(config: Config, database_url: str, observer: Observer) -> Service:
     database = Database(
         database_url,
         PoolSettings(
@@ -101,16 +160,18 @@ def wire(config: Config, database_url: str, observe: AfterCommit | None = None) 
         config.payment_service_token,
         config.payment_timeout_seconds,
     )
-    sequencer_wakeup = asyncio.Event()
+    sequencer = Sequencer(SEQUENCER_FALLBACK_SECONDS, SEQUENCER_MIN_PASS_SECONDS)
     event_signal = PostgresEventSignal(database)
-    after_commit = wake_and_observe(sequencer_wakeup, observe)
+    after_commit = wake_and_observe(sequencer, observer)
     deps = Dependencies(
         uow=lambda: SqlUnitOfWork(database, after_commit=after_commit),
-        payment_service=payment_service,
+        payment_service=ObservedPaymentService(payment_service, observer),
         default_provider_account_id=config.default_provider_account_id,
         hold_seconds=config.hold_seconds,
         callback_url=config.callback_url,
         public_base_url=config.public_base_url,
         event_signal=event_signal,
+        reconcile_policy=reconcile_policy(config),
+        observer=observer,
     )
-    return Wiring(deps, database, payment_service, event_signal, sequencer_wakeup)
+    return Service(deps, database, payment_service, event_signal, sequencer)

@@ -57,6 +57,12 @@ class Config:
     health_listen: str | None = None
     grpc_max_concurrent_rpcs: int = DEFAULT_GRPC_MAX_CONCURRENT_RPCS
     max_watchers: int = DEFAULT_MAX_WATCHERS
+    # Reconciliation (SPEC §9): a payment under way keeps its hold this long past its end; a
+    # live hold this old is asked about once; follow-ups back off from this, for this long.
+    payment_grace_seconds: float = 300
+    reconcile_after_seconds: float = 120
+    reconcile_backoff_seconds: float = 60
+    reconcile_window_hours: float = 48
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -93,6 +99,10 @@ class Config:
                 "TICKETING_GRPC_MAX_CONCURRENT_RPCS", DEFAULT_GRPC_MAX_CONCURRENT_RPCS, 100_000
             ),
             max_watchers=r.positive_int("TICKETING_MAX_WATCHERS", DEFAULT_MAX_WATCHERS, 10_000),
+            payment_grace_seconds=r.positive_float("TICKETING_PAYMENT_GRACE_SECONDS", 300),
+            reconcile_after_seconds=r.positive_float("TICKETING_RECONCILE_AFTER_SECONDS", 120),
+            reconcile_backoff_seconds=r.positive_float("TICKETING_RECONCILE_BACKOFF_SECONDS", 60),
+            reconcile_window_hours=r.positive_float("TICKETING_RECONCILE_WINDOW_HOURS", 48),
         )
 
     def require_payment_service_url(self) -> str:

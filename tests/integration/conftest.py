@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,20 +15,20 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.callbacks import running_shim, shim_config
 from tests.postgres import provision_test_database, truncate_all
-from ticketing_service.adapters.db.event_listener import PostgresEventSignal
-from ticketing_service.adapters.db.pool import Database, PoolSettings
-from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service import bootstrap
+from ticketing_service.adapters.db.pool import Database
 from ticketing_service.adapters.payment_service import HttpPaymentService
-from ticketing_service.bootstrap import wake_and_observe
+from ticketing_service.bootstrap import Service
+from ticketing_service.config import Config
 from ticketing_service.entrypoints.dev.payment_service import (
     create_payment_service_app,
     running_payment_service,
     state_of,
 )
 from ticketing_service.entrypoints.dev.payment_state import PaymentServiceState
-from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
+from ticketing_service.entrypoints.grpc.server import RunningServer
+from ticketing_service.entrypoints.serving import served
 from ticketing_service.service_layer.dependencies import Dependencies
-from ticketing_service.service_layer.events_handlers import run_event_sequencer
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub
@@ -58,14 +59,6 @@ def database_url(migrated_database: str) -> str:
 
 
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    """The connection pool on the test database."""
-    database = Database(database_url, PoolSettings(lock_timeout_ms=2000))
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 async def payment_service() -> AsyncIterator[PaymentService]:
     """The payment service fake on a real port."""
     app = create_payment_service_app(token=PAYMENT_TOKEN)
@@ -73,64 +66,71 @@ async def payment_service() -> AsyncIterator[PaymentService]:
         yield PaymentService(base_url, state_of(app))
 
 
-@pytest.fixture
-async def checkouts(payment_service: PaymentService) -> AsyncIterator[HttpPaymentService]:
-    """The real payment-service client, pointed at the fake."""
-    gateway = HttpPaymentService(payment_service.url, PAYMENT_TOKEN, timeout_seconds=1.0)
-    yield gateway
-    await gateway.aclose()
+def service_config(database_url: str, payment_url: str, **settings: str) -> Config:
+    """The settings of a service under test, read as `serve` reads its environment."""
+    env = {
+        "DATABASE_URL": database_url,
+        "TICKET_PAYMENT_SERVICE_URL": payment_url,
+        "TICKET_PAYMENT_SERVICE_TOKEN": PAYMENT_TOKEN,
+        "TICKET_PAYMENT_TIMEOUT_SECONDS": "1",
+        "DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID": DEFAULT_ACCOUNT,
+        "TICKETING_CALLBACK_URL": "http://127.0.0.1:9/api/ticket-payment-callbacks",
+        "MOIM_PUBLIC_BASE_URL": "https://moim.example",
+        "TICKETING_DB_LOCK_TIMEOUT_MS": "2000",
+        # The sweeper and the reconciler make one pass as the service starts, then only when a
+        # test calls them: a test decides when holds end. Tests of the background passes
+        # themselves shorten this.
+        "TICKETING_SWEEP_INTERVAL_SECONDS": "3600",
+    }
+    return Config.from_env(env | settings)
 
 
 @pytest.fixture
-def sequencer_wakeup() -> asyncio.Event:
-    """Set after each commit that appended events, as in a server process."""
-    return asyncio.Event()
+def config(database_url: str, payment_service: PaymentService) -> Config:
+    """The settings of the service under test."""
+    return service_config(database_url, payment_service.url)
+
+
+@asynccontextmanager
+async def listening_service(config: Config) -> AsyncIterator[Service]:
+    """The service's life cycle as `serve` runs it, once its event listener listens."""
+    assert config.database_url is not None
+    async with bootstrap.running_service(config, config.database_url) as service:
+        async with asyncio.timeout(10):
+            await service.event_signal.listening.wait()
+        yield service
 
 
 @pytest.fixture
-async def event_signal(database: Database) -> AsyncIterator[PostgresEventSignal]:
-    """The LISTEN connection that wakes event watchers, already listening."""
-    signal = PostgresEventSignal(database)
-    listener = asyncio.create_task(signal.run())
-    async with asyncio.timeout(10):
-        await signal.listening.wait()
-    yield signal
-    listener.cancel()
-    await asyncio.gather(listener, return_exceptions=True)
+async def service(config: Config) -> AsyncIterator[Service]:
+    """The service with its background tasks running, on the test database."""
+    async with listening_service(config) as running:
+        yield running
 
 
 @pytest.fixture
-def deps(
-    database: Database,
-    checkouts: HttpPaymentService,
-    sequencer_wakeup: asyncio.Event,
-    event_signal: PostgresEventSignal,
-) -> Dependencies:
-    """The service's real adapters."""
-    return Dependencies(
-        uow=lambda: SqlUnitOfWork(database, after_commit=wake_and_observe(sequencer_wakeup, None)),
-        payment_service=checkouts,
-        default_provider_account_id=DEFAULT_ACCOUNT,
-        hold_seconds=600,
-        callback_url="http://127.0.0.1:9/api/ticket-payment-callbacks",
-        public_base_url="https://moim.example",
-        event_signal=event_signal,
-    )
+def deps(service: Service) -> Dependencies:
+    """The service's real adapters, as its handlers get them."""
+    return service.deps
 
 
 @pytest.fixture
-async def server(
-    deps: Dependencies, sequencer_wakeup: asyncio.Event
-) -> AsyncIterator[RunningServer]:
-    """The real gRPC server on a free port, with its event sequencer."""
-    running = await start_server(deps, "127.0.0.1:0")
-    sequencer = asyncio.create_task(
-        run_event_sequencer(deps, sequencer_wakeup, interval_seconds=0.5)
-    )
-    yield running
-    sequencer.cancel()
-    await asyncio.gather(sequencer, return_exceptions=True)
-    await running.stop(0)
+def database(service: Service) -> Database:
+    """The service's connection pool."""
+    return service.database
+
+
+@pytest.fixture
+def checkouts(service: Service) -> HttpPaymentService:
+    """The service's payment-service client, pointed at the fake."""
+    return service.payment_service
+
+
+@pytest.fixture
+async def server(service: Service, config: Config) -> AsyncIterator[RunningServer]:
+    """The real gRPC server on a free port."""
+    async with served(service, config, "127.0.0.1:0") as running:
+        yield running
 
 
 @pytest.fixture

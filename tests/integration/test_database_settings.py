@@ -22,14 +22,13 @@ SETTINGS = {
 
 
 @pytest.fixture
-async def wiring(database_url: str) -> AsyncIterator[bootstrap.Wiring]:
-    wired = bootstrap.wire(Config.from_env(SETTINGS), database_url)
-    yield wired
-    await wired.aclose()
+async def wiring(database_url: str) -> AsyncIterator[bootstrap.Service]:
+    async with bootstrap.wired(Config.from_env(SETTINGS), database_url) as service:
+        yield service
 
 
 async def test_the_pool_size_and_both_timeouts_reach_every_connection(
-    wiring: bootstrap.Wiring,
+    wiring: bootstrap.Service,
 ) -> None:
     conn = await wiring.database.acquire()
     try:
@@ -42,7 +41,7 @@ async def test_the_pool_size_and_both_timeouts_reach_every_connection(
 
 
 async def test_a_statement_past_the_statement_timeout_is_cut_and_is_not_a_retryable_race(
-    wiring: bootstrap.Wiring,
+    wiring: bootstrap.Service,
 ) -> None:
     conn = await wiring.database.acquire()
     try:
@@ -62,7 +61,7 @@ def test_a_bad_database_setting_fails_at_start_naming_it(name: str, bad: str) ->
         Config.from_env({name: bad})
 
 
-async def test_the_pool_gauges_follow_connections_in_use(wiring: bootstrap.Wiring) -> None:
+async def test_the_pool_gauges_follow_connections_in_use(wiring: bootstrap.Service) -> None:
     metrics = TicketingMetrics(process_collectors=False)
     metrics.watch_pool(wiring.pool_usage)
     in_use = "ticketing_db_pool_connections_in_use"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import grpc
@@ -22,12 +20,11 @@ from tests.integration.flows import (
     start,
     status_of,
 )
-from ticketing_service.adapters.db.pool import Database
-from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
-from ticketing_service.bootstrap import wake_and_observe
-from ticketing_service.entrypoints.grpc.server import start_server
-from ticketing_service.entrypoints.observability.metered import metered_dependencies
+from ticketing_service import bootstrap
+from ticketing_service.bootstrap import Service
+from ticketing_service.config import Config
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
+from ticketing_service.entrypoints.serving import served
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.reconciliation import reconcile_due
 
@@ -41,24 +38,25 @@ def metrics() -> TicketingMetrics:
 
 
 @pytest.fixture
-def metered(
-    deps: Dependencies,
-    database: Database,
-    sequencer_wakeup: asyncio.Event,
-    metrics: TicketingMetrics,
-) -> Dependencies:
-    """The real adapters, counting what they commit, as `serve` wires them."""
-    after_commit = wake_and_observe(sequencer_wakeup, metrics.count_committed)
-    counted = replace(deps, uow=lambda: SqlUnitOfWork(database, after_commit=after_commit))
-    return metered_dependencies(counted, metrics)
+async def metered_service(config: Config, metrics: TicketingMetrics) -> AsyncIterator[Service]:
+    """The service as `serve` runs it, counting into `metrics`."""
+    assert config.database_url is not None
+    async with bootstrap.running_service(config, config.database_url, metrics) as service:
+        yield service
 
 
 @pytest.fixture
-async def metered_stub(metered: Dependencies) -> AsyncIterator[Stub]:
-    running = await start_server(metered, "127.0.0.1:0")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+def metered(metered_service: Service) -> Dependencies:
+    return metered_service.deps
+
+
+@pytest.fixture
+async def metered_stub(metered_service: Service, config: Config) -> AsyncIterator[Stub]:
+    async with (
+        served(metered_service, config, "127.0.0.1:0") as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
         yield pb_grpc.TicketingServiceStub(channel)
-    await running.stop(0)
 
 
 def counts(metrics: TicketingMetrics) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The `ticketing-service` command: serve, webhook, dev, migrate, prune-events."""
+"""The `ticketing-service` command: serve, webhook, dev, migrate, prune-events, reconcile."""
 
 from __future__ import annotations
 
@@ -9,34 +9,27 @@ import dataclasses
 import functools
 import logging
 import sys
+import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
-from ticketing_service.entrypoints import event_loop
+from ticketing_service.entrypoints import event_loop, maintenance
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
 from ticketing_service.entrypoints.grpc.exposure import check_exposure
 from ticketing_service.entrypoints.grpc.health_port import start_health_port
-from ticketing_service.entrypoints.grpc.server import (
-    RunningServer,
-    ServerLimits,
-    serve_until_signalled,
-    start_server,
-)
-from ticketing_service.entrypoints.grpc.tls import server_credentials
+from ticketing_service.entrypoints.grpc.server import RunningServer, serve_until_signalled
 from ticketing_service.entrypoints.grpc.workers import serve_in_workers
 from ticketing_service.entrypoints.observability.logging import configure_logging
-from ticketing_service.entrypoints.observability.metered import metered_dependencies
 from ticketing_service.entrypoints.observability.metrics import (
     TicketingMetrics,
     start_metrics_server,
 )
 from ticketing_service.entrypoints.observability.request_logging import RequestContextObserver
 from ticketing_service.entrypoints.observability.rpc_calls import ObservingInterceptor
+from ticketing_service.entrypoints.serving import served
 from ticketing_service.entrypoints.webhook.serve import run_webhook
-from ticketing_service.service_layer.events_handlers import prune_registration_events
 
 log = logging.getLogger("ticketing_service")
 
@@ -55,7 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             listen = DevListen(args.grpc_listen, args.webhook_listen, args.sandbox_listen)
             return event_loop.run(run_dev_stack(config, listen))
         if args.command == "prune-events":
-            return event_loop.run(_prune_events(config, args.older_than_days))
+            return event_loop.run(maintenance.prune_events(config, args.older_than_days))
+        if args.command == "reconcile":
+            config.require_payment_service_url()
+            command = maintenance.reconcile(config, args.reservation, args.since)
+            return event_loop.run(command)
         address, migrate = args.listen or config.grpc_listen, not args.no_migrate
         config.require_payment_service_url()
         guarded = bool(config.grpc_tokens or (config.tls and config.tls.client_ca))
@@ -115,6 +112,17 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="delete events created more than this many days ago",
     )
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="ask the payment service about checkouts now (by default: those due)",
+    )
+    which = reconcile.add_mutually_exclusive_group()
+    which.add_argument("--reservation", type=_reservation_id, help="one reservation's id")
+    which.add_argument(
+        "--since",
+        type=maintenance.duration,
+        help="every unsettled reservation with a checkout made in this long (30m, 2h, 7d)",
+    )
     return parser
 
 
@@ -130,25 +138,17 @@ async def _serve(
     database_url = bootstrap.resolve_database_url(config)
     if migrate:
         await asyncio.to_thread(bootstrap.migrate, config, database_url)
-    tls = config.tls
-    credentials = None if tls is None else server_credentials(tls.cert, tls.key, tls.client_ca)
     metrics = TicketingMetrics()
-    wiring = bootstrap.wire(config, database_url, observe=metrics.count_committed)
-    metrics.watch_pool(wiring.pool_usage)
-    wiring.deps = metered_dependencies(wiring.deps, metrics)
-    workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
-    side_ports = contextlib.AsyncExitStack()
-    try:
-        reuse_port = started is not None
-        running = await start_server(
-            wiring.deps,
-            listen,
-            config.grpc_tokens,
-            reuse_port=reuse_port,
-            interceptors=[ObservingInterceptor(RequestContextObserver(), metrics)],
-            credentials=credentials,
-            limits=ServerLimits(config.grpc_max_concurrent_rpcs, config.max_watchers),
-        )
+    reuse_port = started is not None
+    interceptors = [ObservingInterceptor(RequestContextObserver(), metrics)]
+    async with (
+        bootstrap.running_service(config, database_url, metrics) as service,
+        served(
+            service, config, listen, reuse_port=reuse_port, interceptors=interceptors
+        ) as running,
+        contextlib.AsyncExitStack() as side_ports,  # closed first, after the graceful stop
+    ):
+        metrics.watch_pool(service.pool_usage)
         await _open_side_ports(side_ports, config, running, metrics, reuse_port)
         if started is not None:
             started(running.port)
@@ -156,12 +156,6 @@ async def _serve(
             host = listen.rsplit(":", 1)[0]
             log.info("serving moim.ticketing.v1.TicketingService on %s:%d", host, running.port)
         await serve_until_signalled(running)
-    finally:
-        await side_ports.aclose()  # after the graceful stop: probes saw NOT_SERVING throughout
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        await wiring.aclose()
     return 0
 
 
@@ -220,12 +214,10 @@ def _positive_days(raw: str) -> float:
     return days
 
 
-async def _prune_events(config: Config, older_than_days: float) -> int:
-    wiring = bootstrap.wire(config, bootstrap.resolve_database_url(config))
+def _reservation_id(raw: str) -> str:
     try:
-        cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
-        pruned = await prune_registration_events(wiring.deps, cutoff)
-    finally:
-        await wiring.aclose()
-    log.info("pruned %d registration events created before %s", pruned, cutoff.isoformat())
-    return 0
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a reservation id (a UUID), got {raw!r}"
+        ) from None

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ticketing_service.domain.reconciliation import ReconcilePolicy
-from ticketing_service.service_layer.checkouts import CheckoutGateway, CheckoutReader
 from ticketing_service.service_layer.observer import NO_OBSERVER, Observer
+from ticketing_service.service_layer.payment_service import PaymentService
 from ticketing_service.service_layer.ports import EventSignal, UnitOfWorkFactory
-from ticketing_service.service_layer.refunds import RefundGateway
-
-
-class PaymentService(CheckoutGateway, CheckoutReader, RefundGateway, Protocol):
-    """Every call the service makes to the payment service (SPEC §5)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,5 +23,5 @@ class Dependencies:
     # Wakes event watchers across replicas; None makes watchers re-check on a timer instead.
     event_signal: EventSignal | None = None
     reconcile_policy: ReconcilePolicy = field(default_factory=ReconcilePolicy)
-    # Told what background work found (the metrics); nothing by default.
+    # Told what the use cases do (the metrics); nothing by default.
     observer: Observer = NO_OBSERVER

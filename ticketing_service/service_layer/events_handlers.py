@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 
-from ticketing_service.domain.errors import EventsPruned, TicketingError
+from ticketing_service.domain.errors import EventsPruned
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.event_fanout import MAX_PAGE_BYTES, MAX_PAGE_SIZE, EventFanout
@@ -88,13 +88,8 @@ async def sequence_events(deps: Dependencies) -> int:
     return numbered
 
 
-async def run_event_sequencer(
-    deps: Dependencies,
-    wakeup: asyncio.Event,
-    interval_seconds: float,
-    min_pass_seconds: float = 0.0,
-) -> None:
-    """Number events whenever this process commits some, and every interval for the others.
+class Sequencer:
+    """Numbers events whenever this process commits some, and every interval for the others.
 
     Passes start at least `min_pass_seconds` apart. A commit after a quiet spell is numbered at
     once; under load, the commits that arrive during that spacing are numbered by the next
@@ -102,23 +97,31 @@ async def run_event_sequencer(
     numbering lock (shared by every process), and one per commit cost about as much as the
     commits that woke it. Feed consumers see events at most that much later, never out of order.
     """
-    loop = asyncio.get_running_loop()
-    last_pass = -math.inf
-    while True:
+
+    def __init__(self, interval_seconds: float, min_pass_seconds: float = 0.0) -> None:
+        self.wakeup = asyncio.Event()
+        self._interval = interval_seconds
+        self._min_pass = min_pass_seconds
+        self._last_pass = -math.inf
+
+    async def one_pass(self, deps: Dependencies) -> None:
+        """Number what was committed so far. Only a pass that numbered something spaces the next
+        one: a pass that found nothing says nothing about load."""
+        began = asyncio.get_running_loop().time()
+        self.wakeup.clear()
+        if await sequence_events(deps):
+            self._last_pass = began
+
+    async def wait(self) -> None:
+        """Until a commit wakes it (or the interval passes), and the spacing since the last."""
         try:
-            async with asyncio.timeout(interval_seconds):
-                await wakeup.wait()
+            async with asyncio.timeout(self._interval):
+                await self.wakeup.wait()
         except TimeoutError:
             pass
-        spacing = last_pass + min_pass_seconds - loop.time()
+        spacing = self._last_pass + self._min_pass - asyncio.get_running_loop().time()
         if spacing > 0:
             await asyncio.sleep(spacing)
-        wakeup.clear()
-        last_pass = loop.time()
-        try:
-            await sequence_events(deps)
-        except TicketingError as error:
-            log.warning("event sequencing failed: %s", error.reason)
 
 
 async def prune_registration_events(deps: Dependencies, cutoff: datetime) -> int:

@@ -6,11 +6,9 @@ truthful for readers. Batches skip rows another replica or a confirmation has lo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from ticketing_service.domain.errors import TicketingError
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.ports import SweepRepository
 
@@ -45,14 +43,9 @@ async def _in_batches(
             return total
 
 
-async def run_expiry_sweeper(deps: Dependencies, interval_seconds: float) -> None:
-    """Sweep every `interval_seconds` until cancelled; a failed sweep is logged and retried."""
-    while True:
-        try:
-            expired = await expire_overdue_holds(deps)
-            folded = await fold_confirmed_seats(deps)
-            if expired or folded:
-                log.info("expired %d overdue holds, folded %d confirmed seats", expired, folded)
-        except TicketingError as error:
-            log.warning("expiry sweep failed: %s", error.reason)
-        await asyncio.sleep(interval_seconds)
+async def sweep(deps: Dependencies) -> None:
+    """One pass of the sweeper: overdue holds without a checkout expired, seats folded."""
+    expired = await expire_overdue_holds(deps)
+    folded = await fold_confirmed_seats(deps)
+    if expired or folded:
+        log.info("expired %d overdue holds, folded %d confirmed seats", expired, folded)

@@ -153,6 +153,10 @@ class ReconciliationRepository(Protocol):
         """One reservation with what reconciliation knows of it."""
         ...
 
+    async def unsettled_since(self, since: timedelta) -> list[ReconcileCandidate]:
+        """Reservations with a checkout made in the last `since` and no payment settled."""
+        ...
+
     async def keep_hold(self, reservation_id: str, grace: timedelta) -> Reservation | None:
         """Extend a pending hold's end by `grace`, once; None if it was not pending."""
         ...

@@ -83,6 +83,17 @@ async def reconcile_reservation(deps: Dependencies, reservation_id: str) -> Reco
     return await _reconcile(deps, candidate)
 
 
+async def reconcile_since(deps: Dependencies, since: timedelta) -> list[Reconciled]:
+    """Ask about every unsettled reservation with a checkout made in the last `since`."""
+    async with deps.uow() as uow:
+        candidates = await uow.reconciliation.unsettled_since(since)
+    done: list[Reconciled] = []
+    for start in range(0, len(candidates), BATCH_SIZE):
+        batch = candidates[start : start + BATCH_SIZE]
+        done += await asyncio.gather(*(_reconcile(deps, candidate) for candidate in batch))
+    return done
+
+
 async def _reconcile(deps: Dependencies, candidate: ReconcileCandidate) -> Reconciled:
     reservation = candidate.reservation
     answer, status = await _ask(deps, reservation)

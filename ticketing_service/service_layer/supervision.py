@@ -81,3 +81,35 @@ def every(seconds: float) -> Callable[[], Awaitable[None]]:
         await asyncio.sleep(seconds)
 
     return wait
+
+
+class HealthBoard:
+    """The TaskHealth of one process: healthy while none of its tasks is failing.
+
+    `on_change` is told each time the whole turns healthy or unhealthy (the server's health
+    service follows it); before one is set, the board only keeps count.
+    """
+
+    def __init__(self) -> None:
+        self._failing: set[str] = set()
+        self._on_change: Callable[[bool], None] | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Whether every task does its work."""
+        return not self._failing
+
+    def follow(self, on_change: Callable[[bool], None]) -> None:
+        """Tell `on_change` the health now and at every change."""
+        self._on_change = on_change
+        on_change(self.healthy)
+
+    def report(self, task: str, healthy: bool) -> None:
+        """Record a task's health; tell the follower if the whole changed."""
+        before = self.healthy
+        if healthy:
+            self._failing.discard(task)
+        else:
+            self._failing.add(task)
+        if self.healthy != before and self._on_change is not None:
+            self._on_change(self.healthy)

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from types import TracebackType
 from typing import Any, cast
 
 from ticketing_service.service_layer.dependencies import Dependencies
-from ticketing_service.service_layer.events_handlers import run_event_sequencer
+from ticketing_service.service_layer.events_handlers import Sequencer
+from ticketing_service.service_layer.supervision import HealthBoard, supervise
 
 
 class _Events:
+    """Counts the passes after the first; the first (as the task starts) finds nothing."""
+
     def __init__(self, passes: list[int], pass_done: asyncio.Event) -> None:
         self._passes = passes
         self._pass_done = pass_done
+        self.started = asyncio.Event()
 
     async def sequence_pending(self) -> int:
         await asyncio.sleep(0)  # a real pass awaits the database: commits may wake it meanwhile
+        if not self.started.is_set():
+            self.started.set()
+            return 0
         self._passes.append(1)
         self._pass_done.set()
         return 1
@@ -49,10 +57,13 @@ async def _passes_after_a_burst_of_commits(
     pass_done = asyncio.Event()
     events = _Events(passes, pass_done)
     deps = Dependencies(uow=lambda: cast(Any, _UnitOfWork(events)), payment_service=cast(Any, None))
-    wakeup = asyncio.Event()
+    numberer = Sequencer(interval_seconds=3600, min_pass_seconds=min_pass_seconds)
+    wakeup = numberer.wakeup
     sequencer = asyncio.create_task(
-        run_event_sequencer(deps, wakeup, interval_seconds=3600, min_pass_seconds=min_pass_seconds)
+        supervise("sequencer", partial(numberer.one_pass, deps), numberer.wait, HealthBoard())
     )
+    async with asyncio.timeout(10):  # the pass as the task starts: nothing committed yet
+        await events.started.wait()
     try:
         for _ in range(10):
             wakeup.set()  # a commit that appended events

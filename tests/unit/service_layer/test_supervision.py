@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from ticketing_service.domain.errors import DatabaseUnavailable
-from ticketing_service.service_layer.supervision import Supervision, supervise
+from ticketing_service.service_layer.supervision import HealthBoard, Supervision, supervise
 
 QUICK = Supervision(first_backoff_seconds=0.001, max_backoff_seconds=0.004)
 
@@ -86,3 +86,15 @@ async def test_a_blip_is_retried_without_turning_unhealthy() -> None:
 def test_the_backoff_doubles_up_to_its_ceiling() -> None:
     supervision = Supervision(first_backoff_seconds=1, max_backoff_seconds=60)
     assert [supervision.backoff(n) for n in (1, 2, 3, 6, 7, 20)] == [1, 2, 4, 32, 60, 60]
+
+
+def test_the_board_is_unhealthy_while_any_task_fails_and_tells_each_change_once() -> None:
+    board = HealthBoard()
+    board.report("sweeper", False)  # before anyone follows: only kept
+    changes: list[bool] = []
+    board.follow(changes.append)
+    board.report("reconciler", False)
+    board.report("sweeper", True)
+    board.report("reconciler", True)
+    assert changes == [False, True]
+    assert board.healthy

@@ -71,6 +71,18 @@ class SqlReconciliationRepository:
         row = await self._tx.one(_READ, {"id": reservation_id})
         return None if row is None else _candidate(row)
 
+    async def unsettled_since(self, since: timedelta) -> list[ReconcileCandidate]:
+        """Reservations with a checkout made in the last `since` and no payment settled."""
+        rows = await self._tx.all(
+            f"SELECT {columns('r', 'g.registration_id')}, r.hold_extended, r.reconcile_attempts"
+            " FROM reservations r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
+            " WHERE r.create_time >= now() - make_interval(secs => %(since)s)"
+            " AND r.checkout_id IS NOT NULL"
+            " AND r.status IN ('pending_payment', 'expired', 'cancelled') ORDER BY r.create_time",
+            {"since": since.total_seconds()},
+        )
+        return [_candidate(row) for row in rows]
+
     async def keep_hold(self, reservation_id: str, grace: timedelta) -> Reservation | None:
         """Extend a pending hold's end by `grace`, once; None if it was not pending."""
         row = await self._tx.one(

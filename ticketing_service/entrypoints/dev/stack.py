@@ -19,7 +19,8 @@ import uvicorn
 from ticketing_service import bootstrap
 from ticketing_service.config import Config
 from ticketing_service.entrypoints.dev.payment_service import create_payment_service_app
-from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
+from ticketing_service.entrypoints.grpc.server import RunningServer
+from ticketing_service.entrypoints.serving import served
 from ticketing_service.entrypoints.webhook.serve import (
     ShimServer,
     bind_socket,
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/api/ticket-payment-callbacks"
 
+
+DEV_RECONCILE_AFTER_SECONDS = 10.0
+DEV_SWEEP_INTERVAL_SECONDS = 2.0
 
 DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
 DEFAULT_WEBHOOK_LISTEN = "127.0.0.1:8080"
@@ -69,20 +73,12 @@ async def run_dev_stack(config: Config, listen: DevListen) -> int:
         callback_url=shim_url + CALLBACK_PATH,
         public_base_url=sandbox_url,
         grpc_tokens=(),
+        # Soon enough to watch: "Pay without callback" is confirmed by asking within seconds.
+        reconcile_after_seconds=DEV_RECONCILE_AFTER_SECONDS,
+        sweep_interval_seconds=DEV_SWEEP_INTERVAL_SECONDS,
     )
     database_url = bootstrap.resolve_database_url(config)
     await asyncio.to_thread(bootstrap.migrate, config, database_url)
-    wiring = bootstrap.wire(config, database_url)
-    workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
-    running = await start_server(wiring.deps, listen.grpc)
-    shim_config = WebhookConfig(
-        listen=listen.webhook,
-        grpc_target=f"127.0.0.1:{running.port}",
-        grpc_token=None,
-        hmac_secrets=(callback_secret,),
-        standard_secrets=(),
-        tolerance_seconds=DEFAULT_TOLERANCE_SECONDS,
-    )
     sandbox = create_payment_service_app(
         payment_token,
         public_url=sandbox_url,
@@ -92,16 +88,20 @@ async def run_dev_stack(config: Config, listen: DevListen) -> int:
     sandbox_server = uvicorn.Server(
         uvicorn.Config(sandbox, lifespan="off", log_config=None, access_log=False)
     )
-    try:
+    async with (
+        bootstrap.running_service(config, database_url) as service,
+        served(service, config, listen.grpc) as running,
+    ):
+        shim_config = WebhookConfig(
+            listen=listen.webhook,
+            grpc_target=f"127.0.0.1:{running.port}",
+            grpc_token=None,
+            hmac_secrets=(callback_secret,),
+            standard_secrets=(),
+            tolerance_seconds=DEFAULT_TOLERANCE_SECONDS,
+        )
         async with webhook_server(shim_config, build_verifier(shim_config)) as shim:
             await _serve(running, shim, shim_sock, sandbox_server, sandbox_sock, payment_token)
-
-    finally:
-        await running.stop(grace=5)
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        await wiring.aclose()
     return 0
 
 
@@ -154,8 +154,9 @@ A first paid registration:
   4. {curl} -d '{{"reservation_id":"<reservationId from step 2>"}}' {base}/GetReservation
      (status RESERVATION_STATUS_CONFIRMED, with a registrationId)
 
-"Pay without callback" pays but sends nothing (a lost callback). What the sandbox says of a
-checkout, as the service reads it:
+"Pay without callback" pays but sends nothing (a lost callback): about
+{DEV_RECONCILE_AFTER_SECONDS:g} s after the hold was made the service asks the sandbox itself,
+and confirms the payment. What the sandbox says of a checkout, as the service reads it:
   curl -H 'Authorization: Bearer {payment_token}' {sandbox_url}/v1/ticket-checkouts/<checkoutId>
 """,
         flush=True,

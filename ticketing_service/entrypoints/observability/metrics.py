@@ -163,6 +163,12 @@ class TicketingMetrics:
         for outcome in ConfirmOutcome:
             self.reconcile_confirmations.labels(outcome.value.lower())
 
+    def payment_service_call(self, call: str, result: str, seconds: float) -> None:
+        """Time a call to the payment service; count it if it failed (an Observer)."""
+        self.payment_service_duration.labels(call, result).observe(seconds)
+        if result != "ok":
+            self.payment_service_failures.labels(call, result).inc()
+
     def reconciled(self, answer: CheckoutAnswer, outcome: ConfirmOutcome | None) -> None:
         """Count a check by its result, and a payment it settled (an Observer)."""
         self.reconcile_checks.labels(RECONCILE_RESULTS[answer]).inc()
@@ -194,7 +200,7 @@ class TicketingMetrics:
             registry=self.registry,
         )
 
-    def count_committed(self, committed: Committed) -> None:
+    def committed(self, committed: Committed) -> None:
         """Count what a committed transaction did: its feed events, and a late payment."""
         for event_type, count in committed.events.items():
             self.reservation_events.labels(event_type.value.removeprefix("reservation_")).inc(count)

@@ -12,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.fakes import FakeCheckouts
 from ticketing_service.config import ConfigError
 from ticketing_service.entrypoints.observability.metered import (
-    MeteredPaymentService,
     MeteredVerifier,
 )
 from ticketing_service.entrypoints.observability.metrics import (
@@ -33,6 +32,7 @@ from ticketing_service.service_layer.checkouts import (
     PaymentServiceRefused,
     PaymentServiceUnreachable,
 )
+from ticketing_service.service_layer.observer import ObservedPaymentService
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -146,7 +146,7 @@ async def test_payment_service_calls_are_timed_by_result_and_failures_counted_by
     metrics: TicketingMetrics,
 ) -> None:
     checkout = Checkout("chk-1", "https://pay.example/chk-1", "requires_payment")
-    gateway = MeteredPaymentService(
+    gateway = ObservedPaymentService(
         ScriptedGateway(
             checkout,
             PaymentServiceUnreachable("timeout"),

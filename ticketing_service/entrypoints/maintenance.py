@@ -1,0 +1,77 @@
+"""The one-off commands an operator runs against a deployment: prune-events and reconcile."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from ticketing_service import bootstrap
+from ticketing_service.config import Config
+from ticketing_service.domain.errors import TicketingError
+from ticketing_service.service_layer.events_handlers import prune_registration_events
+from ticketing_service.service_layer.reconciliation import (
+    Reconciled,
+    reconcile_due,
+    reconcile_reservation,
+    reconcile_since,
+)
+
+log = logging.getLogger("ticketing_service")
+
+_DURATION = re.compile(r"([0-9]{1,7})([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(raw: str) -> timedelta:
+    """`30m`, `2h`, `7d` (argparse type: a bad value is a usage error naming the option)."""
+    match = _DURATION.fullmatch(raw.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 30m, 2h or 7d, got {raw!r}")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+async def prune_events(config: Config, older_than_days: float) -> int:
+    """Delete feed events older than the cutoff."""
+    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+    async with bootstrap.wired(config, bootstrap.resolve_database_url(config)) as service:
+        pruned = await prune_registration_events(service.deps, cutoff)
+    log.info("pruned %d registration events created before %s", pruned, cutoff.isoformat())
+    return 0
+
+
+async def reconcile(config: Config, reservation_id: str | None, since: timedelta | None) -> int:
+    """Ask the payment service about one reservation, those made since, or those due now."""
+    async with bootstrap.wired(config, bootstrap.resolve_database_url(config)) as service:
+        try:
+            if reservation_id is not None:
+                done = [await reconcile_reservation(service.deps, reservation_id)]
+            elif since is not None:
+                done = await reconcile_since(service.deps, since)
+            else:
+                done = await reconcile_due(service.deps)
+        except TicketingError as error:
+            print(f"ticketing-service: {error.message}")
+            return 1
+    _report(done)
+    return 0
+
+
+def _report(done: Sequence[Reconciled]) -> None:
+    for found in done:
+        reservation = found.reservation
+        answer = found.answer.value if found.answer else "no checkout"
+        settled = f" -> {found.outcome.value}" if found.outcome else ""
+        print(
+            f"{reservation.reservation_id}  {reservation.status.value:<16}"
+            f"  payment service: {answer}{settled}"
+        )
+    tally = Counter(found.answer.value if found.answer else "no checkout" for found in done)
+    settled_count = sum(1 for found in done if found.outcome is not None)
+    summary = ", ".join(f"{count} {answer}" for answer, count in sorted(tally.items()))
+    print(
+        f"asked about {len(done)} reservations ({summary or 'none due'}); {settled_count} settled"
+    )
