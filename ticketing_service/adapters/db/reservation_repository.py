@@ -140,6 +140,9 @@ class SqlReservationRepository:
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
         """Lock the tier row, then count its seats in a statement of its own.
 
+        Taken are the folded accepted seats, the seats Moim gave itself (`external_seats`, set
+        by import-moim), and the live holds and unfolded confirmations counted here.
+
         In READ COMMITTED each statement sees what was committed when it started. The count
         runs after the lock is granted, so it sees every hold committed by whoever held the
         lock before us; counting in the locking statement would use a snapshot from before the
@@ -148,7 +151,8 @@ class SqlReservationRepository:
         lock = " FOR UPDATE" if self._locking else ""
         params = {"e": event_id, "t": tier_id}
         tier = await self._tx.one(
-            "SELECT capacity, accepted_count, delete_time IS NOT NULL AS deleted FROM tiers"
+            "SELECT capacity, accepted_count + external_seats AS accepted,"
+            " delete_time IS NOT NULL AS deleted FROM tiers"
             f" WHERE event_id = %(e)s AND tier_id = %(t)s{lock}",
             params,
         )
@@ -160,7 +164,7 @@ class SqlReservationRepository:
         counted = await self._tx.one(count, params)
         assert counted is not None, "a count returns a row"
         await self._pause("seats_counted")
-        taken = tier["accepted_count"] + counted["taken"]
+        taken = tier["accepted"] + counted["taken"]
         return TierSeats(capacity=tier["capacity"], taken=taken, deleted=tier["deleted"])
 
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
@@ -176,7 +180,7 @@ class SqlReservationRepository:
             currency=reservation.currency_code,
             provider=reservation.provider,
             account=reservation.provider_account_id,
-            answers=_answers_json(reservation.answers),
+            answers=answers_json(reservation.answers),
             name=reservation.customer_name,
             email=reservation.customer_email,
             success=reservation.success_url,
@@ -280,7 +284,7 @@ class SqlReservationRepository:
             e=held.event_id,
             t=held.tier_id,
             u=held.user_id,
-            answers=_answers_json(held.answers),
+            answers=answers_json(held.answers),
             **_settle_params(claim, ReservationStatus.CONFIRMED),
         )
 
@@ -359,7 +363,8 @@ _EVENT_OF = {
 }
 
 
-def _answers_json(answers: tuple[Answer, ...]) -> str:
+def answers_json(answers: tuple[Answer, ...]) -> str:
+    """Answers as the `answers` jsonb of reservations and registrations keeps them."""
     return json.dumps([{"question_id": a.question_id, "answer": a.answer} for a in answers])
 
 
