@@ -1,4 +1,4 @@
-"""The `ticketing-service` command: serve, webhook, dev, migrate, prune-events."""
+"""The `ticketing-service` command: serve, webhook, dev, migrate, prune-events, import-moim."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
-from ticketing_service.entrypoints import event_loop
+from ticketing_service.entrypoints import event_loop, import_command
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
 from ticketing_service.entrypoints.grpc.exposure import check_exposure
@@ -56,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return event_loop.run(run_dev_stack(config, listen))
         if args.command == "prune-events":
             return event_loop.run(_prune_events(config, args.older_than_days))
+        if args.command == import_command.COMMAND:
+            run = import_command.run(config, args.source_database_url, args.dry_run)
+            return event_loop.run(run)
         address, migrate = args.listen or config.grpc_listen, not args.no_migrate
         config.require_payment_service_url()
         guarded = bool(config.grpc_tokens or (config.tls and config.tls.client_ca))
@@ -115,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="delete events created more than this many days ago",
     )
+    import_command.add_parser(commands)
     return parser
 
 
