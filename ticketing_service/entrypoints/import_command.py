@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TextIO
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config
@@ -44,7 +44,7 @@ _KINDS = (
 )
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the subcommand to the CLI's subparsers."""
     parser = commands.add_parser(
         COMMAND,

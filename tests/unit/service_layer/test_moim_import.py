@@ -32,7 +32,7 @@ class FakeSource:
 
 
 @dataclass
-class Database:
+class TargetState:
     """What the fake target kept, and the events whose write fails."""
 
     failing: set[str] = field(default_factory=set)
@@ -41,8 +41,8 @@ class Database:
 
 
 class FakeTarget:
-    def __init__(self, database: Database) -> None:
-        self._database = database
+    def __init__(self, state: TargetState) -> None:
+        self._state = state
         self._written: list[str] = []
 
     async def __aenter__(self) -> Self:
@@ -57,7 +57,7 @@ class FakeTarget:
         self._written.clear()  # a rollback: what was not committed is gone
 
     async def check_ready(self) -> None:
-        if not self._database.ready:
+        if not self._state.ready:
             raise TargetUnavailable("not migrated")
 
     async def lock_event(self, event_id: str) -> None:
@@ -67,13 +67,13 @@ class FakeTarget:
         return []
 
     async def write(self, plan: EventPlan) -> Written:
-        if plan.event_id in self._database.failing:
+        if plan.event_id in self._state.failing:
             raise EventImportFailed("the database refused a row")
         self._written.append(plan.event_id)
         return Written(settings_created=True)
 
     async def commit(self) -> None:
-        self._database.committed.extend(self._written)
+        self._state.committed.extend(self._written)
         self._written.clear()
 
 
@@ -81,15 +81,15 @@ def event(event_id: str) -> SourceEvent:
     return SourceEvent(event_id, event_id.title(), NOW, "", FREE)
 
 
-def ports(database: Database, *event_ids: str) -> MoimImport:
+def ports(state: TargetState, *event_ids: str) -> MoimImport:
     source = FakeSource(tuple(event(e) for e in event_ids))
-    return MoimImport(source, lambda: FakeTarget(database), "https://moim.example")
+    return MoimImport(source, lambda: FakeTarget(state), "https://moim.example")
 
 
 async def test_each_event_is_committed_on_its_own_and_a_failing_one_is_reported() -> None:
-    database = Database(failing={"b"})
-    report = await import_moim(ports(database, "a", "b", "c"), dry_run=False)
-    assert database.committed == ["a", "c"]
+    state = TargetState(failing={"b"})
+    report = await import_moim(ports(state, "a", "b", "c"), dry_run=False)
+    assert state.committed == ["a", "c"]
     assert [(o.event_id, o.failure) for o in report.outcomes] == [
         ("a", None),
         ("b", "the database refused a row"),
@@ -98,15 +98,15 @@ async def test_each_event_is_committed_on_its_own_and_a_failing_one_is_reported(
 
 
 async def test_a_dry_run_plans_and_writes_every_event_and_commits_none() -> None:
-    database = Database()
-    report = await import_moim(ports(database, "a", "b"), dry_run=True)
-    assert database.committed == []
+    state = TargetState()
+    report = await import_moim(ports(state, "a", "b"), dry_run=True)
+    assert state.committed == []
     assert report.dry_run
     assert [o.written for o in report.outcomes] == [Written(settings_created=True)] * 2
 
 
 async def test_an_unready_target_stops_the_import_before_any_event() -> None:
-    database = Database(ready=False)
+    state = TargetState(ready=False)
     with pytest.raises(TargetUnavailable):
-        await import_moim(ports(database, "a"), dry_run=False)
-    assert database.committed == []
+        await import_moim(ports(state, "a"), dry_run=False)
+    assert state.committed == []
