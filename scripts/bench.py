@@ -39,9 +39,6 @@ from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests.payment_service_standin, via load.py
-
 from bench_callers import Callers, open_callers
 from bench_limit import Limit, Scripts, capture_scripts, run_pgbench
 from bench_phases import (

@@ -9,8 +9,6 @@ every worker.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import itertools
 import json
 import os
@@ -29,6 +27,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+from ticketing_service.entrypoints.webhook.signatures import sign_moim_hmac
 
 T = TypeVar("T")
 # CPU seconds used so far, per group of processes (server, shim, postgres, driver).
@@ -254,7 +254,7 @@ def callback_body(reservation: reservation_pb2.Reservation, payment_id: str) -> 
 
 def moim_hmac_headers(secret: str, body: bytes, delivery_id: str) -> dict[str, str]:
     """moim-payment's signature: lowercase hex HMAC-SHA256 of the raw body."""
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    signature = sign_moim_hmac(secret, body)
     return {
         "Content-Type": "application/json",
         "X-Ticket-Payment-Signature": signature,

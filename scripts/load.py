@@ -3,7 +3,7 @@
     uv run python scripts/load.py [--concurrency 32] [--calls 3000]
 
 Starts an embedded Postgres in a temporary directory (or uses `DATABASE_URL`), the payment
-service stand-in on its own thread and event loop, and `python -m ticketing_service serve` as a
+service fake on its own thread and event loop, and `python -m ticketing_service serve` as a
 subprocess (which migrates), so the load generator shares no event loop with the server. It then
 offers one paid tier with a large capacity, opens `--calls` holds from distinct users with
 `--concurrency` workers, confirms every one of them, and prints each phase's calls/s, p50/p95/p99
@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import re
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,9 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for the stand-in in tests/, when run as `python scripts/load.py`
-
 import grpc
 import psutil  # installed with pgserver
 import uvicorn
@@ -43,13 +39,17 @@ from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from tests.payment_service_standin import ReadyServer, create_payment_service_app
 from ticketing_service.entrypoints import event_loop
+from ticketing_service.entrypoints.dev.payment_service import (
+    ReadyServer,
+    create_payment_service_app,
+    loopback_socket,
+)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
-TOKEN = "load-test-token"  # noqa: S105 - the loopback stand-in's, nothing real
+TOKEN = "load-test-token"  # noqa: S105 - the loopback fake's, nothing real
 PRICE = 10000
 CALL_SECONDS = 30.0
 SERVING = re.compile(r"serving \S+ on [\d.]+:(\d+)")
@@ -175,7 +175,7 @@ class Served:
 
 
 class StandIn:
-    """The payment service stand-in on a thread with its own event loop."""
+    """The payment service fake on a thread with its own event loop."""
 
     def __init__(self) -> None:
         self.url = ""
@@ -184,10 +184,7 @@ class StandIn:
         self._thread = threading.Thread(target=lambda: event_loop.run(self._serve()), daemon=True)
 
     async def _serve(self) -> None:
-        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections accepted from a
-        # socket made with it; without it every answer waits ~40 ms for a delayed ACK.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
+        sock = loopback_socket()
         app = create_payment_service_app(token=TOKEN)
         config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
         self._server = server = ReadyServer(config)
@@ -202,7 +199,7 @@ class StandIn:
     def __enter__(self) -> StandIn:
         self._thread.start()
         if not self._ready.wait(30):
-            raise RuntimeError("The payment service stand-in did not start within 30 seconds.")
+            raise RuntimeError("The payment service fake did not start within 30 seconds.")
         return self
 
     def __exit__(self, *exc: object) -> None:

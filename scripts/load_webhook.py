@@ -4,7 +4,7 @@
 
 Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), then
 `python -m ticketing_service serve` and the webhook shim (`run_webhook`) as subprocesses, so
-the load generator shares no event loop or GIL with either; the payment service stand-in runs
+the load generator shares no event loop or GIL with either; the payment service fake runs
 in this process and is only busy while the holds are opened. It then opens 2 x `--callbacks`
 holds over gRPC and sends, with `--concurrency` HTTP workers: one moim-HMAC-signed callback
 per hold of the first half, one Standard-Webhooks-signed callback per hold of the second half,
@@ -30,9 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for the stand-in in tests/, when run as `python scripts/...`
-
 import httpx
 from bench_phases import moim_hmac_headers
 from bench_stack import Child, ticketing_server, webhook_shim
@@ -42,12 +39,12 @@ from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from standardwebhooks import Webhook
 
-from tests.payment_service_standin import (
+from ticketing_service.entrypoints.dev.payment_service import (
     create_payment_service_app,
     running_payment_service,
 )
 
-PAYMENT_TOKEN = "load-payment-token"  # noqa: S105 - the loopback stand-in's, nothing real
+PAYMENT_TOKEN = "load-payment-token"  # noqa: S105 - the loopback fake's, nothing real
 HMAC_SECRET = "load-callback-secret"  # noqa: S105 - generated for this run's shim only
 WHSEC = "whsec_" + base64.b64encode(b"load-standard-webhooks-key").decode()
 CALLBACK_PATH = "/api/ticket-payment-callbacks"

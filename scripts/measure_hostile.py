@@ -3,7 +3,7 @@
     uv run python scripts/measure_hostile.py [--sockets 140] [--callbacks 200]
 
 Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), the payment service
-stand-in, then `python -m ticketing_service serve` and the webhook shim as subprocesses with
+fake, then `python -m ticketing_service serve` and the webhook shim as subprocesses with
 their default limits, and measures:
 
 1. request bombs: UpdateTicketingSettings with 1,000,000 empty tiers (over the 1 MiB limit),
@@ -29,10 +29,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for the stand-in in tests/, when run as `python scripts/...`
 
 import grpc
 import httpx
@@ -43,7 +39,10 @@ from load_webhook import HMAC_SECRET, PAYMENT_TOKEN, callback_body, open_holds
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
-from tests.payment_service_standin import create_payment_service_app, running_payment_service
+from ticketing_service.entrypoints.dev.payment_service import (
+    create_payment_service_app,
+    running_payment_service,
+)
 
 CALLBACK_PATH = "/api/ticket-payment-callbacks"
 UPDATE_SETTINGS = "/moim.ticketing.v1.TicketingService/UpdateTicketingSettings"

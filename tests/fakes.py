@@ -37,9 +37,9 @@ from ticketing_service.domain.reservations import (
 from ticketing_service.domain.settings import Settings
 from ticketing_service.service_layer.checkouts import (
     Checkout,
-    CheckoutRefused,
     CheckoutRequest,
-    CheckoutUnavailable,
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
 )
 from ticketing_service.service_layer.ports import Committed
 
@@ -112,7 +112,8 @@ class FakeSettings:
 
 
 class FakeReservations:
-    """The ReservationRepository port on a store; `appended` tallies the feed events."""
+    """The HoldRepository, PaymentRepository and SweepRepository ports on a store; `appended`
+    tallies the feed events."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -361,7 +362,9 @@ class FakeUnitOfWork:
         """Begin: work on a copy."""
         self._work = copy.deepcopy(self._store)
         self.settings = FakeSettings(self._work)
-        self.reservations = FakeReservations(self._work)
+        # One fake serves the three reservation ports (holds, payments, sweeps): they are views
+        # of the same rows, as the three SQL repositories are of the same tables.
+        self.holds = self.payments = self.sweeps = FakeReservations(self._work)
         self.events = FakeEvents(self._work)
         return self
 
@@ -376,8 +379,8 @@ class FakeUnitOfWork:
     async def commit(self) -> None:
         """Put the copy back and report what was committed."""
         self._store.__dict__.update(copy.deepcopy(self._work).__dict__)
-        self._committed.append(Committed(dict(self.reservations.appended), self.late_payment))
-        self.reservations.appended.clear()
+        self._committed.append(Committed(dict(self.holds.appended), self.late_payment))
+        self.holds.appended.clear()
 
 
 @dataclass
@@ -396,7 +399,7 @@ class FakeDatabase:
 class FakeCheckouts:
     """The CheckoutGateway port: opens a checkout per reservation, or fails as told."""
 
-    fail_with: type[CheckoutUnavailable | CheckoutRefused] | None = None
+    fail_with: type[PaymentServiceUnreachable | PaymentServiceRefused] | None = None
     asked: list[CheckoutRequest] = field(default_factory=list)
     # Run while the "payment service" is asked, e.g. to change the store meanwhile.
     meanwhile: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -16,7 +16,7 @@ from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
 from ticketing_service.adapters.moim_source import PostgresMoimSource, source_driver_url
-from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.config import Config
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import run_event_sequencer
@@ -39,7 +39,7 @@ class Wiring:
 
     deps: Dependencies
     database: Database
-    checkouts: HttpCheckoutGateway
+    payment_service: HttpPaymentService
     event_signal: PostgresEventSignal
     sequencer_wakeup: asyncio.Event
 
@@ -62,7 +62,7 @@ class Wiring:
 
     async def aclose(self) -> None:
         """Close the payment service's connections and the database pool."""
-        await self.checkouts.aclose()
+        await self.payment_service.aclose()
         await self.database.close()
 
 
@@ -100,7 +100,7 @@ def _pool_settings(config: Config) -> PoolSettings:
 def wire(config: Config, database_url: str, observe: AfterCommit | None = None) -> Wiring:
     """Build the adapters for a running service; `observe` is told of every commit."""
     database = Database(database_url, _pool_settings(config))
-    checkouts = HttpCheckoutGateway(
+    payment_service = HttpPaymentService(
         # `serve` refuses to start without it; the other commands never open a checkout.
         config.payment_service_url or "",
         config.payment_service_token,
@@ -111,14 +111,14 @@ def wire(config: Config, database_url: str, observe: AfterCommit | None = None) 
     after_commit = wake_and_observe(sequencer_wakeup, observe)
     deps = Dependencies(
         uow=lambda: SqlUnitOfWork(database, after_commit=after_commit),
-        checkouts=checkouts,
+        checkouts=payment_service,
         default_provider_account_id=config.default_provider_account_id,
         hold_seconds=config.hold_seconds,
         callback_url=config.callback_url,
         public_base_url=config.public_base_url,
         event_signal=event_signal,
     )
-    return Wiring(deps, database, checkouts, event_signal, sequencer_wakeup)
+    return Wiring(deps, database, payment_service, event_signal, sequencer_wakeup)
 
 
 def check_source_database_url(url: str) -> str:

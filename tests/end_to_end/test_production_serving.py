@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -24,6 +22,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.certificates import CertificateAuthority
+from ticketing_service.entrypoints.webhook.signatures import sign_moim_hmac
 
 TOKEN = "production-token-never-logged"
 # The token being rotated out: the server accepts both while clients move to the new one.
@@ -200,7 +199,7 @@ def callback(shim_port: int, signature_secret: str) -> httpx.Response:
             "paidAt": "2030-01-01T00:00:00Z",
         }
     ).encode()
-    signature = hmac.new(signature_secret.encode(), body, hashlib.sha256).hexdigest()
+    signature = sign_moim_hmac(signature_secret, body)
     headers = {"X-Ticket-Payment-Signature": signature, "X-Ticket-Payment-Event-Id": "d-1"}
     url = f"http://127.0.0.1:{shim_port}/api/ticket-payment-callbacks"
     return httpx.post(url, content=body, headers=headers, timeout=10)

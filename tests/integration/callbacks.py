@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import socket
 import time
@@ -23,6 +21,7 @@ from standardwebhooks import Webhook
 
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
 from ticketing_service.entrypoints.webhook.serve import bind_socket, build_verifier, webhook_server
+from ticketing_service.entrypoints.webhook.signatures import sign_moim_hmac
 from ticketing_service.webhook_config import WebhookConfig
 
 if TYPE_CHECKING:
@@ -98,7 +97,7 @@ def paid_event(reservation: reservation_pb2.Reservation, **changes: object) -> d
 
 
 def hmac_signed(body: bytes, delivery_id: str = "delivery-1", secret: str = HMAC_SECRET) -> Signed:
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    signature = sign_moim_hmac(secret, body)
     headers = {"X-Ticket-Payment-Signature": signature, "X-Ticket-Payment-Event-Id": delivery_id}
     return Signed(body, headers | {"Content-Type": "application/json"})
 
@@ -145,7 +144,7 @@ def count_rows(database_url: str, table: str) -> int:
 
 
 async def hold_for_payment(stub: Stub, user_id: str = "user-1") -> reservation_pb2.Reservation:
-    """A reservation pending payment, with its checkout opened at the payment stand-in."""
+    """A reservation pending payment, with its checkout opened at the payment service fake."""
     tier = settings_pb2.TierInput(tier_id=TIER_ID, name="VIP", price_amount=PRICE, capacity=5)
     await stub.UpdateTicketingSettings(
         pb.UpdateTicketingSettingsRequest(event_id=EVENT_ID, event_title="Launch", tiers=[tier])

@@ -13,18 +13,18 @@ import pytest
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.callbacks import running_shim, shim_config
-from tests.payment_service_standin import (
-    PaymentServiceState,
-    create_payment_service_app,
-    running_payment_service,
-    state_of,
-)
 from tests.postgres import provision_test_database, truncate_all
 from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
-from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.bootstrap import wake_and_observe
+from ticketing_service.entrypoints.dev.payment_service import (
+    create_payment_service_app,
+    running_payment_service,
+    state_of,
+)
+from ticketing_service.entrypoints.dev.payment_state import PaymentServiceState
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import run_event_sequencer
@@ -38,7 +38,7 @@ PAYMENT_TOKEN = "payment-service-token"
 
 @dataclass(frozen=True)
 class PaymentService:
-    """The running stand-in: its URL and what it has seen."""
+    """The running payment service fake: its URL and its state (what it has seen and holds)."""
 
     url: str
     state: PaymentServiceState
@@ -67,16 +67,16 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def payment_service() -> AsyncIterator[PaymentService]:
-    """The local stand-in of the payment service on a real port."""
+    """The payment service fake on a real port."""
     app = create_payment_service_app(token=PAYMENT_TOKEN)
     async with running_payment_service(app) as base_url:
         yield PaymentService(base_url, state_of(app))
 
 
 @pytest.fixture
-async def checkouts(payment_service: PaymentService) -> AsyncIterator[HttpCheckoutGateway]:
-    """The real payment-service client, pointed at the stand-in."""
-    gateway = HttpCheckoutGateway(payment_service.url, PAYMENT_TOKEN, timeout_seconds=1.0)
+async def checkouts(payment_service: PaymentService) -> AsyncIterator[HttpPaymentService]:
+    """The real payment-service client, pointed at the fake."""
+    gateway = HttpPaymentService(payment_service.url, PAYMENT_TOKEN, timeout_seconds=1.0)
     yield gateway
     await gateway.aclose()
 
@@ -102,7 +102,7 @@ async def event_signal(database_url: str) -> AsyncIterator[PostgresEventSignal]:
 @pytest.fixture
 def deps(
     database: Database,
-    checkouts: HttpCheckoutGateway,
+    checkouts: HttpPaymentService,
     sequencer_wakeup: asyncio.Event,
     event_signal: PostgresEventSignal,
 ) -> Dependencies:

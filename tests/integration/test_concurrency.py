@@ -1,7 +1,7 @@
 """Every lock proven the pretix way: first the race, then the lock that removes it.
 
 Each protection is tested twice against the real server on real Postgres. The control turns
-the locks off (`SqlUnitOfWork(locking=False)`) and forces the interleaving they prevent with a
+the locks off (`Protections(locking=False)`) and forces the interleaving they prevent with a
 barrier at a pause point, so every contender has read before any of them writes: the invariant
 breaks. The real path runs the same contention with the locks on: the invariant holds. A control
 also checks that every contender met at the barrier, so it cannot pass by timing out.
@@ -26,10 +26,10 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.conftest import PAYMENT_TOKEN, PaymentService
 from tests.rich_errors import RichError, rich_error
+from ticketing_service.adapters.db.changes import Pause, Protections, no_pause
 from ticketing_service.adapters.db.pool import Database, PoolSettings
-from ticketing_service.adapters.db.reservation_repository import Pause, no_pause
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
-from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -84,12 +84,11 @@ async def contender_server(
 ) -> AsyncIterator[Stub]:
     """The real server on its own pool, with the test-only protection switches and pause point."""
     database = Database(database_url, pool)
-    checkouts = HttpCheckoutGateway(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
+    checkouts = HttpPaymentService(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
+    protections = Protections(locking, clock_after_lock, pause)
 
     def uow() -> SqlUnitOfWork:
-        return SqlUnitOfWork(
-            database, locking=locking, clock_after_lock=clock_after_lock, pause=pause
-        )
+        return SqlUnitOfWork(database, protections=protections)
 
     deps = Dependencies(
         uow=uow,

@@ -29,7 +29,7 @@ from ticketing_service.adapters.db import migrations
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
-from ticketing_service.adapters.payment_service import HttpCheckoutGateway
+from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.domain.errors import DatabaseUnavailable
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -113,7 +113,7 @@ async def outage_stub(disposable_postgres: DisposablePostgres) -> AsyncIterator[
     """The real server on the disposable Postgres, with a short connect timeout."""
     database = Database(disposable_postgres.url, PoolSettings(connect_timeout_seconds=2))
     # Never called: these tests only touch settings.
-    checkouts = HttpCheckoutGateway("http://127.0.0.1:9", "unused", timeout_seconds=1.0)
+    checkouts = HttpPaymentService("http://127.0.0.1:9", "unused", timeout_seconds=1.0)
     deps = Dependencies(uow=lambda: SqlUnitOfWork(database), checkouts=checkouts)
     running = await start_server(deps, "127.0.0.1:0")
     try:

@@ -101,7 +101,7 @@ async def test_one_sweeper_folds_at_a_time_and_the_others_skip_instead_of_waitin
     for user, tier in (("a", "vip"), ("b", "std"), ("c", "vip")):
         await stub.ConfirmPayment(payment_for(await hold(stub, user, tier)))
     async with deps.uow() as first:
-        assert await first.reservations.fold_confirmed_seats(1) == 1  # and holds its tier
+        assert await first.sweeps.fold_confirmed_seats(1) == 1  # and holds its tier
         # Without the lock, this one would fold the others: blocking on the first one's tier,
         # or taking a second tier while the first one is still going.
         async with asyncio.timeout(5):

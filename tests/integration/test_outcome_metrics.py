@@ -165,7 +165,7 @@ async def test_checkout_calls_are_timed_and_a_refusal_cancels_the_hold_it_counte
 ) -> None:
     await configure_event(metered_stub)
     await hold(metered_stub, "user-1")
-    payment_service.state.fault = "error_400"
+    payment_service.state.faults["create_checkout"] = "error_400"
     with pytest.raises(grpc.aio.AioRpcError):
         await start(metered_stub, "user-2")
     value = metrics.registry.get_sample_value

@@ -150,7 +150,7 @@ async def test_a_hold_cancelled_while_its_checkout_was_opened_gets_no_url_to_pay
     stub: Stub, database_url: str, payment_service: PaymentService
 ) -> None:
     await configure_event(stub)
-    payment_service.state.fault = "held"
+    payment_service.state.faults["create_checkout"] = "held"
     starting = asyncio.ensure_future(failure(start(stub, "user-1")))
     async with asyncio.timeout(10):
         await payment_service.state.received.wait()
@@ -166,7 +166,7 @@ async def test_a_hold_cancelled_while_its_checkout_was_opened_gets_no_url_to_pay
     assert read.reservation.status == reservation_pb2.RESERVATION_STATUS_CANCELLED
     assert (read.reservation.checkout_id, read.reservation.checkout_url) == ("", "")
     assert sql(database_url, "SELECT count(*) FROM payments") == [(0,)]
-    payment_service.state.fault = None
+    payment_service.state.faults.clear()
     retried = await hold(stub, "user-1")
     assert retried.reservation_id != reservation_id
     assert retried.checkout_url

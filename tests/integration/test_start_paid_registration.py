@@ -25,6 +25,7 @@ from tests.integration.flows import (
     status_of,
 )
 from tests.rich_errors import rich_error
+from ticketing_service.entrypoints.dev.payment_state import Fault
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import (
@@ -71,6 +72,11 @@ async def test_a_hold_opens_a_checkout_exactly_as_the_payment_service_expects(
     [received] = payment_service.state.requests
     assert received.headers["authorization"] == f"Bearer {PAYMENT_TOKEN}"
     assert received.headers["idempotency-key"] == f"reservation:{reservation.reservation_id}"
+    assert isinstance(received.body, dict)
+    expires_at = received.body.pop("expiresAt")
+    assert isinstance(expires_at, str)
+    assert expires_at.endswith("Z")
+    assert datetime.fromisoformat(expires_at) == reservation.expire_time.ToDatetime(tzinfo=UTC)
     assert received.body == {
         "provider": "portone",
         "paymentMethodFamily": "easy_pay",
@@ -232,13 +238,16 @@ async def test_a_legacy_paid_event_without_currency_is_currency_missing(
     )
 
 
-# 408, 409 (the same idempotency key still in flight) and 425 say "not now", not "no".
-@pytest.mark.parametrize("fault", ["hang", "error_500", "error_408", "error_409", "error_425"])
+# 408, 409 (the same idempotency key still in flight), 425 and 429 say "not now", not "no".
+@pytest.mark.parametrize(
+    "fault",
+    ["hang", "error_500", "error_503", "error_408", "error_409", "error_425", "error_429"],
+)
 async def test_a_transient_checkout_failure_keeps_the_hold_and_a_retry_reuses_its_key(
-    stub: Stub, database_url: str, payment_service: PaymentService, fault: str
+    stub: Stub, database_url: str, payment_service: PaymentService, fault: Fault
 ) -> None:
     await configure_event(stub)
-    payment_service.state.fault = fault  # type: ignore[assignment]  # one of the Fault literals
+    payment_service.state.faults["create_checkout"] = fault
     code, reason = await failure(start(stub, "user-1"))
     assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "PAYMENT_SERVICE_UNAVAILABLE")
     [(reservation_id, status, checkout)] = sql(
@@ -246,7 +255,7 @@ async def test_a_transient_checkout_failure_keeps_the_hold_and_a_retry_reuses_it
     )
     assert (status, checkout) == ("pending_payment", None)
 
-    payment_service.state.fault = None
+    payment_service.state.faults.clear()
     retried = await hold(stub, "user-1")
     assert retried.reservation_id == reservation_id
     assert retried.checkout_url
@@ -256,14 +265,14 @@ async def test_a_transient_checkout_failure_keeps_the_hold_and_a_retry_reuses_it
 
 @pytest.mark.parametrize("fault", ["error_400", "garbage", "missing_fields"])
 async def test_a_definitive_checkout_failure_cancels_the_hold_and_frees_the_seat(
-    stub: Stub, database_url: str, payment_service: PaymentService, fault: str
+    stub: Stub, database_url: str, payment_service: PaymentService, fault: Fault
 ) -> None:
     await configure_event(stub, paid_tier("vip", capacity=1))
-    payment_service.state.fault = fault  # type: ignore[assignment]  # one of the Fault literals
+    payment_service.state.faults["create_checkout"] = fault
     code, reason = await failure(start(stub, "user-1"))
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CHECKOUT_REJECTED")
     assert sql(database_url, "SELECT status FROM reservations") == [("cancelled",)]
-    payment_service.state.fault = None
+    payment_service.state.faults.clear()
     assert (await hold(stub, "user-2")).status == PENDING
 
 

@@ -62,7 +62,7 @@ async def orphan_shim() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def reservation(stub: Stub) -> reservation_pb2.Reservation:
-    """A reservation pending payment, with its checkout opened at the payment stand-in."""
+    """A reservation pending payment, with its checkout opened at the payment service fake."""
     return await hold_for_payment(stub)
 
 

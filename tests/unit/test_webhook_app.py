@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -28,6 +26,7 @@ from ticketing_service.entrypoints.webhook.signatures import (
     MoimHmacVerifier,
     StandardWebhookVerifier,
     WebhookVerifier,
+    sign_moim_hmac,
 )
 
 HMAC_SECRET = "callback-secret-do-not-log"
@@ -82,7 +81,7 @@ def body_of(event: dict[str, object]) -> bytes:
 
 
 def hmac_headers(body: bytes, secret: str = HMAC_SECRET) -> dict[str, str]:
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    signature = sign_moim_hmac(secret, body)
     return {"X-Ticket-Payment-Signature": signature, "X-Ticket-Payment-Event-Id": "delivery-1"}
 
 

@@ -1,34 +1,52 @@
-"""The payment service adapter: opens checkouts over HTTP exactly as SPEC §5 describes."""
+"""The payment service adapter: checkouts and refunds over HTTP exactly as SPEC §5 describes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC
+from urllib.parse import quote
 
 import httpx
 
+from ticketing_service.adapters.payment_answers import (
+    checkout_from,
+    checkout_status_from,
+    describe_error,
+    error_code,
+    refund_status_from,
+)
 from ticketing_service.service_layer.checkouts import (
     Checkout,
-    CheckoutRefused,
+    CheckoutNotFound,
     CheckoutRequest,
-    CheckoutUnavailable,
+    CheckoutStatus,
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
 )
+from ticketing_service.service_layer.refunds import RefundRefused, RefundRequest, RefundStatus
 
 logger = logging.getLogger(__name__)
 
-_PATH = "/v1/ticket-checkouts"
+_CHECKOUTS_PATH = "/v1/ticket-checkouts"
+_REFUNDS_PATH = "/v1/ticket-refunds"
 _PAYMENT_METHOD_FAMILY = "easy_pay"
-_ACCEPTED_STATUSES = frozenset({"requires_payment", "payment_pending", "paid"})
-# Answers that say "not now" rather than "no": a request timeout (408), the same idempotency key
-# still in flight (409), too early (425), rate limited (429). Retrying with the same key is
-# safe, so the hold stays; only other 4xx refuse the checkout for good.
-_TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
+# Answers that say "not now" rather than "no": a request timeout (408), too early (425), rate
+# limited (429). Repeating the call with the same key is safe; other 4xx are a definitive no.
+_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+# Opening a checkout may also answer 409 while the same idempotency key is still in flight; a
+# refund's 409 is a refusal (`refund_exceeds_cancellable`), so this is for checkouts only.
+_TRANSIENT_FOR_CHECKOUTS = _TRANSIENT_STATUSES | {409}
+_CHECKOUT_NOT_FOUND = "checkout_not_found"
 # One pool for the whole process; the bound keeps a slow payment service from exhausting sockets.
 _LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+# Calls in flight per process, across every use: reconciliation and refund passes can never
+# flood the payment service, and a slow one makes callers wait here (bounded by the timeout).
+DEFAULT_MAX_OUTSTANDING = 16
 
 
-class HttpCheckoutGateway:
-    """Opens checkouts at the payment service over one shared, bounded connection pool."""
+class HttpPaymentService:
+    """The payment service's client: one shared connection pool, a cap on calls in flight."""
 
     def __init__(
         self,
@@ -36,9 +54,13 @@ class HttpCheckoutGateway:
         token: str,
         timeout_seconds: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
     ) -> None:
+        if max_outstanding < 1:
+            raise ValueError("max_outstanding must allow at least one call to the payment service.")
         self._token = token
         self._timeout_seconds = timeout_seconds
+        self._slots = asyncio.Semaphore(max_outstanding)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_seconds),
@@ -51,39 +73,71 @@ class HttpCheckoutGateway:
         await self._client.aclose()
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
-        """Open (or replay) the checkout for a reservation; raise CheckoutUnavailable/Refused."""
-        response = await self._post(request)
-        _raise_for_status(response)
-        return _checkout_from(response)
+        """Open (or replay) a reservation's checkout; raise PaymentServiceUnreachable/Refused."""
+        key = f"reservation:{request.reservation_id}"
+        response = await self._send("POST", _CHECKOUTS_PATH, key, _checkout_body(request))
+        _raise_for_status(response, "the checkout", _TRANSIENT_FOR_CHECKOUTS)
+        return checkout_from(response)
 
-    async def _post(self, request: CheckoutRequest) -> httpx.Response:
+    async def get_checkout(self, checkout_id: str) -> CheckoutStatus:
+        """A checkout's status now; CheckoutNotFound when the payment service never opened it."""
+        response = await self._send("GET", f"{_CHECKOUTS_PATH}/{_segment(checkout_id)}")
+        # Only the contract's code means "unknown checkout": a bare 404 (a wrong base URL, a
+        # proxy) must not read as "never paid", or a paid seat would be given away.
+        if response.status_code == 404 and error_code(response) == _CHECKOUT_NOT_FOUND:
+            raise CheckoutNotFound(f"The payment service does not know checkout {checkout_id}.")
+        _raise_for_status(response, "reading the checkout", _TRANSIENT_STATUSES)
+        return checkout_status_from(response, checkout_id)
+
+    async def create_refund(self, request: RefundRequest) -> RefundStatus:
+        """Send (or replay) a refund; raise RefundRefused, PaymentServiceUnreachable/Refused."""
+        key = f"refund:{request.refund_id}"
+        response = await self._send("POST", _REFUNDS_PATH, key, _refund_body(request))
+        _raise_for_refund_status(response)
+        return refund_status_from(response, request.refund_id)
+
+    async def get_refund(self, refund_id: str) -> RefundStatus:
+        """A refund's status now, to follow a pending one; raise as create_refund does."""
+        response = await self._send("GET", f"{_REFUNDS_PATH}/{_segment(refund_id)}")
+        _raise_for_refund_status(response)
+        return refund_status_from(response, refund_id)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        idempotency_key: str | None = None,
+        body: dict[str, object] | None = None,
+    ) -> httpx.Response:
         # httpx's timeout bounds each read, not the whole exchange; asyncio.timeout bounds the
-        # total so a server that drips one byte at a time still cannot hang the caller.
+        # total (the wait for a slot included) so a server that drips one byte at a time, or a
+        # queue of slow calls, still cannot hang the caller.
         try:
-            async with asyncio.timeout(self._timeout_seconds):
-                return await self._client.post(
-                    _PATH, headers=self._headers(request), json=_body(request)
+            async with asyncio.timeout(self._timeout_seconds), self._slots:
+                return await self._client.request(
+                    method, path, headers=self._headers(idempotency_key), json=body
                 )
         except (TimeoutError, httpx.TransportError) as error:
             logger.warning(
-                "Payment service unreachable for reservation %s: %s",
-                request.reservation_id,
-                type(error).__name__,
+                "Payment service unreachable for %s %s: %s", method, path, type(error).__name__
             )
-            raise CheckoutUnavailable(
-                "The payment service could not be reached in time; keep the hold and retry later."
+            raise PaymentServiceUnreachable(
+                "The payment service could not be reached in time; retry later."
             ) from error
 
-    def _headers(self, request: CheckoutRequest) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {self._token}",
-            "Idempotency-Key": f"reservation:{request.reservation_id}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
+    def _headers(self, idempotency_key: str | None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
 
 
-def _body(request: CheckoutRequest) -> dict[str, object]:
+def _segment(identifier: str) -> str:
+    # Ids come from the other side; quoting keeps one from reaching another path ("../").
+    return quote(identifier, safe="")
+
+
+def _checkout_body(request: CheckoutRequest) -> dict[str, object]:
     customer: dict[str, str] = {"moimUserId": request.user_id}
     if request.customer_name is not None:
         customer["name"] = request.customer_name
@@ -102,56 +156,42 @@ def _body(request: CheckoutRequest) -> dict[str, object]:
         "successUrl": request.success_url,
         "cancelUrl": request.cancel_url,
         "callbackUrl": request.callback_url,
+        "expiresAt": request.expire_time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
     }
 
 
-def _raise_for_status(response: httpx.Response) -> None:
+def _refund_body(request: RefundRequest) -> dict[str, object]:
+    return {
+        "refundId": request.refund_id,
+        "checkoutId": request.checkout_id,
+        "paymentId": request.payment_id,
+        "reservationId": request.reservation_id,
+        "amount": int(request.amount),
+        "currency": request.currency_code,
+        "reason": request.reason,
+    }
+
+
+def _raise_for_status(response: httpx.Response, what: str, transient: frozenset[int]) -> None:
     status = response.status_code
-    if status in _TRANSIENT_STATUSES or status >= 500:
-        logger.warning("Payment service answered HTTP %d to a checkout.", status)
-        raise CheckoutUnavailable(
-            f"The payment service answered HTTP {status}; keep the hold and retry later."
+    if status in transient or status >= 500:
+        logger.warning("Payment service answered HTTP %d to %s.", status, what)
+        raise PaymentServiceUnreachable(
+            f"The payment service answered HTTP {status} to {what}; retry later."
         )
     if not 200 <= status < 300:
-        raise CheckoutRefused(
-            f"The payment service refused the checkout with HTTP {status}"
-            f"{_describe_error(response)}; fix the request before trying again."
+        raise PaymentServiceRefused(
+            f"The payment service refused {what} with HTTP {status}"
+            f"{describe_error(response)}; fix the request before trying again."
         )
 
 
-def _describe_error(response: httpx.Response) -> str:
-    data = _json_or_none(response)
-    if not isinstance(data, dict):
-        return ""
-    code, message = data.get("code"), data.get("message")
-    if isinstance(code, str) and isinstance(message, str):
-        return f" ({code}: {message[:200]})"
-    return f" ({code})" if isinstance(code, str) else ""
-
-
-def _checkout_from(response: httpx.Response) -> Checkout:
-    data = _json_or_none(response)
-    if not isinstance(data, dict):
-        raise _malformed("its body is not a JSON object")
-    checkout_id, url, status = data.get("checkoutId"), data.get("checkoutUrl"), data.get("status")
-    if not (isinstance(checkout_id, str) and checkout_id):
-        raise _malformed("checkoutId is missing or empty")
-    if not (isinstance(url, str) and url):
-        raise _malformed("checkoutUrl is missing or empty")
-    if not (isinstance(status, str) and status in _ACCEPTED_STATUSES):
-        raise _malformed("status is not one of requires_payment, payment_pending or paid")
-    return Checkout(checkout_id=checkout_id, checkout_url=url, status=status)
-
-
-def _json_or_none(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:  # not JSON, or not valid text at all
-        return None
-
-
-def _malformed(reason: str) -> CheckoutRefused:
-    return CheckoutRefused(
-        f"The payment service sent a malformed answer ({reason}); "
-        "do not retry, report it to the payment team."
-    )
+def _raise_for_refund_status(response: httpx.Response) -> None:
+    status, code = response.status_code, error_code(response)
+    if 400 <= status < 500 and status not in _TRANSIENT_STATUSES and code:
+        raise RefundRefused(
+            f"The payment service refused the refund with HTTP {status}"
+            f"{describe_error(response)}; do not resend it, an operator must look at it.",
+            code,
+        )
+    _raise_for_status(response, "the refund", _TRANSIENT_STATUSES)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from ticketing_service.domain.errors import TicketingError
 from ticketing_service.service_layer.dependencies import Dependencies
-from ticketing_service.service_layer.ports import ReservationRepository
+from ticketing_service.service_layer.ports import SweepRepository
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,14 @@ async def fold_confirmed_seats(deps: Dependencies, batch_size: int = BATCH_SIZE)
 
 async def _in_batches(
     deps: Dependencies,
-    step: Callable[[ReservationRepository, int], Awaitable[int]],
+    step: Callable[[SweepRepository, int], Awaitable[int]],
     batch_size: int,
 ) -> int:
     """Repeat one batch step, each in its own short transaction, until a batch comes up short."""
     total = 0
     while True:
         async with deps.uow() as uow:
-            done = await step(uow.reservations, batch_size)
+            done = await step(uow.sweeps, batch_size)
             await uow.commit()
         total += done
         if done < batch_size:

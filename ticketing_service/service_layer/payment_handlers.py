@@ -33,7 +33,7 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
     async with deps.uow() as uow:
         # Every confirmation of a reservation queues on this row lock, so two deliveries of
         # the same payment can never both see `pending_payment` and both register the user.
-        locked = await uow.reservations.lock(claim.reservation_id)
+        locked = await uow.holds.lock(claim.reservation_id)
         if locked is None:
             raise errors.ReservationNotFound(
                 "No reservation has this id.", reservationId=claim.reservation_id
@@ -45,7 +45,7 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
         if wrong:
             # Committed although the call fails: the money may have been taken (a refund is
             # due), so the attempt is kept and announced on the feed, once per payment.
-            await uow.reservations.record_mismatch(claim, wrong)
+            await uow.payments.record_mismatch(claim, wrong)
             await uow.commit()
             raise errors.PaymentMismatch(
                 f"The payment does not match the reservation ({', '.join(wrong)}).",
@@ -56,7 +56,7 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             return ConfirmResult(locked.repeat_outcome(), locked.reservation)
         result = await _settle(uow, locked, claim)
         if claim.delivery is not None:
-            await uow.reservations.record_delivery(claim, result.outcome)
+            await uow.payments.record_delivery(claim, result.outcome)
         await uow.commit()
     return result
 
@@ -71,7 +71,7 @@ async def _repeated_delivery(
     """
     if claim.delivery is None:
         return None
-    seen = await uow.reservations.delivery_outcome(claim.delivery)
+    seen = await uow.payments.delivery_outcome(claim.delivery)
     if seen is None:
         return None
     if not claim.is_repeat_of(seen):
@@ -92,12 +92,12 @@ async def _settle(uow: UnitOfWork, locked: LockedReservation, claim: PaymentClai
         # StartPaidRegistration looks for one.
         uow.late_payment = True
         held = locked.reservation
-        seats = await uow.reservations.lock_tier_seats(held.event_id, held.tier_id)
+        seats = await uow.holds.lock_tier_seats(held.event_id, held.tier_id)
     if locked.settle(seats) is ConfirmOutcome.CONFIRMED:
-        accepted = await uow.reservations.accept(locked, claim)
+        accepted = await uow.payments.accept(locked, claim)
         if accepted is not None:
             return ConfirmResult(ConfirmOutcome.CONFIRMED, accepted)
         # None: another reservation of the user registered them at this moment (the unique
         # registration per user and event decided), so this one is paid without a seat.
-    unfulfilled = await uow.reservations.mark_paid_unfulfilled(claim)
+    unfulfilled = await uow.payments.mark_paid_unfulfilled(claim)
     return ConfirmResult(ConfirmOutcome.PAID_UNFULFILLED, unfulfilled)

@@ -43,8 +43,8 @@ class SettingsRepository(Protocol):
         ...
 
 
-class ReservationRepository(Protocol):
-    """Reservations, registrations, payments and the webhook inbox."""
+class HoldRepository(Protocol):
+    """Seat holds: a user's attempts, a tier's seats, holds made, read and released."""
 
     async def lock_user(self, event_id: str, user_id: str) -> None:
         """Serialize registration attempts of one user at one event until the transaction ends."""
@@ -56,6 +56,10 @@ class ReservationRepository(Protocol):
 
     async def lock_pending_of(self, event_id: str, user_id: str) -> LockedReservation | None:
         """Lock and return the user's pending_payment reservation at the event, if any."""
+        ...
+
+    async def lock(self, reservation_id: str) -> LockedReservation | None:
+        """Lock a reservation's row for the rest of the transaction and read it."""
         ...
 
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
@@ -85,9 +89,9 @@ class ReservationRepository(Protocol):
         """The user's most recently made reservation for the event, with its registration id."""
         ...
 
-    async def lock(self, reservation_id: str) -> LockedReservation | None:
-        """Lock a reservation's row for the rest of the transaction and read it."""
-        ...
+
+class PaymentRepository(Protocol):
+    """Settling reservations with payments, the webhook inbox, mismatched payments."""
 
     async def delivery_outcome(self, delivery: Delivery) -> DeliveryRecord | None:
         """What the first delivery with this scheme and id was about, if one was seen."""
@@ -111,6 +115,10 @@ class ReservationRepository(Protocol):
     async def mark_paid_unfulfilled(self, claim: PaymentClaim) -> Reservation:
         """Record the payment and mark the reservation paid_unfulfilled: a refund is due."""
         ...
+
+
+class SweepRepository(Protocol):
+    """The sweeper's batches: overdue holds expired, confirmed seats folded."""
 
     async def expire_overdue(self, batch_size: int) -> int:
         """Mark up to `batch_size` overdue holds expired, skipping locked rows; return how many."""
@@ -184,8 +192,18 @@ class UnitOfWork(Protocol):
         ...
 
     @property
-    def reservations(self) -> ReservationRepository:
-        """Reservations, registrations and payments."""
+    def holds(self) -> HoldRepository:
+        """Seat holds."""
+        ...
+
+    @property
+    def payments(self) -> PaymentRepository:
+        """Payments settling reservations, and the webhook inbox."""
+        ...
+
+    @property
+    def sweeps(self) -> SweepRepository:
+        """The sweeper's batches."""
         ...
 
     @property

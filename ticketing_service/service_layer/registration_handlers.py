@@ -16,9 +16,9 @@ from ticketing_service.domain.reservations import (
 )
 from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 from ticketing_service.service_layer.checkouts import (
-    CheckoutRefused,
     CheckoutRequest,
-    CheckoutUnavailable,
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
 )
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.ports import UnitOfWork
@@ -69,14 +69,14 @@ async def _hold_seat(
         # Lock order: the user at the event, then their pending hold, then the tier. Settings
         # updates take the event, then tiers; ConfirmPayment takes a reservation, then its
         # tier. No path takes them in another order, so none can wait on another in a cycle.
-        await uow.reservations.lock_user(command.event_id, command.user_id)
+        await uow.holds.lock_user(command.event_id, command.user_id)
         existing = await _reusable_hold(uow, command)
         if existing is not None:
             return existing, order_name
-        seats = await uow.reservations.lock_tier_seats(command.event_id, tier.tier_id)
+        seats = await uow.holds.lock_tier_seats(command.event_id, tier.tier_id)
         if not seats.has_free_seat:
             raise errors.SoldOut("Every seat of the tier is taken or held.", tierId=tier.tier_id)
-        reservation = await uow.reservations.insert(
+        reservation = await uow.holds.insert(
             _new_reservation(deps, command, settings, tier), deps.hold_seconds
         )
         await uow.commit()
@@ -112,8 +112,8 @@ async def _reusable_hold(uow: UnitOfWork, command: StartRegistration) -> Reserva
     # needs the same row lock, so it either committed before (and its registration is seen
     # below) or waits until we are done. Read the other way round, a confirmation committing
     # between the two reads would let an already registered user take a second seat.
-    locked = await uow.reservations.lock_pending_of(command.event_id, command.user_id)
-    if await uow.reservations.registration_id_of(command.event_id, command.user_id):
+    locked = await uow.holds.lock_pending_of(command.event_id, command.user_id)
+    if await uow.holds.registration_id_of(command.event_id, command.user_id):
         raise errors.AlreadyRegistered(
             "The user already has a seat at this event.", eventId=command.event_id
         )
@@ -121,7 +121,7 @@ async def _reusable_hold(uow: UnitOfWork, command: StartRegistration) -> Reserva
         return None
     held = locked.reservation
     if not held.holds_seat_at(locked.now):
-        await uow.reservations.release_hold(held.reservation_id, ReservationStatus.EXPIRED)
+        await uow.holds.release_hold(held.reservation_id, ReservationStatus.EXPIRED)
         return None
     if held.tier_id == command.tier_id:
         return held
@@ -161,22 +161,22 @@ async def _open_checkout(deps: Dependencies, held: Reservation, order_name: str)
     """Ask the payment service for the checkout; the idempotency key makes retries safe."""
     try:
         checkout = await deps.checkouts.create_checkout(_checkout_request(deps, held, order_name))
-    except CheckoutUnavailable as error:
+    except PaymentServiceUnreachable as error:
         # The hold stays: a retry finds it and asks again with the same idempotency key.
         raise errors.PaymentServiceUnavailable(
             "The payment service is unavailable; the seat stays held, retry shortly.",
             reservationId=held.reservation_id,
         ) from error
-    except CheckoutRefused as error:
+    except PaymentServiceRefused as error:
         async with deps.uow() as uow:
-            await uow.reservations.release_hold(held.reservation_id, ReservationStatus.CANCELLED)
+            await uow.holds.release_hold(held.reservation_id, ReservationStatus.CANCELLED)
             await uow.commit()
         raise errors.CheckoutRejected(
             "The payment service refused the checkout; the hold was released.",
             reservationId=held.reservation_id,
         ) from error
     async with deps.uow() as uow:
-        reservation = await uow.reservations.attach_checkout(held.reservation_id, checkout)
+        reservation = await uow.holds.attach_checkout(held.reservation_id, checkout)
         await uow.commit()
     if reservation is None:
         # Cancelled or expired while the payment service was asked: no URL to pay at is given
@@ -203,13 +203,14 @@ def _checkout_request(deps: Dependencies, held: Reservation, order_name: str) ->
         success_url=held.success_url,
         cancel_url=held.cancel_url,
         callback_url=deps.callback_url,
+        expire_time=held.expire_time,
     )
 
 
 async def get_reservation(deps: Dependencies, reservation_id: str) -> Reservation:
     """A reservation as stored now."""
     async with deps.uow() as uow:
-        reservation = await uow.reservations.get(reservation_id)
+        reservation = await uow.holds.get(reservation_id)
     if reservation is None:
         raise errors.ReservationNotFound(
             "No reservation has this id.", reservationId=reservation_id
@@ -220,7 +221,7 @@ async def get_reservation(deps: Dependencies, reservation_id: str) -> Reservatio
 async def find_reservation(deps: Dependencies, event_id: str, user_id: str) -> Reservation:
     """The user's most recently made reservation for the event."""
     async with deps.uow() as uow:
-        reservation = await uow.reservations.latest_of(event_id, user_id)
+        reservation = await uow.holds.latest_of(event_id, user_id)
     if reservation is None:
         raise errors.ReservationNotFound(
             "The user has no reservation for this event.", eventId=event_id, userId=user_id
@@ -231,7 +232,7 @@ async def find_reservation(deps: Dependencies, event_id: str, user_id: str) -> R
 async def cancel_reservation(deps: Dependencies, reservation_id: str, user_id: str) -> Reservation:
     """Release the owner's pending hold; cancelling twice answers the cancelled reservation."""
     async with deps.uow() as uow:
-        locked = await uow.reservations.lock(reservation_id)
+        locked = await uow.holds.lock(reservation_id)
         if locked is None:
             raise errors.ReservationNotFound(
                 "No reservation has this id.", reservationId=reservation_id
@@ -243,7 +244,7 @@ async def cancel_reservation(deps: Dependencies, reservation_id: str, user_id: s
             )
         if held.status is ReservationStatus.CANCELLED:
             return held
-        released = await uow.reservations.release_hold(reservation_id, ReservationStatus.CANCELLED)
+        released = await uow.holds.release_hold(reservation_id, ReservationStatus.CANCELLED)
         if released is None:
             raise errors.ReservationNotCancellable(
                 f"A {held.status.value} reservation cannot be cancelled.",

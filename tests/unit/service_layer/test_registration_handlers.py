@@ -12,7 +12,10 @@ from tests.unit.service_layer.conftest import EVENT, PRICE, later, paid_event, r
 from ticketing_service.domain import errors
 from ticketing_service.domain.reservations import Answer, ReservationStatus
 from ticketing_service.domain.settings import TicketingMode, Tier
-from ticketing_service.service_layer.checkouts import CheckoutRefused, CheckoutUnavailable
+from ticketing_service.service_layer.checkouts import (
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
+)
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.registration_handlers import (
     cancel_reservation,
@@ -139,7 +142,7 @@ async def test_a_lapsed_hold_is_expired_and_a_new_one_made(
 async def test_a_payment_service_outage_keeps_the_hold_for_a_retry(
     deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
-    checkouts.fail_with = CheckoutUnavailable
+    checkouts.fail_with = PaymentServiceUnreachable
     with pytest.raises(errors.PaymentServiceUnavailable):
         await start_paid_registration(deps, registration("user-1"))
     [kept] = database.store.reservations.values()
@@ -153,7 +156,7 @@ async def test_a_payment_service_outage_keeps_the_hold_for_a_retry(
 async def test_a_refused_checkout_cancels_the_hold_and_frees_the_seat(
     deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
-    checkouts.fail_with = CheckoutRefused
+    checkouts.fail_with = PaymentServiceRefused
     with pytest.raises(errors.CheckoutRejected):
         await start_paid_registration(deps, registration("user-1"))
     [cancelled] = database.store.reservations.values()

@@ -18,29 +18,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from ticketing_service.adapters.db.reservation_rows import reservation_from, snapshot
 from ticketing_service.adapters.db.transaction import Row, Transaction
 from ticketing_service.domain.events import (
     MismatchedPayment,
     RegistrationEvent,
     RegistrationEventType,
 )
-from ticketing_service.domain.reservations import Answer, Reservation, ReservationStatus
 
 SEQUENCER_LOCK_KEY = "ticketing:registration-event-sequencer"
 NEW_EVENTS_CHANNEL = "ticketing_registration_events"
-
-
-def snapshot(r: str, registration_id: str) -> str:
-    """The reservation row `r` (with its registration id) as an event's payload."""
-    return f"""jsonb_build_object(
-    'reservation_id', {r}.reservation_id, 'event_id', {r}.event_id, 'tier_id', {r}.tier_id,
-    'user_id', {r}.user_id, 'status', {r}.status, 'amount', {r}.amount,
-    'currency_code', {r}.currency_code, 'provider', {r}.provider,
-    'provider_account_id', {r}.provider_account_id, 'checkout_id', {r}.checkout_id,
-    'checkout_url', {r}.checkout_url, 'create_time', {r}.create_time,
-    'expire_time', {r}.expire_time, 'paid_time', {r}.paid_time, 'answers', {r}.answers,
-    'success_url', {r}.success_url, 'cancel_url', {r}.cancel_url,
-    'payment_id', {r}.payment_id, 'registration_id', {registration_id})"""
 
 
 _APPEND = (
@@ -145,7 +132,7 @@ def _event(row: Row) -> RegistrationEvent:
     return RegistrationEvent(
         sequence=row["sequence"],
         type=RegistrationEventType(row["type"]),
-        reservation=_reservation(row["reservation"]),
+        reservation=reservation_from(row["reservation"]),
         create_time=row["create_time"],
         mismatch=None if details is None else _mismatch(details),
     )
@@ -159,38 +146,4 @@ def _mismatch(details: dict[str, Any]) -> MismatchedPayment:
         amount=int(details["amount"]),
         currency_code=details["currency_code"],
         fields=tuple(details["fields"]),
-    )
-
-
-def _time(value: object) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(str(value))
-
-
-def _reservation(data: dict[str, Any]) -> Reservation:
-    create_time, expire_time = _time(data["create_time"]), _time(data["expire_time"])
-    assert create_time is not None
-    assert expire_time is not None
-    return Reservation(
-        reservation_id=str(data["reservation_id"]),
-        event_id=data["event_id"],
-        tier_id=data["tier_id"],
-        user_id=data["user_id"],
-        status=ReservationStatus(data["status"]),
-        amount=int(data["amount"]),
-        currency_code=data["currency_code"],
-        provider=data["provider"],
-        provider_account_id=data["provider_account_id"],
-        answers=tuple(Answer(a["question_id"], a["answer"]) for a in data["answers"]),
-        customer_name=None,
-        customer_email=None,
-        success_url=data["success_url"],
-        cancel_url=data["cancel_url"],
-        create_time=create_time,
-        expire_time=expire_time,
-        checkout_id=data["checkout_id"],
-        checkout_url=data["checkout_url"],
-        paid_time=_time(data["paid_time"]),
-        registration_id=None if data["registration_id"] is None else str(data["registration_id"]),
-        # Events written before payments were named carry no payment id.
-        payment_id=data.get("payment_id"),
     )

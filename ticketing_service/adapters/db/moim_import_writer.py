@@ -16,8 +16,8 @@ from typing import Any, Self
 import asyncpg
 
 from ticketing_service.adapters.db import moim_import_statements as sql
+from ticketing_service.adapters.db.hold_repository import answers_json
 from ticketing_service.adapters.db.pool import Database, PoolTimeout
-from ticketing_service.adapters.db.reservation_repository import answers_json
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
 from ticketing_service.adapters.db.transaction import Transaction
 from ticketing_service.adapters.db.unit_of_work import translate_database_error

@@ -6,23 +6,8 @@ Statement names are the repository methods that send them. Parameters are named,
 
 from __future__ import annotations
 
-from ticketing_service.adapters.db.events_repository import snapshot
+from ticketing_service.adapters.db.reservation_rows import CHANGED, FROM, columns, snapshot
 
-
-def columns(r: str, registration_id: str) -> str:
-    """The reservation row `r` as `_reservation()` reads it."""
-    return (
-        f"{r}.reservation_id, {r}.event_id, {r}.tier_id, {r}.user_id, {r}.status, {r}.amount,"
-        f" {r}.currency_code, {r}.provider, {r}.provider_account_id, {r}.answers,"
-        f" {r}.customer_name, {r}.customer_email, {r}.success_url, {r}.cancel_url,"
-        f" {r}.checkout_id, {r}.checkout_url, {r}.create_time, {r}.expire_time, {r}.paid_time,"
-        f" {r}.payment_id, {registration_id} AS registration_id"
-    )
-
-
-FROM = "reservations r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
-# The same join from a WITH's `r`: the reservation as a statement changed it (RETURNING).
-CHANGED = "r LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
 # A locked reservation also carries the database's clock as this statement, sent after the lock
 # was granted, started: `now()` would be the transaction's start, from before any wait for the
 # lock. Seat counts read the same clock (`statement_timestamp()`).

@@ -11,14 +11,13 @@ from typing import Self
 
 import asyncpg
 
+from ticketing_service.adapters.db.changes import Changes, Protections
 from ticketing_service.adapters.db.events_repository import SqlEventsRepository
+from ticketing_service.adapters.db.hold_repository import SqlHoldRepository
+from ticketing_service.adapters.db.payment_repository import SqlPaymentRepository
 from ticketing_service.adapters.db.pool import Database, PoolTimeout
-from ticketing_service.adapters.db.reservation_repository import (
-    Pause,
-    SqlReservationRepository,
-    no_pause,
-)
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
+from ticketing_service.adapters.db.sweep_repository import SqlSweepRepository
 from ticketing_service.adapters.db.transaction import Transaction
 from ticketing_service.domain.errors import ConcurrentUpdate, DatabaseUnavailable, TicketingError
 from ticketing_service.service_layer.ports import AfterCommit, Committed
@@ -66,7 +65,9 @@ class SqlUnitOfWork:
     """The UnitOfWork port on a pool of Postgres connections."""
 
     settings: SqlSettingsRepository
-    reservations: SqlReservationRepository
+    holds: SqlHoldRepository
+    payments: SqlPaymentRepository
+    sweeps: SqlSweepRepository
     events: SqlEventsRepository
 
     def __init__(
@@ -74,16 +75,14 @@ class SqlUnitOfWork:
         database: Database,
         *,
         after_commit: AfterCommit | None = None,
-        locking: bool = True,
-        clock_after_lock: bool = True,
-        pause: Pause = no_pause,
+        protections: Protections = Protections(),  # noqa: B008 - frozen, so safe to share
     ) -> None:
-        # `locking`, `clock_after_lock` and `pause` are for the tests that prove each protection
-        # matters; the composition root never passes them.
+        # `protections` is for the tests that prove each protection matters; the composition
+        # root never passes it.
         self._database = database
         self._tx: Transaction | None = None
-        self._protections = {"locking": locking, "clock_after_lock": clock_after_lock}
-        self._pause = pause
+        self._changes: Changes | None = None
+        self._protections = protections
         self._after_commit = after_commit
         self.late_payment = False
 
@@ -96,9 +95,12 @@ class SqlUnitOfWork:
             await tx.close()
             raise translate_database_error(error) or error from error
         self._tx = tx
+        self._changes = changes = Changes(tx)
         self.settings = SqlSettingsRepository(tx)
         self.events = SqlEventsRepository(tx)
-        self.reservations = SqlReservationRepository(tx, pause=self._pause, **self._protections)
+        self.holds = SqlHoldRepository(changes, self._protections)
+        self.payments = SqlPaymentRepository(changes)
+        self.sweeps = SqlSweepRepository(changes)
         return self
 
     async def __aexit__(
@@ -121,5 +123,5 @@ class SqlUnitOfWork:
         """Commit the transaction."""
         assert self._tx is not None, "commit() outside of `async with`"
         await self._tx.commit()
-        if self._after_commit is not None:
-            self._after_commit(Committed(self.reservations.appended, self.late_payment))
+        if self._after_commit is not None and self._changes is not None:
+            self._after_commit(Committed(self._changes.appended, self.late_payment))

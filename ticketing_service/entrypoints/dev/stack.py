@@ -1,7 +1,8 @@
 """`ticketing-service dev`: the whole flow on one machine, in one process, for a newcomer.
 
-Embedded Postgres, the gRPC server with its background workers, the webhook shim and a sandbox
-payment service, wired to each other with fresh secrets, stopped together on Ctrl-C.
+Embedded Postgres, the gRPC server with its background workers, the webhook shim and the
+payment service fake as a sandbox (`payment_service.py`), wired to each other with fresh
+secrets, stopped together on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ import uvicorn
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config
-from ticketing_service.entrypoints.dev.payment_sandbox import (
-    PaymentSandbox,
-    create_payment_sandbox_app,
-)
+from ticketing_service.entrypoints.dev.payment_service import create_payment_service_app
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.entrypoints.webhook.serve import (
     ShimServer,
@@ -85,15 +83,19 @@ async def run_dev_stack(config: Config, listen: DevListen) -> int:
         standard_secrets=(),
         tolerance_seconds=DEFAULT_TOLERANCE_SECONDS,
     )
-    sandbox = PaymentSandbox(payment_token, callback_secret, sandbox_url)
+    sandbox = create_payment_service_app(
+        payment_token,
+        public_url=sandbox_url,
+        callback_secret=callback_secret,
+        refund_callbacks=True,
+    )
     sandbox_server = uvicorn.Server(
-        uvicorn.Config(
-            create_payment_sandbox_app(sandbox), lifespan="off", log_config=None, access_log=False
-        )
+        uvicorn.Config(sandbox, lifespan="off", log_config=None, access_log=False)
     )
     try:
         async with webhook_server(shim_config, build_verifier(shim_config)) as shim:
-            await _serve(running, shim, shim_sock, sandbox_server, sandbox_sock, shim_url)
+            await _serve(running, shim, shim_sock, sandbox_server, sandbox_sock, payment_token)
+
     finally:
         await running.stop(grace=5)
         for worker in workers:
@@ -109,7 +111,7 @@ async def _serve(
     shim_sock: socket.socket,
     sandbox_server: uvicorn.Server,
     sandbox_sock: socket.socket,
-    shim_url: str,
+    payment_token: str,
 ) -> None:
     # uvicorn installs its own signal handlers while serving; ours only asks both to stop.
     stop = asyncio.Event()
@@ -122,14 +124,14 @@ async def _serve(
     ]
     async with asyncio.timeout(30):
         await shim.listening.wait()
-    _print_banner(running.port, shim_url, _url(sandbox_sock))
+    _print_banner(running.port, _url(shim_sock), _url(sandbox_sock), payment_token)
     await stop.wait()
     log.info("stopping the dev stack")
     shim.should_exit = sandbox_server.should_exit = True
     await asyncio.gather(*serving, return_exceptions=True)
 
 
-def _print_banner(grpc_port: int, shim_url: str, sandbox_url: str) -> None:
+def _print_banner(grpc_port: int, shim_url: str, sandbox_url: str, payment_token: str) -> None:
     target = f"127.0.0.1:{grpc_port}"
     curl = "npx buf curl --protocol grpc --http2-prior-knowledge"
     base = f"http://{target}/moim.ticketing.v1.TicketingService"
@@ -151,6 +153,10 @@ A first paid registration:
   3. open the reservation's checkoutUrl in a browser and click "Pay"
   4. {curl} -d '{{"reservation_id":"<reservationId from step 2>"}}' {base}/GetReservation
      (status RESERVATION_STATUS_CONFIRMED, with a registrationId)
+
+"Pay without callback" pays but sends nothing (a lost callback). What the sandbox says of a
+checkout, as the service reads it:
+  curl -H 'Authorization: Bearer {payment_token}' {sandbox_url}/v1/ticket-checkouts/<checkoutId>
 """,
         flush=True,
     )

@@ -18,9 +18,9 @@ from ticketing_service.entrypoints.webhook.signatures import (
 from ticketing_service.service_layer.checkouts import (
     Checkout,
     CheckoutGateway,
-    CheckoutRefused,
     CheckoutRequest,
-    CheckoutUnavailable,
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
 )
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -40,10 +40,10 @@ class MeteredCheckoutGateway:
             checkout = await self._inner.create_checkout(request)
             result = "ok"
             return checkout
-        except CheckoutUnavailable:
+        except PaymentServiceUnreachable:
             result = "unavailable"
             raise
-        except CheckoutRefused:
+        except PaymentServiceRefused:
             result = "refused"
             raise
         finally:

@@ -49,6 +49,11 @@ class Verified:
     delivery_id: str
 
 
+def sign_moim_hmac(secret: str, body: bytes) -> str:
+    """moim-payment's signature of a callback: lowercase hex HMAC-SHA256 of the exact raw body."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 def _lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
@@ -68,7 +73,7 @@ class MoimHmacVerifier:
 
     def __init__(self, secrets: Sequence[str]) -> None:
         _require_secret_list(secrets, HMAC_SECRETS_SETTING)
-        self._keys = tuple(secret.encode() for secret in secrets)
+        self._secrets = tuple(secrets)
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> Verified:
         """Return the delivery if any configured secret signed `body`; else SignatureRejected."""
@@ -80,9 +85,8 @@ class MoimHmacVerifier:
         if not _HEX_SHA256.fullmatch(given):
             raise SignatureRejected("malformed_header")
         matched = False
-        for key in self._keys:  # no early exit: every secret costs the same, match or not
-            expected = hmac.new(key, body, hashlib.sha256).hexdigest()
-            matched |= hmac.compare_digest(expected, given)
+        for secret in self._secrets:  # no early exit: every secret costs the same, match or not
+            matched |= hmac.compare_digest(sign_moim_hmac(secret, body), given)
         if not matched:
             raise SignatureRejected("bad_signature")
         return Verified("moim_hmac", lowered.get(HMAC_EVENT_ID_HEADER, "").strip())

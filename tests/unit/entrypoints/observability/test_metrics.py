@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -25,12 +24,13 @@ from ticketing_service.entrypoints.webhook.signatures import (
     MoimHmacVerifier,
     SignatureRejected,
     WebhookVerifier,
+    sign_moim_hmac,
 )
 from ticketing_service.service_layer.checkouts import (
     Checkout,
-    CheckoutRefused,
     CheckoutRequest,
-    CheckoutUnavailable,
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
 )
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -121,6 +121,7 @@ REQUEST = CheckoutRequest(
     success_url="https://moim.example/ok",
     cancel_url="https://moim.example/cancel",
     callback_url="https://shim.example/cb",
+    expire_time=datetime(2030, 1, 1, tzinfo=UTC),
 )
 
 
@@ -143,12 +144,15 @@ async def test_payment_service_calls_are_timed_by_result_and_failures_counted_by
     checkout = Checkout("chk-1", "https://pay.example/chk-1", "requires_payment")
     gateway = MeteredCheckoutGateway(
         ScriptedGateway(
-            checkout, CheckoutUnavailable("timeout"), CheckoutRefused("400"), KeyError("bug")
+            checkout,
+            PaymentServiceUnreachable("timeout"),
+            PaymentServiceRefused("400"),
+            KeyError("bug"),
         ),
         metrics,
     )
     assert await gateway.create_checkout(REQUEST) == checkout
-    for expected in (CheckoutUnavailable, CheckoutRefused, KeyError):
+    for expected in (PaymentServiceUnreachable, PaymentServiceRefused, KeyError):
         with pytest.raises(expected):
             await gateway.create_checkout(REQUEST)
     value = metrics.registry.get_sample_value
@@ -163,7 +167,7 @@ def test_refused_webhook_signatures_are_counted_by_reason(metrics: TicketingMetr
         WebhookVerifier(moim_hmac=MoimHmacVerifier(["secret"]), standard_webhooks=None), metrics
     )
     body = b'{"type":"ticket_payment.paid"}'
-    good = hmac.new(b"secret", body, hashlib.sha256).hexdigest()
+    good = sign_moim_hmac("secret", body)
     attempts = [
         {"X-Ticket-Payment-Signature": good},
         {"X-Ticket-Payment-Signature": "0" * 64},

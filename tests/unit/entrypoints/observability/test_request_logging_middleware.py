@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import json
 import logging
@@ -26,7 +24,11 @@ from ticketing_service.entrypoints.observability.request_logging import (
 )
 from ticketing_service.entrypoints.webhook.app import create_webhook_app
 from ticketing_service.entrypoints.webhook.forwarding import ConfirmResult, PaidCallback
-from ticketing_service.entrypoints.webhook.signatures import MoimHmacVerifier, WebhookVerifier
+from ticketing_service.entrypoints.webhook.signatures import (
+    MoimHmacVerifier,
+    WebhookVerifier,
+    sign_moim_hmac,
+)
 
 SECRET = "shim-secret-never-logged"
 URL = "/api/ticket-payment-callbacks"
@@ -82,7 +84,7 @@ def shim(confirmer: ContextRecordingConfirmer, metrics: TicketingMetrics | None 
 
 
 def signed(body: bytes, delivery_id: str = "delivery-7") -> dict[str, str]:
-    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    signature = sign_moim_hmac(SECRET, body)
     return {"X-Ticket-Payment-Signature": signature, "X-Ticket-Payment-Event-Id": delivery_id}
 
 

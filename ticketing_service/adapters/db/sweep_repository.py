@@ -1,0 +1,58 @@
+"""The sweeper's batches in Postgres: overdue holds expired, confirmed seats folded."""
+
+from __future__ import annotations
+
+from ticketing_service.adapters.db.changes import Changes
+from ticketing_service.adapters.db.events_repository import append_events
+from ticketing_service.domain.events import RegistrationEventType
+
+# Held by the one sweeper folding confirmed seats into their tiers (fold_confirmed_seats).
+FOLD_LOCK_KEY = "ticketing:confirmed-seat-folding"
+
+
+class SqlSweepRepository:
+    """The SweepRepository port on one transaction's connection."""
+
+    def __init__(self, changes: Changes) -> None:
+        self._changes = changes
+        self._tx = changes.tx
+
+    async def expire_overdue(self, batch_size: int) -> int:
+        """Expire a batch of overdue holds; rows locked elsewhere are left for the next sweep."""
+        rows = await self._tx.all(
+            "UPDATE reservations SET status = 'expired', update_time = now()"
+            " WHERE reservation_id IN (SELECT reservation_id FROM reservations"
+            " WHERE status = 'pending_payment' AND expire_time <= now() ORDER BY expire_time"
+            " LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING reservation_id",
+            {"n": batch_size},
+        )
+        if rows:
+            expired = [str(r["reservation_id"]) for r in rows]
+            await append_events(self._tx, RegistrationEventType.RESERVATION_EXPIRED, expired)
+            self._changes.appended[RegistrationEventType.RESERVATION_EXPIRED] += len(expired)
+        return len(rows)
+
+    async def fold_confirmed_seats(self, batch_size: int) -> int:
+        """Add a batch of confirmed seats to their tiers' accepted_count, in one statement.
+
+        One process folds at a time (0 if another is folding now). A batch updates every tier
+        it touches, in no set order, so two sweepers folding at once (workers or replicas) could
+        deadlock on two tiers; the benchmark saw that, with StartPaidRegistrations queued for
+        one of the tiers drawn into the cycle and failed.
+        """
+        claimed = await self._tx.one(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0)) AS claimed",
+            {"key": FOLD_LOCK_KEY},
+        )
+        if claimed is None or not claimed["claimed"]:
+            return 0
+        rows = await self._tx.all(
+            "WITH folded AS (UPDATE reservations SET seat_folded = true WHERE reservation_id IN"
+            " (SELECT reservation_id FROM reservations WHERE status = 'confirmed'"
+            " AND NOT seat_folded LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING event_id, tier_id),"
+            " per_tier AS (SELECT event_id, tier_id, count(*) AS n FROM folded GROUP BY 1, 2)"
+            " UPDATE tiers t SET accepted_count = t.accepted_count + p.n FROM per_tier p"
+            " WHERE t.event_id = p.event_id AND t.tier_id = p.tier_id RETURNING p.n",
+            {"n": batch_size},
+        )
+        return sum(int(r["n"]) for r in rows)

@@ -1,0 +1,158 @@
+"""The payment service's JSON answers (SPEC §5) read into the ports' types, strictly.
+
+Anything that does not match the contract is a `PaymentServiceRefused`: a malformed answer does
+not get better by asking again, and guessing at it could confirm or refund the wrong money.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
+
+import httpx
+
+from ticketing_service.service_layer.checkouts import (
+    Checkout,
+    CheckoutState,
+    CheckoutStatus,
+    PaymentServiceRefused,
+)
+from ticketing_service.service_layer.refunds import RefundState, RefundStatus
+
+_State = TypeVar("_State", bound=StrEnum)
+# What a create may answer: a new checkout, or the existing one an idempotent replay returns.
+_CREATED_STATUSES = frozenset({"requires_payment", "payment_pending", "paid"})
+
+
+def checkout_from(response: httpx.Response) -> Checkout:
+    """The answer to POST /v1/ticket-checkouts."""
+    data = _object(response)
+    status = data.get("status")
+    if not (isinstance(status, str) and status in _CREATED_STATUSES):
+        raise malformed("status is not one of requires_payment, payment_pending or paid")
+    return Checkout(
+        checkout_id=_text(data, "checkoutId"),
+        checkout_url=_text(data, "checkoutUrl"),
+        status=status,
+    )
+
+
+def checkout_status_from(response: httpx.Response, checkout_id: str) -> CheckoutStatus:
+    """The answer to GET /v1/ticket-checkouts/{checkoutId}, which must name that checkout."""
+    data = _object(response)
+    if _text(data, "checkoutId") != checkout_id:
+        raise malformed("it describes another checkout")
+    status = _state(CheckoutState, data.get("status"), "status")
+    payment_id = _optional_text(data, "paymentId")
+    if status is CheckoutState.PAID and payment_id is None:
+        # A payment cannot be confirmed without its id; reading it as unpaid would lose a seat.
+        raise malformed("a paid checkout has no paymentId")
+    return CheckoutStatus(
+        checkout_id=checkout_id,
+        reservation_id=_text(data, "reservationId"),
+        status=status,
+        amount=_amount(data, "amount"),
+        currency_code=_text(data, "currency"),
+        payment_id=payment_id,
+        tx_id=_optional_text(data, "txId"),
+        paid_time=_optional_time(data, "paidAt"),
+    )
+
+
+def refund_status_from(response: httpx.Response, refund_id: str) -> RefundStatus:
+    """The answer to POST /v1/ticket-refunds or GET /v1/ticket-refunds/{refundId}."""
+    data = _object(response)
+    if _text(data, "refundId") != refund_id:
+        raise malformed("it describes another refund")
+    return RefundStatus(
+        refund_id=refund_id,
+        status=_state(RefundState, data.get("status"), "status"),
+        refunded_amount=_amount(data, "refundedAmount"),
+        failure_code=_optional_text(data, "failureCode"),
+    )
+
+
+def error_code(response: httpx.Response) -> str:
+    """The `code` of an error answer `{code, message}`, or "" when it has none."""
+    data = json_or_none(response)
+    code = data.get("code") if isinstance(data, dict) else None
+    return code if isinstance(code, str) else ""
+
+
+def describe_error(response: httpx.Response) -> str:
+    """` (code: message)` from an error answer, for an exception's text; "" when absent."""
+    data = json_or_none(response)
+    if not isinstance(data, dict):
+        return ""
+    code, message = data.get("code"), data.get("message")
+    if isinstance(code, str) and isinstance(message, str):
+        return f" ({code}: {message[:200]})"
+    return f" ({code})" if isinstance(code, str) else ""
+
+
+def json_or_none(response: httpx.Response) -> object:
+    """The parsed body, or None when it is not JSON (or not even text)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def malformed(reason: str) -> PaymentServiceRefused:
+    """The error for an answer that breaks the contract."""
+    return PaymentServiceRefused(
+        f"The payment service sent a malformed answer ({reason}); "
+        "do not retry, report it to the payment team."
+    )
+
+
+def _object(response: httpx.Response) -> dict[str, object]:
+    data = json_or_none(response)
+    if not isinstance(data, dict):
+        raise malformed("its body is not a JSON object")
+    return data
+
+
+def _text(data: dict[str, object], name: str) -> str:
+    value = data.get(name)
+    if not (isinstance(value, str) and value):
+        raise malformed(f"{name} is missing or empty")
+    return value
+
+
+def _optional_text(data: dict[str, object], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not (isinstance(value, str) and value):
+        raise malformed(f"{name} is not a non-empty string")
+    return value
+
+
+def _amount(data: dict[str, object], name: str) -> int:
+    value = data.get(name)
+    # bool is an int to Python, and a float is never money here.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise malformed(f"{name} is not a non-negative integer in minor units")
+    return value
+
+
+def _state(kind: type[_State], value: object, name: str) -> _State:
+    for member in kind:
+        if value == member.value:
+            return member
+    raise malformed(f"{name} is not one of {', '.join(member.value for member in kind)}")
+
+
+def _optional_time(data: dict[str, object], name: str) -> datetime | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise malformed(f"{name} is not an RFC 3339 time with an offset")
+    return parsed
