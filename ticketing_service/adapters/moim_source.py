@@ -14,7 +14,7 @@ from typing import TypeVar
 import asyncpg
 from sqlalchemy.exc import ArgumentError
 
-from ticketing_service.adapters.db.pool import Connection, PoolSettings, connect
+from ticketing_service.adapters.db.pool import Connection, Database, PoolSettings
 from ticketing_service.adapters.db.transaction import Row
 from ticketing_service.adapters.db.urls import driver_url
 from ticketing_service.domain.moim_source import (
@@ -87,13 +87,14 @@ class PostgresMoimSource:
     """The MoimSource port on one connection to the original's database."""
 
     def __init__(self, url: str, settings: PoolSettings) -> None:
-        self._url = source_driver_url(url)
-        self._settings = settings
+        source_driver_url(url)  # a clear error for a URL that is not Postgres's
+        # Only its connections are used, made as the service's own are (timeouts, codecs).
+        self._connections = Database(url, settings)
 
     async def read(self) -> SourceSnapshot:
         """Every event with its rows, in one snapshot; SourceUnreadable when it cannot be."""
         try:
-            connection = await connect(self._url, self._settings)
+            connection = await self._connections.connect()
         except _SOURCE_ERRORS as error:
             raise SourceUnreadable(f"Cannot connect to the source database: {error}") from error
         try:

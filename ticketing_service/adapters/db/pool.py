@@ -136,40 +136,34 @@ class Database:
             except Exception:  # it is being dropped either way: a broken one is cut instead
                 connection.terminate()
 
+    async def connect(self) -> Connection:
+        """A new connection made as the pool makes its own, outside the pool: the caller
+        closes it (import-moim's connection to Moim's database is one)."""
+        settings = self.settings
+        connection = await asyncpg.connect(
+            self._url,
+            timeout=settings.connect_timeout_seconds,
+            server_settings={
+                "lock_timeout": str(settings.lock_timeout_ms),
+                "statement_timeout": str(settings.statement_timeout_ms),
+            },
+            record_class=Record,
+            connection_class=self._connection_class,
+        )
+        try:
+            await _add_codecs(connection)
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection
+
     async def _idle_or_new(self) -> Connection:
         """The most recently returned live connection (its caches are warm), or a new one."""
         while self._idle:
             connection = self._idle.pop()
             if not connection.is_closed():
                 return connection
-        return await connect(self._url, self.settings, self._connection_class)
-
-
-async def connect(
-    url: str,
-    settings: PoolSettings,
-    connection_class: type[asyncpg.Connection[Any]] = asyncpg.Connection,
-) -> Connection:
-    """A connection as the pool opens them: timeouts set, rows as `Record`s, jsonb decoded.
-
-    `url` is a driver URL (`urls.driver_url`).
-    """
-    connection = await asyncpg.connect(
-        url,
-        timeout=settings.connect_timeout_seconds,
-        server_settings={
-            "lock_timeout": str(settings.lock_timeout_ms),
-            "statement_timeout": str(settings.statement_timeout_ms),
-        },
-        record_class=Record,
-        connection_class=connection_class,
-    )
-    try:
-        await _add_codecs(connection)
-    except BaseException:
-        connection.terminate()
-        raise
-    return connection
+        return await self.connect()
 
 
 async def _add_codecs(connection: asyncpg.Connection[Record]) -> None:
