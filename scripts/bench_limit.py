@@ -263,7 +263,7 @@ async def capture_scripts(database_url: str, event_id: str, tier_id: str, price:
     """Run one StartPaidRegistration and two ConfirmPayments (one as a webhook) and record them."""
     recorder = StatementRecorder(database_url)
     checkouts = _SampleCheckouts()
-    deps = Dependencies(uow=recorder.unit_of_work, checkouts=checkouts)
+    deps = Dependencies(uow=recorder.unit_of_work, payment_service=checkouts)
     try:
 
         async def start() -> tuple[str, list[Transaction], Sample]:

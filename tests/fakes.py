@@ -37,11 +37,15 @@ from ticketing_service.domain.reservations import (
 from ticketing_service.domain.settings import Settings
 from ticketing_service.service_layer.checkouts import (
     Checkout,
+    CheckoutNotFound,
     CheckoutRequest,
+    CheckoutState,
+    CheckoutStatus,
     PaymentServiceRefused,
     PaymentServiceUnreachable,
 )
-from ticketing_service.service_layer.ports import Committed
+from ticketing_service.service_layer.ports import Committed, ReconcileCandidate
+from ticketing_service.service_layer.refunds import RefundRequest, RefundState, RefundStatus
 
 _EVENT_OF = {
     ReservationStatus.CONFIRMED: RegistrationEventType.RESERVATION_CONFIRMED,
@@ -67,6 +71,18 @@ class Store:
     events: list[RegistrationEvent] = field(default_factory=list)
     last_sequence: int = 0
     folded: set[str] = field(default_factory=set)
+    reconciling: dict[str, Reconciling] = field(default_factory=dict)
+
+
+@dataclass
+class Reconciling:
+    """What reconciliation knows of one reservation (the columns it keeps)."""
+
+    asked_time: datetime | None = None
+    hold_extended: bool = False
+    next_time: datetime | None = None
+    attempts: int = 0
+    lease_until: datetime | None = None
 
 
 class FakeSettings:
@@ -205,9 +221,13 @@ class FakeReservations:
         self, reservation_id: str, status: ReservationStatus
     ) -> Reservation | None:
         """A pending hold moved to `status`; None if it was not pending."""
-        if self._store.reservations[reservation_id].status is not ReservationStatus.PENDING_PAYMENT:
+        held = self._stored(reservation_id)
+        if held.status is not ReservationStatus.PENDING_PAYMENT:
             return None
-        released = self._put(replace(self._stored(reservation_id), status=status))
+        if held.checkout_id is not None:  # it may still be paid: follow it up
+            state = self._store.reconciling.setdefault(reservation_id, Reconciling())
+            state.next_time = self._store.now
+        released = self._put(replace(held, status=status))
         self._append(_EVENT_OF[status], released)
         return released
 
@@ -276,6 +296,9 @@ class FakeReservations:
         return unfulfilled
 
     def _settled(self, claim: PaymentClaim, status: ReservationStatus) -> Reservation:
+        state = self._store.reconciling.get(claim.reservation_id)
+        if state is not None:
+            state.next_time = state.lease_until = None
         paid_time = claim.paid_time or self._store.now
         return self._put(
             replace(
@@ -292,7 +315,9 @@ class FakeReservations:
         overdue = [
             r.reservation_id
             for r in self._store.reservations.values()
-            if r.status is ReservationStatus.PENDING_PAYMENT and r.expire_time <= now
+            if r.status is ReservationStatus.PENDING_PAYMENT
+            and r.expire_time <= now
+            and r.checkout_id is None
         ][:batch_size]
         for reservation_id in overdue:
             expired = self._put(
@@ -311,6 +336,70 @@ class FakeReservations:
         ][:batch_size]
         self._store.folded.update(unfolded)
         return len(unfolded)
+
+
+class FakeReconciliation:
+    """The ReconciliationRepository port on a store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _state(self, reservation_id: str) -> Reconciling:
+        return self._store.reconciling.setdefault(reservation_id, Reconciling())
+
+    def _candidate(self, reservation: Reservation) -> ReconcileCandidate:
+        state = self._state(reservation.reservation_id)
+        return ReconcileCandidate(reservation, state.hold_extended, state.attempts)
+
+    def _due(self, reservation: Reservation, ask_after: timedelta) -> bool:
+        now, state = self._store.now, self._state(reservation.reservation_id)
+        if state.lease_until is not None and state.lease_until >= now:
+            return False
+        if reservation.status is ReservationStatus.PENDING_PAYMENT:
+            early = state.asked_time is None and reservation.create_time <= now - ask_after
+            ended = reservation.expire_time <= now
+            return reservation.checkout_id is not None and (early or ended)
+        ended_statuses = (ReservationStatus.EXPIRED, ReservationStatus.CANCELLED)
+        return reservation.status in ended_statuses and (
+            state.next_time is not None and state.next_time <= now
+        )
+
+    async def claim_due(
+        self, ask_after: timedelta, lease: timedelta, limit: int
+    ) -> list[ReconcileCandidate]:
+        """The due reservations, leased."""
+        due = [r for r in self._store.reservations.values() if self._due(r, ask_after)][:limit]
+        for reservation in due:
+            self._state(reservation.reservation_id).lease_until = self._store.now + lease
+        return [self._candidate(r) for r in due]
+
+    async def candidate(self, reservation_id: str) -> ReconcileCandidate | None:
+        """One reservation with its reconciliation state."""
+        found = self._store.reservations.get(reservation_id)
+        return None if found is None else self._candidate(found)
+
+    async def keep_hold(self, reservation_id: str, grace: timedelta) -> Reservation | None:
+        """A pending hold's end moved by `grace`, once."""
+        held, state = self._store.reservations[reservation_id], self._state(reservation_id)
+        if held.status is not ReservationStatus.PENDING_PAYMENT or state.hold_extended:
+            return None
+        state.hold_extended, state.asked_time, state.lease_until = True, self._store.now, None
+        kept = replace(held, expire_time=held.expire_time + grace)
+        self._store.reservations[reservation_id] = kept
+        return kept
+
+    async def asked(
+        self, reservation_id: str, follow_up_after: timedelta | None, attempts: int
+    ) -> None:
+        """Asked now; when to ask again."""
+        state = self._state(reservation_id)
+        now = self._store.now
+        state.asked_time, state.attempts, state.lease_until = now, attempts, None
+        state.next_time = None if follow_up_after is None else now + follow_up_after
+
+    async def awaiting_follow_up(self) -> int:
+        """Reservations with a follow-up due some time."""
+        return sum(1 for s in self._store.reconciling.values() if s.next_time is not None)
 
 
 class FakeEvents:
@@ -365,6 +454,7 @@ class FakeUnitOfWork:
         # One fake serves the three reservation ports (holds, payments, sweeps): they are views
         # of the same rows, as the three SQL repositories are of the same tables.
         self.holds = self.payments = self.sweeps = FakeReservations(self._work)
+        self.reconciliation = FakeReconciliation(self._work)
         self.events = FakeEvents(self._work)
         return self
 
@@ -397,12 +487,46 @@ class FakeDatabase:
 
 @dataclass
 class FakeCheckouts:
-    """The CheckoutGateway port: opens a checkout per reservation, or fails as told."""
+    """The PaymentService port: checkouts opened per reservation and read back as a test set
+    them (`statuses`), refunds settled at once; or failing as told."""
 
     fail_with: type[PaymentServiceUnreachable | PaymentServiceRefused] | None = None
     asked: list[CheckoutRequest] = field(default_factory=list)
     # Run while the "payment service" is asked, e.g. to change the store meanwhile.
     meanwhile: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # What get_checkout answers, by checkout id; a checkout not here is not found.
+    statuses: dict[str, CheckoutStatus] = field(default_factory=dict)
+    refunds: list[RefundRequest] = field(default_factory=list)
+
+    def pay(self, checkout_id: str, reservation_id: str, amount: int, payment_id: str) -> None:
+        """The payer paid the checkout (no callback is sent: reconciliation must find it)."""
+        self.statuses[checkout_id] = CheckoutStatus(
+            checkout_id, reservation_id, CheckoutState.PAID, amount, "KRW", payment_id, None, None
+        )
+
+    def set_status(self, checkout_id: str, reservation_id: str, state: CheckoutState) -> None:
+        """The checkout's status at the payment service is `state` (not paid)."""
+        self.statuses[checkout_id] = CheckoutStatus(
+            checkout_id, reservation_id, state, 0, "KRW", None, None, None
+        )
+
+    async def get_checkout(self, checkout_id: str) -> CheckoutStatus:
+        """The status a test set; CheckoutNotFound for any other."""
+        if self.fail_with is not None:
+            raise self.fail_with("The fake payment service was told to fail.")
+        if checkout_id not in self.statuses:
+            raise CheckoutNotFound("The fake payment service never opened this checkout.")
+        return self.statuses[checkout_id]
+
+    async def create_refund(self, request: RefundRequest) -> RefundStatus:
+        """Refunded at once."""
+        self.refunds.append(request)
+        return RefundStatus(request.refund_id, RefundState.SUCCEEDED, request.amount, None)
+
+    async def get_refund(self, refund_id: str) -> RefundStatus:
+        """Every refund this fake took succeeded."""
+        [request] = [r for r in self.refunds if r.refund_id == refund_id]
+        return RefundStatus(refund_id, RefundState.SUCCEEDED, request.amount, None)
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         """A checkout whose id names the reservation; the same one for a repeat."""

@@ -111,7 +111,7 @@ def wire(config: Config, database_url: str, observe: AfterCommit | None = None) 
     after_commit = wake_and_observe(sequencer_wakeup, observe)
     deps = Dependencies(
         uow=lambda: SqlUnitOfWork(database, after_commit=after_commit),
-        checkouts=payment_service,
+        payment_service=payment_service,
         default_provider_account_id=config.default_provider_account_id,
         hold_seconds=config.hold_seconds,
         callback_url=config.callback_url,

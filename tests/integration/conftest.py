@@ -109,7 +109,7 @@ def deps(
     """The service's real adapters."""
     return Dependencies(
         uow=lambda: SqlUnitOfWork(database, after_commit=wake_and_observe(sequencer_wakeup, None)),
-        checkouts=checkouts,
+        payment_service=checkouts,
         default_provider_account_id=DEFAULT_ACCOUNT,
         hold_seconds=600,
         callback_url="http://127.0.0.1:9/api/ticket-payment-callbacks",

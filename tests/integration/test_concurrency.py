@@ -92,7 +92,7 @@ async def contender_server(
 
     deps = Dependencies(
         uow=uow,
-        checkouts=checkouts,
+        payment_service=checkouts,
         hold_seconds=600,
     )
     running = await start_server(deps, "127.0.0.1:0")

@@ -114,7 +114,7 @@ async def outage_stub(disposable_postgres: DisposablePostgres) -> AsyncIterator[
     database = Database(disposable_postgres.url, PoolSettings(connect_timeout_seconds=2))
     # Never called: these tests only touch settings.
     checkouts = HttpPaymentService("http://127.0.0.1:9", "unused", timeout_seconds=1.0)
-    deps = Dependencies(uow=lambda: SqlUnitOfWork(database), checkouts=checkouts)
+    deps = Dependencies(uow=lambda: SqlUnitOfWork(database), payment_service=checkouts)
     running = await start_server(deps, "127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

@@ -29,7 +29,7 @@ from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.entrypoints.observability.metered import metered_dependencies
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
 from ticketing_service.service_layer.dependencies import Dependencies
-from ticketing_service.service_layer.expiry import expire_overdue_holds
+from ticketing_service.service_layer.reconciliation import reconcile_due
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
@@ -130,7 +130,7 @@ async def test_a_late_payment_without_a_seat_is_paid_unfulfilled_once(
     }
 
 
-async def test_cancelled_and_swept_holds_are_counted(
+async def test_cancelled_and_ended_holds_and_what_reconciliation_heard_are_counted(
     metered_stub: Stub, metered: Dependencies, metrics: TicketingMetrics, database_url: str
 ) -> None:
     await configure_event(metered_stub)
@@ -140,8 +140,13 @@ async def test_cancelled_and_swept_holds_are_counted(
     )
     overdue = await hold(metered_stub, "user-2")
     end_hold(database_url, overdue.reservation_id)
-    assert await expire_overdue_holds(metered) == 1
+    # The cancelled hold's checkout is followed up, the ended one asked before it expires.
+    assert len(await reconcile_due(metered)) == 2
     assert counts(metrics) == {"created": 2, "cancelled": 1, "expired": 1}
+    checks = metrics.registry.get_sample_value(
+        "ticketing_reconcile_checks_total", {"result": "unpaid"}
+    )
+    assert checks == 2
 
 
 async def test_a_change_that_is_rolled_back_is_not_counted(
@@ -169,8 +174,9 @@ async def test_checkout_calls_are_timed_and_a_refusal_cancels_the_hold_it_counte
     with pytest.raises(grpc.aio.AioRpcError):
         await start(metered_stub, "user-2")
     value = metrics.registry.get_sample_value
-    assert value("ticketing_payment_service_duration_seconds_count", {"result": "ok"}) == 1
-    assert value("ticketing_payment_service_failures_total", {"kind": "refused"}) == 1
+    call = {"call": "create_checkout"}
+    assert value("ticketing_payment_service_duration_seconds_count", call | {"result": "ok"}) == 1
+    assert value("ticketing_payment_service_failures_total", call | {"kind": "refused"}) == 1
     assert counts(metrics) == {"created": 2, "cancelled": 1}
 
 

@@ -29,7 +29,7 @@ from ticketing_service.service_layer.events_handlers import (
     prune_registration_events,
     sequence_events,
 )
-from ticketing_service.service_layer.expiry import expire_overdue_holds
+from ticketing_service.service_layer.reconciliation import reconcile_due
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import (
@@ -69,7 +69,7 @@ async def test_every_state_change_appends_one_event_in_order(
     )
     late = await hold(stub, "sleeper", "floor")
     end_hold(database_url, late.reservation_id)
-    await expire_overdue_holds(deps)
+    await reconcile_due(deps)  # asked before it expires: not paid, so it ends
     full = await hold(stub, "too-late", "floor")
     sql(database_url, "UPDATE tiers SET capacity = 1 WHERE tier_id = 'floor'")
     end_hold(database_url, full.reservation_id)

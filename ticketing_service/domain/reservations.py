@@ -84,6 +84,7 @@ class DeliveryScheme(enum.StrEnum):
     DIRECT = "direct"  # a ConfirmPayment call that did not come through the shim
     MOIM_HMAC = "moim_hmac"
     STANDARD_WEBHOOKS = "standard_webhooks"
+    RECONCILE = "reconcile"  # the service asked the payment service itself
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -121,11 +121,51 @@ class SweepRepository(Protocol):
     """The sweeper's batches: overdue holds expired, confirmed seats folded."""
 
     async def expire_overdue(self, batch_size: int) -> int:
-        """Mark up to `batch_size` overdue holds expired, skipping locked rows; return how many."""
+        """Mark up to `batch_size` overdue holds without a checkout expired (reconciliation asks
+        about the others first), skipping locked rows; return how many."""
         ...
 
     async def fold_confirmed_seats(self, batch_size: int) -> int:
         """Add up to `batch_size` confirmed seats to their tiers' accepted counts."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileCandidate:
+    """A reservation whose checkout is to be asked about, with what reconciliation knows."""
+
+    reservation: Reservation
+    hold_extended: bool
+    attempts: int
+
+
+class ReconciliationRepository(Protocol):
+    """Which checkouts are due to be asked about, and what asking learnt (SPEC §9)."""
+
+    async def claim_due(
+        self, ask_after: timedelta, lease: timedelta, limit: int
+    ) -> list[ReconcileCandidate]:
+        """Lease up to `limit` due reservations (live holds older than `ask_after` never asked,
+        holds past their end, follow-ups due), skipping rows leased or locked elsewhere."""
+        ...
+
+    async def candidate(self, reservation_id: str) -> ReconcileCandidate | None:
+        """One reservation with what reconciliation knows of it."""
+        ...
+
+    async def keep_hold(self, reservation_id: str, grace: timedelta) -> Reservation | None:
+        """Extend a pending hold's end by `grace`, once; None if it was not pending."""
+        ...
+
+    async def asked(
+        self, reservation_id: str, follow_up_after: timedelta | None, attempts: int
+    ) -> None:
+        """Record that it was asked now, how long until it is asked again (None: never), and
+        how many follow-ups were made; its lease ends."""
+        ...
+
+    async def awaiting_follow_up(self) -> int:
+        """How many reservations are still to be asked about again."""
         ...
 
 
@@ -204,6 +244,11 @@ class UnitOfWork(Protocol):
     @property
     def sweeps(self) -> SweepRepository:
         """The sweeper's batches."""
+        ...
+
+    @property
+    def reconciliation(self) -> ReconciliationRepository:
+        """Which checkouts to ask about, and what was learnt."""
         ...
 
     @property

@@ -160,7 +160,9 @@ def _new_reservation(
 async def _open_checkout(deps: Dependencies, held: Reservation, order_name: str) -> Reservation:
     """Ask the payment service for the checkout; the idempotency key makes retries safe."""
     try:
-        checkout = await deps.checkouts.create_checkout(_checkout_request(deps, held, order_name))
+        checkout = await deps.payment_service.create_checkout(
+            _checkout_request(deps, held, order_name)
+        )
     except PaymentServiceUnreachable as error:
         # The hold stays: a retry finds it and asks again with the same idempotency key.
         raise errors.PaymentServiceUnavailable(

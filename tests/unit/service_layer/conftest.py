@@ -31,7 +31,7 @@ def checkouts() -> FakeCheckouts:
 def deps(database: FakeDatabase, checkouts: FakeCheckouts) -> Dependencies:
     return Dependencies(
         uow=database,
-        checkouts=checkouts,
+        payment_service=checkouts,
         default_provider_account_id="default-account",
         hold_seconds=600,
         public_base_url="https://moim.example",

@@ -48,7 +48,7 @@ async def _passes_after_a_burst_of_commits(
     passes: list[int] = []
     pass_done = asyncio.Event()
     events = _Events(passes, pass_done)
-    deps = Dependencies(uow=lambda: cast(Any, _UnitOfWork(events)), checkouts=cast(Any, None))
+    deps = Dependencies(uow=lambda: cast(Any, _UnitOfWork(events)), payment_service=cast(Any, None))
     wakeup = asyncio.Event()
     sequencer = asyncio.create_task(
         run_event_sequencer(deps, wakeup, interval_seconds=3600, min_pass_seconds=min_pass_seconds)

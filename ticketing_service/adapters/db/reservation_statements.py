@@ -54,8 +54,11 @@ ATTACH_CHECKOUT = (
     " provider, amount, currency_code FROM r ON CONFLICT DO NOTHING)"
     f" SELECT {columns('r', 'g.registration_id')} FROM {CHANGED}"
 )
+# A released hold whose checkout was opened may still be paid (the user paid, then cancelled;
+# or an expired hold's callback was lost): reconciliation follows it up, starting now.
 RELEASE_HOLD = (
-    "WITH r AS (UPDATE reservations SET status = %(s)s, update_time = now()"
+    "WITH r AS (UPDATE reservations SET status = %(s)s, update_time = now(),"
+    " next_reconcile_time = CASE WHEN checkout_id IS NOT NULL THEN now() END"
     " WHERE reservation_id = %(id)s AND status = 'pending_payment' RETURNING *),"
     " e AS (INSERT INTO registration_events (type, reservation_id, reservation)"
     f" SELECT %(event)s, r.reservation_id, {snapshot('r', 'g.registration_id')} FROM {CHANGED})"
@@ -67,7 +70,8 @@ RELEASE_HOLD = (
 # changed reservation and its registration.
 _SETTLE = (
     " r AS (UPDATE reservations SET status = %(s)s, seat_folded = false,"
-    " paid_time = coalesce(%(paid)s, now()), payment_id = %(p)s, update_time = now()"
+    " paid_time = coalesce(%(paid)s, now()), payment_id = %(p)s, update_time = now(),"
+    " next_reconcile_time = NULL, reconcile_lease_until = NULL"
     " WHERE reservation_id = %(r)s{gate} RETURNING *),"
     " p AS (INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
     " amount, currency_code, provider_payment_id, tx_id, paid_time, raw_event)"

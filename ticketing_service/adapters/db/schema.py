@@ -117,6 +117,14 @@ reservations = Table(
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=NOW),
     # The provider's id of the payment that settled it (confirmed or paid_unfulfilled).
     Column("payment_id", Text),
+    # Reconciliation (see reconciliation_repository): when the payment service was last asked
+    # about the checkout, whether the hold was kept a grace longer, when to ask again (NULL:
+    # never), how often it was asked again, and until when a replica is asking now.
+    _tstz("asked_time"),
+    Column("hold_extended", Boolean, nullable=False, server_default=text("false")),
+    _tstz("next_reconcile_time"),
+    Column("reconcile_attempts", Integer, nullable=False, server_default=text("0")),
+    _tstz("reconcile_lease_until"),
     # False until the expiry sweeper adds a confirmed reservation to its tier's accepted_count:
     # confirmations never write the tier row, and seat counts add the few not yet folded.
     Column("seat_folded", Boolean, nullable=False, server_default=text("false")),
@@ -155,6 +163,19 @@ reservations = Table(
         "ix_reservations_pending_expiry",
         "expire_time",
         postgresql_where=text("status = 'pending_payment'"),
+    ),
+    # Reconciliation's scans: follow-ups due, and live holds not yet asked about.
+    Index(
+        "ix_reservations_reconcile_due",
+        "next_reconcile_time",
+        postgresql_where=text("next_reconcile_time IS NOT NULL"),
+    ),
+    Index(
+        "ix_reservations_unasked_holds",
+        "create_time",
+        postgresql_where=text(
+            "status = 'pending_payment' AND checkout_id IS NOT NULL AND asked_time IS NULL"
+        ),
     ),
 )
 

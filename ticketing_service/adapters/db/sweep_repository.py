@@ -18,12 +18,14 @@ class SqlSweepRepository:
         self._tx = changes.tx
 
     async def expire_overdue(self, batch_size: int) -> int:
-        """Expire a batch of overdue holds; rows locked elsewhere are left for the next sweep."""
+        """Expire a batch of overdue holds that never got a checkout; rows locked elsewhere are
+        left for the next sweep. A hold with a checkout may have been paid: reconciliation asks
+        before it expires it (its seat is free at its end either way: counts read expire_time)."""
         rows = await self._tx.all(
             "UPDATE reservations SET status = 'expired', update_time = now()"
             " WHERE reservation_id IN (SELECT reservation_id FROM reservations"
-            " WHERE status = 'pending_payment' AND expire_time <= now() ORDER BY expire_time"
-            " LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING reservation_id",
+            " WHERE status = 'pending_payment' AND expire_time <= now() AND checkout_id IS NULL"
+            " ORDER BY expire_time LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING reservation_id",
             {"n": batch_size},
         )
         if rows:

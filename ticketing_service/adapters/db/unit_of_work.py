@@ -16,6 +16,7 @@ from ticketing_service.adapters.db.events_repository import SqlEventsRepository
 from ticketing_service.adapters.db.hold_repository import SqlHoldRepository
 from ticketing_service.adapters.db.payment_repository import SqlPaymentRepository
 from ticketing_service.adapters.db.pool import Database, PoolTimeout
+from ticketing_service.adapters.db.reconciliation_repository import SqlReconciliationRepository
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
 from ticketing_service.adapters.db.sweep_repository import SqlSweepRepository
 from ticketing_service.adapters.db.transaction import Transaction
@@ -68,6 +69,7 @@ class SqlUnitOfWork:
     holds: SqlHoldRepository
     payments: SqlPaymentRepository
     sweeps: SqlSweepRepository
+    reconciliation: SqlReconciliationRepository
     events: SqlEventsRepository
 
     def __init__(
@@ -101,6 +103,7 @@ class SqlUnitOfWork:
         self.holds = SqlHoldRepository(changes, self._protections)
         self.payments = SqlPaymentRepository(changes)
         self.sweeps = SqlSweepRepository(changes)
+        self.reconciliation = SqlReconciliationRepository(changes)
         return self
 
     async def __aexit__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from moim.ticketing.v1 import reservation_pb2, ticketing_service_pb2
 from moim.ticketing.v1.ticketing_service_pb2 import ConfirmPaymentOutcome
 
+from ticketing_service.domain.reconciliation import CheckoutAnswer
 from ticketing_service.domain.reservations import (
     Answer,
     ConfirmOutcome,
@@ -16,6 +17,7 @@ from ticketing_service.domain.reservations import (
 )
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import MAX_ID_LENGTH, MAX_NAME_LENGTH, Violations
+from ticketing_service.service_layer.reconciliation import Reconciled
 from ticketing_service.service_layer.registration_handlers import StartRegistration
 
 MAX_ANSWERS = 50
@@ -171,3 +173,21 @@ def write_reservation(reservation: Reservation) -> reservation_pb2.Reservation:
     if reservation.paid_time is not None:
         write_timestamp(message.paid_time, reservation.paid_time)
     return message
+
+
+_CHECKOUT_STATUSES = {
+    answer: ticketing_service_pb2.CheckoutStatus.Value(f"CHECKOUT_STATUS_{answer.name}")
+    for answer in CheckoutAnswer
+}
+
+
+def write_reconciled(found: Reconciled) -> ticketing_service_pb2.ReconcileReservationResponse:
+    """What reconciling a reservation found, as the RPC's response."""
+    response = ticketing_service_pb2.ReconcileReservationResponse(
+        reservation=write_reservation(found.reservation)
+    )
+    if found.answer is not None:
+        response.checkout_status = _CHECKOUT_STATUSES[found.answer]
+    if found.outcome is not None:
+        response.outcome = OUTCOMES[found.outcome]
+    return response

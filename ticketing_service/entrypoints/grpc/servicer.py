@@ -29,6 +29,7 @@ from ticketing_service.entrypoints.grpc.validation import (
 from ticketing_service.service_layer import (
     events_handlers,
     payment_handlers,
+    reconciliation,
     registration_handlers,
     settings_handlers,
 )
@@ -162,6 +163,15 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
             outcome=reservation_mapping.OUTCOMES[result.outcome],
             reservation=reservation_mapping.write_reservation(result.reservation),
         )
+
+    @_answering_errors
+    async def ReconcileReservation(
+        self, request: pb.ReconcileReservationRequest, context: Context
+    ) -> pb.ReconcileReservationResponse:
+        """Ask the payment service about a reservation's checkout and settle what it found."""
+        reservation_id = reservation_mapping.read_reservation_id(request.reservation_id)
+        found = await reconciliation.reconcile_reservation(self._deps, reservation_id)
+        return reservation_mapping.write_reconciled(found)
 
     @_answering_errors
     async def ListRegistrationEvents(

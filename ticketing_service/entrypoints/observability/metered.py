@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
 from ticketing_service.entrypoints.webhook.signatures import (
@@ -17,29 +18,48 @@ from ticketing_service.entrypoints.webhook.signatures import (
 )
 from ticketing_service.service_layer.checkouts import (
     Checkout,
-    CheckoutGateway,
     CheckoutRequest,
+    CheckoutStatus,
     PaymentServiceRefused,
     PaymentServiceUnreachable,
 )
-from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.dependencies import Dependencies, PaymentService
+from ticketing_service.service_layer.refunds import RefundRequest, RefundStatus
+
+T = TypeVar("T")
 
 
-class MeteredCheckoutGateway:
-    """The CheckoutGateway, timing each call to the payment service and counting failures."""
+class MeteredPaymentService:
+    """The PaymentService, timing each call by its kind and counting failures."""
 
-    def __init__(self, inner: CheckoutGateway, metrics: TicketingMetrics) -> None:
+    def __init__(self, inner: PaymentService, metrics: TicketingMetrics) -> None:
         self._inner = inner
         self._metrics = metrics
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
-        """Delegated; observed as ok, unavailable, refused or error."""
+        """Delegated and timed."""
+        return await self._timed("create_checkout", self._inner.create_checkout(request))
+
+    async def get_checkout(self, checkout_id: str) -> CheckoutStatus:
+        """Delegated and timed."""
+        return await self._timed("get_checkout", self._inner.get_checkout(checkout_id))
+
+    async def create_refund(self, request: RefundRequest) -> RefundStatus:
+        """Delegated and timed."""
+        return await self._timed("create_refund", self._inner.create_refund(request))
+
+    async def get_refund(self, refund_id: str) -> RefundStatus:
+        """Delegated and timed."""
+        return await self._timed("get_refund", self._inner.get_refund(refund_id))
+
+    async def _timed(self, call: str, answer: Awaitable[T]) -> T:
+        """Observe one call as ok, unavailable, refused or error."""
         began = time.perf_counter()
         result = "error"
         try:
-            checkout = await self._inner.create_checkout(request)
+            value = await answer
             result = "ok"
-            return checkout
+            return value
         except PaymentServiceUnreachable:
             result = "unavailable"
             raise
@@ -48,9 +68,9 @@ class MeteredCheckoutGateway:
             raise
         finally:
             elapsed = time.perf_counter() - began
-            self._metrics.payment_service_duration.labels(result).observe(elapsed)
+            self._metrics.payment_service_duration.labels(call, result).observe(elapsed)
             if result != "ok":
-                self._metrics.payment_service_failures.labels(result).inc()
+                self._metrics.payment_service_failures.labels(call, result).inc()
 
 
 class MeteredVerifier:
@@ -70,5 +90,9 @@ class MeteredVerifier:
 
 
 def metered_dependencies(deps: Dependencies, metrics: TicketingMetrics) -> Dependencies:
-    """`deps` with its payment-service client timed."""
-    return dataclasses.replace(deps, checkouts=MeteredCheckoutGateway(deps.checkouts, metrics))
+    """`deps` with its payment-service client timed and background work observed."""
+    return dataclasses.replace(
+        deps,
+        payment_service=MeteredPaymentService(deps.payment_service, metrics),
+        observer=metrics,
+    )

@@ -17,6 +17,7 @@ from prometheus_client import (
     GC_COLLECTOR,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -26,6 +27,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ticketing_service.domain.events import RegistrationEventType
+from ticketing_service.domain.reconciliation import CheckoutAnswer
+from ticketing_service.domain.reservations import ConfirmOutcome
 from ticketing_service.entrypoints.observability.rpc_calls import Context, RpcOutcome
 from ticketing_service.service_layer.ports import Committed
 from ticketing_service.webhook_config import parse_host_port
@@ -39,6 +42,17 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 RESERVATION_EVENT_TYPES = tuple(t.value.removeprefix("reservation_") for t in RegistrationEventType)
 LATE_PAYMENT_RESULTS = ("seat_found", "paid_unfulfilled")
 PAYMENT_SERVICE_RESULTS = ("ok", "unavailable", "refused", "error")
+PAYMENT_SERVICE_CALLS = ("create_checkout", "get_checkout", "create_refund", "get_refund")
+# What reconciliation heard: paid, a payment under way, not paid (in any way), or no answer.
+RECONCILE_RESULTS = {
+    CheckoutAnswer.PAID: "paid",
+    CheckoutAnswer.PAYMENT_PENDING: "pending",
+    CheckoutAnswer.REQUIRES_PAYMENT: "unpaid",
+    CheckoutAnswer.CANCELLED: "unpaid",
+    CheckoutAnswer.EXPIRED: "unpaid",
+    CheckoutAnswer.NOT_FOUND: "unpaid",
+    CheckoutAnswer.UNREACHABLE: "unreachable",
+}
 CONCURRENT_UPDATE = "CONCURRENT_UPDATE"
 
 PoolUsage = Callable[[], tuple[int, int]]
@@ -103,25 +117,61 @@ class TicketingMetrics:
         )
         self.payment_service_duration = Histogram(
             "ticketing_payment_service_duration_seconds",
-            "Time of each checkout call to the payment service, by result.",
-            ("result",),
+            "Time of each call to the payment service, by call and result.",
+            ("call", "result"),
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.payment_service_failures = Counter(
             "ticketing_payment_service_failures",
-            "Checkout calls that failed: unavailable (retried), refused (4xx), error (a bug).",
-            ("kind",),
+            "Calls to the payment service that failed: unavailable (retried), refused (4xx), "
+            "error (a bug).",
+            ("call", "kind"),
             registry=self.registry,
         )
         for event_type in RESERVATION_EVENT_TYPES:
             self.reservation_events.labels(event_type)
         for result in LATE_PAYMENT_RESULTS:
             self.late_payments.labels(result)
-        for result in PAYMENT_SERVICE_RESULTS:
-            self.payment_service_duration.labels(result)
-            if result != "ok":
-                self.payment_service_failures.labels(result)
+        for call in PAYMENT_SERVICE_CALLS:
+            for result in PAYMENT_SERVICE_RESULTS:
+                self.payment_service_duration.labels(call, result)
+                if result != "ok":
+                    self.payment_service_failures.labels(call, result)
+        self._reconcile_metrics()
+
+    def _reconcile_metrics(self) -> None:
+        self.reconcile_checks = Counter(
+            "ticketing_reconcile_checks",
+            "Checkouts reconciliation asked the payment service about, by what it answered.",
+            ("result",),
+            registry=self.registry,
+        )
+        self.reconcile_confirmations = Counter(
+            "ticketing_reconcile_confirmations",
+            "Payments reconciliation found and settled (their callback never came), by outcome.",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.reconcile_awaiting = Gauge(
+            "ticketing_reconcile_awaiting_follow_up",
+            "Reservations reconciliation will ask the payment service about again.",
+            registry=self.registry,
+        )
+        for result in RECONCILE_RESULTS.values():
+            self.reconcile_checks.labels(result)
+        for outcome in ConfirmOutcome:
+            self.reconcile_confirmations.labels(outcome.value.lower())
+
+    def reconciled(self, answer: CheckoutAnswer, outcome: ConfirmOutcome | None) -> None:
+        """Count a check by its result, and a payment it settled (an Observer)."""
+        self.reconcile_checks.labels(RECONCILE_RESULTS[answer]).inc()
+        if outcome is not None:
+            self.reconcile_confirmations.labels(outcome.value.lower()).inc()
+
+    def awaiting_follow_up(self, count: int) -> None:
+        """Reservations still to be asked about again (an Observer)."""
+        self.reconcile_awaiting.set(count)
 
     def _webhook_metrics(self) -> None:
         self.webhook_verification_failures = Counter(

@@ -209,6 +209,12 @@ class TicketingClient:
         """ConfirmPayment: record a payment and give its user a seat (safe to retry)."""
         return await self._unary(self._stub.ConfirmPayment, request)
 
+    async def reconcile_reservation(
+        self, request: pb.ReconcileReservationRequest
+    ) -> pb.ReconcileReservationResponse:
+        """ReconcileReservation: ask the payment service about a reservation's checkout now."""
+        return await self._unary(self._stub.ReconcileReservation, request)
+
     async def list_registration_events(
         self, request: pb.ListRegistrationEventsRequest
     ) -> pb.ListRegistrationEventsResponse:

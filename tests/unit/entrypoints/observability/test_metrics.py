@@ -9,9 +9,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fakes import FakeCheckouts
 from ticketing_service.config import ConfigError
 from ticketing_service.entrypoints.observability.metered import (
-    MeteredCheckoutGateway,
+    MeteredPaymentService,
     MeteredVerifier,
 )
 from ticketing_service.entrypoints.observability.metrics import (
@@ -69,7 +70,9 @@ def test_every_outcome_counter_is_exported_at_zero_before_anything_happens(
     for result in LATE_PAYMENT_RESULTS:
         assert samples[key("ticketing_late_payments_total", result=result)] == 0
     for kind in ("unavailable", "refused", "error"):
-        assert samples[key("ticketing_payment_service_failures_total", kind=kind)] == 0
+        for call in ("create_checkout", "get_checkout", "create_refund", "get_refund"):
+            labels = {"call": call, "kind": kind}
+            assert samples[key("ticketing_payment_service_failures_total", **labels)] == 0
 
 
 def test_the_pool_gauges_read_the_pool_at_each_scrape(metrics: TicketingMetrics) -> None:
@@ -125,10 +128,11 @@ REQUEST = CheckoutRequest(
 )
 
 
-class ScriptedGateway:
-    """Answers each call with the next scripted checkout or exception."""
+class ScriptedGateway(FakeCheckouts):
+    """Answers each checkout with the next scripted checkout or exception."""
 
     def __init__(self, *answers: Checkout | Exception) -> None:
+        super().__init__()
         self._answers: Iterator[Checkout | Exception] = iter(answers)
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
@@ -142,7 +146,7 @@ async def test_payment_service_calls_are_timed_by_result_and_failures_counted_by
     metrics: TicketingMetrics,
 ) -> None:
     checkout = Checkout("chk-1", "https://pay.example/chk-1", "requires_payment")
-    gateway = MeteredCheckoutGateway(
+    gateway = MeteredPaymentService(
         ScriptedGateway(
             checkout,
             PaymentServiceUnreachable("timeout"),
@@ -156,10 +160,12 @@ async def test_payment_service_calls_are_timed_by_result_and_failures_counted_by
         with pytest.raises(expected):
             await gateway.create_checkout(REQUEST)
     value = metrics.registry.get_sample_value
+    call = {"call": "create_checkout"}
     for result in ("ok", "unavailable", "refused", "error"):
-        assert value("ticketing_payment_service_duration_seconds_count", {"result": result}) == 1
+        labels = call | {"result": result}
+        assert value("ticketing_payment_service_duration_seconds_count", labels) == 1
     for kind in ("unavailable", "refused", "error"):
-        assert value("ticketing_payment_service_failures_total", {"kind": kind}) == 1
+        assert value("ticketing_payment_service_failures_total", call | {"kind": kind}) == 1
 
 
 def test_refused_webhook_signatures_are_counted_by_reason(metrics: TicketingMetrics) -> None:

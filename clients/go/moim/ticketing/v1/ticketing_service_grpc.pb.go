@@ -33,6 +33,10 @@ type TicketingServiceClient interface {
 	CancelReservation(ctx context.Context, in *CancelReservationRequest, opts ...grpc.CallOption) (*CancelReservationResponse, error)
 	// Records a payment and gives the user a seat. Safe to retry: a repeat answers from what is stored.
 	ConfirmPayment(ctx context.Context, in *ConfirmPaymentRequest, opts ...grpc.CallOption) (*ConfirmPaymentResponse, error)
+	// Asks the payment service now where a reservation's checkout stands, and settles a payment it
+	// finds exactly as the payment's callback would have (for a callback that was lost). The
+	// service also does this by itself (SPEC §9). Safe to retry.
+	ReconcileReservation(ctx context.Context, in *ReconcileReservationRequest, opts ...grpc.CallOption) (*ReconcileReservationResponse, error)
 	// Reads a page of the registration event feed.
 	ListRegistrationEvents(ctx context.Context, in *ListRegistrationEventsRequest, opts ...grpc.CallOption) (*ListRegistrationEventsResponse, error)
 	// Replays the feed after a sequence number, then streams new events as they commit.
@@ -110,6 +114,15 @@ func (c *ticketingServiceClient) ConfirmPayment(ctx context.Context, in *Confirm
 	return out, nil
 }
 
+func (c *ticketingServiceClient) ReconcileReservation(ctx context.Context, in *ReconcileReservationRequest, opts ...grpc.CallOption) (*ReconcileReservationResponse, error) {
+	out := new(ReconcileReservationResponse)
+	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/ReconcileReservation", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *ticketingServiceClient) ListRegistrationEvents(ctx context.Context, in *ListRegistrationEventsRequest, opts ...grpc.CallOption) (*ListRegistrationEventsResponse, error) {
 	out := new(ListRegistrationEventsResponse)
 	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/ListRegistrationEvents", in, out, opts...)
@@ -171,6 +184,10 @@ type TicketingServiceServer interface {
 	CancelReservation(context.Context, *CancelReservationRequest) (*CancelReservationResponse, error)
 	// Records a payment and gives the user a seat. Safe to retry: a repeat answers from what is stored.
 	ConfirmPayment(context.Context, *ConfirmPaymentRequest) (*ConfirmPaymentResponse, error)
+	// Asks the payment service now where a reservation's checkout stands, and settles a payment it
+	// finds exactly as the payment's callback would have (for a callback that was lost). The
+	// service also does this by itself (SPEC §9). Safe to retry.
+	ReconcileReservation(context.Context, *ReconcileReservationRequest) (*ReconcileReservationResponse, error)
 	// Reads a page of the registration event feed.
 	ListRegistrationEvents(context.Context, *ListRegistrationEventsRequest) (*ListRegistrationEventsResponse, error)
 	// Replays the feed after a sequence number, then streams new events as they commit.
@@ -202,6 +219,9 @@ func (UnimplementedTicketingServiceServer) CancelReservation(context.Context, *C
 }
 func (UnimplementedTicketingServiceServer) ConfirmPayment(context.Context, *ConfirmPaymentRequest) (*ConfirmPaymentResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ConfirmPayment not implemented")
+}
+func (UnimplementedTicketingServiceServer) ReconcileReservation(context.Context, *ReconcileReservationRequest) (*ReconcileReservationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReconcileReservation not implemented")
 }
 func (UnimplementedTicketingServiceServer) ListRegistrationEvents(context.Context, *ListRegistrationEventsRequest) (*ListRegistrationEventsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListRegistrationEvents not implemented")
@@ -348,6 +368,24 @@ func _TicketingService_ConfirmPayment_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TicketingService_ReconcileReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReconcileReservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TicketingServiceServer).ReconcileReservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/moim.ticketing.v1.TicketingService/ReconcileReservation",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TicketingServiceServer).ReconcileReservation(ctx, req.(*ReconcileReservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TicketingService_ListRegistrationEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListRegistrationEventsRequest)
 	if err := dec(in); err != nil {
@@ -418,6 +456,10 @@ var _TicketingService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ConfirmPayment",
 			Handler:    _TicketingService_ConfirmPayment_Handler,
+		},
+		{
+			MethodName: "ReconcileReservation",
+			Handler:    _TicketingService_ReconcileReservation_Handler,
 		},
 		{
 			MethodName: "ListRegistrationEvents",

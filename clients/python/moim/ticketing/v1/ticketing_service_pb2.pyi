@@ -75,6 +75,50 @@ DELIVERY_SCHEME_STANDARD_WEBHOOKS: DeliveryScheme.ValueType  # 2
 """Standard Webhooks (`webhook-id`), as PortOne V2 sends."""
 Global___DeliveryScheme: _TypeAlias = DeliveryScheme  # noqa: Y015
 
+class _CheckoutStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CheckoutStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CheckoutStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECKOUT_STATUS_UNSPECIFIED: _CheckoutStatus.ValueType  # 0
+    """Not asked: the reservation has no checkout."""
+    CHECKOUT_STATUS_REQUIRES_PAYMENT: _CheckoutStatus.ValueType  # 1
+    """Opened, not paid."""
+    CHECKOUT_STATUS_PAYMENT_PENDING: _CheckoutStatus.ValueType  # 2
+    """The user is paying right now."""
+    CHECKOUT_STATUS_PAID: _CheckoutStatus.ValueType  # 3
+    """Paid: the payment was settled (see `outcome`)."""
+    CHECKOUT_STATUS_CANCELLED: _CheckoutStatus.ValueType  # 4
+    """Cancelled at the payment service."""
+    CHECKOUT_STATUS_EXPIRED: _CheckoutStatus.ValueType  # 5
+    """Expired at the payment service without a payment."""
+    CHECKOUT_STATUS_NOT_FOUND: _CheckoutStatus.ValueType  # 6
+    """The payment service does not know the checkout."""
+    CHECKOUT_STATUS_UNREACHABLE: _CheckoutStatus.ValueType  # 7
+    """The payment service could not be asked (timeout, error); the service asks again later."""
+
+class CheckoutStatus(_CheckoutStatus, metaclass=_CheckoutStatusEnumTypeWrapper):
+    """Where a checkout stands at the payment service, as ReconcileReservation learnt it."""
+
+CHECKOUT_STATUS_UNSPECIFIED: CheckoutStatus.ValueType  # 0
+"""Not asked: the reservation has no checkout."""
+CHECKOUT_STATUS_REQUIRES_PAYMENT: CheckoutStatus.ValueType  # 1
+"""Opened, not paid."""
+CHECKOUT_STATUS_PAYMENT_PENDING: CheckoutStatus.ValueType  # 2
+"""The user is paying right now."""
+CHECKOUT_STATUS_PAID: CheckoutStatus.ValueType  # 3
+"""Paid: the payment was settled (see `outcome`)."""
+CHECKOUT_STATUS_CANCELLED: CheckoutStatus.ValueType  # 4
+"""Cancelled at the payment service."""
+CHECKOUT_STATUS_EXPIRED: CheckoutStatus.ValueType  # 5
+"""Expired at the payment service without a payment."""
+CHECKOUT_STATUS_NOT_FOUND: CheckoutStatus.ValueType  # 6
+"""The payment service does not know the checkout."""
+CHECKOUT_STATUS_UNREACHABLE: CheckoutStatus.ValueType  # 7
+"""The payment service could not be asked (timeout, error); the service asks again later."""
+Global___CheckoutStatus: _TypeAlias = CheckoutStatus  # noqa: Y015
+
 @_typing.final
 class UpdateTicketingSettingsRequest(_message.Message):
     """The request of UpdateTicketingSettings."""
@@ -550,6 +594,60 @@ class ConfirmPaymentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfirmPaymentResponse: _TypeAlias = ConfirmPaymentResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileReservationRequest(_message.Message):
+    """The request of ReconcileReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """The reservation's id, a UUID. Required."""
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileReservationRequest: _TypeAlias = ReconcileReservationRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileReservationResponse(_message.Message):
+    """The response of ReconcileReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    CHECKOUT_STATUS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    checkout_status: Global___CheckoutStatus.ValueType
+    """What the payment service said about the checkout."""
+    outcome: Global___ConfirmPaymentOutcome.ValueType
+    """What settling the payment did, when the checkout was paid. Unspecified otherwise."""
+    @_builtins.property
+    def reservation(self) -> _reservation_pb2.Reservation:
+        """The reservation after reconciling it."""
+
+    def __init__(
+        self,
+        *,
+        reservation: _reservation_pb2.Reservation | None = ...,
+        checkout_status: Global___CheckoutStatus.ValueType = ...,
+        outcome: Global___ConfirmPaymentOutcome.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_status", b"checkout_status", "outcome", b"outcome", "reservation", b"reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileReservationResponse: _TypeAlias = ReconcileReservationResponse  # noqa: Y015
 
 @_typing.final
 class ListRegistrationEventsRequest(_message.Message):

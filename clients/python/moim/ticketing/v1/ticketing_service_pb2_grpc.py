@@ -71,6 +71,11 @@ class TicketingServiceStub:
                 request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ConfirmPaymentRequest.SerializeToString,
                 response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ConfirmPaymentResponse.FromString,
                 _registered_method=True)
+        self.ReconcileReservation = channel.unary_unary(
+                '/moim.ticketing.v1.TicketingService/ReconcileReservation',
+                request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationRequest.SerializeToString,
+                response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationResponse.FromString,
+                _registered_method=True)
         self.ListRegistrationEvents = channel.unary_unary(
                 '/moim.ticketing.v1.TicketingService/ListRegistrationEvents',
                 request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ListRegistrationEventsRequest.SerializeToString,
@@ -139,6 +144,15 @@ class TicketingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReconcileReservation(self, request, context):
+        """Asks the payment service now where a reservation's checkout stands, and settles a payment it
+        finds exactly as the payment's callback would have (for a callback that was lost). The
+        service also does this by itself (SPEC §9). Safe to retry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRegistrationEvents(self, request, context):
         """Reads a page of the registration event feed.
         """
@@ -190,6 +204,11 @@ def add_TicketingServiceServicer_to_server(servicer, server):
                     servicer.ConfirmPayment,
                     request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ConfirmPaymentRequest.FromString,
                     response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ConfirmPaymentResponse.SerializeToString,
+            ),
+            'ReconcileReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileReservation,
+                    request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationRequest.FromString,
+                    response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationResponse.SerializeToString,
             ),
             'ListRegistrationEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRegistrationEvents,
@@ -393,6 +412,33 @@ class TicketingService:
             '/moim.ticketing.v1.TicketingService/ConfirmPayment',
             moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ConfirmPaymentRequest.SerializeToString,
             moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ConfirmPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moim.ticketing.v1.TicketingService/ReconcileReservation',
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationRequest.SerializeToString,
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationResponse.FromString,
             options,
             channel_credentials,
             insecure,

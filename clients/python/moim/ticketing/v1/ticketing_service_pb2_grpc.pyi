@@ -53,6 +53,11 @@ class TicketingServiceStub:
     """Cancels a seat hold that is pending payment, releasing the seat."""
     ConfirmPayment: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.ConfirmPaymentRequest, _ticketing_service_pb2.ConfirmPaymentResponse]
     """Records a payment and gives the user a seat. Safe to retry: a repeat answers from what is stored."""
+    ReconcileReservation: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.ReconcileReservationRequest, _ticketing_service_pb2.ReconcileReservationResponse]
+    """Asks the payment service now where a reservation's checkout stands, and settles a payment it
+    finds exactly as the payment's callback would have (for a callback that was lost). The
+    service also does this by itself (SPEC §9). Safe to retry.
+    """
     ListRegistrationEvents: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.ListRegistrationEventsRequest, _ticketing_service_pb2.ListRegistrationEventsResponse]
     """Reads a page of the registration event feed."""
     WatchRegistrationEvents: _grpc.UnaryStreamMultiCallable[_ticketing_service_pb2.WatchRegistrationEventsRequest, _ticketing_service_pb2.WatchRegistrationEventsResponse]
@@ -83,6 +88,11 @@ class TicketingServiceAsyncStub(TicketingServiceStub):
     """Cancels a seat hold that is pending payment, releasing the seat."""
     ConfirmPayment: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.ConfirmPaymentRequest, _ticketing_service_pb2.ConfirmPaymentResponse]  # type: ignore[assignment]
     """Records a payment and gives the user a seat. Safe to retry: a repeat answers from what is stored."""
+    ReconcileReservation: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.ReconcileReservationRequest, _ticketing_service_pb2.ReconcileReservationResponse]  # type: ignore[assignment]
+    """Asks the payment service now where a reservation's checkout stands, and settles a payment it
+    finds exactly as the payment's callback would have (for a callback that was lost). The
+    service also does this by itself (SPEC §9). Safe to retry.
+    """
     ListRegistrationEvents: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.ListRegistrationEventsRequest, _ticketing_service_pb2.ListRegistrationEventsResponse]  # type: ignore[assignment]
     """Reads a page of the registration event feed."""
     WatchRegistrationEvents: _aio.UnaryStreamMultiCallable[_ticketing_service_pb2.WatchRegistrationEventsRequest, _ticketing_service_pb2.WatchRegistrationEventsResponse]  # type: ignore[assignment]
@@ -152,6 +162,17 @@ class TicketingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ticketing_service_pb2.ConfirmPaymentResponse, _abc.Awaitable[_ticketing_service_pb2.ConfirmPaymentResponse]]:
         """Records a payment and gives the user a seat. Safe to retry: a repeat answers from what is stored."""
+
+    @_abc_1.abstractmethod
+    def ReconcileReservation(
+        self,
+        request: _ticketing_service_pb2.ReconcileReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ticketing_service_pb2.ReconcileReservationResponse, _abc.Awaitable[_ticketing_service_pb2.ReconcileReservationResponse]]:
+        """Asks the payment service now where a reservation's checkout stands, and settles a payment it
+        finds exactly as the payment's callback would have (for a callback that was lost). The
+        service also does this by itself (SPEC §9). Safe to retry.
+        """
 
     @_abc_1.abstractmethod
     def ListRegistrationEvents(

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file moim/ticketing/v1/ticketing_service.proto.
  */
 export const file_moim_ticketing_v1_ticketing_service: GenFile = /*@__PURE__*/
-  fileDesc("Ciltb2ltL3RpY2tldGluZy92MS90aWNrZXRpbmdfc2VydmljZS5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEiwAIKHlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRITCgtldmVudF90aXRsZRgCIAEoCRIrCgV0aWVycxgDIAMoCzIcLm1vaW0udGlja2V0aW5nLnYxLlRpZXJJbnB1dBIZCgxleHRlcm5hbF91cmwYBCABKAlIAIgBARIVCg1jdXJyZW5jeV9jb2RlGAUgASgJEhsKE3Byb3ZpZGVyX2FjY291bnRfaWQYBiABKAkSNAoQZXZlbnRfc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoNcmVmdW5kX3BvbGljeRgIIAMoCzIdLm1vaW0udGlja2V0aW5nLnYxLlJlZnVuZFJ1bGVCDwoNX2V4dGVybmFsX3VybCJ0Ch9VcGRhdGVUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEjYKCHNldHRpbmdzGAEgASgLMiQubW9pbS50aWNrZXRpbmcudjEuVGlja2V0aW5nU2V0dGluZ3MSGQoRcmV0YWluZWRfdGllcl9pZHMYAiADKAkiLwobR2V0VGlja2V0aW5nU2V0dGluZ3NSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIlYKHEdldFRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USNgoIc2V0dGluZ3MYASABKAsyJC5tb2ltLnRpY2tldGluZy52MS5UaWNrZXRpbmdTZXR0aW5ncyLqAQocU3RhcnRQYWlkUmVnaXN0cmF0aW9uUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIPCgd0aWVyX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSLQoIY3VzdG9tZXIYBCABKAsyGy5tb2ltLnRpY2tldGluZy52MS5DdXN0b21lchIqCgdhbnN3ZXJzGAUgAygLMhkubW9pbS50aWNrZXRpbmcudjEuQW5zd2VyEhMKC3N1Y2Nlc3NfdXJsGAYgASgJEhIKCmNhbmNlbF91cmwYByABKAkSEgoKcmVxdWVzdF9pZBgIIAEoCSJuCh1TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRIYChByZXF1aXJlc19wYXltZW50GAEgASgIEjMKC3Jlc2VydmF0aW9uGAIgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIk0KFkdldFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiI7ChZGaW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiTgoXRmluZFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiJDChhDYW5jZWxSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSJQChlDYW5jZWxSZXNlcnZhdGlvblJlc3BvbnNlEjMKC3Jlc2VydmF0aW9uGAEgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iswIKFUNvbmZpcm1QYXltZW50UmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRITCgtjaGVja291dF9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEg0KBXR4X2lkGAQgASgJEhAKCHByb3ZpZGVyGAUgASgJEg4KBmFtb3VudBgGIAEoAxIVCg1jdXJyZW5jeV9jb2RlGAcgASgJEi0KCXBhaWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZGVsaXZlcnlfaWQYCSABKAkSEQoJcmF3X2V2ZW50GAogASgMEjoKD2RlbGl2ZXJ5X3NjaGVtZRgLIAEoDjIhLm1vaW0udGlja2V0aW5nLnYxLkRlbGl2ZXJ5U2NoZW1lIogBChZDb25maXJtUGF5bWVudFJlc3BvbnNlEjkKB291dGNvbWUYASABKA4yKC5tb2ltLnRpY2tldGluZy52MS5Db25maXJtUGF5bWVudE91dGNvbWUSMwoLcmVzZXJ2YXRpb24YAiABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiJKCh1MaXN0UmVnaXN0cmF0aW9uRXZlbnRzUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoAxIRCglwYWdlX3NpemUYAiABKAUibQoeTGlzdFJlZ2lzdHJhdGlvbkV2ZW50c1Jlc3BvbnNlEjQKBmV2ZW50cxgBIAMoCzIkLm1vaW0udGlja2V0aW5nLnYxLlJlZ2lzdHJhdGlvbkV2ZW50EhUKDW5leHRfc2VxdWVuY2UYAiABKAMiOAoeV2F0Y2hSZWdpc3RyYXRpb25FdmVudHNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgDIlYKH1dhdGNoUmVnaXN0cmF0aW9uRXZlbnRzUmVzcG9uc2USMwoFZXZlbnQYASABKAsyJC5tb2ltLnRpY2tldGluZy52MS5SZWdpc3RyYXRpb25FdmVudCrEAQoVQ29uZmlybVBheW1lbnRPdXRjb21lEicKI0NPTkZJUk1fUEFZTUVOVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASJQohQ09ORklSTV9QQVlNRU5UX09VVENPTUVfQ09ORklSTUVEEAESLQopQ09ORklSTV9QQVlNRU5UX09VVENPTUVfQUxSRUFEWV9DT05GSVJNRUQQAhIsCihDT05GSVJNX1BBWU1FTlRfT1VUQ09NRV9QQUlEX1VORlVMRklMTEVEEAMqdwoORGVsaXZlcnlTY2hlbWUSHwobREVMSVZFUllfU0NIRU1FX1VOU1BFQ0lGSUVEEAASHQoZREVMSVZFUllfU0NIRU1FX01PSU1fSE1BQxABEiUKIURFTElWRVJZX1NDSEVNRV9TVEFOREFSRF9XRUJIT09LUxACMrYIChBUaWNrZXRpbmdTZXJ2aWNlEoABChdVcGRhdGVUaWNrZXRpbmdTZXR0aW5ncxIxLm1vaW0udGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBoyLm1vaW0udGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USdwoUR2V0VGlja2V0aW5nU2V0dGluZ3MSLi5tb2ltLnRpY2tldGluZy52MS5HZXRUaWNrZXRpbmdTZXR0aW5nc1JlcXVlc3QaLy5tb2ltLnRpY2tldGluZy52MS5HZXRUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEnoKFVN0YXJ0UGFpZFJlZ2lzdHJhdGlvbhIvLm1vaW0udGlja2V0aW5nLnYxLlN0YXJ0UGFpZFJlZ2lzdHJhdGlvblJlcXVlc3QaMC5tb2ltLnRpY2tldGluZy52MS5TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRJlCg5HZXRSZXNlcnZhdGlvbhIoLm1vaW0udGlja2V0aW5nLnYxLkdldFJlc2VydmF0aW9uUmVxdWVzdBopLm1vaW0udGlja2V0aW5nLnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2USaAoPRmluZFJlc2VydmF0aW9uEikubW9pbS50aWNrZXRpbmcudjEuRmluZFJlc2VydmF0aW9uUmVxdWVzdBoqLm1vaW0udGlja2V0aW5nLnYxLkZpbmRSZXNlcnZhdGlvblJlc3BvbnNlEm4KEUNhbmNlbFJlc2VydmF0aW9uEisubW9pbS50aWNrZXRpbmcudjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXF1ZXN0GiwubW9pbS50aWNrZXRpbmcudjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXNwb25zZRJlCg5Db25maXJtUGF5bWVudBIoLm1vaW0udGlja2V0aW5nLnYxLkNvbmZpcm1QYXltZW50UmVxdWVzdBopLm1vaW0udGlja2V0aW5nLnYxLkNvbmZpcm1QYXltZW50UmVzcG9uc2USfQoWTGlzdFJlZ2lzdHJhdGlvbkV2ZW50cxIwLm1vaW0udGlja2V0aW5nLnYxLkxpc3RSZWdpc3RyYXRpb25FdmVudHNSZXF1ZXN0GjEubW9pbS50aWNrZXRpbmcudjEuTGlzdFJlZ2lzdHJhdGlvbkV2ZW50c1Jlc3BvbnNlEoIBChdXYXRjaFJlZ2lzdHJhdGlvbkV2ZW50cxIxLm1vaW0udGlja2V0aW5nLnYxLldhdGNoUmVnaXN0cmF0aW9uRXZlbnRzUmVxdWVzdBoyLm1vaW0udGlja2V0aW5nLnYxLldhdGNoUmVnaXN0cmF0aW9uRXZlbnRzUmVzcG9uc2UwAUJEWkJnaXRodWIuY29tL21vaW0vdGlja2V0aW5nL2NsaWVudHMvZ28vbW9pbS90aWNrZXRpbmcvdjE7dGlja2V0aW5ndjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_moim_ticketing_v1_registration_event, file_moim_ticketing_v1_reservation, file_moim_ticketing_v1_settings]);
+  fileDesc("Ciltb2ltL3RpY2tldGluZy92MS90aWNrZXRpbmdfc2VydmljZS5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEiwAIKHlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRITCgtldmVudF90aXRsZRgCIAEoCRIrCgV0aWVycxgDIAMoCzIcLm1vaW0udGlja2V0aW5nLnYxLlRpZXJJbnB1dBIZCgxleHRlcm5hbF91cmwYBCABKAlIAIgBARIVCg1jdXJyZW5jeV9jb2RlGAUgASgJEhsKE3Byb3ZpZGVyX2FjY291bnRfaWQYBiABKAkSNAoQZXZlbnRfc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoNcmVmdW5kX3BvbGljeRgIIAMoCzIdLm1vaW0udGlja2V0aW5nLnYxLlJlZnVuZFJ1bGVCDwoNX2V4dGVybmFsX3VybCJ0Ch9VcGRhdGVUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEjYKCHNldHRpbmdzGAEgASgLMiQubW9pbS50aWNrZXRpbmcudjEuVGlja2V0aW5nU2V0dGluZ3MSGQoRcmV0YWluZWRfdGllcl9pZHMYAiADKAkiLwobR2V0VGlja2V0aW5nU2V0dGluZ3NSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIlYKHEdldFRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USNgoIc2V0dGluZ3MYASABKAsyJC5tb2ltLnRpY2tldGluZy52MS5UaWNrZXRpbmdTZXR0aW5ncyLqAQocU3RhcnRQYWlkUmVnaXN0cmF0aW9uUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIPCgd0aWVyX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSLQoIY3VzdG9tZXIYBCABKAsyGy5tb2ltLnRpY2tldGluZy52MS5DdXN0b21lchIqCgdhbnN3ZXJzGAUgAygLMhkubW9pbS50aWNrZXRpbmcudjEuQW5zd2VyEhMKC3N1Y2Nlc3NfdXJsGAYgASgJEhIKCmNhbmNlbF91cmwYByABKAkSEgoKcmVxdWVzdF9pZBgIIAEoCSJuCh1TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRIYChByZXF1aXJlc19wYXltZW50GAEgASgIEjMKC3Jlc2VydmF0aW9uGAIgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIk0KFkdldFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiI7ChZGaW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiTgoXRmluZFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiJDChhDYW5jZWxSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSJQChlDYW5jZWxSZXNlcnZhdGlvblJlc3BvbnNlEjMKC3Jlc2VydmF0aW9uGAEgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iswIKFUNvbmZpcm1QYXltZW50UmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRITCgtjaGVja291dF9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEg0KBXR4X2lkGAQgASgJEhAKCHByb3ZpZGVyGAUgASgJEg4KBmFtb3VudBgGIAEoAxIVCg1jdXJyZW5jeV9jb2RlGAcgASgJEi0KCXBhaWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZGVsaXZlcnlfaWQYCSABKAkSEQoJcmF3X2V2ZW50GAogASgMEjoKD2RlbGl2ZXJ5X3NjaGVtZRgLIAEoDjIhLm1vaW0udGlja2V0aW5nLnYxLkRlbGl2ZXJ5U2NoZW1lIogBChZDb25maXJtUGF5bWVudFJlc3BvbnNlEjkKB291dGNvbWUYASABKA4yKC5tb2ltLnRpY2tldGluZy52MS5Db25maXJtUGF5bWVudE91dGNvbWUSMwoLcmVzZXJ2YXRpb24YAiABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiI1ChtSZWNvbmNpbGVSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkiygEKHFJlY29uY2lsZVJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbhI6Cg9jaGVja291dF9zdGF0dXMYAiABKA4yIS5tb2ltLnRpY2tldGluZy52MS5DaGVja291dFN0YXR1cxI5CgdvdXRjb21lGAMgASgOMigubW9pbS50aWNrZXRpbmcudjEuQ29uZmlybVBheW1lbnRPdXRjb21lIkoKHUxpc3RSZWdpc3RyYXRpb25FdmVudHNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgDEhEKCXBhZ2Vfc2l6ZRgCIAEoBSJtCh5MaXN0UmVnaXN0cmF0aW9uRXZlbnRzUmVzcG9uc2USNAoGZXZlbnRzGAEgAygLMiQubW9pbS50aWNrZXRpbmcudjEuUmVnaXN0cmF0aW9uRXZlbnQSFQoNbmV4dF9zZXF1ZW5jZRgCIAEoAyI4Ch5XYXRjaFJlZ2lzdHJhdGlvbkV2ZW50c1JlcXVlc3QSFgoOYWZ0ZXJfc2VxdWVuY2UYASABKAMiVgofV2F0Y2hSZWdpc3RyYXRpb25FdmVudHNSZXNwb25zZRIzCgVldmVudBgBIAEoCzIkLm1vaW0udGlja2V0aW5nLnYxLlJlZ2lzdHJhdGlvbkV2ZW50KsQBChVDb25maXJtUGF5bWVudE91dGNvbWUSJwojQ09ORklSTV9QQVlNRU5UX09VVENPTUVfVU5TUEVDSUZJRUQQABIlCiFDT05GSVJNX1BBWU1FTlRfT1VUQ09NRV9DT05GSVJNRUQQARItCilDT05GSVJNX1BBWU1FTlRfT1VUQ09NRV9BTFJFQURZX0NPTkZJUk1FRBACEiwKKENPTkZJUk1fUEFZTUVOVF9PVVRDT01FX1BBSURfVU5GVUxGSUxMRUQQAyp3Cg5EZWxpdmVyeVNjaGVtZRIfChtERUxJVkVSWV9TQ0hFTUVfVU5TUEVDSUZJRUQQABIdChlERUxJVkVSWV9TQ0hFTUVfTU9JTV9ITUFDEAESJQohREVMSVZFUllfU0NIRU1FX1NUQU5EQVJEX1dFQkhPT0tTEAIqkgIKDkNoZWNrb3V0U3RhdHVzEh8KG0NIRUNLT1VUX1NUQVRVU19VTlNQRUNJRklFRBAAEiQKIENIRUNLT1VUX1NUQVRVU19SRVFVSVJFU19QQVlNRU5UEAESIwofQ0hFQ0tPVVRfU1RBVFVTX1BBWU1FTlRfUEVORElORxACEhgKFENIRUNLT1VUX1NUQVRVU19QQUlEEAMSHQoZQ0hFQ0tPVVRfU1RBVFVTX0NBTkNFTExFRBAEEhsKF0NIRUNLT1VUX1NUQVRVU19FWFBJUkVEEAUSHQoZQ0hFQ0tPVVRfU1RBVFVTX05PVF9GT1VORBAGEh8KG0NIRUNLT1VUX1NUQVRVU19VTlJFQUNIQUJMRRAHMq8JChBUaWNrZXRpbmdTZXJ2aWNlEoABChdVcGRhdGVUaWNrZXRpbmdTZXR0aW5ncxIxLm1vaW0udGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBoyLm1vaW0udGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USdwoUR2V0VGlja2V0aW5nU2V0dGluZ3MSLi5tb2ltLnRpY2tldGluZy52MS5HZXRUaWNrZXRpbmdTZXR0aW5nc1JlcXVlc3QaLy5tb2ltLnRpY2tldGluZy52MS5HZXRUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEnoKFVN0YXJ0UGFpZFJlZ2lzdHJhdGlvbhIvLm1vaW0udGlja2V0aW5nLnYxLlN0YXJ0UGFpZFJlZ2lzdHJhdGlvblJlcXVlc3QaMC5tb2ltLnRpY2tldGluZy52MS5TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRJlCg5HZXRSZXNlcnZhdGlvbhIoLm1vaW0udGlja2V0aW5nLnYxLkdldFJlc2VydmF0aW9uUmVxdWVzdBopLm1vaW0udGlja2V0aW5nLnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2USaAoPRmluZFJlc2VydmF0aW9uEikubW9pbS50aWNrZXRpbmcudjEuRmluZFJlc2VydmF0aW9uUmVxdWVzdBoqLm1vaW0udGlja2V0aW5nLnYxLkZpbmRSZXNlcnZhdGlvblJlc3BvbnNlEm4KEUNhbmNlbFJlc2VydmF0aW9uEisubW9pbS50aWNrZXRpbmcudjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXF1ZXN0GiwubW9pbS50aWNrZXRpbmcudjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXNwb25zZRJlCg5Db25maXJtUGF5bWVudBIoLm1vaW0udGlja2V0aW5nLnYxLkNvbmZpcm1QYXltZW50UmVxdWVzdBopLm1vaW0udGlja2V0aW5nLnYxLkNvbmZpcm1QYXltZW50UmVzcG9uc2USdwoUUmVjb25jaWxlUmVzZXJ2YXRpb24SLi5tb2ltLnRpY2tldGluZy52MS5SZWNvbmNpbGVSZXNlcnZhdGlvblJlcXVlc3QaLy5tb2ltLnRpY2tldGluZy52MS5SZWNvbmNpbGVSZXNlcnZhdGlvblJlc3BvbnNlEn0KFkxpc3RSZWdpc3RyYXRpb25FdmVudHMSMC5tb2ltLnRpY2tldGluZy52MS5MaXN0UmVnaXN0cmF0aW9uRXZlbnRzUmVxdWVzdBoxLm1vaW0udGlja2V0aW5nLnYxLkxpc3RSZWdpc3RyYXRpb25FdmVudHNSZXNwb25zZRKCAQoXV2F0Y2hSZWdpc3RyYXRpb25FdmVudHMSMS5tb2ltLnRpY2tldGluZy52MS5XYXRjaFJlZ2lzdHJhdGlvbkV2ZW50c1JlcXVlc3QaMi5tb2ltLnRpY2tldGluZy52MS5XYXRjaFJlZ2lzdHJhdGlvbkV2ZW50c1Jlc3BvbnNlMAFCRFpCZ2l0aHViLmNvbS9tb2ltL3RpY2tldGluZy9jbGllbnRzL2dvL21vaW0vdGlja2V0aW5nL3YxO3RpY2tldGluZ3YxYgZwcm90bzM", [file_google_protobuf_timestamp, file_moim_ticketing_v1_registration_event, file_moim_ticketing_v1_reservation, file_moim_ticketing_v1_settings]);
 
 /**
  * The request of UpdateTicketingSettings.
@@ -530,6 +530,62 @@ export const ConfirmPaymentResponseSchema: GenMessage<ConfirmPaymentResponse> = 
   messageDesc(file_moim_ticketing_v1_ticketing_service, 13);
 
 /**
+ * The request of ReconcileReservation.
+ *
+ * @generated from message moim.ticketing.v1.ReconcileReservationRequest
+ */
+export type ReconcileReservationRequest = Message<"moim.ticketing.v1.ReconcileReservationRequest"> & {
+  /**
+   * The reservation's id, a UUID. Required.
+   *
+   * @generated from field: string reservation_id = 1;
+   */
+  reservationId: string;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.ReconcileReservationRequest.
+ * Use `create(ReconcileReservationRequestSchema)` to create a new message.
+ */
+export const ReconcileReservationRequestSchema: GenMessage<ReconcileReservationRequest> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 14);
+
+/**
+ * The response of ReconcileReservation.
+ *
+ * @generated from message moim.ticketing.v1.ReconcileReservationResponse
+ */
+export type ReconcileReservationResponse = Message<"moim.ticketing.v1.ReconcileReservationResponse"> & {
+  /**
+   * The reservation after reconciling it.
+   *
+   * @generated from field: moim.ticketing.v1.Reservation reservation = 1;
+   */
+  reservation?: Reservation | undefined;
+
+  /**
+   * What the payment service said about the checkout.
+   *
+   * @generated from field: moim.ticketing.v1.CheckoutStatus checkout_status = 2;
+   */
+  checkoutStatus: CheckoutStatus;
+
+  /**
+   * What settling the payment did, when the checkout was paid. Unspecified otherwise.
+   *
+   * @generated from field: moim.ticketing.v1.ConfirmPaymentOutcome outcome = 3;
+   */
+  outcome: ConfirmPaymentOutcome;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.ReconcileReservationResponse.
+ * Use `create(ReconcileReservationResponseSchema)` to create a new message.
+ */
+export const ReconcileReservationResponseSchema: GenMessage<ReconcileReservationResponse> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 15);
+
+/**
  * The request of ListRegistrationEvents.
  *
  * @generated from message moim.ticketing.v1.ListRegistrationEventsRequest
@@ -555,7 +611,7 @@ export type ListRegistrationEventsRequest = Message<"moim.ticketing.v1.ListRegis
  * Use `create(ListRegistrationEventsRequestSchema)` to create a new message.
  */
 export const ListRegistrationEventsRequestSchema: GenMessage<ListRegistrationEventsRequest> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 14);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 16);
 
 /**
  * The response of ListRegistrationEvents.
@@ -583,7 +639,7 @@ export type ListRegistrationEventsResponse = Message<"moim.ticketing.v1.ListRegi
  * Use `create(ListRegistrationEventsResponseSchema)` to create a new message.
  */
 export const ListRegistrationEventsResponseSchema: GenMessage<ListRegistrationEventsResponse> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 15);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 17);
 
 /**
  * The request of WatchRegistrationEvents.
@@ -604,7 +660,7 @@ export type WatchRegistrationEventsRequest = Message<"moim.ticketing.v1.WatchReg
  * Use `create(WatchRegistrationEventsRequestSchema)` to create a new message.
  */
 export const WatchRegistrationEventsRequestSchema: GenMessage<WatchRegistrationEventsRequest> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 16);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 18);
 
 /**
  * One message of the WatchRegistrationEvents stream.
@@ -625,7 +681,7 @@ export type WatchRegistrationEventsResponse = Message<"moim.ticketing.v1.WatchRe
  * Use `create(WatchRegistrationEventsResponseSchema)` to create a new message.
  */
 export const WatchRegistrationEventsResponseSchema: GenMessage<WatchRegistrationEventsResponse> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 17);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 19);
 
 /**
  * What ConfirmPayment did.
@@ -701,6 +757,75 @@ export enum DeliveryScheme {
  */
 export const DeliverySchemeSchema: GenEnum<DeliveryScheme> = /*@__PURE__*/
   enumDesc(file_moim_ticketing_v1_ticketing_service, 1);
+
+/**
+ * Where a checkout stands at the payment service, as ReconcileReservation learnt it.
+ *
+ * @generated from enum moim.ticketing.v1.CheckoutStatus
+ */
+export enum CheckoutStatus {
+  /**
+   * Not asked: the reservation has no checkout.
+   *
+   * @generated from enum value: CHECKOUT_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Opened, not paid.
+   *
+   * @generated from enum value: CHECKOUT_STATUS_REQUIRES_PAYMENT = 1;
+   */
+  REQUIRES_PAYMENT = 1,
+
+  /**
+   * The user is paying right now.
+   *
+   * @generated from enum value: CHECKOUT_STATUS_PAYMENT_PENDING = 2;
+   */
+  PAYMENT_PENDING = 2,
+
+  /**
+   * Paid: the payment was settled (see `outcome`).
+   *
+   * @generated from enum value: CHECKOUT_STATUS_PAID = 3;
+   */
+  PAID = 3,
+
+  /**
+   * Cancelled at the payment service.
+   *
+   * @generated from enum value: CHECKOUT_STATUS_CANCELLED = 4;
+   */
+  CANCELLED = 4,
+
+  /**
+   * Expired at the payment service without a payment.
+   *
+   * @generated from enum value: CHECKOUT_STATUS_EXPIRED = 5;
+   */
+  EXPIRED = 5,
+
+  /**
+   * The payment service does not know the checkout.
+   *
+   * @generated from enum value: CHECKOUT_STATUS_NOT_FOUND = 6;
+   */
+  NOT_FOUND = 6,
+
+  /**
+   * The payment service could not be asked (timeout, error); the service asks again later.
+   *
+   * @generated from enum value: CHECKOUT_STATUS_UNREACHABLE = 7;
+   */
+  UNREACHABLE = 7,
+}
+
+/**
+ * Describes the enum moim.ticketing.v1.CheckoutStatus.
+ */
+export const CheckoutStatusSchema: GenEnum<CheckoutStatus> = /*@__PURE__*/
+  enumDesc(file_moim_ticketing_v1_ticketing_service, 2);
 
 /**
  * Paid event registrations for Moim: ticketing settings, seat holds, checkouts and payments.
@@ -780,6 +905,18 @@ export const TicketingService: GenService<{
     methodKind: "unary";
     input: typeof ConfirmPaymentRequestSchema;
     output: typeof ConfirmPaymentResponseSchema;
+  },
+  /**
+   * Asks the payment service now where a reservation's checkout stands, and settles a payment it
+   * finds exactly as the payment's callback would have (for a callback that was lost). The
+   * service also does this by itself (SPEC §9). Safe to retry.
+   *
+   * @generated from rpc moim.ticketing.v1.TicketingService.ReconcileReservation
+   */
+  reconcileReservation: {
+    methodKind: "unary";
+    input: typeof ReconcileReservationRequestSchema;
+    output: typeof ReconcileReservationResponseSchema;
   },
   /**
    * Reads a page of the registration event feed.

@@ -1,0 +1,165 @@
+"""Reconciliation on fakes: a lost callback's payment is found; holds end as the answers say."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.fakes import FakeCheckouts, FakeDatabase
+from tests.unit.service_layer.conftest import EVENT, PRICE, later, paid_event, registration
+from ticketing_service.domain import errors
+from ticketing_service.domain.reconciliation import CheckoutAnswer, Step
+from ticketing_service.domain.reservations import ConfirmOutcome, Reservation, ReservationStatus
+from ticketing_service.domain.settings import Tier
+from ticketing_service.service_layer.checkouts import CheckoutState, PaymentServiceUnreachable
+from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.reconciliation import reconcile_due, reconcile_reservation
+from ticketing_service.service_layer.registration_handlers import start_paid_registration
+
+
+@pytest.fixture(autouse=True)
+def one_seat(database: FakeDatabase) -> None:
+    database.store.settings[EVENT] = paid_event(Tier("vip", "VIP", PRICE, capacity=1))
+
+
+async def hold(deps: Dependencies, user_id: str = "payer") -> Reservation:
+    started = await start_paid_registration(deps, registration(user_id))
+    assert started.reservation is not None
+    assert started.reservation.checkout_id is not None
+    return started.reservation
+
+
+def status(database: FakeDatabase, held: Reservation) -> ReservationStatus:
+    return database.store.reservations[held.reservation_id].status
+
+
+def paid(checkouts: FakeCheckouts, held: Reservation, payment_id: str = "pay-1") -> None:
+    assert held.checkout_id is not None
+    checkouts.pay(held.checkout_id, held.reservation_id, held.amount, payment_id)
+
+
+async def test_a_live_hold_paid_without_a_callback_is_confirmed_once_it_is_old_enough(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    paid(checkouts, held)
+    assert await reconcile_due(deps) == []  # too young to be asked
+    later(database, 121)
+
+    [found] = await reconcile_due(deps)
+
+    assert (found.answer, found.step, found.outcome) == (
+        CheckoutAnswer.PAID,
+        Step.CONFIRM,
+        ConfirmOutcome.CONFIRMED,
+    )
+    assert found.reservation.payment_id == "pay-1"
+    assert status(database, held) is ReservationStatus.CONFIRMED
+    assert await reconcile_due(deps) == []  # settled: never asked again
+
+
+async def test_a_live_hold_not_paid_yet_is_asked_once_early_then_at_its_end(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    assert held.checkout_id is not None
+    checkouts.set_status(held.checkout_id, held.reservation_id, CheckoutState.REQUIRES_PAYMENT)
+    later(database, 121)
+    [early] = await reconcile_due(deps)
+    assert early.step is Step.WAIT
+    later(database, 60)
+    assert await reconcile_due(deps) == []
+    later(database, 420)
+    [at_end] = await reconcile_due(deps)
+    assert at_end.step is Step.EXPIRE
+    assert status(database, held) is ReservationStatus.EXPIRED
+
+
+async def test_a_payment_under_way_keeps_the_hold_and_its_seat_one_grace_longer(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    assert held.checkout_id is not None
+    checkouts.set_status(held.checkout_id, held.reservation_id, CheckoutState.PAYMENT_PENDING)
+    later(database, 601)
+
+    [kept] = await reconcile_due(deps)
+
+    assert kept.step is Step.KEEP_HOLD
+    assert kept.reservation.expire_time == held.expire_time + timedelta(seconds=300)
+    with pytest.raises(errors.SoldOut):
+        await start_paid_registration(deps, registration("another-buyer"))
+    later(database, 300)
+    [ended] = await reconcile_due(deps)  # still pending after the grace: ended, followed up
+    assert ended.step is Step.EXPIRE_AND_FOLLOW_UP
+    paid(checkouts, held)
+    later(database, 60)
+    [late] = await reconcile_due(deps)
+    assert (late.step, late.outcome) == (Step.CONFIRM, ConfirmOutcome.CONFIRMED)
+
+
+async def test_an_outage_ends_the_hold_anyway_and_a_payment_found_later_is_confirmed_late(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    later(database, 601)
+    checkouts.fail_with = PaymentServiceUnreachable
+    [ended] = await reconcile_due(deps)
+    assert (ended.answer, ended.step) == (CheckoutAnswer.UNREACHABLE, Step.EXPIRE_AND_FOLLOW_UP)
+    assert status(database, held) is ReservationStatus.EXPIRED
+
+    later(database, 30)
+    assert await reconcile_due(deps) == []  # backing off: a minute first
+    later(database, 31)
+    [again] = await reconcile_due(deps)
+    assert again.step is Step.FOLLOW_UP
+    checkouts.fail_with = None
+    paid(checkouts, held)
+    later(database, 121)
+    [found] = await reconcile_due(deps)
+
+    assert (found.step, found.outcome) == (Step.CONFIRM, ConfirmOutcome.CONFIRMED)
+    assert database.committed[-1].late_payment
+
+
+async def test_a_payment_found_after_the_seat_was_sold_is_paid_unfulfilled(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    later(database, 601)
+    checkouts.fail_with = PaymentServiceUnreachable
+    await reconcile_due(deps)
+    checkouts.fail_with = None
+    await hold(deps, "buyer")  # the seat the ended hold gave up
+    paid(checkouts, held)
+    later(database, 61)
+    [found] = await reconcile_due(deps)
+    assert found.outcome is ConfirmOutcome.PAID_UNFULFILLED
+
+
+async def test_reconcile_reservation_asks_now_and_answers_what_it_found(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    paid(checkouts, held)
+    found = await reconcile_reservation(deps, held.reservation_id)
+    assert (found.answer, found.outcome) == (CheckoutAnswer.PAID, ConfirmOutcome.CONFIRMED)
+    commits = len(database.committed)
+    again = await reconcile_reservation(deps, held.reservation_id)
+    # The same reconciliation delivery again: its first answer, and nothing written.
+    assert again.outcome is ConfirmOutcome.CONFIRMED
+    assert len(database.committed) == commits
+    with pytest.raises(errors.ReservationNotFound):
+        await reconcile_reservation(deps, "00000000-0000-4000-8000-000000000000")
+
+
+async def test_an_answer_naming_another_reservation_is_not_acted_on(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    assert held.checkout_id is not None
+    checkouts.pay(held.checkout_id, "someone-elses-reservation", held.amount, "pay-1")
+    found = await reconcile_reservation(deps, held.reservation_id)
+    assert found.answer is CheckoutAnswer.UNREACHABLE
+    assert status(database, held) is ReservationStatus.PENDING_PAYMENT
