@@ -51,6 +51,7 @@ class ServiceRegistration:
     """A registration the service already keeps at the event (imported before, or its own)."""
 
     registration_id: str
+    reservation_id: str
     user_id: str
     tier_id: str
 

@@ -80,7 +80,11 @@ def _seat_for(rows: EventRows, reservation: SourceReservation) -> str | None:
         rows.problem(kind, reservation, why + ": imported as paid_unfulfilled (a refund is due)")
         return None
     assert rsvp is not None, "refused otherwise"
-    return rsvp.rsvp_id
+    assert reservation.user_id is not None, "checked by usable()"
+    # A seat the service gave this reservation already (an earlier import's, or its own when a
+    # callback or reconciliation reached it first) keeps its registration.
+    known = rows.registered.get(reservation.user_id)
+    return rsvp.rsvp_id if known is None else known.registration_id
 
 
 def _refusal(
@@ -99,7 +103,7 @@ def _refusal(
         standing = "no RSVP" if rsvp is None else f"RSVP {rsvp.rsvp_id} {rsvp.status}"
         return ProblemKind.PAID_NOT_ACCEPTED, f"is paid but the user has {standing}"
     known = rows.registered.get(user_id)
-    if known is not None and known.registration_id != rsvp.rsvp_id:
+    if known is not None and known.reservation_id != reservation.reservation_id:
         why = f"is paid but the user already has registration {known.registration_id} here"
         return ProblemKind.REGISTERED_IN_SERVICE, why
     return None

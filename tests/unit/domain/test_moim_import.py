@@ -261,7 +261,7 @@ def test_a_users_second_paid_reservation_is_paid_unfulfilled_and_the_first_paid_
 
 
 def test_a_user_registered_here_through_another_reservation_gets_no_second_seat() -> None:
-    known = ServiceRegistration("made-by-the-service", "u6", "vip")
+    known = ServiceRegistration("made-by-the-service", "its-own-reservation", "u6", "vip")
     result = plan(
         event(
             rsvps=(rsvp("rsvp-6", "u6"),),
@@ -273,6 +273,21 @@ def test_a_user_registered_here_through_another_reservation_gets_no_second_seat(
     assert by_id(result) == {"r6": (ReservationStatus.PAID_UNFULFILLED, None)}
     assert kinds(result) == [ProblemKind.REGISTERED_IN_SERVICE]
     assert result.external_seats == {"vip": 0}  # the user's seat is the service's registration
+
+
+def test_a_reservation_the_service_settled_first_keeps_its_registration() -> None:
+    # The service's reconciliation (or a callback) confirmed the imported hold before Moim did.
+    known = ServiceRegistration("made-by-the-service", "r7", "u7", "vip")
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-7", "u7"),),
+            reservations=(reservation("r7", "u7", rsvp_id="rsvp-7"),),
+            payments=(payment("p7", "r7"),),
+        ),
+        registered=(known,),
+    )
+    assert by_id(result) == {"r7": (ReservationStatus.CONFIRMED, "made-by-the-service")}
+    assert (result.problems, result.external_seats) == ((), {"vip": 0})
 
 
 def test_free_anonymous_and_early_attendees_count_as_seats_on_their_tier() -> None:
@@ -405,7 +420,7 @@ def test_planning_again_with_what_the_first_plan_registered_gives_the_same_plan(
     )
     first = plan(source)
     registered = tuple(
-        ServiceRegistration(r.registration_id, r.user_id, r.tier_id)
+        ServiceRegistration(r.registration_id, r.reservation_id, r.user_id, r.tier_id)
         for r in (i.reservation for i in first.settled)
         if r.registration_id is not None
     )

@@ -86,7 +86,12 @@ class SqlImportTarget:
     async def registrations_of(self, event_id: str) -> list[ServiceRegistration]:
         """The registrations the service keeps at the event."""
         rows = await self._live().all(sql.REGISTRATIONS_OF, {"e": event_id})
-        return [ServiceRegistration(r["registration_id"], r["user_id"], r["tier_id"]) for r in rows]
+        return [
+            ServiceRegistration(
+                r["registration_id"], r["reservation_id"], r["user_id"], r["tier_id"]
+            )
+            for r in rows
+        ]
 
     async def write(self, plan: EventPlan) -> Written:
         """Create what is missing, settle the holds the source settled; report the rest."""

@@ -5,8 +5,8 @@ have no registration here (free tiers, attendees from before paid ticketing, pai
 payment row is missing, anonymous RSVPs). It is a count, set rather than added to, so a second
 import changes nothing and a later one follows what Moim accepted meanwhile.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
