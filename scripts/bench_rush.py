@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import asyncpg
 import grpc
-import psycopg
 from bench_phases import CpuSampler, Phase, Stubs, reason_of, run_phase
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
@@ -86,23 +86,24 @@ async def ticket_rush(
 
     await run_phase(rush.pay, len(holds), settle, concurrency, 240, cpu)
     rush.seconds = time.perf_counter() - began
-    verify(database_url, event_id, rush)
+    await verify(database_url, event_id, rush)
     return rush
 
 
-def verify(database_url: str, event_id: str, rush: Rush) -> None:
+async def verify(database_url: str, event_id: str, rush: Rush) -> None:
     """Check in the database that nothing was oversold and every payment got one seat."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        tiers = conn.execute(
+    conn = await asyncpg.connect(database_url)
+    try:
+        tiers = await conn.fetch(
             "SELECT t.tier_id, t.capacity,"
             " (SELECT count(*) FROM registrations g"
             "   WHERE g.event_id = t.event_id AND g.tier_id = t.tier_id) AS registered,"
             " (SELECT count(*) FROM reservations r WHERE r.event_id = t.event_id"
             "   AND r.tier_id = t.tier_id AND r.status = 'pending_payment'"
             "   AND r.expire_time > now()) AS live_holds"
-            " FROM tiers t WHERE t.event_id = %s",
-            (event_id,),
-        ).fetchall()
+            " FROM tiers t WHERE t.event_id = $1",
+            event_id,
+        )
         for tier_id, capacity, registered, live_holds in tiers:
             rush.registered += registered
             rush.live_holds += live_holds
@@ -111,14 +112,16 @@ def verify(database_url: str, event_id: str, rush: Rush) -> None:
                     f"tier {tier_id} oversold: {registered} registered + {live_holds} held"
                     f" > {capacity} seats"
                 )
-        paid = conn.execute(
+        paid = await conn.fetch(
             "SELECT r.reservation_id, r.status, count(DISTINCT g.registration_id)"
             " FROM reservations r"
             " JOIN payments p ON p.reservation_id = r.reservation_id AND p.status = 'paid'"
             " LEFT JOIN registrations g ON g.reservation_id = r.reservation_id"
-            " WHERE r.event_id = %s GROUP BY 1, 2",
-            (event_id,),
-        ).fetchall()
+            " WHERE r.event_id = $1 GROUP BY 1, 2",
+            event_id,
+        )
+    finally:
+        await conn.close()
     rush.paid_reservations = len(paid)
     wrong = [(rid, status, n) for rid, status, n in paid if n != 1]
     if wrong:

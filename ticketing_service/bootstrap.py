@@ -13,7 +13,6 @@ from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.moim_import_writer import SqlImportTarget
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
-from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
 from ticketing_service.adapters.moim_source import PostgresMoimSource, source_driver_url
 from ticketing_service.adapters.payment_service import HttpPaymentService
@@ -84,9 +83,9 @@ def resolve_database_url(config: Config) -> str:
     return config.database_url or start_embedded_postgres(config.data_dir)
 
 
-def migrate(database_url: str) -> None:
-    """Apply every pending migration."""
-    migrations.upgrade_to_head(as_string(sqlalchemy_url(database_url)))
+def migrate(config: Config, database_url: str) -> None:
+    """Apply every pending migration, each lock waited for at most the database lock timeout."""
+    migrations.upgrade_to_head(database_url, config.db_lock_timeout_ms)
 
 
 def _pool_settings(config: Config) -> PoolSettings:
@@ -94,6 +93,7 @@ def _pool_settings(config: Config) -> PoolSettings:
         pool_size=config.db_pool_size,
         lock_timeout_ms=config.db_lock_timeout_ms,
         statement_timeout_ms=config.db_statement_timeout_ms,
+        max_lifetime_seconds=config.db_max_connection_lifetime_seconds,
     )
 
 
@@ -107,7 +107,7 @@ def wire(config: Config, database_url: str, observe: AfterCommit | None = None) 
         config.payment_timeout_seconds,
     )
     sequencer_wakeup = asyncio.Event()
-    event_signal = PostgresEventSignal(database_url)
+    event_signal = PostgresEventSignal(database)
     after_commit = wake_and_observe(sequencer_wakeup, observe)
     deps = Dependencies(
         uow=lambda: SqlUnitOfWork(database, after_commit=after_commit),

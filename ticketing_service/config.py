@@ -50,6 +50,7 @@ class Config:
     db_lock_timeout_ms: int
     db_statement_timeout_ms: int
     sweep_interval_seconds: float
+    db_max_connection_lifetime_seconds: float = 1800
     workers: int = 1
     tls: ServerTls | None = None
     metrics_listen: str | None = None
@@ -81,6 +82,9 @@ class Config:
                 "TICKETING_DB_STATEMENT_TIMEOUT_MS", 30000, _DAY_MS
             ),
             sweep_interval_seconds=r.positive_float("TICKETING_SWEEP_INTERVAL_SECONDS", 30),
+            db_max_connection_lifetime_seconds=r.positive_float(
+                "TICKETING_DB_MAX_CONNECTION_LIFETIME_SECONDS", 1800
+            ),
             workers=r.positive_int("TICKETING_WORKERS", 1, MAX_WORKERS),
             tls=_server_tls(r),
             metrics_listen=r.text("TICKETING_METRICS_LISTEN"),

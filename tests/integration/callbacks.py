@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import httpx
-import psycopg
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from standardwebhooks import Webhook
 
+from tests.postgres import sql
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
 from ticketing_service.entrypoints.webhook.serve import bind_socket, build_verifier, webhook_server
 from ticketing_service.entrypoints.webhook.signatures import sign_moim_hmac
@@ -137,10 +137,8 @@ async def status_of(stub: Stub, reservation_id: str) -> reservation_pb2.Reservat
 
 
 def count_rows(database_url: str, table: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # a constant table name
-    assert row is not None
-    return int(row[0])
+    [(count,)] = sql(database_url, f"SELECT count(*) FROM {table}")  # a constant table name
+    return int(count)
 
 
 async def hold_for_payment(stub: Stub, user_id: str = "user-1") -> reservation_pb2.Reservation:

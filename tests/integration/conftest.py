@@ -88,9 +88,9 @@ def sequencer_wakeup() -> asyncio.Event:
 
 
 @pytest.fixture
-async def event_signal(database_url: str) -> AsyncIterator[PostgresEventSignal]:
+async def event_signal(database: Database) -> AsyncIterator[PostgresEventSignal]:
     """The LISTEN connection that wakes event watchers, already listening."""
-    signal = PostgresEventSignal(database_url)
+    signal = PostgresEventSignal(database)
     listener = asyncio.create_task(signal.run())
     async with asyncio.timeout(10):
         await signal.listening.wait()

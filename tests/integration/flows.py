@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
+
+from tests.postgres import sql as sql  # the tests import it from here with the flow steps
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import (
@@ -71,25 +72,18 @@ def payment_for(
     return pb.ConfirmPaymentRequest(**(fields | overrides))
 
 
-def sql(database_url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
-    """Run one statement on the test database and return its rows (if any)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def end_hold(database_url: str, reservation_id: str) -> None:
     """Make a hold overdue, as if its time had run out (the sweeper has not run)."""
     sql(
         database_url,
         "UPDATE reservations SET expire_time = now() - interval '1 second'"
-        " WHERE reservation_id = %s",
+        " WHERE reservation_id = $1",
         reservation_id,
     )
 
 
 def status_of(database_url: str, reservation_id: str) -> str:
     [(status,)] = sql(
-        database_url, "SELECT status FROM reservations WHERE reservation_id = %s", reservation_id
+        database_url, "SELECT status FROM reservations WHERE reservation_id = $1", reservation_id
     )
     return str(status)

@@ -10,12 +10,10 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
 
-import asyncpg
-from sqlalchemy.engine import make_url
+from tests.postgres import connect, database_on, run
+from ticketing_service.adapters.db.pool import Connection
 
-Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 SCHEMA = Path(__file__).resolve().parent.parent / "fixtures" / "moim-pr177-schema.sql"
 SOURCE_DATABASE = "moim_source"
 PUBLIC_BASE_URL = "https://moim.example"
@@ -59,33 +57,18 @@ class CommandResult:
     err: str
 
 
-def server_url(database_url: str) -> str:
-    """The maintenance database of the server that holds `database_url`."""
-    return make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
-
-
 async def create_database(database_url: str, name: str, schema: str | None = None) -> str:
     """A fresh database `name` beside `database_url`'s, with `schema` run in it; its URL."""
-    admin = await asyncpg.connect(server_url(database_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    url = database_on(database_url, name)
     if schema is not None:
-        connection = await asyncpg.connect(url)
-        try:
-            await connection.execute(schema)
-        finally:
-            await connection.close()
+        await run(url, schema)
     return url
 
 
 async def filled_source(database_url: str) -> str:
     """The original's database with every case in it; its URL."""
     url = await create_database(database_url, SOURCE_DATABASE, SCHEMA.read_text())
-    connection = await asyncpg.connect(url)
+    connection = await connect(url)
     try:
         await _fill(connection)
     finally:
@@ -116,12 +99,12 @@ async def import_moim(target_url: str, *args: str, **env: str) -> CommandResult:
     return CommandResult(process.returncode, out.decode(), err.decode())
 
 
-async def _fill(c: Conn) -> None:
+async def _fill(c: Connection) -> None:
     await _events(c)
     await _concert(c)
 
 
-async def _events(c: Conn) -> None:
+async def _events(c: Connection) -> None:
     users = [(user(n),) for n in range(1, 14)] + [(uid("buyer-1"),), (uid("buyer-2"),)]
     await c.executemany("INSERT INTO users (id) VALUES ($1)", users)
     starts = "now() + interval '30 days'"
@@ -164,7 +147,7 @@ async def _events(c: Conn) -> None:
     )
 
 
-async def _concert(c: Conn) -> None:
+async def _concert(c: Connection) -> None:
     """VIP: 3 registrations, 3 seats from other RSVPs and 2 live holds of 10 seats: 2 left."""
     rsvps = [
         (1, VIP, "accepted"),  # paid, with its payment: a registration
@@ -197,7 +180,7 @@ _ANSWERS = json.dumps(
 )
 
 
-async def _reservations(c: Conn) -> None:
+async def _reservations(c: Connection) -> None:
     paid = [("1", 1), ("2", 2), ("3", 3), ("4", 4), ("5a", 5), ("5b", 5)]
     await c.executemany(
         "INSERT INTO ticket_reservations (id, event_id, tier_id, user_id, rsvp_id, provider,"
@@ -230,7 +213,7 @@ async def _reservations(c: Conn) -> None:
     )
 
 
-async def _payments(c: Conn) -> None:
+async def _payments(c: Connection) -> None:
     # (name, reservation, status, paid minutes ago)
     payments = [
         ("1", "1", "paid", 55),

@@ -18,13 +18,13 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
-import psycopg
 import pytest
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.conftest import PAYMENT_TOKEN, PaymentService
+from tests.postgres import open_transaction, sql
 from tests.rich_errors import RichError, rich_error
 from ticketing_service.adapters.db.changes import Pause, Protections, no_pause
 from ticketing_service.adapters.db.pool import Database, PoolSettings
@@ -147,16 +147,14 @@ async def start_all(
 
 
 def scalar(database_url: str, query: str, *params: object) -> object:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
+    [(value,)] = sql(database_url, query, *params)
+    return value
 
 
 def live_holds(database_url: str) -> object:
     return scalar(
         database_url,
-        "SELECT count(*) FROM reservations WHERE event_id = %s AND status = 'pending_payment'",
+        "SELECT count(*) FROM reservations WHERE event_id = $1 AND status = 'pending_payment'",
         EVENT,
     )
 
@@ -225,16 +223,15 @@ async def held_reservation_of(stub: Stub, user_id: str) -> pb.ConfirmPaymentRequ
 
 def settled(database_url: str, reservation_id: str) -> tuple[object, ...]:
     """The reservation's status, its registrations and its paid payment rows."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT status,"
-            " (SELECT count(*) FROM registrations g WHERE g.reservation_id = r.reservation_id),"
-            " (SELECT count(*) FROM payments p WHERE p.reservation_id = r.reservation_id"
-            " AND p.status = 'paid') FROM reservations r WHERE reservation_id = %s",
-            (reservation_id,),
-        ).fetchone()
-    assert row is not None
-    return tuple(row)
+    [row] = sql(
+        database_url,
+        "SELECT status,"
+        " (SELECT count(*) FROM registrations g WHERE g.reservation_id = r.reservation_id),"
+        " (SELECT count(*) FROM payments p WHERE p.reservation_id = r.reservation_id"
+        " AND p.status = 'paid') FROM reservations r WHERE reservation_id = $1",
+        reservation_id,
+    )
+    return row
 
 
 async def confirm_all(
@@ -318,17 +315,15 @@ async def test_a_tier_lock_held_past_lock_timeout_answers_aborted_and_a_retry_th
     await offer_tier(stub, capacity=50)
     quick = PoolSettings(lock_timeout_ms=200, connect_timeout_seconds=30)
     async with contender_server(database_url, payment_service, pool=quick) as contender:
-        with psycopg.connect(database_url) as holder:
-            holder.execute(
-                "SELECT 1 FROM tiers WHERE event_id = %s AND tier_id = %s FOR UPDATE",
-                (EVENT, TIER),
+        async with open_transaction(database_url) as holder:
+            await holder.execute(
+                "SELECT 1 FROM tiers WHERE event_id = $1 AND tier_id = $2 FOR UPDATE", EVENT, TIER
             )
             began = time.monotonic()
             answer = await answer_of(
                 contender.StartPaidRegistration(start_request("waiter"), timeout=CALL_SECONDS)
             )
             waited = time.monotonic() - began
-            holder.rollback()
         retried = await contender.StartPaidRegistration(
             start_request("waiter"), timeout=CALL_SECONDS
         )
@@ -356,10 +351,10 @@ async def test_a_call_cancelled_while_it_waits_for_a_lock_leaves_its_connection_
     # One connection: the call after the cancelled one must run on the same connection.
     single = PoolSettings(pool_size=1, lock_timeout_ms=10_000, connect_timeout_seconds=30)
     async with contender_server(database_url, payment_service, pool=single) as contender:
-        with psycopg.connect(database_url) as holder:
-            holder.execute(
-                "SELECT 1 FROM reservations WHERE reservation_id = %s FOR UPDATE",
-                (request.reservation_id,),
+        async with open_transaction(database_url) as holder:
+            await holder.execute(
+                "SELECT 1 FROM reservations WHERE reservation_id = $1 FOR UPDATE",
+                request.reservation_id,
             )
             with pytest.raises(grpc.aio.AioRpcError) as cancelled:
                 await contender.ConfirmPayment(request, timeout=0.5)
@@ -368,7 +363,6 @@ async def test_a_call_cancelled_while_it_waits_for_a_lock_leaves_its_connection_
             async with asyncio.timeout(MEETING_SECONDS):
                 while lock_waiters(database_url) != 0:  # noqa: ASYNC110 - Postgres's state: no event reports it
                     await asyncio.sleep(0.05)
-            holder.rollback()
         assert settled(database_url, request.reservation_id)[0] == "pending_payment"
         confirmed = await contender.ConfirmPayment(request, timeout=CALL_SECONDS)
 
@@ -408,8 +402,8 @@ async def hold_ending_soon(stub: Stub, database_url: str) -> pb.ConfirmPaymentRe
     request = await held_reservation_of(stub, "payer")
     scalar(
         database_url,
-        "UPDATE reservations SET expire_time = now() + make_interval(secs => %s)"
-        " WHERE reservation_id = %s RETURNING 1",
+        "UPDATE reservations SET expire_time = now() + make_interval(secs => $1)"
+        " WHERE reservation_id = $2 RETURNING 1",
         HOLD_LEFT_SECONDS,
         request.reservation_id,
     )
@@ -418,7 +412,7 @@ async def hold_ending_soon(stub: Stub, database_url: str) -> pb.ConfirmPaymentRe
 
 async def until_ended(database_url: str, reservation_id: str) -> None:
     """Wait until the database's clock is past the hold's end (it runs on its own)."""
-    ended = "SELECT statement_timestamp() > expire_time FROM reservations WHERE reservation_id = %s"
+    ended = "SELECT statement_timestamp() > expire_time FROM reservations WHERE reservation_id = $1"
     async with asyncio.timeout(MEETING_SECONDS):
         while not scalar(database_url, ended, reservation_id):  # noqa: ASYNC110 - Postgres's clock: no event reports it
             await asyncio.sleep(0.05)
@@ -428,7 +422,7 @@ def seats_given(database_url: str) -> object:
     """Confirmed reservations plus live holds of the tier: never more than its one seat."""
     return scalar(
         database_url,
-        "SELECT count(*) FROM reservations WHERE event_id = %s AND (status = 'confirmed'"
+        "SELECT count(*) FROM reservations WHERE event_id = $1 AND (status = 'confirmed'"
         " OR (status = 'pending_payment' AND expire_time > now()))",
         EVENT,
     )
@@ -440,12 +434,12 @@ async def confirm_waiting_on_the_row_past_the_end(
     """A confirmation that starts before the hold's end and waits on its row until a buyer,
     counting after the end, has taken the seat; the buyer's and the confirmation's answers."""
     request = await hold_ending_soon(stub, database_url)
-    with psycopg.connect(database_url) as holder:
+    async with open_transaction(database_url) as holder:
         # Any writer of the row that does not change its status (attaching a checkout does
         # this) holds this lock; a count's share lock on the ended hold does not wait for it.
-        holder.execute(
-            "SELECT 1 FROM reservations WHERE reservation_id = %s FOR NO KEY UPDATE",
-            (request.reservation_id,),
+        await holder.execute(
+            "SELECT 1 FROM reservations WHERE reservation_id = $1 FOR NO KEY UPDATE",
+            request.reservation_id,
         )
         confirming = asyncio.ensure_future(
             answer_of(contender.ConfirmPayment(request, timeout=CALL_SECONDS))
@@ -455,7 +449,6 @@ async def confirm_waiting_on_the_row_past_the_end(
                 await asyncio.sleep(0.02)
         await until_ended(database_url, request.reservation_id)
         buyer = await answer_of(stub.StartPaidRegistration(start_request("buyer")))
-        holder.rollback()
     return label(buyer), label(await confirming)
 
 

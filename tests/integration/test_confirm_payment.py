@@ -67,7 +67,7 @@ async def test_a_payment_inside_the_hold_confirms_and_registers_the_user(
     [(status, provider_payment_id, tx_id, raw)] = sql(
         database_url,
         "SELECT status, provider_payment_id, tx_id, raw_event FROM payments"
-        " WHERE reservation_id = %s",
+        " WHERE reservation_id = $1",
         held.reservation_id,
     )
     assert (status, provider_payment_id, tx_id) == ("paid", request.payment_id, "tx-1")
@@ -139,7 +139,7 @@ async def test_a_payment_that_differs_from_the_reservation_confirms_nothing_and_
     assert sql(database_url, "SELECT count(*) FROM registrations") == [(0,)]
     assert sql(
         database_url,
-        "SELECT count(*) FROM payment_mismatches WHERE reservation_id = %s",
+        "SELECT count(*) FROM payment_mismatches WHERE reservation_id = $1",
         held.reservation_id,
     ) == [(1,)]
 
@@ -166,7 +166,7 @@ async def test_a_late_payment_for_a_released_hold_gets_a_free_seat(
 ) -> None:
     await configure_event(stub, paid_tier("vip", capacity=1))
     held = await hold(stub, "user-1")
-    sql(database_url, "UPDATE reservations SET status = %s", status)
+    sql(database_url, "UPDATE reservations SET status = $1", status)
     assert (await stub.ConfirmPayment(payment_for(held))).outcome == CONFIRMED
 
 
@@ -184,7 +184,7 @@ async def test_a_late_payment_without_a_free_seat_is_paid_unfulfilled_and_record
     assert response.reservation.registration_id == ""
     assert sql(
         database_url,
-        "SELECT status FROM payments WHERE reservation_id = %s",
+        "SELECT status FROM payments WHERE reservation_id = $1",
         late.reservation_id,
     ) == [("paid",)]
     repeat = await stub.ConfirmPayment(payment_for(late))

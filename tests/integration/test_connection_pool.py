@@ -27,7 +27,7 @@ def active_sleeps(database_url: str) -> int:
     [(count,)] = sql(
         database_url,
         "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
-        " AND query LIKE 'SELECT pg_sleep%%' AND pid <> pg_backend_pid()",
+        " AND query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()",
     )
     return int(count)
 
@@ -73,6 +73,25 @@ async def test_the_pool_never_opens_more_connections_than_its_size(database_url:
         assert len(pids) == 12
         assert len(set(pids)) == 3
         assert database.usage() == (0, 3)
+    finally:
+        await database.close()
+
+
+async def test_a_connection_past_its_lifetime_is_closed_when_returned_not_reused(
+    database_url: str,
+) -> None:
+    # A lifetime shorter than one round trip: the connection is past it when returned. The
+    # control is `test_a_returned_connection_is_used_again`, with the default lifetime.
+    database = Database(database_url, PoolSettings(pool_size=1, max_lifetime_seconds=1e-6))
+    try:
+        first = await database.acquire()
+        pid = await backend_of(first)
+        await database.release(first)
+        assert first.is_closed()
+        again = await database.acquire()
+        assert await backend_of(again) != pid
+        await database.release(again)
+        assert database.usage() == (0, 1)
     finally:
         await database.close()
 

@@ -28,7 +28,6 @@ from tests.rich_errors import RichError, rich_error
 from ticketing_service.adapters.db import migrations
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
-from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
 from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.domain.errors import DatabaseUnavailable
 from ticketing_service.entrypoints.grpc.server import start_server
@@ -99,7 +98,7 @@ def disposable_postgres(tmp_path: Path) -> Iterator[DisposablePostgres]:
         url=str(server.get_uri()),
     )
     try:
-        migrations.upgrade_to_head(as_string(sqlalchemy_url(postgres.url)))
+        migrations.upgrade_to_head(postgres.url)
         yield postgres
     finally:
         # pgserver only stops the process it started itself; stop any restarted one first.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import psycopg
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
 from tests.integration.flows import (
@@ -18,6 +17,7 @@ from tests.integration.flows import (
     start,
 )
 from tests.integration.test_start_paid_registration import failure
+from tests.postgres import open_transaction
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.expiry import expire_overdue_holds, fold_confirmed_seats
 
@@ -33,7 +33,7 @@ def add_overdue_holds(database_url: str, count: int) -> None:
         "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
         " currency_code, provider, success_url, cancel_url, expire_time)"
         " SELECT gen_random_uuid(), 'launch-party', 'vip', 'bulk-' || n, 'pending_payment', 1,"
-        " 'KRW', 'portone', 's', 'c', now() - interval '1 minute' FROM generate_series(1, %s) n",
+        " 'KRW', 'portone', 's', 'c', now() - interval '1 minute' FROM generate_series(1, $1) n",
         count,
     )
 
@@ -51,7 +51,7 @@ async def test_overdue_holds_expire_in_batches_and_live_ones_stay(
     assert await expire_overdue_holds(deps, batch_size=100) == 0
     assert sql(
         database_url,
-        "SELECT status FROM reservations WHERE reservation_id = %s",
+        "SELECT status FROM reservations WHERE reservation_id = $1",
         live.reservation_id,
     ) == [("pending_payment",)]
 
@@ -61,10 +61,9 @@ async def test_the_sweeper_skips_a_hold_another_transaction_has_locked(
 ) -> None:
     await configure_event(stub, paid_tier("vip"))
     add_overdue_holds(database_url, 4)
-    with psycopg.connect(database_url) as other:
-        other.execute("SELECT 1 FROM reservations WHERE user_id = 'bulk-1' FOR UPDATE")
+    async with open_transaction(database_url) as other:
+        await other.execute("SELECT 1 FROM reservations WHERE user_id = 'bulk-1' FOR UPDATE")
         assert await expire_overdue_holds(deps) == 3
-        other.rollback()
     assert await expire_overdue_holds(deps) == 1
 
 

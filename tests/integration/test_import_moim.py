@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-import asyncpg
 import grpc
 import pytest
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
@@ -32,6 +31,7 @@ from tests.integration.moim_source import (
     uid,
     user,
 )
+from tests.postgres import connect, open_transaction
 from tests.rich_errors import rich_error
 from ticketing_service.adapters.db.schema import metadata
 
@@ -65,7 +65,7 @@ async def imported(database_url: str, source_url: str, *args: str) -> CommandRes
 
 async def tables(database_url: str) -> dict[str, list[str]]:
     """Every row of every table of the service, as text."""
-    connection = await asyncpg.connect(database_url)
+    connection = await connect(database_url)
     try:
         return {
             table.name: sorted(
@@ -179,7 +179,7 @@ async def test_a_later_import_follows_what_moim_accepted_and_settled_meanwhile(
     stub: Stub, database_url: str, source_url: str
 ) -> None:
     await imported(database_url, source_url)
-    moim = await asyncpg.connect(source_url)
+    moim = await connect(source_url)
     try:
         # During the dual run Moim takes a free RSVP, one attendee declines, and a held seat
         # is paid through Moim's own callback.
@@ -254,18 +254,15 @@ async def test_a_failing_event_is_reported_and_the_others_are_imported(
     database_url: str, source_url: str
 ) -> None:
     # An organizer saving the backfilled event holds its lock past the import's lock timeout.
-    saving = await asyncpg.connect(database_url)
-    try:
+    async with open_transaction(database_url) as saving:
         key = f"ticketing_settings:{LEGACY}"
-        await saving.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+        await saving.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
         result = await import_moim(
             database_url,
             "--source-database-url",
             source_url,
             TICKETING_DB_LOCK_TIMEOUT_MS="200",
         )
-    finally:
-        await saving.close()
 
     assert result.code == 1
     assert (

@@ -2,34 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
-import psycopg
+import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from ticketing_service.adapters.db.migrations import alembic_config
+from tests.postgres import blocking, connect, database_on, sql
+from ticketing_service.adapters.db.migrations import alembic_config, upgrade_to_head
 from ticketing_service.adapters.db.schema import metadata
-from ticketing_service.adapters.db.urls import as_string, sqlalchemy_url
+from ticketing_service.adapters.db.urls import sqlalchemy_url
+
+
+async def differences_from_the_schema(database_url: str) -> list[Any]:
+    def compare(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    engine = create_async_engine(sqlalchemy_url(database_url))
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(compare)
+    finally:
+        await engine.dispose()
 
 
 def test_the_migrated_database_matches_the_schema_the_code_queries(database_url: str) -> None:
-    engine = create_engine(as_string(sqlalchemy_url(database_url)))
-    try:
-        with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            differences = compare_metadata(context, metadata)
-    finally:
-        engine.dispose()
-    assert differences == []
+    assert blocking(differences_from_the_schema(database_url)) == []
 
 
 def run(database_url: str, statement: str, *params: object) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(statement, params)
+    sql(database_url, statement, *params)
 
 
 def seed(database_url: str) -> None:
@@ -78,74 +88,86 @@ def test_the_database_refuses_rows_that_break_a_rule(
     database_url: str, statement: str, constraint: str
 ) -> None:
     seed(database_url)
-    with pytest.raises(psycopg.errors.CheckViolation) as caught:
+    with pytest.raises(asyncpg.CheckViolationError) as caught:
         run(database_url, statement)
-    assert caught.value.diag.constraint_name == constraint
+    assert caught.value.constraint_name == constraint
 
 
 def test_a_user_can_hold_only_one_live_reservation_per_event(database_url: str) -> None:
     seed(database_url)
     run(database_url, reservation())
     run(database_url, reservation(status="expired"))
-    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+    with pytest.raises(asyncpg.UniqueViolationError) as caught:
         run(database_url, reservation())
-    assert caught.value.diag.constraint_name == "uq_reservations_live_per_user_event"
-
-
-def scratch_database(database_url: str, name: str) -> str:
-    """An empty database `name` on the test server (dropped first if a run left it)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # a constant name
-        conn.execute(f"CREATE DATABASE {name}")
-    return as_string(sqlalchemy_url(database_url).set(database=name))
+    assert caught.value.constraint_name == "uq_reservations_live_per_user_event"
 
 
 def test_upgrading_from_0002_scopes_old_deliveries_and_keeps_each_mismatch_once(
     migrated_database: str,
 ) -> None:
-    url = scratch_database(migrated_database, "ticketing_upgrade_0003")
+    url = database_on(migrated_database, "ticketing_upgrade_0003")
     config = alembic_config(url)
     command.upgrade(config, "0002")
-    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    seed(plain)
+    seed(url)
     reservation_id = uuid.uuid4()
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
-            " currency_code, provider, success_url, cancel_url, expire_time, checkout_id)"
-            " VALUES (%s, 'e', 't', 'u', 'confirmed', 100, 'KRW', 'portone', 's', 'c', now(),"
-            " 'chk')",
-            (reservation_id,),
+    run(
+        url,
+        "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
+        " currency_code, provider, success_url, cancel_url, expire_time, checkout_id)"
+        " VALUES ($1, 'e', 't', 'u', 'confirmed', 100, 'KRW', 'portone', 's', 'c', now(),"
+        " 'chk')",
+        reservation_id,
+    )
+    run(
+        url,
+        "INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
+        " amount, currency_code, provider_payment_id) VALUES ($1, $2, 'chk', 'paid',"
+        " 'portone', 100, 'KRW', 'pay-1')",
+        uuid.uuid4(),
+        reservation_id,
+    )
+    run(
+        url,
+        "INSERT INTO webhook_deliveries (delivery_id, reservation_id, outcome)"
+        " VALUES ('X', $1, 'CONFIRMED')",
+        reservation_id,
+    )
+    for _ in range(2):  # one retried mismatch, recorded twice before 0003
+        run(
+            url,
+            "INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
+            " provider_payment_id, provider, amount, currency_code)"
+            " VALUES ($1, $2, 'chk', 'pay-2', 'portone', 99, 'KRW')",
+            uuid.uuid4(),
+            reservation_id,
         )
-        conn.execute(
-            "INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider,"
-            " amount, currency_code, provider_payment_id) VALUES (%s, %s, 'chk', 'paid',"
-            " 'portone', 100, 'KRW', 'pay-1')",
-            (uuid.uuid4(), reservation_id),
-        )
-        conn.execute(
-            "INSERT INTO webhook_deliveries (delivery_id, reservation_id, outcome)"
-            " VALUES ('X', %s, 'CONFIRMED')",
-            (reservation_id,),
-        )
-        for _ in range(2):  # one retried mismatch, recorded twice before 0003
-            conn.execute(
-                "INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
-                " provider_payment_id, provider, amount, currency_code)"
-                " VALUES (%s, %s, 'chk', 'pay-2', 'portone', 99, 'KRW')",
-                (uuid.uuid4(), reservation_id),
-            )
 
     command.upgrade(config, "head")
 
-    with psycopg.connect(plain) as conn:
-        payment = conn.execute("SELECT payment_id FROM reservations").fetchall()
-        deliveries = conn.execute(
-            "SELECT scheme, delivery_id, checkout_id, payment_id FROM webhook_deliveries"
-        ).fetchall()
-        mismatches = conn.execute("SELECT count(*) FROM payment_mismatches").fetchall()
+    payment = sql(url, "SELECT payment_id FROM reservations")
+    deliveries = sql(
+        url, "SELECT scheme, delivery_id, checkout_id, payment_id FROM webhook_deliveries"
+    )
+    mismatches = sql(url, "SELECT count(*) FROM payment_mismatches")
     assert payment == [("pay-1",)]
     assert deliveries == [("unscoped", "X", "chk", "pay-1")]
     assert mismatches == [(1,)]
     command.downgrade(config, "0002")
     command.upgrade(config, "head")
+
+
+async def test_a_migration_that_cannot_get_its_lock_fails_instead_of_waiting(
+    migrated_database: str,
+) -> None:
+    # A session holds the lock the migration run needs (it reads alembic_version); with the
+    # lock timeout the run fails within it, rather than queueing every later query behind it.
+    holder = await connect(migrated_database)
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(DBAPIError) as caught:
+            await asyncio.to_thread(upgrade_to_head, migrated_database, 200)
+        assert getattr(caught.value.orig, "sqlstate", None) == "55P03"  # lock_not_available
+    finally:
+        await holder.close()
+    await asyncio.to_thread(upgrade_to_head, migrated_database, 200)  # free again: it runs

@@ -185,7 +185,7 @@ async def test_a_unique_violation_nobody_races_on_answers_internal_and_is_logged
     sql(
         database_url,
         "INSERT INTO registrations (registration_id, reservation_id, event_id, tier_id, user_id,"
-        " status) VALUES (%s, %s, %s, 'vip', 'someone-else', 'accepted')",
+        " status) VALUES ($1, $2, $3, 'vip', 'someone-else', 'accepted')",
         uuid.uuid4(),
         held.reservation_id,
         EVENT,

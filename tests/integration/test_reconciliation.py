@@ -39,7 +39,7 @@ def follow_up_now(database_url: str, reservation_id: str) -> None:
     """Bring a follow-up's time to now, as if its back-off had passed."""
     sql(
         database_url,
-        "UPDATE reservations SET next_reconcile_time = now() WHERE reservation_id = %s",
+        "UPDATE reservations SET next_reconcile_time = now() WHERE reservation_id = $1",
         reservation_id,
     )
 
@@ -102,7 +102,7 @@ async def test_an_unpaid_checkout_at_its_hold_end_expires_and_frees_its_seat(
     ).status == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
     assert sql(
         database_url,
-        "SELECT next_reconcile_time FROM reservations WHERE reservation_id = %s",
+        "SELECT next_reconcile_time FROM reservations WHERE reservation_id = $1",
         held.reservation_id,
     ) == [(None,)]
 

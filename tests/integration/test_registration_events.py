@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
-import psycopg
 import pytest
 from moim.ticketing.v1 import registration_event_pb2 as events_pb2
 from moim.ticketing.v1 import reservation_pb2
@@ -22,6 +21,7 @@ from tests.integration.flows import (
     payment_for,
     sql,
 )
+from tests.postgres import open_transaction
 from tests.rich_errors import rich_error
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -138,24 +138,24 @@ async def test_an_event_committed_late_is_numbered_after_those_already_read(
     slow = await hold(stub, "slow")
     await sequence_events(deps)
     after_setup = (await all_events(stub))[-1].sequence
-    with psycopg.connect(database_url) as writer:
+    async with open_transaction(database_url) as writer:
         # The slow writer appends its event first, then takes its time to commit.
-        writer.execute(
+        await writer.execute(
             "INSERT INTO registration_events (type, reservation_id, reservation)"
             " SELECT 'reservation_cancelled', reservation_id, reservation FROM registration_events"
-            " WHERE reservation_id = %s",
-            (slow.reservation_id,),
+            " WHERE reservation_id = $1",
+            slow.reservation_id,
         )
         await hold(stub, "fast")  # commits its event while the slow writer is open
         await sequence_events(deps)
         seen = await all_events(stub, after_setup)
         assert [e.reservation.user_id for e in seen] == ["fast"]
         cursor = seen[-1].sequence
-        writer.commit()
+        await writer.execute("COMMIT")
     rows = sql(
         database_url,
         "SELECT type, event_row_id, sequence FROM registration_events"
-        " WHERE sequence > %s OR sequence IS NULL ORDER BY event_row_id",
+        " WHERE sequence > $1 OR sequence IS NULL ORDER BY event_row_id",
         after_setup,
     )
     # The control: by insertion order (what a naive feed would number) the slow event comes

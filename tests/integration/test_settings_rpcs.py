@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
-import psycopg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
 from tests.integration.conftest import DEFAULT_ACCOUNT
+from tests.postgres import sql
 from tests.rich_errors import rich_error
 
 if TYPE_CHECKING:
@@ -92,13 +92,13 @@ async def test_an_explicit_empty_external_url_moves_the_event_off_external(stub:
 
 
 def insert_legacy_settings(database_url: str, event_id: str) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO ticketing_settings (event_id, mode, provider, provider_account_id,"
-            " currency_code, enabled, legacy) VALUES (%s, 'paid', 'portone', 'legacy-acct',"
-            " 'KRW', true, true)",
-            (event_id,),
-        )
+    sql(
+        database_url,
+        "INSERT INTO ticketing_settings (event_id, mode, provider, provider_account_id,"
+        " currency_code, enabled, legacy) VALUES ($1, 'paid', 'portone', 'legacy-acct',"
+        " 'KRW', true, true)",
+        event_id,
+    )
 
 
 async def test_a_legacy_event_keeps_mode_provider_account_and_flag_when_tiers_change(
@@ -126,25 +126,32 @@ def add_reservation(
     database_url: str, tier_id: str, status: str, expires_in: timedelta
 ) -> tuple[uuid.UUID, str]:
     reservation_id, user_id = uuid.uuid4(), f"user-{uuid.uuid4()}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
-            " currency_code, provider, success_url, cancel_url, expire_time)"
-            " VALUES (%s, 'event-1', %s, %s, %s, 1000, 'KRW', 'portone', 'https://s', 'https://c',"
-            " now() + %s)",
-            (reservation_id, tier_id, user_id, status, expires_in),
-        )
+    sql(
+        database_url,
+        "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
+        " currency_code, provider, success_url, cancel_url, expire_time)"
+        " VALUES ($1, 'event-1', $2, $3, $4, 1000, 'KRW', 'portone', 'https://s', 'https://c',"
+        " now() + $5)",
+        reservation_id,
+        tier_id,
+        user_id,
+        status,
+        expires_in,
+    )
     return reservation_id, user_id
 
 
 def mark_accepted(database_url: str, tier_id: str) -> None:
     reservation_id, user_id = add_reservation(database_url, tier_id, "confirmed", timedelta(0))
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO registrations (registration_id, reservation_id, event_id, tier_id,"
-            " user_id, status) VALUES (%s, %s, 'event-1', %s, %s, 'accepted')",
-            (uuid.uuid4(), reservation_id, tier_id, user_id),
-        )
+    sql(
+        database_url,
+        "INSERT INTO registrations (registration_id, reservation_id, event_id, tier_id,"
+        " user_id, status) VALUES ($1, $2, 'event-1', $3, $4, 'accepted')",
+        uuid.uuid4(),
+        reservation_id,
+        tier_id,
+        user_id,
+    )
 
 
 async def test_a_removed_tier_with_a_live_hold_or_a_registration_is_retained_not_on_sale(

@@ -12,11 +12,11 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import psycopg
 import pytest
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
+from tests.postgres import sql
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.domain.errors import DatabaseUnavailable
@@ -36,11 +36,11 @@ def settings_update(name: str) -> pb.UpdateTicketingSettingsRequest:
 
 def kill_every_other_backend(database_url: str) -> int:
     """Terminate every other connection to the test database; return how many."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchall()
+    rows = sql(
+        database_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
     return len(rows)
 
 

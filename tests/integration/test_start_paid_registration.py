@@ -228,7 +228,7 @@ async def test_a_legacy_paid_event_without_currency_is_currency_missing(
     sql(
         database_url,
         "INSERT INTO ticketing_settings (event_id, mode, provider, enabled, legacy)"
-        " VALUES (%s, 'paid', 'portone', true, true)",
+        " VALUES ($1, 'paid', 'portone', true, true)",
         EVENT,
     )
     await configure_event(stub)

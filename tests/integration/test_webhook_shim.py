@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 import psutil
-import psycopg
 import pytest
 from moim.ticketing.v1 import reservation_pb2
 
@@ -36,6 +35,7 @@ from tests.integration.callbacks import (
     standard_signed,
     status_of,
 )
+from tests.postgres import sql
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.entrypoints.webhook.app import MAX_BODY_BYTES
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -71,14 +71,14 @@ async def reservation(stub: Stub) -> reservation_pb2.Reservation:
 
 def stored_payment(database_url: str) -> tuple[object, ...]:
     """The one paid payment: its provider ids, raw event and the delivery that confirmed it."""
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT p.provider_payment_id, p.tx_id, p.raw_event, d.delivery_id"
-            " FROM payments p JOIN webhook_deliveries d USING (reservation_id)"
-            " WHERE p.status = 'paid'"
-        ).fetchall()
+    rows = sql(
+        database_url,
+        "SELECT p.provider_payment_id, p.tx_id, p.raw_event, d.delivery_id"
+        " FROM payments p JOIN webhook_deliveries d USING (reservation_id)"
+        " WHERE p.status = 'paid'",
+    )
     assert len(rows) == 1
-    return tuple(rows[0])
+    return rows[0]
 
 
 @pytest.mark.parametrize("scheme", SIGNERS)

@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _migrate(config: Config) -> int:
-    bootstrap.migrate(bootstrap.resolve_database_url(config))
+    bootstrap.migrate(config, bootstrap.resolve_database_url(config))
     log.info("migrations applied")
     return 0
 
@@ -133,7 +133,7 @@ async def _serve(
 ) -> int:
     database_url = bootstrap.resolve_database_url(config)
     if migrate:
-        await asyncio.to_thread(bootstrap.migrate, database_url)
+        await asyncio.to_thread(bootstrap.migrate, config, database_url)
     tls = config.tls
     credentials = None if tls is None else server_credentials(tls.cert, tls.key, tls.client_ca)
     metrics = TicketingMetrics()
@@ -197,7 +197,7 @@ def _serve_workers(config: Config, listen: str, migrate: bool, count: int) -> in
     """Migrate (and start an embedded Postgres) once, then serve from `count` processes."""
     database_url = bootstrap.resolve_database_url(config)
     if migrate:
-        bootstrap.migrate(database_url)
+        bootstrap.migrate(config, database_url)
     return serve_in_workers(count, listen, functools.partial(_serve_worker, database_url))
 
 

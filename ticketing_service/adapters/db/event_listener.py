@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-import psycopg
+import asyncpg
 
 from ticketing_service.adapters.db.events_repository import NEW_EVENTS_CHANNEL
+from ticketing_service.adapters.db.pool import Database
 
 log = logging.getLogger(__name__)
 
@@ -15,12 +17,14 @@ RECONNECT_SECONDS = 1.0
 
 
 class PostgresEventSignal:
-    """The EventSignal port on one dedicated LISTEN connection, reconnecting when it drops."""
+    """The EventSignal port on one dedicated LISTEN connection (asyncpg's `add_listener`),
+    made as the pool makes its own and made again when it drops."""
 
-    def __init__(self, database_url: str) -> None:
-        self._database_url = database_url
+    def __init__(self, database: Database) -> None:
+        self._database = database
         self._generation = 0
-        self._changed = asyncio.Condition()
+        # Set, and replaced by a fresh one, at every bump: a waiter holds the one of its time.
+        self._bumped = asyncio.Event()
         self.listening = asyncio.Event()
 
     def generation(self) -> int:
@@ -29,9 +33,11 @@ class PostgresEventSignal:
 
     async def wait_beyond(self, generation: int, timeout: float) -> None:  # noqa: ASYNC109  # a bounded wait is the contract
         """Return once a notification came after `generation`, or after `timeout` seconds."""
+        if self._generation > generation:
+            return
         try:
-            async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(lambda: self._generation > generation)
+            async with asyncio.timeout(timeout):
+                await self._bumped.wait()
         except TimeoutError:
             pass
 
@@ -40,24 +46,32 @@ class PostgresEventSignal:
         while True:
             try:
                 await self._listen()
-            except (psycopg.Error, OSError) as error:
-                log.warning("event listener lost its connection: %s", type(error).__name__)
+                log.warning("event listener lost its connection; it connects again")
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+                log.warning("event listener could not listen: %s", type(error).__name__)
             self.listening.clear()
             # Whatever was announced while we were away is found by the watchers' re-read.
-            await self._bump()
+            self._bump()
             await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _listen(self) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self._database_url, autocommit=True, connect_timeout=5
-        ) as conn:
-            await conn.execute(f"LISTEN {NEW_EVENTS_CHANNEL}")
+        """Listen on one connection until it closes."""
+        lost = asyncio.Event()
+        connection = await self._database.connect()
+        try:
+            connection.add_termination_listener(lambda _: lost.set())
+            await connection.add_listener(NEW_EVENTS_CHANNEL, self._notified)
             self.listening.set()
-            await self._bump()
-            async for _ in conn.notifies():
-                await self._bump()
+            self._bump()
+            await lost.wait()
+        finally:
+            connection.terminate()
 
-    async def _bump(self) -> None:
-        async with self._changed:
-            self._generation += 1
-            self._changed.notify_all()
+    def _notified(self, *_: Any) -> None:
+        """asyncpg's listener callback: (connection, pid, channel, payload)."""
+        self._bump()
+
+    def _bump(self) -> None:
+        self._generation += 1
+        bumped, self._bumped = self._bumped, asyncio.Event()
+        bumped.set()

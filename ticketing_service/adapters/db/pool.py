@@ -1,9 +1,10 @@
 """The process's pool of Postgres connections (asyncpg), with timeouts so nothing waits forever.
 
-Why asyncpg. A statement through asyncpg costs the server about a third less CPU than through
-psycopg (docs/benchmarks.md), and that CPU, not Postgres, was what limited the service's
-throughput. SQLAlchemy and psycopg remain for the migrations (Alembic) and for the event
-listener's LISTEN connection only.
+Why asyncpg. It is the service's one Postgres driver: the queries, the LISTEN connection
+(`event_listener.py`) and the migrations (Alembic on `postgresql+asyncpg`) all use it. Measured
+side by side under the benchmark's load against psycopg 3 used directly (prepared statements,
+pipeline mode), it cost the server about a fifth less CPU per ConfirmPayment; pipelining saved
+psycopg round trips but not CPU (docs/benchmarks.md, "One driver").
 
 Why not asyncpg's own pool. Every transaction checks a connection out and back in, and
 asyncpg's `Pool` does much there that this service never needs: a task of its own per
@@ -14,14 +15,22 @@ the server's CPU per call fell 4.5 % (docs/benchmarks.md). What the pool here do
 a semaphore bounds the connections checked out, returned ones wait in a list, and a new one is
 opened only when none is free and the bound allows it.
 
-Why no reset on release. A reset (asyncpg's default: `RESET ALL`, `UNLISTEN *`, unlocking
-advisory locks) costs a round trip per transaction. The service sets no session state and
-takes only transaction-scoped locks, and a `Transaction` always ends its transaction before
-returning its connection; one returned inside a transaction anyway is closed, not reused.
+What a returned connection may carry: nothing. Not a transaction: a `Transaction` always ends
+its transaction before returning its connection, and one returned inside a transaction anyway
+is closed, not reused. Not session state: the service's statements set nothing in the session
+and take only transaction-scoped locks, and a transaction that sends a statement which could
+change its session (`SET`, `set_config`, a session advisory lock, `LISTEN`, a temporary
+table...; `transaction.Positional`) has its connection closed when it is returned. That
+check is made once per statement text, beside its `$n` numbering, so the hot path pays nothing
+for it; a reset on every release (asyncpg's `RESET ALL`, `UNLISTEN *`, unlocking advisory
+locks) would cost a round trip per transaction. And not for ever: a connection older than
+`max_lifetime_seconds` is closed when returned, so a connection's server-side memory does not
+grow without end and a failed-over or re-configured Postgres is met within that time.
+
 A connection whose statement was cancelled is reused safely: asyncpg makes its next statement
 wait until the cancellation has settled.
 
-Why connections stay open. The pool is small and fixed (`pool_size` per process), as
+Why idle connections stay open. The pool is small and fixed (`pool_size` per process), as
 HikariCP's default is: closing idle connections would save a few Postgres backends in quiet
 hours and cost a connection setup (a fork and a login on the server) on the next busy second.
 Postgres's `max_connections` must allow for them all (docs/operations.md).
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -44,7 +54,7 @@ Connection: TypeAlias = "asyncpg.Connection[Record]"
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
-    """Pool size and the per-connection timeouts, in the units Postgres uses."""
+    """Pool size, the connections' lifetime and timeouts, in the units Postgres uses."""
 
     # Past `pool_size` busy connections a transaction waits for one to be returned (up to
     # `pool_timeout_seconds`) instead of opening one.
@@ -53,6 +63,7 @@ class PoolSettings:
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 30000
     connect_timeout_seconds: float = 5
+    max_lifetime_seconds: float = 1800
 
 
 class PoolTimeout(Exception):
@@ -70,7 +81,7 @@ class Record(asyncpg.Record):
 
 class Database:
     """The connection pool of one process: up to `pool_size` connections, each opened when a
-    transaction first needs it and kept open (the pool does not shrink).
+    transaction first needs it and kept until its lifetime ends (the pool does not shrink).
 
     `connection_class` lets the benchmark record the statements a transaction sends
     (scripts/bench_limit.py); the service never passes it.
@@ -89,6 +100,8 @@ class Database:
         # One slot per connection that may be checked out; free connections wait in `_idle`.
         self._slots = asyncio.Semaphore(settings.pool_size)
         self._idle: list[Connection] = []
+        # When each open connection is to be closed rather than reused (time.monotonic()).
+        self._retire_at: dict[Connection, float] = {}
         self._in_use = 0
         self._closed = False
 
@@ -113,11 +126,13 @@ class Database:
         self._in_use += 1
         return connection
 
-    async def release(self, connection: Connection) -> None:
-        """Return a connection to the pool (a closed one is discarded)."""
+    async def release(self, connection: Connection, *, session_changed: bool = False) -> None:
+        """Return a connection to the pool; one that is closed, inside a transaction, past its
+        lifetime, or whose session was changed is closed instead."""
         self._in_use -= 1
-        if self._closed or connection.is_closed() or connection.is_in_transaction():
-            connection.terminate()  # not reusable (`Transaction.close` ends its transaction)
+        if self._closed or session_changed or not self._reusable(connection):
+            self._retire_at.pop(connection, None)
+            connection.terminate()  # no round trip: the socket is closed
         else:
             self._idle.append(connection)
         self._slots.release()
@@ -131,6 +146,7 @@ class Database:
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
+            self._retire_at.pop(connection, None)
             try:
                 await connection.close(timeout=self.settings.connect_timeout_seconds)
             except Exception:  # it is being dropped either way: a broken one is cut instead
@@ -138,7 +154,8 @@ class Database:
 
     async def connect(self) -> Connection:
         """A new connection made as the pool makes its own, outside the pool: the caller
-        closes it (import-moim's connection to Moim's database is one)."""
+        closes it (the event listener's LISTEN connection is one, and import-moim's connection
+        to Moim's database)."""
         settings = self.settings
         connection = await asyncpg.connect(
             self._url,
@@ -157,13 +174,24 @@ class Database:
             raise
         return connection
 
+    def _reusable(self, connection: Connection) -> bool:
+        return (
+            not connection.is_closed()
+            and not connection.is_in_transaction()
+            and time.monotonic() < self._retire_at.get(connection, 0.0)
+        )
+
     async def _idle_or_new(self) -> Connection:
-        """The most recently returned live connection (its caches are warm), or a new one."""
+        """The most recently returned usable connection (its caches are warm), or a new one."""
         while self._idle:
             connection = self._idle.pop()
-            if not connection.is_closed():
+            if self._reusable(connection):
                 return connection
-        return await self.connect()
+            self._retire_at.pop(connection, None)
+            connection.terminate()
+        connection = await self.connect()
+        self._retire_at[connection] = time.monotonic() + self.settings.max_lifetime_seconds
+        return connection
 
 
 async def _add_codecs(connection: asyncpg.Connection[Record]) -> None:

@@ -1,9 +1,10 @@
 """One transaction on a pooled asyncpg connection, and what to do when that connection is dead.
 
-Statements keep psycopg's `%(name)s` placeholders, which read better than numbers and which the
-benchmark's pgbench scripts are built from (scripts/bench_limit.py); each is turned into
-asyncpg's `$n` form once per process. asyncpg prepares every statement on first use per
-connection and keeps it, so a statement's later runs skip parsing and planning.
+Statements use named `%(name)s` placeholders, which read better than numbers; each is turned
+into asyncpg's `$n` form once per process, and checked then for whether it may change its
+session (`Positional.changes_session`: its connection is then closed rather than lent again,
+see `pool.py`). asyncpg prepares every statement on first use per connection and keeps it, so a
+statement's later runs skip parsing and planning.
 
 The transaction begins with its first statement (a `BEGIN` round trip of its own: asyncpg does
 not pipeline), so a unit of work that sends nothing costs no round trip.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 
@@ -46,11 +47,30 @@ _DRIVER_ERRORS = (
 STALE_CONNECTION_ATTEMPTS = 16
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-_POSITIONAL: dict[str, tuple[str, tuple[str, ...]]] = {}
+# Statements that may leave something in the session after their transaction ends: settings
+# (any SET, even SET LOCAL: a false alarm only costs a new connection), a temporary table, a
+# session advisory lock, a LISTEN, a prepared statement or cursor of its own.
+_SESSION_CHANGE = re.compile(
+    r"^\s*(?:SET|RESET|LISTEN|PREPARE|DECLARE|LOAD|DISCARD)\b|\bTEMP(?:ORARY)?\b"
+    r"|\bset_config\s*\(|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(",
+    re.IGNORECASE,
+)
 
 
-def positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """`sql` with `$1`, `$2`… for its `%(name)s` placeholders, and the names in that order."""
+class Positional(NamedTuple):
+    """A statement in asyncpg's form: `$n` placeholders, the names they stand for in order,
+    and whether it may change its session."""
+
+    query: str
+    names: tuple[str, ...]
+    changes_session: bool
+
+
+_POSITIONAL: dict[str, Positional] = {}
+
+
+def positional(sql: str) -> Positional:
+    """`sql` with `$1`, `$2`… for its `%(name)s` placeholders (worked out once per process)."""
     known = _POSITIONAL.get(sql)
     if known is None:
         names: list[str] = []
@@ -61,7 +81,8 @@ def positional(sql: str) -> tuple[str, tuple[str, ...]]:
                 names.append(name)
             return f"${names.index(name) + 1}"
 
-        known = (_PLACEHOLDER.sub(number, sql).replace("%%", "%"), tuple(names))
+        query = _PLACEHOLDER.sub(number, sql).replace("%%", "%")
+        known = Positional(query, tuple(names), _SESSION_CHANGE.search(sql) is not None)
         _POSITIONAL[sql] = known
     return known
 
@@ -78,6 +99,9 @@ class Transaction:
         self._connection: Connection | None = None
         # True until a statement has succeeded: until then a dead connection can be swapped.
         self._fresh = True
+        # Set once a statement that may change the session was sent: the pool then closes the
+        # connection instead of lending it again.
+        self._session_changed = False
 
     async def open(self) -> None:
         """Check out a connection (the transaction begins with the first statement)."""
@@ -85,19 +109,22 @@ class Transaction:
 
     async def one(self, sql: str, params: Params | None = None) -> Row | None:
         """The first row of a statement's result, or None."""
-        query, names = positional(sql)
+        query, names, changes = positional(sql)
+        self._session_changed |= changes
         arguments = _arguments(names, params)
         return await self._on_live_connection(lambda c: c.fetchrow(query, *arguments))
 
     async def all(self, sql: str, params: Params | None = None) -> list[Row]:
         """Every row of a statement's result."""
-        query, names = positional(sql)
+        query, names, changes = positional(sql)
+        self._session_changed |= changes
         arguments = _arguments(names, params)
         return await self._on_live_connection(lambda c: c.fetch(query, *arguments))
 
     async def many(self, sql: str, params: Sequence[Params]) -> None:
         """One statement run once per parameter set; no rows."""
-        query, names = positional(sql)
+        query, names, changes = positional(sql)
+        self._session_changed |= changes
         batch = [_arguments(names, p) for p in params]
         await self._on_live_connection(lambda c: c.executemany(query, batch))
 
@@ -113,7 +140,8 @@ class Transaction:
             raise
 
     async def close(self) -> None:
-        """Roll back anything not committed and return the connection (discarded if dead)."""
+        """Roll back anything not committed and return the connection (closed instead if it is
+        dead or broken, or its session was changed)."""
         connection, self._connection = self._connection, None
         if connection is None:
             return
@@ -124,7 +152,7 @@ class Transaction:
             if not _dead(connection):
                 connection.terminate()  # broken or busy: the pool discards it
         finally:
-            await self._database.release(connection)
+            await self._database.release(connection, session_changed=self._session_changed)
 
     async def _on_live_connection(self, send: Callable[[Connection], Awaitable[T]]) -> T:
         """`send(connection)` in the transaction, retried on another connection if the

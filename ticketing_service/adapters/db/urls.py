@@ -1,26 +1,22 @@
-"""Turns a user's `postgresql://` URL into the URLs the service's drivers take."""
+"""Checks a user's `DATABASE_URL` and gives the forms asyncpg and Alembic take."""
 
 from __future__ import annotations
 
-from sqlalchemy.engine import URL, make_url
-
-
-def sqlalchemy_url(database_url: str) -> URL:
-    """The psycopg 3 dialect URL for a `postgresql://` or `postgres://` URL."""
-    url = make_url(database_url)
-    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
-        return url.set(drivername="postgresql+psycopg")
-    raise ValueError(
-        f"DATABASE_URL must start with postgresql:// (got a {url.drivername}:// URL); "
-        "point it at a Postgres 14+ database."
-    )
-
-
-def as_string(url: URL) -> str:
-    """The URL with its password, for handing to Alembic and engines."""
-    return url.render_as_string(hide_password=False)
+_SCHEMES = ("postgresql", "postgres")
 
 
 def driver_url(database_url: str) -> str:
-    """The plain `postgresql://` URL (with its password) for asyncpg, checked as above."""
-    return as_string(sqlalchemy_url(database_url).set(drivername="postgresql"))
+    """The `postgresql://` URL for asyncpg, from a `postgresql://` or `postgres://` one."""
+    scheme, separator, rest = database_url.partition("://")
+    if not separator or scheme not in _SCHEMES:
+        # The URL itself is not repeated: it may hold a password.
+        raise ValueError(
+            "DATABASE_URL must start with postgresql:// or postgres://;"
+            " point it at a Postgres 14+ database."
+        )
+    return f"postgresql://{rest}"
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """The same URL with SQLAlchemy's asyncpg dialect, for Alembic and schema tools."""
+    return "postgresql+asyncpg" + driver_url(database_url).removeprefix("postgresql")

@@ -1,9 +1,13 @@
-"""Alembic environment: runs the migrations on the connection or URL the runner provides."""
+"""Alembic environment: runs the migrations through asyncpg, on the URL the runner gives."""
 
 from __future__ import annotations
 
+import asyncio
+
 from alembic import context
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from ticketing_service.adapters.db.schema import metadata
 
@@ -14,17 +18,19 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
-def run_migrations_online() -> None:
-    """Run against the connection given in attributes, or the configured URL."""
+async def _run_on_asyncpg() -> None:
     config = context.config
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run(connection)
-        return
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
-    with engine.begin() as conn:
-        _run(conn)
-    engine.dispose()
+    engine = create_async_engine(
+        config.get_main_option("sqlalchemy.url") or "",
+        poolclass=NullPool,
+        # asyncpg's settings for the session, e.g. the lock timeout (`migrations.py`).
+        connect_args=config.attributes.get("connect_args", {}),
+    )
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+    finally:
+        await engine.dispose()
 
 
-run_migrations_online()
+asyncio.run(_run_on_asyncpg())

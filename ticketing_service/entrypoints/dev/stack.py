@@ -71,7 +71,7 @@ async def run_dev_stack(config: Config, listen: DevListen) -> int:
         grpc_tokens=(),
     )
     database_url = bootstrap.resolve_database_url(config)
-    await asyncio.to_thread(bootstrap.migrate, database_url)
+    await asyncio.to_thread(bootstrap.migrate, config, database_url)
     wiring = bootstrap.wire(config, database_url)
     workers = [asyncio.create_task(worker) for worker in wiring.workers(config)]
     running = await start_server(wiring.deps, listen.grpc)
