@@ -11,22 +11,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from ticketing_service.adapters.db import migrations
 from ticketing_service.adapters.db.event_listener import PostgresEventSignal
+from ticketing_service.adapters.db.moim_import_writer import SqlImportTarget
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
+from ticketing_service.adapters.moim_source import PostgresMoimSource, source_driver_url
 from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.config import Config
 from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import Sequencer
 from ticketing_service.service_layer.expiry import sweep
+from ticketing_service.service_layer.moim_import import MoimImport
 from ticketing_service.service_layer.observer import NO_OBSERVER, ObservedPaymentService, Observer
 from ticketing_service.service_layer.ports import AfterCommit, Committed
 from ticketing_service.service_layer.reconciliation import reconcile_due
@@ -144,16 +147,41 @@ def reconcile_policy(config: Config) -> ReconcilePolicy:
     )
 
 
-def _wire(config: Config, database_url: str, observer: Observer) -> Service:
-    database = Database(
-        database_url,
-        PoolSettings(
-            pool_size=config.db_pool_size,
-            lock_timeout_ms=config.db_lock_timeout_ms,
-            statement_timeout_ms=config.db_statement_timeout_ms,
-            max_lifetime_seconds=config.db_max_connection_lifetime_seconds,
-        ),
+def check_source_database_url(url: str) -> str:
+    """`url` when it is a Postgres URL; ValueError saying what is wrong."""
+    source_driver_url(url)
+    return url
+
+
+@asynccontextmanager
+async def moim_import(
+    config: Config, database_url: str, source_url: str
+) -> AsyncIterator[MoimImport]:
+    """The adapters of import-moim: the original's tables, and the service's database through
+    a pool of one connection (events are imported one after the other)."""
+    settings = replace(_pool_settings(config), pool_size=1)
+    database = Database(database_url, settings)
+    try:
+        yield MoimImport(
+            source=PostgresMoimSource(source_url, settings),
+            target=lambda: SqlImportTarget(database),
+            public_base_url=config.public_base_url,
+        )
+    finally:
+        await database.close()
+
+
+def _pool_settings(config: Config) -> PoolSettings:
+    return PoolSettings(
+        pool_size=config.db_pool_size,
+        lock_timeout_ms=config.db_lock_timeout_ms,
+        statement_timeout_ms=config.db_statement_timeout_ms,
+        max_lifetime_seconds=config.db_max_connection_lifetime_seconds,
     )
+
+
+def _wire(config: Config, database_url: str, observer: Observer) -> Service:
+    database = Database(database_url, _pool_settings(config))
     payment_service = HttpPaymentService(
         # `serve` refuses to start without it; the other commands never open a checkout.
         config.payment_service_url or "",

@@ -39,6 +39,13 @@ def drop_blank_answers(answers: Iterable[Answer]) -> tuple[Answer, ...]:
     return tuple(a for a in answers if a.answer.strip())
 
 
+def return_urls(public_base_url: str, event_id: str) -> tuple[str, str]:
+    """Where the checkout sends the user back by default: Moim's register page of the event,
+    (on success, on cancel)."""
+    register_url = f"{public_base_url}/events/{event_id}/register"
+    return f"{register_url}?payment=success", f"{register_url}?payment=cancel"
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """A seat hold for one user in one paid tier, with the price snapshotted when it was made."""

@@ -1,4 +1,5 @@
-"""The `ticketing-service` command: serve, webhook, dev, migrate, prune-events, reconcile."""
+"""The `ticketing-service` command: serve, webhook, dev, migrate, prune-events, reconcile,
+import-moim."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, ConfigError
-from ticketing_service.entrypoints import event_loop, maintenance
+from ticketing_service.entrypoints import event_loop, import_command, maintenance
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
 from ticketing_service.entrypoints.grpc.exposure import check_exposure
@@ -53,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.require_payment_service_url()
             command = maintenance.reconcile(config, args.reservation, args.since)
             return event_loop.run(command)
+        if args.command == import_command.COMMAND:
+            run = import_command.run(config, args.source_database_url, args.dry_run)
+            return event_loop.run(run)
         address, migrate = args.listen or config.grpc_listen, not args.no_migrate
         config.require_payment_service_url()
         guarded = bool(config.grpc_tokens or (config.tls and config.tls.client_ca))
@@ -123,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         type=maintenance.duration,
         help="every unsettled reservation with a checkout made in this long (30m, 2h, 7d)",
     )
+    import_command.add_parser(commands)
     return parser
 
 

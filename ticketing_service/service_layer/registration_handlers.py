@@ -12,6 +12,7 @@ from ticketing_service.domain.reservations import (
     Reservation,
     ReservationStatus,
     drop_blank_answers,
+    return_urls,
 )
 from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 from ticketing_service.service_layer.checkouts import (
@@ -133,7 +134,7 @@ async def _reusable_hold(uow: UnitOfWork, command: StartRegistration) -> Reserva
 def _new_reservation(
     deps: Dependencies, command: StartRegistration, settings: Settings, tier: Tier
 ) -> Reservation:
-    register_url = f"{deps.public_base_url}/events/{command.event_id}/register"
+    success_url, cancel_url = return_urls(deps.public_base_url, command.event_id)
     placeholder = datetime.now(UTC)  # the database stamps create and expire times
     assert settings.currency_code is not None
     return Reservation(
@@ -149,8 +150,8 @@ def _new_reservation(
         answers=drop_blank_answers(command.answers),
         customer_name=command.customer_name,
         customer_email=command.customer_email,
-        success_url=command.success_url or f"{register_url}?payment=success",
-        cancel_url=command.cancel_url or f"{register_url}?payment=cancel",
+        success_url=command.success_url or success_url,
+        cancel_url=command.cancel_url or cancel_url,
         create_time=placeholder,
         expire_time=placeholder,
     )

@@ -94,6 +94,9 @@ class SqlHoldRepository:
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
         """Lock the tier row, then count its seats in a statement of its own.
 
+        Taken are the folded accepted seats, the seats Moim gave itself (`external_seats`, set
+        by import-moim), and the live holds and unfolded confirmations counted here.
+
         In READ COMMITTED each statement sees what was committed when it started. The count
         runs after the lock is granted, so it sees every hold committed by whoever held the
         lock before us; counting in the locking statement would use a snapshot from before the
@@ -102,7 +105,8 @@ class SqlHoldRepository:
         lock = " FOR UPDATE" if self._locking else ""
         params = {"e": event_id, "t": tier_id}
         tier = await self._tx.one(
-            "SELECT capacity, accepted_count, delete_time IS NOT NULL AS deleted FROM tiers"
+            "SELECT capacity, accepted_count + external_seats AS accepted,"
+            " delete_time IS NOT NULL AS deleted FROM tiers"
             f" WHERE event_id = %(e)s AND tier_id = %(t)s{lock}",
             params,
         )
@@ -114,7 +118,7 @@ class SqlHoldRepository:
         counted = await self._tx.one(count, params)
         assert counted is not None, "a count returns a row"
         await self._pause("seats_counted")
-        taken = tier["accepted_count"] + counted["taken"]
+        taken = tier["accepted"] + counted["taken"]
         return TierSeats(capacity=tier["capacity"], taken=taken, deleted=tier["deleted"])
 
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:

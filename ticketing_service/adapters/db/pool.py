@@ -154,7 +154,8 @@ class Database:
 
     async def connect(self) -> Connection:
         """A new connection made as the pool makes its own, outside the pool: the caller
-        closes it (the event listener's LISTEN connection is one)."""
+        closes it (the event listener's LISTEN connection is one, and import-moim's connection
+        to Moim's database)."""
         settings = self.settings
         connection = await asyncpg.connect(
             self._url,

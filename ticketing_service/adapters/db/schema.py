@@ -79,6 +79,9 @@ tiers = Table(
     # Seats given to accepted registrations, changed in the same transaction as they are:
     # counting seats never scans the registrations of a tier.
     Column("accepted_count", Integer, nullable=False, server_default=text("0")),
+    # Seats taken by attendees Moim accepted itself (free RSVPs, RSVPs from before paid
+    # ticketing), as `import-moim` last counted them: set on each import, never added to.
+    Column("external_seats", Integer, nullable=False, server_default=text("0")),
     # A tier the organizer removed is kept as a tombstone: reservations and registrations
     # still refer to it, so deleting the row could never be allowed to fail an edit.
     _tstz("delete_time"),
@@ -86,6 +89,7 @@ tiers = Table(
     CheckConstraint("price_amount >= 0", name="price_amount_non_negative"),
     CheckConstraint("capacity IS NULL OR capacity > 0", name="capacity_positive"),
     CheckConstraint("accepted_count >= 0", name="accepted_count_non_negative"),
+    CheckConstraint("external_seats >= 0", name="external_seats_non_negative"),
 )
 
 reservations = Table(

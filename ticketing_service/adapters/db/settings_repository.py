@@ -11,14 +11,14 @@ from ticketing_service.domain.refunds import RefundRule
 from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 
 # The settings and their live tiers in one statement: one row per tier (offered ones first, in
-# request order), or one row with no tier. A tier's accepted seats are its folded count plus
-# the confirmed reservations the sweeper has not folded yet.
+# request order), or one row with no tier. A tier's accepted seats are its folded count, the
+# seats Moim gave itself (import-moim), and the confirmed reservations not folded yet.
 _GET = (
     "SELECT s.event_id, s.event_title, s.mode, s.provider, s.provider_account_id,"
     " s.currency_code, s.enabled, s.legacy, s.external_url, s.update_time,"
     " s.event_start_time, s.refund_policy,"
     " t.tier_id, t.name, t.price_amount, t.capacity, t.sale_start_time, t.sale_end_time,"
-    " t.retained, t.accepted_count + (SELECT count(*) FROM reservations r"
+    " t.retained, t.accepted_count + t.external_seats + (SELECT count(*) FROM reservations r"
     " WHERE r.event_id = t.event_id AND r.tier_id = t.tier_id AND r.status = 'confirmed'"
     " AND NOT r.seat_folded) AS accepted_total"
     " FROM ticketing_settings s LEFT JOIN tiers t"

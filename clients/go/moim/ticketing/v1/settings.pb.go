@@ -257,7 +257,8 @@ type Tier struct {
 	// True when the organizer removed the tier while it was in use (a live hold or an accepted
 	// registration): it is kept for those, and it is no longer on sale. False for an offered tier.
 	Retained bool `protobuf:"varint,7,opt,name=retained,proto3" json:"retained,omitempty"`
-	// Seats given to accepted registrations in this tier.
+	// Seats taken by accepted attendees of this tier: its registrations, and the RSVPs Moim
+	// accepted itself before it used this service, as `import-moim` last counted them.
 	AcceptedCount int32 `protobuf:"varint,8,opt,name=accepted_count,json=acceptedCount,proto3" json:"accepted_count,omitempty"`
 }
 

@@ -158,7 +158,9 @@ class Tier(_message.Message):
     registration): it is kept for those, and it is no longer on sale. False for an offered tier.
     """
     accepted_count: _builtins.int
-    """Seats given to accepted registrations in this tier."""
+    """Seats taken by accepted attendees of this tier: its registrations, and the RSVPs Moim
+    accepted itself before it used this service, as `import-moim` last counted them.
+    """
     @_builtins.property
     def sale_start_time(self) -> _timestamp_pb2.Timestamp:
         """When the tier goes on sale. Unset means no lower bound."""

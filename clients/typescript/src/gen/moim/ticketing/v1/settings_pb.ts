@@ -161,7 +161,8 @@ export type Tier = Message<"moim.ticketing.v1.Tier"> & {
   retained: boolean;
 
   /**
-   * Seats given to accepted registrations in this tier.
+   * Seats taken by accepted attendees of this tier: its registrations, and the RSVPs Moim
+   * accepted itself before it used this service, as `import-moim` last counted them.
    *
    * @generated from field: int32 accepted_count = 8;
    */

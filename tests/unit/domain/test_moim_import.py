@@ -1,0 +1,448 @@
+"""The import's mapping rules on plain values: rows of the original in, one event's plan out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from ticketing_service.domain.moim_import import plan_event
+from ticketing_service.domain.moim_plan import EventPlan, ProblemKind, ServiceRegistration
+from ticketing_service.domain.moim_source import (
+    SourceEvent,
+    SourcePayment,
+    SourceReservation,
+    SourceRsvp,
+    SourceSettings,
+    SourceTier,
+)
+from ticketing_service.domain.reservations import Answer, ReservationStatus
+from ticketing_service.domain.settings import TicketingMode
+
+NOW = datetime(2030, 5, 1, 12, tzinfo=UTC)
+STARTS = NOW + timedelta(days=30)
+BASE_URL = "https://moim.example"
+PAID = SourceSettings("paid", "portone", "portone_kakaopay", "KRW", True, False)
+
+
+def tier(
+    tier_id: str = "vip", *, price: int | None = 30000, capacity: int | None = 10
+) -> SourceTier:
+    return SourceTier(tier_id, tier_id.upper(), price, capacity, None, None, 0, NOW)
+
+
+def rsvp(
+    rsvp_id: str, user_id: str | None, tier_id: str | None = "vip", status: str = "accepted"
+) -> SourceRsvp:
+    return SourceRsvp(rsvp_id, user_id, tier_id, status)
+
+
+def reservation(
+    reservation_id: str,
+    user_id: str | None,
+    *,
+    status: str = "confirmed",
+    rsvp_id: str | None = None,
+    checkout_id: str | None = "chk",
+    expires_in: timedelta = timedelta(minutes=5),
+    created: datetime = NOW - timedelta(minutes=5),
+    answers: object = None,
+    tier_id: str | None = "vip",
+) -> SourceReservation:
+    return SourceReservation(
+        reservation_id=reservation_id,
+        tier_id=tier_id,
+        user_id=user_id,
+        rsvp_id=rsvp_id,
+        provider="portone",
+        provider_account_id="portone_kakaopay",
+        amount=30000,
+        currency="KRW",
+        status=status,
+        checkout_id=checkout_id and f"{checkout_id}-{reservation_id}",
+        answers_snapshot=answers,
+        expires_at=NOW + expires_in,
+        created_at=created,
+        updated_at=created,
+    )
+
+
+def payment(
+    payment_id: str, reservation_id: str, *, status: str = "paid", minute: int = 0
+) -> SourcePayment:
+    paid_at = NOW - timedelta(hours=1) + timedelta(minutes=minute)
+    return SourcePayment(
+        payment_row_id=payment_id,
+        reservation_id=reservation_id,
+        provider="portone",
+        provider_payment_id=f"pay_{payment_id}",
+        tx_id=f"tx_{payment_id}",
+        checkout_id=f"chk-{reservation_id}",
+        status=status,
+        amount=30000,
+        currency="KRW",
+        raw_event=b'{"type": "ticket_payment.paid"}' if status == "paid" else None,
+        paid_at=paid_at if status == "paid" else None,
+        created_at=paid_at,
+        updated_at=paid_at,
+    )
+
+
+def event(
+    *,
+    settings: SourceSettings | None = PAID,
+    tiers: tuple[SourceTier, ...] = (tier(),),
+    rsvps: tuple[SourceRsvp, ...] = (),
+    reservations: tuple[SourceReservation, ...] = (),
+    payments: tuple[SourcePayment, ...] = (),
+    external_url: str = "",
+) -> SourceEvent:
+    return SourceEvent(
+        "event", "Concert", STARTS, external_url, settings, tiers, rsvps, reservations, payments
+    )
+
+
+def plan(source: SourceEvent, registered: tuple[ServiceRegistration, ...] = ()) -> EventPlan:
+    return plan_event(source, registered, BASE_URL, NOW)
+
+
+def kinds(result: EventPlan) -> list[ProblemKind]:
+    return [p.kind for p in result.problems]
+
+
+def by_id(result: EventPlan) -> dict[str, tuple[ReservationStatus, str | None]]:
+    planned = (*result.settled, *result.holds)
+    return {
+        i.reservation.reservation_id: (i.reservation.status, i.reservation.registration_id)
+        for i in planned
+    }
+
+
+def test_settings_keep_the_stored_flags_so_a_backfilled_paid_event_stays_disabled() -> None:
+    backfilled = SourceSettings("paid", "portone", None, "KRW", False, True)
+    settings = plan(event(settings=backfilled)).settings
+    assert settings is not None
+    assert (settings.mode, settings.enabled, settings.legacy) == (TicketingMode.PAID, False, True)
+    assert (settings.provider, settings.provider_account_id, settings.currency_code) == (
+        "portone",
+        None,
+        "KRW",
+    )
+    assert (settings.event_title, settings.event_start_time) == ("Concert", STARTS)
+    assert settings.external_url is None
+
+
+def test_an_external_event_keeps_its_url_and_other_modes_take_none() -> None:
+    external = SourceSettings("external", "portone", None, "KRW", True, True)
+    imported = plan(event(settings=external, external_url="https://tickets.example/e")).settings
+    assert imported is not None
+    assert (imported.mode, imported.external_url) == (
+        TicketingMode.EXTERNAL,
+        "https://tickets.example/e",
+    )
+    paid = plan(event(external_url="https://tickets.example/e")).settings
+    assert paid is not None
+    assert paid.external_url is None
+
+
+def test_tiers_are_ordered_and_their_prices_capacities_and_windows_read_as_the_original_did() -> (
+    None
+):
+    opens = NOW - timedelta(days=1)
+    tiers = (
+        replace(tier("late", price=-100, capacity=0), sort_order=2, closes_at=NOW),
+        replace(tier("first", price=None, capacity=None), sort_order=0, opens_at=opens),
+        replace(tier("middle", price=5000, capacity=-3), sort_order=1),
+    )
+    settings = plan(event(tiers=tiers)).settings
+    assert settings is not None
+    got = [
+        (t.tier_id, t.price_amount, t.capacity, t.sale_start_time, t.sale_end_time)
+        for t in settings.tiers
+    ]
+    assert got == [
+        ("first", 0, None, opens, STARTS),
+        ("middle", 5000, None, None, STARTS),
+        ("late", 0, None, None, NOW),
+    ]
+
+
+def test_an_event_without_settings_or_with_an_unknown_mode_brings_in_nothing() -> None:
+    missing = plan(event(settings=None, reservations=(reservation("r", "u"),)))
+    assert (missing.settings, missing.settled, kinds(missing)) == (
+        None,
+        (),
+        [ProblemKind.NO_SETTINGS],
+    )
+    odd = plan(event(settings=replace(PAID, mode="gift")))
+    assert (odd.settings, kinds(odd)) == (None, [ProblemKind.UNUSABLE_SETTINGS])
+
+
+def test_a_paid_and_accepted_rsvp_is_confirmed_with_its_registration_payment_and_answers() -> None:
+    answers = [{"questionId": "q1", "answer": "Seoul"}, {"questionId": "q2", "answer": "  "}]
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-1", "u1"),),
+            reservations=(reservation("r1", "u1", rsvp_id="rsvp-1", answers=answers),),
+            payments=(payment("p1", "r1"),),
+        )
+    )
+    [settled] = result.settled
+    imported = settled.reservation
+    assert (imported.status, imported.registration_id) == (ReservationStatus.CONFIRMED, "rsvp-1")
+    assert imported.answers == (Answer("q1", "Seoul"),)
+    assert (imported.checkout_id, imported.payment_id) == ("chk-r1", "pay_p1")
+    assert imported.success_url == f"{BASE_URL}/events/event/register?payment=success"
+    paid = settled.payment
+    assert (paid.payment_row_id, paid.status, paid.tx_id) == ("p1", "paid", "tx_p1")
+    assert paid.raw_event == b'{"type": "ticket_payment.paid"}'
+    assert (result.external_seats, result.problems) == ({"vip": 0}, ())
+
+
+def test_a_paid_rsvp_without_a_payment_row_is_listed_and_counted_as_a_seat() -> None:
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-2", "u2"),),
+            reservations=(reservation("r2", "u2", rsvp_id="rsvp-2"),),
+            payments=(payment("p2", "r2", status="requires_payment"),),
+        )
+    )
+    assert (result.settled, result.holds, result.external_seats) == ((), (), {"vip": 1})
+    [problem] = result.problems
+    assert problem.kind is ProblemKind.PAYMENT_MISSING
+    assert "r2" in problem.subject
+    assert "rsvp-2 counts as a seat" in problem.detail
+
+
+def test_of_two_paid_payments_the_first_paid_is_imported_and_the_other_listed() -> None:
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-3", "u3"),),
+            reservations=(reservation("r3", "u3", rsvp_id="rsvp-3"),),
+            payments=(payment("later", "r3", minute=9), payment("first", "r3", minute=1)),
+        )
+    )
+    [settled] = result.settled
+    assert settled.payment.payment_row_id == "first"
+    assert kinds(result) == [ProblemKind.EXTRA_PAYMENTS]
+    assert "payment later (pay_later)" in result.problems[0].detail
+
+
+def test_a_paid_reservation_whose_rsvp_was_waitlisted_is_paid_unfulfilled() -> None:
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-4", "u4", status="waitlisted"),),
+            reservations=(reservation("r4", "u4", rsvp_id="rsvp-4"),),
+            payments=(payment("p4", "r4"),),
+        )
+    )
+    assert by_id(result) == {"r4": (ReservationStatus.PAID_UNFULFILLED, None)}
+    assert kinds(result) == [ProblemKind.PAID_NOT_ACCEPTED]
+    assert result.external_seats == {"vip": 0}
+
+
+def test_a_users_second_paid_reservation_is_paid_unfulfilled_and_the_first_paid_has_the_seat() -> (
+    None
+):
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-5", "u5"),),
+            reservations=(
+                reservation("r5-made-first", "u5", rsvp_id="rsvp-5"),
+                reservation("r5-paid-first", "u5", rsvp_id="rsvp-5"),
+            ),
+            payments=(payment("a", "r5-made-first", minute=5), payment("b", "r5-paid-first")),
+        )
+    )
+    assert by_id(result) == {
+        "r5-paid-first": (ReservationStatus.CONFIRMED, "rsvp-5"),
+        "r5-made-first": (ReservationStatus.PAID_UNFULFILLED, None),
+    }
+    assert kinds(result) == [ProblemKind.SECOND_PAID_RESERVATION]
+
+
+def test_a_user_registered_here_through_another_reservation_gets_no_second_seat() -> None:
+    known = ServiceRegistration("made-by-the-service", "its-own-reservation", "u6", "vip")
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-6", "u6"),),
+            reservations=(reservation("r6", "u6", rsvp_id="rsvp-6"),),
+            payments=(payment("p6", "r6"),),
+        ),
+        registered=(known,),
+    )
+    assert by_id(result) == {"r6": (ReservationStatus.PAID_UNFULFILLED, None)}
+    assert kinds(result) == [ProblemKind.REGISTERED_IN_SERVICE]
+    assert result.external_seats == {"vip": 0}  # the user's seat is the service's registration
+
+
+def test_a_reservation_the_service_settled_first_keeps_its_registration() -> None:
+    # The service's reconciliation (or a callback) confirmed the imported hold before Moim did.
+    known = ServiceRegistration("made-by-the-service", "r7", "u7", "vip")
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-7", "u7"),),
+            reservations=(reservation("r7", "u7", rsvp_id="rsvp-7"),),
+            payments=(payment("p7", "r7"),),
+        ),
+        registered=(known,),
+    )
+    assert by_id(result) == {"r7": (ReservationStatus.CONFIRMED, "made-by-the-service")}
+    assert (result.problems, result.external_seats) == ((), {"vip": 0})
+
+
+def test_free_anonymous_and_early_attendees_count_as_seats_on_their_tier() -> None:
+    result = plan(
+        event(
+            tiers=(tier("vip"), tier("free", price=None)),
+            rsvps=(
+                rsvp("free-1", "u1", "free"),
+                rsvp("anonymous", None, "vip"),
+                rsvp("early", "u2", "vip"),
+                rsvp("declined", "u3", "vip", status="declined"),
+                rsvp("waitlisted", "u4", "vip", status="waitlisted"),
+            ),
+        )
+    )
+    assert result.external_seats == {"vip": 2, "free": 1}
+    assert result.problems == ()
+
+
+def test_a_tierless_rsvp_counts_on_a_single_tier_event_and_is_listed_on_a_multi_tier_one() -> None:
+    single = plan(event(rsvps=(rsvp("no-tier", "u1", None),)))
+    assert (single.external_seats, single.problems) == ({"vip": 1}, ())
+    multi = plan(event(tiers=(tier("a"), tier("b")), rsvps=(rsvp("no-tier", "u1", None),)))
+    assert multi.external_seats == {"a": 0, "b": 0}
+    assert kinds(multi) == [ProblemKind.TIERLESS_RSVP]
+    assert "no-tier" in multi.problems[0].subject
+
+
+def test_a_live_hold_comes_in_with_its_checkout_and_the_payment_row_the_original_made() -> None:
+    result = plan(
+        event(
+            reservations=(reservation("h", "u8", status="pending_payment"),),
+            payments=(payment("hp", "h", status="requires_payment"),),
+        )
+    )
+    [hold] = result.holds
+    assert (hold.reservation.status, hold.reservation.checkout_id) == (
+        ReservationStatus.PENDING_PAYMENT,
+        "chk-h",
+    )
+    assert hold.reservation.expire_time == NOW + timedelta(minutes=5)
+    assert hold.reservation.checkout_url is None  # a retry asks the payment service again
+    assert (hold.payment.payment_row_id, hold.payment.status) == ("hp", "requires_payment")
+
+
+def test_a_hold_without_a_recorded_payment_row_gets_the_same_row_id_on_every_import() -> None:
+    source = event(reservations=(reservation("h", "u8", status="pending_payment"),))
+    assert plan(source).holds[0].payment == plan(source).holds[0].payment
+
+
+def test_of_a_users_live_holds_the_latest_stays_live_and_the_others_end() -> None:
+    result = plan(
+        event(
+            reservations=(
+                reservation("older", "u9", status="pending_payment", created=NOW - timedelta(4)),
+                reservation("newer", "u9", status="pending_payment", created=NOW - timedelta(1)),
+            )
+        )
+    )
+    assert by_id(result) == {
+        "older": (ReservationStatus.EXPIRED, None),
+        "newer": (ReservationStatus.PENDING_PAYMENT, None),
+    }
+    assert kinds(result) == [ProblemKind.EXTRA_HOLDS]
+    assert "older" in result.problems[0].subject
+
+
+def test_a_live_hold_without_a_checkout_is_listed_and_an_ended_one_is_left_quietly() -> None:
+    result = plan(
+        event(
+            reservations=(
+                reservation("live", "u1", status="pending_payment", checkout_id=None),
+                reservation(
+                    "ended",
+                    "u2",
+                    status="pending_payment",
+                    checkout_id=None,
+                    expires_in=-timedelta(minutes=1),
+                ),
+            )
+        )
+    )
+    assert (result.holds, kinds(result)) == ((), [ProblemKind.HOLD_WITHOUT_CHECKOUT])
+    assert "live" in result.problems[0].subject
+
+
+def test_an_ended_hold_with_a_checkout_comes_in_expired() -> None:
+    ended = reservation("ended", "u11", status="pending_payment", expires_in=-timedelta(hours=1))
+    result = plan(event(reservations=(ended,)))
+    assert (by_id(result), result.problems) == ({"ended": (ReservationStatus.EXPIRED, None)}, ())
+
+
+def test_a_live_hold_past_the_seats_left_ends_and_a_registered_users_hold_ends() -> None:
+    result = plan(
+        event(
+            tiers=(tier(capacity=3),),
+            rsvps=(rsvp("rsvp-1", "u1"), rsvp("free-rider", "u2")),
+            reservations=(
+                reservation("paid", "u1", rsvp_id="rsvp-1"),
+                reservation("again", "u1", status="pending_payment"),
+                reservation("first", "u3", status="pending_payment", created=NOW - timedelta(2)),
+                reservation("second", "u4", status="pending_payment", created=NOW - timedelta(1)),
+            ),
+            payments=(payment("p", "paid"),),
+        )
+    )
+    # 3 seats: the registration, the accepted RSVP, then the first hold.
+    assert by_id(result) == {
+        "paid": (ReservationStatus.CONFIRMED, "rsvp-1"),
+        "again": (ReservationStatus.EXPIRED, None),
+        "first": (ReservationStatus.PENDING_PAYMENT, None),
+        "second": (ReservationStatus.EXPIRED, None),
+    }
+    assert sorted(kinds(result)) == [
+        ProblemKind.HOLD_OF_REGISTERED_USER,
+        ProblemKind.HOLD_OVER_CAPACITY,
+    ]
+
+
+def test_planning_again_with_what_the_first_plan_registered_gives_the_same_plan() -> None:
+    source = event(
+        tiers=(tier(capacity=4),),
+        rsvps=(rsvp("rsvp-1", "u1"), rsvp("rsvp-2", "u2"), rsvp("free", "u3")),
+        reservations=(
+            reservation("r1", "u1", rsvp_id="rsvp-1"),
+            reservation("r2", "u2", rsvp_id="rsvp-2"),
+            reservation("hold", "u4", status="pending_payment"),
+        ),
+        payments=(payment("p1", "r1"), payment("p2", "r2", minute=3)),
+    )
+    first = plan(source)
+    registered = tuple(
+        ServiceRegistration(r.registration_id, r.reservation_id, r.user_id, r.tier_id)
+        for r in (i.reservation for i in first.settled)
+        if r.registration_id is not None
+    )
+    assert plan(source, registered) == first
+
+
+def test_answers_that_are_not_a_list_of_question_answers_are_listed_and_left_out() -> None:
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-1", "u1"),),
+            reservations=(reservation("r1", "u1", rsvp_id="rsvp-1", answers={"q": "a"}),),
+            payments=(payment("p1", "r1"),),
+        )
+    )
+    assert result.settled[0].reservation.answers == ()
+    assert kinds(result) == [ProblemKind.UNREADABLE_ANSWERS]
+
+
+def test_a_reservation_in_a_tier_the_event_lacks_is_listed_and_left_out() -> None:
+    result = plan(
+        event(
+            reservations=(reservation("r", "u", tier_id="gone", status="pending_payment"),),
+        )
+    )
+    assert (result.holds, kinds(result)) == ((), [ProblemKind.UNUSABLE_RESERVATION])

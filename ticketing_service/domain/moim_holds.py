@@ -1,0 +1,117 @@
+"""Holds of the original (unpaid reservations with a checkout) brought in as holds here.
+
+A hold is brought in live when it may still be paid inside its time and keeps a seat the
+service can give: the user has no seat yet, it is that user's latest live hold (the service
+keeps one per user and event), and its tier has a seat left after every registration and
+every seat Moim gave away. Any other hold with a checkout is brought in ended (`expired`): if
+its payment still arrives, the service settles it as a late payment (a free seat, else a
+refund), as it settles its own. A hold without a checkout could never be paid: it is left out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from ticketing_service.domain.moim_plan import ImportedReservation, ProblemKind
+from ticketing_service.domain.moim_rows import EventRows, unpaid_reservation
+from ticketing_service.domain.moim_source import SourceReservation
+from ticketing_service.domain.reservations import ReservationStatus
+
+_STATUSES = {
+    "pending_payment": ReservationStatus.EXPIRED,  # once its time is over
+    "expired": ReservationStatus.EXPIRED,
+    "cancelled": ReservationStatus.CANCELLED,
+}
+
+
+def holds(rows: EventRows, external_seats: Mapping[str, int]) -> tuple[ImportedReservation, ...]:
+    """Every hold with a checkout: live ones first-come first-served while seats last."""
+    candidates = sorted(
+        (r for r in rows.event.reservations if _is_hold(rows, r)),
+        key=lambda r: (r.created_at, r.reservation_id),
+    )
+    seats_left = _seats_left(rows, external_seats)
+    live = {
+        r.reservation_id for r in _may_stay_live(rows, candidates) if _keeps(rows, r, seats_left)
+    }
+    return tuple(_hold(rows, r, r.reservation_id in live) for r in candidates)
+
+
+def _is_live(rows: EventRows, reservation: SourceReservation) -> bool:
+    return reservation.status == "pending_payment" and reservation.expires_at > rows.now
+
+
+def _is_hold(rows: EventRows, reservation: SourceReservation) -> bool:
+    """An unpaid reservation that can still be paid (it has a checkout) and can be mapped."""
+    if rows.paid[reservation.reservation_id] or reservation.status == "confirmed":
+        return False  # settled, or listed as a confirmed one without a payment
+    if reservation.status not in _STATUSES:
+        detail = f"has the unknown status {reservation.status!r}: not imported"
+        rows.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, detail)
+        return False
+    if reservation.checkout_id is None:
+        if _is_live(rows, reservation):  # an ended one was never payable: nothing to say
+            detail = "is a live hold whose checkout was never opened (no checkout id): not imported"
+            rows.problem(ProblemKind.HOLD_WITHOUT_CHECKOUT, reservation, detail)
+        return False
+    return rows.usable(reservation)
+
+
+def _may_stay_live(
+    rows: EventRows, candidates: Sequence[SourceReservation]
+) -> list[SourceReservation]:
+    """The live holds that may keep a seat: each user's latest, if the user has no seat."""
+    latest: dict[str, SourceReservation] = {}
+    for hold in (r for r in candidates if _is_live(rows, r)):
+        assert hold.user_id is not None, "checked by usable()"
+        if (earlier := latest.get(hold.user_id)) is not None:
+            detail = f"is a live hold, but the user's latest is {hold.reservation_id}"
+            rows.problem(ProblemKind.EXTRA_HOLDS, earlier, detail + ": imported as expired")
+        latest[hold.user_id] = hold
+    for user_id, hold in list(latest.items()):
+        if rows.has_seat(user_id):
+            detail = "is a live hold of a user who already has a seat: imported as expired"
+            rows.problem(ProblemKind.HOLD_OF_REGISTERED_USER, hold, detail)
+            del latest[user_id]
+    return sorted(latest.values(), key=lambda r: (r.created_at, r.reservation_id))
+
+
+def _seats_left(rows: EventRows, external_seats: Mapping[str, int]) -> Counter[str]:
+    """Seats each capped tier can still give before the live holds take theirs."""
+    taken = Counter(external_seats)
+    taken.update(g.tier_id for g in rows.registered.values())
+    taken.update(tier for user, (_, tier) in rows.seated.items() if user not in rows.registered)
+    return Counter(
+        {t.tier_id: t.capacity - taken[t.tier_id] for t in rows.tiers.values() if t.capacity}
+    )
+
+
+def _keeps(rows: EventRows, hold: SourceReservation, seats_left: Counter[str]) -> bool:
+    """Whether a live hold keeps its seat: its tier is unlimited or has one left."""
+    assert hold.tier_id is not None, "checked by usable()"
+    if hold.tier_id not in seats_left:
+        return True
+    if seats_left[hold.tier_id] > 0:
+        seats_left[hold.tier_id] -= 1
+        return True
+    detail = (
+        "is a live hold in a tier with no seat left: imported as expired (a payment for it"
+        " gets a seat only if one is free by then)"
+    )
+    rows.problem(ProblemKind.HOLD_OVER_CAPACITY, hold, detail)
+    return False
+
+
+def _hold(rows: EventRows, source: SourceReservation, live: bool) -> ImportedReservation:
+    status = ReservationStatus.PENDING_PAYMENT if live else _STATUSES[source.status]
+    reservation = rows.reservation(source, status, source.checkout_id)
+    recorded = next(
+        (
+            p
+            for p in rows.event.payments
+            if p.reservation_id == source.reservation_id and p.checkout_id == source.checkout_id
+        ),
+        None,
+    )
+    return unpaid_reservation(reservation, recorded, source.updated_at)

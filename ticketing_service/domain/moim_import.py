@@ -1,0 +1,101 @@
+"""What import-moim brings in for one event of the original implementation, and what it cannot.
+
+The plan is decided here from plain values; an adapter writes it. Its rules:
+- settings and tiers as stored (a backfilled paid event stays disabled until its organizer
+  saves it); a tier's NULL or negative price is free, a NULL or non-positive capacity is
+  unlimited, and an unset sale end is the event's start, as the original treated them;
+- a paid reservation with a paid payment is settled: confirmed with a registration (the RSVP's
+  id) when its RSVP is accepted and the user has no other seat, otherwise `paid_unfulfilled`;
+- accepted RSVPs of users without a registration count as seats their tier already gave away;
+- holds with a checkout are brought in live while they hold a seat the service can give, and
+  ended (`expired`) otherwise, so a late payment for one is settled as the service settles any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from ticketing_service.domain.moim_holds import holds
+from ticketing_service.domain.moim_plan import EventPlan, Problem, ProblemKind, ServiceRegistration
+from ticketing_service.domain.moim_rows import EventRows
+from ticketing_service.domain.moim_seats import external_seats, settled_reservations
+from ticketing_service.domain.moim_source import SourceEvent, SourceTier
+from ticketing_service.domain.money import is_known_currency
+from ticketing_service.domain.settings import Settings, TicketingMode, Tier
+
+
+def plan_event(
+    event: SourceEvent,
+    registered: Sequence[ServiceRegistration],
+    public_base_url: str,
+    now: datetime,
+) -> EventPlan:
+    """The plan for one event: `registered` is what the service already keeps there, `now`
+    the source's clock (it tells live holds from ended ones)."""
+    unusable = _unusable_settings(event)
+    if unusable is not None:
+        return EventPlan(event.event_id, event.title, None, problems=(unusable,))
+    settings = _settings(event)
+    rows = EventRows(event, settings.tiers, registered, public_base_url, now)
+    # In this order: holds keep a seat only if one is left after registrations and RSVPs.
+    settled = settled_reservations(rows)
+    seats = external_seats(rows)
+    return EventPlan(
+        event_id=event.event_id,
+        title=event.title,
+        settings=settings,
+        external_seats=seats,
+        settled=settled,
+        holds=holds(rows, seats),
+        problems=tuple(rows.problems),
+    )
+
+
+def _unusable_settings(event: SourceEvent) -> Problem | None:
+    subject = f"event {event.event_id}"
+    stored = event.settings
+    if stored is None:
+        detail = "has no row in event_ticketing_settings: nothing was imported for it"
+        return Problem(ProblemKind.NO_SETTINGS, subject, detail)
+    if stored.mode not in TicketingMode.__members__.values():
+        detail = f"its ticketing mode {stored.mode!r} is none of free, paid, external"
+        return Problem(ProblemKind.UNUSABLE_SETTINGS, subject, detail + ": nothing imported")
+    if stored.currency is not None and not is_known_currency(stored.currency):
+        detail = f"its currency {stored.currency!r} is not one the service knows"
+        return Problem(ProblemKind.UNUSABLE_SETTINGS, subject, detail + ": nothing imported")
+    return None
+
+
+def _settings(event: SourceEvent) -> Settings:
+    stored = event.settings
+    assert stored is not None, "checked by _unusable_settings"
+    mode = TicketingMode(stored.mode)
+    external = event.external_url or None if mode is TicketingMode.EXTERNAL else None
+    ordered = sorted(event.tiers, key=lambda t: (t.sort_order, t.created_at, t.tier_id))
+    return Settings(
+        event_id=event.event_id,
+        event_title=event.title,
+        mode=mode,
+        provider=stored.provider,
+        provider_account_id=stored.provider_account_id,
+        currency_code=stored.currency,
+        enabled=stored.enabled,
+        legacy=stored.legacy,
+        external_url=external,
+        tiers=tuple(_tier(t, event.starts_at) for t in ordered),
+        event_start_time=event.starts_at,
+    )
+
+
+def _tier(tier: SourceTier, starts_at: datetime) -> Tier:
+    # The original treated a negative price as free and a capacity of 0 or less as unlimited.
+    capacity = tier.capacity if tier.capacity is not None and tier.capacity > 0 else None
+    return Tier(
+        tier_id=tier.tier_id,
+        name=tier.name,
+        price_amount=max(tier.price_amount or 0, 0),
+        capacity=capacity,
+        sale_start_time=tier.opens_at,
+        sale_end_time=tier.closes_at or starts_at,
+    )

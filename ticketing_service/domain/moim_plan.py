@@ -1,0 +1,105 @@
+"""The plan import-moim makes for one event of the original implementation, as plain values.
+
+`moim_import.plan_event` decides it; an adapter writes it in one transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ticketing_service.domain.reservations import Reservation, ReservationStatus
+from ticketing_service.domain.settings import Settings
+
+
+class ProblemKind(enum.StrEnum):
+    """Why a row of the source could not be brought in as it stands."""
+
+    NO_SETTINGS = "no_settings"
+    UNUSABLE_SETTINGS = "unusable_settings"
+    PAYMENT_MISSING = "payment_missing"
+    EXTRA_PAYMENTS = "extra_payments"
+    PAID_NOT_ACCEPTED = "paid_not_accepted"
+    PAID_NOT_CONFIRMED = "paid_not_confirmed"
+    SECOND_PAID_RESERVATION = "second_paid_reservation"
+    REGISTERED_IN_SERVICE = "registered_in_service"
+    EXTRA_HOLDS = "extra_holds"
+    HOLD_WITHOUT_CHECKOUT = "hold_without_checkout"
+    HOLD_OF_REGISTERED_USER = "hold_of_registered_user"
+    HOLD_OVER_CAPACITY = "hold_over_capacity"
+    TIERLESS_RSVP = "tierless_rsvp"
+    UNKNOWN_TIER = "unknown_tier"
+    UNUSABLE_RESERVATION = "unusable_reservation"
+    UNREADABLE_ANSWERS = "unreadable_answers"
+    # Settled in Moim, but the service keeps the reservation in another state.
+    KEPT_OTHERWISE = "kept_otherwise"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A row that could not be brought in as it stands: which one, and what was done instead."""
+
+    kind: ProblemKind
+    subject: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRegistration:
+    """A registration the service already keeps at the event (imported before, or its own)."""
+
+    registration_id: str
+    reservation_id: str
+    user_id: str
+    tier_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedPayment:
+    """A payment row to bring in: `paid` for a settled reservation, else `requires_payment`."""
+
+    payment_row_id: str
+    checkout_id: str
+    status: str
+    provider: str
+    amount: int
+    currency_code: str
+    provider_payment_id: str | None
+    tx_id: str | None
+    paid_time: datetime | None
+    raw_event: bytes | None
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedReservation:
+    """A reservation to bring in with its payment row (and registration, if it has an id)."""
+
+    reservation: Reservation
+    payment: ImportedPayment
+    update_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventPlan:
+    """Everything to bring in for one event, and the rows that could not be mapped."""
+
+    event_id: str
+    title: str
+    # None: nothing is brought in for the event (see `problems`).
+    settings: Settings | None
+    # tier id -> accepted RSVPs with no registration here: seats Moim already gave away.
+    external_seats: Mapping[str, int] = field(default_factory=dict)
+    # confirmed (with registration id) and paid_unfulfilled reservations, with paid payments.
+    settled: tuple[ImportedReservation, ...] = ()
+    # pending_payment holds (live) and ended ones, with requires_payment payments.
+    holds: tuple[ImportedReservation, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+    def count(self, status: ReservationStatus) -> int:
+        """How many planned reservations have this status."""
+        planned = (*self.settled, *self.holds)
+        return sum(1 for i in planned if i.reservation.status is status)

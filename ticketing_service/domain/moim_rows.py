@@ -1,0 +1,222 @@
+"""One event's rows of the original, indexed, and the reservation rows built from them.
+
+Ids are kept: a reservation keeps its id (the payment service's idempotency key is
+`reservation:<id>`, and late callbacks name it), a registration takes its RSVP's id, a payment
+row its own. So a second import finds every row it made, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from ticketing_service.domain.moim_plan import (
+    ImportedPayment,
+    ImportedReservation,
+    Problem,
+    ProblemKind,
+    ServiceRegistration,
+)
+from ticketing_service.domain.moim_source import (
+    SourceEvent,
+    SourcePayment,
+    SourceReservation,
+    SourceRsvp,
+)
+from ticketing_service.domain.money import is_known_currency
+from ticketing_service.domain.reservations import (
+    Answer,
+    Reservation,
+    ReservationStatus,
+    drop_blank_answers,
+    return_urls,
+)
+from ticketing_service.domain.settings import Tier
+
+# The payment row of a hold the original recorded none for gets an id fixed by its
+# reservation and checkout, so every import makes the same one.
+_HOLD_PAYMENT_IDS = uuid.UUID("6d1f3c1e-6f1a-4b8e-9a55-0c7d0e6a4f21")
+
+
+class EventRows:
+    """The rows of one event, who got a seat so far, and what could not be mapped."""
+
+    def __init__(
+        self,
+        event: SourceEvent,
+        tiers: Sequence[Tier],
+        registered: Sequence[ServiceRegistration],
+        public_base_url: str,
+        now: datetime,
+    ) -> None:
+        self.event = event
+        self.now = now
+        self.tiers = {t.tier_id: t for t in tiers}
+        # What the service already keeps at the event, by user.
+        self.registered = {g.user_id: g for g in registered}
+        self.paid = paid_payments(event.payments)
+        self._rsvps = {r.rsvp_id: r for r in event.rsvps}
+        self._rsvp_of_user = {r.user_id: r for r in event.rsvps if r.user_id is not None}
+        self._return_urls = return_urls(public_base_url, event.event_id)
+        # user id -> the reservation that gave them a seat in this plan, and its tier
+        self.seated: dict[str, tuple[str, str]] = {}
+        self.problems: list[Problem] = []
+
+    def problem(self, kind: ProblemKind, reservation: SourceReservation, detail: str) -> None:
+        """Note a reservation that could not be brought in as it stands."""
+        who = "" if reservation.user_id is None else f" (user {reservation.user_id})"
+        subject = f"reservation {reservation.reservation_id}{who}"
+        self.problems.append(Problem(kind, subject, detail))
+
+    def usable(self, reservation: SourceReservation) -> bool:
+        """Whether the reservation has what every reservation here needs (a user, one of the
+        event's tiers, a currency the service knows); noted when it has not."""
+        why = None
+        if reservation.user_id is None:
+            why = "has no user (an anonymous reservation)"
+        elif reservation.tier_id not in self.tiers:
+            why = f"is in tier {reservation.tier_id}, which the event does not have"
+        elif not is_known_currency(reservation.currency):
+            why = f"is in the unknown currency {reservation.currency!r}"
+        if why is not None:
+            self.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, why + ": not imported")
+        return why is None
+
+    def rsvp_of(self, reservation: SourceReservation) -> SourceRsvp | None:
+        """The RSVP the reservation made (its rsvp_id), else the user's RSVP at the event."""
+        by_id = self._rsvps.get(reservation.rsvp_id) if reservation.rsvp_id else None
+        if by_id is not None or reservation.user_id is None:
+            return by_id
+        return self._rsvp_of_user.get(reservation.user_id)
+
+    def has_seat(self, user_id: str) -> bool:
+        """Whether the user has a registration here, kept already or planned."""
+        return user_id in self.seated or user_id in self.registered
+
+    def reservation(
+        self, source: SourceReservation, status: ReservationStatus, checkout_id: str | None
+    ) -> Reservation:
+        """Our reservation for a usable source reservation, with the service's return URLs."""
+        assert source.user_id is not None, "checked by usable()"
+        assert source.tier_id is not None, "checked by usable()"
+        success_url, cancel_url = self._return_urls
+        return Reservation(
+            reservation_id=source.reservation_id,
+            event_id=self.event.event_id,
+            tier_id=source.tier_id,
+            user_id=source.user_id,
+            status=status,
+            amount=source.amount,
+            currency_code=source.currency,
+            provider=source.provider,
+            provider_account_id=source.provider_account_id,
+            answers=self._answers(source),
+            customer_name=None,
+            customer_email=None,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            create_time=source.created_at,
+            expire_time=source.expires_at,
+            checkout_id=checkout_id,
+        )
+
+    def _answers(self, source: SourceReservation) -> tuple[Answer, ...]:
+        answers = parse_answers(source.answers_snapshot)
+        if answers is None:
+            self.problem(
+                ProblemKind.UNREADABLE_ANSWERS,
+                source,
+                "has answers that are not a list of {questionId, answer}: imported without answers",
+            )
+            return ()
+        return drop_blank_answers(answers)
+
+
+def paid_payments(payments: Iterable[SourcePayment]) -> defaultdict[str, list[SourcePayment]]:
+    """reservation id -> its paid payments, the first paid first."""
+    paid: defaultdict[str, list[SourcePayment]] = defaultdict(list)
+    for payment in sorted(payments, key=lambda p: (paid_time(p), p.payment_row_id)):
+        if payment.status == "paid":
+            paid[payment.reservation_id].append(payment)
+    return paid
+
+
+def paid_time(payment: SourcePayment) -> datetime:
+    """When a payment was paid; its last update for a row the callback left without a time."""
+    return payment.paid_at or payment.updated_at
+
+
+def settled_reservation(
+    reservation: Reservation,
+    payment: SourcePayment,
+    registration_id: str | None,
+    source_updated_at: datetime,
+) -> ImportedReservation:
+    """A paid reservation with its paid payment row (and its registration's id, if seated)."""
+    paid_at = paid_time(payment)
+    return ImportedReservation(
+        reservation=replace(
+            reservation,
+            paid_time=paid_at,
+            payment_id=payment.provider_payment_id,
+            registration_id=registration_id,
+        ),
+        payment=ImportedPayment(
+            payment_row_id=payment.payment_row_id,
+            checkout_id=reservation.checkout_id or "",
+            status="paid",
+            provider=payment.provider,
+            amount=payment.amount,
+            currency_code=payment.currency,
+            provider_payment_id=payment.provider_payment_id,
+            tx_id=payment.tx_id,
+            paid_time=paid_at,
+            raw_event=payment.raw_event,
+            create_time=payment.created_at,
+            update_time=payment.updated_at,
+        ),
+        update_time=max(source_updated_at, payment.updated_at),
+    )
+
+
+def unpaid_reservation(
+    reservation: Reservation, recorded: SourcePayment | None, updated_at: datetime
+) -> ImportedReservation:
+    """A hold with its `requires_payment` row: the one the original recorded, if it did."""
+    checkout_id = reservation.checkout_id or ""
+    row_id = uuid.uuid5(_HOLD_PAYMENT_IDS, f"{reservation.reservation_id}/{checkout_id}")
+    payment = ImportedPayment(
+        payment_row_id=recorded.payment_row_id if recorded else str(row_id),
+        checkout_id=checkout_id,
+        status="requires_payment",
+        provider=reservation.provider,
+        amount=reservation.amount,
+        currency_code=reservation.currency_code,
+        provider_payment_id=None,
+        tx_id=None,
+        paid_time=None,
+        raw_event=None,
+        create_time=recorded.created_at if recorded else reservation.create_time,
+        update_time=recorded.updated_at if recorded else updated_at,
+    )
+    return ImportedReservation(reservation, payment, updated_at)
+
+
+def parse_answers(snapshot: object) -> tuple[Answer, ...] | None:
+    """The answers of a snapshot `[{questionId, answer}, ...]`; None if it is not one."""
+    if snapshot is None:
+        return ()
+    if not isinstance(snapshot, list):
+        return None
+    answers = []
+    for item in snapshot:
+        if not isinstance(item, dict):
+            return None
+        question_id, answer = item.get("questionId"), item.get("answer")
+        if not isinstance(question_id, str) or not isinstance(answer, str):
+            return None
+        answers.append(Answer(question_id, answer))
+    return tuple(answers)

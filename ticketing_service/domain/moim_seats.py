@@ -1,0 +1,142 @@
+"""Who has a seat: paid reservations of the original settled here, and the seats Moim gave away.
+
+A paid reservation (one with a `paid` payment) is confirmed with a registration, the RSVP's
+id, when its RSVP is accepted and the user has no other seat; otherwise it is brought in as
+`paid_unfulfilled`, where refunds are handled. Of a user's paid reservations the first paid
+gets the seat. Accepted RSVPs of anyone left without a registration count as seats taken.
+"""
+
+from __future__ import annotations
+
+from ticketing_service.domain.moim_plan import ImportedReservation, Problem, ProblemKind
+from ticketing_service.domain.moim_rows import EventRows, paid_time, settled_reservation
+from ticketing_service.domain.moim_source import SourcePayment, SourceReservation, SourceRsvp
+from ticketing_service.domain.reservations import ReservationStatus
+
+
+def settled_reservations(rows: EventRows) -> tuple[ImportedReservation, ...]:
+    """Every paid reservation: confirmed with its registration, or paid_unfulfilled."""
+    paid = [(r, rows.paid[r.reservation_id]) for r in rows.event.reservations]
+    for reservation, payments in paid:
+        if not payments and reservation.status == "confirmed":
+            _payment_missing(rows, reservation)
+    settleable = [(r, p) for r, p in paid if p and _settleable(rows, r, p)]
+    settleable.sort(key=lambda rp: (paid_time(rp[1][0]), rp[0].reservation_id))
+    return tuple(_settle(rows, r, p[0]) for r, p in settleable)
+
+
+def external_seats(rows: EventRows) -> dict[str, int]:
+    """Per tier, the accepted RSVPs of anyone without a registration here: free tiers,
+    attendees from before paid ticketing, paid RSVPs without a payment, anonymous ones."""
+    counts = dict.fromkeys(rows.tiers, 0)
+    for rsvp in rows.event.rsvps:
+        if rsvp.status != "accepted" or (rsvp.user_id and rows.has_seat(rsvp.user_id)):
+            continue
+        tier_id = _tier_of(rows, rsvp)
+        if tier_id is not None:
+            counts[tier_id] += 1
+    return counts
+
+
+def _settleable(rows: EventRows, reservation: SourceReservation, paid: list[SourcePayment]) -> bool:
+    if not rows.usable(reservation):
+        return False
+    if (paid[0].checkout_id or reservation.checkout_id) is None:
+        detail = "is paid but neither it nor its payment has a checkout id: not imported"
+        rows.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, detail)
+        return False
+    if len(paid) > 1:
+        others = ", ".join(_payment_name(p) for p in paid[1:])
+        rows.problem(
+            ProblemKind.EXTRA_PAYMENTS,
+            reservation,
+            f"has {len(paid)} paid payments: the first, {_payment_name(paid[0])}, was imported;"
+            f" not imported: {others} (a refund may be due)",
+        )
+    return True
+
+
+def _settle(
+    rows: EventRows, source: SourceReservation, payment: SourcePayment
+) -> ImportedReservation:
+    registration_id = _seat_for(rows, source)
+    status = ReservationStatus.PAID_UNFULFILLED
+    if registration_id is not None:
+        status = ReservationStatus.CONFIRMED
+        assert source.user_id is not None, "checked by usable()"
+        assert source.tier_id is not None, "checked by usable()"
+        rows.seated[source.user_id] = (source.reservation_id, source.tier_id)
+    checkout_id = payment.checkout_id or source.checkout_id
+    reservation = rows.reservation(source, status, checkout_id)
+    return settled_reservation(reservation, payment, registration_id, source.updated_at)
+
+
+def _seat_for(rows: EventRows, reservation: SourceReservation) -> str | None:
+    """The registration id (its RSVP's) a paid reservation gets, or None (and why, noted)."""
+    rsvp = rows.rsvp_of(reservation)
+    refusal = _refusal(rows, reservation, rsvp)
+    if refusal is not None:
+        kind, why = refusal
+        rows.problem(kind, reservation, why + ": imported as paid_unfulfilled (a refund is due)")
+        return None
+    assert rsvp is not None, "refused otherwise"
+    assert reservation.user_id is not None, "checked by usable()"
+    # A seat the service gave this reservation already (an earlier import's, or its own when a
+    # callback or reconciliation reached it first) keeps its registration.
+    known = rows.registered.get(reservation.user_id)
+    return rsvp.rsvp_id if known is None else known.registration_id
+
+
+def _refusal(
+    rows: EventRows, reservation: SourceReservation, rsvp: SourceRsvp | None
+) -> tuple[ProblemKind, str] | None:
+    """Why a paid reservation gets no seat, if it does not."""
+    user_id = reservation.user_id
+    assert user_id is not None, "checked by usable()"
+    if reservation.status != "confirmed":
+        return ProblemKind.PAID_NOT_CONFIRMED, f"is {reservation.status} but has a paid payment"
+    if user_id in rows.seated:
+        first = rows.seated[user_id][0]
+        why = f"is the user's second paid reservation for the event ({first} has the seat)"
+        return ProblemKind.SECOND_PAID_RESERVATION, why
+    if rsvp is None or rsvp.status != "accepted":
+        standing = "no RSVP" if rsvp is None else f"RSVP {rsvp.rsvp_id} {rsvp.status}"
+        return ProblemKind.PAID_NOT_ACCEPTED, f"is paid but the user has {standing}"
+    known = rows.registered.get(user_id)
+    if known is not None and known.reservation_id != reservation.reservation_id:
+        why = f"is paid but the user already has registration {known.registration_id} here"
+        return ProblemKind.REGISTERED_IN_SERVICE, why
+    return None
+
+
+def _payment_missing(rows: EventRows, reservation: SourceReservation) -> None:
+    rsvp = rows.rsvp_of(reservation)
+    if rsvp is not None and rsvp.status == "accepted":
+        standing = f"its RSVP {rsvp.rsvp_id} counts as a seat"
+    else:
+        standing = "no seat is counted for it"
+    detail = f"is confirmed but has no paid payment row: not imported; {standing}"
+    rows.problem(ProblemKind.PAYMENT_MISSING, reservation, detail)
+
+
+def _tier_of(rows: EventRows, rsvp: SourceRsvp) -> str | None:
+    """The tier an accepted RSVP takes a seat in; None (and why, noted) when it is unclear."""
+    who = "anonymous" if rsvp.user_id is None else f"user {rsvp.user_id}"
+    subject = f"RSVP {rsvp.rsvp_id} ({who})"
+    if rsvp.tier_id in rows.tiers:
+        return rsvp.tier_id
+    if rsvp.tier_id is None and len(rows.tiers) <= 1:
+        return next(iter(rows.tiers), None)  # the one tier, or none to count in
+    if rsvp.tier_id is None:
+        kind = ProblemKind.TIERLESS_RSVP
+        detail = f"is accepted without a tier on an event with {len(rows.tiers)} tiers"
+    else:
+        kind = ProblemKind.UNKNOWN_TIER
+        detail = f"is accepted in tier {rsvp.tier_id}, which the event does not have"
+    rows.problems.append(Problem(kind, subject, detail + ": not counted as a seat"))
+    return None
+
+
+def _payment_name(payment: SourcePayment) -> str:
+    provider_id = payment.provider_payment_id or "no provider payment id"
+    return f"payment {payment.payment_row_id} ({provider_id})"
