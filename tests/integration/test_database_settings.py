@@ -34,9 +34,10 @@ async def test_the_pool_size_and_both_timeouts_reach_every_connection(
     try:
         lock = await conn.fetchval("SHOW lock_timeout")
         statement = await conn.fetchval("SHOW statement_timeout")
+        idle = await conn.fetchval("SHOW idle_in_transaction_session_timeout")
     finally:
         await wiring.database.release(conn)
-    assert (lock, statement) == ("1234ms", "300ms")
+    assert (lock, statement, idle) == ("1234ms", "300ms", "600ms")
     assert wiring.database.usage() == (0, 3)
 
 

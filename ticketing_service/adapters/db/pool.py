@@ -30,6 +30,15 @@ grow without end and a failed-over or re-configured Postgres is met within that 
 A connection whose statement was cancelled is reused safely: asyncpg makes its next statement
 wait until the cancellation has settled.
 
+Why nothing waits on a silent network. When the path to Postgres drops without a word (no RST,
+no FIN), a socket that waits for an answer waits until TCP gives up, about fifteen minutes. So
+every statement, COMMIT and ROLLBACK has a client-side bound just past `statement_timeout`
+(asyncpg's `command_timeout`): past it the connection is cut, never lent again, and the call
+answers UNAVAILABLE. Idle connections carry TCP keepalive probes, so the kernel notices a dead
+peer of a pooled connection and the pool drops it before lending it. On the server's side,
+`idle_in_transaction_session_timeout` ends a session whose client vanished mid-transaction,
+so its locks do not outlive it.
+
 Why idle connections stay open. The pool is small and fixed (`pool_size` per process), as
 HikariCP's default is: closing idle connections would save a few Postgres backends in quiet
 hours and cost a connection setup (a fork and a login on the server) on the next busy second.
@@ -40,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -64,6 +74,21 @@ class PoolSettings:
     statement_timeout_ms: int = 30000
     connect_timeout_seconds: float = 5
     max_lifetime_seconds: float = 1800
+
+    @property
+    def command_timeout_seconds(self) -> float:
+        """The client's bound on any one statement: the server's, plus a second for the way."""
+        return self.statement_timeout_ms / 1000 + 1
+
+    @property
+    def idle_in_transaction_timeout_ms(self) -> int:
+        """How long the server keeps a session that sits in a transaction sending nothing.
+
+        The service's transactions never wait on anything between statements but this process
+        (payment-service calls happen outside them), so twice the statement bound is only ever
+        reached by a client that is gone.
+        """
+        return 2 * self.statement_timeout_ms
 
 
 class PoolTimeout(Exception):
@@ -160,14 +185,17 @@ class Database:
         connection = await asyncpg.connect(
             self._url,
             timeout=settings.connect_timeout_seconds,
+            command_timeout=settings.command_timeout_seconds,
             server_settings={
                 "lock_timeout": str(settings.lock_timeout_ms),
                 "statement_timeout": str(settings.statement_timeout_ms),
+                "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
             },
             record_class=Record,
             connection_class=self._connection_class,
         )
         try:
+            _keep_alive(connection)
             await _add_codecs(connection)
         except BaseException:
             connection.terminate()
@@ -192,6 +220,29 @@ class Database:
         connection = await self.connect()
         self._retire_at[connection] = time.monotonic() + self.settings.max_lifetime_seconds
         return connection
+
+
+# Probe an idle TCP connection after 30 s of silence, every 10 s, and give up after 3 misses:
+# a dead peer of a pooled connection is noticed within a minute, not fifteen.
+_KEEPALIVE = (
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", 0), 30),
+    (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", 0), 10),
+    (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", 0), 3),
+)
+
+
+def _keep_alive(connection: asyncpg.Connection[Record]) -> None:
+    """TCP keepalive on the connection's socket (a Unix socket has no peer to lose)."""
+    # asyncpg has no option for it, and its transport (private, untyped) is the one way to the
+    # socket.
+    transport: asyncio.Transport = getattr(connection, "_transport")  # noqa: B009 - see above
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    for level, option, value in _KEEPALIVE:
+        if option:  # a platform without TCP_KEEPIDLE & co. keeps its defaults
+            sock.setsockopt(level, option, value)
 
 
 async def _add_codecs(connection: asyncpg.Connection[Record]) -> None:

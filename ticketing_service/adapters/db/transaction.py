@@ -134,6 +134,11 @@ class Transaction:
         try:
             if connection.is_in_transaction():
                 await connection.execute("COMMIT")
+        except TimeoutError as error:
+            # No answer within the bound: whether it committed is unknown, and the caller
+            # retries (every state-changing call is safe to retry).
+            connection.terminate()
+            raise _lost(error) from error
         except _DRIVER_ERRORS as error:
             if _dead(connection):
                 raise _lost(error) from error
@@ -147,10 +152,10 @@ class Transaction:
             return
         try:
             if not _dead(connection) and connection.is_in_transaction():
-                await connection.execute("ROLLBACK")
-        except _DRIVER_ERRORS:
+                await connection.execute("ROLLBACK")  # bounded by the command timeout
+        except (*_DRIVER_ERRORS, TimeoutError):
             if not _dead(connection):
-                connection.terminate()  # broken or busy: the pool discards it
+                connection.terminate()  # broken, busy or silent: the pool discards it
         finally:
             await self._database.release(connection, session_changed=self._session_changed)
 
@@ -163,6 +168,12 @@ class Transaction:
                 if not connection.is_in_transaction():
                     await connection.execute("BEGIN")
                 result = await send(connection)
+            except TimeoutError as error:
+                # The command timeout: the connection went silent (or the server is stuck).
+                # It cannot be trusted with another statement, and another may be as silent:
+                # the call answers UNAVAILABLE rather than wait on the next one too.
+                connection.terminate()
+                raise _lost(error) from error
             except _DRIVER_ERRORS as error:
                 if isinstance(error, asyncpg.InternalClientError) and not _dead(connection):
                     connection.terminate()  # out of step: it cannot run another statement

@@ -1,0 +1,76 @@
+"""A TCP proxy in front of Postgres that can go silent: the network dropping without a word.
+
+While silent it accepts connections and takes what is sent, but forwards nothing either way
+and closes nothing, as a dead path looks to both ends. `resume()` cuts the connections that
+went silent (their peers gave up on them by then) and forwards new ones again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qs, urlsplit
+
+
+def unix_socket_of(database_url: str) -> str:
+    """The Unix socket a `postgresql://…?host=/dir` URL (the embedded server's) points to."""
+    parts = urlsplit(database_url)
+    [directory] = parse_qs(parts.query)["host"]
+    return f"{directory}/.s.PGSQL.{parts.port or 5432}"
+
+
+class SilentProxy:
+    """Forwards 127.0.0.1:`port` to a Unix socket until told to go silent."""
+
+    def __init__(self, upstream: str) -> None:
+        self._upstream = upstream
+        self._forwarding = asyncio.Event()
+        self._forwarding.set()
+        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._pumps: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    def go_silent(self) -> None:
+        """From now on nothing is forwarded, and nothing is closed."""
+        self._forwarding.clear()
+
+    def resume(self) -> None:
+        """Cut every connection that went silent; forward new connections again."""
+        for client, server in self._links:
+            client.transport.abort()
+            server.transport.abort()
+        self._links.clear()
+        self._forwarding.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._forwarding.wait()  # a connection made while silent hears nothing
+        up_reader, up_writer = await asyncio.open_unix_connection(self._upstream)
+        self._links.add((writer, up_writer))
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            pump = asyncio.create_task(self._pump(source, sink))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while data := await source.read(65536):
+                await self._forwarding.wait()
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[SilentProxy]:
+        """Listen on a free loopback port until the block ends."""
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            self.resume()
+            server.close()
+            for pump in list(self._pumps):
+                pump.cancel()
+            await asyncio.gather(*self._pumps, return_exceptions=True)
