@@ -326,6 +326,10 @@ class FakeReservations:
             self._append(RegistrationEventType.RESERVATION_EXPIRED, expired)
         return len(overdue)
 
+    async def prune_records_before(self, cutoff: datetime) -> dict[str, int]:
+        """Nothing of these is kept by the fake with a time to prune by."""
+        return {"webhook_deliveries": 0, "payment_mismatches": 0, "tiers": 0}
+
     async def fold_confirmed_seats(self, batch_size: int) -> int:
         """Up to `batch_size` confirmed seats marked folded (seat counts read registrations)."""
         unfolded = [
@@ -423,10 +427,10 @@ class FakeEvents:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def sequence_pending(self) -> int:
-        """Number the unnumbered events in the order they were appended."""
+    async def sequence_pending(self, limit: int) -> int:
+        """Number up to `limit` unnumbered events in the order they were appended."""
         store = self._store
-        pending = [i for i, e in enumerate(store.events) if e.sequence == 0]
+        pending = [i for i, e in enumerate(store.events) if e.sequence == 0][:limit]
         for index in pending:
             store.last_sequence += 1
             store.events[index] = replace(store.events[index], sequence=store.last_sequence)

@@ -26,7 +26,7 @@ from tests.rich_errors import rich_error
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import (
-    prune_registration_events,
+    prune_history,
     sequence_events,
 )
 from ticketing_service.service_layer.reconciliation import reconcile_due
@@ -244,7 +244,8 @@ async def test_pruned_events_are_gone_and_a_consumer_behind_them_is_told(
         "UPDATE registration_events SET create_time = now() - interval '40 days'"
         " WHERE sequence <= 2",
     )
-    assert await prune_registration_events(deps, datetime.now(UTC) - timedelta(days=30)) == 2
+    pruned = await prune_history(deps, datetime.now(UTC) - timedelta(days=30))
+    assert pruned["registration_events"] == 2
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ListRegistrationEvents(pb.ListRegistrationEventsRequest(after_sequence=0))
     error = rich_error(caught.value)
@@ -278,3 +279,55 @@ async def test_watching_from_a_negative_sequence_is_invalid_argument(stub: Stub)
         async for _ in stream:
             pass
     assert rich_error(caught.value).fields == ["after_sequence"]
+
+
+async def test_a_backlog_after_an_outage_is_numbered_completely_in_bounded_batches(
+    stub: Stub, deps: Dependencies, database_url: str
+) -> None:
+    await configure_event(stub)
+    held = await hold(stub, "user-1")
+    # A thousand events that committed while no sequencer ran, copies of the hold's.
+    sql(
+        database_url,
+        "INSERT INTO registration_events (type, reservation_id, reservation)"
+        " SELECT type, reservation_id, reservation FROM registration_events,"
+        " generate_series(1, 1000) WHERE reservation_id = $1",
+        held.reservation_id,
+    )
+
+    await sequence_events(deps, batch_size=300)
+
+    assert sql(
+        database_url,
+        "SELECT count(*), count(DISTINCT sequence), min(sequence), max(sequence)"
+        " FROM registration_events",
+    ) == [(1001, 1001, 1, 1001)]
+
+
+async def test_old_deliveries_mismatch_records_and_unused_removed_tiers_are_pruned_too(
+    stub: Stub, deps: Dependencies, database_url: str
+) -> None:
+    await configure_event(stub, paid_tier("vip"), paid_tier("used"), paid_tier("unused"))
+    held = await hold(stub, "payer", "used")
+    await stub.ConfirmPayment(payment_for(held, delivery_id="d-old"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.ConfirmPayment(payment_for(held, payment_id="pay-2", amount=1))
+    await configure_event(stub, paid_tier("vip"))  # "used" is kept for its reservation
+    for table in ("webhook_deliveries", "payment_mismatches"):
+        sql(database_url, f"UPDATE {table} SET create_time = now() - interval '40 days'")
+    sql(
+        database_url,
+        "UPDATE tiers SET delete_time = now() - interval '40 days' WHERE delete_time IS NOT NULL",
+    )
+
+    pruned = await prune_history(deps, datetime.now(UTC) - timedelta(days=30))
+
+    assert (pruned["webhook_deliveries"], pruned["payment_mismatches"], pruned["tiers"]) == (
+        1,
+        1,
+        1,
+    )
+    assert sql(database_url, "SELECT tier_id FROM tiers ORDER BY tier_id") == [
+        ("used",),
+        ("vip",),
+    ]

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from ticketing_service import bootstrap
 from ticketing_service.config import Config
 from ticketing_service.domain.errors import TicketingError
-from ticketing_service.service_layer.events_handlers import prune_registration_events
+from ticketing_service.service_layer.events_handlers import prune_history
 from ticketing_service.service_layer.reconciliation import (
     Reconciled,
     reconcile_due,
@@ -35,11 +35,12 @@ def duration(raw: str) -> timedelta:
 
 
 async def prune_events(config: Config, older_than_days: float) -> int:
-    """Delete feed events older than the cutoff."""
+    """Delete feed events and the other records kept only for a while, older than the cutoff."""
     cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
     async with bootstrap.wired(config, bootstrap.resolve_database_url(config)) as service:
-        pruned = await prune_registration_events(service.deps, cutoff)
-    log.info("pruned %d registration events created before %s", pruned, cutoff.isoformat())
+        pruned = await prune_history(service.deps, cutoff)
+    counts = ", ".join(f"{count} {table}" for table, count in pruned.items())
+    log.info("pruned what was created before %s: %s", cutoff.isoformat(), counts)
     return 0
 
 

@@ -17,6 +17,8 @@ from ticketing_service.service_layer.event_fanout import MAX_PAGE_BYTES, MAX_PAG
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
+# Events numbered per transaction; a busy second commits far fewer.
+SEQUENCE_BATCH = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +80,21 @@ async def watch_registration_events(
                         cursor = event.sequence
 
 
-async def sequence_events(deps: Dependencies) -> int:
-    """Number every event committed so far that has no number yet, in one pass."""
-    # One pass numbers everything committed before it started. What commits during the pass
-    # wakes the sequencer again, so a second pass here would mostly find nothing.
-    async with deps.uow() as uow:
-        numbered = await uow.events.sequence_pending()
-        await uow.commit()
-    return numbered
+async def sequence_events(deps: Dependencies, batch_size: int = SEQUENCE_BATCH) -> int:
+    """Number every event committed so far that has no number yet, in one pass.
+
+    A pass numbers everything committed before it started, a batch per transaction (a backlog
+    after a long outage is never one statement that outruns the statement timeout). What commits
+    during the pass wakes the sequencer again.
+    """
+    total = 0
+    while True:
+        async with deps.uow() as uow:
+            numbered = await uow.events.sequence_pending(batch_size)
+            await uow.commit()
+        total += numbered
+        if numbered < batch_size:
+            return total
 
 
 class Sequencer:
@@ -124,9 +133,11 @@ class Sequencer:
             await asyncio.sleep(spacing)
 
 
-async def prune_registration_events(deps: Dependencies, cutoff: datetime) -> int:
-    """Delete numbered events older than `cutoff`; return how many."""
+async def prune_history(deps: Dependencies, cutoff: datetime) -> dict[str, int]:
+    """Delete what is kept only for a while, from before `cutoff`: numbered feed events,
+    webhook deliveries, mismatched payments' records, removed tiers; how many of each."""
     async with deps.uow() as uow:
-        pruned = await uow.events.prune_before(cutoff)
+        pruned = {"registration_events": await uow.events.prune_before(cutoff)}
+        pruned |= await uow.sweeps.prune_records_before(cutoff)
         await uow.commit()
     return pruned

@@ -129,6 +129,11 @@ class SweepRepository(Protocol):
         """Add up to `batch_size` confirmed seats to their tiers' accepted counts."""
         ...
 
+    async def prune_records_before(self, cutoff: datetime) -> dict[str, int]:
+        """Delete webhook deliveries, mismatched payments' records and removed tiers no
+        reservation refers to, from before `cutoff`; how many of each, by table."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ReconcileCandidate:
@@ -176,8 +181,8 @@ class ReconciliationRepository(Protocol):
 class EventsRepository(Protocol):
     """The registration event feed."""
 
-    async def sequence_pending(self) -> int:
-        """Number the committed events that have no number yet; return how many."""
+    async def sequence_pending(self, limit: int) -> int:
+        """Number up to `limit` committed events that have no number yet; return how many."""
         ...
 
     async def list_after(

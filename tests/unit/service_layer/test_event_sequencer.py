@@ -20,7 +20,7 @@ class _Events:
         self._pass_done = pass_done
         self.started = asyncio.Event()
 
-    async def sequence_pending(self) -> int:
+    async def sequence_pending(self, limit: int) -> int:
         await asyncio.sleep(0)  # a real pass awaits the database: commits may wake it meanwhile
         if not self.started.is_set():
             self.started.set()

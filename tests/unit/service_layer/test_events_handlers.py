@@ -13,7 +13,7 @@ from ticketing_service.domain.settings import Tier
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import (
     list_registration_events,
-    prune_registration_events,
+    prune_history,
     sequence_events,
 )
 from ticketing_service.service_layer.registration_handlers import start_paid_registration
@@ -47,10 +47,24 @@ async def test_a_consumer_behind_pruned_events_is_told_where_to_resume(
     await start_paid_registration(deps, registration("new"))
     await sequence_events(deps)
 
-    assert await prune_registration_events(deps, database.store.now - timedelta(hours=1)) == 1
+    counts = await prune_history(deps, database.store.now - timedelta(hours=1))
+    assert counts["registration_events"] == 1
 
     with pytest.raises(errors.EventsPruned) as pruned:
         await list_registration_events(deps, after_sequence=0, page_size=10)
     assert pruned.value.metadata == {"firstRetainedSequence": "2"}
     page = await list_registration_events(deps, after_sequence=1, page_size=10)
     assert [e.reservation.user_id for e in page.events] == ["new"]
+
+
+async def test_a_backlog_is_numbered_batch_by_batch_each_in_a_transaction_of_its_own(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    for user in range(5):
+        await start_paid_registration(deps, registration(f"user-{user}"))
+    commits_before = len(database.committed)
+
+    assert await sequence_events(deps, batch_size=2) == 5
+
+    assert len(database.committed) - commits_before == 3  # 2 + 2 + 1
+    assert [e.sequence for e in database.store.events] == [1, 2, 3, 4, 5]

@@ -37,12 +37,14 @@ _APPEND = (
     " WHERE r.reservation_id = ANY(CAST(%(ids)s AS uuid[])) ORDER BY r.reservation_id"
 )
 _LOCK_SEQUENCER = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))"
-# Numbers the pending events after the last number given, records the new last number and
-# announces them, in one statement; it reports how many it numbered.
+# Numbers up to `n` pending events after the last number given, records the new last number
+# and announces them, in one statement; it reports how many it numbered. Bounded, so a backlog
+# after a long outage is numbered batch by batch, each well within the statement timeout.
 _NUMBER_PENDING = (
     "WITH base AS (SELECT last_sequence AS top FROM registration_event_sequencer),"
     " pending AS (SELECT event_row_id, row_number() OVER (ORDER BY event_row_id) AS n"
-    " FROM registration_events WHERE sequence IS NULL),"
+    " FROM (SELECT event_row_id FROM registration_events WHERE sequence IS NULL"
+    " ORDER BY event_row_id LIMIT %(n)s) batch),"
     " numbered AS (UPDATE registration_events e SET sequence = base.top + pending.n"
     " FROM pending, base WHERE e.event_row_id = pending.event_row_id RETURNING e.sequence),"
     " top AS (UPDATE registration_event_sequencer"
@@ -81,15 +83,16 @@ class SqlEventsRepository:
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
 
-    async def sequence_pending(self) -> int:
-        """Number the committed unnumbered events after the current maximum; return how many.
+    async def sequence_pending(self, limit: int) -> int:
+        """Number up to `limit` committed unnumbered events after the current maximum; return
+        how many.
 
         The count of numbered events is announced on NEW_EVENTS_CHANNEL when this commits.
         """
         # Two statements: the numbering starts after the lock is granted, so its snapshot
         # includes everything numbered by the previous holder of the lock.
         await self._tx.one(_LOCK_SEQUENCER, {"key": SEQUENCER_LOCK_KEY})
-        numbered = await self._tx.one(_NUMBER_PENDING, {"channel": NEW_EVENTS_CHANNEL})
+        numbered = await self._tx.one(_NUMBER_PENDING, {"channel": NEW_EVENTS_CHANNEL, "n": limit})
         assert numbered is not None
         return int(numbered["numbered"])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ticketing_service.adapters.db.changes import Changes
 from ticketing_service.adapters.db.events_repository import append_events
 from ticketing_service.domain.events import RegistrationEventType
@@ -58,3 +60,30 @@ class SqlSweepRepository:
             {"n": batch_size},
         )
         return sum(int(r["n"]) for r in rows)
+
+    async def prune_records_before(self, cutoff: datetime) -> dict[str, int]:
+        """Delete webhook deliveries, mismatched payments' records and removed tiers (no
+        reservation refers to) from before `cutoff`; how many of each."""
+        pruned = {}
+        for kind, statement in _PRUNE.items():
+            rows = await self._tx.all(statement, {"cutoff": cutoff})
+            pruned[kind] = len(rows)
+        return pruned
+
+
+# A delivery id older than the retention is not retried any more (and a retry would still be
+# handled by the ordinary rules); a mismatch's record was announced on the feed long ago; a
+# tier tombstone is kept only while a reservation still refers to it.
+_PRUNE = {
+    "webhook_deliveries": (
+        "DELETE FROM webhook_deliveries WHERE create_time < %(cutoff)s RETURNING 1"
+    ),
+    "payment_mismatches": (
+        "DELETE FROM payment_mismatches WHERE create_time < %(cutoff)s RETURNING 1"
+    ),
+    "tiers": (
+        "DELETE FROM tiers t WHERE t.delete_time < %(cutoff)s AND NOT EXISTS (SELECT 1"
+        " FROM reservations r WHERE r.event_id = t.event_id AND r.tier_id = t.tier_id)"
+        " RETURNING 1"
+    ),
+}
