@@ -513,3 +513,52 @@ async def test_an_ended_hold_whose_confirmation_is_committing_still_counts_as_ta
 
     assert answers == (SOLD_OUT, CONFIRMED)
     assert seats_given(database_url) == 1
+
+
+# --- (e) a callback and a reconciliation of one payment: one registration, one payment row ---
+
+
+async def callback_and_reconciliation(
+    stub: Stub, contender: Stub, payment_service: PaymentService
+) -> tuple[str, str]:
+    """The payment's callback and a ReconcileReservation of it at once; both outcomes."""
+    request = await held_reservation(stub)
+    payment_service.state.mark_paid(request.checkout_id, payment_id=request.payment_id)
+    reconcile = pb.ReconcileReservationRequest(reservation_id=request.reservation_id)
+    callback, reconciled = await asyncio.gather(
+        answer_of(contender.ConfirmPayment(request, timeout=CALL_SECONDS)),
+        answer_of(contender.ReconcileReservation(reconcile, timeout=CALL_SECONDS)),
+    )
+    assert isinstance(reconciled, pb.ReconcileReservationResponse), reconciled
+    return label(callback), pb.ConfirmPaymentOutcome.Name(reconciled.outcome)
+
+
+async def test_control_without_the_reservation_lock_a_callback_and_a_reconciliation_both_settle(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    meeting = Meeting("reservation_locked", parties=2)
+    async with contender_server(
+        database_url, payment_service, locking=False, pause=meeting
+    ) as contender:
+        outcomes = await callback_and_reconciliation(stub, contender, payment_service)
+
+    assert meeting.met == 2, outcomes
+    assert sorted(outcomes) != sorted([CONFIRMED, ALREADY_CONFIRMED])
+    [(status, registrations, _)] = [settled_any(database_url)]
+    assert (status, registrations) != ("confirmed", 1)
+
+
+async def test_a_callback_and_a_reconciliation_racing_give_one_registration_and_one_payment(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    async with contender_server(database_url, payment_service) as contender:
+        outcomes = await callback_and_reconciliation(stub, contender, payment_service)
+
+    assert sorted(outcomes) == sorted([CONFIRMED, ALREADY_CONFIRMED])
+    assert settled_any(database_url) == ("confirmed", 1, 1)
+
+
+def settled_any(database_url: str) -> tuple[object, ...]:
+    """The one reservation's status, its registrations and its paid payment rows."""
+    [(reservation_id,)] = sql(database_url, "SELECT reservation_id::text FROM reservations")
+    return settled(database_url, reservation_id)

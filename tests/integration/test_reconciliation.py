@@ -4,14 +4,19 @@ a lost callback never loses a paid seat (SPEC §9)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from tests.integration.conftest import PaymentService
+from tests.integration.conftest import PaymentService, listening_service, service_config
 from tests.integration.flows import (
     configure_event,
     end_hold,
@@ -22,12 +27,19 @@ from tests.integration.flows import (
     status_of,
 )
 from tests.rich_errors import rich_error
+from ticketing_service.config import Config
 from ticketing_service.domain.reconciliation import CheckoutAnswer, Step
+from ticketing_service.entrypoints import maintenance
+from ticketing_service.entrypoints.serving import served
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.reconciliation import reconcile_due
 
 if TYPE_CHECKING:
+    from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
+
+# Far above what the settings below need: only a broken run waits this long.
+GUARD_SECONDS = 30
 
 
 async def reconcile(stub: Stub, reservation_id: str) -> pb.ReconcileReservationResponse:
@@ -174,3 +186,87 @@ async def test_reconciling_a_reservation_without_a_checkout_asks_nothing(
 
     assert found.checkout_status == pb.CHECKOUT_STATUS_UNSPECIFIED
     assert found.reservation.status == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
+
+
+@asynccontextmanager
+async def asking_service(
+    database_url: str, payment_url: str
+) -> AsyncIterator[TicketingServiceAsyncStub]:
+    """The service as `serve` runs it, asking early and often: a live hold after a second,
+    every 0.2 s (the client's timeout is a second)."""
+    config = service_config(
+        database_url,
+        payment_url,
+        TICKETING_RECONCILE_AFTER_SECONDS="1",
+        TICKETING_SWEEP_INTERVAL_SECONDS="0.2",
+    )
+    async with (
+        listening_service(config) as service,
+        served(service, config, "127.0.0.1:0") as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        yield pb_grpc.TicketingServiceStub(channel)
+
+
+async def status_becomes(stub: Stub, reservation_id: str, status: int) -> float:
+    """Seconds until the reservation has `status` (polled; bounded by the guard)."""
+    began = time.monotonic()
+    request = pb.GetReservationRequest(reservation_id=reservation_id)
+    async with asyncio.timeout(GUARD_SECONDS):
+        while True:  # the server's state: polled, bounded by the guard
+            if (await stub.GetReservation(request)).reservation.status == status:
+                return time.monotonic() - began
+            await asyncio.sleep(0.05)
+
+
+async def test_a_lost_callback_s_payment_is_confirmed_by_the_running_service_within_seconds(
+    database_url: str, payment_service: PaymentService
+) -> None:
+    async with asking_service(database_url, payment_service.url) as stub:
+        await configure_event(stub)
+        held = await hold(stub, "payer")
+        payment_service.state.mark_paid(held.checkout_id)  # paid; the callback never comes
+
+        waited = await status_becomes(
+            stub, held.reservation_id, reservation_pb2.RESERVATION_STATUS_CONFIRMED
+        )
+
+    print(f"confirmed {waited:.2f} s after the payment, with no callback")  # for the report
+
+
+async def test_a_hanging_payment_service_cannot_keep_the_running_service_from_ending_holds(
+    database_url: str, payment_service: PaymentService
+) -> None:
+    async with asking_service(database_url, payment_service.url) as stub:
+        await configure_event(stub)
+        held = await hold(stub, "payer")
+        payment_service.state.faults["get_checkout"] = "hang"
+        end_hold(database_url, held.reservation_id)
+
+        waited = await status_becomes(
+            stub, held.reservation_id, reservation_pb2.RESERVATION_STATUS_EXPIRED
+        )
+
+    print(f"expired {waited:.2f} s after its end with the payment service hanging")
+
+
+async def test_the_reconcile_command_settles_what_it_finds_and_says_so(
+    stub: Stub,
+    config: Config,
+    payment_service: PaymentService,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await configure_event(stub)
+    paid, unpaid = await hold(stub, "payer"), await hold(stub, "browser")
+    payment_service.state.mark_paid(paid.checkout_id)
+
+    assert await maintenance.reconcile(config, None, timedelta(hours=1)) == 0
+
+    printed = capsys.readouterr().out
+    assert f"{paid.reservation_id}  confirmed" in printed
+    assert f"{unpaid.reservation_id}  pending_payment" in printed
+    assert printed.splitlines()[-1] == (
+        "asked about 2 reservations (1 paid, 1 requires_payment); 1 settled"
+    )
+    assert await maintenance.reconcile(config, paid.reservation_id, None) == 0
+    assert "payment service: paid -> CONFIRMED" in capsys.readouterr().out

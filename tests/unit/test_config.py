@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import pytest
 
 from ticketing_service.config import Config, ConfigError
+from ticketing_service.entrypoints import maintenance
 from ticketing_service.entrypoints.grpc.exposure import check_exposure, is_loopback
 
 WHOLE_NUMBERS = [
@@ -82,3 +84,16 @@ def test_a_reachable_address_needs_a_guard_or_the_insecure_flag() -> None:
     check_exposure("0.0.0.0:1", guarded=True, insecure=False)
     check_exposure("0.0.0.0:1", guarded=False, insecure=True)
     check_exposure("127.0.0.1:1", guarded=False, insecure=False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("30m", 1800), ("2h", 7200), ("7d", 604800), ("45s", 45)]
+)
+def test_a_duration_is_a_whole_number_and_a_unit(raw: str, seconds: int) -> None:
+    assert maintenance.duration(raw).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("raw", ["", "2", "1.5h", "-2h", "0m", "2 hours", "h"])
+def test_anything_else_is_not_a_duration(raw: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="duration"):
+        maintenance.duration(raw)
