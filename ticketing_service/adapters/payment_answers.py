@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import httpx
 
+from ticketing_service.domain.times import parse_rfc3339
 from ticketing_service.service_layer.checkouts import (
     Checkout,
     CheckoutState,
@@ -149,10 +150,7 @@ def _optional_time(data: dict[str, object], name: str) -> datetime | None:
     value = data.get(name)
     if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = parse_rfc3339(value)
+    if parsed is None:
         raise malformed(f"{name} is not an RFC 3339 time with an offset")
     return parsed

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ticketing_service.domain.money import MAX_AMOUNT, is_known_currency
+from ticketing_service.domain.times import parse_rfc3339
 from ticketing_service.entrypoints.dev.payment_state import Refusal
 
 _CHECKOUT_STRINGS = (
@@ -68,11 +69,8 @@ def _money(data: dict[str, object], name: str) -> None:
 def _expires_at(value: object) -> datetime | None:
     if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+    parsed = parse_rfc3339(value)
+    if parsed is None:
         raise _invalid("expiresAt must be an RFC 3339 time with an offset.")
     return parsed
 

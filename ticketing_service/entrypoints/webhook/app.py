@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -15,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ticketing_service.domain.money import MAX_AMOUNT
+from ticketing_service.domain.times import parse_rfc3339
 from ticketing_service.entrypoints.observability.request_context import note_reservation
 from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmRejected,
@@ -37,10 +37,6 @@ HEALTH_TIMEOUT_SECONDS = 5.0
 # with an offset that leaves the range once in UTC) must be a 400 naming it: the backend could
 # not take it, and a 503 would make the sender retry it forever.
 _EARLIEST_PAID_YEAR, _LATEST_PAID_YEAR = 1970, 9999
-# RFC 3339 date-time (section 5.6): stricter than fromisoformat, and the offset is mandatory.
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
 
 _STATUS_BY_KIND = {
     "not_found": 404,
@@ -126,15 +122,9 @@ def _amount(event: Mapping[str, object]) -> int:
 
 
 def _paid_time(event: Mapping[str, object]) -> datetime:
-    """Parse an RFC 3339 timestamp, which always carries its offset."""
-    value = _required_str(event, "paidAt")
-    if not _RFC3339.fullmatch(value):
-        raise _BadPayload("paidAt")
-    try:
-        paid = datetime.fromisoformat(value.upper()).astimezone(UTC)
-    except (ValueError, OverflowError):  # an impossible date or time, or one out of range in UTC
-        raise _BadPayload("paidAt") from None
-    if not _EARLIEST_PAID_YEAR <= paid.year <= _LATEST_PAID_YEAR:
+    """The RFC 3339 `paidAt` (with its offset), in UTC, in a year a payment can be made."""
+    paid = parse_rfc3339(_required_str(event, "paidAt"))
+    if paid is None or not _EARLIEST_PAID_YEAR <= paid.year <= _LATEST_PAID_YEAR:
         raise _BadPayload("paidAt")
     return paid
 
