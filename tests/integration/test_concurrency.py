@@ -529,8 +529,9 @@ async def callback_and_reconciliation(
         answer_of(contender.ConfirmPayment(request, timeout=CALL_SECONDS)),
         answer_of(contender.ReconcileReservation(reconcile, timeout=CALL_SECONDS)),
     )
-    assert isinstance(reconciled, pb.ReconcileReservationResponse), reconciled
-    return label(callback), pb.ConfirmPaymentOutcome.Name(reconciled.outcome)
+    if isinstance(reconciled, pb.ReconcileReservationResponse):
+        return label(callback), pb.ConfirmPaymentOutcome.Name(reconciled.outcome)
+    return label(callback), label(reconciled)
 
 
 async def test_control_without_the_reservation_lock_a_callback_and_a_reconciliation_both_settle(
@@ -542,10 +543,11 @@ async def test_control_without_the_reservation_lock_a_callback_and_a_reconciliat
     ) as contender:
         outcomes = await callback_and_reconciliation(stub, contender, payment_service)
 
+    # Both settle the same payment at once: both claim it, or the second collides with the first's
+    # registration (the unique index is the last line of defence, and it answers INTERNAL).
     assert meeting.met == 2, outcomes
     assert sorted(outcomes) != sorted([CONFIRMED, ALREADY_CONFIRMED])
-    [(status, registrations, _)] = [settled_any(database_url)]
-    assert (status, registrations) != ("confirmed", 1)
+    assert CONFIRMED in outcomes
 
 
 async def test_a_callback_and_a_reconciliation_racing_give_one_registration_and_one_payment(
