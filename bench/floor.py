@@ -1,12 +1,12 @@
 """The floor under every call of `scripts/bench`: what gRPC and the callers alone cost.
 
-    uv run --frozen python scripts/bench_floor.py [--calls 6000] [--rounds 3] [--workers 2]
-                                                  [--answer-after-ms 0] [--callers auto]
+    scripts/bench floor [--calls 6000] [--rounds 3] [--workers 2] [--answer-after-ms 0]
+                       [--callers auto]
 
 Serves TicketingService.ConfirmPayment the way `serve --workers` does (worker processes on one
 port with SO_REUSEPORT, each on uvloop), but its handler answers a fixed, full-size response at
 once: no database, validation, logging or metrics. The callers are the benchmark's own
-(`bench_callers`: `--concurrency` callers, one connection each, in Go where it builds, else in
+(`bench/callers.py`: `--concurrency` callers, one connection each, in Go where it builds, else in
 Python on uvloop).
 
 With `--answer-after-ms`, the handler waits that long before answering, so the calls overlap
@@ -30,18 +30,19 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import grpc
-from bench_callers import open_callers
-from bench_phases import Phase, grpc_stubs, quantiles_ms
-from bench_stack import (
+from google.protobuf.timestamp_pb2 import Timestamp
+from moim.ticketing.v1 import reservation_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+
+from bench.callers import open_callers
+from bench.channels import grpc_stubs
+from bench.phases import Phase, quantiles_ms
+from bench.stack import (
     SERVER_LINE,
     Child,
     CpuMeter,
@@ -50,11 +51,6 @@ from bench_stack import (
     cpu_speed_ms,
     driver_cpu_seconds,
 )
-from google.protobuf.timestamp_pb2 import Timestamp
-from moim.ticketing.v1 import reservation_pb2
-from moim.ticketing.v1 import ticketing_service_pb2 as pb
-from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
-
 from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.grpc.workers import serve_in_workers
 
@@ -62,8 +58,10 @@ PHASE_SECONDS = 120.0
 WARM_UP_CALLS = 500
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench floor", description=__doc__.split("\n\n")[0]
+    )
     add = parser.add_argument
     add("--calls", type=int, default=6000, help="calls per round (6000)")
     add("--rounds", type=int, default=3, help="rounds; the CPU per call is their median (3)")
@@ -77,7 +75,7 @@ def parse_args() -> argparse.Namespace:
         help="as scripts/bench's (auto: Go where it builds)",
     )
     add("--serve", action="store_true", help=argparse.SUPPRESS)  # the server's own process
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def fixed_answer() -> pb.ConfirmPaymentResponse:
@@ -105,19 +103,24 @@ def fixed_answer() -> pb.ConfirmPaymentResponse:
     )
 
 
-class FixedAnswers(pb_grpc.TicketingServiceServicer):
+def fixed_answers(answer_after_seconds: float) -> grpc.GenericRpcHandler:
     """ConfirmPayment without the service: the same answer to every call."""
+    answer = fixed_answer()
 
-    def __init__(self, answer_after_seconds: float) -> None:
-        self._answer = fixed_answer()
-        self._wait = answer_after_seconds
-
-    async def ConfirmPayment(
-        self, request: pb.ConfirmPaymentRequest, context: Any
+    async def confirm_payment(
+        request: pb.ConfirmPaymentRequest, context: Any
     ) -> pb.ConfirmPaymentResponse:
-        if self._wait:
-            await asyncio.sleep(self._wait)
-        return self._answer
+        if answer_after_seconds:
+            await asyncio.sleep(answer_after_seconds)
+        return answer
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        confirm_payment,
+        request_deserializer=pb.ConfirmPaymentRequest.FromString,
+        response_serializer=pb.ConfirmPaymentResponse.SerializeToString,
+    )
+    service = pb.DESCRIPTOR.services_by_name["TicketingService"].full_name
+    return grpc.method_handlers_generic_handler(service, {"ConfirmPayment": handler})
 
 
 def serve_fixed(answer_after_seconds: float, address: str, report: Callable[[int], None]) -> int:
@@ -125,7 +128,7 @@ def serve_fixed(answer_after_seconds: float, address: str, report: Callable[[int
 
     async def serve() -> None:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
-        pb_grpc.add_TicketingServiceServicer_to_server(FixedAnswers(answer_after_seconds), server)
+        server.add_generic_rpc_handlers((fixed_answers(answer_after_seconds),))
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C reaches the workers too
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -211,17 +214,17 @@ def report(
     print(f"median CPU per call: server {server:.2f} ms, driver {driver:.2f} ms")
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.serve:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
         serve = partial(serve_fixed, args.answer_after_ms / 1000)
         return serve_in_workers(args.workers, "127.0.0.1:0", serve)
     began = time.perf_counter()
     speed_before = cpu_speed_ms()
-    argv = [sys.executable, __file__, "--serve", "--workers", str(args.workers)]
-    argv += ["--answer-after-ms", str(args.answer_after_ms)]
-    with child_process(argv, clean_environment(), SERVER_LINE, "fixed-answer server") as server:
+    command = [sys.executable, "-m", "bench.floor", "--serve", "--workers", str(args.workers)]
+    command += ["--answer-after-ms", str(args.answer_after_ms)]
+    with child_process(command, clean_environment(), SERVER_LINE, "fixed-answer server") as server:
         phases, callers = event_loop.run(measure(server, args))
     report(phases, callers, args, (speed_before, cpu_speed_ms()))
     print(f"\nwhole run: {time.perf_counter() - began:.0f} s")
@@ -229,4 +232,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

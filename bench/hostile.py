@@ -1,6 +1,6 @@
 """Measure how the real server and shim hold up against hostile and careless clients.
 
-    uv run python scripts/measure_hostile.py [--sockets 140] [--callbacks 200]
+    scripts/bench hostile [--sockets 140] [--callbacks 200]
 
 Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), the payment service
 fake, then `python -m ticketing_service serve` and the webhook shim as subprocesses with
@@ -23,28 +23,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import grpc
 import httpx
-from bench_phases import moim_hmac_headers
-from bench_stack import Child, ticketing_server, webhook_shim
-from load import database
-from load_webhook import HMAC_SECRET, PAYMENT_TOKEN, callback_body, open_holds
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
-from ticketing_service.entrypoints.dev.payment_service import (
-    create_payment_service_app,
-    running_payment_service,
+from bench.callbacks import CALLBACK_PATH, callback_body, moim_hmac_headers
+from bench.stack import (
+    PAYMENT_TOKEN,
+    Child,
+    PaymentServiceThread,
+    database,
+    ticketing_server,
+    webhook_shim,
 )
+from bench.webhook import HMAC_SECRET, open_holds
+from ticketing_service.entrypoints import event_loop
 
-CALLBACK_PATH = "/api/ticket-payment-callbacks"
 UPDATE_SETTINGS = "/moim.ticketing.v1.TicketingService/UpdateTicketingSettings"
 REQUEST_LINE = f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: shim\r\n".encode()
 SENDERS = 16
@@ -60,7 +61,8 @@ async def refuse(channel: grpc.aio.Channel, tiers: int) -> str:
     encoded = pb.UpdateTicketingSettingsRequest(
         event_id="bomb", tiers=[settings_pb2.TierInput() for _ in range(tiers)]
     ).SerializeToString()
-    call = channel.unary_unary(UPDATE_SETTINGS)  # bytes in, bytes out: nothing to encode now
+    # Bytes in, bytes out: nothing to encode now.
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(UPDATE_SETTINGS)
     began = time.perf_counter()
     try:
         await call(encoded, timeout=120)
@@ -111,7 +113,7 @@ async def hostile(port: int, count: int) -> AsyncIterator[list[asyncio.StreamRea
 
 
 async def callbacks_while_hostile(server: Child, shim: Child, args: argparse.Namespace) -> None:
-    _, holds = await open_holds(server, args.callbacks, SENDERS, 300)
+    _, holds = await open_holds(server.port, args.callbacks, SENDERS, dict)
     answers: Counter[str] = Counter()
     latencies: list[float] = []
     async with (
@@ -122,7 +124,7 @@ async def callbacks_while_hostile(server: Child, shim: Child, args: argparse.Nam
 
         async def sender() -> None:
             for hold in pending:
-                body = callback_body(hold)
+                body = callback_body(hold, f"pay-{hold.reservation_id}")
                 headers = moim_hmac_headers(HMAC_SECRET, body, f"delivery-{uuid.uuid4()}")
                 began = time.perf_counter()
                 response = await http.post(CALLBACK_PATH, content=body, headers=headers)
@@ -155,25 +157,28 @@ async def time_to_cut(shim: Child) -> None:
         writer.close()
 
 
-async def measure(args: argparse.Namespace, database_url: str) -> None:
-    app = create_payment_service_app(token=PAYMENT_TOKEN)
-    async with running_payment_service(app) as payment_url:
-        with ticketing_server(database_url, payment_url, PAYMENT_TOKEN, 1, 10) as server:
-            await bombs(server)
-            with webhook_shim(server.port, HMAC_SECRET) as shim:
-                await callbacks_while_hostile(server, shim, args)
-                await time_to_cut(shim)
+async def measure(server: Child, shim: Child, args: argparse.Namespace) -> None:
+    await bombs(server)
+    await callbacks_while_hostile(server, shim, args)
+    await time_to_cut(shim)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench hostile", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--sockets", type=int, default=140, help="hostile connections (140)")
     parser.add_argument("--callbacks", type=int, default=200, help="signed callbacks (200)")
-    args = parser.parse_args()
-    with database() as database_url:
-        asyncio.run(measure(args, database_url))
+    args = parser.parse_args(argv)
+    with (
+        database() as url,
+        PaymentServiceThread() as payments,
+        ticketing_server(url, payments.url, PAYMENT_TOKEN, 1, 10) as server,
+        webhook_shim(server.port, HMAC_SECRET) as shim,
+    ):
+        event_loop.run(measure(server, shim, args))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,27 +1,38 @@
-"""The processes `scripts/bench` runs: the gRPC server and the webhook shim, as subprocesses.
+"""What the benchmarks run: Postgres, the payment service fake, the gRPC server and the shim.
 
-Postgres and the payment service stand-in come from `scripts/load.py` (`database()`,
-`StandIn`). Everything listens on 127.0.0.1; every wait is bounded.
+Postgres is embedded (pgserver, in a temporary directory) unless `DATABASE_URL` is set; the
+payment service is the fake of the dev stack and the tests, on a thread of this process; the
+server and the shim are subprocesses. Everything listens on 127.0.0.1; every wait is bounded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
+from ticketing_service.entrypoints import event_loop
+from ticketing_service.entrypoints.dev.payment_service import (
+    create_payment_service_app,
+    running_payment_service,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
+PAYMENT_TOKEN = "bench-payment-token"  # noqa: S105 - the loopback fake's, nothing real
 START_SECONDS = 120.0
 STOP_SECONDS = 30.0
 # How often a starting process's log is read for the line that says it listens.
@@ -34,6 +45,56 @@ RUN_WEBHOOK = (
     "import sys; from ticketing_service.entrypoints.webhook.serve import run_webhook; "
     "sys.exit(run_webhook(None))"
 )
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """`DATABASE_URL`, or an embedded Postgres in a temporary directory deleted afterwards."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    with warnings.catch_warnings():  # pgserver warns about a runtime dir it never uses
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from pgserver.postgres_server import get_server
+
+    with tempfile.TemporaryDirectory(prefix="ticketing-bench-") as scratch:
+        server: Any = get_server(Path(scratch) / "pgdata", cleanup_mode="delete")
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.cleanup()
+
+
+class PaymentServiceThread:
+    """The payment service fake (`running_payment_service`) on a thread with its own event
+    loop, so that the callers' loop never waits for it."""
+
+    def __init__(self, token: str = PAYMENT_TOKEN) -> None:
+        self.url = ""
+        self._token = token
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: event_loop.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        app = create_payment_service_app(token=self._token)
+        async with running_payment_service(app) as url:
+            self.url = url
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> PaymentServiceThread:
+        self._thread.start()
+        if not self._ready.wait(START_SECONDS):
+            raise RuntimeError("The payment service fake did not start.")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(STOP_SECONDS)
 
 
 def _cpu(processes: list[psutil.Process]) -> float:

@@ -3,7 +3,7 @@
 The callers share the machine's two CPUs with the server and Postgres, so every millisecond of
 CPU they spend per call is taken from the service. pgbench, the limit's caller, is compiled and
 spends about 0.07 ms per transaction; grpc.aio callers in Python spend about 0.4 ms per call,
-the Go ones (`bench_caller/main.go`, on Debian's grpc-go) about half that (docs/benchmarks.md).
+the Go ones (`bench/go_caller/main.go`, on Debian's grpc-go) about half that (docs/benchmarks.md).
 Both make the same calls: the same encoded requests, one HTTP/2 connection per caller, spread
 evenly over the server's workers.
 
@@ -30,21 +30,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
-from bench_phases import (
-    CALL_SECONDS,
-    CpuSampler,
-    EvenShares,
-    Phase,
-    Stubs,
-    owner_of,
-    peer_ports,
-    reason_of_status,
-    run_phase,
-)
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-SOURCE = Path(__file__).resolve().parent / "bench_caller" / "main.go"
+from bench.channels import EvenShares, Stubs, owner_of, peer_ports
+from bench.phases import CALL_SECONDS, CpuSampler, Phase, reason_of_status, run_phase
+
+SOURCE = Path(__file__).resolve().parent / "go_caller" / "main.go"
 # Where Debian's Go packages put grpc-go and protobuf (GOPATH mode: there is no module proxy).
 DEBIAN_GOPATH = "/usr/share/gocode"
 SERVICE = "/moim.ticketing.v1.TicketingService/"
@@ -314,11 +306,10 @@ def _status(encoded: str | None) -> status_pb2.Status | None:
     return status_pb2.Status.FromString(base64.b64decode(encoded)) if encoded else None
 
 
-def main() -> int:
-    """`--vet`: build, vet and format-check the Go callers (scripts/check runs this)."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--vet", action="store_true", required=True)
-    parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build, vet and format-check the Go callers."""
+    parser = argparse.ArgumentParser(prog="scripts/bench vet-go-callers", description=main.__doc__)
+    parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-caller-") as directory:
         try:
             build_go_callers(Path(directory), vet=True)
@@ -330,4 +321,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

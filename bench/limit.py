@@ -24,6 +24,7 @@ import secrets
 import subprocess
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,18 +33,22 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pgserver
 
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.domain.reservations import Delivery, DeliveryScheme, PaymentClaim
-from ticketing_service.service_layer.checkouts import Checkout, CheckoutRequest
+from ticketing_service.service_layer.checkouts import Checkout, CheckoutRequest, CheckoutStatus
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.payment_handlers import confirm_payment
+from ticketing_service.service_layer.refunds import RefundRequest, RefundStatus
 from ticketing_service.service_layer.registration_handlers import (
     StartRegistration,
     start_paid_registration,
 )
+
+with warnings.catch_warnings():  # pgserver warns about a runtime dir it never uses
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    import pgserver
 
 PGBENCH = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
 PGBENCH_SECONDS = 180.0
@@ -242,6 +247,16 @@ class _SampleCheckouts:
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         checkout_id = f"co-{self.marker}"
         return Checkout(checkout_id, f"https://pay.example/c/{checkout_id}", "requires_payment")
+
+    # Start and Confirm never read a checkout nor refund: a sample that did would fail here.
+    async def get_checkout(self, checkout_id: str) -> CheckoutStatus:
+        raise AssertionError("the recorded samples never read a checkout")
+
+    async def create_refund(self, request: RefundRequest) -> RefundStatus:
+        raise AssertionError("the recorded samples never refund")
+
+    async def get_refund(self, refund_id: str) -> RefundStatus:
+        raise AssertionError("the recorded samples never refund")
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import grpc
-from bench_phases import CpuSampler, Phase, Stubs, reason_of, run_phase
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
+
+from bench.channels import Stubs
+from bench.phases import CpuSampler, Phase, reason_of, run_phase
 
 CALL_SECONDS = 30.0
 PRICE = 50000

@@ -1,7 +1,7 @@
 // Command bench_caller makes the benchmark's gRPC calls: compiled callers cost the shared CPUs
 // about half what Python ones do, as pgbench costs the limit less than any Python client would.
 //
-// scripts/bench_callers.py builds and drives it; the requests and answers it passes are
+// bench/callers.py builds and drives it; the requests and answers it passes are
 // encoded protobuf messages, so it needs no generated code and calls any unary method.
 //
 //	bench_caller -address 127.0.0.1:PORT -candidates 96

@@ -7,7 +7,7 @@ Starts Postgres (embedded in a temporary directory, or `DATABASE_URL`), the paym
 stand-in (in this process, on its own thread), `python -m ticketing_service serve` and the
 webhook shim as subprocesses. Then, `--rounds` times, with `--concurrency` callers on
 `--channels` connections spread evenly over the server's workers (`--callers`: compiled Go
-ones where they build, see `bench_callers.py`), each RPC and then, at once, its limit:
+ones where they build, see `bench/callers.py`), each RPC and then, at once, its limit:
 
 1. StartPaidRegistration: `--confirm-calls` + `--calls` holds from distinct users on one
    paid tier;
@@ -15,7 +15,7 @@ ones where they build, see `bench_callers.py`), each RPC and then, at once, its 
 3. webhook: the other `--calls`, as moim-HMAC-signed callbacks through the shim;
 
 the limit being the same SQL transactions (recorded from the service's own code, see
-`bench_limit.py`) run by pgbench against the same Postgres with as many connections as
+`bench/limit.py`) run by pgbench against the same Postgres with as many connections as
 callers.
 
 The report merges the rounds per RPC and gives the median round's ratio service / limit (and
@@ -31,44 +31,36 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_callers import Callers, open_callers
-from bench_limit import Limit, Scripts, capture_scripts, run_pgbench
-from bench_phases import (
-    CALL_SECONDS,
-    CpuSampler,
-    Phase,
-    ShimConnections,
-    Stubs,
-    grpc_stubs,
-    post_callback,
-    quantiles_ms,
-    run_phase,
-)
-from bench_rush import Rush, ticket_rush
-from bench_stack import (
+from moim.ticketing.v1 import reservation_pb2, settings_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+
+from bench.callbacks import ShimConnections, post_callback
+from bench.callers import Callers, open_callers
+from bench.channels import Stubs, grpc_stubs
+from bench.limit import Limit, Scripts, capture_scripts, run_pgbench
+from bench.phases import CALL_SECONDS, CpuSampler, Phase, quantiles_ms, run_phase
+from bench.rush import Rush, ticket_rush
+from bench.stack import (
+    PAYMENT_TOKEN,
     SPLIT_MARK,
     Child,
     CpuMeter,
+    PaymentServiceThread,
     PostgresCpu,
     cpu_speed_ms,
+    database,
     driver_cpu_seconds,
-    shim_available,
     ticketing_server,
     webhook_shim,
     worker_groups,
 )
-from load import TOKEN, StandIn, database
-from moim.ticketing.v1 import reservation_pb2, settings_pb2
-from moim.ticketing.v1 import ticketing_service_pb2 as pb
-
 from ticketing_service.entrypoints import event_loop
 
 PRICE = 10000
@@ -82,8 +74,8 @@ MEANINGFUL_CALLS = 500
 REFERENCE_SPEED_MS = 100
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--concurrency", type=int, default=32, help="concurrent callers (32)")
     add("--calls", type=int, default=1000, help="calls per measured RPC and round (1000)")
@@ -98,7 +90,7 @@ def parse_args() -> argparse.Namespace:
     add("--rounds", type=int, default=3, help="service-then-limit rounds; ratios are medians (3)")
     add("--workers", type=int, default=2, help="server processes, `serve --workers` (2)")
     add("--pool-size", type=int, default=10, help="database pool per server process (10)")
-    # One connection per caller, spread evenly over the workers (bench_phases._balanced);
+    # One connection per caller, spread evenly over the workers (bench/channels.py, `_balanced`);
     # 8 connections for 32 callers measured no cheaper per call (docs/benchmarks.md).
     add("--channels", type=int, default=32, help="gRPC connections the callers share (32)")
     add(
@@ -106,20 +98,20 @@ def parse_args() -> argparse.Namespace:
         choices=("auto", "go", "python"),
         default="auto",
         help="who calls Start and Confirm: compiled Go callers, Python ones, or Go where it"
-        " builds (auto); see scripts/bench_callers.py",
+        " builds (auto); see bench/callers.py",
     )
     add("--buyers", type=int, default=5000, help="ticket rush: buyers (5000)")
     add("--seats", type=int, default=500, help="ticket rush: seats (500)")
     add("--skip-rush", action="store_true", help="measure the RPCs only")
     add("--save-scripts", type=Path, help="also write the pgbench scripts to this directory")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.confirm_calls is None:
         args.confirm_calls = 2 * args.calls
     return args
 
 
 async def measure(
-    server: Child, shim: Child | None, database_url: str, args: argparse.Namespace
+    server: Child, shim: Child, database_url: str, args: argparse.Namespace
 ) -> tuple[list[Round], Rush | None, str]:
     """The rounds, the rush, and who made the calls."""
     workers = server.workers()
@@ -127,9 +119,10 @@ async def measure(
         grpc_stubs(server.port, args.channels, workers) as stubs,
         open_callers(args.callers, stubs, server.port, args.channels, workers) as (callers, which),
     ):
-        groups: dict[str, Callable[[], float]] = {"server": server.cpu_seconds}
-        if shim is not None:
-            groups["shim"] = shim.cpu_seconds
+        groups: dict[str, Callable[[], float]] = {
+            "server": server.cpu_seconds,
+            "shim": shim.cpu_seconds,
+        }
         groups |= {
             "postgres": PostgresCpu(),
             "driver": lambda: driver_cpu_seconds() + callers.cpu_seconds(),
@@ -153,7 +146,7 @@ async def measure(
                 scripts,
                 number,
                 args.concurrency,
-                holds=holds_wanted(shim, args),
+                holds=holds_wanted(args),
                 webhook_transactions=2 * args.calls,
             )
             rounds.append(await measure_round(callers, shim, limits, event_id, number, args, cpu))
@@ -195,7 +188,7 @@ async def offer_tier(stubs: Stubs, event_id: str, capacity: int) -> None:
 
 async def measure_round(
     callers: Callers,
-    shim: Child | None,
+    shim: Child,
     limits: Limits,
     event_id: str,
     number: int,
@@ -238,7 +231,7 @@ async def measure_round(
         )
         for r in by_grpc
     ]
-    webhook_holds = limits.webhook_holds() if shim is not None else None
+    webhook_holds = limits.webhook_holds()
     confirm_phase = Phase("ConfirmPayment")
     await callers.run(
         confirm_phase,
@@ -250,37 +243,22 @@ async def measure_round(
         cpu,
     )
     round_.add(confirm_phase, limits.confirm())
-    if shim is not None and webhook_holds is not None:
-        webhook_phase = Phase(WEBHOOK)
-        async with shim_connections(shim) as http:
+    webhook_phase = Phase(WEBHOOK)
+    async with ShimConnections(shim.port) as http:
 
-            async def callback(i: int) -> str:
-                return await post_callback(http, HMAC_SECRET, by_webhook[i], 0)
+        async def callback(i: int) -> str:
+            return await post_callback(http, HMAC_SECRET, by_webhook[i], 0)
 
-            await run_phase(
-                webhook_phase,
-                len(by_webhook),
-                callback,
-                args.concurrency,
-                PHASE_SECONDS,
-                cpu,
-            )
-        round_.add(webhook_phase, limits.webhook(webhook_holds))
+        await run_phase(
+            webhook_phase, len(by_webhook), callback, args.concurrency, PHASE_SECONDS, cpu
+        )
+    round_.add(webhook_phase, limits.webhook(webhook_holds))
     return round_
 
 
-@asynccontextmanager
-async def shim_connections(shim: Child) -> AsyncIterator[ShimConnections]:
-    connections = ShimConnections(shim.port)
-    try:
-        yield connections
-    finally:
-        await connections.aclose()
-
-
-def holds_wanted(shim: Child | None, args: argparse.Namespace) -> int:
+def holds_wanted(args: argparse.Namespace) -> int:
     """Holds a round's Start phase makes: one per ConfirmPayment call and per webhook call."""
-    return args.confirm_calls + (args.calls if shim else 0)
+    return int(args.confirm_calls + args.calls)
 
 
 @dataclass
@@ -331,25 +309,11 @@ class Limits:
 
 
 async def run_rush(
-    stubs: Stubs, shim: Child | None, database_url: str, args: argparse.Namespace, cpu: CpuSampler
+    stubs: Stubs, shim: Child, database_url: str, args: argparse.Namespace, cpu: CpuSampler
 ) -> Rush:
+    """The ticket rush, its holds paid by signed callbacks through the shim."""
     rush = Rush(args.buyers, args.seats)
-    if shim is None:
-
-        async def pay(r: reservation_pb2.Reservation, i: int) -> str:
-            request = pb.ConfirmPaymentRequest(
-                reservation_id=r.reservation_id,
-                checkout_id=r.checkout_id,
-                payment_id=f"pay-{r.reservation_id}",
-                provider="portone",
-                amount=r.amount,
-                currency_code=r.currency_code,
-            )
-            answer = await stubs.next().ConfirmPayment(request, timeout=CALL_SECONDS)
-            return str(pb.ConfirmPaymentOutcome.Name(answer.outcome))
-
-        return await ticket_rush(stubs, pay, database_url, rush, args.concurrency, cpu)
-    async with shim_connections(shim) as http:
+    async with ShimConnections(shim.port) as http:
 
         async def pay_by_webhook(r: reservation_pb2.Reservation, i: int) -> str:
             return await post_callback(http, HMAC_SECRET, r, i)
@@ -463,21 +427,17 @@ def report_rush(rush: Rush) -> None:
     print("  " + ("; ".join(rush.problems) if rush.problems else verdict))
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     began = time.perf_counter()
     speed_before = cpu_speed_ms()
     with ExitStack() as stack:
         url = stack.enter_context(database())
-        stand_in = stack.enter_context(StandIn())
+        payments = stack.enter_context(PaymentServiceThread())
         server = stack.enter_context(
-            ticketing_server(url, stand_in.url, TOKEN, args.workers, args.pool_size)
+            ticketing_server(url, payments.url, PAYMENT_TOKEN, args.workers, args.pool_size)
         )
-        shim = (
-            stack.enter_context(webhook_shim(server.port, HMAC_SECRET))
-            if shim_available()
-            else None
-        )
+        shim = stack.enter_context(webhook_shim(server.port, HMAC_SECRET))
         # The callers run on the loop the service runs on: less of the shared CPU is theirs.
         rounds, rush, callers = event_loop.run(measure(server, shim, url, args))
     report(rounds, rush, callers, args, (speed_before, cpu_speed_ms()))
@@ -491,4 +451,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
