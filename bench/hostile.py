@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         database() as url,
         PaymentServiceThread() as payments,
         ticketing_server(url, payments.url, PAYMENT_TOKEN, 1, 10) as server,
-        webhook_shim(server.port, HMAC_SECRET) as shim,
+        webhook_shim(f"127.0.0.1:{server.port}", HMAC_SECRET) as shim,
     ):
         event_loop.run(measure(server, shim, args))
     return 0

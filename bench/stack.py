@@ -221,7 +221,7 @@ def child_process(
             stderr=log,
         )
         try:
-            port = _logged_port(process, log, ready, what)
+            port = logged_port(process, log, ready, what)
             yield Child(port, psutil.Process(process.pid))
         finally:
             process.send_signal(signal.SIGTERM)
@@ -232,7 +232,7 @@ def child_process(
                 process.wait(10)
 
 
-def _logged_port(
+def logged_port(
     process: subprocess.Popen[bytes], log: IO[str], ready: re.Pattern[str], what: str
 ) -> int:
     """The port in the line `ready` matches, once the process has logged it."""
@@ -266,20 +266,15 @@ def ticketing_server(
         yield child
 
 
-def shim_available() -> bool:
-    """Whether this checkout has the webhook shim's runner (it may still be in the works)."""
-    return (ROOT / "ticketing_service" / "entrypoints" / "webhook" / "serve.py").exists()
-
-
 @contextmanager
 def webhook_shim(
-    grpc_port: int, hmac_secret: str, standard_secret: str | None = None
+    grpc_target: str, hmac_secret: str, standard_secret: str | None = None
 ) -> Iterator[Child]:
-    """The webhook shim on a free port, forwarding to the server (Standard Webhooks too when
-    given its `whsec_` secret)."""
+    """The webhook shim on a free port, forwarding to `grpc_target` (Standard Webhooks too
+    when given its `whsec_` secret)."""
     env = clean_environment() | {
         "TICKETING_WEBHOOK_LISTEN": "127.0.0.1:0",
-        "TICKETING_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
+        "TICKETING_GRPC_TARGET": grpc_target,
         "TICKET_PAYMENT_CALLBACK_SECRET": hmac_secret,
     }
     if standard_secret is not None:

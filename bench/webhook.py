@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         database() as url,
         PaymentServiceThread() as payments,
         ticketing_server(url, payments.url, PAYMENT_TOKEN, 1, args.pool_size) as server,
-        webhook_shim(server.port, HMAC_SECRET, WHSEC) as shim,
+        webhook_shim(f"127.0.0.1:{server.port}", HMAC_SECRET, WHSEC) as shim,
     ):
         phases = event_loop.run(measure(server, shim, args))
     print(f"concurrency {args.concurrency}, {os.cpu_count()} CPUs, server pool {args.pool_size}")
