@@ -91,7 +91,8 @@ async def reservation_statuses(url: str, events: Sequence[str]) -> dict[str, int
     """How many of the run's reservations ended in each status."""
     connection = await asyncpg.connect(url)
     try:
-        return {status: n for status, n in await connection.fetch(STATUSES, list(events))}
+        rows = await connection.fetch(STATUSES, list(events))
+        return {str(row[0]): int(row[1]) for row in rows}
     finally:
         await connection.close()
 
