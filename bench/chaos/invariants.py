@@ -41,6 +41,10 @@ OVERDUE_HOLDS = """
 SELECT reservation_id::text, expire_time FROM reservations
  WHERE status = 'pending_payment' AND expire_time + make_interval(secs => $1) < now()
 """
+LIVE_HOLDS = """
+SELECT count(*) FROM reservations
+ WHERE status = 'pending_payment' AND event_id = ANY($1::text[])
+"""
 FEED = """
 SELECT count(*), count(sequence), coalesce(min(sequence), 0), coalesce(max(sequence), 0)
   FROM registration_events
@@ -79,6 +83,10 @@ async def settled(
             waiting.append(f"{len(unsettled)} paid reservation(s) without a seat or refund")
         if overdue := await connection.fetch(OVERDUE_HOLDS, sweep_seconds):
             waiting.append(f"{len(overdue)} hold(s) past their end")
+        # Every hold ends, paid or expired: waiting for the last ones shows the sweeper at work
+        # after the faults, not only that nothing is overdue yet.
+        if live := await connection.fetchval(LIVE_HOLDS, list(events)):
+            waiting.append(f"{live} hold(s) not yet ended")
         rows, numbered, _, _ = await _feed(connection)
         if rows != numbered:
             waiting.append(f"{rows - numbered} feed event(s) not yet numbered")
