@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import pytest
-from moim.ticketing.v1 import settings_pb2
+from moim.ticketing.v1 import refund_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
@@ -564,3 +564,60 @@ def settled_any(database_url: str) -> tuple[object, ...]:
     """The one reservation's status, its registrations and its paid payment rows."""
     [(reservation_id,)] = sql(database_url, "SELECT reservation_id::text FROM reservations")
     return settled(database_url, reservation_id)
+
+
+# --- (f) two refunds of one payment at once: together they never exceed what was paid ---
+
+
+async def two_refunds_at_once(
+    stub: Stub, contender: Stub, payment_service: PaymentService
+) -> tuple[str, str]:
+    """Two organizers refund 6,000 each of one 10,000 payment at once; both answers."""
+    request = await held_reservation(stub)
+    await stub.ConfirmPayment(request)
+    refunds = [
+        pb.RefundReservationRequest(
+            reservation_id=request.reservation_id,
+            amount=6000,
+            reason=refund_pb2.REFUND_REASON_ORGANIZER,
+            request_id=f"organizer-{n}",
+        )
+        for n in (1, 2)
+    ]
+    first, second = await asyncio.gather(
+        *(answer_of(contender.RefundReservation(r, timeout=CALL_SECONDS)) for r in refunds)
+    )
+    return refund_label(first), refund_label(second)
+
+
+def refund_label(answer: object) -> str:
+    return "refunded" if isinstance(answer, pb.RefundReservationResponse) else label(answer)
+
+
+def refunds_owed(database_url: str) -> int:
+    [(owed,)] = sql(database_url, "SELECT coalesce(sum(amount), 0) FROM refunds")
+    return int(owed)
+
+
+async def test_control_without_the_reservation_lock_two_refunds_exceed_the_payment(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    meeting = Meeting("reservation_locked", parties=2)
+    async with contender_server(
+        database_url, payment_service, locking=False, pause=meeting
+    ) as contender:
+        answers = await two_refunds_at_once(stub, contender, payment_service)
+
+    assert meeting.met == 2, answers
+    assert answers == ("refunded", "refunded")
+    assert refunds_owed(database_url) == 12000  # more than the 10,000 paid
+
+
+async def test_two_refunds_at_once_never_exceed_the_payment(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    async with contender_server(database_url, payment_service) as contender:
+        answers = await two_refunds_at_once(stub, contender, payment_service)
+
+    assert sorted(answers) == ["FAILED_PRECONDITION/REFUND_EXCEEDS_PAID", "refunded"]
+    assert refunds_owed(database_url) == 6000

@@ -58,7 +58,9 @@ def test_a_refund_is_the_floor_of_the_percentage_in_minor_units(
 
 
 def refund(amount: int, status: RefundStatus) -> Refund:
-    return Refund("f", "r", "pay", "chk", amount, "KRW", RefundReason.GOODWILL, status, START, None)
+    return Refund(
+        "f", "r", "pay", "chk", amount, "KRW", RefundReason.GOODWILL, status, START, START
+    )
 
 
 def test_refunds_that_did_not_fail_count_against_what_was_paid() -> None:
