@@ -691,7 +691,7 @@ class FakeDatabase:
 @dataclass
 class FakeCheckouts:
     """The PaymentService port: checkouts opened per reservation and read back as a test set
-    them (`statuses`), refunds settled at once; or failing as told."""
+    them (`statuses`), refunds answered as told."""
 
     fail_with: type[PaymentServiceUnreachable | PaymentServiceRefused] | None = None
     asked: list[CheckoutRequest] = field(default_factory=list)
@@ -700,6 +700,9 @@ class FakeCheckouts:
     # What get_checkout answers, by checkout id; a checkout not here is not found.
     statuses: dict[str, CheckoutStatus] = field(default_factory=dict)
     refunds: list[RefundRequest] = field(default_factory=list)
+    # Where every refund stands when asked, and what refund calls raise instead (if anything).
+    refund_state: RefundState = RefundState.SUCCEEDED
+    refund_error: Exception | None = None
 
     def pay(self, checkout_id: str, reservation_id: str, amount: int, payment_id: str) -> None:
         """The payer paid the checkout (no callback is sent: reconciliation must find it)."""
@@ -722,14 +725,22 @@ class FakeCheckouts:
         return self.statuses[checkout_id]
 
     async def create_refund(self, request: RefundRequest) -> RefundAnswer:
-        """Refunded at once."""
+        """Taken and answered with `refund_state`; or failing with `refund_error`."""
+        if self.refund_error is not None:
+            raise self.refund_error
         self.refunds.append(request)
-        return RefundAnswer(request.refund_id, RefundState.SUCCEEDED, request.amount, None)
+        return self._refund_answer(request.refund_id)
 
     async def get_refund(self, refund_id: str) -> RefundAnswer:
-        """Every refund this fake took succeeded."""
+        """A refund this fake took, as `refund_state` says now; or failing with `refund_error`."""
+        if self.refund_error is not None:
+            raise self.refund_error
+        return self._refund_answer(refund_id)
+
+    def _refund_answer(self, refund_id: str) -> RefundAnswer:
         [request] = [r for r in self.refunds if r.refund_id == refund_id]
-        return RefundAnswer(refund_id, RefundState.SUCCEEDED, request.amount, None)
+        failure = "refund_declined" if self.refund_state is RefundState.FAILED else None
+        return RefundAnswer(refund_id, self.refund_state, request.amount, failure)
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         """A checkout whose id names the reservation; the same one for a repeat."""
