@@ -124,6 +124,7 @@ def test_a_settled_reservation_takes_only_the_payment_that_settled_it() -> None:
         "late, full",
         "late, unlimited",
         "late, tier removed",
+        "late, event cancelled",
         "expired, a seat free",
         "user registered elsewhere",
     ],
