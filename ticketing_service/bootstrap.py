@@ -35,7 +35,11 @@ from ticketing_service.service_layer.observer import NO_OBSERVER, ObservedPaymen
 from ticketing_service.service_layer.ports import AfterCommit, Committed
 from ticketing_service.service_layer.reconciliation import reconcile_due
 from ticketing_service.service_layer.refund_handlers import cancel_batch
-from ticketing_service.service_layer.refund_worker import MIN_LEASE, send_due_refunds
+from ticketing_service.service_layer.refund_worker import (
+    MIN_LEASE,
+    REFUND_BATCH,
+    send_due_refunds,
+)
 from ticketing_service.service_layer.supervision import HealthBoard, every, supervise
 
 # The sequencer numbers this process's events as soon as they commit; this interval only
@@ -153,8 +157,9 @@ def reconcile_policy(config: Config) -> ReconcilePolicy:
 
 
 def refund_lease(config: Config) -> timedelta:
-    """How long a refund sender keeps the refunds it sends: well past one call's timeout."""
-    return max(MIN_LEASE, timedelta(seconds=3 * config.payment_timeout_seconds))
+    """How long a refund sender keeps a batch of refunds: twice its calls' timeouts at most."""
+    batch_calls = timedelta(seconds=REFUND_BATCH * config.payment_timeout_seconds)
+    return max(MIN_LEASE, 2 * batch_calls)
 
 
 # Holds and registrations an event's cancellation cancels per transaction.

@@ -433,7 +433,8 @@ async def test_two_replicas_refund_senders_never_send_one_refund_twice(
     seats = [await paid_seat(stub, payment_service, f"payer-{i}") for i in range(10)]
     for seat in seats:
         await stub.RefundReservation(refund_request(seat, 0, "all"))
-    payment_service.state.faults["create_refund"] = "held"  # both senders are mid-call at once
+    payment_service.state.faults["create_refund"] = "held"  # answered only once released
+    payment_service.state.received.clear()  # set by the checkouts above
 
     # Two more processes' worth of the service, with no background passes of their own.
     url = config.database_url

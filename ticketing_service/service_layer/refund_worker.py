@@ -28,22 +28,28 @@ from ticketing_service.service_layer.refunds import RefundStatus as Answer
 
 log = logging.getLogger(__name__)
 
-# Refunds sent per pass, and how long a sender keeps them: longer than one call to the payment
-# service can last (its timeout bounds it), so two replicas never send one refund at once.
-REFUND_BATCH = 50
+# Refunds leased at a time, and the least time a sender keeps them. The lease must outlast the
+# batch's calls, one after the other, each bounded by the payment service's timeout
+# (`bootstrap.refund_lease`), so two replicas never send one refund at once.
+REFUND_BATCH = 10
 MIN_LEASE = timedelta(minutes=2)
 # Why a refund the service gave up on failed.
 MAX_ATTEMPTS_CODE = "max_attempts"
 
 
 async def send_due_refunds(deps: Dependencies, lease: timedelta = MIN_LEASE) -> int:
-    """Send or follow every refund that is due now; how many were tried."""
-    async with deps.uow() as uow:
-        due = await uow.refunds.claim_due(lease, REFUND_BATCH)
-        await uow.commit()
-    for refund in due:
-        await _try(deps, refund)
-    return len(due)
+    """Send or follow every refund that is due now, a leased batch at a time; how many were
+    tried."""
+    tried = 0
+    while True:
+        async with deps.uow() as uow:
+            due = await uow.refunds.claim_due(lease, REFUND_BATCH)
+            await uow.commit()
+        for refund in due:
+            await _try(deps, refund)
+        tried += len(due)
+        if len(due) < REFUND_BATCH:
+            return tried
 
 
 async def refresh_refund(deps: Dependencies, refund_id: str) -> Refund:
