@@ -30,6 +30,7 @@ from ticketing_service.adapters.db.changes import Pause, Protections, no_pause
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.payment_service import HttpPaymentService
+from ticketing_service.bootstrap import cancel_events
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -621,3 +622,66 @@ async def test_two_refunds_at_once_never_exceed_the_payment(
 
     assert sorted(answers) == ["FAILED_PRECONDITION/REFUND_EXCEEDS_PAID", "refunded"]
     assert refunds_owed(database_url) == 6000
+
+
+# --- (g) a hold counted just before the event was cancelled: the cancellation still finds it ---
+
+
+async def hold_counted_while_the_event_is_cancelled(
+    stub: Stub,
+    canceller: Stub,
+    deps: Dependencies,
+    database_url: str,
+    payment_service: PaymentService,
+) -> tuple[str, bool]:
+    """A StartPaidRegistration paused after counting its seat while `canceller` cancels the event
+    and the cancellation runs; then the hold goes on. Its status at the end, and whether the
+    cancellation counted itself done."""
+    await offer_tier(stub, capacity=10)
+    gate = Gate("seats_counted")
+    async with contender_server(database_url, payment_service, pause=gate) as buyer:
+        holding = asyncio.ensure_future(
+            answer_of(buyer.StartPaidRegistration(start_request("buyer"), timeout=CALL_SECONDS))
+        )
+        async with asyncio.timeout(MEETING_SECONDS):
+            await gate.reached.wait()
+        cancelling = asyncio.ensure_future(
+            canceller.CancelEvent(pb.CancelEventRequest(event_id=EVENT), timeout=CALL_SECONDS)
+        )
+        async with asyncio.timeout(MEETING_SECONDS):
+            # Either CancelEvent waits for the buyer's tier lock, or (the control) it is done.
+            while lock_waiters(database_url) == 0 and not cancelling.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await cancel_events(deps)
+        gate.opened.set()
+        held = await holding
+        await cancelling
+    await cancel_events(deps)
+    [(status, done)] = sql(
+        database_url,
+        "SELECT r.status, s.cancel_done_time IS NOT NULL FROM reservations r"
+        " JOIN ticketing_settings s USING (event_id)",
+    )
+    assert isinstance(held, pb.StartPaidRegistrationResponse), held
+    return status, done
+
+
+async def test_control_a_cancellation_that_takes_no_tier_lock_leaves_a_live_hold_behind(
+    stub: Stub, deps: Dependencies, database_url: str, payment_service: PaymentService
+) -> None:
+    async with contender_server(database_url, payment_service, locking=False) as unlocked:
+        outcome = await hold_counted_while_the_event_is_cancelled(
+            stub, unlocked, deps, database_url, payment_service
+        )
+
+    assert outcome == ("pending_payment", True)  # a live hold on an event cancelled and done
+
+
+async def test_a_hold_counted_just_before_the_event_was_cancelled_is_cancelled_with_it(
+    stub: Stub, deps: Dependencies, database_url: str, payment_service: PaymentService
+) -> None:
+    outcome = await hold_counted_while_the_event_is_cancelled(
+        stub, stub, deps, database_url, payment_service
+    )
+
+    assert outcome == ("cancelled", True)

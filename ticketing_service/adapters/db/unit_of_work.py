@@ -109,7 +109,7 @@ class SqlUnitOfWork:
         self.sweeps = SqlSweepRepository(changes)
         self.reconciliation = SqlReconciliationRepository(changes)
         self.refunds = SqlRefundRepository(changes)
-        self.cancellations = SqlCancellationRepository(changes)
+        self.cancellations = SqlCancellationRepository(changes, self._protections.locking)
         return self
 
     async def __aexit__(
