@@ -167,6 +167,8 @@ reservations = Table(
         "tier_id",
         postgresql_where=text("status = 'confirmed' AND NOT seat_folded"),
     ),
+    # An event's reservations by status: its cancellation's batches and progress.
+    Index("ix_reservations_event_id_status", "event_id", "status"),
     # The expiry sweeper's scan.
     Index(
         "ix_reservations_pending_expiry",

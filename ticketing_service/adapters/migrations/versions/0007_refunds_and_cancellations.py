@@ -48,6 +48,8 @@ def upgrade() -> None:
         "reservations",
         sa.Column("refunded_amount", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
     )
+    # An event's reservations by status: its cancellation's batches and progress.
+    op.create_index("ix_reservations_event_id_status", "reservations", ["event_id", "status"])
     _replace_check("registrations", "status", "status IN ('accepted', 'cancelled')")
     op.add_column(
         "registrations", sa.Column("cancel_time", sa.DateTime(timezone=True), nullable=True)
@@ -133,6 +135,7 @@ def downgrade() -> None:
     )
     op.drop_column("registrations", "cancel_time")
     _replace_check("registrations", "status", "status IN ('accepted')")
+    op.drop_index("ix_reservations_event_id_status", table_name="reservations")
     op.drop_column("reservations", "refunded_amount")
     op.execute(
         "UPDATE reservations SET status = 'cancelled' WHERE status = 'registration_cancelled'"
