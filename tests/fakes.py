@@ -24,6 +24,7 @@ from ticketing_service.domain.events import (
     RegistrationEvent,
     RegistrationEventType,
 )
+from ticketing_service.domain.refunds import EventCancellation, Refund, RefundStatus
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
     Delivery,
@@ -44,8 +45,14 @@ from ticketing_service.service_layer.checkouts import (
     PaymentServiceRefused,
     PaymentServiceUnreachable,
 )
-from ticketing_service.service_layer.ports import Committed, ReconcileCandidate
-from ticketing_service.service_layer.refunds import RefundRequest, RefundState, RefundStatus
+from ticketing_service.service_layer.ports import (
+    Committed,
+    OwedRefund,
+    ReconcileCandidate,
+    RefundChange,
+)
+from ticketing_service.service_layer.refunds import RefundRequest, RefundState
+from ticketing_service.service_layer.refunds import RefundStatus as RefundAnswer
 
 _EVENT_OF = {
     ReservationStatus.CONFIRMED: RegistrationEventType.RESERVATION_CONFIRMED,
@@ -72,6 +79,20 @@ class Store:
     last_sequence: int = 0
     folded: set[str] = field(default_factory=set)
     reconciling: dict[str, Reconciling] = field(default_factory=dict)
+    # Registrations given up: reservation id -> registration id.
+    cancelled_registrations: dict[str, str] = field(default_factory=dict)
+    refunds: dict[str, Refund] = field(default_factory=dict)
+    refund_due: dict[str, datetime] = field(default_factory=dict)
+    cancellations: dict[str, Cancelling] = field(default_factory=dict)
+
+
+@dataclass
+class Cancelling:
+    """An event's cancellation: when, whether it is done, how many it cancelled."""
+
+    cancel_time: datetime
+    done: bool = False
+    count: int = 0
 
 
 @dataclass
@@ -142,7 +163,9 @@ class FakeReservations:
     def _with_registration(self, reservation: Reservation) -> Reservation:
         found = self._store.registrations.get((reservation.event_id, reservation.user_id))
         mine = found is not None and found[1] == reservation.reservation_id
-        return replace(reservation, registration_id=found[0] if found and mine else None)
+        registration_id = found[0] if found and mine else None
+        cancelled = self._store.cancelled_registrations.get(reservation.reservation_id)
+        return replace(reservation, registration_id=registration_id or cancelled)
 
     def _locked(self, reservation: Reservation) -> LockedReservation:
         found = self._store.registrations.get((reservation.event_id, reservation.user_id))
@@ -180,8 +203,9 @@ class FakeReservations:
         if tier is None:
             raise TierNotFound("The event has no such tier.", tierId=tier_id)
         deleted = (event_id, tier_id) in self._store.deleted_tiers
+        cancelled = event_id in self._store.cancellations
         if tier.capacity is None:
-            return TierSeats(None, 0, deleted)
+            return TierSeats(None, 0, deleted, cancelled)
         reservations = self._store.reservations
         registered = [
             reservation_id
@@ -193,7 +217,7 @@ class FakeReservations:
             for r in reservations.values()
             if (r.event_id, r.tier_id) == (event_id, tier_id) and r.holds_seat_at(self._store.now)
         ]
-        return TierSeats(tier.capacity, len(registered) + len(held), deleted)
+        return TierSeats(tier.capacity, len(registered) + len(held), deleted, cancelled)
 
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
         """A pending hold timed by the store's clock."""
@@ -421,6 +445,164 @@ class FakeReconciliation:
         return sum(1 for s in self._store.reconciling.values() if s.next_time is not None)
 
 
+class FakeRefunds:
+    """The RefundRepository port on a store; settled refunds are announced through `rows`."""
+
+    def __init__(self, store: Store, rows: FakeReservations) -> None:
+        self._store = store
+        self._rows = rows
+
+    async def owe(self, refund: OwedRefund) -> Refund:
+        """A requested refund, due now."""
+        now = self._store.now
+        owed = Refund(
+            str(uuid.uuid4()),
+            refund.reservation_id,
+            refund.payment_id,
+            refund.checkout_id,
+            refund.amount,
+            refund.currency_code,
+            refund.reason,
+            RefundStatus.REQUESTED,
+            now,
+            now,
+            request_id=refund.request_id,
+            release_seat=refund.release_seat,
+        )
+        self._store.refunds[owed.refund_id] = owed
+        self._store.refund_due[owed.refund_id] = now
+        return owed
+
+    async def of_reservation(self, reservation_id: str) -> list[Refund]:
+        """Oldest first (the dict keeps insertion order)."""
+        return [r for r in self._store.refunds.values() if r.reservation_id == reservation_id]
+
+    async def by_request(self, reservation_id: str, request_id: str) -> Refund | None:
+        """The refund with this request id."""
+        refunds = await self.of_reservation(reservation_id)
+        return next((r for r in refunds if r.request_id == request_id), None)
+
+    async def get(self, refund_id: str) -> Refund | None:
+        """A refund by id."""
+        return self._store.refunds.get(refund_id)
+
+    async def claim_due(self, lease: timedelta, limit: int) -> list[Refund]:
+        """Due refunds; the lease moves their next time (no one else runs)."""
+        now = self._store.now
+        due = [
+            r
+            for r in self._store.refunds.values()
+            if not r.status.is_final and self._store.refund_due[r.refund_id] <= now
+        ][:limit]
+        for refund in due:
+            self._store.refund_due[refund.refund_id] = now + lease
+        return due
+
+    async def record(self, refund_id: str, change: RefundChange) -> Refund | None:
+        """The try recorded; a settled refund is announced."""
+        stored = self._store.refunds[refund_id]
+        if stored.status.is_final:
+            return None
+        now = self._store.now
+        recorded = replace(
+            stored,
+            status=change.status,
+            attempts=change.attempts,
+            failure_code=change.failure_code,
+            update_time=now,
+        )
+        self._store.refunds[refund_id] = recorded
+        self._store.refund_due[refund_id] = now + (change.retry_in or timedelta(0))
+        if recorded.status.is_final:
+            self._announce(recorded)
+        return recorded
+
+    def _announce(self, refund: Refund) -> None:
+        succeeded = refund.status is RefundStatus.SUCCEEDED
+        reservation = self._store.reservations[refund.reservation_id]
+        if succeeded:
+            reservation = replace(
+                reservation, refunded_amount=reservation.refunded_amount + refund.amount
+            )
+        announced = self._rows._put(reservation)
+        event = (
+            RegistrationEventType.REFUND_SUCCEEDED
+            if succeeded
+            else RegistrationEventType.REFUND_FAILED
+        )
+        self._store.events.append(
+            RegistrationEvent(0, event, announced, self._store.now, refund=refund)
+        )
+        self._rows.appended[event] += 1
+
+
+class FakeCancellations:
+    """The CancellationRepository port on a store."""
+
+    def __init__(self, store: Store, rows: FakeReservations) -> None:
+        self._store = store
+        self._rows = rows
+
+    async def cancel_registration(self, reservation_id: str) -> Reservation:
+        """The registration moves to the cancelled ones; the seat is free."""
+        held = self._store.reservations[reservation_id]
+        registration_id, _ = self._store.registrations.pop((held.event_id, held.user_id))
+        self._store.cancelled_registrations[reservation_id] = registration_id
+        cancelled = self._rows._put(replace(held, status=ReservationStatus.REGISTRATION_CANCELLED))
+        self._rows._append(RegistrationEventType.REGISTRATION_CANCELLED, cancelled)
+        return cancelled
+
+    async def cancel_event(self, event_id: str, request_id: str | None) -> None:
+        """Cancelled now, unless it already was."""
+        self._store.cancellations.setdefault(event_id, Cancelling(self._store.now))
+
+    async def progress(self, event_id: str) -> EventCancellation | None:
+        """Counted from the store."""
+        found = self._store.cancellations.get(event_id)
+        if found is None:
+            return None
+        left = len(self._live(event_id))
+        refunds = [
+            r
+            for r in self._store.refunds.values()
+            if self._store.reservations[r.reservation_id].event_id == event_id
+        ]
+        statuses = Counter(r.status for r in refunds)
+        return EventCancellation(
+            event_id,
+            found.cancel_time,
+            found.done,
+            found.count,
+            found.count + left,
+            statuses[RefundStatus.REQUESTED] + statuses[RefundStatus.PENDING],
+            statuses[RefundStatus.SUCCEEDED],
+            statuses[RefundStatus.FAILED],
+        )
+
+    async def next_batch(self, limit: int) -> tuple[str, list[LockedReservation]] | None:
+        """The first event under way and what is left of it."""
+        for event_id, cancelling in self._store.cancellations.items():
+            if not cancelling.done:
+                live = self._live(event_id)[:limit]
+                return event_id, [self._rows._locked(r) for r in live]
+        return None
+
+    async def finish(self, event_id: str, cancelled: int) -> bool:
+        """Counted; done when nothing is left."""
+        found = self._store.cancellations[event_id]
+        found.count += cancelled
+        found.done = not self._live(event_id)
+        return found.done
+
+    def _live(self, event_id: str) -> list[Reservation]:
+        live = (ReservationStatus.PENDING_PAYMENT, ReservationStatus.CONFIRMED)
+        return [
+            r
+            for r in self._store.reservations.values()
+            if r.event_id == event_id and r.status in live
+        ]
+
+
 class FakeEvents:
     """The EventsRepository port on a store."""
 
@@ -474,6 +656,8 @@ class FakeUnitOfWork:
         # of the same rows, as the three SQL repositories are of the same tables.
         self.holds = self.payments = self.sweeps = FakeReservations(self._work)
         self.reconciliation = FakeReconciliation(self._work)
+        self.refunds = FakeRefunds(self._work, self.holds)
+        self.cancellations = FakeCancellations(self._work, self.holds)
         self.events = FakeEvents(self._work)
         return self
 
@@ -507,7 +691,7 @@ class FakeDatabase:
 @dataclass
 class FakeCheckouts:
     """The PaymentService port: checkouts opened per reservation and read back as a test set
-    them (`statuses`), refunds settled at once; or failing as told."""
+    them (`statuses`), refunds answered as told."""
 
     fail_with: type[PaymentServiceUnreachable | PaymentServiceRefused] | None = None
     asked: list[CheckoutRequest] = field(default_factory=list)
@@ -516,6 +700,9 @@ class FakeCheckouts:
     # What get_checkout answers, by checkout id; a checkout not here is not found.
     statuses: dict[str, CheckoutStatus] = field(default_factory=dict)
     refunds: list[RefundRequest] = field(default_factory=list)
+    # Where every refund stands when asked, and what refund calls raise instead (if anything).
+    refund_state: RefundState = RefundState.SUCCEEDED
+    refund_error: Exception | None = None
 
     def pay(self, checkout_id: str, reservation_id: str, amount: int, payment_id: str) -> None:
         """The payer paid the checkout (no callback is sent: reconciliation must find it)."""
@@ -537,15 +724,23 @@ class FakeCheckouts:
             raise CheckoutNotFound("The fake payment service never opened this checkout.")
         return self.statuses[checkout_id]
 
-    async def create_refund(self, request: RefundRequest) -> RefundStatus:
-        """Refunded at once."""
+    async def create_refund(self, request: RefundRequest) -> RefundAnswer:
+        """Taken and answered with `refund_state`; or failing with `refund_error`."""
+        if self.refund_error is not None:
+            raise self.refund_error
         self.refunds.append(request)
-        return RefundStatus(request.refund_id, RefundState.SUCCEEDED, request.amount, None)
+        return self._refund_answer(request.refund_id)
 
-    async def get_refund(self, refund_id: str) -> RefundStatus:
-        """Every refund this fake took succeeded."""
+    async def get_refund(self, refund_id: str) -> RefundAnswer:
+        """A refund this fake took, as `refund_state` says now; or failing with `refund_error`."""
+        if self.refund_error is not None:
+            raise self.refund_error
+        return self._refund_answer(refund_id)
+
+    def _refund_answer(self, refund_id: str) -> RefundAnswer:
         [request] = [r for r in self.refunds if r.refund_id == refund_id]
-        return RefundStatus(refund_id, RefundState.SUCCEEDED, request.amount, None)
+        failure = "refund_declined" if self.refund_state is RefundState.FAILED else None
+        return RefundAnswer(refund_id, self.refund_state, request.amount, failure)
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         """A checkout whose id names the reservation; the same one for a repeat."""

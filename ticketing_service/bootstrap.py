@@ -26,6 +26,7 @@ from ticketing_service.adapters.moim_source import PostgresMoimSource, source_dr
 from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.config import Config
 from ticketing_service.domain.reconciliation import ReconcilePolicy
+from ticketing_service.domain.refunds import RefundRetryPolicy
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import Sequencer
 from ticketing_service.service_layer.expiry import sweep
@@ -33,6 +34,12 @@ from ticketing_service.service_layer.moim_import import MoimImport
 from ticketing_service.service_layer.observer import NO_OBSERVER, ObservedPaymentService, Observer
 from ticketing_service.service_layer.ports import AfterCommit, Committed
 from ticketing_service.service_layer.reconciliation import reconcile_due
+from ticketing_service.service_layer.refund_handlers import cancel_batch
+from ticketing_service.service_layer.refund_worker import (
+    MIN_LEASE,
+    REFUND_BATCH,
+    send_due_refunds,
+)
 from ticketing_service.service_layer.supervision import HealthBoard, every, supervise
 
 # The sequencer numbers this process's events as soon as they commit; this interval only
@@ -70,6 +77,8 @@ class Service:
         passes: dict[str, tuple[Pass, Pass]] = {
             "sweeper": (partial(sweep, deps), interval),
             "reconciler": (partial(reconcile_due, deps), interval),
+            "refund sender": (partial(send_due_refunds, deps, refund_lease(config)), interval),
+            "event canceller": (partial(cancel_events, deps), interval),
             "event sequencer": (partial(sequencer.one_pass, deps), sequencer.wait),
             # Its own loop reconnects after a lost connection; supervision catches the rest.
             "event listener": (self.event_signal.run, every(1.0)),
@@ -147,6 +156,22 @@ def reconcile_policy(config: Config) -> ReconcilePolicy:
     )
 
 
+def refund_lease(config: Config) -> timedelta:
+    """How long a refund sender keeps a batch of refunds: twice its calls' timeouts at most."""
+    batch_calls = timedelta(seconds=REFUND_BATCH * config.payment_timeout_seconds)
+    return max(MIN_LEASE, 2 * batch_calls)
+
+
+# Holds and registrations an event's cancellation cancels per transaction.
+CANCEL_BATCH = 200
+
+
+async def cancel_events(deps: Dependencies) -> None:
+    """Carry out every event cancellation under way, a bounded batch per transaction."""
+    while await cancel_batch(deps, CANCEL_BATCH):
+        pass
+
+
 def check_source_database_url(url: str) -> str:
     """`url` when it is a Postgres URL; ValueError saying what is wrong."""
     source_driver_url(url)
@@ -200,6 +225,11 @@ def _wire(config: Config, database_url: str, observer: Observer) -> Service:
         public_base_url=config.public_base_url,
         event_signal=event_signal,
         reconcile_policy=reconcile_policy(config),
+        auto_refund=config.auto_refund,
+        refund_retry=RefundRetryPolicy(
+            backoff=timedelta(seconds=config.refund_backoff_seconds),
+            max_attempts=config.refund_max_attempts,
+        ),
         observer=observer,
     )
     return Service(deps, database, payment_service, event_signal, sequencer)

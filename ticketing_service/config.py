@@ -63,6 +63,11 @@ class Config:
     reconcile_after_seconds: float = 120
     reconcile_backoff_seconds: float = 60
     reconcile_window_hours: float = 48
+    # Refunds (SPEC §10): owed by themselves for payments without a seat; retried with a
+    # back-off from this, and given up (failed, for an operator) after this many attempts.
+    auto_refund: bool = True
+    refund_backoff_seconds: float = 30
+    refund_max_attempts: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -103,6 +108,9 @@ class Config:
             reconcile_after_seconds=r.positive_float("TICKETING_RECONCILE_AFTER_SECONDS", 120),
             reconcile_backoff_seconds=r.positive_float("TICKETING_RECONCILE_BACKOFF_SECONDS", 60),
             reconcile_window_hours=r.positive_float("TICKETING_RECONCILE_WINDOW_HOURS", 48),
+            auto_refund=r.flag("TICKETING_AUTO_REFUND", True),
+            refund_backoff_seconds=r.positive_float("TICKETING_REFUND_BACKOFF_SECONDS", 30),
+            refund_max_attempts=r.positive_int("TICKETING_REFUND_MAX_ATTEMPTS", 10, 1000),
         )
 
     def require_payment_service_url(self) -> str:
@@ -128,6 +136,12 @@ def _server_tls(r: _Reader) -> ServerTls | None:
     if cert is None or key is None:
         raise ConfigError("Set both TICKETING_TLS_CERT and TICKETING_TLS_KEY, or neither.")
     return ServerTls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
+
+
+_FLAGS = {
+    **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False),
+}
 
 
 class _Reader:
@@ -158,6 +172,16 @@ class _Reader:
         if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= maximum:
             raise ConfigError(f"{name} must be a whole number from 1 to {maximum}, got {raw!r}.")
         return int(raw)
+
+    def flag(self, name: str, default: bool) -> bool:
+        """true/false (also 1/0, yes/no, on/off); anything else is refused, never guessed."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        value = _FLAGS.get(raw.lower())
+        if value is None:
+            raise ConfigError(f"{name} must be true or false, got {raw!r}.")
+        return value
 
     def tokens(self, name: str) -> tuple[str, ...]:
         """Comma-separated values, blanks dropped (a trailing comma is harmless)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import pytest
-from moim.ticketing.v1 import settings_pb2
+from moim.ticketing.v1 import refund_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
@@ -30,6 +30,7 @@ from ticketing_service.adapters.db.changes import Pause, Protections, no_pause
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.payment_service import HttpPaymentService
+from ticketing_service.bootstrap import cancel_events
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -564,3 +565,123 @@ def settled_any(database_url: str) -> tuple[object, ...]:
     """The one reservation's status, its registrations and its paid payment rows."""
     [(reservation_id,)] = sql(database_url, "SELECT reservation_id::text FROM reservations")
     return settled(database_url, reservation_id)
+
+
+# --- (f) two refunds of one payment at once: together they never exceed what was paid ---
+
+
+async def two_refunds_at_once(
+    stub: Stub, contender: Stub, payment_service: PaymentService
+) -> tuple[str, str]:
+    """Two organizers refund 6,000 each of one 10,000 payment at once; both answers."""
+    request = await held_reservation(stub)
+    await stub.ConfirmPayment(request)
+    refunds = [
+        pb.RefundReservationRequest(
+            reservation_id=request.reservation_id,
+            amount=6000,
+            reason=refund_pb2.REFUND_REASON_ORGANIZER,
+            request_id=f"organizer-{n}",
+        )
+        for n in (1, 2)
+    ]
+    first, second = await asyncio.gather(
+        *(answer_of(contender.RefundReservation(r, timeout=CALL_SECONDS)) for r in refunds)
+    )
+    return refund_label(first), refund_label(second)
+
+
+def refund_label(answer: object) -> str:
+    return "refunded" if isinstance(answer, pb.RefundReservationResponse) else label(answer)
+
+
+def refunds_owed(database_url: str) -> int:
+    [(owed,)] = sql(database_url, "SELECT coalesce(sum(amount), 0) FROM refunds")
+    return int(owed)
+
+
+async def test_control_without_the_reservation_lock_two_refunds_exceed_the_payment(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    meeting = Meeting("reservation_locked", parties=2)
+    async with contender_server(
+        database_url, payment_service, locking=False, pause=meeting
+    ) as contender:
+        answers = await two_refunds_at_once(stub, contender, payment_service)
+
+    assert meeting.met == 2, answers
+    assert answers == ("refunded", "refunded")
+    assert refunds_owed(database_url) == 12000  # more than the 10,000 paid
+
+
+async def test_two_refunds_at_once_never_exceed_the_payment(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    async with contender_server(database_url, payment_service) as contender:
+        answers = await two_refunds_at_once(stub, contender, payment_service)
+
+    assert sorted(answers) == ["FAILED_PRECONDITION/REFUND_EXCEEDS_PAID", "refunded"]
+    assert refunds_owed(database_url) == 6000
+
+
+# --- (g) a hold counted just before the event was cancelled: the cancellation still finds it ---
+
+
+async def hold_counted_while_the_event_is_cancelled(
+    stub: Stub,
+    canceller: Stub,
+    deps: Dependencies,
+    database_url: str,
+    payment_service: PaymentService,
+) -> tuple[str, bool]:
+    """A StartPaidRegistration paused after counting its seat while `canceller` cancels the event
+    and the cancellation runs; then the hold goes on. Its status at the end, and whether the
+    cancellation counted itself done."""
+    await offer_tier(stub, capacity=10)
+    gate = Gate("seats_counted")
+    async with contender_server(database_url, payment_service, pause=gate) as buyer:
+        holding = asyncio.ensure_future(
+            answer_of(buyer.StartPaidRegistration(start_request("buyer"), timeout=CALL_SECONDS))
+        )
+        async with asyncio.timeout(MEETING_SECONDS):
+            await gate.reached.wait()
+        cancelling = asyncio.ensure_future(
+            canceller.CancelEvent(pb.CancelEventRequest(event_id=EVENT), timeout=CALL_SECONDS)
+        )
+        async with asyncio.timeout(MEETING_SECONDS):
+            # Either CancelEvent waits for the buyer's tier lock, or (the control) it is done.
+            while lock_waiters(database_url) == 0 and not cancelling.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await cancel_events(deps)
+        gate.opened.set()
+        held = await holding
+        await cancelling
+    await cancel_events(deps)
+    [(status, done)] = sql(
+        database_url,
+        "SELECT r.status, s.cancel_done_time IS NOT NULL FROM reservations r"
+        " JOIN ticketing_settings s USING (event_id)",
+    )
+    assert isinstance(held, pb.StartPaidRegistrationResponse), held
+    return status, done
+
+
+async def test_control_a_cancellation_that_takes_no_tier_lock_leaves_a_live_hold_behind(
+    stub: Stub, deps: Dependencies, database_url: str, payment_service: PaymentService
+) -> None:
+    async with contender_server(database_url, payment_service, locking=False) as unlocked:
+        outcome = await hold_counted_while_the_event_is_cancelled(
+            stub, unlocked, deps, database_url, payment_service
+        )
+
+    assert outcome == ("pending_payment", True)  # a live hold on an event cancelled and done
+
+
+async def test_a_hold_counted_just_before_the_event_was_cancelled_is_cancelled_with_it(
+    stub: Stub, deps: Dependencies, database_url: str, payment_service: PaymentService
+) -> None:
+    outcome = await hold_counted_while_the_event_is_cancelled(
+        stub, stub, deps, database_url, payment_service
+    )
+
+    assert outcome == ("cancelled", True)

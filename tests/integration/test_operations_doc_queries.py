@@ -8,8 +8,13 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from moim.ticketing.v1 import refund_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
+from tests.integration.conftest import PaymentService
 from tests.integration.flows import configure_event, end_hold, hold, paid_tier, payment_for, sql
+from ticketing_service.bootstrap import Service
+from ticketing_service.service_layer.refund_worker import send_due_refunds
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
@@ -54,4 +59,29 @@ async def test_the_payment_mismatch_query_lists_each_mismatched_payment_once(
 
     assert [(str(row[0]), row[1], row[5], row[7], row[9]) for row in rows] == [
         (held.reservation_id, "payer", held.amount + 5, held.amount, ["amount"])
+    ]
+
+
+async def test_the_failed_refunds_query_lists_each_refund_an_operator_must_act_on(
+    stub: Stub, service: Service, database_url: str, payment_service: PaymentService
+) -> None:
+    await configure_event(stub)
+    held = await hold(stub, "payer")
+    request = payment_for(held)
+    payment_service.state.mark_paid(held.checkout_id, payment_id=request.payment_id)
+    await stub.ConfirmPayment(request)
+    payment_service.state.refund_settlement = "fail"
+    await stub.RefundReservation(
+        pb.RefundReservationRequest(
+            reservation_id=held.reservation_id,
+            reason=refund_pb2.REFUND_REASON_GOODWILL,
+            request_id="goodwill",
+        )
+    )
+    await send_due_refunds(service.deps)
+
+    rows = sql(database_url, documented_query("failed_refunds"))
+
+    assert [(str(row[1]), row[3], row[6], row[9]) for row in rows] == [
+        (held.reservation_id, "payer", held.amount, "refund_declined")
     ]

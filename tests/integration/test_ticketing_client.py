@@ -114,3 +114,31 @@ async def test_a_timeout_must_be_positive() -> None:
     async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:
         with pytest.raises(ValueError, match="timeout"):
             TicketingClient(channel, timeout=0)
+
+
+async def test_the_refund_calls_are_typed_and_carry_their_reasons(client: TicketingClient) -> None:
+    tier = settings_pb2.TierInput(tier_id="vip", name="VIP", price_amount=1000, capacity=1)
+    await client.update_ticketing_settings(
+        pb.UpdateTicketingSettingsRequest(event_id="event-1", tiers=[tier])
+    )
+    started = await client.start_paid_registration(
+        pb.StartPaidRegistrationRequest(event_id="event-1", tier_id="vip", user_id="user-1")
+    )
+
+    with pytest.raises(TicketingError) as unpaid:
+        await client.cancel_registration(
+            pb.CancelRegistrationRequest(
+                reservation_id=started.reservation.reservation_id, user_id="user-1"
+            )
+        )
+    cancelled = await client.cancel_event(pb.CancelEventRequest(event_id="event-1"))
+    progress = await client.get_event_cancellation(
+        pb.GetEventCancellationRequest(event_id="event-1")
+    )
+    with pytest.raises(TicketingError) as unknown:
+        await client.refresh_refund(pb.RefreshRefundRequest(refund_id=str(uuid.uuid4())))
+
+    assert unpaid.value.reason == "REGISTRATION_NOT_CANCELLABLE"
+    assert cancelled.cancellation.reservations_total == 1  # the live hold
+    assert progress.cancellation.event_id == "event-1"
+    assert unknown.value.reason == "REFUND_NOT_FOUND"

@@ -159,6 +159,36 @@ class TooManyWatchers(TicketingError):
     reason = "TOO_MANY_WATCHERS"
 
 
+class RefundExceedsPaid(TicketingError):
+    """The refund asked for is more than is left to refund of the payment."""
+
+    reason = "REFUND_EXCEEDS_PAID"
+
+
+class EventCancelled(TicketingError):
+    """The organizer cancelled the event: nothing more is sold."""
+
+    reason = "EVENT_CANCELLED"
+
+
+class RegistrationNotCancellable(TicketingError):
+    """Only a confirmed registration can be given up, and only a paid reservation refunded."""
+
+    reason = "REGISTRATION_NOT_CANCELLABLE"
+
+
+class RefundNotFound(TicketingError):
+    """No refund has this id."""
+
+    reason = "REFUND_NOT_FOUND"
+
+
+class EventNotCancelled(TicketingError):
+    """The event was not cancelled."""
+
+    reason = "EVENT_NOT_CANCELLED"
+
+
 def all_error_types() -> list[type[TicketingError]]:
     """Every concrete error, for the entrypoints' status tables and their completeness test."""
     return list(TicketingError.__subclasses__())

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from ticketing_service.domain.refunds import Refund
 from ticketing_service.domain.reservations import Reservation
 
 
@@ -20,6 +21,11 @@ class RegistrationEventType(enum.StrEnum):
     # A payment that did not match its reservation: nothing changed, but money may have been
     # taken, so the feed tells Moim (and a refund follows).
     PAYMENT_MISMATCH = "payment_mismatch"
+    # A confirmed registration was cancelled: the seat is back on sale.
+    REGISTRATION_CANCELLED = "registration_cancelled"
+    # A refund settled, one way or the other (the event carries it).
+    REFUND_SUCCEEDED = "refund_succeeded"
+    REFUND_FAILED = "refund_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +49,4 @@ class RegistrationEvent:
     reservation: Reservation
     create_time: datetime
     mismatch: MismatchedPayment | None = None
+    refund: Refund | None = None

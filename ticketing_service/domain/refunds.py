@@ -38,6 +38,11 @@ class RefundStatus(enum.StrEnum):
         """Whether the refund is (or may still become) money returned."""
         return self is not RefundStatus.FAILED
 
+    @property
+    def is_final(self) -> bool:
+        """Whether nothing more will happen to it."""
+        return self in (RefundStatus.SUCCEEDED, RefundStatus.FAILED)
+
 
 @dataclass(frozen=True, slots=True)
 class Refund:
@@ -52,7 +57,13 @@ class Refund:
     reason: RefundReason
     status: RefundStatus
     create_time: datetime
+    update_time: datetime
     failure_code: str | None = None
+    # RefundReservation's request id and what it asked, so a repeat is recognised.
+    request_id: str | None = None
+    release_seat: bool = False
+    # Tries of sending or following it so far.
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +111,43 @@ def refundable(paid: int, refunds: Iterable[Refund]) -> int:
     return max(paid - taken, 0)
 
 
+def amount_to_refund(asked: int, left: int) -> int:
+    """What a refund of `asked` (0: all that is left) takes.
+
+    Raises ValueError when nothing is left or more is asked than is left.
+    """
+    amount = asked or left
+    if amount <= 0 or amount > left:
+        raise ValueError(f"{amount} asked, {left} left to refund")
+    return amount
+
+
+def mismatch_reason(fields: Sequence[str]) -> RefundReason:
+    """Why a mismatched payment is refunded: a second payment of a settled reservation (only its
+    payment id differs) is a duplicate; anything else did not match."""
+    return RefundReason.DUPLICATE if list(fields) == ["payment_id"] else RefundReason.MISMATCH
+
+
+# Tries of a refund are never spaced further apart than this.
+LONGEST_RETRY = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRetryPolicy:
+    """How refunds are retried: a transient failure waits `backoff`, doubled each attempt (at
+    most an hour); after `max_attempts` failed tries the refund is failed for an operator. A
+    refund the payment service accepted (pending) is followed at the same pace, without limit:
+    money it is moving is never declared lost."""
+
+    backoff: timedelta = timedelta(seconds=30)
+    max_attempts: int = 10
+
+    def delay(self, attempts: int) -> timedelta:
+        """How long to wait after `attempts` tries."""
+        doublings = min(max(attempts - 1, 0), 16)  # 30 s * 2^16 is far past the cap
+        return min(self.backoff * (1 << doublings), LONGEST_RETRY)
+
+
 def policy_problems(policy: Sequence[RefundRule]) -> list[str]:
     """Why a refund policy is malformed (empty when it is fine)."""
     problems = []
@@ -111,3 +159,17 @@ def policy_problems(policy: Sequence[RefundRule]) -> list[str]:
     if any(not 0 <= r.percent <= 100 for r in policy):
         problems.append("percent must be from 0 to 100.")
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class EventCancellation:
+    """How far an event's cancellation is (CancelEvent)."""
+
+    event_id: str
+    cancel_time: datetime
+    done: bool
+    reservations_done: int
+    reservations_total: int
+    refunds_pending: int
+    refunds_succeeded: int
+    refunds_failed: int

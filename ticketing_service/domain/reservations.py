@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from ticketing_service.domain.refunds import Refund
+
 
 class ReservationStatus(enum.StrEnum):
     """Where a reservation is in its life."""
@@ -16,6 +18,8 @@ class ReservationStatus(enum.StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     PAID_UNFULFILLED = "paid_unfulfilled"
+    # The user had a seat and gave it up, or an organizer released it; the seat is back on sale.
+    REGISTRATION_CANCELLED = "registration_cancelled"
 
 
 class ConfirmOutcome(enum.StrEnum):
@@ -72,6 +76,19 @@ class Reservation:
     registration_id: str | None = None
     # The provider's id of the payment that settled the reservation (confirmed or unfulfilled).
     payment_id: str | None = None
+    # What was refunded of its payments (refunds that succeeded), in minor units.
+    refunded_amount: int = 0
+    # Its refunds, oldest first, where they were read (not on feed events).
+    refunds: tuple[Refund, ...] = ()
+
+    def refunds_of_payment(self) -> list[Refund]:
+        """The refunds of the payment that settled the reservation (not of mismatched ones)."""
+        return [r for r in self.refunds if r.payment_id == self.payment_id]
+
+    @property
+    def refund_owed(self) -> bool:
+        """Whether some refund of it is still to be sent or settled."""
+        return any(not r.status.is_final for r in self.refunds)
 
     def holds_seat_at(self, now: datetime) -> bool:
         """Pending payment and inside its hold: the seat is counted as taken."""
@@ -186,14 +203,25 @@ class TierSeats:
     capacity: int | None
     taken: int
     deleted: bool = False
+    # The organizer cancelled the event (read after the tier's lock was granted).
+    event_cancelled: bool = False
 
     @property
     def has_free_seat(self) -> bool:
-        """A seat can be given: the tier exists and is not full."""
-        return not self.deleted and (self.capacity is None or self.taken < self.capacity)
+        """A seat can be given: the event is on, the tier exists and is not full."""
+        if self.event_cancelled or self.deleted:
+            return False
+        return self.capacity is None or self.taken < self.capacity
 
 
-SETTLED_STATUSES = frozenset({ReservationStatus.CONFIRMED, ReservationStatus.PAID_UNFULFILLED})
+# A payment settled these: any other payment against them is a mismatch, never a second seat.
+SETTLED_STATUSES = frozenset(
+    {
+        ReservationStatus.CONFIRMED,
+        ReservationStatus.PAID_UNFULFILLED,
+        ReservationStatus.REGISTRATION_CANCELLED,
+    }
+)
 
 
 def payment_differences(locked: LockedReservation, claim: PaymentClaim) -> list[str]:

@@ -68,6 +68,8 @@ class Settings:
     event_start_time: datetime | None = None
     # The organizer's refund rules; None: Moim's published policy (refunds.DEFAULT_REFUND_POLICY).
     refund_policy: tuple[RefundRule, ...] | None = None
+    # When the organizer cancelled the event (CancelEvent); None: it is on.
+    cancel_time: datetime | None = None
 
     def tier(self, tier_id: str) -> Tier | None:
         """The tier with this id, retained ones included."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ticketing_service.domain.reconciliation import ReconcilePolicy
+from ticketing_service.domain.refunds import RefundRetryPolicy
 from ticketing_service.service_layer.observer import NO_OBSERVER, Observer
 from ticketing_service.service_layer.payment_service import PaymentService
 from ticketing_service.service_layer.ports import EventSignal, UnitOfWorkFactory
@@ -23,5 +24,8 @@ class Dependencies:
     # Wakes event watchers across replicas; None makes watchers re-check on a timer instead.
     event_signal: EventSignal | None = None
     reconcile_policy: ReconcilePolicy = field(default_factory=ReconcilePolicy)
+    # A payment that got no seat (or did not match) is refunded without anyone asking.
+    auto_refund: bool = True
+    refund_retry: RefundRetryPolicy = field(default_factory=RefundRetryPolicy)
     # Told what the use cases do (the metrics); nothing by default.
     observer: Observer = NO_OBSERVER

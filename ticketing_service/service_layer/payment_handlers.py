@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from ticketing_service.domain import errors
+from ticketing_service.domain.refunds import RefundReason, mismatch_reason
 from ticketing_service.domain.reservations import (
     SETTLED_STATUSES,
     ConfirmOutcome,
@@ -15,7 +16,7 @@ from ticketing_service.domain.reservations import (
     payment_differences,
 )
 from ticketing_service.service_layer.dependencies import Dependencies
-from ticketing_service.service_layer.ports import UnitOfWork
+from ticketing_service.service_layer.ports import OwedRefund, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,10 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             return repeated
         wrong = payment_differences(locked, claim)
         if wrong:
-            # Committed although the call fails: the money may have been taken (a refund is
-            # due), so the attempt is kept and announced on the feed, once per payment.
-            await uow.payments.record_mismatch(claim, wrong)
+            # Committed although the call fails: the money was taken, so the attempt is kept,
+            # announced on the feed and refunded, once per payment.
+            if await uow.payments.record_mismatch(claim, wrong):
+                await _refund_mismatch(deps, uow, locked, claim, wrong)
             await uow.commit()
             raise errors.PaymentMismatch(
                 f"The payment does not match the reservation ({', '.join(wrong)}).",
@@ -55,10 +57,44 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             # The same payment again: answer from what is stored, write nothing.
             return ConfirmResult(locked.repeat_outcome(), locked.reservation)
         result = await _settle(uow, locked, claim)
+        if result.outcome is ConfirmOutcome.PAID_UNFULFILLED and deps.auto_refund:
+            await uow.refunds.owe(_refund_of(claim, RefundReason.PAID_UNFULFILLED))
         if claim.delivery is not None:
             await uow.payments.record_delivery(claim, result.outcome)
         await uow.commit()
     return result
+
+
+async def _refund_mismatch(
+    deps: Dependencies,
+    uow: UnitOfWork,
+    locked: LockedReservation,
+    claim: PaymentClaim,
+    wrong: list[str],
+) -> None:
+    """Owe back a mismatched payment: all of it, as the payment service reported it.
+
+    Not the payment that settled the reservation, reported again with other values: refunding
+    that would take back a seat's money; an operator looks at it (the feed announced it).
+    """
+    if not deps.auto_refund or claim.amount <= 0:
+        return
+    if claim.payment_id == locked.reservation.payment_id:
+        log.error("the settled payment %s was reported again with other values", claim.payment_id)
+        return
+    await uow.refunds.owe(_refund_of(claim, mismatch_reason(wrong)))
+
+
+def _refund_of(claim: PaymentClaim, reason: RefundReason) -> OwedRefund:
+    """A full refund of the claimed payment."""
+    return OwedRefund(
+        reservation_id=claim.reservation_id,
+        payment_id=claim.payment_id,
+        checkout_id=claim.checkout_id,
+        amount=claim.amount,
+        currency_code=claim.currency_code,
+        reason=reason,
+    )
 
 
 async def _repeated_delivery(

@@ -9,6 +9,12 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
+from ticketing_service.domain.refunds import (
+    EventCancellation,
+    Refund,
+    RefundReason,
+    RefundStatus,
+)
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
     Delivery,
@@ -178,6 +184,90 @@ class ReconciliationRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class OwedRefund:
+    """A refund to record as owed (requested); the amount is in minor units."""
+
+    reservation_id: str
+    payment_id: str
+    checkout_id: str
+    amount: int
+    currency_code: str
+    reason: RefundReason
+    request_id: str | None = None
+    release_seat: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RefundChange:
+    """What a try of a refund learnt: its status now, its tries so far, when to try again
+    (None: never, it is settled), why it failed, and the payment service's id of it."""
+
+    status: RefundStatus
+    attempts: int
+    retry_in: timedelta | None
+    failure_code: str | None = None
+    provider_refund_id: str | None = None
+
+
+class RefundRepository(Protocol):
+    """The refund ledger: money owed back, and what sending it learnt (SPEC §10)."""
+
+    async def owe(self, refund: OwedRefund) -> Refund:
+        """Record a refund as requested, due to be sent now."""
+        ...
+
+    async def of_reservation(self, reservation_id: str) -> list[Refund]:
+        """A reservation's refunds, oldest first."""
+        ...
+
+    async def by_request(self, reservation_id: str, request_id: str) -> Refund | None:
+        """The refund a RefundReservation with this request id made, if any."""
+        ...
+
+    async def get(self, refund_id: str) -> Refund | None:
+        """A refund by id."""
+        ...
+
+    async def claim_due(self, lease: timedelta, limit: int) -> list[Refund]:
+        """Lease up to `limit` refunds due to be sent or followed, skipping rows leased or
+        locked elsewhere, so no two replicas send one refund at once."""
+        ...
+
+    async def record(self, refund_id: str, change: RefundChange) -> Refund | None:
+        """Record a try of a refund still requested or pending (None: it settled meanwhile);
+        a settled one is announced on the feed, and a success adds to `refunded_amount`."""
+        ...
+
+
+class CancellationRepository(Protocol):
+    """Registrations given up, and events cancelled in batches."""
+
+    async def cancel_registration(self, reservation_id: str) -> Reservation:
+        """Cancel a locked confirmed reservation's registration and give its seat back."""
+        ...
+
+    async def cancel_event(self, event_id: str, request_id: str | None) -> None:
+        """Mark the event cancelled (unless it is already), after locking its tiers: once this
+        commits, no seat of it can be counted as free."""
+        ...
+
+    async def progress(self, event_id: str) -> EventCancellation | None:
+        """How far the event's cancellation is; None when it was not cancelled."""
+        ...
+
+    async def next_batch(self, limit: int) -> tuple[str, list[LockedReservation]] | None:
+        """An event being cancelled and up to `limit` of its live holds and confirmed
+        reservations, locked (rows locked elsewhere are left for later); None when no event
+        is being cancelled."""
+        ...
+
+    async def finish(self, event_id: str, cancelled: int) -> bool:
+        """Count `cancelled` holds and registrations as done, and mark the cancellation done
+        when nothing is left to cancel; whether it is done."""
+        ...
+
+
 class EventsRepository(Protocol):
     """The registration event feed."""
 
@@ -258,6 +348,16 @@ class UnitOfWork(Protocol):
     @property
     def reconciliation(self) -> ReconciliationRepository:
         """Which checkouts to ask about, and what was learnt."""
+        ...
+
+    @property
+    def refunds(self) -> RefundRepository:
+        """The refund ledger."""
+        ...
+
+    @property
+    def cancellations(self) -> CancellationRepository:
+        """Registrations given up and events cancelled."""
         ...
 
     @property

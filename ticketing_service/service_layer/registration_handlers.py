@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ticketing_service.domain import errors
@@ -74,6 +74,8 @@ async def _hold_seat(
         if existing is not None:
             return existing, order_name
         seats = await uow.holds.lock_tier_seats(command.event_id, tier.tier_id)
+        if seats.event_cancelled:
+            raise _event_cancelled(command.event_id)
         if not seats.has_free_seat:
             raise errors.SoldOut("Every seat of the tier is taken or held.", tierId=tier.tier_id)
         reservation = await uow.holds.insert(
@@ -87,6 +89,8 @@ def _paid_tier_on_sale(settings: Settings | None, command: StartRegistration) ->
     """The tier to hold a seat in; None for a free tier; an error when none can be sold."""
     if settings is None:
         raise errors.EventNotFound("The event has no ticketing settings.", eventId=command.event_id)
+    if settings.cancel_time is not None:
+        raise _event_cancelled(command.event_id)
     tier = settings.tier(command.tier_id)
     if tier is None:
         raise errors.TierNotFound("The event has no such tier.", tierId=command.tier_id)
@@ -104,6 +108,10 @@ def _paid_tier_on_sale(settings: Settings | None, command: StartRegistration) ->
     if not tier.is_on_sale(datetime.now(UTC), settings.event_start_time):
         raise errors.TierNotOnSale("The tier is not on sale now.", tierId=tier.tier_id)
     return tier
+
+
+def _event_cancelled(event_id: str) -> errors.EventCancelled:
+    return errors.EventCancelled("The organizer cancelled the event.", eventId=event_id)
 
 
 async def _reusable_hold(uow: UnitOfWork, command: StartRegistration) -> Reservation | None:
@@ -213,22 +221,28 @@ async def get_reservation(deps: Dependencies, reservation_id: str) -> Reservatio
     """A reservation as stored now."""
     async with deps.uow() as uow:
         reservation = await uow.holds.get(reservation_id)
-    if reservation is None:
-        raise errors.ReservationNotFound(
-            "No reservation has this id.", reservationId=reservation_id
-        )
-    return reservation
+        if reservation is None:
+            raise errors.ReservationNotFound(
+                "No reservation has this id.", reservationId=reservation_id
+            )
+        return await with_refunds(uow, reservation)
 
 
 async def find_reservation(deps: Dependencies, event_id: str, user_id: str) -> Reservation:
     """The user's most recently made reservation for the event."""
     async with deps.uow() as uow:
         reservation = await uow.holds.latest_of(event_id, user_id)
-    if reservation is None:
-        raise errors.ReservationNotFound(
-            "The user has no reservation for this event.", eventId=event_id, userId=user_id
-        )
-    return reservation
+        if reservation is None:
+            raise errors.ReservationNotFound(
+                "The user has no reservation for this event.", eventId=event_id, userId=user_id
+            )
+        return await with_refunds(uow, reservation)
+
+
+async def with_refunds(uow: UnitOfWork, reservation: Reservation) -> Reservation:
+    """The reservation with its refunds, read in the same transaction."""
+    refunds = await uow.refunds.of_reservation(reservation.reservation_id)
+    return replace(reservation, refunds=tuple(refunds))
 
 
 async def cancel_reservation(deps: Dependencies, reservation_id: str, user_id: str) -> Reservation:

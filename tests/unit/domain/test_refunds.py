@@ -9,8 +9,11 @@ import pytest
 from ticketing_service.domain.refunds import (
     Refund,
     RefundReason,
+    RefundRetryPolicy,
     RefundRule,
     RefundStatus,
+    amount_to_refund,
+    mismatch_reason,
     policy_problems,
     refund_amount,
     refund_percent,
@@ -58,7 +61,9 @@ def test_a_refund_is_the_floor_of_the_percentage_in_minor_units(
 
 
 def refund(amount: int, status: RefundStatus) -> Refund:
-    return Refund("f", "r", "pay", "chk", amount, "KRW", RefundReason.GOODWILL, status, START, None)
+    return Refund(
+        "f", "r", "pay", "chk", amount, "KRW", RefundReason.GOODWILL, status, START, START
+    )
 
 
 def test_refunds_that_did_not_fail_count_against_what_was_paid() -> None:
@@ -77,3 +82,44 @@ def test_a_malformed_policy_is_described() -> None:
     assert policy_problems([RefundRule(-1, 50)]) != []
     assert policy_problems([RefundRule(24, 101)]) != []
     assert policy_problems([RefundRule(24, 50), RefundRule(0, 0)]) == []
+
+
+@pytest.mark.parametrize(
+    ("asked", "left", "amount"), [(0, 700, 700), (300, 700, 300), (700, 700, 700)]
+)
+def test_a_refund_takes_what_was_asked_or_all_that_is_left(
+    asked: int, left: int, amount: int
+) -> None:
+    assert amount_to_refund(asked, left) == amount
+
+
+@pytest.mark.parametrize(("asked", "left"), [(701, 700), (0, 0), (1, 0)])
+def test_a_refund_of_more_than_is_left_or_of_nothing_is_refused(asked: int, left: int) -> None:
+    with pytest.raises(ValueError, match="left to refund"):
+        amount_to_refund(asked, left)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        (["payment_id"], RefundReason.DUPLICATE),
+        (["amount"], RefundReason.MISMATCH),
+        (["amount", "payment_id"], RefundReason.MISMATCH),
+        (["checkout_id"], RefundReason.MISMATCH),
+    ],
+)
+def test_a_mismatched_payment_is_refunded_as_a_duplicate_only_when_only_its_id_differs(
+    fields: list[str], reason: RefundReason
+) -> None:
+    assert mismatch_reason(fields) is reason
+
+
+@pytest.mark.parametrize(
+    ("attempts", "seconds"), [(0, 30), (1, 30), (2, 60), (3, 120), (8, 3600), (1000, 3600)]
+)
+def test_retries_wait_twice_as_long_each_time_and_never_more_than_an_hour(
+    attempts: int, seconds: int
+) -> None:
+    policy = RefundRetryPolicy(backoff=timedelta(seconds=30))
+
+    assert policy.delay(attempts) == timedelta(seconds=seconds)

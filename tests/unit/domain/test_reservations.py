@@ -107,6 +107,11 @@ def test_a_settled_reservation_takes_only_the_payment_that_settled_it() -> None:
             "PAID_UNFULFILLED",
         ),
         (
+            LockedReservation(HELD, NOW + timedelta(minutes=10)),
+            TierSeats(5, 0, event_cancelled=True),
+            "PAID_UNFULFILLED",
+        ),
+        (
             LockedReservation(replace(HELD, status=ReservationStatus.EXPIRED), NOW),
             TierSeats(1, 0),
             "CONFIRMED",
@@ -119,6 +124,7 @@ def test_a_settled_reservation_takes_only_the_payment_that_settled_it() -> None:
         "late, full",
         "late, unlimited",
         "late, tier removed",
+        "late, event cancelled",
         "expired, a seat free",
         "user registered elsewhere",
     ],

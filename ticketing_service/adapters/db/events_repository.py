@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from ticketing_service.adapters.db.refund_repository import refund_from
 from ticketing_service.adapters.db.reservation_rows import reservation_from, snapshot
 from ticketing_service.adapters.db.transaction import Row, Transaction
 from ticketing_service.domain.events import (
@@ -131,13 +132,20 @@ class SqlEventsRepository:
 
 
 def _event(row: Row) -> RegistrationEvent:
-    details = row["details"]
+    """An event row; `details` is the mismatched payment or the refund, by the event's type."""
+    details, event_type = row["details"], RegistrationEventType(row["type"])
+    mismatch = refund = None
+    if details is not None and event_type is RegistrationEventType.PAYMENT_MISMATCH:
+        mismatch = _mismatch(details)
+    elif details is not None:
+        refund = refund_from(details)
     return RegistrationEvent(
         sequence=row["sequence"],
-        type=RegistrationEventType(row["type"]),
+        type=event_type,
         reservation=reservation_from(row["reservation"]),
         create_time=row["create_time"],
-        mismatch=None if details is None else _mismatch(details),
+        mismatch=mismatch,
+        refund=refund,
     )
 
 

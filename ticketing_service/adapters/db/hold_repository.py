@@ -51,7 +51,8 @@ class SqlHoldRepository:
     async def registration_id_of(self, event_id: str, user_id: str) -> str | None:
         """The user's accepted registration at the event, if any."""
         row = await self._tx.one(
-            "SELECT registration_id FROM registrations WHERE event_id = %(e)s AND user_id = %(u)s",
+            "SELECT registration_id FROM registrations WHERE event_id = %(e)s AND user_id = %(u)s"
+            " AND status = 'accepted'",
             {"e": event_id, "u": user_id},
         )
         return None if row is None else str(row["registration_id"])
@@ -112,14 +113,18 @@ class SqlHoldRepository:
         )
         if tier is None:
             raise TierNotFound("The event has no such tier.", tierId=tier_id)
+        # The event's cancellation is read after the lock, too: CancelEvent locks every tier of
+        # the event before it commits, so a seat counted after it was cancelled is never given.
         if tier["capacity"] is None:
-            return TierSeats(capacity=None, taken=0, deleted=tier["deleted"])
+            counted = await self._tx.one(sql.EVENT_CANCELLED, params)
+            assert counted is not None, "the settings of a tier exist"
+            return TierSeats(None, 0, tier["deleted"], event_cancelled=counted["cancelled"])
         count = sql.COUNT_TAKEN if self._locking else sql.COUNT_TAKEN_WITHOUT_LOCKS
         counted = await self._tx.one(count, params)
         assert counted is not None, "a count returns a row"
         await self._pause("seats_counted")
         taken = tier["accepted"] + counted["taken"]
-        return TierSeats(capacity=tier["capacity"], taken=taken, deleted=tier["deleted"])
+        return TierSeats(tier["capacity"], taken, tier["deleted"], counted["cancelled"])
 
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
         """Insert a pending hold stamped and timed by the database's clock."""

@@ -14,7 +14,7 @@ CHECK_READY = (
 )
 REGISTRATIONS_OF = (
     "SELECT registration_id::text AS registration_id, reservation_id::text AS reservation_id,"
-    " user_id, tier_id FROM registrations WHERE event_id = %(e)s"
+    " user_id, tier_id FROM registrations WHERE event_id = %(e)s AND status = 'accepted'"
 )
 # Settings and tiers are created only when the service has none: from then on the organizer's
 # saves (UpdateTicketingSettings) keep them, with the service's rules (e.g. legacy external).

@@ -36,6 +36,7 @@ _FIELDS = (
     "expire_time",
     "paid_time",
     "payment_id",
+    "refunded_amount",
 )
 _NOT_IN_EVENTS = frozenset({"customer_name", "customer_email"})
 
@@ -85,6 +86,8 @@ def reservation_from(values: Mapping[str, Any]) -> Reservation:
         registration_id=None if registration_id is None else str(registration_id),
         # Events written before payments were named carry no payment id.
         payment_id=values.get("payment_id"),
+        # Events written before refunds existed carry no refunded amount.
+        refunded_amount=int(values.get("refunded_amount") or 0),
     )
 
 

@@ -14,7 +14,8 @@ from ticketing_service.adapters.db.reservation_rows import CHANGED, FROM, column
 _READ_LOCKED = (
     f"SELECT {columns('r', 'g.registration_id')}, {{clock}} AS db_now,"
     " EXISTS (SELECT 1 FROM registrations o WHERE o.event_id = r.event_id"
-    " AND o.user_id = r.user_id AND o.reservation_id <> r.reservation_id) AS user_registered"
+    " AND o.user_id = r.user_id AND o.reservation_id <> r.reservation_id"
+    " AND o.status = 'accepted') AS user_registered"
     f" FROM {FROM} WHERE r.reservation_id = %(id)s"
 )
 READ_LOCKED = _READ_LOCKED.format(clock="statement_timestamp()")
@@ -88,7 +89,8 @@ _SETTLE = (
 ACCEPT = (
     "WITH g AS (INSERT INTO registrations (registration_id, reservation_id, event_id, tier_id,"
     " user_id, status, answers) VALUES (%(g)s, %(r)s, %(e)s, %(t)s, %(u)s, 'accepted',"
-    " CAST(%(answers)s AS jsonb)) ON CONFLICT (event_id, user_id) DO NOTHING"
+    " CAST(%(answers)s AS jsonb)) ON CONFLICT (event_id, user_id) WHERE status = 'accepted'"
+    " DO NOTHING"
     " RETURNING registration_id),"
     + _SETTLE.format(
         gate=" AND EXISTS (SELECT 1 FROM g)",
@@ -123,8 +125,12 @@ _COUNT_TAKEN = (
     " AND expire_time <= statement_timestamp())"
     " - (SELECT count(*) FROM (SELECT 1 FROM reservations WHERE event_id = %(e)s"
     " AND tier_id = %(t)s AND status = 'pending_payment'"
-    " AND expire_time <= statement_timestamp(){lock}) ended) AS taken"
+    " AND expire_time <= statement_timestamp(){lock}) ended) AS taken,"
+    " (SELECT cancel_time IS NOT NULL FROM ticketing_settings WHERE event_id = %(e)s) AS cancelled"
     " FROM tier_rows"
+)
+EVENT_CANCELLED = (
+    "SELECT cancel_time IS NOT NULL AS cancelled FROM ticketing_settings WHERE event_id = %(e)s"
 )
 COUNT_TAKEN = _COUNT_TAKEN.format(lock=" FOR KEY SHARE SKIP LOCKED")
 COUNT_TAKEN_WITHOUT_LOCKS = _COUNT_TAKEN.format(lock="")

@@ -60,6 +60,12 @@ ticketing_settings = Table(
     _tstz("event_start_time"),
     # [[min_hours_before_start, percent], ...]; NULL: Moim's published policy.
     Column("refund_policy", JSONB),
+    # The organizer cancelled the event (CancelEvent): nothing is sold from `cancel_time` on, and
+    # the cancellation worker cancels its holds and registrations until `cancel_done_time`.
+    _tstz("cancel_time"),
+    Column("cancel_request_id", Text),
+    Column("cancel_done_count", Integer, nullable=False, server_default=text("0")),
+    _tstz("cancel_done_time"),
     CheckConstraint("mode IN ('free', 'paid', 'external')", name="mode"),
     CheckConstraint("currency_code ~ '^[A-Z]{3}$'", name="currency_code"),
 )
@@ -128,9 +134,12 @@ reservations = Table(
     # False until the expiry sweeper adds a confirmed reservation to its tier's accepted_count:
     # confirmations never write the tier row, and seat counts add the few not yet folded.
     Column("seat_folded", Boolean, nullable=False, server_default=text("false")),
+    # What was refunded of its payments: the refunds that succeeded, in minor units.
+    Column("refunded_amount", BigInteger, nullable=False, server_default=text("0")),
     ForeignKeyConstraint(["event_id", "tier_id"], ["tiers.event_id", "tiers.tier_id"]),
     CheckConstraint(
-        "status IN ('pending_payment', 'confirmed', 'expired', 'cancelled', 'paid_unfulfilled')",
+        "status IN ('pending_payment', 'confirmed', 'expired', 'cancelled', 'paid_unfulfilled',"
+        " 'registration_cancelled')",
         name="status",
     ),
     CheckConstraint("amount >= 0", name="amount_non_negative"),
@@ -158,6 +167,8 @@ reservations = Table(
         "tier_id",
         postgresql_where=text("status = 'confirmed' AND NOT seat_folded"),
     ),
+    # An event's reservations by status: its cancellation's batches and progress.
+    Index("ix_reservations_event_id_status", "event_id", "status"),
     # The expiry sweeper's scan.
     Index(
         "ix_reservations_pending_expiry",
@@ -190,10 +201,66 @@ registrations = Table(
     Column("status", Text, nullable=False),
     Column("answers", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    _tstz("cancel_time"),
     ForeignKeyConstraint(["reservation_id"], ["reservations.reservation_id"]),
     ForeignKeyConstraint(["event_id", "tier_id"], ["tiers.event_id", "tiers.tier_id"]),
-    UniqueConstraint("event_id", "user_id"),
-    CheckConstraint("status IN ('accepted')", name="status"),
+    CheckConstraint("status IN ('accepted', 'cancelled')", name="status"),
+    # One seat per user and event; a user who gave theirs up may register again.
+    Index(
+        "uq_registrations_accepted_per_user_event",
+        "event_id",
+        "user_id",
+        unique=True,
+        postgresql_where=text("status = 'accepted'"),
+    ),
+)
+# The refund ledger: money owed back, written in the same transaction as the change that owes
+# it; the refund worker sends it (`next_attempt_time`, `attempts`, a replica's `lease_until`).
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("refund_id", UUID(as_uuid=True), primary_key=True),
+    Column("reservation_id", UUID(as_uuid=True), nullable=False),
+    # The provider's payment refunded, and its checkout.
+    Column("payment_id", Text, nullable=False),
+    Column("checkout_id", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency_code", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    _tstz("next_attempt_time"),
+    _tstz("lease_until"),
+    Column("provider_refund_id", Text),
+    Column("failure_code", Text),
+    # RefundReservation's request id (and what it asked to release), so a repeat finds it.
+    Column("request_id", Text),
+    Column("release_seat", Boolean, nullable=False, server_default=text("false")),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("update_time", DateTime(timezone=True), nullable=False, server_default=NOW),
+    ForeignKeyConstraint(["reservation_id"], ["reservations.reservation_id"]),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("currency_code ~ '^[A-Z]{3}$'", name="currency_code"),
+    CheckConstraint(
+        "reason IN ('cancellation', 'organizer', 'goodwill', 'paid_unfulfilled', 'duplicate',"
+        " 'mismatch', 'event_cancelled')",
+        name="reason",
+    ),
+    CheckConstraint("status IN ('requested', 'pending', 'succeeded', 'failed')", name="status"),
+    Index("ix_refunds_reservation_id", "reservation_id"),
+    # The refund worker's scan: refunds still to send or to follow.
+    Index(
+        "ix_refunds_due",
+        "next_attempt_time",
+        postgresql_where=text("status IN ('requested', 'pending')"),
+    ),
+    Index(
+        "uq_refunds_request_per_reservation",
+        "reservation_id",
+        "request_id",
+        unique=True,
+        postgresql_where=text("request_id IS NOT NULL"),
+    ),
 )
 
 payments = Table(
@@ -271,7 +338,8 @@ registration_events = Table(
     Column("details", JSONB),
     CheckConstraint(
         "type IN ('reservation_created', 'reservation_confirmed', 'reservation_expired', "
-        "'reservation_cancelled', 'reservation_paid_unfulfilled', 'payment_mismatch')",
+        "'reservation_cancelled', 'reservation_paid_unfulfilled', 'payment_mismatch', "
+        "'registration_cancelled', 'refund_succeeded', 'refund_failed')",
         name="type",
     ),
     Index(

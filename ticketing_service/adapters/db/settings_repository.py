@@ -16,7 +16,7 @@ from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 _GET = (
     "SELECT s.event_id, s.event_title, s.mode, s.provider, s.provider_account_id,"
     " s.currency_code, s.enabled, s.legacy, s.external_url, s.update_time,"
-    " s.event_start_time, s.refund_policy,"
+    " s.event_start_time, s.refund_policy, s.cancel_time,"
     " t.tier_id, t.name, t.price_amount, t.capacity, t.sale_start_time, t.sale_end_time,"
     " t.retained, t.accepted_count + t.external_seats + (SELECT count(*) FROM reservations r"
     " WHERE r.event_id = t.event_id AND r.tier_id = t.tier_id AND r.status = 'confirmed'"
@@ -31,7 +31,7 @@ _LOCK_TIERS = (
 _TIERS_IN_USE = (
     "SELECT t.tier_id FROM unnest(CAST(%(ids)s AS text[])) AS t(tier_id)"
     " WHERE EXISTS (SELECT 1 FROM registrations g WHERE g.event_id = %(e)s"
-    " AND g.tier_id = t.tier_id) OR EXISTS (SELECT 1 FROM reservations r"
+    " AND g.tier_id = t.tier_id AND g.status = 'accepted') OR EXISTS (SELECT 1 FROM reservations r"
     " WHERE r.event_id = %(e)s AND r.tier_id = t.tier_id"
     " AND r.status = 'pending_payment' AND r.expire_time > now())"
 )
@@ -171,6 +171,7 @@ def _settings_from_rows(row: Row, tier_list: list[Tier]) -> Settings:
         update_time=row["update_time"],
         event_start_time=row["event_start_time"],
         refund_policy=_policy(row["refund_policy"]),
+        cancel_time=row["cancel_time"],
     )
 
 

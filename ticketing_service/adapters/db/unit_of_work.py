@@ -11,12 +11,14 @@ from typing import Self
 
 import asyncpg
 
+from ticketing_service.adapters.db.cancellation_repository import SqlCancellationRepository
 from ticketing_service.adapters.db.changes import Changes, Protections
 from ticketing_service.adapters.db.events_repository import SqlEventsRepository
 from ticketing_service.adapters.db.hold_repository import SqlHoldRepository
 from ticketing_service.adapters.db.payment_repository import SqlPaymentRepository
 from ticketing_service.adapters.db.pool import Database, PoolTimeout
 from ticketing_service.adapters.db.reconciliation_repository import SqlReconciliationRepository
+from ticketing_service.adapters.db.refund_repository import SqlRefundRepository
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
 from ticketing_service.adapters.db.sweep_repository import SqlSweepRepository
 from ticketing_service.adapters.db.transaction import Transaction
@@ -70,6 +72,8 @@ class SqlUnitOfWork:
     payments: SqlPaymentRepository
     sweeps: SqlSweepRepository
     reconciliation: SqlReconciliationRepository
+    refunds: SqlRefundRepository
+    cancellations: SqlCancellationRepository
     events: SqlEventsRepository
 
     def __init__(
@@ -104,6 +108,8 @@ class SqlUnitOfWork:
         self.payments = SqlPaymentRepository(changes)
         self.sweeps = SqlSweepRepository(changes)
         self.reconciliation = SqlReconciliationRepository(changes)
+        self.refunds = SqlRefundRepository(changes)
+        self.cancellations = SqlCancellationRepository(changes, self._protections.locking)
         return self
 
     async def __aexit__(

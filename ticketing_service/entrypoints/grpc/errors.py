@@ -49,6 +49,11 @@ STATUS_CODES: dict[type[errors.TicketingError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.EventsPruned: grpc.StatusCode.OUT_OF_RANGE,
     errors.TooManyWatchers: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RefundExceedsPaid: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.EventCancelled: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.RegistrationNotCancellable: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.RefundNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.EventNotCancelled: grpc.StatusCode.NOT_FOUND,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from moim.ticketing.v1 import registration_event_pb2, ticketing_service_pb2
 
 from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
+from ticketing_service.entrypoints.grpc.refund_mapping import write_refund
 from ticketing_service.entrypoints.grpc.reservation_mapping import write_reservation
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import Violations
@@ -57,4 +58,6 @@ def write_event(event: RegistrationEvent) -> registration_event_pb2.Registration
                 fields=mismatch.fields,
             )
         )
+    if event.refund is not None:
+        message.refund.CopyFrom(write_refund(event.refund))
     return message

@@ -15,6 +15,7 @@ from ticketing_service.domain.reservations import (
     Reservation,
     ReservationStatus,
 )
+from ticketing_service.entrypoints.grpc.refund_mapping import write_refund
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import MAX_ID_LENGTH, MAX_NAME_LENGTH, Violations
 from ticketing_service.service_layer.reconciliation import Reconciled
@@ -34,6 +35,9 @@ _STATUSES = {
     ReservationStatus.EXPIRED: reservation_pb2.RESERVATION_STATUS_EXPIRED,
     ReservationStatus.CANCELLED: reservation_pb2.RESERVATION_STATUS_CANCELLED,
     ReservationStatus.PAID_UNFULFILLED: reservation_pb2.RESERVATION_STATUS_PAID_UNFULFILLED,
+    ReservationStatus.REGISTRATION_CANCELLED: (
+        reservation_pb2.RESERVATION_STATUS_REGISTRATION_CANCELLED
+    ),
 }
 OUTCOMES = {
     outcome: ConfirmPaymentOutcome.Value(f"CONFIRM_PAYMENT_OUTCOME_{outcome.value}")
@@ -167,6 +171,8 @@ def write_reservation(reservation: Reservation) -> reservation_pb2.Reservation:
         ],
         registration_id=reservation.registration_id or "",
         payment_id=reservation.payment_id or "",
+        refunded_amount=reservation.refunded_amount,
+        refunds=[write_refund(r) for r in reservation.refunds],
     )
     write_timestamp(message.create_time, reservation.create_time)
     write_timestamp(message.expire_time, reservation.expire_time)

@@ -19,7 +19,12 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from ticketing_service.domain.errors import InvalidArgument, TicketingError
-from ticketing_service.entrypoints.grpc import event_mapping, reservation_mapping, settings_mapping
+from ticketing_service.entrypoints.grpc import (
+    event_mapping,
+    refund_mapping,
+    reservation_mapping,
+    settings_mapping,
+)
 from ticketing_service.entrypoints.grpc.errors import abort, internal_status
 from ticketing_service.entrypoints.grpc.validation import (
     Violations,
@@ -30,6 +35,8 @@ from ticketing_service.service_layer import (
     events_handlers,
     payment_handlers,
     reconciliation,
+    refund_handlers,
+    refund_worker,
     registration_handlers,
     settings_handlers,
 )
@@ -172,6 +179,66 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
         reservation_id = reservation_mapping.read_reservation_id(request.reservation_id)
         found = await reconciliation.reconcile_reservation(self._deps, reservation_id)
         return reservation_mapping.write_reconciled(found)
+
+    @_answering_errors
+    async def CancelRegistration(
+        self, request: pb.CancelRegistrationRequest, context: Context
+    ) -> pb.CancelRegistrationResponse:
+        """Give up a confirmed seat, with the refund the policy gives."""
+        reservation_id, user_id, request_id = refund_mapping.read_cancel_registration(request)
+        result = await refund_handlers.cancel_registration(
+            self._deps, reservation_id, user_id, request_id
+        )
+        response = pb.CancelRegistrationResponse(
+            reservation=reservation_mapping.write_reservation(result.reservation)
+        )
+        if result.refund is not None:
+            response.refund.CopyFrom(refund_mapping.write_refund(result.refund))
+        return response
+
+    @_answering_errors
+    async def RefundReservation(
+        self, request: pb.RefundReservationRequest, context: Context
+    ) -> pb.RefundReservationResponse:
+        """Refund all or part of a reservation's payment."""
+        command = refund_mapping.read_refund(request)
+        result = await refund_handlers.refund_reservation(self._deps, command)
+        assert result.refund is not None, "a refund was made"
+        return pb.RefundReservationResponse(
+            reservation=reservation_mapping.write_reservation(result.reservation),
+            refund=refund_mapping.write_refund(result.refund),
+        )
+
+    @_answering_errors
+    async def RefreshRefund(
+        self, request: pb.RefreshRefundRequest, context: Context
+    ) -> pb.RefreshRefundResponse:
+        """Ask the payment service where a refund stands."""
+        refund_id = refund_mapping.read_refund_id(request.refund_id)
+        refund = await refund_worker.refresh_refund(self._deps, refund_id)
+        return pb.RefreshRefundResponse(refund=refund_mapping.write_refund(refund))
+
+    @_answering_errors
+    async def CancelEvent(
+        self, request: pb.CancelEventRequest, context: Context
+    ) -> pb.CancelEventResponse:
+        """Cancel an event; the rest runs in the background."""
+        event_id, request_id = refund_mapping.read_cancel_event(request)
+        progress = await refund_handlers.cancel_event(self._deps, event_id, request_id)
+        return pb.CancelEventResponse(cancellation=refund_mapping.write_cancellation(progress))
+
+    @_answering_errors
+    async def GetEventCancellation(
+        self, request: pb.GetEventCancellationRequest, context: Context
+    ) -> pb.GetEventCancellationResponse:
+        """Read how far an event's cancellation is."""
+        v = Violations()
+        event_id = v.required_id("event_id", request.event_id)
+        v.raise_if_any()
+        progress = await refund_handlers.get_event_cancellation(self._deps, event_id)
+        return pb.GetEventCancellationResponse(
+            cancellation=refund_mapping.write_cancellation(progress)
+        )
 
     @_answering_errors
     async def ListRegistrationEvents(

@@ -215,6 +215,32 @@ class TicketingClient:
         """ReconcileReservation: ask the payment service about a reservation's checkout now."""
         return await self._unary(self._stub.ReconcileReservation, request)
 
+    async def cancel_registration(
+        self, request: pb.CancelRegistrationRequest
+    ) -> pb.CancelRegistrationResponse:
+        """CancelRegistration: the owner gives up a confirmed seat, refunded by the policy."""
+        return await self._unary(self._stub.CancelRegistration, request)
+
+    async def refund_reservation(
+        self, request: pb.RefundReservationRequest
+    ) -> pb.RefundReservationResponse:
+        """RefundReservation: refund all or part of a payment (safe to retry by request id)."""
+        return await self._unary(self._stub.RefundReservation, request)
+
+    async def refresh_refund(self, request: pb.RefreshRefundRequest) -> pb.RefreshRefundResponse:
+        """RefreshRefund: ask the payment service where a refund stands now."""
+        return await self._unary(self._stub.RefreshRefund, request)
+
+    async def cancel_event(self, request: pb.CancelEventRequest) -> pb.CancelEventResponse:
+        """CancelEvent: stop sales now; holds and registrations are cancelled and refunded."""
+        return await self._unary(self._stub.CancelEvent, request)
+
+    async def get_event_cancellation(
+        self, request: pb.GetEventCancellationRequest
+    ) -> pb.GetEventCancellationResponse:
+        """GetEventCancellation: how far an event's cancellation is."""
+        return await self._unary(self._stub.GetEventCancellation, request)
+
     async def list_registration_events(
         self, request: pb.ListRegistrationEventsRequest
     ) -> pb.ListRegistrationEventsResponse:

@@ -1279,6 +1279,584 @@ func (x *ReconcileReservationResponse) GetOutcome() ConfirmPaymentOutcome {
 	return ConfirmPaymentOutcome_CONFIRM_PAYMENT_OUTCOME_UNSPECIFIED
 }
 
+// The request of CancelRegistration.
+type CancelRegistrationRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The reservation whose registration is given up, a UUID. Required.
+	ReservationId string `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	// The Moim user who gives it up; must own the reservation. Required.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The caller's id for this request, for its retries. Empty means none (a repeat still answers
+	// the same: a cancelled registration stays cancelled). At most 128 characters.
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+}
+
+func (x *CancelRegistrationRequest) Reset() {
+	*x = CancelRegistrationRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[16]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *CancelRegistrationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRegistrationRequest) ProtoMessage() {}
+
+func (x *CancelRegistrationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[16]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRegistrationRequest.ProtoReflect.Descriptor instead.
+func (*CancelRegistrationRequest) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CancelRegistrationRequest) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
+func (x *CancelRegistrationRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CancelRegistrationRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// The response of CancelRegistration.
+type CancelRegistrationResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The reservation after the change, with its refunds.
+	Reservation *Reservation `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
+	// The refund the policy gave. Unset when it gives nothing (0 %, or nothing left to refund).
+	Refund *Refund `protobuf:"bytes,2,opt,name=refund,proto3" json:"refund,omitempty"`
+}
+
+func (x *CancelRegistrationResponse) Reset() {
+	*x = CancelRegistrationResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[17]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *CancelRegistrationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRegistrationResponse) ProtoMessage() {}
+
+func (x *CancelRegistrationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[17]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRegistrationResponse.ProtoReflect.Descriptor instead.
+func (*CancelRegistrationResponse) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CancelRegistrationResponse) GetReservation() *Reservation {
+	if x != nil {
+		return x.Reservation
+	}
+	return nil
+}
+
+func (x *CancelRegistrationResponse) GetRefund() *Refund {
+	if x != nil {
+		return x.Refund
+	}
+	return nil
+}
+
+// The request of RefundReservation.
+type RefundReservationRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The reservation whose payment is refunded, a UUID. Required.
+	ReservationId string `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	// The amount to refund, in the currency's minor unit. 0 means all that is left to refund. Must
+	// not be negative, nor more than is left (REFUND_EXCEEDS_PAID).
+	Amount int64 `protobuf:"varint,2,opt,name=amount,proto3" json:"amount,omitempty"`
+	// Why. Required: organizer, goodwill, paid_unfulfilled or duplicate.
+	Reason RefundReason `protobuf:"varint,3,opt,name=reason,proto3,enum=moim.ticketing.v1.RefundReason" json:"reason,omitempty"`
+	// Also cancel the registration and put the seat back on sale. Ignored when the reservation has
+	// no registration (nothing to release).
+	ReleaseSeat bool `protobuf:"varint,4,opt,name=release_seat,json=releaseSeat,proto3" json:"release_seat,omitempty"`
+	// The caller's id for this refund. Required; at most 128 characters. A repeat with the same id
+	// answers with the refund it made; the same id with another amount, reason or `release_seat` is
+	// INVALID_ARGUMENT.
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+}
+
+func (x *RefundReservationRequest) Reset() {
+	*x = RefundReservationRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[18]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *RefundReservationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefundReservationRequest) ProtoMessage() {}
+
+func (x *RefundReservationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[18]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefundReservationRequest.ProtoReflect.Descriptor instead.
+func (*RefundReservationRequest) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RefundReservationRequest) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
+func (x *RefundReservationRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *RefundReservationRequest) GetReason() RefundReason {
+	if x != nil {
+		return x.Reason
+	}
+	return RefundReason_REFUND_REASON_UNSPECIFIED
+}
+
+func (x *RefundReservationRequest) GetReleaseSeat() bool {
+	if x != nil {
+		return x.ReleaseSeat
+	}
+	return false
+}
+
+func (x *RefundReservationRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// The response of RefundReservation.
+type RefundReservationResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The reservation after the change, with its refunds.
+	Reservation *Reservation `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
+	// The refund made (or, for a repeat, made before).
+	Refund *Refund `protobuf:"bytes,2,opt,name=refund,proto3" json:"refund,omitempty"`
+}
+
+func (x *RefundReservationResponse) Reset() {
+	*x = RefundReservationResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[19]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *RefundReservationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefundReservationResponse) ProtoMessage() {}
+
+func (x *RefundReservationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[19]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefundReservationResponse.ProtoReflect.Descriptor instead.
+func (*RefundReservationResponse) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RefundReservationResponse) GetReservation() *Reservation {
+	if x != nil {
+		return x.Reservation
+	}
+	return nil
+}
+
+func (x *RefundReservationResponse) GetRefund() *Refund {
+	if x != nil {
+		return x.Refund
+	}
+	return nil
+}
+
+// The request of RefreshRefund.
+type RefreshRefundRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The refund's id, a UUID. Required.
+	RefundId string `protobuf:"bytes,1,opt,name=refund_id,json=refundId,proto3" json:"refund_id,omitempty"`
+}
+
+func (x *RefreshRefundRequest) Reset() {
+	*x = RefreshRefundRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[20]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *RefreshRefundRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshRefundRequest) ProtoMessage() {}
+
+func (x *RefreshRefundRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[20]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshRefundRequest.ProtoReflect.Descriptor instead.
+func (*RefreshRefundRequest) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RefreshRefundRequest) GetRefundId() string {
+	if x != nil {
+		return x.RefundId
+	}
+	return ""
+}
+
+// The response of RefreshRefund.
+type RefreshRefundResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The refund after asking. When the payment service could not be asked it is as it was, and it
+	// is asked again later.
+	Refund *Refund `protobuf:"bytes,1,opt,name=refund,proto3" json:"refund,omitempty"`
+}
+
+func (x *RefreshRefundResponse) Reset() {
+	*x = RefreshRefundResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[21]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *RefreshRefundResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshRefundResponse) ProtoMessage() {}
+
+func (x *RefreshRefundResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[21]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshRefundResponse.ProtoReflect.Descriptor instead.
+func (*RefreshRefundResponse) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RefreshRefundResponse) GetRefund() *Refund {
+	if x != nil {
+		return x.Refund
+	}
+	return nil
+}
+
+// The request of CancelEvent.
+type CancelEventRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The Moim event id. Required.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// The caller's id for this request. Empty means none (a repeat answers the same). At most 128
+	// characters.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+}
+
+func (x *CancelEventRequest) Reset() {
+	*x = CancelEventRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[22]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *CancelEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelEventRequest) ProtoMessage() {}
+
+func (x *CancelEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[22]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelEventRequest.ProtoReflect.Descriptor instead.
+func (*CancelEventRequest) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CancelEventRequest) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *CancelEventRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// The response of CancelEvent.
+type CancelEventResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The cancellation's progress as it started (or stands, on a repeat).
+	Cancellation *EventCancellation `protobuf:"bytes,1,opt,name=cancellation,proto3" json:"cancellation,omitempty"`
+}
+
+func (x *CancelEventResponse) Reset() {
+	*x = CancelEventResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[23]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *CancelEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelEventResponse) ProtoMessage() {}
+
+func (x *CancelEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[23]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelEventResponse.ProtoReflect.Descriptor instead.
+func (*CancelEventResponse) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CancelEventResponse) GetCancellation() *EventCancellation {
+	if x != nil {
+		return x.Cancellation
+	}
+	return nil
+}
+
+// The request of GetEventCancellation.
+type GetEventCancellationRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The Moim event id. Required.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+}
+
+func (x *GetEventCancellationRequest) Reset() {
+	*x = GetEventCancellationRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[24]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *GetEventCancellationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEventCancellationRequest) ProtoMessage() {}
+
+func (x *GetEventCancellationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[24]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEventCancellationRequest.ProtoReflect.Descriptor instead.
+func (*GetEventCancellationRequest) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetEventCancellationRequest) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+// The response of GetEventCancellation.
+type GetEventCancellationResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The cancellation's progress.
+	Cancellation *EventCancellation `protobuf:"bytes,1,opt,name=cancellation,proto3" json:"cancellation,omitempty"`
+}
+
+func (x *GetEventCancellationResponse) Reset() {
+	*x = GetEventCancellationResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[25]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *GetEventCancellationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEventCancellationResponse) ProtoMessage() {}
+
+func (x *GetEventCancellationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[25]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEventCancellationResponse.ProtoReflect.Descriptor instead.
+func (*GetEventCancellationResponse) Descriptor() ([]byte, []int) {
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetEventCancellationResponse) GetCancellation() *EventCancellation {
+	if x != nil {
+		return x.Cancellation
+	}
+	return nil
+}
+
 // The request of ListRegistrationEvents.
 type ListRegistrationEventsRequest struct {
 	state         protoimpl.MessageState
@@ -1294,7 +1872,7 @@ type ListRegistrationEventsRequest struct {
 func (x *ListRegistrationEventsRequest) Reset() {
 	*x = ListRegistrationEventsRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[16]
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[26]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -1307,7 +1885,7 @@ func (x *ListRegistrationEventsRequest) String() string {
 func (*ListRegistrationEventsRequest) ProtoMessage() {}
 
 func (x *ListRegistrationEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[16]
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[26]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1898,7 @@ func (x *ListRegistrationEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegistrationEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListRegistrationEventsRequest) Descriptor() ([]byte, []int) {
-	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{16}
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListRegistrationEventsRequest) GetAfterSequence() int64 {
@@ -1352,7 +1930,7 @@ type ListRegistrationEventsResponse struct {
 func (x *ListRegistrationEventsResponse) Reset() {
 	*x = ListRegistrationEventsResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[17]
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[27]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -1365,7 +1943,7 @@ func (x *ListRegistrationEventsResponse) String() string {
 func (*ListRegistrationEventsResponse) ProtoMessage() {}
 
 func (x *ListRegistrationEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[17]
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[27]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1956,7 @@ func (x *ListRegistrationEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegistrationEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListRegistrationEventsResponse) Descriptor() ([]byte, []int) {
-	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{17}
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListRegistrationEventsResponse) GetEvents() []*RegistrationEvent {
@@ -1408,7 +1986,7 @@ type WatchRegistrationEventsRequest struct {
 func (x *WatchRegistrationEventsRequest) Reset() {
 	*x = WatchRegistrationEventsRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[18]
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[28]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -1421,7 +1999,7 @@ func (x *WatchRegistrationEventsRequest) String() string {
 func (*WatchRegistrationEventsRequest) ProtoMessage() {}
 
 func (x *WatchRegistrationEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[18]
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[28]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +2012,7 @@ func (x *WatchRegistrationEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRegistrationEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRegistrationEventsRequest) Descriptor() ([]byte, []int) {
-	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{18}
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchRegistrationEventsRequest) GetAfterSequence() int64 {
@@ -1457,7 +2035,7 @@ type WatchRegistrationEventsResponse struct {
 func (x *WatchRegistrationEventsResponse) Reset() {
 	*x = WatchRegistrationEventsResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[19]
+		mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[29]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -1470,7 +2048,7 @@ func (x *WatchRegistrationEventsResponse) String() string {
 func (*WatchRegistrationEventsResponse) ProtoMessage() {}
 
 func (x *WatchRegistrationEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[19]
+	mi := &file_moim_ticketing_v1_ticketing_service_proto_msgTypes[29]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +2061,7 @@ func (x *WatchRegistrationEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRegistrationEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRegistrationEventsResponse) Descriptor() ([]byte, []int) {
-	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{19}
+	return file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WatchRegistrationEventsResponse) GetEvent() *RegistrationEvent {
@@ -1502,6 +2080,8 @@ var file_moim_ticketing_v1_ticketing_service_proto_rawDesc = []byte{
 	0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x1a, 0x1f,
 	0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2f, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2f,
 	0x74, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x1a,
+	0x1e, 0x6d, 0x6f, 0x69, 0x6d, 0x2f, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2f,
+	0x76, 0x31, 0x2f, 0x72, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x1a,
 	0x2a, 0x6d, 0x6f, 0x69, 0x6d, 0x2f, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2f,
 	0x76, 0x31, 0x2f, 0x72, 0x65, 0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x5f,
 	0x65, 0x76, 0x65, 0x6e, 0x74, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x1a, 0x23, 0x6d, 0x6f, 0x69,
@@ -1672,7 +2252,76 @@ var file_moim_ticketing_v1_ticketing_service_proto_rawDesc = []byte{
 	0x32, 0x28, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e,
 	0x67, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x6f, 0x6e, 0x66, 0x69, 0x72, 0x6d, 0x50, 0x61, 0x79, 0x6d,
 	0x65, 0x6e, 0x74, 0x4f, 0x75, 0x74, 0x63, 0x6f, 0x6d, 0x65, 0x52, 0x07, 0x6f, 0x75, 0x74, 0x63,
-	0x6f, 0x6d, 0x65, 0x22, 0x63, 0x0a, 0x1d, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x65, 0x67, 0x69, 0x73,
+	0x6f, 0x6d, 0x65, 0x22, 0x7a, 0x0a, 0x19, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x52, 0x65, 0x67,
+	0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
+	0x12, 0x25, 0x0a, 0x0e, 0x72, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x5f,
+	0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0d, 0x72, 0x65, 0x73, 0x65, 0x72, 0x76,
+	0x61, 0x74, 0x69, 0x6f, 0x6e, 0x49, 0x64, 0x12, 0x17, 0x0a, 0x07, 0x75, 0x73, 0x65, 0x72, 0x5f,
+	0x69, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x75, 0x73, 0x65, 0x72, 0x49, 0x64,
+	0x12, 0x1d, 0x0a, 0x0a, 0x72, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x5f, 0x69, 0x64, 0x18, 0x03,
+	0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x72, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x49, 0x64, 0x22,
+	0x91, 0x01, 0x0a, 0x1a, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74,
+	0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x40,
+	0x0a, 0x0b, 0x72, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x18, 0x01, 0x20,
+	0x01, 0x28, 0x0b, 0x32, 0x1e, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65,
+	0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74,
+	0x69, 0x6f, 0x6e, 0x52, 0x0b, 0x72, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e,
+	0x12, 0x31, 0x0a, 0x06, 0x72, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x0b,
+	0x32, 0x19, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e,
+	0x67, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x06, 0x72, 0x65, 0x66,
+	0x75, 0x6e, 0x64, 0x22, 0xd4, 0x01, 0x0a, 0x18, 0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x65,
+	0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
+	0x12, 0x25, 0x0a, 0x0e, 0x72, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x5f,
+	0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0d, 0x72, 0x65, 0x73, 0x65, 0x72, 0x76,
+	0x61, 0x74, 0x69, 0x6f, 0x6e, 0x49, 0x64, 0x12, 0x16, 0x0a, 0x06, 0x61, 0x6d, 0x6f, 0x75, 0x6e,
+	0x74, 0x18, 0x02, 0x20, 0x01, 0x28, 0x03, 0x52, 0x06, 0x61, 0x6d, 0x6f, 0x75, 0x6e, 0x74, 0x12,
+	0x37, 0x0a, 0x06, 0x72, 0x65, 0x61, 0x73, 0x6f, 0x6e, 0x18, 0x03, 0x20, 0x01, 0x28, 0x0e, 0x32,
+	0x1f, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67,
+	0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x65, 0x61, 0x73, 0x6f, 0x6e,
+	0x52, 0x06, 0x72, 0x65, 0x61, 0x73, 0x6f, 0x6e, 0x12, 0x21, 0x0a, 0x0c, 0x72, 0x65, 0x6c, 0x65,
+	0x61, 0x73, 0x65, 0x5f, 0x73, 0x65, 0x61, 0x74, 0x18, 0x04, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0b,
+	0x72, 0x65, 0x6c, 0x65, 0x61, 0x73, 0x65, 0x53, 0x65, 0x61, 0x74, 0x12, 0x1d, 0x0a, 0x0a, 0x72,
+	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x5f, 0x69, 0x64, 0x18, 0x05, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x09, 0x72, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x49, 0x64, 0x22, 0x90, 0x01, 0x0a, 0x19, 0x52,
+	0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e,
+	0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x40, 0x0a, 0x0b, 0x72, 0x65, 0x73, 0x65,
+	0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1e, 0x2e,
+	0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76,
+	0x31, 0x2e, 0x52, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52, 0x0b, 0x72,
+	0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x12, 0x31, 0x0a, 0x06, 0x72, 0x65,
+	0x66, 0x75, 0x6e, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x19, 0x2e, 0x6d, 0x6f, 0x69,
+	0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x52,
+	0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x06, 0x72, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x22, 0x33, 0x0a,
+	0x14, 0x52, 0x65, 0x66, 0x72, 0x65, 0x73, 0x68, 0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x65,
+	0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x1b, 0x0a, 0x09, 0x72, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x5f,
+	0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x08, 0x72, 0x65, 0x66, 0x75, 0x6e, 0x64,
+	0x49, 0x64, 0x22, 0x4a, 0x0a, 0x15, 0x52, 0x65, 0x66, 0x72, 0x65, 0x73, 0x68, 0x52, 0x65, 0x66,
+	0x75, 0x6e, 0x64, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x31, 0x0a, 0x06, 0x72,
+	0x65, 0x66, 0x75, 0x6e, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x19, 0x2e, 0x6d, 0x6f,
+	0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e,
+	0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x06, 0x72, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x22, 0x4e,
+	0x0a, 0x12, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x52, 0x65, 0x71,
+	0x75, 0x65, 0x73, 0x74, 0x12, 0x19, 0x0a, 0x08, 0x65, 0x76, 0x65, 0x6e, 0x74, 0x5f, 0x69, 0x64,
+	0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x65, 0x76, 0x65, 0x6e, 0x74, 0x49, 0x64, 0x12,
+	0x1d, 0x0a, 0x0a, 0x72, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20,
+	0x01, 0x28, 0x09, 0x52, 0x09, 0x72, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x49, 0x64, 0x22, 0x5f,
+	0x0a, 0x13, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x52, 0x65, 0x73,
+	0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x0c, 0x63, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x6c,
+	0x61, 0x74, 0x69, 0x6f, 0x6e, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x24, 0x2e, 0x6d, 0x6f,
+	0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e,
+	0x45, 0x76, 0x65, 0x6e, 0x74, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x6c, 0x61, 0x74, 0x69, 0x6f,
+	0x6e, 0x52, 0x0c, 0x63, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x6c, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x22,
+	0x38, 0x0a, 0x1b, 0x47, 0x65, 0x74, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x43, 0x61, 0x6e, 0x63, 0x65,
+	0x6c, 0x6c, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x19,
+	0x0a, 0x08, 0x65, 0x76, 0x65, 0x6e, 0x74, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09,
+	0x52, 0x07, 0x65, 0x76, 0x65, 0x6e, 0x74, 0x49, 0x64, 0x22, 0x68, 0x0a, 0x1c, 0x47, 0x65, 0x74,
+	0x45, 0x76, 0x65, 0x6e, 0x74, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x6c, 0x61, 0x74, 0x69, 0x6f,
+	0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x0c, 0x63, 0x61, 0x6e,
+	0x63, 0x65, 0x6c, 0x6c, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32,
+	0x24, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67,
+	0x2e, 0x76, 0x31, 0x2e, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x6c,
+	0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52, 0x0c, 0x63, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x6c, 0x61, 0x74,
+	0x69, 0x6f, 0x6e, 0x22, 0x63, 0x0a, 0x1d, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x65, 0x67, 0x69, 0x73,
 	0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x73, 0x52, 0x65, 0x71,
 	0x75, 0x65, 0x73, 0x74, 0x12, 0x25, 0x0a, 0x0e, 0x61, 0x66, 0x74, 0x65, 0x72, 0x5f, 0x73, 0x65,
 	0x71, 0x75, 0x65, 0x6e, 0x63, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x03, 0x52, 0x0d, 0x61, 0x66,
@@ -1734,7 +2383,7 @@ var file_moim_ticketing_v1_ticketing_service_proto_rawDesc = []byte{
 	0x48, 0x45, 0x43, 0x4b, 0x4f, 0x55, 0x54, 0x5f, 0x53, 0x54, 0x41, 0x54, 0x55, 0x53, 0x5f, 0x4e,
 	0x4f, 0x54, 0x5f, 0x46, 0x4f, 0x55, 0x4e, 0x44, 0x10, 0x06, 0x12, 0x1f, 0x0a, 0x1b, 0x43, 0x48,
 	0x45, 0x43, 0x4b, 0x4f, 0x55, 0x54, 0x5f, 0x53, 0x54, 0x41, 0x54, 0x55, 0x53, 0x5f, 0x55, 0x4e,
-	0x52, 0x45, 0x41, 0x43, 0x48, 0x41, 0x42, 0x4c, 0x45, 0x10, 0x07, 0x32, 0xaf, 0x09, 0x0a, 0x10,
+	0x52, 0x45, 0x41, 0x43, 0x48, 0x41, 0x42, 0x4c, 0x45, 0x10, 0x07, 0x32, 0xcd, 0x0d, 0x0a, 0x10,
 	0x54, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65,
 	0x12, 0x80, 0x01, 0x0a, 0x17, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x54, 0x69, 0x63, 0x6b, 0x65,
 	0x74, 0x69, 0x6e, 0x67, 0x53, 0x65, 0x74, 0x74, 0x69, 0x6e, 0x67, 0x73, 0x12, 0x31, 0x2e, 0x6d,
@@ -1793,28 +2442,62 @@ var file_moim_ticketing_v1_ticketing_service_proto_rawDesc = []byte{
 	0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x2f, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e,
 	0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x63,
 	0x6f, 0x6e, 0x63, 0x69, 0x6c, 0x65, 0x52, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f,
-	0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x7d, 0x0a, 0x16, 0x4c, 0x69, 0x73,
-	0x74, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65,
-	0x6e, 0x74, 0x73, 0x12, 0x30, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65,
+	0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x71, 0x0a, 0x12, 0x43, 0x61, 0x6e,
+	0x63, 0x65, 0x6c, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x12,
+	0x2c, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67,
+	0x2e, 0x76, 0x31, 0x2e, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74,
+	0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x2d, 0x2e,
+	0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76,
+	0x31, 0x2e, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x72, 0x61,
+	0x74, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x6e, 0x0a, 0x11,
+	0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61, 0x74, 0x69, 0x6f,
+	0x6e, 0x12, 0x2b, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69,
+	0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x65, 0x73, 0x65,
+	0x72, 0x76, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x2c,
+	0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e,
+	0x76, 0x31, 0x2e, 0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x65, 0x73, 0x65, 0x72, 0x76, 0x61,
+	0x74, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x62, 0x0a, 0x0d,
+	0x52, 0x65, 0x66, 0x72, 0x65, 0x73, 0x68, 0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x12, 0x27, 0x2e,
+	0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76,
+	0x31, 0x2e, 0x52, 0x65, 0x66, 0x72, 0x65, 0x73, 0x68, 0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52,
+	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x28, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69,
+	0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x65, 0x66, 0x72, 0x65,
+	0x73, 0x68, 0x52, 0x65, 0x66, 0x75, 0x6e, 0x64, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65,
+	0x12, 0x5c, 0x0a, 0x0b, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x12,
+	0x25, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67,
+	0x2e, 0x76, 0x31, 0x2e, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x52,
+	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x26, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69,
+	0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x61, 0x6e, 0x63, 0x65,
+	0x6c, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x77,
+	0x0a, 0x14, 0x47, 0x65, 0x74, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c,
+	0x6c, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x12, 0x2e, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69,
+	0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x45, 0x76,
+	0x65, 0x6e, 0x74, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x6c, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52,
+	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x2f, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69,
+	0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x45, 0x76,
+	0x65, 0x6e, 0x74, 0x43, 0x61, 0x6e, 0x63, 0x65, 0x6c, 0x6c, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x52,
+	0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x7d, 0x0a, 0x16, 0x4c, 0x69, 0x73, 0x74, 0x52,
+	0x65, 0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65, 0x6e, 0x74,
+	0x73, 0x12, 0x30, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69,
+	0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74,
+	0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x73, 0x52, 0x65, 0x71, 0x75,
+	0x65, 0x73, 0x74, 0x1a, 0x31, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65,
 	0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x65, 0x67, 0x69,
 	0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x73, 0x52, 0x65,
-	0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x31, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63,
-	0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x65,
-	0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x73,
-	0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x82, 0x01, 0x0a, 0x17, 0x57, 0x61, 0x74,
-	0x63, 0x68, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76,
-	0x65, 0x6e, 0x74, 0x73, 0x12, 0x31, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b,
-	0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74, 0x63, 0x68, 0x52, 0x65,
-	0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x73,
-	0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x32, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74,
-	0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74, 0x63,
-	0x68, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65,
-	0x6e, 0x74, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x42, 0x44, 0x5a,
-	0x42, 0x67, 0x69, 0x74, 0x68, 0x75, 0x62, 0x2e, 0x63, 0x6f, 0x6d, 0x2f, 0x6d, 0x6f, 0x69, 0x6d,
-	0x2f, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2f, 0x63, 0x6c, 0x69, 0x65, 0x6e,
-	0x74, 0x73, 0x2f, 0x67, 0x6f, 0x2f, 0x6d, 0x6f, 0x69, 0x6d, 0x2f, 0x74, 0x69, 0x63, 0x6b, 0x65,
-	0x74, 0x69, 0x6e, 0x67, 0x2f, 0x76, 0x31, 0x3b, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e,
-	0x67, 0x76, 0x31, 0x62, 0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
+	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x82, 0x01, 0x0a, 0x17, 0x57, 0x61, 0x74, 0x63, 0x68,
+	0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65, 0x6e,
+	0x74, 0x73, 0x12, 0x31, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74,
+	0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74, 0x63, 0x68, 0x52, 0x65, 0x67, 0x69,
+	0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65, 0x6e, 0x74, 0x73, 0x52, 0x65,
+	0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x32, 0x2e, 0x6d, 0x6f, 0x69, 0x6d, 0x2e, 0x74, 0x69, 0x63,
+	0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74, 0x63, 0x68, 0x52,
+	0x65, 0x67, 0x69, 0x73, 0x74, 0x72, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x45, 0x76, 0x65, 0x6e, 0x74,
+	0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x42, 0x44, 0x5a, 0x42, 0x67,
+	0x69, 0x74, 0x68, 0x75, 0x62, 0x2e, 0x63, 0x6f, 0x6d, 0x2f, 0x6d, 0x6f, 0x69, 0x6d, 0x2f, 0x74,
+	0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x2f, 0x63, 0x6c, 0x69, 0x65, 0x6e, 0x74, 0x73,
+	0x2f, 0x67, 0x6f, 0x2f, 0x6d, 0x6f, 0x69, 0x6d, 0x2f, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69,
+	0x6e, 0x67, 0x2f, 0x76, 0x31, 0x3b, 0x74, 0x69, 0x63, 0x6b, 0x65, 0x74, 0x69, 0x6e, 0x67, 0x76,
+	0x31, 0x62, 0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
 }
 
 var (
@@ -1830,7 +2513,7 @@ func file_moim_ticketing_v1_ticketing_service_proto_rawDescGZIP() []byte {
 }
 
 var file_moim_ticketing_v1_ticketing_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_moim_ticketing_v1_ticketing_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_moim_ticketing_v1_ticketing_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_moim_ticketing_v1_ticketing_service_proto_goTypes = []interface{}{
 	(ConfirmPaymentOutcome)(0),              // 0: moim.ticketing.v1.ConfirmPaymentOutcome
 	(DeliveryScheme)(0),                     // 1: moim.ticketing.v1.DeliveryScheme
@@ -1851,65 +2534,96 @@ var file_moim_ticketing_v1_ticketing_service_proto_goTypes = []interface{}{
 	(*ConfirmPaymentResponse)(nil),          // 16: moim.ticketing.v1.ConfirmPaymentResponse
 	(*ReconcileReservationRequest)(nil),     // 17: moim.ticketing.v1.ReconcileReservationRequest
 	(*ReconcileReservationResponse)(nil),    // 18: moim.ticketing.v1.ReconcileReservationResponse
-	(*ListRegistrationEventsRequest)(nil),   // 19: moim.ticketing.v1.ListRegistrationEventsRequest
-	(*ListRegistrationEventsResponse)(nil),  // 20: moim.ticketing.v1.ListRegistrationEventsResponse
-	(*WatchRegistrationEventsRequest)(nil),  // 21: moim.ticketing.v1.WatchRegistrationEventsRequest
-	(*WatchRegistrationEventsResponse)(nil), // 22: moim.ticketing.v1.WatchRegistrationEventsResponse
-	(*TierInput)(nil),                       // 23: moim.ticketing.v1.TierInput
-	(*timestamppb.Timestamp)(nil),           // 24: google.protobuf.Timestamp
-	(*RefundRule)(nil),                      // 25: moim.ticketing.v1.RefundRule
-	(*TicketingSettings)(nil),               // 26: moim.ticketing.v1.TicketingSettings
-	(*Customer)(nil),                        // 27: moim.ticketing.v1.Customer
-	(*Answer)(nil),                          // 28: moim.ticketing.v1.Answer
-	(*Reservation)(nil),                     // 29: moim.ticketing.v1.Reservation
-	(*RegistrationEvent)(nil),               // 30: moim.ticketing.v1.RegistrationEvent
+	(*CancelRegistrationRequest)(nil),       // 19: moim.ticketing.v1.CancelRegistrationRequest
+	(*CancelRegistrationResponse)(nil),      // 20: moim.ticketing.v1.CancelRegistrationResponse
+	(*RefundReservationRequest)(nil),        // 21: moim.ticketing.v1.RefundReservationRequest
+	(*RefundReservationResponse)(nil),       // 22: moim.ticketing.v1.RefundReservationResponse
+	(*RefreshRefundRequest)(nil),            // 23: moim.ticketing.v1.RefreshRefundRequest
+	(*RefreshRefundResponse)(nil),           // 24: moim.ticketing.v1.RefreshRefundResponse
+	(*CancelEventRequest)(nil),              // 25: moim.ticketing.v1.CancelEventRequest
+	(*CancelEventResponse)(nil),             // 26: moim.ticketing.v1.CancelEventResponse
+	(*GetEventCancellationRequest)(nil),     // 27: moim.ticketing.v1.GetEventCancellationRequest
+	(*GetEventCancellationResponse)(nil),    // 28: moim.ticketing.v1.GetEventCancellationResponse
+	(*ListRegistrationEventsRequest)(nil),   // 29: moim.ticketing.v1.ListRegistrationEventsRequest
+	(*ListRegistrationEventsResponse)(nil),  // 30: moim.ticketing.v1.ListRegistrationEventsResponse
+	(*WatchRegistrationEventsRequest)(nil),  // 31: moim.ticketing.v1.WatchRegistrationEventsRequest
+	(*WatchRegistrationEventsResponse)(nil), // 32: moim.ticketing.v1.WatchRegistrationEventsResponse
+	(*TierInput)(nil),                       // 33: moim.ticketing.v1.TierInput
+	(*timestamppb.Timestamp)(nil),           // 34: google.protobuf.Timestamp
+	(*RefundRule)(nil),                      // 35: moim.ticketing.v1.RefundRule
+	(*TicketingSettings)(nil),               // 36: moim.ticketing.v1.TicketingSettings
+	(*Customer)(nil),                        // 37: moim.ticketing.v1.Customer
+	(*Answer)(nil),                          // 38: moim.ticketing.v1.Answer
+	(*Reservation)(nil),                     // 39: moim.ticketing.v1.Reservation
+	(*Refund)(nil),                          // 40: moim.ticketing.v1.Refund
+	(RefundReason)(0),                       // 41: moim.ticketing.v1.RefundReason
+	(*EventCancellation)(nil),               // 42: moim.ticketing.v1.EventCancellation
+	(*RegistrationEvent)(nil),               // 43: moim.ticketing.v1.RegistrationEvent
 }
 var file_moim_ticketing_v1_ticketing_service_proto_depIdxs = []int32{
-	23, // 0: moim.ticketing.v1.UpdateTicketingSettingsRequest.tiers:type_name -> moim.ticketing.v1.TierInput
-	24, // 1: moim.ticketing.v1.UpdateTicketingSettingsRequest.event_start_time:type_name -> google.protobuf.Timestamp
-	25, // 2: moim.ticketing.v1.UpdateTicketingSettingsRequest.refund_policy:type_name -> moim.ticketing.v1.RefundRule
-	26, // 3: moim.ticketing.v1.UpdateTicketingSettingsResponse.settings:type_name -> moim.ticketing.v1.TicketingSettings
-	26, // 4: moim.ticketing.v1.GetTicketingSettingsResponse.settings:type_name -> moim.ticketing.v1.TicketingSettings
-	27, // 5: moim.ticketing.v1.StartPaidRegistrationRequest.customer:type_name -> moim.ticketing.v1.Customer
-	28, // 6: moim.ticketing.v1.StartPaidRegistrationRequest.answers:type_name -> moim.ticketing.v1.Answer
-	29, // 7: moim.ticketing.v1.StartPaidRegistrationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
-	29, // 8: moim.ticketing.v1.GetReservationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
-	29, // 9: moim.ticketing.v1.FindReservationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
-	29, // 10: moim.ticketing.v1.CancelReservationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
-	24, // 11: moim.ticketing.v1.ConfirmPaymentRequest.paid_time:type_name -> google.protobuf.Timestamp
+	33, // 0: moim.ticketing.v1.UpdateTicketingSettingsRequest.tiers:type_name -> moim.ticketing.v1.TierInput
+	34, // 1: moim.ticketing.v1.UpdateTicketingSettingsRequest.event_start_time:type_name -> google.protobuf.Timestamp
+	35, // 2: moim.ticketing.v1.UpdateTicketingSettingsRequest.refund_policy:type_name -> moim.ticketing.v1.RefundRule
+	36, // 3: moim.ticketing.v1.UpdateTicketingSettingsResponse.settings:type_name -> moim.ticketing.v1.TicketingSettings
+	36, // 4: moim.ticketing.v1.GetTicketingSettingsResponse.settings:type_name -> moim.ticketing.v1.TicketingSettings
+	37, // 5: moim.ticketing.v1.StartPaidRegistrationRequest.customer:type_name -> moim.ticketing.v1.Customer
+	38, // 6: moim.ticketing.v1.StartPaidRegistrationRequest.answers:type_name -> moim.ticketing.v1.Answer
+	39, // 7: moim.ticketing.v1.StartPaidRegistrationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
+	39, // 8: moim.ticketing.v1.GetReservationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
+	39, // 9: moim.ticketing.v1.FindReservationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
+	39, // 10: moim.ticketing.v1.CancelReservationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
+	34, // 11: moim.ticketing.v1.ConfirmPaymentRequest.paid_time:type_name -> google.protobuf.Timestamp
 	1,  // 12: moim.ticketing.v1.ConfirmPaymentRequest.delivery_scheme:type_name -> moim.ticketing.v1.DeliveryScheme
 	0,  // 13: moim.ticketing.v1.ConfirmPaymentResponse.outcome:type_name -> moim.ticketing.v1.ConfirmPaymentOutcome
-	29, // 14: moim.ticketing.v1.ConfirmPaymentResponse.reservation:type_name -> moim.ticketing.v1.Reservation
-	29, // 15: moim.ticketing.v1.ReconcileReservationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
+	39, // 14: moim.ticketing.v1.ConfirmPaymentResponse.reservation:type_name -> moim.ticketing.v1.Reservation
+	39, // 15: moim.ticketing.v1.ReconcileReservationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
 	2,  // 16: moim.ticketing.v1.ReconcileReservationResponse.checkout_status:type_name -> moim.ticketing.v1.CheckoutStatus
 	0,  // 17: moim.ticketing.v1.ReconcileReservationResponse.outcome:type_name -> moim.ticketing.v1.ConfirmPaymentOutcome
-	30, // 18: moim.ticketing.v1.ListRegistrationEventsResponse.events:type_name -> moim.ticketing.v1.RegistrationEvent
-	30, // 19: moim.ticketing.v1.WatchRegistrationEventsResponse.event:type_name -> moim.ticketing.v1.RegistrationEvent
-	3,  // 20: moim.ticketing.v1.TicketingService.UpdateTicketingSettings:input_type -> moim.ticketing.v1.UpdateTicketingSettingsRequest
-	5,  // 21: moim.ticketing.v1.TicketingService.GetTicketingSettings:input_type -> moim.ticketing.v1.GetTicketingSettingsRequest
-	7,  // 22: moim.ticketing.v1.TicketingService.StartPaidRegistration:input_type -> moim.ticketing.v1.StartPaidRegistrationRequest
-	9,  // 23: moim.ticketing.v1.TicketingService.GetReservation:input_type -> moim.ticketing.v1.GetReservationRequest
-	11, // 24: moim.ticketing.v1.TicketingService.FindReservation:input_type -> moim.ticketing.v1.FindReservationRequest
-	13, // 25: moim.ticketing.v1.TicketingService.CancelReservation:input_type -> moim.ticketing.v1.CancelReservationRequest
-	15, // 26: moim.ticketing.v1.TicketingService.ConfirmPayment:input_type -> moim.ticketing.v1.ConfirmPaymentRequest
-	17, // 27: moim.ticketing.v1.TicketingService.ReconcileReservation:input_type -> moim.ticketing.v1.ReconcileReservationRequest
-	19, // 28: moim.ticketing.v1.TicketingService.ListRegistrationEvents:input_type -> moim.ticketing.v1.ListRegistrationEventsRequest
-	21, // 29: moim.ticketing.v1.TicketingService.WatchRegistrationEvents:input_type -> moim.ticketing.v1.WatchRegistrationEventsRequest
-	4,  // 30: moim.ticketing.v1.TicketingService.UpdateTicketingSettings:output_type -> moim.ticketing.v1.UpdateTicketingSettingsResponse
-	6,  // 31: moim.ticketing.v1.TicketingService.GetTicketingSettings:output_type -> moim.ticketing.v1.GetTicketingSettingsResponse
-	8,  // 32: moim.ticketing.v1.TicketingService.StartPaidRegistration:output_type -> moim.ticketing.v1.StartPaidRegistrationResponse
-	10, // 33: moim.ticketing.v1.TicketingService.GetReservation:output_type -> moim.ticketing.v1.GetReservationResponse
-	12, // 34: moim.ticketing.v1.TicketingService.FindReservation:output_type -> moim.ticketing.v1.FindReservationResponse
-	14, // 35: moim.ticketing.v1.TicketingService.CancelReservation:output_type -> moim.ticketing.v1.CancelReservationResponse
-	16, // 36: moim.ticketing.v1.TicketingService.ConfirmPayment:output_type -> moim.ticketing.v1.ConfirmPaymentResponse
-	18, // 37: moim.ticketing.v1.TicketingService.ReconcileReservation:output_type -> moim.ticketing.v1.ReconcileReservationResponse
-	20, // 38: moim.ticketing.v1.TicketingService.ListRegistrationEvents:output_type -> moim.ticketing.v1.ListRegistrationEventsResponse
-	22, // 39: moim.ticketing.v1.TicketingService.WatchRegistrationEvents:output_type -> moim.ticketing.v1.WatchRegistrationEventsResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	39, // 18: moim.ticketing.v1.CancelRegistrationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
+	40, // 19: moim.ticketing.v1.CancelRegistrationResponse.refund:type_name -> moim.ticketing.v1.Refund
+	41, // 20: moim.ticketing.v1.RefundReservationRequest.reason:type_name -> moim.ticketing.v1.RefundReason
+	39, // 21: moim.ticketing.v1.RefundReservationResponse.reservation:type_name -> moim.ticketing.v1.Reservation
+	40, // 22: moim.ticketing.v1.RefundReservationResponse.refund:type_name -> moim.ticketing.v1.Refund
+	40, // 23: moim.ticketing.v1.RefreshRefundResponse.refund:type_name -> moim.ticketing.v1.Refund
+	42, // 24: moim.ticketing.v1.CancelEventResponse.cancellation:type_name -> moim.ticketing.v1.EventCancellation
+	42, // 25: moim.ticketing.v1.GetEventCancellationResponse.cancellation:type_name -> moim.ticketing.v1.EventCancellation
+	43, // 26: moim.ticketing.v1.ListRegistrationEventsResponse.events:type_name -> moim.ticketing.v1.RegistrationEvent
+	43, // 27: moim.ticketing.v1.WatchRegistrationEventsResponse.event:type_name -> moim.ticketing.v1.RegistrationEvent
+	3,  // 28: moim.ticketing.v1.TicketingService.UpdateTicketingSettings:input_type -> moim.ticketing.v1.UpdateTicketingSettingsRequest
+	5,  // 29: moim.ticketing.v1.TicketingService.GetTicketingSettings:input_type -> moim.ticketing.v1.GetTicketingSettingsRequest
+	7,  // 30: moim.ticketing.v1.TicketingService.StartPaidRegistration:input_type -> moim.ticketing.v1.StartPaidRegistrationRequest
+	9,  // 31: moim.ticketing.v1.TicketingService.GetReservation:input_type -> moim.ticketing.v1.GetReservationRequest
+	11, // 32: moim.ticketing.v1.TicketingService.FindReservation:input_type -> moim.ticketing.v1.FindReservationRequest
+	13, // 33: moim.ticketing.v1.TicketingService.CancelReservation:input_type -> moim.ticketing.v1.CancelReservationRequest
+	15, // 34: moim.ticketing.v1.TicketingService.ConfirmPayment:input_type -> moim.ticketing.v1.ConfirmPaymentRequest
+	17, // 35: moim.ticketing.v1.TicketingService.ReconcileReservation:input_type -> moim.ticketing.v1.ReconcileReservationRequest
+	19, // 36: moim.ticketing.v1.TicketingService.CancelRegistration:input_type -> moim.ticketing.v1.CancelRegistrationRequest
+	21, // 37: moim.ticketing.v1.TicketingService.RefundReservation:input_type -> moim.ticketing.v1.RefundReservationRequest
+	23, // 38: moim.ticketing.v1.TicketingService.RefreshRefund:input_type -> moim.ticketing.v1.RefreshRefundRequest
+	25, // 39: moim.ticketing.v1.TicketingService.CancelEvent:input_type -> moim.ticketing.v1.CancelEventRequest
+	27, // 40: moim.ticketing.v1.TicketingService.GetEventCancellation:input_type -> moim.ticketing.v1.GetEventCancellationRequest
+	29, // 41: moim.ticketing.v1.TicketingService.ListRegistrationEvents:input_type -> moim.ticketing.v1.ListRegistrationEventsRequest
+	31, // 42: moim.ticketing.v1.TicketingService.WatchRegistrationEvents:input_type -> moim.ticketing.v1.WatchRegistrationEventsRequest
+	4,  // 43: moim.ticketing.v1.TicketingService.UpdateTicketingSettings:output_type -> moim.ticketing.v1.UpdateTicketingSettingsResponse
+	6,  // 44: moim.ticketing.v1.TicketingService.GetTicketingSettings:output_type -> moim.ticketing.v1.GetTicketingSettingsResponse
+	8,  // 45: moim.ticketing.v1.TicketingService.StartPaidRegistration:output_type -> moim.ticketing.v1.StartPaidRegistrationResponse
+	10, // 46: moim.ticketing.v1.TicketingService.GetReservation:output_type -> moim.ticketing.v1.GetReservationResponse
+	12, // 47: moim.ticketing.v1.TicketingService.FindReservation:output_type -> moim.ticketing.v1.FindReservationResponse
+	14, // 48: moim.ticketing.v1.TicketingService.CancelReservation:output_type -> moim.ticketing.v1.CancelReservationResponse
+	16, // 49: moim.ticketing.v1.TicketingService.ConfirmPayment:output_type -> moim.ticketing.v1.ConfirmPaymentResponse
+	18, // 50: moim.ticketing.v1.TicketingService.ReconcileReservation:output_type -> moim.ticketing.v1.ReconcileReservationResponse
+	20, // 51: moim.ticketing.v1.TicketingService.CancelRegistration:output_type -> moim.ticketing.v1.CancelRegistrationResponse
+	22, // 52: moim.ticketing.v1.TicketingService.RefundReservation:output_type -> moim.ticketing.v1.RefundReservationResponse
+	24, // 53: moim.ticketing.v1.TicketingService.RefreshRefund:output_type -> moim.ticketing.v1.RefreshRefundResponse
+	26, // 54: moim.ticketing.v1.TicketingService.CancelEvent:output_type -> moim.ticketing.v1.CancelEventResponse
+	28, // 55: moim.ticketing.v1.TicketingService.GetEventCancellation:output_type -> moim.ticketing.v1.GetEventCancellationResponse
+	30, // 56: moim.ticketing.v1.TicketingService.ListRegistrationEvents:output_type -> moim.ticketing.v1.ListRegistrationEventsResponse
+	32, // 57: moim.ticketing.v1.TicketingService.WatchRegistrationEvents:output_type -> moim.ticketing.v1.WatchRegistrationEventsResponse
+	43, // [43:58] is the sub-list for method output_type
+	28, // [28:43] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_moim_ticketing_v1_ticketing_service_proto_init() }
@@ -1917,6 +2631,7 @@ func file_moim_ticketing_v1_ticketing_service_proto_init() {
 	if File_moim_ticketing_v1_ticketing_service_proto != nil {
 		return
 	}
+	file_moim_ticketing_v1_refund_proto_init()
 	file_moim_ticketing_v1_registration_event_proto_init()
 	file_moim_ticketing_v1_reservation_proto_init()
 	file_moim_ticketing_v1_settings_proto_init()
@@ -2114,7 +2829,7 @@ func file_moim_ticketing_v1_ticketing_service_proto_init() {
 			}
 		}
 		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[16].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListRegistrationEventsRequest); i {
+			switch v := v.(*CancelRegistrationRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -2126,7 +2841,7 @@ func file_moim_ticketing_v1_ticketing_service_proto_init() {
 			}
 		}
 		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[17].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListRegistrationEventsResponse); i {
+			switch v := v.(*CancelRegistrationResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -2138,7 +2853,7 @@ func file_moim_ticketing_v1_ticketing_service_proto_init() {
 			}
 		}
 		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[18].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*WatchRegistrationEventsRequest); i {
+			switch v := v.(*RefundReservationRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -2150,6 +2865,126 @@ func file_moim_ticketing_v1_ticketing_service_proto_init() {
 			}
 		}
 		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[19].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*RefundReservationResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[20].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*RefreshRefundRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[21].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*RefreshRefundResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[22].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*CancelEventRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[23].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*CancelEventResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[24].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*GetEventCancellationRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[25].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*GetEventCancellationResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[26].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*ListRegistrationEventsRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[27].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*ListRegistrationEventsResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[28].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*WatchRegistrationEventsRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_moim_ticketing_v1_ticketing_service_proto_msgTypes[29].Exporter = func(v interface{}, i int) interface{} {
 			switch v := v.(*WatchRegistrationEventsResponse); i {
 			case 0:
 				return &v.state
@@ -2169,7 +3004,7 @@ func file_moim_ticketing_v1_ticketing_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: file_moim_ticketing_v1_ticketing_service_proto_rawDesc,
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

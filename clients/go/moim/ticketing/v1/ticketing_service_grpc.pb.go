@@ -37,6 +37,22 @@ type TicketingServiceClient interface {
 	// finds exactly as the payment's callback would have (for a callback that was lost). The
 	// service also does this by itself (SPEC §9). Safe to retry.
 	ReconcileReservation(ctx context.Context, in *ReconcileReservationRequest, opts ...grpc.CallOption) (*ReconcileReservationResponse, error)
+	// The owner gives up a confirmed seat: the registration is cancelled, the seat is back on sale,
+	// and the refund the event's policy gives is owed (none at 0 %). Safe to retry: a repeat answers
+	// the same.
+	CancelRegistration(ctx context.Context, in *CancelRegistrationRequest, opts ...grpc.CallOption) (*CancelRegistrationResponse, error)
+	// An organizer or operator refunds all or part of a reservation's payment, and may release the
+	// seat. The refund is sent to the payment service in the background. Safe to retry with the same
+	// `request_id`.
+	RefundReservation(ctx context.Context, in *RefundReservationRequest, opts ...grpc.CallOption) (*RefundReservationResponse, error)
+	// Asks the payment service now where a refund stands and records it (the webhook shim calls this
+	// when a refund's callback arrives; the service also follows refunds by itself). Safe to retry.
+	RefreshRefund(ctx context.Context, in *RefreshRefundRequest, opts ...grpc.CallOption) (*RefreshRefundResponse, error)
+	// Cancels an event: from now on nothing is sold; in the background, live holds are cancelled and
+	// every confirmed registration is cancelled with a full refund. Returns at once. Safe to retry.
+	CancelEvent(ctx context.Context, in *CancelEventRequest, opts ...grpc.CallOption) (*CancelEventResponse, error)
+	// Reads the progress of an event's cancellation.
+	GetEventCancellation(ctx context.Context, in *GetEventCancellationRequest, opts ...grpc.CallOption) (*GetEventCancellationResponse, error)
 	// Reads a page of the registration event feed.
 	ListRegistrationEvents(ctx context.Context, in *ListRegistrationEventsRequest, opts ...grpc.CallOption) (*ListRegistrationEventsResponse, error)
 	// Replays the feed after a sequence number, then streams new events as they commit.
@@ -123,6 +139,51 @@ func (c *ticketingServiceClient) ReconcileReservation(ctx context.Context, in *R
 	return out, nil
 }
 
+func (c *ticketingServiceClient) CancelRegistration(ctx context.Context, in *CancelRegistrationRequest, opts ...grpc.CallOption) (*CancelRegistrationResponse, error) {
+	out := new(CancelRegistrationResponse)
+	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/CancelRegistration", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ticketingServiceClient) RefundReservation(ctx context.Context, in *RefundReservationRequest, opts ...grpc.CallOption) (*RefundReservationResponse, error) {
+	out := new(RefundReservationResponse)
+	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/RefundReservation", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ticketingServiceClient) RefreshRefund(ctx context.Context, in *RefreshRefundRequest, opts ...grpc.CallOption) (*RefreshRefundResponse, error) {
+	out := new(RefreshRefundResponse)
+	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/RefreshRefund", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ticketingServiceClient) CancelEvent(ctx context.Context, in *CancelEventRequest, opts ...grpc.CallOption) (*CancelEventResponse, error) {
+	out := new(CancelEventResponse)
+	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/CancelEvent", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ticketingServiceClient) GetEventCancellation(ctx context.Context, in *GetEventCancellationRequest, opts ...grpc.CallOption) (*GetEventCancellationResponse, error) {
+	out := new(GetEventCancellationResponse)
+	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/GetEventCancellation", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *ticketingServiceClient) ListRegistrationEvents(ctx context.Context, in *ListRegistrationEventsRequest, opts ...grpc.CallOption) (*ListRegistrationEventsResponse, error) {
 	out := new(ListRegistrationEventsResponse)
 	err := c.cc.Invoke(ctx, "/moim.ticketing.v1.TicketingService/ListRegistrationEvents", in, out, opts...)
@@ -188,6 +249,22 @@ type TicketingServiceServer interface {
 	// finds exactly as the payment's callback would have (for a callback that was lost). The
 	// service also does this by itself (SPEC §9). Safe to retry.
 	ReconcileReservation(context.Context, *ReconcileReservationRequest) (*ReconcileReservationResponse, error)
+	// The owner gives up a confirmed seat: the registration is cancelled, the seat is back on sale,
+	// and the refund the event's policy gives is owed (none at 0 %). Safe to retry: a repeat answers
+	// the same.
+	CancelRegistration(context.Context, *CancelRegistrationRequest) (*CancelRegistrationResponse, error)
+	// An organizer or operator refunds all or part of a reservation's payment, and may release the
+	// seat. The refund is sent to the payment service in the background. Safe to retry with the same
+	// `request_id`.
+	RefundReservation(context.Context, *RefundReservationRequest) (*RefundReservationResponse, error)
+	// Asks the payment service now where a refund stands and records it (the webhook shim calls this
+	// when a refund's callback arrives; the service also follows refunds by itself). Safe to retry.
+	RefreshRefund(context.Context, *RefreshRefundRequest) (*RefreshRefundResponse, error)
+	// Cancels an event: from now on nothing is sold; in the background, live holds are cancelled and
+	// every confirmed registration is cancelled with a full refund. Returns at once. Safe to retry.
+	CancelEvent(context.Context, *CancelEventRequest) (*CancelEventResponse, error)
+	// Reads the progress of an event's cancellation.
+	GetEventCancellation(context.Context, *GetEventCancellationRequest) (*GetEventCancellationResponse, error)
 	// Reads a page of the registration event feed.
 	ListRegistrationEvents(context.Context, *ListRegistrationEventsRequest) (*ListRegistrationEventsResponse, error)
 	// Replays the feed after a sequence number, then streams new events as they commit.
@@ -222,6 +299,21 @@ func (UnimplementedTicketingServiceServer) ConfirmPayment(context.Context, *Conf
 }
 func (UnimplementedTicketingServiceServer) ReconcileReservation(context.Context, *ReconcileReservationRequest) (*ReconcileReservationResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReconcileReservation not implemented")
+}
+func (UnimplementedTicketingServiceServer) CancelRegistration(context.Context, *CancelRegistrationRequest) (*CancelRegistrationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CancelRegistration not implemented")
+}
+func (UnimplementedTicketingServiceServer) RefundReservation(context.Context, *RefundReservationRequest) (*RefundReservationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RefundReservation not implemented")
+}
+func (UnimplementedTicketingServiceServer) RefreshRefund(context.Context, *RefreshRefundRequest) (*RefreshRefundResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RefreshRefund not implemented")
+}
+func (UnimplementedTicketingServiceServer) CancelEvent(context.Context, *CancelEventRequest) (*CancelEventResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CancelEvent not implemented")
+}
+func (UnimplementedTicketingServiceServer) GetEventCancellation(context.Context, *GetEventCancellationRequest) (*GetEventCancellationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetEventCancellation not implemented")
 }
 func (UnimplementedTicketingServiceServer) ListRegistrationEvents(context.Context, *ListRegistrationEventsRequest) (*ListRegistrationEventsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListRegistrationEvents not implemented")
@@ -386,6 +478,96 @@ func _TicketingService_ReconcileReservation_Handler(srv interface{}, ctx context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TicketingService_CancelRegistration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelRegistrationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TicketingServiceServer).CancelRegistration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/moim.ticketing.v1.TicketingService/CancelRegistration",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TicketingServiceServer).CancelRegistration(ctx, req.(*CancelRegistrationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TicketingService_RefundReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefundReservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TicketingServiceServer).RefundReservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/moim.ticketing.v1.TicketingService/RefundReservation",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TicketingServiceServer).RefundReservation(ctx, req.(*RefundReservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TicketingService_RefreshRefund_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshRefundRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TicketingServiceServer).RefreshRefund(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/moim.ticketing.v1.TicketingService/RefreshRefund",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TicketingServiceServer).RefreshRefund(ctx, req.(*RefreshRefundRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TicketingService_CancelEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TicketingServiceServer).CancelEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/moim.ticketing.v1.TicketingService/CancelEvent",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TicketingServiceServer).CancelEvent(ctx, req.(*CancelEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TicketingService_GetEventCancellation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEventCancellationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TicketingServiceServer).GetEventCancellation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/moim.ticketing.v1.TicketingService/GetEventCancellation",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TicketingServiceServer).GetEventCancellation(ctx, req.(*GetEventCancellationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TicketingService_ListRegistrationEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListRegistrationEventsRequest)
 	if err := dec(in); err != nil {
@@ -460,6 +642,26 @@ var _TicketingService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReconcileReservation",
 			Handler:    _TicketingService_ReconcileReservation_Handler,
+		},
+		{
+			MethodName: "CancelRegistration",
+			Handler:    _TicketingService_CancelRegistration_Handler,
+		},
+		{
+			MethodName: "RefundReservation",
+			Handler:    _TicketingService_RefundReservation_Handler,
+		},
+		{
+			MethodName: "RefreshRefund",
+			Handler:    _TicketingService_RefreshRefund_Handler,
+		},
+		{
+			MethodName: "CancelEvent",
+			Handler:    _TicketingService_CancelEvent_Handler,
+		},
+		{
+			MethodName: "GetEventCancellation",
+			Handler:    _TicketingService_GetEventCancellation_Handler,
 		},
 		{
 			MethodName: "ListRegistrationEvents",

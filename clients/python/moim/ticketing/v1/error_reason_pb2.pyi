@@ -68,6 +68,20 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """RESOURCE_EXHAUSTED: this server process already streams to as many watchers as it takes
     (TICKETING_MAX_WATCHERS); retry with back-off, or close a watcher that is no longer read.
     """
+    ERROR_REASON_REFUND_EXCEEDS_PAID: _ErrorReason.ValueType  # 21
+    """FAILED_PRECONDITION: the refund asked for is more than what is left to refund of the payment
+    (refunds that did not fail count).
+    """
+    ERROR_REASON_EVENT_CANCELLED: _ErrorReason.ValueType  # 22
+    """FAILED_PRECONDITION: the organizer cancelled the event; nothing more is sold."""
+    ERROR_REASON_REGISTRATION_NOT_CANCELLABLE: _ErrorReason.ValueType  # 23
+    """FAILED_PRECONDITION: only a confirmed registration can be given up (a hold is cancelled with
+    CancelReservation), and only a paid reservation can be refunded.
+    """
+    ERROR_REASON_REFUND_NOT_FOUND: _ErrorReason.ValueType  # 24
+    """NOT_FOUND: no refund has this id."""
+    ERROR_REASON_EVENT_NOT_CANCELLED: _ErrorReason.ValueType  # 25
+    """NOT_FOUND: the event was not cancelled."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the service puts in the `google.rpc.ErrorInfo` detail of a failed call, with
@@ -122,4 +136,18 @@ ERROR_REASON_TOO_MANY_WATCHERS: ErrorReason.ValueType  # 20
 """RESOURCE_EXHAUSTED: this server process already streams to as many watchers as it takes
 (TICKETING_MAX_WATCHERS); retry with back-off, or close a watcher that is no longer read.
 """
+ERROR_REASON_REFUND_EXCEEDS_PAID: ErrorReason.ValueType  # 21
+"""FAILED_PRECONDITION: the refund asked for is more than what is left to refund of the payment
+(refunds that did not fail count).
+"""
+ERROR_REASON_EVENT_CANCELLED: ErrorReason.ValueType  # 22
+"""FAILED_PRECONDITION: the organizer cancelled the event; nothing more is sold."""
+ERROR_REASON_REGISTRATION_NOT_CANCELLABLE: ErrorReason.ValueType  # 23
+"""FAILED_PRECONDITION: only a confirmed registration can be given up (a hold is cancelled with
+CancelReservation), and only a paid reservation can be refunded.
+"""
+ERROR_REASON_REFUND_NOT_FOUND: ErrorReason.ValueType  # 24
+"""NOT_FOUND: no refund has this id."""
+ERROR_REASON_EVENT_NOT_CANCELLED: ErrorReason.ValueType  # 25
+"""NOT_FOUND: the event was not cancelled."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

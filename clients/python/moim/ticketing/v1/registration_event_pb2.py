@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from moim.ticketing.v1 import refund_pb2 as moim_dot_ticketing_dot_v1_dot_refund__pb2
 from moim.ticketing.v1 import reservation_pb2 as moim_dot_ticketing_dot_v1_dot_reservation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*moim/ticketing/v1/registration_event.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#moim/ticketing/v1/reservation.proto\"\x83\x01\n\x0fPaymentMismatch\x12\x13\n\x0b\x63heckout_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x0e\n\x06\x66ields\x18\x06 \x03(\t\"\x81\x02\n\x11RegistrationEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x36\n\x04type\x18\x02 \x01(\x0e\x32(.moim.ticketing.v1.RegistrationEventType\x12\x33\n\x0breservation\x18\x03 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x10payment_mismatch\x18\x05 \x01(\x0b\x32\".moim.ticketing.v1.PaymentMismatch*\xf0\x02\n\x15RegistrationEventType\x12\'\n#REGISTRATION_EVENT_TYPE_UNSPECIFIED\x10\x00\x12/\n+REGISTRATION_EVENT_TYPE_RESERVATION_CREATED\x10\x01\x12\x31\n-REGISTRATION_EVENT_TYPE_RESERVATION_CONFIRMED\x10\x02\x12/\n+REGISTRATION_EVENT_TYPE_RESERVATION_EXPIRED\x10\x03\x12\x31\n-REGISTRATION_EVENT_TYPE_RESERVATION_CANCELLED\x10\x04\x12\x38\n4REGISTRATION_EVENT_TYPE_RESERVATION_PAID_UNFULFILLED\x10\x05\x12,\n(REGISTRATION_EVENT_TYPE_PAYMENT_MISMATCH\x10\x06\x42\x44ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*moim/ticketing/v1/registration_event.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emoim/ticketing/v1/refund.proto\x1a#moim/ticketing/v1/reservation.proto\"\x83\x01\n\x0fPaymentMismatch\x12\x13\n\x0b\x63heckout_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x0e\n\x06\x66ields\x18\x06 \x03(\t\"\xac\x02\n\x11RegistrationEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x36\n\x04type\x18\x02 \x01(\x0e\x32(.moim.ticketing.v1.RegistrationEventType\x12\x33\n\x0breservation\x18\x03 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x10payment_mismatch\x18\x05 \x01(\x0b\x32\".moim.ticketing.v1.PaymentMismatch\x12)\n\x06refund\x18\x06 \x01(\x0b\x32\x19.moim.ticketing.v1.Refund*\xfd\x03\n\x15RegistrationEventType\x12\'\n#REGISTRATION_EVENT_TYPE_UNSPECIFIED\x10\x00\x12/\n+REGISTRATION_EVENT_TYPE_RESERVATION_CREATED\x10\x01\x12\x31\n-REGISTRATION_EVENT_TYPE_RESERVATION_CONFIRMED\x10\x02\x12/\n+REGISTRATION_EVENT_TYPE_RESERVATION_EXPIRED\x10\x03\x12\x31\n-REGISTRATION_EVENT_TYPE_RESERVATION_CANCELLED\x10\x04\x12\x38\n4REGISTRATION_EVENT_TYPE_RESERVATION_PAID_UNFULFILLED\x10\x05\x12,\n(REGISTRATION_EVENT_TYPE_PAYMENT_MISMATCH\x10\x06\x12\x32\n.REGISTRATION_EVENT_TYPE_REGISTRATION_CANCELLED\x10\x07\x12,\n(REGISTRATION_EVENT_TYPE_REFUND_SUCCEEDED\x10\x08\x12)\n%REGISTRATION_EVENT_TYPE_REFUND_FAILED\x10\tBDZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +35,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'moim.ticketing.v1.registrat
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1'
-  _globals['_REGISTRATIONEVENTTYPE']._serialized_start=530
-  _globals['_REGISTRATIONEVENTTYPE']._serialized_end=898
-  _globals['_PAYMENTMISMATCH']._serialized_start=136
-  _globals['_PAYMENTMISMATCH']._serialized_end=267
-  _globals['_REGISTRATIONEVENT']._serialized_start=270
-  _globals['_REGISTRATIONEVENT']._serialized_end=527
+  _globals['_REGISTRATIONEVENTTYPE']._serialized_start=605
+  _globals['_REGISTRATIONEVENTTYPE']._serialized_end=1114
+  _globals['_PAYMENTMISMATCH']._serialized_start=168
+  _globals['_PAYMENTMISMATCH']._serialized_end=299
+  _globals['_REGISTRATIONEVENT']._serialized_start=302
+  _globals['_REGISTRATIONEVENT']._serialized_end=602
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from moim.ticketing.v1 import refund_pb2 as _refund_pb2
 from moim.ticketing.v1 import reservation_pb2 as _reservation_pb2
 import builtins as _builtins
 import sys
@@ -43,6 +44,14 @@ class _RegistrationEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     """A payment did not match its reservation (`payment_mismatch` says how). The reservation did
     not change, but the money may have been taken: a refund is due. Announced once per payment.
     """
+    REGISTRATION_EVENT_TYPE_REGISTRATION_CANCELLED: _RegistrationEventType.ValueType  # 7
+    """A confirmed registration was cancelled (by its user, an organizer or the event's
+    cancellation): the Moim RSVP is no longer accepted and the seat is back on sale.
+    """
+    REGISTRATION_EVENT_TYPE_REFUND_SUCCEEDED: _RegistrationEventType.ValueType  # 8
+    """A refund (in `refund`) succeeded: the money went back to the payer."""
+    REGISTRATION_EVENT_TYPE_REFUND_FAILED: _RegistrationEventType.ValueType  # 9
+    """A refund (in `refund`) failed: refused, or given up after the last attempt. An operator acts."""
 
 class RegistrationEventType(_RegistrationEventType, metaclass=_RegistrationEventTypeEnumTypeWrapper):
     """What happened to a reservation."""
@@ -63,6 +72,14 @@ REGISTRATION_EVENT_TYPE_PAYMENT_MISMATCH: RegistrationEventType.ValueType  # 6
 """A payment did not match its reservation (`payment_mismatch` says how). The reservation did
 not change, but the money may have been taken: a refund is due. Announced once per payment.
 """
+REGISTRATION_EVENT_TYPE_REGISTRATION_CANCELLED: RegistrationEventType.ValueType  # 7
+"""A confirmed registration was cancelled (by its user, an organizer or the event's
+cancellation): the Moim RSVP is no longer accepted and the seat is back on sale.
+"""
+REGISTRATION_EVENT_TYPE_REFUND_SUCCEEDED: RegistrationEventType.ValueType  # 8
+"""A refund (in `refund`) succeeded: the money went back to the payer."""
+REGISTRATION_EVENT_TYPE_REFUND_FAILED: RegistrationEventType.ValueType  # 9
+"""A refund (in `refund`) failed: refused, or given up after the last attempt. An operator acts."""
 Global___RegistrationEventType: _TypeAlias = RegistrationEventType  # noqa: Y015
 
 @_typing.final
@@ -122,6 +139,7 @@ class RegistrationEvent(_message.Message):
     RESERVATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     PAYMENT_MISMATCH_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The event's position in the feed; strictly increasing, never reused."""
     type: Global___RegistrationEventType.ValueType
@@ -140,6 +158,12 @@ class RegistrationEvent(_message.Message):
         Unset on every other type.
         """
 
+    @_builtins.property
+    def refund(self) -> _refund_pb2.Refund:
+        """The refund, on `REGISTRATION_EVENT_TYPE_REFUND_SUCCEEDED` and `_REFUND_FAILED` events. Unset
+        on every other type.
+        """
+
     def __init__(
         self,
         *,
@@ -148,10 +172,11 @@ class RegistrationEvent(_message.Message):
         reservation: _reservation_pb2.Reservation | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         payment_mismatch: Global___PaymentMismatch | None = ...,
+        refund: _refund_pb2.Refund | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "payment_mismatch", b"payment_mismatch", "reservation", b"reservation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "payment_mismatch", b"payment_mismatch", "refund", b"refund", "reservation", b"reservation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "payment_mismatch", b"payment_mismatch", "reservation", b"reservation", "sequence", b"sequence", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "payment_mismatch", b"payment_mismatch", "refund", b"refund", "reservation", b"reservation", "sequence", b"sequence", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

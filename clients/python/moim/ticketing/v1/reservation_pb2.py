@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from moim.ticketing.v1 import refund_pb2 as moim_dot_ticketing_dot_v1_dot_refund__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#moim/ticketing/v1/reservation.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x06\x41nswer\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\"\'\n\x08\x43ustomer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"\xdd\x03\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0f\n\x07tier_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32$.moim.ticketing.v1.ReservationStatus\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x13\n\x0b\x63heckout_id\x18\t \x01(\t\x12\x14\n\x0c\x63heckout_url\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tpaid_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07\x61nswers\x18\x0e \x03(\x0b\x32\x19.moim.ticketing.v1.Answer\x12\x17\n\x0fregistration_id\x18\x0f \x01(\t\x12\x12\n\npayment_id\x18\x10 \x01(\t*\xec\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12&\n\"RESERVATION_STATUS_PENDING_PAYMENT\x10\x01\x12 \n\x1cRESERVATION_STATUS_CONFIRMED\x10\x02\x12\x1e\n\x1aRESERVATION_STATUS_EXPIRED\x10\x03\x12 \n\x1cRESERVATION_STATUS_CANCELLED\x10\x04\x12\'\n#RESERVATION_STATUS_PAID_UNFULFILLED\x10\x05\x42\x44ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#moim/ticketing/v1/reservation.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emoim/ticketing/v1/refund.proto\"-\n\x06\x41nswer\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\"\'\n\x08\x43ustomer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"\xa2\x04\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0f\n\x07tier_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32$.moim.ticketing.v1.ReservationStatus\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x13\n\x0b\x63heckout_id\x18\t \x01(\t\x12\x14\n\x0c\x63heckout_url\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tpaid_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07\x61nswers\x18\x0e \x03(\x0b\x32\x19.moim.ticketing.v1.Answer\x12\x17\n\x0fregistration_id\x18\x0f \x01(\t\x12\x12\n\npayment_id\x18\x10 \x01(\t\x12\x17\n\x0frefunded_amount\x18\x11 \x01(\x03\x12*\n\x07refunds\x18\x12 \x03(\x0b\x32\x19.moim.ticketing.v1.Refund*\x9b\x02\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12&\n\"RESERVATION_STATUS_PENDING_PAYMENT\x10\x01\x12 \n\x1cRESERVATION_STATUS_CONFIRMED\x10\x02\x12\x1e\n\x1aRESERVATION_STATUS_EXPIRED\x10\x03\x12 \n\x1cRESERVATION_STATUS_CANCELLED\x10\x04\x12\'\n#RESERVATION_STATUS_PAID_UNFULFILLED\x10\x05\x12-\n)RESERVATION_STATUS_REGISTRATION_CANCELLED\x10\x06\x42\x44ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +34,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'moim.ticketing.v1.reservati
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1'
-  _globals['_RESERVATIONSTATUS']._serialized_start=660
-  _globals['_RESERVATIONSTATUS']._serialized_end=896
-  _globals['_ANSWER']._serialized_start=91
-  _globals['_ANSWER']._serialized_end=136
-  _globals['_CUSTOMER']._serialized_start=138
-  _globals['_CUSTOMER']._serialized_end=177
-  _globals['_RESERVATION']._serialized_start=180
-  _globals['_RESERVATION']._serialized_end=657
+  _globals['_RESERVATIONSTATUS']._serialized_start=761
+  _globals['_RESERVATIONSTATUS']._serialized_end=1044
+  _globals['_ANSWER']._serialized_start=123
+  _globals['_ANSWER']._serialized_end=168
+  _globals['_CUSTOMER']._serialized_start=170
+  _globals['_CUSTOMER']._serialized_end=209
+  _globals['_RESERVATION']._serialized_start=212
+  _globals['_RESERVATION']._serialized_end=758
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from moim.ticketing.v1 import refund_pb2 as _refund_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -38,6 +39,11 @@ class _ReservationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Res
     """The user or the service cancelled the hold; the seat was released."""
     RESERVATION_STATUS_PAID_UNFULFILLED: _ReservationStatus.ValueType  # 5
     """A payment arrived after the hold ended and no seat was free: a refund is due."""
+    RESERVATION_STATUS_REGISTRATION_CANCELLED: _ReservationStatus.ValueType  # 6
+    """The user had a seat and gave it up (CancelRegistration), or an organizer released it
+    (RefundReservation with `release_seat`, CancelEvent). The seat is back on sale; what the
+    refund policy gives back is in `refunds`.
+    """
 
 class ReservationStatus(_ReservationStatus, metaclass=_ReservationStatusEnumTypeWrapper):
     """Where a reservation is in its life."""
@@ -54,6 +60,11 @@ RESERVATION_STATUS_CANCELLED: ReservationStatus.ValueType  # 4
 """The user or the service cancelled the hold; the seat was released."""
 RESERVATION_STATUS_PAID_UNFULFILLED: ReservationStatus.ValueType  # 5
 """A payment arrived after the hold ended and no seat was free: a refund is due."""
+RESERVATION_STATUS_REGISTRATION_CANCELLED: ReservationStatus.ValueType  # 6
+"""The user had a seat and gave it up (CancelRegistration), or an organizer released it
+(RefundReservation with `release_seat`, CancelEvent). The seat is back on sale; what the
+refund policy gives back is in `refunds`.
+"""
 Global___ReservationStatus: _TypeAlias = ReservationStatus  # noqa: Y015
 
 @_typing.final
@@ -130,6 +141,8 @@ class Reservation(_message.Message):
     ANSWERS_FIELD_NUMBER: _builtins.int
     REGISTRATION_ID_FIELD_NUMBER: _builtins.int
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REFUNDED_AMOUNT_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     """The reservation's id, a UUID chosen by the service."""
     event_id: _builtins.str
@@ -157,6 +170,10 @@ class Reservation(_message.Message):
     unfulfilled), for tracing and refunds at the payment service. Empty until a payment was
     recorded.
     """
+    refunded_amount: _builtins.int
+    """What was refunded of the reservation's payments so far (refunds that succeeded), in the
+    currency's minor unit. 0 when nothing was.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the reservation was made."""
@@ -172,6 +189,12 @@ class Reservation(_message.Message):
     @_builtins.property
     def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Answer]:
         """The user's answers at the time of the reservation, blank answers dropped."""
+
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[_refund_pb2.Refund]:
+        """The reservation's refunds, oldest first, on GetReservation, FindReservation and the calls
+        that change refunds. Empty on feed events (a refund event carries its refund in `refund`).
+        """
 
     def __init__(
         self,
@@ -192,10 +215,12 @@ class Reservation(_message.Message):
         answers: _abc.Iterable[Global___Answer] | None = ...,
         registration_id: _builtins.str = ...,
         payment_id: _builtins.str = ...,
+        refunded_amount: _builtins.int = ...,
+        refunds: _abc.Iterable[_refund_pb2.Refund] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "paid_time", b"paid_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "answers", b"answers", "checkout_id", b"checkout_id", "checkout_url", b"checkout_url", "create_time", b"create_time", "currency_code", b"currency_code", "event_id", b"event_id", "expire_time", b"expire_time", "paid_time", b"paid_time", "payment_id", b"payment_id", "provider", b"provider", "registration_id", b"registration_id", "reservation_id", b"reservation_id", "status", b"status", "tier_id", b"tier_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "answers", b"answers", "checkout_id", b"checkout_id", "checkout_url", b"checkout_url", "create_time", b"create_time", "currency_code", b"currency_code", "event_id", b"event_id", "expire_time", b"expire_time", "paid_time", b"paid_time", "payment_id", b"payment_id", "provider", b"provider", "refunded_amount", b"refunded_amount", "refunds", b"refunds", "registration_id", b"registration_id", "reservation_id", b"reservation_id", "status", b"status", "tier_id", b"tier_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

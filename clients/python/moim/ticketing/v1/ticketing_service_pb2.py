@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from moim.ticketing.v1 import refund_pb2 as moim_dot_ticketing_dot_v1_dot_refund__pb2
 from moim.ticketing.v1 import registration_event_pb2 as moim_dot_ticketing_dot_v1_dot_registration__event__pb2
 from moim.ticketing.v1 import reservation_pb2 as moim_dot_ticketing_dot_v1_dot_reservation__pb2
 from moim.ticketing.v1 import settings_pb2 as moim_dot_ticketing_dot_v1_dot_settings__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)moim/ticketing/v1/ticketing_service.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a*moim/ticketing/v1/registration_event.proto\x1a#moim/ticketing/v1/reservation.proto\x1a moim/ticketing/v1/settings.proto\"\xc0\x02\n\x1eUpdateTicketingSettingsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_title\x18\x02 \x01(\t\x12+\n\x05tiers\x18\x03 \x03(\x0b\x32\x1c.moim.ticketing.v1.TierInput\x12\x19\n\x0c\x65xternal_url\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x1b\n\x13provider_account_id\x18\x06 \x01(\t\x12\x34\n\x10\x65vent_start_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\rrefund_policy\x18\x08 \x03(\x0b\x32\x1d.moim.ticketing.v1.RefundRuleB\x0f\n\r_external_url\"t\n\x1fUpdateTicketingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.TicketingSettings\x12\x19\n\x11retained_tier_ids\x18\x02 \x03(\t\"/\n\x1bGetTicketingSettingsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"V\n\x1cGetTicketingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.TicketingSettings\"\xea\x01\n\x1cStartPaidRegistrationRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07tier_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x08\x63ustomer\x18\x04 \x01(\x0b\x32\x1b.moim.ticketing.v1.Customer\x12*\n\x07\x61nswers\x18\x05 \x03(\x0b\x32\x19.moim.ticketing.v1.Answer\x12\x13\n\x0bsuccess_url\x18\x06 \x01(\t\x12\x12\n\ncancel_url\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"n\n\x1dStartPaidRegistrationResponse\x12\x18\n\x10requires_payment\x18\x01 \x01(\x08\x12\x33\n\x0breservation\x18\x02 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"M\n\x16GetReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\";\n\x16\x46indReservationRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"N\n\x17\x46indReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"C\n\x18\x43\x61ncelReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"P\n\x19\x43\x61ncelReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"\xb3\x02\n\x15\x43onfirmPaymentRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63heckout_id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\r\n\x05tx_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12-\n\tpaid_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65livery_id\x18\t \x01(\t\x12\x11\n\traw_event\x18\n \x01(\x0c\x12:\n\x0f\x64\x65livery_scheme\x18\x0b \x01(\x0e\x32!.moim.ticketing.v1.DeliveryScheme\"\x88\x01\n\x16\x43onfirmPaymentResponse\x12\x39\n\x07outcome\x18\x01 \x01(\x0e\x32(.moim.ticketing.v1.ConfirmPaymentOutcome\x12\x33\n\x0breservation\x18\x02 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"5\n\x1bReconcileReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"\xca\x01\n\x1cReconcileReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\x12:\n\x0f\x63heckout_status\x18\x02 \x01(\x0e\x32!.moim.ticketing.v1.CheckoutStatus\x12\x39\n\x07outcome\x18\x03 \x01(\x0e\x32(.moim.ticketing.v1.ConfirmPaymentOutcome\"J\n\x1dListRegistrationEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"m\n\x1eListRegistrationEventsResponse\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.moim.ticketing.v1.RegistrationEvent\x12\x15\n\rnext_sequence\x18\x02 \x01(\x03\"8\n\x1eWatchRegistrationEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"V\n\x1fWatchRegistrationEventsResponse\x12\x33\n\x05\x65vent\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.RegistrationEvent*\xc4\x01\n\x15\x43onfirmPaymentOutcome\x12\'\n#CONFIRM_PAYMENT_OUTCOME_UNSPECIFIED\x10\x00\x12%\n!CONFIRM_PAYMENT_OUTCOME_CONFIRMED\x10\x01\x12-\n)CONFIRM_PAYMENT_OUTCOME_ALREADY_CONFIRMED\x10\x02\x12,\n(CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED\x10\x03*w\n\x0e\x44\x65liveryScheme\x12\x1f\n\x1b\x44\x45LIVERY_SCHEME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45LIVERY_SCHEME_MOIM_HMAC\x10\x01\x12%\n!DELIVERY_SCHEME_STANDARD_WEBHOOKS\x10\x02*\x92\x02\n\x0e\x43heckoutStatus\x12\x1f\n\x1b\x43HECKOUT_STATUS_UNSPECIFIED\x10\x00\x12$\n CHECKOUT_STATUS_REQUIRES_PAYMENT\x10\x01\x12#\n\x1f\x43HECKOUT_STATUS_PAYMENT_PENDING\x10\x02\x12\x18\n\x14\x43HECKOUT_STATUS_PAID\x10\x03\x12\x1d\n\x19\x43HECKOUT_STATUS_CANCELLED\x10\x04\x12\x1b\n\x17\x43HECKOUT_STATUS_EXPIRED\x10\x05\x12\x1d\n\x19\x43HECKOUT_STATUS_NOT_FOUND\x10\x06\x12\x1f\n\x1b\x43HECKOUT_STATUS_UNREACHABLE\x10\x07\x32\xaf\t\n\x10TicketingService\x12\x80\x01\n\x17UpdateTicketingSettings\x12\x31.moim.ticketing.v1.UpdateTicketingSettingsRequest\x1a\x32.moim.ticketing.v1.UpdateTicketingSettingsResponse\x12w\n\x14GetTicketingSettings\x12..moim.ticketing.v1.GetTicketingSettingsRequest\x1a/.moim.ticketing.v1.GetTicketingSettingsResponse\x12z\n\x15StartPaidRegistration\x12/.moim.ticketing.v1.StartPaidRegistrationRequest\x1a\x30.moim.ticketing.v1.StartPaidRegistrationResponse\x12\x65\n\x0eGetReservation\x12(.moim.ticketing.v1.GetReservationRequest\x1a).moim.ticketing.v1.GetReservationResponse\x12h\n\x0f\x46indReservation\x12).moim.ticketing.v1.FindReservationRequest\x1a*.moim.ticketing.v1.FindReservationResponse\x12n\n\x11\x43\x61ncelReservation\x12+.moim.ticketing.v1.CancelReservationRequest\x1a,.moim.ticketing.v1.CancelReservationResponse\x12\x65\n\x0e\x43onfirmPayment\x12(.moim.ticketing.v1.ConfirmPaymentRequest\x1a).moim.ticketing.v1.ConfirmPaymentResponse\x12w\n\x14ReconcileReservation\x12..moim.ticketing.v1.ReconcileReservationRequest\x1a/.moim.ticketing.v1.ReconcileReservationResponse\x12}\n\x16ListRegistrationEvents\x12\x30.moim.ticketing.v1.ListRegistrationEventsRequest\x1a\x31.moim.ticketing.v1.ListRegistrationEventsResponse\x12\x82\x01\n\x17WatchRegistrationEvents\x12\x31.moim.ticketing.v1.WatchRegistrationEventsRequest\x1a\x32.moim.ticketing.v1.WatchRegistrationEventsResponse0\x01\x42\x44ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)moim/ticketing/v1/ticketing_service.proto\x12\x11moim.ticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emoim/ticketing/v1/refund.proto\x1a*moim/ticketing/v1/registration_event.proto\x1a#moim/ticketing/v1/reservation.proto\x1a moim/ticketing/v1/settings.proto\"\xc0\x02\n\x1eUpdateTicketingSettingsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_title\x18\x02 \x01(\t\x12+\n\x05tiers\x18\x03 \x03(\x0b\x32\x1c.moim.ticketing.v1.TierInput\x12\x19\n\x0c\x65xternal_url\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x1b\n\x13provider_account_id\x18\x06 \x01(\t\x12\x34\n\x10\x65vent_start_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\rrefund_policy\x18\x08 \x03(\x0b\x32\x1d.moim.ticketing.v1.RefundRuleB\x0f\n\r_external_url\"t\n\x1fUpdateTicketingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.TicketingSettings\x12\x19\n\x11retained_tier_ids\x18\x02 \x03(\t\"/\n\x1bGetTicketingSettingsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"V\n\x1cGetTicketingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.TicketingSettings\"\xea\x01\n\x1cStartPaidRegistrationRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07tier_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x08\x63ustomer\x18\x04 \x01(\x0b\x32\x1b.moim.ticketing.v1.Customer\x12*\n\x07\x61nswers\x18\x05 \x03(\x0b\x32\x19.moim.ticketing.v1.Answer\x12\x13\n\x0bsuccess_url\x18\x06 \x01(\t\x12\x12\n\ncancel_url\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"n\n\x1dStartPaidRegistrationResponse\x12\x18\n\x10requires_payment\x18\x01 \x01(\x08\x12\x33\n\x0breservation\x18\x02 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"M\n\x16GetReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\";\n\x16\x46indReservationRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"N\n\x17\x46indReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"C\n\x18\x43\x61ncelReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"P\n\x19\x43\x61ncelReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"\xb3\x02\n\x15\x43onfirmPaymentRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63heckout_id\x18\x02 \x01(\t\x12\x12\n\npayment_id\x18\x03 \x01(\t\x12\r\n\x05tx_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12-\n\tpaid_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65livery_id\x18\t \x01(\t\x12\x11\n\traw_event\x18\n \x01(\x0c\x12:\n\x0f\x64\x65livery_scheme\x18\x0b \x01(\x0e\x32!.moim.ticketing.v1.DeliveryScheme\"\x88\x01\n\x16\x43onfirmPaymentResponse\x12\x39\n\x07outcome\x18\x01 \x01(\x0e\x32(.moim.ticketing.v1.ConfirmPaymentOutcome\x12\x33\n\x0breservation\x18\x02 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\"5\n\x1bReconcileReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"\xca\x01\n\x1cReconcileReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\x12:\n\x0f\x63heckout_status\x18\x02 \x01(\x0e\x32!.moim.ticketing.v1.CheckoutStatus\x12\x39\n\x07outcome\x18\x03 \x01(\x0e\x32(.moim.ticketing.v1.ConfirmPaymentOutcome\"X\n\x19\x43\x61ncelRegistrationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"|\n\x1a\x43\x61ncelRegistrationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\x12)\n\x06refund\x18\x02 \x01(\x0b\x32\x19.moim.ticketing.v1.Refund\"\x9d\x01\n\x18RefundReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12/\n\x06reason\x18\x03 \x01(\x0e\x32\x1f.moim.ticketing.v1.RefundReason\x12\x14\n\x0crelease_seat\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"{\n\x19RefundReservationResponse\x12\x33\n\x0breservation\x18\x01 \x01(\x0b\x32\x1e.moim.ticketing.v1.Reservation\x12)\n\x06refund\x18\x02 \x01(\x0b\x32\x19.moim.ticketing.v1.Refund\")\n\x14RefreshRefundRequest\x12\x11\n\trefund_id\x18\x01 \x01(\t\"B\n\x15RefreshRefundResponse\x12)\n\x06refund\x18\x01 \x01(\x0b\x32\x19.moim.ticketing.v1.Refund\":\n\x12\x43\x61ncelEventRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"Q\n\x13\x43\x61ncelEventResponse\x12:\n\x0c\x63\x61ncellation\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.EventCancellation\"/\n\x1bGetEventCancellationRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"Z\n\x1cGetEventCancellationResponse\x12:\n\x0c\x63\x61ncellation\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.EventCancellation\"J\n\x1dListRegistrationEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"m\n\x1eListRegistrationEventsResponse\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.moim.ticketing.v1.RegistrationEvent\x12\x15\n\rnext_sequence\x18\x02 \x01(\x03\"8\n\x1eWatchRegistrationEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"V\n\x1fWatchRegistrationEventsResponse\x12\x33\n\x05\x65vent\x18\x01 \x01(\x0b\x32$.moim.ticketing.v1.RegistrationEvent*\xc4\x01\n\x15\x43onfirmPaymentOutcome\x12\'\n#CONFIRM_PAYMENT_OUTCOME_UNSPECIFIED\x10\x00\x12%\n!CONFIRM_PAYMENT_OUTCOME_CONFIRMED\x10\x01\x12-\n)CONFIRM_PAYMENT_OUTCOME_ALREADY_CONFIRMED\x10\x02\x12,\n(CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED\x10\x03*w\n\x0e\x44\x65liveryScheme\x12\x1f\n\x1b\x44\x45LIVERY_SCHEME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45LIVERY_SCHEME_MOIM_HMAC\x10\x01\x12%\n!DELIVERY_SCHEME_STANDARD_WEBHOOKS\x10\x02*\x92\x02\n\x0e\x43heckoutStatus\x12\x1f\n\x1b\x43HECKOUT_STATUS_UNSPECIFIED\x10\x00\x12$\n CHECKOUT_STATUS_REQUIRES_PAYMENT\x10\x01\x12#\n\x1f\x43HECKOUT_STATUS_PAYMENT_PENDING\x10\x02\x12\x18\n\x14\x43HECKOUT_STATUS_PAID\x10\x03\x12\x1d\n\x19\x43HECKOUT_STATUS_CANCELLED\x10\x04\x12\x1b\n\x17\x43HECKOUT_STATUS_EXPIRED\x10\x05\x12\x1d\n\x19\x43HECKOUT_STATUS_NOT_FOUND\x10\x06\x12\x1f\n\x1b\x43HECKOUT_STATUS_UNREACHABLE\x10\x07\x32\xcd\r\n\x10TicketingService\x12\x80\x01\n\x17UpdateTicketingSettings\x12\x31.moim.ticketing.v1.UpdateTicketingSettingsRequest\x1a\x32.moim.ticketing.v1.UpdateTicketingSettingsResponse\x12w\n\x14GetTicketingSettings\x12..moim.ticketing.v1.GetTicketingSettingsRequest\x1a/.moim.ticketing.v1.GetTicketingSettingsResponse\x12z\n\x15StartPaidRegistration\x12/.moim.ticketing.v1.StartPaidRegistrationRequest\x1a\x30.moim.ticketing.v1.StartPaidRegistrationResponse\x12\x65\n\x0eGetReservation\x12(.moim.ticketing.v1.GetReservationRequest\x1a).moim.ticketing.v1.GetReservationResponse\x12h\n\x0f\x46indReservation\x12).moim.ticketing.v1.FindReservationRequest\x1a*.moim.ticketing.v1.FindReservationResponse\x12n\n\x11\x43\x61ncelReservation\x12+.moim.ticketing.v1.CancelReservationRequest\x1a,.moim.ticketing.v1.CancelReservationResponse\x12\x65\n\x0e\x43onfirmPayment\x12(.moim.ticketing.v1.ConfirmPaymentRequest\x1a).moim.ticketing.v1.ConfirmPaymentResponse\x12w\n\x14ReconcileReservation\x12..moim.ticketing.v1.ReconcileReservationRequest\x1a/.moim.ticketing.v1.ReconcileReservationResponse\x12q\n\x12\x43\x61ncelRegistration\x12,.moim.ticketing.v1.CancelRegistrationRequest\x1a-.moim.ticketing.v1.CancelRegistrationResponse\x12n\n\x11RefundReservation\x12+.moim.ticketing.v1.RefundReservationRequest\x1a,.moim.ticketing.v1.RefundReservationResponse\x12\x62\n\rRefreshRefund\x12\'.moim.ticketing.v1.RefreshRefundRequest\x1a(.moim.ticketing.v1.RefreshRefundResponse\x12\\\n\x0b\x43\x61ncelEvent\x12%.moim.ticketing.v1.CancelEventRequest\x1a&.moim.ticketing.v1.CancelEventResponse\x12w\n\x14GetEventCancellation\x12..moim.ticketing.v1.GetEventCancellationRequest\x1a/.moim.ticketing.v1.GetEventCancellationResponse\x12}\n\x16ListRegistrationEvents\x12\x30.moim.ticketing.v1.ListRegistrationEventsRequest\x1a\x31.moim.ticketing.v1.ListRegistrationEventsResponse\x12\x82\x01\n\x17WatchRegistrationEvents\x12\x31.moim.ticketing.v1.WatchRegistrationEventsRequest\x1a\x32.moim.ticketing.v1.WatchRegistrationEventsResponse0\x01\x42\x44ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,52 +37,72 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'moim.ticketing.v1.ticketing
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZBgithub.com/moim/ticketing/clients/go/moim/ticketing/v1;ticketingv1'
-  _globals['_CONFIRMPAYMENTOUTCOME']._serialized_start=2602
-  _globals['_CONFIRMPAYMENTOUTCOME']._serialized_end=2798
-  _globals['_DELIVERYSCHEME']._serialized_start=2800
-  _globals['_DELIVERYSCHEME']._serialized_end=2919
-  _globals['_CHECKOUTSTATUS']._serialized_start=2922
-  _globals['_CHECKOUTSTATUS']._serialized_end=3196
-  _globals['_UPDATETICKETINGSETTINGSREQUEST']._serialized_start=213
-  _globals['_UPDATETICKETINGSETTINGSREQUEST']._serialized_end=533
-  _globals['_UPDATETICKETINGSETTINGSRESPONSE']._serialized_start=535
-  _globals['_UPDATETICKETINGSETTINGSRESPONSE']._serialized_end=651
-  _globals['_GETTICKETINGSETTINGSREQUEST']._serialized_start=653
-  _globals['_GETTICKETINGSETTINGSREQUEST']._serialized_end=700
-  _globals['_GETTICKETINGSETTINGSRESPONSE']._serialized_start=702
-  _globals['_GETTICKETINGSETTINGSRESPONSE']._serialized_end=788
-  _globals['_STARTPAIDREGISTRATIONREQUEST']._serialized_start=791
-  _globals['_STARTPAIDREGISTRATIONREQUEST']._serialized_end=1025
-  _globals['_STARTPAIDREGISTRATIONRESPONSE']._serialized_start=1027
-  _globals['_STARTPAIDREGISTRATIONRESPONSE']._serialized_end=1137
-  _globals['_GETRESERVATIONREQUEST']._serialized_start=1139
-  _globals['_GETRESERVATIONREQUEST']._serialized_end=1186
-  _globals['_GETRESERVATIONRESPONSE']._serialized_start=1188
-  _globals['_GETRESERVATIONRESPONSE']._serialized_end=1265
-  _globals['_FINDRESERVATIONREQUEST']._serialized_start=1267
-  _globals['_FINDRESERVATIONREQUEST']._serialized_end=1326
-  _globals['_FINDRESERVATIONRESPONSE']._serialized_start=1328
-  _globals['_FINDRESERVATIONRESPONSE']._serialized_end=1406
-  _globals['_CANCELRESERVATIONREQUEST']._serialized_start=1408
-  _globals['_CANCELRESERVATIONREQUEST']._serialized_end=1475
-  _globals['_CANCELRESERVATIONRESPONSE']._serialized_start=1477
-  _globals['_CANCELRESERVATIONRESPONSE']._serialized_end=1557
-  _globals['_CONFIRMPAYMENTREQUEST']._serialized_start=1560
-  _globals['_CONFIRMPAYMENTREQUEST']._serialized_end=1867
-  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_start=1870
-  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_end=2006
-  _globals['_RECONCILERESERVATIONREQUEST']._serialized_start=2008
-  _globals['_RECONCILERESERVATIONREQUEST']._serialized_end=2061
-  _globals['_RECONCILERESERVATIONRESPONSE']._serialized_start=2064
-  _globals['_RECONCILERESERVATIONRESPONSE']._serialized_end=2266
-  _globals['_LISTREGISTRATIONEVENTSREQUEST']._serialized_start=2268
-  _globals['_LISTREGISTRATIONEVENTSREQUEST']._serialized_end=2342
-  _globals['_LISTREGISTRATIONEVENTSRESPONSE']._serialized_start=2344
-  _globals['_LISTREGISTRATIONEVENTSRESPONSE']._serialized_end=2453
-  _globals['_WATCHREGISTRATIONEVENTSREQUEST']._serialized_start=2455
-  _globals['_WATCHREGISTRATIONEVENTSREQUEST']._serialized_end=2511
-  _globals['_WATCHREGISTRATIONEVENTSRESPONSE']._serialized_start=2513
-  _globals['_WATCHREGISTRATIONEVENTSRESPONSE']._serialized_end=2599
-  _globals['_TICKETINGSERVICE']._serialized_start=3199
-  _globals['_TICKETINGSERVICE']._serialized_end=4398
+  _globals['_CONFIRMPAYMENTOUTCOME']._serialized_start=3530
+  _globals['_CONFIRMPAYMENTOUTCOME']._serialized_end=3726
+  _globals['_DELIVERYSCHEME']._serialized_start=3728
+  _globals['_DELIVERYSCHEME']._serialized_end=3847
+  _globals['_CHECKOUTSTATUS']._serialized_start=3850
+  _globals['_CHECKOUTSTATUS']._serialized_end=4124
+  _globals['_UPDATETICKETINGSETTINGSREQUEST']._serialized_start=245
+  _globals['_UPDATETICKETINGSETTINGSREQUEST']._serialized_end=565
+  _globals['_UPDATETICKETINGSETTINGSRESPONSE']._serialized_start=567
+  _globals['_UPDATETICKETINGSETTINGSRESPONSE']._serialized_end=683
+  _globals['_GETTICKETINGSETTINGSREQUEST']._serialized_start=685
+  _globals['_GETTICKETINGSETTINGSREQUEST']._serialized_end=732
+  _globals['_GETTICKETINGSETTINGSRESPONSE']._serialized_start=734
+  _globals['_GETTICKETINGSETTINGSRESPONSE']._serialized_end=820
+  _globals['_STARTPAIDREGISTRATIONREQUEST']._serialized_start=823
+  _globals['_STARTPAIDREGISTRATIONREQUEST']._serialized_end=1057
+  _globals['_STARTPAIDREGISTRATIONRESPONSE']._serialized_start=1059
+  _globals['_STARTPAIDREGISTRATIONRESPONSE']._serialized_end=1169
+  _globals['_GETRESERVATIONREQUEST']._serialized_start=1171
+  _globals['_GETRESERVATIONREQUEST']._serialized_end=1218
+  _globals['_GETRESERVATIONRESPONSE']._serialized_start=1220
+  _globals['_GETRESERVATIONRESPONSE']._serialized_end=1297
+  _globals['_FINDRESERVATIONREQUEST']._serialized_start=1299
+  _globals['_FINDRESERVATIONREQUEST']._serialized_end=1358
+  _globals['_FINDRESERVATIONRESPONSE']._serialized_start=1360
+  _globals['_FINDRESERVATIONRESPONSE']._serialized_end=1438
+  _globals['_CANCELRESERVATIONREQUEST']._serialized_start=1440
+  _globals['_CANCELRESERVATIONREQUEST']._serialized_end=1507
+  _globals['_CANCELRESERVATIONRESPONSE']._serialized_start=1509
+  _globals['_CANCELRESERVATIONRESPONSE']._serialized_end=1589
+  _globals['_CONFIRMPAYMENTREQUEST']._serialized_start=1592
+  _globals['_CONFIRMPAYMENTREQUEST']._serialized_end=1899
+  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_start=1902
+  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_end=2038
+  _globals['_RECONCILERESERVATIONREQUEST']._serialized_start=2040
+  _globals['_RECONCILERESERVATIONREQUEST']._serialized_end=2093
+  _globals['_RECONCILERESERVATIONRESPONSE']._serialized_start=2096
+  _globals['_RECONCILERESERVATIONRESPONSE']._serialized_end=2298
+  _globals['_CANCELREGISTRATIONREQUEST']._serialized_start=2300
+  _globals['_CANCELREGISTRATIONREQUEST']._serialized_end=2388
+  _globals['_CANCELREGISTRATIONRESPONSE']._serialized_start=2390
+  _globals['_CANCELREGISTRATIONRESPONSE']._serialized_end=2514
+  _globals['_REFUNDRESERVATIONREQUEST']._serialized_start=2517
+  _globals['_REFUNDRESERVATIONREQUEST']._serialized_end=2674
+  _globals['_REFUNDRESERVATIONRESPONSE']._serialized_start=2676
+  _globals['_REFUNDRESERVATIONRESPONSE']._serialized_end=2799
+  _globals['_REFRESHREFUNDREQUEST']._serialized_start=2801
+  _globals['_REFRESHREFUNDREQUEST']._serialized_end=2842
+  _globals['_REFRESHREFUNDRESPONSE']._serialized_start=2844
+  _globals['_REFRESHREFUNDRESPONSE']._serialized_end=2910
+  _globals['_CANCELEVENTREQUEST']._serialized_start=2912
+  _globals['_CANCELEVENTREQUEST']._serialized_end=2970
+  _globals['_CANCELEVENTRESPONSE']._serialized_start=2972
+  _globals['_CANCELEVENTRESPONSE']._serialized_end=3053
+  _globals['_GETEVENTCANCELLATIONREQUEST']._serialized_start=3055
+  _globals['_GETEVENTCANCELLATIONREQUEST']._serialized_end=3102
+  _globals['_GETEVENTCANCELLATIONRESPONSE']._serialized_start=3104
+  _globals['_GETEVENTCANCELLATIONRESPONSE']._serialized_end=3194
+  _globals['_LISTREGISTRATIONEVENTSREQUEST']._serialized_start=3196
+  _globals['_LISTREGISTRATIONEVENTSREQUEST']._serialized_end=3270
+  _globals['_LISTREGISTRATIONEVENTSRESPONSE']._serialized_start=3272
+  _globals['_LISTREGISTRATIONEVENTSRESPONSE']._serialized_end=3381
+  _globals['_WATCHREGISTRATIONEVENTSREQUEST']._serialized_start=3383
+  _globals['_WATCHREGISTRATIONEVENTSREQUEST']._serialized_end=3439
+  _globals['_WATCHREGISTRATIONEVENTSRESPONSE']._serialized_start=3441
+  _globals['_WATCHREGISTRATIONEVENTSRESPONSE']._serialized_end=3527
+  _globals['_TICKETINGSERVICE']._serialized_start=4127
+  _globals['_TICKETINGSERVICE']._serialized_end=5868
 # @@protoc_insertion_point(module_scope)

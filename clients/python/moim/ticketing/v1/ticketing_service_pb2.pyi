@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from moim.ticketing.v1 import refund_pb2 as _refund_pb2
 from moim.ticketing.v1 import registration_event_pb2 as _registration_event_pb2
 from moim.ticketing.v1 import reservation_pb2 as _reservation_pb2
 from moim.ticketing.v1 import settings_pb2 as _settings_pb2
@@ -648,6 +649,289 @@ class ReconcileReservationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReconcileReservationResponse: _TypeAlias = ReconcileReservationResponse  # noqa: Y015
+
+@_typing.final
+class CancelRegistrationRequest(_message.Message):
+    """The request of CancelRegistration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """The reservation whose registration is given up, a UUID. Required."""
+    user_id: _builtins.str
+    """The Moim user who gives it up; must own the reservation. Required."""
+    request_id: _builtins.str
+    """The caller's id for this request, for its retries. Empty means none (a repeat still answers
+    the same: a cancelled registration stays cancelled). At most 128 characters.
+    """
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "reservation_id", b"reservation_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRegistrationRequest: _TypeAlias = CancelRegistrationRequest  # noqa: Y015
+
+@_typing.final
+class CancelRegistrationResponse(_message.Message):
+    """The response of CancelRegistration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reservation(self) -> _reservation_pb2.Reservation:
+        """The reservation after the change, with its refunds."""
+
+    @_builtins.property
+    def refund(self) -> _refund_pb2.Refund:
+        """The refund the policy gave. Unset when it gives nothing (0 %, or nothing left to refund)."""
+
+    def __init__(
+        self,
+        *,
+        reservation: _reservation_pb2.Reservation | None = ...,
+        refund: _refund_pb2.Refund | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund", "reservation", b"reservation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund", "reservation", b"reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRegistrationResponse: _TypeAlias = CancelRegistrationResponse  # noqa: Y015
+
+@_typing.final
+class RefundReservationRequest(_message.Message):
+    """The request of RefundReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RELEASE_SEAT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """The reservation whose payment is refunded, a UUID. Required."""
+    amount: _builtins.int
+    """The amount to refund, in the currency's minor unit. 0 means all that is left to refund. Must
+    not be negative, nor more than is left (REFUND_EXCEEDS_PAID).
+    """
+    reason: _refund_pb2.RefundReason.ValueType
+    """Why. Required: organizer, goodwill, paid_unfulfilled or duplicate."""
+    release_seat: _builtins.bool
+    """Also cancel the registration and put the seat back on sale. Ignored when the reservation has
+    no registration (nothing to release).
+    """
+    request_id: _builtins.str
+    """The caller's id for this refund. Required; at most 128 characters. A repeat with the same id
+    answers with the refund it made; the same id with another amount, reason or `release_seat` is
+    INVALID_ARGUMENT.
+    """
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        reason: _refund_pb2.RefundReason.ValueType = ...,
+        release_seat: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "reason", b"reason", "release_seat", b"release_seat", "request_id", b"request_id", "reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundReservationRequest: _TypeAlias = RefundReservationRequest  # noqa: Y015
+
+@_typing.final
+class RefundReservationResponse(_message.Message):
+    """The response of RefundReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reservation(self) -> _reservation_pb2.Reservation:
+        """The reservation after the change, with its refunds."""
+
+    @_builtins.property
+    def refund(self) -> _refund_pb2.Refund:
+        """The refund made (or, for a repeat, made before)."""
+
+    def __init__(
+        self,
+        *,
+        reservation: _reservation_pb2.Reservation | None = ...,
+        refund: _refund_pb2.Refund | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund", "reservation", b"reservation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund", "reservation", b"reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundReservationResponse: _TypeAlias = RefundReservationResponse  # noqa: Y015
+
+@_typing.final
+class RefreshRefundRequest(_message.Message):
+    """The request of RefreshRefund."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    """The refund's id, a UUID. Required."""
+    def __init__(
+        self,
+        *,
+        refund_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refund_id", b"refund_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshRefundRequest: _TypeAlias = RefreshRefundRequest  # noqa: Y015
+
+@_typing.final
+class RefreshRefundResponse(_message.Message):
+    """The response of RefreshRefund."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refund(self) -> _refund_pb2.Refund:
+        """The refund after asking. When the payment service could not be asked it is as it was, and it
+        is asked again later.
+        """
+
+    def __init__(
+        self,
+        *,
+        refund: _refund_pb2.Refund | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshRefundResponse: _TypeAlias = RefreshRefundResponse  # noqa: Y015
+
+@_typing.final
+class CancelEventRequest(_message.Message):
+    """The request of CancelEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The Moim event id. Required."""
+    request_id: _builtins.str
+    """The caller's id for this request. Empty means none (a repeat answers the same). At most 128
+    characters.
+    """
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelEventRequest: _TypeAlias = CancelEventRequest  # noqa: Y015
+
+@_typing.final
+class CancelEventResponse(_message.Message):
+    """The response of CancelEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANCELLATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cancellation(self) -> _refund_pb2.EventCancellation:
+        """The cancellation's progress as it started (or stands, on a repeat)."""
+
+    def __init__(
+        self,
+        *,
+        cancellation: _refund_pb2.EventCancellation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelEventResponse: _TypeAlias = CancelEventResponse  # noqa: Y015
+
+@_typing.final
+class GetEventCancellationRequest(_message.Message):
+    """The request of GetEventCancellation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The Moim event id. Required."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEventCancellationRequest: _TypeAlias = GetEventCancellationRequest  # noqa: Y015
+
+@_typing.final
+class GetEventCancellationResponse(_message.Message):
+    """The response of GetEventCancellation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANCELLATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cancellation(self) -> _refund_pb2.EventCancellation:
+        """The cancellation's progress."""
+
+    def __init__(
+        self,
+        *,
+        cancellation: _refund_pb2.EventCancellation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEventCancellationResponse: _TypeAlias = GetEventCancellationResponse  # noqa: Y015
 
 @_typing.final
 class ListRegistrationEventsRequest(_message.Message):

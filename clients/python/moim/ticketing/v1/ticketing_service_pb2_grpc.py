@@ -76,6 +76,31 @@ class TicketingServiceStub:
                 request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationRequest.SerializeToString,
                 response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationResponse.FromString,
                 _registered_method=True)
+        self.CancelRegistration = channel.unary_unary(
+                '/moim.ticketing.v1.TicketingService/CancelRegistration',
+                request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelRegistrationRequest.SerializeToString,
+                response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelRegistrationResponse.FromString,
+                _registered_method=True)
+        self.RefundReservation = channel.unary_unary(
+                '/moim.ticketing.v1.TicketingService/RefundReservation',
+                request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefundReservationRequest.SerializeToString,
+                response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefundReservationResponse.FromString,
+                _registered_method=True)
+        self.RefreshRefund = channel.unary_unary(
+                '/moim.ticketing.v1.TicketingService/RefreshRefund',
+                request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefreshRefundRequest.SerializeToString,
+                response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefreshRefundResponse.FromString,
+                _registered_method=True)
+        self.CancelEvent = channel.unary_unary(
+                '/moim.ticketing.v1.TicketingService/CancelEvent',
+                request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelEventRequest.SerializeToString,
+                response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelEventResponse.FromString,
+                _registered_method=True)
+        self.GetEventCancellation = channel.unary_unary(
+                '/moim.ticketing.v1.TicketingService/GetEventCancellation',
+                request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetEventCancellationRequest.SerializeToString,
+                response_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetEventCancellationResponse.FromString,
+                _registered_method=True)
         self.ListRegistrationEvents = channel.unary_unary(
                 '/moim.ticketing.v1.TicketingService/ListRegistrationEvents',
                 request_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ListRegistrationEventsRequest.SerializeToString,
@@ -153,6 +178,47 @@ class TicketingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelRegistration(self, request, context):
+        """The owner gives up a confirmed seat: the registration is cancelled, the seat is back on sale,
+        and the refund the event's policy gives is owed (none at 0 %). Safe to retry: a repeat answers
+        the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundReservation(self, request, context):
+        """An organizer or operator refunds all or part of a reservation's payment, and may release the
+        seat. The refund is sent to the payment service in the background. Safe to retry with the same
+        `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefreshRefund(self, request, context):
+        """Asks the payment service now where a refund stands and records it (the webhook shim calls this
+        when a refund's callback arrives; the service also follows refunds by itself). Safe to retry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelEvent(self, request, context):
+        """Cancels an event: from now on nothing is sold; in the background, live holds are cancelled and
+        every confirmed registration is cancelled with a full refund. Returns at once. Safe to retry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEventCancellation(self, request, context):
+        """Reads the progress of an event's cancellation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRegistrationEvents(self, request, context):
         """Reads a page of the registration event feed.
         """
@@ -209,6 +275,31 @@ def add_TicketingServiceServicer_to_server(servicer, server):
                     servicer.ReconcileReservation,
                     request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationRequest.FromString,
                     response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationResponse.SerializeToString,
+            ),
+            'CancelRegistration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRegistration,
+                    request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelRegistrationRequest.FromString,
+                    response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelRegistrationResponse.SerializeToString,
+            ),
+            'RefundReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundReservation,
+                    request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefundReservationRequest.FromString,
+                    response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefundReservationResponse.SerializeToString,
+            ),
+            'RefreshRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshRefund,
+                    request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefreshRefundRequest.FromString,
+                    response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefreshRefundResponse.SerializeToString,
+            ),
+            'CancelEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelEvent,
+                    request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelEventRequest.FromString,
+                    response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelEventResponse.SerializeToString,
+            ),
+            'GetEventCancellation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEventCancellation,
+                    request_deserializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetEventCancellationRequest.FromString,
+                    response_serializer=moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetEventCancellationResponse.SerializeToString,
             ),
             'ListRegistrationEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRegistrationEvents,
@@ -439,6 +530,141 @@ class TicketingService:
             '/moim.ticketing.v1.TicketingService/ReconcileReservation',
             moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationRequest.SerializeToString,
             moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.ReconcileReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRegistration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moim.ticketing.v1.TicketingService/CancelRegistration',
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelRegistrationRequest.SerializeToString,
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelRegistrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moim.ticketing.v1.TicketingService/RefundReservation',
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefundReservationRequest.SerializeToString,
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefundReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moim.ticketing.v1.TicketingService/RefreshRefund',
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefreshRefundRequest.SerializeToString,
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.RefreshRefundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moim.ticketing.v1.TicketingService/CancelEvent',
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelEventRequest.SerializeToString,
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.CancelEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEventCancellation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moim.ticketing.v1.TicketingService/GetEventCancellation',
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetEventCancellationRequest.SerializeToString,
+            moim_dot_ticketing_dot_v1_dot_ticketing__service__pb2.GetEventCancellationResponse.FromString,
             options,
             channel_credentials,
             insecure,

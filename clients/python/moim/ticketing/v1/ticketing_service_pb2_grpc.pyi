@@ -58,6 +58,26 @@ class TicketingServiceStub:
     finds exactly as the payment's callback would have (for a callback that was lost). The
     service also does this by itself (SPEC §9). Safe to retry.
     """
+    CancelRegistration: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.CancelRegistrationRequest, _ticketing_service_pb2.CancelRegistrationResponse]
+    """The owner gives up a confirmed seat: the registration is cancelled, the seat is back on sale,
+    and the refund the event's policy gives is owed (none at 0 %). Safe to retry: a repeat answers
+    the same.
+    """
+    RefundReservation: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.RefundReservationRequest, _ticketing_service_pb2.RefundReservationResponse]
+    """An organizer or operator refunds all or part of a reservation's payment, and may release the
+    seat. The refund is sent to the payment service in the background. Safe to retry with the same
+    `request_id`.
+    """
+    RefreshRefund: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.RefreshRefundRequest, _ticketing_service_pb2.RefreshRefundResponse]
+    """Asks the payment service now where a refund stands and records it (the webhook shim calls this
+    when a refund's callback arrives; the service also follows refunds by itself). Safe to retry.
+    """
+    CancelEvent: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.CancelEventRequest, _ticketing_service_pb2.CancelEventResponse]
+    """Cancels an event: from now on nothing is sold; in the background, live holds are cancelled and
+    every confirmed registration is cancelled with a full refund. Returns at once. Safe to retry.
+    """
+    GetEventCancellation: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.GetEventCancellationRequest, _ticketing_service_pb2.GetEventCancellationResponse]
+    """Reads the progress of an event's cancellation."""
     ListRegistrationEvents: _grpc.UnaryUnaryMultiCallable[_ticketing_service_pb2.ListRegistrationEventsRequest, _ticketing_service_pb2.ListRegistrationEventsResponse]
     """Reads a page of the registration event feed."""
     WatchRegistrationEvents: _grpc.UnaryStreamMultiCallable[_ticketing_service_pb2.WatchRegistrationEventsRequest, _ticketing_service_pb2.WatchRegistrationEventsResponse]
@@ -93,6 +113,26 @@ class TicketingServiceAsyncStub(TicketingServiceStub):
     finds exactly as the payment's callback would have (for a callback that was lost). The
     service also does this by itself (SPEC §9). Safe to retry.
     """
+    CancelRegistration: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.CancelRegistrationRequest, _ticketing_service_pb2.CancelRegistrationResponse]  # type: ignore[assignment]
+    """The owner gives up a confirmed seat: the registration is cancelled, the seat is back on sale,
+    and the refund the event's policy gives is owed (none at 0 %). Safe to retry: a repeat answers
+    the same.
+    """
+    RefundReservation: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.RefundReservationRequest, _ticketing_service_pb2.RefundReservationResponse]  # type: ignore[assignment]
+    """An organizer or operator refunds all or part of a reservation's payment, and may release the
+    seat. The refund is sent to the payment service in the background. Safe to retry with the same
+    `request_id`.
+    """
+    RefreshRefund: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.RefreshRefundRequest, _ticketing_service_pb2.RefreshRefundResponse]  # type: ignore[assignment]
+    """Asks the payment service now where a refund stands and records it (the webhook shim calls this
+    when a refund's callback arrives; the service also follows refunds by itself). Safe to retry.
+    """
+    CancelEvent: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.CancelEventRequest, _ticketing_service_pb2.CancelEventResponse]  # type: ignore[assignment]
+    """Cancels an event: from now on nothing is sold; in the background, live holds are cancelled and
+    every confirmed registration is cancelled with a full refund. Returns at once. Safe to retry.
+    """
+    GetEventCancellation: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.GetEventCancellationRequest, _ticketing_service_pb2.GetEventCancellationResponse]  # type: ignore[assignment]
+    """Reads the progress of an event's cancellation."""
     ListRegistrationEvents: _aio.UnaryUnaryMultiCallable[_ticketing_service_pb2.ListRegistrationEventsRequest, _ticketing_service_pb2.ListRegistrationEventsResponse]  # type: ignore[assignment]
     """Reads a page of the registration event feed."""
     WatchRegistrationEvents: _aio.UnaryStreamMultiCallable[_ticketing_service_pb2.WatchRegistrationEventsRequest, _ticketing_service_pb2.WatchRegistrationEventsResponse]  # type: ignore[assignment]
@@ -173,6 +213,56 @@ class TicketingServiceServicer(metaclass=_abc_1.ABCMeta):
         finds exactly as the payment's callback would have (for a callback that was lost). The
         service also does this by itself (SPEC §9). Safe to retry.
         """
+
+    @_abc_1.abstractmethod
+    def CancelRegistration(
+        self,
+        request: _ticketing_service_pb2.CancelRegistrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ticketing_service_pb2.CancelRegistrationResponse, _abc.Awaitable[_ticketing_service_pb2.CancelRegistrationResponse]]:
+        """The owner gives up a confirmed seat: the registration is cancelled, the seat is back on sale,
+        and the refund the event's policy gives is owed (none at 0 %). Safe to retry: a repeat answers
+        the same.
+        """
+
+    @_abc_1.abstractmethod
+    def RefundReservation(
+        self,
+        request: _ticketing_service_pb2.RefundReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ticketing_service_pb2.RefundReservationResponse, _abc.Awaitable[_ticketing_service_pb2.RefundReservationResponse]]:
+        """An organizer or operator refunds all or part of a reservation's payment, and may release the
+        seat. The refund is sent to the payment service in the background. Safe to retry with the same
+        `request_id`.
+        """
+
+    @_abc_1.abstractmethod
+    def RefreshRefund(
+        self,
+        request: _ticketing_service_pb2.RefreshRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ticketing_service_pb2.RefreshRefundResponse, _abc.Awaitable[_ticketing_service_pb2.RefreshRefundResponse]]:
+        """Asks the payment service now where a refund stands and records it (the webhook shim calls this
+        when a refund's callback arrives; the service also follows refunds by itself). Safe to retry.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelEvent(
+        self,
+        request: _ticketing_service_pb2.CancelEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ticketing_service_pb2.CancelEventResponse, _abc.Awaitable[_ticketing_service_pb2.CancelEventResponse]]:
+        """Cancels an event: from now on nothing is sold; in the background, live holds are cancelled and
+        every confirmed registration is cancelled with a full refund. Returns at once. Safe to retry.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEventCancellation(
+        self,
+        request: _ticketing_service_pb2.GetEventCancellationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ticketing_service_pb2.GetEventCancellationResponse, _abc.Awaitable[_ticketing_service_pb2.GetEventCancellationResponse]]:
+        """Reads the progress of an event's cancellation."""
 
     @_abc_1.abstractmethod
     def ListRegistrationEvents(

@@ -6,6 +6,8 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Refund } from "./refund_pb.js";
+import { file_moim_ticketing_v1_refund } from "./refund_pb.js";
 import type { Reservation } from "./reservation_pb.js";
 import { file_moim_ticketing_v1_reservation } from "./reservation_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file moim/ticketing/v1/registration_event.proto.
  */
 export const file_moim_ticketing_v1_registration_event: GenFile = /*@__PURE__*/
-  fileDesc("Ciptb2ltL3RpY2tldGluZy92MS9yZWdpc3RyYXRpb25fZXZlbnQucHJvdG8SEW1vaW0udGlja2V0aW5nLnYxIoMBCg9QYXltZW50TWlzbWF0Y2gSEwoLY2hlY2tvdXRfaWQYASABKAkSEgoKcGF5bWVudF9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIOCgZhbW91bnQYBCABKAMSFQoNY3VycmVuY3lfY29kZRgFIAEoCRIOCgZmaWVsZHMYBiADKAkigQIKEVJlZ2lzdHJhdGlvbkV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEjYKBHR5cGUYAiABKA4yKC5tb2ltLnRpY2tldGluZy52MS5SZWdpc3RyYXRpb25FdmVudFR5cGUSMwoLcmVzZXJ2YXRpb24YAyABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbhIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASPAoQcGF5bWVudF9taXNtYXRjaBgFIAEoCzIiLm1vaW0udGlja2V0aW5nLnYxLlBheW1lbnRNaXNtYXRjaCrwAgoVUmVnaXN0cmF0aW9uRXZlbnRUeXBlEicKI1JFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASLworUkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfUkVTRVJWQVRJT05fQ1JFQVRFRBABEjEKLVJFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1JFU0VSVkFUSU9OX0NPTkZJUk1FRBACEi8KK1JFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1JFU0VSVkFUSU9OX0VYUElSRUQQAxIxCi1SRUdJU1RSQVRJT05fRVZFTlRfVFlQRV9SRVNFUlZBVElPTl9DQU5DRUxMRUQQBBI4CjRSRUdJU1RSQVRJT05fRVZFTlRfVFlQRV9SRVNFUlZBVElPTl9QQUlEX1VORlVMRklMTEVEEAUSLAooUkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfUEFZTUVOVF9NSVNNQVRDSBAGQkRaQmdpdGh1Yi5jb20vbW9pbS90aWNrZXRpbmcvY2xpZW50cy9nby9tb2ltL3RpY2tldGluZy92MTt0aWNrZXRpbmd2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_moim_ticketing_v1_reservation]);
+  fileDesc("Ciptb2ltL3RpY2tldGluZy92MS9yZWdpc3RyYXRpb25fZXZlbnQucHJvdG8SEW1vaW0udGlja2V0aW5nLnYxIoMBCg9QYXltZW50TWlzbWF0Y2gSEwoLY2hlY2tvdXRfaWQYASABKAkSEgoKcGF5bWVudF9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIOCgZhbW91bnQYBCABKAMSFQoNY3VycmVuY3lfY29kZRgFIAEoCRIOCgZmaWVsZHMYBiADKAkirAIKEVJlZ2lzdHJhdGlvbkV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEjYKBHR5cGUYAiABKA4yKC5tb2ltLnRpY2tldGluZy52MS5SZWdpc3RyYXRpb25FdmVudFR5cGUSMwoLcmVzZXJ2YXRpb24YAyABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbhIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASPAoQcGF5bWVudF9taXNtYXRjaBgFIAEoCzIiLm1vaW0udGlja2V0aW5nLnYxLlBheW1lbnRNaXNtYXRjaBIpCgZyZWZ1bmQYBiABKAsyGS5tb2ltLnRpY2tldGluZy52MS5SZWZ1bmQq/QMKFVJlZ2lzdHJhdGlvbkV2ZW50VHlwZRInCiNSRUdJU1RSQVRJT05fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEi8KK1JFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1JFU0VSVkFUSU9OX0NSRUFURUQQARIxCi1SRUdJU1RSQVRJT05fRVZFTlRfVFlQRV9SRVNFUlZBVElPTl9DT05GSVJNRUQQAhIvCitSRUdJU1RSQVRJT05fRVZFTlRfVFlQRV9SRVNFUlZBVElPTl9FWFBJUkVEEAMSMQotUkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfUkVTRVJWQVRJT05fQ0FOQ0VMTEVEEAQSOAo0UkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfUkVTRVJWQVRJT05fUEFJRF9VTkZVTEZJTExFRBAFEiwKKFJFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1BBWU1FTlRfTUlTTUFUQ0gQBhIyCi5SRUdJU1RSQVRJT05fRVZFTlRfVFlQRV9SRUdJU1RSQVRJT05fQ0FOQ0VMTEVEEAcSLAooUkVHSVNUUkFUSU9OX0VWRU5UX1RZUEVfUkVGVU5EX1NVQ0NFRURFRBAIEikKJVJFR0lTVFJBVElPTl9FVkVOVF9UWVBFX1JFRlVORF9GQUlMRUQQCUJEWkJnaXRodWIuY29tL21vaW0vdGlja2V0aW5nL2NsaWVudHMvZ28vbW9pbS90aWNrZXRpbmcvdjE7dGlja2V0aW5ndjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_moim_ticketing_v1_refund, file_moim_ticketing_v1_reservation]);
 
 /**
  * A payment that did not match the reservation it claimed to pay for.
@@ -114,6 +116,14 @@ export type RegistrationEvent = Message<"moim.ticketing.v1.RegistrationEvent"> &
    * @generated from field: moim.ticketing.v1.PaymentMismatch payment_mismatch = 5;
    */
   paymentMismatch?: PaymentMismatch | undefined;
+
+  /**
+   * The refund, on `REGISTRATION_EVENT_TYPE_REFUND_SUCCEEDED` and `_REFUND_FAILED` events. Unset
+   * on every other type.
+   *
+   * @generated from field: moim.ticketing.v1.Refund refund = 6;
+   */
+  refund?: Refund | undefined;
 };
 
 /**
@@ -178,6 +188,28 @@ export enum RegistrationEventType {
    * @generated from enum value: REGISTRATION_EVENT_TYPE_PAYMENT_MISMATCH = 6;
    */
   PAYMENT_MISMATCH = 6,
+
+  /**
+   * A confirmed registration was cancelled (by its user, an organizer or the event's
+   * cancellation): the Moim RSVP is no longer accepted and the seat is back on sale.
+   *
+   * @generated from enum value: REGISTRATION_EVENT_TYPE_REGISTRATION_CANCELLED = 7;
+   */
+  REGISTRATION_CANCELLED = 7,
+
+  /**
+   * A refund (in `refund`) succeeded: the money went back to the payer.
+   *
+   * @generated from enum value: REGISTRATION_EVENT_TYPE_REFUND_SUCCEEDED = 8;
+   */
+  REFUND_SUCCEEDED = 8,
+
+  /**
+   * A refund (in `refund`) failed: refused, or given up after the last attempt. An operator acts.
+   *
+   * @generated from enum value: REGISTRATION_EVENT_TYPE_REFUND_FAILED = 9;
+   */
+  REFUND_FAILED = 9,
 }
 
 /**

@@ -6,13 +6,15 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Refund } from "./refund_pb.js";
+import { file_moim_ticketing_v1_refund } from "./refund_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file moim/ticketing/v1/reservation.proto.
  */
 export const file_moim_ticketing_v1_reservation: GenFile = /*@__PURE__*/
-  fileDesc("CiNtb2ltL3RpY2tldGluZy92MS9yZXNlcnZhdGlvbi5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEiLQoGQW5zd2VyEhMKC3F1ZXN0aW9uX2lkGAEgASgJEg4KBmFuc3dlchgCIAEoCSInCghDdXN0b21lchIMCgRuYW1lGAEgASgJEg0KBWVtYWlsGAIgASgJIt0DCgtSZXNlcnZhdGlvbhIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCRIPCgd0aWVyX2lkGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSNAoGc3RhdHVzGAUgASgOMiQubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb25TdGF0dXMSDgoGYW1vdW50GAYgASgDEhUKDWN1cnJlbmN5X2NvZGUYByABKAkSEAoIcHJvdmlkZXIYCCABKAkSEwoLY2hlY2tvdXRfaWQYCSABKAkSFAoMY2hlY2tvdXRfdXJsGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJcGFpZF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgdhbnN3ZXJzGA4gAygLMhkubW9pbS50aWNrZXRpbmcudjEuQW5zd2VyEhcKD3JlZ2lzdHJhdGlvbl9pZBgPIAEoCRISCgpwYXltZW50X2lkGBAgASgJKuwBChFSZXNlcnZhdGlvblN0YXR1cxIiCh5SRVNFUlZBVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABImCiJSRVNFUlZBVElPTl9TVEFUVVNfUEVORElOR19QQVlNRU5UEAESIAocUkVTRVJWQVRJT05fU1RBVFVTX0NPTkZJUk1FRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRVU19FWFBJUkVEEAMSIAocUkVTRVJWQVRJT05fU1RBVFVTX0NBTkNFTExFRBAEEicKI1JFU0VSVkFUSU9OX1NUQVRVU19QQUlEX1VORlVMRklMTEVEEAVCRFpCZ2l0aHViLmNvbS9tb2ltL3RpY2tldGluZy9jbGllbnRzL2dvL21vaW0vdGlja2V0aW5nL3YxO3RpY2tldGluZ3YxYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CiNtb2ltL3RpY2tldGluZy92MS9yZXNlcnZhdGlvbi5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEiLQoGQW5zd2VyEhMKC3F1ZXN0aW9uX2lkGAEgASgJEg4KBmFuc3dlchgCIAEoCSInCghDdXN0b21lchIMCgRuYW1lGAEgASgJEg0KBWVtYWlsGAIgASgJIqIECgtSZXNlcnZhdGlvbhIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCRIPCgd0aWVyX2lkGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSNAoGc3RhdHVzGAUgASgOMiQubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb25TdGF0dXMSDgoGYW1vdW50GAYgASgDEhUKDWN1cnJlbmN5X2NvZGUYByABKAkSEAoIcHJvdmlkZXIYCCABKAkSEwoLY2hlY2tvdXRfaWQYCSABKAkSFAoMY2hlY2tvdXRfdXJsGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJcGFpZF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgdhbnN3ZXJzGA4gAygLMhkubW9pbS50aWNrZXRpbmcudjEuQW5zd2VyEhcKD3JlZ2lzdHJhdGlvbl9pZBgPIAEoCRISCgpwYXltZW50X2lkGBAgASgJEhcKD3JlZnVuZGVkX2Ftb3VudBgRIAEoAxIqCgdyZWZ1bmRzGBIgAygLMhkubW9pbS50aWNrZXRpbmcudjEuUmVmdW5kKpsCChFSZXNlcnZhdGlvblN0YXR1cxIiCh5SRVNFUlZBVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABImCiJSRVNFUlZBVElPTl9TVEFUVVNfUEVORElOR19QQVlNRU5UEAESIAocUkVTRVJWQVRJT05fU1RBVFVTX0NPTkZJUk1FRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRVU19FWFBJUkVEEAMSIAocUkVTRVJWQVRJT05fU1RBVFVTX0NBTkNFTExFRBAEEicKI1JFU0VSVkFUSU9OX1NUQVRVU19QQUlEX1VORlVMRklMTEVEEAUSLQopUkVTRVJWQVRJT05fU1RBVFVTX1JFR0lTVFJBVElPTl9DQU5DRUxMRUQQBkJEWkJnaXRodWIuY29tL21vaW0vdGlja2V0aW5nL2NsaWVudHMvZ28vbW9pbS90aWNrZXRpbmcvdjE7dGlja2V0aW5ndjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_moim_ticketing_v1_refund]);
 
 /**
  * One answer to a registration question.
@@ -189,6 +191,22 @@ export type Reservation = Message<"moim.ticketing.v1.Reservation"> & {
    * @generated from field: string payment_id = 16;
    */
   paymentId: string;
+
+  /**
+   * What was refunded of the reservation's payments so far (refunds that succeeded), in the
+   * currency's minor unit. 0 when nothing was.
+   *
+   * @generated from field: int64 refunded_amount = 17;
+   */
+  refundedAmount: bigint;
+
+  /**
+   * The reservation's refunds, oldest first, on GetReservation, FindReservation and the calls
+   * that change refunds. Empty on feed events (a refund event carries its refund in `refund`).
+   *
+   * @generated from field: repeated moim.ticketing.v1.Refund refunds = 18;
+   */
+  refunds: Refund[];
 };
 
 /**
@@ -245,6 +263,15 @@ export enum ReservationStatus {
    * @generated from enum value: RESERVATION_STATUS_PAID_UNFULFILLED = 5;
    */
   PAID_UNFULFILLED = 5,
+
+  /**
+   * The user had a seat and gave it up (CancelRegistration), or an organizer released it
+   * (RefundReservation with `release_seat`, CancelEvent). The seat is back on sale; what the
+   * refund policy gives back is in `refunds`.
+   *
+   * @generated from enum value: RESERVATION_STATUS_REGISTRATION_CANCELLED = 6;
+   */
+  REGISTRATION_CANCELLED = 6,
 }
 
 /**

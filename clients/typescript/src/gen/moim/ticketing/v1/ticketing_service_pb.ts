@@ -6,6 +6,8 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { EventCancellation, Refund, RefundReason } from "./refund_pb.js";
+import { file_moim_ticketing_v1_refund } from "./refund_pb.js";
 import type { RegistrationEvent } from "./registration_event_pb.js";
 import { file_moim_ticketing_v1_registration_event } from "./registration_event_pb.js";
 import type { Answer, Customer, Reservation } from "./reservation_pb.js";
@@ -18,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file moim/ticketing/v1/ticketing_service.proto.
  */
 export const file_moim_ticketing_v1_ticketing_service: GenFile = /*@__PURE__*/
-  fileDesc("Ciltb2ltL3RpY2tldGluZy92MS90aWNrZXRpbmdfc2VydmljZS5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEiwAIKHlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRITCgtldmVudF90aXRsZRgCIAEoCRIrCgV0aWVycxgDIAMoCzIcLm1vaW0udGlja2V0aW5nLnYxLlRpZXJJbnB1dBIZCgxleHRlcm5hbF91cmwYBCABKAlIAIgBARIVCg1jdXJyZW5jeV9jb2RlGAUgASgJEhsKE3Byb3ZpZGVyX2FjY291bnRfaWQYBiABKAkSNAoQZXZlbnRfc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoNcmVmdW5kX3BvbGljeRgIIAMoCzIdLm1vaW0udGlja2V0aW5nLnYxLlJlZnVuZFJ1bGVCDwoNX2V4dGVybmFsX3VybCJ0Ch9VcGRhdGVUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEjYKCHNldHRpbmdzGAEgASgLMiQubW9pbS50aWNrZXRpbmcudjEuVGlja2V0aW5nU2V0dGluZ3MSGQoRcmV0YWluZWRfdGllcl9pZHMYAiADKAkiLwobR2V0VGlja2V0aW5nU2V0dGluZ3NSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIlYKHEdldFRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USNgoIc2V0dGluZ3MYASABKAsyJC5tb2ltLnRpY2tldGluZy52MS5UaWNrZXRpbmdTZXR0aW5ncyLqAQocU3RhcnRQYWlkUmVnaXN0cmF0aW9uUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIPCgd0aWVyX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSLQoIY3VzdG9tZXIYBCABKAsyGy5tb2ltLnRpY2tldGluZy52MS5DdXN0b21lchIqCgdhbnN3ZXJzGAUgAygLMhkubW9pbS50aWNrZXRpbmcudjEuQW5zd2VyEhMKC3N1Y2Nlc3NfdXJsGAYgASgJEhIKCmNhbmNlbF91cmwYByABKAkSEgoKcmVxdWVzdF9pZBgIIAEoCSJuCh1TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRIYChByZXF1aXJlc19wYXltZW50GAEgASgIEjMKC3Jlc2VydmF0aW9uGAIgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIk0KFkdldFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiI7ChZGaW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiTgoXRmluZFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiJDChhDYW5jZWxSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSJQChlDYW5jZWxSZXNlcnZhdGlvblJlc3BvbnNlEjMKC3Jlc2VydmF0aW9uGAEgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iswIKFUNvbmZpcm1QYXltZW50UmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRITCgtjaGVja291dF9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEg0KBXR4X2lkGAQgASgJEhAKCHByb3ZpZGVyGAUgASgJEg4KBmFtb3VudBgGIAEoAxIVCg1jdXJyZW5jeV9jb2RlGAcgASgJEi0KCXBhaWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZGVsaXZlcnlfaWQYCSABKAkSEQoJcmF3X2V2ZW50GAogASgMEjoKD2RlbGl2ZXJ5X3NjaGVtZRgLIAEoDjIhLm1vaW0udGlja2V0aW5nLnYxLkRlbGl2ZXJ5U2NoZW1lIogBChZDb25maXJtUGF5bWVudFJlc3BvbnNlEjkKB291dGNvbWUYASABKA4yKC5tb2ltLnRpY2tldGluZy52MS5Db25maXJtUGF5bWVudE91dGNvbWUSMwoLcmVzZXJ2YXRpb24YAiABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiI1ChtSZWNvbmNpbGVSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkiygEKHFJlY29uY2lsZVJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbhI6Cg9jaGVja291dF9zdGF0dXMYAiABKA4yIS5tb2ltLnRpY2tldGluZy52MS5DaGVja291dFN0YXR1cxI5CgdvdXRjb21lGAMgASgOMigubW9pbS50aWNrZXRpbmcudjEuQ29uZmlybVBheW1lbnRPdXRjb21lIkoKHUxpc3RSZWdpc3RyYXRpb25FdmVudHNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgDEhEKCXBhZ2Vfc2l6ZRgCIAEoBSJtCh5MaXN0UmVnaXN0cmF0aW9uRXZlbnRzUmVzcG9uc2USNAoGZXZlbnRzGAEgAygLMiQubW9pbS50aWNrZXRpbmcudjEuUmVnaXN0cmF0aW9uRXZlbnQSFQoNbmV4dF9zZXF1ZW5jZRgCIAEoAyI4Ch5XYXRjaFJlZ2lzdHJhdGlvbkV2ZW50c1JlcXVlc3QSFgoOYWZ0ZXJfc2VxdWVuY2UYASABKAMiVgofV2F0Y2hSZWdpc3RyYXRpb25FdmVudHNSZXNwb25zZRIzCgVldmVudBgBIAEoCzIkLm1vaW0udGlja2V0aW5nLnYxLlJlZ2lzdHJhdGlvbkV2ZW50KsQBChVDb25maXJtUGF5bWVudE91dGNvbWUSJwojQ09ORklSTV9QQVlNRU5UX09VVENPTUVfVU5TUEVDSUZJRUQQABIlCiFDT05GSVJNX1BBWU1FTlRfT1VUQ09NRV9DT05GSVJNRUQQARItCilDT05GSVJNX1BBWU1FTlRfT1VUQ09NRV9BTFJFQURZX0NPTkZJUk1FRBACEiwKKENPTkZJUk1fUEFZTUVOVF9PVVRDT01FX1BBSURfVU5GVUxGSUxMRUQQAyp3Cg5EZWxpdmVyeVNjaGVtZRIfChtERUxJVkVSWV9TQ0hFTUVfVU5TUEVDSUZJRUQQABIdChlERUxJVkVSWV9TQ0hFTUVfTU9JTV9ITUFDEAESJQohREVMSVZFUllfU0NIRU1FX1NUQU5EQVJEX1dFQkhPT0tTEAIqkgIKDkNoZWNrb3V0U3RhdHVzEh8KG0NIRUNLT1VUX1NUQVRVU19VTlNQRUNJRklFRBAAEiQKIENIRUNLT1VUX1NUQVRVU19SRVFVSVJFU19QQVlNRU5UEAESIwofQ0hFQ0tPVVRfU1RBVFVTX1BBWU1FTlRfUEVORElORxACEhgKFENIRUNLT1VUX1NUQVRVU19QQUlEEAMSHQoZQ0hFQ0tPVVRfU1RBVFVTX0NBTkNFTExFRBAEEhsKF0NIRUNLT1VUX1NUQVRVU19FWFBJUkVEEAUSHQoZQ0hFQ0tPVVRfU1RBVFVTX05PVF9GT1VORBAGEh8KG0NIRUNLT1VUX1NUQVRVU19VTlJFQUNIQUJMRRAHMq8JChBUaWNrZXRpbmdTZXJ2aWNlEoABChdVcGRhdGVUaWNrZXRpbmdTZXR0aW5ncxIxLm1vaW0udGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBoyLm1vaW0udGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USdwoUR2V0VGlja2V0aW5nU2V0dGluZ3MSLi5tb2ltLnRpY2tldGluZy52MS5HZXRUaWNrZXRpbmdTZXR0aW5nc1JlcXVlc3QaLy5tb2ltLnRpY2tldGluZy52MS5HZXRUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEnoKFVN0YXJ0UGFpZFJlZ2lzdHJhdGlvbhIvLm1vaW0udGlja2V0aW5nLnYxLlN0YXJ0UGFpZFJlZ2lzdHJhdGlvblJlcXVlc3QaMC5tb2ltLnRpY2tldGluZy52MS5TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRJlCg5HZXRSZXNlcnZhdGlvbhIoLm1vaW0udGlja2V0aW5nLnYxLkdldFJlc2VydmF0aW9uUmVxdWVzdBopLm1vaW0udGlja2V0aW5nLnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2USaAoPRmluZFJlc2VydmF0aW9uEikubW9pbS50aWNrZXRpbmcudjEuRmluZFJlc2VydmF0aW9uUmVxdWVzdBoqLm1vaW0udGlja2V0aW5nLnYxLkZpbmRSZXNlcnZhdGlvblJlc3BvbnNlEm4KEUNhbmNlbFJlc2VydmF0aW9uEisubW9pbS50aWNrZXRpbmcudjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXF1ZXN0GiwubW9pbS50aWNrZXRpbmcudjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXNwb25zZRJlCg5Db25maXJtUGF5bWVudBIoLm1vaW0udGlja2V0aW5nLnYxLkNvbmZpcm1QYXltZW50UmVxdWVzdBopLm1vaW0udGlja2V0aW5nLnYxLkNvbmZpcm1QYXltZW50UmVzcG9uc2USdwoUUmVjb25jaWxlUmVzZXJ2YXRpb24SLi5tb2ltLnRpY2tldGluZy52MS5SZWNvbmNpbGVSZXNlcnZhdGlvblJlcXVlc3QaLy5tb2ltLnRpY2tldGluZy52MS5SZWNvbmNpbGVSZXNlcnZhdGlvblJlc3BvbnNlEn0KFkxpc3RSZWdpc3RyYXRpb25FdmVudHMSMC5tb2ltLnRpY2tldGluZy52MS5MaXN0UmVnaXN0cmF0aW9uRXZlbnRzUmVxdWVzdBoxLm1vaW0udGlja2V0aW5nLnYxLkxpc3RSZWdpc3RyYXRpb25FdmVudHNSZXNwb25zZRKCAQoXV2F0Y2hSZWdpc3RyYXRpb25FdmVudHMSMS5tb2ltLnRpY2tldGluZy52MS5XYXRjaFJlZ2lzdHJhdGlvbkV2ZW50c1JlcXVlc3QaMi5tb2ltLnRpY2tldGluZy52MS5XYXRjaFJlZ2lzdHJhdGlvbkV2ZW50c1Jlc3BvbnNlMAFCRFpCZ2l0aHViLmNvbS9tb2ltL3RpY2tldGluZy9jbGllbnRzL2dvL21vaW0vdGlja2V0aW5nL3YxO3RpY2tldGluZ3YxYgZwcm90bzM", [file_google_protobuf_timestamp, file_moim_ticketing_v1_registration_event, file_moim_ticketing_v1_reservation, file_moim_ticketing_v1_settings]);
+  fileDesc("Ciltb2ltL3RpY2tldGluZy92MS90aWNrZXRpbmdfc2VydmljZS5wcm90bxIRbW9pbS50aWNrZXRpbmcudjEiwAIKHlVwZGF0ZVRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRITCgtldmVudF90aXRsZRgCIAEoCRIrCgV0aWVycxgDIAMoCzIcLm1vaW0udGlja2V0aW5nLnYxLlRpZXJJbnB1dBIZCgxleHRlcm5hbF91cmwYBCABKAlIAIgBARIVCg1jdXJyZW5jeV9jb2RlGAUgASgJEhsKE3Byb3ZpZGVyX2FjY291bnRfaWQYBiABKAkSNAoQZXZlbnRfc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoNcmVmdW5kX3BvbGljeRgIIAMoCzIdLm1vaW0udGlja2V0aW5nLnYxLlJlZnVuZFJ1bGVCDwoNX2V4dGVybmFsX3VybCJ0Ch9VcGRhdGVUaWNrZXRpbmdTZXR0aW5nc1Jlc3BvbnNlEjYKCHNldHRpbmdzGAEgASgLMiQubW9pbS50aWNrZXRpbmcudjEuVGlja2V0aW5nU2V0dGluZ3MSGQoRcmV0YWluZWRfdGllcl9pZHMYAiADKAkiLwobR2V0VGlja2V0aW5nU2V0dGluZ3NSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIlYKHEdldFRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USNgoIc2V0dGluZ3MYASABKAsyJC5tb2ltLnRpY2tldGluZy52MS5UaWNrZXRpbmdTZXR0aW5ncyLqAQocU3RhcnRQYWlkUmVnaXN0cmF0aW9uUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIPCgd0aWVyX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSLQoIY3VzdG9tZXIYBCABKAsyGy5tb2ltLnRpY2tldGluZy52MS5DdXN0b21lchIqCgdhbnN3ZXJzGAUgAygLMhkubW9pbS50aWNrZXRpbmcudjEuQW5zd2VyEhMKC3N1Y2Nlc3NfdXJsGAYgASgJEhIKCmNhbmNlbF91cmwYByABKAkSEgoKcmVxdWVzdF9pZBgIIAEoCSJuCh1TdGFydFBhaWRSZWdpc3RyYXRpb25SZXNwb25zZRIYChByZXF1aXJlc19wYXltZW50GAEgASgIEjMKC3Jlc2VydmF0aW9uGAIgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIk0KFkdldFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiI7ChZGaW5kUmVzZXJ2YXRpb25SZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiTgoXRmluZFJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiJDChhDYW5jZWxSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSJQChlDYW5jZWxSZXNlcnZhdGlvblJlc3BvbnNlEjMKC3Jlc2VydmF0aW9uGAEgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24iswIKFUNvbmZpcm1QYXltZW50UmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRITCgtjaGVja291dF9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEg0KBXR4X2lkGAQgASgJEhAKCHByb3ZpZGVyGAUgASgJEg4KBmFtb3VudBgGIAEoAxIVCg1jdXJyZW5jeV9jb2RlGAcgASgJEi0KCXBhaWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZGVsaXZlcnlfaWQYCSABKAkSEQoJcmF3X2V2ZW50GAogASgMEjoKD2RlbGl2ZXJ5X3NjaGVtZRgLIAEoDjIhLm1vaW0udGlja2V0aW5nLnYxLkRlbGl2ZXJ5U2NoZW1lIogBChZDb25maXJtUGF5bWVudFJlc3BvbnNlEjkKB291dGNvbWUYASABKA4yKC5tb2ltLnRpY2tldGluZy52MS5Db25maXJtUGF5bWVudE91dGNvbWUSMwoLcmVzZXJ2YXRpb24YAiABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbiI1ChtSZWNvbmNpbGVSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkiygEKHFJlY29uY2lsZVJlc2VydmF0aW9uUmVzcG9uc2USMwoLcmVzZXJ2YXRpb24YASABKAsyHi5tb2ltLnRpY2tldGluZy52MS5SZXNlcnZhdGlvbhI6Cg9jaGVja291dF9zdGF0dXMYAiABKA4yIS5tb2ltLnRpY2tldGluZy52MS5DaGVja291dFN0YXR1cxI5CgdvdXRjb21lGAMgASgOMigubW9pbS50aWNrZXRpbmcudjEuQ29uZmlybVBheW1lbnRPdXRjb21lIlgKGUNhbmNlbFJlZ2lzdHJhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJInwKGkNhbmNlbFJlZ2lzdHJhdGlvblJlc3BvbnNlEjMKC3Jlc2VydmF0aW9uGAEgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24SKQoGcmVmdW5kGAIgASgLMhkubW9pbS50aWNrZXRpbmcudjEuUmVmdW5kIp0BChhSZWZ1bmRSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSDgoGYW1vdW50GAIgASgDEi8KBnJlYXNvbhgDIAEoDjIfLm1vaW0udGlja2V0aW5nLnYxLlJlZnVuZFJlYXNvbhIUCgxyZWxlYXNlX3NlYXQYBCABKAgSEgoKcmVxdWVzdF9pZBgFIAEoCSJ7ChlSZWZ1bmRSZXNlcnZhdGlvblJlc3BvbnNlEjMKC3Jlc2VydmF0aW9uGAEgASgLMh4ubW9pbS50aWNrZXRpbmcudjEuUmVzZXJ2YXRpb24SKQoGcmVmdW5kGAIgASgLMhkubW9pbS50aWNrZXRpbmcudjEuUmVmdW5kIikKFFJlZnJlc2hSZWZ1bmRSZXF1ZXN0EhEKCXJlZnVuZF9pZBgBIAEoCSJCChVSZWZyZXNoUmVmdW5kUmVzcG9uc2USKQoGcmVmdW5kGAEgASgLMhkubW9pbS50aWNrZXRpbmcudjEuUmVmdW5kIjoKEkNhbmNlbEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIlEKE0NhbmNlbEV2ZW50UmVzcG9uc2USOgoMY2FuY2VsbGF0aW9uGAEgASgLMiQubW9pbS50aWNrZXRpbmcudjEuRXZlbnRDYW5jZWxsYXRpb24iLwobR2V0RXZlbnRDYW5jZWxsYXRpb25SZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIloKHEdldEV2ZW50Q2FuY2VsbGF0aW9uUmVzcG9uc2USOgoMY2FuY2VsbGF0aW9uGAEgASgLMiQubW9pbS50aWNrZXRpbmcudjEuRXZlbnRDYW5jZWxsYXRpb24iSgodTGlzdFJlZ2lzdHJhdGlvbkV2ZW50c1JlcXVlc3QSFgoOYWZ0ZXJfc2VxdWVuY2UYASABKAMSEQoJcGFnZV9zaXplGAIgASgFIm0KHkxpc3RSZWdpc3RyYXRpb25FdmVudHNSZXNwb25zZRI0CgZldmVudHMYASADKAsyJC5tb2ltLnRpY2tldGluZy52MS5SZWdpc3RyYXRpb25FdmVudBIVCg1uZXh0X3NlcXVlbmNlGAIgASgDIjgKHldhdGNoUmVnaXN0cmF0aW9uRXZlbnRzUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoAyJWCh9XYXRjaFJlZ2lzdHJhdGlvbkV2ZW50c1Jlc3BvbnNlEjMKBWV2ZW50GAEgASgLMiQubW9pbS50aWNrZXRpbmcudjEuUmVnaXN0cmF0aW9uRXZlbnQqxAEKFUNvbmZpcm1QYXltZW50T3V0Y29tZRInCiNDT05GSVJNX1BBWU1FTlRfT1VUQ09NRV9VTlNQRUNJRklFRBAAEiUKIUNPTkZJUk1fUEFZTUVOVF9PVVRDT01FX0NPTkZJUk1FRBABEi0KKUNPTkZJUk1fUEFZTUVOVF9PVVRDT01FX0FMUkVBRFlfQ09ORklSTUVEEAISLAooQ09ORklSTV9QQVlNRU5UX09VVENPTUVfUEFJRF9VTkZVTEZJTExFRBADKncKDkRlbGl2ZXJ5U2NoZW1lEh8KG0RFTElWRVJZX1NDSEVNRV9VTlNQRUNJRklFRBAAEh0KGURFTElWRVJZX1NDSEVNRV9NT0lNX0hNQUMQARIlCiFERUxJVkVSWV9TQ0hFTUVfU1RBTkRBUkRfV0VCSE9PS1MQAiqSAgoOQ2hlY2tvdXRTdGF0dXMSHwobQ0hFQ0tPVVRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASJAogQ0hFQ0tPVVRfU1RBVFVTX1JFUVVJUkVTX1BBWU1FTlQQARIjCh9DSEVDS09VVF9TVEFUVVNfUEFZTUVOVF9QRU5ESU5HEAISGAoUQ0hFQ0tPVVRfU1RBVFVTX1BBSUQQAxIdChlDSEVDS09VVF9TVEFUVVNfQ0FOQ0VMTEVEEAQSGwoXQ0hFQ0tPVVRfU1RBVFVTX0VYUElSRUQQBRIdChlDSEVDS09VVF9TVEFUVVNfTk9UX0ZPVU5EEAYSHwobQ0hFQ0tPVVRfU1RBVFVTX1VOUkVBQ0hBQkxFEAcyzQ0KEFRpY2tldGluZ1NlcnZpY2USgAEKF1VwZGF0ZVRpY2tldGluZ1NldHRpbmdzEjEubW9pbS50aWNrZXRpbmcudjEuVXBkYXRlVGlja2V0aW5nU2V0dGluZ3NSZXF1ZXN0GjIubW9pbS50aWNrZXRpbmcudjEuVXBkYXRlVGlja2V0aW5nU2V0dGluZ3NSZXNwb25zZRJ3ChRHZXRUaWNrZXRpbmdTZXR0aW5ncxIuLm1vaW0udGlja2V0aW5nLnYxLkdldFRpY2tldGluZ1NldHRpbmdzUmVxdWVzdBovLm1vaW0udGlja2V0aW5nLnYxLkdldFRpY2tldGluZ1NldHRpbmdzUmVzcG9uc2USegoVU3RhcnRQYWlkUmVnaXN0cmF0aW9uEi8ubW9pbS50aWNrZXRpbmcudjEuU3RhcnRQYWlkUmVnaXN0cmF0aW9uUmVxdWVzdBowLm1vaW0udGlja2V0aW5nLnYxLlN0YXJ0UGFpZFJlZ2lzdHJhdGlvblJlc3BvbnNlEmUKDkdldFJlc2VydmF0aW9uEigubW9pbS50aWNrZXRpbmcudjEuR2V0UmVzZXJ2YXRpb25SZXF1ZXN0GikubW9pbS50aWNrZXRpbmcudjEuR2V0UmVzZXJ2YXRpb25SZXNwb25zZRJoCg9GaW5kUmVzZXJ2YXRpb24SKS5tb2ltLnRpY2tldGluZy52MS5GaW5kUmVzZXJ2YXRpb25SZXF1ZXN0GioubW9pbS50aWNrZXRpbmcudjEuRmluZFJlc2VydmF0aW9uUmVzcG9uc2USbgoRQ2FuY2VsUmVzZXJ2YXRpb24SKy5tb2ltLnRpY2tldGluZy52MS5DYW5jZWxSZXNlcnZhdGlvblJlcXVlc3QaLC5tb2ltLnRpY2tldGluZy52MS5DYW5jZWxSZXNlcnZhdGlvblJlc3BvbnNlEmUKDkNvbmZpcm1QYXltZW50EigubW9pbS50aWNrZXRpbmcudjEuQ29uZmlybVBheW1lbnRSZXF1ZXN0GikubW9pbS50aWNrZXRpbmcudjEuQ29uZmlybVBheW1lbnRSZXNwb25zZRJ3ChRSZWNvbmNpbGVSZXNlcnZhdGlvbhIuLm1vaW0udGlja2V0aW5nLnYxLlJlY29uY2lsZVJlc2VydmF0aW9uUmVxdWVzdBovLm1vaW0udGlja2V0aW5nLnYxLlJlY29uY2lsZVJlc2VydmF0aW9uUmVzcG9uc2UScQoSQ2FuY2VsUmVnaXN0cmF0aW9uEiwubW9pbS50aWNrZXRpbmcudjEuQ2FuY2VsUmVnaXN0cmF0aW9uUmVxdWVzdBotLm1vaW0udGlja2V0aW5nLnYxLkNhbmNlbFJlZ2lzdHJhdGlvblJlc3BvbnNlEm4KEVJlZnVuZFJlc2VydmF0aW9uEisubW9pbS50aWNrZXRpbmcudjEuUmVmdW5kUmVzZXJ2YXRpb25SZXF1ZXN0GiwubW9pbS50aWNrZXRpbmcudjEuUmVmdW5kUmVzZXJ2YXRpb25SZXNwb25zZRJiCg1SZWZyZXNoUmVmdW5kEicubW9pbS50aWNrZXRpbmcudjEuUmVmcmVzaFJlZnVuZFJlcXVlc3QaKC5tb2ltLnRpY2tldGluZy52MS5SZWZyZXNoUmVmdW5kUmVzcG9uc2USXAoLQ2FuY2VsRXZlbnQSJS5tb2ltLnRpY2tldGluZy52MS5DYW5jZWxFdmVudFJlcXVlc3QaJi5tb2ltLnRpY2tldGluZy52MS5DYW5jZWxFdmVudFJlc3BvbnNlEncKFEdldEV2ZW50Q2FuY2VsbGF0aW9uEi4ubW9pbS50aWNrZXRpbmcudjEuR2V0RXZlbnRDYW5jZWxsYXRpb25SZXF1ZXN0Gi8ubW9pbS50aWNrZXRpbmcudjEuR2V0RXZlbnRDYW5jZWxsYXRpb25SZXNwb25zZRJ9ChZMaXN0UmVnaXN0cmF0aW9uRXZlbnRzEjAubW9pbS50aWNrZXRpbmcudjEuTGlzdFJlZ2lzdHJhdGlvbkV2ZW50c1JlcXVlc3QaMS5tb2ltLnRpY2tldGluZy52MS5MaXN0UmVnaXN0cmF0aW9uRXZlbnRzUmVzcG9uc2USggEKF1dhdGNoUmVnaXN0cmF0aW9uRXZlbnRzEjEubW9pbS50aWNrZXRpbmcudjEuV2F0Y2hSZWdpc3RyYXRpb25FdmVudHNSZXF1ZXN0GjIubW9pbS50aWNrZXRpbmcudjEuV2F0Y2hSZWdpc3RyYXRpb25FdmVudHNSZXNwb25zZTABQkRaQmdpdGh1Yi5jb20vbW9pbS90aWNrZXRpbmcvY2xpZW50cy9nby9tb2ltL3RpY2tldGluZy92MTt0aWNrZXRpbmd2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_moim_ticketing_v1_refund, file_moim_ticketing_v1_registration_event, file_moim_ticketing_v1_reservation, file_moim_ticketing_v1_settings]);
 
 /**
  * The request of UpdateTicketingSettings.
@@ -586,6 +588,286 @@ export const ReconcileReservationResponseSchema: GenMessage<ReconcileReservation
   messageDesc(file_moim_ticketing_v1_ticketing_service, 15);
 
 /**
+ * The request of CancelRegistration.
+ *
+ * @generated from message moim.ticketing.v1.CancelRegistrationRequest
+ */
+export type CancelRegistrationRequest = Message<"moim.ticketing.v1.CancelRegistrationRequest"> & {
+  /**
+   * The reservation whose registration is given up, a UUID. Required.
+   *
+   * @generated from field: string reservation_id = 1;
+   */
+  reservationId: string;
+
+  /**
+   * The Moim user who gives it up; must own the reservation. Required.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * The caller's id for this request, for its retries. Empty means none (a repeat still answers
+   * the same: a cancelled registration stays cancelled). At most 128 characters.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.CancelRegistrationRequest.
+ * Use `create(CancelRegistrationRequestSchema)` to create a new message.
+ */
+export const CancelRegistrationRequestSchema: GenMessage<CancelRegistrationRequest> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 16);
+
+/**
+ * The response of CancelRegistration.
+ *
+ * @generated from message moim.ticketing.v1.CancelRegistrationResponse
+ */
+export type CancelRegistrationResponse = Message<"moim.ticketing.v1.CancelRegistrationResponse"> & {
+  /**
+   * The reservation after the change, with its refunds.
+   *
+   * @generated from field: moim.ticketing.v1.Reservation reservation = 1;
+   */
+  reservation?: Reservation | undefined;
+
+  /**
+   * The refund the policy gave. Unset when it gives nothing (0 %, or nothing left to refund).
+   *
+   * @generated from field: moim.ticketing.v1.Refund refund = 2;
+   */
+  refund?: Refund | undefined;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.CancelRegistrationResponse.
+ * Use `create(CancelRegistrationResponseSchema)` to create a new message.
+ */
+export const CancelRegistrationResponseSchema: GenMessage<CancelRegistrationResponse> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 17);
+
+/**
+ * The request of RefundReservation.
+ *
+ * @generated from message moim.ticketing.v1.RefundReservationRequest
+ */
+export type RefundReservationRequest = Message<"moim.ticketing.v1.RefundReservationRequest"> & {
+  /**
+   * The reservation whose payment is refunded, a UUID. Required.
+   *
+   * @generated from field: string reservation_id = 1;
+   */
+  reservationId: string;
+
+  /**
+   * The amount to refund, in the currency's minor unit. 0 means all that is left to refund. Must
+   * not be negative, nor more than is left (REFUND_EXCEEDS_PAID).
+   *
+   * @generated from field: int64 amount = 2;
+   */
+  amount: bigint;
+
+  /**
+   * Why. Required: organizer, goodwill, paid_unfulfilled or duplicate.
+   *
+   * @generated from field: moim.ticketing.v1.RefundReason reason = 3;
+   */
+  reason: RefundReason;
+
+  /**
+   * Also cancel the registration and put the seat back on sale. Ignored when the reservation has
+   * no registration (nothing to release).
+   *
+   * @generated from field: bool release_seat = 4;
+   */
+  releaseSeat: boolean;
+
+  /**
+   * The caller's id for this refund. Required; at most 128 characters. A repeat with the same id
+   * answers with the refund it made; the same id with another amount, reason or `release_seat` is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.RefundReservationRequest.
+ * Use `create(RefundReservationRequestSchema)` to create a new message.
+ */
+export const RefundReservationRequestSchema: GenMessage<RefundReservationRequest> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 18);
+
+/**
+ * The response of RefundReservation.
+ *
+ * @generated from message moim.ticketing.v1.RefundReservationResponse
+ */
+export type RefundReservationResponse = Message<"moim.ticketing.v1.RefundReservationResponse"> & {
+  /**
+   * The reservation after the change, with its refunds.
+   *
+   * @generated from field: moim.ticketing.v1.Reservation reservation = 1;
+   */
+  reservation?: Reservation | undefined;
+
+  /**
+   * The refund made (or, for a repeat, made before).
+   *
+   * @generated from field: moim.ticketing.v1.Refund refund = 2;
+   */
+  refund?: Refund | undefined;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.RefundReservationResponse.
+ * Use `create(RefundReservationResponseSchema)` to create a new message.
+ */
+export const RefundReservationResponseSchema: GenMessage<RefundReservationResponse> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 19);
+
+/**
+ * The request of RefreshRefund.
+ *
+ * @generated from message moim.ticketing.v1.RefreshRefundRequest
+ */
+export type RefreshRefundRequest = Message<"moim.ticketing.v1.RefreshRefundRequest"> & {
+  /**
+   * The refund's id, a UUID. Required.
+   *
+   * @generated from field: string refund_id = 1;
+   */
+  refundId: string;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.RefreshRefundRequest.
+ * Use `create(RefreshRefundRequestSchema)` to create a new message.
+ */
+export const RefreshRefundRequestSchema: GenMessage<RefreshRefundRequest> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 20);
+
+/**
+ * The response of RefreshRefund.
+ *
+ * @generated from message moim.ticketing.v1.RefreshRefundResponse
+ */
+export type RefreshRefundResponse = Message<"moim.ticketing.v1.RefreshRefundResponse"> & {
+  /**
+   * The refund after asking. When the payment service could not be asked it is as it was, and it
+   * is asked again later.
+   *
+   * @generated from field: moim.ticketing.v1.Refund refund = 1;
+   */
+  refund?: Refund | undefined;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.RefreshRefundResponse.
+ * Use `create(RefreshRefundResponseSchema)` to create a new message.
+ */
+export const RefreshRefundResponseSchema: GenMessage<RefreshRefundResponse> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 21);
+
+/**
+ * The request of CancelEvent.
+ *
+ * @generated from message moim.ticketing.v1.CancelEventRequest
+ */
+export type CancelEventRequest = Message<"moim.ticketing.v1.CancelEventRequest"> & {
+  /**
+   * The Moim event id. Required.
+   *
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * The caller's id for this request. Empty means none (a repeat answers the same). At most 128
+   * characters.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.CancelEventRequest.
+ * Use `create(CancelEventRequestSchema)` to create a new message.
+ */
+export const CancelEventRequestSchema: GenMessage<CancelEventRequest> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 22);
+
+/**
+ * The response of CancelEvent.
+ *
+ * @generated from message moim.ticketing.v1.CancelEventResponse
+ */
+export type CancelEventResponse = Message<"moim.ticketing.v1.CancelEventResponse"> & {
+  /**
+   * The cancellation's progress as it started (or stands, on a repeat).
+   *
+   * @generated from field: moim.ticketing.v1.EventCancellation cancellation = 1;
+   */
+  cancellation?: EventCancellation | undefined;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.CancelEventResponse.
+ * Use `create(CancelEventResponseSchema)` to create a new message.
+ */
+export const CancelEventResponseSchema: GenMessage<CancelEventResponse> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 23);
+
+/**
+ * The request of GetEventCancellation.
+ *
+ * @generated from message moim.ticketing.v1.GetEventCancellationRequest
+ */
+export type GetEventCancellationRequest = Message<"moim.ticketing.v1.GetEventCancellationRequest"> & {
+  /**
+   * The Moim event id. Required.
+   *
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.GetEventCancellationRequest.
+ * Use `create(GetEventCancellationRequestSchema)` to create a new message.
+ */
+export const GetEventCancellationRequestSchema: GenMessage<GetEventCancellationRequest> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 24);
+
+/**
+ * The response of GetEventCancellation.
+ *
+ * @generated from message moim.ticketing.v1.GetEventCancellationResponse
+ */
+export type GetEventCancellationResponse = Message<"moim.ticketing.v1.GetEventCancellationResponse"> & {
+  /**
+   * The cancellation's progress.
+   *
+   * @generated from field: moim.ticketing.v1.EventCancellation cancellation = 1;
+   */
+  cancellation?: EventCancellation | undefined;
+};
+
+/**
+ * Describes the message moim.ticketing.v1.GetEventCancellationResponse.
+ * Use `create(GetEventCancellationResponseSchema)` to create a new message.
+ */
+export const GetEventCancellationResponseSchema: GenMessage<GetEventCancellationResponse> = /*@__PURE__*/
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 25);
+
+/**
  * The request of ListRegistrationEvents.
  *
  * @generated from message moim.ticketing.v1.ListRegistrationEventsRequest
@@ -611,7 +893,7 @@ export type ListRegistrationEventsRequest = Message<"moim.ticketing.v1.ListRegis
  * Use `create(ListRegistrationEventsRequestSchema)` to create a new message.
  */
 export const ListRegistrationEventsRequestSchema: GenMessage<ListRegistrationEventsRequest> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 16);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 26);
 
 /**
  * The response of ListRegistrationEvents.
@@ -639,7 +921,7 @@ export type ListRegistrationEventsResponse = Message<"moim.ticketing.v1.ListRegi
  * Use `create(ListRegistrationEventsResponseSchema)` to create a new message.
  */
 export const ListRegistrationEventsResponseSchema: GenMessage<ListRegistrationEventsResponse> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 17);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 27);
 
 /**
  * The request of WatchRegistrationEvents.
@@ -660,7 +942,7 @@ export type WatchRegistrationEventsRequest = Message<"moim.ticketing.v1.WatchReg
  * Use `create(WatchRegistrationEventsRequestSchema)` to create a new message.
  */
 export const WatchRegistrationEventsRequestSchema: GenMessage<WatchRegistrationEventsRequest> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 18);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 28);
 
 /**
  * One message of the WatchRegistrationEvents stream.
@@ -681,7 +963,7 @@ export type WatchRegistrationEventsResponse = Message<"moim.ticketing.v1.WatchRe
  * Use `create(WatchRegistrationEventsResponseSchema)` to create a new message.
  */
 export const WatchRegistrationEventsResponseSchema: GenMessage<WatchRegistrationEventsResponse> = /*@__PURE__*/
-  messageDesc(file_moim_ticketing_v1_ticketing_service, 19);
+  messageDesc(file_moim_ticketing_v1_ticketing_service, 29);
 
 /**
  * What ConfirmPayment did.
@@ -917,6 +1199,62 @@ export const TicketingService: GenService<{
     methodKind: "unary";
     input: typeof ReconcileReservationRequestSchema;
     output: typeof ReconcileReservationResponseSchema;
+  },
+  /**
+   * The owner gives up a confirmed seat: the registration is cancelled, the seat is back on sale,
+   * and the refund the event's policy gives is owed (none at 0 %). Safe to retry: a repeat answers
+   * the same.
+   *
+   * @generated from rpc moim.ticketing.v1.TicketingService.CancelRegistration
+   */
+  cancelRegistration: {
+    methodKind: "unary";
+    input: typeof CancelRegistrationRequestSchema;
+    output: typeof CancelRegistrationResponseSchema;
+  },
+  /**
+   * An organizer or operator refunds all or part of a reservation's payment, and may release the
+   * seat. The refund is sent to the payment service in the background. Safe to retry with the same
+   * `request_id`.
+   *
+   * @generated from rpc moim.ticketing.v1.TicketingService.RefundReservation
+   */
+  refundReservation: {
+    methodKind: "unary";
+    input: typeof RefundReservationRequestSchema;
+    output: typeof RefundReservationResponseSchema;
+  },
+  /**
+   * Asks the payment service now where a refund stands and records it (the webhook shim calls this
+   * when a refund's callback arrives; the service also follows refunds by itself). Safe to retry.
+   *
+   * @generated from rpc moim.ticketing.v1.TicketingService.RefreshRefund
+   */
+  refreshRefund: {
+    methodKind: "unary";
+    input: typeof RefreshRefundRequestSchema;
+    output: typeof RefreshRefundResponseSchema;
+  },
+  /**
+   * Cancels an event: from now on nothing is sold; in the background, live holds are cancelled and
+   * every confirmed registration is cancelled with a full refund. Returns at once. Safe to retry.
+   *
+   * @generated from rpc moim.ticketing.v1.TicketingService.CancelEvent
+   */
+  cancelEvent: {
+    methodKind: "unary";
+    input: typeof CancelEventRequestSchema;
+    output: typeof CancelEventResponseSchema;
+  },
+  /**
+   * Reads the progress of an event's cancellation.
+   *
+   * @generated from rpc moim.ticketing.v1.TicketingService.GetEventCancellation
+   */
+  getEventCancellation: {
+    methodKind: "unary";
+    input: typeof GetEventCancellationRequestSchema;
+    output: typeof GetEventCancellationResponseSchema;
   },
   /**
    * Reads a page of the registration event feed.

@@ -1,0 +1,515 @@
+"""Refunds and giving up a seat, through the real server, Postgres and the payment stand-in:
+money ends in a seat or back with the payer (SPEC §10)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from moim.ticketing.v1 import refund_pb2, registration_event_pb2, reservation_pb2
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
+
+from tests.integration.conftest import PaymentService, listening_service, service_config
+from tests.integration.flows import EVENT, end_hold, hold, paid_tier, payment_for, sql
+from tests.rich_errors import rich_error
+from ticketing_service.bootstrap import Service, cancel_events, wired
+from ticketing_service.entrypoints.serving import served
+from ticketing_service.service_layer.refund_worker import send_due_refunds
+
+if TYPE_CHECKING:
+    from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
+
+GUARD_SECONDS = 20
+SUCCEEDED = refund_pb2.REFUND_STATE_SUCCEEDED
+REQUESTED = refund_pb2.REFUND_STATE_REQUESTED
+
+
+async def configure(
+    stub: Stub,
+    *,
+    starts_in: timedelta | None = None,
+    price: int = 30000,
+    currency: str = "KRW",
+    capacity: int = 1,
+) -> None:
+    """The event with one paid tier of `capacity` seats, starting `starts_in` from now."""
+    request = pb.UpdateTicketingSettingsRequest(
+        event_id=EVENT,
+        event_title="Launch party",
+        tiers=[paid_tier("vip", price=price, capacity=capacity)],
+        currency_code=currency,
+    )
+    if starts_in is not None:
+        start = Timestamp()
+        start.FromDatetime(datetime.now(UTC) + starts_in)
+        request.event_start_time.CopyFrom(start)
+    await stub.UpdateTicketingSettings(request)
+
+
+async def paid_seat(
+    stub: Stub, payment_service: PaymentService, user_id: str
+) -> reservation_pb2.Reservation:
+    """A confirmed reservation, paid at the payment service as ConfirmPayment says."""
+    held = await hold(stub, user_id)
+    request = payment_for(held)
+    payment_service.state.mark_paid(held.checkout_id, payment_id=request.payment_id)
+    confirmed = await stub.ConfirmPayment(request)
+    assert confirmed.reservation.status == reservation_pb2.RESERVATION_STATUS_CONFIRMED
+    return confirmed.reservation
+
+
+async def reservation(stub: Stub, reservation_id: str) -> reservation_pb2.Reservation:
+    answer = await stub.GetReservation(pb.GetReservationRequest(reservation_id=reservation_id))
+    return answer.reservation
+
+
+async def error_of(call: Any) -> tuple[grpc.StatusCode, str]:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        rich = rich_error(error)
+        return rich.code, rich.reason
+    raise AssertionError("the call succeeded")
+
+
+def refund_posts(payment_service: PaymentService) -> int:
+    """How many refunds were sent to the payment service (POST /v1/ticket-refunds)."""
+    return sum(1 for r in payment_service.state.requests if r.endpoint == "create_refund")
+
+
+@asynccontextmanager
+async def refunding_service(
+    database_url: str, payment_url: str, **settings: str
+) -> AsyncIterator[tuple[Stub, Service]]:
+    """The service as `serve` runs it, its background passes every 0.2 s."""
+    config = service_config(
+        database_url, payment_url, TICKETING_SWEEP_INTERVAL_SECONDS="0.2", **settings
+    )
+    async with (
+        listening_service(config) as service,
+        served(service, config, "127.0.0.1:0") as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        yield pb_grpc.TicketingServiceStub(channel), service
+
+
+async def refunded(stub: Stub, reservation_id: str, amount: int) -> reservation_pb2.Reservation:
+    """The reservation once `amount` of it was refunded (polled; bounded by the guard)."""
+    async with asyncio.timeout(GUARD_SECONDS):
+        while True:  # the server's state: polled, bounded by the guard
+            found = await reservation(stub, reservation_id)
+            if found.refunded_amount == amount:
+                return found
+            await asyncio.sleep(0.05)
+
+
+async def feed_event(stub: Stub, event_type: int) -> registration_event_pb2.RegistrationEvent:
+    """The first feed event of `event_type`, once numbered (polled; bounded by the guard)."""
+    async with asyncio.timeout(GUARD_SECONDS):
+        while True:  # the sequencer numbers events just after they commit
+            page = await stub.ListRegistrationEvents(pb.ListRegistrationEventsRequest())
+            found = [e for e in page.events if e.type == event_type]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+
+
+def back_off_over(database_url: str) -> None:
+    """Every refund waiting out its back-off is due now."""
+    sql(database_url, "UPDATE refunds SET next_attempt_time = now()")
+
+
+# --- owed without anyone asking ---
+
+
+async def test_a_paid_unfulfilled_reservation_is_refunded_in_full_without_anyone_asking(
+    database_url: str, payment_service: PaymentService
+) -> None:
+    async with refunding_service(database_url, payment_service.url) as (stub, _):
+        await configure(stub)
+        late = await hold(stub, "late")
+        end_hold(database_url, late.reservation_id)
+        await paid_seat(stub, payment_service, "on-time")
+        request = payment_for(late)
+        payment_service.state.mark_paid(late.checkout_id, payment_id=request.payment_id)
+        answer = await stub.ConfirmPayment(request)
+        assert answer.outcome == pb.CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED
+
+        found = await refunded(stub, late.reservation_id, 30000)
+
+    [refund] = found.refunds
+    assert (refund.amount, refund.state) == (30000, SUCCEEDED)
+    assert refund.reason == refund_pb2.REFUND_REASON_PAID_UNFULFILLED
+    assert refund.payment_id == request.payment_id
+    assert payment_service.state.created_per_key[f"refund:{refund.refund_id}"] == 1
+
+
+async def test_with_auto_refund_off_a_paid_unfulfilled_reservation_owes_nothing_by_itself(
+    database_url: str, payment_service: PaymentService
+) -> None:
+    async with refunding_service(
+        database_url, payment_service.url, TICKETING_AUTO_REFUND="false"
+    ) as (stub, service):
+        await configure(stub)
+        late = await hold(stub, "late")
+        end_hold(database_url, late.reservation_id)
+        await paid_seat(stub, payment_service, "on-time")
+        await stub.ConfirmPayment(payment_for(late))
+        await send_due_refunds(service.deps)
+
+        found = await reservation(stub, late.reservation_id)
+
+    assert found.status == reservation_pb2.RESERVATION_STATUS_PAID_UNFULFILLED
+    assert list(found.refunds) == []
+
+
+# --- a user gives up a seat ---
+
+
+async def test_cancelling_100_hours_before_the_start_refunds_70_percent_and_resells_the_seat(
+    stub: Stub, service: Service, payment_service: PaymentService
+) -> None:
+    await configure(stub, starts_in=timedelta(hours=100), price=30001)
+    seat = await paid_seat(stub, payment_service, "giver")
+
+    cancelled = await stub.CancelRegistration(
+        pb.CancelRegistrationRequest(
+            reservation_id=seat.reservation_id, user_id="giver", request_id="cancel-1"
+        )
+    )
+    resold = await hold(stub, "taker")
+    await send_due_refunds(service.deps)
+
+    assert cancelled.reservation.status == (
+        reservation_pb2.RESERVATION_STATUS_REGISTRATION_CANCELLED
+    )
+    assert (cancelled.refund.amount, cancelled.refund.state) == (21000, REQUESTED)  # floor(70 %)
+    assert cancelled.refund.reason == refund_pb2.REFUND_REASON_CANCELLATION
+    assert resold.status == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
+    after = await reservation(stub, seat.reservation_id)
+    assert after.refunded_amount == 21000
+    assert [r.state for r in after.refunds] == [SUCCEEDED]
+
+
+async def test_cancelling_on_the_day_refunds_nothing_and_frees_the_seat_in_usd(
+    stub: Stub, service: Service, payment_service: PaymentService
+) -> None:
+    await configure(stub, starts_in=timedelta(hours=5), price=1999, currency="USD")
+    seat = await paid_seat(stub, payment_service, "giver")
+
+    cancelled = await stub.CancelRegistration(
+        pb.CancelRegistrationRequest(reservation_id=seat.reservation_id, user_id="giver")
+    )
+    resold = await hold(stub, "taker")
+
+    assert cancelled.reservation.status == (
+        reservation_pb2.RESERVATION_STATUS_REGISTRATION_CANCELLED
+    )
+    assert not cancelled.HasField("refund")
+    assert list(cancelled.reservation.refunds) == []
+    assert resold.amount == 1999
+
+
+async def test_a_week_ahead_a_usd_seat_is_refunded_in_full_and_a_repeat_answers_the_same(
+    stub: Stub, service: Service, payment_service: PaymentService
+) -> None:
+    await configure(stub, starts_in=timedelta(days=8), price=1999, currency="USD")
+    seat = await paid_seat(stub, payment_service, "giver")
+    request = pb.CancelRegistrationRequest(
+        reservation_id=seat.reservation_id, user_id="giver", request_id="c-1"
+    )
+
+    first = await stub.CancelRegistration(request)
+    again = await stub.CancelRegistration(request)
+
+    assert (first.refund.amount, first.refund.currency_code) == (1999, "USD")
+    assert again.refund.refund_id == first.refund.refund_id
+    assert len(again.reservation.refunds) == 1
+
+
+async def test_a_user_who_gave_up_a_seat_may_register_again(
+    stub: Stub, payment_service: PaymentService
+) -> None:
+    await configure(stub, capacity=2)
+    seat = await paid_seat(stub, payment_service, "returning")
+    await stub.CancelRegistration(
+        pb.CancelRegistrationRequest(reservation_id=seat.reservation_id, user_id="returning")
+    )
+
+    again = await paid_seat(stub, payment_service, "returning")
+
+    assert again.registration_id not in ("", seat.registration_id)
+
+
+async def test_only_the_owner_gives_up_a_seat_and_only_a_confirmed_one(
+    stub: Stub, payment_service: PaymentService
+) -> None:
+    await configure(stub, capacity=2)
+    seat = await paid_seat(stub, payment_service, "owner")
+    pending = await hold(stub, "holder")
+
+    someone_else = await error_of(
+        stub.CancelRegistration(
+            pb.CancelRegistrationRequest(reservation_id=seat.reservation_id, user_id="thief")
+        )
+    )
+    a_hold = await error_of(
+        stub.CancelRegistration(
+            pb.CancelRegistrationRequest(reservation_id=pending.reservation_id, user_id="holder")
+        )
+    )
+
+    assert someone_else == (grpc.StatusCode.PERMISSION_DENIED, "NOT_RESERVATION_OWNER")
+    assert a_hold == (grpc.StatusCode.FAILED_PRECONDITION, "REGISTRATION_NOT_CANCELLABLE")
+
+
+# --- an organizer refunds ---
+
+
+def refund_request(seat: reservation_pb2.Reservation, amount: int, request_id: str) -> Any:
+    return pb.RefundReservationRequest(
+        reservation_id=seat.reservation_id,
+        amount=amount,
+        reason=refund_pb2.REFUND_REASON_GOODWILL,
+        request_id=request_id,
+    )
+
+
+async def test_partial_refunds_never_exceed_the_payment(
+    stub: Stub, service: Service, payment_service: PaymentService
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "payer")
+
+    first = await stub.RefundReservation(refund_request(seat, 10000, "r-1"))
+    too_much = await error_of(stub.RefundReservation(refund_request(seat, 20001, "r-2")))
+    rest = await stub.RefundReservation(refund_request(seat, 0, "r-3"))
+    nothing_left = await error_of(stub.RefundReservation(refund_request(seat, 0, "r-4")))
+    await send_due_refunds(service.deps)
+
+    assert (first.refund.amount, rest.refund.amount) == (10000, 20000)
+    assert too_much == (grpc.StatusCode.FAILED_PRECONDITION, "REFUND_EXCEEDS_PAID")
+    assert nothing_left == too_much
+    after = await reservation(stub, seat.reservation_id)
+    assert after.refunded_amount == 30000
+    assert after.status == reservation_pb2.RESERVATION_STATUS_CONFIRMED  # the seat is kept
+
+
+async def test_a_refund_repeated_with_its_request_id_is_made_once_and_other_data_is_refused(
+    stub: Stub, payment_service: PaymentService
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "payer")
+
+    first = await stub.RefundReservation(refund_request(seat, 5000, "same"))
+    again = await stub.RefundReservation(refund_request(seat, 5000, "same"))
+    other = await error_of(stub.RefundReservation(refund_request(seat, 6000, "same")))
+
+    assert again.refund.refund_id == first.refund.refund_id
+    assert len(again.reservation.refunds) == 1
+    assert other == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+
+
+async def test_a_refund_that_releases_the_seat_puts_it_back_on_sale(
+    stub: Stub, payment_service: PaymentService
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "payer")
+    request = refund_request(seat, 0, "release")
+    request.reason = refund_pb2.REFUND_REASON_ORGANIZER
+    request.release_seat = True
+
+    answer = await stub.RefundReservation(request)
+    resold = await hold(stub, "next")
+
+    assert answer.reservation.status == (reservation_pb2.RESERVATION_STATUS_REGISTRATION_CANCELLED)
+    assert answer.refund.amount == 30000
+    assert resold.status == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
+
+
+async def test_bad_refund_requests_are_refused_naming_the_field(stub: Stub) -> None:
+    request = pb.RefundReservationRequest(reservation_id="not-a-uuid", amount=-1)
+
+    code, reason = await error_of(stub.RefundReservation(request))
+    service_only = pb.RefundReservationRequest(
+        reservation_id="6f1c8a52-4f7e-4a57-9d0f-4f1f9d3c2b11",
+        reason=refund_pb2.REFUND_REASON_EVENT_CANCELLED,
+        request_id="x",
+    )
+
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert await error_of(stub.RefundReservation(service_only)) == (code, reason)
+
+
+# --- the payment service fails, and two senders ---
+
+
+async def test_a_refund_survives_a_payment_service_outage_and_is_made_exactly_once(
+    database_url: str, payment_service: PaymentService
+) -> None:
+    config = service_config(database_url, payment_service.url)
+    async with (
+        listening_service(config) as service,
+        served(service, config, "127.0.0.1:0") as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TicketingServiceStub(channel)
+        await configure(stub)
+        seat = await paid_seat(stub, payment_service, "payer")
+        payment_service.state.faults["create_refund"] = "error_503"
+        made = await stub.RefundReservation(refund_request(seat, 0, "outage"))
+        await send_due_refunds(service.deps)
+        during = await reservation(stub, seat.reservation_id)
+        del payment_service.state.faults["create_refund"]
+        back_off_over(database_url)
+        await send_due_refunds(service.deps)
+        after = await reservation(stub, seat.reservation_id)
+
+    assert [r.state for r in during.refunds] == [REQUESTED]
+    assert [r.state for r in after.refunds] == [SUCCEEDED]
+    assert payment_service.state.created_per_key[f"refund:{made.refund.refund_id}"] == 1
+    assert refund_posts(payment_service) == 2
+
+
+async def test_a_refund_the_payment_service_refuses_is_failed_and_announced(
+    stub: Stub, service: Service, payment_service: PaymentService
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "payer")
+    payment_service.state.refund_settlement = "fail"
+
+    await stub.RefundReservation(refund_request(seat, 0, "declined"))
+    await send_due_refunds(service.deps)
+    after = await reservation(stub, seat.reservation_id)
+    feed = await feed_event(stub, registration_event_pb2.REGISTRATION_EVENT_TYPE_REFUND_FAILED)
+
+    [refund] = after.refunds
+    assert (refund.state, refund.failure_code) == (
+        refund_pb2.REFUND_STATE_FAILED,
+        "refund_declined",
+    )
+    assert after.refunded_amount == 0
+    assert feed.refund.refund_id == refund.refund_id
+    assert feed.reservation.reservation_id == seat.reservation_id
+
+
+async def test_after_the_last_attempt_an_unsent_refund_is_failed_for_an_operator(
+    database_url: str, payment_service: PaymentService
+) -> None:
+    config = service_config(
+        database_url,
+        payment_service.url,
+        TICKETING_REFUND_MAX_ATTEMPTS="2",
+    )
+    async with (
+        listening_service(config) as service,
+        served(service, config, "127.0.0.1:0") as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TicketingServiceStub(channel)
+        await configure(stub)
+        seat = await paid_seat(stub, payment_service, "payer")
+        payment_service.state.faults["create_refund"] = "error_500"
+        await stub.RefundReservation(refund_request(seat, 0, "doomed"))
+        await send_due_refunds(service.deps)
+        back_off_over(database_url)
+        await send_due_refunds(service.deps)
+        after = await reservation(stub, seat.reservation_id)
+
+    [refund] = after.refunds
+    assert (refund.state, refund.failure_code) == (refund_pb2.REFUND_STATE_FAILED, "max_attempts")
+
+
+async def test_two_replicas_refund_senders_never_send_one_refund_twice(
+    stub: Stub, config: Any, payment_service: PaymentService
+) -> None:
+    await configure(stub, capacity=10)
+    seats = [await paid_seat(stub, payment_service, f"payer-{i}") for i in range(10)]
+    for seat in seats:
+        await stub.RefundReservation(refund_request(seat, 0, "all"))
+    payment_service.state.faults["create_refund"] = "held"  # answered only once released
+    payment_service.state.received.clear()  # set by the checkouts above
+
+    # Two more processes' worth of the service, with no background passes of their own.
+    url = config.database_url
+    async with wired(config, url) as one, wired(config, url) as other:
+        first = asyncio.ensure_future(send_due_refunds(one.deps))
+        # The first sender claimed the refunds and is held mid-call; the second one, on its
+        # timer, finds every refund leased and sends nothing.
+        async with asyncio.timeout(GUARD_SECONDS):
+            await payment_service.state.received.wait()
+            second = await send_due_refunds(other.deps)
+        payment_service.state.release.set()
+        sent = [await first, second]
+
+    assert sent == [10, 0]
+    assert refund_posts(payment_service) == 10
+    assert all(n == 1 for n in payment_service.state.created_per_key.values())
+
+
+# --- the organizer cancels the event ---
+
+
+async def test_cancelling_an_event_stops_sales_cancels_holds_and_refunds_everyone(
+    stub: Stub, service: Service, payment_service: PaymentService
+) -> None:
+    await configure(stub, capacity=10)
+    seats = [await paid_seat(stub, payment_service, f"guest-{i}") for i in range(3)]
+    pending = await hold(stub, "undecided")
+
+    started = await stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT, request_id="c"))
+    refused = await error_of(
+        stub.StartPaidRegistration(
+            pb.StartPaidRegistrationRequest(event_id=EVENT, tier_id="vip", user_id="latecomer")
+        )
+    )
+    await cancel_events(service.deps)
+    await send_due_refunds(service.deps)
+    progress = await stub.GetEventCancellation(pb.GetEventCancellationRequest(event_id=EVENT))
+
+    assert (started.cancellation.done, started.cancellation.reservations_total) == (False, 4)
+    assert refused == (grpc.StatusCode.FAILED_PRECONDITION, "EVENT_CANCELLED")
+    done = progress.cancellation
+    assert (done.done, done.reservations_done, done.reservations_total) == (True, 4, 4)
+    assert (done.refunds_succeeded, done.refunds_pending, done.refunds_failed) == (3, 0, 0)
+    for seat in seats:
+        after = await reservation(stub, seat.reservation_id)
+        assert after.status == reservation_pb2.RESERVATION_STATUS_REGISTRATION_CANCELLED
+        assert after.refunded_amount == 30000
+        assert after.refunds[0].reason == refund_pb2.REFUND_REASON_EVENT_CANCELLED
+    released = await reservation(stub, pending.reservation_id)
+    assert released.status == reservation_pb2.RESERVATION_STATUS_CANCELLED
+
+
+async def test_a_late_payment_after_the_event_was_cancelled_gets_no_seat_and_is_refunded(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    await configure(stub, capacity=10)
+    late = await hold(stub, "late")
+    end_hold(database_url, late.reservation_id)
+    await stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT))
+
+    answer = await stub.ConfirmPayment(payment_for(late))
+
+    assert answer.outcome == pb.CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED
+    assert [r.reason for r in (await reservation(stub, late.reservation_id)).refunds] == [
+        refund_pb2.REFUND_REASON_PAID_UNFULFILLED
+    ]
+
+
+async def test_the_cancellation_of_an_event_never_cancelled_is_not_found(stub: Stub) -> None:
+    await configure(stub)
+
+    missing = await error_of(
+        stub.GetEventCancellation(pb.GetEventCancellationRequest(event_id=EVENT))
+    )
+    unknown = await error_of(stub.CancelEvent(pb.CancelEventRequest(event_id="no-such-event")))
+
+    assert missing == (grpc.StatusCode.NOT_FOUND, "EVENT_NOT_CANCELLED")
+    assert unknown == (grpc.StatusCode.NOT_FOUND, "EVENT_NOT_FOUND")

@@ -1,0 +1,208 @@
+"""The refund sender and RefreshRefund, every branch, on fakes of the ports."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from tests.fakes import FakeCheckouts, FakeDatabase
+from tests.unit.service_layer.test_refund_handlers import refund, seat
+from ticketing_service.domain import errors
+from ticketing_service.domain.events import RegistrationEventType
+from ticketing_service.domain.refunds import Refund, RefundRetryPolicy, RefundStatus
+from ticketing_service.service_layer.checkouts import (
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
+)
+from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.refund_handlers import refund_reservation
+from ticketing_service.service_layer.refund_worker import (
+    MAX_ATTEMPTS_CODE,
+    refresh_refund,
+    send_due_refunds,
+)
+from ticketing_service.service_layer.refunds import RefundRefused, RefundState
+
+POLICY = RefundRetryPolicy(backoff=timedelta(seconds=30), max_attempts=3)
+
+
+@pytest.fixture
+def retrying(deps: Dependencies) -> Dependencies:
+    return replace(deps, refund_retry=POLICY)
+
+
+async def owed(deps: Dependencies, database: FakeDatabase) -> Refund:
+    """A refund of a whole payment, requested and due."""
+    confirmed = await seat(deps, database)
+    result = await refund_reservation(deps, refund(confirmed))
+    assert result.refund is not None
+    return result.refund
+
+
+def stored(database: FakeDatabase, refund_id: str) -> Refund:
+    return database.store.refunds[refund_id]
+
+
+def later(database: FakeDatabase, delay: timedelta) -> None:
+    database.store.now += delay
+
+
+async def test_a_requested_refund_is_sent_and_its_success_recorded_and_announced(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+
+    sent = await send_due_refunds(retrying)
+
+    assert sent == 1
+    assert [r.refund_id for r in checkouts.refunds] == [made.refund_id]
+    assert stored(database, made.refund_id).status is RefundStatus.SUCCEEDED
+    last = database.store.events[-1]
+    assert (last.type, last.reservation.refunded_amount) == (
+        RegistrationEventType.REFUND_SUCCEEDED,
+        made.amount,
+    )
+    assert await send_due_refunds(retrying) == 0  # settled: never sent again
+
+
+async def test_a_pending_refund_is_followed_after_its_back_off_until_it_settles(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_state = RefundState.PENDING
+
+    await send_due_refunds(retrying)
+    too_soon = await send_due_refunds(retrying)
+    later(database, timedelta(seconds=30))
+    checkouts.refund_state = RefundState.SUCCEEDED
+    followed = await send_due_refunds(retrying)
+
+    assert too_soon == 0
+    assert followed == 1
+    assert len(checkouts.refunds) == 1  # followed by reading it, never sent twice
+    assert stored(database, made.refund_id).status is RefundStatus.SUCCEEDED
+
+
+async def test_a_refund_the_payment_service_refuses_is_failed_with_its_code(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_error = RefundRefused("no", "refund_exceeds_cancellable")
+
+    await send_due_refunds(retrying)
+
+    failed = stored(database, made.refund_id)
+    assert (failed.status, failed.failure_code) == (
+        RefundStatus.FAILED,
+        "refund_exceeds_cancellable",
+    )
+    assert database.store.events[-1].type is RegistrationEventType.REFUND_FAILED
+
+
+async def test_a_refund_the_payment_service_settles_as_failed_is_failed(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_state = RefundState.FAILED
+
+    await send_due_refunds(retrying)
+
+    assert stored(database, made.refund_id).failure_code == "refund_declined"
+
+
+@pytest.mark.parametrize("failure", [PaymentServiceUnreachable, PaymentServiceRefused])
+async def test_a_transient_failure_is_retried_after_a_growing_back_off(
+    retrying: Dependencies,
+    database: FakeDatabase,
+    checkouts: FakeCheckouts,
+    failure: type[Exception],
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_error = failure("down")
+
+    await send_due_refunds(retrying)
+    later(database, timedelta(seconds=30))
+    await send_due_refunds(retrying)
+    later(database, timedelta(seconds=59))
+    not_yet = await send_due_refunds(retrying)
+
+    assert not_yet == 0  # the second wait is 60 s
+    assert (stored(database, made.refund_id).status, stored(database, made.refund_id).attempts) == (
+        RefundStatus.REQUESTED,
+        2,
+    )
+
+
+async def test_after_the_last_attempt_an_unsent_refund_is_failed_for_an_operator(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_error = PaymentServiceUnreachable("down")
+
+    for _ in range(POLICY.max_attempts):
+        await send_due_refunds(retrying)
+        later(database, timedelta(hours=1))
+
+    failed = stored(database, made.refund_id)
+    assert (failed.status, failed.failure_code) == (RefundStatus.FAILED, MAX_ATTEMPTS_CODE)
+
+
+async def test_a_pending_refund_is_never_given_up_while_the_payment_service_is_down(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_state = RefundState.PENDING
+    await send_due_refunds(retrying)
+    checkouts.refund_error = PaymentServiceUnreachable("down")
+
+    for _ in range(POLICY.max_attempts + 2):
+        later(database, timedelta(hours=1))
+        await send_due_refunds(retrying)
+
+    assert stored(database, made.refund_id).status is RefundStatus.PENDING
+
+
+# --- RefreshRefund ---
+
+
+async def test_refreshing_a_refund_records_what_the_payment_service_says(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_state = RefundState.PENDING
+    await send_due_refunds(retrying)
+    checkouts.refund_state = RefundState.SUCCEEDED
+
+    refreshed = await refresh_refund(retrying, made.refund_id)
+
+    assert refreshed.status is RefundStatus.SUCCEEDED
+
+
+async def test_refreshing_a_settled_refund_answers_it_without_asking(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    await send_due_refunds(retrying)
+    checkouts.refund_error = PaymentServiceUnreachable("would fail if asked")
+
+    refreshed = await refresh_refund(retrying, made.refund_id)
+
+    assert refreshed.status is RefundStatus.SUCCEEDED
+
+
+async def test_refreshing_a_refund_the_payment_service_cannot_tell_about_leaves_it_as_is(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_error = PaymentServiceUnreachable("down")
+
+    refreshed = await refresh_refund(retrying, made.refund_id)
+
+    assert refreshed == made
+
+
+async def test_refreshing_an_unknown_refund_is_not_found(retrying: Dependencies) -> None:
+    with pytest.raises(errors.RefundNotFound):
+        await refresh_refund(retrying, "6f1c8a52-4f7e-4a57-9d0f-4f1f9d3c2b11")

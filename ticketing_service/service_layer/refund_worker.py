@@ -1,0 +1,135 @@
+"""Sending refunds and following them until they settle (SPEC §10), and RefreshRefund.
+
+A pass leases the refunds that are due (a transaction of its own), then asks the payment service
+about each with no transaction open, and records what it learnt in a short transaction per
+refund. The idempotency key `refund:<id>` makes a resend after a crash or a lost answer harmless:
+the payment service makes one refund per key.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from ticketing_service.domain import errors
+from ticketing_service.domain.refunds import Refund, RefundRetryPolicy, RefundStatus
+from ticketing_service.service_layer.checkouts import (
+    PaymentServiceRefused,
+    PaymentServiceUnreachable,
+)
+from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.ports import RefundChange
+from ticketing_service.service_layer.refunds import (
+    RefundRefused,
+    RefundRequest,
+    RefundState,
+)
+from ticketing_service.service_layer.refunds import RefundStatus as Answer
+
+log = logging.getLogger(__name__)
+
+# Refunds leased at a time, and the least time a sender keeps them. The lease must outlast the
+# batch's calls, one after the other, each bounded by the payment service's timeout
+# (`bootstrap.refund_lease`), so two replicas never send one refund at once.
+REFUND_BATCH = 10
+MIN_LEASE = timedelta(minutes=2)
+# Why a refund the service gave up on failed.
+MAX_ATTEMPTS_CODE = "max_attempts"
+
+
+async def send_due_refunds(deps: Dependencies, lease: timedelta = MIN_LEASE) -> int:
+    """Send or follow every refund that is due now, a leased batch at a time; how many were
+    tried."""
+    tried = 0
+    while True:
+        async with deps.uow() as uow:
+            due = await uow.refunds.claim_due(lease, REFUND_BATCH)
+            await uow.commit()
+        for refund in due:
+            await _try(deps, refund)
+        tried += len(due)
+        if len(due) < REFUND_BATCH:
+            return tried
+
+
+async def refresh_refund(deps: Dependencies, refund_id: str) -> Refund:
+    """Ask the payment service where a refund stands and record it (a refund's callback is only
+    a hint to ask: its body is never trusted for money)."""
+    async with deps.uow() as uow:
+        refund = await uow.refunds.get(refund_id)
+    if refund is None:
+        raise errors.RefundNotFound("No refund has this id.", refundId=refund_id)
+    if refund.status.is_final:
+        return refund
+    try:
+        answer = await deps.payment_service.get_refund(refund_id)
+    except (PaymentServiceRefused, PaymentServiceUnreachable):
+        # Not sent yet, or the payment service cannot say now: the worker follows it.
+        return refund
+    change = _learnt(refund, answer, deps.refund_retry)
+    return await _record(deps, refund, change) or refund
+
+
+async def _try(deps: Dependencies, refund: Refund) -> None:
+    """One try of a refund: send it (requested) or ask about it (pending), and record it."""
+    policy = deps.refund_retry
+    try:
+        if refund.status is RefundStatus.REQUESTED:
+            answer = await deps.payment_service.create_refund(_request(refund))
+        else:
+            answer = await deps.payment_service.get_refund(refund.refund_id)
+    except RefundRefused as refused:
+        change = RefundChange(RefundStatus.FAILED, refund_attempts(refund), None, refused.code)
+    except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
+        change = _retry_later(refund, policy, failure)
+    else:
+        change = _learnt(refund, answer, policy)
+    await _record(deps, refund, change)
+
+
+def _learnt(refund: Refund, answer: Answer, policy: RefundRetryPolicy) -> RefundChange:
+    """The change a payment service's answer makes; a pending refund is asked about again."""
+    attempts = refund_attempts(refund)
+    if answer.status is RefundState.SUCCEEDED:
+        return RefundChange(RefundStatus.SUCCEEDED, attempts, None, None, answer.refund_id)
+    if answer.status is RefundState.FAILED:
+        code = answer.failure_code or "refund_failed"
+        return RefundChange(RefundStatus.FAILED, attempts, None, code, answer.refund_id)
+    return RefundChange(
+        RefundStatus.PENDING, attempts, policy.delay(attempts), None, answer.refund_id
+    )
+
+
+def _retry_later(refund: Refund, policy: RefundRetryPolicy, failure: Exception) -> RefundChange:
+    """A try that failed for now; past the last attempt an unsent refund is failed for an
+    operator (a pending one is the payment service's to settle: it is followed on)."""
+    attempts = refund_attempts(refund)
+    if refund.status is RefundStatus.REQUESTED and attempts >= policy.max_attempts:
+        log.error("refund %s failed after %d attempts: %s", refund.refund_id, attempts, failure)
+        return RefundChange(RefundStatus.FAILED, attempts, None, MAX_ATTEMPTS_CODE)
+    log.warning("refund %s will be retried: %s", refund.refund_id, failure)
+    return RefundChange(refund.status, attempts, policy.delay(attempts))
+
+
+def refund_attempts(refund: Refund) -> int:
+    """The tries of a refund, this one included."""
+    return refund.attempts + 1
+
+
+async def _record(deps: Dependencies, refund: Refund, change: RefundChange) -> Refund | None:
+    async with deps.uow() as uow:
+        recorded = await uow.refunds.record(refund.refund_id, change)
+        await uow.commit()
+    return recorded
+
+
+def _request(refund: Refund) -> RefundRequest:
+    return RefundRequest(
+        refund_id=refund.refund_id,
+        checkout_id=refund.checkout_id,
+        payment_id=refund.payment_id,
+        reservation_id=refund.reservation_id,
+        amount=refund.amount,
+        currency_code=refund.currency_code,
+        reason=refund.reason.value,
+    )
