@@ -12,7 +12,7 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -138,12 +138,3 @@ async def send_callback(
         if sent.status_code is not None and sent.status_code < 500 and sent.status_code != 429:
             raise Refused(f"HTTP {sent.status_code} {sent.detail[:80]}")
         await backoff.wait()
-
-
-async def bounded(work: Awaitable[T], on_error: Callable[[BaseException], None]) -> T | None:
-    """`work`'s result, or None after telling `on_error` how it failed."""
-    try:
-        return await work
-    except (Refused, GaveUp) as error:
-        on_error(error)
-        return None

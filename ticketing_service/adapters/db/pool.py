@@ -109,7 +109,7 @@ class Database:
     transaction first needs it and kept until its lifetime ends (the pool does not shrink).
 
     `connection_class` lets the benchmark record the statements a transaction sends
-    (bench/limit.py); the service never passes it.
+    (bench/recorder.py); the service never passes it.
     """
 
     def __init__(
