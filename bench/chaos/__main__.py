@@ -18,6 +18,7 @@ import random
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.callbacks import CALLBACK_PATH
@@ -25,7 +26,7 @@ from bench.chaos import invariants
 from bench.chaos.clients import Tally, replica_stubs
 from bench.chaos.faults import FaultLog, Faults, hostile_sockets
 from bench.chaos.processes import Replica, RestartablePostgres, free_port, restartable_postgres
-from bench.chaos.report import report
+from bench.chaos.report import Judged, RushOutcome, report
 from bench.chaos.rush import Rush, RushPlan
 from bench.stack import PAYMENT_TOKEN, webhook_shim
 from ticketing_service.entrypoints import event_loop
@@ -34,6 +35,7 @@ from ticketing_service.entrypoints.dev.payment_service import (
     running_payment_service,
     state_of,
 )
+from ticketing_service.entrypoints.dev.payment_state import PaymentServiceState
 
 HMAC_SECRET = "chaos-callback-secret"  # noqa: S105 - this run's loopback shim and fake only
 SWEEP_SECONDS = 1.0
@@ -67,7 +69,6 @@ async def chaos(args: argparse.Namespace, postgres: RestartablePostgres, logs: P
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     rng = random.Random(seed)  # noqa: S311 - the clients' choices, not a secret
     app = create_payment_service_app(PAYMENT_TOKEN, callback_secret=HMAC_SECRET)
-    payments = state_of(app)
     async with running_payment_service(app) as payment_url:
         ports = [free_port(), free_port()]
         target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
@@ -78,42 +79,60 @@ async def chaos(args: argparse.Namespace, postgres: RestartablePostgres, logs: P
                 "TICKET_PAYMENT_SERVICE_URL": payment_url,
                 "TICKETING_CALLBACK_URL": callback_url,
             }
-            replicas = [
-                Replica(name, port, env, logs) for name, port in zip("ab", ports, strict=True)
-            ]
+            replicas = [Replica(n, port, env, logs) for n, port in zip("ab", ports, strict=True)]
             try:
                 await asyncio.to_thread(replicas[0].start, migrate=True)
                 await asyncio.to_thread(replicas[1].start, migrate=False)
                 print(f"chaos: seed {seed}; replicas on {ports}, shim on {shim.port}", flush=True)
-                tally = Tally()
-                log = FaultLog()
-                plan = RushPlan(args.seconds, args.buyers_per_second, args.events, args.seats)
-                async with replica_stubs(ports, tally, rng) as stubs:
-                    rush = Rush(plan, stubs, payments, callback_url, tally, rng)
-                    stop_hostile = asyncio.Event()
-                    hostility = asyncio.create_task(hostile_sockets(shim.port, stop_hostile, log))
-                    faults = Faults(args.seconds, replicas, postgres, payments, log)
-                    buyers, _ = await asyncio.gather(rush.run(), faults.run())
-                    stop_hostile.set()
-                    await hostility
+                stack = Stack(postgres, state_of(app), replicas, shim.port, callback_url)
+                run = await rush_under_faults(stack, args, rng)
                 rushed = time.monotonic()
-                paid = [c.text("reservationId") for c in payments.checkouts.values()
-                        if c.status == "paid"]  # fmt: skip
-                waiting = await settle(postgres.url, rush.events, paid, args.settle_seconds)
-                verdicts = await invariants.check(postgres.url, rush.events, paid, SWEEP_SECONDS)
-                statuses = await invariants.reservation_statuses(postgres.url, rush.events)
+                judged = await judge(stack, run.events, args.settle_seconds)
             finally:
                 await asyncio.gather(*(asyncio.to_thread(r.stop) for r in replicas))
-    ok = report(
-        buyers=buyers,
-        tally=tally,
-        statuses=statuses,
-        log=log,
-        verdicts=verdicts,
-        waiting=waiting,
-        times=(rushed - began, time.monotonic() - rushed, time.monotonic() - began),
-    )
-    return 0 if ok else 1
+    times = (rushed - began, time.monotonic() - rushed, time.monotonic() - began)
+    return 0 if report(run, judged, times) else 1
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What the chaos run runs, and where."""
+
+    postgres: RestartablePostgres
+    payments: PaymentServiceState
+    replicas: list[Replica]
+    shim_port: int
+    callback_url: str
+
+
+async def rush_under_faults(
+    stack: Stack, args: argparse.Namespace, rng: random.Random
+) -> RushOutcome:
+    """The rush, with the faults on their timeline and hostile sockets throughout."""
+    tally, log = Tally(), FaultLog()
+    plan = RushPlan(args.seconds, args.buyers_per_second, args.events, args.seats)
+    ports = [replica.port for replica in stack.replicas]
+    async with replica_stubs(ports, tally, rng) as stubs:
+        rush = Rush(plan, stubs, stack.payments, stack.callback_url, tally, rng)
+        stop_hostile = asyncio.Event()
+        hostility = asyncio.create_task(hostile_sockets(stack.shim_port, stop_hostile, log))
+        faults = Faults(args.seconds, stack.replicas, stack.postgres, stack.payments, log)
+        buyers, _ = await asyncio.gather(rush.run(), faults.run())
+        stop_hostile.set()
+        await hostility
+    return RushOutcome(buyers, rush.events, tally, log)
+
+
+async def judge(stack: Stack, events: list[str], settle_seconds: float) -> Judged:
+    """Let the background work settle (bounded), then read the invariants."""
+    url = stack.postgres.url
+    paid = [
+        c.text("reservationId") for c in stack.payments.checkouts.values() if c.status == "paid"
+    ]
+    waiting = await settle(url, events, paid, settle_seconds)
+    verdicts = await invariants.check(url, events, paid, SWEEP_SECONDS)
+    statuses = await invariants.reservation_statuses(url, events)
+    return Judged(waiting, verdicts, statuses)
 
 
 async def settle(url: str, events: list[str], paid: list[str], bound_seconds: float) -> list[str]:

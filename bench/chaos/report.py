@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 from bench.chaos.clients import Tally
 from bench.chaos.faults import FaultLog
 from bench.chaos.invariants import Verdict
 
 
-def report(
-    *,
-    buyers: int,
-    tally: Tally,
-    statuses: dict[str, int],
-    log: FaultLog,
-    verdicts: list[Verdict],
-    waiting: list[str],
-    times: tuple[float, float, float],
-) -> bool:
+@dataclass(frozen=True)
+class RushOutcome:
+    """What the rush under faults did."""
+
+    buyers: int
+    events: list[str]
+    tally: Tally
+    log: FaultLog
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What the database said afterwards: what had not settled in time, the invariants, and
+    the reservations by status."""
+
+    waiting: list[str]
+    verdicts: list[Verdict]
+    statuses: dict[str, int]
+
+
+def report(run: RushOutcome, judged: Judged, times: tuple[float, float, float]) -> bool:
     """Print the report; whether the run passed."""
+    tally, log = run.tally, run.log
     rushed, settling, whole = times
     calls = sum(tally.calls.values())
     callbacks = sum(tally.callbacks.values())
     print(
         f"\nchaos run: {whole:.0f} s ({rushed:.0f} s of rush and faults, {settling:.0f} s settling)"
     )
-    print(f"buyers: {buyers}; their stories:")
+    print(f"buyers: {run.buyers}; their stories:")
     _counts(tally.stories)
-    print(f"reservations, by status at the end: {statuses}")
+    print(f"reservations, by status at the end: {judged.statuses}")
     print(f"gRPC calls: {calls} attempts, by answer:")
     _counts(tally.calls)
     print(f"callbacks through the shim: {callbacks} attempts, by HTTP status:")
@@ -39,15 +52,15 @@ def report(
     )
     for line in log.lines:
         print(f"  {line}")
-    if waiting:
-        print(f"NOT SETTLED in time: {'; '.join(waiting)}")
+    if judged.waiting:
+        print(f"NOT SETTLED in time: {'; '.join(judged.waiting)}")
     if tally.unexpected:
         print("UNEXPECTED answers (no retry explains them):")
         _counts(tally.unexpected)
     print("invariants:")
-    for verdict in verdicts:
+    for verdict in judged.verdicts:
         print(f"  {'OK  ' if verdict.holds else 'FAIL'} {verdict.name}: {verdict.seen}")
-    passed = all(v.holds for v in verdicts) and not waiting and not tally.unexpected
+    passed = all(v.holds for v in judged.verdicts) and not judged.waiting and not tally.unexpected
     print("PASSED" if passed else "FAILED")
     return passed
 
