@@ -4,22 +4,27 @@ money ends in a seat or back with the payer (SPEC §10)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
 from moim.ticketing.v1 import refund_pb2, registration_event_pb2, reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
+from tests.integration.callbacks import HMAC_SECRET, hmac_signed, post
 from tests.integration.conftest import PaymentService, listening_service, service_config
 from tests.integration.flows import EVENT, end_hold, hold, paid_tier, payment_for, sql
 from tests.rich_errors import rich_error
 from ticketing_service.bootstrap import Service, cancel_events, wired
 from ticketing_service.entrypoints.serving import served
+from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
 from ticketing_service.service_layer.refund_worker import send_due_refunds
 
 if TYPE_CHECKING:
@@ -513,3 +518,43 @@ async def test_the_cancellation_of_an_event_never_cancelled_is_not_found(stub: S
 
     assert missing == (grpc.StatusCode.NOT_FOUND, "EVENT_NOT_CANCELLED")
     assert unknown == (grpc.StatusCode.NOT_FOUND, "EVENT_NOT_FOUND")
+
+
+# --- the payment service's refund callbacks, through the real shim ---
+
+
+async def test_a_refund_callback_through_the_shim_settles_a_pending_refund_at_once(
+    stub: Stub, service: Service, shim: httpx.AsyncClient, payment_service: PaymentService
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "payer")
+    state = payment_service.state
+    state.refund_settlement = "pending"
+    state.refund_callbacks = True
+    state.callback_secret = HMAC_SECRET
+    state.checkout_for(seat.reservation_id).body["callbackUrl"] = f"{shim.base_url}{CALLBACK_PATH}"
+    made = await stub.RefundReservation(refund_request(seat, 0, "pending"))
+    await send_due_refunds(service.deps)
+    pending = await reservation(stub, seat.reservation_id)
+
+    state.settle_refund(made.refund.refund_id)  # the payment service calls back; nobody polls
+    await state.drain_callbacks()
+    after = await reservation(stub, seat.reservation_id)
+
+    assert [r.state for r in pending.refunds] == [refund_pb2.REFUND_STATE_PENDING]
+    [sent] = state.sent_callbacks
+    assert (sent.payload["type"], sent.status_code) == ("ticket_payment.refunded", 200)
+    assert [r.state for r in after.refunds] == [SUCCEEDED]
+    assert after.refunded_amount == 30000
+
+
+async def test_a_signed_refund_callback_for_an_unknown_refund_is_answered_and_changes_nothing(
+    stub: Stub, shim: httpx.AsyncClient
+) -> None:
+    body = json.dumps(
+        {"type": "ticket_payment.refund_failed", "refundId": str(uuid.uuid4()), "failureCode": "x"}
+    ).encode()
+
+    response = await post(shim, hmac_signed(body, delivery_id="refund-delivery-1"))
+
+    assert (response.status_code, response.json()["reason"]) == (200, "REFUND_NOT_FOUND")

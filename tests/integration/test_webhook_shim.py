@@ -285,7 +285,7 @@ async def test_an_amount_mismatch_answers_409_and_leaves_the_reservation_pending
 async def test_a_verified_event_of_another_type_is_ignored(
     shim: httpx.AsyncClient, stub: Stub, reservation: reservation_pb2.Reservation
 ) -> None:
-    event = paid_event(reservation, type="ticket_payment.refunded")
+    event = paid_event(reservation, type="ticket_payment.checkout_expired")
     response = await post(shim, hmac_signed(encode(event)))
     assert (response.status_code, response.json()) == (200, {"ok": True, "ignored": True})
     assert (await status_of(stub, reservation.reservation_id)).status == PENDING

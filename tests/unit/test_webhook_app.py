@@ -20,6 +20,7 @@ from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmRejected,
     ConfirmResult,
     PaidCallback,
+    RefundCallback,
     RejectionKind,
 )
 from ticketing_service.entrypoints.webhook.signatures import (
@@ -62,7 +63,24 @@ class FakeConfirmer:
         return ConfirmResult(self.outcome, payment.reservation_id, "registration-1")
 
 
-def make_app(confirmer: FakeConfirmer, serving: bool | Exception = True) -> Starlette:
+class FakeRefunds:
+    """Records every refund it is asked to look up and answers as told."""
+
+    def __init__(self, state: str = "SUCCEEDED", error: Exception | None = None) -> None:
+        self.calls: list[RefundCallback] = []
+        self.state = state
+        self.error = error
+
+    async def refresh_refund(self, refund: RefundCallback) -> str:
+        self.calls.append(refund)
+        if self.error is not None:
+            raise self.error
+        return self.state
+
+
+def make_app(
+    confirmer: FakeConfirmer, serving: bool | Exception = True, refunds: FakeRefunds | None = None
+) -> Starlette:
     verifier = WebhookVerifier(
         moim_hmac=MoimHmacVerifier(["old-secret", HMAC_SECRET]),
         standard_webhooks=StandardWebhookVerifier([WHSEC], now=lambda: NOW),
@@ -73,7 +91,7 @@ def make_app(confirmer: FakeConfirmer, serving: bool | Exception = True) -> Star
             raise serving
         return serving
 
-    return create_webhook_app(verifier, confirmer, health)
+    return create_webhook_app(verifier, confirmer, health, refunds or FakeRefunds())
 
 
 def body_of(event: dict[str, object]) -> bytes:
@@ -183,7 +201,7 @@ async def test_a_callback_without_an_event_id_header_forwards_an_empty_delivery_
 # 200 ignored
 
 
-@pytest.mark.parametrize("event_type", ["ticket_payment.refunded", "", "Ticket_Payment.Paid"])
+@pytest.mark.parametrize("event_type", ["ticket_payment.cancelled", "", "Ticket_Payment.Paid"])
 async def test_a_verified_event_of_another_type_is_ignored(event_type: str) -> None:
     confirmer = FakeConfirmer()
     body = body_of({"type": event_type})
@@ -432,3 +450,92 @@ async def test_no_request_gets_a_500_or_is_forwarded_unverified(
     if confirmer.calls:
         assert signing in {"hmac", "standard"}
         assert [call.raw_event for call in confirmer.calls] == [body]
+
+
+# refund callbacks: only the refund's id is read; the service looks the refund up
+
+REFUND_ID = "6f1c8a52-4f7e-4a57-9d0f-4f1f9d3c2b11"
+REFUNDED_EVENT = {
+    "type": "ticket_payment.refunded",
+    "refundId": REFUND_ID.upper(),
+    "reservationId": "res-1",
+    "checkoutId": "chk-1",
+    "amount": 30000,
+    "currency": "KRW",
+    "refundedAt": "2024-05-02T12:30:00+09:00",
+}
+
+
+@pytest.mark.parametrize("event_type", ["ticket_payment.refunded", "ticket_payment.refund_failed"])
+async def test_a_verified_refund_callback_has_the_refund_looked_up(event_type: str) -> None:
+    refunds = FakeRefunds("SUCCEEDED")
+    body = body_of(dict(REFUNDED_EVENT, type=event_type))
+
+    response = await post(make_app(FakeConfirmer(), refunds=refunds), body, hmac_headers(body))
+
+    assert (response.status_code, response.json()) == (
+        200,
+        {"ok": True, "refundId": REFUND_ID, "state": "SUCCEEDED"},
+    )
+    assert [(c.refund_id, c.delivery_id) for c in refunds.calls] == [(REFUND_ID, "delivery-1")]
+
+
+@pytest.mark.parametrize("refund_id", [None, "", 42, "not-a-uuid"])
+async def test_a_refund_callback_without_a_usable_refund_id_answers_400_naming_it(
+    refund_id: object,
+) -> None:
+    refunds = FakeRefunds()
+    body = body_of(dict(REFUNDED_EVENT, refundId=refund_id))
+
+    response = await post(make_app(FakeConfirmer(), refunds=refunds), body, hmac_headers(body))
+
+    assert (response.status_code, response.json()["field"]) == (400, "refundId")
+    assert refunds.calls == []
+
+
+async def test_a_refund_callback_for_a_refund_the_service_never_owed_is_ignored() -> None:
+    refunds = FakeRefunds(error=ConfirmRejected("not_found", "REFUND_NOT_FOUND"))
+    body = body_of(REFUNDED_EVENT)
+
+    response = await post(make_app(FakeConfirmer(), refunds=refunds), body, hmac_headers(body))
+
+    assert (response.status_code, response.json()) == (
+        200,
+        {"ok": True, "ignored": True, "reason": "REFUND_NOT_FOUND"},
+    )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ConfirmRejected("unavailable", "UNAVAILABLE"), TimeoutError(), RuntimeError("boom")],
+)
+async def test_a_refund_callback_the_service_cannot_take_now_answers_503(error: Exception) -> None:
+    body = body_of(REFUNDED_EVENT)
+    refunds = FakeRefunds(error=error)
+
+    response = await post(make_app(FakeConfirmer(), refunds=refunds), body, hmac_headers(body))
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+
+
+async def test_a_refund_callback_the_service_calls_malformed_answers_400() -> None:
+    body = body_of(REFUNDED_EVENT)
+    refunds = FakeRefunds(error=ConfirmRejected("invalid_argument", "INVALID_ARGUMENT"))
+
+    response = await post(make_app(FakeConfirmer(), refunds=refunds), body, hmac_headers(body))
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"ok": False, "error": "INVALID_ARGUMENT"},
+    )
+
+
+async def test_an_unsigned_refund_callback_is_rejected_and_never_looked_up() -> None:
+    refunds = FakeRefunds()
+    body = body_of(REFUNDED_EVENT)
+
+    response = await post(make_app(FakeConfirmer(), refunds=refunds), body, {})
+
+    assert response.status_code == 401
+    assert refunds.calls == []

@@ -8,6 +8,7 @@ the payment service makes one refund per key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -28,9 +29,10 @@ from ticketing_service.service_layer.refunds import RefundStatus as Answer
 
 log = logging.getLogger(__name__)
 
-# Refunds leased at a time, and the least time a sender keeps them. The lease must outlast the
-# batch's calls, one after the other, each bounded by the payment service's timeout
-# (`bootstrap.refund_lease`), so two replicas never send one refund at once.
+# Refunds leased at a time (and sent at once), and the least time a sender keeps them. The lease
+# must outlast the batch's calls, each bounded by the payment service's timeout (the client also
+# bounds how many are in flight: `bootstrap.refund_lease`), so two replicas never send one
+# refund at once.
 REFUND_BATCH = 10
 MIN_LEASE = timedelta(minutes=2)
 # Why a refund the service gave up on failed.
@@ -45,8 +47,7 @@ async def send_due_refunds(deps: Dependencies, lease: timedelta = MIN_LEASE) -> 
         async with deps.uow() as uow:
             due = await uow.refunds.claim_due(lease, REFUND_BATCH)
             await uow.commit()
-        for refund in due:
-            await _try(deps, refund)
+        await asyncio.gather(*(_try(deps, refund) for refund in due))
         tried += len(due)
         if len(due) < REFUND_BATCH:
             return tried

@@ -16,6 +16,7 @@ import { DEFAULT_RETRY_POLICY, retryInterceptor, type RetryPolicy } from "./retr
 import { createTransport, type TlsOptions } from "./transport.js";
 
 export * from "./gen/moim/ticketing/v1/error_reason_pb.js";
+export * from "./gen/moim/ticketing/v1/refund_pb.js";
 export * from "./gen/moim/ticketing/v1/registration_event_pb.js";
 export * from "./gen/moim/ticketing/v1/reservation_pb.js";
 export * from "./gen/moim/ticketing/v1/settings_pb.js";

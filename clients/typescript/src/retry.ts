@@ -4,8 +4,9 @@
  *
  * Every unary RPC of the service is safe to retry (the service's contract: reads change nothing,
  * UpdateTicketingSettings replaces the settings with the same ones, StartPaidRegistration answers
- * a repeat with the same hold and checkout, CancelReservation and ConfirmPayment answer a repeat
- * from what is stored). The server stream is never retried: a consumer of
+ * a repeat with the same hold and checkout, CancelReservation, ConfirmPayment,
+ * CancelRegistration and CancelEvent answer a repeat from what is stored, RefundReservation a repeat
+ * of its `request_id` with the refund it made). The server stream is never retried: a consumer of
  * WatchRegistrationEvents resumes after the last sequence it applied instead.
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";

@@ -9,8 +9,11 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   Code,
+  RefundReason,
+  RefundState,
   RegistrationEventType,
   ReservationStatus,
   TicketingMode,
@@ -178,6 +181,55 @@ describe("the paid registration flow through the dev stack", () => {
     assert.equal(errorReason(mismatch)?.metadata.reservationId, held.reservationId);
     assert.equal(afterMismatch.reservation?.status, ReservationStatus.PENDING_PAYMENT);
     assert.equal(afterPaying.reservation?.status, ReservationStatus.CONFIRMED, stack.logTail());
+  });
+
+  test("a seat given up ten days ahead is refunded in full and sold again", async () => {
+    const eventId = newEventId();
+    const tenDaysAhead = timestampFromDate(new Date(Date.now() + 10 * 24 * 3_600_000));
+    await client.updateTicketingSettings({
+      eventId,
+      eventTitle: "End-to-end test event",
+      tiers: [{ ...VIP, capacity: 1 }],
+      eventStartTime: tenDaysAhead,
+    });
+    const held = await holdSeat(client, eventId, "user-1");
+    await clickPay(held.checkoutUrl);
+
+    const cancelled = await client.cancelRegistration({
+      reservationId: held.reservationId,
+      userId: "user-1",
+      requestId: "give-up-1",
+    });
+    const repeated = await client.cancelRegistration({
+      reservationId: held.reservationId,
+      userId: "user-1",
+      requestId: "give-up-1",
+    });
+    // The dev stack's refund sender runs every two seconds; the sandbox refunds at once.
+    const feed = await registrationEventsOf(client, held.reservationId, 4);
+    const { reservation } = await client.getReservation({ reservationId: held.reservationId });
+    const next = await holdSeat(client, eventId, "user-2");
+
+    assert.equal(cancelled.reservation?.status, ReservationStatus.REGISTRATION_CANCELLED);
+    assert.equal(cancelled.refund?.amount, VIP.priceAmount);
+    assert.equal(cancelled.refund?.reason, RefundReason.CANCELLATION);
+    assert.equal(repeated.refund?.refundId, cancelled.refund?.refundId);
+    assert.deepEqual(
+      feed.map((event) => event.type),
+      [
+        RegistrationEventType.RESERVATION_CREATED,
+        RegistrationEventType.RESERVATION_CONFIRMED,
+        RegistrationEventType.REGISTRATION_CANCELLED,
+        RegistrationEventType.REFUND_SUCCEEDED,
+      ],
+    );
+    assert.equal(feed[3]?.refund?.refundId, cancelled.refund?.refundId);
+    assert.equal(reservation?.refundedAmount, VIP.priceAmount, stack.logTail());
+    assert.deepEqual(
+      reservation?.refunds.map((refund) => refund.state),
+      [RefundState.SUCCEEDED],
+    );
+    assert.equal(next.status, ReservationStatus.PENDING_PAYMENT);
   });
 });
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
@@ -20,6 +21,8 @@ from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmRejected,
     PaidCallback,
     PaymentConfirmer,
+    RefundCallback,
+    RefundRefresher,
 )
 from ticketing_service.entrypoints.webhook.signatures import (
     CallbackVerifier,
@@ -31,6 +34,7 @@ CALLBACK_PATH = "/api/ticket-payment-callbacks"
 HEALTH_PATH = "/healthz"
 MAX_BODY_BYTES = 64 * 1024
 PAID_EVENT_TYPE = "ticket_payment.paid"
+REFUND_EVENT_TYPES = ("ticket_payment.refunded", "ticket_payment.refund_failed")
 RETRY_AFTER_SECONDS = 5
 HEALTH_TIMEOUT_SECONDS = 5.0
 # The years a payment can have been made in. A signed but impossible paidAt (year 1 or 9999
@@ -145,23 +149,39 @@ def _paid_callback(event: Mapping[str, object], verified: Verified, body: bytes)
     )
 
 
-def _parse_callback(body: bytes, verified: Verified) -> PaidCallback | None:
-    """Return the paid callback `body` holds, or None for an event type the shim ignores."""
+def _refund_callback(event: Mapping[str, object], verified: Verified) -> RefundCallback:
+    """Only the refund's id is read: the service asks the payment service for the rest."""
+    refund_id = _required_str(event, "refundId")
+    try:
+        canonical = str(uuid.UUID(refund_id))
+    except ValueError:
+        raise _BadPayload("refundId") from None
+    return RefundCallback(refund_id=canonical, delivery_id=verified.delivery_id)
+
+
+def _parse_callback(body: bytes, verified: Verified) -> PaidCallback | RefundCallback | None:
+    """Return the paid or refund callback `body` holds, or None for a type the shim ignores."""
     event = _load_object(body)
     event_type = event.get("type")
     if not isinstance(event_type, str):
         raise _BadPayload("type")
-    if event_type != PAID_EVENT_TYPE:
-        return None
-    return _paid_callback(event, verified, body)
+    if event_type == PAID_EVENT_TYPE:
+        return _paid_callback(event, verified, body)
+    if event_type in REFUND_EVENT_TYPES:
+        return _refund_callback(event, verified)
+    return None
 
 
 class _CallbackEndpoint:
-    """POST /api/ticket-payment-callbacks: size cap, signature, payload, then confirm."""
+    """POST /api/ticket-payment-callbacks: size cap, signature, payload, then confirm (or, for
+    a refund's callback, have the service look the refund up)."""
 
-    def __init__(self, verifier: CallbackVerifier, confirmer: PaymentConfirmer) -> None:
+    def __init__(
+        self, verifier: CallbackVerifier, confirmer: PaymentConfirmer, refunds: RefundRefresher
+    ) -> None:
         self._verifier = verifier
         self._confirmer = confirmer
+        self._refunds = refunds
 
     async def handle(self, request: Request) -> Response:
         """Answer one callback; never 500, and nothing is forwarded unless it verified."""
@@ -185,7 +205,29 @@ class _CallbackEndpoint:
             return JSONResponse({"ok": False, "error": "invalid_payload", "field": exc.field}, 400)
         if payment is None:
             return JSONResponse({"ok": True, "ignored": True})
+        if isinstance(payment, RefundCallback):
+            return await self._refresh(payment)
         return await self._forward(payment)
+
+    async def _refresh(self, refund: RefundCallback) -> Response:
+        """Have the service look the refund up. Its id unknown: 200, logged (the sender retrying
+        would not help: the refund was never owed here); the service away: 503, retried."""
+        try:
+            state = await self._refunds.refresh_refund(refund)
+        except ConfirmRejected as exc:
+            logger.warning("Refund callback %r refused: %s", refund.delivery_id, exc.reason)
+            if exc.kind == "not_found":
+                return JSONResponse({"ok": True, "ignored": True, "reason": exc.reason[:64]})
+            if exc.kind == "invalid_argument":
+                return _error(400, exc.reason[:64])
+            return _retry_later(exc.reason[:64])
+        except Exception:
+            logger.exception("Forwarding refund callback %r failed", refund.delivery_id)
+            return _retry_later("unavailable")
+        logger.info(
+            "Refund callback %r: refund %s is %s", refund.delivery_id, refund.refund_id, state
+        )
+        return JSONResponse({"ok": True, "refundId": refund.refund_id, "state": state})
 
     async def _forward(self, payment: PaidCallback) -> Response:
         note_reservation(payment.reservation_id)  # names this delivery's log lines
@@ -233,9 +275,10 @@ def create_webhook_app(
     verifier: CallbackVerifier,
     confirmer: PaymentConfirmer,
     health: Callable[[], Awaitable[bool]],
+    refunds: RefundRefresher,
 ) -> Starlette:
     """Build the shim's ASGI app: the callback route and a health route for the gRPC backend."""
-    callbacks = _CallbackEndpoint(verifier, confirmer)
+    callbacks = _CallbackEndpoint(verifier, confirmer, refunds)
     return Starlette(
         routes=[
             Route(CALLBACK_PATH, callbacks.handle, methods=["POST"]),

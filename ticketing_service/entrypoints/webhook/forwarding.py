@@ -60,6 +60,23 @@ class PaymentConfirmer(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class RefundCallback:
+    """A verified `ticket_payment.refunded` / `refund_failed` callback: only which refund it is
+    about is taken from it; what became of the refund is asked of the payment service."""
+
+    refund_id: str
+    delivery_id: str
+
+
+class RefundRefresher(Protocol):
+    """Asks the ticketing service to look up a refund now (RefreshRefund)."""
+
+    async def refresh_refund(self, refund: RefundCallback) -> str:
+        """The refund's state after the look-up (e.g. SUCCEEDED), or raise ConfirmRejected."""
+        ...
+
+
 class BoundedConfirmer:
     """A PaymentConfirmer that forwards at most `limit` payments at once, refusing the rest.
 

@@ -1,4 +1,5 @@
-"""The shim's PaymentConfirmer over gRPC: a verified callback becomes one ConfirmPayment call."""
+"""The shim's PaymentConfirmer and RefundRefresher over gRPC: a verified payment callback becomes
+one ConfirmPayment call, a refund callback one RefreshRefund call."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moim.ticketing.client import TicketingClient, TicketingError
+from moim.ticketing.v1 import refund_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
 from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmRejected,
     ConfirmResult,
     PaidCallback,
+    RefundCallback,
     RejectionKind,
 )
 from ticketing_service.entrypoints.webhook.signatures import Scheme
@@ -110,6 +113,21 @@ class GrpcPaymentConfirmer:
             return confirm_result(response)
         except ValueError:  # an outcome newer than these stubs
             raise ConfirmRejected("unavailable", "UNKNOWN_OUTCOME") from None
+
+    async def refresh_refund(self, refund: RefundCallback) -> str:
+        """Have the service look the refund up now; its state's name without the enum prefix."""
+        client = next(self._clients)
+        try:
+            response = await client.refresh_refund(
+                pb.RefreshRefundRequest(refund_id=refund.refund_id)
+            )
+        except TicketingError as error:
+            raise rejection(error) from error
+        try:
+            state = refund_pb2.RefundState.Name(response.refund.state)
+        except ValueError:  # a state newer than these stubs: the look-up happened all the same
+            return "UNKNOWN"
+        return state.removeprefix("REFUND_STATE_")
 
     async def health(self) -> bool:
         """Whether the backend's TicketingService reports SERVING; any failure means no."""

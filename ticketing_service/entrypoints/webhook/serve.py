@@ -147,6 +147,9 @@ async def webhook_server(
             MeteredVerifier(verifier, metrics),
             BoundedConfirmer(confirmer, MAX_CONCURRENT_CALLBACKS),
             confirmer.health,
+            # Not bounded like payments: a refund's callback is rare, and the look-up it asks
+            # for is one bounded GET at most (none once the refund settled).
+            confirmer,
         )
         middleware = RequestContextMiddleware(app, metrics)
         yield ShimServer(uvicorn_config(middleware, config.read_timeout_seconds))

@@ -23,7 +23,11 @@ from ticketing_service.entrypoints.observability.request_logging import (
     RequestContextMiddleware,
 )
 from ticketing_service.entrypoints.webhook.app import create_webhook_app
-from ticketing_service.entrypoints.webhook.forwarding import ConfirmResult, PaidCallback
+from ticketing_service.entrypoints.webhook.forwarding import (
+    ConfirmResult,
+    PaidCallback,
+    RefundCallback,
+)
 from ticketing_service.entrypoints.webhook.signatures import (
     MoimHmacVerifier,
     WebhookVerifier,
@@ -61,6 +65,13 @@ class ContextRecordingConfirmer:
         return ConfirmResult("CONFIRMED", payment.reservation_id, "registration-1")
 
 
+class NoRefunds:
+    """These tests send no refund callbacks."""
+
+    async def refresh_refund(self, refund: RefundCallback) -> str:
+        raise AssertionError("no refund callback is sent here")
+
+
 async def serving() -> bool:
     return True
 
@@ -80,7 +91,9 @@ def lines(stream: io.StringIO, logger: str) -> list[dict[str, Any]]:
 
 def shim(confirmer: ContextRecordingConfirmer, metrics: TicketingMetrics | None = None) -> ASGIApp:
     verifier = WebhookVerifier(moim_hmac=MoimHmacVerifier([SECRET]), standard_webhooks=None)
-    return RequestContextMiddleware(create_webhook_app(verifier, confirmer, serving), metrics)
+    return RequestContextMiddleware(
+        create_webhook_app(verifier, confirmer, serving, NoRefunds()), metrics
+    )
 
 
 def signed(body: bytes, delivery_id: str = "delivery-7") -> dict[str, str]:
