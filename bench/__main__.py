@@ -6,6 +6,7 @@ rush (`bench/benchmark.py`, its options below). TOOL is one of:
   floor            what gRPC and the callers alone cost, with no service behind them
   webhook          signed callbacks per second through the shim, both signature schemes
   hostile          request bombs, hostile sockets on the shim, the time to cut a silent one
+  cancel-event     CancelEvent on an event with 2,000 registrations, and the refunds it owes
   vet-go-callers   build, vet and format-check the compiled callers
 
 `scripts/bench TOOL --help` gives each one's options.
@@ -16,12 +17,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from bench import benchmark, callers, floor, hostile, webhook
+from bench import benchmark, callers, cancel_event, floor, hostile, webhook
 
 TOOLS: dict[str, Callable[[Sequence[str] | None], int]] = {
     "floor": floor.main,
     "webhook": webhook.main,
     "hostile": hostile.main,
+    "cancel-event": cancel_event.main,
     "vet-go-callers": callers.main,
 }
 
