@@ -21,6 +21,10 @@ from ticketing_service.entrypoints.observability.redaction import (
 from ticketing_service.entrypoints.observability.request_context import current_request
 
 CONTEXT_FIELDS = ("request_id", "rpc", "route", "reservation_id")
+# httpx logs every request it sends at INFO: a second line per call to the payment service,
+# which the call's own line and its metrics already cover (measured: 2.4 % of a server's CPU
+# while it opens checkouts). Its warnings still pass.
+QUIET_LIBRARY_LOGGERS = ("httpx",)
 _HANDLER_MARK = "_ticketing_handler"
 
 
@@ -129,6 +133,8 @@ def configure_logging(stream: TextIO, level: int = logging.INFO) -> logging.Hand
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     return handler
 
 

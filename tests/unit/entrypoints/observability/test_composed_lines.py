@@ -61,3 +61,15 @@ def test_a_terminal_gets_its_readable_line() -> None:
         logging.getLogger().removeHandler(handler)
     [line] = terminal.getvalue().splitlines()
     assert line.endswith("ConfirmPayment OK in 12.5 ms grpc_code=OK reason= duration_ms=12.5")
+
+
+def test_the_http_client_s_per_request_lines_are_kept_out_but_its_warnings_are_not(
+    stream: io.StringIO,
+) -> None:
+    http = logging.getLogger("httpx")
+
+    http.info("HTTP Request: POST http://moim-payment/v1/ticket-checkouts")
+    http.warning("a warning from the HTTP client")
+
+    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert messages == ["a warning from the HTTP client"]
