@@ -37,6 +37,17 @@ SELECT r.reservation_id::text, r.status FROM reservations r
    AND NOT ((r.status = 'confirmed' AND g.registration_id IS NOT NULL)
             OR r.status = 'paid_unfulfilled')
 """
+# A payment that got no seat is refunded in full by itself (TICKETING_AUTO_REFUND); a refund
+# still owed is background work not yet done, a failed one a money bug.
+UNREFUNDED = """
+SELECT r.reservation_id::text, r.amount, r.refunded_amount FROM reservations r
+ WHERE r.event_id = ANY($1::text[]) AND r.status = 'paid_unfulfilled'
+   AND r.refunded_amount <> r.amount
+"""
+REFUNDS = """
+SELECT f.status, count(*) FROM refunds f JOIN reservations r USING (reservation_id)
+ WHERE r.event_id = ANY($1::text[]) GROUP BY f.status
+"""
 OVERDUE_HOLDS = """
 SELECT reservation_id::text, expire_time FROM reservations
  WHERE status = 'pending_payment' AND expire_time + make_interval(secs => $1) < now()
@@ -54,6 +65,11 @@ SELECT status, count(*) FROM reservations WHERE event_id = ANY($1::text[])
  GROUP BY status ORDER BY count(*) DESC
 """
 PAID_FOUND = "SELECT count(*) FROM reservations WHERE reservation_id = ANY($1::uuid[])"
+
+
+async def _refunds(connection: asyncpg.Connection, events: Sequence[str]) -> dict[str, int]:
+    """The run's refunds, counted by status."""
+    return {str(row[0]): int(row[1]) for row in await connection.fetch(REFUNDS, list(events))}
 
 
 async def _feed(connection: asyncpg.Connection) -> tuple[int, int, int, int]:
@@ -87,6 +103,9 @@ async def settled(
         # after the faults, not only that nothing is overdue yet.
         if live := await connection.fetchval(LIVE_HOLDS, list(events)):
             waiting.append(f"{live} hold(s) not yet ended")
+        refunds = await _refunds(connection, events)
+        if owed := refunds.get("requested", 0) + refunds.get("pending", 0):
+            waiting.append(f"{owed} refund(s) not yet settled")
         rows, numbered, _, _ = await _feed(connection)
         if rows != numbered:
             waiting.append(f"{rows - numbered} feed event(s) not yet numbered")
@@ -118,6 +137,8 @@ async def check(
         unsettled = await connection.fetch(UNSETTLED_PAID, list(events), list(paid))
         found = await connection.fetchval(PAID_FOUND, list(paid))
         overdue = await connection.fetch(OVERDUE_HOLDS, sweep_seconds)
+        unrefunded = await connection.fetch(UNREFUNDED, list(events))
+        refunds = await _refunds(connection, events)
         rows, numbered, first, last = await _feed(connection)
     finally:
         await connection.close()
@@ -140,6 +161,12 @@ async def check(
             f"{len(paid)} paid at the payment service, {found} of them known here,"
             f" {len(unsettled)} without a seat or refund"
             + (f", e.g. {tuple(unsettled[0])}" if unsettled else ""),
+        ),
+        Verdict(
+            "every payment that got no seat was refunded in full, and no refund failed",
+            not unrefunded and not refunds.get("failed"),
+            f"refunds by status: {refunds or 'none'}"
+            + (f"; not refunded: {tuple(unrefunded[0])}" if unrefunded else ""),
         ),
         Verdict(
             "no live hold older than its end plus the sweep interval",
