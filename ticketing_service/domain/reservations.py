@@ -85,11 +85,6 @@ class Reservation:
         """The refunds of the payment that settled the reservation (not of mismatched ones)."""
         return [r for r in self.refunds if r.payment_id == self.payment_id]
 
-    @property
-    def refund_owed(self) -> bool:
-        """Whether some refund of it is still to be sent or settled."""
-        return any(not r.status.is_final for r in self.refunds)
-
     def holds_seat_at(self, now: datetime) -> bool:
         """Pending payment and inside its hold: the seat is counted as taken."""
         return self.status is ReservationStatus.PENDING_PAYMENT and now < self.expire_time
