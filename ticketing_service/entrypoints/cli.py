@@ -22,13 +22,12 @@ from ticketing_service.entrypoints.grpc.exposure import check_exposure
 from ticketing_service.entrypoints.grpc.health_port import start_health_port
 from ticketing_service.entrypoints.grpc.server import RunningServer, serve_until_signalled
 from ticketing_service.entrypoints.grpc.workers import serve_in_workers
+from ticketing_service.entrypoints.observability.interceptor import ObservingInterceptor
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metrics import (
     TicketingMetrics,
     start_metrics_server,
 )
-from ticketing_service.entrypoints.observability.request_logging import RequestContextObserver
-from ticketing_service.entrypoints.observability.rpc_calls import ObservingInterceptor
 from ticketing_service.entrypoints.serving import served
 from ticketing_service.entrypoints.webhook.serve import run_webhook
 
@@ -145,7 +144,7 @@ async def _serve(
         await asyncio.to_thread(bootstrap.migrate, config, database_url)
     metrics = TicketingMetrics()
     reuse_port = started is not None
-    interceptors = [ObservingInterceptor(RequestContextObserver(), metrics)]
+    interceptors = [ObservingInterceptor(metrics)]
     async with (
         bootstrap.running_service(config, database_url, metrics) as service,
         served(

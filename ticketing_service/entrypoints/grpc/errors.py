@@ -15,7 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ticketing_service.domain import errors
-from ticketing_service.entrypoints.observability.rpc_calls import note_failure_reason
+from ticketing_service.entrypoints.observability.interceptor import note_failure_reason
 
 ERROR_DOMAIN = "ticketing.moim.social"
 # A status travels in trailing metadata, and a default client refuses more than 8 KiB of it

@@ -8,7 +8,7 @@ written in this code), never from what a caller sends, so no request can add a s
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -29,7 +29,11 @@ from prometheus_client.registry import Collector
 from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.reconciliation import CheckoutAnswer
 from ticketing_service.domain.reservations import ConfirmOutcome
-from ticketing_service.entrypoints.observability.rpc_calls import Context, RpcOutcome
+from ticketing_service.entrypoints.webhook.signatures import (
+    CallbackVerifier,
+    SignatureRejected,
+    Verified,
+)
 from ticketing_service.service_layer.ports import Committed
 from ticketing_service.webhook_config import parse_host_port
 
@@ -59,75 +63,95 @@ PoolUsage = Callable[[], tuple[int, int]]
 
 
 class TicketingMetrics:
-    """Every metric of one process, on its own registry (tests build as many as they like)."""
+    """Every metric of one process, on its own registry (tests build as many as they like).
+
+    Outcome counters are exported at zero before anything happens, so that a rate or an alert
+    over them works from a replica's start.
+    """
 
     def __init__(
         self, registry: CollectorRegistry | None = None, *, process_collectors: bool = True
     ) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry = registry = registry if registry is not None else CollectorRegistry()
         if process_collectors:
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
-            self.registry.register(GC_COLLECTOR)
-        self._rpc_metrics()
-        self._outcome_metrics()
-        self._webhook_metrics()
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            registry.register(GC_COLLECTOR)
 
-    def _rpc_metrics(self) -> None:
-        labels = ("service", "method", "code")
-        self.rpc_handled = Counter(
-            "ticketing_rpc_handled",
-            "gRPC calls served, by method and status code.",
-            labels,
-            registry=self.registry,
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, labels: tuple[str, ...]) -> Histogram:
+            return Histogram(name, doc, labels, buckets=LATENCY_BUCKETS, registry=registry)
+
+        rpc = ("service", "method", "code")
+        self.rpc_handled = counter(
+            "ticketing_rpc_handled", "gRPC calls served, by method and status code.", rpc
         )
-        self.rpc_duration = Histogram(
-            "ticketing_rpc_duration_seconds",
-            "Time to serve a gRPC call, by method and code.",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+        self.rpc_duration = histogram(
+            "ticketing_rpc_duration_seconds", "Time to serve a gRPC call, by method and code.", rpc
         )
-        self.rpc_errors = Counter(
+        self.rpc_errors = counter(
             "ticketing_rpc_errors",
             "Failed gRPC calls by the ErrorInfo reason they carried.",
             ("service", "method", "reason"),
-            registry=self.registry,
         )
-        self.lock_timeouts = Counter(
+        self.lock_timeouts = counter(
             "ticketing_lock_timeouts",
             "Calls answered ABORTED/CONCURRENT_UPDATE: a lock or statement timeout, deadlock "
             "or serialization failure; the caller retries.",
             ("method",),
-            registry=self.registry,
         )
-
-    def _outcome_metrics(self) -> None:
-        self.reservation_events = Counter(
+        self.reservation_events = counter(
             "ticketing_reservation_events",
             "Committed reservation changes, by the type of the event they wrote to the feed.",
             ("type",),
-            registry=self.registry,
         )
-        self.late_payments = Counter(
+        self.late_payments = counter(
             "ticketing_late_payments",
             "Payments confirmed after their hold stopped counting, by whether a seat was free.",
             ("result",),
-            registry=self.registry,
         )
-        self.payment_service_duration = Histogram(
+        self.payment_service_duration = histogram(
             "ticketing_payment_service_duration_seconds",
             "Time of each call to the payment service, by call and result.",
             ("call", "result"),
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.payment_service_failures = Counter(
+        self.payment_service_failures = counter(
             "ticketing_payment_service_failures",
             "Calls to the payment service that failed: unavailable (retried), refused (4xx), "
             "error (a bug).",
             ("call", "kind"),
-            registry=self.registry,
+        )
+        self.reconcile_checks = counter(
+            "ticketing_reconcile_checks",
+            "Checkouts reconciliation asked the payment service about, by what it answered.",
+            ("result",),
+        )
+        self.reconcile_confirmations = counter(
+            "ticketing_reconcile_confirmations",
+            "Payments reconciliation found and settled (their callback never came), by outcome.",
+            ("outcome",),
+        )
+        self.reconcile_awaiting = Gauge(
+            "ticketing_reconcile_awaiting_follow_up",
+            "Reservations reconciliation will ask the payment service about again.",
+            registry=registry,
+        )
+        self.webhook_verification_failures = counter(
+            "ticketing_webhook_verification_failures",
+            "Payment callbacks refused with 401, by why their signature did not verify.",
+            ("reason",),
+        )
+        self.webhook_responses = counter(
+            "ticketing_webhook_responses",
+            "Webhook shim answers, by route and HTTP status.",
+            ("route", "status"),
+        )
+        self.webhook_duration = histogram(
+            "ticketing_webhook_duration_seconds",
+            "Time to answer a webhook shim request.",
+            ("route",),
         )
         for event_type in RESERVATION_EVENT_TYPES:
             self.reservation_events.labels(event_type)
@@ -138,30 +162,29 @@ class TicketingMetrics:
                 self.payment_service_duration.labels(call, result)
                 if result != "ok":
                     self.payment_service_failures.labels(call, result)
-        self._reconcile_metrics()
-
-    def _reconcile_metrics(self) -> None:
-        self.reconcile_checks = Counter(
-            "ticketing_reconcile_checks",
-            "Checkouts reconciliation asked the payment service about, by what it answered.",
-            ("result",),
-            registry=self.registry,
-        )
-        self.reconcile_confirmations = Counter(
-            "ticketing_reconcile_confirmations",
-            "Payments reconciliation found and settled (their callback never came), by outcome.",
-            ("outcome",),
-            registry=self.registry,
-        )
-        self.reconcile_awaiting = Gauge(
-            "ticketing_reconcile_awaiting_follow_up",
-            "Reservations reconciliation will ask the payment service about again.",
-            registry=self.registry,
-        )
         for result in RECONCILE_RESULTS.values():
             self.reconcile_checks.labels(result)
         for outcome in ConfirmOutcome:
             self.reconcile_confirmations.labels(outcome.value.lower())
+
+    def rpc_served(self, method: str, code: grpc.StatusCode, reason: str, seconds: float) -> None:
+        """Count one served call and its latency; failures by reason, lock timeouts apart."""
+        service, _, name = method.lstrip("/").rpartition("/")
+        self.rpc_handled.labels(service, name, code.name).inc()
+        self.rpc_duration.labels(service, name, code.name).observe(seconds)
+        if code == grpc.StatusCode.OK:
+            return
+        self.rpc_errors.labels(service, name, reason or code.name).inc()
+        if reason == CONCURRENT_UPDATE:
+            self.lock_timeouts.labels(name).inc()
+
+    def committed(self, committed: Committed) -> None:
+        """Count what a committed transaction did: its feed events, and a late payment."""
+        for event_type, count in committed.events.items():
+            self.reservation_events.labels(event_type.value.removeprefix("reservation_")).inc(count)
+        if committed.late_payment:
+            confirmed = RegistrationEventType.RESERVATION_CONFIRMED in committed.events
+            self.late_payments.labels("seat_found" if confirmed else "paid_unfulfilled").inc()
 
     def payment_service_call(self, call: str, result: str, seconds: float) -> None:
         """Time a call to the payment service; count it if it failed (an Observer)."""
@@ -179,53 +202,25 @@ class TicketingMetrics:
         """Reservations still to be asked about again (an Observer)."""
         self.reconcile_awaiting.set(count)
 
-    def _webhook_metrics(self) -> None:
-        self.webhook_verification_failures = Counter(
-            "ticketing_webhook_verification_failures",
-            "Payment callbacks refused with 401, by why their signature did not verify.",
-            ("reason",),
-            registry=self.registry,
-        )
-        self.webhook_responses = Counter(
-            "ticketing_webhook_responses",
-            "Webhook shim answers, by route and HTTP status.",
-            ("route", "status"),
-            registry=self.registry,
-        )
-        self.webhook_duration = Histogram(
-            "ticketing_webhook_duration_seconds",
-            "Time to answer a webhook shim request.",
-            ("route",),
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-
-    def committed(self, committed: Committed) -> None:
-        """Count what a committed transaction did: its feed events, and a late payment."""
-        for event_type, count in committed.events.items():
-            self.reservation_events.labels(event_type.value.removeprefix("reservation_")).inc(count)
-        if committed.late_payment:
-            confirmed = RegistrationEventType.RESERVATION_CONFIRMED in committed.events
-            self.late_payments.labels("seat_found" if confirmed else "paid_unfulfilled").inc()
-
-    def started(self, method: str, request: object, context: Context) -> None:
-        """Nothing to count until the call ends (TicketingMetrics is a CallObserver)."""
-
-    def finished(self, state: None, outcome: RpcOutcome) -> None:
-        """Count one served call and its latency; failures by reason, lock timeouts apart."""
-        service, _, method = outcome.method.lstrip("/").rpartition("/")
-        code = outcome.code.name
-        self.rpc_handled.labels(service, method, code).inc()
-        self.rpc_duration.labels(service, method, code).observe(outcome.duration_seconds)
-        if outcome.code == grpc.StatusCode.OK:
-            return
-        self.rpc_errors.labels(service, method, outcome.reason or code).inc()
-        if outcome.reason == CONCURRENT_UPDATE:
-            self.lock_timeouts.labels(method).inc()
-
     def watch_pool(self, usage: PoolUsage) -> None:
         """Report the database pool's use at each scrape from `usage() -> (in use, size)`."""
         self.registry.register(_PoolCollector(usage))
+
+
+class MeteredVerifier:
+    """The shim's CallbackVerifier, counting each refused signature by its reason."""
+
+    def __init__(self, inner: CallbackVerifier, metrics: TicketingMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Verified:
+        """Delegated; a SignatureRejected is counted, then raised on."""
+        try:
+            return self._inner.verify(body, headers)
+        except SignatureRejected as rejected:
+            self._metrics.webhook_verification_failures.labels(rejected.reason).inc()
+            raise
 
 
 class _PoolCollector(Collector):

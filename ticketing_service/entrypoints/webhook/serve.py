@@ -20,8 +20,8 @@ from ticketing_service.config import ConfigError
 from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.grpc.tls import channel_credentials
 from ticketing_service.entrypoints.observability.logging import configure_logging
-from ticketing_service.entrypoints.observability.metered import MeteredVerifier
 from ticketing_service.entrypoints.observability.metrics import (
+    MeteredVerifier,
     TicketingMetrics,
     start_metrics_server,
 )

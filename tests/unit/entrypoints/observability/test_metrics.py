@@ -11,12 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes import FakeCheckouts
 from ticketing_service.config import ConfigError
-from ticketing_service.entrypoints.observability.metered import (
-    MeteredVerifier,
-)
 from ticketing_service.entrypoints.observability.metrics import (
     LATE_PAYMENT_RESULTS,
     RESERVATION_EVENT_TYPES,
+    MeteredVerifier,
     TicketingMetrics,
     start_metrics_server,
 )

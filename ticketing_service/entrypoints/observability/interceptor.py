@@ -1,0 +1,200 @@
+"""Each served gRPC call: a request id, one log line when it ends, and its metrics.
+
+grpc.aio interceptors see the *handler*, not the call, so the handler's behaviour is wrapped,
+keeping its kind (a coroutine stays a coroutine, an async generator an async generator).
+Unary-unary and unary-stream behaviours are observed; anything else (reflection's bidirectional
+stream) passes through. The wrapper runs in the call's own task, so the request context it
+enters is seen by the handler and everything it awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar, Token
+from typing import Any, TypeAlias
+
+import grpc
+
+from ticketing_service.entrypoints.observability.logging import log_composed
+from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
+from ticketing_service.entrypoints.observability.request_context import (
+    RequestContext,
+    begin_request,
+    end_request,
+    new_request_id,
+    note_reservation,
+)
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
+
+REQUEST_ID_KEY = "x-request-id"
+# Probes call these every few seconds on every replica: logged at DEBUG, not INFO.
+QUIET_RPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Server-side faults are warnings; a refused request is the caller's business.
+_WARNING_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+
+rpc_log = logging.getLogger("ticketing_service.rpc")
+
+# The ErrorInfo reason the call is being refused with, noted where it aborts (`errors.abort`):
+# each call runs in a task of its own, so the value never leaks into another call.
+_failure_reason: ContextVar[str] = ContextVar("ticketing_failure_reason", default="")
+
+
+def note_failure_reason(reason: str) -> None:
+    """Name the reason the current call is about to be refused with."""
+    _failure_reason.set(reason)
+
+
+@functools.lru_cache(maxsize=256)  # only served methods get here
+def short_method(method: str) -> str:
+    """`/moim.ticketing.v1.TicketingService/ConfirmPayment` → `ConfirmPayment`."""
+    return method.rsplit("/", 1)[-1]
+
+
+def _request_id(context: Context) -> str:
+    given = None
+    for name, value in context.invocation_metadata() or ():
+        if name == REQUEST_ID_KEY and isinstance(value, str):
+            given = value
+    return new_request_id(given)
+
+
+def _reservation_of(message: object) -> str:
+    """The reservation a request or response names (`reservation_id`, `reservation`), or ""."""
+    value = getattr(message, "reservation_id", None)
+    if isinstance(value, str) and value:
+        return value
+    value = getattr(getattr(message, "reservation", None), "reservation_id", None)
+    return value if isinstance(value, str) else ""
+
+
+def _begin(method: str, request: object, context: Context) -> Token[RequestContext]:
+    """Enter the call's request context, with no failure reason yet."""
+    _failure_reason.set("")
+    return begin_request(
+        _request_id(context), rpc=short_method(method), reservation_id=_reservation_of(request)
+    )
+
+
+def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):  # set by abort(), abort_with_status() or set_code()
+        return code
+    # An exception that escaped without an abort: grpc answers UNKNOWN for it.
+    return grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
+
+
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Serves each call under its request context, then logs its line and counts it.
+
+    Put it first among the server's interceptors, so that calls the others refuse are observed.
+    """
+
+    def __init__(self, metrics: TicketingMetrics | None = None) -> None:
+        self._metrics = metrics
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        """Wrap the handler of a known method; unknown methods (UNIMPLEMENTED) pass untouched."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        # grpc asks for the handler on every call; the wrapper of the same handler is reused.
+        # One entry per method: a handler made for a single call (a refusal) just replaces it.
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return handler
+
+    def _unary(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
+        async def observed(request: Any, context: Context) -> Any:
+            token, began = _begin(method, request, context), time.perf_counter()
+            error: BaseException | None = None
+            response = None
+            try:
+                response = await behaviour(request, context)
+                return response
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                self._finish(token, method, context, began, error, response)
+
+        return observed
+
+    def _stream(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
+        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
+            token, began = _begin(method, request, context), time.perf_counter()
+            error: BaseException | None = None
+            try:
+                async for message in behaviour(request, context):
+                    yield message
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                self._finish(token, method, context, began, error)
+
+        return observed
+
+    def _finish(
+        self,
+        token: Token[RequestContext],
+        method: str,
+        context: Context,
+        began: float,
+        error: BaseException | None,
+        response: object | None = None,
+    ) -> None:
+        seconds = time.perf_counter() - began
+        code = _code(context, error)
+        reason = "" if code == grpc.StatusCode.OK else _failure_reason.get()
+        if self._metrics is not None:
+            self._metrics.rpc_served(method, code, reason, seconds)
+        note_reservation(_reservation_of(response))
+        level = logging.WARNING if code in _WARNING_CODES else logging.INFO
+        if level == logging.INFO and method.startswith(QUIET_RPC_PREFIXES):
+            level = logging.DEBUG
+        duration_ms = round(seconds * 1000, 1)
+        fields = {"grpc_code": code.name, "reason": reason, "duration_ms": duration_ms}
+        # Only registered methods are observed: the path, a code, a reason from our vocabulary
+        # and a number are nothing a caller wrote, so redaction can skip the line.
+        message = f"{short_method(method)} {code.name} in {duration_ms:.1f} ms"
+        log_composed(rpc_log, level, message, fields)
+        end_request(token)
