@@ -66,11 +66,11 @@ def short_method(method: str) -> str:
 
 
 def _request_id(context: Context) -> str:
-    given = None
+    """The caller's `x-request-id` when it is usable, else a fresh uuid4."""
     for name, value in context.invocation_metadata() or ():
-        if name == REQUEST_ID_KEY and isinstance(value, str):
-            given = value
-    return new_request_id(given)
+        if name == REQUEST_ID_KEY:
+            return new_request_id(value if isinstance(value, str) else None)
+    return new_request_id()
 
 
 def _reservation_of(message: object) -> str:
