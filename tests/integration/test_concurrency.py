@@ -58,16 +58,20 @@ PAID_UNFULFILLED = "CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED"
 
 
 class Meeting:
-    """A pause that holds every call reaching `point` until `parties` calls have reached it."""
+    """A pause that holds the first `parties` calls reaching `point` until all have reached it;
+    later arrivals (a call passing the point again) go on."""
 
     def __init__(self, point: str, parties: int) -> None:
         self.point = point
         self.met = 0
+        self._parties = parties
+        self._arrived = 0
         self._barrier = asyncio.Barrier(parties)
 
     async def __call__(self, reached: str) -> None:
-        if reached != self.point:
+        if reached != self.point or self._arrived == self._parties:
             return
+        self._arrived += 1
         async with asyncio.timeout(MEETING_SECONDS):
             await self._barrier.wait()
         self.met += 1
@@ -603,7 +607,8 @@ def refunds_owed(database_url: str) -> int:
 async def test_control_without_the_reservation_lock_two_refunds_exceed_the_payment(
     stub: Stub, database_url: str, payment_service: PaymentService
 ) -> None:
-    meeting = Meeting("reservation_locked", parties=2)
+    # Both have read the payment's refunds (none) before either writes its own.
+    meeting = Meeting("refunds_read", parties=2)
     async with contender_server(
         database_url, payment_service, locking=False, pause=meeting
     ) as contender:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from ticketing_service.adapters.db.changes import Changes
+from ticketing_service.adapters.db.changes import Changes, Pause, no_pause
 from ticketing_service.adapters.db.reservation_rows import CHANGED, snapshot
 from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.refunds import Refund, RefundReason, RefundStatus
@@ -56,9 +56,10 @@ _ANNOUNCE = (
 class SqlRefundRepository:
     """The RefundRepository port on one transaction's connection."""
 
-    def __init__(self, changes: Changes) -> None:
+    def __init__(self, changes: Changes, pause: Pause = no_pause) -> None:
         self._changes = changes
         self._tx = changes.tx
+        self._pause = pause
 
     async def owe(self, refund: OwedRefund) -> Refund:
         """Record a refund as requested, due now."""
@@ -85,6 +86,7 @@ class SqlRefundRepository:
             "SELECT * FROM refunds WHERE reservation_id = %(r)s ORDER BY create_time, refund_id",
             {"r": reservation_id},
         )
+        await self._pause("refunds_read")
         return [refund_from(row) for row in rows]
 
     async def by_request(self, reservation_id: str, request_id: str) -> Refund | None:

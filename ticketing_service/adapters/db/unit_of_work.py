@@ -108,7 +108,7 @@ class SqlUnitOfWork:
         self.payments = SqlPaymentRepository(changes)
         self.sweeps = SqlSweepRepository(changes)
         self.reconciliation = SqlReconciliationRepository(changes)
-        self.refunds = SqlRefundRepository(changes)
+        self.refunds = SqlRefundRepository(changes, self._protections.pause)
         self.cancellations = SqlCancellationRepository(changes, self._protections.locking)
         return self
 
