@@ -114,10 +114,31 @@ class LineWaiter(logging.Handler):
                 await self.changed.wait()
 
 
+class CountingMetrics(TicketingMetrics):
+    """The metrics, telling a test when the server has counted calls: it counts a call after
+    the client has its answer."""
+
+    def __init__(self) -> None:
+        super().__init__(process_collectors=False)
+        self.calls = 0
+        self.counted = asyncio.Event()
+
+    def rpc_served(self, method: str, code: grpc.StatusCode, reason: str, seconds: float) -> None:
+        super().rpc_served(method, code, reason, seconds)
+        self.calls += 1
+        self.counted.set()
+
+    async def wait_for_calls(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while self.calls < count:
+                self.counted.clear()
+                await self.counted.wait()
+
+
 @dataclass
 class Served:
     stub: Any
-    metrics: TicketingMetrics
+    metrics: CountingMetrics
     logs: io.StringIO
     waiter: LineWaiter
     health: Any
@@ -138,7 +159,7 @@ def captured_logs() -> Iterator[io.StringIO]:
 
 @pytest.fixture
 async def served(captured_logs: io.StringIO) -> AsyncIterator[Served]:
-    metrics = TicketingMetrics(process_collectors=False)
+    metrics = CountingMetrics()
     server = grpc.aio.server(
         interceptors=[
             ObservingInterceptor(metrics),
@@ -305,23 +326,14 @@ async def test_calls_are_counted_and_timed_by_method_and_code_on_the_metrics_por
     )
 
 
-async def sample_once_counted(
-    metrics: TicketingMetrics, name: str, labels: dict[str, str]
-) -> float:
-    """The sample, once the server counted the call: it counts after the client has its answer."""
-    async with asyncio.timeout(10):
-        while (value := metrics.registry.get_sample_value(name, labels)) is None or value == 0:
-            await asyncio.sleep(0.01)
-    return value
-
-
 async def test_the_health_check_works_behind_the_interceptors_and_is_not_logged(
     served: Served,
 ) -> None:
     check = await served.health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
     assert check.status == health_pb2.HealthCheckResponse.SERVING
     handled = {"service": "grpc.health.v1.Health", "method": "Check", "code": "OK"}
-    assert await sample_once_counted(served.metrics, "ticketing_rpc_handled_total", handled) == 1
+    await served.metrics.wait_for_calls(1)
+    assert served.metrics.registry.get_sample_value("ticketing_rpc_handled_total", handled) == 1
     assert served.lines() == []  # probes are logged at DEBUG only
 
 
@@ -329,7 +341,8 @@ async def test_a_code_the_health_servicer_answers_is_counted(served: Served) -> 
     unknown = served.health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
     assert await failed(unknown) == grpc.StatusCode.NOT_FOUND
     handled = {"service": "grpc.health.v1.Health", "method": "Check", "code": "NOT_FOUND"}
-    assert await sample_once_counted(served.metrics, "ticketing_rpc_handled_total", handled) == 1
+    await served.metrics.wait_for_calls(1)
+    assert served.metrics.registry.get_sample_value("ticketing_rpc_handled_total", handled) == 1
 
 
 async def test_a_call_to_a_method_nobody_serves_is_not_observed_so_its_path_is_never_logged(

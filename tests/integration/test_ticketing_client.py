@@ -11,6 +11,7 @@ from moim.ticketing.client import TicketingClient, TicketingError
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
+from tests.postgres import open_transaction
 from ticketing_service.entrypoints.grpc.errors import ERROR_DOMAIN
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -101,12 +102,23 @@ async def test_an_unreachable_server_is_unavailable_without_a_reason() -> None:
 
 
 async def test_a_call_past_its_deadline_is_deadline_exceeded(
-    guarded_server: RunningServer,
+    client: TicketingClient, guarded_server: RunningServer, database_url: str
 ) -> None:
+    tier = settings_pb2.TierInput(tier_id="vip", name="VIP", price_amount=1000, capacity=1)
+    await client.update_ticketing_settings(
+        pb.UpdateTicketingSettingsRequest(event_id="event-1", tiers=[tier])
+    )
     target = f"127.0.0.1:{guarded_server.port}"
-    async with TicketingClient.connect(target, token=TOKEN, timeout=1e-6) as client:
+    # The tier's row is locked, so the server cannot answer before its 2 s lock timeout.
+    async with (
+        open_transaction(database_url) as holder,
+        TicketingClient.connect(target, token=TOKEN, timeout=0.2) as hurried,
+    ):
+        await holder.execute("SELECT 1 FROM tiers WHERE tier_id = 'vip' FOR UPDATE")
         with pytest.raises(TicketingError) as caught:
-            await client.get_ticketing_settings(pb.GetTicketingSettingsRequest(event_id="e"))
+            await hurried.start_paid_registration(
+                pb.StartPaidRegistrationRequest(event_id="event-1", tier_id="vip", user_id="u")
+            )
     assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
