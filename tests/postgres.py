@@ -36,7 +36,13 @@ def provision_test_database(scratch_dir: Path) -> str:
 
 
 def database_on(server_url: str, name: str) -> str:
-    """An empty database `name` on the server of `server_url` (dropped first if it exists)."""
+    """An empty database `name` on the server of `server_url` (dropped first if it exists).
+
+    Under pytest-xdist the name gets the worker's id: workers sharing one `TEST_DATABASE_URL`
+    server never touch each other's databases.
+    """
+    if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+        name = f"{name}_{worker}"
     statements = (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     blocking(run(server_url, *statements))  # `name` is a constant of the tests
     return urlsplit(server_url)._replace(path=f"/{name}").geturl()

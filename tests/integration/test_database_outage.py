@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import grpc
 import pgserver
@@ -23,7 +24,6 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 from pgserver.postgres_server import get_server
 
-from tests.postgres import TEST_DATABASE
 from tests.rich_errors import RichError, rich_error
 from ticketing_service.adapters.db import migrations
 from ticketing_service.adapters.db.pool import Database, PoolSettings
@@ -190,7 +190,7 @@ async def test_a_transaction_that_waits_too_long_for_a_pooled_connection_is_unav
 async def test_a_database_that_does_not_exist_answers_unavailable(database_url: str) -> None:
     # A login the server refuses (here: no such database) is the database being unreachable
     # for this process, not a bug in the call.
-    missing = database_url.replace(f"/{TEST_DATABASE}", "/no_such_database", 1)
+    missing = urlsplit(database_url)._replace(path="/no_such_database").geturl()
     assert missing != database_url
     database = Database(missing, PoolSettings())
     try:
