@@ -196,6 +196,14 @@ class FakeReservations:
         ]
         return self._locked(pending[0]) if pending else None
 
+    async def all_seats_taken(self, event_id: str, tier_id: str) -> bool:
+        """Whether accepted registrations and live holds fill the tier."""
+        settings = self._store.settings.get(event_id)
+        tier = settings.tier(tier_id) if settings else None
+        if tier is None or tier.capacity is None:
+            return False
+        return self._taken(event_id, tier_id) >= tier.capacity
+
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
         """Capacity and seats taken: accepted registrations plus live holds."""
         settings = self._store.settings.get(event_id)
@@ -206,6 +214,9 @@ class FakeReservations:
         cancelled = event_id in self._store.cancellations
         if tier.capacity is None:
             return TierSeats(None, 0, deleted, cancelled)
+        return TierSeats(tier.capacity, self._taken(event_id, tier_id), deleted, cancelled)
+
+    def _taken(self, event_id: str, tier_id: str) -> int:
         reservations = self._store.reservations
         registered = [
             reservation_id
@@ -217,7 +228,7 @@ class FakeReservations:
             for r in reservations.values()
             if (r.event_id, r.tier_id) == (event_id, tier_id) and r.holds_seat_at(self._store.now)
         ]
-        return TierSeats(tier.capacity, len(registered) + len(held), deleted, cancelled)
+        return len(registered) + len(held)
 
     async def insert(self, reservation: Reservation, hold_seconds: float) -> Reservation:
         """A pending hold timed by the store's clock."""

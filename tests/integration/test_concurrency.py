@@ -338,6 +338,59 @@ async def test_a_tier_lock_held_past_lock_timeout_answers_aborted_and_a_retry_th
     assert label(retried) == "held with a checkout"
 
 
+async def take_the_only_seat(stub: Stub, database_url: str, seat: str) -> None:
+    """Fill a tier of one seat with a seat of the kind `seat` names."""
+    if seat == "imported":  # a seat Moim gave itself before the switch-over (import-moim)
+        sql(database_url, "UPDATE tiers SET external_seats = 1 WHERE tier_id = $1", TIER)
+        return
+    payment = await held_reservation_of(stub, "first")
+    if seat == "ended":
+        sql(
+            database_url,
+            "UPDATE reservations SET expire_time = now() - interval '1 second'"
+            " WHERE reservation_id = $1",
+            payment.reservation_id,
+        )
+    if seat in ("paid", "folded"):
+        await stub.ConfirmPayment(payment, timeout=CALL_SECONDS)
+    if seat == "folded":  # as the sweeper folds a confirmation into the tier's count
+        sql(database_url, "UPDATE reservations SET seat_folded = true")
+        sql(database_url, "UPDATE tiers SET accepted_count = 1 WHERE tier_id = $1", TIER)
+
+
+@pytest.mark.parametrize(
+    ("seat", "answer"),
+    [
+        ("held", SOLD_OUT),
+        ("paid", SOLD_OUT),
+        ("folded", SOLD_OUT),
+        ("imported", SOLD_OUT),
+        # A hold past its end may still be confirmed: only the count under the lock can tell.
+        ("ended", CONCURRENT_UPDATE),
+    ],
+)
+async def test_a_full_tier_answers_sold_out_without_queueing_on_its_lock(
+    stub: Stub, database_url: str, payment_service: PaymentService, seat: str, answer: str
+) -> None:
+    # In a rush most buyers find the tier full: they are answered from a read that takes no
+    # lock, instead of each waiting its turn at the tier's lock (here: past lock_timeout).
+    await offer_tier(stub, capacity=1)
+    await take_the_only_seat(stub, database_url, seat)
+    quick = PoolSettings(lock_timeout_ms=200, connect_timeout_seconds=30)
+    async with (
+        contender_server(database_url, payment_service, pool=quick) as contender,
+        open_transaction(database_url) as holder,
+    ):
+        await holder.execute(
+            "SELECT 1 FROM tiers WHERE event_id = $1 AND tier_id = $2 FOR UPDATE", EVENT, TIER
+        )
+        late = await answer_of(
+            contender.StartPaidRegistration(start_request("late"), timeout=CALL_SECONDS)
+        )
+
+    assert label(late) == answer
+
+
 # --- a call cancelled while it waits leaves nothing behind ------------------------------------
 
 

@@ -68,6 +68,11 @@ class HoldRepository(Protocol):
         """Lock a reservation's row for the rest of the transaction and read it."""
         ...
 
+    async def all_seats_taken(self, event_id: str, tier_id: str) -> bool:
+        """Whether live holds and registrations fill the tier now, read without waiting on its
+        lock; never true of a tier `lock_tier_seats` would find a free seat in at that moment."""
+        ...
+
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
         """Lock the tier and count its seats taken: accepted registrations plus live holds."""
         ...

@@ -73,11 +73,17 @@ async def _hold_seat(
         existing = await _reusable_hold(uow, command)
         if existing is not None:
             return existing, order_name
+        # A full tier answers at once: in a rush most buyers find it full, and queueing each of
+        # them on the tier's lock only to count it again would make the buyers behind them wait
+        # too. A seat is still only ever given under the lock, after counting there.
+        limited = tier.capacity is not None
+        if limited and await uow.holds.all_seats_taken(command.event_id, tier.tier_id):
+            raise _sold_out(tier)
         seats = await uow.holds.lock_tier_seats(command.event_id, tier.tier_id)
         if seats.event_cancelled:
             raise _event_cancelled(command.event_id)
         if not seats.has_free_seat:
-            raise errors.SoldOut("Every seat of the tier is taken or held.", tierId=tier.tier_id)
+            raise _sold_out(tier)
         reservation = await uow.holds.insert(
             _new_reservation(deps, command, settings, tier), deps.hold_seconds
         )
@@ -108,6 +114,10 @@ def _paid_tier_on_sale(settings: Settings | None, command: StartRegistration) ->
     if not tier.is_on_sale(datetime.now(UTC), settings.event_start_time):
         raise errors.TierNotOnSale("The tier is not on sale now.", tierId=tier.tier_id)
     return tier
+
+
+def _sold_out(tier: Tier) -> errors.SoldOut:
+    return errors.SoldOut("Every seat of the tier is taken or held.", tierId=tier.tier_id)
 
 
 def _event_cancelled(event_id: str) -> errors.EventCancelled:

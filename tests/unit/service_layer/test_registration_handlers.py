@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fakes import FakeCheckouts, FakeDatabase
+from tests.fakes import FakeCheckouts, FakeDatabase, FakeReservations
 from tests.unit.service_layer.conftest import EVENT, PRICE, later, paid_event, registration
 from ticketing_service.domain import errors
 from ticketing_service.domain.reservations import Answer, ReservationStatus
@@ -111,6 +111,43 @@ async def test_an_event_or_tier_that_cannot_sell_is_refused(
 
 async def test_the_last_seat_taken_answers_sold_out(deps: Dependencies) -> None:
     await start_paid_registration(deps, registration("first"))
+    with pytest.raises(errors.SoldOut):
+        await start_paid_registration(deps, registration("second"))
+
+
+async def test_a_full_tier_answers_sold_out_without_taking_its_lock(
+    deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await start_paid_registration(deps, registration("first"))
+
+    async def lock_tier_seats(*_: object) -> None:
+        raise AssertionError("a full tier's lock was waited for")
+
+    monkeypatch.setattr(FakeReservations, "lock_tier_seats", lock_tier_seats)
+    with pytest.raises(errors.SoldOut):
+        await start_paid_registration(deps, registration("second"))
+
+
+async def test_an_unlimited_tier_is_never_read_for_being_full(
+    deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def all_seats_taken(*_: object) -> bool:
+        raise AssertionError("an unlimited tier was counted before its lock")
+
+    monkeypatch.setattr(FakeReservations, "all_seats_taken", all_seats_taken)
+    held = await start_paid_registration(deps, registration("first", tier_id="more"))
+    assert held.reservation is not None
+
+
+async def test_the_last_seat_taken_after_the_lock_free_read_answers_sold_out(
+    deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await start_paid_registration(deps, registration("first"))
+
+    async def read_before_the_last_seat_went(*_: object) -> bool:
+        return False
+
+    monkeypatch.setattr(FakeReservations, "all_seats_taken", read_before_the_last_seat_went)
     with pytest.raises(errors.SoldOut):
         await start_paid_registration(deps, registration("second"))
 

@@ -92,6 +92,11 @@ class SqlHoldRepository:
         await self._pause("reservation_locked")
         return None if read is None else _locked(read)
 
+    async def all_seats_taken(self, event_id: str, tier_id: str) -> bool:
+        """Whether live holds and registrations fill the tier, read without taking a lock."""
+        row = await self._tx.one(sql.ALL_SEATS_TAKEN, {"e": event_id, "t": tier_id})
+        return row is not None and row["full"] is True
+
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
         """Lock the tier row, then count its seats in a statement of its own.
 

@@ -129,6 +129,16 @@ _COUNT_TAKEN = (
     " (SELECT cancel_time IS NOT NULL FROM ticketing_settings WHERE event_id = %(e)s) AS cancelled"
     " FROM tier_rows"
 )
+# Seats surely taken, read without waiting on any lock: folded and imported seats, live holds,
+# and confirmations not yet folded. Holds past their end are left out (a confirmation may still
+# take their seat), so it never counts more than `_COUNT_TAKEN`: a tier full here was full at
+# the moment of reading. No row (no tier) or no capacity reads as not full.
+ALL_SEATS_TAKEN = (
+    "SELECT t.accepted_count + t.external_seats + (SELECT count(*) FROM reservations"
+    " WHERE event_id = %(e)s AND tier_id = %(t)s AND (status = 'pending_payment'"
+    " AND expire_time > statement_timestamp() OR status = 'confirmed' AND NOT seat_folded))"
+    " >= t.capacity AS full FROM tiers t WHERE t.event_id = %(e)s AND t.tier_id = %(t)s"
+)
 EVENT_CANCELLED = (
     "SELECT cancel_time IS NOT NULL AS cancelled FROM ticketing_settings WHERE event_id = %(e)s"
 )
