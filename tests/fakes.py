@@ -35,7 +35,7 @@ from ticketing_service.domain.reservations import (
     ReservationStatus,
     TierSeats,
 )
-from ticketing_service.domain.settings import Settings
+from ticketing_service.domain.settings import Settings, Tier
 from ticketing_service.service_layer.checkouts import (
     Checkout,
     CheckoutNotFound,
@@ -198,16 +198,14 @@ class FakeReservations:
 
     async def all_seats_taken(self, event_id: str, tier_id: str) -> bool:
         """Whether accepted registrations and live holds fill the tier."""
-        settings = self._store.settings.get(event_id)
-        tier = settings.tier(tier_id) if settings else None
+        tier = self._tier(event_id, tier_id)
         if tier is None or tier.capacity is None:
             return False
         return self._taken(event_id, tier_id) >= tier.capacity
 
     async def lock_tier_seats(self, event_id: str, tier_id: str) -> TierSeats:
         """Capacity and seats taken: accepted registrations plus live holds."""
-        settings = self._store.settings.get(event_id)
-        tier = settings.tier(tier_id) if settings else None
+        tier = self._tier(event_id, tier_id)
         if tier is None:
             raise TierNotFound("The event has no such tier.", tierId=tier_id)
         deleted = (event_id, tier_id) in self._store.deleted_tiers
@@ -215,6 +213,10 @@ class FakeReservations:
         if tier.capacity is None:
             return TierSeats(None, 0, deleted, cancelled)
         return TierSeats(tier.capacity, self._taken(event_id, tier_id), deleted, cancelled)
+
+    def _tier(self, event_id: str, tier_id: str) -> Tier | None:
+        settings = self._store.settings.get(event_id)
+        return settings.tier(tier_id) if settings else None
 
     def _taken(self, event_id: str, tier_id: str) -> int:
         reservations = self._store.reservations

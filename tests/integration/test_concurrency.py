@@ -354,7 +354,11 @@ async def take_the_only_seat(stub: Stub, database_url: str, seat: str) -> None:
     if seat in ("paid", "folded"):
         await stub.ConfirmPayment(payment, timeout=CALL_SECONDS)
     if seat == "folded":  # as the sweeper folds a confirmation into the tier's count
-        sql(database_url, "UPDATE reservations SET seat_folded = true")
+        sql(
+            database_url,
+            "UPDATE reservations SET seat_folded = true WHERE reservation_id = $1",
+            payment.reservation_id,
+        )
         sql(database_url, "UPDATE tiers SET accepted_count = 1 WHERE tier_id = $1", TIER)
 
 
