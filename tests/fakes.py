@@ -466,7 +466,10 @@ class FakeRefunds:
         self._rows = rows
 
     async def owe(self, refund: OwedRefund) -> Refund:
-        """A requested refund, due now."""
+        """A requested refund, due now; a request id is unique per reservation, as in SQL."""
+        if refund.request_id is not None:
+            reused = await self.by_request(refund.reservation_id, refund.request_id)
+            assert reused is None, "uq_refunds_request_per_reservation violated"
         now = self._store.now
         owed = Refund(
             str(uuid.uuid4()),

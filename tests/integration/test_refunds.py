@@ -321,6 +321,32 @@ async def test_a_refund_repeated_with_its_request_id_is_made_once_and_other_data
     assert other == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
 
 
+async def test_one_request_id_names_one_refund_of_a_reservation_whichever_call_made_it(
+    stub: Stub, payment_service: PaymentService
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "payer")
+    await stub.RefundReservation(refund_request(seat, 5000, "press-1"))
+
+    def give_up(request_id: str) -> Any:
+        return stub.CancelRegistration(
+            pb.CancelRegistrationRequest(
+                reservation_id=seat.reservation_id, user_id="payer", request_id=request_id
+            )
+        )
+
+    reused = await error_of(give_up("press-1"))
+    kept = await reservation(stub, seat.reservation_id)
+    given_up = await give_up("press-2")
+    refund_again = await error_of(stub.RefundReservation(refund_request(seat, 0, "press-2")))
+
+    assert reused == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert kept.status == reservation_pb2.RESERVATION_STATUS_CONFIRMED
+    assert [r.amount for r in kept.refunds] == [5000]
+    assert given_up.reservation.status == reservation_pb2.RESERVATION_STATUS_REGISTRATION_CANCELLED
+    assert refund_again == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+
+
 async def test_a_refund_that_releases_the_seat_puts_it_back_on_sale(
     stub: Stub, payment_service: PaymentService
 ) -> None:

@@ -89,6 +89,9 @@ async def cancel_registration(
                 " (a hold is cancelled with CancelReservation).",
                 reservationId=reservation_id,
             )
+        if request_id is not None and await uow.refunds.by_request(reservation_id, request_id):
+            # The id already named an organizer's refund of this reservation.
+            raise _request_id_reused()
         settings = await uow.settings.get(held.event_id)
         assert settings is not None, "a reservation's event has settings"
         percent = refund_percent(settings.refund_policy, settings.event_start_time, locked.now)
@@ -211,14 +214,18 @@ async def _repeated_refund(
     """The answer to a RefundReservation seen before; the same id asking otherwise is refused."""
     asked = (command.amount or refund.amount, command.reason, command.release_seat)
     if asked != (refund.amount, refund.reason, refund.release_seat):
-        raise errors.InvalidArgument(
-            [
-                errors.FieldViolation(
-                    "request_id", "This request_id was used for another refund of the reservation."
-                )
-            ]
-        )
+        raise _request_id_reused()
     return RefundResult(await with_refunds(uow, locked.reservation), refund)
+
+
+def _request_id_reused() -> errors.InvalidArgument:
+    return errors.InvalidArgument(
+        [
+            errors.FieldViolation(
+                "request_id", "This request_id was used for another refund of the reservation."
+            )
+        ]
+    )
 
 
 async def _lock(uow: UnitOfWork, reservation_id: str) -> LockedReservation:

@@ -120,6 +120,21 @@ async def test_giving_up_a_seat_again_answers_the_same_and_owes_nothing_more(
     assert database.store.events[-1].type is RegistrationEventType.REGISTRATION_CANCELLED
 
 
+async def test_giving_up_a_seat_with_the_request_id_of_a_refund_is_refused(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    confirmed = await seat(deps, database)
+    await refund_reservation(deps, refund(confirmed, 5000, request_id="press-1"))
+
+    with pytest.raises(errors.InvalidArgument) as raised:
+        await cancel_registration(deps, confirmed.reservation_id, "payer", "press-1")
+
+    assert [v.field for v in raised.value.violations] == ["request_id"]
+    kept = await get_reservation(deps, confirmed.reservation_id)
+    assert kept.status is ReservationStatus.CONFIRMED
+    assert [r.amount for r in kept.refunds] == [5000]
+
+
 async def test_only_the_owner_gives_up_a_seat(deps: Dependencies, database: FakeDatabase) -> None:
     confirmed = await seat(deps, database)
 

@@ -1290,7 +1290,8 @@ type CancelRegistrationRequest struct {
 	// The Moim user who gives it up; must own the reservation. Required.
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// The caller's id for this request, for its retries. Empty means none (a repeat still answers
-	// the same: a cancelled registration stays cancelled). At most 128 characters.
+	// the same: a cancelled registration stays cancelled). At most 128 characters. An id that
+	// already named a RefundReservation of this reservation is INVALID_ARGUMENT.
 	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 }
 

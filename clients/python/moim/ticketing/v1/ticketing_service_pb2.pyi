@@ -665,7 +665,8 @@ class CancelRegistrationRequest(_message.Message):
     """The Moim user who gives it up; must own the reservation. Required."""
     request_id: _builtins.str
     """The caller's id for this request, for its retries. Empty means none (a repeat still answers
-    the same: a cancelled registration stays cancelled). At most 128 characters.
+    the same: a cancelled registration stays cancelled). At most 128 characters. An id that
+    already named a RefundReservation of this reservation is INVALID_ARGUMENT.
     """
     def __init__(
         self,

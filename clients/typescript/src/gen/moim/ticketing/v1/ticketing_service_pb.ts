@@ -609,7 +609,8 @@ export type CancelRegistrationRequest = Message<"moim.ticketing.v1.CancelRegistr
 
   /**
    * The caller's id for this request, for its retries. Empty means none (a repeat still answers
-   * the same: a cancelled registration stays cancelled). At most 128 characters.
+   * the same: a cancelled registration stays cancelled). At most 128 characters. An id that
+   * already named a RefundReservation of this reservation is INVALID_ARGUMENT.
    *
    * @generated from field: string request_id = 3;
    */
