@@ -89,8 +89,8 @@ async def cancel_registration(
                 " (a hold is cancelled with CancelReservation).",
                 reservationId=reservation_id,
             )
-        if request_id is not None and await uow.refunds.by_request(reservation_id, request_id):
-            # The id already named an organizer's refund of this reservation.
+        earlier = await uow.refunds.by_request(reservation_id, request_id) if request_id else None
+        if earlier is not None:  # the id already named an organizer's refund of this reservation
             raise _request_id_reused()
         settings = await uow.settings.get(held.event_id)
         assert settings is not None, "a reservation's event has settings"
