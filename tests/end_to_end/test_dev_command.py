@@ -23,12 +23,13 @@ from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-# The banner's address lines, printed on stdout once every part of the stack is listening.
+# Each field of DevStack, as the banner prints it on stdout once every part of the stack listens.
 BANNER = {
-    "grpc": re.compile(r"^\s*gRPC server\s+([\d.]+:\d+)\s"),
-    "webhook": re.compile(r"^\s*webhook shim\s+(http://\S+)"),
-    "sandbox": re.compile(r"^\s*payment sandbox\s+(http://\S+)"),
-    "token": re.compile(r"Authorization: Bearer (\S+)'"),
+    "grpc_target": re.compile(r"^\s*gRPC server\s+([\d.]+:\d+)\s"),
+    "webhook_url": re.compile(r"^\s*webhook shim\s+(http://\S+)"),
+    "sandbox_url": re.compile(r"^\s*payment sandbox\s+(http://\S+)"),
+    "payment_token": re.compile(r"Authorization: Bearer (\S+)'"),
+    "reconcile_after": re.compile(r"^(\S+) s after the hold was made"),
 }
 # Embedded Postgres (initdb, start) and the migrations take seconds; a minute means a fault.
 START_TIMEOUT_SECONDS = 60
@@ -49,15 +50,19 @@ class DevStack:
     webhook_url: str
     sandbox_url: str
     payment_token: str
+    reconcile_after: str  # the seconds after which the banner says a lost callback is asked about
 
 
 @contextmanager
-def dev_stack(data_dir: Path, log_path: Path) -> Iterator[DevStack]:
-    """Run the real command until it prints its banner; stop it afterwards if still running."""
+def dev_stack(data_dir: Path, log_path: Path, **settings: str) -> Iterator[DevStack]:
+    """Run the real command until it prints its banner; stop it afterwards if still running.
+
+    `settings` are environment variables for it, over the dev stack's own defaults.
+    """
     environment = {
         k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TICKETING_GRPC_TOKEN"}
     }
-    environment["TICKETING_DATA_DIR"] = str(data_dir)
+    environment |= settings | {"TICKETING_DATA_DIR": str(data_dir)}
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [
@@ -124,7 +129,7 @@ def _read_banner(
         for part, pattern in BANNER.items():
             if part not in found and (match := pattern.search(line)):
                 found[part] = match.group(1)
-    return DevStack(process, found["grpc"], found["webhook"], found["sandbox"], found["token"])
+    return DevStack(process, **found)
 
 
 def start_paid_registration(
@@ -184,6 +189,7 @@ def test_a_payment_on_the_sandbox_page_confirms_the_registration_and_ctrl_c_stop
     )
     assert confirmed.status == reservation_pb2.RESERVATION_STATUS_CONFIRMED
     assert confirmed.registration_id
+    assert stack.reconcile_after == "10"  # the dev stack's own default
     assert exit_code == 0
     assert data_dir.is_dir(), "the data directory is kept for the next start"
     assert not (data_dir / "postmaster.pid").exists(), "the embedded Postgres is still running"
@@ -193,7 +199,10 @@ def test_a_payment_whose_callback_is_lost_is_confirmed_by_asking_and_a_cancel_le
     tmp_path: Path,
 ) -> None:
     with (
-        dev_stack(tmp_path / "pgdata", tmp_path / "dev.log") as stack,
+        # The dev stack asks after 10 s unless told otherwise, as here (the banner says it).
+        dev_stack(
+            tmp_path / "pgdata", tmp_path / "dev.log", TICKETING_RECONCILE_AFTER_SECONDS="4"
+        ) as stack,
         grpc.insecure_channel(stack.grpc_target) as channel,
         httpx.Client(timeout=HTTP_TIMEOUT_SECONDS) as http,
     ):
@@ -218,6 +227,7 @@ def test_a_payment_whose_callback_is_lost_is_confirmed_by_asking_and_a_cancel_le
     assert "payment <b>cancel</b>" in landed.text
     assert returned.url == f"{stack.sandbox_url}/events/{EVENT_ID}/register?payment=success"
     # No callback came: the hold waited until the service asked the sandbox, then confirmed it.
+    assert stack.reconcile_after == "4"
     assert before == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
     assert confirmed.registration_id
     # A cancel on the payment page is the payer's business: the hold stays until it ends.

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -41,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "webhook":  # reads only its own settings (WebhookConfig)
         return run_webhook(args.listen)
     try:
-        config = Config.from_env()
+        config = Config.from_env(
+            {**stack.DEV_SETTINGS, **os.environ} if args.command == "dev" else None
+        )
         if args.command == "migrate":
             return _migrate(config)
         if args.command == "dev":

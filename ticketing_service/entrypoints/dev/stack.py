@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 CALLBACK_PATH = "/api/ticket-payment-callbacks"
 
 
-DEV_RECONCILE_AFTER_SECONDS = 10.0
-DEV_SWEEP_INTERVAL_SECONDS = 2.0
+# The dev stack's own defaults, which the environment overrides as it does any setting: a lost
+# callback ("Pay without callback") is settled by asking within seconds, and holds end promptly.
+DEV_SETTINGS = {"TICKETING_RECONCILE_AFTER_SECONDS": "10", "TICKETING_SWEEP_INTERVAL_SECONDS": "2"}
 
 DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
 DEFAULT_WEBHOOK_LISTEN = "127.0.0.1:8080"
@@ -73,9 +74,6 @@ async def run_dev_stack(config: Config, listen: DevListen) -> int:
         callback_url=shim_url + CALLBACK_PATH,
         public_base_url=sandbox_url,
         grpc_tokens=(),
-        # Soon enough to watch: "Pay without callback" is confirmed by asking within seconds.
-        reconcile_after_seconds=DEV_RECONCILE_AFTER_SECONDS,
-        sweep_interval_seconds=DEV_SWEEP_INTERVAL_SECONDS,
     )
     database_url = bootstrap.resolve_database_url(config)
     await asyncio.to_thread(bootstrap.migrate, config, database_url)
@@ -101,11 +99,14 @@ async def run_dev_stack(config: Config, listen: DevListen) -> int:
             tolerance_seconds=DEFAULT_TOLERANCE_SECONDS,
         )
         async with webhook_server(shim_config, build_verifier(shim_config)) as shim:
-            await _serve(running, shim, shim_sock, sandbox_server, sandbox_sock, payment_token)
+            await _serve(
+                config, running, shim, shim_sock, sandbox_server, sandbox_sock, payment_token
+            )
     return 0
 
 
 async def _serve(
+    config: Config,
     running: RunningServer,
     shim: ShimServer,
     shim_sock: socket.socket,
@@ -124,14 +125,16 @@ async def _serve(
     ]
     async with asyncio.timeout(30):
         await shim.listening.wait()
-    _print_banner(running.port, _url(shim_sock), _url(sandbox_sock), payment_token)
+    _print_banner(running.port, _url(shim_sock), _url(sandbox_sock), payment_token, config)
     await stop.wait()
     log.info("stopping the dev stack")
     shim.should_exit = sandbox_server.should_exit = True
     await asyncio.gather(*serving, return_exceptions=True)
 
 
-def _print_banner(grpc_port: int, shim_url: str, sandbox_url: str, payment_token: str) -> None:
+def _print_banner(
+    grpc_port: int, shim_url: str, sandbox_url: str, payment_token: str, config: Config
+) -> None:
     target = f"127.0.0.1:{grpc_port}"
     curl = "npx buf curl --protocol grpc --http2-prior-knowledge"
     base = f"http://{target}/moim.ticketing.v1.TicketingService"
@@ -155,7 +158,7 @@ A first paid registration:
      (status RESERVATION_STATUS_CONFIRMED, with a registrationId)
 
 "Pay without callback" pays but sends nothing (a lost callback): about
-{DEV_RECONCILE_AFTER_SECONDS:g} s after the hold was made the service asks the sandbox itself,
+{config.reconcile_after_seconds:g} s after the hold was made the service asks the sandbox itself,
 and confirms the payment. What the sandbox says of a checkout, as the service reads it:
   curl -H 'Authorization: Bearer {payment_token}' {sandbox_url}/v1/ticket-checkouts/<checkoutId>
 """,
