@@ -46,7 +46,14 @@ SERVER_FAULTS = {
     # timeout is 1 s here, a lock's 2 s): a call that outlives it hangs.
     grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-EXAMPLES = int(os.environ.get("TICKETING_FUZZ_EXAMPLES", "400"))
+# Both searches: the same examples on every run; the servers and the reservations are made
+# once per test and serve all of its examples.
+SEARCH = settings(
+    max_examples=int(os.environ.get("TICKETING_FUZZ_EXAMPLES", "400")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 NOW = int(time.time())
 # Plausible values by field name; the `known` fixture adds the ids of its reservations.
@@ -219,12 +226,7 @@ async def known(stub: Stub) -> Known:
     }
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@SEARCH
 @given(data=st.data())
 async def test_no_request_of_any_shape_gets_a_server_fault(
     stub: Stub, known: Known, data: st.DataObject
@@ -288,12 +290,7 @@ def callbacks(draw: st.DrawFn, known: Known) -> bytes:
     return json.dumps(event).encode()
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@SEARCH
 @given(data=st.data())
 async def test_no_signed_callback_of_any_content_gets_a_server_fault(
     shim: httpx.AsyncClient, known: Known, data: st.DataObject
