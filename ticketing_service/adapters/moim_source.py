@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import asyncpg
-from sqlalchemy.exc import ArgumentError
 
 from ticketing_service.adapters.db.pool import Connection, Database, PoolSettings
 from ticketing_service.adapters.db.transaction import Row
@@ -79,7 +78,7 @@ def source_driver_url(url: str) -> str:
     """The driver URL of the source's `postgresql://` URL; ValueError saying what is wrong."""
     try:
         return driver_url(url)
-    except (ValueError, ArgumentError) as error:
+    except ValueError as error:
         raise ValueError("it must be the postgresql:// URL of Moim's database") from error
 
 
