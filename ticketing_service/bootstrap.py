@@ -20,10 +20,13 @@ from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.moim_import_writer import SqlImportTarget
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
-from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
+from ticketing_service.adapters.embedded_postgres import (
+    EmbeddedPostgresError,
+    start_embedded_postgres,
+)
 from ticketing_service.adapters.moim_source import PostgresMoimSource, source_driver_url
 from ticketing_service.adapters.payment_service import HttpPaymentService
-from ticketing_service.config import Config
+from ticketing_service.config import Config, ConfigError
 from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.domain.refunds import RefundRetryPolicy
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -95,7 +98,12 @@ class Service:
 
 def resolve_database_url(config: Config) -> str:
     """`DATABASE_URL`, or an embedded Postgres in `TICKETING_DATA_DIR` when it is unset."""
-    return config.database_url or start_embedded_postgres(config.data_dir)
+    if config.database_url:
+        return config.database_url
+    try:
+        return start_embedded_postgres(config.data_dir)
+    except EmbeddedPostgresError as error:
+        raise ConfigError(str(error)) from None
 
 
 def migrate(config: Config, database_url: str) -> None:

@@ -7,7 +7,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -177,3 +177,49 @@ def test_serve_takes_a_reachable_address_with_a_token_or_when_told_it_is_insecur
         assert process.wait(timeout=START_TIMEOUT_SECONDS) == 0
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert any("neither a token nor mutual TLS (--insecure)" in line for line in logged) == warned
+
+
+def _other_files(path: Path) -> Path:
+    path.mkdir()
+    (path / "notes.txt").write_text("not a database")
+    return path
+
+
+def _a_file(path: Path) -> Path:
+    path.write_text("not a directory")
+    return path
+
+
+def _under_a_file(path: Path) -> Path:
+    return _a_file(path) / "pgdata"
+
+
+def _no_postgres_of_ours(path: Path) -> Path:
+    path.mkdir()
+    (path / "PG_VERSION").write_text("9\n")  # what a data directory of Postgres 9 starts with
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_data_dir", "says"),
+    [
+        (_other_files, "holds files but no Postgres data"),
+        (_a_file, "is a file, not a directory"),
+        (_under_a_file, "Could not create the embedded Postgres's data directory"),
+        (_no_postgres_of_ours, "did not start: pg_ctl exited with"),
+    ],
+)
+def test_a_data_dir_that_cannot_hold_the_embedded_postgres_fails_in_one_line_touching_nothing(
+    tmp_path: Path, make_data_dir: Callable[[Path], Path], says: str
+) -> None:
+    data_dir = make_data_dir(tmp_path / "data")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = run_serve(tmp_path, TICKETING_DATA_DIR=str(data_dir))
+    assert result.returncode == 2
+    ours = [line for line in result.stderr.splitlines() if line.startswith("ticketing-service:")]
+    assert len(ours) == 1, result.stderr
+    assert says in ours[0]
+    assert ours[0].endswith("Set TICKETING_DATA_DIR to a new or empty directory, or DATABASE_URL.")
+    assert "Traceback" not in result.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    assert not list(tmp_path.rglob("postgresql.conf"))  # no database was initialised anywhere

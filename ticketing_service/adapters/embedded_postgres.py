@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Protocol, cast
+
+WHAT_TO_DO = "Set TICKETING_DATA_DIR to a new or empty directory, or DATABASE_URL."
+
+
+class EmbeddedPostgresError(Exception):
+    """The embedded Postgres could not start; the message says why and what to do."""
 
 
 class _Server(Protocol):
@@ -15,14 +22,43 @@ def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or reuse) a Postgres whose data lives in `data_dir`; return its URL.
 
     The data directory persists across restarts. The server stops when the process that
-    started it exits.
+    started it exits. A directory that holds something else is refused, never initialised.
     """
+    _check_data_dir(data_dir)
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime dir it never uses; on servers without a
         # login session that only produces a misleading warning on every start.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         from pgserver.postgres_server import get_server
 
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = cast(_Server, get_server(data_dir, cleanup_mode="stop"))
+    try:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        server = cast(_Server, get_server(data_dir, cleanup_mode="stop"))
+    except OSError as error:
+        reason = f"{error.strerror} ({error.filename})" if error.filename else str(error)
+        raise EmbeddedPostgresError(
+            f"Could not create the embedded Postgres's data directory {data_dir}: {reason}. "
+            + WHAT_TO_DO
+        ) from None
+    except subprocess.CalledProcessError as error:
+        # pgserver has logged the command's own output (the lines above this one).
+        program = Path(str(error.cmd[0])).name
+        raise EmbeddedPostgresError(
+            f"The embedded Postgres in {data_dir} did not start: {program} exited with "
+            f"{error.returncode} (its output is logged above). " + WHAT_TO_DO
+        ) from None
     return server.get_uri()
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    """Refuse a path that is not a Postgres data directory yet holds something."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise EmbeddedPostgresError(
+            f"TICKETING_DATA_DIR {data_dir} is a file, not a directory. " + WHAT_TO_DO
+        )
+    # Postgres writes PG_VERSION first; a directory with files but without it is someone
+    # else's, and initialising a database there would mix the two.
+    if data_dir.is_dir() and not (data_dir / "PG_VERSION").exists() and any(data_dir.iterdir()):
+        raise EmbeddedPostgresError(
+            f"TICKETING_DATA_DIR {data_dir} holds files but no Postgres data. " + WHAT_TO_DO
+        )
