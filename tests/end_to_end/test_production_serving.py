@@ -6,9 +6,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,10 @@ OLD_TOKEN = "retiring-token-never-logged"
 HMAC_SECRET = "callback-secret-never-logged"
 UNKNOWN_RESERVATION = "00000000-0000-4000-8000-000000000001"
 START_SECONDS = 60
+IDLE_SOCKETS = 300
+# Each metrics endpoint cuts a connection with no complete request after its read deadline:
+# 10 s on the server, the shim's TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS (2 s here) on the shim.
+CUT_WITHIN_SECONDS = 20.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 T = TypeVar("T")
 
@@ -162,6 +168,7 @@ def shim(server: Server, pki: Pki) -> Iterator[tuple[LoggedProcess, int, int]]:
         "TICKETING_TLS_CLIENT_CERT": str(pki.shim[0]),
         "TICKETING_TLS_CLIENT_KEY": str(pki.shim[1]),
         "TICKETING_METRICS_LISTEN": "127.0.0.1:0",
+        "TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS": "2",
     }
     process = LoggedProcess(["webhook", "--listen", "127.0.0.1:0"], env)
     try:
@@ -277,6 +284,46 @@ def test_the_shim_forwards_over_mutual_tls_and_counts_forged_signatures(
         frozenset({("reason", "bad_signature")}),
     )
     assert scrape(metrics_port)[failure] == 1
+
+
+def threads_of(process: LoggedProcess) -> int:
+    return len(os.listdir(f"/proc/{process.process.pid}/task"))
+
+
+def closed_by_server(sockets: list[socket.socket], within: float) -> int:
+    """How many of `sockets` the other side closes within `within` seconds in all."""
+    deadline, closed = time.monotonic() + within, 0
+    for sock in sockets:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            closed += sock.recv(1) == b""  # b"": closed; the server never writes to them
+        except TimeoutError:
+            pass
+        except ConnectionError:
+            closed += 1  # a reset is a cut too
+    return closed
+
+
+def test_idle_sockets_on_the_metrics_ports_take_no_thread_and_are_cut(
+    server: Server, shim: tuple[LoggedProcess, int, int]
+) -> None:
+    ports = {server.process: server.metrics_port, shim[0]: shim[2]}
+    threads_before = {process: threads_of(process) for process in ports}
+    idle = [
+        socket.create_connection(("127.0.0.1", port), timeout=START_SECONDS)
+        for port in ports.values()
+        for _ in range(IDLE_SOCKETS)
+    ]
+    try:
+        # Accepted in order: once a scrape is answered, every idle socket before it was too.
+        assert all(scrape(port) for port in ports.values())
+        threads_gained = [threads_of(p) - threads_before[p] for p in ports]
+        cut = closed_by_server(idle, within=CUT_WITHIN_SECONDS)
+    finally:
+        for s in idle:
+            s.close()
+    assert max(threads_gained) < IDLE_SOCKETS // 10  # the standard library's server: +300 each
+    assert cut == len(idle)
 
 
 def test_both_stop_cleanly_and_no_secret_reached_their_logs(

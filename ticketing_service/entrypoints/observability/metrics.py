@@ -7,12 +7,13 @@ written in this code), never from what a caller sends, so no request can add a s
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
 
 import grpc
+import uvicorn
 from prometheus_client import (
     GC_COLLECTOR,
     CollectorRegistry,
@@ -21,21 +22,23 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.reconciliation import CheckoutAnswer
 from ticketing_service.domain.reservations import ConfirmOutcome
+from ticketing_service.entrypoints.webhook.read_deadline import with_read_deadline
 from ticketing_service.entrypoints.webhook.signatures import (
     CallbackVerifier,
     SignatureRejected,
     Verified,
 )
 from ticketing_service.service_layer.ports import Committed
-from ticketing_service.webhook_config import parse_host_port
+from ticketing_service.webhook_config import DEFAULT_READ_TIMEOUT_SECONDS, parse_host_port
 
 METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
 
@@ -244,21 +247,63 @@ class _PoolCollector(Collector):
 
 @dataclass(slots=True)
 class MetricsServer:
-    """The metrics endpoint, served from a daemon thread; `close()` stops it."""
+    """The metrics endpoint, served from a thread of its own; `close()` stops it."""
 
     port: int
-    _server: WSGIServer
+    _server: uvicorn.Server
     _thread: threading.Thread
 
     def close(self) -> None:
         """Stop serving and wait for the thread to end."""
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.should_exit = True
         self._thread.join()
 
 
-def start_metrics_server(listen: str, registry: CollectorRegistry) -> MetricsServer:
-    """Serve `registry` at `http://<listen>/metrics` (port 0 picks a free port)."""
+def start_metrics_server(
+    listen: str,
+    registry: CollectorRegistry,
+    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS,
+) -> MetricsServer:
+    """Serve `registry` at `http://<listen>/metrics` (port 0 picks a free port).
+
+    uvicorn serves it on an event loop in a thread of its own, so a busy service loop does not
+    delay a scrape, and with the shim's read deadline: a connection that has not sent a whole
+    request within `read_timeout_seconds` is closed. Idle sockets cost a few kilobytes each
+    for that long, never a thread (the standard library's server gave each one a thread, for
+    good, until the process ran out of memory or file descriptors).
+    """
     host, port = parse_host_port(listen, METRICS_LISTEN_SETTING)
-    server, thread = start_http_server(port, addr=host, registry=registry)
-    return MetricsServer(int(server.server_address[1]), server, thread)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)  # bound and listening: no race
+    config = uvicorn.Config(
+        _exposition(registry),
+        http=with_read_deadline(read_timeout_seconds),
+        lifespan="off",
+        ws="none",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=1,  # a scrape is answered in milliseconds
+    )
+    server = uvicorn.Server(config)
+    # Off the main thread uvicorn leaves signal handlers alone: the service keeps its own.
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="metrics", daemon=True
+    )
+    thread.start()
+    return MetricsServer(int(sock.getsockname()[1]), server, thread)
+
+
+def _exposition(registry: CollectorRegistry) -> ASGIApp:
+    """Every path answers the registry, in the format the scraper's `Accept` asks for."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # latin-1 decodes any header bytes: a malformed `Accept` gets the default format.
+        accept = ",".join(v.decode("latin-1") for k, v in scope["headers"] if k == b"accept")
+        encode, content_type = choose_encoder(accept)
+        body = encode(registry)
+        headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-store")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app

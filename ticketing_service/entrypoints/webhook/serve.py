@@ -188,7 +188,9 @@ async def _serve_until_signalled(
     metrics = TicketingMetrics()
     endpoint = None
     if config.metrics_listen:
-        endpoint = start_metrics_server(config.metrics_listen, metrics.registry)
+        endpoint = start_metrics_server(
+            config.metrics_listen, metrics.registry, config.read_timeout_seconds
+        )
         logger.info("metrics on %s:%d", config.metrics_listen.rsplit(":", 1)[0], endpoint.port)
     try:
         await _serve_with(config, verifier, sock, metrics)
