@@ -41,8 +41,9 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
-# Not extras: the record's own attributes, the request fields, and private marks (`_...`).
-_NOT_EXTRAS = STANDARD_RECORD_ATTRIBUTES | set(CONTEXT_FIELDS)
+# Not extras: the record's own attributes, the request fields, private marks (`_...`), and
+# uvicorn's `color_message`, its message again with terminal colour codes.
+_NOT_EXTRAS = STANDARD_RECORD_ATTRIBUTES | set(CONTEXT_FIELDS) | {"color_message"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:

@@ -73,6 +73,15 @@ def test_private_marks_on_a_record_are_not_written(stream: io.StringIO) -> None:
     assert not [key for key in entry if key.startswith("_") or key == "composed_by_service"]
 
 
+def test_uvicorns_coloured_copy_of_the_message_is_not_written(stream: io.StringIO) -> None:
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 7, extra={"color_message": "Started \x1b[36m%d\x1b[0m"}
+    )
+    [entry] = lines(stream)
+    assert entry["message"] == "Started server process [7]"
+    assert "color_message" not in entry
+
+
 def test_records_inside_a_request_carry_its_id_rpc_and_reservation(stream: io.StringIO) -> None:
     with request_scope("req-1", rpc="ConfirmPayment"):
         log.info("before")
