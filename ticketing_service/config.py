@@ -76,7 +76,7 @@ class Config:
         return cls(
             database_url=r.text("DATABASE_URL"),
             data_dir=Path(r.text("TICKETING_DATA_DIR") or "./.ticketing/pgdata"),
-            grpc_listen=r.text("TICKETING_GRPC_LISTEN") or "127.0.0.1:50051",
+            grpc_listen=r.listen("TICKETING_GRPC_LISTEN") or "127.0.0.1:50051",
             grpc_tokens=r.tokens("TICKETING_GRPC_TOKEN"),
             hold_seconds=r.positive_float("TICKETING_HOLD_SECONDS", 600),
             payment_service_url=r.optional_url("TICKET_PAYMENT_SERVICE_URL"),
@@ -98,8 +98,8 @@ class Config:
             ),
             workers=r.positive_int("TICKETING_WORKERS", 1, MAX_WORKERS),
             tls=_server_tls(r),
-            metrics_listen=r.text("TICKETING_METRICS_LISTEN"),
-            health_listen=r.text("TICKETING_HEALTH_LISTEN"),
+            metrics_listen=r.listen("TICKETING_METRICS_LISTEN"),
+            health_listen=r.listen("TICKETING_HEALTH_LISTEN"),
             grpc_max_concurrent_rpcs=r.positive_int(
                 "TICKETING_GRPC_MAX_CONCURRENT_RPCS", DEFAULT_GRPC_MAX_CONCURRENT_RPCS, 100_000
             ),
@@ -144,6 +144,23 @@ _FLAGS = {
 }
 
 
+class ListenError(OSError):
+    """An address to listen on cannot be bound: in use, or not one of this machine's."""
+
+
+def parse_host_port(value: str, setting: str) -> tuple[str, int]:
+    """Split `HOST:PORT` (IPv6 in brackets); port 0 picks a free port."""
+    host, colon, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    # Checked here: gRPC would take port 99999 as 34463 (modulo 65536), and -1 or "" as 0.
+    if not colon or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ConfigError(
+            f"{setting} must be HOST:PORT with a port up to 65535, e.g. 127.0.0.1:8080; "
+            f"got {value!r}."
+        )
+    return host, int(port)
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
@@ -151,6 +168,13 @@ class _Reader:
     def text(self, name: str) -> str | None:
         value = self._env.get(name, "").strip()
         return value or None
+
+    def listen(self, name: str) -> str | None:
+        """A HOST:PORT to listen on, checked (see parse_host_port)."""
+        value = self.text(name)
+        if value is not None:
+            parse_host_port(value, name)
+        return value
 
     def positive_float(self, name: str, default: float) -> float:
         raw = self.text(name)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ticketing_service.config import ConfigError
+from ticketing_service.config import ConfigError, parse_host_port
 
 LISTEN_SETTING = "TICKETING_WEBHOOK_LISTEN"
 GRPC_TARGET_SETTING = "TICKETING_GRPC_TARGET"
@@ -119,15 +119,6 @@ class WebhookConfig:
                 "certificate is only sent over TLS, so name the CA that signed the server's."
             )
         return self
-
-
-def parse_host_port(value: str, setting: str) -> tuple[str, int]:
-    """Split `HOST:PORT` (IPv6 in brackets); port 0 picks a free port."""
-    host, colon, port = value.strip().rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not colon or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ConfigError(f"{setting} must be HOST:PORT, e.g. {DEFAULT_LISTEN}; got {value!r}.")
-    return host, int(port)
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:

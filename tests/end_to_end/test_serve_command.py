@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -93,6 +94,11 @@ def test_a_bad_setting_fails_at_start_with_one_line_naming_it(tmp_path: Path) ->
 
 def run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`serve` that is expected to refuse to start: its exit code and output."""
+    return run_command(tmp_path, "serve", *args, **env)
+
+
+def run_command(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A command that is expected to refuse to start (its Postgres, if any, in `tmp_path`)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TICKET")}
     environment |= {
         "TICKETING_DATA_DIR": str(tmp_path),
@@ -101,7 +107,7 @@ def run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
     }
     environment = {k: v for k, v in environment.items() if v}  # "" unsets a setting
     return subprocess.run(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-m", "ticketing_service", "serve", *args],
+        [sys.executable, "-m", "ticketing_service", *argv],
         env=environment,
         capture_output=True,
         text=True,
@@ -139,7 +145,7 @@ def test_serve_without_the_payment_service_url_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0", ":0"])
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0"])
 def test_serve_refuses_a_reachable_address_with_neither_token_nor_mutual_tls(
     tmp_path: Path, listen: str
 ) -> None:
@@ -223,3 +229,66 @@ def test_a_data_dir_that_cannot_hold_the_embedded_postgres_fails_in_one_line_tou
     assert "Traceback" not in result.stderr
     assert {p: p.read_bytes() for p in before} == before
     assert not list(tmp_path.rglob("postgresql.conf"))  # no database was initialised anywhere
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (("serve", "--listen", "127.0.0.1:99999"), {}, "--listen"),  # gRPC took it as 34463
+        (("serve", "--listen", "127.0.0.1:"), {}, "--listen"),  # gRPC took it as port 0
+        (("serve", "--listen", "[::1]:-1"), {}, "--listen"),
+        (("serve", "--listen", ":0"), {}, "--listen"),  # every interface: say 0.0.0.0 or [::]
+        (("serve",), {"TICKETING_GRPC_LISTEN": "127.0.0.1:65536"}, "TICKETING_GRPC_LISTEN"),
+        (("serve",), {"TICKETING_HEALTH_LISTEN": "health"}, "TICKETING_HEALTH_LISTEN"),
+        (("serve",), {"TICKETING_METRICS_LISTEN": "127.0.0.1:http"}, "TICKETING_METRICS_LISTEN"),
+        (("dev", "--grpc-listen", "127.0.0.1:70000"), {}, "--grpc-listen"),
+        (("dev", "--sandbox-listen", "sandbox"), {}, "--sandbox-listen"),
+    ],
+)
+def test_an_address_that_is_not_host_and_port_fails_at_start_naming_it(
+    tmp_path: Path, argv: tuple[str, ...], env: dict[str, str], named: str
+) -> None:
+    result = run_command(tmp_path, *argv, **env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ticketing-service: {named} must be HOST:PORT with a port up to 65535")
+    assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (("serve", "--listen", "{taken}"), {}, "Could not listen on {taken};"),
+        (("serve", "--workers", "2", "--listen", "{taken}"), {}, "Could not listen on {taken};"),
+        (
+            ("serve", "--listen", "127.0.0.1:0"),
+            {"TICKETING_HEALTH_LISTEN": "{taken}"},
+            "Could not listen on {taken} for health probes;",
+        ),
+        (
+            ("serve", "--listen", "127.0.0.1:0"),
+            {"TICKETING_METRICS_LISTEN": "{taken}"},
+            "cannot listen on {taken} for metrics: Address already in use.",
+        ),
+        (
+            ("dev", "--webhook-listen", "{taken}", "--sandbox-listen", "127.0.0.1:0"),
+            {},
+            "cannot listen on {taken}: Address already in use.",
+        ),
+    ],
+)
+def test_an_address_already_in_use_fails_in_one_line(
+    tmp_path: Path, argv: tuple[str, ...], env: dict[str, str], says: str
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        result = run_command(
+            tmp_path,
+            *(arg.format(taken=taken) for arg in argv),
+            **{name: value.format(taken=taken) for name, value in env.items()},
+        )
+    assert result.returncode == 1
+    ours = [line for line in result.stderr.splitlines() if line.startswith("ticketing-service:")]
+    assert ours, result.stderr  # one line; `--workers 2`: one from each worker
+    assert all(says.format(taken=taken) in line for line in ours), ours
+    assert "Traceback" not in result.stderr

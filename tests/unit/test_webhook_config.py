@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from ticketing_service.config import ConfigError
+from ticketing_service.config import ConfigError, parse_host_port
 from ticketing_service.entrypoints.webhook.serve import build_verifier
-from ticketing_service.webhook_config import WebhookConfig, parse_host_port
+from ticketing_service.webhook_config import WebhookConfig
 
 WHSEC = "whsec_" + base64.b64encode(b"a-standard-webhooks-key").decode()
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from ticketing_service import bootstrap
-from ticketing_service.config import Config, ConfigError
+from ticketing_service.config import Config, ConfigError, ListenError, parse_host_port
 from ticketing_service.entrypoints import event_loop, import_command, maintenance
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate(config)
         if args.command == "dev":
             listen = DevListen(args.grpc_listen, args.webhook_listen, args.sandbox_listen)
+            parse_host_port(listen.grpc, "--grpc-listen")
+            parse_host_port(listen.webhook, "--webhook-listen")
+            parse_host_port(listen.sandbox, "--sandbox-listen")
             return event_loop.run(run_dev_stack(config, listen))
         if args.command == "prune-events":
             return event_loop.run(maintenance.prune_events(config, args.older_than_days))
@@ -59,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == import_command.COMMAND:
             run = import_command.run(config, args.source_database_url, args.dry_run)
             return event_loop.run(run)
+        if args.listen:
+            parse_host_port(args.listen, "--listen")
         address, migrate = args.listen or config.grpc_listen, not args.no_migrate
         config.require_payment_service_url()
         guarded = bool(config.grpc_tokens or (config.tls and config.tls.client_ca))
@@ -74,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"ticketing-service: {error}", file=sys.stderr)
         return 2
+    except ListenError as error:
+        print(f"ticketing-service: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -202,7 +210,11 @@ def _serve_worker(database_url: str, listen: str, started: Callable[[int], None]
     """One process of `serve --workers N` (spawned: it shares nothing with its parent)."""
     configure_logging(sys.stderr)
     config = dataclasses.replace(Config.from_env(), database_url=database_url)
-    return event_loop.run(_serve(config, listen, migrate=False, started=started))
+    try:
+        return event_loop.run(_serve(config, listen, migrate=False, started=started))
+    except ListenError as error:  # the parent then stops the others and exits 1
+        print(f"ticketing-service: {error}", file=sys.stderr)
+        return 1
 
 
 def _positive_count(raw: str) -> int:

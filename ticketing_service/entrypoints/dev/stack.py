@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import uvicorn
 
 from ticketing_service import bootstrap
-from ticketing_service.config import Config
+from ticketing_service.config import Config, parse_host_port
 from ticketing_service.entrypoints.dev.payment_service import create_payment_service_app
 from ticketing_service.entrypoints.grpc.server import RunningServer
 from ticketing_service.entrypoints.serving import served
@@ -53,8 +53,7 @@ class DevListen:
 
 
 def _bind(listen: str) -> socket.socket:
-    host, port = listen.rsplit(":", 1)
-    return bind_socket(host, int(port))
+    return bind_socket(*parse_host_port(listen, "a dev stack address"))
 
 
 def _url(sock: socket.socket) -> str:

@@ -17,7 +17,7 @@ def is_loopback(listen: str) -> bool:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a hostname, or empty (every interface): assume others can reach it
+    except ValueError:  # a hostname: assume others can reach it
         return False
 
 

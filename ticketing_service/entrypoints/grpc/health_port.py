@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
+from ticketing_service.config import ListenError
+
 HEALTH_LISTEN_SETTING = "TICKETING_HEALTH_LISTEN"
 
 
@@ -45,6 +47,6 @@ async def start_health_port(
     except RuntimeError:  # grpc's "Failed to bind"; older versions returned 0 instead
         port = 0
     if port == 0:
-        raise OSError(f"Could not listen on {listen} for health probes; is it free and valid?")
+        raise ListenError(f"Could not listen on {listen} for health probes; is it free and valid?")
     await server.start()
     return HealthPort(server, port)

@@ -16,7 +16,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from moim.ticketing.v1 import ticketing_service_pb2, ticketing_service_pb2_grpc
 
-from ticketing_service.config import DEFAULT_GRPC_MAX_CONCURRENT_RPCS, DEFAULT_MAX_WATCHERS
+from ticketing_service.config import (
+    DEFAULT_GRPC_MAX_CONCURRENT_RPCS,
+    DEFAULT_MAX_WATCHERS,
+    ListenError,
+)
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
 from ticketing_service.entrypoints.grpc.servicer import TicketingServicer
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -98,7 +102,7 @@ async def start_server(
     except RuntimeError:  # raised instead of returning 0 when the address is taken
         port = 0
     if port == 0:
-        raise OSError(f"Could not listen on {listen}; is the address free and valid?")
+        raise ListenError(f"Could not listen on {listen}; is the address free and valid?")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -233,11 +233,9 @@ def _received(ready: Connection) -> bool:
 
 
 def _host_port(listen: str) -> tuple[str, int]:
+    """HOST (IPv6 kept in brackets, as gRPC takes it) and PORT, checked at start."""
     host, _, port = listen.rpartition(":")
-    try:
-        return host, int(port)
-    except ValueError:
-        raise OSError(f"Could not listen on {listen}; give it as host:port.") from None
+    return host, int(port)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ written in this code), never from what a caller sends, so no request can add a s
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +29,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ticketing_service.config import ListenError, parse_host_port
 from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.reconciliation import CheckoutAnswer
 from ticketing_service.domain.reservations import ConfirmOutcome
@@ -38,7 +40,7 @@ from ticketing_service.entrypoints.webhook.signatures import (
     Verified,
 )
 from ticketing_service.service_layer.ports import Committed
-from ticketing_service.webhook_config import DEFAULT_READ_TIMEOUT_SECONDS, parse_host_port
+from ticketing_service.webhook_config import DEFAULT_READ_TIMEOUT_SECONDS
 
 METRICS_LISTEN_SETTING = "TICKETING_METRICS_LISTEN"
 
@@ -274,7 +276,12 @@ def start_metrics_server(
     """
     host, port = parse_host_port(listen, METRICS_LISTEN_SETTING)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)  # bound and listening: no race
+    try:
+        sock = socket.create_server((host, port), family=family)  # listening now: no race
+    except OSError as error:
+        # Its strerror has "(while attempting to bind …)" appended; the errno's own text has not.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ListenError(f"cannot listen on {listen} for metrics: {reason}.") from None
     config = uvicorn.Config(
         _exposition(registry),
         http=with_read_deadline(read_timeout_seconds),

@@ -16,7 +16,7 @@ import uvicorn
 from moim.ticketing.client import TicketingClient
 from starlette.types import ASGIApp
 
-from ticketing_service.config import ConfigError
+from ticketing_service.config import ConfigError, ListenError, parse_host_port
 from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.grpc.tls import channel_credentials
 from ticketing_service.entrypoints.observability.logging import configure_logging
@@ -35,7 +35,7 @@ from ticketing_service.entrypoints.webhook.signatures import (
     StandardWebhookVerifier,
     WebhookVerifier,
 )
-from ticketing_service.webhook_config import LISTEN_SETTING, WebhookConfig, parse_host_port
+from ticketing_service.webhook_config import LISTEN_SETTING, WebhookConfig
 
 # Past this many callbacks being forwarded the shim answers 503 at once, which the sender
 # retries, instead of queueing callbacks behind a gRPC backend and database pool that are
@@ -83,15 +83,15 @@ def build_verifier(config: WebhookConfig) -> WebhookVerifier:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port; port 0 picks a free one."""
+    """A TCP socket bound to host:port (port 0 picks a free one); ListenError if it cannot be."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-    except OSError:
+    except OSError as error:
         sock.close()
-        raise
+        raise ListenError(f"cannot listen on {host}:{port}: {error.strerror}.") from None
     return sock
 
 
@@ -169,10 +169,8 @@ def run_webhook(listen: str | None) -> int:
         return 2
     try:
         sock = bind_socket(host, port)
-    except OSError as error:
-        print(
-            f"ticketing-service: cannot listen on {host}:{port}: {error.strerror}.", file=sys.stderr
-        )
+    except ListenError as error:
+        print(f"ticketing-service: {error}", file=sys.stderr)
         return 1
     with sock:
         try:
