@@ -14,6 +14,7 @@ DEFAULT_GRPC_MAX_CONCURRENT_RPCS = 256
 # Concurrent WatchRegistrationEvents calls per process (each holds a stream and a queue).
 DEFAULT_MAX_WATCHERS = 100
 _DAY_MS = 24 * 3600 * 1000
+_YEAR_SECONDS = 366 * 24 * 3600
 
 
 class ConfigError(Exception):
@@ -107,7 +108,9 @@ class Config:
             payment_grace_seconds=r.positive_float("TICKETING_PAYMENT_GRACE_SECONDS", 300),
             reconcile_after_seconds=r.positive_float("TICKETING_RECONCILE_AFTER_SECONDS", 120),
             reconcile_backoff_seconds=r.positive_float("TICKETING_RECONCILE_BACKOFF_SECONDS", 60),
-            reconcile_window_hours=r.positive_float("TICKETING_RECONCILE_WINDOW_HOURS", 48),
+            reconcile_window_hours=r.positive_float(
+                "TICKETING_RECONCILE_WINDOW_HOURS", 48, _YEAR_SECONDS / 3600
+            ),
             auto_refund=r.flag("TICKETING_AUTO_REFUND", True),
             refund_backoff_seconds=r.positive_float("TICKETING_REFUND_BACKOFF_SECONDS", 30),
             refund_max_attempts=r.positive_int("TICKETING_REFUND_MAX_ATTEMPTS", 10, 1000),
@@ -176,16 +179,23 @@ class _Reader:
             parse_host_port(value, name)
         return value
 
-    def positive_float(self, name: str, default: float) -> float:
+    def positive_float(self, name: str, default: float, maximum: float = _YEAR_SECONDS) -> float:
+        """A number above 0 and at most `maximum` (a year of seconds unless told).
+
+        Bounded because durations become timedeltas and timers: 1e300 seconds would overflow
+        them at start, or in the first call that uses it.
+        """
         raw = self.text(name)
         if raw is None:
             return default
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be a positive number, got {raw!r}.") from None
-        if not value > 0 or value == float("inf"):
-            raise ConfigError(f"{name} must be a positive number, got {raw!r}.")
+            value = float("nan")
+        if not 0 < value <= maximum:  # also refuses nan and inf
+            raise ConfigError(
+                f"{name} must be a positive number up to {maximum:.15g}, got {raw!r}."
+            )
         return value
 
     def positive_int(self, name: str, default: int, maximum: int) -> int:

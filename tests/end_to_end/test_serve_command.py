@@ -88,7 +88,8 @@ def test_a_bad_setting_fails_at_start_with_one_line_naming_it(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "ticketing-service: TICKETING_HOLD_SECONDS must be a positive number, got 'soon'."
+        "ticketing-service: TICKETING_HOLD_SECONDS must be a positive number up to 31622400,"
+        " got 'soon'."
     ]
 
 
@@ -135,6 +136,16 @@ def test_a_fraction_or_negative_where_a_whole_number_is_expected_fails_naming_it
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"ticketing-service: {name} must be a whole number from 1 to ")
     assert line.endswith(f", got {value!r}.")
+
+
+@pytest.mark.parametrize("name", ["TICKETING_HOLD_SECONDS", "TICKET_PAYMENT_TIMEOUT_SECONDS"])
+def test_a_duration_too_long_to_keep_fails_at_start_naming_it(tmp_path: Path, name: str) -> None:
+    result = run_serve(tmp_path, **{name: "1e300"})
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert (
+        line == f"ticketing-service: {name} must be a positive number up to 31622400, got '1e300'."
+    )
 
 
 def test_serve_without_the_payment_service_url_says_so(tmp_path: Path) -> None:
