@@ -72,6 +72,9 @@ class WebhookConfig:
         source = os.environ if env is None else env
         listen = _text(source, LISTEN_SETTING) or DEFAULT_LISTEN
         parse_host_port(listen, LISTEN_SETTING)
+        metrics_listen = _text(source, METRICS_LISTEN_SETTING)
+        if metrics_listen is not None:
+            parse_host_port(metrics_listen, METRICS_LISTEN_SETTING)
         return cls(
             listen=listen,
             grpc_target=_text(source, GRPC_TARGET_SETTING) or DEFAULT_GRPC_TARGET,
@@ -90,7 +93,7 @@ class WebhookConfig:
             tls_ca=_path(source, TLS_CA_SETTING),
             tls_client_cert=_path(source, TLS_CLIENT_CERT_SETTING),
             tls_client_key=_path(source, TLS_CLIENT_KEY_SETTING),
-            metrics_listen=_text(source, METRICS_LISTEN_SETTING),
+            metrics_listen=metrics_listen,
             grpc_channels=_whole_number(
                 source,
                 GRPC_CHANNELS_SETTING,

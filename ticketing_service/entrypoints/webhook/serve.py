@@ -175,6 +175,9 @@ def run_webhook(listen: str | None) -> int:
     with sock:
         try:
             event_loop.run(_serve_until_signalled(config, verifier, sock))
+        except ListenError as error:  # the metrics port
+            print(f"ticketing-service: {error}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             return 130
     return 0
