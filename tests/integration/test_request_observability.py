@@ -22,12 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from ticketing_service.domain.errors import ConcurrentUpdate, ReservationNotFound
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
 from ticketing_service.entrypoints.grpc.errors import abort
+from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.interceptor import ObservingInterceptor
 from ticketing_service.entrypoints.observability.logging import configure_logging
-from ticketing_service.entrypoints.observability.metrics import (
-    TicketingMetrics,
-    start_metrics_server,
-)
+from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
 
 SERVICE = "moim.ticketing.v1.TicketingService"
 TOKEN = "observability-token"

@@ -23,12 +23,10 @@ from ticketing_service.entrypoints.grpc.exposure import check_exposure
 from ticketing_service.entrypoints.grpc.health_port import start_health_port
 from ticketing_service.entrypoints.grpc.server import RunningServer, serve_until_signalled
 from ticketing_service.entrypoints.grpc.workers import serve_in_workers
+from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.interceptor import ObservingInterceptor
 from ticketing_service.entrypoints.observability.logging import configure_logging
-from ticketing_service.entrypoints.observability.metrics import (
-    TicketingMetrics,
-    start_metrics_server,
-)
+from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
 from ticketing_service.entrypoints.serving import served
 from ticketing_service.entrypoints.webhook.serve import run_webhook
 

@@ -19,12 +19,9 @@ from starlette.types import ASGIApp
 from ticketing_service.config import ConfigError, ListenError, parse_host_port
 from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.grpc.tls import channel_credentials
+from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.logging import configure_logging
-from ticketing_service.entrypoints.observability.metrics import (
-    MeteredVerifier,
-    TicketingMetrics,
-    start_metrics_server,
-)
+from ticketing_service.entrypoints.observability.metrics import MeteredVerifier, TicketingMetrics
 from ticketing_service.entrypoints.observability.request_logging import RequestContextMiddleware
 from ticketing_service.entrypoints.webhook.app import create_webhook_app
 from ticketing_service.entrypoints.webhook.forwarding import BoundedConfirmer
