@@ -77,9 +77,14 @@ def start_metrics_server(
 
 
 def _exposition(registry: CollectorRegistry) -> ASGIApp:
-    """Every path answers the registry, in the format the scraper's `Accept` asks for."""
+    """GET or HEAD on any path answers the registry, in the format `Accept` asks for."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):  # uvicorn sends no body for HEAD
+            allow = [(b"allow", b"GET, HEAD")]
+            await send({"type": "http.response.start", "status": 405, "headers": allow})
+            await send({"type": "http.response.body", "body": b""})
+            return
         # latin-1 decodes any header bytes: a malformed `Accept` gets the default format.
         accept = ",".join(v.decode("latin-1") for k, v in scope["headers"] if k == b"accept")
         encode, content_type = choose_encoder(accept)

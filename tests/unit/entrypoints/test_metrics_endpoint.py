@@ -50,6 +50,14 @@ def test_an_accept_header_that_is_not_utf8_gets_the_default_format(
     assert b"text/plain; version=0.0.4" in answer
 
 
+def test_a_method_other_than_get_or_head_is_refused(endpoint: MetricsServer) -> None:
+    url = f"http://127.0.0.1:{endpoint.port}/metrics"
+    refused = httpx.post(url, content=b"x" * 1000, timeout=5)
+    head = httpx.head(url, timeout=5)
+    assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
+    assert (head.status_code, head.content) == (200, b"")
+
+
 def test_a_connection_that_sends_no_request_is_cut_at_the_deadline(
     endpoint: MetricsServer,
 ) -> None:
