@@ -19,8 +19,9 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from standardwebhooks import Webhook
 
 from tests.postgres import sql
+from ticketing_service.entrypoints.listening import bind_socket
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
-from ticketing_service.entrypoints.webhook.serve import bind_socket, build_verifier, webhook_server
+from ticketing_service.entrypoints.webhook.serve import build_verifier, webhook_server
 from ticketing_service.entrypoints.webhook.signatures import sign_moim_hmac
 from ticketing_service.webhook_config import WebhookConfig
 

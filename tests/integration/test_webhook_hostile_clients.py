@@ -34,8 +34,9 @@ from tests.integration.callbacks import (
 from tests.integration.flows import configure_event, hold, paid_tier
 from tests.integration.test_webhook_shim import RUN_WEBHOOK, _listening_port, shim_environment
 from ticketing_service.entrypoints.grpc.server import RunningServer
+from ticketing_service.entrypoints.listening import bind_socket
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
-from ticketing_service.entrypoints.webhook.serve import ShimServer, bind_socket
+from ticketing_service.entrypoints.webhook.serve import ShimServer
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub

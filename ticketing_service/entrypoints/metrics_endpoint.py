@@ -7,8 +7,6 @@ for good.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 from dataclasses import dataclass
 
@@ -17,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ticketing_service.config import ListenError, parse_host_port
+from ticketing_service.config import parse_host_port
+from ticketing_service.entrypoints.listening import bind_socket
 from ticketing_service.entrypoints.webhook.read_deadline import with_read_deadline
 from ticketing_service.webhook_config import DEFAULT_READ_TIMEOUT_SECONDS, METRICS_LISTEN_SETTING
 
@@ -50,13 +49,7 @@ def start_metrics_server(
     good, until the process ran out of memory or file descriptors).
     """
     host, port = parse_host_port(listen, METRICS_LISTEN_SETTING)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.create_server((host, port), family=family)  # listening now: no race
-    except OSError as error:
-        # Its strerror has "(while attempting to bind …)" appended; the errno's own text has not.
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        raise ListenError(f"cannot listen on {listen} for metrics: {reason}.") from None
+    sock = bind_socket(host, port, " for metrics")
     config = uvicorn.Config(
         _exposition(registry),
         http=with_read_deadline(read_timeout_seconds),

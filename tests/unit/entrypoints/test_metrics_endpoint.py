@@ -66,6 +66,16 @@ def test_a_connection_that_sends_no_request_is_cut_at_the_deadline(
         assert idle.recv(1) == b""  # closed by the server, with nothing written
 
 
+def test_every_interface_in_ipv6_notation_takes_ipv4_scrapes_too() -> None:
+    # As the standard library's server did; socket.create_server would bind [::] IPv6 only.
+    server = start_metrics_server("[::]:0", CollectorRegistry())
+    try:
+        response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+    finally:
+        server.close()
+    assert response.status_code == 200
+
+
 def test_close_stops_serving_and_frees_the_port() -> None:
     server = start_metrics_server("127.0.0.1:0", CollectorRegistry())
     server.close()

@@ -20,13 +20,9 @@ from ticketing_service import bootstrap
 from ticketing_service.config import Config, parse_host_port
 from ticketing_service.entrypoints.dev.payment_service import create_payment_service_app
 from ticketing_service.entrypoints.grpc.server import RunningServer
+from ticketing_service.entrypoints.listening import bind_socket
 from ticketing_service.entrypoints.serving import served
-from ticketing_service.entrypoints.webhook.serve import (
-    ShimServer,
-    bind_socket,
-    build_verifier,
-    webhook_server,
-)
+from ticketing_service.entrypoints.webhook.serve import ShimServer, build_verifier, webhook_server
 from ticketing_service.webhook_config import DEFAULT_TOLERANCE_SECONDS, WebhookConfig
 
 log = logging.getLogger(__name__)

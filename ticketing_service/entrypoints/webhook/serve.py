@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from ticketing_service.config import ConfigError, ListenError, parse_host_port
 from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.grpc.tls import channel_credentials
+from ticketing_service.entrypoints.listening import bind_socket
 from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metrics import MeteredVerifier, TicketingMetrics
@@ -77,19 +78,6 @@ def build_verifier(config: WebhookConfig) -> WebhookVerifier:
         )
     except ValueError as error:  # the messages name the setting, never the secret
         raise ConfigError(str(error)) from None
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to host:port (port 0 picks a free one); ListenError if it cannot be."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise ListenError(f"cannot listen on {host}:{port}: {error.strerror}.") from None
-    return sock
 
 
 def uvicorn_config(app: ASGIApp, read_timeout_seconds: float) -> uvicorn.Config:
