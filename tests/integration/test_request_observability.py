@@ -338,6 +338,18 @@ async def test_the_health_check_works_behind_the_interceptors_and_is_not_logged(
     assert served.lines() == []  # probes are logged at DEBUG only
 
 
+async def test_a_health_watch_streams_behind_the_interceptors_and_is_counted(
+    served: Served,
+) -> None:
+    # Watch is a stream written with `context.write`, not an async generator.
+    watch = served.health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+    handled = {"service": "grpc.health.v1.Health", "method": "Watch", "code": "CANCELLED"}
+    await served.metrics.wait_for_calls(1)
+    assert served.metrics.registry.get_sample_value("ticketing_rpc_handled_total", handled) == 1
+
+
 async def test_a_code_the_health_servicer_answers_is_counted(served: Served) -> None:
     unknown = served.health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
     assert await failed(unknown) == grpc.StatusCode.NOT_FOUND

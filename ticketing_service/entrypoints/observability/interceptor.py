@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -135,8 +136,12 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                 handler.response_serializer,
             )
         if handler.unary_stream is not None:
+            # A stream is an async generator, or a coroutine that writes with `context.write`
+            # (the health service's Watch): each is observed as what it is.
+            behaviour = handler.unary_stream
+            observe = self._stream if inspect.isasyncgenfunction(behaviour) else self._unary
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
+                observe(method, behaviour),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
