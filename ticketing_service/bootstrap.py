@@ -19,6 +19,7 @@ from typing import Any
 from ticketing_service.adapters.db.event_listener import PostgresEventSignal
 from ticketing_service.adapters.db.moim_import_writer import SqlImportTarget
 from ticketing_service.adapters.db.pool import Database, PoolSettings
+from ticketing_service.adapters.db.schema_revision import check_schema
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.embedded_postgres import (
     EmbeddedPostgresError,
@@ -114,6 +115,12 @@ def migrate(config: Config, database_url: str) -> None:
     from ticketing_service.adapters.db import migrations
 
     migrations.upgrade_to_head(database_url, config.db_lock_timeout_ms)
+
+
+async def require_schema(config: Config, database_url: str) -> None:
+    """For a process that does not migrate: SchemaNotReady unless the database was migrated to
+    this version's schema (or a later one), DatabaseUnavailable when it cannot be reached."""
+    await check_schema(Database(database_url, _pool_settings(config)))
 
 
 @asynccontextmanager

@@ -55,3 +55,28 @@ def wait_for_line(process: subprocess.Popen[str], pattern: re.Pattern[str]) -> r
         if match := pattern.search(line):
             return match
     raise AssertionError("the server exited before serving:\n" + "".join(seen))
+
+
+def run_command(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A command run to its end: its exit code and output (its Postgres, if any, in `tmp_path`).
+
+    The settings are the test's environment without the service's own (`TICKET…`,
+    `DATABASE_URL`), then `env`; an empty value in `env` unsets a setting.
+    """
+    ours = ("TICKET", "DATABASE_URL")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    environment |= {
+        "TICKETING_DATA_DIR": str(tmp_path),
+        "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL,
+        "TICKET_PAYMENT_CALLBACK_SECRET": "webhook-secret",  # what `webhook` needs to start
+        **env,
+    }
+    environment = {k: v for k, v in environment.items() if v}  # "" unsets a setting
+    return subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-m", "ticketing_service", *argv],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_SECONDS,
+        check=False,
+    )

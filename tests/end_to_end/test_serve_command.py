@@ -21,8 +21,8 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.end_to_end.serving import (
-    REFUSED_URL,
     START_TIMEOUT_SECONDS,
+    run_command,
     serve_process,
     wait_for_line,
 )
@@ -98,26 +98,6 @@ def run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
     return run_command(tmp_path, "serve", *args, **env)
 
 
-def run_command(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """A command that is expected to refuse to start (its Postgres, if any, in `tmp_path`)."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TICKET")}
-    environment |= {
-        "TICKETING_DATA_DIR": str(tmp_path),
-        "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL,
-        "TICKET_PAYMENT_CALLBACK_SECRET": "webhook-secret",  # what `webhook` needs to start
-        **env,
-    }
-    environment = {k: v for k, v in environment.items() if v}  # "" unsets a setting
-    return subprocess.run(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-m", "ticketing_service", *argv],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=START_TIMEOUT_SECONDS,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -155,6 +135,25 @@ def test_serve_without_the_payment_service_url_says_so(tmp_path: Path) -> None:
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("ticketing-service: TICKET_PAYMENT_SERVICE_URL is not set")
     assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
+
+
+def test_a_replica_that_does_not_migrate_starts_before_its_database_can_be_reached(
+    tmp_path: Path,
+) -> None:
+    # The schema cannot be checked yet; the replica serves (NOT_SERVING until its background
+    # work reaches the database) rather than exit, as it would once running.
+    unreachable = "postgresql://ticketing:secret@127.0.0.1:9/ticketing"
+    with serve_process(tmp_path, "--no-migrate", DATABASE_URL=unreachable) as process:
+        warned = wait_for_line(process, re.compile(r"could not check the database's schema"))
+        assert "cannot be reached" in warned.string
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=30)
+            statuses = (answer.status for answer in watch)
+            assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
+            watch.cancel()
+    assert process.returncode == 0
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0"])

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import uuid
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -11,13 +15,15 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.end_to_end.serving import run_command
 from tests.postgres import blocking, connect, database_on, sql
 from ticketing_service.adapters.db.migrations import alembic_config, upgrade_to_head
 from ticketing_service.adapters.db.schema import metadata
+from ticketing_service.adapters.db.schema_revision import SCHEMA_REVISION
 from ticketing_service.adapters.db.urls import sqlalchemy_url
 
 
@@ -36,6 +42,10 @@ async def differences_from_the_schema(database_url: str) -> list[Any]:
 
 def test_the_migrated_database_matches_the_schema_the_code_queries(database_url: str) -> None:
     assert blocking(differences_from_the_schema(database_url)) == []
+
+
+# Port 9 (discard) has no listener on a test machine: a connection there is refused at once.
+UNREACHABLE_DATABASE_URL = "postgresql://ticketing:secret@127.0.0.1:9/ticketing"
 
 
 def run(database_url: str, statement: str, *params: object) -> None:
@@ -156,18 +166,102 @@ def test_upgrading_from_0002_scopes_old_deliveries_and_keeps_each_mismatch_once(
     command.upgrade(config, "head")
 
 
-async def test_a_migration_that_cannot_get_its_lock_fails_instead_of_waiting(
-    migrated_database: str,
+async def test_a_migration_that_cannot_get_its_lock_fails_in_one_line_instead_of_waiting(
+    migrated_database: str, tmp_path: Path
 ) -> None:
     # A session holds the lock the migration run needs (it reads alembic_version); with the
     # lock timeout the run fails within it, rather than queueing every later query behind it.
+    migrate = partial(run_command, tmp_path, "migrate", DATABASE_URL=migrated_database)
     holder = await connect(migrated_database)
     try:
         await holder.execute("BEGIN")
         await holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
-        with pytest.raises(DBAPIError) as caught:
-            await asyncio.to_thread(upgrade_to_head, migrated_database, 200)
-        assert getattr(caught.value.orig, "sqlstate", None) == "55P03"  # lock_not_available
+        refused = await asyncio.to_thread(migrate, TICKETING_DB_LOCK_TIMEOUT_MS="200")
     finally:
         await holder.close()
-    await asyncio.to_thread(upgrade_to_head, migrated_database, 200)  # free again: it runs
+    assert refused.returncode == 1
+    assert our_line(refused) == (
+        "ticketing-service: A migration could not get its lock within 200 ms"
+        " (TICKETING_DB_LOCK_TIMEOUT_MS) and nothing was applied: run migrate again."
+    )
+    assert (await asyncio.to_thread(migrate)).returncode == 0  # free again: it runs
+
+
+def our_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a command that refused printed, with no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("ticketing-service:")]
+    assert len(ours) == 1, result.stderr
+    return ours[0]
+
+
+def test_the_revision_every_command_checks_for_is_the_last_migration() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config("postgresql://localhost/unused"))
+    revisions = [script.revision for script in scripts.walk_revisions()][::-1]
+    # Numbered in the order they apply, which is how a schema is told older or newer.
+    assert all(re.fullmatch(r"\d{4}", revision) for revision in revisions)
+    assert revisions == sorted(revisions)
+    assert scripts.get_current_head() == SCHEMA_REVISION == revisions[-1]
+
+
+# Each command that does not migrate, against a database never migrated or left a migration
+# behind: one line saying what to do, and the database untouched.
+@pytest.mark.parametrize(
+    ("argv", "revision", "says"),
+    [
+        (("serve", "--no-migrate", "--listen", "127.0.0.1:0"), None, "has no schema yet"),
+        (
+            ("serve", "--no-migrate", "--workers", "2", "--listen", "127.0.0.1:0"),
+            "0006",
+            f"is at revision 0006; this version needs {SCHEMA_REVISION}",
+        ),
+        (("prune-events", "--older-than-days", "30"), "0006", "is at revision 0006"),
+        (("reconcile",), None, "has no schema yet"),
+    ],
+)
+def test_a_command_that_does_not_migrate_refuses_a_schema_older_than_its_own(
+    migrated_database: str, tmp_path: Path, argv: tuple[str, ...], revision: str | None, says: str
+) -> None:
+    url = database_on(migrated_database, "ticketing_behind")
+    if revision is not None:
+        command.upgrade(alembic_config(url), revision)
+    result = run_command(tmp_path, *argv, DATABASE_URL=url)
+    assert result.returncode == 1
+    line = our_line(result)
+    assert says in line
+    assert line.endswith("run `ticketing-service migrate` first.")
+    if revision is None:  # nothing was created
+        assert sql(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+    else:
+        assert sql(url, "SELECT version_num FROM alembic_version") == [(revision,)]
+
+
+def test_a_schema_a_newer_release_migrated_is_served_but_not_migrated(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    url = database_on(migrated_database, "ticketing_ahead")
+    upgrade_to_head(url)
+    run(url, "UPDATE alembic_version SET version_num = '0099'")
+    refused = run_command(tmp_path, "migrate", DATABASE_URL=url)
+    assert refused.returncode == 1
+    assert "Can't locate revision identified by '0099': a newer release migrated" in our_line(
+        refused
+    )
+    # Expand, then contract: this version still serves on the newer schema.
+    served = run_command(tmp_path, "reconcile", DATABASE_URL=url)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.endswith("asked about 0 reservations (none due); 0 settled\n")
+    assert sql(url, "SELECT version_num FROM alembic_version") == [("0099",)]
+
+
+@pytest.mark.parametrize(
+    "argv", [("migrate",), ("prune-events", "--older-than-days", "30"), ("reconcile",)]
+)
+def test_a_command_whose_database_cannot_be_reached_says_so_in_one_line(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    result = run_command(tmp_path, *argv, DATABASE_URL=UNREACHABLE_DATABASE_URL)
+    assert result.returncode == 1
+    line = our_line(result)
+    assert line.startswith("ticketing-service: The database cannot be reached right now;")
+    assert "Connect" in line or "Connection refused" in line  # and why

@@ -15,7 +15,9 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from ticketing_service import bootstrap
+from ticketing_service.adapters.db.schema_revision import SchemaNotReady
 from ticketing_service.config import Config, ConfigError, ListenError, parse_host_port
+from ticketing_service.domain.errors import DatabaseUnavailable, TicketingError
 from ticketing_service.entrypoints import event_loop, import_command, maintenance
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
@@ -34,7 +36,8 @@ log = logging.getLogger("ticketing_service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a subcommand; a configuration error prints one line and exits 2."""
+    """Run a subcommand; a configuration error prints one line and exits 2, a database or port
+    it cannot use one line and exits 1."""
     args = _parser().parse_args(argv)
     configure_logging(sys.stderr)
     if args.command == "webhook":  # reads only its own settings (WebhookConfig)
@@ -77,8 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"ticketing-service: {error}", file=sys.stderr)
         return 2
-    except ListenError as error:
+    except (ListenError, SchemaNotReady) as error:
         print(f"ticketing-service: {error}", file=sys.stderr)
+        return 1
+    except TicketingError as error:  # e.g. the database cannot be reached: and why
+        cause = f" ({error.__cause__})" if error.__cause__ else ""
+        print(f"ticketing-service: {error.message}{cause}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -151,6 +158,8 @@ async def _serve(
     database_url = bootstrap.resolve_database_url(config)
     if migrate:
         await asyncio.to_thread(bootstrap.migrate, config, database_url)
+    elif started is None:  # a worker's parent has checked it
+        await _require_schema(config, database_url)
     metrics = TicketingMetrics()
     reuse_port = started is not None
     interceptors = [ObservingInterceptor(metrics)]
@@ -196,11 +205,24 @@ def _host(listen: str) -> str:
     return listen.rsplit(":", 1)[0]
 
 
+async def _require_schema(config: Config, database_url: str) -> None:
+    """SchemaNotReady unless the database was migrated for this version. A database that cannot
+    be reached yet is no reason not to start: the server reports NOT_SERVING until it can."""
+    try:
+        await bootstrap.require_schema(config, database_url)
+    except DatabaseUnavailable as error:
+        log.warning(
+            "could not check the database's schema: %s (%s)", error.message, error.__cause__
+        )
+
+
 def _serve_workers(config: Config, listen: str, migrate: bool, count: int) -> int:
     """Migrate (and start an embedded Postgres) once, then serve from `count` processes."""
     database_url = bootstrap.resolve_database_url(config)
     if migrate:
         bootstrap.migrate(config, database_url)
+    else:
+        event_loop.run(_require_schema(config, database_url))
     return serve_in_workers(count, listen, functools.partial(_serve_worker, database_url))
 
 

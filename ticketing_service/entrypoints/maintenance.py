@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config
-from ticketing_service.domain.errors import TicketingError
 from ticketing_service.service_layer.events_handlers import prune_history
 from ticketing_service.service_layer.reconciliation import (
     Reconciled,
@@ -37,7 +36,9 @@ def duration(raw: str) -> timedelta:
 async def prune_events(config: Config, older_than_days: float) -> int:
     """Delete feed events and the other records kept only for a while, older than the cutoff."""
     cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
-    async with bootstrap.wired(config, bootstrap.resolve_database_url(config)) as service:
+    database_url = bootstrap.resolve_database_url(config)
+    await bootstrap.require_schema(config, database_url)
+    async with bootstrap.wired(config, database_url) as service:
         pruned = await prune_history(service.deps, cutoff)
     counts = ", ".join(f"{count} {table}" for table, count in pruned.items())
     log.info("pruned what was created before %s: %s", cutoff.isoformat(), counts)
@@ -46,17 +47,15 @@ async def prune_events(config: Config, older_than_days: float) -> int:
 
 async def reconcile(config: Config, reservation_id: str | None, since: timedelta | None) -> int:
     """Ask the payment service about one reservation, those made since, or those due now."""
-    async with bootstrap.wired(config, bootstrap.resolve_database_url(config)) as service:
-        try:
-            if reservation_id is not None:
-                done = [await reconcile_reservation(service.deps, reservation_id)]
-            elif since is not None:
-                done = await reconcile_since(service.deps, since)
-            else:
-                done = await reconcile_due(service.deps)
-        except TicketingError as error:
-            print(f"ticketing-service: {error.message}")
-            return 1
+    database_url = bootstrap.resolve_database_url(config)
+    await bootstrap.require_schema(config, database_url)
+    async with bootstrap.wired(config, database_url) as service:
+        if reservation_id is not None:
+            done = [await reconcile_reservation(service.deps, reservation_id)]
+        elif since is not None:
+            done = await reconcile_since(service.deps, since)
+        else:
+            done = await reconcile_due(service.deps)
     _report(done)
     return 0
 

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy.exc import DBAPIError
 
+from ticketing_service.adapters.db.schema_revision import SchemaNotReady
+from ticketing_service.adapters.db.unit_of_work import translate_database_error
 from ticketing_service.adapters.db.urls import sqlalchemy_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+# Alembic names each of its plugins at INFO on every run: seven lines that say nothing of the
+# migrations. Its own lines ("Running upgrade ...") and every warning still pass.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def alembic_config(database_url: str, lock_timeout_ms: int | None = None) -> Config:
@@ -30,6 +40,22 @@ def alembic_config(database_url: str, lock_timeout_ms: int | None = None) -> Con
 def upgrade_to_head(database_url: str, lock_timeout_ms: int | None = None) -> None:
     """Apply every migration not yet applied; safe to run on every start.
 
-    It runs its own event loop: call it where none runs (a command's start, or a thread).
+    It runs its own event loop: call it where none runs (a command's start, or a thread). Every
+    pending migration runs in one transaction: when one fails, none of them is applied, and what
+    went wrong is a SchemaNotReady or a DatabaseUnavailable that says so in a line.
     """
-    command.upgrade(alembic_config(database_url, lock_timeout_ms), "head")
+    try:
+        command.upgrade(alembic_config(database_url, lock_timeout_ms), "head")
+    except CommandError as error:  # e.g. a revision this version does not know
+        raise SchemaNotReady(
+            f"Cannot migrate: {error}: a newer release migrated this database. Leave migrating "
+            "to that release; this one still serves on it with `serve --no-migrate`."
+        ) from error
+    except (DBAPIError, asyncpg.PostgresError, OSError) as error:
+        cause = error.orig if isinstance(error, DBAPIError) and error.orig else error
+        if getattr(cause, "sqlstate", None) == "55P03":
+            raise SchemaNotReady(
+                f"A migration could not get its lock within {lock_timeout_ms} ms "
+                "(TICKETING_DB_LOCK_TIMEOUT_MS) and nothing was applied: run migrate again."
+            ) from error
+        raise translate_database_error(cause) or error from error
