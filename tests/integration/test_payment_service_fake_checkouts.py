@@ -245,7 +245,7 @@ async def test_reading_with_a_wrong_token_is_refused(fake: Fake) -> None:
 # --- faults -------------------------------------------------------------------------------------
 
 TRANSIENT: list[Fault] = ["error_500", "error_503", "error_408", "error_425", "error_429"]
-DEFINITIVE: list[Fault] = ["error_400", "garbage", "missing_fields"]
+DEFINITIVE: list[Fault] = ["error_400", "garbage", "missing_fields", "huge"]
 
 
 @pytest.mark.parametrize(
@@ -279,6 +279,17 @@ async def test_each_fault_on_reading_is_classified_as_the_spec_says(
     assert (
         await fake.client.get_checkout(opened.checkout_id)
     ).status is CheckoutState.REQUIRES_PAYMENT
+
+
+async def test_an_answer_far_larger_than_the_contract_is_read_no_further_than_its_cap(
+    fake: Fake,
+) -> None:
+    opened = await fake.client.create_checkout(REQUEST)
+    fake.state.faults["get_checkout"] = "huge"
+    with pytest.raises(PaymentServiceRefused, match="malformed answer"):
+        await fake.client.get_checkout(opened.checkout_id)
+    # The client stopped after MAX_ANSWER_BYTES; what else the fake sent sat in socket buffers.
+    assert fake.state.huge_bytes_sent < 32 * 1024 * 1024  # of 256 MiB
 
 
 async def test_a_fault_on_one_endpoint_leaves_the_others_alone(fake: Fake) -> None:

@@ -263,7 +263,7 @@ async def test_a_transient_checkout_failure_keeps_the_hold_and_a_retry_reuses_it
     assert keys == {f"reservation:{reservation_id}"}
 
 
-@pytest.mark.parametrize("fault", ["error_400", "garbage", "missing_fields"])
+@pytest.mark.parametrize("fault", ["error_400", "garbage", "missing_fields", "huge"])
 async def test_a_definitive_checkout_failure_cancels_the_hold_and_frees_the_seat(
     stub: Stub, database_url: str, payment_service: PaymentService, fault: Fault
 ) -> None:

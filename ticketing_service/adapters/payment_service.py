@@ -43,6 +43,11 @@ _LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
 # Calls in flight per process, across every use: reconciliation and refund passes can never
 # flood the payment service, and a slow one makes callers wait here (bounded by the timeout).
 DEFAULT_MAX_OUTSTANDING = 16
+# The contract's answers are a few hundred bytes. A body is read this far and no further, so a
+# wrong URL or a proxy that answers with a file costs a call at most this much memory (a
+# 300 MB answer read whole cost 610 MB). A body cut here is not JSON: a 2xx reads as malformed,
+# and any other answer still counts by its status.
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 class HttpPaymentService:
@@ -114,9 +119,14 @@ class HttpPaymentService:
         # queue of slow calls, still cannot hang the caller.
         try:
             async with asyncio.timeout(self._timeout_seconds), self._slots:
-                return await self._client.request(
+                request = self._client.build_request(
                     method, path, headers=self._headers(idempotency_key), json=body
                 )
+                streamed = await self._client.send(request, stream=True)
+                try:
+                    content = await _read_at_most(streamed, MAX_ANSWER_BYTES)
+                finally:
+                    await streamed.aclose()
         except (TimeoutError, httpx.TransportError) as error:
             logger.warning(
                 "Payment service unreachable for %s %s: %s", method, path, type(error).__name__
@@ -124,12 +134,23 @@ class HttpPaymentService:
             raise PaymentServiceUnreachable(
                 "The payment service could not be reached in time; retry later."
             ) from error
+        # The status and the body are all an answer of the contract carries.
+        return httpx.Response(streamed.status_code, content=content, request=request)
 
     def _headers(self, idempotency_key: str | None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         return headers
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    content = bytearray()
+    async for chunk in response.aiter_bytes():
+        content += chunk
+        if len(content) > limit:
+            break
+    return bytes(content[:limit])
 
 
 def _segment(identifier: str) -> str:

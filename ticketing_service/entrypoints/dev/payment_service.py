@@ -19,7 +19,7 @@ from datetime import datetime
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -48,6 +48,9 @@ _ERROR_FAULTS: dict[str, tuple[int, str]] = {
     "error_500": (500, "internal"),
     "error_503": (503, "unavailable"),
 }
+# What "huge" streams: far more than any answer of the contract, 1 MiB at a time.
+_HUGE_ANSWER_BYTES = 256 * 1024 * 1024
+_HUGE_CHUNK = b"x" * (1024 * 1024)
 # What "missing_fields" answers: JSON without the fields the contract promises.
 _INCOMPLETE: dict[Endpoint, dict[str, str]] = {
     "create_checkout": {"checkoutId": "chk_missing_url", "status": "requires_payment"},
@@ -201,7 +204,17 @@ async def _act_out(state: PaymentServiceState, endpoint: Endpoint, fault: Fault)
         return _error(status, code, f"The fake was told to answer {status}.")
     if fault == "garbage":
         return PlainTextResponse("<html>upstream exploded", status_code=200)
+    if fault == "huge":
+        return StreamingResponse(_huge_answer(state), media_type="application/json")
     return JSONResponse(_INCOMPLETE[endpoint])
+
+
+async def _huge_answer(state: PaymentServiceState) -> AsyncIterator[bytes]:
+    yield b'{"padding": "'
+    for _ in range(_HUGE_ANSWER_BYTES // len(_HUGE_CHUNK)):
+        yield _HUGE_CHUNK  # waits while the caller does not read
+        state.huge_bytes_sent += len(_HUGE_CHUNK)
+    yield b'"}'
 
 
 def _parse(raw: bytes) -> object:

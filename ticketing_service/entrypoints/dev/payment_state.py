@@ -30,6 +30,7 @@ Fault = Literal[
     "error_503",
     "garbage",  # 200 with a body that is not JSON
     "missing_fields",  # 200 with JSON that lacks what the contract promises
+    "huge",  # 200 with 256 MiB of JSON, streamed (it counts what it got to send)
 ]
 # How a new refund settles: at once, not until `settle_refund`, or failed at once.
 RefundSettlement = Literal["succeed", "pending", "fail"]
@@ -151,6 +152,8 @@ class PaymentServiceState:
     checkouts: dict[str, FakeCheckout] = field(default_factory=dict)
     refunds: dict[str, FakeRefund] = field(default_factory=dict)
     sent_callbacks: list[SentCallback] = field(default_factory=list)
+    # Bytes of "huge" answers the caller took before it stopped reading.
+    huge_bytes_sent: int = 0
     # Ends "hang" and "held" faults (and is set when the fake stops).
     release: asyncio.Event = field(default_factory=asyncio.Event)
     # Set when a request arrives: a test can act while the caller waits for the answer.
