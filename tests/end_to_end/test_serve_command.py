@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -154,6 +155,50 @@ def test_a_replica_that_does_not_migrate_starts_before_its_database_can_be_reach
             assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
             watch.cancel()
     assert process.returncode == 0
+
+
+GET_SETTINGS = "/moim.ticketing.v1.TicketingService/GetTicketingSettings"
+
+
+async def never_sent() -> AsyncIterator[bytes]:
+    """A request that never comes: the call's headers go out, its message never does."""
+    await asyncio.Event().wait()
+    yield b""
+
+
+async def test_calls_that_never_send_their_request_lock_nobody_out(tmp_path: Path) -> None:
+    limit = 4
+    env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(limit)}
+    with serve_process(tmp_path, **env) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        target = f"127.0.0.1:{port}"
+        async with (
+            grpc.aio.insecure_channel(target) as stalled,
+            grpc.aio.insecure_channel(
+                target, options=[("grpc.use_local_subchannel_pool", 1)]
+            ) as other,
+        ):
+            # Five times the limit, and more than the connection may carry (twice the limit):
+            # the rest wait in the client.
+            open_stalled: grpc.aio.StreamUnaryMultiCallable[bytes, bytes]
+            open_stalled = stalled.stream_unary(GET_SETTINGS, request_serializer=bytes)
+            calls = [open_stalled(never_sent()) for _ in range(5 * limit)]
+            settings = pb_grpc.TicketingServiceStub(other)
+            request = pb.GetTicketingSettingsRequest(event_id="nothing-saved")
+            for _ in range(2 * limit):  # calls of another client are still served, one by one
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await settings.GetTicketingSettings(request, timeout=10)
+                assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # an answer, not BUSY
+            health = health_pb2_grpc.HealthStub(other)
+            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            # The stalled connection is full: a call on it waits for one of its own to end.
+            own = pb_grpc.TicketingServiceStub(stalled).GetTicketingSettings(request, timeout=1)
+            with pytest.raises(grpc.aio.AioRpcError) as queued:
+                await own
+            assert queued.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            for call in calls:
+                call.cancel()
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0"])

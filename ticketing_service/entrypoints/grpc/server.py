@@ -22,6 +22,7 @@ from ticketing_service.config import (
     ListenError,
 )
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
+from ticketing_service.entrypoints.grpc.call_limit import CallLimiter, streams_per_connection
 from ticketing_service.entrypoints.grpc.servicer import TicketingServicer
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -71,19 +72,20 @@ async def start_server(
     With `tokens`, every TicketingService call needs one of them as its bearer token.
     `reuse_port` lets several worker processes bind the same port; without it a port already
     in use is an error (gRPC would otherwise share it silently with whoever holds it).
-    `interceptors` run before the token check (so refused calls are logged and counted too);
-    with `credentials` the port speaks TLS (see tls.server_credentials).
+    `interceptors` run before the call limit and the token check (so refused calls are logged
+    and counted too); with `credentials` the port speaks TLS (see tls.server_credentials).
     """
-    chain = [*interceptors, *([BearerTokenInterceptor(tokens)] if tokens else [])]
+    chain = [
+        *interceptors,
+        CallLimiter(limits.max_concurrent_rpcs),  # not gRPC's own: see call_limit.py
+        *([BearerTokenInterceptor(tokens)] if tokens else []),
+    ]
     options = [
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        ("grpc.max_concurrent_streams", streams_per_connection(limits.max_concurrent_rpcs)),
     ]
-    server = grpc.aio.server(
-        interceptors=chain,
-        options=options,
-        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
-    )
+    server = grpc.aio.server(interceptors=chain, options=options)
     ticketing_service_pb2_grpc.add_TicketingServiceServicer_to_server(
         TicketingServicer(deps, limits.max_watchers), server
     )

@@ -1,25 +1,23 @@
 """Each served gRPC call: a request id, one log line when it ends, and its metrics.
 
-grpc.aio interceptors see the *handler*, not the call, so the handler's behaviour is wrapped,
-keeping its kind (a coroutine stays a coroutine, an async generator an async generator).
-Unary-unary and unary-stream behaviours are observed; anything else (reflection's bidirectional
-stream) passes through. The wrapper runs in the call's own task, so the request context it
-enters is seen by the handler and everything it awaits.
+Unary-unary and unary-stream behaviours are observed (see entrypoints/grpc/wrapping.py); anything
+else (reflection's bidirectional stream) passes through. The wrapper runs in the call's own task,
+so the request context it enters is seen by the handler and everything it awaits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextvars import ContextVar, Token
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 
+from ticketing_service.entrypoints.grpc.wrapping import Behaviour, Context, WrappingInterceptor
 from ticketing_service.entrypoints.observability.logging import log_composed
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
 from ticketing_service.entrypoints.observability.request_context import (
@@ -29,10 +27,6 @@ from ticketing_service.entrypoints.observability.request_context import (
     new_request_id,
     note_reservation,
 )
-
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 
 REQUEST_ID_KEY = "x-request-id"
 # Probes call these every few seconds on every replica: logged at DEBUG, not INFO.
@@ -101,53 +95,19 @@ def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
 
 
-class ObservingInterceptor(grpc.aio.ServerInterceptor):
+class ObservingInterceptor(WrappingInterceptor):
     """Serves each call under its request context, then logs its line and counts it.
 
     Put it first among the server's interceptors, so that calls the others refuse are observed.
     """
 
     def __init__(self, metrics: TicketingMetrics | None = None) -> None:
+        super().__init__()
         self._metrics = metrics
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        """Wrap the handler of a known method; unknown methods (UNIMPLEMENTED) pass untouched."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        # grpc asks for the handler on every call; the wrapper of the same handler is reused.
-        # One entry per method: a handler made for a single call (a refusal) just replaces it.
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def awaited(self, method: str, behaviour: Behaviour) -> Behaviour:
+        """Observe a call whose behaviour is awaited."""
 
-    def _wrap(self, method: str, handler: Handler) -> Handler:
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            # A stream is an async generator, or a coroutine that writes with `context.write`
-            # (the health service's Watch): each is observed as what it is.
-            behaviour = handler.unary_stream
-            observe = self._stream if inspect.isasyncgenfunction(behaviour) else self._unary
-            return grpc.unary_stream_rpc_method_handler(
-                observe(method, behaviour),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return handler
-
-    def _unary(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
         async def observed(request: Any, context: Context) -> Any:
             token, began = _begin(method, request, context), time.perf_counter()
             error: BaseException | None = None
@@ -163,7 +123,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
         return observed
 
-    def _stream(self, method: str, behaviour: Any) -> Callable[[Any, Context], Any]:
+    def iterated(self, method: str, behaviour: Behaviour) -> Behaviour:
+        """Observe a call whose behaviour is an async generator."""
+
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
             token, began = _begin(method, request, context), time.perf_counter()
             error: BaseException | None = None

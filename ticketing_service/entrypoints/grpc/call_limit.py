@@ -1,0 +1,65 @@
+"""How many calls one server process runs at once, counted from when a call's request arrived.
+
+gRPC's own `maximum_concurrent_rpcs` counts a call from its first headers. A client that opens
+calls and never sends their request therefore held every place: 300 such calls from one
+connection had every other caller, health checks included, refused with RESOURCE_EXHAUSTED for as
+long as they stayed open. Here a call takes a place only while its handler runs. A call still
+waiting for its request costs only memory (about 6 KB), and a connection may hold at most
+`streams_per_connection(limit)` calls, so one client cannot pile up more than that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from ticketing_service.entrypoints.grpc.wrapping import Behaviour, Context, WrappingInterceptor
+
+BUSY = "This server is running as many calls as it takes; retry shortly."
+
+
+def streams_per_connection(limit: int) -> int:
+    """Calls one connection may have open: twice the process's limit, so that a single
+    connection still meets the limit's refusal at once rather than waiting in its client."""
+    return 2 * limit
+
+
+class CallLimiter(WrappingInterceptor):
+    """At most `limit` calls run at once; past it a call is refused RESOURCE_EXHAUSTED at once."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+        self._running = 0
+
+    def awaited(self, method: str, behaviour: Behaviour) -> Behaviour:
+        """Limit a call whose behaviour is awaited."""
+
+        async def limited(request: Any, context: Context) -> Any:
+            await self._enter(context)
+            try:
+                return await behaviour(request, context)
+            finally:
+                self._running -= 1
+
+        return limited
+
+    def iterated(self, method: str, behaviour: Behaviour) -> Behaviour:
+        """Limit a call whose behaviour is an async generator (a watcher holds its place)."""
+
+        async def limited(request: Any, context: Context) -> AsyncIterator[Any]:
+            await self._enter(context)
+            try:
+                async for message in behaviour(request, context):
+                    yield message
+            finally:
+                self._running -= 1
+
+        return limited
+
+    async def _enter(self, context: Context) -> None:
+        if self._running >= self._limit:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY)
+        self._running += 1
