@@ -12,7 +12,11 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.certificates import CertificateAuthority
-from ticketing_service.entrypoints.grpc.health_port import HealthPort, start_health_port
+from ticketing_service.entrypoints.grpc.health_port import (
+    MAX_CALLS_PER_CONNECTION,
+    HealthPort,
+    start_health_port,
+)
 from ticketing_service.entrypoints.grpc.tls import server_credentials
 
 SERVICE = "moim.ticketing.v1.TicketingService"
@@ -97,5 +101,29 @@ async def test_the_asyncio_health_servicer_can_be_shared_with_the_health_port_to
         assert await check(port.port) == SERVING
         await servicer.enter_graceful_shutdown()
         assert await check(port.port) == NOT_SERVING
+    finally:
+        await port.stop(0)
+
+
+async def test_a_connection_may_not_pile_up_open_calls_on_the_health_port() -> None:
+    servicer = health.aio.HealthServicer()  # as the server shares it
+    await servicer.set(SERVICE, SERVING)
+    port = await start_health_port("127.0.0.1:0", servicer)
+    request = health_pb2.HealthCheckRequest(service=SERVICE)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port.port}") as piling:
+            stub = health_pb2_grpc.HealthStub(piling)
+            watches = [stub.Watch(request) for _ in range(MAX_CALLS_PER_CONNECTION)]
+            for watch in watches:
+                assert (await watch.read()).status == SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as queued:
+                await stub.Check(request, timeout=1)  # waits in its client for a free stream
+            assert queued.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            own_connection = [("grpc.use_local_subchannel_pool", 1)]
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port.port}", own_connection) as other:
+                answer = await health_pb2_grpc.HealthStub(other).Check(request, timeout=10)
+            assert answer.status == SERVING  # another connection is answered
+            for watch in watches:
+                watch.cancel()
     finally:
         await port.stop(0)

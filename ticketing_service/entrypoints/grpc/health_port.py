@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2_grpc
 from ticketing_service.config import ListenError
 
 HEALTH_LISTEN_SETTING = "TICKETING_HEALTH_LISTEN"
+MAX_CALLS_PER_CONNECTION = 16
 
 
 @dataclass(slots=True)
@@ -40,7 +41,13 @@ async def start_health_port(
     `reuse_port` lets the worker processes of `serve --workers N` share the port, as they share
     the main one; without it a port already in use is an error.
     """
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    options = [
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # A probe makes one call at a time: a connection may not pile up open calls (watches, or
+        # calls that never send their request), which would cost the whole process memory.
+        ("grpc.max_concurrent_streams", MAX_CALLS_PER_CONNECTION),
+    ]
+    server = grpc.aio.server(options=options)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     try:
         port = server.add_insecure_port(listen)
