@@ -7,11 +7,6 @@ settled is settled here too. So a second import changes nothing.
 
 from __future__ import annotations
 
-CHECK_READY = (
-    "SELECT EXISTS (SELECT 1 FROM information_schema.columns"
-    " WHERE table_schema = current_schema() AND table_name = 'tiers'"
-    " AND column_name = 'external_seats') AS ready"
-)
 REGISTRATIONS_OF = (
     "SELECT registration_id::text AS registration_id, reservation_id::text AS reservation_id,"
     " user_id, tier_id FROM registrations WHERE event_id = %(e)s AND status = 'accepted'"

@@ -18,6 +18,7 @@ import asyncpg
 from ticketing_service.adapters.db import moim_import_statements as sql
 from ticketing_service.adapters.db.hold_repository import answers_json
 from ticketing_service.adapters.db.pool import Database, PoolTimeout
+from ticketing_service.adapters.db.schema_revision import SchemaNotReady, check_schema
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
 from ticketing_service.adapters.db.transaction import Transaction
 from ticketing_service.adapters.db.unit_of_work import translate_database_error
@@ -71,13 +72,11 @@ class SqlImportTarget:
             raise _failed(exc) from exc
 
     async def check_ready(self) -> None:
-        """TargetUnavailable unless the schema has what the import writes."""
-        row = await self._live().one(sql.CHECK_READY)
-        if row is None or not row["ready"]:
-            raise TargetUnavailable(
-                "The service's database is not migrated to the latest schema: run"
-                " `ticketing-service migrate` first."
-            )
+        """TargetUnavailable unless the schema is this version's (or a later one)."""
+        try:
+            await check_schema(self._database)
+        except SchemaNotReady as error:
+            raise TargetUnavailable(str(error)) from error
 
     async def lock_event(self, event_id: str) -> None:
         """The lock UpdateTicketingSettings takes: settings are never written by both at once."""
