@@ -157,6 +157,12 @@ def test_a_replica_that_does_not_migrate_starts_before_its_database_can_be_reach
     assert process.returncode == 0
 
 
+@pytest.fixture(scope="module")
+def shared_pgdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data directory for the tests that use it: each `serve` reuses it, not running initdb."""
+    return tmp_path_factory.mktemp("pgdata")
+
+
 GET_SETTINGS = "/moim.ticketing.v1.TicketingService/GetTicketingSettings"
 
 
@@ -166,10 +172,10 @@ async def never_sent() -> AsyncIterator[bytes]:
     yield b""
 
 
-async def test_calls_that_never_send_their_request_lock_nobody_out(tmp_path: Path) -> None:
+async def test_calls_that_never_send_their_request_lock_nobody_out(shared_pgdata: Path) -> None:
     limit = 4
     env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(limit)}
-    with serve_process(tmp_path, **env) as process:
+    with serve_process(shared_pgdata, **env) as process:
         port = int(wait_for_line(process, SERVING_LINE).group(1))
         target = f"127.0.0.1:{port}"
         async with (
@@ -306,12 +312,6 @@ def test_an_address_that_is_not_host_and_port_fails_at_start_naming_it(
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"ticketing-service: {named} must be HOST:PORT with a port up to 65535")
     assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
-
-
-@pytest.fixture(scope="module")
-def shared_pgdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data directory for the tests below: each `serve` reuses it instead of running initdb."""
-    return tmp_path_factory.mktemp("pgdata")
 
 
 @pytest.mark.parametrize(
