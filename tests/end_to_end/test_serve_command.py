@@ -163,6 +163,16 @@ def shared_pgdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pgdata")
 
 
+def test_a_span_further_back_than_the_database_can_count_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_command(tmp_path, "reconcile", "--since", "9999999d")  # 27,000 years
+    assert result.returncode == 2
+    assert "argument --since: must be a duration such as 30m, 2h or 7d, up to 99999d" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
+
+
 GET_SETTINGS = "/moim.ticketing.v1.TicketingService/GetTicketingSettings"
 
 

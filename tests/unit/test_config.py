@@ -127,13 +127,16 @@ def test_a_reachable_address_needs_a_guard_or_the_insecure_flag() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "seconds"), [("30m", 1800), ("2h", 7200), ("7d", 604800), ("45s", 45)]
+    ("raw", "seconds"),
+    [("30m", 1800), ("2h", 7200), ("7d", 604800), ("45s", 45), ("99999d", 99999 * 86400)],
 )
 def test_a_duration_is_a_whole_number_and_a_unit(raw: str, seconds: int) -> None:
     assert maintenance.duration(raw).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("raw", ["", "2", "1.5h", "-2h", "0m", "2 hours", "h"])
+@pytest.mark.parametrize(
+    "raw", ["", "2", "1.5h", "-2h", "0m", "2 hours", "h", "100000d", "9999999h", "9999999d"]
+)
 def test_anything_else_is_not_a_duration(raw: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="duration"):
         maintenance.duration(raw)

@@ -23,14 +23,19 @@ log = logging.getLogger("ticketing_service")
 
 _DURATION = re.compile(r"([0-9]{1,7})([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# As far back as `prune-events --older-than-days` reaches; 9999999d was out of Postgres's range.
+_LONGEST = timedelta(days=99_999)
 
 
 def duration(raw: str) -> timedelta:
     """`30m`, `2h`, `7d` (argparse type: a bad value is a usage error naming the option)."""
     match = _DURATION.fullmatch(raw.strip())
-    if match is None or int(match.group(1)) == 0:
-        raise argparse.ArgumentTypeError(f"must be a duration such as 30m, 2h or 7d, got {raw!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    span = timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)]) if match else None
+    if span is None or not timedelta(0) < span <= _LONGEST:
+        raise argparse.ArgumentTypeError(
+            f"must be a duration such as 30m, 2h or 7d, up to 99999d, got {raw!r}"
+        )
+    return span
 
 
 async def prune_events(config: Config, older_than_days: float) -> int:
