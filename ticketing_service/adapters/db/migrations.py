@@ -48,8 +48,8 @@ def upgrade_to_head(database_url: str, lock_timeout_ms: int | None = None) -> No
         command.upgrade(alembic_config(database_url, lock_timeout_ms), "head")
     except CommandError as error:  # e.g. a revision this version does not know
         raise SchemaNotReady(
-            f"Cannot migrate: {error}: a newer release migrated this database. Leave migrating "
-            "to that release; this one still serves on it with `serve --no-migrate`."
+            f"Cannot migrate: {error}. If a newer release migrated this database, leave "
+            "migrating to it: this one still serves on it with `serve --no-migrate`."
         ) from error
     except (DBAPIError, asyncpg.PostgresError, OSError) as error:
         cause = error.orig if isinstance(error, DBAPIError) and error.orig else error
