@@ -245,7 +245,7 @@ async def test_reading_with_a_wrong_token_is_refused(fake: Fake) -> None:
 # --- faults -------------------------------------------------------------------------------------
 
 TRANSIENT: list[Fault] = ["error_500", "error_503", "error_408", "error_425", "error_429"]
-DEFINITIVE: list[Fault] = ["error_400", "garbage", "missing_fields", "huge"]
+DEFINITIVE: list[Fault] = ["error_400", "garbage", "missing_fields", "huge", "nested"]
 
 
 @pytest.mark.parametrize(

@@ -157,6 +157,23 @@ async def test_a_hanging_payment_service_cannot_keep_a_hold_from_ending(
     assert status_of(database_url, held.reservation_id) == "expired"
 
 
+async def test_an_answer_nested_past_python_s_stack_cannot_keep_a_hold_from_ending(
+    stub: Stub, deps: Dependencies, database_url: str, payment_service: PaymentService
+) -> None:
+    # Parsing it raised RecursionError, which nothing expected: every reconciler pass failed on
+    # this hold, which kept its seat, and after three such passes each replica (each reconciles)
+    # reported NOT_SERVING.
+    await configure_event(stub)
+    held = await hold(stub, "payer")
+    end_hold(database_url, held.reservation_id)
+    payment_service.state.faults["get_checkout"] = "nested"
+
+    [ended] = await reconcile_due(deps)
+
+    assert (ended.answer, ended.step) == (CheckoutAnswer.UNREACHABLE, Step.EXPIRE_AND_FOLLOW_UP)
+    assert status_of(database_url, held.reservation_id) == "expired"
+
+
 async def test_a_cancelled_hold_is_followed_up_and_a_payment_made_before_is_confirmed(
     stub: Stub, deps: Dependencies, database_url: str, payment_service: PaymentService
 ) -> None:

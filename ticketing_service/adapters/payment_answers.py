@@ -96,7 +96,7 @@ def json_or_none(response: httpx.Response) -> object:
     """The parsed body, or None when it is not JSON (or not even text)."""
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past Python's stack
         return None
 
 

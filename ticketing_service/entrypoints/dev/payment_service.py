@@ -206,6 +206,8 @@ async def _act_out(state: PaymentServiceState, endpoint: Endpoint, fault: Fault)
         return PlainTextResponse("<html>upstream exploded", status_code=200)
     if fault == "huge":
         return StreamingResponse(_huge_answer(state), media_type="application/json")
+    if fault == "nested":
+        return Response(b"[" * 100_000 + b"]" * 100_000, media_type="application/json")
     return JSONResponse(_INCOMPLETE[endpoint])
 
 

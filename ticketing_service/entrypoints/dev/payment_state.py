@@ -31,6 +31,7 @@ Fault = Literal[
     "garbage",  # 200 with a body that is not JSON
     "missing_fields",  # 200 with JSON that lacks what the contract promises
     "huge",  # 200 with 256 MiB of JSON, streamed (it counts what it got to send)
+    "nested",  # 200 with JSON arrays nested 100,000 deep (100 KB)
 ]
 # How a new refund settles: at once, not until `settle_refund`, or failed at once.
 RefundSettlement = Literal["succeed", "pending", "fail"]
