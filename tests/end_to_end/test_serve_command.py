@@ -27,6 +27,7 @@ from tests.end_to_end.serving import (
     serve_process,
     wait_for_line,
 )
+from tests.rich_errors import rich_error
 
 SERVING_LINE = re.compile(r"serving moim\.ticketing\.v1\.TicketingService on [\d.]+:(\d+)")
 
@@ -161,6 +162,35 @@ def test_a_replica_that_does_not_migrate_starts_before_its_database_can_be_reach
 def shared_pgdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data directory for the tests that use it: each `serve` reuses it, not running initdb."""
     return tmp_path_factory.mktemp("pgdata")
+
+
+NOT_THE_MESSAGE = [
+    b"\xff\xff\xff\xff",  # not a valid field key and value
+    b"\x0a\x05ab",  # a string field 5 bytes long with 2 sent
+    b"\x0a\x02\xc3\x28",  # event_id that is not UTF-8
+]
+
+
+async def test_bytes_that_are_not_the_request_message_are_invalid_argument(
+    shared_pgdata: Path,
+) -> None:
+    with serve_process(shared_pgdata) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+            raw = channel.unary_unary(GET_SETTINGS, request_serializer=bytes)
+            for payload in NOT_THE_MESSAGE:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await raw(payload, timeout=10)
+                error = rich_error(caught.value)  # UNKNOWN, without details, before
+                assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["request"])
+        process.send_signal(signal.SIGTERM)
+        assert process.stderr is not None
+        logged = process.stderr.read()
+    # Each call has its line, and nothing logged a traceback.
+    assert logged.count("GetTicketingSettings INVALID_ARGUMENT") == len(NOT_THE_MESSAGE)
+    assert "Traceback" not in logged
+    assert "DecodeError" not in logged
 
 
 def test_a_span_further_back_than_the_database_can_count_is_a_usage_error(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from ticketing_service.config import (
 )
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
 from ticketing_service.entrypoints.grpc.call_limit import CallLimiter, streams_per_connection
+from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
 from ticketing_service.entrypoints.grpc.servicer import TicketingServicer
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -72,12 +73,14 @@ async def start_server(
     With `tokens`, every TicketingService call needs one of them as its bearer token.
     `reuse_port` lets several worker processes bind the same port; without it a port already
     in use is an error (gRPC would otherwise share it silently with whoever holds it).
-    `interceptors` run before the call limit and the token check (so refused calls are logged
-    and counted too); with `credentials` the port speaks TLS (see tls.server_credentials).
+    `interceptors` run before the call limit, the request's decoding and the token check (so
+    refused calls are logged and counted too); with `credentials` the port speaks TLS (see
+    tls.server_credentials).
     """
     chain = [
         *interceptors,
         CallLimiter(limits.max_concurrent_rpcs),  # not gRPC's own: see call_limit.py
+        RequestDecoding(),
         *([BearerTokenInterceptor(tokens)] if tokens else []),
     ]
     options = [

@@ -19,6 +19,7 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 Behaviour: TypeAlias = "Callable[..., Any]"
+Deserializer: TypeAlias = "Callable[[bytes], Any] | None"
 
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor):
@@ -34,6 +35,10 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
     def iterated(self, method: str, behaviour: Behaviour) -> Behaviour:
         """The wrapper of a behaviour that is an async generator."""
         raise NotImplementedError
+
+    def deserializer(self, deserialize: Deserializer) -> Deserializer:
+        """What decodes the request of a wrapped behaviour: by default, the handler's own."""
+        return deserialize
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -56,7 +61,7 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self.awaited(method, handler.unary_unary),
-                handler.request_deserializer,
+                self.deserializer(handler.request_deserializer),
                 handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -64,7 +69,7 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
             wrap = self.iterated if inspect.isasyncgenfunction(behaviour) else self.awaited
             return grpc.unary_stream_rpc_method_handler(
                 wrap(method, behaviour),
-                handler.request_deserializer,
+                self.deserializer(handler.request_deserializer),
                 handler.response_serializer,
             )
         return handler
