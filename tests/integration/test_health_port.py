@@ -12,6 +12,7 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.certificates import CertificateAuthority
+from tests.rich_errors import rich_error
 from ticketing_service.entrypoints.grpc.health_port import (
     MAX_CALLS_PER_CONNECTION,
     HealthPort,
@@ -127,3 +128,17 @@ async def test_a_connection_may_not_pile_up_open_calls_on_the_health_port() -> N
                 watch.cancel()
     finally:
         await port.stop(0)
+
+
+async def test_bytes_that_are_not_a_health_request_are_invalid_argument() -> None:
+    port = await start_health_port("127.0.0.1:0", health.aio.HealthServicer())  # as served
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port.port}") as channel:
+            raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+            raw = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=bytes)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw(b"\x0a\x02\xc3\x28", timeout=10)  # a service name not in UTF-8
+    finally:
+        await port.stop(0)
+    error = rich_error(caught.value)  # UNKNOWN, with protobuf's exception text, before
+    assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["request"])

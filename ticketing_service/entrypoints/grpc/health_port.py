@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from ticketing_service.config import ListenError
+from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
 
 HEALTH_LISTEN_SETTING = "TICKETING_HEALTH_LISTEN"
 MAX_CALLS_PER_CONNECTION = 16
@@ -47,7 +48,7 @@ async def start_health_port(
         # calls that never send their request), which would cost the whole process memory.
         ("grpc.max_concurrent_streams", MAX_CALLS_PER_CONNECTION),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(interceptors=[RequestDecoding()], options=options)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     try:
         port = server.add_insecure_port(listen)

@@ -4,7 +4,7 @@ grpc.aio interceptors see the *handler*, not the call, so the handler's behaviou
 behaviour that is awaited (unary-unary, and a unary-stream written with `context.write`, as the
 health service's Watch is) stays one, an async generator stays one. Both run once the call's
 request has arrived, in the call's own task. Client-streaming behaviours (reflection's
-bidirectional stream) pass through.
+bidirectional stream) and synchronous ones pass through.
 """
 
 from __future__ import annotations
@@ -58,18 +58,18 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self.awaited(method, handler.unary_unary),
-                self.deserializer(handler.request_deserializer),
-                handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            behaviour = handler.unary_stream
-            wrap = self.iterated if inspect.isasyncgenfunction(behaviour) else self.awaited
-            return grpc.unary_stream_rpc_method_handler(
-                wrap(method, behaviour),
-                self.deserializer(handler.request_deserializer),
-                handler.response_serializer,
-            )
-        return handler
+        behaviour = handler.unary_unary or handler.unary_stream
+        if inspect.isasyncgenfunction(behaviour):
+            wrapped = self.iterated(method, behaviour)
+        elif inspect.iscoroutinefunction(behaviour):
+            wrapped = self.awaited(method, behaviour)
+        else:  # client-streaming, or a synchronous servicer's (the thread-based health one)
+            return handler
+        make = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary is not None
+            else grpc.unary_stream_rpc_method_handler
+        )
+        return make(
+            wrapped, self.deserializer(handler.request_deserializer), handler.response_serializer
+        )
