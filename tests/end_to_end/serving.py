@@ -80,3 +80,11 @@ def run_command(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedP
         timeout=START_TIMEOUT_SECONDS,
         check=False,
     )
+
+
+def our_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a command that refused printed, with no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("ticketing-service:")]
+    assert len(ours) == 1, result.stderr
+    return ours[0]

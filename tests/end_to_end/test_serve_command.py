@@ -23,6 +23,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.end_to_end.serving import (
     START_TIMEOUT_SECONDS,
+    our_line,
     run_command,
     serve_process,
     wait_for_line,
@@ -324,11 +325,9 @@ def test_a_data_dir_that_cannot_hold_the_embedded_postgres_fails_in_one_line_tou
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     result = run_serve(tmp_path, TICKETING_DATA_DIR=str(data_dir))
     assert result.returncode == 2
-    ours = [line for line in result.stderr.splitlines() if line.startswith("ticketing-service:")]
-    assert len(ours) == 1, result.stderr
-    assert says in ours[0]
-    assert ours[0].endswith("Set TICKETING_DATA_DIR to a new or empty directory, or DATABASE_URL.")
-    assert "Traceback" not in result.stderr
+    line = our_line(result)  # and no traceback
+    assert says in line
+    assert line.endswith("Set TICKETING_DATA_DIR to a new or empty directory, or DATABASE_URL.")
     assert {p: p.read_bytes() for p in before} == before
     assert not list(tmp_path.rglob("postgresql.conf"))  # no database was initialised anywhere
 

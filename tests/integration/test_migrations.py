@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import uuid
 from functools import partial
 from pathlib import Path
@@ -19,7 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.end_to_end.serving import run_command
+from tests.end_to_end.serving import our_line, run_command
 from tests.postgres import blocking, connect, database_on, sql
 from ticketing_service.adapters.db.migrations import alembic_config, upgrade_to_head
 from ticketing_service.adapters.db.schema import metadata
@@ -185,14 +184,6 @@ async def test_a_migration_that_cannot_get_its_lock_fails_in_one_line_instead_of
         " (TICKETING_DB_LOCK_TIMEOUT_MS) and nothing was applied: run migrate again."
     )
     await asyncio.to_thread(upgrade_to_head, migrated_database, 200)  # free again: it runs
-
-
-def our_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one line a command that refused printed, with no traceback."""
-    assert "Traceback" not in result.stderr, result.stderr
-    ours = [line for line in result.stderr.splitlines() if line.startswith("ticketing-service:")]
-    assert len(ours) == 1, result.stderr
-    return ours[0]
 
 
 def test_the_revision_every_command_checks_for_is_the_last_migration() -> None:
