@@ -6,7 +6,8 @@ import argparse
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from ticketing_service import bootstrap
@@ -38,12 +39,20 @@ def duration(raw: str) -> timedelta:
     return span
 
 
-async def prune_events(config: Config, older_than_days: float) -> int:
-    """Delete feed events and the other records kept only for a while, older than the cutoff."""
-    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+@asynccontextmanager
+async def _migrated_service(config: Config) -> AsyncIterator[bootstrap.Service]:
+    """The wired service of a one-off command; SchemaNotReady unless its database was migrated
+    for this version."""
     database_url = bootstrap.resolve_database_url(config)
     await bootstrap.require_schema(config, database_url)
     async with bootstrap.wired(config, database_url) as service:
+        yield service
+
+
+async def prune_events(config: Config, older_than_days: float) -> int:
+    """Delete feed events and the other records kept only for a while, older than the cutoff."""
+    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+    async with _migrated_service(config) as service:
         pruned = await prune_history(service.deps, cutoff)
     counts = ", ".join(f"{count} {table}" for table, count in pruned.items())
     log.info("pruned what was created before %s: %s", cutoff.isoformat(), counts)
@@ -52,9 +61,7 @@ async def prune_events(config: Config, older_than_days: float) -> int:
 
 async def reconcile(config: Config, reservation_id: str | None, since: timedelta | None) -> int:
     """Ask the payment service about one reservation, those made since, or those due now."""
-    database_url = bootstrap.resolve_database_url(config)
-    await bootstrap.require_schema(config, database_url)
-    async with bootstrap.wired(config, database_url) as service:
+    async with _migrated_service(config) as service:
         if reservation_id is not None:
             done = [await reconcile_reservation(service.deps, reservation_id)]
         elif since is not None:
