@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -174,6 +175,14 @@ async def test_every_status_the_spec_allows_returns_the_checkout(
 async def test_a_transport_failure_is_unreachable(error: type[httpx.TransportError]) -> None:
     with pytest.raises(PaymentServiceUnreachable, match="retry"):
         await checkout_with(raising(error))
+
+
+async def test_a_process_out_of_files_is_unreachable_not_a_fault() -> None:
+    def out_of_files(request: httpx.Request) -> httpx.Response:
+        raise OSError(errno.EMFILE, "Too many open files")  # httpx lets this one through
+
+    with pytest.raises(PaymentServiceUnreachable, match="retry"):
+        await checkout_with(out_of_files)
 
 
 @pytest.mark.parametrize("http_status", [500, 502, 503, 429, 408, 409, 425])

@@ -127,7 +127,9 @@ class HttpPaymentService:
                     content = await _read_at_most(streamed, MAX_ANSWER_BYTES)
                 finally:
                     await streamed.aclose()
-        except (TimeoutError, httpx.TransportError) as error:
+        # OSError: a TimeoutError is one, and so is a process out of files (EMFILE), which
+        # httpx raises as it is, not as one of its own errors.
+        except (OSError, httpx.TransportError) as error:
             logger.warning(
                 "Payment service unreachable for %s %s: %s", method, path, type(error).__name__
             )
