@@ -13,6 +13,10 @@ MAX_WORKERS = 64
 DEFAULT_GRPC_MAX_CONCURRENT_RPCS = 256
 # Concurrent WatchRegistrationEvents calls per process (each holds a stream and a queue).
 DEFAULT_MAX_WATCHERS = 100
+# Connections one gRPC port of a process keeps open (about 10 KB each, and a file each), and
+# how long one that carries no call stays open.
+DEFAULT_GRPC_MAX_CONNECTIONS = 1000
+DEFAULT_GRPC_CONNECTION_IDLE_SECONDS = 300
 _DAY_MS = 24 * 3600 * 1000
 _YEAR_SECONDS = 366 * 24 * 3600
 
@@ -58,6 +62,8 @@ class Config:
     health_listen: str | None = None
     grpc_max_concurrent_rpcs: int = DEFAULT_GRPC_MAX_CONCURRENT_RPCS
     max_watchers: int = DEFAULT_MAX_WATCHERS
+    grpc_max_connections: int = DEFAULT_GRPC_MAX_CONNECTIONS
+    grpc_connection_idle_seconds: int = DEFAULT_GRPC_CONNECTION_IDLE_SECONDS
     # Reconciliation (SPEC §9): a payment under way keeps its hold this long past its end; a
     # live hold this old is asked about once; follow-ups back off from this, for this long.
     payment_grace_seconds: float = 300
@@ -105,6 +111,14 @@ class Config:
                 "TICKETING_GRPC_MAX_CONCURRENT_RPCS", DEFAULT_GRPC_MAX_CONCURRENT_RPCS, 100_000
             ),
             max_watchers=r.positive_int("TICKETING_MAX_WATCHERS", DEFAULT_MAX_WATCHERS, 10_000),
+            grpc_max_connections=r.positive_int(
+                "TICKETING_GRPC_MAX_CONNECTIONS", DEFAULT_GRPC_MAX_CONNECTIONS, 1_000_000
+            ),
+            grpc_connection_idle_seconds=r.positive_int(
+                "TICKETING_GRPC_MAX_CONNECTION_IDLE_SECONDS",
+                DEFAULT_GRPC_CONNECTION_IDLE_SECONDS,
+                _DAY_MS // 1000,
+            ),
             payment_grace_seconds=r.positive_float("TICKETING_PAYMENT_GRACE_SECONDS", 300),
             reconcile_after_seconds=r.positive_float("TICKETING_RECONCILE_AFTER_SECONDS", 120),
             reconcile_backoff_seconds=r.positive_float("TICKETING_RECONCILE_BACKOFF_SECONDS", 60),

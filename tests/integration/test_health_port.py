@@ -12,12 +12,14 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.certificates import CertificateAuthority
+from tests.idle_connections import idle_connections
 from tests.rich_errors import rich_error
 from ticketing_service.entrypoints.grpc.health_port import (
     MAX_CALLS_PER_CONNECTION,
     HealthPort,
     start_health_port,
 )
+from ticketing_service.entrypoints.grpc.server import ServerLimits
 from ticketing_service.entrypoints.grpc.tls import server_credentials
 
 SERVICE = "moim.ticketing.v1.TicketingService"
@@ -126,6 +128,19 @@ async def test_a_connection_may_not_pile_up_open_calls_on_the_health_port() -> N
             assert answer.status == SERVING  # another connection is answered
             for watch in watches:
                 watch.cancel()
+    finally:
+        await port.stop(0)
+
+
+async def test_the_health_port_bounds_its_connections_as_the_main_port_does() -> None:
+    servicer = health.aio.HealthServicer()
+    await servicer.set(SERVICE, SERVING)
+    limits = ServerLimits(max_connections=2)
+    port = await start_health_port("127.0.0.1:0", servicer, limits=limits)
+    try:
+        with idle_connections(port.port, 5) as closed:
+            assert closed == 3  # past the two it keeps, closed at once
+        assert await check(port.port) == SERVING  # and taken again once they are gone
     finally:
         await port.stop(0)
 

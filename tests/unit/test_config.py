@@ -18,6 +18,8 @@ WHOLE_NUMBERS = [
     "TICKETING_WORKERS",
     "TICKETING_GRPC_MAX_CONCURRENT_RPCS",
     "TICKETING_MAX_WATCHERS",
+    "TICKETING_GRPC_MAX_CONNECTIONS",
+    "TICKETING_GRPC_MAX_CONNECTION_IDLE_SECONDS",
 ]
 
 
@@ -75,15 +77,19 @@ def test_whole_numbers_and_the_new_limits_are_read() -> None:
             "TICKETING_WORKERS": "3",
             "TICKETING_GRPC_MAX_CONCURRENT_RPCS": "64",
             "TICKETING_MAX_WATCHERS": "7",
+            "TICKETING_GRPC_MAX_CONNECTIONS": "20",
+            "TICKETING_GRPC_MAX_CONNECTION_IDLE_SECONDS": "86400",
         }
     )
     assert (config.db_lock_timeout_ms, config.workers) == (250, 3)
     assert (config.grpc_max_concurrent_rpcs, config.max_watchers) == (64, 7)
+    assert (config.grpc_max_connections, config.grpc_connection_idle_seconds) == (20, 86400)
 
 
 def test_the_limits_have_defaults() -> None:
     config = Config.from_env({})
     assert (config.grpc_max_concurrent_rpcs, config.max_watchers) == (256, 100)
+    assert (config.grpc_max_connections, config.grpc_connection_idle_seconds) == (1000, 300)
 
 
 def test_the_grpc_token_is_a_comma_separated_list_for_rotation() -> None:

@@ -23,7 +23,11 @@ from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
 from ticketing_service.entrypoints.grpc.exposure import check_exposure
 from ticketing_service.entrypoints.grpc.health_port import start_health_port
-from ticketing_service.entrypoints.grpc.server import RunningServer, serve_until_signalled
+from ticketing_service.entrypoints.grpc.server import (
+    RunningServer,
+    ServerLimits,
+    serve_until_signalled,
+)
 from ticketing_service.entrypoints.grpc.workers import serve_in_workers
 from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.interceptor import ObservingInterceptor
@@ -191,7 +195,10 @@ async def _open_side_ports(
     """The plaintext health-only port and the metrics endpoint, when they are configured."""
     if config.health_listen:
         probes = await start_health_port(
-            config.health_listen, running.health, reuse_port=reuse_port
+            config.health_listen,
+            running.health,
+            reuse_port=reuse_port,
+            limits=ServerLimits.of(config),
         )
         stack.push_async_callback(probes.stop, 0)
         log.info("health probes on %s:%d", _host(config.health_listen), probes.port)

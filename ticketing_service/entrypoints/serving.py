@@ -44,7 +44,7 @@ async def served(
         reuse_port=reuse_port,
         interceptors=interceptors,
         credentials=None if tls is None else server_credentials(tls.cert, tls.key, tls.client_ca),
-        limits=ServerLimits(config.grpc_max_concurrent_rpcs, config.max_watchers),
+        limits=ServerLimits.of(config),
     )
     reports: set[asyncio.Task[None]] = set()
 

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from ticketing_service.config import ListenError
 from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
+from ticketing_service.entrypoints.grpc.server import ServerLimits
 
 HEALTH_LISTEN_SETTING = "TICKETING_HEALTH_LISTEN"
 MAX_CALLS_PER_CONNECTION = 16
@@ -33,20 +34,26 @@ class HealthPort:
 
 
 async def start_health_port(
-    listen: str, servicer: health_pb2_grpc.HealthServicer, *, reuse_port: bool = False
+    listen: str,
+    servicer: health_pb2_grpc.HealthServicer,
+    *,
+    reuse_port: bool = False,
+    limits: ServerLimits = ServerLimits(),
 ) -> HealthPort:
     """Serve `servicer` alone, in plaintext, on `listen` (port 0 picks a free port).
 
     `servicer` is the main server's: `health.HealthServicer` or `health.aio.HealthServicer`.
 
     `reuse_port` lets the worker processes of `serve --workers N` share the port, as they share
-    the main one; without it a port already in use is an error.
+    the main one; without it a port already in use is an error. Its connections are bounded
+    by `limits` as the main port's are.
     """
     options = [
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         # A probe makes one call at a time: a connection may not pile up open calls (watches, or
         # calls that never send their request), which would cost the whole process memory.
         ("grpc.max_concurrent_streams", MAX_CALLS_PER_CONNECTION),
+        *limits.connection_options(),
     ]
     server = grpc.aio.server(interceptors=[RequestDecoding()], options=options)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)

@@ -17,8 +17,11 @@ from grpc_reflection.v1alpha import reflection
 from moim.ticketing.v1 import ticketing_service_pb2, ticketing_service_pb2_grpc
 
 from ticketing_service.config import (
+    DEFAULT_GRPC_CONNECTION_IDLE_SECONDS,
     DEFAULT_GRPC_MAX_CONCURRENT_RPCS,
+    DEFAULT_GRPC_MAX_CONNECTIONS,
     DEFAULT_MAX_WATCHERS,
+    Config,
     ListenError,
 )
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
@@ -38,10 +41,37 @@ MAX_REQUEST_BYTES = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    """What one server process takes on at once (TICKETING_GRPC_MAX_CONCURRENT_RPCS, ...)."""
+    """What one server process takes on at once (TICKETING_GRPC_MAX_CONCURRENT_RPCS, ...) and
+    how long it keeps a connection that carries no call."""
 
     max_concurrent_rpcs: int = DEFAULT_GRPC_MAX_CONCURRENT_RPCS
     max_watchers: int = DEFAULT_MAX_WATCHERS
+    max_connections: int = DEFAULT_GRPC_MAX_CONNECTIONS
+    connection_idle_seconds: int = DEFAULT_GRPC_CONNECTION_IDLE_SECONDS
+
+    @classmethod
+    def of(cls, config: Config) -> ServerLimits:
+        """The limits `config` sets."""
+        return cls(
+            config.grpc_max_concurrent_rpcs,
+            config.max_watchers,
+            config.grpc_max_connections,
+            config.grpc_connection_idle_seconds,
+        )
+
+    def connection_options(self) -> list[tuple[str, int]]:
+        """gRPC's options that bound a port's connections, for each server of the process.
+
+        Past `max_connections` a new connection is closed at once, so that a flood of them
+        cannot take the files and memory the process needs for its database and the payment
+        service; connections already open keep being served. One without a call for
+        `connection_idle_seconds` is closed (an HTTP/2 GOAWAY; its client reconnects at its next
+        call), so that connections left behind by clients do not fill that bound for good.
+        """
+        return [
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.max_connection_idle_ms", self.connection_idle_seconds * 1000),
+        ]
 
 
 @dataclass(slots=True)
@@ -87,6 +117,7 @@ async def start_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
         ("grpc.max_concurrent_streams", streams_per_connection(limits.max_concurrent_rpcs)),
+        *limits.connection_options(),
     ]
     server = grpc.aio.server(interceptors=chain, options=options)
     ticketing_service_pb2_grpc.add_TicketingServiceServicer_to_server(
