@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -245,7 +246,14 @@ async def test_reading_with_a_wrong_token_is_refused(fake: Fake) -> None:
 # --- faults -------------------------------------------------------------------------------------
 
 TRANSIENT: list[Fault] = ["error_500", "error_503", "error_408", "error_425", "error_429"]
-DEFINITIVE: list[Fault] = ["error_400", "garbage", "missing_fields", "huge", "nested"]
+DEFINITIVE: list[Fault] = [
+    "error_400",
+    "garbage",
+    "missing_fields",
+    "huge",
+    "nested",
+    "compressed",
+]
 
 
 @pytest.mark.parametrize(
@@ -290,6 +298,23 @@ async def test_an_answer_far_larger_than_the_contract_is_read_no_further_than_it
         await fake.client.get_checkout(opened.checkout_id)
     # The client stopped after MAX_ANSWER_BYTES; what else the fake sent sat in socket buffers.
     assert fake.state.huge_bytes_sent < 32 * 1024 * 1024  # of 256 MiB
+
+
+async def test_an_answer_compressed_unasked_is_never_decoded_into_memory(fake: Fake) -> None:
+    opened = await fake.client.create_checkout(REQUEST)
+    fake.state.faults["get_checkout"] = "compressed"  # 32 KB that decode to 32 MiB
+    tracemalloc.start()
+    try:
+        with pytest.raises(PaymentServiceRefused, match="malformed answer"):
+            await fake.client.get_checkout(opened.checkout_id)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Decoded, one read became 32 MiB before the 1 MiB cap could stop it (a read of 64 KiB can
+    # become 64 MiB: 16 such calls at once took a client to 1.1 GB); the client now asks for
+    # answers as they are and reads them so.
+    assert peak < 16 * 1024 * 1024
+    assert fake.state.requests[-1].headers["accept-encoding"] == "identity"
 
 
 async def test_a_fault_on_one_endpoint_leaves_the_others_alone(fake: Fake) -> None:

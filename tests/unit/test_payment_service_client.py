@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import gzip
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -175,6 +176,17 @@ async def test_every_status_the_spec_allows_returns_the_checkout(
 async def test_a_transport_failure_is_unreachable(error: type[httpx.TransportError]) -> None:
     with pytest.raises(PaymentServiceUnreachable, match="retry"):
         await checkout_with(raising(error))
+
+
+async def test_an_answer_in_a_content_coding_is_malformed_even_if_it_decodes_to_one() -> None:
+    compressed = gzip.compress(json.dumps(CREATED).encode())  # never asked for: not decoded
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Accept-Encoding"] == "identity"
+        return httpx.Response(201, content=compressed, headers={"Content-Encoding": "gzip"})
+
+    with pytest.raises(PaymentServiceRefused, match="malformed"):
+        await checkout_with(answer)
 
 
 async def test_a_process_out_of_files_is_unreachable_not_a_fault() -> None:

@@ -9,9 +9,11 @@ test asks for. Its state (`state_of(app)`) lives in memory and is the tests' han
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import socket
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -208,6 +210,9 @@ async def _act_out(state: PaymentServiceState, endpoint: Endpoint, fault: Fault)
         return StreamingResponse(_huge_answer(state), media_type="application/json")
     if fault == "nested":
         return Response(b"[" * 100_000 + b"]" * 100_000, media_type="application/json")
+    if fault == "compressed":
+        headers = {"Content-Encoding": "gzip"}
+        return Response(_compressed_answer(), headers=headers, media_type="application/json")
     return JSONResponse(_INCOMPLETE[endpoint])
 
 
@@ -217,6 +222,16 @@ async def _huge_answer(state: PaymentServiceState) -> AsyncIterator[bytes]:
         yield _HUGE_CHUNK  # waits while the caller does not read
         state.huge_bytes_sent += len(_HUGE_CHUNK)
     yield b'"}'
+
+
+@functools.cache
+def _compressed_answer() -> bytes:
+    """32 MiB of one JSON string, gzip-compressed to 32 KB (0.1 s to make, once)."""
+    compressor = zlib.compressobj(wbits=31)  # 31: a gzip stream
+    parts = [compressor.compress(b'{"padding": "')]
+    parts += [compressor.compress(_HUGE_CHUNK) for _ in range(32)]
+    parts += [compressor.compress(b'"}'), compressor.flush()]
+    return b"".join(parts)
 
 
 def _parse(raw: bytes) -> object:

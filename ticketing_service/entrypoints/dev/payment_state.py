@@ -32,6 +32,7 @@ Fault = Literal[
     "missing_fields",  # 200 with JSON that lacks what the contract promises
     "huge",  # 200 with 256 MiB of JSON, streamed (it counts what it got to send)
     "nested",  # 200 with JSON arrays nested 100,000 deep (100 KB)
+    "compressed",  # 200, gzip whatever was asked: 32 KB that decode to 32 MiB of JSON
 ]
 # How a new refund settles: at once, not until `settle_refund`, or failed at once.
 RefundSettlement = Literal["succeed", "pending", "fail"]
