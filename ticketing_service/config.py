@@ -84,10 +84,12 @@ class Config:
             database_url=r.text("DATABASE_URL"),
             data_dir=Path(r.text("TICKETING_DATA_DIR") or "./.ticketing/pgdata"),
             grpc_listen=r.listen("TICKETING_GRPC_LISTEN") or "127.0.0.1:50051",
-            grpc_tokens=r.tokens("TICKETING_GRPC_TOKEN"),
+            grpc_tokens=r.header_tokens("TICKETING_GRPC_TOKEN"),
             hold_seconds=r.positive_float("TICKETING_HOLD_SECONDS", 600),
             payment_service_url=r.optional_url("TICKET_PAYMENT_SERVICE_URL"),
-            payment_service_token=r.text("TICKET_PAYMENT_SERVICE_TOKEN") or "",
+            payment_service_token=header_safe(
+                r.text("TICKET_PAYMENT_SERVICE_TOKEN") or "", "TICKET_PAYMENT_SERVICE_TOKEN"
+            ),
             payment_timeout_seconds=r.positive_float("TICKET_PAYMENT_TIMEOUT_SECONDS", 10),
             callback_url=r.url(
                 "TICKETING_CALLBACK_URL", "http://127.0.0.1:8080/api/ticket-payment-callbacks"
@@ -165,6 +167,22 @@ class ListenError(OSError):
     """An address to listen on cannot be bound: in use, or not one of this machine's."""
 
 
+def header_safe(token: str, setting: str) -> str:
+    """`token`, which travels in a request header, checked for what a header can carry.
+
+    Anything but visible ASCII (an accent, a zero-width space pasted with the token, a control
+    character) used to be taken, then failed every call that sent it: gRPC would not send it
+    ("Invalid metadata"), httpx raised UnicodeEncodeError. The error shows none of the token.
+    """
+    bad = next((i for i, c in enumerate(token, start=1) if not "!" <= c <= "~"), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{setting} may hold only visible ASCII characters, no spaces (it is sent in a "
+            f"request header); a token has another at position {bad}."
+        )
+    return token
+
+
 def parse_host_port(value: str, setting: str) -> tuple[str, int]:
     """Split `HOST:PORT` (IPv6 in brackets); port 0 picks a free port."""
     host, colon, port = value.strip().rpartition(":")
@@ -231,9 +249,11 @@ class _Reader:
             raise ConfigError(f"{name} must be true or false, got {raw!r}.")
         return value
 
-    def tokens(self, name: str) -> tuple[str, ...]:
-        """Comma-separated values, blanks dropped (a trailing comma is harmless)."""
-        return tuple(part.strip() for part in self._env.get(name, "").split(",") if part.strip())
+    def header_tokens(self, name: str) -> tuple[str, ...]:
+        """Comma-separated tokens sent in a header (see header_safe), blanks dropped (a trailing
+        comma is harmless)."""
+        parts = (part.strip() for part in self._env.get(name, "").split(","))
+        return tuple(header_safe(part, name) for part in parts if part)
 
     def url(self, name: str, default: str) -> str:
         return self.optional_url(name) or default

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ticketing_service.config import ConfigError, parse_host_port
+from ticketing_service.config import ConfigError, header_safe, parse_host_port
 
 LISTEN_SETTING = "TICKETING_WEBHOOK_LISTEN"
 GRPC_TARGET_SETTING = "TICKETING_GRPC_TARGET"
@@ -78,7 +78,7 @@ class WebhookConfig:
         return cls(
             listen=listen,
             grpc_target=_text(source, GRPC_TARGET_SETTING) or DEFAULT_GRPC_TARGET,
-            grpc_token=next(iter(_secrets(source, GRPC_TOKEN_SETTING)), None),
+            grpc_token=_first_token(source),
             hmac_secrets=_enabled_secrets(source, HMAC_SECRETS_SETTING, HMAC_SWITCH_SETTING),
             standard_secrets=_enabled_secrets(
                 source, STANDARD_SECRETS_SETTING, STANDARD_SWITCH_SETTING
@@ -137,6 +137,12 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
 def _secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """The comma-separated secrets of `name`, blanks dropped (a trailing comma is harmless)."""
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _first_token(env: Mapping[str, str]) -> str | None:
+    """The first of TICKETING_GRPC_TOKEN's tokens (all checked: see header_safe), if any."""
+    tokens = [header_safe(token, GRPC_TOKEN_SETTING) for token in _secrets(env, GRPC_TOKEN_SETTING)]
+    return tokens[0] if tokens else None
 
 
 def _enabled_secrets(

@@ -122,6 +122,27 @@ def test_a_fraction_or_negative_where_a_whole_number_is_expected_fails_naming_it
     assert line.endswith(f", got {value!r}.")
 
 
+@pytest.mark.parametrize(
+    ("command", "name", "position"),
+    [
+        ("serve", "TICKET_PAYMENT_SERVICE_TOKEN", 12),  # one token: the comma is part of it
+        ("serve", "TICKETING_GRPC_TOKEN", 2),
+        ("webhook", "TICKETING_GRPC_TOKEN", 2),
+    ],
+)
+def test_a_token_no_header_can_carry_fails_at_start_showing_none_of_it(
+    tmp_path: Path, command: str, name: str, position: int
+) -> None:
+    # Taken before: then every checkout answered INTERNAL (UnicodeEncodeError), every call with
+    # the token was refused, and the shim could forward no callback ("Invalid metadata").
+    result = run_command(tmp_path, command, **{name: "old-token,n\u00e9w-t\u200boken"})
+    assert result.returncode == 2
+    assert our_line(result) == (
+        f"ticketing-service: {name} may hold only visible ASCII characters, no spaces (it is "
+        f"sent in a request header); a token has another at position {position}."
+    )
+
+
 @pytest.mark.parametrize("name", ["TICKETING_HOLD_SECONDS", "TICKET_PAYMENT_TIMEOUT_SECONDS"])
 def test_a_duration_too_long_to_keep_fails_at_start_naming_it(tmp_path: Path, name: str) -> None:
     result = run_serve(tmp_path, **{name: "1e300"})

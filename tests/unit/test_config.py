@@ -92,6 +92,24 @@ def test_the_limits_have_defaults() -> None:
     assert (config.grpc_max_connections, config.grpc_connection_idle_seconds) == (1000, 300)
 
 
+@pytest.mark.parametrize("name", ["TICKETING_GRPC_TOKEN", "TICKET_PAYMENT_SERVICE_TOKEN"])
+@pytest.mark.parametrize("bad", ["s3\u00f6cr", "s3\u200bcr", "s3\x7fcr", "s3 cr", "s3\tcr"])
+def test_a_token_a_request_header_cannot_carry_is_refused_naming_the_setting(
+    name: str, bad: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{name} may hold only visible ASCII") as refused:
+        Config.from_env({name: bad})
+    assert "s3" not in str(refused.value)  # none of the token
+
+
+def test_a_token_of_any_visible_ascii_is_taken() -> None:
+    visible = "".join(map(chr, range(0x21, 0x7F))).replace(",", "")
+    config = Config.from_env(
+        {"TICKETING_GRPC_TOKEN": visible, "TICKET_PAYMENT_SERVICE_TOKEN": visible}
+    )
+    assert (config.grpc_tokens, config.payment_service_token) == ((visible,), visible)
+
+
 def test_the_grpc_token_is_a_comma_separated_list_for_rotation() -> None:
     assert Config.from_env({"TICKETING_GRPC_TOKEN": " new, old ,"}).grpc_tokens == ("new", "old")
     assert Config.from_env({}).grpc_tokens == ()

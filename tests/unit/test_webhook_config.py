@@ -57,6 +57,13 @@ def test_every_setting_is_read() -> None:
     assert config.read_timeout_seconds == 2.5
 
 
+def test_every_token_is_checked_for_what_a_header_can_carry() -> None:
+    with pytest.raises(ConfigError, match=r"^TICKETING_GRPC_TOKEN may hold only visible ASCII"):
+        WebhookConfig.from_env(
+            {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_GRPC_TOKEN": "new,\u00f6ld"}
+        )
+
+
 def test_the_shim_sends_the_first_of_several_tokens() -> None:
     # The server and the shim share one TICKETING_GRPC_TOKEN while a token is rotated.
     config = WebhookConfig.from_env(
