@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 MAX_WORKERS = 64
 # Calls one server process runs at once; past it gRPC answers RESOURCE_EXHAUSTED at once
@@ -259,7 +260,32 @@ class _Reader:
         return self.optional_url(name) or default
 
     def optional_url(self, name: str) -> str | None:
+        """An http(s) URL with a host (and a port, if any, up to 65535), checked at start.
+
+        A URL without a host or with a space was taken, and every call to it failed as the
+        service being unreachable; one that could not be parsed ("http://[::1") crashed the
+        start. The error names what is wrong, not the URL (it may carry credentials).
+        """
         value = self.text(name)
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ConfigError(f"{name} must be an http:// or https:// URL.")
+        if value is not None and (problem := _url_problem(value)):
+            raise ConfigError(
+                f"{name} must be an http:// or https:// URL with a host, such as "
+                f"http://moim-payment:8080; {problem}."
+            )
         return value
+
+
+def _url_problem(url: str) -> str | None:
+    """What keeps `url` from being one a request can be sent to, if anything."""
+    if not url.startswith(("http://", "https://")):
+        return "it starts with neither"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it holds a space or a control character"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - read for its check: ValueError past 65535 or not a number
+    except ValueError:
+        return "it cannot be parsed, or its port is not a number up to 65535"
+    if not parts.hostname:
+        return "it has no host"
+    return None

@@ -143,6 +143,21 @@ def test_a_token_no_header_can_carry_fails_at_start_showing_none_of_it(
     )
 
 
+@pytest.mark.parametrize("url", ["http://[::1:8090", "http://"])
+def test_a_payment_service_url_no_request_can_reach_fails_at_start(
+    tmp_path: Path, url: str
+) -> None:
+    # Before: the first crashed with a traceback once Postgres was up and migrated; the second
+    # was served, and every checkout answered UNAVAILABLE for good.
+    result = run_serve(tmp_path, TICKET_PAYMENT_SERVICE_URL=url)
+    assert result.returncode == 2
+    assert our_line(result).startswith(
+        "ticketing-service: TICKET_PAYMENT_SERVICE_URL must be an http:// or https:// URL "
+        "with a host"
+    )
+    assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
+
+
 @pytest.mark.parametrize("name", ["TICKETING_HOLD_SECONDS", "TICKET_PAYMENT_TIMEOUT_SECONDS"])
 def test_a_duration_too_long_to_keep_fails_at_start_naming_it(tmp_path: Path, name: str) -> None:
     result = run_serve(tmp_path, **{name: "1e300"})

@@ -115,6 +115,40 @@ def test_the_grpc_token_is_a_comma_separated_list_for_rotation() -> None:
     assert Config.from_env({}).grpc_tokens == ()
 
 
+URLS = ["TICKET_PAYMENT_SERVICE_URL", "TICKETING_CALLBACK_URL", "MOIM_PUBLIC_BASE_URL"]
+
+
+@pytest.mark.parametrize("name", URLS)
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ("moim-payment:8080", "it starts with neither"),
+        ("http://", "it has no host"),
+        ("http://:8080/v1", "it has no host"),
+        ("http://moim payment:8080", "it holds a space or a control character"),
+        ("http://pay\x00ments", "it holds a space or a control character"),
+        ("http://[::1:8080", "it cannot be parsed, or its port is not a number up to 65535"),
+        ("https://pay:99999", "it cannot be parsed, or its port is not a number up to 65535"),
+        ("https://pay:https", "it cannot be parsed, or its port is not a number up to 65535"),
+    ],
+)
+def test_a_url_no_request_can_be_sent_to_is_refused_naming_what_is_wrong(
+    name: str, bad: str, problem: str
+) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"^{name} must be an http:// or https:// URL"
+    ) as refused:
+        Config.from_env({name: bad})
+    assert str(refused.value).endswith(f"; {problem}.")  # and not the URL: it may hold a password
+
+
+@pytest.mark.parametrize(
+    "good", ["http://moim-payment:8080", "https://user:pw@pay.example/api/", "http://[::1]:8090"]
+)
+def test_a_url_with_a_host_is_taken(good: str) -> None:
+    assert Config.from_env({"TICKET_PAYMENT_SERVICE_URL": good}).payment_service_url == good
+
+
 def test_the_payment_service_url_is_required_only_when_asked_for() -> None:
     unset = Config.from_env({})
     assert unset.payment_service_url is None
