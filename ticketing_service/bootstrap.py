@@ -25,9 +25,9 @@ from ticketing_service.adapters.embedded_postgres import (
     EmbeddedPostgresError,
     start_embedded_postgres,
 )
-from ticketing_service.adapters.moim_source import PostgresMoimSource, source_driver_url
+from ticketing_service.adapters.moim_source import PostgresMoimSource
 from ticketing_service.adapters.payment_service import HttpPaymentService
-from ticketing_service.config import Config, ConfigError
+from ticketing_service.config import Config, ConfigError, database_url_problem
 from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.domain.refunds import RefundRetryPolicy
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -192,8 +192,9 @@ async def cancel_events(deps: Dependencies) -> None:
 
 
 def check_source_database_url(url: str) -> str:
-    """`url` when it is a Postgres URL; ValueError saying what is wrong."""
-    source_driver_url(url)
+    """`url` when it is a Postgres URL asyncpg takes; ValueError saying what is wrong."""
+    if problem := database_url_problem(url):
+        raise ValueError(f"it must be the postgresql:// URL of Moim's database; {problem}")
     return url
 
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 MAX_WORKERS = 64
 # Calls one server process runs at once; past it gRPC answers RESOURCE_EXHAUSTED at once
@@ -82,7 +82,7 @@ class Config:
         """Read and check every setting; raise ConfigError naming the first bad one."""
         r = _Reader(os.environ if env is None else env)
         return cls(
-            database_url=r.text("DATABASE_URL"),
+            database_url=r.database_url("DATABASE_URL"),
             data_dir=Path(r.text("TICKETING_DATA_DIR") or "./.ticketing/pgdata"),
             grpc_listen=r.listen("TICKETING_GRPC_LISTEN") or "127.0.0.1:50051",
             grpc_tokens=r.header_tokens("TICKETING_GRPC_TOKEN"),
@@ -259,6 +259,18 @@ class _Reader:
     def url(self, name: str, default: str) -> str:
         return self.optional_url(name) or default
 
+    def database_url(self, name: str) -> str | None:
+        """A Postgres URL asyncpg can take, checked at start (a malformed one was a traceback
+        in the first command that connected). The error shows none of it: it holds a password.
+        """
+        value = self.text(name)
+        if value is not None and (problem := database_url_problem(value)):
+            raise ConfigError(
+                f"{name} must be a postgresql:// or postgres:// URL of a Postgres 14+ database, "
+                f"such as postgresql://ticketing:secret@db:5432/ticketing; {problem}."
+            )
+        return value
+
     def optional_url(self, name: str) -> str | None:
         """An http(s) URL with a host (and a port, if any, up to 65535), checked at start.
 
@@ -273,6 +285,31 @@ class _Reader:
                 f"http://moim-payment:8080; {problem}."
             )
         return value
+
+
+def database_url_problem(url: str) -> str | None:
+    """What keeps asyncpg from taking `url` before it connects anywhere, if anything.
+
+    Several hosts (`postgresql://a:5432,b:5432/db`) and a socket directory in `?host=` make
+    Postgres URLs too, so the hosts are read one by one rather than by urlsplit. What it says
+    repeats none of the URL, which may hold a password.
+    """
+    if not url.startswith(("postgresql://", "postgres://")):
+        return "it starts with neither"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "it cannot be parsed"
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2].partition(":")[2] if ":" in host else ""
+        if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
+            return "a port in it is not a number up to 65535"
+    if any(mode not in _SSL_MODES for mode in parse_qs(parts.query).get("sslmode", [])):
+        return f"its sslmode is not one of {', '.join(_SSL_MODES)}"
+    return None
+
+
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 def _url_problem(url: str) -> str | None:

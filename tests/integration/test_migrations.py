@@ -16,14 +16,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.end_to_end.serving import our_line, run_command
 from tests.postgres import blocking, connect, database_on, sql
-from ticketing_service.adapters.db.migrations import alembic_config, upgrade_to_head
+from ticketing_service.adapters.db.migrations import (
+    alembic_config,
+    schema_engine,
+    upgrade_to_head,
+)
 from ticketing_service.adapters.db.schema import metadata
 from ticketing_service.adapters.db.schema_revision import SCHEMA_REVISION
-from ticketing_service.adapters.db.urls import sqlalchemy_url
 
 
 async def differences_from_the_schema(database_url: str) -> list[Any]:
@@ -31,7 +33,7 @@ async def differences_from_the_schema(database_url: str) -> list[Any]:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         return list(compare_metadata(context, metadata))
 
-    engine = create_async_engine(sqlalchemy_url(database_url))
+    engine = schema_engine(database_url)
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(compare)
@@ -256,3 +258,30 @@ def test_a_command_whose_database_cannot_be_reached_says_so_in_one_line(
     line = our_line(result)
     assert line.startswith("ticketing-service: The database cannot be reached right now;")
     assert "Connect" in line or "Connection refused" in line  # and why
+
+
+def test_migrate_reads_the_url_s_parameters_as_every_other_command_does(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    # Managed Postgres wants `?sslmode=require`. SQLAlchemy's dialect passed each parameter to
+    # asyncpg.connect as a keyword it does not take: "unexpected keyword argument 'sslmode'".
+    url = database_on(migrated_database, "ticketing_url_parameters")
+    joined = "&" if "?" in url else "?"
+    with_parameters = f"{url}{joined}sslmode=disable&application_name=ticketing-migrate"
+    migrated = run_command(tmp_path, "migrate", DATABASE_URL=with_parameters)
+    assert migrated.returncode == 0, migrated.stderr
+    assert sql(url, "SELECT version_num FROM alembic_version") == [(SCHEMA_REVISION,)]
+    served = run_command(tmp_path, "reconcile", DATABASE_URL=with_parameters)
+    assert served.returncode == 0, served.stderr
+
+
+@pytest.mark.parametrize("argv", [("migrate",), ("serve",), ("serve", "--no-migrate")])
+def test_a_database_url_asyncpg_would_not_take_is_one_line_before_anything_starts(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    url = "postgresql://ticketing:hunter2@127.0.0.1:99999/ticketing"  # a traceback before
+    result = run_command(tmp_path, *argv, DATABASE_URL=url)
+    assert result.returncode == 2
+    line = our_line(result)
+    assert line.endswith("a port in it is not a number up to 65535.")
+    assert "hunter2" not in result.stderr

@@ -115,6 +115,42 @@ def test_the_grpc_token_is_a_comma_separated_list_for_rotation() -> None:
     assert Config.from_env({}).grpc_tokens == ()
 
 
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ("mysql://u:hunter2@db/ticketing", "it starts with neither"),
+        ("postgresql://u:hunter2@[::1/ticketing", "it cannot be parsed"),
+        ("postgresql://u:hunter2@db:99999/ticketing", "a port in it is not a number up to 65535"),
+        ("postgresql://u:hunter2@a:5432,b:x/ticketing", "a port in it is not a number up to 65535"),
+        (
+            "postgresql://u:hunter2@db/ticketing?sslmode=on",
+            "its sslmode is not one of disable, allow, prefer, require, verify-ca, verify-full",
+        ),
+    ],
+)
+def test_a_database_url_asyncpg_would_not_take_is_refused_showing_none_of_it(
+    bad: str, problem: str
+) -> None:
+    # Each was a traceback in the first command that connected (migrate, serve, ...).
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL must be a postgresql://") as refused:
+        Config.from_env({"DATABASE_URL": bad})
+    assert str(refused.value).endswith(f"; {problem}.")
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        "postgres://ticketing:secret@db:5432/ticketing?sslmode=verify-full",
+        "postgresql://ticketing@a:5432,b:5433/ticketing",  # several hosts: failover
+        "postgresql://postgres:@/postgres?host=/run/postgresql",  # a socket directory
+        "postgresql://ticketing@[::1]:5432/ticketing",
+    ],
+)
+def test_a_database_url_asyncpg_takes_is_taken(good: str) -> None:
+    assert Config.from_env({"DATABASE_URL": good}).database_url == good
+
+
 URLS = ["TICKET_PAYMENT_SERVICE_URL", "TICKETING_CALLBACK_URL", "MOIM_PUBLIC_BASE_URL"]
 
 

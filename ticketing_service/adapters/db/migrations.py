@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import asyncpg
@@ -10,10 +11,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from ticketing_service.adapters.db.schema_revision import SchemaNotReady
 from ticketing_service.adapters.db.unit_of_work import translate_database_error
-from ticketing_service.adapters.db.urls import sqlalchemy_url
+from ticketing_service.adapters.db.urls import driver_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -30,11 +33,24 @@ def alembic_config(database_url: str, lock_timeout_ms: int | None = None) -> Con
     """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
-    if lock_timeout_ms is not None:
-        server_settings = {"lock_timeout": str(lock_timeout_ms)}
-        config.attributes["connect_args"] = {"server_settings": server_settings}
+    settings = {} if lock_timeout_ms is None else {"lock_timeout": str(lock_timeout_ms)}
+    config.attributes["engine"] = lambda: schema_engine(database_url, settings)  # for env.py
     return config
+
+
+def schema_engine(database_url: str, server_settings: Mapping[str, str] = {}) -> AsyncEngine:
+    """SQLAlchemy on an asyncpg connection made from `database_url` as the pool makes its own.
+
+    asyncpg reads the URL's parameters (`sslmode=require`, `application_name`, ...) as every
+    other command does; SQLAlchemy's dialect would pass each to asyncpg.connect as a keyword
+    it does not take. One connection, closed after use.
+    """
+    dsn, settings = driver_url(database_url), dict(server_settings)
+
+    async def connect() -> asyncpg.Connection[asyncpg.Record]:
+        return await asyncpg.connect(dsn, server_settings=settings)
+
+    return create_async_engine("postgresql+asyncpg://", async_creator=connect, poolclass=NullPool)
 
 
 def upgrade_to_head(database_url: str, lock_timeout_ms: int | None = None) -> None:

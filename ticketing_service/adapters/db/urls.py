@@ -1,4 +1,4 @@
-"""Checks a user's `DATABASE_URL` and gives the forms asyncpg and Alembic take."""
+"""Gives the form of a user's `DATABASE_URL` asyncpg takes (config.py checks it first)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,3 @@ def driver_url(database_url: str) -> str:
             " point it at a Postgres 14+ database."
         )
     return f"postgresql://{rest}"
-
-
-def sqlalchemy_url(database_url: str) -> str:
-    """The same URL with SQLAlchemy's asyncpg dialect, for Alembic and schema tools."""
-    return "postgresql+asyncpg" + driver_url(database_url).removeprefix("postgresql")

@@ -6,8 +6,7 @@ import asyncio
 
 from alembic import context
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ticketing_service.adapters.db.schema import metadata
 
@@ -19,13 +18,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_on_asyncpg() -> None:
-    config = context.config
-    engine = create_async_engine(
-        config.get_main_option("sqlalchemy.url") or "",
-        poolclass=NullPool,
-        # asyncpg's settings for the session, e.g. the lock timeout (`migrations.py`).
-        connect_args=config.attributes.get("connect_args", {}),
-    )
+    # The runner's engine, on the URL and session settings it was given (`migrations.py`).
+    engine: AsyncEngine = context.config.attributes["engine"]()
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
