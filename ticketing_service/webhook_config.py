@@ -77,7 +77,7 @@ class WebhookConfig:
             parse_host_port(metrics_listen, METRICS_LISTEN_SETTING)
         return cls(
             listen=listen,
-            grpc_target=_text(source, GRPC_TARGET_SETTING) or DEFAULT_GRPC_TARGET,
+            grpc_target=_grpc_target(source),
             grpc_token=_first_token(source),
             hmac_secrets=_enabled_secrets(source, HMAC_SECRETS_SETTING, HMAC_SWITCH_SETTING),
             standard_secrets=_enabled_secrets(
@@ -137,6 +137,30 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
 def _secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """The comma-separated secrets of `name`, blanks dropped (a trailing comma is harmless)."""
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+# Name resolvers gRPC has built in: `dns:///host:port`, `ipv4:a:1,b:2`, `unix:/path`, ...
+_GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
+def _grpc_target(env: Mapping[str, str]) -> str:
+    """The gRPC server to forward to: HOST:PORT, or a target naming one of gRPC's resolvers.
+
+    Anything else (a URL, a space, a port past 65535) was taken, and the shim forwarded no
+    callback while it waited for a server it could never reach.
+    """
+    target = _text(env, GRPC_TARGET_SETTING) or DEFAULT_GRPC_TARGET
+    if any(c.isspace() or not c.isprintable() for c in target):
+        raise ConfigError(f"{GRPC_TARGET_SETTING} holds a space or a control character.")
+    if target.startswith(_GRPC_SCHEMES):
+        return target
+    if "/" in target:
+        raise ConfigError(
+            f"{GRPC_TARGET_SETTING} is HOST:PORT or a gRPC target such as "
+            "dns:///ticketing-server:50051, not a URL."
+        )
+    parse_host_port(target, GRPC_TARGET_SETTING)
+    return target
 
 
 def _first_token(env: Mapping[str, str]) -> str | None:

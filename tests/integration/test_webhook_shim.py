@@ -382,6 +382,19 @@ def test_the_shim_refuses_to_start_without_a_secret() -> None:
     assert "TICKETING_STANDARD_WEBHOOK_SECRETS" in lines[0]
 
 
+@pytest.mark.parametrize("target", ["http://127.0.0.1:50051", "127.0.0.1:99999"])
+def test_a_grpc_target_no_callback_could_reach_stops_the_shim_at_start(target: str) -> None:
+    # Before: the shim started, and forwarded nothing while its health said NOT_SERVING.
+    finished = run_shim_command(
+        TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
+        TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
+        TICKETING_GRPC_TARGET=target,
+    )
+    assert finished.returncode == 2
+    [line] = finished.stderr.strip().splitlines()
+    assert line.startswith("ticketing-service: TICKETING_GRPC_TARGET ")
+
+
 def test_a_malformed_secret_is_named_but_never_printed() -> None:
     secret = "not-a-whsec-secret-value"
     finished = run_shim_command(TICKETING_STANDARD_WEBHOOK_SECRETS=secret)

@@ -64,6 +64,31 @@ def test_every_token_is_checked_for_what_a_header_can_carry() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "ticketing-server:50051",
+        "dns:///ticketing-server-headless:50051",
+        "ipv4:127.0.0.1:50051,127.0.0.1:50052",
+        "unix:/run/ticketing.sock",
+        "[::1]:50051",
+    ],
+)
+def test_a_grpc_target_is_host_and_port_or_names_a_grpc_resolver(target: str) -> None:
+    env = {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_GRPC_TARGET": target}
+    assert WebhookConfig.from_env(env).grpc_target == target
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://ticketing-server:50051", "ticketing-server", "ticketing server:50051", "h:99999"],
+)
+def test_a_grpc_target_no_call_could_reach_is_refused_naming_it(target: str) -> None:
+    env = {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", "TICKETING_GRPC_TARGET": target}
+    with pytest.raises(ConfigError, match=r"^TICKETING_GRPC_TARGET "):
+        WebhookConfig.from_env(env)
+
+
 def test_the_shim_sends_the_first_of_several_tokens() -> None:
     # The server and the shim share one TICKETING_GRPC_TOKEN while a token is rotated.
     config = WebhookConfig.from_env(
