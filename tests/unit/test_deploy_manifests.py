@@ -17,10 +17,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ticketing_service.config import Config
 from ticketing_service.entrypoints.grpc.exposure import is_loopback
 from ticketing_service.entrypoints.grpc.server import GRACE_SECONDS, SERVICE_NAME
 from ticketing_service.entrypoints.webhook.app import HEALTH_PATH
 from ticketing_service.entrypoints.webhook.serve import GRACEFUL_SHUTDOWN_SECONDS
+from ticketing_service.webhook_config import WebhookConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -226,6 +228,14 @@ def test_the_secret_template_holds_no_real_secret() -> None:
         # The Standard Webhooks placeholder must be whsec_ + base64 to pass the shim's checks;
         # it decodes to "REPLACE_ME".
         assert "REPLACE_ME" in value or value == "whsec_UkVQTEFDRV9NRQ==", key
+
+
+def test_the_settings_the_manifests_pass_are_taken_by_the_server_and_the_shim() -> None:
+    # The secret template's placeholders stand for real values: each passes the start checks.
+    settings = config() | one("Secret", "ticketing-secrets")["stringData"]
+    server = Config.from_env(settings)
+    assert server.database_url == settings["DATABASE_URL"]
+    assert WebhookConfig.from_env(settings).grpc_target == settings["TICKETING_GRPC_TARGET"]
 
 
 def test_every_setting_the_manifests_pass_is_one_the_service_reads() -> None:
