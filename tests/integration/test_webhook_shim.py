@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -393,6 +394,30 @@ def test_a_grpc_target_no_callback_could_reach_stops_the_shim_at_start(target: s
     assert finished.returncode == 2
     [line] = finished.stderr.strip().splitlines()
     assert line.startswith("ticketing-service: TICKETING_GRPC_TARGET ")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "which cannot be read: No such file or directory."),
+        ("not a certificate", "which does not hold a PEM certificate."),
+    ],
+)
+def test_a_backend_ca_that_is_not_a_certificate_stops_the_shim_at_start(
+    tmp_path: Path, content: str | None, says: str
+) -> None:
+    # Before: a traceback, exit 1, while the shim was being set up.
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    finished = run_shim_command(
+        TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
+        TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
+        TICKETING_TLS_CA=str(ca),
+    )
+    assert finished.returncode == 2
+    [line] = finished.stderr.strip().splitlines()
+    assert line == f"ticketing-service: TICKETING_TLS_CA names {ca}, {says}"
 
 
 def test_a_malformed_secret_is_named_but_never_printed() -> None:

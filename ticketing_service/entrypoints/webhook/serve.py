@@ -105,11 +105,18 @@ def uvicorn_config(app: ASGIApp, read_timeout_seconds: float) -> uvicorn.Config:
 _OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
+def backend_credentials(config: WebhookConfig) -> grpc.ChannelCredentials | None:
+    """TLS to the gRPC backend when configured; ConfigError naming a file that is not PEM."""
+    if config.tls_ca is None:
+        return None
+    return channel_credentials(config.tls_ca, config.tls_client_cert, config.tls_client_key)
+
+
 def backend_channel(config: WebhookConfig) -> grpc.aio.Channel:
     """A channel to the gRPC backend on a connection of its own: TLS when configured."""
-    if config.tls_ca is None:
+    credentials = backend_credentials(config)
+    if credentials is None:
         return grpc.aio.insecure_channel(config.grpc_target, options=_OWN_CONNECTION)
-    credentials = channel_credentials(config.tls_ca, config.tls_client_cert, config.tls_client_key)
     return grpc.aio.secure_channel(config.grpc_target, credentials, options=_OWN_CONNECTION)
 
 
@@ -149,6 +156,7 @@ def run_webhook(listen: str | None) -> int:
             listen or config.listen, "--listen" if listen else LISTEN_SETTING
         )
         verifier = build_verifier(config)
+        backend_credentials(config)  # its files read now, not in a traceback once serving
     except ConfigError as error:
         print(f"ticketing-service: {error}", file=sys.stderr)
         return 2
