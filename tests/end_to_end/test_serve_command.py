@@ -368,6 +368,20 @@ def test_a_data_dir_that_cannot_hold_the_embedded_postgres_fails_in_one_line_tou
     assert not list(tmp_path.rglob("postgresql.conf"))  # no database was initialised anywhere
 
 
+def test_a_data_dir_whose_path_holds_a_space_fails_in_one_line_saying_so(tmp_path: Path) -> None:
+    # Before: pgserver started postgres with the path split at the space, and the line said
+    # to use "a new or empty directory", which it was.
+    data_dir = tmp_path / "My Projects" / "pgdata"
+    result = run_serve(tmp_path, TICKETING_DATA_DIR=str(data_dir))
+    assert result.returncode == 2
+    assert our_line(result) == (
+        f"ticketing-service: The embedded Postgres cannot use {data_dir}: pgserver cannot "
+        "start one in a path that holds a space. Set TICKETING_DATA_DIR to a path without "
+        "spaces, or DATABASE_URL."
+    )
+    assert not data_dir.exists()
+
+
 # One case per way an address arrives; every malformed shape is in the unit tests of
 # parse_host_port and Config.
 @pytest.mark.parametrize(

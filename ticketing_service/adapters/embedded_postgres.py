@@ -51,7 +51,16 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
 
 def _check_data_dir(data_dir: Path) -> None:
-    """Refuse a path that is not a Postgres data directory yet holds something."""
+    """Refuse a path that is not a Postgres data directory yet holds something, or that
+    pgserver cannot start a Postgres in."""
+    # pgserver hands the directory to postgres unquoted, as where its socket goes (`-k`): a
+    # space splits it, and postgres refused to start ("invalid argument").
+    if any(c.isspace() for c in str(data_dir.resolve())):
+        raise EmbeddedPostgresError(
+            f"The embedded Postgres cannot use {data_dir.resolve()}: pgserver cannot start one "
+            "in a path that holds a space. Set TICKETING_DATA_DIR to a path without spaces, "
+            "or DATABASE_URL."
+        )
     if data_dir.exists() and not data_dir.is_dir():
         raise EmbeddedPostgresError(
             f"TICKETING_DATA_DIR {data_dir} is a file, not a directory. " + WHAT_TO_DO
