@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -76,8 +77,15 @@ def test_health_is_serving_reflection_lists_the_service_and_sigterm_exits_cleanl
             services = {s.name for a in answers for s in a.list_services_response.service}
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=START_TIMEOUT_SECONDS) == 0
+        assert process.stderr is not None
+        logged = process.stderr.read().splitlines()
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert "moim.ticketing.v1.TicketingService" in services
+    # Every line to its stop is JSON: stopping the embedded Postgres (a fork) made gRPC print
+    # "... skipping fork() handlers" before its fork handlers were turned off.
+    assert logged
+    assert [line for line in logged if not line.startswith("{")] == []
+    assert all(json.loads(line) for line in logged)
 
 
 def test_a_bad_setting_fails_at_start_with_one_line_naming_it(tmp_path: Path) -> None:
