@@ -78,8 +78,10 @@ async def test_a_flood_of_idle_connections_leaves_the_process_its_file_descripto
                 assert closed >= 2 * open_files - cap  # the rest, refused at once
                 # A caller already connected opens the process's first checkout: it has files.
                 assert await open_checkout(stub, "flood")
-        # Once the flood is gone, new connections are taken again.
+        # Once the flood is gone, new connections are taken again (as soon as the server has
+        # seen the flood's close: until then the channel's attempts are refused, and it retries).
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 30)
             stub = pb_grpc.TicketingServiceStub(channel)
             assert await hold_a_seat(stub, "after-the-flood")
 
