@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -260,30 +260,36 @@ class _Reader:
         return self.optional_url(name) or default
 
     def database_url(self, name: str) -> str | None:
-        """A Postgres URL asyncpg can take, checked at start (a malformed one was a traceback
-        in the first command that connected). The error shows none of it: it holds a password.
-        """
-        value = self.text(name)
-        if value is not None and (problem := database_url_problem(value)):
-            raise ConfigError(
-                f"{name} must be a postgresql:// or postgres:// URL of a Postgres 14+ database, "
-                f"such as postgresql://ticketing:secret@db:5432/ticketing; {problem}."
-            )
-        return value
+        """A Postgres URL asyncpg can take (a malformed one was a traceback in the first command
+        that connected)."""
+        return self._checked_url(
+            name,
+            database_url_problem,
+            "a postgresql:// or postgres:// URL of a Postgres 14+ database, such as "
+            "postgresql://ticketing:secret@db:5432/ticketing",
+        )
 
     def optional_url(self, name: str) -> str | None:
-        """An http(s) URL with a host (and a port, if any, up to 65535), checked at start.
+        """An http(s) URL with a host (and a port, if any, up to 65535).
 
         A URL without a host or with a space was taken, and every call to it failed as the
         service being unreachable; one that could not be parsed ("http://[::1") crashed the
-        start. The error names what is wrong, not the URL (it may carry credentials).
+        start.
         """
+        return self._checked_url(
+            name,
+            _url_problem,
+            "an http:// or https:// URL with a host, such as http://moim-payment:8080",
+        )
+
+    def _checked_url(
+        self, name: str, problem_of: Callable[[str], str | None], expected: str
+    ) -> str | None:
+        """The URL `name` holds, if any, checked at start. The error names what is wrong, not
+        the URL: it may carry a password."""
         value = self.text(name)
-        if value is not None and (problem := _url_problem(value)):
-            raise ConfigError(
-                f"{name} must be an http:// or https:// URL with a host, such as "
-                f"http://moim-payment:8080; {problem}."
-            )
+        if value is not None and (problem := problem_of(value)):
+            raise ConfigError(f"{name} must be {expected}; {problem}.")
         return value
 
 
