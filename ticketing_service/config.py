@@ -184,6 +184,13 @@ def header_safe(token: str, setting: str) -> str:
     return token
 
 
+def header_tokens(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The comma-separated tokens of `name`, each sent in a header (see header_safe), blanks
+    dropped (a trailing comma is harmless)."""
+    parts = (part.strip() for part in env.get(name, "").split(","))
+    return tuple(header_safe(part, name) for part in parts if part)
+
+
 def parse_host_port(value: str, setting: str) -> tuple[str, int]:
     """Split `HOST:PORT` (IPv6 in brackets); port 0 picks a free port."""
     host, colon, port = value.strip().rpartition(":")
@@ -251,10 +258,7 @@ class _Reader:
         return value
 
     def header_tokens(self, name: str) -> tuple[str, ...]:
-        """Comma-separated tokens sent in a header (see header_safe), blanks dropped (a trailing
-        comma is harmless)."""
-        parts = (part.strip() for part in self._env.get(name, "").split(","))
-        return tuple(header_safe(part, name) for part in parts if part)
+        return header_tokens(self._env, name)
 
     def url(self, name: str, default: str) -> str:
         return self.optional_url(name) or default

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ticketing_service.config import ConfigError, header_safe, parse_host_port
+from ticketing_service.config import ConfigError, header_tokens, parse_host_port
 
 LISTEN_SETTING = "TICKETING_WEBHOOK_LISTEN"
 GRPC_TARGET_SETTING = "TICKETING_GRPC_TARGET"
@@ -165,8 +165,7 @@ def _grpc_target(env: Mapping[str, str]) -> str:
 
 def _first_token(env: Mapping[str, str]) -> str | None:
     """The first of TICKETING_GRPC_TOKEN's tokens (all checked: see header_safe), if any."""
-    tokens = [header_safe(token, GRPC_TOKEN_SETTING) for token in _secrets(env, GRPC_TOKEN_SETTING)]
-    return tokens[0] if tokens else None
+    return next(iter(header_tokens(env, GRPC_TOKEN_SETTING)), None)
 
 
 def _enabled_secrets(

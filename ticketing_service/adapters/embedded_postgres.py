@@ -55,9 +55,10 @@ def _check_data_dir(data_dir: Path) -> None:
     pgserver cannot start a Postgres in."""
     # pgserver hands the directory to postgres unquoted, as where its socket goes (`-k`): a
     # space splits it, and postgres refused to start ("invalid argument").
-    if any(c.isspace() for c in str(data_dir.resolve())):
+    path = data_dir.resolve()
+    if any(c.isspace() for c in str(path)):
         raise EmbeddedPostgresError(
-            f"The embedded Postgres cannot use {data_dir.resolve()}: pgserver cannot start one "
+            f"The embedded Postgres cannot use {path}: pgserver cannot start one "
             "in a path that holds a space. Set TICKETING_DATA_DIR to a path without spaces, "
             "or DATABASE_URL."
         )

@@ -15,7 +15,6 @@ import asyncpg
 
 from ticketing_service.adapters.db.pool import Connection, Database, PoolSettings
 from ticketing_service.adapters.db.transaction import Row
-from ticketing_service.adapters.db.urls import driver_url
 from ticketing_service.domain.moim_source import (
     SourceEvent,
     SourcePayment,
@@ -74,19 +73,10 @@ T = TypeVar("T")
 _SOURCE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
-def source_driver_url(url: str) -> str:
-    """The driver URL of the source's `postgresql://` URL; ValueError saying what is wrong."""
-    try:
-        return driver_url(url)
-    except ValueError as error:
-        raise ValueError("it must be the postgresql:// URL of Moim's database") from error
-
-
 class PostgresMoimSource:
     """The MoimSource port on one connection to the original's database."""
 
     def __init__(self, url: str, settings: PoolSettings) -> None:
-        source_driver_url(url)  # a clear error for a URL that is not Postgres's
         # Only its connections are used, made as the service's own are (timeouts, codecs).
         self._connections = Database(url, settings)
 
