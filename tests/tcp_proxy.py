@@ -1,15 +1,17 @@
-"""A TCP proxy in front of Postgres that can go silent: the network dropping without a word.
+"""A TCP proxy that can go silent: the network dropping without a word.
 
 While silent it accepts connections and takes what is sent, but forwards nothing either way
 and closes nothing, as a dead path looks to both ends. `resume()` cuts the connections that
-went silent (their peers gave up on them by then) and forwards new ones again.
+went silent (their peers gave up on them by then) and forwards new ones again. In front of
+Postgres it is a network that drops; in front of `serve`, from another loopback address, it
+is another host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,10 +23,23 @@ def unix_socket_of(database_url: str) -> str:
     return f"{directory}/.s.PGSQL.{parts.port or 5432}"
 
 
-class SilentProxy:
-    """Forwards 127.0.0.1:`port` to a Unix socket until told to go silent."""
+Upstream = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
-    def __init__(self, upstream: str) -> None:
+
+def unix_socket(path: str) -> Upstream:
+    """Connections to the Unix socket at `path`."""
+    return lambda: asyncio.open_unix_connection(path)
+
+
+def from_another_host(port: int, address: str = "127.0.0.2") -> Upstream:
+    """Connections to 127.0.0.1:`port` made from `address`, as another machine's would be."""
+    return lambda: asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+
+
+class SilentProxy:
+    """Forwards 127.0.0.1:`port` to `upstream` until told to go silent."""
+
+    def __init__(self, upstream: Upstream) -> None:
         self._upstream = upstream
         self._forwarding = asyncio.Event()
         self._forwarding.set()
@@ -46,7 +61,7 @@ class SilentProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._forwarding.wait()  # a connection made while silent hears nothing
-        up_reader, up_writer = await asyncio.open_unix_connection(self._upstream)
+        up_reader, up_writer = await self._upstream()
         self._links.add((writer, up_writer))
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             pump = asyncio.create_task(self._pump(source, sink))

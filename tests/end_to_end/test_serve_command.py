@@ -30,6 +30,8 @@ from tests.end_to_end.serving import (
     wait_for_line,
 )
 from tests.rich_errors import rich_error
+from tests.stalled_calls import first_ended, never_sent
+from tests.tcp_proxy import SilentProxy, from_another_host
 
 SERVING_LINE = re.compile(r"serving moim\.ticketing\.v1\.TicketingService on [\d.]+:(\d+)")
 
@@ -251,12 +253,6 @@ def test_a_span_further_back_than_the_database_can_count_is_a_usage_error(tmp_pa
 GET_SETTINGS = "/moim.ticketing.v1.TicketingService/GetTicketingSettings"
 
 
-async def never_sent() -> AsyncIterator[bytes]:
-    """A request that never comes: the call's headers go out, its message never does."""
-    await asyncio.Event().wait()
-    yield b""
-
-
 async def test_calls_that_never_send_their_request_lock_nobody_out(shared_pgdata: Path) -> None:
     limit = 4
     env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(limit)}
@@ -290,6 +286,89 @@ async def test_calls_that_never_send_their_request_lock_nobody_out(shared_pgdata
             assert queued.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             for call in calls:
                 call.cancel()
+
+
+async def test_calls_holding_back_their_request_are_bounded_per_client_host(
+    shared_pgdata: Path,
+) -> None:
+    limit = 4  # a connection carries 8 calls, and a host may have 32 waiting for their request
+    env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(limit)}
+    request = pb.GetTicketingSettingsRequest(event_id="nothing-saved")
+    with serve_process(shared_pgdata, **env) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        async with SilentProxy(from_another_host(port)).running() as proxy:
+            options = [("grpc.use_local_subchannel_pool", 1)]  # a connection each
+            stalled = [
+                grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}", options=options)
+                for _ in range(5)
+            ]
+            open_calls: list[grpc.aio.StreamUnaryMultiCallable[bytes, bytes]] = [
+                c.stream_unary(GET_SETTINGS, request_serializer=bytes) for c in stalled
+            ]
+            calls = [
+                open_stalled(never_sent()) for open_stalled in open_calls for _ in range(2 * limit)
+            ]
+            answers = [asyncio.ensure_future(call) for call in calls]
+            # Four connections' worth wait; past them, calls are refused at once, unread.
+            # Before, every call waited for as long as its client liked, each holding memory.
+            refused = await first_ended(answers, 2 * limit)
+            for ended in refused:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await ended
+                assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "waiting to send their request" in str(caught.value.details())
+            assert sum(answer.done() for answer in answers) == 2 * limit
+            # Another host is served all along.
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct:
+                with pytest.raises(grpc.aio.AioRpcError) as served:
+                    await pb_grpc.TicketingServiceStub(direct).GetTicketingSettings(request)
+                assert served.value.code() == grpc.StatusCode.NOT_FOUND
+            # Once the host's calls end, its places are free again.
+            for call in calls:
+                call.cancel()
+            for channel in stalled:
+                await channel.close()
+            async with (
+                grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}", options=options) as channel,
+                asyncio.timeout(30),
+            ):
+                again = pb_grpc.TicketingServiceStub(channel)
+                while True:  # until the server has seen the calls end
+                    with pytest.raises(grpc.aio.AioRpcError) as served:
+                        await again.GetTicketingSettings(request, timeout=10)
+                    if served.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        break
+            assert served.value.code() == grpc.StatusCode.NOT_FOUND
+        process.send_signal(signal.SIGTERM)
+        assert process.stderr is not None
+        logged = process.stderr.read()
+    assert logged.count("GetTicketingSettings RESOURCE_EXHAUSTED") >= 2 * limit  # each has a line
+
+
+async def no_request() -> AsyncIterator[bytes]:
+    """A request stream that ends at once, without a message."""
+    return
+    yield b""  # makes this an async generator
+
+
+async def test_a_call_that_ends_without_its_request_is_answered_at_once(
+    shared_pgdata: Path,
+) -> None:
+    with serve_process(shared_pgdata) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for method in (GET_SETTINGS, "/grpc.health.v1.Health/Check"):
+                send: grpc.aio.StreamUnaryMultiCallable[bytes, bytes]
+                send = channel.stream_unary(method, request_serializer=bytes)
+                call = send(no_request())
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await asyncio.wait_for(call, 10)  # never answered before
+                error = rich_error(caught.value)
+                assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["request"])
+        process.send_signal(signal.SIGTERM)
+        assert process.stderr is not None
+        logged = process.stderr.read()
+    assert "GetTicketingSettings INVALID_ARGUMENT" in logged
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0"])

@@ -15,6 +15,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 from tests.certificates import CertificateAuthority
 from tests.idle_connections import idle_connections
 from tests.rich_errors import rich_error
+from tests.stalled_calls import first_ended, never_sent
 from ticketing_service.entrypoints.grpc.health_port import (
     MAX_CALLS_PER_CONNECTION,
     HealthPort,
@@ -24,6 +25,7 @@ from ticketing_service.entrypoints.grpc.server import ServerLimits
 from ticketing_service.entrypoints.grpc.tls import server_credentials
 
 SERVICE = "moim.ticketing.v1.TicketingService"
+CHECK = "/grpc.health.v1.Health/Check"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -163,3 +165,30 @@ async def test_bytes_that_are_not_a_health_request_are_invalid_argument() -> Non
         await port.stop(0)
     error = rich_error(caught.value)  # UNKNOWN, with protobuf's exception text, before
     assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["request"])
+
+
+async def test_calls_holding_back_their_request_are_bounded_per_host_here_too() -> None:
+    port = await start_health_port("127.0.0.1:0", health.aio.HealthServicer())  # as served
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{port.port}", own_connection) for _ in range(5)
+    ]
+    try:
+        calls: list[asyncio.Task[bytes]] = [
+            asyncio.ensure_future(
+                channel.stream_unary(CHECK, request_serializer=bytes)(never_sent())
+            )
+            for channel in channels
+            for _ in range(MAX_CALLS_PER_CONNECTION)
+        ]
+        # Four connections' worth wait; the fifth's calls are refused at once (they waited).
+        refused = await first_ended(calls, MAX_CALLS_PER_CONNECTION)
+        for call in refused:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert sum(call.done() for call in calls) == MAX_CALLS_PER_CONNECTION
+    finally:
+        for channel in channels:
+            await channel.close()
+        await port.stop(0)

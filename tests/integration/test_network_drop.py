@@ -15,7 +15,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 from tests.integration.conftest import PaymentService, listening_service, service_config
 from tests.integration.flows import configure_event, hold
 from tests.rich_errors import rich_error
-from tests.tcp_proxy import SilentProxy, unix_socket_of
+from tests.tcp_proxy import SilentProxy, unix_socket, unix_socket_of
 from ticketing_service.entrypoints.serving import served
 
 # Short bounds, so the test sees a drop noticed in seconds: the client gives a statement
@@ -27,7 +27,7 @@ GUARD_SECONDS = 30
 
 @pytest.fixture
 async def proxy(database_url: str) -> AsyncIterator[SilentProxy]:
-    async with SilentProxy(unix_socket_of(database_url)).running() as running:
+    async with SilentProxy(unix_socket(unix_socket_of(database_url))).running() as running:
         yield running
 
 

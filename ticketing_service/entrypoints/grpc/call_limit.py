@@ -3,9 +3,8 @@
 gRPC's own `maximum_concurrent_rpcs` counts a call from its first headers. A client that opens
 calls and never sends their request therefore held every place: 300 such calls from one
 connection had every other caller, health checks included, refused with RESOURCE_EXHAUSTED for as
-long as they stayed open. Here a call takes a place only while its handler runs. A call still
-waiting for its request costs only memory (about 6 KB), and a connection may hold at most
-`streams_per_connection(limit)` calls, so one client cannot pile up more than that.
+long as they stayed open. Here a call takes a place only while its handler runs, once its
+request is read; calls still waiting for theirs are bounded per client host (arrival.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""A request whose bytes are not its message answers INVALID_ARGUMENT, not UNKNOWN.
+"""A call whose request cannot be read is refused with a status that says why.
 
 gRPC decodes a request before any handler or interceptor runs. A `DecodeError` there (a corrupt
 wire format, a string that is not UTF-8) answered UNKNOWN, with the Python exception's text as
 its message, and logged a traceback, and the call had no line and no metrics of its own. Here
 the request is decoded by a deserializer that keeps the error, and the call is refused with it.
+The same marker stands in for a request that never came (see arrival.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import grpc
 from google.protobuf.message import DecodeError
 
 from ticketing_service.domain.errors import FieldViolation, InvalidArgument
@@ -25,20 +27,24 @@ from ticketing_service.entrypoints.grpc.wrapping import (
 
 
 @dataclass(frozen=True, slots=True)
-class Undecodable:
-    """In place of a request that could not be decoded: why."""
+class Unread:
+    """In place of a request the call cannot be served with: the status that refuses it.
 
-    error: str
+    An INVALID_ARGUMENT one names the field `request`, with `description` as its violation.
+    """
+
+    code: grpc.StatusCode
+    description: str
 
 
 class RequestDecoding(WrappingInterceptor):
-    """Refuses a request that could not be decoded with INVALID_ARGUMENT naming `request`.
+    """Refuses a call whose request is Unread (undecodable, or never sent) with its status.
 
     Put it before the token check: a refusal handler decodes the request too.
     """
 
     def deserializer(self, deserialize: Deserializer) -> Deserializer:
-        """The handler's deserializer, returning an Undecodable instead of raising."""
+        """The handler's deserializer, returning an Unread instead of raising."""
         if deserialize is None:
             return None
 
@@ -46,25 +52,29 @@ class RequestDecoding(WrappingInterceptor):
             try:
                 return deserialize(data)
             except DecodeError as error:
-                return Undecodable(str(error))
+                # The error's text comes from protobuf, never from the caller's bytes.
+                return Unread(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"The request is not a valid encoding of this method's message: {error}",
+                )
 
         return decode
 
     def awaited(self, method: str, behaviour: Behaviour) -> Behaviour:
-        """Refuse an undecodable request, else run the behaviour."""
+        """Refuse an Unread request, else run the behaviour."""
 
         async def decoded(request: Any, context: Context) -> Any:
-            if isinstance(request, Undecodable):
+            if isinstance(request, Unread):
                 await _refuse(context, request)
             return await behaviour(request, context)
 
         return decoded
 
     def iterated(self, method: str, behaviour: Behaviour) -> Behaviour:
-        """Refuse an undecodable request, else stream what the behaviour yields."""
+        """Refuse an Unread request, else stream what the behaviour yields."""
 
         async def decoded(request: Any, context: Context) -> AsyncIterator[Any]:
-            if isinstance(request, Undecodable):
+            if isinstance(request, Unread):
                 await _refuse(context, request)
             async for message in behaviour(request, context):
                 yield message
@@ -72,7 +82,7 @@ class RequestDecoding(WrappingInterceptor):
         return decoded
 
 
-async def _refuse(context: Context, request: Undecodable) -> NoReturn:
-    # The error's text comes from protobuf, never from the caller's bytes.
-    reason = f"The request is not a valid encoding of this method's message: {request.error}"
-    await abort(context, InvalidArgument([FieldViolation("request", reason)]))
+async def _refuse(context: Context, request: Unread) -> NoReturn:
+    if request.code == grpc.StatusCode.INVALID_ARGUMENT:
+        await abort(context, InvalidArgument([FieldViolation("request", request.description)]))
+    await context.abort(request.code, request.description)

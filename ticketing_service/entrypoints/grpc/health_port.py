@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from ticketing_service.config import ListenError
+from ticketing_service.entrypoints.grpc.arrival import RequestArrival, waiting_per_address
 from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
 from ticketing_service.entrypoints.grpc.server import ServerLimits
 
@@ -55,7 +56,11 @@ async def start_health_port(
         ("grpc.max_concurrent_streams", MAX_CALLS_PER_CONNECTION),
         *limits.connection_options(),
     ]
-    server = grpc.aio.server(interceptors=[RequestDecoding()], options=options)
+    interceptors = [
+        RequestArrival(waiting_per_address(MAX_CALLS_PER_CONNECTION)),
+        RequestDecoding(),
+    ]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     try:
         port = server.add_insecure_port(listen)

@@ -24,6 +24,7 @@ from ticketing_service.config import (
     Config,
     ListenError,
 )
+from ticketing_service.entrypoints.grpc.arrival import RequestArrival, waiting_per_address
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
 from ticketing_service.entrypoints.grpc.call_limit import CallLimiter, streams_per_connection
 from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
@@ -103,11 +104,13 @@ async def start_server(
     With `tokens`, every TicketingService call needs one of them as its bearer token.
     `reuse_port` lets several worker processes bind the same port; without it a port already
     in use is an error (gRPC would otherwise share it silently with whoever holds it).
-    `interceptors` run before the call limit, the request's decoding and the token check (so
-    refused calls are logged and counted too); with `credentials` the port speaks TLS (see
-    tls.server_credentials).
+    `interceptors` run once the request is read (arrival.py), before the call limit, the
+    request's decoding and the token check (so refused calls are logged and counted too);
+    with `credentials` the port speaks TLS (see tls.server_credentials).
     """
+    calls_per_connection = streams_per_connection(limits.max_concurrent_rpcs)
     chain = [
+        RequestArrival(waiting_per_address(calls_per_connection)),
         *interceptors,
         CallLimiter(limits.max_concurrent_rpcs),  # not gRPC's own: see call_limit.py
         RequestDecoding(),
@@ -116,7 +119,7 @@ async def start_server(
     options = [
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-        ("grpc.max_concurrent_streams", streams_per_connection(limits.max_concurrent_rpcs)),
+        ("grpc.max_concurrent_streams", calls_per_connection),
         *limits.connection_options(),
     ]
     server = grpc.aio.server(interceptors=chain, options=options)
