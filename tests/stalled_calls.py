@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 async def never_sent() -> AsyncIterator[bytes]:
@@ -12,9 +15,9 @@ async def never_sent() -> AsyncIterator[bytes]:
     yield b""
 
 
-async def first_ended(calls: list[asyncio.Task[bytes]], count: int) -> list[asyncio.Task[bytes]]:
+async def first_ended(calls: list[asyncio.Task[T]], count: int) -> list[asyncio.Task[T]]:
     """The first `count` of `calls` to end, once they have (bounded)."""
-    done: set[asyncio.Task[bytes]] = set()
+    done: set[asyncio.Task[T]] = set()
     pending = set(calls)
     async with asyncio.timeout(30):
         while len(done) < count:

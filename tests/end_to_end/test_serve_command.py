@@ -345,6 +345,52 @@ async def test_calls_holding_back_their_request_are_bounded_per_client_host(
     assert logged.count("GetTicketingSettings RESOURCE_EXHAUSTED") >= 2 * limit  # each has a line
 
 
+REFLECTION_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+async def test_reflection_streams_left_open_are_bounded_per_client_host(
+    shared_pgdata: Path,
+) -> None:
+    limit = 4  # a connection carries 8 calls, and a host may have 32 waiting for a request
+    env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(limit)}
+    with serve_process(shared_pgdata, **env) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        async with SilentProxy(from_another_host(port)).running() as proxy:
+            options = [("grpc.use_local_subchannel_pool", 1)]  # a connection each
+            channels = [
+                grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}", options=options)
+                for _ in range(5)
+            ]
+            open_streams: list[grpc.aio.StreamStreamMultiCallable[bytes, bytes]] = [
+                c.stream_stream(REFLECTION_INFO, request_serializer=bytes) for c in channels
+            ]
+            streams = [
+                open_stream(never_sent()) for open_stream in open_streams for _ in range(2 * limit)
+            ]
+            codes = [asyncio.ensure_future(stream.code()) for stream in streams]
+            # Open to anyone, each sending nothing: four connections' worth stay open, the rest
+            # are refused at once. Before, all stayed open, each holding about 20 KB.
+            refused = await first_ended(codes, 2 * limit)
+            assert [code.result() for code in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * (
+                2 * limit
+            )
+            assert sum(code.done() for code in codes) == 2 * limit
+            # Another host still lists the services.
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct:
+                listing = reflection_pb2.ServerReflectionRequest(list_services="")
+                stub = reflection_pb2_grpc.ServerReflectionStub(direct)
+                names = [
+                    service.name
+                    async for answer in stub.ServerReflectionInfo(iter([listing]))
+                    for service in answer.list_services_response.service
+                ]
+            assert "moim.ticketing.v1.TicketingService" in names
+            for stream in streams:
+                stream.cancel()
+            for channel in channels:
+                await channel.close()
+
+
 async def no_request() -> AsyncIterator[bytes]:
     """A request stream that ends at once, without a message."""
     return

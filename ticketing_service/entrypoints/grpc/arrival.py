@@ -16,11 +16,17 @@ as a client-streaming one (the same on the wire), whose first step is reading th
 
 Both refusals reach the interceptors inside this one as an Unread request (decoding.py), so
 they are logged and counted as any refused call. Put this interceptor first.
+
+A client-streaming call (reflection's, open to anyone as health is) waits for its next request
+for as long as it is open, so it holds a place of its host for all that time: 17,600 of them,
+sending nothing, had taken a server from 102 to 467 MB.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -60,6 +66,17 @@ class RequestArrival(WrappingInterceptor):
         self._per_address = per_address
         self._waiting: dict[str, int] = {}
 
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """Single-request methods served client-streaming (see `serving`); a client-streaming
+        one holding a place of its host while it is open."""
+        if inspect.isasyncgenfunction(handler.stream_stream):
+            return grpc.stream_stream_rpc_method_handler(
+                self._placed(handler.stream_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return super().wrap(method, handler)
+
     def awaited(self, method: str, behaviour: Behaviour) -> Behaviour:
         """Read the request, then run the behaviour."""
 
@@ -86,19 +103,38 @@ class RequestArrival(WrappingInterceptor):
         )
         return make(wrapped, handler.request_deserializer, handler.response_serializer)
 
+    def _placed(self, behaviour: Behaviour) -> Behaviour:
+        async def placed(requests: Any, context: Context) -> AsyncIterator[Any]:
+            with self._place(context) as admitted:
+                if not admitted:
+                    await context.abort(TOO_MANY_WAITING.code, TOO_MANY_WAITING.description)
+                async for message in behaviour(requests, context):
+                    yield message
+
+        return placed
+
     async def _request(self, context: Context) -> Any:
         """The call's request, or an Unread that says why there is none to serve."""
+        with self._place(context) as admitted:
+            if not admitted:
+                return TOO_MANY_WAITING
+            request = await context.read()
+        return NO_REQUEST if request is grpc.aio.EOF else request
+
+    @contextmanager
+    def _place(self, context: Context) -> Iterator[bool]:
+        """One of the places of the call's host, held until the block ends; False if none."""
         address = client_address(context)
         waiting = self._waiting.get(address, 0)
         if waiting >= self._per_address:
-            return TOO_MANY_WAITING
+            yield False
+            return
         self._waiting[address] = waiting + 1
         try:
-            request = await context.read()
+            yield True
         finally:
             left = self._waiting[address] - 1
             if left:
                 self._waiting[address] = left
             else:
                 del self._waiting[address]
-        return NO_REQUEST if request is grpc.aio.EOF else request

@@ -53,11 +53,12 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = self._wrap(method, handler)
+        wrapped = self.wrap(method, handler)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, method: str, handler: Handler) -> Handler:
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """The handler that serves `method`'s calls in place of `handler`."""
         behaviour = handler.unary_unary or handler.unary_stream
         if inspect.isasyncgenfunction(behaviour):
             wrapped = self.iterated(method, behaviour)
