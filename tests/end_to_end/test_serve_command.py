@@ -345,6 +345,44 @@ async def test_calls_holding_back_their_request_are_bounded_per_client_host(
     assert logged.count("GetTicketingSettings RESOURCE_EXHAUSTED") >= 2 * limit  # each has a line
 
 
+async def test_health_watches_take_no_place_of_the_service_and_are_bounded_per_host(
+    shared_pgdata: Path,
+) -> None:
+    limit = 4  # calls the process runs at once; a host may have 32 calls open or waiting
+    env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(limit)}
+    with serve_process(shared_pgdata, **env) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        async with SilentProxy(from_another_host(port)).running() as proxy:
+            options = [("grpc.use_local_subchannel_pool", 1)]  # a connection each
+            channels = [
+                grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}", options=options)
+                for _ in range(5)
+            ]
+            watches = [
+                health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+                for channel in channels
+                for _ in range(2 * limit)
+            ]
+            codes = [asyncio.ensure_future(watch.code()) for watch in watches]
+            # Open to anyone, without a token: four connections' worth stay open, the rest are
+            # refused at once. Before, the first four took every place of the service's calls.
+            refused = await first_ended(codes, 2 * limit)
+            assert [code.result() for code in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * (
+                2 * limit
+            )
+            assert sum(code.done() for code in codes) == 2 * limit
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct:
+                settings = pb_grpc.TicketingServiceStub(direct)
+                request = pb.GetTicketingSettingsRequest(event_id="nothing-saved")
+                with pytest.raises(grpc.aio.AioRpcError) as answer:
+                    await settings.GetTicketingSettings(request, timeout=10)
+            assert answer.value.code() == grpc.StatusCode.NOT_FOUND  # served, not BUSY
+            for watch in watches:
+                watch.cancel()
+            for channel in channels:
+                await channel.close()
+
+
 REFLECTION_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 

@@ -5,6 +5,10 @@ calls and never sends their request therefore held every place: 300 such calls f
 connection had every other caller, health checks included, refused with RESOURCE_EXHAUSTED for as
 long as they stayed open. Here a call takes a place only while its handler runs, once its
 request is read; calls still waiting for theirs are bounded per client host (arrival.py).
+
+Only the service's own methods are counted. Health and reflection are open to anyone and cost
+no database work: counted, 256 health watches from one client that sent no token had every
+other caller refused, and a busy server failed its health checks.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from ticketing_service.entrypoints.grpc.auth import PROTECTED_SERVICE_PREFIX
 from ticketing_service.entrypoints.grpc.wrapping import Behaviour, Context, WrappingInterceptor
 
 BUSY = "This server is running as many calls as it takes; retry shortly."
@@ -35,6 +40,8 @@ class CallLimiter(WrappingInterceptor):
 
     def awaited(self, method: str, behaviour: Behaviour) -> Behaviour:
         """Limit a call whose behaviour is awaited."""
+        if not method.startswith(PROTECTED_SERVICE_PREFIX):
+            return behaviour
 
         async def limited(request: Any, context: Context) -> Any:
             await self._enter(context)
@@ -47,6 +54,8 @@ class CallLimiter(WrappingInterceptor):
 
     def iterated(self, method: str, behaviour: Behaviour) -> Behaviour:
         """Limit a call whose behaviour is an async generator (a watcher holds its place)."""
+        if not method.startswith(PROTECTED_SERVICE_PREFIX):
+            return behaviour
 
         async def limited(request: Any, context: Context) -> AsyncIterator[Any]:
             await self._enter(context)

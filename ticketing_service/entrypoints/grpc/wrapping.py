@@ -66,10 +66,6 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
             wrapped = self.awaited(method, behaviour)
         else:  # client-streaming, or a synchronous servicer's (the thread-based health one)
             return handler
-        return self.serving(handler, wrapped)
-
-    def serving(self, handler: Handler, wrapped: Behaviour) -> Handler:
-        """The handler that serves `wrapped` in place of `handler`: by default, of its kind."""
         make = (
             grpc.unary_unary_rpc_method_handler
             if handler.unary_unary is not None

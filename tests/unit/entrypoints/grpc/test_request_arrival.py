@@ -1,4 +1,4 @@
-"""RequestArrival on a fake call: the request read by the service, waiting calls bounded."""
+"""RequestArrival on fake calls: the request read by the service, a host's places bounded."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from ticketing_service.entrypoints.grpc.arrival import (
     client_address,
 )
 
+HOST = "ipv4:10.0.0.7"
+
 
 class Aborted(Exception):
     """What a fake call's abort raises, as gRPC's does: its code and details."""
@@ -25,10 +27,11 @@ class Aborted(Exception):
 class FakeCall:
     """A call's context from `peer`, whose request arrives when `send` (or `end`) is called."""
 
-    def __init__(self, peer: str = "ipv4:10.0.0.7:50123") -> None:
+    def __init__(self, peer: str = f"{HOST}:50123") -> None:
         self._peer = peer
         self._request: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.reads = 0
+        self.written: list[object] = []
 
     def peer(self) -> str:
         return self._peer
@@ -37,23 +40,51 @@ class FakeCall:
         self.reads += 1
         return await self._request
 
+    async def write(self, message: object) -> None:
+        self.written.append(message)
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
     def send(self, request: object) -> None:
         self._request.set_result(request)
 
     def end(self) -> None:
         self._request.set_result(grpc.aio.EOF)
 
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise Aborted(code, details)
+
+def arrived_with(request: object) -> FakeCall:
+    call = FakeCall()
+    call.send(request)
+    return call
 
 
 async def echo(request: object, context: object) -> object:
     return request
 
 
+def handler_of(kind: str, behaviour: Any = None) -> grpc.RpcMethodHandler[Any, Any]:
+    async def streamed(request: object, context: object) -> AsyncIterator[object]:
+        yield request
+
+    makers = {
+        "unary_unary": (grpc.unary_unary_rpc_method_handler, echo),
+        "unary_stream": (grpc.unary_stream_rpc_method_handler, streamed),
+        "stream_stream": (grpc.stream_stream_rpc_method_handler, streamed),
+    }
+    make, default = makers[kind]
+    return make(behaviour or default, bytes, bytes)
+
+
+def served(arrival: RequestArrival, kind: str, behaviour: Any = None) -> Any:
+    """The behaviour `arrival` serves a `kind` method with."""
+    handler = arrival.wrap("/s/M", handler_of(kind, behaviour))
+    return handler.stream_unary or handler.stream_stream
+
+
 async def waiting(arrival: RequestArrival, call: FakeCall) -> asyncio.Task[Any]:
-    """The call served, up to where it waits for its request."""
-    task = asyncio.create_task(arrival.awaited("/s/M", echo)(None, call))
+    """A unary call served, up to where it waits for its request."""
+    task = asyncio.create_task(served(arrival, "unary_unary")(None, call))
     for _ in range(100):  # a few turns of the loop
         if call.reads:
             return task
@@ -63,41 +94,30 @@ async def waiting(arrival: RequestArrival, call: FakeCall) -> asyncio.Task[Any]:
 
 async def test_the_request_that_arrives_is_what_the_behaviour_serves() -> None:
     call = FakeCall()
-    served = await waiting(RequestArrival(per_address=1), call)
+    answer = await waiting(RequestArrival(per_address=1), call)
     call.send("the request")
-    assert await served == "the request"
-
-
-async def test_a_streaming_behaviour_serves_the_request_that_arrives() -> None:
-    async def twice(request: str, context: object) -> AsyncIterator[str]:
-        yield request
-        yield request
-
-    call = FakeCall()
-    call.send("r")
-    streamed = RequestArrival(per_address=1).iterated("/s/M", twice)(None, call)
-    assert [message async for message in streamed] == ["r", "r"]
+    assert await answer == "the request"
 
 
 async def test_a_stream_that_ends_without_a_request_is_served_no_request() -> None:
     call = FakeCall()
-    served = await waiting(RequestArrival(per_address=1), call)
+    answer = await waiting(RequestArrival(per_address=1), call)
     call.end()
-    assert await served is NO_REQUEST
+    assert await answer is NO_REQUEST
 
 
 async def test_past_the_bound_a_host_s_call_is_refused_unread_and_other_hosts_wait_on() -> None:
     arrival = RequestArrival(per_address=2)
-    held = [await waiting(arrival, FakeCall("ipv4:10.0.0.7:1000")) for _ in range(2)]
+    held = [await waiting(arrival, FakeCall(f"{HOST}:1000")) for _ in range(2)]
 
-    another_connection = FakeCall("ipv4:10.0.0.7:2000")  # the same host
-    assert await arrival.awaited("/s/M", echo)(None, another_connection) is TOO_MANY_WAITING
+    another_connection = FakeCall(f"{HOST}:2000")  # the same host
+    assert await served(arrival, "unary_unary")(None, another_connection) is TOO_MANY_WAITING
     assert another_connection.reads == 0
 
     other_host = FakeCall("ipv4:10.0.0.8:1000")
-    served = await waiting(arrival, other_host)
+    answer = await waiting(arrival, other_host)
     other_host.send("served")
-    assert await served == "served"
+    assert await answer == "served"
     for task in held:
         task.cancel()
 
@@ -106,27 +126,57 @@ async def test_past_the_bound_a_host_s_call_is_refused_unread_and_other_hosts_wa
 async def test_a_call_no_longer_waiting_gives_its_place_back(ending: str) -> None:
     arrival = RequestArrival(per_address=1)
     first = FakeCall()
-    served = await waiting(arrival, first)
+    answer = await waiting(arrival, first)
     if ending == "arrives":
         first.send("r")
-        await served
+        await answer
     else:
-        served.cancel()
+        answer.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await served
+            await answer
 
-    second = FakeCall()
-    again = await waiting(arrival, second)
-    second.send("next")
-    assert await again == "next"
+    assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
 
 
-@dataclass
-class Details:
-    """What gRPC tells an interceptor about a call."""
+async def test_a_watch_holds_its_place_while_it_streams_then_gives_it_back() -> None:
+    ended = asyncio.Event()
 
-    method: str = "/s/M"
-    invocation_metadata: tuple[tuple[str, str | bytes], ...] = ()
+    async def watch(request: str, context: object) -> AsyncIterator[str]:
+        yield request
+        await ended.wait()
+
+    arrival = RequestArrival(per_address=1)
+    streaming = served(arrival, "unary_stream", watch)(None, arrived_with("status"))
+    assert await anext(streaming) == "status"
+    assert await served(arrival, "unary_unary")(None, FakeCall()) is TOO_MANY_WAITING
+
+    ended.set()
+    assert [message async for message in streaming] == []
+    assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
+
+
+async def test_a_watch_that_writes_serves_the_request_and_holds_its_place_until_it_returns() -> (
+    None
+):
+    ended = asyncio.Event()
+
+    async def watch(request: str, context: FakeCall) -> None:  # as health's Watch is written
+        await context.write(request)
+        await ended.wait()
+
+    arrival = RequestArrival(per_address=1)
+    call = arrived_with("status")
+    watching = asyncio.create_task(served(arrival, "unary_stream", watch)(None, call))
+    for _ in range(100):
+        if call.written:
+            break
+        await asyncio.sleep(0)
+    assert call.written == ["status"]
+    assert await served(arrival, "unary_unary")(None, FakeCall()) is TOO_MANY_WAITING
+
+    ended.set()
+    await watching
+    assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
 
 
 async def test_an_open_client_streaming_call_holds_a_place_of_its_host_until_it_ends() -> None:
@@ -135,46 +185,32 @@ async def test_an_open_client_streaming_call_holds_a_place_of_its_host_until_it_
             yield request
 
     arrival = RequestArrival(per_address=1)
-    streamed: Any = arrival.wrap("/s/Reflect", handler_of("stream_stream", reflect)).stream_stream
+    reflecting = served(arrival, "stream_stream", reflect)
     requests: asyncio.Queue[object] = asyncio.Queue()
 
     async def sent() -> AsyncIterator[object]:
         while (request := await requests.get()) is not None:
             yield request
 
-    held = streamed(sent(), FakeCall())
+    held = reflecting(sent(), FakeCall())
     await requests.put("first")
     assert await anext(held) == "first"  # open, and waiting for its next request
 
     with pytest.raises(Aborted) as caught:
-        await anext(streamed(sent(), FakeCall()))
+        await anext(reflecting(sent(), FakeCall()))
     assert caught.value.args == (TOO_MANY_WAITING.code, TOO_MANY_WAITING.description)
 
     await requests.put(None)  # the held call ends: its place is free
     assert [message async for message in held] == []
-    assert await arrival.awaited("/s/M", echo)(None, arrived_with("next")) == "next"
+    assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
 
 
-def arrived_with(request: object) -> FakeCall:
-    call = FakeCall()
-    call.send(request)
-    return call
+@dataclass
+class Details:
+    """What gRPC tells an interceptor about a call."""
 
-
-def handler_of(kind: str, behaviour: Any = None) -> grpc.RpcMethodHandler[Any, Any]:
-    async def unary(request: object, context: object) -> object:
-        return request
-
-    async def streamed(request: object, context: object) -> AsyncIterator[object]:
-        yield request
-
-    makers = {
-        "unary_unary": (grpc.unary_unary_rpc_method_handler, unary),
-        "unary_stream": (grpc.unary_stream_rpc_method_handler, streamed),
-        "stream_stream": (grpc.stream_stream_rpc_method_handler, streamed),
-    }
-    make, default = makers[kind]
-    return make(behaviour or default, bytes, bytes)
+    method: str = "/s/M"
+    invocation_metadata: tuple[tuple[str, str | bytes], ...] = ()
 
 
 @pytest.mark.parametrize(
@@ -191,12 +227,12 @@ async def test_every_method_is_served_client_streaming(kind: str, served_as: str
     async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
         return handler
 
-    served = await RequestArrival(per_address=1).intercept_service(continuation, Details())
+    wrapped = await RequestArrival(per_address=1).intercept_service(continuation, Details())
 
-    assert served is not None
-    assert getattr(served, served_as) is not None
-    assert served.request_deserializer is bytes
-    assert served is not handler
+    assert wrapped is not None
+    assert getattr(wrapped, served_as) is not None
+    assert wrapped.request_deserializer is bytes
+    assert wrapped is not handler
 
 
 @pytest.mark.parametrize(
