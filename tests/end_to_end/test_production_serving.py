@@ -326,6 +326,16 @@ def test_idle_sockets_on_the_metrics_ports_take_no_thread_and_are_cut(
     assert cut == len(idle)
 
 
+def test_the_metrics_ports_answer_get_and_head_and_refuse_other_methods(
+    server: Server, shim: tuple[LoggedProcess, int, int]
+) -> None:
+    for port in (server.metrics_port, shim[2]):
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert httpx.head(url, timeout=10).status_code == 200
+        refused = httpx.post(url, content=b"x", timeout=10)
+        assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
+
+
 def test_both_stop_cleanly_and_no_secret_reached_their_logs(
     server: Server, shim: tuple[LoggedProcess, int, int]
 ) -> None:
