@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -381,6 +382,15 @@ async def test_health_watches_take_no_place_of_the_service_and_are_bounded_per_h
                 watch.cancel()
             for channel in channels:
                 await channel.close()
+
+
+def test_a_metrics_port_on_every_interface_answers_over_ipv4_and_ipv6(shared_pgdata: Path) -> None:
+    with serve_process(shared_pgdata, TICKETING_METRICS_LISTEN="[::]:0") as process:
+        port = int(wait_for_line(process, re.compile(r"metrics on \[::\]:(\d+)")).group(1))
+        for host in ("127.0.0.1", "[::1]"):
+            scraped = httpx.get(f"http://{host}:{port}/metrics", timeout=10)
+            assert scraped.status_code == 200
+            assert "ticketing_rpc_handled" in scraped.text
 
 
 REFLECTION_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
