@@ -55,9 +55,9 @@ def waiting_per_address(calls_per_connection: int) -> int:
     return 4 * calls_per_connection
 
 
-def client_address(context: Context) -> str:
-    """The peer without its port (`ipv4:10.0.0.7`): a host's connections count as one."""
-    return context.peer().rpartition(":")[0]
+def client_address(peer: str) -> str:
+    """A call's peer without its port (`ipv4:10.0.0.7`): a host's connections count as one."""
+    return peer.rpartition(":")[0]
 
 
 class RequestArrival(WrappingInterceptor):
@@ -127,7 +127,7 @@ class RequestArrival(WrappingInterceptor):
     @contextmanager
     def _place(self, context: Context) -> Iterator[bool]:
         """One of the places of the call's host, held until the block ends; False if none."""
-        address = client_address(context)
+        address = client_address(context.peer())
         waiting = self._waiting.get(address, 0)
         if waiting >= self._per_address:
             yield False
