@@ -11,8 +11,9 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 import httpx
@@ -289,99 +290,117 @@ async def test_calls_that_never_send_their_request_lock_nobody_out(shared_pgdata
                 call.cancel()
 
 
+# Calls one process runs at once in the crowd tests: a connection carries 8 calls, and one
+# client host may have 32 waiting for their request or open as watches.
+CROWD_LIMIT = 4
+ONE_CONNECTION_EACH = [("grpc.use_local_subchannel_pool", 1)]
+
+
+class Crowd(NamedTuple):
+    """`serve` at CROWD_LIMIT and five connections to it from another host."""
+
+    process: subprocess.Popen[str]
+    port: int  # `serve`'s own, for a client on 127.0.0.1
+    crowd_port: int  # the proxy's, whose connections come from 127.0.0.2
+    channels: list[grpc.aio.Channel]
+
+
+@asynccontextmanager
+async def crowding_host(pgdata: Path) -> AsyncIterator[Crowd]:
+    """`serve` at CROWD_LIMIT, with five connections to it from 127.0.0.2 (closed after)."""
+    env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(CROWD_LIMIT)}
+    with serve_process(pgdata, **env) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        async with SilentProxy(from_another_host(port)).running() as proxy:
+            target = f"127.0.0.1:{proxy.port}"
+            channels = [
+                grpc.aio.insecure_channel(target, options=ONE_CONNECTION_EACH) for _ in range(5)
+            ]
+            try:
+                yield Crowd(process, port, proxy.port, channels)
+            finally:
+                for channel in channels:
+                    await channel.close()
+
+
+async def only_the_fifth_connection_refused(codes: list[asyncio.Task[grpc.StatusCode]]) -> None:
+    """Four connections' worth of the crowd's calls stay open; the rest, and no more, are
+    refused RESOURCE_EXHAUSTED at once."""
+    refused = await first_ended(codes, 2 * CROWD_LIMIT)
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert [code.result() for code in refused] == [exhausted] * (2 * CROWD_LIMIT)
+    assert sum(code.done() for code in codes) == 2 * CROWD_LIMIT
+
+
 async def test_calls_holding_back_their_request_are_bounded_per_client_host(
     shared_pgdata: Path,
 ) -> None:
-    limit = 4  # a connection carries 8 calls, and a host may have 32 waiting for their request
-    env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(limit)}
     request = pb.GetTicketingSettingsRequest(event_id="nothing-saved")
-    with serve_process(shared_pgdata, **env) as process:
-        port = int(wait_for_line(process, SERVING_LINE).group(1))
-        async with SilentProxy(from_another_host(port)).running() as proxy:
-            options = [("grpc.use_local_subchannel_pool", 1)]  # a connection each
-            stalled = [
-                grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}", options=options)
-                for _ in range(5)
-            ]
-            open_calls: list[grpc.aio.StreamUnaryMultiCallable[bytes, bytes]] = [
-                c.stream_unary(GET_SETTINGS, request_serializer=bytes) for c in stalled
-            ]
-            calls = [
-                open_stalled(never_sent()) for open_stalled in open_calls for _ in range(2 * limit)
-            ]
-            answers = [asyncio.ensure_future(call) for call in calls]
-            # Four connections' worth wait; past them, calls are refused at once, unread.
-            # Before, every call waited for as long as its client liked, each holding memory.
-            refused = await first_ended(answers, 2 * limit)
-            for ended in refused:
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await ended
-                assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert "waiting to send their request" in str(caught.value.details())
-            assert sum(answer.done() for answer in answers) == 2 * limit
-            # Another host is served all along.
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct:
-                with pytest.raises(grpc.aio.AioRpcError) as served:
-                    await pb_grpc.TicketingServiceStub(direct).GetTicketingSettings(request)
-                assert served.value.code() == grpc.StatusCode.NOT_FOUND
-            # Once the host's calls end, its places are free again.
-            for call in calls:
-                call.cancel()
-            for channel in stalled:
-                await channel.close()
-            async with (
-                grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}", options=options) as channel,
-                asyncio.timeout(30),
-            ):
-                again = pb_grpc.TicketingServiceStub(channel)
-                while True:  # until the server has seen the calls end
-                    with pytest.raises(grpc.aio.AioRpcError) as served:
-                        await again.GetTicketingSettings(request, timeout=10)
-                    if served.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                        break
+    async with crowding_host(shared_pgdata) as crowd:
+        open_calls: list[grpc.aio.StreamUnaryMultiCallable[bytes, bytes]] = [
+            c.stream_unary(GET_SETTINGS, request_serializer=bytes) for c in crowd.channels
+        ]
+        calls = [
+            open_stalled(never_sent())
+            for open_stalled in open_calls
+            for _ in range(2 * CROWD_LIMIT)
+        ]
+        # Before, every call waited for as long as its client liked, each holding memory.
+        await only_the_fifth_connection_refused(
+            [asyncio.ensure_future(call.code()) for call in calls]
+        )
+        for details in [await call.details() for call in calls if call.done()]:
+            assert "waiting to send their request" in details
+        # Another host is served all along.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{crowd.port}") as direct:
+            with pytest.raises(grpc.aio.AioRpcError) as served:
+                await pb_grpc.TicketingServiceStub(direct).GetTicketingSettings(request)
             assert served.value.code() == grpc.StatusCode.NOT_FOUND
-        process.send_signal(signal.SIGTERM)
-        assert process.stderr is not None
-        logged = process.stderr.read()
-    assert logged.count("GetTicketingSettings RESOURCE_EXHAUSTED") >= 2 * limit  # each has a line
+        # Once the host's calls end, its places are free again.
+        for call in calls:
+            call.cancel()
+        for channel in crowd.channels:
+            await channel.close()
+        target = f"127.0.0.1:{crowd.crowd_port}"
+        async with (
+            grpc.aio.insecure_channel(target, options=ONE_CONNECTION_EACH) as channel,
+            asyncio.timeout(30),
+        ):
+            again = pb_grpc.TicketingServiceStub(channel)
+            while True:  # until the server has seen the calls end
+                with pytest.raises(grpc.aio.AioRpcError) as served:
+                    await again.GetTicketingSettings(request, timeout=10)
+                if served.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    break
+        assert served.value.code() == grpc.StatusCode.NOT_FOUND
+        crowd.process.send_signal(signal.SIGTERM)
+        assert crowd.process.stderr is not None
+        logged = crowd.process.stderr.read()
+    assert logged.count("GetTicketingSettings RESOURCE_EXHAUSTED") >= 2 * CROWD_LIMIT  # each logged
 
 
 async def test_health_watches_take_no_place_of_the_service_and_are_bounded_per_host(
     shared_pgdata: Path,
 ) -> None:
-    limit = 4  # calls the process runs at once; a host may have 32 calls open or waiting
-    env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(limit)}
-    with serve_process(shared_pgdata, **env) as process:
-        port = int(wait_for_line(process, SERVING_LINE).group(1))
-        async with SilentProxy(from_another_host(port)).running() as proxy:
-            options = [("grpc.use_local_subchannel_pool", 1)]  # a connection each
-            channels = [
-                grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}", options=options)
-                for _ in range(5)
-            ]
-            watches = [
-                health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
-                for channel in channels
-                for _ in range(2 * limit)
-            ]
-            codes = [asyncio.ensure_future(watch.code()) for watch in watches]
-            # Open to anyone, without a token: four connections' worth stay open, the rest are
-            # refused at once. Before, the first four took every place of the service's calls.
-            refused = await first_ended(codes, 2 * limit)
-            assert [code.result() for code in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * (
-                2 * limit
-            )
-            assert sum(code.done() for code in codes) == 2 * limit
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct:
-                settings = pb_grpc.TicketingServiceStub(direct)
-                request = pb.GetTicketingSettingsRequest(event_id="nothing-saved")
-                with pytest.raises(grpc.aio.AioRpcError) as answer:
-                    await settings.GetTicketingSettings(request, timeout=10)
-            assert answer.value.code() == grpc.StatusCode.NOT_FOUND  # served, not BUSY
-            for watch in watches:
-                watch.cancel()
-            for channel in channels:
-                await channel.close()
+    async with crowding_host(shared_pgdata) as crowd:
+        watches = [
+            health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            for channel in crowd.channels
+            for _ in range(2 * CROWD_LIMIT)
+        ]
+        # Open to anyone, without a token. Before, the first four took every place of the
+        # service's calls.
+        await only_the_fifth_connection_refused(
+            [asyncio.ensure_future(watch.code()) for watch in watches]
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{crowd.port}") as direct:
+            settings = pb_grpc.TicketingServiceStub(direct)
+            request = pb.GetTicketingSettingsRequest(event_id="nothing-saved")
+            with pytest.raises(grpc.aio.AioRpcError) as answer:
+                await settings.GetTicketingSettings(request, timeout=10)
+        assert answer.value.code() == grpc.StatusCode.NOT_FOUND  # served, not BUSY
+        for watch in watches:
+            watch.cancel()
 
 
 def test_a_metrics_port_on_every_interface_answers_over_ipv4_and_ipv6(shared_pgdata: Path) -> None:
@@ -399,44 +418,31 @@ REFLECTION_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInf
 async def test_reflection_streams_left_open_are_bounded_per_client_host(
     shared_pgdata: Path,
 ) -> None:
-    limit = 4  # a connection carries 8 calls, and a host may have 32 waiting for a request
-    env = {"TICKETING_GRPC_MAX_CONCURRENT_RPCS": str(limit)}
-    with serve_process(shared_pgdata, **env) as process:
-        port = int(wait_for_line(process, SERVING_LINE).group(1))
-        async with SilentProxy(from_another_host(port)).running() as proxy:
-            options = [("grpc.use_local_subchannel_pool", 1)]  # a connection each
-            channels = [
-                grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}", options=options)
-                for _ in range(5)
+    async with crowding_host(shared_pgdata) as crowd:
+        open_streams: list[grpc.aio.StreamStreamMultiCallable[bytes, bytes]] = [
+            c.stream_stream(REFLECTION_INFO, request_serializer=bytes) for c in crowd.channels
+        ]
+        streams = [
+            open_stream(never_sent())
+            for open_stream in open_streams
+            for _ in range(2 * CROWD_LIMIT)
+        ]
+        # Open to anyone, each sending nothing. Before, all stayed open, each holding ~20 KB.
+        await only_the_fifth_connection_refused(
+            [asyncio.ensure_future(stream.code()) for stream in streams]
+        )
+        # Another host still lists the services.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{crowd.port}") as direct:
+            listing = reflection_pb2.ServerReflectionRequest(list_services="")
+            stub = reflection_pb2_grpc.ServerReflectionStub(direct)
+            names = [
+                service.name
+                async for answer in stub.ServerReflectionInfo(iter([listing]))
+                for service in answer.list_services_response.service
             ]
-            open_streams: list[grpc.aio.StreamStreamMultiCallable[bytes, bytes]] = [
-                c.stream_stream(REFLECTION_INFO, request_serializer=bytes) for c in channels
-            ]
-            streams = [
-                open_stream(never_sent()) for open_stream in open_streams for _ in range(2 * limit)
-            ]
-            codes = [asyncio.ensure_future(stream.code()) for stream in streams]
-            # Open to anyone, each sending nothing: four connections' worth stay open, the rest
-            # are refused at once. Before, all stayed open, each holding about 20 KB.
-            refused = await first_ended(codes, 2 * limit)
-            assert [code.result() for code in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * (
-                2 * limit
-            )
-            assert sum(code.done() for code in codes) == 2 * limit
-            # Another host still lists the services.
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct:
-                listing = reflection_pb2.ServerReflectionRequest(list_services="")
-                stub = reflection_pb2_grpc.ServerReflectionStub(direct)
-                names = [
-                    service.name
-                    async for answer in stub.ServerReflectionInfo(iter([listing]))
-                    for service in answer.list_services_response.service
-                ]
-            assert "moim.ticketing.v1.TicketingService" in names
-            for stream in streams:
-                stream.cancel()
-            for channel in channels:
-                await channel.close()
+        assert "moim.ticketing.v1.TicketingService" in names
+        for stream in streams:
+            stream.cancel()
 
 
 async def no_request() -> AsyncIterator[bytes]:
