@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from moim.ticketing.v1 import registration_event_pb2 as events_pb2
@@ -14,10 +14,11 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.flows import EVENT, configure_event, hold, paid_tier, sql
+from ticketing_service.domain.errors import DatabaseUnavailable
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
-from ticketing_service.service_layer.event_fanout import EventFanout
+from ticketing_service.service_layer.event_fanout import READER_TASK_NAME, EventFanout
 from ticketing_service.service_layer.events_handlers import (
     sequence_events,
     watch_registration_events,
@@ -162,3 +163,106 @@ async def test_a_page_of_the_feed_stays_within_what_a_default_client_receives(
     assert sum(e.ByteSize() for e in events) > CLIENT_MAX_MESSAGE_BYTES  # the control
     assert len(pages[0].events) < 300
     assert all(page.ByteSize() < CLIENT_MAX_MESSAGE_BYTES for page in pages)
+
+
+class ReaderOnCue:
+    """The real dependencies, where each unit of work of the shared reader waits for a cue.
+
+    So a test can number an event at the worst moment: after a watcher read the database and
+    before the reader looks. The reader's wake-ups are immediate (its passes wait on the cues
+    instead); `watcher_read` is set whenever another unit of work (a watcher's read) ends.
+    """
+
+    def __init__(self, deps: Dependencies) -> None:
+        self.deps = dataclasses.replace(deps, uow=self._uow, event_signal=_AtOnce())
+        self.watcher_read = asyncio.Event()
+        self._uow_factory = deps.uow
+        self._cues: asyncio.Queue[bool] = asyncio.Queue()
+
+    def let_through(self) -> None:
+        """The reader's next pass reads the database."""
+        self._cues.put_nowait(False)
+
+    def fail(self) -> None:
+        """The reader's next pass fails before it reads anything."""
+        self._cues.put_nowait(True)
+
+    def _uow(self) -> UnitOfWork:
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == READER_TASK_NAME:
+            return cast(UnitOfWork, _Cued(self._uow_factory(), cues=self._cues))
+        return cast(UnitOfWork, _Cued(self._uow_factory(), ended=self.watcher_read))
+
+
+class _Cued:
+    """A unit of work that begins on its cue (if it has cues) and tells when it ended."""
+
+    def __init__(
+        self,
+        inner: UnitOfWork,
+        cues: asyncio.Queue[bool] | None = None,
+        ended: asyncio.Event | None = None,
+    ) -> None:
+        self._inner, self._cues, self._ended = inner, cues, ended
+
+    async def __aenter__(self) -> UnitOfWork:
+        if self._cues is not None and await self._cues.get():
+            raise DatabaseUnavailable("the reader's pass failed, on cue")
+        return await self._inner.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._inner.__aexit__(*exc_info)
+        if self._ended is not None:
+            self._ended.set()
+
+
+class _AtOnce:
+    def generation(self) -> int:
+        return 0
+
+    async def wait_beyond(self, generation: int, timeout: float) -> None:  # noqa: ASYNC109
+        await asyncio.sleep(0)
+
+
+async def test_an_event_numbered_before_the_shared_reader_starts_reaches_the_first_watcher(
+    stub: Stub, deps: Dependencies
+) -> None:
+    await configure_event(stub)
+    await hold(stub, "first")
+    await sequence_events(deps)
+    reader = ReaderOnCue(deps)
+    watcher = watch_registration_events(reader.deps, EventFanout(reader.deps, 10), 0)
+    try:
+        # The first watcher starts the shared reader and reads the database itself ...
+        assert await collect(watcher, 1) == [1]
+        # ... then an event is numbered before the reader first looks.
+        await hold(stub, "second")
+        await sequence_events(deps)
+        reader.let_through()
+        assert await collect(watcher, 1) == [2]
+    finally:
+        await watcher.aclose()
+
+
+async def test_after_the_shared_reader_failed_it_misses_nothing_numbered_meanwhile(
+    stub: Stub, deps: Dependencies
+) -> None:
+    await configure_event(stub)
+    await hold(stub, "first")
+    await sequence_events(deps)
+    reader = ReaderOnCue(deps)
+    watcher = watch_registration_events(reader.deps, EventFanout(reader.deps, 10), 0)
+    try:
+        assert await collect(watcher, 1) == [1]
+        reader.let_through()  # a pass that finds nothing new
+        next_event = asyncio.create_task(collect(watcher, 1))
+        reader.watcher_read.clear()
+        reader.fail()  # the watcher is told to read the database itself ...
+        async with asyncio.timeout(30):
+            await reader.watcher_read.wait()
+        await hold(stub, "second")  # ... and an event is numbered after it did
+        await sequence_events(deps)
+        reader.let_through()
+        assert await next_event == [2]
+    finally:
+        await watcher.aclose()

@@ -8,6 +8,9 @@ start, after a gap, or when it fell behind), then joins the shared stream again.
 Correctness does not depend on the reader's timing: a watcher subscribes before it reads the
 database, and it checks that what it is handed follows what it has (numbers have no gaps), so
 an event the reader handed out before the watcher joined is found by the watcher's own read.
+The other way round, the reader never starts past what a watcher read: the first watcher finds
+where the reader starts before it reads the database itself, and a reader that failed goes on
+from where it was. So every event numbered after a watcher's read is handed to it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ WATCH_RECHECK_SECONDS = 5.0
 # Events one watcher may have waiting; a watcher that falls further behind (a slow client)
 # is dropped from the shared stream and catches up from the database instead.
 MAX_QUEUED_EVENTS = 2000
+READER_TASK_NAME = "registration-event-reader"
 
 
 class LiveEvents:
@@ -87,6 +91,7 @@ class EventFanout:
         self._max_queued_events = max_queued_events
         self._watchers: set[LiveEvents] = set()
         self._reader: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
 
     @asynccontextmanager
     async def watcher(self) -> AsyncIterator[LiveEvents]:
@@ -98,9 +103,8 @@ class EventFanout:
             )
         live = LiveEvents(self._max_queued_events)
         self._watchers.add(live)
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._read(), name="registration-event-reader")
         try:
+            await self._start_reader()
             yield live
         finally:
             self._watchers.discard(live)
@@ -108,8 +112,19 @@ class EventFanout:
                 self._reader.cancel()  # it has nobody to read for; the next watcher starts one
                 self._reader = None
 
-    async def _read(self) -> None:
-        cursor: int | None = None
+    async def _start_reader(self) -> None:
+        """Start the reader if none runs, from the last number given so far.
+
+        Awaited before the watcher reads the database: a reader that found its start later
+        could start past an event numbered in between, which no watcher would then be handed.
+        """
+        async with self._starting:  # one reader, however many watchers arrive together
+            if self._reader is None:
+                async with self._deps.uow() as uow:
+                    cursor = (await uow.events.retained_range())[1]
+                self._reader = asyncio.create_task(self._read(cursor), name=READER_TASK_NAME)
+
+    async def _read(self, cursor: int) -> None:
         while True:
             signal = self._deps.event_signal
             generation = signal.generation() if signal else 0
@@ -118,8 +133,8 @@ class EventFanout:
             except Exception as error:
                 # Whatever failed, no watcher may wait on a reader that cannot read: each one
                 # reads the database itself (and reports the failure to its client if it lasts).
+                # The reader keeps its cursor: what is numbered meanwhile is still handed out.
                 _log_failure(error)
-                cursor = None
                 for live in self._watchers:
                     live.fall_behind()
             if signal is None:
@@ -127,14 +142,9 @@ class EventFanout:
             else:
                 await signal.wait_beyond(generation, WATCH_RECHECK_SECONDS)
 
-    async def _hand_out(self, cursor: int | None) -> int:
-        """Offer every event numbered after `cursor` to every watcher; return the new cursor.
-
-        Without a cursor it starts from the last number given: watchers find older events.
-        """
+    async def _hand_out(self, cursor: int) -> int:
+        """Offer every event numbered after `cursor` to every watcher; return the new cursor."""
         async with self._deps.uow() as uow:
-            if cursor is None:
-                cursor = (await uow.events.retained_range())[1]
             while True:
                 events, more = await uow.events.list_after(cursor, MAX_PAGE_SIZE, MAX_PAGE_BYTES)
                 if events:
