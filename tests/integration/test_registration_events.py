@@ -257,6 +257,34 @@ async def test_pruned_events_are_gone_and_a_consumer_behind_them_is_told(
     assert [e.sequence for e in await all_events(stub, after=3)] == [4]
 
 
+async def test_a_consumer_whose_cursor_is_ahead_of_the_feed_is_told_not_left_waiting(
+    stub: Stub, deps: Dependencies
+) -> None:
+    # As after the database was restored from a backup taken before event 3 was numbered.
+    await configure_event(stub, paid_tier("vip"))
+    for user in range(2):
+        await hold(stub, f"user-{user}")
+    await sequence_events(deps)
+    with pytest.raises(grpc.aio.AioRpcError) as listed:
+        await stub.ListRegistrationEvents(pb.ListRegistrationEventsRequest(after_sequence=3))
+    watch = stub.WatchRegistrationEvents(pb.WatchRegistrationEventsRequest(after_sequence=3))
+    with pytest.raises(grpc.aio.AioRpcError) as watched:
+        await asyncio.wait_for(watch.read(), 10)  # it waited for good before
+    for caught in (listed, watched):
+        error = rich_error(caught.value)
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.OUT_OF_RANGE,
+            "SEQUENCE_AHEAD_OF_FEED",
+        )
+        assert error.metadata == {"lastSequence": "2"}
+    # At the last number given, a consumer is up to date: an empty page, then what comes next.
+    assert await all_events(stub, after=2) == []
+    caught_up = stub.WatchRegistrationEvents(pb.WatchRegistrationEventsRequest(after_sequence=2))
+    await hold(stub, "user-2")
+    assert [e.sequence for e in await collect(caught_up, 1)] == [3]
+    caught_up.cancel()
+
+
 @pytest.mark.parametrize(
     ("request_fields", "bad"),
     [

@@ -153,6 +153,12 @@ class EventsPruned(TicketingError):
     reason = "EVENTS_PRUNED"
 
 
+class SequenceAheadOfFeed(TicketingError):
+    """The requested sequence was never numbered here: the cursor comes from another feed."""
+
+    reason = "SEQUENCE_AHEAD_OF_FEED"
+
+
 class TooManyWatchers(TicketingError):
     """The process already streams the feed to as many watchers as it takes."""
 

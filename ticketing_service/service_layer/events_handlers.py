@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 
-from ticketing_service.domain.errors import EventsPruned
+from ticketing_service.domain.errors import EventsPruned, SequenceAheadOfFeed
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.event_fanout import MAX_PAGE_BYTES, MAX_PAGE_SIZE, EventFanout
@@ -33,7 +33,8 @@ class EventPage:
 async def list_registration_events(
     deps: Dependencies, after_sequence: int, page_size: int
 ) -> EventPage:
-    """The numbered events after `after_sequence`; EventsPruned if some were pruned.
+    """The numbered events after `after_sequence`; EventsPruned if some were pruned, and
+    SequenceAheadOfFeed if `after_sequence` was never numbered.
 
     A page holds at most `page_size` events and MAX_PAGE_BYTES of them, but always one.
     """
@@ -42,6 +43,14 @@ async def list_registration_events(
             after_sequence, page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_BYTES
         )
         first_kept, last_given = await uow.events.retained_range()
+    if after_sequence > last_given:
+        # Waiting would not do: once the feed passed the cursor, the events up to it (never
+        # seen by this consumer) would be skipped without a word.
+        raise SequenceAheadOfFeed(
+            "This sequence was never numbered by this feed: the cursor comes from another one"
+            " (another environment, or a database since restored); rebuild or reset it.",
+            lastSequence=str(last_given),
+        )
     # Numbers have no gaps, so a consumer behind the oldest kept event has provably missed some.
     oldest_unseen = after_sequence + 1
     missed = (first_kept or last_given + 1) > oldest_unseen and last_given >= oldest_unseen

@@ -18,7 +18,7 @@ import {
   errorReason,
   type TicketingClient,
 } from "../src/index.js";
-import { readTable } from "../examples/rsvp-feed-consumer/rsvp-store.js";
+import { FileRsvpStore, readTable } from "../examples/rsvp-feed-consumer/rsvp-store.js";
 import { rsvpKey, type RsvpTable } from "../examples/rsvp-feed-consumer/rsvp-table.js";
 import { freePort, tcpProxy } from "./network.js";
 import { clickPay, givenPaidEvent, holdSeat, newEventId } from "./flows.js";
@@ -98,6 +98,20 @@ describe("the RSVP feed consumer example", () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  const ahead = "with a cursor ahead of the feed, it stops saying why instead of waiting";
+  test(ahead, { timeout: CATCH_UP_TIMEOUT_MS }, async () => {
+    const storeFile = join(dir, "ahead.json");
+    // As when the service's database was restored from a backup older than the table.
+    const store = await FileRsvpStore.open(storeFile);
+    await store.applyEvent(1_000_000n, undefined);
+    const consumer = startConsumer(stack, storeFile);
+
+    assert.equal(await consumer.exitCode(), 1, consumer.output());
+    const said = /cannot follow the feed: the stored cursor \(sequence 1000000\) is past/;
+    assert.match(consumer.output(), said);
+    assert.match(consumer.output(), /the feed's last sequence \(\d+\): it belongs to another feed/);
   });
 
   test("after the events it missed were pruned, it resynchronises from the reservations", async () => {
@@ -202,6 +216,8 @@ interface Consumer {
   kill(signal: NodeJS.Signals): void;
   /** SIGTERM, and the clean exit the example promises for it. */
   stop(): Promise<void>;
+  /** Once it exited by itself. */
+  exitCode(): Promise<number | null>;
 }
 
 /** Runs the example as Moim would run it: its own process, configured by environment. */
@@ -233,5 +249,6 @@ function startConsumer(
       const [code] = await exited;
       assert.equal(code, 0, `the consumer did not stop cleanly:\n${output}`);
     },
+    exitCode: async () => (await exited)[0],
   };
 }

@@ -57,6 +57,17 @@ async def test_a_consumer_behind_pruned_events_is_told_where_to_resume(
     assert [e.reservation.user_id for e in page.events] == ["new"]
 
 
+async def test_a_consumer_ahead_of_the_feed_is_told_the_last_sequence(deps: Dependencies) -> None:
+    await start_paid_registration(deps, registration("a"))
+    await sequence_events(deps)
+
+    with pytest.raises(errors.SequenceAheadOfFeed) as ahead:
+        await list_registration_events(deps, after_sequence=2, page_size=10)
+    assert ahead.value.metadata == {"lastSequence": "1"}
+    page = await list_registration_events(deps, after_sequence=1, page_size=10)
+    assert (page.events, page.next_sequence) == ([], 1)
+
+
 async def test_a_backlog_is_numbered_batch_by_batch_each_in_a_transaction_of_its_own(
     deps: Dependencies, database: FakeDatabase
 ) -> None:

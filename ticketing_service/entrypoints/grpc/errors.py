@@ -48,6 +48,7 @@ STATUS_CODES: dict[type[errors.TicketingError], grpc.StatusCode] = {
     errors.ConcurrentUpdate: grpc.StatusCode.ABORTED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.EventsPruned: grpc.StatusCode.OUT_OF_RANGE,
+    errors.SequenceAheadOfFeed: grpc.StatusCode.OUT_OF_RANGE,
     errors.TooManyWatchers: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.RefundExceedsPaid: grpc.StatusCode.FAILED_PRECONDITION,
     errors.EventCancelled: grpc.StatusCode.FAILED_PRECONDITION,

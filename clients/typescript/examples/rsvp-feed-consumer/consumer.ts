@@ -1,7 +1,8 @@
 /**
  * Follows WatchRegistrationEvents into an RsvpStore: resumes after the stored sequence, applies
- * each event with its sequence in one commit, reconnects with back-off when the stream drops, and
- * resynchronises when the events it needs were pruned (OUT_OF_RANGE, reason EVENTS_PRUNED).
+ * each event with its sequence in one commit, reconnects with back-off when the stream drops,
+ * resynchronises when the events it needs were pruned (OUT_OF_RANGE, reason EVENTS_PRUNED), and
+ * stops when its cursor is ahead of the feed (OUT_OF_RANGE, reason SEQUENCE_AHEAD_OF_FEED).
  */
 import { setTimeout as delay } from "node:timers/promises";
 import {
@@ -30,7 +31,27 @@ export interface FollowOptions {
   watchWindowMs?: number;
 }
 
-/** Runs until `signal` aborts; resolves then. */
+/**
+ * The stored cursor is past the last event the feed numbered, so it belongs to another feed:
+ * another environment, or this one before the service's database was restored from a backup.
+ * Waiting would skip every event up to the cursor once the feed got there, so followFeed stops
+ * with this instead; someone must rebuild the table or reset its cursor.
+ */
+export class CursorAheadOfFeed extends Error {
+  constructor(
+    readonly cursor: bigint,
+    readonly lastSequence: bigint,
+  ) {
+    super(
+      `the stored cursor (sequence ${cursor}) is past the feed's last sequence (${lastSequence}):` +
+        " it belongs to another feed, or the service's database was restored;" +
+        " rebuild the table or reset its cursor",
+    );
+    this.name = "CursorAheadOfFeed";
+  }
+}
+
+/** Runs until `signal` aborts; resolves then. Rejects with CursorAheadOfFeed (see there). */
 export async function followFeed(
   client: TicketingClient,
   store: RsvpStore,
@@ -85,6 +106,10 @@ async function recover(
 ): Promise<number> {
   const log = options.log ?? (() => {});
   const reason = errorReason(error);
+  if (reason?.reason === "SEQUENCE_AHEAD_OF_FEED") {
+    const lastSequence = BigInt(reason.metadata.lastSequence ?? "0");
+    throw new CursorAheadOfFeed(await store.lastSequence(), lastSequence);
+  }
   if (reason?.reason === "EVENTS_PRUNED") {
     const firstRetained = BigInt(reason.metadata.firstRetainedSequence ?? "0");
     await resync(client, store, firstRetained - 1n, log);

@@ -11,11 +11,13 @@
  *   TICKETING_TLS_CA         PEM file: the CA that signed the server's certificate (TLS)
  *   TICKETING_TLS_CLIENT_CERT, TICKETING_TLS_CLIENT_KEY   PEM files: the client pair (mutual TLS)
  *   RSVP_STORE_FILE          the table and its cursor (./rsvps.json)
- * SIGINT or SIGTERM stops it after the event in hand is committed.
+ * SIGINT or SIGTERM stops it after the event in hand is committed. A stored cursor ahead of the
+ * feed (another environment's, or from before the service's database was restored) stops it
+ * with exit code 1.
  */
 import { readFileSync } from "node:fs";
 import { createTicketingClient, type TlsOptions } from "../../src/index.js";
-import { followFeed } from "./consumer.js";
+import { CursorAheadOfFeed, followFeed } from "./consumer.js";
 import { FileRsvpStore } from "./rsvp-store.js";
 
 const env = process.env;
@@ -34,8 +36,14 @@ const stop = new AbortController();
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => stop.abort());
 }
-await followFeed(client, store, { signal: stop.signal, log: (line) => console.log(line) });
-console.log(`stopped after sequence ${await store.lastSequence()}`);
+try {
+  await followFeed(client, store, { signal: stop.signal, log: (line) => console.log(line) });
+  console.log(`stopped after sequence ${await store.lastSequence()}`);
+} catch (error) {
+  if (!(error instanceof CursorAheadOfFeed)) throw error;
+  console.error(`cannot follow the feed: ${error.message}`);
+  process.exitCode = 1;
+}
 
 function tlsFromFiles(ca?: string, cert?: string, key?: string): TlsOptions | undefined {
   if (!ca && !cert && !key) {

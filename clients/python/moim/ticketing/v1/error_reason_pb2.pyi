@@ -82,6 +82,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """NOT_FOUND: no refund has this id."""
     ERROR_REASON_EVENT_NOT_CANCELLED: _ErrorReason.ValueType  # 25
     """NOT_FOUND: the event was not cancelled."""
+    ERROR_REASON_SEQUENCE_AHEAD_OF_FEED: _ErrorReason.ValueType  # 26
+    """OUT_OF_RANGE: the requested sequence is past the last one this feed numbered
+    (`lastSequence` in the metadata), so the consumer's cursor comes from another feed: another
+    environment, or this one before its database was restored from a backup. Resuming once the
+    feed catches up would skip every event up to the cursor: rebuild the consumer's state from
+    GetReservation, or reset its cursor, instead.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the service puts in the `google.rpc.ErrorInfo` detail of a failed call, with
@@ -150,4 +157,11 @@ ERROR_REASON_REFUND_NOT_FOUND: ErrorReason.ValueType  # 24
 """NOT_FOUND: no refund has this id."""
 ERROR_REASON_EVENT_NOT_CANCELLED: ErrorReason.ValueType  # 25
 """NOT_FOUND: the event was not cancelled."""
+ERROR_REASON_SEQUENCE_AHEAD_OF_FEED: ErrorReason.ValueType  # 26
+"""OUT_OF_RANGE: the requested sequence is past the last one this feed numbered
+(`lastSequence` in the metadata), so the consumer's cursor comes from another feed: another
+environment, or this one before its database was restored from a backup. Resuming once the
+feed catches up would skip every event up to the cursor: rebuild the consumer's state from
+GetReservation, or reset its cursor, instead.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
