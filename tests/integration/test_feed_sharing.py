@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -224,45 +225,49 @@ class _AtOnce:
         await asyncio.sleep(0)
 
 
-async def test_an_event_numbered_before_the_shared_reader_starts_reaches_the_first_watcher(
-    stub: Stub, deps: Dependencies
-) -> None:
-    await configure_event(stub)
-    await hold(stub, "first")
+async def number_an_event(stub: Stub, deps: Dependencies, user: str) -> None:
+    """A hold of `user`, numbered on the feed."""
+    await hold(stub, user)
     await sequence_events(deps)
+
+
+@asynccontextmanager
+async def first_watcher_on_cue(
+    stub: Stub, deps: Dependencies
+) -> AsyncIterator[tuple[ReaderOnCue, AsyncIterator[RegistrationEvent]]]:
+    """A process's first watcher, its shared reader on cue, once it read event 1 itself."""
+    await configure_event(stub)
+    await number_an_event(stub, deps, "first")
     reader = ReaderOnCue(deps)
     watcher = watch_registration_events(reader.deps, EventFanout(reader.deps, 10), 0)
     try:
-        # The first watcher starts the shared reader and reads the database itself ...
         assert await collect(watcher, 1) == [1]
-        # ... then an event is numbered before the reader first looks.
-        await hold(stub, "second")
-        await sequence_events(deps)
-        reader.let_through()
-        assert await collect(watcher, 1) == [2]
+        yield reader, watcher
     finally:
         await watcher.aclose()
+
+
+async def test_an_event_numbered_before_the_shared_reader_starts_reaches_the_first_watcher(
+    stub: Stub, deps: Dependencies
+) -> None:
+    # The first watcher started the shared reader and read the database itself ...
+    async with first_watcher_on_cue(stub, deps) as (reader, watcher):
+        # ... then an event is numbered before the reader first looks.
+        await number_an_event(stub, deps, "second")
+        reader.let_through()
+        assert await collect(watcher, 1) == [2]
 
 
 async def test_after_the_shared_reader_failed_it_misses_nothing_numbered_meanwhile(
     stub: Stub, deps: Dependencies
 ) -> None:
-    await configure_event(stub)
-    await hold(stub, "first")
-    await sequence_events(deps)
-    reader = ReaderOnCue(deps)
-    watcher = watch_registration_events(reader.deps, EventFanout(reader.deps, 10), 0)
-    try:
-        assert await collect(watcher, 1) == [1]
+    async with first_watcher_on_cue(stub, deps) as (reader, watcher):
         reader.let_through()  # a pass that finds nothing new
         next_event = asyncio.create_task(collect(watcher, 1))
         reader.watcher_read.clear()
         reader.fail()  # the watcher is told to read the database itself ...
         async with asyncio.timeout(30):
             await reader.watcher_read.wait()
-        await hold(stub, "second")  # ... and an event is numbered after it did
-        await sequence_events(deps)
+        await number_an_event(stub, deps, "second")  # ... and an event is numbered after it did
         reader.let_through()
         assert await next_event == [2]
-    finally:
-        await watcher.aclose()
