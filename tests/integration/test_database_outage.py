@@ -1,29 +1,26 @@
 """Postgres going away answers UNAVAILABLE, and the running server recovers when it returns.
 
-The test stops and restarts a Postgres of its own (never the session's shared one) with the
-`pg_ctl` that ships inside the `pgserver` package, exactly as pgserver itself starts it.
+The test stops and restarts a Postgres of its own (never the session's shared one), as the
+chaos run does: with the `pg_ctl` that ships inside the `pgserver` package, exactly as pgserver
+itself starts it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import grpc
-import pgserver
 import pytest
 from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
-from pgserver.postgres_server import get_server
 
+from bench.chaos.processes import RestartablePostgres, restartable_postgres
 from tests.rich_errors import RichError, rich_error
 from ticketing_service.adapters.db import migrations
 from ticketing_service.adapters.db.pool import Database, PoolSettings
@@ -38,7 +35,6 @@ if TYPE_CHECKING:
         TicketingServiceAsyncStub as Stub,
     )
 
-PG_CTL = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
 # The pool's connect timeout is 2 s; an outage must be reported well within the call deadline.
 CALL_SECONDS = 10.0
 OUTAGE_ANSWER_SECONDS = 4.0
@@ -47,68 +43,16 @@ RECOVERY_ATTEMPTS = 3
 UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
 
 
-@dataclass(frozen=True)
-class DisposablePostgres:
-    """A Postgres cluster this test owns, stopped and started with pgserver's own pg_ctl."""
-
-    pgdata: Path
-    socket_dir: Path
-    os_user: str | None  # pgserver runs Postgres as an unprivileged user when we are root
-    url: str
-
-    def stop(self) -> None:
-        self._pg_ctl("-w", "-m", "fast", "stop")
-
-    def start(self) -> None:
-        # The options pgserver starts it with: no TCP, the same socket directory, so the same URL.
-        self._pg_ctl(
-            "-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.pgdata / "log"),
-            "start",
-        )  # fmt: skip
-
-    def is_running(self) -> bool:
-        return self._pg_ctl("status", check=False) == 0
-
-    def _pg_ctl(self, *args: str, check: bool = True) -> int:
-        # Output goes to a file, not a pipe: the postmaster inherits it and would hold a pipe open.
-        with tempfile.TemporaryFile() as output:
-            done = subprocess.run(  # noqa: S603 - a fixed binary with our own arguments
-                [str(PG_CTL), "-D", str(self.pgdata), *args],
-                stdout=output,
-                stderr=output,
-                user=self.os_user,
-                timeout=60,
-                check=False,
-            )
-            output.seek(0)
-            if check and done.returncode != 0:
-                raise RuntimeError(f"pg_ctl {args[-1]} failed: {output.read().decode()}")
-        return done.returncode
-
-
 @pytest.fixture
-def disposable_postgres(tmp_path: Path) -> Iterator[DisposablePostgres]:
-    """A fresh, migrated Postgres for this test only; deleted afterwards."""
-    server = get_server(tmp_path / "pgdata", cleanup_mode="delete")
-    info = server.get_postmaster_info()
-    postgres = DisposablePostgres(
-        pgdata=Path(server.pgdata),
-        socket_dir=Path(info.socket_dir),
-        os_user=server.system_user,
-        url=str(server.get_uri()),
-    )
-    try:
+def disposable_postgres(tmp_path: Path) -> Iterator[RestartablePostgres]:
+    """A fresh, migrated Postgres for this test only (the chaos run's); deleted afterwards."""
+    with restartable_postgres(tmp_path) as postgres:
         migrations.upgrade_to_head(postgres.url)
         yield postgres
-    finally:
-        # pgserver only stops the process it started itself; stop any restarted one first.
-        if postgres.is_running():
-            postgres.stop()
-        server.cleanup()
 
 
 @pytest.fixture
-async def outage_stub(disposable_postgres: DisposablePostgres) -> AsyncIterator[Stub]:
+async def outage_stub(disposable_postgres: RestartablePostgres) -> AsyncIterator[Stub]:
     """The real server on the disposable Postgres, with a short connect timeout."""
     database = Database(disposable_postgres.url, PoolSettings(connect_timeout_seconds=2))
     # Never called: these tests only touch settings.
@@ -141,7 +85,7 @@ async def timed_failure(call: Awaitable[object]) -> tuple[RichError, float]:
 
 
 async def test_a_database_outage_answers_unavailable_and_the_running_server_recovers(
-    outage_stub: Stub, disposable_postgres: DisposablePostgres
+    outage_stub: Stub, disposable_postgres: RestartablePostgres
 ) -> None:
     await outage_stub.UpdateTicketingSettings(settings_update(), timeout=CALL_SECONDS)
 
