@@ -35,15 +35,17 @@ def provision_test_database(scratch_dir: Path) -> str:
     return url
 
 
-def database_on(server_url: str, name: str) -> str:
-    """An empty database `name` on the server of `server_url` (dropped first if it exists).
+def database_on(server_url: str, name: str, template: str | None = None) -> str:
+    """An empty database `name` on the server of `server_url` (dropped first if it exists),
+    or a copy of the database `template`, to which nothing may be connected.
 
     Under pytest-xdist the name gets the worker's id: workers sharing one `TEST_DATABASE_URL`
     server never touch each other's databases.
     """
     if worker := os.environ.get("PYTEST_XDIST_WORKER"):
         name = f"{name}_{worker}"
-    statements = (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    create = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+    statements = (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', create)
     blocking(run(server_url, *statements))  # `name` is a constant of the tests
     return urlsplit(server_url)._replace(path=f"/{name}").geturl()
 
