@@ -1,5 +1,6 @@
 """`scripts/chaos`: a ticket rush through killed replicas, a Postgres restart, a payment
-service that hangs and errs, and hostile sockets; then the database's invariants.
+service that hangs and errs, and hostile sockets; then the database's invariants, and what a
+consumer following the feed through it all received.
 
     scripts/chaos [--seconds 60] [--buyers-per-second 8] [--events 4] [--seats 20]
 
@@ -25,6 +26,7 @@ from bench.callbacks import CALLBACK_PATH
 from bench.chaos import invariants
 from bench.chaos.clients import Tally, replica_stubs
 from bench.chaos.faults import FaultLog, Faults, hostile_sockets
+from bench.chaos.follower import FeedFollower
 from bench.chaos.processes import Replica, RestartablePostgres, free_port, restartable_postgres
 from bench.chaos.report import Judged, RushOutcome, report
 from bench.chaos.rush import Rush, RushPlan
@@ -85,9 +87,11 @@ async def chaos(args: argparse.Namespace, postgres: RestartablePostgres, logs: P
                 await asyncio.to_thread(replicas[1].start, migrate=False)
                 print(f"chaos: seed {seed}; replicas on {ports}, shim on {shim.port}", flush=True)
                 stack = Stack(postgres, state_of(app), replicas, shim.port, callback_url)
-                run = await rush_under_faults(stack, args, rng)
-                rushed = time.monotonic()
-                judged = await judge(stack, run.events, args.settle_seconds)
+                follower = FeedFollower(ports, rng)
+                async with follower.following():
+                    run = await rush_under_faults(stack, args, rng)
+                    rushed = time.monotonic()
+                    judged = await judge(stack, run.events, args.settle_seconds, follower)
             finally:
                 await asyncio.gather(*(asyncio.to_thread(r.stop) for r in replicas))
     times = (rushed - began, time.monotonic() - rushed, time.monotonic() - began)
@@ -123,14 +127,18 @@ async def rush_under_faults(
     return RushOutcome(buyers, rush.events, tally, log)
 
 
-async def judge(stack: Stack, events: list[str], settle_seconds: float) -> Judged:
-    """Let the background work settle (bounded), then read the invariants."""
+async def judge(
+    stack: Stack, events: list[str], settle_seconds: float, follower: FeedFollower
+) -> Judged:
+    """Let the background work settle (bounded), then read the invariants, and judge what the
+    feed's follower got."""
     url = stack.postgres.url
     paid = [
         c.text("reservationId") for c in stack.payments.checkouts.values() if c.status == "paid"
     ]
     waiting = await settle(url, events, paid, settle_seconds)
     verdicts = await invariants.check(url, events, paid, SWEEP_SECONDS)
+    verdicts.append(await follower.verdict(await invariants.last_numbered(url)))
     statuses = await invariants.reservation_statuses(url, events)
     return Judged(waiting, verdicts, statuses)
 

@@ -114,6 +114,15 @@ async def settled(
         await connection.close()
 
 
+async def last_numbered(url: str) -> int:
+    """The feed's last number (0 before the first)."""
+    connection = await asyncpg.connect(url)
+    try:
+        return (await _feed(connection))[3]
+    finally:
+        await connection.close()
+
+
 async def reservation_statuses(url: str, events: Sequence[str]) -> dict[str, int]:
     """How many of the run's reservations ended in each status."""
     connection = await asyncpg.connect(url)
