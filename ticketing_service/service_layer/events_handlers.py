@@ -48,7 +48,7 @@ async def list_registration_events(
         # seen by this consumer) would be skipped without a word.
         raise SequenceAheadOfFeed(
             "This sequence was never numbered by this feed: the cursor comes from another one"
-            " (another environment, or a database since restored); rebuild or reset it.",
+            " (another environment, or a database since restored); rebuild the consumer's state.",
             lastSequence=str(last_given),
         )
     # Numbers have no gaps, so a consumer behind the oldest kept event has provably missed some.

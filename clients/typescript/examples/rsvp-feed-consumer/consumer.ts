@@ -35,7 +35,8 @@ export interface FollowOptions {
  * The stored cursor is past the last event the feed numbered, so it belongs to another feed:
  * another environment, or this one before the service's database was restored from a backup.
  * Waiting would skip every event up to the cursor once the feed got there, so followFeed stops
- * with this instead; someone must rebuild the table or reset its cursor.
+ * with this instead; someone must rebuild the table (the numbers up to the cursor may now name
+ * other events, so resetting the cursor alone is not enough after a restore).
  */
 export class CursorAheadOfFeed extends Error {
   constructor(
@@ -45,7 +46,7 @@ export class CursorAheadOfFeed extends Error {
     super(
       `the stored cursor (sequence ${cursor}) is past the feed's last sequence (${lastSequence}):` +
         " it belongs to another feed, or the service's database was restored;" +
-        " rebuild the table or reset its cursor",
+        " rebuild the table",
     );
     this.name = "CursorAheadOfFeed";
   }

@@ -86,8 +86,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """OUT_OF_RANGE: the requested sequence is past the last one this feed numbered
     (`lastSequence` in the metadata), so the consumer's cursor comes from another feed: another
     environment, or this one before its database was restored from a backup. Resuming once the
-    feed catches up would skip every event up to the cursor: rebuild the consumer's state from
-    GetReservation, or reset its cursor, instead.
+    feed catches up would skip every event up to the cursor, and the numbers up to it may now
+    name other events: rebuild the consumer's state from GetReservation instead.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -161,7 +161,7 @@ ERROR_REASON_SEQUENCE_AHEAD_OF_FEED: ErrorReason.ValueType  # 26
 """OUT_OF_RANGE: the requested sequence is past the last one this feed numbered
 (`lastSequence` in the metadata), so the consumer's cursor comes from another feed: another
 environment, or this one before its database was restored from a backup. Resuming once the
-feed catches up would skip every event up to the cursor: rebuild the consumer's state from
-GetReservation, or reset its cursor, instead.
+feed catches up would skip every event up to the cursor, and the numbers up to it may now
+name other events: rebuild the consumer's state from GetReservation instead.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

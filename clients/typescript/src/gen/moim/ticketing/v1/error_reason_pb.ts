@@ -210,8 +210,8 @@ export enum ErrorReason {
    * OUT_OF_RANGE: the requested sequence is past the last one this feed numbered
    * (`lastSequence` in the metadata), so the consumer's cursor comes from another feed: another
    * environment, or this one before its database was restored from a backup. Resuming once the
-   * feed catches up would skip every event up to the cursor: rebuild the consumer's state from
-   * GetReservation, or reset its cursor, instead.
+   * feed catches up would skip every event up to the cursor, and the numbers up to it may now
+   * name other events: rebuild the consumer's state from GetReservation instead.
    *
    * @generated from enum value: ERROR_REASON_SEQUENCE_AHEAD_OF_FEED = 26;
    */
