@@ -10,10 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import grpc
 import httpx
@@ -35,6 +35,7 @@ from tests.rich_errors import rich_error
 from tests.stalled_calls import first_ended, never_sent
 from tests.tcp_proxy import SilentProxy, from_another_host
 
+CallT = TypeVar("CallT")
 SERVING_LINE = re.compile(r"serving moim\.ticketing\.v1\.TicketingService on [\d.]+:(\d+)")
 
 
@@ -304,6 +305,11 @@ class Crowd(NamedTuple):
     crowd_port: int  # the proxy's, whose connections come from 127.0.0.2
     channels: list[grpc.aio.Channel]
 
+    def fill_each_connection(self, open_call: Callable[[grpc.aio.Channel], CallT]) -> list[CallT]:
+        """Twice CROWD_LIMIT calls on each connection, as many as it carries: four connections'
+        worth is the host's bound, so the fifth connection's calls are past it."""
+        return [open_call(channel) for channel in self.channels for _ in range(2 * CROWD_LIMIT)]
+
 
 @asynccontextmanager
 async def crowding_host(pgdata: Path) -> AsyncIterator[Crowd]:
@@ -323,13 +329,21 @@ async def crowding_host(pgdata: Path) -> AsyncIterator[Crowd]:
                     await channel.close()
 
 
-async def only_the_fifth_connection_refused(codes: list[asyncio.Task[grpc.StatusCode]]) -> None:
+async def only_the_fifth_connection_refused(calls: Sequence[grpc.aio.Call]) -> None:
     """Four connections' worth of the crowd's calls stay open; the rest, and no more, are
     refused RESOURCE_EXHAUSTED at once."""
+    codes = [asyncio.ensure_future(call.code()) for call in calls]
     refused = await first_ended(codes, 2 * CROWD_LIMIT)
     exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
     assert [code.result() for code in refused] == [exhausted] * (2 * CROWD_LIMIT)
     assert sum(code.done() for code in codes) == 2 * CROWD_LIMIT
+
+
+def stalled_settings_call(channel: grpc.aio.Channel) -> grpc.aio.StreamUnaryCall[bytes, bytes]:
+    """A GetTicketingSettings call that never sends its request."""
+    send: grpc.aio.StreamUnaryMultiCallable[bytes, bytes]
+    send = channel.stream_unary(GET_SETTINGS, request_serializer=bytes)
+    return send(never_sent())
 
 
 async def test_calls_holding_back_their_request_are_bounded_per_client_host(
@@ -337,18 +351,9 @@ async def test_calls_holding_back_their_request_are_bounded_per_client_host(
 ) -> None:
     request = pb.GetTicketingSettingsRequest(event_id="nothing-saved")
     async with crowding_host(shared_pgdata) as crowd:
-        open_calls: list[grpc.aio.StreamUnaryMultiCallable[bytes, bytes]] = [
-            c.stream_unary(GET_SETTINGS, request_serializer=bytes) for c in crowd.channels
-        ]
-        calls = [
-            open_stalled(never_sent())
-            for open_stalled in open_calls
-            for _ in range(2 * CROWD_LIMIT)
-        ]
+        calls = crowd.fill_each_connection(stalled_settings_call)
         # Before, every call waited for as long as its client liked, each holding memory.
-        await only_the_fifth_connection_refused(
-            [asyncio.ensure_future(call.code()) for call in calls]
-        )
+        await only_the_fifth_connection_refused(calls)
         for details in [await call.details() for call in calls if call.done()]:
             assert "waiting to send their request" in details
         # Another host is served all along.
@@ -379,20 +384,22 @@ async def test_calls_holding_back_their_request_are_bounded_per_client_host(
     assert logged.count("GetTicketingSettings RESOURCE_EXHAUSTED") >= 2 * CROWD_LIMIT  # each logged
 
 
+def health_watch(channel: grpc.aio.Channel) -> grpc.aio.Call:
+    """A health Watch, which stays open."""
+    watch: grpc.aio.Call = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest()
+    )
+    return watch
+
+
 async def test_health_watches_take_no_place_of_the_service_and_are_bounded_per_host(
     shared_pgdata: Path,
 ) -> None:
     async with crowding_host(shared_pgdata) as crowd:
-        watches = [
-            health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
-            for channel in crowd.channels
-            for _ in range(2 * CROWD_LIMIT)
-        ]
+        watches = crowd.fill_each_connection(health_watch)
         # Open to anyone, without a token. Before, the first four took every place of the
         # service's calls.
-        await only_the_fifth_connection_refused(
-            [asyncio.ensure_future(watch.code()) for watch in watches]
-        )
+        await only_the_fifth_connection_refused(watches)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{crowd.port}") as direct:
             settings = pb_grpc.TicketingServiceStub(direct)
             request = pb.GetTicketingSettingsRequest(event_id="nothing-saved")
@@ -415,22 +422,20 @@ def test_a_metrics_port_on_every_interface_answers_over_ipv4_and_ipv6(shared_pgd
 REFLECTION_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 
+def silent_reflection_stream(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall[bytes, bytes]:
+    """A reflection stream that never sends a request."""
+    open_stream: grpc.aio.StreamStreamMultiCallable[bytes, bytes]
+    open_stream = channel.stream_stream(REFLECTION_INFO, request_serializer=bytes)
+    return open_stream(never_sent())
+
+
 async def test_reflection_streams_left_open_are_bounded_per_client_host(
     shared_pgdata: Path,
 ) -> None:
     async with crowding_host(shared_pgdata) as crowd:
-        open_streams: list[grpc.aio.StreamStreamMultiCallable[bytes, bytes]] = [
-            c.stream_stream(REFLECTION_INFO, request_serializer=bytes) for c in crowd.channels
-        ]
-        streams = [
-            open_stream(never_sent())
-            for open_stream in open_streams
-            for _ in range(2 * CROWD_LIMIT)
-        ]
+        streams = crowd.fill_each_connection(silent_reflection_stream)
         # Open to anyone, each sending nothing. Before, all stayed open, each holding ~20 KB.
-        await only_the_fifth_connection_refused(
-            [asyncio.ensure_future(stream.code()) for stream in streams]
-        )
+        await only_the_fifth_connection_refused(streams)
         # Another host still lists the services.
         async with grpc.aio.insecure_channel(f"127.0.0.1:{crowd.port}") as direct:
             listing = reflection_pb2.ServerReflectionRequest(list_services="")

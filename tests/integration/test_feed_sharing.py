@@ -221,7 +221,7 @@ class _AtOnce:
     def generation(self) -> int:
         return 0
 
-    async def wait_beyond(self, generation: int, timeout: float) -> None:  # noqa: ASYNC109
+    async def wait_beyond(self, generation: int, timeout: float) -> None:  # noqa: ASYNC109  # the port's signature
         await asyncio.sleep(0)
 
 
