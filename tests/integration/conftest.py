@@ -101,6 +101,17 @@ async def listening_service(config: Config) -> AsyncIterator[Service]:
         yield service
 
 
+@asynccontextmanager
+async def serving(config: Config) -> AsyncIterator[tuple[TicketingServiceAsyncStub, Service]]:
+    """The service as `serve` runs it, answering on a free port, and a client of it."""
+    async with (
+        listening_service(config) as service,
+        served(service, config, "127.0.0.1:0") as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        yield pb_grpc.TicketingServiceStub(channel), service
+
+
 @pytest.fixture
 async def service(config: Config) -> AsyncIterator[Service]:
     """The service with its background tasks running, on the test database."""

@@ -10,13 +10,11 @@ from urllib.parse import urlsplit
 import grpc
 import pytest
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
-from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from tests.integration.conftest import PaymentService, listening_service, service_config
+from tests.integration.conftest import PaymentService, service_config, serving
 from tests.integration.flows import configure_event, hold
 from tests.rich_errors import rich_error
 from tests.tcp_proxy import SilentProxy, unix_socket, unix_socket_of
-from ticketing_service.entrypoints.serving import served
 
 # Short bounds, so the test sees a drop noticed in seconds: the client gives a statement
 # this long plus a second.
@@ -41,12 +39,7 @@ async def test_a_silent_drop_answers_unavailable_within_the_bound_and_the_pool_r
         TICKETING_DB_STATEMENT_TIMEOUT_MS=STATEMENT_TIMEOUT_MS,
         TICKETING_DB_LOCK_TIMEOUT_MS="500",
     )
-    async with (
-        listening_service(config) as service,
-        served(service, config, "127.0.0.1:0") as running,
-        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
-    ):
-        stub = pb_grpc.TicketingServiceStub(channel)
+    async with serving(config) as (stub, _):
         await configure_event(stub)
         held = await hold(stub, "payer")
         read = pb.GetReservationRequest(reservation_id=held.reservation_id)

@@ -14,9 +14,8 @@ import grpc
 import pytest
 from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
-from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from tests.integration.conftest import PaymentService, listening_service, service_config
+from tests.integration.conftest import PaymentService, service_config, serving
 from tests.integration.flows import (
     configure_event,
     end_hold,
@@ -31,7 +30,6 @@ from ticketing_service.config import Config
 from ticketing_service.domain.reconciliation import CheckoutAnswer, Step
 from ticketing_service.entrypoints import maintenance
 from ticketing_service.entrypoints.dev.payment_state import Fault
-from ticketing_service.entrypoints.serving import served
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.reconciliation import reconcile_due
 
@@ -209,12 +207,8 @@ async def asking_service(
         TICKETING_RECONCILE_AFTER_SECONDS="1",
         TICKETING_SWEEP_INTERVAL_SECONDS="0.2",
     )
-    async with (
-        listening_service(config) as service,
-        served(service, config, "127.0.0.1:0") as running,
-        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
-    ):
-        yield pb_grpc.TicketingServiceStub(channel)
+    async with serving(config) as (stub, _):
+        yield stub
 
 
 async def status_becomes(stub: Stub, reservation_id: str, status: int) -> float:

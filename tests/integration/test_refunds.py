@@ -16,14 +16,12 @@ import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
 from moim.ticketing.v1 import refund_pb2, registration_event_pb2, reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
-from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.callbacks import HMAC_SECRET, hmac_signed, post
-from tests.integration.conftest import PaymentService, listening_service, service_config
+from tests.integration.conftest import PaymentService, service_config, serving
 from tests.integration.flows import EVENT, end_hold, hold, paid_tier, payment_for, sql
 from tests.rich_errors import rich_error
 from ticketing_service.bootstrap import Service, cancel_events, wired
-from ticketing_service.entrypoints.serving import served
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
 from ticketing_service.service_layer.refund_worker import send_due_refunds
 
@@ -96,12 +94,8 @@ async def refunding_service(
     config = service_config(
         database_url, payment_url, TICKETING_SWEEP_INTERVAL_SECONDS="0.2", **settings
     )
-    async with (
-        listening_service(config) as service,
-        served(service, config, "127.0.0.1:0") as running,
-        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
-    ):
-        yield pb_grpc.TicketingServiceStub(channel), service
+    async with serving(config) as running:
+        yield running
 
 
 async def refunded(stub: Stub, reservation_id: str, amount: int) -> reservation_pb2.Reservation:
@@ -385,12 +379,7 @@ async def test_a_refund_survives_a_payment_service_outage_and_is_made_exactly_on
     database_url: str, payment_service: PaymentService
 ) -> None:
     config = service_config(database_url, payment_service.url)
-    async with (
-        listening_service(config) as service,
-        served(service, config, "127.0.0.1:0") as running,
-        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
-    ):
-        stub = pb_grpc.TicketingServiceStub(channel)
+    async with serving(config) as (stub, service):
         await configure(stub)
         seat = await paid_seat(stub, payment_service, "payer")
         payment_service.state.faults["create_refund"] = "error_503"
@@ -438,12 +427,7 @@ async def test_after_the_last_attempt_an_unsent_refund_is_failed_for_an_operator
         payment_service.url,
         TICKETING_REFUND_MAX_ATTEMPTS="2",
     )
-    async with (
-        listening_service(config) as service,
-        served(service, config, "127.0.0.1:0") as running,
-        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
-    ):
-        stub = pb_grpc.TicketingServiceStub(channel)
+    async with serving(config) as (stub, service):
         await configure(stub)
         seat = await paid_seat(stub, payment_service, "payer")
         payment_service.state.faults["create_refund"] = "error_500"

@@ -7,8 +7,6 @@ The backup is a copy of the test database made while no service runs on it (`CRE
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -17,38 +15,23 @@ import grpc
 import pytest
 from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
-from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.end_to_end.serving import run_command
 from tests.integration.conftest import (
     PAYMENT_TOKEN,
     PaymentService,
-    listening_service,
     service_config,
+    serving,
 )
 from tests.integration.flows import configure_event, hold, paid_tier, payment_for
 from tests.postgres import database_on
 from tests.rich_errors import rich_error
-from ticketing_service.entrypoints.serving import served
-from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.events_handlers import sequence_events
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
 
 CONFIRMED = reservation_pb2.RESERVATION_STATUS_CONFIRMED
-
-
-@asynccontextmanager
-async def serving(database_url: str, payment_url: str) -> AsyncIterator[tuple[Stub, Dependencies]]:
-    """The service on `database_url`, and what its handlers are given."""
-    config = service_config(database_url, payment_url)
-    async with (
-        listening_service(config) as service,
-        served(service, config, "127.0.0.1:0") as server,
-        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
-    ):
-        yield pb_grpc.TicketingServiceStub(channel), service.deps
 
 
 def backup_of(database_url: str) -> str:
@@ -70,16 +53,16 @@ async def pay(
 async def test_after_a_restore_reconcile_settles_the_payments_made_since_and_the_feed_says_so(
     database_url: str, payment_service: PaymentService, tmp_path: Path
 ) -> None:
-    async with serving(database_url, payment_service.url) as (stub, deps):
+    async with serving(service_config(database_url, payment_service.url)) as (stub, service):
         await configure_event(stub, paid_tier("vip", capacity=5))
         paid_after = await hold(stub, "paid-after-the-backup")
-        await sequence_events(deps)
+        await sequence_events(service.deps)
     backup_url = backup_of(database_url)
-    async with serving(database_url, payment_service.url) as (stub, deps):
+    async with serving(service_config(database_url, payment_service.url)) as (stub, service):
         await pay(stub, payment_service, paid_after)
         made_after = await hold(stub, "made-after-the-backup")
         await pay(stub, payment_service, made_after)
-        await sequence_events(deps)
+        await sequence_events(service.deps)
         # Where a consumer that followed the feed stands (1 event then, 4 now).
         feed = pb.ListRegistrationEventsRequest(after_sequence=0, page_size=1000)
         consumer_cursor = (await stub.ListRegistrationEvents(feed)).next_sequence
@@ -101,7 +84,7 @@ async def test_after_a_restore_reconcile_settles_the_payments_made_since_and_the
     assert reconciled.returncode == 0, reconciled.stderr
     assert "asked about 1 reservations (1 paid); 1 settled" in reconciled.stdout
 
-    async with serving(backup_url, payment_service.url) as (stub, deps):
+    async with serving(service_config(backup_url, payment_service.url)) as (stub, service):
         # Paid after the backup for a hold the backup has: settled again, with its seat.
         found = await stub.GetReservation(
             pb.GetReservationRequest(reservation_id=paid_after.reservation_id)
@@ -113,7 +96,7 @@ async def test_after_a_restore_reconcile_settles_the_payments_made_since_and_the
             await stub.ConfirmPayment(payment_for(made_after))
         assert rich_error(unknown.value).reason == "RESERVATION_NOT_FOUND"
         # A consumer that followed the feed before the restore is told, not left to skip.
-        await sequence_events(deps)  # the backup's event 1, and reconcile's confirmation
+        await sequence_events(service.deps)  # the backup's event 1, and reconcile's confirmation
         with pytest.raises(grpc.aio.AioRpcError) as ahead:
             await stub.ListRegistrationEvents(
                 pb.ListRegistrationEventsRequest(after_sequence=consumer_cursor)
