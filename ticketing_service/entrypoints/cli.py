@@ -255,8 +255,10 @@ def _positive_days(raw: str) -> float:
         days = float(raw)
     except ValueError:
         days = -1
-    if not 0 < days < 100_000:
-        raise argparse.ArgumentTypeError(f"must be a positive number of days, got {raw!r}")
+    if not 0 < days <= 99_999:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of days above 0 and up to 99999, got {raw!r}"
+        )
     return days
 
 
