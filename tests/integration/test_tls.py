@@ -93,10 +93,23 @@ def write_pem(directory: Path, name: str, data: bytes) -> Path:
     return path
 
 
+@pytest.fixture
+def ca_file(tmp_path: Path, ca: CertificateAuthority) -> Path:
+    """The bundle a client trusts the server's CA from."""
+    return write_pem(tmp_path, "ca.crt", ca.pem)
+
+
+@pytest.fixture
+def mutual_tls(
+    tmp_path: Path, client_ca: CertificateAuthority, server_files: tuple[Path, Path]
+) -> grpc.ServerCredentials:
+    """The server's credentials, asking each client for a certificate of `client_ca`."""
+    return server_credentials(*server_files, write_pem(tmp_path, "client-ca.crt", client_ca.pem))
+
+
 async def test_a_client_that_trusts_the_ca_is_served_over_tls(
-    tmp_path: Path, ca: CertificateAuthority, server_files: tuple[Path, Path]
+    ca_file: Path, server_files: tuple[Path, Path]
 ) -> None:
-    ca_file = write_pem(tmp_path, "ca.crt", ca.pem)
     async with serving(server_credentials(*server_files)) as target:
         assert await call(target, channel_credentials(ca_file)) == grpc.StatusCode.OK
 
@@ -110,65 +123,51 @@ async def test_a_client_that_trusts_another_ca_cannot_connect(
 
 
 async def test_under_mutual_tls_a_client_without_a_certificate_is_refused(
-    tmp_path: Path,
-    ca: CertificateAuthority,
-    client_ca: CertificateAuthority,
-    server_files: tuple[Path, Path],
+    ca_file: Path, mutual_tls: grpc.ServerCredentials
 ) -> None:
-    ca_file = write_pem(tmp_path, "ca.crt", ca.pem)
-    client_ca_file = write_pem(tmp_path, "client-ca.crt", client_ca.pem)
-    async with serving(server_credentials(*server_files, client_ca_file)) as target:
+    async with serving(mutual_tls) as target:
         assert await call(target, channel_credentials(ca_file)) == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_under_mutual_tls_a_client_certificate_of_the_client_ca_is_served(
     tmp_path: Path,
-    ca: CertificateAuthority,
     client_ca: CertificateAuthority,
-    server_files: tuple[Path, Path],
+    ca_file: Path,
+    mutual_tls: grpc.ServerCredentials,
 ) -> None:
-    ca_file = write_pem(tmp_path, "ca.crt", ca.pem)
-    client_ca_file = write_pem(tmp_path, "client-ca.crt", client_ca.pem)
-    shim_cert, shim_key = client_ca.issue("webhook-shim", server=False).write(tmp_path, "shim")
-    credentials = channel_credentials(ca_file, shim_cert, shim_key)
-    async with serving(server_credentials(*server_files, client_ca_file)) as target:
+    shim = client_ca.issue("webhook-shim", server=False).write(tmp_path, "shim")
+    credentials = channel_credentials(ca_file, *shim)
+    async with serving(mutual_tls) as target:
         assert await call(target, credentials) == grpc.StatusCode.OK
 
 
 async def test_under_mutual_tls_a_client_certificate_of_another_ca_is_refused(
-    tmp_path: Path,
-    ca: CertificateAuthority,
-    client_ca: CertificateAuthority,
-    server_files: tuple[Path, Path],
+    tmp_path: Path, ca_file: Path, mutual_tls: grpc.ServerCredentials
 ) -> None:
-    ca_file = write_pem(tmp_path, "ca.crt", ca.pem)
-    client_ca_file = write_pem(tmp_path, "client-ca.crt", client_ca.pem)
     stranger = CertificateAuthority("stranger").issue("intruder", server=False)
     credentials = channel_credentials(ca_file, *stranger.write(tmp_path, "intruder"))
-    async with serving(server_credentials(*server_files, client_ca_file)) as target:
+    async with serving(mutual_tls) as target:
         assert await call(target, credentials) == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_under_mutual_tls_the_bearer_token_is_still_required(
     tmp_path: Path,
-    ca: CertificateAuthority,
     client_ca: CertificateAuthority,
-    server_files: tuple[Path, Path],
+    ca_file: Path,
+    mutual_tls: grpc.ServerCredentials,
 ) -> None:
-    ca_file = write_pem(tmp_path, "ca.crt", ca.pem)
-    client_ca_file = write_pem(tmp_path, "client-ca.crt", client_ca.pem)
     shim = client_ca.issue("webhook-shim", server=False).write(tmp_path, "shim")
     credentials = channel_credentials(ca_file, *shim)
-    async with serving(server_credentials(*server_files, client_ca_file), TOKEN) as target:
+    async with serving(mutual_tls, TOKEN) as target:
         assert await call(target, credentials) == grpc.StatusCode.UNAUTHENTICATED
         assert await call(target, credentials, "wrong") == grpc.StatusCode.UNAUTHENTICATED
         assert await call(target, credentials, TOKEN) == grpc.StatusCode.OK
 
 
 async def test_the_token_refusal_carries_the_unauthenticated_reason_over_tls(
-    tmp_path: Path, ca: CertificateAuthority, server_files: tuple[Path, Path]
+    ca_file: Path, server_files: tuple[Path, Path]
 ) -> None:
-    credentials = channel_credentials(write_pem(tmp_path, "ca.crt", ca.pem))
+    credentials = channel_credentials(ca_file)
     async with (
         serving(server_credentials(*server_files), TOKEN) as target,
         grpc.aio.secure_channel(target, credentials) as channel,
@@ -210,9 +209,9 @@ async def test_a_replaced_certificate_is_served_to_new_connections_without_a_res
 
 
 async def test_a_half_replaced_pair_keeps_the_loaded_certificate_until_the_pair_is_whole(
-    tmp_path: Path, ca: CertificateAuthority, server_files: tuple[Path, Path]
+    tmp_path: Path, ca_file: Path, server_files: tuple[Path, Path]
 ) -> None:
-    trusting = channel_credentials(write_pem(tmp_path, "ca.crt", ca.pem))
+    trusting = channel_credentials(ca_file)
     new_authority = CertificateAuthority("next-ca")
     trusting_new = channel_credentials(write_pem(tmp_path, "new-ca.crt", new_authority.pem))
     rotated = new_authority.issue("ticketing-server", server=True)
@@ -279,16 +278,14 @@ async def test_during_a_ca_rotation_a_bundle_of_both_cas_trusts_either_side(
 
 async def test_the_python_client_wrapper_speaks_mutual_tls_with_its_token(
     tmp_path: Path,
-    ca: CertificateAuthority,
     client_ca: CertificateAuthority,
-    server_files: tuple[Path, Path],
+    ca_file: Path,
+    mutual_tls: grpc.ServerCredentials,
 ) -> None:
-    ca_file = write_pem(tmp_path, "ca.crt", ca.pem)
-    client_ca_file = write_pem(tmp_path, "client-ca.crt", client_ca.pem)
     shim = client_ca.issue("python-client", server=False).write(tmp_path, "client")
     credentials = channel_credentials(ca_file, *shim)
     async with (
-        serving(server_credentials(*server_files, client_ca_file), TOKEN) as target,
+        serving(mutual_tls, TOKEN) as target,
         TicketingClient(grpc.aio.secure_channel(target, credentials), token=TOKEN) as client,
     ):
         assert await client.get_ticketing_settings(REQUEST) == pb.GetTicketingSettingsResponse()
