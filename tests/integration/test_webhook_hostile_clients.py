@@ -270,6 +270,30 @@ async def test_a_chunked_body_over_64_kib_without_content_length_answers_413(
     assert (response.status_code, response.json()["error"]) == (413, "body_too_large")
 
 
+async def test_a_request_framed_both_ways_is_refused_and_nothing_after_it_is_read(
+    strict_shim: httpx.AsyncClient,
+) -> None:
+    """Content-Length and Transfer-Encoding together (RFC 9112 §6.3): a proxy in front reading
+    the other header would see a different request after it, so the shim answers 400 and closes."""
+    # A proxy framing by Content-Length sees one request; one framing by chunks, two.
+    body = b"0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: shim\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(strict_shim))
+    try:
+        writer.write(
+            REQUEST_LINE
+            + f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            + body
+        )
+        async with asyncio.timeout(CUT_WITHIN_SECONDS):
+            answered = await reader.read()  # everything until the server closes
+    finally:
+        writer.close()
+
+    assert answered.count(b"HTTP/1.1 ") == 1  # the smuggled GET got no answer
+    assert answered.startswith(b"HTTP/1.1 400 ")
+    assert b'"error":"ambiguous_body_length"' in answered
+
+
 def test_the_command_cuts_an_idle_connection_after_its_read_timeout() -> None:
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
         [sys.executable, "-c", RUN_WEBHOOK],

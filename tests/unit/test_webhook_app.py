@@ -304,6 +304,17 @@ async def test_a_declared_content_length_over_64_kib_answers_413_before_reading(
     assert (await post(make_app(FakeConfirmer()), body, headers)).status_code == 413
 
 
+async def test_a_request_framed_both_ways_answers_400_closing_and_is_not_forwarded() -> None:
+    confirmer = FakeConfirmer()
+    body = body_of(PAID_EVENT)
+    headers = hmac_headers(body) | {"Transfer-Encoding": "chunked"}
+    response = await post(make_app(confirmer), body, headers)
+    assert "content-length" in response.request.headers  # both went out
+    assert (response.status_code, response.json()["error"]) == (400, "ambiguous_body_length")
+    assert response.headers["connection"] == "close"
+    assert confirmer.calls == []
+
+
 async def test_a_streamed_body_without_length_is_cut_off_past_64_kib() -> None:
     chunks_sent = 0
 

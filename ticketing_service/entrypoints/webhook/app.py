@@ -10,9 +10,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ticketing_service.domain.money import MAX_AMOUNT
 from ticketing_service.domain.times import parse_rfc3339
@@ -254,6 +256,25 @@ class _CallbackEndpoint:
         )
 
 
+class _RefuseAmbiguousLength:
+    """Answer 400 and close the connection for a request with both Transfer-Encoding and
+    Content-Length (RFC 9112 §6.3). A proxy in front that framed it by the other header would
+    read the rest of the connection differently: a request smuggled after it must not be read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = {name for name, _ in scope["headers"]}  # lower case, as uvicorn gives them
+            if {b"transfer-encoding", b"content-length"} <= names:
+                logger.warning("Refused a request with both Transfer-Encoding and Content-Length")
+                refusal = _error(400, "ambiguous_body_length", {"Connection": "close"})
+                await refusal(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
 def _health_endpoint(
     health: Callable[[], Awaitable[bool]],
 ) -> Callable[[Request], Awaitable[Response]]:
@@ -283,5 +304,6 @@ def create_webhook_app(
         routes=[
             Route(CALLBACK_PATH, callbacks.handle, methods=["POST"]),
             Route(HEALTH_PATH, _health_endpoint(health), methods=["GET"]),
-        ]
+        ],
+        middleware=[Middleware(_RefuseAmbiguousLength)],
     )
