@@ -317,6 +317,17 @@ async def test_an_answer_compressed_unasked_is_never_decoded_into_memory(fake: F
     assert fake.state.requests[-1].headers["accept-encoding"] == "identity"
 
 
+async def test_the_compressed_answer_decodes_to_32_mib_of_json(fake: Fake) -> None:
+    """What the client must not decode is a valid gzip answer: decoded, 32 MiB of JSON."""
+    opened = await fake.client.create_checkout(REQUEST)
+    fake.state.faults["get_checkout"] = "compressed"
+    answer = await fake.http.get(
+        f"/v1/ticket-checkouts/{opened.checkout_id}", headers=fake.headers()
+    )  # httpx decodes it
+    assert int(answer.headers["content-length"]) < 64 * 1024
+    assert answer.json() == {"padding": "x" * 32 * 1024 * 1024}
+
+
 async def test_a_fault_on_one_endpoint_leaves_the_others_alone(fake: Fake) -> None:
     fake.state.faults["get_checkout"] = "error_503"
     assert (await fake.client.create_checkout(REQUEST)).status == "requires_payment"
