@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
 
 EVENT = "launch-party"
 PRICE = 30000
+# Far above what a running service's background passes need: only a broken run waits this long.
+GUARD_SECONDS = 30
 
 
 async def configure_event(
@@ -87,3 +91,14 @@ def status_of(database_url: str, reservation_id: str) -> str:
         database_url, "SELECT status FROM reservations WHERE reservation_id = $1", reservation_id
     )
     return str(status)
+
+
+async def status_becomes(stub: Stub, reservation_id: str, status: int) -> float:
+    """Seconds until the reservation has `status` (polled; bounded by the guard)."""
+    began = time.monotonic()
+    request = pb.GetReservationRequest(reservation_id=reservation_id)
+    async with asyncio.timeout(GUARD_SECONDS):
+        while True:  # the server's state: polled, bounded by the guard
+            if (await stub.GetReservation(request)).reservation.status == status:
+                return time.monotonic() - began
+            await asyncio.sleep(0.05)

@@ -4,7 +4,6 @@ a lost callback never loses a paid seat (SPEC §9)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -23,6 +22,7 @@ from tests.integration.flows import (
     paid_tier,
     sql,
     start,
+    status_becomes,
     status_of,
 )
 from tests.rich_errors import rich_error
@@ -36,9 +36,6 @@ from ticketing_service.service_layer.reconciliation import reconcile_due
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
-
-# Far above what the settings below need: only a broken run waits this long.
-GUARD_SECONDS = 30
 
 
 async def reconcile(stub: Stub, reservation_id: str) -> pb.ReconcileReservationResponse:
@@ -209,17 +206,6 @@ async def asking_service(
     )
     async with serving(config) as (stub, _):
         yield stub
-
-
-async def status_becomes(stub: Stub, reservation_id: str, status: int) -> float:
-    """Seconds until the reservation has `status` (polled; bounded by the guard)."""
-    began = time.monotonic()
-    request = pb.GetReservationRequest(reservation_id=reservation_id)
-    async with asyncio.timeout(GUARD_SECONDS):
-        while True:  # the server's state: polled, bounded by the guard
-            if (await stub.GetReservation(request)).reservation.status == status:
-                return time.monotonic() - began
-            await asyncio.sleep(0.05)
 
 
 async def test_a_lost_callback_s_payment_is_confirmed_by_the_running_service_within_seconds(

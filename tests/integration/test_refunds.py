@@ -19,7 +19,15 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
 from tests.integration.callbacks import HMAC_SECRET, hmac_signed, post
 from tests.integration.conftest import PaymentService, service_config, serving
-from tests.integration.flows import EVENT, end_hold, hold, paid_tier, payment_for, sql
+from tests.integration.flows import (
+    EVENT,
+    end_hold,
+    hold,
+    paid_tier,
+    payment_for,
+    sql,
+    status_becomes,
+)
 from tests.rich_errors import rich_error
 from ticketing_service.bootstrap import Service, cancel_events, wired
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
@@ -119,18 +127,6 @@ async def feed_event(stub: Stub, event_type: int) -> registration_event_pb2.Regi
             await asyncio.sleep(0.05)
 
 
-async def expired_by_the_service(stub: Stub, reservation_id: str) -> None:
-    """Wait until the service's own pass has expired a hold past its end (polled; bounded by
-    the guard). While the pass holds its row lock, the hold still counts as taken (a
-    confirmation may have it locked), so holding that seat meanwhile can be refused."""
-    async with asyncio.timeout(GUARD_SECONDS):
-        while True:  # the server's state: polled, bounded by the guard
-            found = await reservation(stub, reservation_id)
-            if found.status == reservation_pb2.RESERVATION_STATUS_EXPIRED:
-                return
-            await asyncio.sleep(0.05)
-
-
 def back_off_over(database_url: str) -> None:
     """Every refund waiting out its back-off is due now."""
     sql(database_url, "UPDATE refunds SET next_attempt_time = now()")
@@ -146,7 +142,9 @@ async def test_a_paid_unfulfilled_reservation_is_refunded_in_full_without_anyone
         await configure(stub)
         late = await hold(stub, "late")
         end_hold(database_url, late.reservation_id)
-        await expired_by_the_service(stub, late.reservation_id)
+        # Until the service's pass has expired it, the pass holds its row lock, and a hold past
+        # its end that another transaction has locked still counts as taken.
+        await status_becomes(stub, late.reservation_id, reservation_pb2.RESERVATION_STATUS_EXPIRED)
         await paid_seat(stub, payment_service, "on-time")
         request = payment_for(late)
         payment_service.state.mark_paid(late.checkout_id, payment_id=request.payment_id)
@@ -171,7 +169,8 @@ async def test_with_auto_refund_off_a_paid_unfulfilled_reservation_owes_nothing_
         await configure(stub)
         late = await hold(stub, "late")
         end_hold(database_url, late.reservation_id)
-        await expired_by_the_service(stub, late.reservation_id)
+        # As in the test above: not before the pass has expired it.
+        await status_becomes(stub, late.reservation_id, reservation_pb2.RESERVATION_STATUS_EXPIRED)
         await paid_seat(stub, payment_service, "on-time")
         await stub.ConfirmPayment(payment_for(late))
         await send_due_refunds(service.deps)

@@ -53,9 +53,9 @@ _ERROR_FAULTS: dict[str, tuple[int, str]] = {
 }
 # What "huge" streams: far more than any answer of the contract, 1 MiB at a time.
 _HUGE_ANSWER_BYTES = 256 * 1024 * 1024
+_HUGE_CHUNK = b"x" * (1024 * 1024)
 # A gzip member's header: deflate, no flags, no time, no extra flags, unknown OS.
 _GZIP_HEADER = bytes([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF])
-_HUGE_CHUNK = b"x" * (1024 * 1024)
 # What "missing_fields" answers: JSON without the fields the contract promises.
 _INCOMPLETE: dict[Endpoint, dict[str, str]] = {
     "create_checkout": {"checkoutId": "chk_missing_url", "status": "requires_payment"},
