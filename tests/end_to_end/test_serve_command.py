@@ -34,6 +34,7 @@ from tests.end_to_end.serving import (
 from tests.rich_errors import rich_error
 from tests.stalled_calls import first_ended, never_sent
 from tests.tcp_proxy import SilentProxy, from_another_host
+from ticketing_service.adapters.db.schema_revision import SCHEMA_REVISION
 
 CallT = TypeVar("CallT")
 SERVING_LINE = re.compile(r"serving moim\.ticketing\.v1\.TicketingService on [\d.]+:(\d+)")
@@ -556,8 +557,34 @@ def test_a_data_dir_that_cannot_hold_the_embedded_postgres_fails_in_one_line_tou
     line = our_line(result)  # and no traceback
     assert says in line
     assert line.endswith("Set TICKETING_DATA_DIR to a new or empty directory, or DATABASE_URL.")
+    if "its output is logged above" in line:  # pgserver's errors pass, its steps do not
+        logged = [json.loads(x) for x in result.stderr.splitlines() if x.startswith("{")]
+        assert {(r["logger"], r["level"]) for r in logged} == {("pgserver", "ERROR")}
+        assert any("could not access the server configuration file" in r["message"] for r in logged)
     assert {p: p.read_bytes() for p in before} == before
     assert not list(tmp_path.rglob("postgresql.conf"))  # no database was initialised anywhere
+
+
+def test_a_first_start_logs_what_the_service_does_not_each_step_of_its_libraries(
+    tmp_path: Path,
+) -> None:
+    # Before: pgserver logged each step of starting the embedded Postgres at INFO, initdb's
+    # whole output included, and Alembic each of its plugins: 60 lines before the service's.
+    data_dir = tmp_path / "pgdata"
+    result = run_command(tmp_path, "migrate", TICKETING_DATA_DIR=str(data_dir))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {r["logger"] for r in records} == {
+        "ticketing_service",
+        "ticketing_service.adapters.embedded_postgres",
+        "alembic.runtime.migration",
+    }
+    messages = [r["message"] for r in records]
+    embedded = f"DATABASE_URL is unset: the embedded Postgres serves, its data in {data_dir}"
+    assert messages[0] == embedded
+    assert any(f" -> {SCHEMA_REVISION}, " in m for m in messages if m.startswith("Running upgrade"))
+    assert messages[-1] == "migrations applied"
+    assert [m for m in messages if "\n" in m] == []  # each one line on a terminal too
 
 
 def test_a_data_dir_whose_path_holds_a_space_fails_in_one_line_saying_so(tmp_path: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import warnings
 from pathlib import Path
 from typing import Protocol, cast
+
+log = logging.getLogger(__name__)
 
 WHAT_TO_DO = "Set TICKETING_DATA_DIR to a new or empty directory, or DATABASE_URL."
 
@@ -47,6 +50,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
             f"The embedded Postgres in {data_dir} did not start: {program} exited with "
             f"{error.returncode} (its output is logged above). " + WHAT_TO_DO
         ) from None
+    log.info("DATABASE_URL is unset: the embedded Postgres serves, its data in %s", data_dir)
     return server.get_uri()
 
 

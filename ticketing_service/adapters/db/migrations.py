@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,10 +18,6 @@ from ticketing_service.adapters.db.unit_of_work import translate_database_error
 from ticketing_service.adapters.db.urls import driver_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-
-# Alembic names each of its plugins at INFO on every run: seven lines that say nothing of the
-# migrations. Its own lines ("Running upgrade ...") and every warning still pass.
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def alembic_config(database_url: str, lock_timeout_ms: int | None = None) -> Config:

@@ -1,5 +1,4 @@
-"""Reconciliation: when the payment service was asked about a reservation's checkout, and when
-to ask again.
+"""Reconciliation: when a reservation's checkout was asked about, and when to ask again.
 
 - `asked_time`: the last time it was asked (a live hold is asked once early on);
 - `hold_extended`: a hold kept one grace longer because its payment was under way;
