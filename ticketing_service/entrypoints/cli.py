@@ -98,8 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketing-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the gRPC server with the expiry sweeper")
-    serve.add_argument("--listen", help="host:port (default: $TICKETING_GRPC_LISTEN)")
+    serve = commands.add_parser(
+        "serve", help="run the gRPC server and its background work (holds, reconciliation, refunds)"
+    )
+    serve.add_argument(
+        "--listen", help="host:port (default: $TICKETING_GRPC_LISTEN or 127.0.0.1:50051)"
+    )
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
     serve.add_argument(
         "--insecure",
@@ -124,7 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         "--sandbox-listen", default=stack.DEFAULT_SANDBOX_LISTEN, help="the sandbox's address"
     )
     webhook = commands.add_parser("webhook", help="run the payment-callback webhook shim")
-    webhook.add_argument("--listen", help="host:port (default: $TICKETING_WEBHOOK_LISTEN)")
+    webhook.add_argument(
+        "--listen", help="host:port (default: $TICKETING_WEBHOOK_LISTEN or 127.0.0.1:8080)"
+    )
     commands.add_parser("migrate", help="apply the database migrations and exit")
     prune = commands.add_parser(
         "prune-events", help="delete registration events older than an age from the feed"
