@@ -587,6 +587,27 @@ def test_a_first_start_logs_what_the_service_does_not_each_step_of_its_libraries
     assert [m for m in messages if "\n" in m] == []  # each one line on a terminal too
 
 
+def test_the_embedded_postgres_is_stopped_again_after_a_process_using_it_was_killed(
+    tmp_path: Path,
+) -> None:
+    # pgserver stops its Postgres when the last process using it exits, and counts those
+    # processes in a file. One killed (SIGKILL, a crash, a reboot) stayed counted, so before
+    # this no later process stopped that Postgres when it exited: it ran on in the background.
+    data_dir = tmp_path / "pgdata"
+    postmaster = data_dir / "postmaster.pid"
+    try:
+        with serve(data_dir) as (_, killed):
+            killed.kill()
+            killed.wait(timeout=START_TIMEOUT_SECONDS)
+        assert postmaster.exists()  # its Postgres runs on
+        later = run_command(tmp_path, "reconcile", TICKETING_DATA_DIR=str(data_dir))
+        assert later.returncode == 0, later.stderr
+        assert not postmaster.exists()  # the last process using it stopped it
+    finally:
+        if postmaster.exists():  # so that a failure leaves no Postgres running
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGTERM)
+
+
 def test_a_data_dir_whose_path_holds_a_space_fails_in_one_line_saying_so(tmp_path: Path) -> None:
     # Before: pgserver started postgres with the path split at the space, and the line said
     # to use "a new or empty directory", which it was.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -10,6 +12,8 @@ from typing import Protocol, cast
 
 log = logging.getLogger(__name__)
 
+# Where pgserver lists the processes using the Postgres of a data directory.
+HANDLES_FILE = ".handle_pids.json"
 WHAT_TO_DO = "Set TICKETING_DATA_DIR to a new or empty directory, or DATABASE_URL."
 
 
@@ -24,18 +28,20 @@ class _Server(Protocol):
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or reuse) a Postgres whose data lives in `data_dir`; return its URL.
 
-    The data directory persists across restarts. The server stops when the process that
-    started it exits. A directory that holds something else is refused, never initialised.
+    The data directory persists across restarts. The server stops when the last process using
+    it exits. A directory that holds something else is refused, never initialised.
     """
     _check_data_dir(data_dir)
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime dir it never uses; on servers without a
         # login session that only produces a misleading warning on every start.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-        from pgserver.postgres_server import get_server
+        from pgserver.postgres_server import PostgresServer, get_server
 
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with PostgresServer._lock:  # the lock pgserver takes to change its list of processes
+            _forget_dead_processes(data_dir / HANDLES_FILE)
         server = cast(_Server, get_server(data_dir, cleanup_mode="stop"))
     except OSError as error:
         reason = f"{error.strerror} ({error.filename})" if error.filename else str(error)
@@ -52,6 +58,33 @@ def start_embedded_postgres(data_dir: Path) -> str:
         ) from None
     log.info("DATABASE_URL is unset: the embedded Postgres serves, its data in %s", data_dir)
     return server.get_uri()
+
+
+def _forget_dead_processes(handles: Path) -> None:
+    """Drop the processes that no longer run from pgserver's list of those using its Postgres.
+
+    pgserver stops the Postgres when the last process on the list exits, each taking itself
+    off on the way out. One killed without that (SIGKILL, a crash, a reboot) stayed on it, and
+    no later process ever stopped that Postgres: it ran on in the background.
+    """
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):  # no list yet, or not one pgserver wrote
+        return
+    if isinstance(pids, list):
+        running = [pid for pid in pids if isinstance(pid, int) and pid > 0 and _runs(pid)]
+        if running != pids:
+            handles.write_text(json.dumps(running))
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 sends nothing: it asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and is another user's
+        pass
+    return True
 
 
 def _check_data_dir(data_dir: Path) -> None:
