@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -606,6 +607,30 @@ def test_the_embedded_postgres_is_stopped_again_after_a_process_using_it_was_kil
     finally:
         if postmaster.exists():  # so that a failure leaves no Postgres running
             os.kill(int(postmaster.read_text().split()[0]), signal.SIGTERM)
+
+
+def test_a_data_dir_deleted_under_a_running_server_fails_in_one_line_then_starts_afresh(
+    tmp_path: Path,
+) -> None:
+    # A fresh start after `rm -rf` while the old server still runs: pgserver kills the old
+    # Postgres, then asserts it is gone, mostly before the kill took effect (6 runs in 7 here).
+    # That was a traceback; it is one line now. When the kill wins, the command starts afresh.
+    data_dir = tmp_path / "pgdata"
+    no_schema = "The database has no schema yet: run `ticketing-service migrate` first."
+    with serve(data_dir):
+        shutil.rmtree(data_dir)
+        first = run_command(tmp_path, "reconcile", TICKETING_DATA_DIR=str(data_dir))
+        again = run_command(tmp_path, "reconcile", TICKETING_DATA_DIR=str(data_dir))
+    if first.returncode == 2:
+        assert our_line(first) == (
+            f"ticketing-service: The embedded Postgres in {data_dir} did not start: a Postgres "
+            "still running for a data directory deleted at this path was being stopped. "
+            "Run the command again."
+        )
+    else:
+        assert our_line(first).endswith(no_schema)
+    assert again.returncode == 1  # a new Postgres serves: it has no schema yet
+    assert our_line(again).endswith(no_schema)
 
 
 def test_a_data_dir_whose_path_holds_a_space_fails_in_one_line_saying_so(tmp_path: Path) -> None:

@@ -56,6 +56,13 @@ def start_embedded_postgres(data_dir: Path) -> str:
             f"The embedded Postgres in {data_dir} did not start: {program} exited with "
             f"{error.returncode} (its output is logged above). " + WHAT_TO_DO
         ) from None
+    except AssertionError:
+        # pgserver checks that the Postgres of a data directory deleted at this path is gone
+        # right after killing it, before the kill has taken effect.
+        raise EmbeddedPostgresError(
+            f"The embedded Postgres in {data_dir} did not start: a Postgres still running "
+            "for a data directory deleted at this path was being stopped. Run the command again."
+        ) from None
     log.info("DATABASE_URL is unset: the embedded Postgres serves, its data in %s", data_dir)
     return server.get_uri()
 
