@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -638,7 +639,11 @@ def test_ctrl_c_while_the_command_loads_ends_it_quietly(tmp_path: Path) -> None:
     # Loading the CLI's modules takes a second or more; Ctrl-C then was a traceback.
     command = [sys.executable, "-m", "ticketing_service", "migrate"]
     env = {**os.environ, "TICKETING_DATA_DIR": str(tmp_path / "pgdata")}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)  # noqa: S603
+    # As from a terminal: the test's worker process ignores SIGINT, and a child inherits that.
+    terminal_ctrl_c = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_ctrl_c
+    )
     # Not a wait for a result: where the Ctrl-C lands. Python's own handler is in place after
     # some 50 ms; importing the CLI takes 1-3 s on the machines this suite runs on. Later, it
     # lands in the command, which ends quietly as well.
