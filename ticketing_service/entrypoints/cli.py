@@ -41,7 +41,7 @@ log = logging.getLogger("ticketing_service")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand; a configuration error prints one line and exits 2, a database or port
-    it cannot use one line and exits 1."""
+    it cannot use one line and exits 1 (Ctrl-C, 130, is the entry point's: `__main__.py`)."""
     args = _parser().parse_args(argv)
     configure_logging(sys.stderr)
     if args.command == "webhook":  # reads only its own settings (WebhookConfig)
@@ -91,8 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         cause = f" ({error.__cause__})" if error.__cause__ else ""
         print(f"ticketing-service: {error.message}{cause}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
