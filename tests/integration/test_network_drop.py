@@ -4,15 +4,21 @@ statement bound with UNAVAILABLE, nothing hangs, and the service recovers by its
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
 import pytest
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
+from tests.end_to_end.serving import serve_process, wait_for_line
+from tests.end_to_end.test_serve_command import SERVING_LINE
 from tests.integration.conftest import PaymentService, service_config, serving
-from tests.integration.flows import configure_event, hold
+from tests.integration.flows import EVENT, configure_event, hold
+from tests.postgres import open_transaction, sql
 from tests.rich_errors import rich_error
 from tests.tcp_proxy import SilentProxy, unix_socket, unix_socket_of
 
@@ -55,3 +61,49 @@ async def test_a_silent_drop_answers_unavailable_within_the_bound_and_the_pool_r
     error = rich_error(dropped.value)
     assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
     assert recovered.reservation == held
+
+
+# Calls that wait on a lock together: each holds one of the server's pooled connections.
+POOL_SIZE = 8
+# Far above one connect timeout (5 s), far below one per idle connection (POOL_SIZE x 5 s).
+STOP_GUARD_SECONDS = 25
+
+
+def lock_waiters(database_url: str) -> int:
+    [(count,)] = sql(
+        database_url,
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    return int(count)
+
+
+async def test_a_server_whose_database_went_silent_stops_on_sigterm_without_a_wait_per_connection(
+    database_url: str, proxy: SilentProxy, tmp_path: Path
+) -> None:
+    # Each idle connection is closed with a goodbye the server answers; over a silent network
+    # each waits out the connect timeout. One after the other, a pool of ten took 50 s: past an
+    # orchestrator's grace period (Kubernetes': 30 s), so the process was killed mid-stop.
+    through_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}{urlsplit(database_url).path}"
+    env = {"DATABASE_URL": through_proxy, "TICKETING_DB_POOL_SIZE": str(POOL_SIZE)}
+    with serve_process(tmp_path, "--no-migrate", **env) as process:
+        port = int((await asyncio.to_thread(wait_for_line, process, SERVING_LINE)).group(1))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.TicketingServiceStub(channel)
+            await configure_event(stub)
+            read = pb.GetTicketingSettingsRequest(event_id=EVENT)
+            # Every pooled connection in use at once, then all idle: the calls wait on a lock.
+            async with open_transaction(database_url) as holder:
+                await holder.execute("LOCK TABLE ticketing_settings IN ACCESS EXCLUSIVE MODE")
+                calls = [stub.GetTicketingSettings(read) for _ in range(POOL_SIZE)]
+                async with asyncio.timeout(GUARD_SECONDS):
+                    while lock_waiters(database_url) < POOL_SIZE:  # noqa: ASYNC110 - Postgres's state: no event reports it
+                        await asyncio.sleep(0.05)
+            await asyncio.gather(*calls)
+        proxy.go_silent()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, STOP_GUARD_SECONDS)
+        assert process.stderr is not None
+        logged = process.stderr.read()
+    assert process.returncode == 0
+    assert "Traceback" not in logged, logged

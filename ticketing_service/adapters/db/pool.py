@@ -170,12 +170,16 @@ class Database:
         """Close the idle connections now, and each checked-out one when it is returned."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for connection in idle:
-            self._retire_at.pop(connection, None)
-            try:
-                await connection.close(timeout=self.settings.connect_timeout_seconds)
-            except Exception:  # it is being dropped either way: a broken one is cut instead
-                connection.terminate()
+        # All at once: a server gone silent never answers a goodbye, and each waits out the
+        # timeout; one after the other, a pool of ten kept a stopping process 50 s.
+        await asyncio.gather(*(self._say_goodbye(connection) for connection in idle))
+
+    async def _say_goodbye(self, connection: Connection) -> None:
+        self._retire_at.pop(connection, None)
+        try:
+            await connection.close(timeout=self.settings.connect_timeout_seconds)
+        except Exception:  # it is being dropped either way: a broken one is cut instead
+            connection.terminate()
 
     async def connect(self) -> Connection:
         """A new connection made as the pool makes its own, outside the pool: the caller
