@@ -20,8 +20,11 @@ class PostgresEventSignal:
     """The EventSignal port on one dedicated LISTEN connection (asyncpg's `add_listener`),
     made as the pool makes its own and made again when it drops."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, reconnect_seconds: float = RECONNECT_SECONDS) -> None:
         self._database = database
+        self._reconnect_seconds = reconnect_seconds
+        # Attempts to listen that failed since it last listened.
+        self._failures = 0
         self._generation = 0
         # Set, and replaced by a fresh one, at every bump: a waiter holds the one of its time.
         self._bumped = asyncio.Event()
@@ -48,11 +51,17 @@ class PostgresEventSignal:
                 await self._listen()
                 log.warning("event listener lost its connection; it connects again")
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-                log.warning("event listener could not listen: %s", type(error).__name__)
+                self._failures += 1
+                # The 1st, 2nd, 4th, 8th… in a row: an outage is not a line every second.
+                if self._failures & (self._failures - 1) == 0:
+                    reason = type(error).__name__
+                    log.warning(
+                        "event listener could not listen (%s), %d in a row", reason, self._failures
+                    )
             self.listening.clear()
             # Whatever was announced while we were away is found by the watchers' re-read.
             self._bump()
-            await asyncio.sleep(RECONNECT_SECONDS)
+            await asyncio.sleep(self._reconnect_seconds)
 
     async def _listen(self) -> None:
         """Listen on one connection until it closes."""
@@ -62,6 +71,9 @@ class PostgresEventSignal:
             connection.add_termination_listener(lambda _: lost.set())
             await connection.add_listener(NEW_EVENTS_CHANNEL, self._notified)
             self.listening.set()
+            if self._failures:
+                log.info("event listener listens again, after %d failed attempts", self._failures)
+                self._failures = 0
             self._bump()
             await lost.wait()
         finally:
