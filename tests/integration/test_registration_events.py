@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -13,6 +16,8 @@ from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
+from tests.end_to_end.serving import START_TIMEOUT_SECONDS, serve_process, wait_for_line
+from tests.end_to_end.test_serve_command import SERVING_LINE
 from tests.integration.flows import (
     configure_event,
     end_hold,
@@ -359,3 +364,35 @@ async def test_old_deliveries_mismatch_records_and_unused_removed_tiers_are_prun
         ("used",),
         ("vip",),
     ]
+
+
+async def test_a_stopping_server_ends_its_watches_at_once_for_them_to_resume_elsewhere(
+    stub: Stub, deps: Dependencies, database_url: str, tmp_path: Path
+) -> None:
+    # A watch held its process's stop for the whole grace period (10 s), and its client heard
+    # of the stop only then, as a bare UNAVAILABLE "Cancelling all calls". Moim's feed consumer
+    # keeps a watch open, so every restart and deploy waited that long on every process.
+    await configure_event(stub)
+    await hold(stub, "payer")
+    await sequence_events(deps)
+    with serve_process(tmp_path, "--no-migrate", DATABASE_URL=database_url) as process:
+        port = int((await asyncio.to_thread(wait_for_line, process, SERVING_LINE)).group(1))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = pb_grpc.TicketingServiceStub(channel).WatchRegistrationEvents(
+                pb.WatchRegistrationEventsRequest()
+            )
+            first = await watch.read()  # the watch is open on the server, waiting for more
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await watch.read()
+        await asyncio.to_thread(process.wait, START_TIMEOUT_SECONDS)
+        assert process.stderr is not None
+        logged = [json.loads(line) for line in process.stderr.read().splitlines()]
+    assert isinstance(first, pb.WatchRegistrationEventsResponse)
+    assert first.event.type == CREATED
+    error = rich_error(ended.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "SERVER_STOPPING")
+    assert process.returncode == 0
+    # Not a fault of the server's: logged as a refused call is, not as a warning.
+    [line] = [line for line in logged if line.get("rpc") == "WatchRegistrationEvents"]
+    assert (line["level"], line["reason"]) == ("INFO", "SERVER_STOPPING")

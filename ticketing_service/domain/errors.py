@@ -165,6 +165,12 @@ class TooManyWatchers(TicketingError):
     reason = "TOO_MANY_WATCHERS"
 
 
+class ServerStopping(TicketingError):
+    """The server process is stopping: a watch ends, to be resumed elsewhere or after it."""
+
+    reason = "SERVER_STOPPING"
+
+
 class RefundExceedsPaid(TicketingError):
     """The refund asked for is more than is left to refund of the payment."""
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ticketing_service.domain.errors import TicketingError, TooManyWatchers
+from ticketing_service.domain.errors import ServerStopping, TicketingError, TooManyWatchers
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -39,6 +39,10 @@ MAX_QUEUED_EVENTS = 2000
 READER_TASK_NAME = "registration-event-reader"
 
 
+# What a watch ends with when its process stops.
+STOPPING = "This server is stopping; watch again after the last sequence you applied."
+
+
 class LiveEvents:
     """What the shared reader handed one watcher, in order, or word that some were dropped."""
 
@@ -47,6 +51,7 @@ class LiveEvents:
         self._batches: deque[list[RegistrationEvent]] = deque()
         self._queued = 0
         self._behind = False
+        self._ended = False
         self._ready = asyncio.Event()
 
     def offer(self, events: list[RegistrationEvent]) -> None:
@@ -67,10 +72,18 @@ class LiveEvents:
         self._behind = True
         self._ready.set()
 
+    def end(self) -> None:
+        """The process is stopping: the next take raises ServerStopping."""
+        self._ended = True
+        self._ready.set()
+
     async def take(self) -> list[RegistrationEvent] | None:
-        """The events queued since the last take (waiting for some); None after a drop."""
+        """The events queued since the last take (waiting for some); None after a drop;
+        ServerStopping once the watch was ended."""
         await self._ready.wait()
         self._ready.clear()
+        if self._ended:
+            raise ServerStopping(STOPPING)
         if self._behind:
             self._behind = False
             return None
@@ -92,10 +105,22 @@ class EventFanout:
         self._watchers: set[LiveEvents] = set()
         self._reader: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
+        self._ended = False
+
+    def end_watches(self) -> None:
+        """The process is stopping: every watch ends at its next wait for events, and no new one
+        starts. A watch would otherwise hold the stop for its whole grace period, and its client
+        would learn of the stop only then."""
+        self._ended = True
+        for live in self._watchers:
+            live.end()
 
     @asynccontextmanager
     async def watcher(self) -> AsyncIterator[LiveEvents]:
-        """A place among the watchers, held until the block exits; TooManyWatchers if full."""
+        """A place among the watchers, held until the block exits; TooManyWatchers if full,
+        ServerStopping once the watches were ended."""
+        if self._ended:
+            raise ServerStopping(STOPPING)
         if len(self._watchers) >= self._max_watchers:
             raise TooManyWatchers(
                 "This server streams the feed to as many watchers as it takes; retry later.",

@@ -11,10 +11,12 @@ from tests.unit.service_layer.conftest import EVENT, PRICE, later, paid_event, r
 from ticketing_service.domain import errors
 from ticketing_service.domain.settings import Tier
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.event_fanout import EventFanout
 from ticketing_service.service_layer.events_handlers import (
     list_registration_events,
     prune_history,
     sequence_events,
+    watch_registration_events,
 )
 from ticketing_service.service_layer.registration_handlers import start_paid_registration
 
@@ -79,3 +81,21 @@ async def test_a_backlog_is_numbered_batch_by_batch_each_in_a_transaction_of_its
 
     assert len(database.committed) - commits_before == 3  # 2 + 2 + 1
     assert [e.sequence for e in database.store.events] == [1, 2, 3, 4, 5]
+
+
+async def test_ending_the_watches_ends_each_one_at_its_wait_and_refuses_new_ones(
+    deps: Dependencies,
+) -> None:
+    await start_paid_registration(deps, registration("a"))
+    await sequence_events(deps)
+    fanout = EventFanout(deps, max_watchers=10)
+    watch = watch_registration_events(deps, fanout, after_sequence=0)
+    first = await anext(watch)  # replayed; the next one waits for live events
+
+    fanout.end_watches()
+
+    with pytest.raises(errors.ServerStopping):
+        await anext(watch)
+    with pytest.raises(errors.ServerStopping):
+        await anext(watch_registration_events(deps, fanout, after_sequence=1))
+    assert first.sequence == 1

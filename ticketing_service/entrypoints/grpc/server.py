@@ -82,10 +82,13 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    servicer: TicketingServicer
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
-        """Report NOT_SERVING, then finish in-flight calls for up to `grace` seconds."""
+        """Report NOT_SERVING, end the feed's watches, then finish in-flight calls for up to
+        `grace` seconds."""
         await self.health.enter_graceful_shutdown()
+        self.servicer.end_watches()
         await self.server.stop(grace)
 
 
@@ -123,9 +126,8 @@ async def start_server(
         *limits.connection_options(),
     ]
     server = grpc.aio.server(interceptors=chain, options=options)
-    ticketing_service_pb2_grpc.add_TicketingServiceServicer_to_server(
-        TicketingServicer(deps, limits.max_watchers), server
-    )
+    servicer = TicketingServicer(deps, limits.max_watchers)
+    ticketing_service_pb2_grpc.add_TicketingServiceServicer_to_server(servicer, server)
     # The asyncio servicer: the thread-based one blocks an executor thread per Watch, and a
     # cancelled Watch could then hold process shutdown.
     health_servicer = health.aio.HealthServicer()
@@ -145,7 +147,7 @@ async def start_server(
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer)
+    return RunningServer(server, port, health_servicer, servicer)
 
 
 async def serve_until_signalled(running: RunningServer) -> None:

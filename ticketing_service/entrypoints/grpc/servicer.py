@@ -89,6 +89,11 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
         self._deps = deps
         self._fanout = EventFanout(deps, max_watchers)
 
+    def end_watches(self) -> None:
+        """The server is stopping: end every WatchRegistrationEvents now (UNAVAILABLE,
+        SERVER_STOPPING), so that its client watches again elsewhere at once."""
+        self._fanout.end_watches()
+
     @_answering_errors
     async def UpdateTicketingSettings(
         self, request: pb.UpdateTicketingSettingsRequest, context: Context

@@ -31,7 +31,8 @@ from ticketing_service.entrypoints.observability.request_context import (
 REQUEST_ID_KEY = "x-request-id"
 # Probes call these every few seconds on every replica: logged at DEBUG, not INFO.
 QUIET_RPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-# Server-side faults are warnings; a refused request is the caller's business.
+# Server-side faults are warnings; a refused request is the caller's business, and so is a
+# watch this process ended as it stops (reason SERVER_STOPPING).
 _WARNING_CODES = frozenset(
     {
         grpc.StatusCode.UNKNOWN,
@@ -155,7 +156,8 @@ class ObservingInterceptor(WrappingInterceptor):
         if self._metrics is not None:
             self._metrics.rpc_served(method, code, reason, seconds)
         note_reservation(_reservation_of(response))
-        level = logging.WARNING if code in _WARNING_CODES else logging.INFO
+        fault = code in _WARNING_CODES and reason != "SERVER_STOPPING"
+        level = logging.WARNING if fault else logging.INFO
         if level == logging.INFO and method.startswith(QUIET_RPC_PREFIXES):
             level = logging.DEBUG
         duration_ms = round(seconds * 1000, 1)

@@ -89,6 +89,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     feed catches up would skip every event up to the cursor, and the numbers up to it may now
     name other events: rebuild the consumer's state from GetReservation instead.
     """
+    ERROR_REASON_SERVER_STOPPING: _ErrorReason.ValueType  # 27
+    """UNAVAILABLE: the server process is stopping (a restart, a deploy). A watch ends with this as
+    the stop begins rather than when it ends: watch again after the last sequence applied.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the service puts in the `google.rpc.ErrorInfo` detail of a failed call, with
@@ -163,5 +167,9 @@ ERROR_REASON_SEQUENCE_AHEAD_OF_FEED: ErrorReason.ValueType  # 26
 environment, or this one before its database was restored from a backup. Resuming once the
 feed catches up would skip every event up to the cursor, and the numbers up to it may now
 name other events: rebuild the consumer's state from GetReservation instead.
+"""
+ERROR_REASON_SERVER_STOPPING: ErrorReason.ValueType  # 27
+"""UNAVAILABLE: the server process is stopping (a restart, a deploy). A watch ends with this as
+the stop begins rather than when it ends: watch again after the last sequence applied.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
