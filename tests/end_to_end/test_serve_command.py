@@ -388,11 +388,14 @@ async def test_calls_holding_back_their_request_are_bounded_per_client_host(
     assert logged.count("GetTicketingSettings RESOURCE_EXHAUSTED") >= 2 * CROWD_LIMIT  # each logged
 
 
-def health_watch(channel: grpc.aio.Channel) -> grpc.aio.Call:
+HealthWatch = grpc.aio.UnaryStreamCall[
+    health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+]
+
+
+def health_watch(channel: grpc.aio.Channel) -> HealthWatch:
     """A health Watch, which stays open."""
-    watch: grpc.aio.Call = health_pb2_grpc.HealthStub(channel).Watch(
-        health_pb2.HealthCheckRequest()
-    )
+    watch: HealthWatch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
     return watch
 
 
@@ -412,6 +415,29 @@ async def test_health_watches_take_no_place_of_the_service_and_are_bounded_per_h
         assert answer.value.code() == grpc.StatusCode.NOT_FOUND  # served, not BUSY
         for watch in watches:
             watch.cancel()
+
+
+async def test_a_health_watch_ends_once_it_said_not_serving_at_a_stop(
+    shared_pgdata: Path,
+) -> None:
+    # Its client (a load balancer, or a gRPC client's own health checking) learns of the stop
+    # at once, as before; the watch used to stay open, holding the stop for its whole grace
+    # period, and end only then as UNAVAILABLE "Cancelling all calls".
+    with serve_process(shared_pgdata) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = health_watch(channel)
+            statuses = []
+            # Until the end of the stream (a failure raises); SIGTERM once the watch is open.
+            while isinstance(answer := await watch.read(), health_pb2.HealthCheckResponse):
+                statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+                if len(statuses) == 1:
+                    process.send_signal(signal.SIGTERM)
+            code = await watch.code()
+        await asyncio.to_thread(process.wait, START_TIMEOUT_SECONDS)
+    assert statuses == ["SERVING", "NOT_SERVING"]
+    assert code == grpc.StatusCode.OK
+    assert process.returncode == 0
 
 
 def test_a_metrics_port_on_every_interface_answers_over_ipv4_and_ipv6(shared_pgdata: Path) -> None:

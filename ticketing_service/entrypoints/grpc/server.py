@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -75,13 +77,50 @@ class ServerLimits:
         ]
 
 
+class _WatchEnded(Exception):
+    """A health Watch has told its client NOT_SERVING at a graceful stop: it ends there."""
+
+
+class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_health is untyped
+    """grpc's asyncio health service, except that a Watch ends (OK) once it has sent
+    NOT_SERVING at a graceful stop. Left open, it held the stop for its whole grace period."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = False
+
+    async def enter_graceful_shutdown(self) -> None:
+        self.stopping = True
+        await super().enter_graceful_shutdown()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        with contextlib.suppress(_WatchEnded):
+            await super().Watch(request, _LastWriteAtStop(context, self))
+
+
+class _LastWriteAtStop:
+    """A health Watch's call context, whose NOT_SERVING once the stop began is its last write."""
+
+    def __init__(self, context: Any, servicer: HealthServicer) -> None:
+        self._context = context
+        self._servicer = servicer
+
+    def __getattr__(self, name: str) -> Any:  # whatever else grpc's Watch asks of its context
+        return getattr(self._context, name)
+
+    async def write(self, message: health_pb2.HealthCheckResponse) -> None:
+        await self._context.write(message)
+        if self._servicer.stopping and message.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+            raise _WatchEnded
+
+
 @dataclass(slots=True)
 class RunningServer:
     """A started server, the port it bound, and its health status setter."""
 
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: HealthServicer
     servicer: TicketingServicer
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
@@ -130,7 +169,7 @@ async def start_server(
     ticketing_service_pb2_grpc.add_TicketingServiceServicer_to_server(servicer, server)
     # The asyncio servicer: the thread-based one blocks an executor thread per Watch, and a
     # cancelled Watch could then hold process shutdown.
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
