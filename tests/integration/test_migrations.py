@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import uuid
 from functools import partial
 from pathlib import Path
@@ -258,6 +259,23 @@ def test_a_command_whose_database_cannot_be_reached_says_so_in_one_line(
     line = our_line(result)
     assert line.startswith("ticketing-service: The database cannot be reached right now;")
     assert "Connect" in line or "Connection refused" in line  # and why
+
+
+@pytest.mark.parametrize("argv", [("migrate",), ("reconcile",)])
+def test_a_command_whose_database_never_answers_gives_up_at_the_connect_timeout(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    # A listening socket nobody accepts from: the connection is made, and nothing is said.
+    # `migrate` waited asyncpg's own 60 s there (every other command: 5 s), then printed the
+    # reason as "()", a timeout's text being empty.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        url = f"postgresql://ticketing:secret@127.0.0.1:{port}/ticketing"
+        result = run_command(tmp_path, *argv, DATABASE_URL=url)
+    assert result.returncode == 1
+    assert our_line(result) == (
+        "ticketing-service: The database cannot be reached right now; retry shortly. (TimeoutError)"
+    )
 
 
 def test_migrate_reads_the_url_s_parameters_as_every_other_command_does(

@@ -88,9 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ticketing-service: {error}", file=sys.stderr)
         return 1
     except TicketingError as error:  # e.g. the database cannot be reached: and why
-        cause = f" ({error.__cause__})" if error.__cause__ else ""
+        cause = f" ({_why(error.__cause__)})" if error.__cause__ else ""
         print(f"ticketing-service: {error.message}{cause}", file=sys.stderr)
         return 1
+
+
+def _why(cause: BaseException | None) -> str:
+    """What went wrong, in a few words (a timeout's own text is empty)."""
+    return str(cause) or type(cause).__name__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -223,7 +228,7 @@ async def _require_schema(config: Config, database_url: str) -> None:
         await bootstrap.require_schema(config, database_url)
     except DatabaseUnavailable as error:
         log.warning(
-            "could not check the database's schema: %s (%s)", error.message, error.__cause__
+            "could not check the database's schema: %s (%s)", error.message, _why(error.__cause__)
         )
 
 

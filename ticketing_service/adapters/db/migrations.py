@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from ticketing_service.adapters.db.pool import PoolSettings
 from ticketing_service.adapters.db.schema_revision import SchemaNotReady
 from ticketing_service.adapters.db.unit_of_work import translate_database_error
 from ticketing_service.adapters.db.urls import driver_url
@@ -43,7 +44,10 @@ def schema_engine(database_url: str, server_settings: Mapping[str, str] = {}) ->
     dsn, settings = driver_url(database_url), dict(server_settings)
 
     async def connect() -> asyncpg.Connection[asyncpg.Record]:
-        return await asyncpg.connect(dsn, server_settings=settings)
+        # The pool's connect timeout, not asyncpg's 60 s: a silent database fails a migration
+        # as fast as it fails every other command.
+        timeout = PoolSettings().connect_timeout_seconds
+        return await asyncpg.connect(dsn, server_settings=settings, timeout=timeout)
 
     return create_async_engine("postgresql+asyncpg://", async_creator=connect, poolclass=NullPool)
 
