@@ -63,6 +63,7 @@ class Faults:
             (0.35 * d, lambda: self._payment_outage(0.12 * d, 0.12 * d)),
             (0.65 * d, self._restart_postgres),
             (0.80 * d, lambda: self._kill_and_restart(self._replicas[1], 0.08 * d)),
+            (0.92 * d, lambda: self._redeploy(self._replicas[0])),
         ]
         for at, step in steps:
             await asyncio.sleep(max(0.0, self.log.began + at - time.monotonic()))
@@ -73,6 +74,17 @@ class Faults:
         await asyncio.to_thread(replica.kill)
         self.log.note(began, f"SIGKILL replica {replica.name} (port {replica.port})")
         await asyncio.sleep(down_seconds)
+        restarted = time.monotonic()
+        await asyncio.to_thread(replica.start, migrate=False)
+        took = time.monotonic() - restarted
+        self.log.note(restarted, f"restarted replica {replica.name}: serving again in {took:.1f} s")
+
+    async def _redeploy(self, replica: Replica) -> None:
+        """What a deploy does to a replica: SIGTERM (a graceful stop), then a new process."""
+        began = time.monotonic()
+        await asyncio.to_thread(replica.stop)
+        took = time.monotonic() - began
+        self.log.note(began, f"SIGTERM replica {replica.name} (a deploy): stopped in {took:.1f} s")
         restarted = time.monotonic()
         await asyncio.to_thread(replica.start, migrate=False)
         took = time.monotonic() - restarted
