@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -667,17 +666,22 @@ def test_a_data_dir_deleted_under_a_running_server_fails_in_one_line_then_starts
 
 def test_ctrl_c_while_the_command_loads_ends_it_quietly(tmp_path: Path) -> None:
     # Loading the CLI's modules takes a second or more; Ctrl-C then was a traceback.
-    command = [sys.executable, "-m", "ticketing_service", "migrate"]
+    # `-X importtime` writes a line to stderr as each import completes.
+    command = [sys.executable, "-X", "importtime", "-m", "ticketing_service", "migrate"]
     env = {**os.environ, "TICKETING_DATA_DIR": str(tmp_path / "pgdata")}
     # As from a terminal: the test's worker process ignores SIGINT, and a child inherits that.
     terminal_ctrl_c = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
         command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_ctrl_c
     )
-    # Not a wait for a result: where the Ctrl-C lands. Python's own handler is in place after
-    # some 50 ms; importing the CLI takes 1-3 s on the machines this suite runs on. Later, it
-    # lands in the command, which ends quietly as well.
-    time.sleep(0.5)
+    # The Ctrl-C lands once the CLI has begun to load (its first package is in), so Python's own
+    # handler is in place: a fixed sleep landed before it on a busy machine, and the signal
+    # killed the interpreter outright. Loading the rest takes a second or more; if the Ctrl-C
+    # lands later, in the command, that ends quietly as well.
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.rsplit("|", 1)[-1].strip() == "ticketing_service.entrypoints":
+            break
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)
     assert process.returncode == 130
