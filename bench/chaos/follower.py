@@ -1,7 +1,8 @@
 """A feed consumer through the chaos run, as the Moim backend follows the feed.
 
 It watches WatchRegistrationEvents from the start, and after a stream fails (a killed replica,
-Postgres away) it opens the next on the other replica, after the last sequence it got. It keeps
+a stopping one, Postgres away) it opens the next on the other replica, after the last sequence
+it got; it counts how its streams ended. It keeps
 every sequence it was sent and drops none, so what it kept must be exactly 1..N: an event no
 watcher was handed, or one sent twice, shows there.
 """
@@ -21,6 +22,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from bench.chaos.clients import CHANNEL_OPTIONS
 from bench.chaos.invariants import Verdict
+from bench.phases import reason_of
 
 RECONNECT_SECONDS = (0.1, 0.5)
 # Once the run has settled, the follower has this long to receive the feed's last event.
@@ -35,6 +37,8 @@ class FeedFollower:
         self._rng = rng
         self.sequences: list[int] = []
         self.streams = 0
+        # How the streams ended, by reason (SERVER_STOPPING: a replica's graceful stop).
+        self.endings: Counter[str] = Counter()
         self._received = asyncio.Event()
 
     @asynccontextmanager
@@ -60,8 +64,9 @@ class FeedFollower:
                     async for answer in stub.WatchRegistrationEvents(request):
                         self.sequences.append(answer.event.sequence)
                         self._received.set()
-                except grpc.aio.AioRpcError:
-                    pass  # the next stream, on the other replica, resumes after the last one
+                except grpc.aio.AioRpcError as error:
+                    # The next stream, on the other replica, resumes after the last one.
+                    self.endings[reason_of(error)] += 1
                 await asyncio.sleep(self._rng.uniform(*RECONNECT_SECONDS))
         finally:
             await asyncio.gather(*(channel.close() for channel in channels))
@@ -76,7 +81,8 @@ class FeedFollower:
         except TimeoutError:
             pass
         got, expected = self.sequences, list(range(1, last + 1))
-        seen = f"{len(got)} events over {self.streams} streams"
+        endings = ", ".join(f"{n} {reason}" for reason, n in self.endings.most_common())
+        seen = f"{len(got)} events over {self.streams} streams (ended: {endings or 'none'})"
         if got != expected:
             missing = sorted(set(expected) - set(got))
             twice = sorted(n for n, times in Counter(got).items() if times > 1)
