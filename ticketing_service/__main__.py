@@ -1,16 +1,22 @@
 """`python -m ticketing_service` and the `ticketing-service` command.
 
 The CLI is imported inside `main`: Ctrl-C while its modules load (a second or more) ends the
-command quietly with 130, as it does once the command runs, not with a traceback.
+command quietly with 130, as it does once the command runs, not with a traceback. A hangup
+(SIGHUP: the terminal was closed) does the same, unless the command was started to ignore it
+(`nohup`): it killed the command outright, and its embedded Postgres ran on in the background.
+`serve`, `webhook` and `dev` take either signal as a graceful stop (event_loop.stop_signals).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
 def main() -> int:
     """Load the CLI and run the command line's subcommand."""
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, signal.default_int_handler)
     try:
         from ticketing_service.entrypoints.cli import main as run
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.end_to_end.serving import (
+    REFUSED_URL,
     START_TIMEOUT_SECONDS,
     our_line,
     run_command,
@@ -664,15 +664,24 @@ def test_a_data_dir_deleted_under_a_running_server_fails_in_one_line_then_starts
     assert our_line(again).endswith(no_schema)
 
 
-def test_ctrl_c_while_the_command_loads_ends_it_quietly(tmp_path: Path) -> None:
-    # Loading the CLI's modules takes a second or more; Ctrl-C then was a traceback.
+def as_from_a_terminal() -> None:
+    """A child's SIGINT and SIGHUP as a terminal leaves them: the test's worker process ignores
+    SIGINT, and a child inherits that (a run under `nohup` would ignore SIGHUP too)."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
+def test_ctrl_c_or_a_hangup_while_the_command_loads_ends_it_quietly(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # Loading the CLI's modules takes a second or more; Ctrl-C then was a traceback. A hangup
+    # (the terminal closed) killed the command outright, its embedded Postgres left running.
     # `-X importtime` writes a line to stderr as each import completes.
     command = [sys.executable, "-X", "importtime", "-m", "ticketing_service", "migrate"]
     env = {**os.environ, "TICKETING_DATA_DIR": str(tmp_path / "pgdata")}
-    # As from a terminal: the test's worker process ignores SIGINT, and a child inherits that.
-    terminal_ctrl_c = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_ctrl_c
+        command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
     )
     # The Ctrl-C lands once the CLI has begun to load (its first package is in), so Python's own
     # handler is in place: a fixed sleep landed before it on a busy machine, and the signal
@@ -682,10 +691,41 @@ def test_ctrl_c_while_the_command_loads_ends_it_quietly(tmp_path: Path) -> None:
     for line in process.stderr:
         if line.rsplit("|", 1)[-1].strip() == "ticketing_service.entrypoints":
             break
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     _, stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)
     assert process.returncode == 130
     assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "hangup"])
+def test_a_stop_signal_sent_once_serve_says_it_serves_stops_it_and_its_postgres_gracefully(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # Closing the terminal that runs `serve` (or `dev`) killed it outright: no graceful stop,
+    # and its embedded Postgres ran on in the background. And `serve` logged that it serves
+    # before it handled SIGTERM: a SIGTERM sent right then killed it the same way.
+    data_dir = tmp_path / "pgdata"
+    command = [sys.executable, "-m", "ticketing_service", "serve", "--listen", "127.0.0.1:0"]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"TICKETING_DATA_DIR": str(data_dir), "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL}
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
+    )
+    postmaster = data_dir / "postmaster.pid"
+    try:
+        wait_for_line(process, SERVING_LINE)
+        process.send_signal(sig)
+        stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        left_running = postmaster.exists()
+        if left_running:  # so that a failure leaves no Postgres running
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+    assert process.returncode == 0
+    assert "stopping: finishing in-flight calls" in stderr
+    assert "Traceback" not in stderr, stderr
+    assert not left_running, "the embedded Postgres is still running"
 
 
 def test_a_data_dir_whose_path_holds_a_space_fails_in_one_line_saying_so(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -428,7 +430,12 @@ def test_a_malformed_secret_is_named_but_never_printed() -> None:
     assert secret not in finished.stderr
 
 
-def test_the_command_logs_its_real_port_serves_healthz_and_exits_0_on_sigterm() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "hangup"])
+def test_the_command_logs_its_real_port_serves_healthz_and_exits_0_on_a_stop_signal(
+    sig: signal.Signals,
+) -> None:
+    # A hangup (its terminal closed) killed it outright before.
+    from_a_terminal = functools.partial(signal.signal, signal.SIGHUP, signal.SIG_DFL)
     with refused_port() as backend_port:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
             [sys.executable, "-c", RUN_WEBHOOK],
@@ -439,11 +446,12 @@ def test_the_command_logs_its_real_port_serves_healthz_and_exits_0_on_sigterm() 
             ),
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=from_a_terminal,
         )
         try:
             port = _listening_port(process)
             health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
-            process.terminate()
+            process.send_signal(sig)
             assert process.wait(timeout=30) == 0
         finally:
             if process.poll() is None:

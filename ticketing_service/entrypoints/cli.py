@@ -185,12 +185,15 @@ async def _serve(
     ):
         metrics.watch_pool(service.pool_usage)
         await _open_side_ports(side_ports, config, running, metrics, reuse_port)
-        if started is not None:
-            started(running.port)
-        else:
-            host = listen.rsplit(":", 1)[0]
-            log.info("serving moim.ticketing.v1.TicketingService on %s:%d", host, running.port)
-        await serve_until_signalled(running)
+
+        def ready() -> None:
+            if started is not None:
+                started(running.port)
+            else:
+                host = listen.rsplit(":", 1)[0]
+                log.info("serving moim.ticketing.v1.TicketingService on %s:%d", host, running.port)
+
+        await serve_until_signalled(running, ready)
     return 0
 
 

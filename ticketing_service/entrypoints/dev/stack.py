@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import signal
 import socket
 from dataclasses import dataclass, replace
 
@@ -19,6 +18,7 @@ import uvicorn
 from ticketing_service import bootstrap
 from ticketing_service.config import Config, parse_host_port
 from ticketing_service.entrypoints.dev.payment_service import create_payment_service_app
+from ticketing_service.entrypoints.event_loop import stop_signals
 from ticketing_service.entrypoints.grpc.server import RunningServer
 from ticketing_service.entrypoints.listening import bind_socket
 from ticketing_service.entrypoints.serving import served
@@ -58,7 +58,7 @@ def _url(sock: socket.socket) -> str:
 
 
 async def run_dev_stack(config: Config, listen: DevListen) -> int:
-    """Run every part until SIGINT or SIGTERM; print where they are and how to try them."""
+    """Run every part until SIGINT, SIGTERM or SIGHUP; print where they are and how to try them."""
     sandbox_sock, shim_sock = _bind(listen.sandbox), _bind(listen.webhook)
     sandbox_url, shim_url = _url(sandbox_sock), _url(shim_sock)
     payment_token, callback_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -112,7 +112,7 @@ async def _serve(
     # uvicorn installs its own signal handlers while serving; ours only asks both to stop.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals():
         loop.add_signal_handler(sig, stop.set)
     serving = [
         asyncio.create_task(shim.serve(sockets=[shim_sock])),

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from ticketing_service.config import (
     Config,
     ListenError,
 )
+from ticketing_service.entrypoints.event_loop import stop_signals
 from ticketing_service.entrypoints.grpc.arrival import RequestArrival, waiting_per_address
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
 from ticketing_service.entrypoints.grpc.call_limit import CallLimiter, streams_per_connection
@@ -189,12 +189,17 @@ async def start_server(
     return RunningServer(server, port, health_servicer, servicer)
 
 
-async def serve_until_signalled(running: RunningServer) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+async def serve_until_signalled(running: RunningServer, ready: Callable[[], None]) -> None:
+    """Serve until SIGTERM, SIGINT or SIGHUP, then stop gracefully.
+
+    `ready` (which says the process serves) is called once a stop signal is handled: a SIGTERM
+    sent as soon as the process said so used to kill it outright.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in stop_signals():
         loop.add_signal_handler(sig, stop.set)
+    ready()
     await stop.wait()
     log.info("stopping: finishing in-flight calls")
     await running.stop()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
+from ticketing_service.entrypoints.event_loop import stop_signals
 from ticketing_service.entrypoints.grpc.server import GRACE_SECONDS, SERVICE_NAME
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class _Worker:
 def serve_in_workers(
     count: int, listen: str, serve: WorkerServe, policy: RestartPolicy = RestartPolicy()
 ) -> int:
-    """Run `count` workers serving `listen` until SIGTERM or SIGINT; 0 if they all ended well.
+    """Run `count` workers serving `listen` until a stop signal; 0 if they all ended well.
 
     `serve` must be picklable (a module-level function or a partial of one). If a worker fails
     to start at all, the others are stopped and the command fails (1).
@@ -104,7 +105,7 @@ class _Supervisor:
         self._stopping = False
 
     def run(self) -> int:
-        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, self._stop) for sig in stop_signals()}
         try:
             self._workers = [self._start(index) for index in range(self._count)]
             healthy = self._all_started() and self._keep_running()

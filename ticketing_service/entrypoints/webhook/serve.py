@@ -148,7 +148,7 @@ async def webhook_server(
 
 
 def run_webhook(listen: str | None) -> int:
-    """`ticketing-service webhook`: serve until SIGTERM or SIGINT; 2 on a configuration error."""
+    """`ticketing-service webhook`: serve until a stop signal; 2 on a configuration error."""
     configure_logging(sys.stderr)
     try:
         config = WebhookConfig.from_env()
@@ -203,7 +203,7 @@ async def _serve_with(
 
         # uvicorn stops gracefully on these signals, then raises them again to the handler it
         # found. That handler only asks it to stop, so the channel still closes and we exit 0.
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, stop) for sig in event_loop.stop_signals()}
         try:
             await server.serve(sockets=[sock])
         finally:
