@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ticketing_service.adapters.db.pool import PoolSettings
 from ticketing_service.config import Config
 from ticketing_service.entrypoints.grpc.exposure import is_loopback
 from ticketing_service.entrypoints.grpc.server import GRACE_SECONDS, SERVICE_NAME
@@ -247,7 +248,10 @@ def test_every_setting_the_manifests_pass_is_one_the_service_reads() -> None:
 
 
 def test_pods_get_enough_time_to_finish_in_flight_work_when_stopped() -> None:
-    grace = {"ticketing-server": GRACE_SECONDS, "ticketing-webhook": GRACEFUL_SHUTDOWN_SECONDS}
+    # The server's longest stop: its calls' grace, then closing its pool's idle connections
+    # together, each waiting at most the connect timeout for a silent database's goodbye.
+    server_stop = GRACE_SECONDS + PoolSettings().connect_timeout_seconds
+    grace = {"ticketing-server": server_stop, "ticketing-webhook": GRACEFUL_SHUTDOWN_SECONDS}
     for name, seconds in grace.items():
         spec = one("Deployment", name)["spec"]["template"]["spec"]
         [container] = spec["containers"]
