@@ -107,6 +107,16 @@ def sql(database_url: str, query: str, *params: object) -> list[tuple[Any, ...]]
     return blocking(fetch(database_url, query, *params))
 
 
+def lock_waiters(database_url: str) -> int:
+    """Sessions of the test database waiting for a lock now (any session, the service's too)."""
+    [(count,)] = sql(
+        database_url,
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    return int(count)
+
+
 def blocking(work: Coroutine[Any, Any, T]) -> T:
     """Run `work` to its end on an event loop of its own, in another thread: the calling
     thread may be running a loop of its own (an async test) or none."""

@@ -422,8 +422,7 @@ async def test_a_health_watch_ends_once_it_said_not_serving_at_a_stop(
     # Its client (a load balancer, or a gRPC client's own health checking) learns of the stop
     # at once, as before; the watch used to stay open, holding the stop for its whole grace
     # period, and end only then as UNAVAILABLE "Cancelling all calls".
-    with serve_process(shared_pgdata) as process:
-        port = int(wait_for_line(process, SERVING_LINE).group(1))
+    with serve(shared_pgdata) as (port, process):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             watch = health_watch(channel)
             statuses = []

@@ -24,7 +24,7 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.conftest import PAYMENT_TOKEN, PaymentService
-from tests.postgres import open_transaction, sql
+from tests.postgres import lock_waiters, open_transaction, sql
 from tests.rich_errors import RichError, rich_error
 from ticketing_service.adapters.db.changes import Pause, Protections, no_pause
 from ticketing_service.adapters.db.pool import Database, PoolSettings
@@ -396,14 +396,6 @@ async def test_a_full_tier_answers_sold_out_without_queueing_on_its_lock(
 
 
 # --- a call cancelled while it waits leaves nothing behind ------------------------------------
-
-
-def lock_waiters(database_url: str) -> object:
-    return scalar(
-        database_url,
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
 
 
 async def test_a_call_cancelled_while_it_waits_for_a_lock_leaves_its_connection_usable(

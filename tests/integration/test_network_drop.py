@@ -18,7 +18,7 @@ from tests.end_to_end.serving import serve_process, wait_for_line
 from tests.end_to_end.test_serve_command import SERVING_LINE
 from tests.integration.conftest import PaymentService, service_config, serving
 from tests.integration.flows import EVENT, configure_event, hold
-from tests.postgres import open_transaction, sql
+from tests.postgres import lock_waiters, open_transaction
 from tests.rich_errors import rich_error
 from tests.tcp_proxy import SilentProxy, unix_socket, unix_socket_of
 
@@ -67,15 +67,6 @@ async def test_a_silent_drop_answers_unavailable_within_the_bound_and_the_pool_r
 POOL_SIZE = 8
 # Far above one connect timeout (5 s), far below one per idle connection (POOL_SIZE x 5 s).
 STOP_GUARD_SECONDS = 25
-
-
-def lock_waiters(database_url: str) -> int:
-    [(count,)] = sql(
-        database_url,
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    return int(count)
 
 
 async def test_a_server_whose_database_went_silent_stops_on_sigterm_without_a_wait_per_connection(
