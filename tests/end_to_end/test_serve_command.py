@@ -36,6 +36,7 @@ from tests.end_to_end.serving import (
 from tests.rich_errors import rich_error
 from tests.stalled_calls import first_ended, never_sent
 from tests.tcp_proxy import SilentProxy, from_another_host
+from tests.terminal import python_from_a_terminal
 from ticketing_service.adapters.db.schema_revision import SCHEMA_REVISION
 
 CallT = TypeVar("CallT")
@@ -663,13 +664,6 @@ def test_a_data_dir_deleted_under_a_running_server_fails_in_one_line_then_starts
     assert our_line(again).endswith(no_schema)
 
 
-def as_from_a_terminal() -> None:
-    """A child's SIGINT and SIGHUP as a terminal leaves them: the test's worker process ignores
-    SIGINT, and a child inherits that (a run under `nohup` would ignore SIGHUP too)."""
-    for sig in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
 def test_ctrl_c_or_a_hangup_while_the_command_loads_ends_it_quietly(
     tmp_path: Path, sig: signal.Signals
@@ -677,10 +671,10 @@ def test_ctrl_c_or_a_hangup_while_the_command_loads_ends_it_quietly(
     # Loading the CLI's modules takes a second or more; Ctrl-C then was a traceback. A hangup
     # (the terminal closed) killed the command outright, its embedded Postgres left running.
     # `-X importtime` writes a line to stderr as each import completes.
-    command = [sys.executable, "-X", "importtime", "-m", "ticketing_service", "migrate"]
+    command = python_from_a_terminal("-X", "importtime", "-m", "ticketing_service", "migrate")
     env = {**os.environ, "TICKETING_DATA_DIR": str(tmp_path / "pgdata")}
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
+        command, env=env, stderr=subprocess.PIPE, text=True
     )
     # The Ctrl-C lands once the CLI has begun to load (its first package is in), so Python's own
     # handler is in place: a fixed sleep landed before it on a busy machine, and the signal
@@ -704,11 +698,11 @@ def test_a_stop_signal_sent_once_serve_says_it_serves_stops_it_and_its_postgres_
     # and its embedded Postgres ran on in the background. And `serve` logged that it serves
     # before it handled SIGTERM: a SIGTERM sent right then killed it the same way.
     data_dir = tmp_path / "pgdata"
-    command = [sys.executable, "-m", "ticketing_service", "serve", "--listen", "127.0.0.1:0"]
+    command = python_from_a_terminal("-m", "ticketing_service", "serve", "--listen", "127.0.0.1:0")
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env |= {"TICKETING_DATA_DIR": str(data_dir), "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL}
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
+        command, env=env, stderr=subprocess.PIPE, text=True
     )
     postmaster = data_dir / "postmaster.pid"
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import signal
@@ -39,6 +38,7 @@ from tests.integration.callbacks import (
     status_of,
 )
 from tests.postgres import sql
+from tests.terminal import python_from_a_terminal
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.entrypoints.webhook.app import MAX_BODY_BYTES
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -435,10 +435,9 @@ def test_the_command_logs_its_real_port_serves_healthz_and_exits_0_on_a_stop_sig
     sig: signal.Signals,
 ) -> None:
     # A hangup (its terminal closed) killed it outright before.
-    from_a_terminal = functools.partial(signal.signal, signal.SIGHUP, signal.SIG_DFL)
     with refused_port() as backend_port:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
-            [sys.executable, "-c", RUN_WEBHOOK],
+            python_from_a_terminal("-c", RUN_WEBHOOK),
             env=shim_environment(
                 TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
                 TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
@@ -446,7 +445,6 @@ def test_the_command_logs_its_real_port_serves_healthz_and_exits_0_on_a_stop_sig
             ),
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=from_a_terminal,
         )
         try:
             port = _listening_port(process)
