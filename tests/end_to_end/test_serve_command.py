@@ -417,15 +417,26 @@ async def test_health_watches_take_no_place_of_the_service_and_are_bounded_per_h
             watch.cancel()
 
 
+@pytest.mark.parametrize(
+    ("service", "first"),
+    [
+        ("", "SERVING"),
+        ("moim.ticketing.v1.TicketingService", "SERVING"),
+        ("no.such.Service", "SERVICE_UNKNOWN"),  # anyone may watch any name
+    ],
+    ids=["server", "ticketing", "unknown"],
+)
 async def test_a_health_watch_ends_once_it_said_not_serving_at_a_stop(
-    shared_pgdata: Path,
+    shared_pgdata: Path, service: str, first: str
 ) -> None:
     # Its client (a load balancer, or a gRPC client's own health checking) learns of the stop
     # at once, as before; the watch used to stay open, holding the stop for its whole grace
-    # period, and end only then as UNAVAILABLE "Cancelling all calls".
+    # period, and end only then as UNAVAILABLE "Cancelling all calls". A watch of an unknown
+    # name was not even told of the stop.
     with serve(shared_pgdata) as (port, process):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            watch = health_watch(channel)
+            request = health_pb2.HealthCheckRequest(service=service)
+            watch: HealthWatch = health_pb2_grpc.HealthStub(channel).Watch(request)
             statuses = []
             # Until the end of the stream (a failure raises); SIGTERM once the watch is open.
             while isinstance(answer := await watch.read(), health_pb2.HealthCheckResponse):
@@ -434,7 +445,7 @@ async def test_a_health_watch_ends_once_it_said_not_serving_at_a_stop(
                     process.send_signal(signal.SIGTERM)
             code = await watch.code()
         await asyncio.to_thread(process.wait, START_TIMEOUT_SECONDS)
-    assert statuses == ["SERVING", "NOT_SERVING"]
+    assert statuses == [first, "NOT_SERVING"]
     assert code == grpc.StatusCode.OK
     assert process.returncode == 0
 

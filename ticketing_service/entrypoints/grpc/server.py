@@ -82,7 +82,7 @@ class _WatchEnded(Exception):
 
 
 class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_health is untyped
-    """grpc's asyncio health service, except that a Watch ends (OK) once it has sent
+    """grpc's asyncio health service, except that every Watch ends (OK) once it has sent
     NOT_SERVING at a graceful stop. Left open, it held the stop for its whole grace period."""
 
     def __init__(self) -> None:
@@ -91,6 +91,10 @@ class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_h
 
     async def enter_graceful_shutdown(self) -> None:
         self.stopping = True
+        # A watch of a name never set (anyone may open one) would wait for a change that never
+        # comes, holding the stop for its whole grace: it is told NOT_SERVING as well.
+        for service in list(self._server_watchers):  # grpc's own record of the watched names
+            await self.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await super().enter_graceful_shutdown()
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
