@@ -450,6 +450,25 @@ async def test_a_health_watch_ends_once_it_said_not_serving_at_a_stop(
     assert process.returncode == 0
 
 
+async def test_an_open_reflection_stream_ends_at_a_stop(shared_pgdata: Path) -> None:
+    # grpcurl closes its stream once answered; a client that keeps one open (anyone may) held
+    # the stop for its whole grace period, the stream then ending UNAVAILABLE.
+    with serve(shared_pgdata) as (port, process):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+            await stream.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+            listed = await stream.read()
+            process.send_signal(signal.SIGTERM)
+            ended = await stream.read()  # a failure raises
+            code = await stream.code()
+        await asyncio.to_thread(process.wait, START_TIMEOUT_SECONDS)
+    assert isinstance(listed, reflection_pb2.ServerReflectionResponse)
+    assert "grpc.health.v1.Health" in {s.name for s in listed.list_services_response.service}
+    assert ended is grpc.aio.EOF
+    assert code == grpc.StatusCode.OK
+    assert process.returncode == 0
+
+
 def test_a_metrics_port_on_every_interface_answers_over_ipv4_and_ipv6(shared_pgdata: Path) -> None:
     with serve_process(shared_pgdata, TICKETING_METRICS_LISTEN="[::]:0") as process:
         port = int(wait_for_line(process, re.compile(r"metrics on \[::\]:(\d+)")).group(1))

@@ -6,15 +6,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from moim.ticketing.v1 import ticketing_service_pb2, ticketing_service_pb2_grpc
 
 from ticketing_service.config import (
@@ -30,6 +28,7 @@ from ticketing_service.entrypoints.grpc.arrival import RequestArrival, waiting_p
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
 from ticketing_service.entrypoints.grpc.call_limit import CallLimiter, streams_per_connection
 from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
+from ticketing_service.entrypoints.grpc.public_services import HealthServicer, ReflectionServicer
 from ticketing_service.entrypoints.grpc.servicer import TicketingServicer
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -77,47 +76,6 @@ class ServerLimits:
         ]
 
 
-class _WatchEnded(Exception):
-    """A health Watch has told its client NOT_SERVING at a graceful stop: it ends there."""
-
-
-class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_health is untyped
-    """grpc's asyncio health service, except that every Watch ends (OK) once it has sent
-    NOT_SERVING at a graceful stop. Left open, it held the stop for its whole grace period."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopping = False
-
-    async def enter_graceful_shutdown(self) -> None:
-        self.stopping = True
-        # A watch of a name never set (anyone may open one) would wait for a change that never
-        # comes, holding the stop for its whole grace: it is told NOT_SERVING as well.
-        for service in list(self._server_watchers):  # grpc's own record of the watched names
-            await self.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await super().enter_graceful_shutdown()
-
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
-        with contextlib.suppress(_WatchEnded):
-            await super().Watch(request, _LastWriteAtStop(context, self))
-
-
-class _LastWriteAtStop:
-    """A health Watch's call context, whose NOT_SERVING once the stop began is its last write."""
-
-    def __init__(self, context: Any, servicer: HealthServicer) -> None:
-        self._context = context
-        self._servicer = servicer
-
-    def __getattr__(self, name: str) -> Any:  # whatever else grpc's Watch asks of its context
-        return getattr(self._context, name)
-
-    async def write(self, message: health_pb2.HealthCheckResponse) -> None:
-        await self._context.write(message)
-        if self._servicer.stopping and message.status == health_pb2.HealthCheckResponse.NOT_SERVING:
-            raise _WatchEnded
-
-
 @dataclass(slots=True)
 class RunningServer:
     """A started server, the port it bound, and its health status setter."""
@@ -126,12 +84,14 @@ class RunningServer:
     port: int
     health: HealthServicer
     servicer: TicketingServicer
+    reflection: ReflectionServicer
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
-        """Report NOT_SERVING, end the feed's watches, then finish in-flight calls for up to
-        `grace` seconds."""
+        """Report NOT_SERVING, end the feed's watches and reflection's streams, then finish
+        in-flight calls for up to `grace` seconds."""
         await self.health.enter_graceful_shutdown()
         self.servicer.end_watches()
+        self.reflection.end_streams()
         await self.server.stop(grace)
 
 
@@ -175,9 +135,10 @@ async def start_server(
     # cancelled Watch could then hold process shutdown.
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    reflection_servicer = ReflectionServicer(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
     )
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
     try:
         if credentials is None:
             port = server.add_insecure_port(listen)
@@ -190,7 +151,7 @@ async def start_server(
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, servicer)
+    return RunningServer(server, port, health_servicer, servicer, reflection_servicer)
 
 
 async def serve_until_signalled(running: RunningServer, ready: Callable[[], None]) -> None:
