@@ -450,6 +450,33 @@ async def test_a_health_watch_ends_once_it_said_not_serving_at_a_stop(
     assert process.returncode == 0
 
 
+async def test_a_call_still_waiting_for_its_request_is_refused_at_a_stop(
+    shared_pgdata: Path,
+) -> None:
+    # One call that never sends its request (anyone may open one: no token is read before the
+    # request) held every stop for its whole grace period, then ended "Cancelling all calls".
+    with serve(shared_pgdata) as (port, process):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stalled = stalled_settings_call(channel)
+            # Calls on one connection are taken in order: once a later one is answered, the
+            # stalled call waits in the server for its request.
+            request = pb.GetTicketingSettingsRequest(event_id="nothing-saved")
+            with pytest.raises(grpc.aio.AioRpcError) as answered:
+                await pb_grpc.TicketingServiceStub(channel).GetTicketingSettings(request)
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stalled
+        await asyncio.to_thread(process.wait, START_TIMEOUT_SECONDS)
+        assert process.stderr is not None
+        logged = process.stderr.read()
+    assert answered.value.code() == grpc.StatusCode.NOT_FOUND
+    error = rich_error(refused.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "SERVER_STOPPING")
+    [line] = [json.loads(x) for x in logged.splitlines() if "GetTicketingSettings UNAVAIL" in x]
+    assert (line["level"], line["reason"]) == ("INFO", "SERVER_STOPPING")  # not a fault
+    assert process.returncode == 0
+
+
 async def test_an_open_reflection_stream_ends_at_a_stop(shared_pgdata: Path) -> None:
     # grpcurl closes its stream once answered; a client that keeps one open (anyone may) held
     # the stop for its whole grace period, the stream then ending UNAVAILABLE.

@@ -12,9 +12,11 @@ as a client-streaming one (the same on the wire), whose first step is reading th
   call, so only calls that hold theirs back are ever near the bound. It is four connections'
   worth (`waiting_per_address`), so that one connection's stalled calls never lock the rest of
   its host out; by default 2,048 calls, about 40 MB;
-- a call whose stream ends without a request is refused INVALID_ARGUMENT.
+- a call whose stream ends without a request is refused INVALID_ARGUMENT;
+- a call still waiting for its request when the server begins to stop is refused UNAVAILABLE
+  (reason SERVER_STOPPING) at once. It held the stop for its whole grace period.
 
-Both refusals reach the interceptors inside this one as an Unread request (decoding.py), so
+These refusals reach the interceptors inside this one as an Unread request (decoding.py), so
 they are logged and counted as any refused call. Put this interceptor first.
 
 A call that stays open holds its place for as long as it is open: a watch (health's, open to
@@ -26,6 +28,7 @@ stream past the bound is refused here directly.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -33,6 +36,7 @@ from typing import Any
 
 import grpc
 
+from ticketing_service.domain.errors import ServerStopping
 from ticketing_service.entrypoints.grpc.decoding import Unread
 from ticketing_service.entrypoints.grpc.wrapping import (
     Behaviour,
@@ -48,6 +52,8 @@ TOO_MANY_WAITING = Unread(
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     "Too many calls from this address are open or waiting to send their request.",
 )
+_STOPPED = "The server began to stop before the call's request arrived; send the call again."
+STOPPING = Unread(grpc.StatusCode.UNAVAILABLE, _STOPPED, ServerStopping(_STOPPED))
 
 
 def waiting_per_address(calls_per_connection: int) -> int:
@@ -71,6 +77,13 @@ class RequestArrival(WrappingInterceptor):
         super().__init__()
         self._per_address = per_address
         self._waiting: dict[str, int] = {}
+        self._reading: set[asyncio.Timeout] = set()  # of the calls waiting for their request
+
+    def end_waits(self) -> None:
+        """The server is stopping: refuse the calls that wait for their request now (STOPPING)."""
+        now = asyncio.get_running_loop().time()
+        for reading in self._reading:
+            reading.reschedule(now)
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         """The client-streaming handler of the same answers (synchronous ones pass through)."""
@@ -92,7 +105,7 @@ class RequestArrival(WrappingInterceptor):
     def _answered(self, behaviour: Behaviour) -> Behaviour:
         async def answered(requests: Any, context: Context) -> Any:
             with self._place(context) as placed:
-                request = await _read(context) if placed else TOO_MANY_WAITING
+                request = await self._read(context) if placed else TOO_MANY_WAITING
             return await behaviour(request, context)
 
         return answered
@@ -100,7 +113,7 @@ class RequestArrival(WrappingInterceptor):
     def _streamed(self, behaviour: Behaviour) -> Behaviour:
         async def streamed(requests: Any, context: Context) -> AsyncIterator[Any]:
             with self._place(context) as placed:
-                request = await _read(context) if placed else TOO_MANY_WAITING
+                request = await self._read(context) if placed else TOO_MANY_WAITING
                 async for message in behaviour(request, context):
                     yield message
 
@@ -109,7 +122,7 @@ class RequestArrival(WrappingInterceptor):
     def _written(self, behaviour: Behaviour) -> Behaviour:
         async def written(requests: Any, context: Context) -> None:
             with self._place(context) as placed:
-                request = await _read(context) if placed else TOO_MANY_WAITING
+                request = await self._read(context) if placed else TOO_MANY_WAITING
                 await behaviour(request, context)
 
         return written
@@ -123,6 +136,20 @@ class RequestArrival(WrappingInterceptor):
                     yield message
 
         return held
+
+    async def _read(self, context: Context) -> Any:
+        """The call's request; NO_REQUEST if its stream ended without one, STOPPING if
+        `end_waits` came first."""
+        reading = asyncio.timeout(None)
+        self._reading.add(reading)
+        try:
+            async with reading:
+                request = await context.read()
+        except TimeoutError:
+            return STOPPING
+        finally:
+            self._reading.discard(reading)
+        return NO_REQUEST if request is grpc.aio.EOF else request
 
     @contextmanager
     def _place(self, context: Context) -> Iterator[bool]:
@@ -141,9 +168,3 @@ class RequestArrival(WrappingInterceptor):
                 self._waiting[address] = left
             else:
                 del self._waiting[address]
-
-
-async def _read(context: Context) -> Any:
-    """The call's request, or NO_REQUEST if its stream ended without one."""
-    request = await context.read()
-    return NO_REQUEST if request is grpc.aio.EOF else request

@@ -4,7 +4,8 @@ gRPC decodes a request before any handler or interceptor runs. A `DecodeError` t
 wire format, a string that is not UTF-8) answered UNKNOWN, with the Python exception's text as
 its message, and logged a traceback, and the call had no line and no metrics of its own. Here
 the request is decoded by a deserializer that keeps the error, and the call is refused with it.
-The same marker stands in for a request that never came (see arrival.py).
+The same marker stands in for a request that never came, or had not come when the server
+began to stop (see arrival.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
-from ticketing_service.domain.errors import FieldViolation, InvalidArgument
+from ticketing_service.domain.errors import FieldViolation, InvalidArgument, TicketingError
 from ticketing_service.entrypoints.grpc.errors import abort
 from ticketing_service.entrypoints.grpc.wrapping import (
     Behaviour,
@@ -30,11 +31,13 @@ from ticketing_service.entrypoints.grpc.wrapping import (
 class Unread:
     """In place of a request the call cannot be served with: the status that refuses it.
 
-    An INVALID_ARGUMENT one names the field `request`, with `description` as its violation.
+    An INVALID_ARGUMENT one names the field `request`, with `description` as its violation;
+    one with an `error` is refused with it, its reason included.
     """
 
     code: grpc.StatusCode
     description: str
+    error: TicketingError | None = None
 
 
 class RequestDecoding(WrappingInterceptor):
@@ -85,4 +88,6 @@ class RequestDecoding(WrappingInterceptor):
 async def _refuse(context: Context, request: Unread) -> NoReturn:
     if request.code == grpc.StatusCode.INVALID_ARGUMENT:
         await abort(context, InvalidArgument([FieldViolation("request", request.description)]))
+    if request.error is not None:
+        await abort(context, request.error)
     await context.abort(request.code, request.description)

@@ -85,13 +85,15 @@ class RunningServer:
     health: HealthServicer
     servicer: TicketingServicer
     reflection: ReflectionServicer
+    arrival: RequestArrival
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
-        """Report NOT_SERVING, end the feed's watches and reflection's streams, then finish
-        in-flight calls for up to `grace` seconds."""
+        """Report NOT_SERVING; end the feed's watches, reflection's streams and the calls still
+        waiting for their request; then finish in-flight calls for up to `grace` seconds."""
         await self.health.enter_graceful_shutdown()
         self.servicer.end_watches()
         self.reflection.end_streams()
+        self.arrival.end_waits()
         await self.server.stop(grace)
 
 
@@ -115,8 +117,9 @@ async def start_server(
     with `credentials` the port speaks TLS (see tls.server_credentials).
     """
     calls_per_connection = streams_per_connection(limits.max_concurrent_rpcs)
+    arrival = RequestArrival(waiting_per_address(calls_per_connection))
     chain = [
-        RequestArrival(waiting_per_address(calls_per_connection)),
+        arrival,
         *interceptors,
         CallLimiter(limits.max_concurrent_rpcs),  # not gRPC's own: see call_limit.py
         RequestDecoding(),
@@ -151,7 +154,7 @@ async def start_server(
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, servicer, reflection_servicer)
+    return RunningServer(server, port, health_servicer, servicer, reflection_servicer, arrival)
 
 
 async def serve_until_signalled(running: RunningServer, ready: Callable[[], None]) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from ticketing_service.entrypoints.grpc.arrival import (
     NO_REQUEST,
+    STOPPING,
     TOO_MANY_WAITING,
     RequestArrival,
     client_address,
@@ -120,6 +121,18 @@ async def test_past_the_bound_a_host_s_call_is_refused_unread_and_other_hosts_wa
     assert await answer == "served"
     for task in held:
         task.cancel()
+
+
+async def test_at_the_stop_a_call_waiting_for_its_request_is_refused_and_its_place_freed() -> None:
+    arrival = RequestArrival(per_address=2)
+    stalled = await waiting(arrival, FakeCall())
+    arrived = FakeCall()
+    in_flight = await waiting(arrival, arrived)
+    arrived.send("served")  # its request is in: it is served, stop or not
+    arrival.end_waits()
+    assert await stalled is STOPPING
+    assert await in_flight == "served"
+    assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
 
 
 @pytest.mark.parametrize("ending", ["arrives", "cancelled"])

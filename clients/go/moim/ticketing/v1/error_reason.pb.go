@@ -90,7 +90,9 @@ const (
 	// name other events: rebuild the consumer's state from GetReservation instead.
 	ErrorReason_ERROR_REASON_SEQUENCE_AHEAD_OF_FEED ErrorReason = 26
 	// UNAVAILABLE: the server process is stopping (a restart, a deploy). A watch ends with this as
-	// the stop begins rather than when it ends: watch again after the last sequence applied.
+	// the stop begins rather than when it ends: watch again after the last sequence applied. A
+	// call whose request had not arrived when the stop began ends with it too, having done
+	// nothing: send it again.
 	ErrorReason_ERROR_REASON_SERVER_STOPPING ErrorReason = 27
 )
 

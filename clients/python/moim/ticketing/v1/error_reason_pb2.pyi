@@ -91,7 +91,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_SERVER_STOPPING: _ErrorReason.ValueType  # 27
     """UNAVAILABLE: the server process is stopping (a restart, a deploy). A watch ends with this as
-    the stop begins rather than when it ends: watch again after the last sequence applied.
+    the stop begins rather than when it ends: watch again after the last sequence applied. A
+    call whose request had not arrived when the stop began ends with it too, having done
+    nothing: send it again.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -170,6 +172,8 @@ name other events: rebuild the consumer's state from GetReservation instead.
 """
 ERROR_REASON_SERVER_STOPPING: ErrorReason.ValueType  # 27
 """UNAVAILABLE: the server process is stopping (a restart, a deploy). A watch ends with this as
-the stop begins rather than when it ends: watch again after the last sequence applied.
+the stop begins rather than when it ends: watch again after the last sequence applied. A
+call whose request had not arrived when the stop began ends with it too, having done
+nothing: send it again.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -219,7 +219,9 @@ export enum ErrorReason {
 
   /**
    * UNAVAILABLE: the server process is stopping (a restart, a deploy). A watch ends with this as
-   * the stop begins rather than when it ends: watch again after the last sequence applied.
+   * the stop begins rather than when it ends: watch again after the last sequence applied. A
+   * call whose request had not arrived when the stop began ends with it too, having done
+   * nothing: send it again.
    *
    * @generated from enum value: ERROR_REASON_SERVER_STOPPING = 27;
    */
