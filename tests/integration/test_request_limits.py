@@ -18,6 +18,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.flows import EVENT, configure_event, hold
 from tests.rich_errors import rich_error
+from tests.tcp_proxy import SilentProxy, from_another_host
 from ticketing_service.entrypoints.grpc.reservation_mapping import MAX_ANSWERS_BYTES
 from ticketing_service.entrypoints.grpc.server import (
     MAX_REQUEST_BYTES,
@@ -195,3 +196,29 @@ async def test_past_the_concurrent_call_limit_a_call_is_refused_until_one_ends(
             call.cancel()
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert answered.settings.event_id == EVENT
+
+
+@pytest.mark.usefixtures("one_event")
+async def test_a_watcher_whose_client_went_silent_gives_its_place_back(deps: Dependencies) -> None:
+    # A consumer whose machine died, or whose network dropped without a reset, kept its place
+    # among the watchers for hours: nothing ended its call. The server now pings each connection
+    # that carries calls, and closes one whose ping goes unanswered.
+    limits = ServerLimits(max_watchers=1, keepalive_seconds=1, keepalive_timeout_seconds=1)
+    running = await start_server(deps, "127.0.0.1:0", limits=limits)
+    try:
+        async with (
+            SilentProxy(from_another_host(running.port)).running() as proxy,
+            grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}") as far,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as near,
+        ):
+            lost = await watching(pb_grpc.TicketingServiceStub(far))
+            proxy.go_silent()
+            stub = pb_grpc.TicketingServiceStub(near)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await watching(stub)
+            replacement = await once_a_place_is_free(lambda: watching(stub))
+            replacement.cancel()
+            lost.cancel()
+    finally:
+        await running.stop(0)
+    assert rich_error(refused.value).reason == "TOO_MANY_WATCHERS"

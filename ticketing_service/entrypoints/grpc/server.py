@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = ticketing_service_pb2.DESCRIPTOR.services_by_name["TicketingService"].full_name
 GRACE_SECONDS = 10.0
+# How often a connection with calls is pinged, and how long its client has to answer.
+KEEPALIVE_SECONDS = 60
+KEEPALIVE_TIMEOUT_SECONDS = 20
 # The largest request a client may send. The biggest legitimate one (100 tiers, or 50 answers
 # of 16 KiB in all) is far below it; a bigger one is refused before it is parsed.
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -50,6 +53,8 @@ class ServerLimits:
     max_watchers: int = DEFAULT_MAX_WATCHERS
     max_connections: int = DEFAULT_GRPC_MAX_CONNECTIONS
     connection_idle_seconds: int = DEFAULT_GRPC_CONNECTION_IDLE_SECONDS
+    keepalive_seconds: int = KEEPALIVE_SECONDS
+    keepalive_timeout_seconds: int = KEEPALIVE_TIMEOUT_SECONDS
 
     @classmethod
     def of(cls, config: Config) -> ServerLimits:
@@ -69,10 +74,20 @@ class ServerLimits:
         service; connections already open keep being served. One without a call for
         `connection_idle_seconds` is closed (an HTTP/2 GOAWAY; its client reconnects at its next
         call), so that connections left behind by clients do not fill that bound for good.
+
+        One that carries calls is pinged every `keepalive_seconds`, and closed if its client
+        does not answer within `keepalive_timeout_seconds`: a client whose machine died, or
+        whose network dropped without a reset, kept its calls (a watch, and its place among
+        the watchers) open for hours otherwise. Every HTTP/2 client answers pings by itself.
         """
         return [
             ("grpc.max_allowed_incoming_connections", self.max_connections),
             ("grpc.max_connection_idle_ms", self.connection_idle_seconds * 1000),
+            ("grpc.keepalive_time_ms", self.keepalive_seconds * 1000),
+            ("grpc.keepalive_timeout_ms", self.keepalive_timeout_seconds * 1000),
+            # What this gRPC's transport enforces instead of the keepalive timeout (its 60 s
+            # default held a dead client's calls three times as long): the same bound.
+            ("grpc.http2.ping_timeout_ms", self.keepalive_timeout_seconds * 1000),
         ]
 
 
