@@ -4,7 +4,8 @@ While silent it accepts connections and takes what is sent, but forwards nothing
 and closes nothing, as a dead path looks to both ends. `resume()` cuts the connections that
 went silent (their peers gave up on them by then) and forwards new ones again. In front of
 Postgres it is a network that drops; in front of `serve`, from another loopback address, it
-is another host.
+is another host. `silence_open_connections()` is the machine at the far end of the open
+connections dying while new connections reach a live one, as behind a load balancer.
 """
 
 from __future__ import annotations
@@ -41,18 +42,25 @@ class SilentProxy:
 
     def __init__(self, upstream: Upstream) -> None:
         self._upstream = upstream
-        self._forwarding = asyncio.Event()
+        self._forwarding = asyncio.Event()  # for new connections
         self._forwarding.set()
-        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._links: dict[tuple[asyncio.StreamWriter, asyncio.StreamWriter], asyncio.Event] = {}
         self._pumps: set[asyncio.Task[None]] = set()
         self.port = 0
 
     def go_silent(self) -> None:
         """From now on nothing is forwarded, and nothing is closed."""
         self._forwarding.clear()
+        self.silence_open_connections()
+
+    def silence_open_connections(self) -> None:
+        """Forward nothing more on the connections open now, and close none of them."""
+        for forwarding in self._links.values():
+            forwarding.clear()
 
     def resume(self) -> None:
-        """Cut every connection that went silent; forward new connections again."""
+        """Cut every connection (those that went silent: their peers gave up on them by then);
+        forward new connections again."""
         for client, server in self._links:
             client.transport.abort()
             server.transport.abort()
@@ -62,16 +70,20 @@ class SilentProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._forwarding.wait()  # a connection made while silent hears nothing
         up_reader, up_writer = await self._upstream()
-        self._links.add((writer, up_writer))
+        forwarding = asyncio.Event()
+        forwarding.set()
+        self._links[writer, up_writer] = forwarding
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            pump = asyncio.create_task(self._pump(source, sink))
+            pump = asyncio.create_task(self._pump(source, sink, forwarding))
             self._pumps.add(pump)
             pump.add_done_callback(self._pumps.discard)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, forwarding: asyncio.Event
+    ) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             while data := await source.read(65536):
-                await self._forwarding.wait()
+                await forwarding.wait()
                 sink.write(data)
                 await sink.drain()
         sink.close()

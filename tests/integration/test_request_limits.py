@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
@@ -222,3 +223,26 @@ async def test_a_watcher_whose_client_went_silent_gives_its_place_back(deps: Dep
     finally:
         await running.stop(0)
     assert rich_error(refused.value).reason == "TOO_MANY_WATCHERS"
+
+
+async def test_a_client_may_ping_every_few_seconds_through_a_quiet_watch(
+    deps: Dependencies,
+) -> None:
+    # A client that pings to learn that the server is gone (the shim does) had its connection
+    # closed "too_many_pings", its calls failing, once the server had sent nothing for a while.
+    running = await start_server(
+        deps, "127.0.0.1:0", limits=ServerLimits(min_client_ping_seconds=1)
+    )
+    pinging = [("grpc.keepalive_time_ms", 2000), ("grpc.http2.max_pings_without_data", 0)]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=pinging) as ch:
+            watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest())
+            first = await watch.read()
+            # The server has nothing more to send; the client pings four times meanwhile.
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(8):
+                    await watch.read()  # a closed connection ends it at once
+            watch.cancel()
+    finally:
+        await running.stop(0)
+    assert isinstance(first, health_pb2.HealthCheckResponse)

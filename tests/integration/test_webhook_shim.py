@@ -38,6 +38,7 @@ from tests.integration.callbacks import (
     status_of,
 )
 from tests.postgres import sql
+from tests.tcp_proxy import SilentProxy, from_another_host
 from tests.terminal import python_from_a_terminal
 from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
 from ticketing_service.entrypoints.webhook.app import MAX_BODY_BYTES
@@ -311,6 +312,38 @@ async def test_a_callback_answers_503_with_retry_after_while_the_backend_is_down
     response = await post(orphan_shim, hmac_signed(encode(event)))
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0
+
+
+async def test_a_backend_gone_without_a_reset_costs_one_callback_not_every_one_for_minutes(
+    deps: Dependencies,
+) -> None:
+    # A backend replica whose machine died (its connections dropped without a reset) held every
+    # callback forwarded on its connection to the call's 10 s deadline, each answered 503, until
+    # TCP gave up, about 15 minutes later. The shim now pings the backend while calls are open
+    # and drops a connection whose ping goes unanswered; a new one reaches a live replica.
+    unknown = reservation_pb2.Reservation(
+        reservation_id=str(uuid.uuid4()),
+        checkout_id="chk_1",
+        provider="portone",
+        amount=PRICE,
+        currency_code="KRW",
+    )
+    callback = hmac_signed(encode(paid_event(unknown)))
+    running = await start_server(deps, "127.0.0.1:0")
+    try:
+        async with SilentProxy(from_another_host(running.port)).running() as proxy:
+            config = shim_config(f"127.0.0.1:{proxy.port}")
+            config = replace(config, grpc_channels=1, grpc_keepalive_seconds=1)
+            async with running_shim(config) as shim:
+                before = (await post(shim, callback)).status_code
+                proxy.silence_open_connections()
+                after = [(await post(shim, callback)).status_code]
+                while after[-1] != 404 and len(after) < 3:  # each waited 10 s before
+                    after.append((await post(shim, callback)).status_code)
+    finally:
+        await running.stop(0)
+    assert before == 404  # answered by the backend: the reservation is unknown
+    assert after == [503, 404]
 
 
 async def test_healthz_answers_200_while_the_backend_serves(shim: httpx.AsyncClient) -> None:
