@@ -35,6 +35,10 @@ export const ERROR_DOMAIN = "ticketing.moim.social";
  */
 export const DEFAULT_DEADLINE_MS = 10_000;
 
+/** How often a connection with open calls is pinged, and how long a ping may go unanswered. */
+export const DEFAULT_PING_INTERVAL_MS = 30_000;
+export const DEFAULT_PING_TIMEOUT_MS = 15_000;
+
 /** The client: one async method per RPC, named in lowerCamel (`startPaidRegistration`, ...). */
 export type TicketingClient = Client<typeof TicketingService>;
 
@@ -55,6 +59,12 @@ export interface TicketingClientOptions {
   retry?: Partial<RetryPolicy> | false;
   /** More interceptors (tracing, request ids), run on every attempt, after the token is set. */
   interceptors?: Interceptor[];
+  /** While calls are open (the feed stream above all), the connection is pinged this often, in
+   * ms (30 000 unless given; the server takes one ping per 10 s at most). A ping unanswered for
+   * `pingTimeoutMs` (15 000) ends the connection and its calls with UNAVAILABLE: a quiet feed
+   * stream to a server whose machine is gone ends, instead of waiting forever. */
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
 }
 
 /** Creates a client; the transport keeps one HTTP/2 session to the server and reuses it. */
@@ -71,6 +81,8 @@ export function createTicketingClient(options: TicketingClientOptions): Ticketin
     tls: options.tls,
     deadlineMs: options.deadlineMs ?? DEFAULT_DEADLINE_MS,
     interceptors,
+    pingIntervalMs: options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
+    pingTimeoutMs: options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
   });
   return createClient(TicketingService, transport);
 }

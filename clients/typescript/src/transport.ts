@@ -30,6 +30,10 @@ export interface TransportOptions {
   deadlineMs: number;
   /** Run on every call, outermost first. */
   interceptors: Interceptor[];
+  /** While calls are open, ping the server this often (ms) ... */
+  pingIntervalMs: number;
+  /** ... and end the connection and its calls when a ping goes this long unanswered. */
+  pingTimeoutMs: number;
 }
 
 /** A gRPC transport over one HTTP/2 connection, reused by every call. */
@@ -38,6 +42,8 @@ export function createTransport(options: TransportOptions): Transport {
     baseUrl: baseUrl(options.address, options.tls !== undefined),
     interceptors: options.interceptors,
     nodeOptions: nodeTlsOptions(options.tls),
+    pingIntervalMs: options.pingIntervalMs,
+    pingTimeoutMs: options.pingTimeoutMs,
   });
   return withUnaryDeadline(transport, options.deadlineMs);
 }

@@ -1,6 +1,7 @@
 /**
  * Network stand-ins for the deadline and retry tests: a listener that accepts and never answers,
- * a port where nothing listens (yet), and a TCP proxy that can be started on such a port later.
+ * a port where nothing listens (yet), and a TCP proxy that can be started on such a port later
+ * and can go silent.
  */
 import { once } from "node:events";
 import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
@@ -27,18 +28,39 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** A proxy that can go silent: the machine behind it gone without a word. */
+export interface Proxy extends Listener {
+  /** Forward nothing more either way on the open connections, and close none of them. */
+  silence(): void;
+}
+
 /** Forwards each connection on `port` byte for byte to `target` (`host:port`); TLS passes
  * through untouched. */
-export async function tcpProxy(port: number, target: string): Promise<Listener> {
+export async function tcpProxy(port: number, target: string): Promise<Proxy> {
   const [host = "", targetPort = ""] = target.split(":");
+  const links = new Set<[Socket, Socket]>();
   const server = createServer((downstream) => {
     const upstream = connect(Number(targetPort), host);
+    const link: [Socket, Socket] = [downstream, upstream];
+    links.add(link);
     downstream.pipe(upstream).pipe(downstream);
     upstream.on("error", () => downstream.destroy());
     downstream.on("error", () => upstream.destroy());
-    downstream.on("close", () => upstream.destroy());
+    downstream.on("close", () => {
+      upstream.destroy();
+      links.delete(link);
+    });
   });
-  return listen(server, port);
+  const listener = await listen(server, port);
+  const silence = () => {
+    for (const [downstream, upstream] of links) {
+      downstream.unpipe(upstream);
+      upstream.unpipe(downstream);
+      downstream.pause();
+      upstream.pause();
+    }
+  };
+  return { ...listener, silence };
 }
 
 async function listen(server: Server, port: number): Promise<Listener> {

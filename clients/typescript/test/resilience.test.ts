@@ -292,6 +292,29 @@ class AttemptLog {
   };
 }
 
+describe("a server that is gone", () => {
+  test("a quiet feed stream ends UNAVAILABLE once a ping goes unanswered", HANG, async () => {
+    // The server's machine died, or its network dropped without a reset: a feed stream with
+    // nothing to say waited on it forever (the stream has no deadline).
+    const proxy = await tcpProxy(0, server.address);
+    try {
+      // The server takes one ping per 10 s at most; an unanswered one ends the stream 1 s on.
+      const client = createTicketingClient(
+        deployed({ address: proxy.address, pingIntervalMs: 10_000, pingTimeoutMs: 1_000 }),
+      );
+      await rejection(client.getTicketingSettings({ eventId: newEventId() })); // connected
+      const watching = rejection(drain(client.watchRegistrationEvents({})));
+      proxy.silence();
+
+      const error = await watching;
+
+      assert.equal(error.code, Code.Unavailable, error.message);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
 function newEventId(): string {
   return eventIdWith("resilience");
 }
