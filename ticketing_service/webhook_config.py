@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moim.ticketing.client import DEFAULT_KEEPALIVE_SECONDS
+
 from ticketing_service.config import ConfigError, header_tokens, parse_host_port
 
 LISTEN_SETTING = "TICKETING_WEBHOOK_LISTEN"
@@ -40,10 +42,6 @@ _MAX_GRPC_CHANNELS = 64
 # A sender has this long from opening a connection (or from the previous answer on it) to
 # deliver a request's headers and whole body; then the connection is cut.
 DEFAULT_READ_TIMEOUT_SECONDS = 10.0
-# While calls are open on a connection to the backend, it is pinged this often, and dropped
-# when a ping goes this long unanswered (the server accepts a ping every 10 s; see
-# entrypoints/grpc/server.py).
-GRPC_KEEPALIVE_SECONDS = 15
 _MAX_READ_TIMEOUT_SECONDS = 300.0
 
 _SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
@@ -69,7 +67,9 @@ class WebhookConfig:
     metrics_listen: str | None = None
     grpc_channels: int = DEFAULT_GRPC_CHANNELS
     read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS
-    grpc_keepalive_seconds: int = GRPC_KEEPALIVE_SECONDS  # not a setting: tests shorten it
+    # While calls are open on a connection to the backend, it is pinged this often, and dropped
+    # when a ping goes as long unanswered. Not a setting: tests shorten it.
+    grpc_keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,8 +13,9 @@ from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
 from tests.postgres import open_transaction
+from tests.tcp_proxy import SilentProxy, from_another_host
 from ticketing_service.entrypoints.grpc.errors import ERROR_DOMAIN
-from ticketing_service.entrypoints.grpc.server import RunningServer, start_server
+from ticketing_service.entrypoints.grpc.server import RunningServer, ServerLimits, start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 
 TOKEN = "client-token"
@@ -154,3 +156,27 @@ async def test_the_refund_calls_are_typed_and_carry_their_reasons(client: Ticket
     assert cancelled.cancellation.reservations_total == 1  # the live hold
     assert progress.cancellation.event_id == "event-1"
     assert unknown.value.reason == "REFUND_NOT_FOUND"
+
+
+async def test_a_quiet_feed_stream_ends_unavailable_once_the_server_stops_answering_pings(
+    deps: Dependencies,
+) -> None:
+    # The stream has no deadline: to a server whose machine died, or whose network dropped
+    # without a reset, a feed stream with nothing to say waited forever.
+    limits = ServerLimits(min_client_ping_seconds=1)  # the client below pings every 2 s
+    running = await start_server(deps, "127.0.0.1:0", tokens=[TOKEN], limits=limits)
+    try:
+        async with SilentProxy(from_another_host(running.port)).running() as proxy:
+            target = f"127.0.0.1:{proxy.port}"
+            async with TicketingClient.connect(target, token=TOKEN, keepalive_seconds=2) as client:
+                page = await client.list_registration_events(pb.ListRegistrationEventsRequest())
+                events = client.watch_registration_events(
+                    pb.WatchRegistrationEventsRequest(after_sequence=page.next_sequence)
+                )
+                proxy.silence_open_connections()
+                with pytest.raises(TicketingError) as caught:
+                    async with asyncio.timeout(30):
+                        await anext(events)
+    finally:
+        await running.stop(0)
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE

@@ -13,7 +13,7 @@ from types import FrameType
 
 import grpc
 import uvicorn
-from moim.ticketing.client import TicketingClient
+from moim.ticketing.client import TicketingClient, keepalive_options
 from starlette.types import ASGIApp
 
 from ticketing_service.config import ConfigError, ListenError, parse_host_port
@@ -120,13 +120,7 @@ def backend_channel(config: WebhookConfig) -> grpc.aio.Channel:
     TCP gave up (about 15 minutes), each callback answered 503. The channel then connects
     again, to a live replica behind the same address.
     """
-    keepalive_ms = config.grpc_keepalive_seconds * 1000
-    options = [
-        *_OWN_CONNECTION,
-        ("grpc.keepalive_time_ms", keepalive_ms),
-        ("grpc.keepalive_timeout_ms", keepalive_ms),
-        ("grpc.http2.ping_timeout_ms", keepalive_ms),  # what gRPC enforces (see server.py)
-    ]
+    options = [*_OWN_CONNECTION, *keepalive_options(config.grpc_keepalive_seconds)]
     credentials = backend_credentials(config)
     if credentials is None:
         return grpc.aio.insecure_channel(config.grpc_target, options=options)

@@ -18,9 +18,12 @@ from grpc_status import rpc_status
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-__all__ = ["FieldViolation", "TicketingClient", "TicketingError"]
+__all__ = ["FieldViolation", "TicketingClient", "TicketingError", "keepalive_options"]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+# While calls are open a channel pings the server this often, and ends the connection (its
+# calls UNAVAILABLE) when a ping goes as long unanswered. The server takes one per 10 s at most.
+DEFAULT_KEEPALIVE_SECONDS = 15.0
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -104,6 +107,18 @@ def _rich_details(error: grpc.aio.AioRpcError) -> _RichDetails:
     return _RichDetails(str(info.reason), str(info.domain), metadata, violations)
 
 
+def keepalive_options(seconds: float = DEFAULT_KEEPALIVE_SECONDS) -> list[tuple[str, int]]:
+    """Channel options: while calls are open, ping the server every `seconds`, and end the
+    connection (its calls UNAVAILABLE) when a ping goes as long unanswered."""
+    ms = round(seconds * 1000)
+    return [
+        ("grpc.keepalive_time_ms", ms),
+        ("grpc.keepalive_timeout_ms", ms),
+        # What gRPC's transport enforces in place of the keepalive timeout (60 s by default).
+        ("grpc.http2.ping_timeout_ms", ms),
+    ]
+
+
 class TicketingClient:
     """TicketingService over one grpc.aio channel; use `async with` or call `aclose()`.
 
@@ -138,17 +153,21 @@ class TicketingClient:
         token: str | None = None,
         root_certificates: bytes | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
     ) -> TicketingClient:
         """Open a channel to `target`: TLS with `root_certificates`, plaintext without them.
 
         The channel connects lazily, so this never blocks; call it inside the event loop that
         will use the client. Without TLS the token crosses the network in clear: loopback only.
+        It pings as `keepalive_options` says, so that a quiet feed stream to a server whose
+        machine is gone ends instead of waiting forever.
         """
+        options = keepalive_options(keepalive_seconds)
         if root_certificates is None:
-            channel = grpc.aio.insecure_channel(target)
+            channel = grpc.aio.insecure_channel(target, options=options)
         else:
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            channel = grpc.aio.secure_channel(target, credentials)
+            channel = grpc.aio.secure_channel(target, credentials, options=options)
         return cls(channel, token=token, timeout=timeout)
 
     @property
