@@ -343,7 +343,8 @@ async def test_a_backend_gone_without_a_reset_costs_one_callback_not_every_one_f
     finally:
         await running.stop(0)
     assert before == 404  # answered by the backend: the reservation is unknown
-    assert after == [503, 404]
+    # One callback on the dead connection (none, if a ping of the first call found it first).
+    assert after in ([503, 404], [404])
 
 
 async def test_healthz_answers_200_while_the_backend_serves(shim: httpx.AsyncClient) -> None:
