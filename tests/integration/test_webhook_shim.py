@@ -298,9 +298,8 @@ async def test_a_verified_event_of_another_type_is_ignored(
 # The backend: down, stopping, guarded by a token
 
 
-async def test_a_callback_answers_503_with_retry_after_while_the_backend_is_down(
-    orphan_shim: httpx.AsyncClient,
-) -> None:
+def unknown_paid_callback() -> Signed:
+    """A signed, well-formed paid callback of a reservation the service does not know."""
     reservation = reservation_pb2.Reservation(
         reservation_id=str(uuid.uuid4()),
         checkout_id="chk_1",
@@ -308,8 +307,13 @@ async def test_a_callback_answers_503_with_retry_after_while_the_backend_is_down
         amount=PRICE,
         currency_code="KRW",
     )
-    event = paid_event(reservation)
-    response = await post(orphan_shim, hmac_signed(encode(event)))
+    return hmac_signed(encode(paid_event(reservation)))
+
+
+async def test_a_callback_answers_503_with_retry_after_while_the_backend_is_down(
+    orphan_shim: httpx.AsyncClient,
+) -> None:
+    response = await post(orphan_shim, unknown_paid_callback())
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0
 
@@ -321,14 +325,7 @@ async def test_a_backend_gone_without_a_reset_costs_one_callback_not_every_one_f
     # callback forwarded on its connection to the call's 10 s deadline, each answered 503, until
     # TCP gave up, about 15 minutes later. The shim now pings the backend while calls are open
     # and drops a connection whose ping goes unanswered; a new one reaches a live replica.
-    unknown = reservation_pb2.Reservation(
-        reservation_id=str(uuid.uuid4()),
-        checkout_id="chk_1",
-        provider="portone",
-        amount=PRICE,
-        currency_code="KRW",
-    )
-    callback = hmac_signed(encode(paid_event(unknown)))
+    callback = unknown_paid_callback()
     running = await start_server(deps, "127.0.0.1:0")
     try:
         async with SilentProxy(from_another_host(running.port)).running() as proxy:
