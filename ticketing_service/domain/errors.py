@@ -166,7 +166,8 @@ class TooManyWatchers(TicketingError):
 
 
 class ServerStopping(TicketingError):
-    """The server process is stopping: a watch ends, to be resumed elsewhere or after it."""
+    """The server process is stopping: a watch ends, to be resumed elsewhere or after it, and a
+    call whose request had not arrived is refused, to be sent again."""
 
     reason = "SERVER_STOPPING"
 

@@ -14,7 +14,9 @@ as a client-streaming one (the same on the wire), whose first step is reading th
   its host out; by default 2,048 calls, about 40 MB;
 - a call whose stream ends without a request is refused INVALID_ARGUMENT;
 - a call still waiting for its request when the server begins to stop is refused UNAVAILABLE
-  (reason SERVER_STOPPING) at once. It held the stop for its whole grace period.
+  (reason SERVER_STOPPING) at once, and a client stream (reflection's) waiting for its next
+  request ends there, as if its client had ended it. Either held the stop for its whole grace
+  period.
 
 These refusals reach the interceptors inside this one as an Unread request (decoding.py), so
 they are logged and counted as any refused call. Put this interceptor first.
@@ -30,9 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -54,6 +56,8 @@ TOO_MANY_WAITING = Unread(
 )
 _STOPPED = "The server began to stop before the call's request arrived; send the call again."
 STOPPING = Unread(grpc.StatusCode.UNAVAILABLE, _STOPPED, ServerStopping(_STOPPED))
+
+T = TypeVar("T")
 
 
 def waiting_per_address(calls_per_connection: int) -> int:
@@ -77,10 +81,13 @@ class RequestArrival(WrappingInterceptor):
         super().__init__()
         self._per_address = per_address
         self._waiting: dict[str, int] = {}
-        self._reading: set[asyncio.Timeout] = set()  # of the calls waiting for their request
+        self._reading: set[asyncio.Timeout] = set()  # of the calls waiting for a request
+        self._stopping = False
 
     def end_waits(self) -> None:
-        """The server is stopping: refuse the calls that wait for their request now (STOPPING)."""
+        """The server is stopping: refuse the calls that wait for their request now (STOPPING),
+        and end client streams at their next wait for a request, now and from now on."""
+        self._stopping = True
         now = asyncio.get_running_loop().time()
         for reading in self._reading:
             reading.reschedule(now)
@@ -132,7 +139,7 @@ class RequestArrival(WrappingInterceptor):
             with self._place(context) as placed:
                 if not placed:
                     await context.abort(TOO_MANY_WAITING.code, TOO_MANY_WAITING.description)
-                async for message in behaviour(requests, context):
+                async for message in behaviour(self._until_stop(requests), context):
                     yield message
 
         return held
@@ -140,16 +147,30 @@ class RequestArrival(WrappingInterceptor):
     async def _read(self, context: Context) -> Any:
         """The call's request; NO_REQUEST if its stream ended without one, STOPPING if
         `end_waits` came first."""
+        try:
+            request = await self._unless_stopped(context.read())
+        except TimeoutError:
+            return STOPPING
+        return NO_REQUEST if request is grpc.aio.EOF else request
+
+    async def _until_stop(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """A client stream's requests, ending as if its client had ended it at `end_waits`."""
+        while not self._stopping:
+            try:
+                request = await self._unless_stopped(anext(requests))
+            except (StopAsyncIteration, TimeoutError):
+                return
+            yield request
+
+    async def _unless_stopped(self, waiting: Awaitable[T]) -> T:
+        """`waiting`'s result; TimeoutError if `end_waits` comes first."""
         reading = asyncio.timeout(None)
         self._reading.add(reading)
         try:
             async with reading:
-                request = await context.read()
-        except TimeoutError:
-            return STOPPING
+                return await waiting
         finally:
             self._reading.discard(reading)
-        return NO_REQUEST if request is grpc.aio.EOF else request
 
     @contextmanager
     def _place(self, context: Context) -> Iterator[bool]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from moim.ticketing.v1 import ticketing_service_pb2, ticketing_service_pb2_grpc
 
 from ticketing_service.config import (
@@ -28,7 +28,7 @@ from ticketing_service.entrypoints.grpc.arrival import RequestArrival, waiting_p
 from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
 from ticketing_service.entrypoints.grpc.call_limit import CallLimiter, streams_per_connection
 from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
-from ticketing_service.entrypoints.grpc.public_services import HealthServicer, ReflectionServicer
+from ticketing_service.entrypoints.grpc.health_service import HealthServicer
 from ticketing_service.entrypoints.grpc.servicer import TicketingServicer
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -105,7 +105,6 @@ class RunningServer:
     port: int
     health: HealthServicer
     servicer: TicketingServicer
-    reflection: ReflectionServicer
     arrival: RequestArrival
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
@@ -113,7 +112,6 @@ class RunningServer:
         waiting for their request; then finish in-flight calls for up to `grace` seconds."""
         await self.health.enter_graceful_shutdown()
         self.servicer.end_watches()
-        self.reflection.end_streams()
         self.arrival.end_waits()
         await self.server.stop(grace)
 
@@ -159,10 +157,9 @@ async def start_server(
     # cancelled Watch could then hold process shutdown.
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection_servicer = ReflectionServicer(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
     try:
         if credentials is None:
             port = server.add_insecure_port(listen)
@@ -175,7 +172,7 @@ async def start_server(
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, servicer, reflection_servicer, arrival)
+    return RunningServer(server, port, health_servicer, servicer, arrival)
 
 
 async def serve_until_signalled(running: RunningServer, ready: Callable[[], None]) -> None:

@@ -192,30 +192,60 @@ async def test_a_watch_that_writes_serves_the_request_and_holds_its_place_until_
     assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
 
 
-async def test_an_open_client_streaming_call_holds_a_place_of_its_host_until_it_ends() -> None:
-    async def reflect(requests: AsyncIterator[object], context: object) -> AsyncIterator[object]:
-        async for request in requests:
-            yield request
+async def reflect(requests: AsyncIterator[object], context: object) -> AsyncIterator[object]:
+    """A client-streaming behaviour, as reflection's: an answer to each request."""
+    async for request in requests:
+        yield request
 
+
+async def sent(requests: asyncio.Queue[object]) -> AsyncIterator[object]:
+    """A client's stream of the requests put on `requests`, ended by a None."""
+    while (request := await requests.get()) is not None:
+        yield request
+
+
+async def test_an_open_client_streaming_call_holds_a_place_of_its_host_until_it_ends() -> None:
     arrival = RequestArrival(per_address=1)
     reflecting = served(arrival, "stream_stream", reflect)
     requests: asyncio.Queue[object] = asyncio.Queue()
 
-    async def sent() -> AsyncIterator[object]:
-        while (request := await requests.get()) is not None:
-            yield request
-
-    held = reflecting(sent(), FakeCall())
+    held = reflecting(sent(requests), FakeCall())
     await requests.put("first")
     assert await anext(held) == "first"  # open, and waiting for its next request
 
     with pytest.raises(Aborted) as caught:
-        await anext(reflecting(sent(), FakeCall()))
+        await anext(reflecting(sent(requests), FakeCall()))
     assert caught.value.args == (TOO_MANY_WAITING.code, TOO_MANY_WAITING.description)
 
     await requests.put(None)  # the held call ends: its place is free
     assert [message async for message in held] == []
     assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
+
+
+async def test_at_the_stop_a_client_stream_answers_what_it_read_and_ends_while_it_waits() -> None:
+    arrival = RequestArrival(per_address=1)
+    requests: asyncio.Queue[object] = asyncio.Queue()
+    answers = served(arrival, "stream_stream", reflect)(sent(requests), FakeCall())
+    await requests.put("first")
+    first = await anext(answers)
+    waiting = asyncio.ensure_future(anext(answers))  # for a request that never comes
+    await asyncio.sleep(0)  # one step: the stream now waits for its next request
+    arrival.end_waits()
+    with pytest.raises(StopAsyncIteration):
+        async with asyncio.timeout(10):  # a stream the stop did not end waits for good
+            await waiting
+    assert first == "first"
+    assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
+
+
+async def test_a_client_stream_opened_after_the_stop_ends_at_once() -> None:
+    arrival = RequestArrival(per_address=1)
+    requests: asyncio.Queue[object] = asyncio.Queue()
+    await requests.put("sent, but after the stop")
+    arrival.end_waits()
+    answers = served(arrival, "stream_stream", reflect)(sent(requests), FakeCall())
+    async with asyncio.timeout(10):
+        assert [answer async for answer in answers] == []
 
 
 @dataclass

@@ -1,18 +1,16 @@
-"""grpc's health and reflection services, except that their streams end at a graceful stop.
+"""grpc's health service, except that its watches end at a graceful stop.
 
-Anyone may open them, without a token. As grpc ships them, a health Watch or a reflection
-stream left open held every stop of the server for its whole grace period.
+Anyone may open one, without a token. As grpc ships it, a health Watch left open held every
+stop of the server for its whole grace period. (A reflection stream, open to anyone too, is
+ended at the stop by RequestArrival, see arrival.py.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from grpc_health.v1 import health, health_pb2
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 
 class _WatchEnded(Exception):
@@ -54,41 +52,3 @@ class _LastWriteAtStop:
         await self._context.write(message)
         if self._servicer.stopping and message.status == health_pb2.HealthCheckResponse.NOT_SERVING:
             raise _WatchEnded
-
-
-class ReflectionServicer(reflection.aio.ReflectionServicer):  # type: ignore[misc]  # untyped
-    """grpc's asyncio reflection service, except that a stream ends (OK) at a graceful stop,
-    having answered each request it had read."""
-
-    def __init__(self, service_names: tuple[str, ...]) -> None:
-        super().__init__(service_names)
-        self._stopping = asyncio.Event()
-
-    def end_streams(self) -> None:
-        """End every stream at its next wait for a request, now and from now on."""
-        self._stopping.set()
-
-    async def ServerReflectionInfo(
-        self, requests: AsyncIterable[reflection_pb2.ServerReflectionRequest], context: Any
-    ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
-        answers = super().ServerReflectionInfo(_until(self._stopping, requests), context)
-        async for answer in answers:
-            yield answer
-
-
-async def _until(stop: asyncio.Event, requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
-    """`requests` until they end or `stop` is set, whichever comes first."""
-    stopped = asyncio.ensure_future(stop.wait())
-    pending = aiter(requests)
-    try:
-        while not stop.is_set():
-            received = asyncio.ensure_future(anext(pending))
-            await asyncio.wait((received, stopped), return_when=asyncio.FIRST_COMPLETED)
-            if not received.done():
-                received.cancel()
-                return
-            if isinstance(received.exception(), StopAsyncIteration):
-                return
-            yield received.result()
-    finally:
-        stopped.cancel()
