@@ -87,7 +87,7 @@ class Config:
             grpc_listen=r.listen("TICKETING_GRPC_LISTEN") or "127.0.0.1:50051",
             grpc_tokens=r.header_tokens("TICKETING_GRPC_TOKEN"),
             hold_seconds=r.positive_float("TICKETING_HOLD_SECONDS", 600),
-            payment_service_url=r.optional_url("TICKET_PAYMENT_SERVICE_URL"),
+            payment_service_url=r.optional_base_url("TICKET_PAYMENT_SERVICE_URL"),
             payment_service_token=header_safe(
                 r.text("TICKET_PAYMENT_SERVICE_TOKEN") or "", "TICKET_PAYMENT_SERVICE_TOKEN"
             ),
@@ -95,7 +95,9 @@ class Config:
             callback_url=r.url(
                 "TICKETING_CALLBACK_URL", "http://127.0.0.1:8080/api/ticket-payment-callbacks"
             ),
-            public_base_url=r.url("MOIM_PUBLIC_BASE_URL", "http://localhost:3000").rstrip("/"),
+            public_base_url=(
+                r.optional_base_url("MOIM_PUBLIC_BASE_URL") or "http://localhost:3000"
+            ).rstrip("/"),
             default_provider_account_id=r.text("DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID"),
             db_pool_size=r.positive_int("TICKETING_DB_POOL_SIZE", 10, 1000),
             db_lock_timeout_ms=r.positive_int("TICKETING_DB_LOCK_TIMEOUT_MS", 5000, _DAY_MS),
@@ -286,6 +288,18 @@ class _Reader:
             "an http:// or https:// URL with a host, such as http://moim-payment:8080",
         )
 
+    def optional_base_url(self, name: str) -> str | None:
+        """Like `optional_url`, for a URL that paths are put after: without a query or fragment.
+
+        Either swallowed every path: with `http://pay:8080/?v=1` each call went to `/` with the
+        query `v=1/v1/ticket-checkouts/...`, and a paid checkout read as not found.
+        """
+        return self._checked_url(
+            name,
+            _base_url_problem,
+            "an http:// or https:// URL with a host and no query, such as http://moim-payment:8080",
+        )
+
     def _checked_url(
         self, name: str, problem_of: Callable[[str], str | None], expected: str
     ) -> str | None:
@@ -335,4 +349,13 @@ def _url_problem(url: str) -> str | None:
         return "it cannot be parsed, or its port is not a number up to 65535"
     if not parts.hostname:
         return "it has no host"
+    return None
+
+
+def _base_url_problem(url: str) -> str | None:
+    """What keeps `url` from being one paths can be put after, if anything."""
+    if problem := _url_problem(url):
+        return problem
+    if "?" in url or "#" in url:
+        return "it has a query or a fragment, where the paths put after it would land"
     return None

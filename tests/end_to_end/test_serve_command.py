@@ -160,12 +160,13 @@ def test_a_token_no_header_can_carry_fails_at_start_showing_none_of_it(
     )
 
 
-@pytest.mark.parametrize("url", ["http://[::1:8090", "http://"])
+@pytest.mark.parametrize("url", ["http://[::1:8090", "http://", "http://127.0.0.1:8090/?v=1"])
 def test_a_payment_service_url_no_request_can_reach_fails_at_start(
     tmp_path: Path, url: str
 ) -> None:
     # Before: the first crashed with a traceback once Postgres was up and migrated; the second
-    # was served, and every checkout answered UNAVAILABLE for good.
+    # was served, and every checkout answered UNAVAILABLE for good. With the third every call
+    # went to `/`, its path swallowed by the query.
     result = run_serve(tmp_path, TICKET_PAYMENT_SERVICE_URL=url)
     assert result.returncode == 2
     assert our_line(result).startswith(

@@ -185,6 +185,26 @@ def test_a_url_with_a_host_is_taken(good: str) -> None:
     assert Config.from_env({"TICKET_PAYMENT_SERVICE_URL": good}).payment_service_url == good
 
 
+@pytest.mark.parametrize("name", ["TICKET_PAYMENT_SERVICE_URL", "MOIM_PUBLIC_BASE_URL"])
+@pytest.mark.parametrize(
+    "bad", ["http://moim-payment:8080/?v=1", "http://moim-payment:8080/api?", "http://moim:3000#x"]
+)
+def test_a_base_url_with_a_query_or_fragment_is_refused(name: str, bad: str) -> None:
+    # Paths are put after these: behind a query, every call to the payment service went to `/`.
+    with pytest.raises(
+        ConfigError, match=rf"^{name} must be an http:// or https:// URL"
+    ) as refused:
+        Config.from_env({name: bad})
+    assert str(refused.value).endswith(
+        "; it has a query or a fragment, where the paths put after it would land."
+    )
+
+
+def test_a_callback_url_may_carry_a_query() -> None:
+    given = "https://shim.example/api/ticket-payment-callbacks?tenant=moim"
+    assert Config.from_env({"TICKETING_CALLBACK_URL": given}).callback_url == given
+
+
 def test_the_payment_service_url_is_required_only_when_asked_for() -> None:
     unset = Config.from_env({})
     assert unset.payment_service_url is None
