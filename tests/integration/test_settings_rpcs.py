@@ -241,6 +241,18 @@ def far_timestamp() -> Timestamp:
     return Timestamp(seconds=253402300800 + 10)  # past year 9999
 
 
+YEAR_ONE = Timestamp(seconds=-62135596800)  # 0001-01-01T00:00:00Z
+LAST_NANOSECOND = Timestamp(seconds=253402300799, nanos=999_999_999)  # of 9999
+
+
+def timed_tier(
+    start: Timestamp | None = None, end: Timestamp | None = None
+) -> settings_pb2.TierInput:
+    return settings_pb2.TierInput(
+        tier_id="a", name="A", price_amount=1000, sale_start_time=start, sale_end_time=end
+    )
+
+
 INVALID_UPDATES: list[tuple[dict[str, object], list[str]]] = [
     ({"event_id": ""}, ["event_id"]),
     ({"event_id": "x" * 129}, ["event_id"]),
@@ -275,6 +287,11 @@ INVALID_UPDATES: list[tuple[dict[str, object], list[str]]] = [
     ),
     ({"event_id": "", "tiers": [tier("a", price=-5)]}, ["event_id", "tiers[0].price_amount"]),
     ({"event_start_time": Timestamp(seconds=-1)}, ["event_start_time"]),
+    # Postgres keeps these two as -infinity and infinity, read back naive: every hold of the
+    # tier then failed INTERNAL.
+    ({"tiers": [timed_tier(start=YEAR_ONE)]}, ["tiers[0].sale_start_time"]),
+    ({"tiers": [timed_tier(end=LAST_NANOSECOND)]}, ["tiers[0].sale_end_time"]),
+    ({"event_start_time": LAST_NANOSECOND}, ["event_start_time"]),
     ({"refund_policy": [rule(24, 50), rule(24, 70)]}, ["refund_policy"]),
     ({"refund_policy": [rule(24, 101)]}, ["refund_policy"]),
     ({"refund_policy": [rule(-1, 50)]}, ["refund_policy"]),

@@ -203,6 +203,16 @@ async def test_a_tier_outside_its_sale_window_is_not_on_sale(stub: Stub) -> None
         assert (await failure(start(stub, "u", tier)))[1] == "TIER_NOT_ON_SALE"
 
 
+async def test_a_tier_on_sale_from_1970_to_the_last_second_of_9999_sells(stub: Stub) -> None:
+    # The widest window settings take. One a microsecond wider at either end was stored as
+    # infinity, and every hold of the tier answered INTERNAL.
+    always = paid_tier("vip")
+    always.sale_start_time.CopyFrom(Timestamp(seconds=0))
+    always.sale_end_time.CopyFrom(Timestamp(seconds=253402300799))
+    await configure_event(stub, always)
+    assert (await hold(stub, "u")).status == PENDING
+
+
 async def test_a_retained_tier_is_not_on_sale(stub: Stub) -> None:
     await configure_event(stub, paid_tier("vip"), paid_tier("floor"))
     await hold(stub, "holder", "vip")

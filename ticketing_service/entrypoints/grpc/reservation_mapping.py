@@ -112,9 +112,7 @@ def read_claim(request: ticketing_service_pb2.ConfirmPaymentRequest) -> PaymentC
     """The payment claimed, or InvalidArgument listing every bad field."""
     v = Violations()
     paid_time = (
-        v.timestamp("paid_time", request.paid_time, earliest_year=1970)
-        if request.HasField("paid_time")
-        else None
+        v.timestamp("paid_time", request.paid_time) if request.HasField("paid_time") else None
     )
     if len(request.raw_event) > MAX_RAW_EVENT_BYTES:
         v.add("raw_event", f"Must be at most {MAX_RAW_EVENT_BYTES} bytes.")

@@ -42,7 +42,7 @@ def read_settings_update(
     currency = v.currency("currency_code", request.currency_code, required=False)
     account = v.text("provider_account_id", request.provider_account_id, 128) or None
     start = (
-        v.timestamp("event_start_time", request.event_start_time, earliest_year=1970)
+        v.timestamp("event_start_time", request.event_start_time)
         if request.HasField("event_start_time")
         else None
     )
