@@ -81,6 +81,10 @@ async def test_an_id_reused_for_another_payment_of_the_same_reservation_is_a_mis
         ("paidAt", "0001-01-01T00:00:00+01:00"),
         ("paidAt", "9999-12-31T23:59:59-01:00"),
         ("paidAt", "1969-12-31T23:59:59Z"),
+        ("paidAt", "9999-12-31T23:59:59.5Z"),  # Postgres would keep it as infinity
+        # A lone surrogate, which JSON can spell and no request can carry.
+        ("paymentId", "pay_\ud800"),
+        ("txId", "tx_\udfff"),
         ("amount", 2**53),
         ("amount", 30000.0),
         ("amount", -1),

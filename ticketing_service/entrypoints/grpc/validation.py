@@ -10,12 +10,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ticketing_service.domain.errors import FieldViolation, InvalidArgument
 from ticketing_service.domain.money import MAX_AMOUNT, is_known_currency
+from ticketing_service.domain.times import EARLIEST, LATEST
 
 MAX_ID_LENGTH = 128
 MAX_NAME_LENGTH = 200
 MAX_URL_LENGTH = 2048
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 # The longest list any request takes: an event has at most this many tiers. Other lists may
 # have their own, smaller bound (answers).
 MAX_LIST_LENGTH = 100
@@ -85,17 +84,14 @@ class Violations:
         return value
 
     def timestamp(self, field: str, value: Timestamp) -> datetime | None:
-        """A timestamp as an aware datetime from 1970 to the last whole second of 9999.
-
-        Postgres keeps the first and the last microsecond Python can hold (year 1, and
-        9999-12-31T23:59:59.999999) as -infinity and infinity, which come back naive: a tier
-        whose sale began at year 1 answered INTERNAL to every StartPaidRegistration.
+        """A timestamp as an aware datetime the service can keep (domain/times.py): a tier
+        whose sale began at year 1 was kept as -infinity, and every hold of it failed INTERNAL.
         """
         try:
             when = value.ToDatetime(tzinfo=UTC)
         except (ValueError, OverflowError):
             when = None
-        if when is None or not EARLIEST_TIME <= when <= LATEST_TIME:
+        if when is None or not EARLIEST <= when <= LATEST:
             self.add(field, "Must be a valid timestamp from 1970 to 9999-12-31T23:59:59Z.")
             return None
         return when
