@@ -26,6 +26,7 @@ from ticketing_service.domain.events import (
 )
 from ticketing_service.domain.refunds import EventCancellation, Refund, RefundStatus
 from ticketing_service.domain.reservations import (
+    SETTLED_STATUSES,
     ConfirmOutcome,
     Delivery,
     DeliveryRecord,
@@ -170,7 +171,14 @@ class FakeReservations:
     def _locked(self, reservation: Reservation) -> LockedReservation:
         found = self._store.registrations.get((reservation.event_id, reservation.user_id))
         elsewhere = found is not None and found[1] != reservation.reservation_id
-        return LockedReservation(self._with_registration(reservation), self._store.now, elsewhere)
+        owed_back = frozenset(
+            r.payment_id
+            for r in self._store.refunds.values()
+            if r.reservation_id == reservation.reservation_id and r.status.counts_against_payment
+        )
+        return LockedReservation(
+            self._with_registration(reservation), self._store.now, elsewhere, owed_back
+        )
 
     def _stored(self, reservation_id: str) -> Reservation:
         return self._store.reservations[reservation_id]
@@ -297,6 +305,17 @@ class FakeReservations:
         assert claim.delivery is not None
         record = DeliveryRecord(claim.reservation_id, claim.checkout_id, claim.payment_id, outcome)
         self._store.deliveries.setdefault(claim.delivery, record)
+
+    async def spoken_for(self, payment_id: str) -> bool:
+        """Whether a reservation was settled by the payment, or a refund of it did not fail."""
+        settled = any(
+            r.payment_id == payment_id and r.status in SETTLED_STATUSES
+            for r in self._store.reservations.values()
+        )
+        return settled or any(
+            r.payment_id == payment_id and r.status.counts_against_payment
+            for r in self._store.refunds.values()
+        )
 
     async def record_mismatch(self, claim: PaymentClaim, fields: Sequence[str]) -> bool:
         """The mismatched payment and its event, once per payment."""

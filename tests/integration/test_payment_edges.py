@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -88,6 +88,82 @@ async def test_a_second_payment_of_a_confirmed_reservation_is_announced_as_a_mis
         ["payment_id"],
     )
     assert event.reservation.payment_id == "pay-1"
+
+
+# One payment, one fate: a seat, or its money back; never both, never twice
+
+
+async def reservation_of(stub: Stub, held: reservation_pb2.Reservation) -> Any:
+    request = pb.GetReservationRequest(reservation_id=held.reservation_id)
+    return (await stub.GetReservation(request)).reservation
+
+
+async def refunds_of(stub: Stub, held: reservation_pb2.Reservation) -> list[tuple[str, int]]:
+    return [(r.payment_id, r.amount) for r in (await reservation_of(stub, held)).refunds]
+
+
+async def test_a_payment_whose_provider_alone_was_miswritten_is_not_refunded_and_may_settle(
+    stub: Stub,
+) -> None:
+    await configure_event(stub)
+    held = await hold(stub, "user-1")
+    careless = payment_for(held, provider="PortOne", payment_id="pay-1")
+
+    refused = await failure(stub.ConfirmPayment(careless))
+    settled = await stub.ConfirmPayment(payment_for(held, payment_id="pay-1"))
+
+    # Refunded before, the money went back while the correct report gave the seat.
+    assert refused == (grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_MISMATCH")
+    assert settled.outcome == pb.CONFIRM_PAYMENT_OUTCOME_CONFIRMED
+    assert await refunds_of(stub, held) == []
+
+
+async def test_a_payment_owed_back_for_its_amount_never_settles_the_reservation_after(
+    stub: Stub,
+) -> None:
+    await configure_event(stub)
+    held = await hold(stub, "user-1")
+    await failure(stub.ConfirmPayment(payment_for(held, amount=held.amount - 1, payment_id="p")))
+
+    again = await failure(stub.ConfirmPayment(payment_for(held, payment_id="p")))
+
+    assert again == (grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_MISMATCH")
+    pending = reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
+    assert (await reservation_of(stub, held)).status == pending
+    assert await refunds_of(stub, held) == [("p", held.amount - 1)]
+
+
+async def test_another_reservations_payment_is_never_refunded_under_this_one(
+    stub: Stub,
+) -> None:
+    await configure_event(stub)
+    paid = await hold(stub, "user-1")
+    await stub.ConfirmPayment(payment_for(paid, payment_id="pay-x"))
+    other = await hold(stub, "user-2")
+
+    # Another reservation's checkout and payment, as a careless sender might pair them.
+    wrong = payment_for(other, checkout_id=paid.checkout_id, payment_id="pay-x")
+    assert (await failure(stub.ConfirmPayment(wrong)))[1] == "PAYMENT_MISMATCH"
+    # Its payment again, with this reservation's own checkout and another amount.
+    own = payment_for(other, amount=other.amount + 1, payment_id="pay-x")
+    assert (await failure(stub.ConfirmPayment(own)))[1] == "PAYMENT_MISMATCH"
+
+    assert await refunds_of(stub, other) == []
+    assert await refunds_of(stub, paid) == []
+
+
+async def test_one_mismatched_payment_reported_for_two_reservations_is_owed_back_once(
+    stub: Stub,
+) -> None:
+    await configure_event(stub)
+    first, second = await hold(stub, "user-1"), await hold(stub, "user-2")
+
+    for held in (first, second):
+        wrong = payment_for(held, amount=held.amount + 5, payment_id="pay-once")
+        assert (await failure(stub.ConfirmPayment(wrong)))[1] == "PAYMENT_MISMATCH"
+
+    assert await refunds_of(stub, first) == [("pay-once", first.amount + 5)]
+    assert await refunds_of(stub, second) == []
 
 
 # The payment that settled a reservation is named

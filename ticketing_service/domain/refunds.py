@@ -122,10 +122,21 @@ def amount_to_refund(asked: int, left: int) -> int:
     return amount
 
 
-def mismatch_reason(fields: Sequence[str]) -> RefundReason:
-    """Why a mismatched payment is refunded: a second payment of a settled reservation (only its
-    payment id differs) is a duplicate; anything else did not match."""
-    return RefundReason.DUPLICATE if list(fields) == ["payment_id"] else RefundReason.MISMATCH
+def mismatch_reason(fields: Sequence[str]) -> RefundReason | None:
+    """Why a mismatched payment is owed back by itself, or None when it is not (SPEC §10).
+
+    Only money taken for the reservation's own checkout is: a second payment of a settled
+    reservation (only its payment id differs) as a duplicate, one of another amount or currency
+    as a mismatch. A payment of another checkout may have paid that checkout's seat, and one
+    whose provider alone differs is this checkout's payment written carelessly, which its next
+    report may settle: both are kept and announced for an operator, never refunded by
+    themselves (each had ended with a seat and a refund of its money).
+    """
+    if "checkout_id" in fields:
+        return None
+    if "amount" in fields or "currency_code" in fields:
+        return RefundReason.MISMATCH
+    return RefundReason.DUPLICATE if list(fields) == ["payment_id"] else None
 
 
 # Tries of a refund are never spaced further apart than this.

@@ -159,6 +159,8 @@ class LockedReservation:
     now: datetime
     # The user already has a seat at the event through another of their reservations.
     user_registered: bool = False
+    # Payments of this reservation owed back (by refunds not failed): none may settle it.
+    owed_back: frozenset[str] = frozenset()
 
     @property
     def needs_seat_count(self) -> bool:
@@ -224,6 +226,8 @@ def payment_differences(locked: LockedReservation, claim: PaymentClaim) -> list[
 
     A settled (confirmed or paid-unfulfilled) reservation accepts only a repeat of the payment
     that settled it; any other payment against it is a mismatch, never a second registration.
+    A payment owed back is one too: reported first with another amount, then as it should have
+    been, it would have had both its seat and its money back.
     """
     reservation = locked.reservation
     expected: dict[str, object] = {
@@ -238,6 +242,6 @@ def payment_differences(locked: LockedReservation, claim: PaymentClaim) -> list[
         "amount": claim.amount,
         "currency_code": claim.currency_code,
     }
-    if reservation.status in SETTLED_STATUSES:
+    if reservation.status in SETTLED_STATUSES or claim.payment_id in locked.owed_back:
         expected["payment_id"], given["payment_id"] = reservation.payment_id, claim.payment_id
     return [name for name in expected if expected[name] != given[name]]

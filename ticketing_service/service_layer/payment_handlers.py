@@ -47,7 +47,7 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             # Committed although the call fails: the money was taken, so the attempt is kept,
             # announced on the feed and refunded, once per payment.
             if await uow.payments.record_mismatch(claim, wrong):
-                await _refund_mismatch(deps, uow, locked, claim, wrong)
+                await _refund_mismatch(deps, uow, claim, wrong)
             await uow.commit()
             raise errors.PaymentMismatch(
                 f"The payment does not match the reservation ({', '.join(wrong)}).",
@@ -66,23 +66,25 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
 
 
 async def _refund_mismatch(
-    deps: Dependencies,
-    uow: UnitOfWork,
-    locked: LockedReservation,
-    claim: PaymentClaim,
-    wrong: list[str],
+    deps: Dependencies, uow: UnitOfWork, claim: PaymentClaim, wrong: list[str]
 ) -> None:
-    """Owe back a mismatched payment: all of it, as the payment service reported it.
+    """Owe back a mismatched payment the domain says is owed: all of it, as reported.
 
-    Not the payment that settled the reservation, reported again with other values: refunding
-    that would take back a seat's money; an operator looks at it (the feed announced it).
+    One payment, one fate: not a payment that settled a reservation (this one or another) or
+    that is owed back already, reported again with other values. Refunding it would take back a
+    seat's money or return it twice; an operator looks at it (the feed announced it).
     """
-    if not deps.auto_refund or claim.amount <= 0:
+    reason = mismatch_reason(wrong)
+    if not deps.auto_refund or claim.amount <= 0 or reason is None:
         return
-    if claim.payment_id == locked.reservation.payment_id:
-        log.error("the settled payment %s was reported again with other values", claim.payment_id)
+    if await uow.payments.spoken_for(claim.payment_id):
+        log.error(
+            "payment %s settled a reservation or is owed back already; reported again with"
+            " other values, it is not refunded again",
+            claim.payment_id,
+        )
         return
-    await uow.refunds.owe(_refund_of(claim, mismatch_reason(wrong)))
+    await uow.refunds.owe(_refund_of(claim, reason))
 
 
 def _refund_of(claim: PaymentClaim, reason: RefundReason) -> OwedRefund:

@@ -116,6 +116,10 @@ class PaymentRepository(Protocol):
         """Keep a mismatched payment and announce it on the feed; False if seen before."""
         ...
 
+    async def spoken_for(self, payment_id: str) -> bool:
+        """Whether the payment settled a reservation or is owed back (a refund not failed)."""
+        ...
+
     async def accept(self, locked: LockedReservation, claim: PaymentClaim) -> Reservation | None:
         """Give the user a seat: registration, payment, confirmed reservation.
 

@@ -393,3 +393,49 @@ async def test_the_cancellation_of_an_event_never_cancelled_is_not_found(
 
     with pytest.raises(errors.EventNotCancelled):
         await get_event_cancellation(deps, EVENT)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"provider": "PortOne"}, {"checkout_id": "another-checkout"}],
+    ids=["provider", "checkout"],
+)
+async def test_a_payment_not_reported_as_taken_for_this_checkout_is_not_refunded_by_itself(
+    deps: Dependencies, database: FakeDatabase, changes: dict[str, object]
+) -> None:
+    held = await hold(deps, database)
+
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(deps, paying(held, **changes))
+
+    assert (await get_reservation(deps, held.reservation_id)).refunds == ()
+
+
+async def test_a_payment_owed_back_never_settles_the_reservation_nor_is_owed_twice(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    held = await hold(deps, database)
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(deps, paying(held, amount=PRICE - 1, delivery=None))
+
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(deps, paying(held, delivery=None))
+
+    after = await get_reservation(deps, held.reservation_id)
+    assert after.status is ReservationStatus.PENDING_PAYMENT
+    assert [(r.amount, r.reason) for r in after.refunds] == [(PRICE - 1, RefundReason.MISMATCH)]
+
+
+async def test_a_payment_that_settled_another_reservation_is_never_refunded_under_this_one(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    confirmed = await seat(deps, database, "payer")
+    other = await hold(deps, database, "other")
+    assert confirmed.payment_id is not None
+
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(
+            deps, paying(other, amount=PRICE + 1, payment_id=confirmed.payment_id, delivery=None)
+        )
+
+    assert (await get_reservation(deps, other.reservation_id)).refunds == ()

@@ -61,6 +61,11 @@ class SqlPaymentRepository:
             },
         )
 
+    async def spoken_for(self, payment_id: str) -> bool:
+        """Whether the payment settled a reservation or is owed back (a refund not failed)."""
+        row = await self._tx.one(sql.SPOKEN_FOR, {"p": payment_id})
+        return row is not None and bool(row["spoken_for"])
+
     async def record_mismatch(self, claim: PaymentClaim, fields: Sequence[str]) -> bool:
         """Keep a mismatched payment for audit and announce it; False if it was seen before."""
         row = await self._tx.one(

@@ -15,7 +15,9 @@ _READ_LOCKED = (
     f"SELECT {columns('r', 'g.registration_id')}, {{clock}} AS db_now,"
     " EXISTS (SELECT 1 FROM registrations o WHERE o.event_id = r.event_id"
     " AND o.user_id = r.user_id AND o.reservation_id <> r.reservation_id"
-    " AND o.status = 'accepted') AS user_registered"
+    " AND o.status = 'accepted') AS user_registered,"
+    " ARRAY(SELECT x.payment_id FROM refunds x WHERE x.reservation_id = r.reservation_id"
+    " AND x.status <> 'failed') AS owed_back"
     f" FROM {FROM} WHERE r.reservation_id = %(id)s"
 )
 READ_LOCKED = _READ_LOCKED.format(clock="statement_timestamp()")
@@ -146,6 +148,11 @@ COUNT_TAKEN = _COUNT_TAKEN.format(lock=" FOR KEY SHARE SKIP LOCKED")
 COUNT_TAKEN_WITHOUT_LOCKS = _COUNT_TAKEN.format(lock="")
 # A mismatched payment, once per (reservation, checkout, payment): the first time it is seen it
 # is kept for audit and announced on the feed with what differed; a retry adds nothing.
+SPOKEN_FOR = (
+    "SELECT EXISTS (SELECT 1 FROM payments WHERE provider_payment_id = %(p)s"
+    " AND status = 'paid') OR EXISTS (SELECT 1 FROM refunds WHERE payment_id = %(p)s"
+    " AND status <> 'failed') AS spoken_for"
+)
 RECORD_MISMATCH = (
     "WITH m AS (INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
     " provider_payment_id, provider, amount, currency_code, raw_event, fields)"

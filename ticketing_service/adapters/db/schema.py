@@ -248,6 +248,8 @@ refunds = Table(
     ),
     CheckConstraint("status IN ('requested', 'pending', 'succeeded', 'failed')", name="status"),
     Index("ix_refunds_reservation_id", "reservation_id"),
+    # Whether a payment is owed back already, before it is refunded as mismatched.
+    Index("ix_refunds_payment_id", "payment_id"),
     # The refund worker's scan: refunds still to send or to follow.
     Index(
         "ix_refunds_due",
@@ -282,6 +284,8 @@ payments = Table(
     ForeignKeyConstraint(["reservation_id"], ["reservations.reservation_id"]),
     UniqueConstraint("reservation_id", "checkout_id"),
     CheckConstraint("status IN ('requires_payment', 'paid')", name="status"),
+    # Whether a payment settled a reservation, before it is refunded as mismatched.
+    Index("ix_payments_provider_payment_id", "provider_payment_id"),
     CheckConstraint("amount >= 0", name="amount_non_negative"),
 )
 

@@ -13,7 +13,7 @@ from ticketing_service.adapters.db.pool import Connection, Database
 from ticketing_service.adapters.db.unit_of_work import translate_database_error
 
 # The last migration in adapters/migrations/versions (a test keeps the two equal).
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 
 class SchemaNotReady(Exception):

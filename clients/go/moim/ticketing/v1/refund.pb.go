@@ -38,8 +38,8 @@ const (
 	// The user gave up their seat (CancelRegistration); the event's refund policy set the amount.
 	// Set by the service only.
 	RefundReason_REFUND_REASON_CANCELLATION RefundReason = 5
-	// A payment whose amount, currency, checkout or provider did not match its reservation. Set by
-	// the service only.
+	// A payment of the reservation's checkout whose amount or currency did not match it. Set by the
+	// service only.
 	RefundReason_REFUND_REASON_PAYMENT_MISMATCH RefundReason = 6
 	// The organizer cancelled the event (CancelEvent): everything paid goes back. Set by the service
 	// only.

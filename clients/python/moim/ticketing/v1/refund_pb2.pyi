@@ -39,8 +39,8 @@ class _RefundReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundRe
     Set by the service only.
     """
     REFUND_REASON_PAYMENT_MISMATCH: _RefundReason.ValueType  # 6
-    """A payment whose amount, currency, checkout or provider did not match its reservation. Set by
-    the service only.
+    """A payment of the reservation's checkout whose amount or currency did not match it. Set by the
+    service only.
     """
     REFUND_REASON_EVENT_CANCELLED: _RefundReason.ValueType  # 7
     """The organizer cancelled the event (CancelEvent): everything paid goes back. Set by the service
@@ -65,8 +65,8 @@ REFUND_REASON_CANCELLATION: RefundReason.ValueType  # 5
 Set by the service only.
 """
 REFUND_REASON_PAYMENT_MISMATCH: RefundReason.ValueType  # 6
-"""A payment whose amount, currency, checkout or provider did not match its reservation. Set by
-the service only.
+"""A payment of the reservation's checkout whose amount or currency did not match it. Set by the
+service only.
 """
 REFUND_REASON_EVENT_CANCELLED: RefundReason.ValueType  # 7
 """The organizer cancelled the event (CancelEvent): everything paid goes back. Set by the service

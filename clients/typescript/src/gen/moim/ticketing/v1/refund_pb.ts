@@ -220,8 +220,8 @@ export enum RefundReason {
   CANCELLATION = 5,
 
   /**
-   * A payment whose amount, currency, checkout or provider did not match its reservation. Set by
-   * the service only.
+   * A payment of the reservation's checkout whose amount or currency did not match it. Set by the
+   * service only.
    *
    * @generated from enum value: REFUND_REASON_PAYMENT_MISMATCH = 6;
    */
