@@ -591,6 +591,10 @@ class FakeCancellations:
         """Cancelled now, unless it already was."""
         self._store.cancellations.setdefault(event_id, Cancelling(self._store.now))
 
+    async def event_cancelled(self, event_id: str, tier_id: str) -> bool:
+        """Whether the event was cancelled (no other handler runs: nothing to lock)."""
+        return event_id in self._store.cancellations
+
     async def progress(self, event_id: str) -> EventCancellation | None:
         """Counted from the store."""
         found = self._store.cancellations.get(event_id)

@@ -15,10 +15,12 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from moim.ticketing.v1 import refund_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
@@ -739,3 +741,64 @@ async def test_a_hold_counted_just_before_the_event_was_cancelled_is_cancelled_w
     )
 
     assert outcome == ("cancelled", True)
+
+
+# --- (h) a seat given up while the event is cancelled: never under the policy once it answered ---
+
+
+async def seat_given_up_while_the_event_is_cancelled(
+    stub: Stub, user: Stub, gate: Gate, database_url: str
+) -> tuple[bool, list[tuple[str, int]]]:
+    """A CancelRegistration on `user`'s server, paused once it read that the event is on, while
+    CancelEvent runs; then it goes on. Whether CancelEvent answered while the seat was still
+    held, and the refunds owed (reason, amount)."""
+    start = Timestamp()
+    start.FromDatetime(datetime.now(UTC) + timedelta(hours=10))  # the policy gives 0 %
+    tier = settings_pb2.TierInput(tier_id=TIER, name="General", price_amount=PRICE, capacity=10)
+    await stub.UpdateTicketingSettings(
+        pb.UpdateTicketingSettingsRequest(event_id=EVENT, tiers=[tier], event_start_time=start)
+    )
+    paid = await held_reservation_of(stub, "payer")
+    await stub.ConfirmPayment(paid, timeout=CALL_SECONDS)
+    give_up = pb.CancelRegistrationRequest(reservation_id=paid.reservation_id, user_id="payer")
+    giving_up = asyncio.ensure_future(
+        answer_of(user.CancelRegistration(give_up, timeout=CALL_SECONDS))
+    )
+    async with asyncio.timeout(MEETING_SECONDS):
+        await gate.reached.wait()
+    cancelling = asyncio.ensure_future(
+        stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT), timeout=CALL_SECONDS)
+    )
+    async with asyncio.timeout(MEETING_SECONDS):
+        # Either CancelEvent waits for the tier the user holds, or (the control) it answers.
+        while lock_waiters(database_url) == 0 and not cancelling.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    answered_first = cancelling.done()
+    gate.opened.set()
+    assert isinstance(await giving_up, pb.CancelRegistrationResponse)
+    await cancelling
+    owed = sql(database_url, "SELECT reason, amount FROM refunds ORDER BY create_time")
+    return answered_first, [(str(reason), int(amount)) for reason, amount in owed]
+
+
+async def test_control_without_the_tier_lock_a_seat_is_given_up_under_the_policy_after_cancel(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    gate = Gate("event_read")
+    async with contender_server(database_url, payment_service, locking=False, pause=gate) as user:
+        outcome = await seat_given_up_while_the_event_is_cancelled(stub, user, gate, database_url)
+
+    # CancelEvent answered while the seat was held, and the seat still got the policy's 0 %,
+    # not the cancellation's full refund.
+    assert outcome == (True, [])
+
+
+async def test_a_seat_given_up_while_the_event_is_cancelled_comes_first_or_gets_it_all(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    gate = Gate("event_read")
+    async with contender_server(database_url, payment_service, pause=gate) as user:
+        outcome = await seat_given_up_while_the_event_is_cancelled(stub, user, gate, database_url)
+
+    # CancelEvent waited for the tier: the seat was given up before the event was cancelled.
+    assert outcome == (False, [])

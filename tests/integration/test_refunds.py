@@ -515,6 +515,52 @@ async def test_cancelling_an_event_stops_sales_cancels_holds_and_refunds_everyon
     assert released.status == reservation_pb2.RESERVATION_STATUS_CANCELLED
 
 
+async def test_a_seat_given_up_before_the_cancellation_reached_it_is_refunded_in_full(
+    stub: Stub, service: Service, payment_service: PaymentService
+) -> None:
+    await configure(stub, starts_in=timedelta(hours=10), capacity=2)  # the policy gives 0 %
+    mine = await paid_seat(stub, payment_service, "quick")
+    await paid_seat(stub, payment_service, "patient")
+    await stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT))
+
+    given_up = await stub.CancelRegistration(
+        pb.CancelRegistrationRequest(reservation_id=mine.reservation_id, user_id="quick")
+    )
+    await cancel_events(service.deps)
+    progress = await stub.GetEventCancellation(pb.GetEventCancellationRequest(event_id=EVENT))
+
+    # Before, the policy's 0 % applied, and the cancellation's batches then skipped the seat.
+    [refund] = given_up.reservation.refunds
+    assert (refund.amount, refund.reason) == (30000, refund_pb2.REFUND_REASON_EVENT_CANCELLED)
+    done = progress.cancellation
+    assert (done.done, done.reservations_done, done.reservations_total) == (True, 2, 2)
+
+
+async def test_a_seat_an_organizer_releases_before_the_cancellation_reached_it_owes_the_rest(
+    stub: Stub, service: Service, payment_service: PaymentService
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "guest")
+    await stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT))
+
+    await stub.RefundReservation(
+        pb.RefundReservationRequest(
+            reservation_id=seat.reservation_id,
+            amount=1000,
+            reason=refund_pb2.REFUND_REASON_GOODWILL,
+            release_seat=True,
+            request_id="goodwill",
+        )
+    )
+    await cancel_events(service.deps)
+
+    refunds = (await reservation(stub, seat.reservation_id)).refunds
+    assert sorted((r.amount, r.reason) for r in refunds) == [
+        (1000, refund_pb2.REFUND_REASON_GOODWILL),
+        (29000, refund_pb2.REFUND_REASON_EVENT_CANCELLED),
+    ]
+
+
 async def test_a_late_payment_after_the_event_was_cancelled_gets_no_seat_and_is_refunded(
     stub: Stub, database_url: str, payment_service: PaymentService
 ) -> None:

@@ -261,6 +261,11 @@ class CancellationRepository(Protocol):
         commits, no seat of it can be counted as free."""
         ...
 
+    async def event_cancelled(self, event_id: str, tier_id: str) -> bool:
+        """Lock the tier, then read whether its event is cancelled: CancelEvent takes every
+        tier of the event before it marks it, so the answer holds until the commit."""
+        ...
+
     async def progress(self, event_id: str) -> EventCancellation | None:
         """How far the event's cancellation is; None when it was not cancelled."""
         ...

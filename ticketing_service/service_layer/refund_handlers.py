@@ -92,12 +92,20 @@ async def cancel_registration(
         earlier = await uow.refunds.by_request(reservation_id, request_id) if request_id else None
         if earlier is not None:  # the id already named an organizer's refund of this reservation
             raise _request_id_reused()
-        settings = await uow.settings.get(held.event_id)
-        assert settings is not None, "a reservation's event has settings"
-        percent = refund_percent(settings.refund_policy, settings.event_start_time, locked.now)
-        result = await _release_and_refund(
-            uow, locked, RefundReason.CANCELLATION, percent, request_id
-        )
+        if await uow.cancellations.event_cancelled(held.event_id, held.tier_id):
+            # CancelEvent came first and its batches had not reached this seat yet: it goes
+            # back as they would give it back, in full, and counts as done by them.
+            result = await _release_and_refund(
+                uow, locked, RefundReason.EVENT_CANCELLED, 100, request_id
+            )
+            await uow.cancellations.finish(held.event_id, 1)
+        else:
+            settings = await uow.settings.get(held.event_id)
+            assert settings is not None, "a reservation's event has settings"
+            percent = refund_percent(settings.refund_policy, settings.event_start_time, locked.now)
+            result = await _release_and_refund(
+                uow, locked, RefundReason.CANCELLATION, percent, request_id
+            )
         await uow.commit()
     return result
 
@@ -132,11 +140,22 @@ async def refund_reservation(deps: Dependencies, command: RefundCommand) -> Refu
                 reservationId=command.reservation_id,
                 refundable=str(left),
             ) from None
-        if command.release_seat and held.status is ReservationStatus.CONFIRMED:
+        releasing = command.release_seat and held.status is ReservationStatus.CONFIRMED
+        event_cancelled = releasing and await uow.cancellations.event_cancelled(
+            held.event_id, held.tier_id
+        )
+        if releasing:
             held = await uow.cancellations.cancel_registration(held.reservation_id)
         refund = await uow.refunds.owe(
             _owed(held, amount, command.reason, command.request_id, command.release_seat)
         )
+        if event_cancelled:
+            # Released before the event's cancellation reached it: the rest of the payment is
+            # owed as that cancellation would have owed it, and the seat counts as done by it.
+            if left > amount:
+                rest = _owed(held, left - amount, RefundReason.EVENT_CANCELLED, None, False)
+                await uow.refunds.owe(rest)
+            await uow.cancellations.finish(held.event_id, 1)
         reservation = await with_refunds(uow, held)
         await uow.commit()
     return RefundResult(reservation, refund)

@@ -439,3 +439,33 @@ async def test_a_payment_that_settled_another_reservation_is_never_refunded_unde
         )
 
     assert (await get_reservation(deps, other.reservation_id)).refunds == ()
+
+
+async def test_a_seat_given_up_after_the_event_was_cancelled_gets_its_full_refund(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    mine = await seat(deps, database)
+    starting_in(database, 5)  # the policy gives nothing
+    await cancel_event(deps, EVENT, None)
+
+    result = await cancel_registration(deps, mine.reservation_id, "payer", None)
+
+    assert result.refund is not None
+    assert (result.refund.amount, result.refund.reason) == (PRICE, RefundReason.EVENT_CANCELLED)
+    progress = await get_event_cancellation(deps, EVENT)
+    assert (progress.done, progress.reservations_done) == (True, 1)
+
+
+@pytest.mark.parametrize(("asked", "rest"), [(1000, [PRICE - 1000]), (0, [])])
+async def test_a_seat_released_after_the_event_was_cancelled_owes_the_rest_of_its_payment(
+    deps: Dependencies, database: FakeDatabase, asked: int, rest: list[int]
+) -> None:
+    mine = await seat(deps, database)
+    await cancel_event(deps, EVENT, None)
+
+    await refund_reservation(deps, refund(mine, asked, release_seat=True))
+
+    refunds = (await get_reservation(deps, mine.reservation_id)).refunds
+    cancelled = [r.amount for r in refunds if r.reason is RefundReason.EVENT_CANCELLED]
+    assert cancelled == rest
+    assert sum(r.amount for r in refunds) == PRICE

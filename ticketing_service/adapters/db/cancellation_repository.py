@@ -8,7 +8,7 @@ fold (which touches tiers in no set order) never runs beside a batch that touche
 
 from __future__ import annotations
 
-from ticketing_service.adapters.db.changes import Changes
+from ticketing_service.adapters.db.changes import Changes, Protections
 from ticketing_service.adapters.db.reservation_rows import (
     FROM,
     columns,
@@ -35,6 +35,10 @@ _CANCEL_REGISTRATION = (
     f" SELECT {columns('r', 'g.registration_id')} FROM r, g"
 )
 _LOCK_TIERS = "SELECT tier_id FROM tiers WHERE event_id = %(e)s ORDER BY tier_id FOR UPDATE"
+_LOCK_TIER = "SELECT 1 FROM tiers WHERE event_id = %(e)s AND tier_id = %(t)s FOR UPDATE"
+_EVENT_CANCELLED = (
+    "SELECT cancel_time IS NOT NULL AS cancelled FROM ticketing_settings WHERE event_id = %(e)s"
+)
 _CANCEL_EVENT = (
     "UPDATE ticketing_settings SET cancel_time = now(), cancel_request_id = %(q)s"
     " WHERE event_id = %(e)s AND cancel_time IS NULL"
@@ -71,11 +75,12 @@ _FINISH = (
 class SqlCancellationRepository:
     """The CancellationRepository port on one transaction's connection."""
 
-    def __init__(self, changes: Changes, locking: bool = True) -> None:
+    def __init__(self, changes: Changes, protections: Protections) -> None:
         self._changes = changes
         self._tx = changes.tx
-        # Off only in the test that shows why CancelEvent locks the event's tiers.
-        self._locking = locking
+        # Off only in the tests that show why the event's tiers are locked.
+        self._locking = protections.locking
+        self._pause = protections.pause
 
     async def cancel_registration(self, reservation_id: str) -> Reservation:
         """Cancel the (locked, confirmed) reservation's registration; its seat is free again."""
@@ -96,6 +101,15 @@ class SqlCancellationRepository:
         if self._locking:
             await self._tx.all(_LOCK_TIERS, {"e": event_id})
         await self._tx.one(_CANCEL_EVENT, {"e": event_id, "q": request_id})
+
+    async def event_cancelled(self, event_id: str, tier_id: str) -> bool:
+        """Lock the tier, then read whether its event is cancelled (a statement of its own,
+        after the lock: one statement would read the event from before the wait)."""
+        if self._locking:
+            await self._tx.one(_LOCK_TIER, {"e": event_id, "t": tier_id})
+        row = await self._tx.one(_EVENT_CANCELLED, {"e": event_id})
+        await self._pause("event_read")
+        return row is not None and bool(row["cancelled"])
 
     async def progress(self, event_id: str) -> EventCancellation | None:
         """How far the event's cancellation is."""

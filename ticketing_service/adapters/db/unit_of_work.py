@@ -109,7 +109,7 @@ class SqlUnitOfWork:
         self.sweeps = SqlSweepRepository(changes)
         self.reconciliation = SqlReconciliationRepository(changes)
         self.refunds = SqlRefundRepository(changes, self._protections.pause)
-        self.cancellations = SqlCancellationRepository(changes, self._protections.locking)
+        self.cancellations = SqlCancellationRepository(changes, self._protections)
         return self
 
     async def __aexit__(
