@@ -555,7 +555,7 @@ class FakeRefunds:
     def _announce(self, refund: Refund) -> None:
         succeeded = refund.status is RefundStatus.SUCCEEDED
         reservation = self._store.reservations[refund.reservation_id]
-        if succeeded:
+        if succeeded and refund.payment_id == reservation.payment_id:
             reservation = replace(
                 reservation, refunded_amount=reservation.refunded_amount + refund.amount
             )

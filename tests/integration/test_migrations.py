@@ -168,6 +168,40 @@ def test_upgrading_from_0002_scopes_old_deliveries_and_keeps_each_mismatch_once(
     command.upgrade(config, "head")
 
 
+def test_upgrading_from_0007_counts_only_the_settling_payments_refunds_as_refunded(
+    migrated_database: str,
+) -> None:
+    url = database_on(migrated_database, "ticketing_upgrade_0008")
+    config = alembic_config(url)
+    command.upgrade(config, "0007")
+    seed(url)
+    reservation_id = uuid.uuid4()
+    run(
+        url,
+        "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
+        " currency_code, provider, success_url, cancel_url, expire_time, checkout_id,"
+        " payment_id, refunded_amount) VALUES ($1, 'e', 't', 'u', 'confirmed', 100, 'KRW',"
+        " 'portone', 's', 'c', now(), 'chk', 'pay-1', 130)",
+        reservation_id,
+    )
+    # 30 of the seat's payment, and 100 of a duplicate: 0007 counted both.
+    for payment_id, amount in (("pay-1", 30), ("pay-2", 100)):
+        run(
+            url,
+            "INSERT INTO refunds (refund_id, reservation_id, payment_id, checkout_id, amount,"
+            " currency_code, reason, status, next_attempt_time) VALUES ($1, $2, $3, 'chk', $4,"
+            " 'KRW', 'goodwill', 'succeeded', now())",
+            uuid.uuid4(),
+            reservation_id,
+            payment_id,
+            amount,
+        )
+
+    command.upgrade(config, "head")
+
+    assert sql(url, "SELECT refunded_amount FROM reservations") == [(30,)]
+
+
 async def test_a_migration_that_cannot_get_its_lock_fails_in_one_line_instead_of_waiting(
     migrated_database: str, tmp_path: Path
 ) -> None:

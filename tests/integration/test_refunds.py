@@ -30,7 +30,9 @@ from tests.integration.flows import (
 )
 from tests.rich_errors import rich_error
 from ticketing_service.bootstrap import Service, cancel_events, wired
+from ticketing_service.domain.refunds import RefundStatus
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
+from ticketing_service.service_layer.ports import RefundChange
 from ticketing_service.service_layer.refund_worker import send_due_refunds
 
 if TYPE_CHECKING:
@@ -559,6 +561,29 @@ async def test_a_seat_an_organizer_releases_before_the_cancellation_reached_it_o
         (1000, refund_pb2.REFUND_REASON_GOODWILL),
         (29000, refund_pb2.REFUND_REASON_EVENT_CANCELLED),
     ]
+
+
+async def test_refunded_amount_counts_only_the_refunds_of_the_payment_that_settled_it(
+    stub: Stub, service: Service, payment_service: PaymentService
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "guest")
+    # A second payment of the settled reservation (a second tab): owed back as a duplicate.
+    await error_of(stub.ConfirmPayment(payment_for(seat, payment_id="pay-twice")))
+    [duplicate] = (await reservation(stub, seat.reservation_id)).refunds
+    # The sandbox takes one payment per checkout: the duplicate's refund is settled here.
+    async with service.deps.uow() as uow:
+        settled = RefundChange(RefundStatus.SUCCEEDED, attempts=1, retry_in=None)
+        await uow.refunds.record(duplicate.refund_id, settled)
+        await uow.commit()
+
+    await stub.RefundReservation(refund_request(seat, 1000, "organizer"))
+    await send_due_refunds(service.deps)
+
+    after = await reservation(stub, seat.reservation_id)
+    # Before, 31000 of a 30000 payment: the duplicate's refund was added to it.
+    assert after.refunded_amount == 1000
+    assert sorted(r.amount for r in after.refunds) == [1000, 30000]
 
 
 async def test_a_late_payment_after_the_event_was_cancelled_gets_no_seat_and_is_refunded(

@@ -42,10 +42,11 @@ _RECORD = (
     " lease_until = NULL, update_time = now()"
     " WHERE refund_id = %(id)s AND status IN ('requested', 'pending') RETURNING *"
 )
-# A settled refund is announced with the reservation as it is after it (a success adds to what
-# was refunded), and the refund itself in `details`.
+# A settled refund is announced with the reservation as it is after it (a success of the payment
+# that settled it adds to what was refunded), and the refund itself in `details`.
 _ANNOUNCE = (
-    "WITH r AS (UPDATE reservations SET refunded_amount = refunded_amount + %(added)s,"
+    "WITH r AS (UPDATE reservations SET refunded_amount = refunded_amount"
+    " + CASE WHEN payment_id = %(p)s THEN %(added)s ELSE 0 END,"
     " update_time = now() WHERE reservation_id = %(r)s RETURNING *)"
     " INSERT INTO registration_events (type, reservation_id, reservation, details)"
     f" SELECT %(event)s, r.reservation_id, {snapshot('r', 'g.registration_id')},"
@@ -141,6 +142,7 @@ class SqlRefundRepository:
             _ANNOUNCE,
             {
                 "added": refund.amount if succeeded else 0,
+                "p": refund.payment_id,
                 "r": refund.reservation_id,
                 "event": event.value,
                 "refund": refund_json(row),

@@ -248,8 +248,10 @@ type Reservation struct {
 	// unfulfilled), for tracing and refunds at the payment service. Empty until a payment was
 	// recorded.
 	PaymentId string `protobuf:"bytes,16,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
-	// What was refunded of the reservation's payments so far (refunds that succeeded), in the
-	// currency's minor unit. 0 when nothing was.
+	// What was refunded so far of the payment that settled the reservation (`payment_id`; refunds
+	// that succeeded), in its currency's minor unit: never more than `amount`. 0 when nothing was.
+	// Refunds of other payments (a duplicate, a mismatch) are among `refunds`, each in its own
+	// currency, and not counted here.
 	RefundedAmount int64 `protobuf:"varint,17,opt,name=refunded_amount,json=refundedAmount,proto3" json:"refunded_amount,omitempty"`
 	// The reservation's refunds, oldest first, on GetReservation, FindReservation and the calls
 	// that change refunds. Empty on feed events (a refund event carries its refund in `refund`).

@@ -193,8 +193,10 @@ export type Reservation = Message<"moim.ticketing.v1.Reservation"> & {
   paymentId: string;
 
   /**
-   * What was refunded of the reservation's payments so far (refunds that succeeded), in the
-   * currency's minor unit. 0 when nothing was.
+   * What was refunded so far of the payment that settled the reservation (`payment_id`; refunds
+   * that succeeded), in its currency's minor unit: never more than `amount`. 0 when nothing was.
+   * Refunds of other payments (a duplicate, a mismatch) are among `refunds`, each in its own
+   * currency, and not counted here.
    *
    * @generated from field: int64 refunded_amount = 17;
    */
