@@ -152,6 +152,10 @@ async def test_a_paid_unfulfilled_reservation_is_refunded_in_full_without_anyone
         payment_service.state.mark_paid(late.checkout_id, payment_id=request.payment_id)
         answer = await stub.ConfirmPayment(request)
         assert answer.outcome == pb.CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED
+        # The answer names the refund it owes (it was empty before).
+        assert [r.reason for r in answer.reservation.refunds] == [
+            refund_pb2.REFUND_REASON_PAID_UNFULFILLED
+        ]
 
         found = await refunded(stub, late.reservation_id, 30000)
 

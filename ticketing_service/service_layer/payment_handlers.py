@@ -17,6 +17,7 @@ from ticketing_service.domain.reservations import (
 )
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.ports import OwedRefund, UnitOfWork
+from ticketing_service.service_layer.registration_handlers import with_refunds
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
         result = await _settle(uow, locked, claim)
         if result.outcome is ConfirmOutcome.PAID_UNFULFILLED and deps.auto_refund:
             await uow.refunds.owe(_refund_of(claim, RefundReason.PAID_UNFULFILLED))
+            # A call that changes refunds answers with them (reservation.proto, `refunds`).
+            result = ConfirmResult(result.outcome, await with_refunds(uow, result.reservation))
         if claim.delivery is not None:
             await uow.payments.record_delivery(claim, result.outcome)
         await uow.commit()

@@ -285,6 +285,14 @@ async def paid_unfulfilled(
     return result.reservation
 
 
+async def test_the_answer_of_a_payment_without_a_seat_names_the_refund_it_owes(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    answered = await paid_unfulfilled(deps, database)
+
+    assert [r.reason for r in answered.refunds] == [RefundReason.PAID_UNFULFILLED]
+
+
 async def test_a_paid_unfulfilled_payment_is_owed_back_in_full(
     deps: Dependencies, database: FakeDatabase
 ) -> None:
