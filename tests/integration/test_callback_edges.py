@@ -101,3 +101,31 @@ async def test_a_signed_impossible_value_answers_400_naming_it_and_changes_nothi
     assert (answer.json()["error"], answer.json()["field"]) == ("invalid_payload", field)
     assert (await status_of(stub, held.reservation_id)).status == PENDING
     assert sql(database_url, "SELECT count(*) FROM webhook_deliveries") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("field", "changes", "delivery_id"),
+    [
+        ("paymentId", {"paymentId": "p" * 129}, "delivery-1"),
+        ("txId", {"txId": "t" * 129}, "delivery-1"),
+        ("delivery id header", {}, "d" * 129),
+    ],
+)
+async def test_a_signed_value_over_what_the_service_takes_answers_400_naming_it(
+    shim: httpx.AsyncClient,
+    stub: Stub,
+    field: str,
+    changes: dict[str, object],
+    delivery_id: str,
+) -> None:
+    held = await hold_for_payment(stub)
+
+    signed = hmac_signed(encode(paid_event(held, **changes)), delivery_id=delivery_id)
+    answer = await post(shim, signed)
+
+    # It was a bare 400 "INVALID_ARGUMENT": nothing said which of the values to look at.
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"ok": False, "error": "invalid_payload", "field": field},
+    )
+    assert (await status_of(stub, held.reservation_id)).status == PENDING

@@ -361,6 +361,21 @@ async def test_a_refused_confirmation_maps_to_its_status(
 
 
 @pytest.mark.parametrize(
+    ("field", "named"), [("payment_id", "paymentId"), ("delivery_id", "delivery id header")]
+)
+async def test_a_value_the_service_refused_answers_400_naming_it_as_the_callback_does(
+    field: str, named: str
+) -> None:
+    refused = ConfirmRejected("invalid_argument", "INVALID_ARGUMENT", (field, "tx_id"))
+    body = body_of(PAID_EVENT)
+    response = await post(make_app(FakeConfirmer(error=refused)), body, hmac_headers(body))
+    assert (response.status_code, response.json()) == (
+        400,
+        {"ok": False, "error": "invalid_payload", "field": named},
+    )
+
+
+@pytest.mark.parametrize(
     "error",
     [ConfirmRejected("unavailable", "UNAVAILABLE"), TimeoutError(), RuntimeError("boom")],
 )

@@ -40,6 +40,20 @@ REFUND_EVENT_TYPES = ("ticket_payment.refunded", "ticket_payment.refund_failed")
 RETRY_AFTER_SECONDS = 5
 HEALTH_TIMEOUT_SECONDS = 5.0
 
+# ConfirmPayment's fields as a callback spells them, so that a 400 for a value the service
+# refused (an id over its length) names it as the shim's own payload errors do.
+_CALLBACK_FIELDS = {
+    "reservation_id": "reservationId",
+    "checkout_id": "checkoutId",
+    "payment_id": "paymentId",
+    "tx_id": "txId",
+    "provider": "provider",
+    "amount": "amount",
+    "currency_code": "currency",
+    "paid_time": "paidAt",
+    "delivery_id": "delivery id header",
+}
+
 _STATUS_BY_KIND = {
     "not_found": 404,
     "failed_precondition": 409,
@@ -248,6 +262,10 @@ class _CallbackEndpoint:
             reason = exc.reason[:64]  # a machine word by contract; bounded all the same
             if exc.kind == "unavailable":
                 return _retry_later(reason)
+            if exc.kind == "invalid_argument" and exc.fields:
+                field = _CALLBACK_FIELDS.get(exc.fields[0], exc.fields[0])
+                logger.warning("Payment callback %r: field %s refused", payment.delivery_id, field)
+                return JSONResponse({"ok": False, "error": "invalid_payload", "field": field}, 400)
             return _error(_STATUS_BY_KIND[exc.kind], reason)
         except Exception:
             # The sender retries on 503; a 500 would tell it nothing. Never log the body.

@@ -46,10 +46,12 @@ class ConfirmResult:
 class ConfirmRejected(Exception):
     """The backend refused or could not take the confirmation; `kind` picks the HTTP status."""
 
-    def __init__(self, kind: RejectionKind, reason: str) -> None:
+    def __init__(self, kind: RejectionKind, reason: str, fields: tuple[str, ...] = ()) -> None:
         super().__init__(f"The payment confirmation was rejected: {kind} ({reason}).")
         self.kind: RejectionKind = kind
         self.reason = reason
+        # The request fields the service named as invalid (ConfirmPayment's names).
+        self.fields = fields
 
 
 class PaymentConfirmer(Protocol):

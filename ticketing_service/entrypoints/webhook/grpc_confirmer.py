@@ -83,7 +83,8 @@ def rejection(error: TicketingError) -> ConfirmRejected:
         logger.error(
             "The ticketing service refused the shim's token; check TICKETING_GRPC_TOKEN matches."
         )
-    return ConfirmRejected(kind, error.reason or error.code.name)
+    fields = tuple(violation.field for violation in error.field_violations)
+    return ConfirmRejected(kind, error.reason or error.code.name, fields)
 
 
 class GrpcPaymentConfirmer:
