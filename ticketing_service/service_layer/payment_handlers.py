@@ -56,16 +56,23 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             )
         if locked.reservation.status in SETTLED_STATUSES:
             # The same payment again: answer from what is stored, write nothing.
-            return ConfirmResult(locked.repeat_outcome(), locked.reservation)
-        result = await _settle(uow, locked, claim)
-        if result.outcome is ConfirmOutcome.PAID_UNFULFILLED and deps.auto_refund:
+            return await _answer(uow, locked.repeat_outcome(), locked.reservation)
+        settled = await _settle(uow, locked, claim)
+        if settled.outcome is ConfirmOutcome.PAID_UNFULFILLED and deps.auto_refund:
             await uow.refunds.owe(_refund_of(claim, RefundReason.PAID_UNFULFILLED))
-            # A call that changes refunds answers with them (reservation.proto, `refunds`).
-            result = ConfirmResult(result.outcome, await with_refunds(uow, result.reservation))
         if claim.delivery is not None:
-            await uow.payments.record_delivery(claim, result.outcome)
+            await uow.payments.record_delivery(claim, settled.outcome)
+        result = await _answer(uow, settled.outcome, settled.reservation)
         await uow.commit()
     return result
+
+
+async def _answer(uow: UnitOfWork, outcome: ConfirmOutcome, held: Reservation) -> ConfirmResult:
+    """The answer. A payment without a seat names its refunds, the first time and repeated
+    (reservation.proto, `refunds`); a seat's answer needs no query for them."""
+    if outcome is ConfirmOutcome.PAID_UNFULFILLED:
+        held = await with_refunds(uow, held)
+    return ConfirmResult(outcome, held)
 
 
 async def _refund_mismatch(
@@ -122,7 +129,7 @@ async def _repeated_delivery(
             claim.delivery.scheme.value,
         )
         return None
-    return ConfirmResult(seen.outcome, locked.reservation)
+    return await _answer(uow, seen.outcome, locked.reservation)
 
 
 async def _settle(uow: UnitOfWork, locked: LockedReservation, claim: PaymentClaim) -> ConfirmResult:

@@ -1,5 +1,4 @@
-"""Payments and refunds gain an index on the provider's payment id; `refunded_amount` counts
-the settling payment's refunds only.
+"""Payment id indexes; `refunded_amount` counts only the settling payment's refunds.
 
 A mismatched payment is refunded only if it settled no reservation and is not owed back
 already (one payment, one fate); both are looked up by the payment id. `refunded_amount` had
