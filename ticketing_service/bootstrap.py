@@ -192,9 +192,13 @@ async def cancel_events(deps: Dependencies) -> None:
 
 
 def check_source_database_url(url: str) -> str:
-    """`url` when it is a Postgres URL asyncpg takes; ValueError saying what is wrong."""
+    """`url` when it is a Postgres URL asyncpg takes; ConfigError saying what is wrong (and
+    none of the URL, which may hold a password)."""
     if problem := database_url_problem(url):
-        raise ValueError(f"it must be the postgresql:// URL of Moim's database; {problem}")
+        raise ConfigError(
+            "--source-database-url must be a postgresql:// or postgres:// URL of Moim's "
+            f"database; {problem}."
+        )
     return url
 
 

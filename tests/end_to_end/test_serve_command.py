@@ -258,6 +258,29 @@ def test_a_span_further_back_than_the_database_can_count_is_a_usage_error(tmp_pa
     assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://moim:hunter2@db/moim", "it starts with neither"),
+        ("postgresql://moim:hunter2@db:99999/moim", "a port in it is not a number up to 65535"),
+    ],
+)
+def test_a_source_database_url_asyncpg_would_not_take_is_one_line_saying_what_it_expected(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    # It said "the postgresql:// URL of Moim's database; it starts with neither", naming one
+    # scheme, after argparse's usage lines.
+    result = run_command(tmp_path, "import-moim", "--source-database-url", url)
+    assert result.returncode == 2
+    assert our_line(result) == (
+        "ticketing-service: --source-database-url must be a postgresql:// or postgres:// URL"
+        f" of Moim's database; {problem}."
+    )
+    assert result.stderr.strip().splitlines() == [our_line(result)]
+    assert "hunter2" not in result.stderr
+    assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
+
+
 GET_SETTINGS = "/moim.ticketing.v1.TicketingService/GetTicketingSettings"
 
 

@@ -289,7 +289,7 @@ async def test_a_source_that_cannot_be_read_or_a_bad_url_stops_with_one_line(
 
     bad = await import_moim(database_url, "--source-database-url", "mysql://moim")
     assert bad.code == 2
-    assert "postgresql:// URL of Moim's database" in bad.err
+    assert "a postgresql:// or postgres:// URL of Moim's database" in bad.err
     no_port = await import_moim(database_url, "--source-database-url", "postgresql://h:99999/m")
     assert no_port.code == 2
     assert "a port in it is not a number up to 65535" in no_port.err

@@ -53,7 +53,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--source-database-url",
         required=True,
-        type=_source_url,
         help="postgresql:// URL of Moim's database (read only)",
     )
     parser.add_argument(
@@ -64,7 +63,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def run(config: Config, source_url: str, dry_run: bool, out: TextIO = sys.stdout) -> int:
-    """Import into the service's database (DATABASE_URL) and print the report."""
+    """Import into the service's database (DATABASE_URL) and print the report; ConfigError,
+    before any database is opened, when `source_url` is no Postgres URL."""
+    bootstrap.check_source_database_url(source_url)
     database_url = bootstrap.resolve_database_url(config)
     try:
         async with bootstrap.moim_import(config, database_url, source_url) as ports:
@@ -135,10 +136,3 @@ def _total(report: ImportReport) -> str:
         len(o.written.kept_otherwise) for o in outcomes if o.written is not None
     )
     return f"total: {'; '.join(parts)}; {unmapped} rows not mapped"
-
-
-def _source_url(raw: str) -> str:
-    try:
-        return bootstrap.check_source_database_url(raw)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
