@@ -19,8 +19,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from tests.end_to_end.serving import our_line, run_command
-from tests.postgres import blocking, connect, database_on, sql
+from tests.postgres import blocking, connect, database_on, lock_waiters, open_transaction, sql
 from ticketing_service.adapters.db.migrations import (
+    MIGRATION_LOCK_KEY,
     alembic_config,
     schema_engine,
     upgrade_to_head,
@@ -221,6 +222,54 @@ async def test_a_migration_that_cannot_get_its_lock_fails_in_one_line_instead_of
         " (TICKETING_DB_LOCK_TIMEOUT_MS) and nothing was applied: run migrate again."
     )
     await asyncio.to_thread(upgrade_to_head, migrated_database, 200)  # free again: it runs
+
+
+async def test_two_migrates_started_together_on_a_fresh_database_both_succeed(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    # Replicas starting together each migrate (`serve` does by default). Both created the
+    # first tables at once: one failed, 3 times in 4, with a traceback (IntegrityError on
+    # pg_type_typname_nsp_index). Now the second waits for the first, then has nothing to do.
+    #
+    # To start both at the same moment every time: creating a table takes a lock on its schema
+    # that dropping the schema holds. A session drops `public` (and will undo it) while both
+    # commands start, and lets them go once both wait for a lock (of the schema, or the
+    # second for the first, with the fix).
+    migrate = partial(run_command, tmp_path, "migrate", TICKETING_DB_LOCK_TIMEOUT_MS="60000")
+    for round_ in range(3):
+        url = database_on(migrated_database, f"ticketing_two_migrates_{round_}")
+        async with open_transaction(url) as gate:
+            await gate.execute("DROP SCHEMA public")
+            both = [asyncio.to_thread(migrate, DATABASE_URL=url) for _ in range(2)]
+            results = asyncio.gather(*both)
+            async with asyncio.timeout(30):  # polled: no event reports Postgres's lock waits
+                while await asyncio.to_thread(lock_waiters, url) < 2:
+                    assert not results.done(), [r.stderr for r in results.result()]
+                    await asyncio.sleep(0.05)
+        for result in await results:
+            assert result.returncode == 0, result.stderr
+            assert "Traceback" not in result.stderr
+        assert sql(url, "SELECT version_num FROM alembic_version") == [(SCHEMA_REVISION,)]
+        assert await differences_from_the_schema(url) == []
+
+
+async def test_a_migrate_that_waits_for_another_past_the_lock_timeout_fails_in_one_line(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    url = database_on(migrated_database, "ticketing_migrating_elsewhere")
+    async with open_transaction(url) as other:  # another process, migrating for long
+        await other.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", MIGRATION_LOCK_KEY
+        )
+        refused = await asyncio.to_thread(
+            run_command, tmp_path, "migrate", DATABASE_URL=url, TICKETING_DB_LOCK_TIMEOUT_MS="200"
+        )
+    assert refused.returncode == 1
+    assert our_line(refused) == (
+        "ticketing-service: Another process was migrating this database and did not finish"
+        " within 200 ms (TICKETING_DB_LOCK_TIMEOUT_MS); nothing was applied: run migrate again."
+    )
+    assert sql(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
 
 
 def test_the_revision_every_command_checks_for_is_the_last_migration() -> None:

@@ -19,6 +19,12 @@ from ticketing_service.adapters.db.unit_of_work import translate_database_error
 from ticketing_service.adapters.db.urls import driver_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The advisory lock a process holds while it migrates (env.py), so that two never do at once.
+MIGRATION_LOCK_KEY = "ticketing:migrations"
+
+
+class MigrationLockTimeout(Exception):
+    """Another process held the migration lock past the lock timeout."""
 
 
 def alembic_config(database_url: str, lock_timeout_ms: int | None = None) -> Config:
@@ -61,6 +67,12 @@ def upgrade_to_head(database_url: str, lock_timeout_ms: int | None = None) -> No
     """
     try:
         command.upgrade(alembic_config(database_url, lock_timeout_ms), "head")
+    except MigrationLockTimeout as error:
+        raise SchemaNotReady(
+            f"Another process was migrating this database and did not finish within "
+            f"{lock_timeout_ms} ms (TICKETING_DB_LOCK_TIMEOUT_MS); nothing was applied: "
+            "run migrate again."
+        ) from error
     except CommandError as error:  # e.g. a revision this version does not know
         raise SchemaNotReady(
             f"Cannot migrate: {error}. If a newer release migrated this database, leave "
