@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -14,6 +15,7 @@ import pytest
 from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
+from tests.end_to_end.serving import our_line, run_command
 from tests.integration.conftest import PaymentService, service_config, serving
 from tests.integration.flows import (
     configure_event,
@@ -259,3 +261,28 @@ async def test_the_reconcile_command_settles_what_it_finds_and_says_so(
     )
     assert await maintenance.reconcile(config, paid.reservation_id, None) == 0
     assert "payment service: paid -> CONFIRMED" in capsys.readouterr().out
+
+
+async def test_the_reconcile_command_fails_when_the_payment_service_could_not_be_asked(
+    stub: Stub, database_url: str, tmp_path: Path
+) -> None:
+    # It exited 0 with every check "unreachable": the restore runbook's `reconcile --since`
+    # step passed with nothing asked.
+    await configure_event(stub)
+    first, second = await hold(stub, "payer"), await hold(stub, "browser")
+
+    # Nothing listens at the payment service's address (run_command's default).
+    result = await asyncio.to_thread(
+        run_command, tmp_path, "reconcile", "--since", "1h", DATABASE_URL=database_url
+    )
+
+    assert result.returncode == maintenance.UNASKED_EXIT_CODE == 3
+    assert our_line(result) == (
+        "ticketing-service: the payment service could not be asked about 2 of 2 checkouts"
+        " (unreachable, above): run reconcile again."
+    )
+    lines = result.stdout.splitlines()
+    for held in (first, second):
+        [line] = [line for line in lines if line.startswith(held.reservation_id)]
+        assert line.endswith("payment service: unreachable")
+    assert result.stdout.splitlines()[-1] == "asked about 2 reservations (2 unreachable); 0 settled"

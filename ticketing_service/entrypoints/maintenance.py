@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from ticketing_service import bootstrap
 from ticketing_service.config import Config
+from ticketing_service.domain.reconciliation import CheckoutAnswer
 from ticketing_service.service_layer.events_handlers import prune_history
 from ticketing_service.service_layer.reconciliation import (
     Reconciled,
@@ -21,6 +23,11 @@ from ticketing_service.service_layer.reconciliation import (
 )
 
 log = logging.getLogger("ticketing_service")
+
+# `reconcile`, when the payment service could not be asked about some checkout: what it may
+# have been paid is not settled yet, so a script (the restore runbook) knows to run it again.
+# 1 and 2 are taken: a database that cannot be used, and a bad setting.
+UNASKED_EXIT_CODE = 3
 
 _DURATION = re.compile(r"([0-9]{1,7})([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,7 +67,8 @@ async def prune_events(config: Config, older_than_days: float) -> int:
 
 
 async def reconcile(config: Config, reservation_id: str | None, since: timedelta | None) -> int:
-    """Ask the payment service about one reservation, those made since, or those due now."""
+    """Ask the payment service about one reservation, those made since, or those due now;
+    UNASKED_EXIT_CODE when it could not be asked about some of their checkouts."""
     async with _migrated_service(config) as service:
         if reservation_id is not None:
             done = [await reconcile_reservation(service.deps, reservation_id)]
@@ -69,6 +77,14 @@ async def reconcile(config: Config, reservation_id: str | None, since: timedelta
         else:
             done = await reconcile_due(service.deps)
     _report(done)
+    unasked = sum(1 for found in done if found.answer is CheckoutAnswer.UNREACHABLE)
+    if unasked:
+        print(
+            f"ticketing-service: the payment service could not be asked about {unasked} of "
+            f"{len(done)} checkouts (unreachable, above): run reconcile again.",
+            file=sys.stderr,
+        )
+        return UNASKED_EXIT_CODE
     return 0
 
 
