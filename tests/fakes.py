@@ -49,6 +49,7 @@ from ticketing_service.service_layer.checkouts import (
 from ticketing_service.service_layer.ports import (
     Committed,
     OwedRefund,
+    PrunedRecords,
     ReconcileCandidate,
     RefundChange,
 )
@@ -382,9 +383,9 @@ class FakeReservations:
             self._append(RegistrationEventType.RESERVATION_EXPIRED, expired)
         return len(overdue)
 
-    async def prune_records_before(self, cutoff: datetime) -> dict[str, int]:
+    async def prune_records_before(self, kind: PrunedRecords, cutoff: datetime, limit: int) -> int:
         """Nothing of these is kept by the fake with a time to prune by."""
-        return {"webhook_deliveries": 0, "payment_mismatches": 0, "tiers": 0}
+        return 0
 
     async def fold_confirmed_seats(self, batch_size: int) -> int:
         """Up to `batch_size` confirmed seats marked folded (seat counts read registrations)."""
@@ -671,12 +672,15 @@ class FakeEvents:
         kept = [e.sequence for e in self._store.events if e.sequence]
         return (min(kept) if kept else None), self._store.last_sequence
 
-    async def prune_before(self, cutoff: datetime) -> int:
-        """Numbered events before `cutoff` deleted."""
-        events = self._store.events
-        kept = [e for e in events if not (e.sequence and e.create_time < cutoff)]
-        self._store.events = kept
-        return len(events) - len(kept)
+    async def prune_before(self, cutoff: datetime, limit: int) -> int:
+        """Up to `limit` numbered events before `cutoff` deleted, the lowest numbers first."""
+        old = sorted(
+            (e for e in self._store.events if e.sequence and e.create_time < cutoff),
+            key=lambda e: e.sequence,
+        )
+        pruned = {id(e) for e in old[:limit]}
+        self._store.events = [e for e in self._store.events if id(e) not in pruned]
+        return len(pruned)
 
 
 class FakeUnitOfWork:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import TYPE_CHECKING
 
 import grpc
@@ -16,7 +19,13 @@ from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from tests.end_to_end.serving import START_TIMEOUT_SECONDS, serve_process, wait_for_line
+from tests.end_to_end.serving import (
+    START_TIMEOUT_SECONDS,
+    our_line,
+    run_command,
+    serve_process,
+    wait_for_line,
+)
 from tests.end_to_end.test_serve_command import SERVING_LINE
 from tests.integration.flows import (
     configure_event,
@@ -364,6 +373,120 @@ async def test_old_deliveries_mismatch_records_and_unused_removed_tiers_are_prun
         ("used",),
         ("vip",),
     ]
+
+
+OLD, NEW = "now() - interval '40 days'", "now() - interval '1 day'"
+
+
+def backlog(database_url: str, old: dict[str, int]) -> None:
+    """`old[table]` rows of each pruned table 40 days old, and one a day old."""
+    run = partial(sql, database_url)
+    run("INSERT INTO ticketing_settings (event_id, mode, enabled) VALUES ('e', 'paid', true)")
+    run(
+        "INSERT INTO tiers (event_id, tier_id, position, name, price_amount, delete_time)"
+        f" SELECT 'e', 'gone-' || n, n, 'Gone', 100, CASE WHEN n = 0 THEN {NEW} ELSE {OLD} END"
+        " FROM generate_series(0, $1) n",
+        old["tiers"],
+    )
+    run(
+        "INSERT INTO tiers (event_id, tier_id, position, name, price_amount, delete_time)"
+        f" VALUES ('e', 'used', 99, 'Used', 100, {OLD})"  # a reservation refers to it: kept
+    )
+    reservation = uuid.uuid4()
+    run(
+        "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
+        " currency_code, provider, success_url, cancel_url, expire_time)"
+        " VALUES ($1, 'e', 'used', 'u', 'expired', 100, 'KRW', 'portone', 's', 'c', now())",
+        reservation,
+    )
+    events = old["registration_events"]
+    run(
+        "INSERT INTO registration_events (sequence, type, reservation_id, reservation,"
+        f" create_time) SELECT n, 'reservation_created', $1, '{{}}', CASE WHEN n <= $2"
+        f" THEN {OLD} ELSE {NEW} END FROM generate_series(1, $2 + 1) n",
+        reservation,
+        events,
+    )
+    run("UPDATE registration_event_sequencer SET last_sequence = $1", events + 1)
+    run(
+        "INSERT INTO webhook_deliveries (scheme, delivery_id, reservation_id, outcome,"
+        f" create_time) SELECT 'moim', 'd-' || n, $1, 'CONFIRMED', CASE WHEN n = 0 THEN {NEW}"
+        f" ELSE {OLD} END FROM generate_series(0, $2) n",
+        reservation,
+        old["webhook_deliveries"],
+    )
+    run(
+        "INSERT INTO payment_mismatches (mismatch_id, reservation_id, checkout_id,"
+        " provider_payment_id, provider, amount, currency_code, fields, create_time)"
+        " SELECT gen_random_uuid(), $1, 'chk', 'pay-' || n, 'portone', 1, 'KRW', '{amount}',"
+        f" CASE WHEN n = 0 THEN {NEW} ELSE {OLD} END FROM generate_series(0, $2) n",
+        reservation,
+        old["payment_mismatches"],
+    )
+
+
+def prune_events(
+    tmp_path: Path, database_url: str, *args: str, **env: str
+) -> CompletedProcess[str]:
+    return run_command(
+        tmp_path, "prune-events", "--older-than-days", "30", *args, DATABASE_URL=database_url, **env
+    )
+
+
+def test_prune_events_deletes_a_backlog_batch_by_batch_and_keeps_what_is_newer(
+    database_url: str, tmp_path: Path
+) -> None:
+    # It was one DELETE a table: over millions of rows it ran past the statement timeout, and
+    # the backlog could never be pruned. Batches of 3 here; 6 mismatches end a batch exactly.
+    old = {"registration_events": 23, "webhook_deliveries": 7, "payment_mismatches": 6, "tiers": 5}
+    backlog(database_url, old)
+
+    result = prune_events(tmp_path, database_url, "--batch-size", "3")
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    totals = ", ".join(f"{count} {table}" for table, count in old.items())
+    assert f": {totals}" in result.stderr  # what it printed before, for the same rows
+    assert sql(database_url, "SELECT sequence FROM registration_events") == [(24,)]
+    for table in ("webhook_deliveries", "payment_mismatches"):
+        assert sql(database_url, f"SELECT count(*) FROM {table}") == [(1,)]
+    assert sql(database_url, "SELECT tier_id FROM tiers ORDER BY tier_id") == [
+        ("gone-0",),
+        ("used",),
+    ]
+
+
+async def test_prune_events_cut_by_the_statement_timeout_says_so_in_one_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A traceback before (QueryCanceledError), where a lock timeout was one line. Here its
+    # second batch waits for an old event the test holds, past a short statement timeout;
+    # the first batch, the oldest three, was committed and stays pruned.
+    backlog(
+        database_url,
+        {"registration_events": 5, "webhook_deliveries": 0, "payment_mismatches": 0, "tiers": 0},
+    )
+    async with open_transaction(database_url) as holder:
+        await holder.execute("SELECT 1 FROM registration_events WHERE sequence = 4 FOR UPDATE")
+        result = await asyncio.to_thread(
+            prune_events,
+            tmp_path,
+            database_url,
+            "--batch-size",
+            "3",
+            TICKETING_DB_STATEMENT_TIMEOUT_MS="500",
+            TICKETING_DB_LOCK_TIMEOUT_MS="60000",
+        )
+
+    assert result.returncode == 1
+    assert our_line(result) == (
+        "ticketing-service: Pruning stopped: canceling statement due to statement timeout"
+        " (TICKETING_DB_STATEMENT_TIMEOUT_MS is 500 ms). What was deleted before stays deleted:"
+        " run prune-events again, with a smaller --batch-size or a longer"
+        " TICKETING_DB_STATEMENT_TIMEOUT_MS."
+    )
+    kept = sql(database_url, "SELECT sequence FROM registration_events ORDER BY sequence")
+    assert kept == [(4,), (5,), (6,)]
 
 
 async def test_a_stopping_server_ends_its_watches_at_once_for_them_to_resume_elsewhere(

@@ -35,6 +35,7 @@ from ticketing_service.entrypoints.observability.logging import configure_loggin
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
 from ticketing_service.entrypoints.serving import served
 from ticketing_service.entrypoints.webhook.serve import run_webhook
+from ticketing_service.service_layer.events_handlers import PRUNE_BATCH_SIZE
 
 log = logging.getLogger("ticketing_service")
 
@@ -60,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_host_port(listen.sandbox, "--sandbox-listen")
             return event_loop.run(run_dev_stack(config, listen))
         if args.command == "prune-events":
-            return event_loop.run(maintenance.prune_events(config, args.older_than_days))
+            prune = maintenance.prune_events(config, args.older_than_days, args.batch_size)
+            return event_loop.run(prune)
         if args.command == "reconcile":
             config.require_payment_service_url()
             command = maintenance.reconcile(config, args.reservation, args.since)
@@ -144,6 +146,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_days,
         required=True,
         help="delete events created more than this many days ago",
+    )
+    prune.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=PRUNE_BATCH_SIZE,
+        help=f"rows deleted per transaction (default: {PRUNE_BATCH_SIZE})",
     )
     reconcile = commands.add_parser(
         "reconcile",
@@ -260,6 +268,12 @@ def _serve_worker(database_url: str, listen: str, started: Callable[[int], None]
 def _positive_count(raw: str) -> int:
     if not raw.isdigit() or not 0 < int(raw) <= 64:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 64, got {raw!r}")
+    return int(raw)
+
+
+def _batch_size(raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1000000, got {raw!r}")
     return int(raw)
 
 

@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
+
 from ticketing_service import bootstrap
 from ticketing_service.config import Config
 from ticketing_service.domain.reconciliation import CheckoutAnswer
-from ticketing_service.service_layer.events_handlers import prune_history
+from ticketing_service.service_layer.events_handlers import PRUNE_BATCH_SIZE, prune_history
 from ticketing_service.service_layer.reconciliation import (
     Reconciled,
     reconcile_due,
@@ -56,11 +58,24 @@ async def _migrated_service(config: Config) -> AsyncIterator[bootstrap.Service]:
         yield service
 
 
-async def prune_events(config: Config, older_than_days: float) -> int:
-    """Delete feed events and the other records kept only for a while, older than the cutoff."""
+async def prune_events(
+    config: Config, older_than_days: float, batch_size: int = PRUNE_BATCH_SIZE
+) -> int:
+    """Delete feed events and the other records kept only for a while, older than the cutoff,
+    `batch_size` rows per transaction. A statement cut by the statement timeout is one line."""
     cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
     async with _migrated_service(config) as service:
-        pruned = await prune_history(service.deps, cutoff)
+        try:
+            pruned = await prune_history(service.deps, cutoff, batch_size)
+        except asyncpg.QueryCanceledError as error:
+            print(
+                f"ticketing-service: Pruning stopped: {error} (TICKETING_DB_STATEMENT_TIMEOUT_MS"
+                f" is {config.db_statement_timeout_ms} ms). What was deleted before stays"
+                " deleted: run prune-events again, with a smaller --batch-size or a longer"
+                " TICKETING_DB_STATEMENT_TIMEOUT_MS.",
+                file=sys.stderr,
+            )
+            return 1
     counts = ", ".join(f"{count} {table}" for table, count in pruned.items())
     log.info("pruned what was created before %s: %s", cutoff.isoformat(), counts)
     return 0

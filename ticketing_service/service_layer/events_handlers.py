@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import get_args
 
 from ticketing_service.domain.errors import EventsPruned, SequenceAheadOfFeed
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.event_fanout import MAX_PAGE_BYTES, MAX_PAGE_SIZE, EventFanout
+from ticketing_service.service_layer.ports import PrunedRecords, UnitOfWork
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
 # Events numbered per transaction; a busy second commits far fewer.
 SEQUENCE_BATCH = 5000
+# Rows `prune-events` deletes per statement and transaction: well inside the statement timeout
+# (at about 2 µs a row, 30 s is some 13 million).
+PRUNE_BATCH_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +147,40 @@ class Sequencer:
             await asyncio.sleep(spacing)
 
 
-async def prune_history(deps: Dependencies, cutoff: datetime) -> dict[str, int]:
+async def prune_history(
+    deps: Dependencies, cutoff: datetime, batch_size: int = PRUNE_BATCH_SIZE
+) -> dict[str, int]:
     """Delete what is kept only for a while, from before `cutoff`: numbered feed events,
-    webhook deliveries, mismatched payments' records, removed tiers; how many of each."""
-    async with deps.uow() as uow:
-        pruned = {"registration_events": await uow.events.prune_before(cutoff)}
-        pruned |= await uow.sweeps.prune_records_before(cutoff)
-        await uow.commit()
+    webhook deliveries, mismatched payments' records, removed tiers; how many of each.
+
+    Each table is pruned `batch_size` rows at a time, each batch its own transaction, until
+    none is left: one statement over a backlog of millions ran past the statement timeout, and
+    could never be done. A failure keeps the batches committed before it.
+    """
+
+    def events(uow: UnitOfWork) -> Awaitable[int]:
+        return uow.events.prune_before(cutoff, batch_size)
+
+    pruned = {"registration_events": await _in_batches(deps, events, batch_size)}
+    for kind in get_args(PrunedRecords):
+
+        def records(uow: UnitOfWork, kind: PrunedRecords = kind) -> Awaitable[int]:
+            return uow.sweeps.prune_records_before(kind, cutoff, batch_size)
+
+        pruned[kind] = await _in_batches(deps, records, batch_size)
     return pruned
+
+
+async def _in_batches(
+    deps: Dependencies, prune_batch: Callable[[UnitOfWork], Awaitable[int]], batch_size: int
+) -> int:
+    """Run `prune_batch`, a transaction each time, until it deletes fewer than `batch_size`;
+    how many it deleted in all."""
+    total = 0
+    while True:
+        async with deps.uow() as uow:
+            deleted = await prune_batch(uow)
+            await uow.commit()
+        total += deleted
+        if deleted < batch_size:
+            return total

@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Literal, Protocol, Self
 
 from ticketing_service.domain.events import RegistrationEvent, RegistrationEventType
 from ticketing_service.domain.refunds import (
@@ -132,6 +132,11 @@ class PaymentRepository(Protocol):
         ...
 
 
+# What is kept only for a while besides the feed's events, by table: webhook deliveries,
+# mismatched payments' records, removed tiers.
+PrunedRecords = Literal["webhook_deliveries", "payment_mismatches", "tiers"]
+
+
 class SweepRepository(Protocol):
     """The sweeper's batches: overdue holds expired, confirmed seats folded."""
 
@@ -144,9 +149,9 @@ class SweepRepository(Protocol):
         """Add up to `batch_size` confirmed seats to their tiers' accepted counts."""
         ...
 
-    async def prune_records_before(self, cutoff: datetime) -> dict[str, int]:
-        """Delete webhook deliveries, mismatched payments' records and removed tiers no
-        reservation refers to, from before `cutoff`; how many of each, by table."""
+    async def prune_records_before(self, kind: PrunedRecords, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` records of `kind` from before `cutoff` (a removed tier only
+        when no reservation refers to it); return how many."""
         ...
 
 
@@ -302,8 +307,9 @@ class EventsRepository(Protocol):
         """The lowest number still kept (None when none is) and the last number given."""
         ...
 
-    async def prune_before(self, cutoff: datetime) -> int:
-        """Delete numbered events created before `cutoff`; return how many."""
+    async def prune_before(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` numbered events created before `cutoff`, the lowest numbers
+        first; return how many."""
         ...
 
 

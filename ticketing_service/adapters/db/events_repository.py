@@ -121,14 +121,19 @@ class SqlEventsRepository:
         first_kept = None if row["first_kept"] is None else int(row["first_kept"])
         return first_kept, int(row["last_given"])
 
-    async def prune_before(self, cutoff: datetime) -> int:
-        """Delete numbered events created before `cutoff`; return how many."""
-        rows = await self._tx.all(
-            "DELETE FROM registration_events WHERE create_time < %(cutoff)s"
-            " AND sequence IS NOT NULL RETURNING 1",
-            {"cutoff": cutoff},
+    async def prune_before(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` numbered events created before `cutoff`, the lowest numbers
+        first (so a pruning that stops midway leaves no gap a consumer could skip unawares:
+        what is kept starts at the first retained sequence); return how many."""
+        row = await self._tx.one(
+            "WITH pruned AS (DELETE FROM registration_events WHERE event_row_id IN"
+            " (SELECT event_row_id FROM registration_events WHERE create_time < %(cutoff)s"
+            " AND sequence IS NOT NULL ORDER BY sequence LIMIT %(n)s) RETURNING 1)"
+            " SELECT count(*) AS n FROM pruned",
+            {"cutoff": cutoff, "n": limit},
         )
-        return len(rows)
+        assert row is not None
+        return int(row["n"])
 
 
 def _event(row: Row) -> RegistrationEvent:

@@ -7,6 +7,7 @@ from datetime import datetime
 from ticketing_service.adapters.db.changes import Changes
 from ticketing_service.adapters.db.events_repository import append_events
 from ticketing_service.domain.events import RegistrationEventType
+from ticketing_service.service_layer.ports import PrunedRecords
 
 # Held by the one sweeper folding confirmed seats into their tiers (fold_confirmed_seats).
 FOLD_LOCK_KEY = "ticketing:confirmed-seat-folding"
@@ -61,29 +62,34 @@ class SqlSweepRepository:
         )
         return sum(int(r["n"]) for r in rows)
 
-    async def prune_records_before(self, cutoff: datetime) -> dict[str, int]:
-        """Delete webhook deliveries, mismatched payments' records and removed tiers (no
-        reservation refers to) from before `cutoff`; how many of each."""
-        pruned = {}
-        for kind, statement in _PRUNE.items():
-            rows = await self._tx.all(statement, {"cutoff": cutoff})
-            pruned[kind] = len(rows)
-        return pruned
+    async def prune_records_before(self, kind: PrunedRecords, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` records of `kind` from before `cutoff` (a removed tier only when
+        no reservation refers to it); return how many."""
+        row = await self._tx.one(
+            f"WITH pruned AS ({_PRUNE[kind]} RETURNING 1) SELECT count(*) AS n FROM pruned",
+            {"cutoff": cutoff, "n": limit},
+        )
+        assert row is not None
+        return int(row["n"])
 
 
 # A delivery id older than the retention is not retried any more (and a retry would still be
 # handled by the ordinary rules); a mismatch's record was announced on the feed long ago; a
-# tier tombstone is kept only while a reservation still refers to it.
-_PRUNE = {
+# tier tombstone is kept only while a reservation still refers to it. Their order does not
+# matter, and no index orders them by age: LIMIT alone lets a scan stop at the first `n`.
+_PRUNE: dict[PrunedRecords, str] = {
     "webhook_deliveries": (
-        "DELETE FROM webhook_deliveries WHERE create_time < %(cutoff)s RETURNING 1"
+        "DELETE FROM webhook_deliveries WHERE (scheme, delivery_id) IN (SELECT scheme,"
+        " delivery_id FROM webhook_deliveries WHERE create_time < %(cutoff)s LIMIT %(n)s)"
     ),
     "payment_mismatches": (
-        "DELETE FROM payment_mismatches WHERE create_time < %(cutoff)s RETURNING 1"
+        "DELETE FROM payment_mismatches WHERE mismatch_id IN (SELECT mismatch_id"
+        " FROM payment_mismatches WHERE create_time < %(cutoff)s LIMIT %(n)s)"
     ),
     "tiers": (
-        "DELETE FROM tiers t WHERE t.delete_time < %(cutoff)s AND NOT EXISTS (SELECT 1"
+        "DELETE FROM tiers WHERE (event_id, tier_id) IN (SELECT t.event_id, t.tier_id"
+        " FROM tiers t WHERE t.delete_time < %(cutoff)s AND NOT EXISTS (SELECT 1"
         " FROM reservations r WHERE r.event_id = t.event_id AND r.tier_id = t.tier_id)"
-        " RETURNING 1"
+        " LIMIT %(n)s)"
     ),
 }
