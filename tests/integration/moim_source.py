@@ -244,3 +244,84 @@ async def _payments(c: Connection) -> None:
             for name, r, status, minutes in payments
         ],
     )
+
+
+async def add_event(c: Connection, name: str, *, capacity: int | None = 10) -> tuple[str, str]:
+    """A new paid event of the original with one tier (VIP_PRICE); its id and its tier's."""
+    event, tier = uid(f"{name}-event"), uid(f"{name}-tier")
+    await c.execute(
+        "INSERT INTO events (id, title, starts_at) VALUES ($1, $2, now() + interval '30 days')",
+        event,
+        name,
+    )
+    await c.execute(
+        "INSERT INTO event_ticketing_settings (event_id, mode, provider, provider_account_id,"
+        " currency) VALUES ($1, 'paid', 'portone', 'portone_kakaopay', 'KRW')",
+        event,
+    )
+    await c.execute(
+        "INSERT INTO event_tiers (id, event_id, name, price_amount, capacity)"
+        " VALUES ($1, $2, 'Seat', $3, $4)",
+        tier,
+        event,
+        VIP_PRICE,
+        capacity,
+    )
+    return event, tier
+
+
+@dataclass(frozen=True)
+class Paid:
+    """A paid RSVP of the original, named: its user, RSVP, confirmed reservation and payment."""
+
+    name: str
+    amount: int = VIP_PRICE
+    currency: str = "KRW"
+    # What the payment row says was paid (None: the reservation's amount and currency).
+    paid_amount: int | None = None
+    paid_currency: str | None = None
+    rsvp_status: str = "accepted"
+    # The RSVP the reservation names, by its owner's name (None: its own).
+    rsvp_of: str | None = None
+    answers: object = None
+
+
+async def add_paid(c: Connection, event: str, tier: str, paid: Paid) -> str:
+    """The rows of a paid RSVP at the event; the reservation's id."""
+    user_id, reservation = uid(f"{paid.name}-user"), reservation_id(paid.name)
+    await c.execute("INSERT INTO users (id) VALUES ($1)", user_id)
+    await c.execute(
+        "INSERT INTO rsvps (id, user_id, event_id, tier_id, status) VALUES ($1, $2, $3, $4, $5)",
+        uid(f"{paid.name}-rsvp"),
+        user_id,
+        event,
+        tier,
+        paid.rsvp_status,
+    )
+    await c.execute(
+        "INSERT INTO ticket_reservations (id, event_id, tier_id, user_id, rsvp_id, provider,"
+        " amount, currency, status, checkout_id, answers_snapshot, expires_at, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, 'portone', $6, $7, 'confirmed', $8, $9,"
+        " now() - interval '50 minutes', now() - interval '1 hour')",
+        reservation,
+        event,
+        tier,
+        user_id,
+        uid(f"{paid.rsvp_of or paid.name}-rsvp"),
+        paid.amount,
+        paid.currency,
+        f"chk_{paid.name}",
+        None if paid.answers is None else json.dumps(paid.answers),
+    )
+    await c.execute(
+        "INSERT INTO ticket_payments (id, reservation_id, provider, provider_payment_id,"
+        " checkout_id, status, amount, currency, paid_at) VALUES ($1, $2, 'portone', $3, $4,"
+        " 'paid', $5, $6, now() - interval '55 minutes')",
+        payment_id(paid.name),
+        reservation,
+        f"pay_{paid.name}",
+        f"chk_{paid.name}",
+        paid.amount if paid.paid_amount is None else paid.paid_amount,
+        paid.paid_currency or paid.currency,
+    )
+    return reservation

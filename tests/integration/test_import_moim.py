@@ -4,6 +4,8 @@ server on what it imported."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import grpc
@@ -22,6 +24,9 @@ from tests.integration.moim_source import (
     VIP,
     VIP_CAPACITY,
     CommandResult,
+    Paid,
+    add_event,
+    add_paid,
     create_database,
     filled_source,
     import_moim,
@@ -33,6 +38,7 @@ from tests.integration.moim_source import (
 )
 from tests.postgres import connect, open_transaction
 from tests.rich_errors import rich_error
+from ticketing_service.adapters.db.pool import Connection
 from ticketing_service.adapters.db.schema import metadata
 
 if TYPE_CHECKING:
@@ -74,6 +80,29 @@ async def tables(database_url: str) -> dict[str, list[str]]:
             )
             for table in metadata.sorted_tables
         }
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def moim_database(source_url: str) -> AsyncIterator[Connection]:
+    """A connection to the original's database, to add the rows of a case."""
+    connection = await connect(source_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def statuses(database_url: str, event_id: str) -> dict[str, str]:
+    """The service's reservations at the event: id -> status."""
+    connection = await connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT reservation_id::text AS id, status FROM reservations WHERE event_id = $1",
+            event_id,
+        )
+        return {row["id"]: row["status"] for row in rows}
     finally:
         await connection.close()
 
@@ -303,3 +332,30 @@ async def test_an_unmigrated_service_database_stops_the_import_before_it_reads(
     result = await import_moim(bare, "--source-database-url", source_url)
     assert result.code == 1
     assert "run `ticketing-service migrate` first" in result.err
+
+
+async def test_a_payment_of_another_amount_or_currency_brings_in_no_registration(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Paid the wrong money")
+        right = await add_paid(moim, event, tier, Paid("right"))
+        for wrong in (
+            Paid("cheap", paid_amount=100),
+            Paid("dollars", paid_currency="USD"),
+            Paid("lower-case", paid_currency="krw"),
+        ):
+            await add_paid(moim, event, tier, wrong)
+
+    report = (await imported(database_url, source_url)).out
+
+    assert await statuses(database_url, event) == {right: "confirmed"}
+    for difference in (
+        "100 KRW for a reservation of 30000 KRW (amount differs)",
+        "30000 USD for a reservation of 30000 KRW (currency differs)",
+        "30000 krw for a reservation of 30000 KRW (currency differs)",
+    ):
+        assert difference in report
+    # Its registration, and the three RSVPs whose payments did not match as seats taken.
+    [seats] = (await settings_of(stub, event)).tiers
+    assert seats.accepted_count == 4

@@ -20,6 +20,8 @@ class ProblemKind(enum.StrEnum):
     NO_SETTINGS = "no_settings"
     UNUSABLE_SETTINGS = "unusable_settings"
     PAYMENT_MISSING = "payment_missing"
+    # Paid, but not the reservation's amount or currency: no seat and no payment brought in.
+    PAYMENT_DIFFERS = "payment_differs"
     EXTRA_PAYMENTS = "extra_payments"
     PAID_NOT_ACCEPTED = "paid_not_accepted"
     PAID_NOT_CONFIRMED = "paid_not_confirmed"

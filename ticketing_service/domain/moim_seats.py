@@ -1,9 +1,11 @@
 """Who has a seat: paid reservations of the original settled here, and the seats Moim gave away.
 
-A paid reservation (one with a `paid` payment) is confirmed with a registration, the RSVP's
-id, when its RSVP is accepted and the user has no other seat; otherwise it is brought in as
-`paid_unfulfilled`, where refunds are handled. Of a user's paid reservations the first paid
-gets the seat. Accepted RSVPs of anyone left without a registration count as seats taken.
+A paid reservation (one with a `paid` payment of its own amount and currency) is confirmed with
+a registration, the RSVP's id, when its RSVP is accepted and the user has no other seat;
+otherwise it is brought in as `paid_unfulfilled`, where refunds are handled. Of a user's paid
+reservations the first paid gets the seat. A payment of another amount or currency settles
+nothing here: the service would refund the reservation's price for it, not what was paid.
+Accepted RSVPs of anyone left without a registration count as seats taken.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ def settled_reservations(rows: EventRows) -> tuple[ImportedReservation, ...]:
     for reservation, payments in paid:
         if not payments and reservation.status == "confirmed":
             _payment_missing(rows, reservation)
-    settleable = [(r, p) for r, p in paid if p and _settleable(rows, r, p)]
+    usable = [(r, p) for r, p in paid if p and rows.usable(r)]
+    matching = [(r, _matching(rows, r, p)) for r, p in usable]
+    settleable = [(r, p) for r, p in matching if p and _settleable(rows, r, p)]
     settleable.sort(key=lambda rp: (paid_time(rp[1][0]), rp[0].reservation_id))
     return tuple(_settle(rows, r, p[0]) for r, p in settleable)
 
@@ -38,9 +42,46 @@ def external_seats(rows: EventRows) -> dict[str, int]:
     return counts
 
 
+def _matching(
+    rows: EventRows, reservation: SourceReservation, paid: list[SourcePayment]
+) -> list[SourcePayment]:
+    """The paid payments of the reservation's amount and currency; the others are noted."""
+    matching = [p for p in paid if _difference(reservation, p) is None]
+    for payment in paid:
+        if (difference := _difference(reservation, payment)) is None:
+            continue
+        if matching:
+            fate = "not imported (a refund may be due); the reservation is settled by another"
+        else:
+            fate = f"the reservation is not imported; {_standing(rows, reservation)}"
+        detail = f"was paid by {_payment_name(payment)} with {difference}: {fate}"
+        rows.problem(ProblemKind.PAYMENT_DIFFERS, reservation, detail)
+    return matching
+
+
+def _difference(reservation: SourceReservation, payment: SourcePayment) -> str | None:
+    """How the payment differs from what the reservation asks, in numbers; None if it does not.
+
+    Currency codes compare exactly: `krw` is no ISO 4217 code, so it is not KRW.
+    """
+    differ = [
+        name
+        for name, paid, asked in (
+            ("amount", payment.amount, reservation.amount),
+            ("currency", payment.currency, reservation.currency),
+        )
+        if paid != asked
+    ]
+    if not differ:
+        return None
+    verb = "differs" if len(differ) == 1 else "differ"
+    return (
+        f"{payment.amount} {payment.currency} for a reservation of"
+        f" {reservation.amount} {reservation.currency} ({' and '.join(differ)} {verb})"
+    )
+
+
 def _settleable(rows: EventRows, reservation: SourceReservation, paid: list[SourcePayment]) -> bool:
-    if not rows.usable(reservation):
-        return False
     if (paid[0].checkout_id or reservation.checkout_id) is None:
         detail = "is paid but neither it nor its payment has a checkout id: not imported"
         rows.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, detail)
@@ -110,13 +151,17 @@ def _refusal(
 
 
 def _payment_missing(rows: EventRows, reservation: SourceReservation) -> None:
-    rsvp = rows.rsvp_of(reservation)
-    if rsvp is not None and rsvp.status == "accepted":
-        standing = f"its RSVP {rsvp.rsvp_id} counts as a seat"
-    else:
-        standing = "no seat is counted for it"
+    standing = _standing(rows, reservation)
     detail = f"is confirmed but has no paid payment row: not imported; {standing}"
     rows.problem(ProblemKind.PAYMENT_MISSING, reservation, detail)
+
+
+def _standing(rows: EventRows, reservation: SourceReservation) -> str:
+    """What a paid reservation left out stands for: its accepted RSVP's seat, if it has one."""
+    rsvp = rows.rsvp_of(reservation)
+    if rsvp is not None and rsvp.status == "accepted":
+        return f"its RSVP {rsvp.rsvp_id} counts as a seat"
+    return "no seat is counted for it"
 
 
 def _tier_of(rows: EventRows, rsvp: SourceRsvp) -> str | None:

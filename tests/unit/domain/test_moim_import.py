@@ -67,7 +67,13 @@ def reservation(
 
 
 def payment(
-    payment_id: str, reservation_id: str, *, status: str = "paid", minute: int = 0
+    payment_id: str,
+    reservation_id: str,
+    *,
+    status: str = "paid",
+    minute: int = 0,
+    amount: int = 30000,
+    currency: str = "KRW",
 ) -> SourcePayment:
     paid_at = NOW - timedelta(hours=1) + timedelta(minutes=minute)
     return SourcePayment(
@@ -78,8 +84,8 @@ def payment(
         tx_id=f"tx_{payment_id}",
         checkout_id=f"chk-{reservation_id}",
         status=status,
-        amount=30000,
-        currency="KRW",
+        amount=amount,
+        currency=currency,
         raw_event=b'{"type": "ticket_payment.paid"}' if status == "paid" else None,
         paid_at=paid_at if status == "paid" else None,
         created_at=paid_at,
@@ -446,3 +452,43 @@ def test_a_reservation_in_a_tier_the_event_lacks_is_listed_and_left_out() -> Non
         )
     )
     assert (result.holds, kinds(result)) == ((), [ProblemKind.UNUSABLE_RESERVATION])
+
+
+def test_a_payment_of_another_amount_or_currency_settles_nothing_and_its_rsvp_keeps_a_seat() -> (
+    None
+):
+    paid = {"r1": (100, "KRW"), "r2": (30000, "USD"), "r3": (30000, "krw")}
+    result = plan(
+        event(
+            rsvps=tuple(rsvp(f"rsvp-{r}", f"u-{r}") for r in paid),
+            reservations=tuple(reservation(r, f"u-{r}", rsvp_id=f"rsvp-{r}") for r in paid),
+            payments=tuple(
+                payment(f"p-{r}", r, amount=amount, currency=currency)
+                for r, (amount, currency) in paid.items()
+            ),
+        )
+    )
+    assert (result.settled, result.holds, result.external_seats) == ((), (), {"vip": 3})
+    assert kinds(result) == [ProblemKind.PAYMENT_DIFFERS] * 3
+    details = [p.detail for p in result.problems]
+    assert "100 KRW for a reservation of 30000 KRW (amount differs)" in details[0]
+    assert "30000 USD for a reservation of 30000 KRW (currency differs)" in details[1]
+    assert "30000 krw for a reservation of 30000 KRW (currency differs)" in details[2]
+    assert all("not imported; its RSVP rsvp-r" in d for d in details)
+
+
+def test_a_reservation_with_a_matching_payment_beside_a_differing_one_is_settled_by_it() -> None:
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-1", "u1"),),
+            reservations=(reservation("r1", "u1", rsvp_id="rsvp-1"),),
+            payments=(payment("wrong", "r1", amount=5), payment("right", "r1", minute=1)),
+        )
+    )
+    [settled] = result.settled
+    assert (settled.reservation.status, settled.payment.payment_row_id) == (
+        ReservationStatus.CONFIRMED,
+        "right",
+    )
+    assert kinds(result) == [ProblemKind.PAYMENT_DIFFERS]
+    assert "payment wrong (pay_wrong) with 5 KRW" in result.problems[0].detail
