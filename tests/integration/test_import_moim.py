@@ -359,3 +359,23 @@ async def test_a_payment_of_another_amount_or_currency_brings_in_no_registration
     # Its registration, and the three RSVPs whose payments did not match as seats taken.
     [seats] = (await settings_of(stub, event)).tiers
     assert seats.accepted_count == 4
+
+
+async def test_a_bad_row_is_listed_and_the_rest_of_its_event_is_imported(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "One bad row")
+        fine = await add_paid(moim, event, tier, Paid("fine"))
+        await add_paid(moim, event, tier, Paid("negative", amount=-100))
+        await add_paid(moim, event, tier, Paid("borrower", rsvp_of="fine"))
+
+    report = (await imported(database_url, source_url)).out
+
+    assert "FAILED" not in report
+    assert await statuses(database_url, event) == {fine: "confirmed"}
+    assert f"{reservation_id('negative')} (user " in report
+    assert "has a negative amount, -100 KRW: not imported" in report
+    assert f"names RSVP {uid('fine-rsvp')} as its own, but that RSVP is user" in report
+    [seats] = (await settings_of(stub, event)).tiers
+    assert seats.accepted_count == 3  # the registration, and the two RSVPs left out

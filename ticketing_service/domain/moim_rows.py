@@ -73,7 +73,8 @@ class EventRows:
 
     def usable(self, reservation: SourceReservation) -> bool:
         """Whether the reservation has what every reservation here needs (a user, one of the
-        event's tiers, a currency the service knows); noted when it has not."""
+        event's tiers, a currency the service knows, an amount of 0 or more); noted when it
+        has not."""
         why = None
         if reservation.user_id is None:
             why = "has no user (an anonymous reservation)"
@@ -81,6 +82,8 @@ class EventRows:
             why = f"is in tier {reservation.tier_id}, which the event does not have"
         elif not is_known_currency(reservation.currency):
             why = f"is in the unknown currency {reservation.currency!r}"
+        elif reservation.amount < 0:
+            why = f"has a negative amount, {reservation.amount} {reservation.currency}"
         if why is not None:
             self.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, why + ": not imported")
         return why is None
@@ -88,9 +91,15 @@ class EventRows:
     def rsvp_of(self, reservation: SourceReservation) -> SourceRsvp | None:
         """The RSVP the reservation made (its rsvp_id), else the user's RSVP at the event."""
         by_id = self._rsvps.get(reservation.rsvp_id) if reservation.rsvp_id else None
-        if by_id is not None or reservation.user_id is None:
+        if by_id is not None and by_id.user_id == reservation.user_id:
             return by_id
-        return self._rsvp_of_user.get(reservation.user_id)
+        return None if reservation.user_id is None else self._rsvp_of_user.get(reservation.user_id)
+
+    def foreign_rsvp(self, reservation: SourceReservation) -> SourceRsvp | None:
+        """The RSVP the reservation names when it is not its user's: the row cannot be right,
+        and the RSVP's id (a registration's id here) belongs to another seat."""
+        by_id = self._rsvps.get(reservation.rsvp_id) if reservation.rsvp_id else None
+        return by_id if by_id is not None and by_id.user_id != reservation.user_id else None
 
     def has_seat(self, user_id: str) -> bool:
         """Whether the user has a registration here, kept already or planned."""

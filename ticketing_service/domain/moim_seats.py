@@ -82,6 +82,14 @@ def _difference(reservation: SourceReservation, payment: SourcePayment) -> str |
 
 
 def _settleable(rows: EventRows, reservation: SourceReservation, paid: list[SourcePayment]) -> bool:
+    if (foreign := rows.foreign_rsvp(reservation)) is not None:
+        owner = "an anonymous one" if foreign.user_id is None else f"user {foreign.user_id}'s"
+        detail = (
+            f"names RSVP {foreign.rsvp_id} as its own, but that RSVP is {owner}: not imported;"
+            f" {_standing(rows, reservation)}"
+        )
+        rows.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, detail)
+        return False
     if (paid[0].checkout_id or reservation.checkout_id) is None:
         detail = "is paid but neither it nor its payment has a checkout id: not imported"
         rows.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, detail)

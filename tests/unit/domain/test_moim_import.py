@@ -47,6 +47,7 @@ def reservation(
     created: datetime = NOW - timedelta(minutes=5),
     answers: object = None,
     tier_id: str | None = "vip",
+    amount: int = 30000,
 ) -> SourceReservation:
     return SourceReservation(
         reservation_id=reservation_id,
@@ -55,7 +56,7 @@ def reservation(
         rsvp_id=rsvp_id,
         provider="portone",
         provider_account_id="portone_kakaopay",
-        amount=30000,
+        amount=amount,
         currency="KRW",
         status=status,
         checkout_id=checkout_id and f"{checkout_id}-{reservation_id}",
@@ -492,3 +493,36 @@ def test_a_reservation_with_a_matching_payment_beside_a_differing_one_is_settled
     )
     assert kinds(result) == [ProblemKind.PAYMENT_DIFFERS]
     assert "payment wrong (pay_wrong) with 5 KRW" in result.problems[0].detail
+
+
+def test_a_paid_reservation_of_a_negative_amount_is_listed_and_its_rsvp_keeps_a_seat() -> None:
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-1", "u1"),),
+            reservations=(reservation("r1", "u1", rsvp_id="rsvp-1", amount=-100),),
+            payments=(payment("p1", "r1", amount=-100),),
+        )
+    )
+    assert (result.settled, result.external_seats) == ((), {"vip": 1})
+    assert kinds(result) == [ProblemKind.UNUSABLE_RESERVATION]
+    assert "has a negative amount, -100 KRW: not imported" in result.problems[0].detail
+
+
+def test_a_reservation_naming_another_users_rsvp_is_listed_and_the_owner_keeps_the_seat() -> None:
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-1", "u1"), rsvp("rsvp-2", "u2")),
+            reservations=(
+                reservation("r1", "u1", rsvp_id="rsvp-1"),
+                reservation("r2", "u2", rsvp_id="rsvp-1"),
+            ),
+            payments=(payment("p1", "r1"), payment("p2", "r2")),
+        )
+    )
+    assert by_id(result) == {"r1": (ReservationStatus.CONFIRMED, "rsvp-1")}
+    assert result.external_seats == {"vip": 1}  # u2's own RSVP
+    assert kinds(result) == [ProblemKind.UNUSABLE_RESERVATION]
+    [problem] = result.problems
+    assert "r2" in problem.subject
+    assert "names RSVP rsvp-1 as its own, but that RSVP is user u1's" in problem.detail
+    assert "its RSVP rsvp-2 counts as a seat" in problem.detail

@@ -55,6 +55,12 @@ REGISTER = (
     " CAST(%(answers)s AS jsonb), %(created)s) ON CONFLICT DO NOTHING RETURNING registration_id"
 )
 REGISTERED_FOR = "SELECT 1 AS found FROM registrations WHERE reservation_id = %(r)s"
+REGISTRATION_IN_THE_WAY = (
+    "SELECT registration_id::text AS registration_id, reservation_id::text AS reservation_id,"
+    " status FROM registrations WHERE registration_id = %(g)s"
+    " OR event_id = %(e)s AND user_id = %(u)s AND status = 'accepted'"
+    " ORDER BY registration_id = %(g)s DESC LIMIT 1"
+)
 # A hold's requires_payment row turns paid when the source settled it, as ConfirmPayment does.
 PAYMENT = (
     "INSERT INTO payments (payment_row_id, reservation_id, checkout_id, status, provider, amount,"

@@ -174,13 +174,24 @@ class SqlImportTarget:
         registration = {**params, "g": reservation.registration_id, "created": params["paid"]}
         if await tx.one(sql.REGISTER, registration) is not None:
             return
-        if await tx.one(sql.REGISTERED_FOR, {"r": reservation.reservation_id}) is None:
-            # The plan saw no other registration of the user under the event's lock, so only
-            # a payment the service confirmed this very moment can be in the way.
+        if await tx.one(sql.REGISTERED_FOR, {"r": reservation.reservation_id}) is not None:
+            return
+        # Not this reservation's: say which registration is in the way, and why.
+        other = await tx.one(sql.REGISTRATION_IN_THE_WAY, registration)
+        assert other is not None, "an insert that did nothing met a conflicting row"
+        if other["registration_id"] == reservation.registration_id:
             raise EventImportFailed(
-                f"User {reservation.user_id} was registered at event {reservation.event_id}"
-                " by the service while the event was imported."
+                f"Reservation {reservation.reservation_id} would be registered as"
+                f" {reservation.registration_id}, but that id is registration"
+                f" {other['status']} of reservation {other['reservation_id']} here: fix the"
+                " reservation's rsvp_id in Moim."
             )
+        # The plan saw no accepted registration of the user under the event's lock, so only a
+        # payment the service confirmed this very moment can be in the way: a new run sees it.
+        raise EventImportFailed(
+            f"User {reservation.user_id} was registered at event {reservation.event_id} by the"
+            f" service (reservation {other['reservation_id']}) while the event was imported."
+        )
 
     async def _hold(self, imported: ImportedReservation) -> bool:
         """A hold with its requires_payment row; False if it is here already."""
