@@ -65,11 +65,18 @@ async def create_database(database_url: str, name: str, schema: str | None = Non
     return url
 
 
-async def filled_source(database_url: str) -> str:
-    """The original's database with every case in it; its URL."""
-    url = await create_database(database_url, SOURCE_DATABASE, SCHEMA.read_text())
+async def filled_source(
+    database_url: str, name: str = SOURCE_DATABASE, *, without_time_zones: bool = False
+) -> str:
+    """The original's database with every case in it; its URL. `without_time_zones`: an older
+    schema, its times in `timestamp` columns (written as UTC)."""
+    schema = SCHEMA.read_text()
+    if without_time_zones:
+        schema = schema.replace("timestamptz", "timestamp")
+    url = await create_database(database_url, name, schema)
     connection = await connect(url)
     try:
+        await connection.execute("SET TIME ZONE 'UTC'")
         await _fill(connection)
     finally:
         await connection.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC
 from typing import TYPE_CHECKING
 
 import grpc
@@ -379,3 +380,65 @@ async def test_a_bad_row_is_listed_and_the_rest_of_its_event_is_imported(
     assert f"names RSVP {uid('fine-rsvp')} as its own, but that RSVP is user" in report
     [seats] = (await settings_of(stub, event)).tiers
     assert seats.accepted_count == 3  # the registration, and the two RSVPs left out
+
+
+async def test_times_without_a_zone_are_read_as_utc(database_url: str) -> None:
+    older = await filled_source(database_url, "moim_without_zones", without_time_zones=True)
+
+    report = (await imported(database_url, older)).out
+
+    assert "registrations: 3 (3 new)" in report
+    assert "live holds: 2 (2 new)" in report
+    async with moim_database(older) as moim:
+        written = await moim.fetchval(
+            "SELECT expires_at FROM ticket_reservations WHERE id = $1", reservation_id("8")
+        )
+    kept = await connect(database_url)
+    try:
+        expire_time = await kept.fetchval(
+            "SELECT expire_time FROM reservations WHERE reservation_id = $1", reservation_id("8")
+        )
+    finally:
+        await kept.close()
+    assert expire_time == written.replace(tzinfo=UTC)
+
+
+async def test_a_time_the_service_cannot_keep_leaves_its_row_out_and_never_stops_the_run(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Odd times")
+        odd = {
+            name: await add_paid(moim, event, tier, Paid(name)) for name in ("end", "paid", "old")
+        }
+        await moim.execute(
+            "UPDATE ticket_reservations SET status = 'pending_payment', expires_at = 'infinity'"
+            " WHERE id = $1",
+            odd["end"],
+        )
+        await moim.execute(
+            "UPDATE ticket_payments SET paid_at = '-infinity' WHERE reservation_id = $1",
+            odd["paid"],
+        )
+        await moim.execute(
+            "UPDATE ticket_reservations SET created_at = '1960-01-01Z' WHERE id = $1", odd["old"]
+        )
+        endless, endless_tier = await add_event(moim, "Never closes")
+        await moim.execute(
+            "UPDATE event_tiers SET closes_at = 'infinity' WHERE id = $1", endless_tier
+        )
+
+    result = await imported(database_url, source_url)
+
+    assert "Traceback" not in result.err
+    assert await statuses(database_url, event) == {}
+    for reason in (
+        "its expires_at infinity is outside the times the service keeps",
+        f"its payment {payment_id('paid')}'s paid_at -infinity is outside",
+        "its created_at 1960-01-01T00:00:00+00:00 is outside",
+        f"its tier {endless_tier}'s closes_at infinity is outside",
+    ):
+        assert reason in result.out
+    [seats] = (await settings_of(stub, event)).tiers
+    assert seats.accepted_count == 3  # the accepted RSVPs of the rows left out
+    assert await statuses(database_url, endless) == {}

@@ -1,7 +1,8 @@
 """The original implementation's tables (Moim PR #177), read for import-moim.
 
 Everything is read in one read-only REPEATABLE READ transaction: one snapshot, so an event's
-payments always match its reservations even while Moim keeps writing. The tables are read
+payments always match its reservations even while Moim keeps writing. Times of a `timestamp`
+column without time zone (an older schema) are read as UTC. The tables are read
 whole, once each (the original gave them no index on the event), and grouped by event here.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TypeVar
 
 import asyncpg
@@ -23,6 +25,7 @@ from ticketing_service.domain.moim_source import (
     SourceSettings,
     SourceSnapshot,
     SourceTier,
+    read_as_utc,
 )
 from ticketing_service.service_layer.moim_import import SourceUnreadable
 
@@ -117,7 +120,7 @@ async def _check_tables(connection: Connection) -> None:
 
 
 async def _read(connection: Connection) -> SourceSnapshot:
-    read_time = await connection.fetchval("SELECT statement_timestamp()")
+    read_time = read_as_utc(await connection.fetchval("SELECT statement_timestamp()"))
     settings = {r["event_id"]: _settings(r) for r in await connection.fetch(_SETTINGS)}
     tiers = _by_event(await connection.fetch(_TIERS), _tier)
     rsvps = _by_event(await connection.fetch(_RSVPS), _rsvp)
@@ -127,7 +130,7 @@ async def _read(connection: Connection) -> SourceSnapshot:
         SourceEvent(
             event_id=(event_id := row["event_id"]),
             title=row["title"],
-            starts_at=row["starts_at"],
+            starts_at=read_as_utc(row["starts_at"]),
             external_url=row["external_url"],
             settings=settings.get(event_id),
             tiers=tuple(tiers[event_id]),
@@ -147,6 +150,10 @@ def _by_event(rows: Iterable[Row], make: Callable[[Row], T]) -> defaultdict[str,
     return grouped
 
 
+def _time_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else read_as_utc(value)
+
+
 def _settings(row: Row) -> SourceSettings:
     return SourceSettings(
         mode=row["mode"],
@@ -164,10 +171,10 @@ def _tier(row: Row) -> SourceTier:
         name=row["name"],
         price_amount=row["price_amount"],
         capacity=row["capacity"],
-        opens_at=row["opens_at"],
-        closes_at=row["closes_at"],
+        opens_at=_time_or_none(row["opens_at"]),
+        closes_at=_time_or_none(row["closes_at"]),
         sort_order=row["sort_order"],
-        created_at=row["created_at"],
+        created_at=read_as_utc(row["created_at"]),
     )
 
 
@@ -188,9 +195,9 @@ def _reservation(row: Row) -> SourceReservation:
         status=row["status"],
         checkout_id=row["checkout_id"],
         answers_snapshot=row["answers_snapshot"],
-        expires_at=row["expires_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        expires_at=read_as_utc(row["expires_at"]),
+        created_at=read_as_utc(row["created_at"]),
+        updated_at=read_as_utc(row["updated_at"]),
     )
 
 
@@ -207,7 +214,7 @@ def _payment(row: Row) -> SourcePayment:
         amount=row["amount"],
         currency=row["currency"],
         raw_event=None if raw is None else raw.encode(),
-        paid_at=row["paid_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        paid_at=_time_or_none(row["paid_at"]),
+        created_at=read_as_utc(row["created_at"]),
+        updated_at=read_as_utc(row["updated_at"]),
     )

@@ -20,7 +20,7 @@ from ticketing_service.domain.moim_holds import holds
 from ticketing_service.domain.moim_plan import EventPlan, Problem, ProblemKind, ServiceRegistration
 from ticketing_service.domain.moim_rows import EventRows
 from ticketing_service.domain.moim_seats import external_seats, settled_reservations
-from ticketing_service.domain.moim_source import SourceEvent, SourceTier
+from ticketing_service.domain.moim_source import SourceEvent, SourceTier, time_problem
 from ticketing_service.domain.money import is_known_currency
 from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 
@@ -64,7 +64,18 @@ def _unusable_settings(event: SourceEvent) -> Problem | None:
     if stored.currency is not None and not is_known_currency(stored.currency):
         detail = f"its currency {stored.currency!r} is not one the service knows"
         return Problem(ProblemKind.UNUSABLE_SETTINGS, subject, detail + ": nothing imported")
+    if (why := _time_problem(event)) is not None:
+        return Problem(ProblemKind.UNUSABLE_SETTINGS, subject, why + ": nothing imported")
     return None
+
+
+def _time_problem(event: SourceEvent) -> str | None:
+    """Why a time of the event or of its tiers cannot be kept (the settings need them all)."""
+    times: list[tuple[str, datetime | None]] = [("starts_at", event.starts_at)]
+    for tier in event.tiers:
+        times += [(f"tier {tier.tier_id}'s opens_at", tier.opens_at)]
+        times += [(f"tier {tier.tier_id}'s closes_at", tier.closes_at)]
+    return next((why for c, v in times if (why := time_problem(c, v)) is not None), None)
 
 
 def _settings(event: SourceEvent) -> Settings:

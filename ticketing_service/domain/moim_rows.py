@@ -25,6 +25,7 @@ from ticketing_service.domain.moim_source import (
     SourcePayment,
     SourceReservation,
     SourceRsvp,
+    time_problem,
 )
 from ticketing_service.domain.money import is_known_currency
 from ticketing_service.domain.reservations import (
@@ -58,6 +59,9 @@ class EventRows:
         # What the service already keeps at the event, by user.
         self.registered = {g.user_id: g for g in registered}
         self.paid = paid_payments(event.payments)
+        self._payments_of = defaultdict(list)
+        for payment in event.payments:
+            self._payments_of[payment.reservation_id].append(payment)
         self._rsvps = {r.rsvp_id: r for r in event.rsvps}
         self._rsvp_of_user = {r.user_id: r for r in event.rsvps if r.user_id is not None}
         self._return_urls = return_urls(public_base_url, event.event_id)
@@ -73,8 +77,8 @@ class EventRows:
 
     def usable(self, reservation: SourceReservation) -> bool:
         """Whether the reservation has what every reservation here needs (a user, one of the
-        event's tiers, a currency the service knows, an amount of 0 or more); noted when it
-        has not."""
+        event's tiers, a currency the service knows, an amount of 0 or more, and times the
+        service can keep, its payments' too); noted when it has not."""
         why = None
         if reservation.user_id is None:
             why = "has no user (an anonymous reservation)"
@@ -84,9 +88,23 @@ class EventRows:
             why = f"is in the unknown currency {reservation.currency!r}"
         elif reservation.amount < 0:
             why = f"has a negative amount, {reservation.amount} {reservation.currency}"
+        else:
+            why = self._time_problem(reservation)
         if why is not None:
             self.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, why + ": not imported")
         return why is None
+
+    def _time_problem(self, reservation: SourceReservation) -> str | None:
+        """Why a time of the reservation or of its payments cannot be kept, if one cannot."""
+        times: list[tuple[str, datetime | None]] = [
+            ("expires_at", reservation.expires_at),
+            ("created_at", reservation.created_at),
+            ("updated_at", reservation.updated_at),
+        ]
+        for p in self._payments_of[reservation.reservation_id]:
+            name = f"payment {p.payment_row_id}'s"
+            times += [(f"{name} {column}", value) for column, value in _payment_times(p)]
+        return next((why for c, v in times if (why := time_problem(c, v)) is not None), None)
 
     def rsvp_of(self, reservation: SourceReservation) -> SourceRsvp | None:
         """The RSVP the reservation made (its rsvp_id), else the user's RSVP at the event."""
@@ -142,6 +160,14 @@ class EventRows:
             )
             return ()
         return drop_blank_answers(answers)
+
+
+def _payment_times(payment: SourcePayment) -> tuple[tuple[str, datetime | None], ...]:
+    return (
+        ("paid_at", payment.paid_at),
+        ("created_at", payment.created_at),
+        ("updated_at", payment.updated_at),
+    )
 
 
 def paid_payments(payments: Iterable[SourcePayment]) -> defaultdict[str, list[SourcePayment]]:

@@ -1,13 +1,41 @@
 """The rows of the original implementation (Moim PR #177) that import-moim reads, per event.
 
 Plain values as the source stores them: ids as text, amounts in whole KRW, statuses as the
-free-form strings the original wrote. What they mean here is decided in `moim_import`.
+free-form strings the original wrote, times aware (`read_as_utc`) but possibly out of range.
+What they mean here is decided in `moim_import`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+
+from ticketing_service.domain.times import EARLIEST, LATEST
+
+# Postgres's infinity and -infinity, as the driver reads them (naive) and `read_as_utc` makes them.
+_INFINITIES = {
+    datetime.max.replace(tzinfo=UTC): "infinity",
+    datetime.min.replace(tzinfo=UTC): "-infinity",
+}
+
+
+def read_as_utc(value: datetime) -> datetime:
+    """A time of the source as an aware one: a `timestamp` column without time zone (an older
+    schema) is read as UTC. Infinity and -infinity come from the driver as naive datetime.max
+    and datetime.min, so they end up outside the times the service keeps (`time_problem`)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def time_problem(column: str, value: datetime | None) -> str | None:
+    """Why a time of the source cannot be kept here (None when it can, or is NULL): the service
+    keeps times from 1970 to 9999-12-31T23:59:59Z, and nothing infinite."""
+    if value is None or EARLIEST <= value <= LATEST:
+        return None
+    shown = _INFINITIES.get(value, value.isoformat())
+    return (
+        f"its {column} {shown} is outside the times the service keeps"
+        f" ({EARLIEST.isoformat()} to {LATEST.isoformat()})"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from ticketing_service.domain.moim_import import plan_event
 from ticketing_service.domain.moim_plan import EventPlan, ProblemKind, ServiceRegistration
@@ -14,6 +14,8 @@ from ticketing_service.domain.moim_source import (
     SourceRsvp,
     SourceSettings,
     SourceTier,
+    read_as_utc,
+    time_problem,
 )
 from ticketing_service.domain.reservations import Answer, ReservationStatus
 from ticketing_service.domain.settings import TicketingMode
@@ -526,3 +528,48 @@ def test_a_reservation_naming_another_users_rsvp_is_listed_and_the_owner_keeps_t
     assert "r2" in problem.subject
     assert "names RSVP rsvp-1 as its own, but that RSVP is user u1's" in problem.detail
     assert "its RSVP rsvp-2 counts as a seat" in problem.detail
+
+
+# Postgres's infinity and -infinity as the driver reads them, made aware as the source adapter
+# makes every time.
+INFINITY, MINUS_INFINITY = read_as_utc(datetime.max), read_as_utc(datetime.min)
+
+
+def test_a_time_without_a_zone_is_read_as_utc_and_an_aware_one_is_kept() -> None:
+    assert read_as_utc(datetime(2030, 5, 1, 12)) == NOW
+    kst = NOW.astimezone(timezone(timedelta(hours=9)))
+    assert read_as_utc(kst) is kst
+
+
+def test_only_times_from_1970_to_the_end_of_9999_can_be_kept() -> None:
+    assert time_problem("expires_at", NOW) is None
+    assert time_problem("paid_at", None) is None
+    assert time_problem("x", datetime(1970, 1, 1, tzinfo=UTC)) is None
+    assert time_problem("x", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)) is None
+    assert "its expires_at infinity is outside" in (time_problem("expires_at", INFINITY) or "")
+    assert "its paid_at -infinity is outside" in (time_problem("paid_at", MINUS_INFINITY) or "")
+    before = time_problem("created_at", datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert before is not None
+    assert "1969-12-31T23:59:59+00:00 is outside the times the service keeps" in before
+
+
+def test_a_reservation_with_a_time_the_service_cannot_keep_is_listed_and_left_out() -> None:
+    endless = replace(reservation("endless", "u1", status="pending_payment"), expires_at=INFINITY)
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-2", "u2"),),
+            reservations=(endless, reservation("r2", "u2", rsvp_id="rsvp-2")),
+            payments=(replace(payment("p2", "r2"), paid_at=MINUS_INFINITY),),
+        )
+    )
+    assert (result.settled, result.holds, result.external_seats) == ((), (), {"vip": 1})
+    assert kinds(result) == [ProblemKind.UNUSABLE_RESERVATION] * 2
+    details = sorted(p.detail for p in result.problems)
+    assert details[0].startswith("its expires_at infinity is outside")
+    assert details[1].startswith("its payment p2's paid_at -infinity is outside")
+
+
+def test_an_event_or_tier_time_the_service_cannot_keep_brings_in_nothing_of_the_event() -> None:
+    result = plan(event(tiers=(replace(tier(), closes_at=INFINITY),)))
+    assert (result.settings, kinds(result)) == (None, [ProblemKind.UNUSABLE_SETTINGS])
+    assert "its tier vip's closes_at infinity is outside" in result.problems[0].detail
