@@ -332,3 +332,20 @@ async def add_paid(c: Connection, event: str, tier: str, paid: Paid) -> str:
         paid.paid_currency or paid.currency,
     )
     return reservation
+
+
+async def add_hold(c: Connection, event: str, tier: str, name: str, answers: object = None) -> str:
+    """A user's live hold at the event, with its checkout and requires_payment row; its id."""
+    reservation = await add_paid(c, event, tier, Paid(name, answers=answers))
+    await c.execute(
+        "UPDATE ticket_reservations SET status = 'pending_payment', rsvp_id = NULL,"
+        " expires_at = now() + interval '20 minutes', created_at = now() WHERE id = $1",
+        reservation,
+    )
+    await c.execute(
+        "UPDATE ticket_payments SET status = 'requires_payment', provider_payment_id = NULL,"
+        " paid_at = NULL WHERE reservation_id = $1",
+        reservation,
+    )
+    await c.execute("DELETE FROM rsvps WHERE id = $1", uid(f"{name}-rsvp"))
+    return reservation

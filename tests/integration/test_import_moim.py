@@ -27,6 +27,7 @@ from tests.integration.moim_source import (
     CommandResult,
     Paid,
     add_event,
+    add_hold,
     add_paid,
     create_database,
     filled_source,
@@ -442,3 +443,23 @@ async def test_a_time_the_service_cannot_keep_leaves_its_row_out_and_never_stops
     [seats] = (await settings_of(stub, event)).tiers
     assert seats.accepted_count == 3  # the accepted RSVPs of the rows left out
     assert await statuses(database_url, endless) == {}
+
+
+async def test_answers_over_the_apis_limits_are_left_in_moim_and_their_rows_come_in(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    huge = [{"questionId": "q1", "answer": "x" * 5_000_000}]
+    many = [{"questionId": f"q{i}", "answer": "yes"} for i in range(51)]
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Talkative")
+        paid = await add_paid(moim, event, tier, Paid("many", answers=many))
+        held = await add_hold(moim, event, tier, "huge", answers=huge)
+
+    report = (await imported(database_url, source_url)).out
+
+    assert await statuses(database_url, event) == {paid: "confirmed", held: "pending_payment"}
+    for reservation in (paid, held):
+        got = await stub.GetReservation(pb.GetReservationRequest(reservation_id=reservation))
+        assert list(got.reservation.answers) == []
+    assert "has 51 answers (at most 50): imported without its answers" in report
+    assert "has an answer of 5000000 characters (at most 4000)" in report

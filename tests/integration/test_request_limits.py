@@ -20,7 +20,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 from tests.integration.flows import EVENT, configure_event, hold
 from tests.rich_errors import rich_error
 from tests.tcp_proxy import SilentProxy, from_another_host
-from ticketing_service.entrypoints.grpc.reservation_mapping import MAX_ANSWERS_BYTES
+from ticketing_service.domain.reservations import MAX_ANSWERS_BYTES
 from ticketing_service.entrypoints.grpc.server import (
     MAX_REQUEST_BYTES,
     ServerLimits,

@@ -35,6 +35,8 @@ class ProblemKind(enum.StrEnum):
     UNKNOWN_TIER = "unknown_tier"
     UNUSABLE_RESERVATION = "unusable_reservation"
     UNREADABLE_ANSWERS = "unreadable_answers"
+    # Brought in without its answers: more of them than a reservation here keeps.
+    ANSWERS_OVER_LIMITS = "answers_over_limits"
     # Settled in Moim, but the service keeps the reservation in another state.
     KEPT_OTHERWISE = "kept_otherwise"
 

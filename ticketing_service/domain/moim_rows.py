@@ -32,6 +32,7 @@ from ticketing_service.domain.reservations import (
     Answer,
     Reservation,
     ReservationStatus,
+    answers_over_limits,
     drop_blank_answers,
     return_urls,
 )
@@ -159,7 +160,16 @@ class EventRows:
                 "has answers that are not a list of {questionId, answer}: imported without answers",
             )
             return ()
-        return drop_blank_answers(answers)
+        kept = drop_blank_answers(answers)
+        if (over := answers_over_limits(kept)) is not None:
+            # Its seat and payment are real; answers the API would refuse are not brought in.
+            detail = (
+                f"has {over}: imported without its answers (they stay in Moim's"
+                " ticket_reservations.answers_snapshot)"
+            )
+            self.problem(ProblemKind.ANSWERS_OVER_LIMITS, source, detail)
+            return ()
+        return kept
 
 
 def _payment_times(payment: SourcePayment) -> tuple[tuple[str, datetime | None], ...]:

@@ -38,9 +38,35 @@ class Answer:
     answer: str
 
 
+# What a reservation keeps of its user's answers, however they come in (StartPaidRegistration,
+# import-moim). The answers travel in every event of the reservation on the feed, whose pages
+# must fit a default client's message limit, so they must stay small.
+MAX_ANSWERS = 50
+MAX_ANSWER_LENGTH = 4000  # characters of one answer
+MAX_ANSWERS_BYTES = 16 * 1024  # all of them together, question ids included, in UTF-8
+
+
 def drop_blank_answers(answers: Iterable[Answer]) -> tuple[Answer, ...]:
     """The answers worth keeping: a blank answer says nothing."""
     return tuple(a for a in answers if a.answer.strip())
+
+
+def answers_size(answers: Iterable[Answer]) -> int:
+    """The bytes of the answers in UTF-8, question ids included."""
+    return sum(len(a.question_id.encode()) + len(a.answer.encode()) for a in answers)
+
+
+def answers_over_limits(answers: tuple[Answer, ...]) -> str | None:
+    """Which limit the answers are over, in numbers; None when a reservation may keep them."""
+    if len(answers) > MAX_ANSWERS:
+        return f"{len(answers)} answers (at most {MAX_ANSWERS})"
+    longest = max((len(a.answer) for a in answers), default=0)
+    if longest > MAX_ANSWER_LENGTH:
+        return f"an answer of {longest} characters (at most {MAX_ANSWER_LENGTH})"
+    size = answers_size(answers)
+    if size > MAX_ANSWERS_BYTES:
+        return f"{size} bytes of answers (at most {MAX_ANSWERS_BYTES}, question ids included)"
+    return None
 
 
 def return_urls(public_base_url: str, event_id: str) -> tuple[str, str]:

@@ -17,7 +17,14 @@ from ticketing_service.domain.moim_source import (
     read_as_utc,
     time_problem,
 )
-from ticketing_service.domain.reservations import Answer, ReservationStatus
+from ticketing_service.domain.reservations import (
+    MAX_ANSWER_LENGTH,
+    MAX_ANSWERS,
+    MAX_ANSWERS_BYTES,
+    Answer,
+    ReservationStatus,
+    answers_over_limits,
+)
 from ticketing_service.domain.settings import TicketingMode
 
 NOW = datetime(2030, 5, 1, 12, tzinfo=UTC)
@@ -573,3 +580,38 @@ def test_an_event_or_tier_time_the_service_cannot_keep_brings_in_nothing_of_the_
     result = plan(event(tiers=(replace(tier(), closes_at=INFINITY),)))
     assert (result.settings, kinds(result)) == (None, [ProblemKind.UNUSABLE_SETTINGS])
     assert "its tier vip's closes_at infinity is outside" in result.problems[0].detail
+
+
+def test_answers_within_the_apis_limits_are_kept_and_over_them_say_which_limit() -> None:
+    longest = Answer("q", "x" * MAX_ANSWER_LENGTH)
+    assert answers_over_limits((longest,)) is None
+    assert answers_over_limits(tuple(Answer(f"q{i}", "a") for i in range(MAX_ANSWERS))) is None
+    many = tuple(Answer(f"q{i}", "a") for i in range(MAX_ANSWERS + 1))
+    assert answers_over_limits(many) == "51 answers (at most 50)"
+    too_long = (Answer("q", "x" * (MAX_ANSWER_LENGTH + 1)),)
+    assert answers_over_limits(too_long) == "an answer of 4001 characters (at most 4000)"
+    # Five answers of 4000 characters of 한 (3 bytes each): each fits, together they do not.
+    heavy = tuple(Answer(f"q{i}", "한" * MAX_ANSWER_LENGTH) for i in range(5))
+    over = answers_over_limits(heavy)
+    assert over == f"60010 bytes of answers (at most {MAX_ANSWERS_BYTES}, question ids included)"
+
+
+def test_a_hold_and_a_registration_with_answers_over_the_limits_come_in_without_them() -> None:
+    huge = [{"questionId": "q1", "answer": "x" * 5_000_000}]
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-1", "u1"),),
+            reservations=(
+                reservation("r1", "u1", rsvp_id="rsvp-1", answers=huge),
+                reservation("h", "u2", status="pending_payment", answers=huge),
+            ),
+            payments=(payment("p1", "r1"),),
+        )
+    )
+    assert by_id(result) == {
+        "r1": (ReservationStatus.CONFIRMED, "rsvp-1"),
+        "h": (ReservationStatus.PENDING_PAYMENT, None),
+    }
+    assert [i.reservation.answers for i in (*result.settled, *result.holds)] == [(), ()]
+    assert kinds(result) == [ProblemKind.ANSWERS_OVER_LIMITS] * 2
+    assert "has an answer of 5000000 characters (at most 4000)" in result.problems[0].detail

@@ -7,6 +7,9 @@ from moim.ticketing.v1.ticketing_service_pb2 import ConfirmPaymentOutcome
 
 from ticketing_service.domain.reconciliation import CheckoutAnswer
 from ticketing_service.domain.reservations import (
+    MAX_ANSWER_LENGTH,
+    MAX_ANSWERS,
+    MAX_ANSWERS_BYTES,
     Answer,
     ConfirmOutcome,
     Delivery,
@@ -14,6 +17,7 @@ from ticketing_service.domain.reservations import (
     PaymentClaim,
     Reservation,
     ReservationStatus,
+    answers_size,
 )
 from ticketing_service.entrypoints.grpc.refund_mapping import write_refund
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
@@ -21,11 +25,6 @@ from ticketing_service.entrypoints.grpc.validation import MAX_ID_LENGTH, MAX_NAM
 from ticketing_service.service_layer.reconciliation import Reconciled
 from ticketing_service.service_layer.registration_handlers import StartRegistration
 
-MAX_ANSWERS = 50
-MAX_ANSWER_LENGTH = 4000
-# All of a reservation's answers together (question ids included, in UTF-8 bytes). The answers
-# travel in every event of the reservation on the feed, so they must stay small.
-MAX_ANSWERS_BYTES = 16 * 1024
 MAX_EMAIL_LENGTH = 320
 MAX_RAW_EVENT_BYTES = 64 * 1024
 
@@ -76,8 +75,7 @@ def _read_answers(
         )
         for i, a in enumerate(request.answers)
     )
-    size = sum(len(a.question_id.encode()) + len(a.answer.encode()) for a in answers)
-    if size > MAX_ANSWERS_BYTES:
+    if answers_size(answers) > MAX_ANSWERS_BYTES:
         v.add("answers", f"Must total at most {MAX_ANSWERS_BYTES} bytes, question ids included.")
     return answers
 
