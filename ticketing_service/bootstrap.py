@@ -215,6 +215,7 @@ async def moim_import(
             source=PostgresMoimSource(source_url, settings),
             target=lambda: SqlImportTarget(database),
             public_base_url=config.public_base_url,
+            auto_refund=config.auto_refund,
         )
     finally:
         await database.close()

@@ -14,6 +14,7 @@ import pytest
 from moim.ticketing.v1 import reservation_pb2, settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
+from tests.integration.conftest import PaymentService
 from tests.integration.flows import payment_for
 from tests.integration.moim_source import (
     CONCERT,
@@ -42,6 +43,9 @@ from tests.postgres import connect, open_transaction
 from tests.rich_errors import rich_error
 from ticketing_service.adapters.db.pool import Connection
 from ticketing_service.adapters.db.schema import metadata
+from ticketing_service.bootstrap import Service
+from ticketing_service.entrypoints.dev.payment_state import FakeCheckout
+from ticketing_service.service_layer.refund_worker import send_due_refunds
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import TicketingServiceAsyncStub as Stub
@@ -463,3 +467,67 @@ async def test_answers_over_the_apis_limits_are_left_in_moim_and_their_rows_come
         assert list(got.reservation.answers) == []
     assert "has 51 answers (at most 50): imported without its answers" in report
     assert "has an answer of 5000000 characters (at most 4000)" in report
+
+
+async def refunds_owed(database_url: str) -> list[dict[str, object]]:
+    """The refunds the service owes, by reservation."""
+    connection = await connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT refund_id::text AS refund_id, reservation_id::text AS reservation_id,"
+            " payment_id, checkout_id, amount, currency_code, reason, status FROM refunds"
+            " ORDER BY payment_id"
+        )
+        return [dict(row) for row in rows]
+    finally:
+        await connection.close()
+
+
+def paid_at_the_payment_service(payment_service: PaymentService, name: str) -> None:
+    """The payment service's record of a checkout Moim opened and the user paid."""
+    body = {"reservationId": reservation_id(name), "amount": 30000, "currency": "KRW"}
+    checkout = f"chk_{name}"
+    payment_service.state.checkouts[checkout] = FakeCheckout(checkout, body, None)
+    payment_service.state.mark_paid(checkout, payment_id=f"pay_{name}")
+
+
+async def test_a_payment_without_a_seat_is_owed_back_once_and_the_service_sends_it(
+    service: Service, payment_service: PaymentService, database_url: str, source_url: str
+) -> None:
+    first = await imported(database_url, source_url)
+
+    owed = await refunds_owed(database_url)
+    assert [
+        (r["reservation_id"], r["payment_id"], r["checkout_id"], r["amount"], r["currency_code"])
+        for r in owed
+    ] == [
+        (reservation_id("4"), "pay_4", "chk_4", 30000, "KRW"),
+        (reservation_id("5b"), "pay_5b", "chk_5b", 30000, "KRW"),
+    ]
+    assert {(r["reason"], r["status"]) for r in owed} == {("paid_unfulfilled", "requested")}
+    assert "refunds owed in full (paid_unfulfilled; the service sends them): 2 (2 new)" in first.out
+
+    again = await imported(database_url, source_url)
+    assert await refunds_owed(database_url) == owed
+    assert "the service sends them): 2 (0 new)" in again.out
+
+    for name in ("4", "5b"):
+        paid_at_the_payment_service(payment_service, name)
+    await send_due_refunds(service.deps)
+    sent = await refunds_owed(database_url)
+    assert [r["status"] for r in sent] == ["succeeded", "succeeded"]
+    made = payment_service.state.created_per_key
+    assert [made[f"refund:{r['refund_id']}"] for r in sent] == [1, 1]
+
+
+async def test_with_auto_refund_off_the_import_owes_no_refund_and_says_so(
+    database_url: str, source_url: str
+) -> None:
+    result = await import_moim(
+        database_url, "--source-database-url", source_url, TICKETING_AUTO_REFUND="false"
+    )
+
+    assert result.code == 0, result.err
+    assert await refunds_owed(database_url) == []
+    assert "refunds: none owed, TICKETING_AUTO_REFUND is off" in result.out
+    assert "no refunds owed (TICKETING_AUTO_REFUND is off)" in result.out.splitlines()[-1]

@@ -5,7 +5,8 @@ The plan is decided here from plain values; an adapter writes it. Its rules:
   saves it); a tier's NULL or negative price is free, a NULL or non-positive capacity is
   unlimited, and an unset sale end is the event's start, as the original treated them;
 - a paid reservation with a paid payment is settled: confirmed with a registration (the RSVP's
-  id) when its RSVP is accepted and the user has no other seat, otherwise `paid_unfulfilled`;
+  id) when its RSVP is accepted and the user has no other seat, otherwise `paid_unfulfilled`,
+  owing its payment back in full when auto refund is on (as the service's own);
 - accepted RSVPs of users without a registration count as seats their tier already gave away;
 - holds with a checkout are brought in live while they hold a seat the service can give, and
   ended (`expired`) otherwise, so a late payment for one is settled as the service settles any.
@@ -30,14 +31,17 @@ def plan_event(
     registered: Sequence[ServiceRegistration],
     public_base_url: str,
     now: datetime,
+    *,
+    auto_refund: bool,
 ) -> EventPlan:
     """The plan for one event: `registered` is what the service already keeps there, `now`
-    the source's clock (it tells live holds from ended ones)."""
+    the source's clock (it tells live holds from ended ones), `auto_refund` whether a payment
+    without a seat is owed back by itself (TICKETING_AUTO_REFUND)."""
     unusable = _unusable_settings(event)
     if unusable is not None:
         return EventPlan(event.event_id, event.title, None, problems=(unusable,))
     settings = _settings(event)
-    rows = EventRows(event, settings.tiers, registered, public_base_url, now)
+    rows = EventRows(event, settings.tiers, registered, public_base_url, now, auto_refund)
     # In this order: holds keep a seat only if one is left after registrations and RSVPs.
     settled = settled_reservations(rows)
     seats = external_seats(rows)

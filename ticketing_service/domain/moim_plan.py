@@ -35,6 +35,8 @@ class ProblemKind(enum.StrEnum):
     UNKNOWN_TIER = "unknown_tier"
     UNUSABLE_RESERVATION = "unusable_reservation"
     UNREADABLE_ANSWERS = "unreadable_answers"
+    # paid_unfulfilled, but its payment has no provider payment id to refund.
+    REFUND_BY_HAND = "refund_by_hand"
     # Brought in without its answers: more of them than a reservation here keeps.
     ANSWERS_OVER_LIMITS = "answers_over_limits"
     # Settled in Moim, but the service keeps the reservation in another state.
@@ -85,6 +87,9 @@ class ImportedReservation:
     reservation: Reservation
     payment: ImportedPayment
     update_time: datetime
+    # A full refund of its payment is owed when it is brought in (paid_unfulfilled), as the
+    # service owes one for its own with TICKETING_AUTO_REFUND on.
+    refund_owed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

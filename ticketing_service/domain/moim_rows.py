@@ -53,9 +53,11 @@ class EventRows:
         registered: Sequence[ServiceRegistration],
         public_base_url: str,
         now: datetime,
+        auto_refund: bool,
     ) -> None:
         self.event = event
         self.now = now
+        self.auto_refund = auto_refund
         self.tiers = {t.tier_id: t for t in tiers}
         # What the service already keeps at the event, by user.
         self.registered = {g.user_id: g for g in registered}

@@ -2,13 +2,16 @@
 
 A paid reservation (one with a `paid` payment of its own amount and currency) is confirmed with
 a registration, the RSVP's id, when its RSVP is accepted and the user has no other seat;
-otherwise it is brought in as `paid_unfulfilled`, where refunds are handled. Of a user's paid
-reservations the first paid gets the seat. A payment of another amount or currency settles
-nothing here: the service would refund the reservation's price for it, not what was paid.
+otherwise it is brought in as `paid_unfulfilled`, owing its payment back in full when auto
+refund is on. Of a user's paid reservations the first paid gets the seat. A payment of another
+amount or currency settles nothing here: the service would refund the reservation's price for
+it, not what was paid.
 Accepted RSVPs of anyone left without a registration count as seats taken.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from ticketing_service.domain.moim_plan import ImportedReservation, Problem, ProblemKind
 from ticketing_service.domain.moim_rows import EventRows, paid_time, settled_reservation
@@ -117,7 +120,27 @@ def _settle(
         rows.seated[source.user_id] = (source.reservation_id, source.tier_id)
     checkout_id = payment.checkout_id or source.checkout_id
     reservation = rows.reservation(source, status, checkout_id)
-    return settled_reservation(reservation, payment, registration_id, source.updated_at)
+    imported = settled_reservation(reservation, payment, registration_id, source.updated_at)
+    if status is ReservationStatus.PAID_UNFULFILLED and rows.auto_refund:
+        return _owing_refund(rows, source, imported)
+    return imported
+
+
+def _owing_refund(
+    rows: EventRows, source: SourceReservation, imported: ImportedReservation
+) -> ImportedReservation:
+    """A payment without a seat owes all of it back, as ConfirmPayment's paid_unfulfilled do;
+    the refund worker sends it by its provider payment id, so one without cannot be sent."""
+    if imported.payment.amount == 0:
+        return imported  # nothing was taken
+    if imported.payment.provider_payment_id is None:
+        detail = (
+            "is paid_unfulfilled but its payment has no provider payment id: no refund can be"
+            " sent for it; refund it by hand"
+        )
+        rows.problem(ProblemKind.REFUND_BY_HAND, source, detail)
+        return imported
+    return replace(imported, refund_owed=True)
 
 
 def _seat_for(rows: EventRows, reservation: SourceReservation) -> str | None:

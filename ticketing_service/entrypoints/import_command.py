@@ -82,11 +82,11 @@ def report_lines(report: ImportReport) -> Iterator[str]:
     if report.dry_run:
         yield "dry run: every event was written and rolled back; nothing was kept"
     for outcome in report.outcomes:
-        yield from _event_block(outcome)
+        yield from _event_block(outcome, report.auto_refund)
     yield _total(report)
 
 
-def _event_block(outcome: EventOutcome) -> Iterator[str]:
+def _event_block(outcome: EventOutcome, auto_refund: bool) -> Iterator[str]:
     yield f'event {outcome.event_id} "{outcome.title}"'
     if outcome.failure is not None:
         yield f"  FAILED, nothing of it was written (run the import again): {outcome.failure}"
@@ -96,6 +96,8 @@ def _event_block(outcome: EventOutcome) -> Iterator[str]:
     assert written is not None, "and written"
     if plan.settings is not None:
         yield from _brought_in(plan, written)
+    if plan.count(ReservationStatus.PAID_UNFULFILLED):
+        yield _refunds(plan, written, auto_refund)
     problems = (*plan.problems, *written.kept_otherwise)
     if problems:
         yield f"  not mapped ({len(problems)}):"
@@ -120,6 +122,19 @@ def _brought_in(plan: EventPlan, written: Written) -> Iterator[str]:
         yield f"  seats taken by other RSVPs: {', '.join(seats)} ({note})"
 
 
+def _refunds(plan: EventPlan, written: Written, auto_refund: bool) -> str:
+    if not auto_refund:
+        return (
+            "  refunds: none owed, TICKETING_AUTO_REFUND is off: refund each paid_unfulfilled"
+            " with RefundReservation"
+        )
+    owed = sum(1 for i in plan.settled if i.refund_owed)
+    return (
+        f"  refunds owed in full (paid_unfulfilled; the service sends them): {owed}"
+        f" ({written.refunds_owed} new)"
+    )
+
+
 def _total(report: ImportReport) -> str:
     outcomes = report.outcomes
     plans = [o.plan for o in outcomes if o.plan is not None]
@@ -132,6 +147,12 @@ def _total(report: ImportReport) -> str:
         new = sum(o.written.changed[status] for o in outcomes if o.written is not None)
         parts.append(f"{sum(p.count(status) for p in plans)} {name} ({new} new)")
     parts.append(f"{sum(sum(p.external_seats.values()) for p in plans)} seats from other RSVPs")
+    if report.auto_refund:
+        owed = sum(1 for p in plans for i in p.settled if i.refund_owed)
+        new = sum(o.written.refunds_owed for o in outcomes if o.written is not None)
+        parts.append(f"{owed} refunds owed ({new} new)")
+    else:
+        parts.append("no refunds owed (TICKETING_AUTO_REFUND is off)")
     unmapped = sum(len(p.problems) for p in plans) + sum(
         len(o.written.kept_otherwise) for o in outcomes if o.written is not None
     )

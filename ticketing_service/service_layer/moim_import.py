@@ -54,6 +54,8 @@ class Written:
     changed: Counter[ReservationStatus] = field(default_factory=Counter)
     # Settled reservations the service keeps in another state (left as they are).
     kept_otherwise: tuple[Problem, ...] = ()
+    # Full refunds owed for the paid_unfulfilled reservations brought in now.
+    refunds_owed: int = 0
 
 
 class ImportTarget(Protocol):
@@ -85,7 +87,8 @@ class ImportTarget(Protocol):
         ...
 
     async def write(self, plan: EventPlan) -> Written:
-        """Write the plan: create what is missing, settle holds the source settled."""
+        """Write the plan: create what is missing, settle holds the source settled, and owe
+        the refunds of what it settles as paid_unfulfilled now."""
         ...
 
     async def commit(self) -> None:
@@ -95,11 +98,13 @@ class ImportTarget(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class MoimImport:
-    """What the import needs: the source, the service's database, Moim's public URL."""
+    """What the import needs: the source, the service's database, Moim's public URL, and
+    whether a payment without a seat is owed back by itself (TICKETING_AUTO_REFUND)."""
 
     source: MoimSource
     target: Callable[[], ImportTarget]
     public_base_url: str
+    auto_refund: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,7 @@ class ImportReport:
 
     dry_run: bool
     outcomes: tuple[EventOutcome, ...]
+    auto_refund: bool = True
 
 
 async def import_moim(ports: MoimImport, *, dry_run: bool) -> ImportReport:
@@ -126,7 +132,7 @@ async def import_moim(ports: MoimImport, *, dry_run: bool) -> ImportReport:
     await _check_target(ports)
     snapshot = await ports.source.read()
     outcomes = [await _import_event(ports, e, snapshot, dry_run) for e in snapshot.events]
-    return ImportReport(dry_run, tuple(outcomes))
+    return ImportReport(dry_run, tuple(outcomes), ports.auto_refund)
 
 
 async def _check_target(ports: MoimImport) -> None:
@@ -144,7 +150,13 @@ async def _import_event(
         async with ports.target() as target:
             await target.lock_event(event.event_id)
             registered = await target.registrations_of(event.event_id)
-            plan = plan_event(event, registered, ports.public_base_url, snapshot.read_time)
+            plan = plan_event(
+                event,
+                registered,
+                ports.public_base_url,
+                snapshot.read_time,
+                auto_refund=ports.auto_refund,
+            )
             written = await target.write(plan)
             if not dry_run:
                 await target.commit()

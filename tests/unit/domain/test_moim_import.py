@@ -117,8 +117,13 @@ def event(
     )
 
 
-def plan(source: SourceEvent, registered: tuple[ServiceRegistration, ...] = ()) -> EventPlan:
-    return plan_event(source, registered, BASE_URL, NOW)
+def plan(
+    source: SourceEvent,
+    registered: tuple[ServiceRegistration, ...] = (),
+    *,
+    auto_refund: bool = True,
+) -> EventPlan:
+    return plan_event(source, registered, BASE_URL, NOW, auto_refund=auto_refund)
 
 
 def kinds(result: EventPlan) -> list[ProblemKind]:
@@ -615,3 +620,40 @@ def test_a_hold_and_a_registration_with_answers_over_the_limits_come_in_without_
     assert [i.reservation.answers for i in (*result.settled, *result.holds)] == [(), ()]
     assert kinds(result) == [ProblemKind.ANSWERS_OVER_LIMITS] * 2
     assert "has an answer of 5000000 characters (at most 4000)" in result.problems[0].detail
+
+
+def waitlisted_after_paying(payment_id: str | None = "pay_p4") -> SourceEvent:
+    return event(
+        rsvps=(rsvp("rsvp-1", "u1"), rsvp("rsvp-4", "u4", status="waitlisted")),
+        reservations=(
+            reservation("r1", "u1", rsvp_id="rsvp-1"),
+            reservation("r4", "u4", rsvp_id="rsvp-4"),
+        ),
+        payments=(
+            payment("p1", "r1"),
+            replace(payment("p4", "r4"), provider_payment_id=payment_id),
+        ),
+    )
+
+
+def test_a_payment_without_a_seat_owes_a_full_refund_when_auto_refund_is_on() -> None:
+    result = plan(waitlisted_after_paying())
+    owed = {i.reservation.reservation_id: i.refund_owed for i in result.settled}
+    assert owed == {"r1": False, "r4": True}
+    [unfulfilled] = [i for i in result.settled if i.refund_owed]
+    assert (unfulfilled.payment.amount, unfulfilled.payment.provider_payment_id) == (
+        30000,
+        "pay_p4",
+    )
+
+
+def test_with_auto_refund_off_a_payment_without_a_seat_owes_nothing() -> None:
+    result = plan(waitlisted_after_paying(), auto_refund=False)
+    assert [i.refund_owed for i in result.settled] == [False, False]
+    assert kinds(result) == [ProblemKind.PAID_NOT_ACCEPTED]
+
+
+def test_a_payment_without_a_seat_or_a_provider_payment_id_is_listed_to_refund_by_hand() -> None:
+    result = plan(waitlisted_after_paying(payment_id=None))
+    assert [i.refund_owed for i in result.settled] == [False, False]
+    assert kinds(result) == [ProblemKind.PAID_NOT_ACCEPTED, ProblemKind.REFUND_BY_HAND]

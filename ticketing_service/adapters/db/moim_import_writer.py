@@ -1,7 +1,8 @@
 """The ImportTarget port: one event's import-moim plan written in one transaction.
 
 The rows are the service's own kind: a confirmed reservation with its registration and paid
-payment row, left unfolded for the sweeper; a live hold with its checkout and requires_payment
+payment row, left unfolded for the sweeper; a paid_unfulfilled one with the full refund the
+plan owes for it (the refund worker sends it); a live hold with its checkout and requires_payment
 row (no checkout URL: a retry of StartPaidRegistration asks the payment service again with the
 same `reservation:<id>` key and gets the same checkout back). Nothing is appended to the
 registration event feed: Moim already has every row the import brings in.
@@ -16,8 +17,10 @@ from typing import Any, Self
 import asyncpg
 
 from ticketing_service.adapters.db import moim_import_statements as sql
+from ticketing_service.adapters.db.changes import Changes
 from ticketing_service.adapters.db.hold_repository import answers_json
 from ticketing_service.adapters.db.pool import Database, PoolTimeout
+from ticketing_service.adapters.db.refund_repository import SqlRefundRepository
 from ticketing_service.adapters.db.schema_revision import SchemaNotReady, check_schema
 from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
 from ticketing_service.adapters.db.transaction import Transaction
@@ -29,6 +32,7 @@ from ticketing_service.domain.moim_plan import (
     ProblemKind,
     ServiceRegistration,
 )
+from ticketing_service.domain.refunds import RefundReason
 from ticketing_service.domain.reservations import Reservation, ReservationStatus
 from ticketing_service.domain.settings import Settings
 from ticketing_service.service_layer.moim_import import (
@@ -36,6 +40,7 @@ from ticketing_service.service_layer.moim_import import (
     TargetUnavailable,
     Written,
 )
+from ticketing_service.service_layer.ports import OwedRefund
 
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, PoolTimeout)
 
@@ -100,14 +105,16 @@ class SqlImportTarget:
         tiers_created = await self._create_tiers(plan.settings)
         seats_changed = await self._set_external_seats(plan)
         changed: Counter[ReservationStatus] = Counter()
+        refunds = 0
         for imported in plan.settled:
             if await self._settle(imported):
                 changed[imported.reservation.status] += 1
+                refunds += imported.refund_owed
         for imported in plan.holds:
             if await self._hold(imported):
                 changed[imported.reservation.status] += 1
         kept = await self._kept_otherwise(plan)
-        return Written(created, tiers_created, seats_changed, changed, kept)
+        return Written(created, tiers_created, seats_changed, changed, kept, refunds)
 
     async def commit(self) -> None:
         """Commit the event's transaction."""
@@ -167,6 +174,10 @@ class SqlImportTarget:
         if reservation.registration_id is not None:
             await self._register(reservation, params)
         await self._live().one(sql.PAYMENT, _payment_params(imported))
+        if imported.refund_owed:
+            # Owed in the transaction that brings it in, as ConfirmPayment owes its own: only a
+            # reservation settled now owes one, so a second import owes nothing more.
+            await SqlRefundRepository(Changes(self._live())).owe(_full_refund(imported))
         return True
 
     async def _register(self, reservation: Reservation, params: dict[str, Any]) -> None:
@@ -259,6 +270,20 @@ def _payment_params(imported: ImportedReservation) -> dict[str, Any]:
         "created": p.create_time,
         "updated": p.update_time,
     }
+
+
+def _full_refund(imported: ImportedReservation) -> OwedRefund:
+    """All of a paid_unfulfilled reservation's payment, owed back."""
+    p = imported.payment
+    assert p.provider_payment_id is not None, "the plan owes none for a payment without one"
+    return OwedRefund(
+        reservation_id=imported.reservation.reservation_id,
+        payment_id=p.provider_payment_id,
+        checkout_id=p.checkout_id,
+        amount=p.amount,
+        currency_code=p.currency_code,
+        reason=RefundReason.PAID_UNFULFILLED,
+    )
 
 
 def _failed(error: BaseException) -> EventImportFailed:
