@@ -531,3 +531,65 @@ async def test_with_auto_refund_off_the_import_owes_no_refund_and_says_so(
     assert await refunds_owed(database_url) == []
     assert "refunds: none owed, TICKETING_AUTO_REFUND is off" in result.out
     assert "no refunds owed (TICKETING_AUTO_REFUND is off)" in result.out.splitlines()[-1]
+
+
+async def live_holds(database_url: str, event_id: str) -> int:
+    connection = await connect(database_url)
+    try:
+        count = await connection.fetchval(
+            "SELECT count(*) FROM reservations WHERE event_id = $1"
+            " AND status = 'pending_payment' AND expire_time > now()",
+            event_id,
+        )
+        assert isinstance(count, int)
+        return count
+    finally:
+        await connection.close()
+
+
+async def test_a_moim_hold_brought_in_during_the_dual_run_leaves_the_services_holds_their_seats(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Two seats", capacity=2)
+    await imported(database_url, source_url)
+    for buyer in ("first", "second"):
+        started = await stub.StartPaidRegistration(
+            pb.StartPaidRegistrationRequest(event_id=event, tier_id=tier, user_id=uid(buyer))
+        )
+        assert started.requires_payment
+    async with moim_database(source_url) as moim:
+        moim_hold = await add_hold(moim, event, tier, "late-in-moim")
+
+    report = (await imported(database_url, source_url)).out
+
+    assert await live_holds(database_url, event) == 2
+    assert (await statuses(database_url, event))[moim_hold] == "expired"
+    assert (
+        f"{moim_hold} (user {uid('late-in-moim-user')}) is a live hold in a tier with no seat"
+        in (report)
+    )
+
+
+async def test_the_import_counts_seats_under_the_tier_lock_start_paid_registration_takes(
+    database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Busy tier", capacity=2)
+    await imported(database_url, source_url)
+
+    # A StartPaidRegistration counting the tier's seats holds its row lock past the import's
+    # lock timeout: the import waits for it rather than count seats it may be giving away.
+    async with open_transaction(database_url) as buying:
+        await buying.execute(
+            "SELECT 1 FROM tiers WHERE event_id = $1 AND tier_id = $2 FOR UPDATE", event, tier
+        )
+        result = await import_moim(
+            database_url,
+            "--source-database-url",
+            source_url,
+            TICKETING_DB_LOCK_TIMEOUT_MS="200",
+        )
+
+    assert result.code == 1
+    assert f'event {event} "Busy tier"\n  FAILED, nothing of it was written' in result.out

@@ -1,11 +1,12 @@
 """Holds of the original (unpaid reservations with a checkout) brought in as holds here.
 
 A hold is brought in live when it may still be paid inside its time and keeps a seat the
-service can give: the user has no seat yet, it is that user's latest live hold (the service
-keeps one per user and event), and its tier has a seat left after every registration and
-every seat Moim gave away. Any other hold with a checkout is brought in ended (`expired`): if
-its payment still arrives, the service settles it as a late payment (a free seat, else a
-refund), as it settles its own. A hold without a checkout could never be paid: it is left out.
+service can give: the user has no seat nor live hold here yet, it is that user's latest live
+hold (the service keeps one per user and event), and its tier has a seat left after every
+registration, every live hold of the service's own and every seat Moim gave away. Any other
+hold with a checkout is brought in ended (`expired`): if its payment still arrives, the
+service settles it as a late payment (a free seat, else a refund), as it settles its own. A
+hold without a checkout could never be paid: it is left out.
 """
 
 from __future__ import annotations
@@ -74,13 +75,23 @@ def _may_stay_live(
             detail = "is a live hold of a user who already has a seat: imported as expired"
             rows.problem(ProblemKind.HOLD_OF_REGISTERED_USER, hold, detail)
             del latest[user_id]
+        elif (own := rows.held.get(user_id)) is not None:
+            # The service keeps one live hold per user and event.
+            detail = (
+                f"is a live hold of a user who holds reservation {own.reservation_id} here:"
+                " imported as expired"
+            )
+            rows.problem(ProblemKind.HOLD_OF_REGISTERED_USER, hold, detail)
+            del latest[user_id]
     return sorted(latest.values(), key=lambda r: (r.created_at, r.reservation_id))
 
 
 def _seats_left(rows: EventRows, external_seats: Mapping[str, int]) -> Counter[str]:
-    """Seats each capped tier can still give before the live holds take theirs."""
+    """Seats each capped tier can still give before the live holds take theirs: what Moim
+    gave away, the service's registrations and its own live holds are taken."""
     taken = Counter(external_seats)
     taken.update(g.tier_id for g in rows.registered.values())
+    taken.update(h.tier_id for h in rows.held.values())
     taken.update(tier for user, (_, tier) in rows.seated.items() if user not in rows.registered)
     return Counter(
         {t.tier_id: t.capacity - taken[t.tier_id] for t in rows.tiers.values() if t.capacity}

@@ -8,8 +8,9 @@ The plan is decided here from plain values; an adapter writes it. Its rules:
   id) when its RSVP is accepted and the user has no other seat, otherwise `paid_unfulfilled`,
   owing its payment back in full when auto refund is on (as the service's own);
 - accepted RSVPs of users without a registration count as seats their tier already gave away;
-- holds with a checkout are brought in live while they hold a seat the service can give, and
-  ended (`expired`) otherwise, so a late payment for one is settled as the service settles any.
+- holds with a checkout are brought in live while they hold a seat the service can give (after
+  its registrations and its own live holds), and ended (`expired`) otherwise, so a late
+  payment for one is settled as the service settles any.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ticketing_service.domain.moim_holds import holds
-from ticketing_service.domain.moim_plan import EventPlan, Problem, ProblemKind, ServiceRegistration
+from ticketing_service.domain.moim_plan import (
+    EventPlan,
+    Problem,
+    ProblemKind,
+    ServiceHold,
+    ServiceRegistration,
+)
 from ticketing_service.domain.moim_rows import EventRows
 from ticketing_service.domain.moim_seats import external_seats, settled_reservations
 from ticketing_service.domain.moim_source import SourceEvent, SourceTier, time_problem
@@ -33,15 +40,17 @@ def plan_event(
     now: datetime,
     *,
     auto_refund: bool,
+    held: Sequence[ServiceHold] = (),
 ) -> EventPlan:
-    """The plan for one event: `registered` is what the service already keeps there, `now`
-    the source's clock (it tells live holds from ended ones), `auto_refund` whether a payment
-    without a seat is owed back by itself (TICKETING_AUTO_REFUND)."""
+    """The plan for one event: `registered` and `held` are the registrations and live holds
+    the service already keeps there, `now` the source's clock (it tells live holds from ended
+    ones), `auto_refund` whether a payment without a seat is owed back by itself
+    (TICKETING_AUTO_REFUND)."""
     unusable = _unusable_settings(event)
     if unusable is not None:
         return EventPlan(event.event_id, event.title, None, problems=(unusable,))
     settings = _settings(event)
-    rows = EventRows(event, settings.tiers, registered, public_base_url, now, auto_refund)
+    rows = EventRows(event, settings.tiers, registered, public_base_url, now, auto_refund, held)
     # In this order: holds keep a seat only if one is left after registrations and RSVPs.
     settled = settled_reservations(rows)
     seats = external_seats(rows)

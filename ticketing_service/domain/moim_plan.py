@@ -63,6 +63,15 @@ class ServiceRegistration:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceHold:
+    """A live hold the service keeps at the event (its own, or one imported before)."""
+
+    reservation_id: str
+    user_id: str
+    tier_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ImportedPayment:
     """A payment row to bring in: `paid` for a settled reservation, else `requires_payment`."""
 

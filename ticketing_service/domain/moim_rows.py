@@ -18,6 +18,7 @@ from ticketing_service.domain.moim_plan import (
     ImportedReservation,
     Problem,
     ProblemKind,
+    ServiceHold,
     ServiceRegistration,
 )
 from ticketing_service.domain.moim_source import (
@@ -54,13 +55,17 @@ class EventRows:
         public_base_url: str,
         now: datetime,
         auto_refund: bool,
+        held: Sequence[ServiceHold] = (),
     ) -> None:
         self.event = event
         self.now = now
         self.auto_refund = auto_refund
         self.tiers = {t.tier_id: t for t in tiers}
-        # What the service already keeps at the event, by user.
+        # What the service already keeps at the event, by user: registrations, and live holds
+        # other than those of this source's reservations (this plan decides those again).
         self.registered = {g.user_id: g for g in registered}
+        ours = {r.reservation_id for r in event.reservations}
+        self.held = {h.user_id: h for h in held if h.reservation_id not in ours}
         self.paid = paid_payments(event.payments)
         self._payments_of = defaultdict(list)
         for payment in event.payments:

@@ -17,7 +17,12 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from ticketing_service.domain.moim_import import plan_event
-from ticketing_service.domain.moim_plan import EventPlan, Problem, ServiceRegistration
+from ticketing_service.domain.moim_plan import (
+    EventPlan,
+    Problem,
+    ServiceHold,
+    ServiceRegistration,
+)
 from ticketing_service.domain.moim_source import SourceEvent, SourceSnapshot
 from ticketing_service.domain.reservations import ReservationStatus
 
@@ -79,11 +84,16 @@ class ImportTarget(Protocol):
         ...
 
     async def lock_event(self, event_id: str) -> None:
-        """Serialize with settings updates of the event until the transaction ends."""
+        """Serialize with settings updates of the event, and with seat counts of its tiers,
+        until the transaction ends."""
         ...
 
     async def registrations_of(self, event_id: str) -> list[ServiceRegistration]:
         """The registrations the service keeps at the event."""
+        ...
+
+    async def live_holds_of(self, event_id: str) -> list[ServiceHold]:
+        """The live holds the service keeps at the event."""
         ...
 
     async def write(self, plan: EventPlan) -> Written:
@@ -150,12 +160,14 @@ async def _import_event(
         async with ports.target() as target:
             await target.lock_event(event.event_id)
             registered = await target.registrations_of(event.event_id)
+            held = await target.live_holds_of(event.event_id)
             plan = plan_event(
                 event,
                 registered,
                 ports.public_base_url,
                 snapshot.read_time,
                 auto_refund=ports.auto_refund,
+                held=held,
             )
             written = await target.write(plan)
             if not dry_run:

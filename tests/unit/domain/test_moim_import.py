@@ -6,7 +6,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 from ticketing_service.domain.moim_import import plan_event
-from ticketing_service.domain.moim_plan import EventPlan, ProblemKind, ServiceRegistration
+from ticketing_service.domain.moim_plan import (
+    EventPlan,
+    ProblemKind,
+    ServiceHold,
+    ServiceRegistration,
+)
 from ticketing_service.domain.moim_source import (
     SourceEvent,
     SourcePayment,
@@ -122,8 +127,9 @@ def plan(
     registered: tuple[ServiceRegistration, ...] = (),
     *,
     auto_refund: bool = True,
+    held: tuple[ServiceHold, ...] = (),
 ) -> EventPlan:
-    return plan_event(source, registered, BASE_URL, NOW, auto_refund=auto_refund)
+    return plan_event(source, registered, BASE_URL, NOW, auto_refund=auto_refund, held=held)
 
 
 def kinds(result: EventPlan) -> list[ProblemKind]:
@@ -657,3 +663,38 @@ def test_a_payment_without_a_seat_or_a_provider_payment_id_is_listed_to_refund_b
     result = plan(waitlisted_after_paying(payment_id=None))
     assert [i.refund_owed for i in result.settled] == [False, False]
     assert kinds(result) == [ProblemKind.PAID_NOT_ACCEPTED, ProblemKind.REFUND_BY_HAND]
+
+
+def test_the_services_own_live_holds_take_their_seats_before_a_moim_hold_is_kept_live() -> None:
+    source = event(
+        tiers=(tier(capacity=2),),
+        reservations=(reservation("moim-hold", "u3", status="pending_payment"),),
+    )
+    own = (ServiceHold("its-1", "u1", "vip"), ServiceHold("its-2", "u2", "vip"))
+    result = plan(source, held=own)
+    assert by_id(result) == {"moim-hold": (ReservationStatus.EXPIRED, None)}
+    assert kinds(result) == [ProblemKind.HOLD_OVER_CAPACITY]
+    # With one of them, a seat is left for it.
+    assert by_id(plan(source, held=own[:1])) == {
+        "moim-hold": (ReservationStatus.PENDING_PAYMENT, None)
+    }
+
+
+def test_a_hold_brought_in_before_is_not_counted_twice_when_planned_again() -> None:
+    source = event(
+        tiers=(tier(capacity=1),),
+        reservations=(reservation("moim-hold", "u3", status="pending_payment"),),
+    )
+    result = plan(source, held=(ServiceHold("moim-hold", "u3", "vip"),))
+    assert (by_id(result), result.problems) == (
+        {"moim-hold": (ReservationStatus.PENDING_PAYMENT, None)},
+        (),
+    )
+
+
+def test_a_moim_hold_of_a_user_who_holds_a_seat_in_the_service_ends() -> None:
+    source = event(reservations=(reservation("moim-hold", "u1", status="pending_payment"),))
+    result = plan(source, held=(ServiceHold("its-own", "u1", "vip"),))
+    assert by_id(result) == {"moim-hold": (ReservationStatus.EXPIRED, None)}
+    assert kinds(result) == [ProblemKind.HOLD_OF_REGISTERED_USER]
+    assert "holds reservation its-own here" in result.problems[0].detail

@@ -9,7 +9,7 @@ from typing import Self
 
 import pytest
 
-from ticketing_service.domain.moim_plan import EventPlan, ServiceRegistration
+from ticketing_service.domain.moim_plan import EventPlan, ServiceHold, ServiceRegistration
 from ticketing_service.domain.moim_source import SourceEvent, SourceSettings, SourceSnapshot
 from ticketing_service.service_layer.moim_import import (
     EventImportFailed,
@@ -64,6 +64,9 @@ class FakeTarget:
         """Nothing else runs."""
 
     async def registrations_of(self, event_id: str) -> list[ServiceRegistration]:
+        return []
+
+    async def live_holds_of(self, event_id: str) -> list[ServiceHold]:
         return []
 
     async def write(self, plan: EventPlan) -> Written:

@@ -11,6 +11,14 @@ REGISTRATIONS_OF = (
     "SELECT registration_id::text AS registration_id, reservation_id::text AS reservation_id,"
     " user_id, tier_id FROM registrations WHERE event_id = %(e)s AND status = 'accepted'"
 )
+# The event's tiers in one order (by id), as StartPaidRegistration locks one to count its seats.
+LOCK_TIERS = "SELECT tier_id FROM tiers WHERE event_id = %(e)s ORDER BY tier_id FOR UPDATE"
+# Holds whose seat is counted as taken, as the seat count reads them.
+LIVE_HOLDS_OF = (
+    "SELECT reservation_id::text AS reservation_id, user_id, tier_id FROM reservations"
+    " WHERE event_id = %(e)s AND status = 'pending_payment'"
+    " AND expire_time > statement_timestamp()"
+)
 # Settings and tiers are created only when the service has none: from then on the organizer's
 # saves (UpdateTicketingSettings) keep them, with the service's rules (e.g. legacy external).
 CREATE_SETTINGS = (

@@ -30,6 +30,7 @@ from ticketing_service.domain.moim_plan import (
     ImportedReservation,
     Problem,
     ProblemKind,
+    ServiceHold,
     ServiceRegistration,
 )
 from ticketing_service.domain.refunds import RefundReason
@@ -84,8 +85,18 @@ class SqlImportTarget:
             raise TargetUnavailable(str(error)) from error
 
     async def lock_event(self, event_id: str) -> None:
-        """The lock UpdateTicketingSettings takes: settings are never written by both at once."""
+        """The lock UpdateTicketingSettings takes: settings are never written by both at once;
+        then the rows of the event's tiers, which StartPaidRegistration locks to count a tier's
+        seats: no hold is made there while the plan counts them, so a live hold brought in
+        never takes a seat the service gave meanwhile."""
         await SqlSettingsRepository(self._live()).lock_event(event_id)
+        await self._live().all(sql.LOCK_TIERS, {"e": event_id})
+
+    async def live_holds_of(self, event_id: str) -> list[ServiceHold]:
+        """The live holds the service keeps at the event (read after the tiers are locked, so
+        every hold committed before is seen)."""
+        rows = await self._live().all(sql.LIVE_HOLDS_OF, {"e": event_id})
+        return [ServiceHold(r["reservation_id"], r["user_id"], r["tier_id"]) for r in rows]
 
     async def registrations_of(self, event_id: str) -> list[ServiceRegistration]:
         """The registrations the service keeps at the event."""
