@@ -593,3 +593,42 @@ async def test_the_import_counts_seats_under_the_tier_lock_start_paid_registrati
 
     assert result.code == 1
     assert f'event {event} "Busy tier"\n  FAILED, nothing of it was written' in result.out
+
+
+async def test_a_user_who_gave_up_an_imported_seat_and_paid_again_in_moim_is_registered_again(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    await imported(database_url, source_url)
+    await stub.CancelRegistration(
+        pb.CancelRegistrationRequest(reservation_id=reservation_id("1"), user_id=user(1))
+    )
+    async with moim_database(source_url) as moim:
+        # Moim keeps one RSVP per user and event: the new payment's reservation names it again.
+        await moim.execute(
+            "INSERT INTO ticket_reservations (id, event_id, tier_id, user_id, rsvp_id, provider,"
+            " amount, currency, status, checkout_id, expires_at)"
+            " VALUES ($1, $2, $3, $4, $5, 'portone', 30000, 'KRW', 'confirmed', 'chk_again',"
+            " now())",
+            reservation_id("again"),
+            CONCERT,
+            VIP,
+            user(1),
+            rsvp_id(1),
+        )
+        await moim.execute(
+            "INSERT INTO ticket_payments (id, reservation_id, provider, provider_payment_id,"
+            " checkout_id, status, amount, currency, paid_at)"
+            " VALUES ($1, $2, 'portone', 'pay_again', 'chk_again', 'paid', 30000, 'KRW', now())",
+            payment_id("again"),
+            reservation_id("again"),
+        )
+
+    again = await imported(database_url, source_url)
+
+    assert "registrations: 4 (1 new)" in again.out
+    found = await stub.FindReservation(pb.FindReservationRequest(event_id=CONCERT, user_id=user(1)))
+    assert (found.reservation.reservation_id, found.reservation.status) == (
+        reservation_id("again"),
+        reservation_pb2.RESERVATION_STATUS_CONFIRMED,
+    )
+    assert found.reservation.registration_id not in ("", rsvp_id(1))

@@ -54,12 +54,14 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class ServiceRegistration:
-    """A registration the service already keeps at the event (imported before, or its own)."""
+    """A registration the service already keeps at the event (imported before, or its own);
+    a cancelled one (given up) holds no seat, but keeps its id."""
 
     registration_id: str
     reservation_id: str
     user_id: str
     tier_id: str
+    accepted: bool = True
 
 
 @dataclass(frozen=True, slots=True)

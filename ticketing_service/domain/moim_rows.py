@@ -1,8 +1,9 @@
 """One event's rows of the original, indexed, and the reservation rows built from them.
 
 Ids are kept: a reservation keeps its id (the payment service's idempotency key is
-`reservation:<id>`, and late callbacks name it), a registration takes its RSVP's id, a payment
-row its own. So a second import finds every row it made, and changes nothing.
+`reservation:<id>`, and late callbacks name it), a registration takes its RSVP's id (unless a
+registration of another reservation has it already), a payment row its own. So a second
+import finds every row it made, and changes nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ticketing_service.domain.settings import Tier
 # The payment row of a hold the original recorded none for gets an id fixed by its
 # reservation and checkout, so every import makes the same one.
 _HOLD_PAYMENT_IDS = uuid.UUID("6d1f3c1e-6f1a-4b8e-9a55-0c7d0e6a4f21")
+_REGISTRATION_IDS = uuid.UUID("0b4f6a52-3c1d-4e0a-8f6e-2d9c7b1a5e30")
 
 
 class EventRows:
@@ -63,7 +65,10 @@ class EventRows:
         self.tiers = {t.tier_id: t for t in tiers}
         # What the service already keeps at the event, by user: registrations, and live holds
         # other than those of this source's reservations (this plan decides those again).
-        self.registered = {g.user_id: g for g in registered}
+        self.registered = {g.user_id: g for g in registered if g.accepted}
+        self._registration_ids = {g.registration_id: g.reservation_id for g in registered}
+        # Reservations whose registration here was cancelled (the user gave the seat up).
+        self.given_up = {g.reservation_id for g in registered if not g.accepted}
         ours = {r.reservation_id for r in event.reservations}
         self.held = {h.user_id: h for h in held if h.reservation_id not in ours}
         self.paid = paid_payments(event.payments)
@@ -126,6 +131,15 @@ class EventRows:
         and the RSVP's id (a registration's id here) belongs to another seat."""
         by_id = self._rsvps.get(reservation.rsvp_id) if reservation.rsvp_id else None
         return by_id if by_id is not None and by_id.user_id != reservation.user_id else None
+
+    def registration_id(self, reservation_id: str, rsvp_id: str) -> str:
+        """The id of a new registration: its RSVP's, unless a registration of another
+        reservation has it (the user gave that seat up here and paid again in Moim, whose RSVP
+        keeps its id); then one fixed by the reservation, so every import makes the same."""
+        holder = self._registration_ids.get(rsvp_id)
+        if holder is None or holder == reservation_id:
+            return rsvp_id
+        return str(uuid.uuid5(_REGISTRATION_IDS, reservation_id))
 
     def has_seat(self, user_id: str) -> bool:
         """Whether the user has a registration here, kept already or planned."""

@@ -117,7 +117,9 @@ def _settle(
         status = ReservationStatus.CONFIRMED
         assert source.user_id is not None, "checked by usable()"
         assert source.tier_id is not None, "checked by usable()"
-        rows.seated[source.user_id] = (source.reservation_id, source.tier_id)
+        # A seat given up here is left given up (and listed by the writer): it seats no one.
+        if source.reservation_id not in rows.given_up:
+            rows.seated[source.user_id] = (source.reservation_id, source.tier_id)
     checkout_id = payment.checkout_id or source.checkout_id
     reservation = rows.reservation(source, status, checkout_id)
     imported = settled_reservation(reservation, payment, registration_id, source.updated_at)
@@ -156,7 +158,9 @@ def _seat_for(rows: EventRows, reservation: SourceReservation) -> str | None:
     # A seat the service gave this reservation already (an earlier import's, or its own when a
     # callback or reconciliation reached it first) keeps its registration.
     known = rows.registered.get(reservation.user_id)
-    return rsvp.rsvp_id if known is None else known.registration_id
+    if known is not None:
+        return known.registration_id
+    return rows.registration_id(reservation.reservation_id, rsvp.rsvp_id)
 
 
 def _refusal(

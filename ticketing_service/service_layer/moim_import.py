@@ -89,7 +89,7 @@ class ImportTarget(Protocol):
         ...
 
     async def registrations_of(self, event_id: str) -> list[ServiceRegistration]:
-        """The registrations the service keeps at the event."""
+        """The registrations the service keeps at the event, cancelled ones too."""
         ...
 
     async def live_holds_of(self, event_id: str) -> list[ServiceHold]:

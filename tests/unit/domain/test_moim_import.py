@@ -698,3 +698,24 @@ def test_a_moim_hold_of_a_user_who_holds_a_seat_in_the_service_ends() -> None:
     assert by_id(result) == {"moim-hold": (ReservationStatus.EXPIRED, None)}
     assert kinds(result) == [ProblemKind.HOLD_OF_REGISTERED_USER]
     assert "holds reservation its-own here" in result.problems[0].detail
+
+
+def test_a_user_who_gave_up_a_seat_here_and_paid_again_in_moim_gets_a_new_registration() -> None:
+    # Moim keeps one RSVP per user and event: the new paid reservation names the same RSVP
+    # whose id the cancelled registration has.
+    given_up = ServiceRegistration("rsvp-1", "r-first", "u1", "vip", accepted=False)
+    source = event(
+        rsvps=(rsvp("rsvp-1", "u1"),),
+        reservations=(
+            reservation("r-first", "u1", rsvp_id="rsvp-1"),
+            reservation("r-again", "u1", rsvp_id="rsvp-1"),
+        ),
+        payments=(payment("p", "r-again", minute=30), payment("first", "r-first")),
+    )
+    result = plan(source, registered=(given_up,))
+    again = next(i.reservation for i in result.settled if i.reservation.reservation_id == "r-again")
+    assert again.status is ReservationStatus.CONFIRMED
+    assert again.registration_id not in (None, "rsvp-1")
+    assert result.problems == ()
+    assert plan(source, registered=(given_up,)) == result  # the same id on every import
+    assert result.external_seats == {"vip": 0}

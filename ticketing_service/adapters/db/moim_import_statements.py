@@ -9,7 +9,8 @@ from __future__ import annotations
 
 REGISTRATIONS_OF = (
     "SELECT registration_id::text AS registration_id, reservation_id::text AS reservation_id,"
-    " user_id, tier_id FROM registrations WHERE event_id = %(e)s AND status = 'accepted'"
+    " user_id, tier_id, status = 'accepted' AS accepted FROM registrations"
+    " WHERE event_id = %(e)s"
 )
 # The event's tiers in one order (by id), as StartPaidRegistration locks one to count its seats.
 LOCK_TIERS = "SELECT tier_id FROM tiers WHERE event_id = %(e)s ORDER BY tier_id FOR UPDATE"
@@ -63,11 +64,9 @@ REGISTER = (
     " CAST(%(answers)s AS jsonb), %(created)s) ON CONFLICT DO NOTHING RETURNING registration_id"
 )
 REGISTERED_FOR = "SELECT 1 AS found FROM registrations WHERE reservation_id = %(r)s"
-REGISTRATION_IN_THE_WAY = (
-    "SELECT registration_id::text AS registration_id, reservation_id::text AS reservation_id,"
-    " status FROM registrations WHERE registration_id = %(g)s"
-    " OR event_id = %(e)s AND user_id = %(u)s AND status = 'accepted'"
-    " ORDER BY registration_id = %(g)s DESC LIMIT 1"
+ACCEPTED_REGISTRATION_OF = (
+    "SELECT reservation_id::text AS reservation_id FROM registrations"
+    " WHERE event_id = %(e)s AND user_id = %(u)s AND status = 'accepted'"
 )
 # A hold's requires_payment row turns paid when the source settled it, as ConfirmPayment does.
 PAYMENT = (

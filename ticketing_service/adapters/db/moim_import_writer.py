@@ -99,11 +99,11 @@ class SqlImportTarget:
         return [ServiceHold(r["reservation_id"], r["user_id"], r["tier_id"]) for r in rows]
 
     async def registrations_of(self, event_id: str) -> list[ServiceRegistration]:
-        """The registrations the service keeps at the event."""
+        """The registrations the service keeps at the event, cancelled ones too."""
         rows = await self._live().all(sql.REGISTRATIONS_OF, {"e": event_id})
         return [
             ServiceRegistration(
-                r["registration_id"], r["reservation_id"], r["user_id"], r["tier_id"]
+                r["registration_id"], r["reservation_id"], r["user_id"], r["tier_id"], r["accepted"]
             )
             for r in rows
         ]
@@ -198,21 +198,14 @@ class SqlImportTarget:
             return
         if await tx.one(sql.REGISTERED_FOR, {"r": reservation.reservation_id}) is not None:
             return
-        # Not this reservation's: say which registration is in the way, and why.
-        other = await tx.one(sql.REGISTRATION_IN_THE_WAY, registration)
-        assert other is not None, "an insert that did nothing met a conflicting row"
-        if other["registration_id"] == reservation.registration_id:
-            raise EventImportFailed(
-                f"Reservation {reservation.reservation_id} would be registered as"
-                f" {reservation.registration_id}, but that id is registration"
-                f" {other['status']} of reservation {other['reservation_id']} here: fix the"
-                " reservation's rsvp_id in Moim."
-            )
-        # The plan saw no accepted registration of the user under the event's lock, so only a
-        # payment the service confirmed this very moment can be in the way: a new run sees it.
+        # The plan saw every registration of the event under its lock (their ids, and the
+        # accepted ones' users), so only a payment the service confirmed this very moment can
+        # be in the way: a new run sees it and plans around it.
+        other = await tx.one(sql.ACCEPTED_REGISTRATION_OF, registration)
+        by = "" if other is None else f" (reservation {other['reservation_id']})"
         raise EventImportFailed(
             f"User {reservation.user_id} was registered at event {reservation.event_id} by the"
-            f" service (reservation {other['reservation_id']}) while the event was imported."
+            f" service{by} while the event was imported: run the import again."
         )
 
     async def _hold(self, imported: ImportedReservation) -> bool:
