@@ -258,13 +258,15 @@ class _CallbackEndpoint:
         try:
             result = await self._confirmer.confirm(payment)
         except ConfirmRejected as exc:
-            logger.warning("Payment callback %r refused: %s", payment.delivery_id, exc.reason)
+            field = _CALLBACK_FIELDS.get(exc.fields[0], exc.fields[0]) if exc.fields else ""
+            named = f" (field {field})" if field else ""
+            logger.warning(
+                "Payment callback %r refused: %s%s", payment.delivery_id, exc.reason, named
+            )
             reason = exc.reason[:64]  # a machine word by contract; bounded all the same
             if exc.kind == "unavailable":
                 return _retry_later(reason)
-            if exc.kind == "invalid_argument" and exc.fields:
-                field = _CALLBACK_FIELDS.get(exc.fields[0], exc.fields[0])
-                logger.warning("Payment callback %r: field %s refused", payment.delivery_id, field)
+            if exc.kind == "invalid_argument" and field:
                 return JSONResponse({"ok": False, "error": "invalid_payload", "field": field}, 400)
             return _error(_STATUS_BY_KIND[exc.kind], reason)
         except Exception:
