@@ -177,8 +177,9 @@ class FakeReservations:
             for r in self._store.refunds.values()
             if r.reservation_id == reservation.reservation_id and r.status.counts_against_payment
         )
+        cancelled = reservation.event_id in self._store.cancellations
         return LockedReservation(
-            self._with_registration(reservation), self._store.now, elsewhere, owed_back
+            self._with_registration(reservation), self._store.now, elsewhere, owed_back, cancelled
         )
 
     def _stored(self, reservation_id: str) -> Reservation:

@@ -590,6 +590,26 @@ async def test_refunded_amount_counts_only_the_refunds_of_the_payment_that_settl
     assert sorted(r.amount for r in after.refunds) == [1000, 30000]
 
 
+async def test_a_live_hold_paid_after_the_event_was_cancelled_gets_no_seat_and_is_refunded(
+    stub: Stub, service: Service
+) -> None:
+    await configure(stub, capacity=10)
+    live = await hold(stub, "quick-payer")
+    await stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT))
+
+    answer = await stub.ConfirmPayment(payment_for(live))
+    await cancel_events(service.deps)
+    progress = await stub.GetEventCancellation(pb.GetEventCancellationRequest(event_id=EVENT))
+
+    # Before, CONFIRMED: a seat sold after CancelEvent answered, cancelled again by its batch.
+    assert answer.outcome == pb.CONFIRM_PAYMENT_OUTCOME_PAID_UNFULFILLED
+    assert [r.reason for r in answer.reservation.refunds] == [
+        refund_pb2.REFUND_REASON_PAID_UNFULFILLED
+    ]
+    done = progress.cancellation
+    assert (done.done, done.reservations_done, done.reservations_total) == (True, 1, 1)
+
+
 async def test_a_late_payment_after_the_event_was_cancelled_gets_no_seat_and_is_refunded(
     stub: Stub, database_url: str, payment_service: PaymentService
 ) -> None:

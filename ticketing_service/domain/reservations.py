@@ -187,24 +187,34 @@ class LockedReservation:
     user_registered: bool = False
     # Payments of this reservation owed back (by refunds not failed): none may settle it.
     owed_back: frozenset[str] = frozenset()
+    # The organizer cancelled the event (CancelEvent): nothing more is sold.
+    event_cancelled: bool = False
+
+    @property
+    def is_late(self) -> bool:
+        """Whether a payment now comes after the hold stopped keeping its seat."""
+        return not self.user_registered and not self.reservation.holds_seat_at(self.now)
 
     @property
     def needs_seat_count(self) -> bool:
         """Whether settling a payment now needs the tier's seats counted under its lock.
 
-        Only a late payment does: a live hold's seat was counted when the hold was made, so its
-        confirmation takes no tier lock and confirmations of one tier run in parallel.
+        Only a late payment of an event still on does: a live hold's seat was counted when the
+        hold was made, so its confirmation takes no tier lock and confirmations of one tier run
+        in parallel.
         """
-        return not self.user_registered and not self.reservation.holds_seat_at(self.now)
+        return self.is_late and not self.event_cancelled
 
     def settle(self, seats: TierSeats | None) -> ConfirmOutcome:
         """What a payment that matches this pending or released reservation gets.
 
         A seat: the one its live hold kept, or, for a late payment, a free one of the tier
         (`seats`, counted under the tier's lock). Otherwise the payment is recorded without a
-        seat and a refund is due; so too when the user already holds a seat at the event.
+        seat and a refund is due; so too when the user already holds a seat at the event, or
+        when the event was cancelled, even for a live hold the cancellation has not reached yet
+        (SPEC §10: nothing more is sold once CancelEvent answered).
         """
-        if self.user_registered:
+        if self.user_registered or self.event_cancelled:
             return ConfirmOutcome.PAID_UNFULFILLED
         if not self.needs_seat_count:
             return ConfirmOutcome.CONFIRMED

@@ -13,6 +13,7 @@ from ticketing_service.domain.reservations import (
     LockedReservation,
     PaymentClaim,
     Reservation,
+    ReservationStatus,
     payment_differences,
 )
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -60,6 +61,12 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
         settled = await _settle(uow, locked, claim)
         if settled.outcome is ConfirmOutcome.PAID_UNFULFILLED and deps.auto_refund:
             await uow.refunds.owe(_refund_of(claim, RefundReason.PAID_UNFULFILLED))
+        if (
+            locked.event_cancelled
+            and locked.reservation.status is ReservationStatus.PENDING_PAYMENT
+        ):
+            # A hold the event's cancellation had yet to reach: it counts as done by it.
+            await uow.cancellations.finish(locked.reservation.event_id, 1)
         if claim.delivery is not None:
             await uow.payments.record_delivery(claim, settled.outcome)
         result = await _answer(uow, settled.outcome, settled.reservation)
@@ -135,10 +142,10 @@ async def _repeated_delivery(
 async def _settle(uow: UnitOfWork, locked: LockedReservation, claim: PaymentClaim) -> ConfirmResult:
     """Carry out what the domain decides: a seat, or the payment recorded with a refund due."""
     seats = None
+    uow.late_payment = locked.is_late
     if locked.needs_seat_count:
         # A late payment: a seat is looked for under the tier lock, exactly as
         # StartPaidRegistration looks for one.
-        uow.late_payment = True
         held = locked.reservation
         seats = await uow.holds.lock_tier_seats(held.event_id, held.tier_id)
     if locked.settle(seats) is ConfirmOutcome.CONFIRMED:

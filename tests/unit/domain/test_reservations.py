@@ -117,6 +117,12 @@ def test_a_settled_reservation_takes_only_the_payment_that_settled_it() -> None:
             "CONFIRMED",
         ),
         (LockedReservation(HELD, NOW, user_registered=True), None, "PAID_UNFULFILLED"),
+        (LockedReservation(HELD, NOW, event_cancelled=True), None, "PAID_UNFULFILLED"),
+        (
+            LockedReservation(HELD, NOW + timedelta(minutes=10), event_cancelled=True),
+            None,
+            "PAID_UNFULFILLED",
+        ),
     ],
     ids=[
         "live hold",
@@ -127,6 +133,8 @@ def test_a_settled_reservation_takes_only_the_payment_that_settled_it() -> None:
         "late, event cancelled",
         "expired, a seat free",
         "user registered elsewhere",
+        "live hold, event cancelled",
+        "late, event cancelled (read under the reservation lock)",
     ],
 )
 def test_settling_gives_the_held_or_a_free_seat_or_records_a_refund_due(

@@ -477,3 +477,17 @@ async def test_a_seat_released_after_the_event_was_cancelled_owes_the_rest_of_it
     cancelled = [r.amount for r in refunds if r.reason is RefundReason.EVENT_CANCELLED]
     assert cancelled == rest
     assert sum(r.amount for r in refunds) == PRICE
+
+
+async def test_a_live_hold_paid_after_the_event_was_cancelled_gets_no_seat(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    held = await hold(deps, database)
+    await cancel_event(deps, EVENT, None)
+
+    result = await confirm_payment(deps, paying(held))
+
+    assert result.outcome is ConfirmOutcome.PAID_UNFULFILLED
+    assert [r.reason for r in result.reservation.refunds] == [RefundReason.PAID_UNFULFILLED]
+    progress = await get_event_cancellation(deps, EVENT)
+    assert (progress.done, progress.reservations_done) == (True, 1)

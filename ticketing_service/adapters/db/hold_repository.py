@@ -194,5 +194,9 @@ def answers_json(answers: tuple[Answer, ...]) -> str:
 
 def _locked(row: Row) -> LockedReservation:
     return LockedReservation(
-        reservation_from(row), row["db_now"], row["user_registered"], frozenset(row["owed_back"])
+        reservation_from(row),
+        row["db_now"],
+        row["user_registered"],
+        frozenset(row["owed_back"]),
+        row["event_cancelled"],
     )
