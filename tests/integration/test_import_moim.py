@@ -285,19 +285,30 @@ async def test_the_report_names_every_row_it_could_not_map(
     assert "4 seats from other RSVPs" in total  # VIP 3, Floor 1
 
 
-async def test_a_failing_event_is_reported_and_the_others_are_imported(
-    database_url: str, source_url: str
-) -> None:
-    # An organizer saving the backfilled event holds its lock past the import's lock timeout.
-    async with open_transaction(database_url) as saving:
-        key = f"ticketing_settings:{LEGACY}"
-        await saving.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
-        result = await import_moim(
+async def import_while_locked(
+    database_url: str, source_url: str, lock: str, *params: object
+) -> CommandResult:
+    """The import, run while another transaction holds `lock` past its 200 ms lock timeout."""
+    async with open_transaction(database_url) as holder:
+        await holder.execute(lock, *params)
+        return await import_moim(
             database_url,
             "--source-database-url",
             source_url,
             TICKETING_DB_LOCK_TIMEOUT_MS="200",
         )
+
+
+async def test_a_failing_event_is_reported_and_the_others_are_imported(
+    database_url: str, source_url: str
+) -> None:
+    # An organizer saving the backfilled event holds its lock past the import's lock timeout.
+    result = await import_while_locked(
+        database_url,
+        source_url,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        f"ticketing_settings:{LEGACY}",
+    )
 
     assert result.code == 1
     assert (
@@ -580,16 +591,13 @@ async def test_the_import_counts_seats_under_the_tier_lock_start_paid_registrati
 
     # A StartPaidRegistration counting the tier's seats holds its row lock past the import's
     # lock timeout: the import waits for it rather than count seats it may be giving away.
-    async with open_transaction(database_url) as buying:
-        await buying.execute(
-            "SELECT 1 FROM tiers WHERE event_id = $1 AND tier_id = $2 FOR UPDATE", event, tier
-        )
-        result = await import_moim(
-            database_url,
-            "--source-database-url",
-            source_url,
-            TICKETING_DB_LOCK_TIMEOUT_MS="200",
-        )
+    result = await import_while_locked(
+        database_url,
+        source_url,
+        "SELECT 1 FROM tiers WHERE event_id = $1 AND tier_id = $2 FOR UPDATE",
+        event,
+        tier,
+    )
 
     assert result.code == 1
     assert f'event {event} "Busy tier"\n  FAILED, nothing of it was written' in result.out
