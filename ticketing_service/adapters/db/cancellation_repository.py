@@ -15,6 +15,7 @@ from ticketing_service.adapters.db.reservation_rows import (
     reservation_from,
     snapshot,
 )
+from ticketing_service.adapters.db.settings_repository import LOCK_EVENT_TIERS
 from ticketing_service.adapters.db.sweep_repository import FOLD_LOCK_KEY
 from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.refunds import EventCancellation
@@ -34,7 +35,6 @@ _CANCEL_REGISTRATION = (
     f" SELECT %(event)s, r.reservation_id, {snapshot('r', 'g.registration_id')} FROM r, g)"
     f" SELECT {columns('r', 'g.registration_id')} FROM r, g"
 )
-_LOCK_TIERS = "SELECT tier_id FROM tiers WHERE event_id = %(e)s ORDER BY tier_id FOR UPDATE"
 _LOCK_TIER = "SELECT 1 FROM tiers WHERE event_id = %(e)s AND tier_id = %(t)s FOR UPDATE"
 _EVENT_CANCELLED = (
     "SELECT cancel_time IS NOT NULL AS cancelled FROM ticketing_settings WHERE event_id = %(e)s"
@@ -99,7 +99,7 @@ class SqlCancellationRepository:
         payment be confirmed without ever taking the tier lock that reads the cancellation.
         """
         if self._locking:
-            await self._tx.all(_LOCK_TIERS, {"e": event_id})
+            await self._tx.all(LOCK_EVENT_TIERS, {"e": event_id})
         await self._tx.one(_CANCEL_EVENT, {"e": event_id, "q": request_id})
 
     async def event_cancelled(self, event_id: str, tier_id: str) -> bool:

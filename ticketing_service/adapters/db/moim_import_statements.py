@@ -12,8 +12,6 @@ REGISTRATIONS_OF = (
     " user_id, tier_id, status = 'accepted' AS accepted FROM registrations"
     " WHERE event_id = %(e)s"
 )
-# The event's tiers in one order (by id), as StartPaidRegistration locks one to count its seats.
-LOCK_TIERS = "SELECT tier_id FROM tiers WHERE event_id = %(e)s ORDER BY tier_id FOR UPDATE"
 # Holds whose seat is counted as taken, as the seat count reads them.
 LIVE_HOLDS_OF = (
     "SELECT reservation_id::text AS reservation_id, user_id, tier_id FROM reservations"

@@ -22,7 +22,10 @@ from ticketing_service.adapters.db.hold_repository import answers_json
 from ticketing_service.adapters.db.pool import Database, PoolTimeout
 from ticketing_service.adapters.db.refund_repository import SqlRefundRepository
 from ticketing_service.adapters.db.schema_revision import SchemaNotReady, check_schema
-from ticketing_service.adapters.db.settings_repository import SqlSettingsRepository
+from ticketing_service.adapters.db.settings_repository import (
+    LOCK_EVENT_TIERS,
+    SqlSettingsRepository,
+)
 from ticketing_service.adapters.db.transaction import Transaction
 from ticketing_service.adapters.db.unit_of_work import translate_database_error
 from ticketing_service.domain.moim_plan import (
@@ -90,7 +93,7 @@ class SqlImportTarget:
         seats: no hold is made there while the plan counts them, so a live hold brought in
         never takes a seat the service gave meanwhile."""
         await SqlSettingsRepository(self._live()).lock_event(event_id)
-        await self._live().all(sql.LOCK_TIERS, {"e": event_id})
+        await self._live().all(LOCK_EVENT_TIERS, {"e": event_id})
 
     async def live_holds_of(self, event_id: str) -> list[ServiceHold]:
         """The live holds the service keeps at the event (read after the tiers are locked, so

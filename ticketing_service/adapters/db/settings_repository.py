@@ -28,6 +28,9 @@ _GET = (
 _LOCK_TIERS = (
     "SELECT tier_id FROM tiers WHERE event_id = %(e)s AND tier_id = ANY(%(ids)s) FOR UPDATE"
 )
+# Every tier of an event, in one order (by id): CancelEvent and import-moim take them all, and
+# wait for any StartPaidRegistration counting a tier's seats under its lock.
+LOCK_EVENT_TIERS = "SELECT tier_id FROM tiers WHERE event_id = %(e)s ORDER BY tier_id FOR UPDATE"
 _TIERS_IN_USE = (
     "SELECT t.tier_id FROM unnest(CAST(%(ids)s AS text[])) AS t(tier_id)"
     " WHERE EXISTS (SELECT 1 FROM registrations g WHERE g.event_id = %(e)s"
