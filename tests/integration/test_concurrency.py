@@ -436,6 +436,14 @@ async def test_a_call_cancelled_while_it_waits_for_a_lock_leaves_its_connection_
 HOLD_LEFT_SECONDS = 3.0
 
 
+async def waiting_for_a_lock_or_done(database_url: str, call: asyncio.Future[T]) -> None:
+    """Once a session of the database waits for a lock, or `call` is done (bounded)."""
+    async with asyncio.timeout(MEETING_SECONDS):
+        # Polled: Postgres announces no lock wait, so there is no event to await instead.
+        while lock_waiters(database_url) == 0 and not call.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
 class Gate:
     """A pause that holds every call reaching `point` until the test opens it."""
 
@@ -704,10 +712,8 @@ async def hold_counted_while_the_event_is_cancelled(
         cancelling = asyncio.ensure_future(
             canceller.CancelEvent(pb.CancelEventRequest(event_id=EVENT), timeout=CALL_SECONDS)
         )
-        async with asyncio.timeout(MEETING_SECONDS):
-            # Either CancelEvent waits for the buyer's tier lock, or (the control) it is done.
-            while lock_waiters(database_url) == 0 and not cancelling.done():  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+        # Either CancelEvent waits for the buyer's tier lock, or (the control) it is done.
+        await waiting_for_a_lock_or_done(database_url, cancelling)
         await cancel_events(deps)
         gate.opened.set()
         held = await holding
@@ -769,10 +775,8 @@ async def seat_given_up_while_the_event_is_cancelled(
     cancelling = asyncio.ensure_future(
         stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT), timeout=CALL_SECONDS)
     )
-    async with asyncio.timeout(MEETING_SECONDS):
-        # Either CancelEvent waits for the tier the user holds, or (the control) it answers.
-        while lock_waiters(database_url) == 0 and not cancelling.done():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+    # Either CancelEvent waits for the tier the user holds, or (the control) it answers.
+    await waiting_for_a_lock_or_done(database_url, cancelling)
     answered_first = cancelling.done()
     gate.opened.set()
     assert isinstance(await giving_up, pb.CancelRegistrationResponse)
