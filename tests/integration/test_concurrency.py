@@ -26,15 +26,26 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.conftest import PAYMENT_TOKEN, PaymentService
-from tests.postgres import lock_waiters, open_transaction, sql
+from tests.integration.moim_source import (
+    PUBLIC_BASE_URL,
+    SCHEMA,
+    SOURCE_DATABASE,
+    add_event,
+    add_hold,
+    create_database,
+)
+from tests.postgres import connect, lock_waiters, open_transaction, sql
 from tests.rich_errors import RichError, rich_error
 from ticketing_service.adapters.db.changes import Pause, Protections, no_pause
+from ticketing_service.adapters.db.moim_import_writer import SqlImportTarget
 from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
+from ticketing_service.adapters.moim_source import PostgresMoimSource
 from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.bootstrap import cancel_events
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.moim_import import MoimImport, import_moim
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import (
@@ -806,3 +817,70 @@ async def test_a_seat_given_up_while_the_event_is_cancelled_comes_first_or_gets_
 
     # CancelEvent waited for the tier: the seat was given up before the event was cancelled.
     assert outcome == (False, [])
+
+
+# --- (i) import-moim in the dual run: a hold it brings in never takes a seat sold meanwhile ---
+
+
+async def sale_while_moim_holds_come_in(
+    stub: Stub, database_url: str, *, locking: bool
+) -> tuple[str, object]:
+    """Two live holds of Moim on a tier of two seats, imported in the dual run, with the import
+    paused once it counted the service's holds while a buyer of the service starts; then the
+    import goes on. The buyer's answer, and the tier's live holds at the end."""
+    source_url = await create_database(database_url, SOURCE_DATABASE, SCHEMA.read_text())
+    moim = await connect(source_url)
+    database = Database(database_url, CONTENDER_POOL)
+
+    def moim_import(protections: Protections) -> MoimImport:
+        return MoimImport(
+            source=PostgresMoimSource(source_url, CONTENDER_POOL),
+            target=lambda: SqlImportTarget(database, protections),
+            public_base_url=PUBLIC_BASE_URL,
+        )
+
+    try:
+        event, tier = await add_event(moim, "Two seats", capacity=2)
+        await import_moim(moim_import(Protections()), dry_run=False)  # the event and its tier
+        for name in ("first-in-moim", "second-in-moim"):
+            await add_hold(moim, event, tier, name)
+        gate = Gate("import_counted")
+        paused = Protections(locking, pause=gate)
+        imported = asyncio.ensure_future(import_moim(moim_import(paused), dry_run=False))
+        async with asyncio.timeout(MEETING_SECONDS):
+            await gate.reached.wait()
+        buy = pb.StartPaidRegistrationRequest(event_id=event, tier_id=tier, user_id="buyer")
+        buying = asyncio.ensure_future(
+            answer_of(stub.StartPaidRegistration(buy, timeout=CALL_SECONDS))
+        )
+        # Either the buyer waits for the tier the import holds, or (the control) it is done.
+        await waiting_for_a_lock_or_done(database_url, buying)
+        gate.opened.set()
+        [outcome] = (await imported).outcomes
+        assert outcome.failure is None, outcome.failure
+        bought = await buying
+    finally:
+        await moim.close()
+        await database.close()
+    held = scalar(
+        database_url,
+        "SELECT count(*) FROM reservations WHERE event_id = $1 AND status = 'pending_payment'",
+        event,
+    )
+    return label(bought), held
+
+
+async def test_control_an_import_that_takes_no_tier_lock_brings_in_holds_over_capacity(
+    stub: Stub, database_url: str
+) -> None:
+    outcome = await sale_while_moim_holds_come_in(stub, database_url, locking=False)
+
+    assert outcome == ("held with a checkout", 3)  # three live holds on a tier of two seats
+
+
+async def test_a_buyer_during_the_import_waits_for_it_and_finds_the_tier_sold_out(
+    stub: Stub, database_url: str
+) -> None:
+    outcome = await sale_while_moim_holds_come_in(stub, database_url, locking=True)
+
+    assert outcome == (SOLD_OUT, 2)

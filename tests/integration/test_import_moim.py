@@ -582,27 +582,6 @@ async def test_a_moim_hold_brought_in_during_the_dual_run_leaves_the_services_ho
     )
 
 
-async def test_the_import_counts_seats_under_the_tier_lock_start_paid_registration_takes(
-    database_url: str, source_url: str
-) -> None:
-    async with moim_database(source_url) as moim:
-        event, tier = await add_event(moim, "Busy tier", capacity=2)
-    await imported(database_url, source_url)
-
-    # A StartPaidRegistration counting the tier's seats holds its row lock past the import's
-    # lock timeout: the import waits for it rather than count seats it may be giving away.
-    result = await import_while_locked(
-        database_url,
-        source_url,
-        "SELECT 1 FROM tiers WHERE event_id = $1 AND tier_id = $2 FOR UPDATE",
-        event,
-        tier,
-    )
-
-    assert result.code == 1
-    assert f'event {event} "Busy tier"\n  FAILED, nothing of it was written' in result.out
-
-
 async def test_a_user_who_gave_up_an_imported_seat_and_paid_again_in_moim_is_registered_again(
     stub: Stub, database_url: str, source_url: str
 ) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Self
 import asyncpg
 
 from ticketing_service.adapters.db import moim_import_statements as sql
-from ticketing_service.adapters.db.changes import Changes
+from ticketing_service.adapters.db.changes import Changes, Protections
 from ticketing_service.adapters.db.hold_repository import answers_json
 from ticketing_service.adapters.db.pool import Database, PoolTimeout
 from ticketing_service.adapters.db.refund_repository import SqlRefundRepository
@@ -52,8 +52,13 @@ _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, Pool
 class SqlImportTarget:
     """One event's import in a transaction on the service's pool; rolled back unless committed."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(
+        self,
+        database: Database,
+        protections: Protections = Protections(),  # noqa: B008 - frozen, so safe to share
+    ) -> None:
         self._database = database
+        self._protections = protections
         self._tx: Transaction | None = None
 
     async def __aenter__(self) -> Self:
@@ -92,13 +97,15 @@ class SqlImportTarget:
         then the rows of the event's tiers, which StartPaidRegistration locks to count a tier's
         seats: no hold is made there while the plan counts them, so a live hold brought in
         never takes a seat the service gave meanwhile."""
-        await SqlSettingsRepository(self._live()).lock_event(event_id)
-        await self._live().all(LOCK_EVENT_TIERS, {"e": event_id})
+        if self._protections.locking:
+            await SqlSettingsRepository(self._live()).lock_event(event_id)
+            await self._live().all(LOCK_EVENT_TIERS, {"e": event_id})
 
     async def live_holds_of(self, event_id: str) -> list[ServiceHold]:
         """The live holds the service keeps at the event (read after the tiers are locked, so
         every hold committed before is seen)."""
         rows = await self._live().all(sql.LIVE_HOLDS_OF, {"e": event_id})
+        await self._protections.pause("import_counted")
         return [ServiceHold(r["reservation_id"], r["user_id"], r["tier_id"]) for r in rows]
 
     async def registrations_of(self, event_id: str) -> list[ServiceRegistration]:
