@@ -96,6 +96,26 @@ async def test_a_hold_whose_payment_is_under_way_outlives_its_end_and_keeps_its_
     assert found.outcome == pb.CONFIRM_PAYMENT_OUTCOME_CONFIRMED
 
 
+async def test_a_payment_under_way_keeps_no_hold_whose_seat_was_sold_after_its_end(
+    stub: Stub, deps: Dependencies, database_url: str, payment_service: PaymentService
+) -> None:
+    await configure_event(stub, paid_tier("vip", capacity=1))
+    first = await hold(stub, "first-payer")
+    end_hold(database_url, first.reservation_id)
+    second = await hold(stub, "second-payer")  # the seat, free from the first hold's end
+    payment_service.state.mark_payment_pending(first.checkout_id)
+
+    [ended] = await reconcile_due(deps)
+
+    assert (ended.answer, ended.step) == (CheckoutAnswer.PAYMENT_PENDING, Step.EXPIRE_AND_FOLLOW_UP)
+    assert status_of(database_url, first.reservation_id) == "expired"
+    for held in (first, second):
+        payment_service.state.mark_paid(held.checkout_id, payment_id=f"pay-{held.user_id}")
+        await reconcile(stub, held.reservation_id)
+    assert status_of(database_url, first.reservation_id) == "paid_unfulfilled"
+    assert status_of(database_url, second.reservation_id) == "confirmed"
+
+
 async def test_an_unpaid_checkout_at_its_hold_end_expires_and_frees_its_seat(
     stub: Stub, deps: Dependencies, database_url: str
 ) -> None:

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ticketing_service.domain.reservations import Reservation, ReservationStatus
+from ticketing_service.domain.reservations import Reservation, ReservationStatus, TierSeats
 
 
 class CheckoutAnswer(enum.StrEnum):
@@ -87,6 +87,15 @@ def _for_hold(
         # An outage must never keep a seat: the hold ends, the question stays open.
         return Step.EXPIRE_AND_FOLLOW_UP
     return Step.EXPIRE
+
+
+def keep_or_end(seats: TierSeats) -> Step:
+    """Whether a hold past its end, whose payment is under way, is kept (SPEC §9): only while
+    its tier has a seat for it. Its seat was free from the hold's end until this count, and a
+    buyer may have taken it; a hold kept then would sell that seat twice. Ended instead, its
+    payment is followed up and meets the late-payment rule (a seat if one is free, else a
+    refund)."""
+    return Step.KEEP_HOLD if seats.has_free_seat else Step.EXPIRE_AND_FOLLOW_UP
 
 
 def _for_follow_up(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ticketing_service.domain import errors
-from ticketing_service.domain.reconciliation import CheckoutAnswer, Step, next_step
+from ticketing_service.domain.reconciliation import CheckoutAnswer, Step, keep_or_end, next_step
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
     Delivery,
@@ -166,7 +166,12 @@ async def _apply(
     async with deps.uow() as uow:
         locked = await uow.holds.lock(candidate.reservation.reservation_id)
         assert locked is not None, "a reservation is never deleted"
-        step = next_step(locked.reservation, answer, locked.now, candidate.hold_extended, policy)
+        held = locked.reservation
+        step = next_step(held, answer, locked.now, candidate.hold_extended, policy)
+        if step is Step.KEEP_HOLD:
+            # Under the tier lock, as StartPaidRegistration counts: the ended hold is not
+            # counted, so a free seat is one for it.
+            step = keep_or_end(await uow.holds.lock_tier_seats(held.event_id, held.tier_id))
         after = await _carry_out(uow, candidate, step, policy.payment_grace)
         follow_up = policy.follow_up_after(candidate.attempts)
         asked_again = step in (Step.FOLLOW_UP, Step.EXPIRE_AND_FOLLOW_UP)
@@ -176,7 +181,7 @@ async def _apply(
             candidate.attempts + 1 if asked_again else candidate.attempts,
         )
         await uow.commit()
-    return Reconciled(after or locked.reservation, answer, step)
+    return Reconciled(after or held, answer, step)
 
 
 async def _carry_out(

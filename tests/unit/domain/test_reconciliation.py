@@ -12,9 +12,10 @@ from ticketing_service.domain.reconciliation import (
     CheckoutAnswer,
     ReconcilePolicy,
     Step,
+    keep_or_end,
     next_step,
 )
-from ticketing_service.domain.reservations import ReservationStatus
+from ticketing_service.domain.reservations import ReservationStatus, TierSeats
 
 POLICY = ReconcilePolicy()
 LIVE = NOW + timedelta(minutes=3)
@@ -64,3 +65,20 @@ def test_the_next_step(
 def test_follow_ups_back_off_from_a_minute_to_hourly() -> None:
     waits = [POLICY.follow_up_after(n) for n in range(8)]
     assert [int(w.total_seconds()) for w in waits] == [60, 120, 240, 480, 960, 1920, 3600, 3600]
+
+
+@pytest.mark.parametrize(
+    ("seats", "step"),
+    [
+        (TierSeats(capacity=2, taken=1), Step.KEEP_HOLD),
+        (TierSeats(capacity=None, taken=0), Step.KEEP_HOLD),
+        # the seat was taken after the hold's end: keeping it would sell that seat twice
+        (TierSeats(capacity=1, taken=1), Step.EXPIRE_AND_FOLLOW_UP),
+        (TierSeats(capacity=5, taken=1, deleted=True), Step.EXPIRE_AND_FOLLOW_UP),
+        (TierSeats(capacity=5, taken=1, event_cancelled=True), Step.EXPIRE_AND_FOLLOW_UP),
+    ],
+)
+def test_a_payment_under_way_keeps_an_ended_hold_only_while_its_tier_has_a_seat(
+    seats: TierSeats, step: Step
+) -> None:
+    assert keep_or_end(seats) is step

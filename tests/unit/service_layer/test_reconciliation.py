@@ -99,6 +99,30 @@ async def test_a_payment_under_way_keeps_the_hold_and_its_seat_one_grace_longer(
     assert (late.step, late.outcome) == (Step.CONFIRM, ConfirmOutcome.CONFIRMED)
 
 
+async def test_a_payment_under_way_gets_no_grace_once_its_seat_was_sold_after_the_end(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    assert held.checkout_id is not None
+    later(database, 601)
+    other = await hold(deps, "another-buyer")  # the seat, free from the hold's end
+    checkouts.set_status(held.checkout_id, held.reservation_id, CheckoutState.PAYMENT_PENDING)
+
+    ended = [
+        r for r in await reconcile_due(deps) if r.reservation.reservation_id == held.reservation_id
+    ]
+
+    assert [r.step for r in ended] == [Step.EXPIRE_AND_FOLLOW_UP]
+    assert status(database, held) is ReservationStatus.EXPIRED
+    assert status(database, other) is ReservationStatus.PENDING_PAYMENT
+    paid(checkouts, held)
+    later(database, 60)
+    late = [
+        r for r in await reconcile_due(deps) if r.reservation.reservation_id == held.reservation_id
+    ]
+    assert [(r.step, r.outcome) for r in late] == [(Step.CONFIRM, ConfirmOutcome.PAID_UNFULFILLED)]
+
+
 async def test_an_outage_ends_the_hold_anyway_and_a_payment_found_later_is_confirmed_late(
     deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
