@@ -45,7 +45,7 @@ class Config:
     # Every token accepted on TicketingService calls (several while one is being rotated).
     grpc_tokens: tuple[str, ...]
     hold_seconds: float
-    # None when unset: `serve` refuses to start without it (see require_payment_service_url).
+    # None when unset: `serve` refuses to start without it (see require_payment_service).
     payment_service_url: str | None
     payment_service_token: str
     payment_timeout_seconds: float
@@ -135,14 +135,19 @@ class Config:
             refund_max_attempts=r.positive_int("TICKETING_REFUND_MAX_ATTEMPTS", 10, 1000),
         )
 
-    def require_payment_service_url(self) -> str:
-        """The payment service's base URL; ConfigError when it is unset (`serve` needs it)."""
+    def require_payment_service(self) -> None:
+        """ConfigError unless the payment service's base URL and bearer token are both set
+        (`serve` and `reconcile` call it; it takes no call without its token)."""
         if self.payment_service_url is None:
             raise ConfigError(
                 "TICKET_PAYMENT_SERVICE_URL is not set: give the payment service's base URL, "
                 "e.g. http://moim-payment:8080."
             )
-        return self.payment_service_url
+        if not self.payment_service_token:
+            raise ConfigError(
+                "TICKET_PAYMENT_SERVICE_TOKEN is not set: give the bearer token the payment "
+                "service takes on every call."
+            )
 
 
 def _server_tls(r: _Reader) -> ServerTls | None:

@@ -14,6 +14,11 @@ from pathlib import Path
 START_TIMEOUT_SECONDS = 60
 # Port 9 (discard) has no listener on a test machine: a checkout there fails fast.
 REFUSED_URL = "http://127.0.0.1:9"
+# A payment service for a command that needs one and never reaches it.
+REFUSED_PAYMENT_SERVICE = {
+    "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL,
+    "TICKET_PAYMENT_SERVICE_TOKEN": "payment-token",
+}
 
 
 @contextmanager
@@ -26,7 +31,7 @@ def serve_process(data_dir: Path, *args: str, **env: str) -> Iterator[subprocess
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     environment |= {
         "TICKETING_DATA_DIR": str(data_dir),
-        "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL,
+        **REFUSED_PAYMENT_SERVICE,
         **env,
     }
     command = ["serve", "--listen", "127.0.0.1:0", *args]
@@ -67,7 +72,7 @@ def run_command(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedP
     environment = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     environment |= {
         "TICKETING_DATA_DIR": str(tmp_path),
-        "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL,
+        **REFUSED_PAYMENT_SERVICE,
         "TICKET_PAYMENT_CALLBACK_SECRET": "webhook-secret",  # what `webhook` needs to start
         **env,
     }

@@ -139,6 +139,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Serve
         "TICKETING_DATA_DIR": str(tmp_path_factory.mktemp("pgdata")),
         "TICKETING_GRPC_TOKEN": f"{TOKEN},{OLD_TOKEN}",
         "TICKET_PAYMENT_SERVICE_URL": "http://127.0.0.1:9",
+        "TICKET_PAYMENT_SERVICE_TOKEN": "payment-token",
         "TICKETING_TLS_CERT": str(pki.server[0]),
         "TICKETING_TLS_KEY": str(pki.server[1]),
         "TICKETING_TLS_CLIENT_CA": str(pki.client_ca),

@@ -26,7 +26,7 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.end_to_end.serving import (
-    REFUSED_URL,
+    REFUSED_PAYMENT_SERVICE,
     START_TIMEOUT_SECONDS,
     our_line,
     run_command,
@@ -186,11 +186,17 @@ def test_a_duration_too_long_to_keep_fails_at_start_naming_it(tmp_path: Path, na
     )
 
 
-def test_serve_without_the_payment_service_url_says_so(tmp_path: Path) -> None:
-    result = run_serve(tmp_path, TICKET_PAYMENT_SERVICE_URL="")
+@pytest.mark.parametrize("name", ["TICKET_PAYMENT_SERVICE_URL", "TICKET_PAYMENT_SERVICE_TOKEN"])
+@pytest.mark.parametrize("command", ["serve", "reconcile"])
+def test_a_command_that_calls_the_payment_service_without_its_url_or_token_says_so(
+    tmp_path: Path, command: str, name: str
+) -> None:
+    # An empty token went out as `Authorization: Bearer `, which the HTTP client refuses to
+    # send: every checkout answered PAYMENT_SERVICE_UNAVAILABLE, logged as a protocol error.
+    result = run_command(tmp_path, command, **{name: ""})
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("ticketing-service: TICKET_PAYMENT_SERVICE_URL is not set")
+    assert line.startswith(f"ticketing-service: {name} is not set")
     assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
 
 
@@ -781,7 +787,7 @@ def test_a_stop_signal_sent_once_serve_says_it_serves_stops_it_and_its_postgres_
     data_dir = tmp_path / "pgdata"
     command = python_from_a_terminal("-m", "ticketing_service", "serve", "--listen", "127.0.0.1:0")
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env |= {"TICKETING_DATA_DIR": str(data_dir), "TICKET_PAYMENT_SERVICE_URL": REFUSED_URL}
+    env |= {"TICKETING_DATA_DIR": str(data_dir), **REFUSED_PAYMENT_SERVICE}
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
         command, env=env, stderr=subprocess.PIPE, text=True
     )

@@ -205,13 +205,15 @@ def test_a_callback_url_may_carry_a_query() -> None:
     assert Config.from_env({"TICKETING_CALLBACK_URL": given}).callback_url == given
 
 
-def test_the_payment_service_url_is_required_only_when_asked_for() -> None:
+def test_the_payment_service_url_and_token_are_required_only_when_asked_for() -> None:
     unset = Config.from_env({})
     assert unset.payment_service_url is None
     with pytest.raises(ConfigError, match=r"^TICKET_PAYMENT_SERVICE_URL is not set"):
-        unset.require_payment_service_url()
-    given = Config.from_env({"TICKET_PAYMENT_SERVICE_URL": "http://moim-payment:8080"})
-    assert given.require_payment_service_url() == "http://moim-payment:8080"
+        unset.require_payment_service()
+    url = {"TICKET_PAYMENT_SERVICE_URL": "http://moim-payment:8080"}
+    with pytest.raises(ConfigError, match=r"^TICKET_PAYMENT_SERVICE_TOKEN is not set"):
+        Config.from_env(url).require_payment_service()
+    Config.from_env(url | {"TICKET_PAYMENT_SERVICE_TOKEN": "secret"}).require_payment_service()
 
 
 @pytest.mark.parametrize(

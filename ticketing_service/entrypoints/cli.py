@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prune = maintenance.prune_events(config, args.older_than_days, args.batch_size)
             return event_loop.run(prune)
         if args.command == "reconcile":
-            config.require_payment_service_url()
+            config.require_payment_service()
             command = maintenance.reconcile(config, args.reservation, args.since)
             return event_loop.run(command)
         if args.command == import_command.COMMAND:
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.listen:
             parse_host_port(args.listen, "--listen")
         address, migrate = args.listen or config.grpc_listen, not args.no_migrate
-        config.require_payment_service_url()
+        config.require_payment_service()
         guarded = bool(config.grpc_tokens or (config.tls and config.tls.client_ca))
         check_exposure(address, guarded=guarded, insecure=args.insecure)
         if (workers := args.workers or config.workers) > 1:
