@@ -116,6 +116,23 @@ async def test_a_payment_under_way_keeps_no_hold_whose_seat_was_sold_after_its_e
     assert status_of(database_url, second.reservation_id) == "confirmed"
 
 
+@pytest.mark.parametrize("payment_id", ["pay\x00", "p" * 129], ids=["nul", "too-long"])
+async def test_a_payment_the_service_could_not_keep_ends_the_hold_as_an_outage_would(
+    stub: Stub, database_url: str, payment_service: PaymentService, payment_id: str
+) -> None:
+    # Postgres refused the NUL: ReconcileReservation answered INTERNAL, and the reconciler failed
+    # its pass with a traceback at every lease while the hold stayed past its end.
+    await configure_event(stub)
+    held = await hold(stub, "payer")
+    payment_service.state.mark_paid(held.checkout_id, payment_id=payment_id)
+    end_hold(database_url, held.reservation_id)
+
+    found = await reconcile(stub, held.reservation_id)
+
+    assert found.checkout_status == pb.CHECKOUT_STATUS_UNREACHABLE
+    assert found.reservation.status == reservation_pb2.RESERVATION_STATUS_EXPIRED
+
+
 async def test_an_unpaid_checkout_at_its_hold_end_expires_and_frees_its_seat(
     stub: Stub, deps: Dependencies, database_url: str
 ) -> None:

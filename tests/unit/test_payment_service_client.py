@@ -234,6 +234,14 @@ async def test_any_other_non_2xx_answer_is_refused(http_status: int, content: by
         pytest.param(json.dumps({**CREATED, "status": "refunded"}).encode(), id="unknown-status"),
         pytest.param(json.dumps({**CREATED, "status": "expired"}).encode(), id="expired-status"),
         pytest.param(json.dumps({**CREATED, "status": None}).encode(), id="null-status"),
+        # what the service could not confirm by a callback, or would hand a user as a link
+        pytest.param(json.dumps({**CREATED, "checkoutId": "c" * 129}).encode(), id="long-id"),
+        pytest.param(json.dumps({**CREATED, "checkoutId": "c\u0000"}).encode(), id="nul-id"),
+        pytest.param(json.dumps({**CREATED, "checkoutUrl": "javascript:x"}).encode(), id="js-url"),
+        pytest.param(
+            json.dumps({**CREATED, "checkoutUrl": "https://p/" + "a" * 2048}).encode(),
+            id="long-url",
+        ),
     ],
 )
 async def test_a_2xx_with_a_malformed_body_is_refused(content: bytes) -> None:
@@ -334,11 +342,23 @@ async def test_reading_refused_by_another_4xx_is_definitive(http_status: int) ->
         pytest.param({**PAID, "paidAt": "2030-05-01T12:10:00"}, id="time-without-offset"),
         pytest.param({**PAID, "txId": 7}, id="numeric-tx"),
         pytest.param([PAID], id="json-array"),
+        # values Postgres cannot keep, or the API would refuse: each once jammed reconciliation
+        pytest.param({**PAID, "amount": 2**70}, id="amount-past-bigint"),
+        pytest.param({**PAID, "amount": 2**53}, id="amount-past-the-largest"),
+        pytest.param({**PAID, "currency": "krw!"}, id="currency-not-three-capitals"),
+        pytest.param({**PAID, "paymentId": "pay\u0000"}, id="nul-in-payment-id"),
+        pytest.param({**PAID, "paymentId": "p" * 129}, id="payment-id-too-long"),
     ],
 )
 async def test_a_malformed_checkout_status_is_refused(answer: object) -> None:
     with pytest.raises(PaymentServiceRefused, match="malformed"):
         await status_with(Recorder(200, answer))
+
+
+async def test_a_lone_surrogate_in_a_checkout_status_is_refused() -> None:
+    content = json.dumps({**PAID, "txId": "tx\ud800"}).encode()  # JSON can spell one
+    with pytest.raises(PaymentServiceRefused, match="txId holds a character that is not printable"):
+        await status_with(answering(200, content))
 
 
 # --- bounds --------------------------------------------------------------------------------------

@@ -1,17 +1,23 @@
 """The payment service's JSON answers (SPEC §5) read into the ports' types, strictly.
 
 Anything that does not match the contract is a `PaymentServiceRefused`: a malformed answer does
-not get better by asking again, and guessing at it could confirm or refund the wrong money.
+not get better by asking again, and guessing at it could confirm or refund the wrong money. That
+includes a value the service could not keep or use: an id longer than the API takes, text with
+a NUL or a lone surrogate (Postgres refuses both), an amount past the largest one, a currency
+that is not three capital letters, a checkout URL that is not http(s). Each of these once failed
+a background pass with a traceback, again at every lease, and kept a hold past its end.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
 
 import httpx
 
+from ticketing_service.domain.money import MAX_AMOUNT
 from ticketing_service.domain.times import parse_rfc3339
 from ticketing_service.service_layer.checkouts import (
     Checkout,
@@ -24,6 +30,11 @@ from ticketing_service.service_layer.refunds import RefundState, RefundStatus
 _State = TypeVar("_State", bound=StrEnum)
 # What a create may answer: a new checkout, or the existing one an idempotent replay returns.
 _CREATED_STATUSES = frozenset({"requires_payment", "payment_pending", "paid"})
+# Ids (and failure codes) as long as the API takes them: a checkout id over it could never be
+# confirmed by its callback, since ConfirmPayment refuses it.
+_MAX_ID_LENGTH = 128
+_MAX_URL_LENGTH = 2048
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 def checkout_from(response: httpx.Response) -> Checkout:
@@ -34,7 +45,7 @@ def checkout_from(response: httpx.Response) -> Checkout:
         raise malformed("status is not one of requires_payment, payment_pending or paid")
     return Checkout(
         checkout_id=_text(data, "checkoutId"),
-        checkout_url=_text(data, "checkoutUrl"),
+        checkout_url=_url(data, "checkoutUrl"),
         status=status,
     )
 
@@ -54,7 +65,7 @@ def checkout_status_from(response: httpx.Response, checkout_id: str) -> Checkout
         reservation_id=_text(data, "reservationId"),
         status=status,
         amount=_amount(data, "amount"),
-        currency_code=_text(data, "currency"),
+        currency_code=_currency(data, "currency"),
         payment_id=payment_id,
         tx_id=_optional_text(data, "txId"),
         paid_time=_optional_time(data, "paidAt"),
@@ -115,10 +126,11 @@ def _object(response: httpx.Response) -> dict[str, object]:
     return data
 
 
-def _text(data: dict[str, object], name: str) -> str:
+def _text(data: dict[str, object], name: str, max_length: int = _MAX_ID_LENGTH) -> str:
     value = data.get(name)
     if not (isinstance(value, str) and value):
         raise malformed(f"{name} is missing or empty")
+    _check_text(name, value, max_length)
     return value
 
 
@@ -128,14 +140,37 @@ def _optional_text(data: dict[str, object], name: str) -> str | None:
         return None
     if not (isinstance(value, str) and value):
         raise malformed(f"{name} is not a non-empty string")
+    _check_text(name, value, _MAX_ID_LENGTH)
+    return value
+
+
+def _check_text(name: str, value: str, max_length: int) -> None:
+    if len(value) > max_length:
+        raise malformed(f"{name} is longer than {max_length} characters")
+    # Neither a control character (NUL among them) nor a lone surrogate is printable.
+    if not value.isprintable():
+        raise malformed(f"{name} holds a character that is not printable")
+
+
+def _url(data: dict[str, object], name: str) -> str:
+    value = _text(data, name, _MAX_URL_LENGTH)
+    if not value.startswith(("https://", "http://")):
+        raise malformed(f"{name} is not an http(s) URL")
+    return value
+
+
+def _currency(data: dict[str, object], name: str) -> str:
+    value = data.get(name)
+    if not (isinstance(value, str) and _CURRENCY.fullmatch(value)):
+        raise malformed(f"{name} is not three capital letters")
     return value
 
 
 def _amount(data: dict[str, object], name: str) -> int:
     value = data.get(name)
     # bool is an int to Python, and a float is never money here.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise malformed(f"{name} is not a non-negative integer in minor units")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_AMOUNT:
+        raise malformed(f"{name} is not an integer in minor units from 0 to {MAX_AMOUNT}")
     return value
 
 
