@@ -133,6 +133,25 @@ async def test_a_payment_the_service_could_not_keep_ends_the_hold_as_an_outage_w
     assert found.reservation.status == reservation_pb2.RESERVATION_STATUS_EXPIRED
 
 
+async def test_a_hold_paid_in_another_amount_ends_at_its_end_and_is_asked_about_once(
+    stub: Stub, deps: Dependencies, database_url: str, payment_service: PaymentService
+) -> None:
+    # It stayed pending past its end, leased and asked about again at every pass.
+    await configure_event(stub)
+    held = await hold(stub, "payer")
+    short = held.amount - 1
+    payment_service.state.read_checkout(held.checkout_id).body["amount"] = short
+    payment_service.state.mark_paid(held.checkout_id)
+    end_hold(database_url, held.reservation_id)
+
+    [ended] = await reconcile_due(deps)
+
+    assert (ended.answer, ended.step) == (CheckoutAnswer.PAID, Step.EXPIRE)
+    assert status_of(database_url, held.reservation_id) == "expired"
+    assert await reconcile_due(deps) == []
+    assert sql(database_url, "SELECT amount, reason FROM refunds") == [(short, "mismatch")]
+
+
 async def test_an_unpaid_checkout_at_its_hold_end_expires_and_frees_its_seat(
     stub: Stub, deps: Dependencies, database_url: str
 ) -> None:

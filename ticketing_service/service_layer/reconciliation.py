@@ -148,14 +148,28 @@ async def _settle(deps: Dependencies, reservation: Reservation, paid: CheckoutSt
     try:
         result = await confirm_payment(deps, claim)
     except errors.PaymentMismatch:
-        # Recorded and announced by ConfirmPayment (a refund follows); nothing more to learn.
-        async with deps.uow() as uow:
-            await uow.reconciliation.asked(reservation.reservation_id, None, 0)
-            settled = await uow.holds.get(reservation.reservation_id)
-            await uow.commit()
-        assert settled is not None
-        return Reconciled(settled, CheckoutAnswer.PAID, Step.DONE)
+        # Recorded and announced by ConfirmPayment (a refund follows when money was taken);
+        # nothing more to learn. The hold was not paid: past its end it ends, as an unpaid one
+        # does (left pending, it was leased and asked about again at every pass).
+        return await _after_mismatch(deps, reservation.reservation_id)
     return Reconciled(result.reservation, CheckoutAnswer.PAID, Step.CONFIRM, result.outcome)
+
+
+async def _after_mismatch(deps: Dependencies, reservation_id: str) -> Reconciled:
+    """Stop asking about a reservation whose checkout was paid in another amount or currency;
+    end it if it is a hold past its end."""
+    async with deps.uow() as uow:
+        locked = await uow.holds.lock(reservation_id)
+        assert locked is not None, "a reservation is never deleted"
+        step, after = Step.DONE, locked.reservation
+        if after.status is ReservationStatus.PENDING_PAYMENT and not after.holds_seat_at(
+            locked.now
+        ):
+            step = Step.EXPIRE
+            after = await uow.holds.release_hold(reservation_id, ReservationStatus.EXPIRED) or after
+        await uow.reconciliation.asked(reservation_id, None, 0)
+        await uow.commit()
+    return Reconciled(after, CheckoutAnswer.PAID, step)
 
 
 async def _apply(

@@ -123,6 +123,35 @@ async def test_a_payment_under_way_gets_no_grace_once_its_seat_was_sold_after_th
     assert [(r.step, r.outcome) for r in late] == [(Step.CONFIRM, ConfirmOutcome.PAID_UNFULFILLED)]
 
 
+async def test_a_hold_paid_in_another_amount_ends_at_its_end_and_is_not_asked_about_again(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    assert held.checkout_id is not None
+    later(database, 601)
+    checkouts.pay(held.checkout_id, held.reservation_id, held.amount - 1, "pay-short")
+
+    [ended] = await reconcile_due(deps)
+
+    assert (ended.answer, ended.step) == (CheckoutAnswer.PAID, Step.EXPIRE)
+    assert status(database, held) is ReservationStatus.EXPIRED
+    later(database, 60)
+    assert await reconcile_due(deps) == []
+
+
+async def test_a_live_hold_paid_in_another_amount_is_left_to_its_end(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    assert held.checkout_id is not None
+    checkouts.pay(held.checkout_id, held.reservation_id, held.amount - 1, "pay-short")
+
+    found = await reconcile_reservation(deps, held.reservation_id)
+
+    assert (found.answer, found.step) == (CheckoutAnswer.PAID, Step.DONE)
+    assert status(database, held) is ReservationStatus.PENDING_PAYMENT
+
+
 async def test_an_outage_ends_the_hold_anyway_and_a_payment_found_later_is_confirmed_late(
     deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
