@@ -30,6 +30,7 @@ from tests.integration.flows import (
 from tests.rich_errors import rich_error
 from ticketing_service.config import Config
 from ticketing_service.domain.reconciliation import CheckoutAnswer, Step
+from ticketing_service.domain.reservations import ConfirmOutcome
 from ticketing_service.entrypoints import maintenance
 from ticketing_service.entrypoints.dev.payment_state import Fault
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -46,10 +47,11 @@ async def reconcile(stub: Stub, reservation_id: str) -> pb.ReconcileReservationR
 
 
 def follow_up_now(database_url: str, reservation_id: str) -> None:
-    """Bring a follow-up's time to now, as if its back-off had passed."""
+    """Bring a follow-up's time to now, as if its back-off had passed (none: nothing is due)."""
     sql(
         database_url,
-        "UPDATE reservations SET next_reconcile_time = now() WHERE reservation_id = $1",
+        "UPDATE reservations SET next_reconcile_time = now() WHERE reservation_id = $1"
+        " AND next_reconcile_time IS NOT NULL",
         reservation_id,
     )
 
@@ -161,16 +163,31 @@ async def test_an_unpaid_checkout_at_its_hold_end_expires_and_frees_its_seat(
 
     [ended] = await reconcile_due(deps)
 
-    assert (ended.answer, ended.step) == (CheckoutAnswer.REQUIRES_PAYMENT, Step.EXPIRE)
+    answer, step = CheckoutAnswer.REQUIRES_PAYMENT, Step.EXPIRE_AND_FOLLOW_UP
+    assert (ended.answer, ended.step) == (answer, step)
     assert status_of(database_url, held.reservation_id) == "expired"
     assert (
         await hold(stub, "next-buyer")
     ).status == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
-    assert sql(
-        database_url,
-        "SELECT next_reconcile_time FROM reservations WHERE reservation_id = $1",
-        held.reservation_id,
-    ) == [(None,)]
+
+
+async def test_a_payment_made_just_after_the_hold_end_is_found_though_its_callback_was_lost(
+    stub: Stub, deps: Dependencies, database_url: str, payment_service: PaymentService
+) -> None:
+    # Asked at its end the checkout was not paid yet, so the hold was expired and never asked
+    # about again: the payment that followed, its callback lost, was money without a seat.
+    await configure_event(stub)
+    held = await hold(stub, "payer")
+    end_hold(database_url, held.reservation_id)
+    [ended] = await reconcile_due(deps)
+    assert ended.answer is CheckoutAnswer.REQUIRES_PAYMENT
+    payment_service.state.mark_paid(held.checkout_id, payment_id="pay-at-the-last-moment")
+    follow_up_now(database_url, held.reservation_id)
+
+    [found] = await reconcile_due(deps)
+
+    assert (found.step, found.outcome) == (Step.CONFIRM, ConfirmOutcome.CONFIRMED)
+    assert status_of(database_url, held.reservation_id) == "confirmed"
 
 
 async def test_a_payment_found_after_an_outage_is_confirmed_late(

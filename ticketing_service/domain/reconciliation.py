@@ -86,6 +86,11 @@ def _for_hold(
     if answer is CheckoutAnswer.UNREACHABLE:
         # An outage must never keep a seat: the hold ends, the question stays open.
         return Step.EXPIRE_AND_FOLLOW_UP
+    if answer is CheckoutAnswer.REQUIRES_PAYMENT:
+        # Not paid yet, but payable until a grace past the hold's end: a payment started at
+        # the last moment (or by a payment service whose clock is behind, or that ignores
+        # `expiresAt`) and whose callback is lost is still found.
+        return Step.EXPIRE_AND_FOLLOW_UP
     return Step.EXPIRE
 
 

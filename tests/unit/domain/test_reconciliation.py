@@ -38,7 +38,7 @@ A = CheckoutAnswer
         ("pending_payment", A.PAYMENT_PENDING, ENDED, False, Step.KEEP_HOLD),
         ("pending_payment", A.PAYMENT_PENDING, ENDED, True, Step.EXPIRE_AND_FOLLOW_UP),
         ("pending_payment", A.UNREACHABLE, ENDED, False, Step.EXPIRE_AND_FOLLOW_UP),
-        ("pending_payment", A.REQUIRES_PAYMENT, ENDED, False, Step.EXPIRE),
+        ("pending_payment", A.REQUIRES_PAYMENT, ENDED, False, Step.EXPIRE_AND_FOLLOW_UP),
         ("pending_payment", A.CANCELLED, ENDED, False, Step.EXPIRE),
         ("pending_payment", A.EXPIRED, ENDED, False, Step.EXPIRE),
         ("pending_payment", A.NOT_FOUND, ENDED, False, Step.EXPIRE),

@@ -72,8 +72,16 @@ async def test_a_live_hold_not_paid_yet_is_asked_once_early_then_at_its_end(
     assert await reconcile_due(deps) == []
     later(database, 420)
     [at_end] = await reconcile_due(deps)
-    assert at_end.step is Step.EXPIRE
+    assert at_end.step is Step.EXPIRE_AND_FOLLOW_UP  # still payable for a grace
     assert status(database, held) is ReservationStatus.EXPIRED
+    later(database, 60)
+    [followed] = await reconcile_due(deps)
+    assert followed.step is Step.FOLLOW_UP
+    later(database, 300)
+    [last] = await reconcile_due(deps)
+    assert last.step is Step.DONE  # no longer payable: never asked again
+    later(database, 3600)
+    assert await reconcile_due(deps) == []
 
 
 async def test_a_payment_under_way_keeps_the_hold_and_its_seat_one_grace_longer(
