@@ -399,25 +399,31 @@ class Gate:
         self.arrived = asyncio.Condition()
         self.open = asyncio.Event()
 
+        self.checkouts_inside = 0
+
     async def __call__(self, request: httpx.Request) -> httpx.Response:
+        opening = request.method == "POST"
         async with self.arrived:
             self.inside += 1
+            self.checkouts_inside += opening
             self.most_inside = max(self.most_inside, self.inside)
             self.arrived.notify_all()
         await self.open.wait()
         self.inside -= 1
-        return httpx.Response(200, json=PAID)
+        return httpx.Response(201, json=CREATED) if opening else httpx.Response(200, json=PAID)
 
-    async def wait_for(self, count: int) -> None:
+    async def wait_for(self, count: int, *, checkouts: int = 0) -> None:
         async with asyncio.timeout(5), self.arrived:
-            await self.arrived.wait_for(lambda: self.inside >= count)
+            await self.arrived.wait_for(
+                lambda: self.inside >= count and self.checkouts_inside >= checkouts
+            )
 
 
 @pytest.mark.parametrize("cap", [2, 5])
 async def test_no_more_calls_than_the_cap_are_ever_in_flight(cap: int) -> None:
     gate = Gate()
     async with client_with(gate, timeout_seconds=5, max_outstanding=cap) as client:
-        calls = [asyncio.create_task(client.get_checkout("chk_1")) for _ in range(5)]
+        calls = [asyncio.create_task(client.create_checkout(REQUEST)) for _ in range(5)]
         await gate.wait_for(cap)
         # Time for a call beyond the cap to get in, were the cap broken; with it, none can.
         await asyncio.sleep(0.05)
@@ -427,6 +433,20 @@ async def test_no_more_calls_than_the_cap_are_ever_in_flight(cap: int) -> None:
     # With a cap of 5 all five are in at once (the control); with 2 never more than two.
     assert inside_before_opening == gate.most_inside == cap
     assert len(answers) == 5
+
+
+async def test_questions_in_flight_leave_half_the_slots_to_checkouts() -> None:
+    # A slow status endpoint held every slot with reconciliation's questions: users' checkouts
+    # waited for one until their timeout.
+    gate = Gate()
+    async with client_with(gate, timeout_seconds=5, max_outstanding=4) as client:
+        questions = [asyncio.create_task(client.get_checkout("chk_1")) for _ in range(6)]
+        await gate.wait_for(2)
+        checkouts = [asyncio.create_task(client.create_checkout(REQUEST)) for _ in range(2)]
+        await gate.wait_for(4, checkouts=2)
+        gate.open.set()
+        await asyncio.gather(*questions, *checkouts)
+    assert gate.most_inside == 4  # never past the cap
 
 
 async def test_a_call_that_cannot_get_a_slot_in_time_is_unreachable_and_sends_nothing() -> None:

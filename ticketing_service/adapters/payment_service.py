@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC
 from urllib.parse import quote
@@ -43,6 +44,9 @@ _LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
 # Calls in flight per process, across every use: reconciliation and refund passes can never
 # flood the payment service, and a slow one makes callers wait here (bounded by the timeout).
 DEFAULT_MAX_OUTSTANDING = 16
+# Questions and refunds (the background's calls, and the RPCs an operator asks them with) take
+# at most half of those: a slow status endpoint once held every slot with a batch of
+# reconciliation questions, and users' checkouts timed out waiting for one.
 # The contract's answers are a few hundred bytes. A body is read this far and no further, so a
 # wrong URL or a proxy that answers with a file costs a call at most this much memory (a
 # 300 MB answer read whole cost 610 MB). A body cut here is not JSON: a 2xx reads as malformed,
@@ -66,6 +70,7 @@ class HttpPaymentService:
         self._token = token
         self._timeout_seconds = timeout_seconds
         self._slots = asyncio.Semaphore(max_outstanding)
+        self._background_slots = asyncio.Semaphore(max(1, max_outstanding // 2))
         self._client = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_seconds),
@@ -80,7 +85,8 @@ class HttpPaymentService:
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         """Open (or replay) a reservation's checkout; raise PaymentServiceUnreachable/Refused."""
         key = f"reservation:{request.reservation_id}"
-        response = await self._send("POST", _CHECKOUTS_PATH, key, _checkout_body(request))
+        body = _checkout_body(request)
+        response = await self._send("POST", _CHECKOUTS_PATH, key, body, background=False)
         _raise_for_status(response, "the checkout", _TRANSIENT_FOR_CHECKOUTS)
         return checkout_from(response)
 
@@ -113,12 +119,15 @@ class HttpPaymentService:
         path: str,
         idempotency_key: str | None = None,
         body: dict[str, object] | None = None,
+        *,
+        background: bool = True,
     ) -> httpx.Response:
         # httpx's timeout bounds each read, not the whole exchange; asyncio.timeout bounds the
         # total (the wait for a slot included) so a server that drips one byte at a time, or a
         # queue of slow calls, still cannot hang the caller.
+        share = self._background_slots if background else contextlib.nullcontext()
         try:
-            async with asyncio.timeout(self._timeout_seconds), self._slots:
+            async with asyncio.timeout(self._timeout_seconds), share, self._slots:
                 request = self._client.build_request(
                     method, path, headers=self._headers(idempotency_key), json=body
                 )
