@@ -293,10 +293,20 @@ class FakeReservations:
         latest = max(mine, key=lambda r: r.create_time, default=None)
         return None if latest is None else self._with_registration(latest)
 
-    async def lock(self, reservation_id: str) -> LockedReservation | None:
+    async def lock(
+        self, reservation_id: str, payment_id: str | None = None
+    ) -> LockedReservation | None:
         """The reservation and the store's clock."""
         found = self._store.reservations.get(reservation_id)
-        return None if found is None else self._locked(found)
+        if found is None:
+            return None
+        elsewhere = payment_id is not None and any(
+            r.payment_id == payment_id
+            and r.reservation_id != reservation_id
+            and r.status in SETTLED_STATUSES
+            for r in self._store.reservations.values()
+        )
+        return replace(self._locked(found), paid_elsewhere=elsewhere)
 
     async def delivery_outcome(self, delivery: Delivery) -> DeliveryRecord | None:
         """The first delivery with this scheme and id."""

@@ -166,6 +166,31 @@ async def test_one_mismatched_payment_reported_for_two_reservations_is_owed_back
     assert await refunds_of(stub, second) == []
 
 
+async def test_a_payment_that_paid_one_reservation_pays_no_second_one(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    await configure_event(stub)
+    first, second = await hold(stub, "user-1"), await hold(stub, "user-2")
+    await stub.ConfirmPayment(payment_for(first, payment_id="pay-shared"))
+
+    # The second reservation's own checkout and amount, with the first one's payment: as a
+    # signed callback, then as the payment service answers reconciliation.
+    reused = await failure(stub.ConfirmPayment(payment_for(second, payment_id="pay-shared")))
+    payment_service.state.mark_paid(second.checkout_id, payment_id="pay-shared")
+    asked = await stub.ReconcileReservation(
+        pb.ReconcileReservationRequest(reservation_id=second.reservation_id)
+    )
+
+    # Both gave a second seat for one payment, and each seat's refund returned it again.
+    assert reused == (grpc.StatusCode.FAILED_PRECONDITION, "PAYMENT_MISMATCH")
+    assert asked.reservation.status == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
+    assert await refunds_of(stub, second) == []  # the payment is the first seat's
+    paid = "SELECT reservation_id::text FROM payments WHERE provider_payment_id = $1"
+    assert sql(database_url, paid + " AND status = 'paid'", "pay-shared") == [
+        (first.reservation_id,)
+    ]
+
+
 # The payment that settled a reservation is named
 
 

@@ -189,6 +189,8 @@ class LockedReservation:
     owed_back: frozenset[str] = frozenset()
     # The organizer cancelled the event (CancelEvent): nothing more is sold.
     event_cancelled: bool = False
+    # The payment being confirmed already paid another reservation: it pays no second one.
+    paid_elsewhere: bool = False
 
     @property
     def is_late(self) -> bool:
@@ -263,7 +265,8 @@ def payment_differences(locked: LockedReservation, claim: PaymentClaim) -> list[
     A settled (confirmed or paid-unfulfilled) reservation accepts only a repeat of the payment
     that settled it; any other payment against it is a mismatch, never a second registration.
     A payment owed back is one too: reported first with another amount, then as it should have
-    been, it would have had both its seat and its money back.
+    been, it would have had both its seat and its money back. So is a payment that already paid
+    another reservation: one payment, one seat.
     """
     reservation = locked.reservation
     expected: dict[str, object] = {
@@ -278,6 +281,10 @@ def payment_differences(locked: LockedReservation, claim: PaymentClaim) -> list[
         "amount": claim.amount,
         "currency_code": claim.currency_code,
     }
-    if reservation.status in SETTLED_STATUSES or claim.payment_id in locked.owed_back:
+    if (
+        reservation.status in SETTLED_STATUSES
+        or claim.payment_id in locked.owed_back
+        or locked.paid_elsewhere
+    ):
         expected["payment_id"], given["payment_id"] = reservation.payment_id, claim.payment_id
     return [name for name in expected if expected[name] != given[name]]

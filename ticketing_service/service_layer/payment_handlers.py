@@ -36,7 +36,7 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
     async with deps.uow() as uow:
         # Every confirmation of a reservation queues on this row lock, so two deliveries of
         # the same payment can never both see `pending_payment` and both register the user.
-        locked = await uow.holds.lock(claim.reservation_id)
+        locked = await uow.holds.lock(claim.reservation_id, claim.payment_id)
         if locked is None:
             raise errors.ReservationNotFound(
                 "No reservation has this id.", reservationId=claim.reservation_id

@@ -64,8 +64,11 @@ class HoldRepository(Protocol):
         """Lock and return the user's pending_payment reservation at the event, if any."""
         ...
 
-    async def lock(self, reservation_id: str) -> LockedReservation | None:
-        """Lock a reservation's row for the rest of the transaction and read it."""
+    async def lock(
+        self, reservation_id: str, payment_id: str | None = None
+    ) -> LockedReservation | None:
+        """Lock a reservation's row for the rest of the transaction and read it; with the
+        payment being confirmed, whether it already paid another reservation."""
         ...
 
     async def all_seats_taken(self, event_id: str, tier_id: str) -> bool:

@@ -94,6 +94,11 @@ def test_a_settled_reservation_takes_only_the_payment_that_settled_it() -> None:
     assert payment_differences(locked, replace(CLAIM, payment_id="pay-2")) == ["payment_id"]
 
 
+def test_a_payment_that_paid_another_reservation_is_a_mismatch_here() -> None:
+    locked = LockedReservation(HELD, NOW, paid_elsewhere=True)
+    assert payment_differences(locked, CLAIM) == ["payment_id"]
+
+
 @pytest.mark.parametrize(
     ("locked", "seats", "outcome"),
     [

@@ -133,6 +133,20 @@ async def test_a_second_payment_of_a_settled_reservation_is_a_mismatch(
         await confirm_payment(deps, paying(held, payment_id="pay-again", delivery=None))
 
 
+async def test_a_payment_that_paid_another_reservation_pays_no_second_one(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    first, second = await hold(deps, database), await hold(deps, database, "another-payer")
+    await confirm_payment(deps, paying(first, payment_id="pay-shared"))
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(deps, paying(second, payment_id="pay-shared"))
+    assert (
+        database.store.reservations[second.reservation_id].status
+        is ReservationStatus.PENDING_PAYMENT
+    )
+    assert [r.payment_id for r in database.store.refunds.values()] == []
+
+
 async def test_a_late_payment_with_a_free_seat_is_confirmed_and_flagged_late(
     deps: Dependencies, database: FakeDatabase
 ) -> None:

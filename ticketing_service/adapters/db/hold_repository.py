@@ -69,13 +69,18 @@ class SqlHoldRepository:
         read = (
             None
             if row is None
-            else await self._tx.one(self._read_locked, {"id": row["reservation_id"]})
+            else await self._tx.one(
+                self._read_locked, {"id": row["reservation_id"], "payment": None}
+            )
         )
         await self._pause("pending_checked")
         return None if read is None else _locked(read)
 
-    async def lock(self, reservation_id: str) -> LockedReservation | None:
-        """Lock the reservation's row and read it with the database's clock.
+    async def lock(
+        self, reservation_id: str, payment_id: str | None = None
+    ) -> LockedReservation | None:
+        """Lock the reservation's row and read it with the database's clock (and whether
+        `payment_id`, the payment being confirmed, already paid another reservation).
 
         The lock is taken in one statement and the read is the next one. In READ COMMITTED a
         statement that waits for a row lock returns the row's newest version but joins and
@@ -84,7 +89,7 @@ class SqlHoldRepository:
         everything committed by whoever held the lock before us.
         """
         lock = " FOR UPDATE" if self._locking else ""
-        params = {"id": reservation_id}
+        params = {"id": reservation_id, "payment": payment_id}
         locked = await self._tx.one(
             f"SELECT reservation_id FROM reservations WHERE reservation_id = %(id)s{lock}", params
         )
@@ -199,4 +204,5 @@ def _locked(row: Row) -> LockedReservation:
         row["user_registered"],
         frozenset(row["owed_back"]),
         row["event_cancelled"],
+        row["paid_elsewhere"],
     )

@@ -19,7 +19,10 @@ _READ_LOCKED = (
     " ARRAY(SELECT x.payment_id FROM refunds x WHERE x.reservation_id = r.reservation_id"
     " AND x.status <> 'failed') AS owed_back,"
     " EXISTS (SELECT 1 FROM ticketing_settings s WHERE s.event_id = r.event_id"
-    " AND s.cancel_time IS NOT NULL) AS event_cancelled"
+    " AND s.cancel_time IS NOT NULL) AS event_cancelled,"
+    # The payment being confirmed (none: NULL) already paid another reservation.
+    " EXISTS (SELECT 1 FROM payments p WHERE p.provider_payment_id = %(payment)s"
+    " AND p.status = 'paid' AND p.reservation_id <> r.reservation_id) AS paid_elsewhere"
     f" FROM {FROM} WHERE r.reservation_id = %(id)s"
 )
 READ_LOCKED = _READ_LOCKED.format(clock="statement_timestamp()")
