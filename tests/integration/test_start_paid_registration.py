@@ -193,10 +193,12 @@ async def test_unknown_events_and_tiers_are_not_found(stub: Stub) -> None:
     assert await failure(start(stub, "u", "nope")) == (grpc.StatusCode.NOT_FOUND, "TIER_NOT_FOUND")
 
 
-async def test_a_tier_outside_its_sale_window_is_not_on_sale(stub: Stub) -> None:
-    later = paid_tier("later")
+@pytest.mark.parametrize("price", [PRICE, 0], ids=["paid", "free"])
+async def test_a_tier_outside_its_sale_window_is_not_on_sale(stub: Stub, price: int) -> None:
+    # A free tier answered requires_payment=false there: Moim registered users after the sale.
+    later = paid_tier("later", price)
     later.sale_start_time.FromDatetime(datetime.now(UTC) + timedelta(days=1))
-    over = paid_tier("over")
+    over = paid_tier("over", price)
     over.sale_end_time.FromDatetime(datetime.now(UTC) - timedelta(seconds=1))
     await configure_event(stub, later, over)
     for tier in ("later", "over"):
@@ -213,11 +215,18 @@ async def test_a_tier_on_sale_from_1970_to_the_last_second_of_9999_sells(stub: S
     assert (await hold(stub, "u")).status == PENDING
 
 
-async def test_a_retained_tier_is_not_on_sale(stub: Stub) -> None:
+async def test_a_retained_tier_is_not_on_sale_but_a_retry_gets_its_live_hold(
+    stub: Stub, payment_service: PaymentService
+) -> None:
     await configure_event(stub, paid_tier("vip"), paid_tier("floor"))
-    await hold(stub, "holder", "vip")
+    held = await hold(stub, "holder", "vip")
     await configure_event(stub, paid_tier("floor"))
+
     assert (await failure(start(stub, "u", "vip")))[1] == "TIER_NOT_ON_SALE"
+    # The holder's retry (a double submit) answered TIER_NOT_ON_SALE while the hold, still
+    # payable, stood: Moim told a user who could pay that nothing was on sale.
+    assert await hold(stub, "holder", "vip") == held
+    assert sum(payment_service.state.created_per_key.values()) == 1
 
 
 async def test_an_external_event_does_not_take_payments_here(stub: Stub) -> None:

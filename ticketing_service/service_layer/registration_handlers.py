@@ -61,9 +61,10 @@ async def _hold_seat(
     deps: Dependencies, command: StartRegistration
 ) -> tuple[Reservation, str] | None:
     async with deps.uow() as uow:
-        settings = await uow.settings.get(command.event_id)
-        tier = _paid_tier_on_sale(settings, command)
-        if settings is None or tier is None:
+        settings = _event_on(await uow.settings.get(command.event_id), command.event_id)
+        tier = _tier(settings, command.tier_id)
+        if not tier.is_paid:
+            _check_on_sale(settings, tier)
             return None
         order_name = f"{settings.event_title or settings.event_id} - {tier.name}"
         # Lock order: the user at the event, then their pending hold, then the tier. Settings
@@ -72,7 +73,10 @@ async def _hold_seat(
         await uow.holds.lock_user(command.event_id, command.user_id)
         existing = await _reusable_hold(uow, command)
         if existing is not None:
+            # A retry gets its hold even once the tier stopped selling (its sale ended, it
+            # was removed, the event left paid ticketing): the hold is still payable.
             return existing, order_name
+        _check_paid_sale(settings, tier)
         # A full tier answers at once: in a rush most buyers find it full, and queueing each of
         # them on the tier's lock only to count it again would make the buyers behind them wait
         # too. A seat is still only ever given under the lock, after counting there.
@@ -91,17 +95,25 @@ async def _hold_seat(
     return reservation, order_name
 
 
-def _paid_tier_on_sale(settings: Settings | None, command: StartRegistration) -> Tier | None:
-    """The tier to hold a seat in; None for a free tier; an error when none can be sold."""
+def _event_on(settings: Settings | None, event_id: str) -> Settings:
+    """The event's settings; an error when it has none or was cancelled."""
     if settings is None:
-        raise errors.EventNotFound("The event has no ticketing settings.", eventId=command.event_id)
+        raise errors.EventNotFound("The event has no ticketing settings.", eventId=event_id)
     if settings.cancel_time is not None:
-        raise _event_cancelled(command.event_id)
-    tier = settings.tier(command.tier_id)
+        raise _event_cancelled(event_id)
+    return settings
+
+
+def _tier(settings: Settings, tier_id: str) -> Tier:
+    """The tier asked for; TierNotFound when the event has none such."""
+    tier = settings.tier(tier_id)
     if tier is None:
-        raise errors.TierNotFound("The event has no such tier.", tierId=command.tier_id)
-    if not tier.is_paid:
-        return None
+        raise errors.TierNotFound("The event has no such tier.", tierId=tier_id)
+    return tier
+
+
+def _check_paid_sale(settings: Settings, tier: Tier) -> None:
+    """An error unless a new seat of this paid tier can be sold now."""
     if settings.mode is not TicketingMode.PAID or not settings.enabled:
         raise errors.PaidTicketingNotEnabled(
             "The event does not take payments through this service.", eventId=settings.event_id
@@ -111,9 +123,13 @@ def _paid_tier_on_sale(settings: Settings | None, command: StartRegistration) ->
             "The event has paid tiers but no currency; save its settings with a currency.",
             eventId=settings.event_id,
         )
+    _check_on_sale(settings, tier)
+
+
+def _check_on_sale(settings: Settings, tier: Tier) -> None:
+    """TierNotOnSale outside the tier's sale window, or once it is retained (free or paid)."""
     if not tier.is_on_sale(datetime.now(UTC), settings.event_start_time):
         raise errors.TierNotOnSale("The tier is not on sale now.", tierId=tier.tier_id)
-    return tier
 
 
 def _sold_out(tier: Tier) -> errors.SoldOut:

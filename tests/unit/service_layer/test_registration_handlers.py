@@ -109,6 +109,48 @@ async def test_an_event_or_tier_that_cannot_sell_is_refused(
         await start_paid_registration(deps, command)  # type: ignore[arg-type]  # a StartRegistration
 
 
+@pytest.mark.parametrize("change", ["sale over", "retained", "external", "disabled"])
+async def test_a_retry_gets_its_live_hold_once_the_tier_stopped_selling(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts, change: str
+) -> None:
+    first = await start_paid_registration(deps, registration("user-1"))
+    settings = database.store.settings[EVENT]
+    vip = settings.tiers[0]
+    database.store.settings[EVENT] = {
+        "sale over": replace(
+            settings,
+            tiers=(replace(vip, sale_end_time=database.store.now - timedelta(1)),),
+        ),
+        "retained": replace(settings, tiers=(replace(vip, retained=True),)),
+        "external": replace(settings, mode=TicketingMode.EXTERNAL),
+        "disabled": replace(settings, enabled=False),
+    }[change]
+
+    again = await start_paid_registration(deps, registration("user-1"))
+
+    assert again.reservation == first.reservation
+    assert len(checkouts.asked) == 1
+    with pytest.raises((errors.TierNotOnSale, errors.PaidTicketingNotEnabled)):
+        await start_paid_registration(deps, registration("user-2"))  # a new buyer is refused
+
+
+@pytest.mark.parametrize("change", ["sale over", "sale not started", "retained"])
+async def test_a_free_tier_outside_its_sale_is_not_on_sale(
+    deps: Dependencies, database: FakeDatabase, change: str
+) -> None:
+    now = database.store.now
+    free = Tier("free", "Free", 0, None)
+    database.store.settings[EVENT] = paid_event(
+        {
+            "sale over": replace(free, sale_end_time=now - timedelta(1)),
+            "sale not started": replace(free, sale_start_time=now + timedelta(1)),
+            "retained": replace(free, retained=True),
+        }[change]
+    )
+    with pytest.raises(errors.TierNotOnSale):
+        await start_paid_registration(deps, registration("user-1", tier_id="free"))
+
+
 async def test_the_last_seat_taken_answers_sold_out(deps: Dependencies) -> None:
     await start_paid_registration(deps, registration("first"))
     with pytest.raises(errors.SoldOut):
