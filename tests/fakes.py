@@ -683,10 +683,20 @@ class FakeEvents:
         kept = [e.sequence for e in self._store.events if e.sequence]
         return (min(kept) if kept else None), self._store.last_sequence
 
-    async def prune_before(self, cutoff: datetime, limit: int) -> int:
-        """Up to `limit` numbered events before `cutoff` deleted, the lowest numbers first."""
+    async def first_kept_after(self, cutoff: datetime) -> int | None:
+        """The lowest number of an event stamped at or after `cutoff`."""
+        kept = [e.sequence for e in self._store.events if e.sequence and e.create_time >= cutoff]
+        return min(kept, default=None)
+
+    async def prune_before(self, cutoff: datetime, below: int | None, limit: int) -> int:
+        """Up to `limit` numbered events before `cutoff` and below `below` deleted, the lowest
+        numbers first."""
         old = sorted(
-            (e for e in self._store.events if e.sequence and e.create_time < cutoff),
+            (
+                e
+                for e in self._store.events
+                if e.sequence and e.create_time < cutoff and (below is None or e.sequence < below)
+            ),
             key=lambda e: e.sequence,
         )
         pruned = {id(e) for e in old[:limit]}

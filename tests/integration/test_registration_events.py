@@ -271,6 +271,28 @@ async def test_pruned_events_are_gone_and_a_consumer_behind_them_is_told(
     assert [e.sequence for e in await all_events(stub, after=3)] == [4]
 
 
+async def test_an_event_stamped_before_the_cutoff_but_numbered_after_a_kept_one_is_kept(
+    stub: Stub, deps: Dependencies, database_url: str
+) -> None:
+    # An event is stamped when its transaction begins and numbered once it commits: a slow
+    # transaction's event gets an older stamp and a higher number than a quicker one's. Pruned
+    # by its stamp, it left a gap inside the kept range, and no EVENTS_PRUNED told of it.
+    await configure_event(stub, paid_tier("vip"))
+    for user in range(4):
+        await hold(stub, f"user-{user}")
+    await sequence_events(deps)
+    sql(
+        database_url,
+        "UPDATE registration_events SET create_time = now() - interval '40 days'"
+        " WHERE sequence IN (1, 3)",
+    )
+
+    pruned = await prune_history(deps, datetime.now(UTC) - timedelta(days=30))
+
+    assert pruned["registration_events"] == 1
+    assert [e.sequence for e in await all_events(stub, after=1)] == [2, 3, 4]
+
+
 async def test_a_consumer_whose_cursor_is_ahead_of_the_feed_is_told_not_left_waiting(
     stub: Stub, deps: Dependencies
 ) -> None:

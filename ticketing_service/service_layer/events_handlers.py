@@ -158,8 +158,15 @@ async def prune_history(
     could never be done. A failure keeps the batches committed before it.
     """
 
+    # Only numbers below the first one kept: an event is numbered once its transaction
+    # commits, but stamped when it began, so an older stamp may carry a higher number than a
+    # newer one. Pruning by stamp alone deleted such a number inside the kept range, a gap a
+    # consumer resuming at the first retained sequence skipped with no EVENTS_PRUNED.
+    async with deps.uow() as uow:
+        below = await uow.events.first_kept_after(cutoff)
+
     def events(uow: UnitOfWork) -> Awaitable[int]:
-        return uow.events.prune_before(cutoff, batch_size)
+        return uow.events.prune_before(cutoff, below, batch_size)
 
     pruned = {"registration_events": await _in_batches(deps, events, batch_size)}
     for kind in get_args(PrunedRecords):

@@ -310,9 +310,13 @@ class EventsRepository(Protocol):
         """The lowest number still kept (None when none is) and the last number given."""
         ...
 
-    async def prune_before(self, cutoff: datetime, limit: int) -> int:
-        """Delete up to `limit` numbered events created before `cutoff`, the lowest numbers
-        first; return how many."""
+    async def first_kept_after(self, cutoff: datetime) -> int | None:
+        """The lowest number of an event created at or after `cutoff` (None: none is)."""
+        ...
+
+    async def prune_before(self, cutoff: datetime, below: int | None, limit: int) -> int:
+        """Delete up to `limit` numbered events created before `cutoff` and numbered below
+        `below` (None: any number), the lowest numbers first; return how many."""
         ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -57,6 +58,26 @@ async def test_a_consumer_behind_pruned_events_is_told_where_to_resume(
     assert pruned.value.metadata == {"firstRetainedSequence": "2"}
     page = await list_registration_events(deps, after_sequence=1, page_size=10)
     assert [e.reservation.user_id for e in page.events] == ["new"]
+
+
+async def test_pruning_keeps_every_number_from_the_first_one_kept(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    for user in ("a", "b", "c"):
+        await start_paid_registration(deps, registration(user))
+    await sequence_events(deps)
+    later(database, 86_400)
+    cutoff = database.store.now - timedelta(hours=1)
+    # b's transaction began after the cutoff; c's, numbered after it, before.
+    database.store.events = [
+        replace(e, create_time=cutoff) if e.sequence == 2 else e for e in database.store.events
+    ]
+
+    counts = await prune_history(deps, cutoff)
+
+    assert counts["registration_events"] == 1
+    page = await list_registration_events(deps, after_sequence=1, page_size=10)
+    assert [e.reservation.user_id for e in page.events] == ["b", "c"]
 
 
 async def test_a_consumer_ahead_of_the_feed_is_told_the_last_sequence(deps: Dependencies) -> None:

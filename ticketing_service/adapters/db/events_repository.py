@@ -121,16 +121,27 @@ class SqlEventsRepository:
         first_kept = None if row["first_kept"] is None else int(row["first_kept"])
         return first_kept, int(row["last_given"])
 
-    async def prune_before(self, cutoff: datetime, limit: int) -> int:
-        """Delete up to `limit` numbered events created before `cutoff`, the lowest numbers
-        first (so a pruning that stops midway leaves no gap a consumer could skip unawares:
-        what is kept starts at the first retained sequence); return how many."""
+    async def first_kept_after(self, cutoff: datetime) -> int | None:
+        """The lowest number of an event created at or after `cutoff` (None: none is)."""
+        row = await self._tx.one(
+            "SELECT min(sequence) AS first FROM registration_events"
+            " WHERE create_time >= %(cutoff)s",
+            {"cutoff": cutoff},
+        )
+        assert row is not None
+        return None if row["first"] is None else int(row["first"])
+
+    async def prune_before(self, cutoff: datetime, below: int | None, limit: int) -> int:
+        """Delete up to `limit` numbered events created before `cutoff` and numbered below
+        `below` (None: any number), the lowest numbers first; return how many."""
         row = await self._tx.one(
             "WITH pruned AS (DELETE FROM registration_events WHERE event_row_id IN"
             " (SELECT event_row_id FROM registration_events WHERE create_time < %(cutoff)s"
-            " AND sequence IS NOT NULL ORDER BY sequence LIMIT %(n)s) RETURNING 1)"
+            " AND sequence IS NOT NULL"
+            " AND (CAST(%(below)s AS bigint) IS NULL OR sequence < %(below)s)"
+            " ORDER BY sequence LIMIT %(n)s) RETURNING 1)"
             " SELECT count(*) AS n FROM pruned",
-            {"cutoff": cutoff, "n": limit},
+            {"cutoff": cutoff, "below": below, "n": limit},
         )
         assert row is not None
         return int(row["n"])
