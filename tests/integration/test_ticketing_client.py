@@ -130,6 +130,17 @@ async def test_a_timeout_must_be_positive() -> None:
             TicketingClient(channel, timeout=0)
 
 
+@pytest.mark.parametrize("token", ["\u2026", "tok\u200b", "new tok,old-tok", "caf\u00e9"])
+async def test_a_token_a_header_cannot_carry_is_refused_at_construction(token: str) -> None:
+    with pytest.raises(ValueError, match="visible ASCII") as refused:
+        TicketingClient.connect("127.0.0.1:1", token=token)
+    async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:
+        with pytest.raises(ValueError, match="visible ASCII"):
+            TicketingClient(channel, token=token)
+
+    assert token.split(",")[0].strip() not in str(refused.value)
+
+
 async def test_the_refund_calls_are_typed_and_carry_their_reasons(client: TicketingClient) -> None:
     tier = settings_pb2.TierInput(tier_id="vip", name="VIP", price_amount=1000, capacity=1)
     await client.update_ticketing_settings(

@@ -119,6 +119,23 @@ def keepalive_options(seconds: float = DEFAULT_KEEPALIVE_SECONDS) -> list[tuple[
     ]
 
 
+def _sent_token(token: str | None) -> str:
+    """The token a call sends: of a comma-separated list (the server's TICKETING_GRPC_TOKEN during
+    a rotation, newest first) the first, stripped; "" sends none.
+
+    Anything but visible ASCII is refused, as the server refuses it at start: gRPC would fail
+    every call that sent it ("Invalid metadata"). The message shows none of the token.
+    """
+    sent = (token or "").split(",")[0].strip()
+    bad = next((i for i, c in enumerate(sent, start=1) if not "!" <= c <= "~"), None)
+    if bad is not None:
+        raise ValueError(
+            "The ticketing client token may hold only visible ASCII characters, no spaces (it is "
+            f"sent in a request header); the token has another at position {bad}."
+        )
+    return sent
+
+
 class TicketingClient:
     """TicketingService over one grpc.aio channel; use `async with` or call `aclose()`.
 
@@ -137,9 +154,7 @@ class TicketingClient:
             raise ValueError("The ticketing client timeout must be a positive number of seconds.")
         self._channel = channel
         self._stub = pb_grpc.TicketingServiceStub(channel)
-        # A comma-separated list (the server's TICKETING_GRPC_TOKEN during a rotation, newest
-        # first) sends its first token.
-        sent = (token or "").split(",")[0].strip()
+        sent = _sent_token(token)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {sent}"),) if sent else ()
         )
@@ -162,6 +177,7 @@ class TicketingClient:
         It pings as `keepalive_options` says, so that a quiet feed stream to a server whose
         machine is gone ends instead of waiting forever.
         """
+        _sent_token(token)  # a token it refuses, refused before a channel is opened
         options = keepalive_options(keepalive_seconds)
         if root_certificates is None:
             channel = grpc.aio.insecure_channel(target, options=options)
