@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	ticketingv1 "github.com/moim/ticketing/clients/go/moim/ticketing/v1"
@@ -42,8 +43,8 @@ func run(address, token, eventID string) error {
 		return fmt.Errorf("dial %s: %w", address, err)
 	}
 	defer conn.Close()
-	if token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	if sent := sentToken(token); sent != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+sent)
 	}
 	client := ticketingv1.NewTicketingServiceClient(conn)
 	response, err := client.GetTicketingSettings(ctx, &ticketingv1.GetTicketingSettingsRequest{EventId: eventID})
@@ -53,6 +54,13 @@ func run(address, token, eventID string) error {
 	settings := response.GetSettings()
 	fmt.Printf("event %s: mode %s, %d tiers\n", settings.GetEventId(), settings.GetMode(), len(settings.GetTiers()))
 	return nil
+}
+
+// sentToken returns the token a call sends: of a comma-separated list (the server's
+// TICKETING_GRPC_TOKEN during a rotation, newest first) the first, trimmed, as the Python and
+// TypeScript clients and the webhook shim send it; "" sends none.
+func sentToken(token string) string {
+	return strings.TrimSpace(strings.SplitN(token, ",", 2)[0])
 }
 
 // reason returns the service's ErrorInfo reason of a failed call, or "" when it has none.
