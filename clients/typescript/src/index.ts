@@ -46,7 +46,9 @@ export interface TicketingClientOptions {
   /** `host:port` (plain HTTP/2 with prior knowledge, or TLS when `tls` is given), or a full
    * `http://` or `https://` base URL. */
   address: string;
-  /** The server's TICKETING_GRPC_TOKEN, sent as `authorization: Bearer <token>`; empty: none. */
+  /** The server's TICKETING_GRPC_TOKEN, sent as `authorization: Bearer <token>`; empty: none.
+   * Of a comma-separated list (the server's, during a rotation, newest first) the first token is
+   * sent, trimmed, as the Python client and the webhook shim do. */
   token?: string;
   /** TLS, and mutual TLS with a client certificate: PEM text, not file paths. Unset: no TLS
    * (unless the address is `https://`, which then trusts Node's default roots). */
@@ -70,10 +72,11 @@ export interface TicketingClientOptions {
 /** Creates a client; the transport keeps one HTTP/2 session to the server and reuses it. */
 export function createTicketingClient(options: TicketingClientOptions): TicketingClient {
   const retry = options.retry === false ? [] : [{ ...DEFAULT_RETRY_POLICY, ...options.retry }];
+  const token = sentToken(options.token);
   const interceptors = [
     ...retry.map((policy) => retryInterceptor(policy)),
     // An empty token means none, as an empty TICKETING_GRPC_TOKEN does on the server.
-    ...(options.token ? [bearerToken(options.token)] : []),
+    ...(token ? [bearerToken(token)] : []),
     ...(options.interceptors ?? []),
   ];
   const transport = createTransport({
@@ -85,6 +88,11 @@ export function createTicketingClient(options: TicketingClientOptions): Ticketin
     pingTimeoutMs: options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
   });
   return createClient(TicketingService, transport);
+}
+
+/** The token sent of `token`: its first comma-separated token, trimmed ("" when none). */
+function sentToken(token: string | undefined): string {
+  return (token ?? "").split(",")[0]?.trim() ?? "";
 }
 
 function bearerToken(token: string): Interceptor {

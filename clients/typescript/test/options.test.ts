@@ -1,7 +1,14 @@
 /** The back-off schedule and the client options that are refused before any connection. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { DEFAULT_RETRY_POLICY, createTicketingClient } from "../src/index.js";
+import {
+  Code,
+  ConnectError,
+  DEFAULT_RETRY_POLICY,
+  type Interceptor,
+  type TicketingClientOptions,
+  createTicketingClient,
+} from "../src/index.js";
 import { backoffMs } from "../src/retry.js";
 
 test("the back-off ceiling doubles from initialBackoffMs up to maxBackoffMs", () => {
@@ -36,4 +43,30 @@ test("a retry policy of zero attempts or fractions is refused", () => {
   assert.throws(
     () => createTicketingClient({ address: "127.0.0.1:1", retry: { initialBackoffMs: 0.5 } }),
   );
+});
+
+/** The authorization header a call of a client with `token` carries (no connection is made). */
+async function authorizationSent(token: TicketingClientOptions["token"]): Promise<string | null> {
+  let sent: string | null = null;
+  const record: Interceptor = () => async (request) => {
+    sent = request.header.get("authorization");
+    throw new ConnectError("recorded", Code.Canceled);
+  };
+  const client = createTicketingClient({ address: "127.0.0.1:1", token, interceptors: [record] });
+  await assert.rejects(client.getTicketingSettings({ eventId: "event-1" }), /recorded/);
+  return sent;
+}
+
+test("the token is sent as a bearer token", async () => {
+  assert.equal(await authorizationSent("s3cret"), "Bearer s3cret");
+});
+
+test("of a comma-separated token (the server's, during a rotation) the first is sent, trimmed", async () => {
+  assert.equal(await authorizationSent(" new-tok , old-tok"), "Bearer new-tok");
+});
+
+test("an empty token, or only separators and spaces, sends no authorization header", async () => {
+  assert.equal(await authorizationSent(""), null);
+  assert.equal(await authorizationSent(" ,old-tok"), null);
+  assert.equal(await authorizationSent(undefined), null);
 });

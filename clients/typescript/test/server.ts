@@ -43,11 +43,15 @@ export interface RunningServer {
 /**
  * Starts a server with the given extra environment (e.g. TICKETING_GRPC_TOKEN). DATABASE_URL and
  * TICKETING_GRPC_TOKEN are never inherited from the caller's environment. `serve` needs a payment
- * service URL: unless `env` names one, it is a port nothing listens on (no test here opens a
- * checkout through a bare server; the paid flow runs on the dev stack).
+ * service URL and token: unless `env` names them, a port nothing listens on and a placeholder (no
+ * test here opens a checkout through a bare server; the paid flow runs on the dev stack).
  */
 export async function startServer(env: Record<string, string> = {}): Promise<RunningServer> {
-  const serverEnv = { TICKET_PAYMENT_SERVICE_URL: "http://127.0.0.1:9", ...env };
+  const serverEnv = {
+    TICKET_PAYMENT_SERVICE_URL: "http://127.0.0.1:9",
+    TICKET_PAYMENT_SERVICE_TOKEN: "e2e-payment-token",
+    ...env,
+  };
   const { log, stop, run } = await spawnService("the ticketing server", serverEnv, [
     "serve",
     "--listen",
