@@ -124,14 +124,21 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser(
         "dev", help="run Postgres, the server, the shim and a sandbox payment service together"
     )
+    # dev reads no *_LISTEN setting: these flags alone set its addresses.
     dev.add_argument(
-        "--grpc-listen", default=stack.DEFAULT_GRPC_LISTEN, help="the gRPC server's address"
+        "--grpc-listen",
+        default=stack.DEFAULT_GRPC_LISTEN,
+        help=f"the gRPC server's address (default: {stack.DEFAULT_GRPC_LISTEN})",
     )
     dev.add_argument(
-        "--webhook-listen", default=stack.DEFAULT_WEBHOOK_LISTEN, help="the shim's address"
+        "--webhook-listen",
+        default=stack.DEFAULT_WEBHOOK_LISTEN,
+        help=f"the shim's address (default: {stack.DEFAULT_WEBHOOK_LISTEN})",
     )
     dev.add_argument(
-        "--sandbox-listen", default=stack.DEFAULT_SANDBOX_LISTEN, help="the sandbox's address"
+        "--sandbox-listen",
+        default=stack.DEFAULT_SANDBOX_LISTEN,
+        help=f"the sandbox's address (default: {stack.DEFAULT_SANDBOX_LISTEN})",
     )
     webhook = commands.add_parser("webhook", help="run the payment-callback webhook shim")
     webhook.add_argument(
