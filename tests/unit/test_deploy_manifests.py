@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 # preStop sleep needs 1.30; the oldest Kubernetes these manifests are checked against.
 KUBERNETES_VERSION = "1.30"
-NOT_APPLIED_BY_KUSTOMIZE = {"migrate-job.yaml", "secret.example.yaml", "kustomization.yaml"}
+NOT_APPLIED_BY_KUSTOMIZE = {"secret.example.yaml", "kustomization.yaml"}
+COMPONENT = "app.kubernetes.io/component"
 
 Manifest = dict[str, Any]
 
@@ -109,12 +110,41 @@ def test_no_manifest_pins_a_namespace_and_every_one_is_labelled() -> None:
         assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "ticketing-service"
 
 
-def test_kustomize_applies_every_manifest_but_the_job_and_the_secret_template() -> None:
+def test_kustomize_applies_every_manifest_but_the_secret_template() -> None:
     [kustomization] = [doc for _, doc in documents() if doc["kind"] == "Kustomization"]
     expected = {p.name for p in MANIFESTS.glob("*.yaml")} - NOT_APPLIED_BY_KUSTOMIZE
     assert set(kustomization["resources"]) == expected
     [image] = kustomization["images"]
+    # The release's tag set there reaches every container, the migration Job's included.
     assert {image["name"]} == {c["image"].rsplit(":", 1)[0] for _, c in containers()}
+
+
+def selected(selector: str) -> set[tuple[str, str]]:
+    """The objects `kubectl apply -k ... -l <selector>` applies (`key=value` or `key!=value`)."""
+    match = re.fullmatch(r"([\w./-]+)(!?)=([\w.-]+)", selector)
+    assert match, selector
+    key, negated, value = match.groups()
+    return {
+        (obj["kind"], obj["metadata"]["name"])
+        for obj in objects()
+        if obj["kind"] != "Secret"
+        and (obj["metadata"].get("labels", {}).get(key) == value) != bool(negated)
+    }
+
+
+def test_the_rollout_selects_the_config_then_the_job_then_all_but_the_job() -> None:
+    """docs/operations.md applies the kustomization in steps: the ConfigMap the Job reads, the
+    Job alone (waited for), then everything else, so no Deployment rolls before the schema."""
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    steps = re.findall(r"apply -k deploy/kubernetes -l '?([^'\s]+)'?", runbook)
+    assert steps == [f"{COMPONENT}=config", f"{COMPONENT}=migrate", f"{COMPONENT}!=migrate"]
+    config, job, rest = (selected(step) for step in steps)
+
+    assert config == {("ConfigMap", "ticketing-config")}
+    assert job == {("Job", "ticketing-migrate")}
+    assert rest == {(o["kind"], o["metadata"]["name"]) for o in objects()} - job - {
+        ("Secret", "ticketing-secrets")
+    }
 
 
 def test_every_container_runs_one_pinned_image() -> None:
