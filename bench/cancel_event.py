@@ -137,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="scripts/bench cancel-event", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--registrations", type=int, default=2000, help="per event (2000)")
-    parser.add_argument("--runs", type=int, default=3, help="events cancelled one after another")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="events cancelled one after another (3)"
+    )
     args = parser.parse_args(argv)
     with database() as url:
         bootstrap.migrate(Config.from_env({"DATABASE_URL": url}), url)

@@ -82,7 +82,7 @@ async def test_after_a_restore_reconcile_settles_the_payments_made_since_and_the
         TICKET_PAYMENT_SERVICE_TOKEN=PAYMENT_TOKEN,
     )
     assert reconciled.returncode == 0, reconciled.stderr
-    assert "asked about 1 reservations (1 paid); 1 settled" in reconciled.stdout
+    assert "asked about 1 reservation (1 paid); 1 settled" in reconciled.stdout
 
     async with serving(service_config(backup_url, payment_service.url)) as (stub, service):
         # Paid after the backup for a hold the backup has: settled again, with its seat.

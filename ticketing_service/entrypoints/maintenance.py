@@ -96,7 +96,7 @@ async def reconcile(config: Config, reservation_id: str | None, since: timedelta
     if unasked:
         print(
             f"ticketing-service: the payment service could not be asked about {unasked} of "
-            f"{len(done)} checkouts (unreachable, above): run reconcile again.",
+            f"{counted(len(done), 'checkout')} (unreachable, above): run reconcile again.",
             file=sys.stderr,
         )
         return UNASKED_EXIT_CODE
@@ -116,5 +116,11 @@ def _report(done: Sequence[Reconciled]) -> None:
     settled_count = sum(1 for found in done if found.outcome is not None)
     summary = ", ".join(f"{count} {answer}" for answer, count in sorted(tally.items()))
     print(
-        f"asked about {len(done)} reservations ({summary or 'none due'}); {settled_count} settled"
+        f"asked about {counted(len(done), 'reservation')} ({summary or 'none due'});"
+        f" {settled_count} settled"
     )
+
+
+def counted(count: int, noun: str) -> str:
+    """`1 reservation`, `2 reservations`, `0 reservations`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
