@@ -605,6 +605,18 @@ def test_serve_refuses_a_reachable_address_with_neither_token_nor_mutual_tls(
     assert "--insecure" in line
 
 
+@pytest.mark.parametrize("flag", ["--grpc-listen", "--webhook-listen", "--sandbox-listen"])
+def test_dev_refuses_a_reachable_address(tmp_path: Path, flag: str) -> None:
+    # It served every call unauthenticated on 0.0.0.0 (its banner said 127.0.0.1), even with
+    # TICKETING_GRPC_TOKEN set, which dev does not read.
+    result = run_command(tmp_path, "dev", flag, "0.0.0.0:0", TICKETING_GRPC_TOKEN="token")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ticketing-service: refusing to serve 0.0.0.0:0 to the network: dev")
+    assert "--insecure" in line
+    assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
+
+
 @pytest.mark.parametrize(
     ("args", "env", "warned"),
     [

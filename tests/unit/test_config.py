@@ -9,7 +9,11 @@ import pytest
 
 from ticketing_service.config import Config, ConfigError
 from ticketing_service.entrypoints import maintenance
-from ticketing_service.entrypoints.grpc.exposure import check_exposure, is_loopback
+from ticketing_service.entrypoints.grpc.exposure import (
+    check_dev_exposure,
+    check_exposure,
+    is_loopback,
+)
 
 WHOLE_NUMBERS = [
     "TICKETING_DB_POOL_SIZE",
@@ -240,6 +244,18 @@ def test_a_reachable_address_needs_a_guard_or_the_insecure_flag() -> None:
     check_exposure("0.0.0.0:1", guarded=True, insecure=False)
     check_exposure("0.0.0.0:1", guarded=False, insecure=True)
     check_exposure("127.0.0.1:1", guarded=False, insecure=False)
+
+
+def test_dev_takes_a_reachable_address_only_when_told_it_is_insecure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    addresses = ("127.0.0.1:1", "0.0.0.0:2", "localhost:3")
+    with pytest.raises(ConfigError, match=re.escape("refusing to serve 0.0.0.0:2 to the network")):
+        check_dev_exposure(addresses, insecure=False)
+    check_dev_exposure(addresses, insecure=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "dev serves 0.0.0.0:2 to the network unguarded (--insecure)"
+    ]
 
 
 @pytest.mark.parametrize(

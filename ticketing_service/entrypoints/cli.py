@@ -21,7 +21,7 @@ from ticketing_service.domain.errors import DatabaseUnavailable, TicketingError
 from ticketing_service.entrypoints import event_loop, import_command, maintenance
 from ticketing_service.entrypoints.dev import stack
 from ticketing_service.entrypoints.dev.stack import DevListen, run_dev_stack
-from ticketing_service.entrypoints.grpc.exposure import check_exposure
+from ticketing_service.entrypoints.grpc.exposure import check_dev_exposure, check_exposure
 from ticketing_service.entrypoints.grpc.health_port import start_health_port
 from ticketing_service.entrypoints.grpc.server import (
     RunningServer,
@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_host_port(listen.grpc, "--grpc-listen")
             parse_host_port(listen.webhook, "--webhook-listen")
             parse_host_port(listen.sandbox, "--sandbox-listen")
+            check_dev_exposure(
+                (listen.grpc, listen.webhook, listen.sandbox), insecure=args.insecure
+            )
             return event_loop.run(run_dev_stack(config, listen))
         if args.command == "prune-events":
             prune = maintenance.prune_events(config, args.older_than_days, args.batch_size)
@@ -139,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
         "--sandbox-listen",
         default=stack.DEFAULT_SANDBOX_LISTEN,
         help=f"the sandbox's address (default: {stack.DEFAULT_SANDBOX_LISTEN})",
+    )
+    dev.add_argument(
+        "--insecure", action="store_true", help="serve a non-loopback address, unguarded"
     )
     webhook = commands.add_parser("webhook", help="run the payment-callback webhook shim")
     webhook.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterable
 
 from ticketing_service.config import ConfigError
 
@@ -39,3 +40,18 @@ def check_exposure(listen: str, *, guarded: bool, insecure: bool) -> None:
         "the port can call every RPC",
         listen,
     )
+
+
+def check_dev_exposure(listens: Iterable[str], *, insecure: bool) -> None:
+    """ConfigError for an address of `dev` other machines can reach: dev guards none of its
+    ports. `insecure` lets it through with a warning, as for `serve`."""
+    for listen in listens:
+        if is_loopback(listen):
+            continue
+        if not insecure:
+            raise ConfigError(
+                f"refusing to serve {listen} to the network: dev guards none of its ports (its "
+                "gRPC server takes every call, its sandbox pays any checkout); listen on "
+                "127.0.0.1, or pass --insecure if the network is trusted."
+            )
+        log.warning("dev serves %s to the network unguarded (--insecure)", listen)
