@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from ticketing_service.domain.reconciliation import ReconcilePolicy
@@ -9,6 +10,11 @@ from ticketing_service.domain.refunds import RefundRetryPolicy
 from ticketing_service.service_layer.observer import NO_OBSERVER, Observer
 from ticketing_service.service_layer.payment_service import PaymentService
 from ticketing_service.service_layer.ports import EventSignal, UnitOfWorkFactory
+
+# Pages of the feed one process reads from the database at once (ListRegistrationEvents, and
+# watchers catching up): each may be megabytes. 99 watchers catching up at once held every
+# connection of the pool; purchases then waited seconds, and some failed DATABASE_UNAVAILABLE.
+FEED_READS_AT_ONCE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +35,6 @@ class Dependencies:
     refund_retry: RefundRetryPolicy = field(default_factory=RefundRetryPolicy)
     # Told what the use cases do (the metrics); nothing by default.
     observer: Observer = NO_OBSERVER
+    feed_reads: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(FEED_READS_AT_ONCE)
+    )

@@ -41,9 +41,10 @@ async def list_registration_events(
     """The numbered events after `after_sequence`; EventsPruned if some were pruned, and
     SequenceAheadOfFeed if `after_sequence` was never numbered.
 
-    A page holds at most `page_size` events and MAX_PAGE_BYTES of them, but always one.
+    A page holds at most `page_size` events and MAX_PAGE_BYTES of them, but always one. It
+    waits its turn among the process's feed reads (FEED_READS_AT_ONCE).
     """
-    async with deps.uow() as uow:
+    async with deps.feed_reads, deps.uow() as uow:
         events, more = await uow.events.list_after(
             after_sequence, page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_BYTES
         )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from tests.fakes import FakeDatabase
+from tests.fakes import FakeDatabase, FakeEvents
 from tests.unit.service_layer.conftest import EVENT, PRICE, later, paid_event, registration
 from ticketing_service.domain import errors
+from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.domain.settings import Tier
-from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.dependencies import FEED_READS_AT_ONCE, Dependencies
 from ticketing_service.service_layer.event_fanout import EventFanout
 from ticketing_service.service_layer.events_handlers import (
     list_registration_events,
@@ -120,3 +122,31 @@ async def test_ending_the_watches_ends_each_one_at_its_wait_and_refuses_new_ones
     with pytest.raises(errors.ServerStopping):
         await anext(watch_registration_events(deps, fanout, after_sequence=1))
     assert first.sequence == 1
+
+
+async def test_feed_pages_are_read_from_the_database_a_few_at_a_time(
+    deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 99 watchers catching up at once held every pooled connection: purchases starved.
+    reading, most, opened = 0, 0, asyncio.Event()
+    listed = FakeEvents.list_after
+
+    async def held_open(self: FakeEvents, *args: int) -> tuple[list[RegistrationEvent], bool]:
+        nonlocal reading, most
+        reading += 1
+        most = max(most, reading)
+        await opened.wait()
+        reading -= 1
+        return await listed(self, *args)
+
+    monkeypatch.setattr(FakeEvents, "list_after", held_open)
+    pages = [
+        asyncio.ensure_future(list_registration_events(deps, after_sequence=0, page_size=10))
+        for _ in range(6)
+    ]
+    for _ in range(10):  # every page that can start a read has started it
+        await asyncio.sleep(0)
+    assert reading == FEED_READS_AT_ONCE
+    opened.set()
+    await asyncio.gather(*pages)
+    assert most == FEED_READS_AT_ONCE
