@@ -460,6 +460,34 @@ async def test_after_the_last_attempt_an_unsent_refund_is_failed_for_an_operator
     assert (refund.state, refund.failure_code) == (refund_pb2.REFUND_STATE_FAILED, "max_attempts")
 
 
+async def test_a_pending_refund_read_with_a_rotated_token_stays_pending_and_counts(
+    stub: Stub, service: Service, payment_service: PaymentService, database_url: str
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "payer")
+    state = payment_service.state
+    state.refund_settlement = "pending"
+    made = await stub.RefundReservation(refund_request(seat, 0, "first"))
+    await send_due_refunds(service.deps)
+    token, state.token = state.token, "rotated"  # every read answers 401 unauthenticated
+
+    back_off_over(database_url)
+    await send_due_refunds(service.deps)
+    during = await reservation(stub, seat.reservation_id)
+    second = await error_of(stub.RefundReservation(refund_request(seat, 0, "second")))
+    state.token = token
+    state.settle_refund(made.refund.refund_id)
+    back_off_over(database_url)
+    await send_due_refunds(service.deps)
+    after = await reservation(stub, seat.reservation_id)
+
+    assert [r.state for r in during.refunds] == [refund_pb2.REFUND_STATE_PENDING]
+    assert second == (grpc.StatusCode.FAILED_PRECONDITION, "REFUND_EXCEEDS_PAID")
+    assert [r.state for r in after.refunds] == [SUCCEEDED]
+    assert after.refunded_amount == 30000
+    assert refund_posts(payment_service) == 1
+
+
 async def test_two_replicas_refund_senders_never_send_one_refund_twice(
     stub: Stub, config: Any, payment_service: PaymentService
 ) -> None:

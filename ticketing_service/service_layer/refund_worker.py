@@ -73,19 +73,39 @@ async def refresh_refund(deps: Dependencies, refund_id: str) -> Refund:
 
 async def _try(deps: Dependencies, refund: Refund) -> None:
     """One try of a refund: send it (requested) or ask about it (pending), and record it."""
-    policy = deps.refund_retry
-    try:
-        if refund.status is RefundStatus.REQUESTED:
-            answer = await deps.payment_service.create_refund(_request(refund))
-        else:
-            answer = await deps.payment_service.get_refund(refund.refund_id)
-    except RefundRefused as refused:
-        change = RefundChange(RefundStatus.FAILED, refund_attempts(refund), None, refused.code)
-    except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
-        change = _retry_later(refund, policy, failure)
+    if refund.status is RefundStatus.REQUESTED:
+        change = await _send(deps, refund)
     else:
-        change = _learnt(refund, answer, policy)
+        change = await _follow(deps, refund)
     await _record(deps, refund, change)
+
+
+async def _send(deps: Dependencies, refund: Refund) -> RefundChange:
+    """Send a requested refund; a refusal fails it, past the last attempt it is failed for an
+    operator, and otherwise it is sent again later."""
+    policy = deps.refund_retry
+    attempts = refund_attempts(refund)
+    try:
+        answer = await deps.payment_service.create_refund(_request(refund))
+    except RefundRefused as refused:
+        return RefundChange(RefundStatus.FAILED, attempts, None, refused.code)
+    except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
+        if attempts >= policy.max_attempts:
+            log.error("refund %s failed after %d attempts: %s", refund.refund_id, attempts, failure)
+            return RefundChange(RefundStatus.FAILED, attempts, None, MAX_ATTEMPTS_CODE)
+        return _retry_later(refund, policy, failure)
+    return _learnt(refund, answer, policy)
+
+
+async def _follow(deps: Dependencies, refund: Refund) -> RefundChange:
+    """Ask where a pending refund stands. The payment service is moving that money: only its
+    own `failed` fails it; any error (a refusal to read it, a malformed answer, no answer) is
+    asked about again later, without limit."""
+    try:
+        answer = await deps.payment_service.get_refund(refund.refund_id)
+    except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
+        return _retry_later(refund, deps.refund_retry, failure)
+    return _learnt(refund, answer, deps.refund_retry)
 
 
 def _learnt(refund: Refund, answer: Answer, policy: RefundRetryPolicy) -> RefundChange:
@@ -102,13 +122,14 @@ def _learnt(refund: Refund, answer: Answer, policy: RefundRetryPolicy) -> Refund
 
 
 def _retry_later(refund: Refund, policy: RefundRetryPolicy, failure: Exception) -> RefundChange:
-    """A try that failed for now; past the last attempt an unsent refund is failed for an
-    operator (a pending one is the payment service's to settle: it is followed on)."""
+    """A try that learnt nothing: the refund stays as it is and is tried again after the
+    back-off. An answer that is not "not now" (a refusal, a malformed answer) is for an
+    operator to look at."""
     attempts = refund_attempts(refund)
-    if refund.status is RefundStatus.REQUESTED and attempts >= policy.max_attempts:
-        log.error("refund %s failed after %d attempts: %s", refund.refund_id, attempts, failure)
-        return RefundChange(RefundStatus.FAILED, attempts, None, MAX_ATTEMPTS_CODE)
-    log.warning("refund %s will be retried: %s", refund.refund_id, failure)
+    level = logging.WARNING if isinstance(failure, PaymentServiceUnreachable) else logging.ERROR
+    log.log(
+        level, "refund %s (%s) will be tried again: %s", refund.refund_id, refund.status, failure
+    )
     return RefundChange(refund.status, attempts, policy.delay(attempts))
 
 

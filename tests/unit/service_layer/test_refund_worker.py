@@ -164,6 +164,57 @@ async def test_a_pending_refund_is_never_given_up_while_the_payment_service_is_d
     assert stored(database, made.refund_id).status is RefundStatus.PENDING
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        RefundRefused("token rotated", "unauthorized"),
+        RefundRefused("forgot it", "refund_not_found"),
+    ],
+)
+async def test_a_pending_refund_is_never_failed_by_an_answer_that_is_not_its_own_failed(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts, error: Exception
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_state = RefundState.PENDING
+    await send_due_refunds(retrying)
+    checkouts.refund_error = error
+
+    for _ in range(POLICY.max_attempts + 2):
+        later(database, timedelta(hours=1))  # the longest back-off: it is asked every time
+        assert await send_due_refunds(retrying) == 1
+
+    followed = stored(database, made.refund_id)
+    assert (followed.status, followed.attempts) == (RefundStatus.PENDING, POLICY.max_attempts + 3)
+    assert all(e.type is not RegistrationEventType.REFUND_FAILED for e in database.store.events)
+    # It still counts against the payment: the whole amount cannot be asked for again.
+    with pytest.raises(errors.RefundExceedsPaid):
+        await refund_reservation(
+            retrying, refund(database.store.reservations[made.reservation_id], request_id="r-2")
+        )
+
+
+async def test_a_pending_refund_asked_in_vain_is_asked_again_after_its_back_off(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_state = RefundState.PENDING
+    await send_due_refunds(retrying)
+    later(database, timedelta(seconds=30))
+    checkouts.refund_error = RefundRefused("token rotated", "unauthorized")
+    await send_due_refunds(retrying)
+
+    later(database, timedelta(seconds=59))
+    too_soon = await send_due_refunds(retrying)
+    later(database, timedelta(seconds=1))
+    checkouts.refund_error = None
+    checkouts.refund_state = RefundState.FAILED
+    await send_due_refunds(retrying)
+
+    assert too_soon == 0  # the third wait is 60 s
+    failed = stored(database, made.refund_id)
+    assert (failed.status, failed.failure_code) == (RefundStatus.FAILED, "refund_declined")
+
+
 # --- RefreshRefund ---
 
 
