@@ -767,6 +767,8 @@ class FakeCheckouts:
     # Where every refund stands when asked, and what refund calls raise instead (if anything).
     refund_state: RefundState = RefundState.SUCCEEDED
     refund_error: Exception | None = None
+    # What a refund's answer says was refunded (None: the refund's amount).
+    refunded_amount: int | None = None
 
     def pay(self, checkout_id: str, reservation_id: str, amount: int, payment_id: str) -> None:
         """The payer paid the checkout (no callback is sent: reconciliation must find it)."""
@@ -804,7 +806,8 @@ class FakeCheckouts:
     def _refund_answer(self, refund_id: str) -> RefundAnswer:
         [request] = [r for r in self.refunds if r.refund_id == refund_id]
         failure = "refund_declined" if self.refund_state is RefundState.FAILED else None
-        return RefundAnswer(refund_id, self.refund_state, request.amount, failure)
+        refunded = request.amount if self.refunded_amount is None else self.refunded_amount
+        return RefundAnswer(refund_id, self.refund_state, refunded, failure)
 
     async def create_checkout(self, request: CheckoutRequest) -> Checkout:
         """A checkout whose id names the reservation; the same one for a repeat."""

@@ -488,6 +488,29 @@ async def test_a_pending_refund_read_with_a_rotated_token_stays_pending_and_coun
     assert refund_posts(payment_service) == 1
 
 
+async def test_a_refund_answered_succeeded_for_another_amount_is_never_recorded_as_made(
+    stub: Stub, service: Service, payment_service: PaymentService, database_url: str
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "payer")
+    state = payment_service.state
+    state.faults["create_refund"] = state.faults["get_refund"] = "short_refund"
+    made = await stub.RefundReservation(refund_request(seat, 0, "short"))
+
+    await send_due_refunds(service.deps)
+    refreshed = await stub.RefreshRefund(pb.RefreshRefundRequest(refund_id=made.refund.refund_id))
+    during = await reservation(stub, seat.reservation_id)
+    del state.faults["create_refund"], state.faults["get_refund"]
+    back_off_over(database_url)
+    await send_due_refunds(service.deps)
+    after = await reservation(stub, seat.reservation_id)
+
+    assert refreshed.refund.state == REQUESTED
+    assert ([r.state for r in during.refunds], during.refunded_amount) == ([REQUESTED], 0)
+    assert ([r.state for r in after.refunds], after.refunded_amount) == ([SUCCEEDED], 30000)
+    assert state.created_per_key[f"refund:{made.refund.refund_id}"] == 1
+
+
 async def test_two_replicas_refund_senders_never_send_one_refund_twice(
     stub: Stub, config: Any, payment_service: PaymentService
 ) -> None:

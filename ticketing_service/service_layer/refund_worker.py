@@ -63,9 +63,10 @@ async def refresh_refund(deps: Dependencies, refund_id: str) -> Refund:
     if refund.status.is_final:
         return refund
     try:
-        answer = await deps.payment_service.get_refund(refund_id)
-    except (PaymentServiceRefused, PaymentServiceUnreachable):
+        answer = _checked(refund, await deps.payment_service.get_refund(refund_id))
+    except (PaymentServiceRefused, PaymentServiceUnreachable) as failure:
         # Not sent yet, or the payment service cannot say now: the worker follows it.
+        log.warning("refund %s was not refreshed: %s", refund_id, failure)
         return refund
     change = _learnt(refund, answer, deps.refund_retry)
     return await _record(deps, refund, change) or refund
@@ -86,7 +87,7 @@ async def _send(deps: Dependencies, refund: Refund) -> RefundChange:
     policy = deps.refund_retry
     attempts = refund_attempts(refund)
     try:
-        answer = await deps.payment_service.create_refund(_request(refund))
+        answer = _checked(refund, await deps.payment_service.create_refund(_request(refund)))
     except RefundRefused as refused:
         return RefundChange(RefundStatus.FAILED, attempts, None, refused.code)
     except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
@@ -102,10 +103,23 @@ async def _follow(deps: Dependencies, refund: Refund) -> RefundChange:
     own `failed` fails it; any error (a refusal to read it, a malformed answer, no answer) is
     asked about again later, without limit."""
     try:
-        answer = await deps.payment_service.get_refund(refund.refund_id)
+        answer = _checked(refund, await deps.payment_service.get_refund(refund.refund_id))
     except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
         return _retry_later(refund, deps.refund_retry, failure)
     return _learnt(refund, answer, deps.refund_retry)
+
+
+def _checked(refund: Refund, answer: Answer) -> Answer:
+    """The answer, unless it breaks the contract: a refund succeeds for its whole amount, so a
+    `succeeded` for any other amount is malformed and never recorded as money returned. (A
+    pending refund's `refundedAmount` says nothing yet, and a failed one's nothing at all.)"""
+    if answer.status is RefundState.SUCCEEDED and answer.refunded_amount != refund.amount:
+        raise PaymentServiceRefused(
+            f"The payment service answered that refund {refund.refund_id} of {refund.amount}"
+            f" succeeded with refundedAmount {answer.refunded_amount}; it is not recorded,"
+            " report it to the payment team."
+        )
+    return answer
 
 
 def _learnt(refund: Refund, answer: Answer, policy: RefundRetryPolicy) -> RefundChange:

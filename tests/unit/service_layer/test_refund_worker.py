@@ -215,6 +215,42 @@ async def test_a_pending_refund_asked_in_vain_is_asked_again_after_its_back_off(
     assert (failed.status, failed.failure_code) == (RefundStatus.FAILED, "refund_declined")
 
 
+async def test_a_sent_refund_answered_succeeded_for_another_amount_is_not_recorded(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refunded_amount = 1
+
+    await send_due_refunds(retrying)
+
+    unsettled = stored(database, made.refund_id)
+    assert (unsettled.status, unsettled.attempts) == (RefundStatus.REQUESTED, 1)
+    assert database.store.reservations[made.reservation_id].refunded_amount == 0
+    assert all(e.type is not RegistrationEventType.REFUND_SUCCEEDED for e in database.store.events)
+
+
+async def test_a_followed_refund_answered_succeeded_for_another_amount_stays_pending(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_state = RefundState.PENDING
+    await send_due_refunds(retrying)
+    checkouts.refund_state = RefundState.SUCCEEDED
+    checkouts.refunded_amount = made.amount + 1
+
+    for _ in range(POLICY.max_attempts + 1):
+        later(database, timedelta(hours=1))
+        await send_due_refunds(retrying)
+    during = stored(database, made.refund_id)
+    checkouts.refunded_amount = None
+    later(database, timedelta(hours=1))
+    await send_due_refunds(retrying)
+
+    assert during.status is RefundStatus.PENDING
+    assert stored(database, made.refund_id).status is RefundStatus.SUCCEEDED
+    assert database.store.reservations[made.reservation_id].refunded_amount == made.amount
+
+
 # --- RefreshRefund ---
 
 
@@ -257,3 +293,18 @@ async def test_refreshing_a_refund_the_payment_service_cannot_tell_about_leaves_
 async def test_refreshing_an_unknown_refund_is_not_found(retrying: Dependencies) -> None:
     with pytest.raises(errors.RefundNotFound):
         await refresh_refund(retrying, "6f1c8a52-4f7e-4a57-9d0f-4f1f9d3c2b11")
+
+
+async def test_refreshing_a_refund_answered_succeeded_for_another_amount_leaves_it_as_is(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_state = RefundState.PENDING
+    await send_due_refunds(retrying)
+    checkouts.refund_state = RefundState.SUCCEEDED
+    checkouts.refunded_amount = 1
+
+    refreshed = await refresh_refund(retrying, made.refund_id)
+
+    assert refreshed.status is RefundStatus.PENDING
+    assert database.store.reservations[made.reservation_id].refunded_amount == 0

@@ -115,7 +115,7 @@ def _api(
         if fault == "held":
             async with asyncio.timeout(_HANG_SECONDS):
                 await state.release.wait()
-        elif fault is not None:
+        elif fault is not None and fault != "short_refund":
             return await _act_out(state, endpoint, fault)
         try:
             _authorize(state, request)
@@ -158,11 +158,22 @@ def _get_checkout(state: PaymentServiceState, request: Request, body: object) ->
 def _create_refund(state: PaymentServiceState, request: Request, body: object) -> Response:
     key = _idempotency_key(request)
     refund, created = state.open_refund(key, payment_requests.refund_body(key, body))
-    return JSONResponse(refund_json(refund), status_code=201 if created else 200)
+    answer = _refund_answer(state, "create_refund", refund)
+    return JSONResponse(answer, status_code=201 if created else 200)
 
 
 def _get_refund(state: PaymentServiceState, request: Request, body: object) -> Response:
-    return JSONResponse(refund_json(state.read_refund(request.path_params["id"])))
+    refund = state.read_refund(request.path_params["id"])
+    return JSONResponse(_refund_answer(state, "get_refund", refund))
+
+
+def _refund_answer(
+    state: PaymentServiceState, endpoint: Endpoint, refund: FakeRefund
+) -> dict[str, object]:
+    answer = refund_json(refund)
+    if state.faults.get(endpoint) == "short_refund" and refund.status == "succeeded":
+        answer["refundedAmount"] = 1
+    return answer
 
 
 def checkout_json(checkout: FakeCheckout) -> dict[str, object]:
