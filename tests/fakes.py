@@ -53,7 +53,12 @@ from ticketing_service.service_layer.ports import (
     ReconcileCandidate,
     RefundChange,
 )
-from ticketing_service.service_layer.refunds import RefundRequest, RefundState
+from ticketing_service.service_layer.refunds import (
+    REFUND_NOT_FOUND,
+    RefundRequest,
+    RefundState,
+    UnknownRefund,
+)
 from ticketing_service.service_layer.refunds import RefundStatus as RefundAnswer
 
 _EVENT_OF = {
@@ -764,9 +769,13 @@ class FakeCheckouts:
     # What get_checkout answers, by checkout id; a checkout not here is not found.
     statuses: dict[str, CheckoutStatus] = field(default_factory=dict)
     refunds: list[RefundRequest] = field(default_factory=list)
-    # Where every refund stands when asked, and what refund calls raise instead (if anything).
+    # Where every refund stands when asked, and what sending and reading one raise instead (if
+    # anything); with `takes_failed_sends` a send that raises was taken all the same (its answer
+    # was lost).
     refund_state: RefundState = RefundState.SUCCEEDED
     refund_error: Exception | None = None
+    refund_read_error: Exception | None = None
+    takes_failed_sends: bool = False
     # What a refund's answer says was refunded (None: the refund's amount).
     refunded_amount: int | None = None
 
@@ -793,15 +802,23 @@ class FakeCheckouts:
     async def create_refund(self, request: RefundRequest) -> RefundAnswer:
         """Taken and answered with `refund_state`; or failing with `refund_error`."""
         if self.refund_error is not None:
+            if self.takes_failed_sends and not self._took(request.refund_id):
+                self.refunds.append(request)
             raise self.refund_error
         self.refunds.append(request)
         return self._refund_answer(request.refund_id)
 
     async def get_refund(self, refund_id: str) -> RefundAnswer:
-        """A refund this fake took, as `refund_state` says now; or failing with `refund_error`."""
-        if self.refund_error is not None:
-            raise self.refund_error
+        """A refund this fake took, as `refund_state` says now, UnknownRefund for one it never
+        took; or failing with `refund_read_error`."""
+        if self.refund_read_error is not None:
+            raise self.refund_read_error
+        if not self._took(refund_id):
+            raise UnknownRefund("The fake never took this refund.", REFUND_NOT_FOUND)
         return self._refund_answer(refund_id)
+
+    def _took(self, refund_id: str) -> bool:
+        return any(r.refund_id == refund_id for r in self.refunds)
 
     def _refund_answer(self, refund_id: str) -> RefundAnswer:
         [request] = [r for r in self.refunds if r.refund_id == refund_id]

@@ -511,6 +511,48 @@ async def test_a_refund_answered_succeeded_for_another_amount_is_never_recorded_
     assert state.created_per_key[f"refund:{made.refund.refund_id}"] == 1
 
 
+async def test_a_refund_whose_last_answer_came_too_late_is_recorded_as_made_not_failed(
+    database_url: str, payment_service: PaymentService
+) -> None:
+    config = service_config(database_url, payment_service.url, TICKETING_REFUND_MAX_ATTEMPTS="1")
+    async with serving(config) as (stub, service):
+        await configure(stub)
+        seat = await paid_seat(stub, payment_service, "payer")
+        # The payment service makes the refund; its answer comes after the client's timeout.
+        payment_service.state.faults["create_refund"] = "late"
+        made = await stub.RefundReservation(refund_request(seat, 0, "late"))
+        await send_due_refunds(service.deps)
+        after = await reservation(stub, seat.reservation_id)
+        payment_service.state.release.set()
+
+    assert [(r.state, r.failure_code) for r in after.refunds] == [(SUCCEEDED, "")]
+    assert after.refunded_amount == 30000
+    assert payment_service.state.created_per_key[f"refund:{made.refund.refund_id}"] == 1
+
+
+async def test_after_the_last_attempt_a_refund_nobody_can_tell_of_stays_requested_and_is_sent(
+    database_url: str, payment_service: PaymentService
+) -> None:
+    config = service_config(database_url, payment_service.url, TICKETING_REFUND_MAX_ATTEMPTS="1")
+    async with serving(config) as (stub, service):
+        await configure(stub)
+        seat = await paid_seat(stub, payment_service, "payer")
+        state = payment_service.state
+        state.faults["create_refund"] = "garbage"  # a 2xx that is not the contract's
+        state.faults["get_refund"] = "error_400"  # a refusal, not "never taken"
+        made = await stub.RefundReservation(refund_request(seat, 0, "unknown"))
+        await send_due_refunds(service.deps)
+        during = await reservation(stub, seat.reservation_id)
+        state.faults.clear()
+        back_off_over(database_url)
+        await send_due_refunds(service.deps)
+        after = await reservation(stub, seat.reservation_id)
+
+    assert [r.state for r in during.refunds] == [REQUESTED]
+    assert [r.state for r in after.refunds] == [SUCCEEDED]
+    assert state.created_per_key[f"refund:{made.refund.refund_id}"] == 1
+
+
 async def test_two_replicas_refund_senders_never_send_one_refund_twice(
     stub: Stub, config: Any, payment_service: PaymentService
 ) -> None:

@@ -27,6 +27,7 @@ from ticketing_service.service_layer.refunds import (
     RefundRequest,
     RefundState,
     RefundStatus,
+    UnknownRefund,
 )
 
 REQUEST = RefundRequest(
@@ -145,6 +146,13 @@ async def test_a_refusal_with_a_code_is_refund_refused_carrying_it(
     assert refused.value.code == code
     assert isinstance(refused.value, PaymentServiceRefused)
     assert str(http_status) in str(refused.value)
+
+
+async def test_only_a_read_answered_404_refund_not_found_says_the_refund_was_never_taken() -> None:
+    with pytest.raises(UnknownRefund) as unknown:
+        await follow_with(Recorder(404, error_body("refund_not_found")))
+
+    assert unknown.value.code == "refund_not_found"
 
 
 @pytest.mark.parametrize(("http_status", "content"), [(400, b"bad"), (401, b""), (404, b"")])

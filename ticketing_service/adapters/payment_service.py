@@ -25,7 +25,13 @@ from ticketing_service.service_layer.checkouts import (
     PaymentServiceRefused,
     PaymentServiceUnreachable,
 )
-from ticketing_service.service_layer.refunds import RefundRefused, RefundRequest, RefundStatus
+from ticketing_service.service_layer.refunds import (
+    REFUND_NOT_FOUND,
+    RefundRefused,
+    RefundRequest,
+    RefundStatus,
+    UnknownRefund,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +114,17 @@ class HttpPaymentService:
         return refund_status_from(response, request.refund_id)
 
     async def get_refund(self, refund_id: str) -> RefundStatus:
-        """A refund's status now, to follow a pending one; raise as create_refund does."""
+        """A refund's status now; UnknownRefund when the payment service never took it, else
+        raise as create_refund does."""
         response = await self._send("GET", f"{_REFUNDS_PATH}/{_segment(refund_id)}")
+        # Only the contract's code means "never taken": a bare 404 (a wrong base URL, a proxy)
+        # must not, or a refund the payment service made would be made again.
+        if response.status_code == 404 and error_code(response) == REFUND_NOT_FOUND:
+            raise UnknownRefund(
+                f"The payment service answered HTTP 404 ({REFUND_NOT_FOUND}): it never took"
+                f" refund {refund_id}.",
+                REFUND_NOT_FOUND,
+            )
         _raise_for_refund_status(response)
         return refund_status_from(response, refund_id)
 

@@ -24,15 +24,16 @@ from ticketing_service.service_layer.refunds import (
     RefundRefused,
     RefundRequest,
     RefundState,
+    UnknownRefund,
 )
 from ticketing_service.service_layer.refunds import RefundStatus as Answer
 
 log = logging.getLogger(__name__)
 
 # Refunds leased at a time (and sent at once), and the least time a sender keeps them. The lease
-# must outlast the batch's calls, each bounded by the payment service's timeout (the client also
-# bounds how many are in flight: `bootstrap.refund_lease`), so two replicas never send one
-# refund at once.
+# must outlast the batch's calls (two per refund at most: a send, then past its last attempt a
+# read), each bounded by the payment service's timeout (the client also bounds how many are in
+# flight: `bootstrap.refund_lease`), so two replicas never send one refund at once.
 REFUND_BATCH = 10
 MIN_LEASE = timedelta(minutes=2)
 # Why a refund the service gave up on failed.
@@ -82,19 +83,43 @@ async def _try(deps: Dependencies, refund: Refund) -> None:
 
 
 async def _send(deps: Dependencies, refund: Refund) -> RefundChange:
-    """Send a requested refund; a refusal fails it, past the last attempt it is failed for an
-    operator, and otherwise it is sent again later."""
+    """Send a requested refund; a refusal fails it, and a try that learnt nothing is tried
+    again later (past the last attempt, once the payment service was asked whether it has
+    the refund)."""
     policy = deps.refund_retry
-    attempts = refund_attempts(refund)
     try:
         answer = _checked(refund, await deps.payment_service.create_refund(_request(refund)))
     except RefundRefused as refused:
-        return RefundChange(RefundStatus.FAILED, attempts, None, refused.code)
+        return RefundChange(RefundStatus.FAILED, refund_attempts(refund), None, refused.code)
     except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
-        if attempts >= policy.max_attempts:
-            log.error("refund %s failed after %d attempts: %s", refund.refund_id, attempts, failure)
-            return RefundChange(RefundStatus.FAILED, attempts, None, MAX_ATTEMPTS_CODE)
-        return _retry_later(refund, policy, failure)
+        if refund_attempts(refund) < policy.max_attempts:
+            return _retry_later(refund, policy, failure)
+        return await _unless_taken(deps, refund, failure)
+    return _learnt(refund, answer, policy)
+
+
+async def _unless_taken(deps: Dependencies, refund: Refund, failure: Exception) -> RefundChange:
+    """Past the last attempt, a refund is failed only if the payment service says it never took
+    it (a send whose answer was lost or malformed may have made it): one it has is recorded as
+    it says, and while it cannot say the refund stays requested and is sent again later with
+    the same key (which makes nothing twice)."""
+    policy = deps.refund_retry
+    attempts = refund_attempts(refund)
+    try:
+        answer = _checked(refund, await deps.payment_service.get_refund(refund.refund_id))
+    except UnknownRefund:
+        log.error("refund %s failed after %d attempts: %s", refund.refund_id, attempts, failure)
+        return RefundChange(RefundStatus.FAILED, attempts, None, MAX_ATTEMPTS_CODE)
+    except (PaymentServiceUnreachable, PaymentServiceRefused) as unknown:
+        log.error(
+            "refund %s was not sent after %d attempts (%s) and the payment service cannot say"
+            " whether it has it (%s): it stays requested",
+            refund.refund_id,
+            attempts,
+            failure,
+            unknown,
+        )
+        return RefundChange(RefundStatus.REQUESTED, attempts, policy.delay(attempts))
     return _learnt(refund, answer, policy)
 
 

@@ -24,6 +24,14 @@ class RefundRefused(PaymentServiceRefused):
         self.code = code
 
 
+# The payment service's code (with 404) for a refund id it has never taken.
+REFUND_NOT_FOUND = "refund_not_found"
+
+
+class UnknownRefund(RefundRefused):
+    """The payment service has no refund of this id (404 `refund_not_found`): it never took it."""
+
+
 @dataclass(frozen=True, slots=True)
 class RefundRequest:
     """Money to give back for a paid checkout; the amount is in minor units."""

@@ -149,13 +149,90 @@ async def test_after_the_last_attempt_an_unsent_refund_is_failed_for_an_operator
     assert (failed.status, failed.failure_code) == (RefundStatus.FAILED, MAX_ATTEMPTS_CODE)
 
 
+async def attempts_used_up(deps: Dependencies, database: FakeDatabase) -> None:
+    """Every attempt a refund has is tried (the payment service fails as set)."""
+    for _ in range(POLICY.max_attempts):
+        await send_due_refunds(deps)
+        later(database, timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "code"),
+    [
+        (RefundState.PENDING, RefundStatus.PENDING, None),
+        (RefundState.SUCCEEDED, RefundStatus.SUCCEEDED, None),
+        (RefundState.FAILED, RefundStatus.FAILED, "refund_declined"),
+    ],
+)
+@pytest.mark.parametrize("failure", [PaymentServiceUnreachable, PaymentServiceRefused])
+async def test_after_the_last_attempt_a_refund_the_payment_service_took_is_recorded_as_it_says(
+    retrying: Dependencies,
+    database: FakeDatabase,
+    checkouts: FakeCheckouts,
+    failure: type[Exception],
+    state: RefundState,
+    status: RefundStatus,
+    code: str | None,
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_error = failure("answer lost or malformed")
+    checkouts.takes_failed_sends = True
+    checkouts.refund_state = state
+
+    await attempts_used_up(retrying, database)
+
+    found = stored(database, made.refund_id)
+    assert (found.status, found.failure_code, found.attempts) == (status, code, POLICY.max_attempts)
+    assert len(checkouts.refunds) == 1
+
+
+@pytest.mark.parametrize(
+    "unknown",
+    [
+        PaymentServiceUnreachable("down"),
+        PaymentServiceRefused("malformed answer"),
+        RefundRefused("token rotated", "unauthorized"),
+        RefundRefused("a 404 of another code", "not_found"),
+    ],
+)
+async def test_after_the_last_attempt_a_refund_the_payment_service_cannot_tell_of_stays_requested(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts, unknown: Exception
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_error = PaymentServiceUnreachable("down")
+    checkouts.refund_read_error = unknown
+
+    await attempts_used_up(retrying, database)
+    during = stored(database, made.refund_id)
+    checkouts.refund_error = checkouts.refund_read_error = None
+    await send_due_refunds(retrying)  # sent again: the same refund, made once
+
+    assert (during.status, during.attempts) == (RefundStatus.REQUESTED, POLICY.max_attempts)
+    assert all(e.type is not RegistrationEventType.REFUND_FAILED for e in database.store.events)
+    assert stored(database, made.refund_id).status is RefundStatus.SUCCEEDED
+    assert [r.refund_id for r in checkouts.refunds] == [made.refund_id]
+
+
+async def test_after_the_last_attempt_a_succeeded_answer_of_another_amount_leaves_it_requested(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_error = PaymentServiceUnreachable("down")
+    checkouts.takes_failed_sends = True
+    checkouts.refunded_amount = 1
+
+    await attempts_used_up(retrying, database)
+
+    assert stored(database, made.refund_id).status is RefundStatus.REQUESTED
+
+
 async def test_a_pending_refund_is_never_given_up_while_the_payment_service_is_down(
     retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
     made = await owed(retrying, database)
     checkouts.refund_state = RefundState.PENDING
     await send_due_refunds(retrying)
-    checkouts.refund_error = PaymentServiceUnreachable("down")
+    checkouts.refund_read_error = PaymentServiceUnreachable("down")
 
     for _ in range(POLICY.max_attempts + 2):
         later(database, timedelta(hours=1))
@@ -177,7 +254,7 @@ async def test_a_pending_refund_is_never_failed_by_an_answer_that_is_not_its_own
     made = await owed(retrying, database)
     checkouts.refund_state = RefundState.PENDING
     await send_due_refunds(retrying)
-    checkouts.refund_error = error
+    checkouts.refund_read_error = error
 
     for _ in range(POLICY.max_attempts + 2):
         later(database, timedelta(hours=1))  # the longest back-off: it is asked every time
@@ -200,13 +277,13 @@ async def test_a_pending_refund_asked_in_vain_is_asked_again_after_its_back_off(
     checkouts.refund_state = RefundState.PENDING
     await send_due_refunds(retrying)
     later(database, timedelta(seconds=30))
-    checkouts.refund_error = RefundRefused("token rotated", "unauthorized")
+    checkouts.refund_read_error = RefundRefused("token rotated", "unauthorized")
     await send_due_refunds(retrying)
 
     later(database, timedelta(seconds=59))
     too_soon = await send_due_refunds(retrying)
     later(database, timedelta(seconds=1))
-    checkouts.refund_error = None
+    checkouts.refund_read_error = None
     checkouts.refund_state = RefundState.FAILED
     await send_due_refunds(retrying)
 
@@ -272,7 +349,7 @@ async def test_refreshing_a_settled_refund_answers_it_without_asking(
 ) -> None:
     made = await owed(retrying, database)
     await send_due_refunds(retrying)
-    checkouts.refund_error = PaymentServiceUnreachable("would fail if asked")
+    checkouts.refund_read_error = PaymentServiceUnreachable("would fail if asked")
 
     refreshed = await refresh_refund(retrying, made.refund_id)
 
@@ -283,7 +360,7 @@ async def test_refreshing_a_refund_the_payment_service_cannot_tell_about_leaves_
     retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
     made = await owed(retrying, database)
-    checkouts.refund_error = PaymentServiceUnreachable("down")
+    checkouts.refund_read_error = PaymentServiceUnreachable("down")
 
     refreshed = await refresh_refund(retrying, made.refund_id)
 

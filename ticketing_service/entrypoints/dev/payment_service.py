@@ -51,6 +51,8 @@ _ERROR_FAULTS: dict[str, tuple[int, str]] = {
     "error_500": (500, "internal"),
     "error_503": (503, "unavailable"),
 }
+# Faults acted out around the normal answer rather than instead of it.
+_ANSWERING_FAULTS = frozenset({"held", "late", "short_refund"})
 # What "huge" streams: far more than any answer of the contract, 1 MiB at a time.
 _HUGE_ANSWER_BYTES = 256 * 1024 * 1024
 _HUGE_CHUNK = b"x" * (1024 * 1024)
@@ -113,17 +115,24 @@ def _api(
         state.received.set()
         fault = state.faults.get(endpoint)
         if fault == "held":
-            async with asyncio.timeout(_HANG_SECONDS):
-                await state.release.wait()
-        elif fault is not None and fault != "short_refund":
+            await _released(state)
+        elif fault is not None and fault not in _ANSWERING_FAULTS:
             return await _act_out(state, endpoint, fault)
         try:
             _authorize(state, request)
-            return handler(state, request, body)
+            answer = handler(state, request, body)
         except Refusal as refusal:
             return _error(refusal.status, refusal.code, refusal.message)
+        if fault == "late":
+            await _released(state)
+        return answer
 
     return serve
+
+
+async def _released(state: PaymentServiceState) -> None:
+    async with asyncio.timeout(_HANG_SECONDS):
+        await state.release.wait()
 
 
 def _authorize(state: PaymentServiceState, request: Request) -> None:

@@ -21,6 +21,7 @@ Endpoint = Literal["create_checkout", "get_checkout", "create_refund", "get_refu
 Fault = Literal[
     "hang",  # no answer until `release` is set (or a minute passes), then 503
     "held",  # the normal answer, but only once `release` is set
+    "late",  # the request is carried out at once, its answer sent only once `release` is set
     "short_refund",  # the normal answer, but a succeeded refund says only 1 was refunded
     "error_400",
     "error_408",
