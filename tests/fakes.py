@@ -550,10 +550,11 @@ class FakeRefunds:
             self._store.refund_due[refund.refund_id] = now + lease
         return due
 
-    async def record(self, refund_id: str, change: RefundChange) -> Refund | None:
-        """The try recorded; a settled refund is announced."""
+    async def record(self, read: Refund, change: RefundChange) -> Refund | None:
+        """The try recorded, if the refund is still as it was read; a settled one is announced."""
+        refund_id = read.refund_id
         stored = self._store.refunds[refund_id]
-        if stored.status.is_final:
+        if (stored.status, stored.attempts) != (read.status, read.attempts):
             return None
         now = self._store.now
         recorded = replace(
@@ -776,6 +777,9 @@ class FakeCheckouts:
     refund_error: Exception | None = None
     refund_read_error: Exception | None = None
     takes_failed_sends: bool = False
+    # Run once, the next time a refund is sent or read, once the fake took it and before it
+    # answers (e.g. another try of the refund recorded meanwhile).
+    refund_meanwhile: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     # What a refund's answer says was refunded (None: the refund's amount).
     refunded_amount: int | None = None
 
@@ -804,13 +808,16 @@ class FakeCheckouts:
         if self.refund_error is not None:
             if self.takes_failed_sends and not self._took(request.refund_id):
                 self.refunds.append(request)
+            await self._meanwhile()
             raise self.refund_error
         self.refunds.append(request)
+        await self._meanwhile()
         return self._refund_answer(request.refund_id)
 
     async def get_refund(self, refund_id: str) -> RefundAnswer:
         """A refund this fake took, as `refund_state` says now, UnknownRefund for one it never
         took; or failing with `refund_read_error`."""
+        await self._meanwhile()
         if self.refund_read_error is not None:
             raise self.refund_read_error
         if not self._took(refund_id):
@@ -819,6 +826,10 @@ class FakeCheckouts:
 
     def _took(self, refund_id: str) -> bool:
         return any(r.refund_id == refund_id for r in self.refunds)
+
+    async def _meanwhile(self) -> None:
+        while self.refund_meanwhile:
+            await self.refund_meanwhile.pop(0)()
 
     def _refund_answer(self, refund_id: str) -> RefundAnswer:
         [request] = [r for r in self.refunds if r.refund_id == refund_id]

@@ -43,9 +43,12 @@ from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.moim_source import PostgresMoimSource
 from ticketing_service.adapters.payment_service import HttpPaymentService
 from ticketing_service.bootstrap import cancel_events
+from ticketing_service.domain.refunds import RefundRetryPolicy
+from ticketing_service.entrypoints.dev.payment_requests import refund_body
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.moim_import import MoimImport, import_moim
+from ticketing_service.service_layer.refund_worker import send_due_refunds
 
 if TYPE_CHECKING:
     from moim.ticketing.v1.ticketing_service_pb2_grpc import (
@@ -884,3 +887,73 @@ async def test_a_buyer_during_the_import_waits_for_it_and_finds_the_tier_sold_ou
     outcome = await sale_while_moim_holds_come_in(stub, database_url, locking=True)
 
     assert outcome == (SOLD_OUT, 2)
+
+
+# --- (j) a refund's try recorded while the sender's was under way: the stale one is dropped ---
+
+
+@asynccontextmanager
+async def refund_sender(
+    database_url: str, payment_service: PaymentService, pause: Pause
+) -> AsyncIterator[Dependencies]:
+    """A replica's refund sender on its own pool, pausing as told; a refund's first attempt is
+    its last."""
+    database = Database(database_url, CONTENDER_POOL)
+    checkouts = HttpPaymentService(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
+    protections = Protections(pause=pause)
+
+    def uow() -> SqlUnitOfWork:
+        return SqlUnitOfWork(database, protections=protections)
+
+    try:
+        yield Dependencies(
+            uow=uow,
+            payment_service=checkouts,
+            hold_seconds=600,
+            refund_retry=RefundRetryPolicy(max_attempts=1),
+        )
+    finally:
+        await checkouts.aclose()
+        await database.close()
+
+
+async def test_a_sender_s_stale_failure_never_overwrites_the_pending_a_refresh_recorded(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    state = payment_service.state
+    request = await held_reservation(stub)
+    state.mark_paid(request.checkout_id, payment_id=request.payment_id)
+    await stub.ConfirmPayment(request)
+    made = await stub.RefundReservation(
+        pb.RefundReservationRequest(
+            reservation_id=request.reservation_id,
+            reason=refund_pb2.REFUND_REASON_ORGANIZER,
+            request_id="organizer",
+        )
+    )
+    refund_id, key = made.refund.refund_id, f"refund:{made.refund.refund_id}"
+    state.refund_settlement = "pending"
+    state.faults["create_refund"] = "error_500"
+    gate = Gate("refund_recording")
+
+    async with refund_sender(database_url, payment_service, gate) as sender:
+        # Its one send failed and the payment service did not know the refund: it fails it...
+        sending = asyncio.ensure_future(send_due_refunds(sender))
+        async with asyncio.timeout(MEETING_SECONDS):
+            await gate.reached.wait()
+        # ... while the send the payment service had not yet answered lands there, and a
+        # callback's RefreshRefund records the refund pending.
+        [sent] = [r for r in state.requests if r.endpoint == "create_refund"]
+        state.open_refund(key, refund_body(key, sent.body))
+        refreshed = await stub.RefreshRefund(
+            pb.RefreshRefundRequest(refund_id=refund_id), timeout=CALL_SECONDS
+        )
+        gate.opened.set()
+        await sending
+
+    assert refreshed.refund.state == refund_pb2.REFUND_STATE_PENDING
+    assert sql(database_url, "SELECT status, failure_code, attempts FROM refunds") == [
+        ("pending", None, 1)
+    ]
+    failed = "SELECT count(*) FROM registration_events WHERE type = 'refund_failed'"
+    assert sql(database_url, failed) == [(0,)]

@@ -671,7 +671,9 @@ async def test_refunded_amount_counts_only_the_refunds_of_the_payment_that_settl
     # The sandbox takes one payment per checkout: the duplicate's refund is settled here.
     async with service.deps.uow() as uow:
         settled = RefundChange(RefundStatus.SUCCEEDED, attempts=1, retry_in=None)
-        await uow.refunds.record(duplicate.refund_id, settled)
+        read = await uow.refunds.get(duplicate.refund_id)
+        assert read is not None
+        await uow.refunds.record(read, settled)
         await uow.commit()
 
     await stub.RefundReservation(refund_request(seat, 1000, "organizer"))

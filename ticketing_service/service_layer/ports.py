@@ -251,9 +251,10 @@ class RefundRepository(Protocol):
         locked elsewhere, so no two replicas send one refund at once."""
         ...
 
-    async def record(self, refund_id: str, change: RefundChange) -> Refund | None:
-        """Record a try of a refund still requested or pending (None: it settled meanwhile);
-        a settled one is announced on the feed, and a success adds to `refunded_amount`."""
+    async def record(self, read: Refund, change: RefundChange) -> Refund | None:
+        """Record a try of a refund if it is still as it was `read` (None: another try was
+        recorded meanwhile, and this stale one is dropped); a settled one is announced on the
+        feed, and a success adds to `refunded_amount`."""
         ...
 
 

@@ -69,8 +69,7 @@ async def refresh_refund(deps: Dependencies, refund_id: str) -> Refund:
         # Not sent yet, or the payment service cannot say now: the worker follows it.
         log.warning("refund %s was not refreshed: %s", refund_id, failure)
         return refund
-    change = _learnt(refund, answer, deps.refund_retry)
-    return await _record(deps, refund, change) or refund
+    return await _record(deps, refund, _learnt(refund, answer, deps.refund_retry))
 
 
 async def _try(deps: Dependencies, refund: Refund) -> None:
@@ -177,10 +176,19 @@ def refund_attempts(refund: Refund) -> int:
     return refund.attempts + 1
 
 
-async def _record(deps: Dependencies, refund: Refund, change: RefundChange) -> Refund | None:
+async def _record(deps: Dependencies, refund: Refund, change: RefundChange) -> Refund:
+    """Record what a try of `refund` (as read before it) learnt; the refund as it is now. A try
+    recorded meanwhile (the worker's and a RefreshRefund at once) makes this one stale: it is
+    dropped, and whatever it missed is learnt by the next try."""
     async with deps.uow() as uow:
-        recorded = await uow.refunds.record(refund.refund_id, change)
+        recorded = await uow.refunds.record(refund, change)
+        if recorded is None:
+            log.info(
+                "refund %s changed while it was asked about: this try is dropped", refund.refund_id
+            )
+            recorded = await uow.refunds.get(refund.refund_id)
         await uow.commit()
+    assert recorded is not None, "a refund is never deleted"
     return recorded
 
 

@@ -328,6 +328,45 @@ async def test_a_followed_refund_answered_succeeded_for_another_amount_stays_pen
     assert database.store.reservations[made.reservation_id].refunded_amount == made.amount
 
 
+# --- a try recorded meanwhile ---
+
+
+async def test_a_send_whose_refund_was_refreshed_meanwhile_never_overwrites_what_it_learnt(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.takes_failed_sends = True
+    checkouts.refund_state = RefundState.PENDING
+    checkouts.refund_error = RefundRefused("refused on a resend", "invalid_request")
+    # While the send is in flight, a callback's RefreshRefund records the refund pending.
+    checkouts.refund_meanwhile.append(lambda: refresh_refund(retrying, made.refund_id))
+
+    await send_due_refunds(retrying)
+
+    kept = stored(database, made.refund_id)
+    assert (kept.status, kept.attempts) == (RefundStatus.PENDING, 1)
+    assert all(e.type is not RegistrationEventType.REFUND_FAILED for e in database.store.events)
+
+
+async def test_a_refresh_that_raced_the_sender_answers_the_refund_as_the_sender_recorded_it(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_state = RefundState.PENDING
+    await send_due_refunds(retrying)
+    later(database, timedelta(seconds=30))
+    checkouts.refund_state = RefundState.SUCCEEDED
+    # While RefreshRefund asks, the sender follows the refund and records it succeeded.
+    checkouts.refund_meanwhile.append(lambda: send_due_refunds(retrying))
+
+    refreshed = await refresh_refund(retrying, made.refund_id)
+
+    assert (refreshed.status, refreshed.attempts) == (RefundStatus.SUCCEEDED, 2)
+    assert [e.type for e in database.store.events].count(
+        RegistrationEventType.REFUND_SUCCEEDED
+    ) == 1
+
+
 # --- RefreshRefund ---
 
 

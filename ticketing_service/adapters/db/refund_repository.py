@@ -33,14 +33,17 @@ _CLAIM_DUE = (
     " AND (lease_until IS NULL OR lease_until <= now())"
     " ORDER BY next_attempt_time LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING *"
 )
-# Only a refund still requested or pending changes: a second report of a settled one (the
-# worker and a callback's RefreshRefund at once) finds nothing and adds nothing.
+# A try changes the refund only if it is still as the try read it: every recorded try adds an
+# attempt, so an unchanged status and count mean nobody recorded anything since. A try that
+# raced another (the worker and a callback's RefreshRefund at once) finds nothing and adds
+# nothing, and a stale one never overwrites what the other learnt (a `failed` over a `pending`).
 _RECORD = (
     "UPDATE refunds SET status = %(s)s, attempts = %(attempts)s,"
     " next_attempt_time = now() + make_interval(secs => %(retry)s),"
     " failure_code = %(failure)s, provider_refund_id = coalesce(%(provider)s, provider_refund_id),"
     " lease_until = NULL, update_time = now()"
-    " WHERE refund_id = %(id)s AND status IN ('requested', 'pending') RETURNING *"
+    " WHERE refund_id = %(id)s AND status = %(read_status)s AND attempts = %(read_attempts)s"
+    " RETURNING *"
 )
 # A settled refund is announced with the reservation as it is after it (a success of the payment
 # that settled it adds to what was refunded), and the refund itself in `details`.
@@ -110,13 +113,16 @@ class SqlRefundRepository:
         rows = await self._tx.all(_CLAIM_DUE, {"lease": lease.total_seconds(), "n": limit})
         return [refund_from(row) for row in rows]
 
-    async def record(self, refund_id: str, change: RefundChange) -> Refund | None:
-        """Record a try; announce a settled refund on the feed."""
+    async def record(self, read: Refund, change: RefundChange) -> Refund | None:
+        """Record a try of the refund as it was `read`; announce a settled refund on the feed."""
         retry = change.retry_in or timedelta(0)
+        await self._pause("refund_recording")
         row = await self._tx.one(
             _RECORD,
             {
-                "id": refund_id,
+                "id": read.refund_id,
+                "read_status": read.status.value,
+                "read_attempts": read.attempts,
                 "s": change.status.value,
                 "attempts": change.attempts,
                 "retry": retry.total_seconds(),
