@@ -249,6 +249,38 @@ async def test_each_fault_on_refunds_is_classified_as_the_spec_says(
     assert fake.state.created_per_key["refund:ref-1"] == 1
 
 
+async def test_a_late_refund_is_made_at_once_and_answered_only_once_released(fake: Fake) -> None:
+    checkout = await paid_checkout(fake)
+    fake.state.faults["create_refund"] = "late"
+    fake.state.received.clear()
+
+    sending = asyncio.ensure_future(fake.client.create_refund(refund_of(checkout, 100)))
+    async with asyncio.timeout(5):
+        await fake.state.received.wait()  # the refund is made before the fake next yields
+    made = fake.state.refunds["ref-1"].status
+    unanswered = not sending.done()
+    fake.state.release.set()
+    answer = await sending
+
+    assert (made, unanswered, answer.status) == ("succeeded", True, RefundState.SUCCEEDED)
+
+
+@pytest.mark.parametrize("endpoint", ["create_refund", "get_refund"])
+async def test_a_short_refund_fault_answers_a_succeeded_refund_as_refunding_one(
+    fake: Fake, endpoint: Endpoint
+) -> None:
+    checkout = await paid_checkout(fake)
+    fake.state.faults[endpoint] = "short_refund"
+
+    created = await fake.client.create_refund(refund_of(checkout, 100))
+    read = await fake.client.get_refund("ref-1")
+
+    short = created if endpoint == "create_refund" else read
+    whole = read if endpoint == "create_refund" else created
+    assert (short.status, short.refunded_amount) == (RefundState.SUCCEEDED, 1)
+    assert whole.refunded_amount == 100
+
+
 # --- callbacks ----------------------------------------------------------------------------------
 
 

@@ -107,7 +107,12 @@ async def _unless_taken(deps: Dependencies, refund: Refund, failure: Exception) 
     try:
         answer = _checked(refund, await deps.payment_service.get_refund(refund.refund_id))
     except UnknownRefund:
-        log.error("refund %s failed after %d attempts: %s", refund.refund_id, attempts, failure)
+        log.error(
+            "refund %s failed after %d attempts (%s): the payment service never took it",
+            refund.refund_id,
+            attempts,
+            failure,
+        )
         return RefundChange(RefundStatus.FAILED, attempts, None, MAX_ATTEMPTS_CODE)
     except (PaymentServiceUnreachable, PaymentServiceRefused) as unknown:
         log.error(
