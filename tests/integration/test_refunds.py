@@ -553,6 +553,26 @@ async def test_after_the_last_attempt_a_refund_nobody_can_tell_of_stays_requeste
     assert state.created_per_key[f"refund:{made.refund.refund_id}"] == 1
 
 
+async def test_a_resend_refused_after_a_late_answer_records_the_refund_the_first_send_made(
+    stub: Stub, service: Service, payment_service: PaymentService, database_url: str
+) -> None:
+    await configure(stub)
+    seat = await paid_seat(stub, payment_service, "payer")
+    state = payment_service.state
+    state.faults["create_refund"] = "late"  # made, answered after the client gave up
+    await stub.RefundReservation(refund_request(seat, 0, "late"))
+    await send_due_refunds(service.deps)
+    state.faults["create_refund"] = "error_400"  # the resend is refused
+    back_off_over(database_url)
+
+    await send_due_refunds(service.deps)
+    after = await reservation(stub, seat.reservation_id)
+    state.release.set()
+
+    assert [(r.state, r.failure_code) for r in after.refunds] == [(SUCCEEDED, "")]
+    assert after.refunded_amount == 30000
+
+
 async def test_two_replicas_refund_senders_never_send_one_refund_twice(
     stub: Stub, config: Any, payment_service: PaymentService
 ) -> None:

@@ -83,25 +83,30 @@ async def _try(deps: Dependencies, refund: Refund) -> None:
 
 async def _send(deps: Dependencies, refund: Refund) -> RefundChange:
     """Send a requested refund; a refusal fails it, and a try that learnt nothing is tried
-    again later (past the last attempt, once the payment service was asked whether it has
-    the refund)."""
+    again later. A send after one with no usable answer may find the refund made by it: such a
+    refusal, or the last attempt, fails it only once the payment service says it never took
+    it."""
     policy = deps.refund_retry
     try:
         answer = _checked(refund, await deps.payment_service.create_refund(_request(refund)))
     except RefundRefused as refused:
-        return RefundChange(RefundStatus.FAILED, refund_attempts(refund), None, refused.code)
+        if refund.attempts == 0:
+            return RefundChange(RefundStatus.FAILED, refund_attempts(refund), None, refused.code)
+        return await _unless_taken(deps, refund, refused, refused.code)
     except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
         if refund_attempts(refund) < policy.max_attempts:
             return _retry_later(refund, policy, failure)
-        return await _unless_taken(deps, refund, failure)
+        return await _unless_taken(deps, refund, failure, MAX_ATTEMPTS_CODE)
     return _learnt(refund, answer, policy)
 
 
-async def _unless_taken(deps: Dependencies, refund: Refund, failure: Exception) -> RefundChange:
-    """Past the last attempt, a refund is failed only if the payment service says it never took
-    it (a send whose answer was lost or malformed may have made it): one it has is recorded as
-    it says, and while it cannot say the refund stays requested and is sent again later with
-    the same key (which makes nothing twice)."""
+async def _unless_taken(
+    deps: Dependencies, refund: Refund, failure: Exception, code: str
+) -> RefundChange:
+    """A refund is failed with `code` only if the payment service says it never took it (a send
+    whose answer was lost or malformed may have made it): one it has is recorded as it says,
+    and while it cannot say the refund stays requested and is sent again later with the same
+    key (which makes nothing twice)."""
     policy = deps.refund_retry
     attempts = refund_attempts(refund)
     try:
@@ -113,7 +118,7 @@ async def _unless_taken(deps: Dependencies, refund: Refund, failure: Exception) 
             attempts,
             failure,
         )
-        return RefundChange(RefundStatus.FAILED, attempts, None, MAX_ATTEMPTS_CODE)
+        return RefundChange(RefundStatus.FAILED, attempts, None, code)
     except (PaymentServiceUnreachable, PaymentServiceRefused) as unknown:
         log.error(
             "refund %s was not sent after %d attempts (%s) and the payment service cannot say"

@@ -101,6 +101,37 @@ async def test_a_refund_the_payment_service_refuses_is_failed_with_its_code(
     assert database.store.events[-1].type is RegistrationEventType.REFUND_FAILED
 
 
+async def test_a_resend_refused_after_a_lost_answer_records_the_refund_the_first_send_made(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_error = PaymentServiceUnreachable("the answer was lost")
+    checkouts.takes_failed_sends = True
+    await send_due_refunds(retrying)
+    later(database, timedelta(seconds=30))
+    checkouts.refund_error = RefundRefused("token rotated", "unauthorized")
+
+    await send_due_refunds(retrying)
+
+    found = stored(database, made.refund_id)
+    assert (found.status, found.failure_code) == (RefundStatus.SUCCEEDED, None)
+
+
+async def test_a_resend_refused_while_the_payment_service_cannot_tell_of_it_stays_requested(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    made = await owed(retrying, database)
+    checkouts.refund_error = PaymentServiceUnreachable("the answer was lost")
+    await send_due_refunds(retrying)
+    later(database, timedelta(seconds=30))
+    checkouts.refund_error = checkouts.refund_read_error = RefundRefused("rotated", "unauthorized")
+
+    await send_due_refunds(retrying)
+
+    found = stored(database, made.refund_id)
+    assert (found.status, found.attempts) == (RefundStatus.REQUESTED, 2)
+
+
 async def test_a_refund_the_payment_service_settles_as_failed_is_failed(
     retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
