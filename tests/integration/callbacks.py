@@ -84,17 +84,24 @@ def refused_port() -> Iterator[int]:
 
 
 def paid_event(reservation: reservation_pb2.Reservation, **changes: object) -> dict[str, object]:
+    """The callback of the reservation's payment (one payment id per reservation: a payment
+    pays one reservation, and one reported for a second is a mismatch there)."""
     return {
         "type": "ticket_payment.paid",
         "reservationId": reservation.reservation_id,
         "checkoutId": reservation.checkout_id,
-        "paymentId": "pay_1",
+        "paymentId": payment_id_of(reservation),
         "txId": "tx_1",
         "provider": reservation.provider,
         "amount": reservation.amount,
         "currency": reservation.currency_code,
         "paidAt": "2024-05-01T12:30:00+09:00",
     } | changes
+
+
+def payment_id_of(reservation: reservation_pb2.Reservation) -> str:
+    """The id of the payment `paid_event` reports for the reservation."""
+    return f"pay_{reservation.reservation_id}"
 
 
 def hmac_signed(body: bytes, delivery_id: str = "delivery-1", secret: str = HMAC_SECRET) -> Signed:

@@ -30,6 +30,7 @@ from tests.integration.callbacks import (
     hmac_signed,
     hold_for_payment,
     paid_event,
+    payment_id_of,
     post,
     refused_port,
     running_shim,
@@ -104,7 +105,12 @@ async def test_a_signed_paid_callback_confirms_the_reservation_and_registers_the
     assert answer["reservationId"] == reservation.reservation_id
     assert answer["registrationId"] == stored.registration_id != ""
     assert stored.paid_time.ToDatetime(UTC) == datetime(2024, 5, 1, 3, 30, tzinfo=UTC)
-    assert stored_payment(database_url) == ("pay_1", "tx_1", body, "delivery-1")
+    assert stored_payment(database_url) == (
+        payment_id_of(reservation),
+        "tx_1",
+        body,
+        "delivery-1",
+    )
 
 
 @pytest.mark.parametrize("scheme", SIGNERS)
