@@ -31,6 +31,10 @@ MAX_PAGE_SIZE = 1000
 # A page's stored snapshots stay under this many bytes, so every page, encoded, fits in a
 # client's default 4 MiB message limit. One event is at most about 20 KiB (16 KiB of answers).
 MAX_PAGE_BYTES = 3 * 1024 * 1024
+# A watcher catching up reads smaller pages: it holds its page until its client has read it,
+# and 99 watchers that never read, each holding a 3 MiB page of large events, took a replica
+# from 73 to 464 MB (past its 512 MiB limit after other work).
+WATCH_PAGE_BYTES = 256 * 1024
 # Watchers are woken by LISTEN/NOTIFY; this timer is only a safety net for a lost signal.
 WATCH_RECHECK_SECONDS = 5.0
 # Events one watcher may have waiting; a watcher that falls further behind (a slow client)

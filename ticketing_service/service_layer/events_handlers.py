@@ -13,7 +13,12 @@ from typing import get_args
 from ticketing_service.domain.errors import EventsPruned, SequenceAheadOfFeed
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.service_layer.dependencies import Dependencies
-from ticketing_service.service_layer.event_fanout import MAX_PAGE_BYTES, MAX_PAGE_SIZE, EventFanout
+from ticketing_service.service_layer.event_fanout import (
+    MAX_PAGE_BYTES,
+    MAX_PAGE_SIZE,
+    WATCH_PAGE_BYTES,
+    EventFanout,
+)
 from ticketing_service.service_layer.ports import PrunedRecords, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -36,17 +41,17 @@ class EventPage:
 
 
 async def list_registration_events(
-    deps: Dependencies, after_sequence: int, page_size: int
+    deps: Dependencies, after_sequence: int, page_size: int, max_bytes: int = MAX_PAGE_BYTES
 ) -> EventPage:
     """The numbered events after `after_sequence`; EventsPruned if some were pruned, and
     SequenceAheadOfFeed if `after_sequence` was never numbered.
 
-    A page holds at most `page_size` events and MAX_PAGE_BYTES of them, but always one. It
+    A page holds at most `page_size` events and `max_bytes` of them, but always one. It
     waits its turn among the process's feed reads (FEED_READS_AT_ONCE).
     """
     async with deps.feed_reads, deps.uow() as uow:
         events, more = await uow.events.list_after(
-            after_sequence, page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_BYTES
+            after_sequence, page_size or DEFAULT_PAGE_SIZE, max_bytes
         )
         first_kept, last_given = await uow.events.retained_range()
     if after_sequence > last_given:
@@ -82,7 +87,7 @@ async def watch_registration_events(
         while True:
             page = EventPage([], cursor, more=True)
             while page.more:
-                page = await list_registration_events(deps, cursor, MAX_PAGE_SIZE)
+                page = await list_registration_events(deps, cursor, MAX_PAGE_SIZE, WATCH_PAGE_BYTES)
                 for event in page.events:
                     yield event
                 cursor = page.next_sequence

@@ -14,7 +14,11 @@ from ticketing_service.domain import errors
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.domain.settings import Tier
 from ticketing_service.service_layer.dependencies import FEED_READS_AT_ONCE, Dependencies
-from ticketing_service.service_layer.event_fanout import EventFanout
+from ticketing_service.service_layer.event_fanout import (
+    MAX_PAGE_BYTES,
+    WATCH_PAGE_BYTES,
+    EventFanout,
+)
 from ticketing_service.service_layer.events_handlers import (
     list_registration_events,
     prune_history,
@@ -150,3 +154,30 @@ async def test_feed_pages_are_read_from_the_database_a_few_at_a_time(
     opened.set()
     await asyncio.gather(*pages)
     assert most == FEED_READS_AT_ONCE
+
+
+async def test_a_watcher_catches_up_in_smaller_pages_than_a_listing(
+    deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A watcher holds its page until its client reads it: 99 that never read, each holding a
+    # 3 MiB page of large events, took a replica from 73 to 464 MB.
+    budgets: list[int] = []
+    listed = FakeEvents.list_after
+
+    async def recorded(
+        self: FakeEvents, after: int, limit: int, max_bytes: int
+    ) -> tuple[list[RegistrationEvent], bool]:
+        budgets.append(max_bytes)
+        return await listed(self, after, limit, max_bytes)
+
+    monkeypatch.setattr(FakeEvents, "list_after", recorded)
+    await start_paid_registration(deps, registration("a"))
+    await sequence_events(deps)
+    await list_registration_events(deps, after_sequence=0, page_size=10)
+    fanout = EventFanout(deps, max_watchers=1)
+    watch = watch_registration_events(deps, fanout, after_sequence=0)
+    await anext(watch)
+    fanout.end_watches()
+    await watch.aclose()
+
+    assert budgets == [MAX_PAGE_BYTES, WATCH_PAGE_BYTES]
