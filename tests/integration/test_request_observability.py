@@ -20,7 +20,9 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from ticketing_service.domain.errors import ConcurrentUpdate, ReservationNotFound
-from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
+from ticketing_service.entrypoints.grpc.arrival import RequestArrival
+from ticketing_service.entrypoints.grpc.auth import BearerToken
+from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
 from ticketing_service.entrypoints.grpc.errors import abort
 from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.interceptor import ObservingInterceptor
@@ -160,8 +162,10 @@ async def served(captured_logs: io.StringIO) -> AsyncIterator[Served]:
     metrics = CountingMetrics()
     server = grpc.aio.server(
         interceptors=[
+            # As in the real server: the token is checked before the request is waited for.
+            RequestArrival(per_address=8, token=BearerToken([TOKEN])),
             ObservingInterceptor(metrics),
-            BearerTokenInterceptor([TOKEN]),
+            RequestDecoding(),
         ]
     )
     server.add_generic_rpc_handlers([_handlers()])

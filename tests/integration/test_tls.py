@@ -16,7 +16,9 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 from tests.certificates import CertificateAuthority
 from tests.rich_errors import rich_error
 from ticketing_service.config import ConfigError
-from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
+from ticketing_service.entrypoints.grpc.arrival import RequestArrival
+from ticketing_service.entrypoints.grpc.auth import BearerToken
+from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
 from ticketing_service.entrypoints.grpc.tls import channel_credentials, server_credentials
 
 SERVICE = "moim.ticketing.v1.TicketingService"
@@ -45,7 +47,9 @@ async def serving(
 ) -> AsyncIterator[str]:
     """A TLS server answering GetTicketingSettings on a free port; yields its target."""
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (
-        [BearerTokenInterceptor([token])] if token else []
+        [RequestArrival(per_address=8, token=BearerToken([token])), RequestDecoding()]
+        if token
+        else []
     )
     server = grpc.aio.server(interceptors=interceptors)
     server.add_generic_rpc_handlers([_handlers()])

@@ -7,6 +7,11 @@ replica's memory limit, without a line in its log; and a call whose client ended
 without a request was never answered at all. Here every method with a single request is served
 as a client-streaming one (the same on the wire), whose first step is reading that request:
 
+- a TicketingService call without the bearer token (when the server has one) is refused
+  UNAUTHENTICATED at once, from its metadata, which comes with its headers: it is never read
+  and holds no place. Without this, a client with no token held up to its host's bound of
+  calls, each keeping its connection from ever being idle: 1,000 connections of one call
+  each took every connection the server accepts, from every host, for as long as they liked;
 - at most `per_address` calls from one client host wait for their request at once; past that
   a call is refused RESOURCE_EXHAUSTED without being read. A request normally comes with its
   call, so only calls that hold theirs back are ever near the bound. It is four connections'
@@ -39,6 +44,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ticketing_service.domain.errors import ServerStopping
+from ticketing_service.entrypoints.grpc.auth import UNAUTHENTICATED, BearerToken
 from ticketing_service.entrypoints.grpc.decoding import Unread
 from ticketing_service.entrypoints.grpc.wrapping import (
     Behaviour,
@@ -77,9 +83,10 @@ class RequestArrival(WrappingInterceptor):
     answers (a watch), or reads a stream of requests (reflection), for as long as it is open.
     """
 
-    def __init__(self, per_address: int) -> None:
+    def __init__(self, per_address: int, token: BearerToken | None = None) -> None:
         super().__init__()
         self._per_address = per_address
+        self._token = token
         self._waiting: dict[str, int] = {}
         self._reading: set[asyncio.Timeout] = set()  # of the calls waiting for a request
         self._stopping = False
@@ -95,50 +102,52 @@ class RequestArrival(WrappingInterceptor):
     def wrap(self, method: str, handler: Handler) -> Handler:
         """The client-streaming handler of the same answers (synchronous ones pass through)."""
         deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        # The token a call of this method needs, if it needs one.
+        token = self._token if self._token is not None and self._token.guards(method) else None
         if inspect.iscoroutinefunction(handler.unary_unary):
-            answered = self._answered(handler.unary_unary)
+            answered = self._answered(handler.unary_unary, token)
             return grpc.stream_unary_rpc_method_handler(answered, deserialize, serialize)
         if inspect.isasyncgenfunction(handler.unary_stream):
-            streamed = self._streamed(handler.unary_stream)
+            streamed = self._streamed(handler.unary_stream, token)
             return grpc.stream_stream_rpc_method_handler(streamed, deserialize, serialize)
         if inspect.iscoroutinefunction(handler.unary_stream):  # it writes (health's Watch)
-            written = self._written(handler.unary_stream)
+            written = self._written(handler.unary_stream, token)
             return grpc.stream_stream_rpc_method_handler(written, deserialize, serialize)
         if inspect.isasyncgenfunction(handler.stream_stream):  # reflection's
-            held = self._held(handler.stream_stream)
+            held = self._held(handler.stream_stream, token)
             return grpc.stream_stream_rpc_method_handler(held, deserialize, serialize)
         return handler
 
-    def _answered(self, behaviour: Behaviour) -> Behaviour:
+    def _answered(self, behaviour: Behaviour, token: BearerToken | None) -> Behaviour:
         async def answered(requests: Any, context: Context) -> Any:
-            with self._place(context) as placed:
-                request = await self._read(context) if placed else TOO_MANY_WAITING
+            with self._place(context, token) as refused:
+                request = await self._read(context) if refused is None else refused
             return await behaviour(request, context)
 
         return answered
 
-    def _streamed(self, behaviour: Behaviour) -> Behaviour:
+    def _streamed(self, behaviour: Behaviour, token: BearerToken | None) -> Behaviour:
         async def streamed(requests: Any, context: Context) -> AsyncIterator[Any]:
-            with self._place(context) as placed:
-                request = await self._read(context) if placed else TOO_MANY_WAITING
+            with self._place(context, token) as refused:
+                request = await self._read(context) if refused is None else refused
                 async for message in behaviour(request, context):
                     yield message
 
         return streamed
 
-    def _written(self, behaviour: Behaviour) -> Behaviour:
+    def _written(self, behaviour: Behaviour, token: BearerToken | None) -> Behaviour:
         async def written(requests: Any, context: Context) -> None:
-            with self._place(context) as placed:
-                request = await self._read(context) if placed else TOO_MANY_WAITING
+            with self._place(context, token) as refused:
+                request = await self._read(context) if refused is None else refused
                 await behaviour(request, context)
 
         return written
 
-    def _held(self, behaviour: Behaviour) -> Behaviour:
+    def _held(self, behaviour: Behaviour, token: BearerToken | None) -> Behaviour:
         async def held(requests: Any, context: Context) -> AsyncIterator[Any]:
-            with self._place(context) as placed:
-                if not placed:
-                    await context.abort(TOO_MANY_WAITING.code, TOO_MANY_WAITING.description)
+            with self._place(context, token) as refused:
+                if refused is not None:
+                    await context.abort(refused.code, refused.description)
                 async for message in behaviour(self._until_stop(requests), context):
                     yield message
 
@@ -173,16 +182,21 @@ class RequestArrival(WrappingInterceptor):
             self._reading.discard(reading)
 
     @contextmanager
-    def _place(self, context: Context) -> Iterator[bool]:
-        """One of the places of the call's host, held until the block ends; False if none."""
+    def _place(self, context: Context, token: BearerToken | None) -> Iterator[Unread | None]:
+        """One of the places of the call's host, held until the block ends (None); or why the
+        call gets none and is refused unread: it lacks the `token` its method needs
+        (UNAUTHENTICATED), or its host has no place left (TOO_MANY_WAITING)."""
+        if token is not None and not token.carried_by(context.invocation_metadata()):
+            yield UNAUTHENTICATED
+            return
         address = client_address(context.peer())
         waiting = self._waiting.get(address, 0)
         if waiting >= self._per_address:
-            yield False
+            yield TOO_MANY_WAITING
             return
         self._waiting[address] = waiting + 1
         try:
-            yield True
+            yield None
         finally:
             left = self._waiting[address] - 1
             if left:

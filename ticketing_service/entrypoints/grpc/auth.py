@@ -1,50 +1,51 @@
-"""The optional bearer token on every TicketingService call (health and reflection stay open)."""
+"""The optional bearer token on every TicketingService call (health and reflection stay open).
+
+It is checked from the call's metadata, which comes with its headers, before its request is
+waited for (arrival.py): a call without the token is refused at once, holding nothing.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeAlias
+from collections.abc import Iterable, Sequence
 
 import grpc
 
 from ticketing_service.domain.errors import Unauthenticated
-from ticketing_service.entrypoints.grpc.errors import abort
+from ticketing_service.entrypoints.grpc.decoding import Unread
 
 PROTECTED_SERVICE_PREFIX = "/moim.ticketing.v1.TicketingService/"
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_NEEDED = "The call needs `authorization: Bearer <token>` metadata with the service's token."
+# In place of the request of a call refused for its token: never read, refused UNAUTHENTICATED.
+UNAUTHENTICATED = Unread(grpc.StatusCode.UNAUTHENTICATED, _NEEDED, Unauthenticated(_NEEDED))
 
 
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses TicketingService calls without `authorization: Bearer <token>` of a known token.
+class BearerToken:
+    """Which calls need `authorization: Bearer <token>` of a known token, and who carries one.
 
     Several tokens are accepted while one is being rotated (TICKETING_GRPC_TOKEN=new,old).
     """
 
     def __init__(self, tokens: Sequence[str]) -> None:
         if not tokens or not all(tokens):
-            raise ValueError("BearerTokenInterceptor needs at least one non-empty token.")
-        self._expected = tuple(f"Bearer {token}".encode() for token in tokens)
+            raise ValueError("BearerToken needs at least one non-empty token.")
+        self._tokens = tuple(token.encode() for token in tokens)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        """Pass authorized calls on; answer others with UNAUTHENTICATED."""
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(PROTECTED_SERVICE_PREFIX):
-            return handler
-        if self._authorized(handler_call_details.invocation_metadata):
-            return handler
-        return _refusing(handler)
+    @staticmethod
+    def guards(method: str) -> bool:
+        """Whether `method`'s calls need the token (TicketingService's, not health's nor
+        reflection's)."""
+        return method.startswith(PROTECTED_SERVICE_PREFIX)
 
-    def _authorized(self, metadata: Any) -> bool:
+    def carried_by(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
+        """Whether a call's first `authorization` metadata is `Bearer` (in any case, as RFC 7235
+        has schemes), one space and a known token."""
         for key, value in metadata or ():
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else bytes(value)
-                return _matches_any(given, self._expected)
+                scheme, _, token = given.partition(b" ")
+                return scheme.lower() == b"bearer" and _matches_any(token, self._tokens)
         return False
 
 
@@ -55,22 +56,3 @@ def _matches_any(given: bytes, expected: Sequence[bytes]) -> bool:
     for token in expected:
         matched |= hmac.compare_digest(given, token)
     return matched
-
-
-def _refusing(handler: Handler) -> Handler:
-    error = Unauthenticated(
-        "The call needs `authorization: Bearer <token>` metadata with the service's token."
-    )
-
-    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await abort(context, error)
-
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await abort(context, error)
-        yield  # pragma: no cover  # makes this an async generator for streaming methods
-
-    deserializer = handler.request_deserializer
-    serializer = handler.response_serializer
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, deserializer, serializer)
-    return grpc.unary_unary_rpc_method_handler(refuse, deserializer, serializer)

@@ -4,8 +4,8 @@ gRPC decodes a request before any handler or interceptor runs. A `DecodeError` t
 wire format, a string that is not UTF-8) answered UNKNOWN, with the Python exception's text as
 its message, and logged a traceback, and the call had no line and no metrics of its own. Here
 the request is decoded by a deserializer that keeps the error, and the call is refused with it.
-The same marker stands in for a request that never came, or had not come when the server
-began to stop (see arrival.py).
+The same marker stands in for a request that was not read: one that never came, or had not
+come when the server began to stop, or one of a call without the token (arrival.py).
 """
 
 from __future__ import annotations
@@ -41,10 +41,7 @@ class Unread:
 
 
 class RequestDecoding(WrappingInterceptor):
-    """Refuses a call whose request is Unread (undecodable, or never sent) with its status.
-
-    Put it before the token check: a refusal handler decodes the request too.
-    """
+    """Refuses a call whose request is Unread (undecodable, or not read) with its status."""
 
     def deserializer(self, deserialize: Deserializer) -> Deserializer:
         """The handler's deserializer, returning an Unread instead of raising."""

@@ -25,7 +25,7 @@ from ticketing_service.config import (
 )
 from ticketing_service.entrypoints.event_loop import stop_signals
 from ticketing_service.entrypoints.grpc.arrival import RequestArrival, waiting_per_address
-from ticketing_service.entrypoints.grpc.auth import BearerTokenInterceptor
+from ticketing_service.entrypoints.grpc.auth import BearerToken
 from ticketing_service.entrypoints.grpc.call_limit import CallLimiter, streams_per_connection
 from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
 from ticketing_service.entrypoints.grpc.health_service import HealthServicer
@@ -71,11 +71,13 @@ class ServerLimits:
     def connection_options(self) -> list[tuple[str, int]]:
         """gRPC's options that bound a port's connections, for each server of the process.
 
-        Past `max_connections` a new connection is closed at once, so that a flood of them
-        cannot take the files and memory the process needs for its database and the payment
-        service; connections already open keep being served. One without a call for
-        `connection_idle_seconds` is closed (an HTTP/2 GOAWAY; its client reconnects at its next
-        call), so that connections left behind by clients do not fill that bound for good.
+        Past `max_connections` (all client hosts together) a new connection is closed at once,
+        so that a flood of them cannot take the files and memory the process needs for its
+        database and the payment service; connections already open keep being served. One
+        without a call for `connection_idle_seconds` is closed (an HTTP/2 GOAWAY; its client
+        reconnects at its next call), so that connections left behind by clients do not fill
+        that bound for good. A call without the token is refused at once (arrival.py), so it
+        does not keep its connection from being idle.
 
         One that carries calls is pinged every `keepalive_seconds`, and closed if its client
         does not answer within `keepalive_timeout_seconds`: a client whose machine died, or
@@ -131,18 +133,21 @@ async def start_server(
     With `tokens`, every TicketingService call needs one of them as its bearer token.
     `reuse_port` lets several worker processes bind the same port; without it a port already
     in use is an error (gRPC would otherwise share it silently with whoever holds it).
-    `interceptors` run once the request is read (arrival.py), before the call limit, the
-    request's decoding and the token check (so refused calls are logged and counted too);
-    with `credentials` the port speaks TLS (see tls.server_credentials).
+    The token is checked first, before the request is waited for (arrival.py).
+    `interceptors` run once the request is read, or the call refused unread, before the call
+    limit and the request's decoding (so refused calls are logged and counted too); with
+    `credentials` the port speaks TLS (see tls.server_credentials).
     """
     calls_per_connection = streams_per_connection(limits.max_concurrent_rpcs)
-    arrival = RequestArrival(waiting_per_address(calls_per_connection))
+    arrival = RequestArrival(
+        waiting_per_address(calls_per_connection),
+        BearerToken(tokens) if tokens else None,
+    )
     chain = [
         arrival,
         *interceptors,
         CallLimiter(limits.max_concurrent_rpcs),  # not gRPC's own: see call_limit.py
         RequestDecoding(),
-        *([BearerTokenInterceptor(tokens)] if tokens else []),
     ]
     options = [
         ("grpc.so_reuseport", 1 if reuse_port else 0),

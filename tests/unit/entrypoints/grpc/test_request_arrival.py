@@ -17,6 +17,7 @@ from ticketing_service.entrypoints.grpc.arrival import (
     RequestArrival,
     client_address,
 )
+from ticketing_service.entrypoints.grpc.auth import UNAUTHENTICATED, BearerToken
 
 HOST = "ipv4:10.0.0.7"
 
@@ -26,16 +27,23 @@ class Aborted(Exception):
 
 
 class FakeCall:
-    """A call's context from `peer`, whose request arrives when `send` (or `end`) is called."""
+    """A call's context from `peer`, with `metadata`, whose request arrives when `send` (or
+    `end`) is called."""
 
-    def __init__(self, peer: str = f"{HOST}:50123") -> None:
+    def __init__(
+        self, peer: str = f"{HOST}:50123", metadata: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self._peer = peer
+        self._metadata = metadata
         self._request: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.reads = 0
         self.written: list[object] = []
 
     def peer(self) -> str:
         return self._peer
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
 
     async def read(self) -> Any:
         self.reads += 1
@@ -77,15 +85,17 @@ def handler_of(kind: str, behaviour: Any = None) -> grpc.RpcMethodHandler[Any, A
     return make(behaviour or default, bytes, bytes)
 
 
-def served(arrival: RequestArrival, kind: str, behaviour: Any = None) -> Any:
+def served(arrival: RequestArrival, kind: str, behaviour: Any = None, method: str = "/s/M") -> Any:
     """The behaviour `arrival` serves a `kind` method with."""
-    handler = arrival.wrap("/s/M", handler_of(kind, behaviour))
+    handler = arrival.wrap(method, handler_of(kind, behaviour))
     return handler.stream_unary or handler.stream_stream
 
 
-async def waiting(arrival: RequestArrival, call: FakeCall) -> asyncio.Task[Any]:
+async def waiting(
+    arrival: RequestArrival, call: FakeCall, method: str = "/s/M"
+) -> asyncio.Task[Any]:
     """A unary call served, up to where it waits for its request."""
-    task = asyncio.create_task(served(arrival, "unary_unary")(None, call))
+    task = asyncio.create_task(served(arrival, "unary_unary", method=method)(None, call))
     for _ in range(100):  # a few turns of the loop
         if call.reads:
             return task
@@ -133,6 +143,33 @@ async def test_at_the_stop_a_call_waiting_for_its_request_is_refused_and_its_pla
     assert await stalled is STOPPING
     assert await in_flight == "served"
     assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
+
+
+TOKEN = "correct-horse"
+GUARDED = "/moim.ticketing.v1.TicketingService/GetReservation"
+
+
+async def test_a_call_without_the_token_is_refused_unread_at_once_holding_no_place() -> None:
+    arrival = RequestArrival(per_address=1, token=BearerToken([TOKEN]))
+    with_token = FakeCall(metadata=(("authorization", f"Bearer {TOKEN}"),))
+    held = await waiting(arrival, with_token, GUARDED)  # the host's only place
+
+    for metadata in [(), (("authorization", "Bearer wrong"),)]:
+        without = FakeCall(metadata=metadata)
+        # Not TOO_MANY_WAITING: the place is not even asked for.
+        refused = await served(arrival, "unary_unary", method=GUARDED)(None, without)
+        assert (refused, without.reads) == (UNAUTHENTICATED, 0)
+    streamed = served(arrival, "unary_stream", method=GUARDED)(None, FakeCall())
+    assert await anext(streamed) is UNAUTHENTICATED  # a watch too
+
+    with_token.send("served")
+    assert await held == "served"
+
+
+async def test_health_and_reflection_need_no_token() -> None:
+    arrival = RequestArrival(per_address=1, token=BearerToken([TOKEN]))
+    check = served(arrival, "unary_unary", method="/grpc.health.v1.Health/Check")
+    assert await check(None, arrived_with("status")) == "status"
 
 
 @pytest.mark.parametrize("ending", ["arrives", "cancelled"])
