@@ -19,6 +19,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.integration.flows import EVENT, configure_event, hold
 from tests.rich_errors import rich_error
+from tests.stalled_calls import never_sent
 from tests.tcp_proxy import SilentProxy, from_another_host
 from ticketing_service.domain.reservations import MAX_ANSWERS_BYTES
 from ticketing_service.entrypoints.grpc.server import (
@@ -246,3 +247,32 @@ async def test_a_client_may_ping_every_few_seconds_through_a_quiet_watch(
     finally:
         await running.stop(0)
     assert isinstance(first, health_pb2.HealthCheckResponse)
+
+
+async def test_a_call_whose_request_does_not_come_is_refused_and_leaves_its_connection_idle(
+    deps: Dependencies,
+) -> None:
+    # A call that sent its headers and never its request stayed open for as long as its client
+    # liked (one was still open after 420 s), and its connection was never idle, never closed.
+    limits = ServerLimits(request_arrival_seconds=0.5, connection_idle_seconds=1)
+    running = await start_server(deps, "127.0.0.1:0", limits=limits)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            send: grpc.aio.StreamUnaryMultiCallable[bytes, bytes]
+            send = channel.stream_unary(
+                "/moim.ticketing.v1.TicketingService/GetReservation", request_serializer=bytes
+            )
+            stalled = send(never_sent())
+            async with asyncio.timeout(10):
+                code, details = await stalled.code(), await stalled.details()
+            stalled.cancel()
+            async with asyncio.timeout(30):  # no call left: the server closes it once idle
+                while (state := channel.get_state()) == grpc.ChannelConnectivity.READY:
+                    await channel.wait_for_state_change(state)
+    finally:
+        await running.stop(0)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert details == (
+        "The call's request did not arrive within 0.5 s of the call's start;"
+        " send the call again, its request with it."
+    )

@@ -12,6 +12,9 @@ as a client-streaming one (the same on the wire), whose first step is reading th
   and holds no place. Without this, a client with no token held up to its host's bound of
   calls, each keeping its connection from ever being idle: 1,000 connections of one call
   each took every connection the server accepts, from every host, for as long as they liked;
+- a call's request must arrive within `arrival_seconds` (REQUEST_ARRIVAL_SECONDS) of its
+  start, or the call is refused DEADLINE_EXCEEDED, giving its place back: a connection whose
+  client holds its requests back then has no call, and is closed once idle (server.py);
 - at most `per_address` calls from one client host wait for their request at once; past that
   a call is refused RESOURCE_EXHAUSTED without being read. A request normally comes with its
   call, so only calls that hold theirs back are ever near the bound. It is four connections'
@@ -62,6 +65,13 @@ TOO_MANY_WAITING = Unread(
 )
 _STOPPED = "The server began to stop before the call's request arrived; send the call again."
 STOPPING = Unread(grpc.StatusCode.UNAVAILABLE, _STOPPED, ServerStopping(_STOPPED))
+# How long after its start a call's request may arrive. A client sends it with the call's
+# headers, often in the same packet: 10 s is far past any network's delay (the webhook shim
+# gives a request as long), and short beside the idle time that closes a connection without
+# calls (300 s). DEADLINE_EXCEEDED past it: the time the server allows ran out before the
+# call could be served (not CANCELLED, which reads as the client's own doing); the call was
+# never read, so it is safe to send again.
+REQUEST_ARRIVAL_SECONDS = 10.0
 
 T = TypeVar("T")
 
@@ -83,9 +93,20 @@ class RequestArrival(WrappingInterceptor):
     answers (a watch), or reads a stream of requests (reflection), for as long as it is open.
     """
 
-    def __init__(self, per_address: int, token: BearerToken | None = None) -> None:
+    def __init__(
+        self,
+        per_address: int,
+        arrival_seconds: float = REQUEST_ARRIVAL_SECONDS,
+        token: BearerToken | None = None,
+    ) -> None:
         super().__init__()
         self._per_address = per_address
+        self._arrival_seconds = arrival_seconds
+        self._too_late = Unread(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"The call's request did not arrive within {arrival_seconds:g} s of the call's"
+            " start; send the call again, its request with it.",
+        )
         self._token = token
         self._waiting: dict[str, int] = {}
         self._reading: set[asyncio.Timeout] = set()  # of the calls waiting for a request
@@ -155,11 +176,11 @@ class RequestArrival(WrappingInterceptor):
 
     async def _read(self, context: Context) -> Any:
         """The call's request; NO_REQUEST if its stream ended without one, STOPPING if
-        `end_waits` came first."""
+        `end_waits` came first, the DEADLINE_EXCEEDED one if `arrival_seconds` passed first."""
         try:
-            request = await self._unless_stopped(context.read())
+            request = await self._unless_stopped(context.read(), self._arrival_seconds)
         except TimeoutError:
-            return STOPPING
+            return STOPPING if self._stopping else self._too_late
         return NO_REQUEST if request is grpc.aio.EOF else request
 
     async def _until_stop(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -171,9 +192,9 @@ class RequestArrival(WrappingInterceptor):
                 return
             yield request
 
-    async def _unless_stopped(self, waiting: Awaitable[T]) -> T:
-        """`waiting`'s result; TimeoutError if `end_waits` comes first."""
-        reading = asyncio.timeout(None)
+    async def _unless_stopped(self, waiting: Awaitable[T], seconds: float | None = None) -> T:
+        """`waiting`'s result; TimeoutError if `end_waits`, or `seconds` from now, come first."""
+        reading = asyncio.timeout(seconds)
         self._reading.add(reading)
         try:
             async with reading:

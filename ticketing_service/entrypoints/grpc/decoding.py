@@ -4,8 +4,9 @@ gRPC decodes a request before any handler or interceptor runs. A `DecodeError` t
 wire format, a string that is not UTF-8) answered UNKNOWN, with the Python exception's text as
 its message, and logged a traceback, and the call had no line and no metrics of its own. Here
 the request is decoded by a deserializer that keeps the error, and the call is refused with it.
-The same marker stands in for a request that was not read: one that never came, or had not
-come when the server began to stop, or one of a call without the token (arrival.py).
+The same marker stands in for a request that was not read: one that never came, came too
+late or had not come when the server began to stop, or one of a call without the token
+(arrival.py).
 """
 
 from __future__ import annotations

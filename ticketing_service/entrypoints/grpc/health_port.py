@@ -57,7 +57,9 @@ async def start_health_port(
         *limits.connection_options(),
     ]
     interceptors = [
-        RequestArrival(waiting_per_address(MAX_CALLS_PER_CONNECTION)),
+        RequestArrival(
+            waiting_per_address(MAX_CALLS_PER_CONNECTION), limits.request_arrival_seconds
+        ),
         RequestDecoding(),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=options)

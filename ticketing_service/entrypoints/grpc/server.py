@@ -24,7 +24,11 @@ from ticketing_service.config import (
     ListenError,
 )
 from ticketing_service.entrypoints.event_loop import stop_signals
-from ticketing_service.entrypoints.grpc.arrival import RequestArrival, waiting_per_address
+from ticketing_service.entrypoints.grpc.arrival import (
+    REQUEST_ARRIVAL_SECONDS,
+    RequestArrival,
+    waiting_per_address,
+)
 from ticketing_service.entrypoints.grpc.auth import BearerToken
 from ticketing_service.entrypoints.grpc.call_limit import CallLimiter, streams_per_connection
 from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
@@ -47,8 +51,8 @@ MAX_REQUEST_BYTES = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    """What one server process takes on at once (TICKETING_GRPC_MAX_CONCURRENT_RPCS, ...) and
-    how long it keeps a connection that carries no call."""
+    """What one server process takes on at once (TICKETING_GRPC_MAX_CONCURRENT_RPCS, ...), how
+    long it keeps a connection that carries no call, and waits for a call's request."""
 
     max_concurrent_rpcs: int = DEFAULT_GRPC_MAX_CONCURRENT_RPCS
     max_watchers: int = DEFAULT_MAX_WATCHERS
@@ -57,6 +61,7 @@ class ServerLimits:
     keepalive_seconds: int = KEEPALIVE_SECONDS
     keepalive_timeout_seconds: int = KEEPALIVE_TIMEOUT_SECONDS
     min_client_ping_seconds: int = MIN_CLIENT_PING_SECONDS
+    request_arrival_seconds: float = REQUEST_ARRIVAL_SECONDS
 
     @classmethod
     def of(cls, config: Config) -> ServerLimits:
@@ -76,8 +81,8 @@ class ServerLimits:
         database and the payment service; connections already open keep being served. One
         without a call for `connection_idle_seconds` is closed (an HTTP/2 GOAWAY; its client
         reconnects at its next call), so that connections left behind by clients do not fill
-        that bound for good. A call without the token is refused at once (arrival.py), so it
-        does not keep its connection from being idle.
+        that bound for good. A call without the token, or whose request does not come, is
+        refused soon (arrival.py), so it does not keep its connection from being idle.
 
         One that carries calls is pinged every `keepalive_seconds`, and closed if its client
         does not answer within `keepalive_timeout_seconds`: a client whose machine died, or
@@ -141,6 +146,7 @@ async def start_server(
     calls_per_connection = streams_per_connection(limits.max_concurrent_rpcs)
     arrival = RequestArrival(
         waiting_per_address(calls_per_connection),
+        limits.request_arrival_seconds,
         BearerToken(tokens) if tokens else None,
     )
     chain = [

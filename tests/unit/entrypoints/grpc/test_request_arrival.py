@@ -145,6 +145,24 @@ async def test_at_the_stop_a_call_waiting_for_its_request_is_refused_and_its_pla
     assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
 
 
+async def test_a_call_whose_request_does_not_arrive_in_time_is_refused_and_its_place_freed() -> (
+    None
+):
+    arrival = RequestArrival(per_address=1, arrival_seconds=0.05)
+    late = await waiting(arrival, FakeCall())
+    async with asyncio.timeout(10):  # before, it waited for as long as its client liked
+        refused = await late
+    assert refused.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert refused.description == (
+        "The call's request did not arrive within 0.05 s of the call's start;"
+        " send the call again, its request with it."
+    )
+    on_time = FakeCall()
+    answer = await waiting(arrival, on_time)  # the place is free again
+    on_time.send("served")
+    assert await answer == "served"
+
+
 TOKEN = "correct-horse"
 GUARDED = "/moim.ticketing.v1.TicketingService/GetReservation"
 
