@@ -483,8 +483,8 @@ async def test_a_health_watch_ends_once_it_said_not_serving_at_a_stop(
 async def test_a_call_still_waiting_for_its_request_is_refused_at_a_stop(
     shared_pgdata: Path,
 ) -> None:
-    # One call that never sends its request (anyone may open one: no token is read before the
-    # request) held every stop for its whole grace period, then ended "Cancelling all calls".
+    # One call that never sends its request (anyone may open one here: no token is set) held
+    # every stop for its whole grace period, then ended "Cancelling all calls".
     with serve(shared_pgdata) as (port, process):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stalled = stalled_settings_call(channel)
