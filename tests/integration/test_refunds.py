@@ -634,6 +634,23 @@ async def test_cancelling_an_event_stops_sales_cancels_holds_and_refunds_everyon
     assert released.status == reservation_pb2.RESERVATION_STATUS_CANCELLED
 
 
+async def test_a_cancelled_event_s_settings_say_when_it_was_cancelled(stub: Stub) -> None:
+    # They read as on sale (enabled, no mark) after CancelEvent: Moim showed the event selling.
+    await configure(stub)
+    on = await stub.GetTicketingSettings(pb.GetTicketingSettingsRequest(event_id=EVENT))
+    before = datetime.now(UTC).replace(microsecond=0)
+
+    await stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT))
+    read = await stub.GetTicketingSettings(pb.GetTicketingSettingsRequest(event_id=EVENT))
+    await configure(stub, capacity=5)  # still saved, as Moim may
+    saved = await stub.GetTicketingSettings(pb.GetTicketingSettingsRequest(event_id=EVENT))
+
+    assert not on.settings.HasField("cancel_time")
+    cancelled = read.settings.cancel_time.ToDatetime(UTC)
+    assert before <= cancelled <= datetime.now(UTC)
+    assert saved.settings.cancel_time.ToDatetime(UTC) == cancelled
+
+
 async def test_a_seat_given_up_before_the_cancellation_reached_it_is_refunded_in_full(
     stub: Stub, service: Service, payment_service: PaymentService
 ) -> None:

@@ -107,6 +107,8 @@ def write_settings(settings: Settings) -> settings_pb2.TicketingSettings:
         write_timestamp(message.update_time, settings.update_time)
     if settings.event_start_time is not None:
         write_timestamp(message.event_start_time, settings.event_start_time)
+    if settings.cancel_time is not None:
+        write_timestamp(message.cancel_time, settings.cancel_time)
     for rule in settings.refund_policy or ():
         message.refund_policy.add(
             min_hours_before_start=rule.min_hours_before_start, percent=rule.percent

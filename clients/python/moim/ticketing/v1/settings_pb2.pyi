@@ -212,6 +212,7 @@ class TicketingSettings(_message.Message):
     EVENT_TITLE_FIELD_NUMBER: _builtins.int
     EVENT_START_TIME_FIELD_NUMBER: _builtins.int
     REFUND_POLICY_FIELD_NUMBER: _builtins.int
+    CANCEL_TIME_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The Moim event id."""
     mode: Global___TicketingMode.ValueType
@@ -254,6 +255,12 @@ class TicketingSettings(_message.Message):
         the start 100 %, at least 72 hours 70 %, at least 24 hours 50 %, later 0 %.
         """
 
+    @_builtins.property
+    def cancel_time(self) -> _timestamp_pb2.Timestamp:
+        """When the organizer cancelled the event (CancelEvent); unset while it is on. Once set,
+        nothing more is sold whatever `enabled` says, and the settings may still be saved.
+        """
+
     def __init__(
         self,
         *,
@@ -270,10 +277,11 @@ class TicketingSettings(_message.Message):
         event_title: _builtins.str = ...,
         event_start_time: _timestamp_pb2.Timestamp | None = ...,
         refund_policy: _abc.Iterable[Global___RefundRule] | None = ...,
+        cancel_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event_start_time", b"event_start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "event_start_time", b"event_start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency_code", b"currency_code", "enabled", b"enabled", "event_id", b"event_id", "event_start_time", b"event_start_time", "event_title", b"event_title", "external_url", b"external_url", "legacy", b"legacy", "mode", b"mode", "provider", b"provider", "provider_account_id", b"provider_account_id", "refund_policy", b"refund_policy", "tiers", b"tiers", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "currency_code", b"currency_code", "enabled", b"enabled", "event_id", b"event_id", "event_start_time", b"event_start_time", "event_title", b"event_title", "external_url", b"external_url", "legacy", b"legacy", "mode", b"mode", "provider", b"provider", "provider_account_id", b"provider_account_id", "refund_policy", b"refund_policy", "tiers", b"tiers", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
