@@ -82,14 +82,16 @@ async def _try(deps: Dependencies, refund: Refund) -> None:
 
 
 async def _send(deps: Dependencies, refund: Refund) -> RefundChange:
-    """Send a requested refund; a try that learnt nothing is tried again later. An earlier
-    send whose answer was lost (a crash, a timeout, a malformed answer) may have made it, so a
+    """Send a requested refund; a refusal fails it, and a try that learnt nothing is tried
+    again later. A send after one with no usable answer may find the refund made by it: such a
     refusal, or the last attempt, fails it only once the payment service says it never took
     it."""
     policy = deps.refund_retry
     try:
         answer = _checked(refund, await deps.payment_service.create_refund(_request(refund)))
     except RefundRefused as refused:
+        if refund.attempts == 0:
+            return RefundChange(RefundStatus.FAILED, refund_attempts(refund), None, refused.code)
         return await _unless_taken(deps, refund, refused, refused.code)
     except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
         if refund_attempts(refund) < policy.max_attempts:

@@ -117,21 +117,6 @@ async def test_a_resend_refused_after_a_lost_answer_records_the_refund_the_first
     assert (found.status, found.failure_code) == (RefundStatus.SUCCEEDED, None)
 
 
-async def test_a_first_recorded_send_refused_records_the_refund_a_crashed_send_made(
-    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
-) -> None:
-    # A sender crashed after its send made the refund, before it recorded the try; the next
-    # send, the first recorded one, is refused.
-    made = await owed(retrying, database)
-    checkouts.refund_error = RefundRefused("token rotated", "unauthorized")
-    checkouts.takes_failed_sends = True
-
-    await send_due_refunds(retrying)
-
-    found = stored(database, made.refund_id)
-    assert (found.status, found.attempts) == (RefundStatus.SUCCEEDED, 1)
-
-
 async def test_a_resend_refused_while_the_payment_service_cannot_tell_of_it_stays_requested(
     retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
