@@ -81,7 +81,7 @@ def refund_status_from(response: httpx.Response, refund_id: str) -> RefundStatus
         refund_id=refund_id,
         status=_state(RefundState, data.get("status"), "status"),
         refunded_amount=_amount(data, "refundedAmount"),
-        failure_code=_optional_text(data, "failureCode"),
+        failure_code=_failure_code(data),
     )
 
 
@@ -152,9 +152,20 @@ def _check_text(name: str, value: str, max_length: int) -> None:
         raise malformed(f"{name} holds a character that is not printable")
 
 
+def _failure_code(data: dict[str, object]) -> str | None:
+    """Why a refund failed, as the payment service says, kept as an operator can read it: its
+    printable characters, at most 128. Never a reason to refuse the answer, whose `failed` is
+    what matters (a code of 129 characters left a failed refund pending for ever)."""
+    value = data.get("failureCode")
+    if not isinstance(value, str):
+        return None
+    kept = "".join(c for c in value if c.isprintable())[:_MAX_ID_LENGTH]
+    return kept or None
+
+
 def _url(data: dict[str, object], name: str) -> str:
     value = _text(data, name, _MAX_URL_LENGTH)
-    if not value.startswith(("https://", "http://")):
+    if not value.lower().startswith(("https://", "http://")):  # a scheme has no case
         raise malformed(f"{name} is not an http(s) URL")
     return value
 

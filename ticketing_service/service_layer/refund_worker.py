@@ -38,6 +38,11 @@ REFUND_BATCH = 10
 MIN_LEASE = timedelta(minutes=2)
 # Why a refund the service gave up on failed.
 MAX_ATTEMPTS_CODE = "max_attempts"
+# Not sent after its last attempt or a refusal, and the payment service could not say whether
+# it has it: it may have been made.
+OUTCOME_UNKNOWN_CODE = "outcome_unknown"
+# The payment service said it succeeded, for another amount.
+AMOUNT_MISMATCH_CODE = "refunded_amount_mismatch"
 
 
 async def send_due_refunds(deps: Dependencies, lease: timedelta = MIN_LEASE) -> int:
@@ -64,7 +69,7 @@ async def refresh_refund(deps: Dependencies, refund_id: str) -> Refund:
     if refund.status.is_final:
         return refund
     try:
-        answer = _checked(refund, await deps.payment_service.get_refund(refund_id))
+        answer = await deps.payment_service.get_refund(refund_id)
     except (PaymentServiceRefused, PaymentServiceUnreachable) as failure:
         # Not sent yet, or the payment service cannot say now: the worker follows it.
         log.warning("refund %s was not refreshed: %s", refund_id, failure)
@@ -88,7 +93,7 @@ async def _send(deps: Dependencies, refund: Refund) -> RefundChange:
     it."""
     policy = deps.refund_retry
     try:
-        answer = _checked(refund, await deps.payment_service.create_refund(_request(refund)))
+        answer = await deps.payment_service.create_refund(_request(refund))
     except RefundRefused as refused:
         if refund.attempts == 0:
             return RefundChange(RefundStatus.FAILED, refund_attempts(refund), None, refused.code)
@@ -105,12 +110,11 @@ async def _unless_taken(
 ) -> RefundChange:
     """A refund is failed with `code` only if the payment service says it never took it (a send
     whose answer was lost or malformed may have made it): one it has is recorded as it says,
-    and while it cannot say the refund stays requested and is sent again later with the same
-    key (which makes nothing twice)."""
+    and one it cannot say anything of is failed with OUTCOME_UNKNOWN_CODE."""
     policy = deps.refund_retry
     attempts = refund_attempts(refund)
     try:
-        answer = _checked(refund, await deps.payment_service.get_refund(refund.refund_id))
+        answer = await deps.payment_service.get_refund(refund.refund_id)
     except UnknownRefund:
         log.error(
             "refund %s failed after %d attempts (%s): the payment service never took it",
@@ -120,15 +124,17 @@ async def _unless_taken(
         )
         return RefundChange(RefundStatus.FAILED, attempts, None, code)
     except (PaymentServiceUnreachable, PaymentServiceRefused) as unknown:
+        # Left requested it would be sent for ever, unseen; failed, it is seen (the alert on
+        # failed refunds) and its code says to ask the payment team before refunding again.
         log.error(
             "refund %s was not sent after %d attempts (%s) and the payment service cannot say"
-            " whether it has it (%s): it stays requested",
+            " whether it has it (%s): failed for an operator",
             refund.refund_id,
             attempts,
             failure,
             unknown,
         )
-        return RefundChange(RefundStatus.REQUESTED, attempts, policy.delay(attempts))
+        return RefundChange(RefundStatus.FAILED, attempts, None, OUTCOME_UNKNOWN_CODE)
     return _learnt(refund, answer, policy)
 
 
@@ -137,28 +143,31 @@ async def _follow(deps: Dependencies, refund: Refund) -> RefundChange:
     own `failed` fails it; any error (a refusal to read it, a malformed answer, no answer) is
     asked about again later, without limit."""
     try:
-        answer = _checked(refund, await deps.payment_service.get_refund(refund.refund_id))
+        answer = await deps.payment_service.get_refund(refund.refund_id)
     except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
         return _retry_later(refund, deps.refund_retry, failure)
     return _learnt(refund, answer, deps.refund_retry)
 
 
-def _checked(refund: Refund, answer: Answer) -> Answer:
-    """The answer, unless it breaks the contract: a refund succeeds for its whole amount, so a
-    `succeeded` for any other amount is malformed and never recorded as money returned. (A
-    pending refund's `refundedAmount` says nothing yet, and a failed one's nothing at all.)"""
-    if answer.status is RefundState.SUCCEEDED and answer.refunded_amount != refund.amount:
-        raise PaymentServiceRefused(
-            f"The payment service answered that refund {refund.refund_id} of {refund.amount}"
-            f" succeeded with refundedAmount {answer.refunded_amount}; it is not recorded,"
-            " report it to the payment team."
-        )
-    return answer
-
-
 def _learnt(refund: Refund, answer: Answer, policy: RefundRetryPolicy) -> RefundChange:
-    """The change a payment service's answer makes; a pending refund is asked about again."""
+    """The change a payment service's answer makes; a pending refund is asked about again.
+
+    A refund succeeds for its whole amount: a `succeeded` for another amount breaks the
+    contract, and is failed (AMOUNT_MISMATCH_CODE) for an operator to settle with the payment
+    team, never recorded as the money returned. (A pending refund's `refundedAmount` says
+    nothing yet, and a failed one's nothing at all.)"""
     attempts = refund_attempts(refund)
+    if answer.status is RefundState.SUCCEEDED and answer.refunded_amount != refund.amount:
+        log.error(
+            "refund %s of %d: the payment service says it succeeded with refundedAmount %d;"
+            " failed for an operator",
+            refund.refund_id,
+            refund.amount,
+            answer.refunded_amount,
+        )
+        return RefundChange(
+            RefundStatus.FAILED, attempts, None, AMOUNT_MISMATCH_CODE, answer.refund_id
+        )
     if answer.status is RefundState.SUCCEEDED:
         return RefundChange(RefundStatus.SUCCEEDED, attempts, None, None, answer.refund_id)
     if answer.status is RefundState.FAILED:
