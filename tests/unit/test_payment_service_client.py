@@ -219,6 +219,13 @@ async def test_any_other_non_2xx_answer_is_refused(http_status: int, content: by
         await checkout_with(answering(http_status, content))
 
 
+async def test_a_checkout_url_scheme_in_capitals_is_taken() -> None:
+    # Schemes have no case (RFC 3986): such a checkout was refused and its hold released.
+    url = "HTTPS://pay.example/checkout/chk_1"
+    checkout = await checkout_with(Recorder(201, {**CREATED, "checkoutUrl": url}))
+    assert checkout.checkout_url == url
+
+
 @pytest.mark.parametrize(
     "content",
     [
