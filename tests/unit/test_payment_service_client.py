@@ -456,6 +456,19 @@ async def test_questions_in_flight_leave_half_the_slots_to_checkouts() -> None:
     assert gate.most_inside == 4  # never past the cap
 
 
+async def test_questions_queued_behind_the_backgrounds_share_are_timed_only_once_sent() -> None:
+    # Each of 3 questions takes 0.3 s, the bound is 0.5 s, and 1 is asked at a time: the third
+    # waits 0.6 s for its turn. Timed from its start it timed out, never sent.
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)
+        return httpx.Response(200, json=PAID)
+
+    async with client_with(slow, timeout_seconds=0.5, max_outstanding=2) as client:
+        answers = await asyncio.gather(*(client.get_checkout("chk_1") for _ in range(3)))
+
+    assert [a.status for a in answers] == [CheckoutState.PAID] * 3
+
+
 async def test_a_call_that_cannot_get_a_slot_in_time_is_unreachable_and_sends_nothing() -> None:
     arrived: list[httpx.Request] = []
     in_flight, release = asyncio.Event(), asyncio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC
 from urllib.parse import quote
 
@@ -53,6 +54,9 @@ DEFAULT_MAX_OUTSTANDING = 16
 # Questions and refunds (the background's calls, and the RPCs an operator asks them with) take
 # at most half of those: a slow status endpoint once held every slot with a batch of
 # reconciliation questions, and users' checkouts timed out waiting for one.
+# A background call waits its turn for at most this many of its timeouts: a reconciliation
+# batch (50 questions, 8 at a time) asks its last within it.
+BACKGROUND_QUEUE_TIMEOUTS = 7
 # The contract's answers are a few hundred bytes. A body is read this far and no further, so a
 # wrong URL or a proxy that answers with a file costs a call at most this much memory (a
 # 300 MB answer read whole cost 610 MB). A body cut here is not JSON: a 2xx reads as malformed,
@@ -140,9 +144,8 @@ class HttpPaymentService:
         # httpx's timeout bounds each read, not the whole exchange; asyncio.timeout bounds the
         # total (the wait for a slot included) so a server that drips one byte at a time, or a
         # queue of slow calls, still cannot hang the caller.
-        share = self._background_slots if background else contextlib.nullcontext()
         try:
-            async with asyncio.timeout(self._timeout_seconds), share, self._slots:
+            async with self._turn(background), asyncio.timeout(self._timeout_seconds), self._slots:
                 request = self._client.build_request(
                     method, path, headers=self._headers(idempotency_key), json=body
                 )
@@ -162,6 +165,23 @@ class HttpPaymentService:
             ) from error
         # The status and the body are all an answer of the contract carries.
         return httpx.Response(streamed.status_code, content=content, request=request)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, background: bool) -> AsyncIterator[None]:
+        """A background call's turn among the background's own calls, waited for at most
+        BACKGROUND_QUEUE_TIMEOUTS of its timeouts (TimeoutError past that); a checkout needs
+        none. Timed as part of the call, a batch of questions to a service answering in 2 s
+        timed out in this queue, and paying users' holds at their end were expired as if the
+        service were down."""
+        if not background:
+            yield
+            return
+        async with asyncio.timeout(self._timeout_seconds * BACKGROUND_QUEUE_TIMEOUTS):
+            await self._background_slots.acquire()
+        try:
+            yield
+        finally:
+            self._background_slots.release()
 
     def _headers(self, idempotency_key: str | None) -> dict[str, str]:
         headers = {
