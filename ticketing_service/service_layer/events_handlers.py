@@ -15,8 +15,8 @@ from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.event_fanout import (
     MAX_PAGE_BYTES,
-    MAX_PAGE_SIZE,
     WATCH_PAGE_BYTES,
+    WATCH_PAGE_SIZE,
     EventFanout,
 )
 from ticketing_service.service_layer.ports import PrunedRecords, UnitOfWork
@@ -87,7 +87,9 @@ async def watch_registration_events(
         while True:
             page = EventPage([], cursor, more=True)
             while page.more:
-                page = await list_registration_events(deps, cursor, MAX_PAGE_SIZE, WATCH_PAGE_BYTES)
+                page = await list_registration_events(
+                    deps, cursor, WATCH_PAGE_SIZE, WATCH_PAGE_BYTES
+                )
                 for event in page.events:
                     yield event
                 cursor = page.next_sequence

@@ -17,6 +17,7 @@ from ticketing_service.service_layer.dependencies import FEED_READS_AT_ONCE, Dep
 from ticketing_service.service_layer.event_fanout import (
     MAX_PAGE_BYTES,
     WATCH_PAGE_BYTES,
+    WATCH_PAGE_SIZE,
     EventFanout,
 )
 from ticketing_service.service_layer.events_handlers import (
@@ -161,13 +162,13 @@ async def test_a_watcher_catches_up_in_smaller_pages_than_a_listing(
 ) -> None:
     # A watcher holds its page until its client reads it: 99 that never read, each holding a
     # 3 MiB page of large events, took a replica from 73 to 464 MB.
-    budgets: list[int] = []
+    budgets: list[tuple[int, int]] = []
     listed = FakeEvents.list_after
 
     async def recorded(
         self: FakeEvents, after: int, limit: int, max_bytes: int
     ) -> tuple[list[RegistrationEvent], bool]:
-        budgets.append(max_bytes)
+        budgets.append((limit, max_bytes))
         return await listed(self, after, limit, max_bytes)
 
     monkeypatch.setattr(FakeEvents, "list_after", recorded)
@@ -180,4 +181,4 @@ async def test_a_watcher_catches_up_in_smaller_pages_than_a_listing(
     fanout.end_watches()
     await watch.aclose()
 
-    assert budgets == [MAX_PAGE_BYTES, WATCH_PAGE_BYTES]
+    assert budgets == [(10, MAX_PAGE_BYTES), (WATCH_PAGE_SIZE, WATCH_PAGE_BYTES)]
