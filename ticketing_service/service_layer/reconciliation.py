@@ -60,11 +60,18 @@ class Reconciled:
 
 
 async def reconcile_due(deps: Dependencies, batch_size: int = BATCH_SIZE) -> list[Reconciled]:
-    """One pass: lease what is due, ask about each, apply each answer."""
-    async with deps.uow() as uow:
-        due = await uow.reconciliation.claim_due(deps.reconcile_policy.ask_after, LEASE, batch_size)
-        await uow.commit()
-    done = list(await asyncio.gather(*(_reconcile(deps, candidate) for candidate in due)))
+    """One pass: lease what is due, a batch at a time until none is left, ask about each, and
+    apply each answer. (One batch a pass left 320 holds ending together waiting minutes at
+    the default sweep interval, their payments under way meanwhile.)"""
+    done: list[Reconciled] = []
+    while True:
+        async with deps.uow() as uow:
+            policy = deps.reconcile_policy
+            due = await uow.reconciliation.claim_due(policy.ask_after, LEASE, batch_size)
+            await uow.commit()
+        done += await asyncio.gather(*(_reconcile(deps, candidate) for candidate in due))
+        if len(due) < batch_size:
+            break
     async with deps.uow() as uow:
         deps.observer.awaiting_follow_up(await uow.reconciliation.awaiting_follow_up())
     return done

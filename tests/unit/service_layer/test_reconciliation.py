@@ -59,6 +59,23 @@ async def test_a_live_hold_paid_without_a_callback_is_confirmed_once_it_is_old_e
     assert await reconcile_due(deps) == []  # settled: never asked again
 
 
+async def test_one_pass_asks_about_every_hold_due_a_batch_at_a_time(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    first = await hold(deps, "first")
+    later(database, 601)
+    second = await hold(deps, "second")  # the seat, free since the first hold ended
+    later(database, 601)
+
+    done = await reconcile_due(deps, batch_size=1)
+
+    assert {r.reservation.reservation_id for r in done} == {
+        first.reservation_id,
+        second.reservation_id,
+    }
+    assert await reconcile_due(deps, batch_size=1) == []
+
+
 async def test_a_live_hold_not_paid_yet_is_asked_once_early_then_at_its_end(
     deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
