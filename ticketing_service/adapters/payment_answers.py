@@ -18,6 +18,7 @@ from typing import TypeVar
 import httpx
 
 from ticketing_service.domain.money import MAX_AMOUNT
+from ticketing_service.domain.reservations import MAX_ID_LENGTH
 from ticketing_service.domain.times import parse_rfc3339
 from ticketing_service.service_layer.checkouts import (
     Checkout,
@@ -30,9 +31,6 @@ from ticketing_service.service_layer.refunds import RefundState, RefundStatus
 _State = TypeVar("_State", bound=StrEnum)
 # What a create may answer: a new checkout, or the existing one an idempotent replay returns.
 _CREATED_STATUSES = frozenset({"requires_payment", "payment_pending", "paid"})
-# Ids (and failure codes) as long as the API takes them: a checkout id over it could never be
-# confirmed by its callback, since ConfirmPayment refuses it.
-_MAX_ID_LENGTH = 128
 _MAX_URL_LENGTH = 2048
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
@@ -126,7 +124,7 @@ def _object(response: httpx.Response) -> dict[str, object]:
     return data
 
 
-def _text(data: dict[str, object], name: str, max_length: int = _MAX_ID_LENGTH) -> str:
+def _text(data: dict[str, object], name: str, max_length: int = MAX_ID_LENGTH) -> str:
     value = data.get(name)
     if not (isinstance(value, str) and value):
         raise malformed(f"{name} is missing or empty")
@@ -140,7 +138,7 @@ def _optional_text(data: dict[str, object], name: str) -> str | None:
         return None
     if not (isinstance(value, str) and value):
         raise malformed(f"{name} is not a non-empty string")
-    _check_text(name, value, _MAX_ID_LENGTH)
+    _check_text(name, value, MAX_ID_LENGTH)
     return value
 
 
@@ -159,7 +157,7 @@ def _failure_code(data: dict[str, object]) -> str | None:
     value = data.get("failureCode")
     if not isinstance(value, str):
         return None
-    kept = "".join(c for c in value if c.isprintable())[:_MAX_ID_LENGTH]
+    kept = "".join(c for c in value if c.isprintable())[:MAX_ID_LENGTH]
     return kept or None
 
 

@@ -36,6 +36,7 @@ from ticketing_service.domain.reservations import (
     ReservationStatus,
     answers_over_limits,
     drop_blank_answers,
+    is_usable_id,
     return_urls,
 )
 from ticketing_service.domain.settings import Tier
@@ -101,11 +102,23 @@ class EventRows:
             why = f"is in the unknown currency {reservation.currency!r}"
         elif reservation.amount < 0:
             why = f"has a negative amount, {reservation.amount} {reservation.currency}"
+        elif (checkout := self._unusable_checkout(reservation)) is not None:
+            why = f"has the checkout id {checkout!r}, which the service could never confirm"
         else:
             why = self._time_problem(reservation)
         if why is not None:
             self.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, why + ": not imported")
         return why is None
+
+    def _unusable_checkout(self, reservation: SourceReservation) -> str | None:
+        """A checkout id of the reservation or its payments no callback could confirm here
+        (cut short to be named), if it has one."""
+        ids = [
+            reservation.checkout_id,
+            *(p.checkout_id for p in self._payments_of[reservation.reservation_id]),
+        ]
+        bad = next((i for i in ids if i is not None and not is_usable_id(i)), None)
+        return None if bad is None else bad[:40]
 
     def _time_problem(self, reservation: SourceReservation) -> str | None:
         """Why a time of the reservation or of its payments cannot be kept, if one cannot."""

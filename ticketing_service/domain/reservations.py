@@ -44,6 +44,14 @@ class Answer:
 MAX_ANSWERS = 50
 MAX_ANSWER_LENGTH = 4000  # characters of one answer
 MAX_ANSWERS_BYTES = 16 * 1024  # all of them together, question ids included, in UTF-8
+# Ids from outside (a checkout's, a payment's, a delivery's) as ConfirmPayment takes them.
+MAX_ID_LENGTH = 128
+
+
+def is_usable_id(value: str) -> bool:
+    """Whether an id from outside can be kept and confirmed here: printable (no NUL, no lone
+    surrogate) and at most MAX_ID_LENGTH characters."""
+    return 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
 
 
 def drop_blank_answers(answers: Iterable[Answer]) -> tuple[Answer, ...]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
+
 from ticketing_service.domain.moim_import import plan_event
 from ticketing_service.domain.moim_plan import (
     EventPlan,
@@ -526,6 +528,25 @@ def test_a_paid_reservation_of_a_negative_amount_is_listed_and_its_rsvp_keeps_a_
     assert (result.settled, result.external_seats) == ((), {"vip": 1})
     assert kinds(result) == [ProblemKind.UNUSABLE_RESERVATION]
     assert "has a negative amount, -100 KRW: not imported" in result.problems[0].detail
+
+
+@pytest.mark.parametrize("checkout_id", ["c" * 129, "chk\x00"], ids=["too-long", "nul"])
+def test_a_hold_whose_checkout_no_callback_could_confirm_is_listed_not_imported(
+    checkout_id: str,
+) -> None:
+    # Imported, its payment's callback would be refused (ConfirmPayment takes ids of at most
+    # 128 printable characters): a paid hold nothing could settle.
+    result = plan(
+        event(
+            reservations=(
+                reservation("h", "u8", status="pending_payment", checkout_id=checkout_id),
+            ),
+            payments=(payment("hp", "h", status="requires_payment"),),
+        )
+    )
+    assert result.holds == ()
+    assert kinds(result) == [ProblemKind.UNUSABLE_RESERVATION]
+    assert "which the service could never confirm: not imported" in result.problems[0].detail
 
 
 def test_a_reservation_naming_another_users_rsvp_is_listed_and_the_owner_keeps_the_seat() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from moim.ticketing.v1 import refund_pb2, ticketing_service_pb2
 
 from ticketing_service.domain.refunds import EventCancellation, Refund, RefundReason, RefundStatus
+from ticketing_service.domain.reservations import MAX_ID_LENGTH
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
-from ticketing_service.entrypoints.grpc.validation import MAX_ID_LENGTH, Violations
+from ticketing_service.entrypoints.grpc.validation import Violations
 from ticketing_service.service_layer.refund_handlers import RefundCommand
 
 _WIRE_REASONS = {

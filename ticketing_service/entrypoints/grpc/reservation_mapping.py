@@ -10,6 +10,7 @@ from ticketing_service.domain.reservations import (
     MAX_ANSWER_LENGTH,
     MAX_ANSWERS,
     MAX_ANSWERS_BYTES,
+    MAX_ID_LENGTH,
     Answer,
     ConfirmOutcome,
     Delivery,
@@ -21,7 +22,7 @@ from ticketing_service.domain.reservations import (
 )
 from ticketing_service.entrypoints.grpc.refund_mapping import write_refund
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
-from ticketing_service.entrypoints.grpc.validation import MAX_ID_LENGTH, MAX_NAME_LENGTH, Violations
+from ticketing_service.entrypoints.grpc.validation import MAX_NAME_LENGTH, Violations
 from ticketing_service.service_layer.reconciliation import Reconciled
 from ticketing_service.service_layer.registration_handlers import StartRegistration
 

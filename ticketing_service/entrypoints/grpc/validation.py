@@ -10,9 +10,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ticketing_service.domain.errors import FieldViolation, InvalidArgument
 from ticketing_service.domain.money import MAX_AMOUNT, is_known_currency
+from ticketing_service.domain.reservations import MAX_ID_LENGTH
 from ticketing_service.domain.times import EARLIEST, LATEST
 
-MAX_ID_LENGTH = 128
 MAX_NAME_LENGTH = 200
 MAX_URL_LENGTH = 2048
 # The longest list any request takes: an event has at most this many tiers. Other lists may
