@@ -453,8 +453,7 @@ HOLD_LEFT_SECONDS = 3.0
 async def waiting_for_a_lock_or_done(database_url: str, call: asyncio.Future[T]) -> None:
     """Once a session of the database waits for a lock, or `call` is done (bounded)."""
     async with asyncio.timeout(MEETING_SECONDS):
-        # Polled: Postgres announces no lock wait, so there is no event to await instead.
-        while lock_waiters(database_url) == 0 and not call.done():  # noqa: ASYNC110
+        while lock_waiters(database_url) == 0 and not call.done():  # noqa: ASYNC110 - Postgres's state: no event reports it
             await asyncio.sleep(0.02)
 
 

@@ -51,11 +51,9 @@ _LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
 # Calls in flight per process, across every use: reconciliation and refund passes can never
 # flood the payment service, and a slow one makes callers wait here (bounded by the timeout).
 DEFAULT_MAX_OUTSTANDING = 16
-# Questions and refunds (the background's calls, and the RPCs an operator asks them with) take
-# at most half of those: a slow status endpoint once held every slot with a batch of
-# reconciliation questions, and users' checkouts timed out waiting for one.
-# A background call waits its turn for at most this many of its timeouts: a reconciliation
-# batch (50 questions, 8 at a time) asks its last within it.
+# A background call (a question or a refund, or the RPC an operator asks one with) waits its
+# turn among the background's own calls for at most this many of its timeouts: a
+# reconciliation batch (50 questions, 8 at a time) asks its last within it.
 BACKGROUND_QUEUE_TIMEOUTS = 7
 # The contract's answers are a few hundred bytes. A body is read this far and no further, so a
 # wrong URL or a proxy that answers with a file costs a call at most this much memory (a
@@ -80,6 +78,9 @@ class HttpPaymentService:
         self._token = token
         self._timeout_seconds = timeout_seconds
         self._slots = asyncio.Semaphore(max_outstanding)
+        # The background's calls take at most half of the slots: a slow status endpoint once
+        # held every one with a batch of reconciliation questions, and users' checkouts timed
+        # out waiting for one.
         self._background_slots = asyncio.Semaphore(max(1, max_outstanding // 2))
         self._client = httpx.AsyncClient(
             base_url=base_url,
@@ -142,8 +143,9 @@ class HttpPaymentService:
         background: bool = True,
     ) -> httpx.Response:
         # httpx's timeout bounds each read, not the whole exchange; asyncio.timeout bounds the
-        # total (the wait for a slot included) so a server that drips one byte at a time, or a
-        # queue of slow calls, still cannot hang the caller.
+        # total (the wait for a shared slot included; a background call's turn comes before,
+        # bounded apart: `_turn`) so a server that drips one byte at a time, or a queue of slow
+        # calls, still cannot hang the caller.
         try:
             async with self._turn(background), asyncio.timeout(self._timeout_seconds), self._slots:
                 request = self._client.build_request(

@@ -63,11 +63,11 @@ async def reconcile_due(deps: Dependencies, batch_size: int = BATCH_SIZE) -> lis
     """One pass: lease what is due, a batch at a time until none is left, ask about each, and
     apply each answer. (One batch a pass left 320 holds ending together waiting minutes at
     the default sweep interval, their payments under way meanwhile.)"""
+    ask_after = deps.reconcile_policy.ask_after
     done: list[Reconciled] = []
     while True:
         async with deps.uow() as uow:
-            policy = deps.reconcile_policy
-            due = await uow.reconciliation.claim_due(policy.ask_after, LEASE, batch_size)
+            due = await uow.reconciliation.claim_due(ask_after, LEASE, batch_size)
             await uow.commit()
         done += await asyncio.gather(*(_reconcile(deps, candidate) for candidate in due))
         if len(due) < batch_size:
