@@ -299,3 +299,46 @@ def test_the_server_listens_beyond_loopback_only_behind_a_token_and_mutual_tls()
     assert "--insecure" not in server["args"]
     assert sources == {"ticketing-config"}
     assert config()["TICKET_PAYMENT_SERVICE_URL"].startswith(("http://", "https://"))
+
+
+def admitted(policy: Manifest, port: str) -> list[Manifest]:
+    """The `from` peers of every rule of `policy` that opens `port` (`{}` for any peer)."""
+    peers: list[Manifest] = []
+    for rule in policy["spec"]["ingress"]:
+        if port in {p["port"] for p in rule["ports"]}:
+            peers += rule.get("from", [{}])
+    return peers
+
+
+def test_each_network_policy_guards_the_pods_of_a_deployment_on_ports_they_serve() -> None:
+    deployments = {d["metadata"]["name"]: d["spec"]["template"] for d in of_kind("Deployment")}
+    guarded = set()
+    for policy in of_kind("NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]["matchLabels"]
+        [name] = [
+            n for n, t in deployments.items() if selector.items() <= t["metadata"]["labels"].items()
+        ]
+        guarded.add(name)
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        [container] = deployments[name]["spec"]["containers"]
+        served = {p["name"] for p in container["ports"]}
+        opened = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+        # Every port but the health port (probes come from the pod's own node) is reachable.
+        assert opened == served - {"health"}, name
+    assert guarded == set(deployments)
+
+
+def test_only_the_moim_backend_and_the_shim_may_call_the_server() -> None:
+    shim = one("Deployment", "ticketing-webhook")["spec"]["template"]["metadata"]["labels"]
+    peers = admitted(one("NetworkPolicy", "ticketing-server"), "grpc")
+    selectors = [peer["podSelector"]["matchLabels"] for peer in peers]
+    assert len(selectors) == 2
+    assert any(s.items() <= shim.items() for s in selectors)
+    assert all(peer.keys() == {"podSelector"} for peer in peers)  # no namespace, no address
+
+
+def test_metrics_are_scraped_only_from_the_monitoring_namespace() -> None:
+    monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+    for policy in of_kind("NetworkPolicy"):
+        [peer] = admitted(policy, "metrics")
+        assert peer == {"namespaceSelector": {"matchLabels": monitoring}}
