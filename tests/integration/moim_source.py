@@ -83,14 +83,14 @@ async def filled_source(
     return url
 
 
-async def import_moim(target_url: str, *args: str, **env: str) -> CommandResult:
-    """`python -m ticketing_service import-moim ARGS` into `target_url`."""
+async def start_import(target_url: str, *args: str, **env: str) -> asyncio.subprocess.Process:
+    """`python -m ticketing_service import-moim ARGS` into `target_url`, started."""
     environment = os.environ | {
         "DATABASE_URL": target_url,
         "MOIM_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
         **env,
     }
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "ticketing_service",
@@ -100,6 +100,11 @@ async def import_moim(target_url: str, *args: str, **env: str) -> CommandResult:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def import_moim(target_url: str, *args: str, **env: str) -> CommandResult:
+    """`python -m ticketing_service import-moim ARGS` into `target_url`, run to its end."""
+    process = await start_import(target_url, *args, **env)
     async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
         out, err = await process.communicate()
     assert process.returncode is not None

@@ -3,7 +3,10 @@ server on what it imported."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC
@@ -17,6 +20,7 @@ from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from tests.integration.conftest import PaymentService
 from tests.integration.flows import payment_for
 from tests.integration.moim_source import (
+    COMMAND_TIMEOUT_SECONDS,
     CONCERT,
     EXTERNAL,
     FLOOR,
@@ -36,10 +40,11 @@ from tests.integration.moim_source import (
     payment_id,
     reservation_id,
     rsvp_id,
+    start_import,
     uid,
     user,
 )
-from tests.postgres import connect, open_transaction
+from tests.postgres import connect, lock_waiters, open_transaction
 from tests.rich_errors import rich_error
 from ticketing_service.adapters.db.pool import Connection
 from ticketing_service.adapters.db.schema import metadata
@@ -317,6 +322,32 @@ async def test_a_failing_event_is_reported_and_the_others_are_imported(
     settled = await tables(database_url)
     events = {json.loads(row)["event_id"] for row in settled["ticketing_settings"]}
     assert events == {CONCERT, EXTERNAL}
+
+
+async def test_a_run_stopped_midway_has_printed_every_event_it_imported_and_no_other(
+    database_url: str, source_url: str
+) -> None:
+    dry = await imported(database_url, source_url, "--dry-run")
+    first, second, *_ = re.findall(r"^event (\S+)", dry.out, re.MULTILINE)
+    async with open_transaction(database_url) as holder:
+        # The second event waits for its lock, held by an organizer saving it.
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"ticketing_settings:{second}"
+        )
+        process = await start_import(database_url, "--source-database-url", source_url)
+        async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
+            # Polled: no event reports Postgres's lock waits.
+            while not await asyncio.to_thread(lock_waiters, database_url):
+                assert process.returncode is None
+                await asyncio.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            out, err = await process.communicate()
+
+    assert (process.returncode, err) == (130, b"")
+    assert re.findall(r"^event (\S+)", out.decode(), re.MULTILINE) == [first]
+    assert out.decode() in dry.out  # the first event's block, as the dry run printed it
+    settled = await tables(database_url)
+    assert {json.loads(row)["event_id"] for row in settled["ticketing_settings"]} <= {first}
 
 
 async def test_a_source_that_cannot_be_read_or_a_bad_url_stops_with_one_line(

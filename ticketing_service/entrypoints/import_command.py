@@ -2,14 +2,16 @@
 
 Exit status: 0 when every event was imported (rows it could not map are listed, not fatal);
 1 when the source or the service's database cannot be used, or when an event failed (the
-others are imported; run it again); 2 on bad arguments.
+others are imported; run it again); 2 on bad arguments; 130 when stopped (Ctrl-C). Each event's
+block is printed once its transaction has ended: a stopped run has printed every event it
+imported, and no other was written (the import is idempotent: run it again for the rest).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 from ticketing_service import bootstrap
@@ -67,23 +69,25 @@ async def run(config: Config, source_url: str, dry_run: bool, out: TextIO = sys.
     before any database is opened, when `source_url` is no Postgres URL."""
     bootstrap.check_source_database_url(source_url)
     database_url = bootstrap.resolve_database_url(config)
+
+    def write(lines: Iterable[str]) -> None:
+        out.writelines(line + "\n" for line in lines)
+        out.flush()  # an event's block is out before the next event is begun
+
     try:
         async with bootstrap.moim_import(config, database_url, source_url) as ports:
-            report = await import_moim(ports, dry_run=dry_run)
+            if dry_run:
+                write(["dry run: each event is written and rolled back; nothing is kept"])
+            report = await import_moim(
+                ports,
+                dry_run=dry_run,
+                imported=lambda outcome: write(_event_block(outcome, ports.auto_refund)),
+            )
     except (SourceUnreadable, TargetUnavailable) as error:
         print(f"ticketing-service {COMMAND}: {error}", file=sys.stderr)
         return 1
-    out.writelines(line + "\n" for line in report_lines(report))
+    write([_total(report)])
     return 1 if any(o.failure for o in report.outcomes) else 0
-
-
-def report_lines(report: ImportReport) -> Iterator[str]:
-    """The report: one block per event, then a total line."""
-    if report.dry_run:
-        yield "dry run: every event was written and rolled back; nothing was kept"
-    for outcome in report.outcomes:
-        yield from _event_block(outcome, report.auto_refund)
-    yield _total(report)
 
 
 def _event_block(outcome: EventOutcome, auto_refund: bool) -> Iterator[str]:

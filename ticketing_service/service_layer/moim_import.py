@@ -137,11 +137,20 @@ class ImportReport:
     auto_refund: bool = True
 
 
-async def import_moim(ports: MoimImport, *, dry_run: bool) -> ImportReport:
-    """Import every event of the source, each in its own transaction."""
+async def import_moim(
+    ports: MoimImport,
+    *,
+    dry_run: bool,
+    imported: Callable[[EventOutcome], object] = lambda outcome: None,
+) -> ImportReport:
+    """Import every event of the source, each in its own transaction; `imported` hears of each
+    event once its transaction ended, so what was done is known if the run is stopped."""
     await _check_target(ports)
     snapshot = await ports.source.read()
-    outcomes = [await _import_event(ports, e, snapshot, dry_run) for e in snapshot.events]
+    outcomes = []
+    for event in snapshot.events:
+        outcomes.append(outcome := await _import_event(ports, event, snapshot, dry_run))
+        imported(outcome)
     return ImportReport(dry_run, tuple(outcomes), ports.auto_refund)
 
 
