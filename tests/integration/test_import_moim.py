@@ -48,7 +48,7 @@ from tests.postgres import connect, lock_waiters, open_transaction
 from tests.rich_errors import rich_error
 from ticketing_service.adapters.db.pool import Connection
 from ticketing_service.adapters.db.schema import metadata
-from ticketing_service.bootstrap import Service
+from ticketing_service.bootstrap import Service, cancel_events
 from ticketing_service.entrypoints.dev.payment_state import FakeCheckout
 from ticketing_service.service_layer.refund_worker import send_due_refunds
 
@@ -407,6 +407,40 @@ async def test_a_payment_of_another_amount_or_currency_brings_in_no_registration
     # Its registration, and the three RSVPs whose payments did not match as seats taken.
     [seats] = (await settings_of(stub, event)).tiers
     assert seats.accepted_count == 4
+
+
+async def test_a_payment_without_a_provider_id_stays_out_and_one_recorded_twice_counts_once(
+    stub: Stub, service: Service, database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Payments as the original kept them")
+        fine = await add_paid(moim, event, tier, Paid("fine"))
+        unnamed = await add_paid(moim, event, tier, Paid("unnamed"))
+        await moim.execute(
+            "UPDATE ticket_payments SET provider_payment_id = NULL WHERE reservation_id = $1",
+            unnamed,
+        )
+        twice = await add_paid(moim, event, tier, Paid("twice"))
+        await moim.execute(  # the original inserted a row per callback it was sent
+            "INSERT INTO ticket_payments (id, reservation_id, provider, provider_payment_id,"
+            " checkout_id, status, amount, currency, paid_at) SELECT $1, reservation_id,"
+            " provider, provider_payment_id, checkout_id, status, amount, currency, paid_at"
+            " FROM ticket_payments WHERE id = $2",
+            uid("twice-again"),
+            payment_id("twice"),
+        )
+
+    report = (await imported(database_url, source_url)).out
+
+    assert await statuses(database_url, event) == {fine: "confirmed", twice: "confirmed"}
+    unnamed_line = next(line for line in report.splitlines() if unnamed in line)
+    assert f"{payment_id('unnamed')} (no provider payment id), which the service" in unnamed_line
+    assert uid("twice-again") not in report
+    # The event can be cancelled: every registration it has is refunded.
+    await stub.CancelEvent(pb.CancelEventRequest(event_id=event, request_id="cancel"))
+    await cancel_events(service.deps)
+    progress = await stub.GetEventCancellation(pb.GetEventCancellationRequest(event_id=event))
+    assert (progress.cancellation.done, progress.cancellation.reservations_done) == (True, 2)
 
 
 async def test_a_bad_row_is_listed_and_the_rest_of_its_event_is_imported(

@@ -35,8 +35,8 @@ class ProblemKind(enum.StrEnum):
     UNKNOWN_TIER = "unknown_tier"
     UNUSABLE_RESERVATION = "unusable_reservation"
     UNREADABLE_ANSWERS = "unreadable_answers"
-    # paid_unfulfilled, but its payment has no provider payment id to refund.
-    REFUND_BY_HAND = "refund_by_hand"
+    # Paid, but its payment has no provider payment id: nothing could confirm or refund it.
+    PAYMENT_WITHOUT_ID = "payment_without_id"
     # Brought in without its answers: more of them than a reservation here keeps.
     ANSWERS_OVER_LIMITS = "answers_over_limits"
     # Settled in Moim, but the service keeps the reservation in another state.

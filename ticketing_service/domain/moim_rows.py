@@ -215,11 +215,20 @@ def _payment_times(payment: SourcePayment) -> tuple[tuple[str, datetime | None],
 
 
 def paid_payments(payments: Iterable[SourcePayment]) -> defaultdict[str, list[SourcePayment]]:
-    """reservation id -> its paid payments, the first paid first."""
+    """reservation id -> its paid payments, the first paid first. A row that repeats an earlier
+    one's provider payment id, amount and currency is the same payment recorded twice (the
+    original inserted a row per callback it was sent): it is left out."""
     paid: defaultdict[str, list[SourcePayment]] = defaultdict(list)
     for payment in sorted(payments, key=lambda p: (paid_time(p), p.payment_row_id)):
-        if payment.status == "paid":
-            paid[payment.reservation_id].append(payment)
+        if payment.status != "paid":
+            continue
+        kept = paid[payment.reservation_id]
+        if payment.provider_payment_id is None or all(
+            (k.provider_payment_id, k.amount, k.currency)
+            != (payment.provider_payment_id, payment.amount, payment.currency)
+            for k in kept
+        ):
+            kept.append(payment)
     return paid
 
 

@@ -97,6 +97,14 @@ def _settleable(rows: EventRows, reservation: SourceReservation, paid: list[Sour
         detail = "is paid but neither it nor its payment has a checkout id: not imported"
         rows.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, detail)
         return False
+    if paid[0].provider_payment_id is None:
+        detail = (
+            f"is paid by {_payment_name(paid[0])}, which the service could neither confirm nor"
+            f" refund: not imported (refund it by hand if Moim gave it no seat);"
+            f" {_standing(rows, reservation)}"
+        )
+        rows.problem(ProblemKind.PAYMENT_WITHOUT_ID, reservation, detail)
+        return False
     if len(paid) > 1:
         others = ", ".join(_payment_name(p) for p in paid[1:])
         rows.problem(
@@ -124,24 +132,14 @@ def _settle(
     reservation = rows.reservation(source, status, checkout_id)
     imported = settled_reservation(reservation, payment, registration_id, source.updated_at)
     if status is ReservationStatus.PAID_UNFULFILLED and rows.auto_refund:
-        return _owing_refund(rows, source, imported)
+        return _owing_refund(imported)
     return imported
 
 
-def _owing_refund(
-    rows: EventRows, source: SourceReservation, imported: ImportedReservation
-) -> ImportedReservation:
-    """A payment without a seat owes all of it back, as ConfirmPayment's paid_unfulfilled do;
-    the refund worker sends it by its provider payment id, so one without cannot be sent."""
+def _owing_refund(imported: ImportedReservation) -> ImportedReservation:
+    """A payment without a seat owes all of it back, as ConfirmPayment's paid_unfulfilled do."""
     if imported.payment.amount == 0:
         return imported  # nothing was taken
-    if imported.payment.provider_payment_id is None:
-        detail = (
-            "is paid_unfulfilled but its payment has no provider payment id: no refund can be"
-            " sent for it; refund it by hand"
-        )
-        rows.problem(ProblemKind.REFUND_BY_HAND, source, detail)
-        return imported
     return replace(imported, refund_owed=True)
 
 

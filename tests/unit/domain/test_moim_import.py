@@ -256,6 +256,49 @@ def test_of_two_paid_payments_the_first_paid_is_imported_and_the_other_listed() 
     assert "payment later (pay_later)" in result.problems[0].detail
 
 
+def test_the_same_payment_recorded_twice_is_one_payment() -> None:
+    twice = replace(payment("first", "r3", minute=1), payment_row_id="again")
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-3", "u3"),),
+            reservations=(reservation("r3", "u3", rsvp_id="rsvp-3"),),
+            payments=(payment("first", "r3", minute=1), twice),
+        )
+    )
+    assert by_id(result) == {"r3": (ReservationStatus.CONFIRMED, "rsvp-3")}
+    assert result.problems == ()
+    # Another amount under the same provider payment id is no repeat: it is listed.
+    other = replace(twice, amount=1000)
+    result = plan(
+        replace(
+            event(),
+            rsvps=(rsvp("rsvp-3", "u3"),),
+            reservations=(reservation("r3", "u3", rsvp_id="rsvp-3"),),
+            payments=(payment("first", "r3", minute=1), other),
+        )
+    )
+    assert kinds(result) == [ProblemKind.PAYMENT_DIFFERS]
+
+
+def test_a_confirmed_reservation_paid_without_a_provider_payment_id_is_listed_not_imported() -> (
+    None
+):
+    unnamed = replace(payment("p3", "r3"), provider_payment_id=None)
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-3", "u3"),),
+            reservations=(reservation("r3", "u3", rsvp_id="rsvp-3"),),
+            payments=(unnamed,),
+        )
+    )
+    # Nothing could cancel it, refund it or cancel its event: its RSVP keeps the seat in Moim.
+    assert (result.settled, result.external_seats) == ((), {"vip": 1})
+    [problem] = result.problems
+    assert problem.kind is ProblemKind.PAYMENT_WITHOUT_ID
+    assert "payment p3 (no provider payment id)" in problem.detail
+    assert "rsvp-3 counts as a seat" in problem.detail
+
+
 def test_a_paid_reservation_whose_rsvp_was_waitlisted_is_paid_unfulfilled() -> None:
     result = plan(
         event(
@@ -682,8 +725,10 @@ def test_with_auto_refund_off_a_payment_without_a_seat_owes_nothing() -> None:
 
 def test_a_payment_without_a_seat_or_a_provider_payment_id_is_listed_to_refund_by_hand() -> None:
     result = plan(waitlisted_after_paying(payment_id=None))
-    assert [i.refund_owed for i in result.settled] == [False, False]
-    assert kinds(result) == [ProblemKind.PAID_NOT_ACCEPTED, ProblemKind.REFUND_BY_HAND]
+    assert by_id(result) == {"r1": (ReservationStatus.CONFIRMED, "rsvp-1")}
+    [problem] = result.problems
+    assert problem.kind is ProblemKind.PAYMENT_WITHOUT_ID
+    assert "refund it by hand if Moim gave it no seat" in problem.detail
 
 
 def test_the_services_own_live_holds_take_their_seats_before_a_moim_hold_is_kept_live() -> None:
