@@ -334,7 +334,13 @@ async def test_a_run_stopped_midway_has_printed_every_event_it_imported_and_no_o
         await holder.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"ticketing_settings:{second}"
         )
-        process = await start_import(database_url, "--source-database-url", source_url)
+        # Past the test's own bound, so the signal always finds the import waiting.
+        process = await start_import(
+            database_url,
+            "--source-database-url",
+            source_url,
+            TICKETING_DB_LOCK_TIMEOUT_MS=str(2 * COMMAND_TIMEOUT_SECONDS * 1000),
+        )
         async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
             # Polled: no event reports Postgres's lock waits.
             while not await asyncio.to_thread(lock_waiters, database_url):
