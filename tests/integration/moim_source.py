@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.postgres import connect, database_on, run
+from tests.terminal import python_from_a_terminal
 from ticketing_service.adapters.db.pool import Connection
 
 SCHEMA = Path(__file__).resolve().parent.parent / "fixtures" / "moim-pr177-schema.sql"
@@ -91,11 +91,7 @@ async def start_import(target_url: str, *args: str, **env: str) -> asyncio.subpr
         **env,
     }
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ticketing_service",
-        "import-moim",
-        *args,
+        *python_from_a_terminal("-m", "ticketing_service", "import-moim", *args),
         env=environment,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
