@@ -38,6 +38,7 @@ from tests.stalled_calls import first_ended, never_sent
 from tests.tcp_proxy import SilentProxy, from_another_host
 from tests.terminal import python_from_a_terminal
 from ticketing_service.adapters.db.schema_revision import SCHEMA_REVISION
+from ticketing_service.entrypoints.grpc.server import SERVICE_NAME
 
 CallT = TypeVar("CallT")
 SERVING_LINE = re.compile(r"serving moim\.ticketing\.v1\.TicketingService on [\d.]+:(\d+)")
@@ -212,10 +213,14 @@ def test_a_replica_that_does_not_migrate_starts_before_its_database_can_be_reach
         port = int(wait_for_line(process, SERVING_LINE).group(1))
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=30)
+            ticketing = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+            watch = health.Watch(ticketing, timeout=30)
             statuses = (answer.status for answer in watch)
-            assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
+            assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses  # not ready
             watch.cancel()
+            # Alive: liveness asks for the server as a whole, and a restart would mend nothing.
+            alive = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert alive.status == health_pb2.HealthCheckResponse.SERVING
     assert process.returncode == 0
 
 

@@ -199,6 +199,10 @@ def test_the_server_probes_use_the_plaintext_health_port_it_listens_on() -> None
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == ports["health"], probe
     assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    # Alive is the server as a whole, which a database outage leaves SERVING (serving.py):
+    # restarting every replica while Postgres is away would mend nothing.
+    for probe in ("startupProbe", "livenessProbe"):
+        assert "service" not in container[probe]["grpc"], probe
 
 
 def test_the_shim_is_ready_only_when_its_health_route_is() -> None:

@@ -1,8 +1,11 @@
 """A running service answering gRPC: what `serve`, `dev` and the tests run.
 
-The server's health follows the service's background tasks: while one of them keeps failing
-(the database read-only, a schema a rolling migration broke), the process reports NOT_SERVING so
-it leaves the load balancer, and SERVING again once the task does its work.
+The health of `moim.ticketing.v1.TicketingService` follows the service's background tasks: while
+one of them keeps failing (the database away or read-only, a schema a rolling migration broke),
+it reports NOT_SERVING so the process leaves the load balancer (readiness), and SERVING again
+once the task does its work. The server as a whole (the empty name, which liveness asks for)
+stays SERVING while the process answers: a database outage restarted every replica at once when
+it followed the tasks too, and a restart mends nothing the tasks' own retries do not.
 """
 
 from __future__ import annotations
@@ -67,5 +70,4 @@ async def _report(running: RunningServer, healthy: bool) -> None:
         if healthy
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    for name in ("", SERVICE_NAME):  # ignored once the server is shutting down
-        await running.health.set(name, status)
+    await running.health.set(SERVICE_NAME, status)  # ignored once the server is shutting down
