@@ -116,10 +116,12 @@ class RunningServer:
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
         """Report NOT_SERVING; end the feed's watches, reflection's streams and the calls still
-        waiting for their request; then finish in-flight calls for up to `grace` seconds."""
+        waiting for their request; refuse new calls until they stop coming (arrival.py); then
+        finish in-flight calls for up to `grace` seconds."""
         await self.health.enter_graceful_shutdown()
         self.servicer.end_watches()
         self.arrival.end_waits()
+        await self.arrival.drain()
         await self.server.stop(grace)
 
 

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from ticketing_service.entrypoints.grpc.arrival import (
+    CLOSED,
     NO_REQUEST,
     STOPPING,
     TOO_MANY_WAITING,
@@ -142,7 +143,8 @@ async def test_at_the_stop_a_call_waiting_for_its_request_is_refused_and_its_pla
     arrival.end_waits()
     assert await stalled is STOPPING
     assert await in_flight == "served"
-    assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
+    # A call that comes after the stop began is refused unread, to be sent again.
+    assert await served(arrival, "unary_unary")(None, arrived_with("next")) is CLOSED
 
 
 async def test_a_call_whose_request_does_not_arrive_in_time_is_refused_and_its_place_freed() -> (
@@ -290,17 +292,18 @@ async def test_at_the_stop_a_client_stream_answers_what_it_read_and_ends_while_i
         async with asyncio.timeout(10):  # a stream the stop did not end waits for good
             await waiting
     assert first == "first"
-    assert await served(arrival, "unary_unary")(None, arrived_with("next")) == "next"
+    assert await served(arrival, "unary_unary")(None, arrived_with("next")) is CLOSED
 
 
-async def test_a_client_stream_opened_after_the_stop_ends_at_once() -> None:
+async def test_a_client_stream_opened_after_the_stop_is_refused_at_once() -> None:
     arrival = RequestArrival(per_address=1)
     requests: asyncio.Queue[object] = asyncio.Queue()
     await requests.put("sent, but after the stop")
     arrival.end_waits()
     answers = served(arrival, "stream_stream", reflect)(sent(requests), FakeCall())
-    async with asyncio.timeout(10):
-        assert [answer async for answer in answers] == []
+    with pytest.raises(Aborted) as caught:
+        await anext(answers)
+    assert caught.value.args == (CLOSED.code, CLOSED.description)
 
 
 @dataclass
