@@ -1,8 +1,9 @@
 /**
  * Follows WatchRegistrationEvents into an RsvpStore: resumes after the stored sequence, applies
- * each event with its sequence in one commit, reconnects with back-off when the stream drops,
- * resynchronises when the events it needs were pruned (OUT_OF_RANGE, reason EVENTS_PRUNED), and
- * stops when its cursor is ahead of the feed (OUT_OF_RANGE, reason SEQUENCE_AHEAD_OF_FEED).
+ * each event with its sequence in one commit, reconnects with back-off when the stream drops
+ * (or a resync's calls fail), resynchronises when the events it needs were pruned (OUT_OF_RANGE,
+ * reason EVENTS_PRUNED), and stops when its cursor is ahead of the feed (OUT_OF_RANGE, reason
+ * SEQUENCE_AHEAD_OF_FEED).
  */
 import { setTimeout as delay } from "node:timers/promises";
 import {
@@ -74,7 +75,14 @@ export async function followFeed(
       }
     } catch (error) {
       if (signal.aborted) break;
-      failures = await recover(client, store, error, failures, options);
+      try {
+        failures = await recover(client, store, error, failures, options);
+      } catch (failed) {
+        // The resync's own calls failed (the service restarting, say): back off, watch again.
+        if (failed instanceof CursorAheadOfFeed) throw failed;
+        if (signal.aborted) break;
+        failures = await backOff(failed, failures, options);
+      }
     }
   }
 }
@@ -105,7 +113,6 @@ async function recover(
   failures: number,
   options: FollowOptions,
 ): Promise<number> {
-  const log = options.log ?? (() => {});
   const reason = errorReason(error);
   if (reason?.reason === "SEQUENCE_AHEAD_OF_FEED") {
     const lastSequence = BigInt(reason.metadata.lastSequence ?? "0");
@@ -113,16 +120,21 @@ async function recover(
   }
   if (reason?.reason === "EVENTS_PRUNED") {
     const firstRetained = BigInt(reason.metadata.firstRetainedSequence ?? "0");
-    await resync(client, store, firstRetained - 1n, log);
+    await resync(client, store, firstRetained - 1n, options.log ?? (() => {}));
     return 0;
   }
-  const code = ConnectError.from(error).code;
-  if (code === Code.DeadlineExceeded) {
+  if (ConnectError.from(error).code === Code.DeadlineExceeded) {
     return 0; // the watch window ended: reopen at once
   }
+  return backOff(error, failures, options);
+}
+
+/** Logs the failure, waits its back-off (or until aborted); returns the failure count. */
+async function backOff(error: unknown, failures: number, options: FollowOptions): Promise<number> {
   const wait = backoffMs(failures + 1, options);
-  const why = `${Code[code]}: ${ConnectError.from(error).rawMessage}`;
-  log(`the feed failed (${why}); reconnecting in ${wait} ms`);
+  const failed = ConnectError.from(error);
+  const why = `${Code[failed.code]}: ${failed.rawMessage}`;
+  options.log?.(`the feed failed (${why}); reconnecting in ${wait} ms`);
   await delay(wait, undefined, { signal: options.signal }).catch(() => {});
   return failures + 1;
 }
