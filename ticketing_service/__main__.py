@@ -4,7 +4,10 @@ The CLI is imported inside `main`: Ctrl-C while its modules load (a second or mo
 command quietly with 130, as it does once the command runs, not with a traceback. A hangup
 (SIGHUP: the terminal was closed) does the same, unless the command was started to ignore it
 (`nohup`): it killed the command outright, and its embedded Postgres ran on in the background.
-`serve`, `webhook` and `dev` take either signal as a graceful stop (event_loop.stop_signals).
+So does SIGTERM (Kubernetes stopping a Job, `kill`), which killed a one-off command outright
+(`migrate`, `prune-events`, `reconcile`, `import-moim`): its transaction is rolled back, its
+embedded Postgres stopped. `serve`, `webhook` and `dev` take any of them as a graceful stop
+(event_loop.stop_signals).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ def main() -> int:
     """Load the CLI and run the command line's subcommand."""
     if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
         signal.signal(signal.SIGHUP, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         from ticketing_service.entrypoints.cli import main as run
 

@@ -324,8 +324,9 @@ async def test_a_failing_event_is_reported_and_the_others_are_imported(
     assert events == {CONCERT, EXTERNAL}
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 async def test_a_run_stopped_midway_has_printed_every_event_it_imported_and_no_other(
-    database_url: str, source_url: str
+    database_url: str, source_url: str, stop: signal.Signals
 ) -> None:
     dry = await imported(database_url, source_url, "--dry-run")
     first, second, *_ = re.findall(r"^event (\S+)", dry.out, re.MULTILINE)
@@ -340,7 +341,7 @@ async def test_a_run_stopped_midway_has_printed_every_event_it_imported_and_no_o
             while not await asyncio.to_thread(lock_waiters, database_url):
                 assert process.returncode is None
                 await asyncio.sleep(0.05)
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop)
             out, err = await process.communicate()
 
     assert (process.returncode, err) == (130, b""), out
