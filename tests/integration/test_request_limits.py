@@ -196,7 +196,8 @@ async def test_past_the_concurrent_call_limit_a_call_is_refused_until_one_ends(
         answered = await once_a_place_is_free(lambda: stub.GetTicketingSettings(get))
         for call in watchers:
             call.cancel()
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    error = rich_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY")
     assert answered.settings.event_id == EVENT
 
 

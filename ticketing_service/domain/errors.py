@@ -172,6 +172,12 @@ class ServerStopping(TicketingError):
     reason = "SERVER_STOPPING"
 
 
+class ServerBusy(TicketingError):
+    """The server process is running as many calls as it takes; nothing of the call ran."""
+
+    reason = "SERVER_BUSY"
+
+
 class RefundExceedsPaid(TicketingError):
     """The refund asked for is more than is left to refund of the payment."""
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
+from ticketing_service.domain.errors import ServerBusy
 from ticketing_service.entrypoints.grpc.auth import PROTECTED_SERVICE_PREFIX
+from ticketing_service.entrypoints.grpc.errors import abort
 from ticketing_service.entrypoints.grpc.wrapping import Behaviour, Context, WrappingInterceptor
 
 BUSY = "This server is running as many calls as it takes; retry shortly."
@@ -31,7 +31,8 @@ def streams_per_connection(limit: int) -> int:
 
 
 class CallLimiter(WrappingInterceptor):
-    """At most `limit` calls run at once; past it a call is refused RESOURCE_EXHAUSTED at once."""
+    """At most `limit` calls run at once; past it a call is refused at once, RESOURCE_EXHAUSTED
+    with reason SERVER_BUSY."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
@@ -69,5 +70,5 @@ class CallLimiter(WrappingInterceptor):
 
     async def _enter(self, context: Context) -> None:
         if self._running >= self._limit:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY)
+            await abort(context, ServerBusy(BUSY))
         self._running += 1

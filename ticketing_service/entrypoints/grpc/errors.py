@@ -50,6 +50,7 @@ STATUS_CODES: dict[type[errors.TicketingError], grpc.StatusCode] = {
     errors.EventsPruned: grpc.StatusCode.OUT_OF_RANGE,
     errors.SequenceAheadOfFeed: grpc.StatusCode.OUT_OF_RANGE,
     errors.TooManyWatchers: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.ServerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ServerStopping: grpc.StatusCode.UNAVAILABLE,
     errors.RefundExceedsPaid: grpc.StatusCode.FAILED_PRECONDITION,
     errors.EventCancelled: grpc.StatusCode.FAILED_PRECONDITION,

@@ -92,8 +92,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_SERVER_STOPPING: _ErrorReason.ValueType  # 27
     """UNAVAILABLE: the server process is stopping (a restart, a deploy). A watch ends with this as
     the stop begins rather than when it ends: watch again after the last sequence applied. A
-    call whose request had not arrived when the stop began ends with it too, having done
-    nothing: send it again.
+    call whose request had not arrived when the stop began, or that came while it stops, ends
+    with it too, having done nothing: send it again.
+    """
+    ERROR_REASON_SERVER_BUSY: _ErrorReason.ValueType  # 28
+    """RESOURCE_EXHAUSTED: this server process is running as many calls as it takes
+    (TICKETING_GRPC_MAX_CONCURRENT_RPCS); nothing of the call ran: send it again after a back-off.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -173,7 +177,11 @@ name other events: rebuild the consumer's state from GetReservation instead.
 ERROR_REASON_SERVER_STOPPING: ErrorReason.ValueType  # 27
 """UNAVAILABLE: the server process is stopping (a restart, a deploy). A watch ends with this as
 the stop begins rather than when it ends: watch again after the last sequence applied. A
-call whose request had not arrived when the stop began ends with it too, having done
-nothing: send it again.
+call whose request had not arrived when the stop began, or that came while it stops, ends
+with it too, having done nothing: send it again.
+"""
+ERROR_REASON_SERVER_BUSY: ErrorReason.ValueType  # 28
+"""RESOURCE_EXHAUSTED: this server process is running as many calls as it takes
+(TICKETING_GRPC_MAX_CONCURRENT_RPCS); nothing of the call ran: send it again after a back-off.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
