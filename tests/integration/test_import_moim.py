@@ -444,6 +444,22 @@ async def test_a_payment_without_a_provider_id_stays_out_and_one_recorded_twice_
     assert (progress.cancellation.done, progress.cancellation.reservations_done) == (True, 2)
 
 
+async def test_a_title_is_cut_to_what_the_service_takes_and_cannot_fake_a_report_line(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    title = 'Night\n  settings: created "forged"\x07' + "x" * 5000
+    async with moim_database(source_url) as moim:
+        event, _ = await add_event(moim, "Long")
+        await moim.execute("UPDATE events SET title = $1 WHERE id = $2", title, event)
+
+    report = (await imported(database_url, source_url)).out
+
+    assert f"event {event} {json.dumps(title, ensure_ascii=False)}" in report.splitlines()
+    assert '  settings: created "forged"\x07' + "x" * 5000 not in report.splitlines()
+    assert f"event {event} has a title of {len(title)} characters" in report
+    assert (await settings_of(stub, event)).event_title == title[:300]
+
+
 async def test_a_bad_row_is_listed_and_the_rest_of_its_event_is_imported(
     stub: Stub, database_url: str, source_url: str
 ) -> None:

@@ -30,7 +30,7 @@ from ticketing_service.domain.moim_rows import EventRows
 from ticketing_service.domain.moim_seats import external_seats, settled_reservations
 from ticketing_service.domain.moim_source import SourceEvent, SourceTier, time_problem
 from ticketing_service.domain.money import is_known_currency
-from ticketing_service.domain.settings import Settings, TicketingMode, Tier
+from ticketing_service.domain.settings import MAX_TITLE_LENGTH, Settings, TicketingMode, Tier
 
 
 def plan_event(
@@ -51,6 +51,12 @@ def plan_event(
         return EventPlan(event.event_id, event.title, None, problems=(unusable,))
     settings = _settings(event)
     rows = EventRows(event, settings.tiers, registered, public_base_url, now, auto_refund, held)
+    if len(event.title) > MAX_TITLE_LENGTH:
+        detail = (
+            f"has a title of {len(event.title)} characters: brought in as its first"
+            f" {MAX_TITLE_LENGTH}, the most UpdateTicketingSettings takes"
+        )
+        rows.problems.append(Problem(ProblemKind.TITLE_TOO_LONG, f"event {event.event_id}", detail))
     # In this order: holds keep a seat only if one is left after registrations and RSVPs.
     settled = settled_reservations(rows)
     seats = external_seats(rows)
@@ -99,7 +105,7 @@ def _settings(event: SourceEvent) -> Settings:
     ordered = sorted(event.tiers, key=lambda t: (t.sort_order, t.created_at, t.tier_id))
     return Settings(
         event_id=event.event_id,
-        event_title=event.title,
+        event_title=event.title[:MAX_TITLE_LENGTH],
         mode=mode,
         provider=stored.provider,
         provider_account_id=stored.provider_account_id,

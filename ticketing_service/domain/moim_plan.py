@@ -18,6 +18,8 @@ class ProblemKind(enum.StrEnum):
     """Why a row of the source could not be brought in as it stands."""
 
     NO_SETTINGS = "no_settings"
+    # Brought in with the first MAX_TITLE_LENGTH characters of its title.
+    TITLE_TOO_LONG = "title_too_long"
     UNUSABLE_SETTINGS = "unusable_settings"
     PAYMENT_MISSING = "payment_missing"
     # Paid, but not the reservation's amount or currency: no seat and no payment brought in.

@@ -11,6 +11,8 @@ from ticketing_service.domain.money import DEFAULT_CURRENCY
 from ticketing_service.domain.refunds import RefundRule
 
 PORTONE = "portone"
+# An event's title: shown at the checkout (its order name) and in the feed.
+MAX_TITLE_LENGTH = 300
 
 
 class TicketingMode(enum.StrEnum):

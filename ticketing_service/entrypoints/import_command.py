@@ -10,6 +10,7 @@ imported, and no other was written (the import is idempotent: run it again for t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TextIO
@@ -91,7 +92,8 @@ async def run(config: Config, source_url: str, dry_run: bool, out: TextIO = sys.
 
 
 def _event_block(outcome: EventOutcome, auto_refund: bool) -> Iterator[str]:
-    yield f'event {outcome.event_id} "{outcome.title}"'
+    # Quoted as JSON: a newline or a control character in a title cannot fake a report line.
+    yield f"event {outcome.event_id} {json.dumps(outcome.title, ensure_ascii=False)}"
     if outcome.failure is not None:
         yield f"  FAILED, nothing of it was written (run the import again): {outcome.failure}"
         return

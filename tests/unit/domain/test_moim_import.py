@@ -32,7 +32,7 @@ from ticketing_service.domain.reservations import (
     ReservationStatus,
     answers_over_limits,
 )
-from ticketing_service.domain.settings import TicketingMode
+from ticketing_service.domain.settings import MAX_TITLE_LENGTH, TicketingMode
 
 NOW = datetime(2030, 5, 1, 12, tzinfo=UTC)
 STARTS = NOW + timedelta(days=30)
@@ -158,6 +158,16 @@ def test_settings_keep_the_stored_flags_so_a_backfilled_paid_event_stays_disable
     )
     assert (settings.event_title, settings.event_start_time) == ("Concert", STARTS)
     assert settings.external_url is None
+
+
+def test_a_title_longer_than_the_service_takes_is_cut_and_listed() -> None:
+    long = replace(event(), title="Concert " * 1000)
+    result = plan(long)
+    assert result.settings is not None
+    assert result.settings.event_title == long.title[:MAX_TITLE_LENGTH]
+    [problem] = result.problems
+    assert problem.kind is ProblemKind.TITLE_TOO_LONG
+    assert "has a title of 8000 characters: brought in as its first 300" in problem.detail
 
 
 def test_an_external_event_keeps_its_url_and_other_modes_take_none() -> None:

@@ -6,6 +6,7 @@ from moim.ticketing.v1 import settings_pb2, ticketing_service_pb2
 
 from ticketing_service.domain.refunds import RefundRule, policy_problems
 from ticketing_service.domain.settings import (
+    MAX_TITLE_LENGTH,
     Settings,
     SettingsUpdate,
     TicketingMode,
@@ -15,7 +16,6 @@ from ticketing_service.domain.settings import (
 from ticketing_service.entrypoints.grpc.timestamps import write_timestamp
 from ticketing_service.entrypoints.grpc.validation import MAX_NAME_LENGTH, Violations
 
-MAX_TITLE_LENGTH = 300
 MAX_REFUND_RULES = 20
 
 _MODES = {
