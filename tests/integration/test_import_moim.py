@@ -460,6 +460,19 @@ async def test_a_title_is_cut_to_what_the_service_takes_and_cannot_fake_a_report
     assert (await settings_of(stub, event)).event_title == title[:300]
 
 
+async def test_an_event_deleted_in_moim_sells_nothing_here(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, _ = await add_event(moim, "Deleted")
+        await moim.execute("UPDATE events SET deleted_at = now() WHERE id = $1", event)
+
+    report = (await imported(database_url, source_url)).out
+
+    assert f"event {event} was deleted in Moim" in report
+    assert (await settings_of(stub, event)).enabled is False
+
+
 async def test_a_bad_row_is_listed_and_the_rest_of_its_event_is_imported(
     stub: Stub, database_url: str, source_url: str
 ) -> None:

@@ -40,7 +40,8 @@ EXPECTED_TABLES = (
 # Deleted events are read only when they have settings (the original's backfill gave every
 # event one, deleted or not); their paid reservations still need their payments here.
 _EVENTS = (
-    "SELECT e.id::text AS event_id, e.title, e.starts_at, e.external_url FROM events e"
+    "SELECT e.id::text AS event_id, e.title, e.starts_at, e.external_url,"
+    " e.deleted_at IS NOT NULL AS deleted FROM events e"
     " WHERE e.deleted_at IS NULL"
     " OR EXISTS (SELECT 1 FROM event_ticketing_settings s WHERE s.event_id = e.id)"
     " ORDER BY e.starts_at, e.id"
@@ -137,6 +138,7 @@ async def _read(connection: Connection) -> SourceSnapshot:
             rsvps=tuple(rsvps[event_id]),
             reservations=tuple(reservations[event_id]),
             payments=tuple(payments[event_id]),
+            deleted=row["deleted"],
         )
         for row in await connection.fetch(_EVENTS)
     ]

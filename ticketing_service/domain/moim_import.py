@@ -57,6 +57,9 @@ def plan_event(
             f" {MAX_TITLE_LENGTH}, the most UpdateTicketingSettings takes"
         )
         rows.problems.append(Problem(ProblemKind.TITLE_TOO_LONG, f"event {event.event_id}", detail))
+    if event.deleted and event.settings is not None and event.settings.enabled:
+        detail = "was deleted in Moim: brought in with its ticketing disabled, so nothing is sold"
+        rows.problems.append(Problem(ProblemKind.DELETED_EVENT, f"event {event.event_id}", detail))
     # In this order: holds keep a seat only if one is left after registrations and RSVPs.
     settled = settled_reservations(rows)
     seats = external_seats(rows)
@@ -110,7 +113,7 @@ def _settings(event: SourceEvent) -> Settings:
         provider=stored.provider,
         provider_account_id=stored.provider_account_id,
         currency_code=stored.currency,
-        enabled=stored.enabled,
+        enabled=stored.enabled and not event.deleted,
         legacy=stored.legacy,
         external_url=external,
         tiers=tuple(_tier(t, event.starts_at) for t in ordered),

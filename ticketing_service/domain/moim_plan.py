@@ -20,6 +20,8 @@ class ProblemKind(enum.StrEnum):
     NO_SETTINGS = "no_settings"
     # Brought in with the first MAX_TITLE_LENGTH characters of its title.
     TITLE_TOO_LONG = "title_too_long"
+    # Deleted in Moim, its settings enabled there: brought in disabled.
+    DELETED_EVENT = "deleted_event"
     UNUSABLE_SETTINGS = "unusable_settings"
     PAYMENT_MISSING = "payment_missing"
     # Paid, but not the reservation's amount or currency: no seat and no payment brought in.

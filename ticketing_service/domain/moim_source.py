@@ -126,6 +126,7 @@ class SourceEvent:
     rsvps: tuple[SourceRsvp, ...] = ()
     reservations: tuple[SourceReservation, ...] = ()
     payments: tuple[SourcePayment, ...] = ()
+    deleted: bool = False  # soft-deleted in Moim (`deleted_at`)
 
 
 @dataclass(frozen=True, slots=True)

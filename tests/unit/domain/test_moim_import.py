@@ -170,6 +170,16 @@ def test_a_title_longer_than_the_service_takes_is_cut_and_listed() -> None:
     assert "has a title of 8000 characters: brought in as its first 300" in problem.detail
 
 
+def test_an_event_deleted_in_moim_comes_in_with_its_ticketing_disabled_and_is_listed() -> None:
+    result = plan(replace(event(), deleted=True))
+    assert result.settings is not None
+    assert result.settings.enabled is False
+    assert kinds(result) == [ProblemKind.DELETED_EVENT]
+    # Disabled in Moim already: nothing to say.
+    disabled = replace(PAID, enabled=False)
+    assert plan(replace(event(settings=disabled), deleted=True)).problems == ()
+
+
 def test_an_external_event_keeps_its_url_and_other_modes_take_none() -> None:
     external = SourceSettings("external", "portone", None, "KRW", True, True)
     imported = plan(event(settings=external, external_url="https://tickets.example/e")).settings
