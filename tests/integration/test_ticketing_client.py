@@ -50,7 +50,12 @@ async def test_calls_carry_the_token_and_return_typed_responses(client: Ticketin
 
 @pytest.mark.parametrize(
     ("tokens", "reason"),
-    [(f"{TOKEN}, retired", "EVENT_NOT_FOUND"), (f"retired,{TOKEN}", "UNAUTHENTICATED")],
+    [
+        (f"{TOKEN}, retired", "EVENT_NOT_FOUND"),
+        (f"retired,{TOKEN}", "UNAUTHENTICATED"),
+        # Blank entries are skipped, as the server and the shim read the list.
+        (f" ,{TOKEN}", "EVENT_NOT_FOUND"),
+    ],
 )
 async def test_a_rotation_list_sends_its_first_token(
     guarded_server: RunningServer, tokens: str, reason: str

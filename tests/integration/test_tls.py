@@ -281,15 +281,19 @@ async def test_during_a_ca_rotation_a_bundle_of_both_cas_trusts_either_side(
 
 
 async def test_the_python_client_wrapper_speaks_mutual_tls_with_its_token(
-    tmp_path: Path,
+    ca: CertificateAuthority,
     client_ca: CertificateAuthority,
-    ca_file: Path,
     mutual_tls: grpc.ServerCredentials,
 ) -> None:
-    shim = client_ca.issue("python-client", server=False).write(tmp_path, "client")
-    credentials = channel_credentials(ca_file, *shim)
+    issued = client_ca.issue("python-client", server=False)
     async with (
         serving(mutual_tls, TOKEN) as target,
-        TicketingClient(grpc.aio.secure_channel(target, credentials), token=TOKEN) as client,
+        TicketingClient.connect(
+            target,
+            token=TOKEN,
+            root_certificates=ca.pem,
+            certificate_chain=issued.cert,
+            private_key=issued.key,
+        ) as client,
     ):
         assert await client.get_ticketing_settings(REQUEST) == pb.GetTicketingSettingsResponse()

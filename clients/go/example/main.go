@@ -57,10 +57,15 @@ func run(address, token, eventID string) error {
 }
 
 // sentToken returns the token a call sends: of a comma-separated list (the server's
-// TICKETING_GRPC_TOKEN during a rotation, newest first) the first, trimmed, as the Python and
-// TypeScript clients and the webhook shim send it; "" sends none.
+// TICKETING_GRPC_TOKEN during a rotation, newest first) the first that is not blank, trimmed,
+// as the Python and TypeScript clients and the webhook shim send it; "" sends none.
 func sentToken(token string) string {
-	return strings.TrimSpace(strings.SplitN(token, ",", 2)[0])
+	for _, t := range strings.Split(token, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			return t
+		}
+	}
+	return ""
 }
 
 // reason returns the service's ErrorInfo reason of a failed call, or "" when it has none.

@@ -7,7 +7,8 @@ func TestSentToken(t *testing.T) {
 		"s3cret":             "s3cret",
 		" new-tok , old-tok": "new-tok",
 		"":                   "",
-		" ,old-tok":          "",
+		" ,old-tok":          "old-tok",
+		" , ":                "",
 	}
 	for token, want := range cases {
 		if got := sentToken(token); got != want {

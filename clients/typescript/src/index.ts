@@ -90,9 +90,10 @@ export function createTicketingClient(options: TicketingClientOptions): Ticketin
   return createClient(TicketingService, transport);
 }
 
-/** The token sent of `token`: its first comma-separated token, trimmed ("" when none). */
+/** The token sent of `token`: its first comma-separated token that is not blank, trimmed
+ * ("" when none), as the server reads its own list. */
 function sentToken(token: string | undefined): string {
-  return (token ?? "").split(",")[0]?.trim() ?? "";
+  return (token ?? "").split(",").map((t) => t.trim()).find((t) => t !== "") ?? "";
 }
 
 function bearerToken(token: string): Interceptor {

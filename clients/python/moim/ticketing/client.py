@@ -121,12 +121,12 @@ def keepalive_options(seconds: float = DEFAULT_KEEPALIVE_SECONDS) -> list[tuple[
 
 def _sent_token(token: str | None) -> str:
     """The token a call sends: of a comma-separated list (the server's TICKETING_GRPC_TOKEN during
-    a rotation, newest first) the first, stripped; "" sends none.
+    a rotation, newest first) the first that is not blank, stripped; "" sends none.
 
     Anything but visible ASCII is refused, as the server refuses it at start: gRPC would fail
     every call that sent it ("Invalid metadata"). The message shows none of the token.
     """
-    sent = (token or "").split(",")[0].strip()
+    sent = next((t.strip() for t in (token or "").split(",") if t.strip()), "")
     bad = next((i for i, c in enumerate(sent, start=1) if not "!" <= c <= "~"), None)
     if bad is not None:
         raise ValueError(
@@ -167,10 +167,15 @@ class TicketingClient:
         *,
         token: str | None = None,
         root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
     ) -> TicketingClient:
-        """Open a channel to `target`: TLS with `root_certificates`, plaintext without them.
+        """Open a channel to `target`: TLS trusting `root_certificates` (PEM; the system's roots
+        when only a client certificate is given), presenting the client certificate
+        `certificate_chain` with its `private_key` (PEM, both or neither) for mutual TLS, as the
+        deployed server asks; plaintext when none of them is given.
 
         The channel connects lazily, so this never blocks; call it inside the event loop that
         will use the client. Without TLS the token crosses the network in clear: loopback only.
@@ -178,11 +183,19 @@ class TicketingClient:
         machine is gone ends instead of waiting forever.
         """
         _sent_token(token)  # a token it refuses, refused before a channel is opened
+        if (certificate_chain is None) != (private_key is None):
+            raise ValueError(
+                "Give both certificate_chain and private_key for mutual TLS, or neither."
+            )
         options = keepalive_options(keepalive_seconds)
-        if root_certificates is None:
+        if root_certificates is None and certificate_chain is None:
             channel = grpc.aio.insecure_channel(target, options=options)
         else:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
             channel = grpc.aio.secure_channel(target, credentials, options=options)
         return cls(channel, token=token, timeout=timeout)
 
