@@ -76,10 +76,12 @@ async def test_different_reservations_open_different_checkouts(fake: Fake) -> No
     assert sum(fake.state.created_per_key.values()) == 2
 
 
-async def test_the_same_key_with_another_body_is_refused(fake: Fake) -> None:
-    await fake.client.create_checkout(REQUEST)
-    with pytest.raises(PaymentServiceRefused, match="idempotency_key_reused"):
-        await fake.client.create_checkout(dataclasses.replace(REQUEST, amount=1))
+async def test_the_same_key_with_another_body_gets_the_stored_checkout_as_moim_payment_answers(
+    fake: Fake,
+) -> None:
+    first = await fake.client.create_checkout(REQUEST)
+    other_urls = dataclasses.replace(REQUEST, callback_url="https://elsewhere.example/callbacks")
+    assert (await fake.client.create_checkout(other_urls)).checkout_id == first.checkout_id
     assert fake.state.created_per_key == {"reservation:res-42": 1}
 
 
