@@ -57,6 +57,11 @@ class ReconcilePolicy:
         """The wait before follow-up number `attempts + 1`."""
         return min(self.first_backoff * (1 << min(attempts, 32)), self.max_backoff)
 
+    def follows_up(self, reservation: Reservation, now: datetime) -> bool:
+        """Whether a reservation that ended with its checkout's answer open is still asked
+        about at `now`: for `window` after it was made."""
+        return now < reservation.create_time + self.window
+
 
 def next_step(
     reservation: Reservation,
@@ -106,7 +111,7 @@ def keep_or_end(seats: TierSeats) -> Step:
 def _for_follow_up(
     reservation: Reservation, answer: CheckoutAnswer, now: datetime, policy: ReconcilePolicy
 ) -> Step:
-    if now >= reservation.create_time + policy.window:
+    if not policy.follows_up(reservation, now):
         return Step.DONE
     if answer in (CheckoutAnswer.PAYMENT_PENDING, CheckoutAnswer.UNREACHABLE):
         return Step.FOLLOW_UP

@@ -62,6 +62,13 @@ def test_the_next_step(
     assert next_step(reservation, answer, at, extended, POLICY) is step
 
 
+def test_an_ended_reservation_is_followed_up_for_the_window_from_its_making() -> None:
+    ended = replace(HELD, status=ReservationStatus.EXPIRED)
+    last = HELD.create_time + POLICY.window
+    assert POLICY.follows_up(ended, last - timedelta(seconds=1))
+    assert not POLICY.follows_up(ended, last)
+
+
 def test_follow_ups_back_off_from_a_minute_to_hourly() -> None:
     waits = [POLICY.follow_up_after(n) for n in range(8)]
     assert [int(w.total_seconds()) for w in waits] == [60, 120, 240, 480, 960, 1920, 3600, 3600]
