@@ -216,6 +216,7 @@ async def moim_import(
             target=lambda: SqlImportTarget(database),
             public_base_url=config.public_base_url,
             auto_refund=config.auto_refund,
+            reconcile_policy=reconcile_policy(config),
         )
     finally:
         await database.close()

@@ -49,7 +49,10 @@ from tests.rich_errors import rich_error
 from ticketing_service.adapters.db.pool import Connection
 from ticketing_service.adapters.db.schema import metadata
 from ticketing_service.bootstrap import Service, cancel_events
+from ticketing_service.domain.reconciliation import Step
+from ticketing_service.domain.reservations import ConfirmOutcome
 from ticketing_service.entrypoints.dev.payment_state import FakeCheckout
+from ticketing_service.service_layer.reconciliation import reconcile_due
 from ticketing_service.service_layer.refund_worker import send_due_refunds
 
 if TYPE_CHECKING:
@@ -637,6 +640,77 @@ async def test_with_auto_refund_off_the_import_owes_no_refund_and_says_so(
     assert await refunds_owed(database_url) == []
     assert "refunds: none owed, TICKETING_AUTO_REFUND is off" in result.out
     assert "no refunds owed (TICKETING_AUTO_REFUND is off)" in result.out.splitlines()[-1]
+
+
+async def follow_ups(database_url: str, event_id: str) -> dict[str, object]:
+    """When reconciliation is next to ask about each reservation of the event (None: never)."""
+    connection = await connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT reservation_id::text AS id, next_reconcile_time FROM reservations"
+            " WHERE event_id = $1",
+            event_id,
+        )
+        return {row["id"]: row["next_reconcile_time"] for row in rows}
+    finally:
+        await connection.close()
+
+
+async def test_a_moim_hold_paid_after_its_end_is_found_by_the_reconciler_once_imported(
+    service: Service, payment_service: PaymentService, database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Refused late")
+        late, unpaid = [await add_hold(moim, event, tier, name) for name in ("late", "unpaid")]
+        # Both ended a minute ago; Moim answered the late payer's callback 409, and the payment
+        # service never sends it again.
+        await moim.execute(
+            "UPDATE ticket_reservations SET expires_at = now() - interval '1 minute',"
+            " created_at = now() - interval '21 minutes' WHERE id = ANY($1::uuid[])",
+            [late, unpaid],
+        )
+    paid_at_the_payment_service(payment_service, "late")
+
+    await imported(database_url, source_url)
+    assert await statuses(database_url, event) == {late: "expired", unpaid: "expired"}
+
+    # The reconciler's pass, as the running service makes it (no --since): both are due at once.
+    found = {r.reservation.reservation_id: r for r in await reconcile_due(service.deps)}
+
+    assert {late, unpaid} <= found.keys()
+    assert (found[late].step, found[late].outcome) == (Step.CONFIRM, ConfirmOutcome.CONFIRMED)
+    assert found[unpaid].step is Step.DONE  # the payment service never opened it: never paid
+    assert await statuses(database_url, event) == {late: "confirmed", unpaid: "expired"}
+    assert await follow_ups(database_url, event) == {late: None, unpaid: None}
+
+    # A second import asks nothing again: each hold was scheduled when it came in.
+    await imported(database_url, source_url)
+    assert await follow_ups(database_url, event) == {late: None, unpaid: None}
+    assert await statuses(database_url, event) == {late: "confirmed", unpaid: "expired"}
+    assert await reconcile_due(service.deps) == []
+
+
+async def test_a_moim_hold_made_before_the_reconcile_window_is_not_asked_about(
+    database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Long ago")
+        old = await add_hold(moim, event, tier, "old")
+        await moim.execute(
+            "UPDATE ticket_reservations SET expires_at = now() - interval '1 minute',"
+            " created_at = now() - interval '21 minutes' WHERE id = $1",
+            old,
+        )
+
+    result = await import_moim(
+        database_url,
+        "--source-database-url",
+        source_url,
+        TICKETING_RECONCILE_WINDOW_HOURS="0.25",
+    )
+
+    assert result.code == 0, result.err
+    assert await follow_ups(database_url, event) == {old: None}
 
 
 async def live_holds(database_url: str, event_id: str) -> int:

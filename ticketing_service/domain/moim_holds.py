@@ -4,15 +4,19 @@ A hold is brought in live when it may still be paid inside its time and keeps a 
 service can give: the user has no seat nor live hold here yet, it is that user's latest live
 hold (the service keeps one per user and event), and its tier has a seat left after every
 registration, every live hold of the service's own and every seat Moim gave away. Any other
-hold with a checkout is brought in ended (`expired`): if its payment still arrives, the
-service settles it as a late payment (a free seat, else a refund), as it settles its own. A
-hold without a checkout could never be paid: it is left out.
+hold with a checkout is brought in ended (`expired`, or `cancelled` as in Moim). Moim answered
+a callback after a hold's end with 409, and the payment service never sends it again, so such a
+hold may well have been paid: reconciliation asks about it at once and follows it up as it
+follows up the service's own ended holds, while its reconciliation window lasts (counted, as
+there, from its making); a payment found is settled as a late payment (a free seat, else a
+refund). A hold without a checkout could never be paid: it is left out.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from ticketing_service.domain.moim_plan import ImportedReservation, ProblemKind
 from ticketing_service.domain.moim_rows import EventRows, unpaid_reservation
@@ -125,4 +129,7 @@ def _hold(rows: EventRows, source: SourceReservation, live: bool) -> ImportedRes
         ),
         None,
     )
-    return unpaid_reservation(reservation, recorded, source.updated_at)
+    imported = unpaid_reservation(reservation, recorded, source.updated_at)
+    # A live hold is asked about as the service's own are (early on, then at its end).
+    follow_up = not live and rows.reconcile.follows_up(reservation, rows.now)
+    return replace(imported, follow_up=follow_up)

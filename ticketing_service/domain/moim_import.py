@@ -10,7 +10,8 @@ The plan is decided here from plain values; an adapter writes it. Its rules:
 - accepted RSVPs of users without a registration count as seats their tier already gave away;
 - holds with a checkout are brought in live while they hold a seat the service can give (after
   its registrations and its own live holds), and ended (`expired`) otherwise, so a late
-  payment for one is settled as the service settles any.
+  payment for one is settled as the service settles any; reconciliation asks about every
+  ended one still in its window at once, as Moim may have refused its payment.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ticketing_service.domain.moim_rows import EventRows
 from ticketing_service.domain.moim_seats import external_seats, settled_reservations
 from ticketing_service.domain.moim_source import SourceEvent, SourceTier, time_problem
 from ticketing_service.domain.money import is_known_currency
+from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.domain.settings import MAX_TITLE_LENGTH, Settings, TicketingMode, Tier
 
 
@@ -40,17 +42,20 @@ def plan_event(
     now: datetime,
     *,
     auto_refund: bool,
+    reconcile: ReconcilePolicy,
     held: Sequence[ServiceHold] = (),
 ) -> EventPlan:
     """The plan for one event: `registered` and `held` are the registrations and live holds
     the service already keeps there, `now` the source's clock (it tells live holds from ended
     ones), `auto_refund` whether a payment without a seat is owed back by itself
-    (TICKETING_AUTO_REFUND)."""
+    (TICKETING_AUTO_REFUND), `reconcile` how long reconciliation follows up an ended hold."""
     unusable = _unusable_settings(event)
     if unusable is not None:
         return EventPlan(event.event_id, event.title, None, problems=(unusable,))
     settings = _settings(event)
-    rows = EventRows(event, settings.tiers, registered, public_base_url, now, auto_refund, held)
+    rows = EventRows(
+        event, settings.tiers, registered, public_base_url, now, auto_refund, reconcile, held
+    )
     if len(event.title) > MAX_TITLE_LENGTH:
         detail = (
             f"has a title of {len(event.title)} characters: brought in as its first"

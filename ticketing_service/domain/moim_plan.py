@@ -105,6 +105,10 @@ class ImportedReservation:
     # A full refund of its payment is owed when it is brought in (paid_unfulfilled), as the
     # service owes one for its own with TICKETING_AUTO_REFUND on.
     refund_owed: bool = False
+    # Reconciliation asks the payment service about its checkout at once, then follows it up
+    # as it follows up the service's own ended holds (an ended hold Moim may have refused the
+    # payment of: its callback was answered 409 and is never sent again).
+    follow_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)

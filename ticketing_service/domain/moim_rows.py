@@ -30,6 +30,7 @@ from ticketing_service.domain.moim_source import (
     time_problem,
 )
 from ticketing_service.domain.money import is_known_currency
+from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.domain.reservations import (
     Answer,
     Reservation,
@@ -58,11 +59,13 @@ class EventRows:
         public_base_url: str,
         now: datetime,
         auto_refund: bool,
+        reconcile: ReconcilePolicy,
         held: Sequence[ServiceHold] = (),
     ) -> None:
         self.event = event
         self.now = now
         self.auto_refund = auto_refund
+        self.reconcile = reconcile
         self.tiers = {t.tier_id: t for t in tiers}
         # What the service already keeps at the event, by user: registrations, and live holds
         # other than those of this source's reservations (this plan decides those again).

@@ -24,6 +24,7 @@ from ticketing_service.domain.moim_plan import (
     ServiceRegistration,
 )
 from ticketing_service.domain.moim_source import SourceEvent, SourceSnapshot
+from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.domain.reservations import ReservationStatus
 
 
@@ -108,13 +109,15 @@ class ImportTarget(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class MoimImport:
-    """What the import needs: the source, the service's database, Moim's public URL, and
-    whether a payment without a seat is owed back by itself (TICKETING_AUTO_REFUND)."""
+    """What the import needs: the source, the service's database, Moim's public URL, whether
+    a payment without a seat is owed back by itself (TICKETING_AUTO_REFUND), and how long
+    reconciliation follows up an ended hold (TICKETING_RECONCILE_WINDOW_HOURS)."""
 
     source: MoimSource
     target: Callable[[], ImportTarget]
     public_base_url: str
     auto_refund: bool = True
+    reconcile_policy: ReconcilePolicy = field(default_factory=ReconcilePolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +179,7 @@ async def _import_event(
                 ports.public_base_url,
                 snapshot.read_time,
                 auto_refund=ports.auto_refund,
+                reconcile=ports.reconcile_policy,
                 held=held,
             )
             written = await target.write(plan)

@@ -24,6 +24,7 @@ from ticketing_service.domain.moim_source import (
     read_as_utc,
     time_problem,
 )
+from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.domain.reservations import (
     MAX_ANSWER_LENGTH,
     MAX_ANSWERS,
@@ -37,6 +38,7 @@ from ticketing_service.domain.settings import MAX_TITLE_LENGTH, TicketingMode
 NOW = datetime(2030, 5, 1, 12, tzinfo=UTC)
 STARTS = NOW + timedelta(days=30)
 BASE_URL = "https://moim.example"
+POLICY = ReconcilePolicy()  # follow-ups for 48 hours
 PAID = SourceSettings("paid", "portone", "portone_kakaopay", "KRW", True, False)
 
 
@@ -131,7 +133,9 @@ def plan(
     auto_refund: bool = True,
     held: tuple[ServiceHold, ...] = (),
 ) -> EventPlan:
-    return plan_event(source, registered, BASE_URL, NOW, auto_refund=auto_refund, held=held)
+    return plan_event(
+        source, registered, BASE_URL, NOW, auto_refund=auto_refund, reconcile=POLICY, held=held
+    )
 
 
 def kinds(result: EventPlan) -> list[ProblemKind]:
@@ -470,6 +474,47 @@ def test_an_ended_hold_with_a_checkout_comes_in_expired() -> None:
     ended = reservation("ended", "u11", status="pending_payment", expires_in=-timedelta(hours=1))
     result = plan(event(reservations=(ended,)))
     assert (by_id(result), result.problems) == ({"ended": (ReservationStatus.EXPIRED, None)}, ())
+
+
+def test_an_ended_or_cancelled_hold_in_the_window_is_followed_up_and_a_live_one_is_not() -> None:
+    window = POLICY.window
+    result = plan(
+        event(
+            reservations=(
+                reservation("live", "u1", status="pending_payment"),
+                reservation(
+                    "ended", "u2", status="pending_payment", expires_in=-timedelta(minutes=1)
+                ),
+                reservation("cancelled", "u3", status="cancelled"),
+                reservation("expired", "u4", status="expired", created=NOW - window / 2),
+                # The service's own reservations are no longer asked about past the window.
+                reservation("old", "u5", status="expired", created=NOW - window),
+            )
+        )
+    )
+    followed = {h.reservation.reservation_id: h.follow_up for h in result.holds}
+    assert followed == {
+        "live": False,
+        "ended": True,
+        "cancelled": True,
+        "expired": True,
+        "old": False,
+    }
+    assert not any(s.follow_up for s in result.settled)
+
+
+def test_a_live_hold_imported_ended_is_followed_up_as_moim_may_still_take_its_payment() -> None:
+    minutes = timedelta(minutes=1)
+    result = plan(
+        event(
+            reservations=(
+                reservation("older", "u9", status="pending_payment", created=NOW - 4 * minutes),
+                reservation("newer", "u9", status="pending_payment", created=NOW - minutes),
+            )
+        )
+    )
+    followed = {h.reservation.reservation_id: h.follow_up for h in result.holds}
+    assert followed == {"older": True, "newer": False}
 
 
 def test_a_live_hold_past_the_seats_left_ends_and_a_registered_users_hold_ends() -> None:

@@ -37,13 +37,16 @@ SET_EXTERNAL_SEATS = (
     "UPDATE tiers SET external_seats = %(n)s WHERE event_id = %(e)s AND tier_id = %(t)s"
     " AND external_seats <> %(n)s RETURNING tier_id"
 )
+# A hold the plan follows up is due to reconciliation at once, as the service's own released
+# holds with a checkout are (RELEASE_HOLD).
 _RESERVATION_VALUES = (
     "INSERT INTO reservations (reservation_id, event_id, tier_id, user_id, status, amount,"
     " currency_code, provider, provider_account_id, answers, success_url, cancel_url,"
-    " checkout_id, create_time, expire_time, paid_time, update_time, payment_id) VALUES (%(r)s,"
-    " %(e)s, %(t)s, %(u)s, %(s)s, %(amount)s, %(currency)s, %(provider)s, %(account)s,"
-    " CAST(%(answers)s AS jsonb), %(success)s, %(cancel)s, %(checkout)s, %(created)s,"
-    " %(expires)s, %(paid)s, %(updated)s, %(payment)s)"
+    " checkout_id, create_time, expire_time, paid_time, update_time, payment_id,"
+    " next_reconcile_time) VALUES (%(r)s, %(e)s, %(t)s, %(u)s, %(s)s, %(amount)s, %(currency)s,"
+    " %(provider)s, %(account)s, CAST(%(answers)s AS jsonb), %(success)s, %(cancel)s,"
+    " %(checkout)s, %(created)s, %(expires)s, %(paid)s, %(updated)s, %(payment)s,"
+    " CASE WHEN %(follow_up)s THEN now() END)"
 )
 # A settled reservation: new, or a hold imported before that the source has since settled. A
 # confirmation is left unfolded (`seat_folded` false), as the service leaves its own: the

@@ -4,8 +4,9 @@ The rows are the service's own kind: a confirmed reservation with its registrati
 payment row, left unfolded for the sweeper; a paid_unfulfilled one with the full refund the
 plan owes for it (the refund worker sends it); a live hold with its checkout and requires_payment
 row (no checkout URL: a retry of StartPaidRegistration asks the payment service again with the
-same `reservation:<id>` key and gets the same checkout back). Nothing is appended to the
-registration event feed: Moim already has every row the import brings in.
+same `reservation:<id>` key and gets the same checkout back); an ended hold the plan follows up,
+due to reconciliation at once, as the service's own released holds are. Nothing is appended to
+the registration event feed: Moim already has every row the import brings in.
 """
 
 from __future__ import annotations
@@ -264,6 +265,7 @@ def _reservation_params(imported: ImportedReservation) -> dict[str, Any]:
         "paid": r.paid_time,
         "updated": imported.update_time,
         "payment": r.payment_id,
+        "follow_up": imported.follow_up,
     }
 
 
