@@ -690,6 +690,42 @@ async def test_a_moim_hold_paid_after_its_end_is_found_by_the_reconciler_once_im
     assert await reconcile_due(service.deps) == []
 
 
+async def test_a_followed_up_hold_that_moim_settled_meanwhile_is_asked_about_no_more(
+    database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Settled in Moim", capacity=1)
+        await add_paid(moim, event, tier, Paid("seated"))
+        hold = await add_hold(moim, event, tier, "meanwhile")
+    await imported(database_url, source_url)  # no seat left for it: it comes in ended
+    assert (await follow_ups(database_url, event))[hold] is not None
+
+    async with moim_database(source_url) as moim:
+        # Moim took its payment inside its ten minutes, and waitlisted the payer.
+        await moim.execute(
+            "INSERT INTO rsvps (id, user_id, event_id, tier_id, status)"
+            " VALUES ($1, $2, $3, $4, 'waitlisted')",
+            uid("meanwhile-rsvp"),
+            uid("meanwhile-user"),
+            event,
+            tier,
+        )
+        await moim.execute(
+            "UPDATE ticket_reservations SET status = 'confirmed', rsvp_id = $2 WHERE id = $1",
+            hold,
+            uid("meanwhile-rsvp"),
+        )
+        await moim.execute(
+            "UPDATE ticket_payments SET status = 'paid', provider_payment_id = 'pay_meanwhile',"
+            " paid_at = now() WHERE reservation_id = $1",
+            hold,
+        )
+    await imported(database_url, source_url)
+
+    assert (await statuses(database_url, event))[hold] == "paid_unfulfilled"
+    assert (await follow_ups(database_url, event))[hold] is None
+
+
 async def test_a_moim_hold_made_before_the_reconcile_window_is_not_asked_about(
     database_url: str, source_url: str
 ) -> None:

@@ -50,11 +50,13 @@ _RESERVATION_VALUES = (
 )
 # A settled reservation: new, or a hold imported before that the source has since settled. A
 # confirmation is left unfolded (`seat_folded` false), as the service leaves its own: the
-# sweeper adds it to the tier's accepted_count, and seat counts see it until then.
+# sweeper adds it to the tier's accepted_count, and seat counts see it until then. Settled,
+# it is asked about no more, as ConfirmPayment leaves its own.
 SETTLE = (
     _RESERVATION_VALUES + " ON CONFLICT (reservation_id) DO UPDATE SET status = excluded.status,"
     " checkout_id = excluded.checkout_id, paid_time = excluded.paid_time,"
-    " payment_id = excluded.payment_id, seat_folded = false, update_time = excluded.update_time"
+    " payment_id = excluded.payment_id, seat_folded = false, update_time = excluded.update_time,"
+    " next_reconcile_time = NULL, reconcile_lease_until = NULL"
     " WHERE reservations.status IN ('pending_payment', 'expired', 'cancelled')"
     " RETURNING reservation_id"
 )
