@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -88,8 +91,11 @@ class Config:
             grpc_tokens=r.header_tokens("TICKETING_GRPC_TOKEN"),
             hold_seconds=r.positive_float("TICKETING_HOLD_SECONDS", 600),
             payment_service_url=r.optional_base_url("TICKET_PAYMENT_SERVICE_URL"),
-            payment_service_token=header_safe(
-                r.text("TICKET_PAYMENT_SERVICE_TOKEN") or "", "TICKET_PAYMENT_SERVICE_TOKEN"
+            payment_service_token=not_placeholder(
+                header_safe(
+                    r.text("TICKET_PAYMENT_SERVICE_TOKEN") or "", "TICKET_PAYMENT_SERVICE_TOKEN"
+                ),
+                "TICKET_PAYMENT_SERVICE_TOKEN",
             ),
             payment_timeout_seconds=r.positive_float("TICKET_PAYMENT_TIMEOUT_SECONDS", 10),
             callback_url=r.url(
@@ -195,7 +201,32 @@ def header_tokens(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """The comma-separated tokens of `name`, each sent in a header (see header_safe), blanks
     dropped (a trailing comma is harmless)."""
     parts = (part.strip() for part in env.get(name, "").split(","))
-    return tuple(header_safe(part, name) for part in parts if part)
+    return tuple(not_placeholder(header_safe(part, name), name) for part in parts if part)
+
+
+# What deploy/kubernetes/secret.example.yaml holds in place of each secret. The template is
+# public: a service started with it would take calls or callbacks signed with a known value.
+_PLACEHOLDER = b"REPLACE_ME"
+_WHSEC_PREFIX = "whsec_"
+
+
+def not_placeholder(value: str, setting: str) -> str:
+    """`value`, unless it is (or holds) the secret template's placeholder: a ConfigError then.
+
+    A Standard Webhooks secret is checked once decoded too (the template's is whsec_ + the
+    base64 of the placeholder). The error names the setting, never the value.
+    """
+    decoded = b""
+    if value.startswith(_WHSEC_PREFIX):
+        encoded = value.removeprefix(_WHSEC_PREFIX)
+        with contextlib.suppress(binascii.Error, ValueError):
+            decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    if _PLACEHOLDER in value.encode(errors="replace").upper() or _PLACEHOLDER in decoded.upper():
+        raise ConfigError(
+            f"{setting} holds the secret template's placeholder (REPLACE_ME): "
+            "set the real value in the Secret before starting."
+        )
+    return value
 
 
 def parse_host_port(value: str, setting: str) -> tuple[str, int]:
@@ -273,12 +304,13 @@ class _Reader:
     def database_url(self, name: str) -> str | None:
         """A Postgres URL asyncpg can take (a malformed one was a traceback in the first command
         that connected)."""
-        return self._checked_url(
+        url = self._checked_url(
             name,
             database_url_problem,
             "a postgresql:// or postgres:// URL of a Postgres 14+ database, such as "
             "postgresql://ticketing:secret@db:5432/ticketing",
         )
+        return None if url is None else not_placeholder(url, name)
 
     def optional_url(self, name: str) -> str | None:
         """An http(s) URL with a host (and a port, if any, up to 65535).

@@ -12,7 +12,12 @@ from pathlib import Path
 
 from moim.ticketing.client import DEFAULT_KEEPALIVE_SECONDS
 
-from ticketing_service.config import ConfigError, header_tokens, parse_host_port
+from ticketing_service.config import (
+    ConfigError,
+    header_tokens,
+    not_placeholder,
+    parse_host_port,
+)
 
 LISTEN_SETTING = "TICKETING_WEBHOOK_LISTEN"
 GRPC_TARGET_SETTING = "TICKETING_GRPC_TARGET"
@@ -176,20 +181,20 @@ def _first_token(env: Mapping[str, str]) -> str | None:
 def _enabled_secrets(
     env: Mapping[str, str], secrets_name: str, switch_name: str
 ) -> tuple[str, ...]:
-    """The secrets of a scheme that is on; a scheme defaults to on when it has a secret."""
+    """The secrets of a scheme that is on; a scheme defaults to on when it has a secret. The
+    secret template's placeholder is refused in a scheme that is on (see not_placeholder)."""
     secrets = _secrets(env, secrets_name)
     raw = _text(env, switch_name)
-    if raw is None:
-        return secrets
-    if raw.lower() not in _SWITCHES:
-        raise ConfigError(f"{switch_name} must be 'on' or 'off', got {raw!r}.")
-    if not _SWITCHES[raw.lower()]:
-        return ()
-    if not secrets:
-        raise ConfigError(
-            f"{switch_name} is on but {secrets_name} is empty; set it or turn it off."
-        )
-    return secrets
+    if raw is not None:
+        if raw.lower() not in _SWITCHES:
+            raise ConfigError(f"{switch_name} must be 'on' or 'off', got {raw!r}.")
+        if not _SWITCHES[raw.lower()]:
+            return ()
+        if not secrets:
+            raise ConfigError(
+                f"{switch_name} is on but {secrets_name} is empty; set it or turn it off."
+            )
+    return tuple(not_placeholder(secret, secrets_name) for secret in secrets)
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int, maximum: int, kind: str) -> int:

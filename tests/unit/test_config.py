@@ -120,6 +120,23 @@ def test_the_grpc_token_is_a_comma_separated_list_for_rotation() -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "placeholder"),
+    [
+        ("DATABASE_URL", "postgresql://ticketing:REPLACE_ME@postgres:5432/ticketing"),
+        ("TICKETING_GRPC_TOKEN", "REPLACE_ME"),
+        ("TICKETING_GRPC_TOKEN", "a-real-token,replace_me"),  # one of a rotation, any case
+        ("TICKET_PAYMENT_SERVICE_TOKEN", "REPLACE_ME_WITH_THE_TOKEN"),
+    ],
+)
+def test_the_secret_templates_placeholder_is_refused_naming_the_setting(
+    name: str, placeholder: str
+) -> None:
+    # The template is public: a server started with it took calls carrying its token.
+    with pytest.raises(ConfigError, match=f"^{name} holds the secret template's placeholder"):
+        Config.from_env({name: placeholder})
+
+
+@pytest.mark.parametrize(
     ("bad", "problem"),
     [
         ("mysql://u:hunter2@db/ticketing", "it starts with neither"),

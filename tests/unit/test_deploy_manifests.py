@@ -7,6 +7,7 @@ keys that exist, probes on the right ports, one pinned image, and settings the s
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from ticketing_service.adapters.db.pool import PoolSettings
-from ticketing_service.config import Config
+from ticketing_service.config import Config, ConfigError
 from ticketing_service.entrypoints.grpc.exposure import is_loopback
 from ticketing_service.entrypoints.grpc.server import GRACE_SECONDS, SERVICE_NAME
 from ticketing_service.entrypoints.webhook.app import HEALTH_PATH
@@ -265,12 +266,59 @@ def test_the_secret_template_holds_no_real_secret() -> None:
         assert "REPLACE_ME" in value or value == "whsec_UkVQTEFDRV9NRQ==", key
 
 
+# A real value of the shape of each placeholder of the secret template.
+REAL_SECRETS = {
+    "DATABASE_URL": "postgresql://ticketing:s3cr3t-pa55@postgres:5432/ticketing",
+    "TICKETING_GRPC_TOKEN": "3f1c9a7e5b2d4f60",
+    "TICKET_PAYMENT_SERVICE_TOKEN": "9b8a7c6d5e4f3a21",
+    "TICKET_PAYMENT_CALLBACK_SECRET": "c2VjcmV0LWhtYWMta2V5",
+    "TICKETING_STANDARD_WEBHOOK_SECRETS": "whsec_" + base64.b64encode(b"a-signing-key").decode(),
+}
+
+
 def test_the_settings_the_manifests_pass_are_taken_by_the_server_and_the_shim() -> None:
-    # The secret template's placeholders stand for real values: each passes the start checks.
-    settings = config() | one("Secret", "ticketing-secrets")["stringData"]
+    # Each placeholder of the secret template replaced by a real value of the same shape.
+    placeholders = one("Secret", "ticketing-secrets")["stringData"]
+    assert set(REAL_SECRETS) == set(placeholders)
+    settings = config() | REAL_SECRETS
     server = Config.from_env(settings)
     assert server.database_url == settings["DATABASE_URL"]
-    assert WebhookConfig.from_env(settings).grpc_target == settings["TICKETING_GRPC_TARGET"]
+    shim = WebhookConfig.from_env(settings)
+    assert shim.grpc_target == settings["TICKETING_GRPC_TARGET"]
+    assert shim.standard_secrets == (REAL_SECRETS["TICKETING_STANDARD_WEBHOOK_SECRETS"],)
+
+
+@pytest.mark.parametrize(
+    ("key", "reader"),
+    [
+        ("DATABASE_URL", Config),
+        ("TICKETING_GRPC_TOKEN", Config),
+        ("TICKETING_GRPC_TOKEN", WebhookConfig),
+        ("TICKET_PAYMENT_SERVICE_TOKEN", Config),
+        ("TICKET_PAYMENT_CALLBACK_SECRET", WebhookConfig),
+        ("TICKETING_STANDARD_WEBHOOK_SECRETS", WebhookConfig),
+    ],
+)
+def test_each_placeholder_of_the_secret_template_is_refused_by_what_reads_it(
+    key: str, reader: type[Config] | type[WebhookConfig]
+) -> None:
+    # Anyone can read the template: a shim started with its secret took forged callbacks.
+    placeholder = one("Secret", "ticketing-secrets")["stringData"][key]
+    settings = config() | REAL_SECRETS | {key: placeholder}
+    with pytest.raises(ConfigError, match=f"^{key} holds the secret template's placeholder"):
+        reader.from_env(settings)
+
+
+def test_an_hmac_only_shim_may_leave_the_standard_webhooks_secret_out() -> None:
+    [shim] = [c for name, c in containers() if name == "ticketing-webhook"]
+    [ref] = [
+        e["valueFrom"]["secretKeyRef"]
+        for e in shim["env"]
+        if e["name"] == "TICKETING_STANDARD_WEBHOOK_SECRETS"
+    ]
+    assert ref.get("optional") is True
+    hmac_only = config() | {k: v for k, v in REAL_SECRETS.items() if "STANDARD" not in k}
+    assert WebhookConfig.from_env(hmac_only).standard_secrets == ()
 
 
 def test_every_setting_the_manifests_pass_is_one_the_service_reads() -> None:

@@ -199,3 +199,37 @@ def test_listen_addresses_are_host_and_port(value: str, expected: tuple[str, int
 def test_a_malformed_listen_address_names_the_flag(value: str) -> None:
     with pytest.raises(ConfigError, match="--listen"):
         parse_host_port(value, "--listen")
+
+
+@pytest.mark.parametrize(
+    ("name", "placeholder"),
+    [
+        ("TICKET_PAYMENT_CALLBACK_SECRET", "REPLACE_ME"),
+        ("TICKET_PAYMENT_CALLBACK_SECRET", "a-real-secret,replace_me"),
+        ("TICKETING_STANDARD_WEBHOOK_SECRETS", "whsec_UkVQTEFDRV9NRQ=="),  # base64 "REPLACE_ME"
+        ("TICKETING_STANDARD_WEBHOOK_SECRETS", "whsec_UkVQTEFDRV9NRQ"),  # padding dropped
+        (
+            "TICKETING_STANDARD_WEBHOOK_SECRETS",
+            "whsec_" + base64.b64encode(b"REPLACE_ME_WITH_A_KEY").decode(),
+        ),
+        ("TICKETING_GRPC_TOKEN", "REPLACE_ME"),
+    ],
+)
+def test_the_secret_templates_placeholder_is_refused_naming_the_setting(
+    name: str, placeholder: str
+) -> None:
+    # Before: the shim verified callbacks signed with the template's public secret.
+    settings = {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", name: placeholder}
+    with pytest.raises(ConfigError, match=f"^{name} holds the secret template's placeholder"):
+        WebhookConfig.from_env(settings)
+
+
+def test_a_placeholder_in_a_scheme_turned_off_is_never_used_so_not_refused() -> None:
+    config = WebhookConfig.from_env(
+        {
+            "TICKET_PAYMENT_CALLBACK_SECRET": "s1",
+            "TICKETING_STANDARD_WEBHOOK_SECRETS": "whsec_UkVQTEFDRV9NRQ==",
+            "TICKETING_WEBHOOK_STANDARD": "off",
+        }
+    )
+    assert (config.hmac_secrets, config.standard_secrets) == (("s1",), ())
