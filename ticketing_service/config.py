@@ -303,7 +303,16 @@ class _Reader:
 
     def database_url(self, name: str) -> str | None:
         """A Postgres URL asyncpg can take (a malformed one was a traceback in the first command
-        that connected)."""
+        that connected); None only when unset, which means an embedded Postgres.
+
+        Set but empty (an empty Secret value) is refused: it was read as unset, and a migration
+        Job migrated a throwaway embedded database and succeeded.
+        """
+        if name in self._env and not self._env[name].strip():
+            raise ConfigError(
+                f"{name} is set but empty: give the URL of the service's Postgres, or unset it "
+                "to run on an embedded Postgres in TICKETING_DATA_DIR."
+            )
         url = self._checked_url(
             name,
             database_url_problem,

@@ -136,6 +136,16 @@ def test_the_secret_templates_placeholder_is_refused_naming_the_setting(
         Config.from_env({name: placeholder})
 
 
+@pytest.mark.parametrize("empty", ["", "  ", "\n"])
+def test_a_database_url_set_but_empty_is_refused_and_only_an_unset_one_means_embedded(
+    empty: str,
+) -> None:
+    # An empty Secret value was read as unset: `migrate` then migrated an embedded Postgres.
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL is set but empty: "):
+        Config.from_env({"DATABASE_URL": empty})
+    assert Config.from_env({}).database_url is None
+
+
 @pytest.mark.parametrize(
     ("bad", "problem"),
     [
