@@ -148,6 +148,17 @@ def test_the_rollout_selects_the_config_then_the_job_then_all_but_the_job() -> N
     }
 
 
+def test_the_deploy_readme_points_at_the_runbooks_steps_not_a_plain_apply() -> None:
+    # It said a plain `apply -k` left the Job out: kustomize applies it with the rest.
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    steps = re.findall(r"apply -k deploy/kubernetes -l '?([^'\s]+)'?", runbook)
+    assert f"-l {steps[0]}" in readme
+    assert all(f"`{step.removeprefix(COMPONENT)}`" in readme for step in steps[1:])
+    assert "docs/operations.md" in readme
+    assert not re.search(r"applies all but the Job", readme)
+
+
 def test_every_container_runs_one_pinned_image() -> None:
     images = {container["image"] for _, container in containers()}
     [image] = images
