@@ -51,3 +51,14 @@ def test_every_command_the_doc_runs_exists(command: str) -> None:
 def test_the_options_the_doc_uses_exist() -> None:
     assert _parser().parse_args(["serve", "--no-migrate"]).no_migrate is True
     assert _parser().parse_args(["prune-events", "--older-than-days", "30"]).older_than_days == 30
+
+
+def test_the_database_wide_follow_up_count_is_read_with_max_never_summed_over_pods() -> None:
+    # Every replica exports the same count of the whole database: a sum over pods multiplies it.
+    gauge = "ticketing_reconcile_awaiting_follow_up"
+    [general] = [p for p in DOC.split("\n\n") if "sum over pods" in p]
+    assert f"max({gauge})" in general
+    for paragraph in DOC.split("\n\n"):
+        if gauge in paragraph:
+            assert "max" in paragraph, paragraph
+            assert not re.search(rf"sum\([^)]*{gauge}", paragraph), paragraph
