@@ -272,6 +272,13 @@ def test_the_database_pool_is_reported(server: Server) -> None:
     assert ("ticketing_db_pool_size", frozenset()) in scrape(server.metrics_port)
 
 
+def test_lock_timeouts_have_a_series_per_method_before_the_first(server: Server) -> None:
+    # Without it, increase() over the first lock timeout after a start saw nothing.
+    samples = scrape(server.metrics_port)
+    for method in ("StartPaidRegistration", "ConfirmPayment"):
+        assert ("ticketing_lock_timeouts_total", frozenset({("method", method)})) in samples
+
+
 def test_the_shim_forwards_over_mutual_tls_and_counts_forged_signatures(
     shim: tuple[LoggedProcess, int, int],
 ) -> None:
@@ -284,7 +291,14 @@ def test_the_shim_forwards_over_mutual_tls_and_counts_forged_signatures(
         "ticketing_webhook_verification_failures_total",
         frozenset({("reason", "bad_signature")}),
     )
-    assert scrape(metrics_port)[failure] == 1
+    samples = scrape(metrics_port)
+    assert samples[failure] == 1
+    # Exported at zero from the start, so the first of its kind shows in increase() too.
+    stale = (
+        "ticketing_webhook_verification_failures_total",
+        frozenset({("reason", "stale_timestamp")}),
+    )
+    assert samples[stale] == 0
 
 
 def threads_of(process: LoggedProcess) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 import grpc
+from moim.ticketing.v1 import ticketing_service_pb2
 from prometheus_client import (
     GC_COLLECTOR,
     CollectorRegistry,
@@ -26,6 +27,7 @@ from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.reconciliation import CheckoutAnswer
 from ticketing_service.domain.reservations import ConfirmOutcome
 from ticketing_service.entrypoints.webhook.signatures import (
+    REJECTION_REASONS,
     CallbackVerifier,
     SignatureRejected,
     Verified,
@@ -51,6 +53,11 @@ RECONCILE_RESULTS = {
     CheckoutAnswer.UNREACHABLE: "unreachable",
 }
 CONCURRENT_UPDATE = "CONCURRENT_UPDATE"
+# The methods the server registers (all of TicketingService's), as `rpc_served` names them.
+TICKETING_METHODS = tuple(
+    method.name
+    for method in ticketing_service_pb2.DESCRIPTOR.services_by_name["TicketingService"].methods
+)
 
 PoolUsage = Callable[[], tuple[int, int]]
 
@@ -159,6 +166,10 @@ class TicketingMetrics:
             self.reconcile_checks.labels(result)
         for outcome in ConfirmOutcome:
             self.reconcile_confirmations.labels(outcome.value.lower())
+        for method in TICKETING_METHODS:
+            self.lock_timeouts.labels(method)
+        for reason in REJECTION_REASONS:
+            self.webhook_verification_failures.labels(reason)
 
     def rpc_served(self, method: str, code: grpc.StatusCode, reason: str, seconds: float) -> None:
         """Count one served call and its latency; failures by reason, lock timeouts apart."""

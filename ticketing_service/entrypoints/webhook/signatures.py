@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 from standardwebhooks import Webhook
 
@@ -29,12 +29,24 @@ _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 
 Scheme = Literal["moim_hmac", "standard_webhooks"]
+# Why a signature was refused: the closed set of SignatureRejected's reasons (a metric's labels).
+RejectionReason = Literal[
+    "missing_signature",
+    "missing_header",
+    "malformed_header",
+    "bad_signature",
+    "stale_timestamp",
+    "future_timestamp",
+    "undecodable_body",
+    "scheme_disabled",
+]
+REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
 
 
 class SignatureRejected(Exception):
     """A callback whose signature did not verify; `reason` is a short machine word for metrics."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: RejectionReason) -> None:
         super().__init__(
             f"The callback signature was rejected ({reason}); check the signing secret."
         )

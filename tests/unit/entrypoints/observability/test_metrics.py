@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import get_args
 
 import httpx
 import pytest
+from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes import FakeCheckouts
@@ -19,6 +21,7 @@ from ticketing_service.entrypoints.observability.metrics import (
 )
 from ticketing_service.entrypoints.webhook.signatures import (
     MoimHmacVerifier,
+    RejectionReason,
     SignatureRejected,
     WebhookVerifier,
     sign_moim_hmac,
@@ -70,6 +73,18 @@ def test_every_outcome_counter_is_exported_at_zero_before_anything_happens(
         for call in ("create_checkout", "get_checkout", "create_refund", "get_refund"):
             labels = {"call": call, "kind": kind}
             assert samples[key("ticketing_payment_service_failures_total", **labels)] == 0
+
+
+def test_lock_timeouts_and_refused_signatures_are_exported_at_zero_from_the_start(
+    metrics: TicketingMetrics,
+) -> None:
+    # Without a series before the first event, increase() and rate() missed that event.
+    samples = scrape(metrics)
+    methods = pb.DESCRIPTOR.services_by_name["TicketingService"].methods
+    for method in methods:
+        assert samples[key("ticketing_lock_timeouts_total", method=method.name)] == 0
+    for reason in get_args(RejectionReason):
+        assert samples[key("ticketing_webhook_verification_failures_total", reason=reason)] == 0
 
 
 def test_the_pool_gauges_read_the_pool_at_each_scrape(metrics: TicketingMetrics) -> None:
