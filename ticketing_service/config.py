@@ -22,6 +22,11 @@ DEFAULT_MAX_WATCHERS = 100
 DEFAULT_GRPC_MAX_CONNECTIONS = 1000
 DEFAULT_GRPC_CONNECTION_IDLE_SECONDS = 300
 _DAY_MS = 24 * 3600 * 1000
+# The shortest lock and statement timeouts taken. Under it the background work's ordinary
+# statements (a sweep, a reconciliation claim) are cut on every pass and fail for good, and any
+# lock wait at all aborts: TICKETING_DB_STATEMENT_TIMEOUT_MS=1 was taken and left every
+# background task failing forever.
+MIN_DB_TIMEOUT_MS = 100
 _YEAR_SECONDS = 366 * 24 * 3600
 
 
@@ -106,9 +111,11 @@ class Config:
             ).rstrip("/"),
             default_provider_account_id=r.text("DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID"),
             db_pool_size=r.positive_int("TICKETING_DB_POOL_SIZE", 10, 1000),
-            db_lock_timeout_ms=r.positive_int("TICKETING_DB_LOCK_TIMEOUT_MS", 5000, _DAY_MS),
+            db_lock_timeout_ms=r.positive_int(
+                "TICKETING_DB_LOCK_TIMEOUT_MS", 5000, _DAY_MS, MIN_DB_TIMEOUT_MS
+            ),
             db_statement_timeout_ms=r.positive_int(
-                "TICKETING_DB_STATEMENT_TIMEOUT_MS", 30000, _DAY_MS
+                "TICKETING_DB_STATEMENT_TIMEOUT_MS", 30000, _DAY_MS, MIN_DB_TIMEOUT_MS
             ),
             sweep_interval_seconds=r.positive_float("TICKETING_SWEEP_INTERVAL_SECONDS", 30),
             db_max_connection_lifetime_seconds=r.positive_float(
@@ -276,13 +283,16 @@ class _Reader:
             )
         return value
 
-    def positive_int(self, name: str, default: int, maximum: int) -> int:
-        """A whole number from 1 to `maximum`: `0.5` or `-1` is refused, never rounded."""
+    def positive_int(self, name: str, default: int, maximum: int, minimum: int = 1) -> int:
+        """A whole number from `minimum` (1 unless told) to `maximum`: `0.5` or `-1` is refused,
+        never rounded."""
         raw = self.text(name)
         if raw is None:
             return default
-        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= maximum:
-            raise ConfigError(f"{name} must be a whole number from 1 to {maximum}, got {raw!r}.")
+        if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
+            raise ConfigError(
+                f"{name} must be a whole number from {minimum} to {maximum}, got {raw!r}."
+            )
         return int(raw)
 
     def flag(self, name: str, default: bool) -> bool:

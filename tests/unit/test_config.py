@@ -30,8 +30,24 @@ WHOLE_NUMBERS = [
 @pytest.mark.parametrize("name", WHOLE_NUMBERS)
 @pytest.mark.parametrize("bad", ["0.5", "1.0", "-1", "0", "1e3", "½", "٣", "ten", "99999999999"])
 def test_a_whole_number_setting_refuses_anything_else_naming_it(name: str, bad: str) -> None:
-    with pytest.raises(ConfigError, match=f"^{name} must be a whole number from 1 to "):
+    with pytest.raises(ConfigError, match=rf"^{name} must be a whole number from \d+ to "):
         Config.from_env({name: bad})
+
+
+@pytest.mark.parametrize(
+    "name", ["TICKETING_DB_LOCK_TIMEOUT_MS", "TICKETING_DB_STATEMENT_TIMEOUT_MS"]
+)
+def test_a_database_timeout_too_short_for_any_work_is_refused(name: str) -> None:
+    # A statement timeout of 1 ms was taken, and every background task then failed forever.
+    for bad in ("1", "99"):
+        with pytest.raises(
+            ConfigError, match=f"^{name} must be a whole number from 100 to 86400000, got '{bad}'"
+        ):
+            Config.from_env({name: bad})
+    config = Config.from_env({name: "100"})
+    assert (config.db_lock_timeout_ms, config.db_statement_timeout_ms) == (
+        (100, 30000) if "LOCK" in name else (5000, 100)
+    )
 
 
 DURATIONS = [
