@@ -354,6 +354,28 @@ async def test_a_run_stopped_midway_has_printed_every_event_it_imported_and_no_o
     assert {json.loads(row)["event_id"] for row in settled["ticketing_settings"]} <= {first}
 
 
+async def test_a_source_that_accepts_the_connection_but_never_answers_is_named_so(
+    database_url: str,
+) -> None:
+    # Before: "Cannot connect to the source database: " and nothing after (a timeout's own
+    # text is empty).
+    async def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the command gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        silent = await import_moim(
+            database_url, "--source-database-url", f"postgresql://moim@127.0.0.1:{port}/moim"
+        )
+    assert silent.code == 1
+    [line] = silent.err.strip().splitlines()
+    assert line == (
+        "ticketing-service import-moim: Cannot connect to the source database: no answer within 5 s"
+    ), silent.err
+
+
 async def test_a_source_that_cannot_be_read_or_a_bad_url_stops_with_one_line(
     database_url: str,
 ) -> None:

@@ -83,21 +83,33 @@ class PostgresMoimSource:
     def __init__(self, url: str, settings: PoolSettings) -> None:
         # Only its connections are used, made as the service's own are (timeouts, codecs).
         self._connections = Database(url, settings)
+        self._connect_timeout = settings.connect_timeout_seconds
 
     async def read(self) -> SourceSnapshot:
         """Every event with its rows, in one snapshot; SourceUnreadable when it cannot be."""
         try:
             connection = await self._connections.connect()
         except _SOURCE_ERRORS as error:
-            raise SourceUnreadable(f"Cannot connect to the source database: {error}") from error
+            # A source that accepts the connection and never answers times out without a word.
+            why = _why(error, f"no answer within {self._connect_timeout:g} s")
+            raise SourceUnreadable(f"Cannot connect to the source database: {why}") from error
         try:
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 await _check_tables(connection)
                 return await _read(connection)
         except _SOURCE_ERRORS as error:
-            raise SourceUnreadable(f"Reading the source database failed: {error}") from error
+            why = _why(error, "no answer in time")
+            raise SourceUnreadable(f"Reading the source database failed: {why}") from error
         finally:
             await _close(connection)
+
+
+def _why(error: BaseException, timed_out: str) -> str:
+    """What went wrong in a few words: the error's text, or `timed_out` for a timeout (whose
+    text is empty), or else at least the error's type."""
+    if text := str(error):
+        return text
+    return timed_out if isinstance(error, TimeoutError) else type(error).__name__
 
 
 async def _close(connection: Connection) -> None:
