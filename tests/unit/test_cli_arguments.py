@@ -7,9 +7,7 @@ import pytest
 from ticketing_service.entrypoints.cli import _parser
 
 
-@pytest.mark.parametrize(
-    "days", ["0", "-1", "1e-30", "0.5", "0.999", "abc", "nan", "inf", "100000", "99999.5"]
-)
+@pytest.mark.parametrize("days", ["0", "-1", "abc", "nan", "inf", "100000", "99999.5"])
 def test_prune_events_refuses_an_age_outside_its_range_naming_it(
     days: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -17,10 +15,12 @@ def test_prune_events_refuses_an_age_outside_its_range_naming_it(
         _parser().parse_args(["prune-events", f"--older-than-days={days}"])
 
     assert exited.value.code == 2
-    assert f"must be a number of days from 1 to 99999, got {days!r}" in (capsys.readouterr().err)
+    assert f"must be a number of days above 0 and up to 99999, got {days!r}" in (
+        capsys.readouterr().err
+    )
 
 
-@pytest.mark.parametrize(("days", "parsed"), [("1", 1), ("1.5", 1.5), ("30", 30), ("99999", 99999)])
+@pytest.mark.parametrize(("days", "parsed"), [("0.5", 0.5), ("30", 30), ("99999", 99999)])
 def test_prune_events_takes_any_age_in_its_range(days: str, parsed: float) -> None:
     assert _parser().parse_args(["prune-events", "--older-than-days", days]).older_than_days == (
         parsed

@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
         "--older-than-days",
         type=_positive_days,
         required=True,
-        help="delete events created more than this many days ago (at least 1)",
+        help="delete events created more than this many days ago",
     )
     prune.add_argument(
         "--batch-size",
@@ -295,10 +295,10 @@ def _positive_days(raw: str) -> float:
         days = float(raw)
     except ValueError:
         days = -1
-    # At least a day: `1e-30` was taken, and pruned the whole feed but its last instant, which
-    # consumers that were a moment behind then had to rebuild from scratch.
-    if not 1 <= days <= 99_999:
-        raise argparse.ArgumentTypeError(f"must be a number of days from 1 to 99999, got {raw!r}")
+    if not 0 < days <= 99_999:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of days above 0 and up to 99999, got {raw!r}"
+        )
     return days
 
 
