@@ -9,6 +9,7 @@ import uuid
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -359,6 +360,44 @@ def test_a_command_whose_database_never_answers_gives_up_at_the_connect_timeout(
     assert our_line(result) == (
         "ticketing-service: The database cannot be reached right now; retry shortly. (TimeoutError)"
     )
+
+
+@pytest.mark.parametrize("argv", [("migrate",), ("reconcile",)])
+@pytest.mark.parametrize("who", ["no_such_database", "no_such_role"])
+def test_a_refused_login_or_a_missing_database_is_one_line_naming_it(
+    migrated_database: str, tmp_path: Path, argv: tuple[str, ...], who: str
+) -> None:
+    # `migrate` printed SQLAlchemy's wrapper and its link to a help page; both said to retry.
+    parts = urlsplit(migrated_database)
+    url = (
+        parts._replace(path="/no_such_database").geturl()
+        if who == "no_such_database"
+        else parts._replace(netloc=f"no_such_role:@{parts.hostname or ''}").geturl()
+    )
+    result = run_command(tmp_path, *argv, DATABASE_URL=url)
+    assert result.returncode == 1
+    line = our_line(result)
+    assert line.startswith(
+        "ticketing-service: The database refused the service's login, or has no such database:"
+    )
+    assert who.replace("_", " ").split()[-1] in line  # Postgres's own words: database or role
+    assert "sqlalche.me" not in result.stderr
+
+
+def test_a_migration_postgres_refuses_is_one_line_and_applies_nothing(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    # A partial restore: a table the first migration creates is there, without the version.
+    url = database_on(migrated_database, "ticketing_half_restored")
+    run(url, "CREATE TABLE payments (id int)")
+    result = run_command(tmp_path, "migrate", DATABASE_URL=url)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert our_line(result).startswith(
+        "ticketing-service: Migrating failed, and nothing was applied:"
+    )
+    assert 'relation "payments" already exists' in our_line(result)
+    assert sql(url, "SELECT to_regclass('reservations') IS NULL") == [(True,)]
 
 
 def test_migrate_reads_the_url_s_parameters_as_every_other_command_does(

@@ -46,3 +46,13 @@ def test_any_other_error_is_a_bug_left_for_internal_and_the_log(error: ServerErr
 @pytest.mark.parametrize("sqlstate", ["08006", "57P01", "53300", "25006"])
 def test_a_lost_restarting_full_or_read_only_database_is_unavailable(sqlstate: str) -> None:
     assert isinstance(translate_database_error(ServerError(sqlstate)), DatabaseUnavailable)
+
+
+@pytest.mark.parametrize("sqlstate", ["28P01", "28000", "3D000"])
+def test_a_refused_login_or_a_missing_database_says_to_check_the_url_not_to_retry(
+    sqlstate: str,
+) -> None:
+    refused = translate_database_error(ServerError(sqlstate))
+    assert isinstance(refused, DatabaseUnavailable)
+    assert "check the user, password and database name of DATABASE_URL" in refused.message
+    assert "retry" not in refused.message

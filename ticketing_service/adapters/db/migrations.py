@@ -85,4 +85,9 @@ def upgrade_to_head(database_url: str, lock_timeout_ms: int | None = None) -> No
                 f"A migration could not get its lock within {lock_timeout_ms} ms "
                 "(TICKETING_DB_LOCK_TIMEOUT_MS) and nothing was applied: run migrate again."
             ) from error
-        raise translate_database_error(cause) or error from error
+        translated = translate_database_error(cause)
+        if translated is not None:
+            raise translated from cause
+        # E.g. a table a migration creates is there already (a partial restore): one line,
+        # with Postgres's own words, rather than SQLAlchemy's page-long traceback.
+        raise SchemaNotReady(f"Migrating failed, and nothing was applied: {cause}") from cause

@@ -53,13 +53,17 @@ def translate_database_error(error: BaseException) -> TicketingError | None:
     raced = sqlstate == "23505" and getattr(error, "constraint_name", None) in _RACED_CONSTRAINTS
     if raced or sqlstate in _RETRYABLE_SQLSTATES:
         return ConcurrentUpdate("A concurrent change held a lock too long or conflicted; retry.")
-    # OSError: the connection cannot be made (refused, timed out); 08: it was lost; 28 and 3D:
-    # the server refused the login or has no such database; 53: it has no room for another
-    # connection; 57P: it is shutting down or starting; 25006: it is a read-only standby (a
-    # failover left us on one until the connection is replaced).
+    # 28 and 3D: the server refused the login or has no such database, which no retry mends.
+    if sqlstate is not None and sqlstate.startswith(("28", "3D")):
+        return DatabaseUnavailable(
+            "The database refused the service's login, or has no such database: check the"
+            " user, password and database name of DATABASE_URL."
+        )
+    # OSError: the connection cannot be made (refused, timed out); 08: it was lost; 53: it has
+    # no room for another connection; 57P: it is shutting down or starting; 25006: it is a
+    # read-only standby (a failover left us on one until the connection is replaced).
     lost = isinstance(error, OSError)
-    unavailable = ("08", "28", "3D", "53", "57P", "25006")
-    if lost or (sqlstate is not None and sqlstate.startswith(unavailable)):
+    if lost or (sqlstate is not None and sqlstate.startswith(("08", "53", "57P", "25006"))):
         return DatabaseUnavailable("The database cannot be reached right now; retry shortly.")
     return None
 
