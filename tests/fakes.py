@@ -566,7 +566,7 @@ class FakeRefunds:
         )
         self._store.refunds[refund_id] = recorded
         self._store.refund_due[refund_id] = now + (change.retry_in or timedelta(0))
-        if recorded.status.is_final:
+        if recorded.status.is_final and recorded.status is not read.status:
             self._announce(recorded)
         return recorded
 

@@ -253,8 +253,8 @@ class RefundRepository(Protocol):
 
     async def record(self, read: Refund, change: RefundChange) -> Refund | None:
         """Record a try of a refund if it is still as it was `read` (None: another try was
-        recorded meanwhile, and this stale one is dropped); a settled one is announced on the
-        feed, and a success adds to `refunded_amount`."""
+        recorded meanwhile, and this stale one is dropped); one that settles (a status it did
+        not have) is announced on the feed, and a success adds to `refunded_amount`."""
         ...
 
 

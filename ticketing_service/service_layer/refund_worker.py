@@ -43,6 +43,11 @@ MAX_ATTEMPTS_CODE = "max_attempts"
 OUTCOME_UNKNOWN_CODE = "outcome_unknown"
 # The payment service said it succeeded, for another amount.
 AMOUNT_MISMATCH_CODE = "refunded_amount_mismatch"
+# Failures recorded without the payment service's word on the refund, which RefreshRefund asks
+# for: the refund may have been made. Every other code is its word (a refusal, its `failed`,
+# its 404 after the last attempt, or its `succeeded` for another amount, which asking again
+# must never turn into money returned) and is final.
+UNSTATED_FAILURES = frozenset({OUTCOME_UNKNOWN_CODE})
 
 
 async def send_due_refunds(deps: Dependencies, lease: timedelta = MIN_LEASE) -> int:
@@ -61,19 +66,27 @@ async def send_due_refunds(deps: Dependencies, lease: timedelta = MIN_LEASE) -> 
 
 async def refresh_refund(deps: Dependencies, refund_id: str) -> Refund:
     """Ask the payment service where a refund stands and record it (a refund's callback is only
-    a hint to ask: its body is never trusted for money)."""
+    a hint to ask: its body is never trusted for money). A settled refund is answered as it is,
+    unless it failed without the payment service's word on it: that one is asked about, and
+    corrected by what it says."""
     async with deps.uow() as uow:
         refund = await uow.refunds.get(refund_id)
     if refund is None:
         raise errors.RefundNotFound("No refund has this id.", refundId=refund_id)
-    if refund.status.is_final:
+    if refund.status.is_final and refund.failure_code not in UNSTATED_FAILURES:
         return refund
     try:
         answer = await deps.payment_service.get_refund(refund_id)
     except (PaymentServiceRefused, PaymentServiceUnreachable) as failure:
-        # Not sent yet, or the payment service cannot say now: the worker follows it.
+        # Not sent yet, or the payment service cannot say now: the worker follows a refund
+        # still owed, and one failed as unknown stays failed for an operator (a 404 of it is
+        # no proof either: the send that made it may not have landed yet).
         log.warning("refund %s was not refreshed: %s", refund_id, failure)
         return refund
+    # A failed refund recorded pending or succeeded counts against its payment again. No lock
+    # of the reservation is needed: what the payment service says is recorded whatever was
+    # owed meanwhile, and a refund RefundReservation owed while this one was failed is refused
+    # by the payment service if it is more than is left (refund_exceeds_cancellable): it fails.
     return await _record(deps, refund, _learnt(refund, answer, deps.refund_retry))
 
 

@@ -114,7 +114,8 @@ class SqlRefundRepository:
         return [refund_from(row) for row in rows]
 
     async def record(self, read: Refund, change: RefundChange) -> Refund | None:
-        """Record a try of the refund as it was `read`; announce a settled refund on the feed."""
+        """Record a try of the refund as it was `read`; announce a refund that settles (a failed
+        one only recorded with another failure code is not announced again)."""
         retry = change.retry_in or timedelta(0)
         await self._pause("refund_recording")
         row = await self._tx.one(
@@ -133,7 +134,7 @@ class SqlRefundRepository:
         if row is None:
             return None
         refund = refund_from(row)
-        if refund.status.is_final:
+        if refund.status.is_final and refund.status is not read.status:
             await self._announce(refund, row)
         return refund
 
