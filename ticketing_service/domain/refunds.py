@@ -147,9 +147,9 @@ LONGEST_RETRY = timedelta(hours=1)
 class RefundRetryPolicy:
     """How refunds are retried: a transient failure waits `backoff`, doubled each attempt (at
     most an hour); after `max_attempts` failed tries a refund the payment service says it never
-    took is failed for an operator (one it cannot tell of is tried on). A refund the payment
-    service accepted (pending) is followed at the same pace, without limit: money it is moving
-    is never declared lost."""
+    took is failed for an operator (one it cannot tell of is failed as unknown, for RefreshRefund
+    to correct once it can). A refund the payment service accepted (pending) is followed at the
+    same pace, without limit: money it is moving is never declared lost."""
 
     backoff: timedelta = timedelta(seconds=30)
     max_attempts: int = 10
