@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import grpc
+import httpx
 from moim.ticketing.v1 import refund_pb2, registration_event_pb2, reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
+from tests.integration.callbacks import HMAC_SECRET
 from tests.integration.conftest import PaymentService, service_config, serving
 from tests.integration.flows import sql
 from tests.integration.test_refunds import (
@@ -25,6 +27,7 @@ from tests.integration.test_refunds import (
 )
 from ticketing_service.bootstrap import Service
 from ticketing_service.entrypoints.dev.payment_state import RefundSettlement
+from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
 from ticketing_service.service_layer.refund_worker import send_due_refunds
 
 if TYPE_CHECKING:
@@ -144,3 +147,37 @@ async def test_a_refund_failed_as_unknown_stays_so_while_the_payment_service_is_
         during = await refreshed(stub, failed)
 
     assert during == failed
+
+
+async def test_a_refund_callback_after_a_refund_failed_as_unknown_corrects_it(
+    stub: Stub,
+    service: Service,
+    shim: httpx.AsyncClient,
+    payment_service: PaymentService,
+    database_url: str,
+) -> None:
+    await configure(stub, price=PRICE)
+    seat = await paid_seat(stub, payment_service, "payer")
+    state = payment_service.state
+    state.refund_settlement = "pending"
+    state.refund_callbacks = True
+    state.callback_secret = HMAC_SECRET
+    state.checkout_for(seat.reservation_id).body["callbackUrl"] = f"{shim.base_url}{CALLBACK_PATH}"
+    state.faults["create_refund"] = "late"
+    state.faults["get_refund"] = "error_503"
+    made = await stub.RefundReservation(refund_request(seat, 0, "first"))
+    sql(database_url, "UPDATE refunds SET attempts = 9")  # the next send is the last (of 10)
+    await send_due_refunds(service.deps)
+    failed = await reservation(stub, seat.reservation_id)
+    del state.faults["get_refund"]
+
+    state.settle_refund(made.refund.refund_id)  # the payment service calls back; nobody polls
+    await state.drain_callbacks()
+    after = await reservation(stub, seat.reservation_id)
+    state.release.set()
+
+    assert [(r.state, r.failure_code) for r in failed.refunds] == [(FAILED, "outcome_unknown")]
+    [sent] = state.sent_callbacks
+    assert (sent.payload["type"], sent.status_code) == ("ticket_payment.refunded", 200)
+    assert [(r.state, r.failure_code) for r in after.refunds] == [(SUCCEEDED, "")]
+    assert after.refunded_amount == PRICE
