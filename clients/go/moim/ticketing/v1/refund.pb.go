@@ -110,7 +110,9 @@ const (
 	// The money went back to the payer.
 	RefundState_REFUND_STATE_SUCCEEDED RefundState = 3
 	// Refused by the payment service, or given up after the last attempt: an operator acts
-	// (see docs/operations.md). A failed refund no longer counts against the payment.
+	// (see docs/operations.md). A failed refund no longer counts against the payment. One failed
+	// as "outcome_unknown" (the payment service could not say whether it made it) may still turn
+	// pending or succeeded when RefreshRefund, or the refund's callback, learns what it did.
 	RefundState_REFUND_STATE_FAILED RefundState = 4
 )
 
@@ -179,8 +181,10 @@ type Refund struct {
 	Reason RefundReason `protobuf:"varint,6,opt,name=reason,proto3,enum=moim.ticketing.v1.RefundReason" json:"reason,omitempty"`
 	// Where the refund is.
 	State RefundState `protobuf:"varint,7,opt,name=state,proto3,enum=moim.ticketing.v1.RefundState" json:"state,omitempty"`
-	// Why the payment service refused the refund, or "max_attempts" when the service gave up.
-	// Empty unless `state` is failed.
+	// Why it failed: the payment service's code (its refusal, or its own failure), or the
+	// service's: "max_attempts" (given up), "outcome_unknown" (the payment service could not say
+	// whether it made the refund), "refunded_amount_mismatch" (it says it refunded another
+	// amount). Empty unless `state` is failed.
 	FailureCode string `protobuf:"bytes,8,opt,name=failure_code,json=failureCode,proto3" json:"failure_code,omitempty"`
 	// When the refund was owed.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`

@@ -46,6 +46,7 @@ const (
 	// A refund (in `refund`) succeeded: the money went back to the payer.
 	RegistrationEventType_REGISTRATION_EVENT_TYPE_REFUND_SUCCEEDED RegistrationEventType = 8
 	// A refund (in `refund`) failed: refused, or given up after the last attempt. An operator acts.
+	// A REFUND_SUCCEEDED of the same refund may follow one failed as "outcome_unknown".
 	RegistrationEventType_REGISTRATION_EVENT_TYPE_REFUND_FAILED RegistrationEventType = 9
 )
 

@@ -1608,8 +1608,9 @@ type RefreshRefundResponse struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// The refund after asking. When the payment service could not be asked it is as it was, and it
-	// is asked again later.
+	// The refund after asking. When the payment service could not be asked it is as it was: a
+	// refund still owed is asked about again later by the service; one failed as "outcome_unknown"
+	// only by another RefreshRefund or its callback.
 	Refund *Refund `protobuf:"bytes,1,opt,name=refund,proto3" json:"refund,omitempty"`
 }
 

@@ -90,7 +90,9 @@ class _RefundStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundSta
     """The money went back to the payer."""
     REFUND_STATE_FAILED: _RefundState.ValueType  # 4
     """Refused by the payment service, or given up after the last attempt: an operator acts
-    (see docs/operations.md). A failed refund no longer counts against the payment.
+    (see docs/operations.md). A failed refund no longer counts against the payment. One failed
+    as "outcome_unknown" (the payment service could not say whether it made it) may still turn
+    pending or succeeded when RefreshRefund, or the refund's callback, learns what it did.
     """
 
 class RefundState(_RefundState, metaclass=_RefundStateEnumTypeWrapper):
@@ -106,7 +108,9 @@ REFUND_STATE_SUCCEEDED: RefundState.ValueType  # 3
 """The money went back to the payer."""
 REFUND_STATE_FAILED: RefundState.ValueType  # 4
 """Refused by the payment service, or given up after the last attempt: an operator acts
-(see docs/operations.md). A failed refund no longer counts against the payment.
+(see docs/operations.md). A failed refund no longer counts against the payment. One failed
+as "outcome_unknown" (the payment service could not say whether it made it) may still turn
+pending or succeeded when RefreshRefund, or the refund's callback, learns what it did.
 """
 Global___RefundState: _TypeAlias = RefundState  # noqa: Y015
 
@@ -141,8 +145,10 @@ class Refund(_message.Message):
     state: Global___RefundState.ValueType
     """Where the refund is."""
     failure_code: _builtins.str
-    """Why the payment service refused the refund, or "max_attempts" when the service gave up.
-    Empty unless `state` is failed.
+    """Why it failed: the payment service's code (its refusal, or its own failure), or the
+    service's: "max_attempts" (given up), "outcome_unknown" (the payment service could not say
+    whether it made the refund), "refunded_amount_mismatch" (it says it refunded another
+    amount). Empty unless `state` is failed.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:

@@ -51,7 +51,9 @@ class _RegistrationEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     REGISTRATION_EVENT_TYPE_REFUND_SUCCEEDED: _RegistrationEventType.ValueType  # 8
     """A refund (in `refund`) succeeded: the money went back to the payer."""
     REGISTRATION_EVENT_TYPE_REFUND_FAILED: _RegistrationEventType.ValueType  # 9
-    """A refund (in `refund`) failed: refused, or given up after the last attempt. An operator acts."""
+    """A refund (in `refund`) failed: refused, or given up after the last attempt. An operator acts.
+    A REFUND_SUCCEEDED of the same refund may follow one failed as "outcome_unknown".
+    """
 
 class RegistrationEventType(_RegistrationEventType, metaclass=_RegistrationEventTypeEnumTypeWrapper):
     """What happened to a reservation."""
@@ -79,7 +81,9 @@ cancellation): the Moim RSVP is no longer accepted and the seat is back on sale.
 REGISTRATION_EVENT_TYPE_REFUND_SUCCEEDED: RegistrationEventType.ValueType  # 8
 """A refund (in `refund`) succeeded: the money went back to the payer."""
 REGISTRATION_EVENT_TYPE_REFUND_FAILED: RegistrationEventType.ValueType  # 9
-"""A refund (in `refund`) failed: refused, or given up after the last attempt. An operator acts."""
+"""A refund (in `refund`) failed: refused, or given up after the last attempt. An operator acts.
+A REFUND_SUCCEEDED of the same refund may follow one failed as "outcome_unknown".
+"""
 Global___RegistrationEventType: _TypeAlias = RegistrationEventType  # noqa: Y015
 
 @_typing.final

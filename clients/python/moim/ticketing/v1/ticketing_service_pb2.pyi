@@ -819,8 +819,9 @@ class RefreshRefundResponse(_message.Message):
     REFUND_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def refund(self) -> _refund_pb2.Refund:
-        """The refund after asking. When the payment service could not be asked it is as it was, and it
-        is asked again later.
+        """The refund after asking. When the payment service could not be asked it is as it was: a
+        refund still owed is asked about again later by the service; one failed as "outcome_unknown"
+        only by another RefreshRefund or its callback.
         """
 
     def __init__(

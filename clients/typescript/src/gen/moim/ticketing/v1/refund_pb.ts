@@ -70,8 +70,10 @@ export type Refund = Message<"moim.ticketing.v1.Refund"> & {
   state: RefundState;
 
   /**
-   * Why the payment service refused the refund, or "max_attempts" when the service gave up.
-   * Empty unless `state` is failed.
+   * Why it failed: the payment service's code (its refusal, or its own failure), or the
+   * service's: "max_attempts" (given up), "outcome_unknown" (the payment service could not say
+   * whether it made the refund), "refunded_amount_mismatch" (it says it refunded another
+   * amount). Empty unless `state` is failed.
    *
    * @generated from field: string failure_code = 8;
    */
@@ -278,7 +280,9 @@ export enum RefundState {
 
   /**
    * Refused by the payment service, or given up after the last attempt: an operator acts
-   * (see docs/operations.md). A failed refund no longer counts against the payment.
+   * (see docs/operations.md). A failed refund no longer counts against the payment. One failed
+   * as "outcome_unknown" (the payment service could not say whether it made it) may still turn
+   * pending or succeeded when RefreshRefund, or the refund's callback, learns what it did.
    *
    * @generated from enum value: REFUND_STATE_FAILED = 4;
    */

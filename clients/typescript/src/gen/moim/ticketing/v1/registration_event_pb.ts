@@ -206,6 +206,7 @@ export enum RegistrationEventType {
 
   /**
    * A refund (in `refund`) failed: refused, or given up after the last attempt. An operator acts.
+   * A REFUND_SUCCEEDED of the same refund may follow one failed as "outcome_unknown".
    *
    * @generated from enum value: REGISTRATION_EVENT_TYPE_REFUND_FAILED = 9;
    */

@@ -761,8 +761,9 @@ export const RefreshRefundRequestSchema: GenMessage<RefreshRefundRequest> = /*@_
  */
 export type RefreshRefundResponse = Message<"moim.ticketing.v1.RefreshRefundResponse"> & {
   /**
-   * The refund after asking. When the payment service could not be asked it is as it was, and it
-   * is asked again later.
+   * The refund after asking. When the payment service could not be asked it is as it was: a
+   * refund still owed is asked about again later by the service; one failed as "outcome_unknown"
+   * only by another RefreshRefund or its callback.
    *
    * @generated from field: moim.ticketing.v1.Refund refund = 1;
    */
