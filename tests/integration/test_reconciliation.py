@@ -22,6 +22,7 @@ from tests.integration.flows import (
     end_hold,
     hold,
     paid_tier,
+    payment_for,
     sql,
     start,
     status_becomes,
@@ -54,6 +55,32 @@ def follow_up_now(database_url: str, reservation_id: str) -> None:
         " AND next_reconcile_time IS NOT NULL",
         reservation_id,
     )
+
+
+async def test_a_payment_first_reported_for_less_is_refunded_all_it_was_once_asked_about(
+    stub: Stub, payment_service: PaymentService
+) -> None:
+    # A signed callback said 1 for a payment of the full price. Its refund returned 1, and the
+    # payment service's own answer (paid, the full price) was refused as owed back: the rest
+    # stayed with no seat and no refund.
+    await configure_event(stub)
+    held = await hold(stub, "payer")
+    payment_service.state.mark_paid(held.checkout_id, payment_id="pay-misreported")
+    misreported = payment_for(held, payment_id="pay-misreported", amount=1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ConfirmPayment(misreported)
+    assert rich_error(caught.value).reason == "PAYMENT_MISMATCH"
+
+    for _ in range(2):  # asked twice: owed once
+        await reconcile(stub, held.reservation_id)
+
+    request = pb.GetReservationRequest(reservation_id=held.reservation_id)
+    after = (await stub.GetReservation(request)).reservation
+    assert sorted((r.amount, r.payment_id) for r in after.refunds) == [
+        (1, "pay-misreported"),
+        (held.amount - 1, "pay-misreported"),
+    ]
+    assert after.status != reservation_pb2.RESERVATION_STATUS_CONFIRMED
 
 
 async def sold_out(stub: Stub, user_id: str) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ticketing_service.domain import errors
 from ticketing_service.domain.refunds import RefundReason, mismatch_reason
@@ -50,6 +50,8 @@ async def confirm_payment(deps: Dependencies, claim: PaymentClaim) -> ConfirmRes
             # announced on the feed and refunded, once per payment.
             if await uow.payments.record_mismatch(claim, wrong):
                 await _refund_mismatch(deps, uow, claim, wrong)
+            else:
+                await _top_up_refund(deps, uow, locked, claim)
             await uow.commit()
             raise errors.PaymentMismatch(
                 f"The payment does not match the reservation ({', '.join(wrong)}).",
@@ -102,6 +104,39 @@ async def _refund_mismatch(
         )
         return
     await uow.refunds.owe(_refund_of(claim, reason))
+
+
+async def _top_up_refund(
+    deps: Dependencies, uow: UnitOfWork, locked: LockedReservation, claim: PaymentClaim
+) -> None:
+    """A payment of this reservation's checkout being refunded as a mismatch, reported again
+    for more than its refunds return: the difference is owed too.
+
+    Its first report may be wrong (a signed callback of 1 for a payment of 20,000): its refund
+    returned 1 and every later report of the payment, the payment service's own answer
+    included, was refused as owed back, so 19,999 stayed with no seat and no refund. Money ends
+    with a seat or with the payer; a report of more than was taken fails at the payment service
+    (refund_exceeds_cancellable) and the refund is failed for an operator.
+    """
+    reservation = locked.reservation
+    if (
+        not deps.auto_refund
+        or claim.payment_id not in locked.owed_back
+        or locked.paid_elsewhere
+        or reservation.payment_id == claim.payment_id  # it settled this reservation
+        or claim.checkout_id != reservation.checkout_id
+    ):
+        return
+    refunds = [
+        r
+        for r in await uow.refunds.of_reservation(reservation.reservation_id)
+        if r.payment_id == claim.payment_id and r.status.counts_against_payment
+    ]
+    if any(r.currency_code != claim.currency_code for r in refunds):
+        return  # another currency than its refunds: an operator looks (the feed announced it)
+    left = claim.amount - sum(r.amount for r in refunds)
+    if left > 0:
+        await uow.refunds.owe(replace(_refund_of(claim, RefundReason.MISMATCH), amount=left))
 
 
 def _refund_of(claim: PaymentClaim, reason: RefundReason) -> OwedRefund:

@@ -426,12 +426,38 @@ async def test_a_payment_owed_back_never_settles_the_reservation_nor_is_owed_twi
     with pytest.raises(errors.PaymentMismatch):
         await confirm_payment(deps, paying(held, amount=PRICE - 1, delivery=None))
 
-    with pytest.raises(errors.PaymentMismatch):
-        await confirm_payment(deps, paying(held, delivery=None))
+    for amount in (PRICE, PRICE, PRICE - 5):  # reported as it was, again, then for less
+        with pytest.raises(errors.PaymentMismatch):
+            await confirm_payment(deps, paying(held, amount=amount, delivery=None))
 
     after = await get_reservation(deps, held.reservation_id)
     assert after.status is ReservationStatus.PENDING_PAYMENT
-    assert [(r.amount, r.reason) for r in after.refunds] == [(PRICE - 1, RefundReason.MISMATCH)]
+    # Its refunds return what it was reported to be at most, once: all of it, no more.
+    assert [(r.amount, r.reason) for r in after.refunds] == [
+        (PRICE - 1, RefundReason.MISMATCH),
+        (1, RefundReason.MISMATCH),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("later", "owed"),
+    [
+        ({"currency_code": "USD"}, [PRICE - 1]),  # another currency: an operator looks
+        ({"checkout_id": "chk-elsewhere"}, [PRICE - 1]),  # another checkout's payment
+    ],
+)
+async def test_a_payment_owed_back_reported_again_otherwise_owes_nothing_more(
+    deps: Dependencies, database: FakeDatabase, later: dict[str, str], owed: list[int]
+) -> None:
+    held = await hold(deps, database)
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(deps, paying(held, amount=PRICE - 1, delivery=None))
+
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(deps, paying(held, amount=PRICE + 10, delivery=None, **later))
+
+    refunds = (await get_reservation(deps, held.reservation_id)).refunds
+    assert [r.amount for r in refunds] == owed
 
 
 async def test_a_payment_that_settled_another_reservation_is_never_refunded_under_this_one(
