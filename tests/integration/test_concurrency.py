@@ -47,7 +47,9 @@ from ticketing_service.domain.refunds import RefundRetryPolicy
 from ticketing_service.entrypoints.dev.payment_requests import refund_body
 from ticketing_service.entrypoints.grpc.server import start_server
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.expiry import fold_confirmed_seats
 from ticketing_service.service_layer.moim_import import MoimImport, import_moim
+from ticketing_service.service_layer.refund_handlers import cancel_batch
 from ticketing_service.service_layer.refund_worker import send_due_refunds
 
 if TYPE_CHECKING:
@@ -892,11 +894,11 @@ async def test_a_buyer_during_the_import_waits_for_it_and_finds_the_tier_sold_ou
 
 
 @asynccontextmanager
-async def refund_sender(
+async def background_worker(
     database_url: str, payment_service: PaymentService, pause: Pause
 ) -> AsyncIterator[Dependencies]:
-    """A replica's refund sender on its own pool, pausing as told; a refund's first attempt is
-    its last."""
+    """A replica's background work on its own pool, pausing as told; a refund's first attempt
+    is its last."""
     database = Database(database_url, CONTENDER_POOL)
     checkouts = HttpPaymentService(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
     protections = Protections(pause=pause)
@@ -935,7 +937,7 @@ async def test_a_sender_s_stale_failure_never_overwrites_the_pending_a_refresh_r
     state.faults["create_refund"] = "error_500"
     gate = Gate("refund_recording")
 
-    async with refund_sender(database_url, payment_service, gate) as sender:
+    async with background_worker(database_url, payment_service, gate) as sender:
         # Its one send failed and the payment service did not know the refund: it fails it...
         sending = asyncio.ensure_future(send_due_refunds(sender))
         async with asyncio.timeout(MEETING_SECONDS):
@@ -956,3 +958,32 @@ async def test_a_sender_s_stale_failure_never_overwrites_the_pending_a_refresh_r
     ]
     failed = "SELECT count(*) FROM registration_events WHERE type = 'refund_failed'"
     assert sql(database_url, failed) == [(0,)]
+
+
+# --- (k) a settings update beside an event's cancellation batch: one waits, none deadlocks ---
+
+
+async def test_a_settings_update_beside_a_cancellation_batch_waits_for_it_without_a_deadlock(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    # The batch took a folded seat's tier (its count) and then the event's settings row to
+    # count its progress; the update took the settings row and then the tiers. Each waited for
+    # the other, and Postgres aborted one: an organizer's save answered ABORTED.
+    request = await held_reservation(stub)
+    payment_service.state.mark_paid(request.checkout_id, payment_id=request.payment_id)
+    await stub.ConfirmPayment(request, timeout=CALL_SECONDS)
+    gate = Gate("cancellation_finishing")
+    async with background_worker(database_url, payment_service, gate) as worker:
+        assert await fold_confirmed_seats(worker) == 1  # the seat is in the tier's count
+        await stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT), timeout=CALL_SECONDS)
+        batch = asyncio.ensure_future(cancel_batch(worker, 10))
+        async with asyncio.timeout(MEETING_SECONDS):
+            await gate.reached.wait()
+        saved = asyncio.ensure_future(answer_of(offer_tier(stub, capacity=20)))
+        await waiting_for_a_lock_or_done(database_url, saved)
+        gate.opened.set()
+        cancelled = await batch
+        updated = await saved
+
+    assert cancelled == 1
+    assert updated is None, updated  # saved, not aborted

@@ -41,7 +41,8 @@ class SettingsRepository(Protocol):
         ...
 
     async def lock_tiers_in_use(self, event_id: str, tier_ids: Collection[str]) -> set[str]:
-        """Lock these tiers and return those with a live hold or an accepted registration."""
+        """Lock every tier of the event, then return those of `tier_ids` with a live hold or an
+        accepted registration."""
         ...
 
     async def save(self, settings: Settings, deleted_tier_ids: Sequence[str]) -> Settings:

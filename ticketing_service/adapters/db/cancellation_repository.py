@@ -3,7 +3,8 @@
 Lock order stays the one of `changes.py`: a reservation, then its tier (a folded seat is taken
 back from the tier's `accepted_count`). An event's cancellation first takes the event (as
 settings updates do), then its tiers; its batches take the fold's advisory lock, so the sweeper's
-fold (which touches tiers in no set order) never runs beside a batch that touches several tiers.
+fold (which touches tiers in no set order) never runs beside a batch that touches several tiers,
+then the batch's tiers in their order, as settings updates take them, and the settings row last.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ _CANCEL_REGISTRATION = (
     f" SELECT {columns('r', 'g.registration_id')} FROM r, g"
 )
 _LOCK_TIER = "SELECT 1 FROM tiers WHERE event_id = %(e)s AND tier_id = %(t)s FOR UPDATE"
+_LOCK_TIERS = (
+    "SELECT 1 FROM tiers WHERE event_id = %(e)s AND tier_id = ANY(%(ids)s)"
+    " ORDER BY tier_id FOR UPDATE"
+)
 _EVENT_CANCELLED = (
     "SELECT cancel_time IS NOT NULL AS cancelled FROM ticketing_settings WHERE event_id = %(e)s"
 )
@@ -138,9 +143,16 @@ class SqlCancellationRepository:
             "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))", {"key": FOLD_LOCK_KEY}
         )
         rows = await self._tx.all(_LOCK_BATCH, {"e": event_id, "n": limit})
+        # The batch's tiers in their order before a seat is taken back from any, as a settings
+        # update takes them (settings_repository.lock_tiers_in_use): taken reservation by
+        # reservation, two tiers could be taken in the other order, and each wait for the other.
+        tiers = sorted({row["tier_id"] for row in rows})
+        if tiers and self._locking:
+            await self._tx.all(_LOCK_TIERS, {"e": event_id, "ids": tiers})
         return event_id, [LockedReservation(reservation_from(row), row["db_now"]) for row in rows]
 
     async def finish(self, event_id: str, cancelled: int) -> bool:
         """Count what a batch cancelled; mark the cancellation done when nothing is left."""
+        await self._pause("cancellation_finishing")
         row = await self._tx.one(_FINISH, {"e": event_id, "n": cancelled})
         return row is not None and bool(row["done"])

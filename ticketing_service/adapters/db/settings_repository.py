@@ -25,9 +25,6 @@ _GET = (
     " ON t.event_id = s.event_id AND t.delete_time IS NULL"
     " WHERE s.event_id = %(e)s ORDER BY t.position"
 )
-_LOCK_TIERS = (
-    "SELECT tier_id FROM tiers WHERE event_id = %(e)s AND tier_id = ANY(%(ids)s) FOR UPDATE"
-)
 # Every tier of an event, in one order (by id): CancelEvent and import-moim take them all, and
 # wait for any StartPaidRegistration counting a tier's seats under its lock.
 LOCK_EVENT_TIERS = "SELECT tier_id FROM tiers WHERE event_id = %(e)s ORDER BY tier_id FOR UPDATE"
@@ -89,14 +86,21 @@ class SqlSettingsRepository:
         return _settings_from_rows(rows[0], tier_list)
 
     async def lock_tiers_in_use(self, event_id: str, tier_ids: Collection[str]) -> set[str]:
-        """Lock the tiers, then return those with a live hold or an accepted registration.
+        """Lock every tier of the event in their order, then return those of `tier_ids` with a
+        live hold or an accepted registration.
 
-        The check is a statement of its own: run in the locking statement it would read from a
-        snapshot taken before the lock was granted and could miss a hold committed meanwhile.
+        All of them, before the settings row is written: an event's cancellation batch, and a
+        registration given up, take tiers and then the settings row (to count the
+        cancellation's progress). Writing the settings row first, an update waited for a tier
+        such a batch held while the batch waited for the settings row, and Postgres aborted
+        one of them. The check is a statement of its own: run in the locking statement it would
+        read from a snapshot taken before the lock was granted and miss a hold committed
+        meanwhile.
         """
-        params = {"e": event_id, "ids": list(tier_ids)}
-        await self._tx.all(_LOCK_TIERS, params)
-        rows = await self._tx.all(_TIERS_IN_USE, params)
+        await self._tx.all(LOCK_EVENT_TIERS, {"e": event_id})
+        if not tier_ids:
+            return set()
+        rows = await self._tx.all(_TIERS_IN_USE, {"e": event_id, "ids": list(tier_ids)})
         return {r["tier_id"] for r in rows}
 
     async def save(self, settings: Settings, deleted_tier_ids: Sequence[str]) -> Settings:
