@@ -87,6 +87,7 @@ async def watch_registration_events(
         while True:
             page = EventPage([], cursor, more=True)
             while page.more:
+                live.check()
                 page = await list_registration_events(
                     deps, cursor, WATCH_PAGE_SIZE, WATCH_PAGE_BYTES
                 )

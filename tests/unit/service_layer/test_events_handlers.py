@@ -13,6 +13,7 @@ from tests.unit.service_layer.conftest import EVENT, PRICE, later, paid_event, r
 from ticketing_service.domain import errors
 from ticketing_service.domain.events import RegistrationEvent
 from ticketing_service.domain.settings import Tier
+from ticketing_service.service_layer import events_handlers
 from ticketing_service.service_layer.dependencies import FEED_READS_AT_ONCE, Dependencies
 from ticketing_service.service_layer.event_fanout import (
     MAX_PAGE_BYTES,
@@ -126,6 +127,24 @@ async def test_ending_the_watches_ends_each_one_at_its_wait_and_refuses_new_ones
         await anext(watch)
     with pytest.raises(errors.ServerStopping):
         await anext(watch_registration_events(deps, fanout, after_sequence=1))
+    assert first.sequence == 1
+
+
+async def test_a_watch_catching_up_ends_at_its_next_page_once_the_watches_are_ended(
+    deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events_handlers, "WATCH_PAGE_SIZE", 1)
+    for user in range(3):
+        await start_paid_registration(deps, registration(f"user-{user}"))
+    await sequence_events(deps)
+    fanout = EventFanout(deps, max_watchers=10)
+    watch = watch_registration_events(deps, fanout, after_sequence=0)
+    first = await anext(watch)  # the first page of the backlog; more pages are to be read
+
+    fanout.end_watches()
+
+    with pytest.raises(errors.ServerStopping):
+        await anext(watch)  # before: the whole backlog, page after page
     assert first.sequence == 1
 
 
