@@ -180,7 +180,7 @@ class FakeReservations:
         owed_back = frozenset(
             r.payment_id
             for r in self._store.refunds.values()
-            if r.reservation_id == reservation.reservation_id and r.status.counts_against_payment
+            if r.reservation_id == reservation.reservation_id and r.may_return_money
         )
         cancelled = reservation.event_id in self._store.cancellations
         return LockedReservation(

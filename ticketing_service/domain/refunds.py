@@ -44,6 +44,10 @@ class RefundStatus(enum.StrEnum):
         return self in (RefundStatus.SUCCEEDED, RefundStatus.FAILED)
 
 
+# A refund's failure code when the payment service could not say whether it made the refund.
+OUTCOME_UNKNOWN = "outcome_unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class Refund:
     """One refund of (part of) one payment."""
@@ -64,6 +68,13 @@ class Refund:
     release_seat: bool = False
     # Tries of sending or following it so far.
     attempts: int = 0
+
+    @property
+    def may_return_money(self) -> bool:
+        """Whether it is, or may still become, money returned: not failed, or failed without
+        the payment service's word on it (OUTCOME_UNKNOWN), which RefreshRefund may correct.
+        Its payment stays owed back meanwhile: it never settles a seat."""
+        return self.status.counts_against_payment or self.failure_code == OUTCOME_UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)

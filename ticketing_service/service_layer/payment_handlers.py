@@ -130,7 +130,7 @@ async def _top_up_refund(
     refunds = [
         r
         for r in await uow.refunds.of_reservation(reservation.reservation_id)
-        if r.payment_id == claim.payment_id and r.status.counts_against_payment
+        if r.payment_id == claim.payment_id and r.may_return_money
     ]
     if any(r.currency_code != claim.currency_code for r in refunds):
         return  # another currency than its refunds: an operator looks (the feed announced it)

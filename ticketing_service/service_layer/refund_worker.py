@@ -13,7 +13,12 @@ import logging
 from datetime import timedelta
 
 from ticketing_service.domain import errors
-from ticketing_service.domain.refunds import Refund, RefundRetryPolicy, RefundStatus
+from ticketing_service.domain.refunds import (
+    OUTCOME_UNKNOWN,
+    Refund,
+    RefundRetryPolicy,
+    RefundStatus,
+)
 from ticketing_service.service_layer.checkouts import (
     PaymentServiceRefused,
     PaymentServiceUnreachable,
@@ -40,7 +45,7 @@ MIN_LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS_CODE = "max_attempts"
 # Not sent after its last attempt or a refusal, and the payment service could not say whether
 # it has it: it may have been made.
-OUTCOME_UNKNOWN_CODE = "outcome_unknown"
+OUTCOME_UNKNOWN_CODE = OUTCOME_UNKNOWN
 # The payment service said it succeeded, for another amount.
 AMOUNT_MISMATCH_CODE = "refunded_amount_mismatch"
 # Failures recorded without the payment service's word on the refund, which RefreshRefund asks

@@ -9,6 +9,8 @@ from datetime import timedelta
 import pytest
 
 from tests.fakes import FakeCheckouts, FakeDatabase
+from tests.unit.service_layer.conftest import PRICE
+from tests.unit.service_layer.test_payment_handlers import hold, paying
 from tests.unit.service_layer.test_refund_handlers import refund
 from tests.unit.service_layer.test_refund_worker import (
     POLICY,
@@ -25,6 +27,7 @@ from ticketing_service.service_layer.checkouts import (
     PaymentServiceUnreachable,
 )
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.payment_handlers import confirm_payment
 from ticketing_service.service_layer.refund_handlers import refund_reservation
 from ticketing_service.service_layer.refund_worker import (
     AMOUNT_MISMATCH_CODE,
@@ -34,6 +37,7 @@ from ticketing_service.service_layer.refund_worker import (
     send_due_refunds,
 )
 from ticketing_service.service_layer.refunds import RefundRefused, RefundState
+from ticketing_service.service_layer.registration_handlers import get_reservation
 
 SUCCEEDED = RegistrationEventType.REFUND_SUCCEEDED
 FAILED = RegistrationEventType.REFUND_FAILED
@@ -225,3 +229,30 @@ async def test_a_refund_failed_after_the_payment_service_said_it_never_took_it_i
     checkouts.refund_read_error = RuntimeError("asked about a refund it said it never took")
 
     assert await refresh_refund(retrying, made.refund_id) == failed
+
+
+async def test_a_payment_whose_mismatch_refund_failed_as_unknown_never_gets_a_seat(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    # Reported first for PRICE - 1, its refund sent and failed as unknown (made, in fact), then
+    # reported as it was: it got a seat, and the refresh then returned 29,999 of its money too.
+    deps = retrying
+    held = await hold(deps, database)
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(deps, paying(held, amount=PRICE - 1, delivery=None))
+    [first] = database.store.refunds.values()
+    checkouts.takes_failed_sends = True
+    checkouts.refund_error = PaymentServiceUnreachable("the answer was lost")
+    checkouts.refund_read_error = PaymentServiceUnreachable("503")
+    await attempts_used_up(deps, database)
+    checkouts.refund_error = checkouts.refund_read_error = None
+    assert stored(database, first.refund_id).failure_code == OUTCOME_UNKNOWN_CODE
+
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(deps, paying(held, delivery=None))  # still owed back: no seat
+    await refresh_refund(deps, first.refund_id)
+
+    after = await get_reservation(deps, held.reservation_id)
+    assert after.registration_id is None
+    # Its refunds return all of it: the first, now succeeded, and the difference.
+    assert sorted(r.amount for r in after.refunds) == [1, PRICE - 1]

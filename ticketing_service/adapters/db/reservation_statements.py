@@ -17,7 +17,7 @@ _READ_LOCKED = (
     " AND o.user_id = r.user_id AND o.reservation_id <> r.reservation_id"
     " AND o.status = 'accepted') AS user_registered,"
     " ARRAY(SELECT x.payment_id FROM refunds x WHERE x.reservation_id = r.reservation_id"
-    " AND x.status <> 'failed') AS owed_back,"
+    " AND (x.status <> 'failed' OR x.failure_code = 'outcome_unknown')) AS owed_back,"
     " EXISTS (SELECT 1 FROM ticketing_settings s WHERE s.event_id = r.event_id"
     " AND s.cancel_time IS NOT NULL) AS event_cancelled,"
     # The payment being confirmed (none: NULL) already paid another reservation.
