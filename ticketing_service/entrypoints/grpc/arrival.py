@@ -232,10 +232,10 @@ class RequestArrival(WrappingInterceptor):
         """One of the places of the call's host, held until the block ends (None); or why the
         call gets none and is refused unread: it lacks the `token` its method needs
         (UNAUTHENTICATED), or its host has no place left (TOO_MANY_WAITING)."""
+        self._last_call = asyncio.get_running_loop().time()  # a refused call came too
         if token is not None and not token.carried_by(context.invocation_metadata()):
             yield UNAUTHENTICATED
             return
-        self._last_call = asyncio.get_running_loop().time()
         if self._stopping:
             yield CLOSED
             return
