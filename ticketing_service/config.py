@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 MAX_WORKERS = 64
 # Calls one server process runs at once; past it gRPC answers RESOURCE_EXHAUSTED at once
@@ -228,7 +228,9 @@ def not_placeholder(value: str, setting: str) -> str:
         encoded = value.removeprefix(_WHSEC_PREFIX)
         with contextlib.suppress(binascii.Error, ValueError):
             decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
-    if _PLACEHOLDER in value.encode(errors="replace").upper() or _PLACEHOLDER in decoded.upper():
+    # Percent-decoded too: `REPLACE%5FME` in a URL's password is the placeholder.
+    plain = unquote(value).encode(errors="replace").upper()
+    if _PLACEHOLDER in plain or _PLACEHOLDER in decoded.upper():
         raise ConfigError(
             f"{setting} holds the secret template's placeholder (REPLACE_ME): "
             "set the real value in the Secret before starting."

@@ -443,7 +443,7 @@ async def test_a_payment_without_a_provider_id_stays_out_and_one_recorded_twice_
         fine = await add_paid(moim, event, tier, Paid("fine"))
         unnamed = await add_paid(moim, event, tier, Paid("unnamed"))
         await moim.execute(
-            "UPDATE ticket_payments SET provider_payment_id = NULL WHERE reservation_id = $1",
+            "UPDATE ticket_payments SET provider_payment_id = '  ' WHERE reservation_id = $1",
             unnamed,
         )
         twice = await add_paid(moim, event, tier, Paid("twice"))

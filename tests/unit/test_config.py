@@ -139,6 +139,7 @@ def test_the_grpc_token_is_a_comma_separated_list_for_rotation() -> None:
     ("name", "placeholder"),
     [
         ("DATABASE_URL", "postgresql://ticketing:REPLACE_ME@postgres:5432/ticketing"),
+        ("DATABASE_URL", "postgresql://ticketing:REPLACE%5FME@postgres:5432/ticketing"),
         ("TICKETING_GRPC_TOKEN", "REPLACE_ME"),
         ("TICKETING_GRPC_TOKEN", "a-real-token,replace_me"),  # one of a rotation, any case
         ("TICKET_PAYMENT_SERVICE_TOKEN", "REPLACE_ME_WITH_THE_TOKEN"),

@@ -221,7 +221,8 @@ def _payment(row: Row) -> SourcePayment:
         payment_row_id=row["payment_row_id"],
         reservation_id=row["reservation_id"],
         provider=row["provider"],
-        provider_payment_id=row["provider_payment_id"],
+        # A blank id names no payment, as a NULL one does.
+        provider_payment_id=(row["provider_payment_id"] or "").strip() or None,
         tx_id=row["provider_tx_id"],
         checkout_id=row["checkout_id"],
         status=row["status"],

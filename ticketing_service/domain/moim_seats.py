@@ -50,6 +50,8 @@ def _matching(
 ) -> list[SourcePayment]:
     """The paid payments of the reservation's amount and currency; the others are noted."""
     matching = [p for p in paid if _difference(reservation, p) is None]
+    # A payment the service can name (a provider payment id) settles it before one it cannot.
+    matching.sort(key=lambda p: p.provider_payment_id is None)
     for payment in paid:
         if (difference := _difference(reservation, payment)) is None:
             continue

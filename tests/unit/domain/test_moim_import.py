@@ -323,6 +323,20 @@ def test_a_confirmed_reservation_paid_without_a_provider_payment_id_is_listed_no
     assert "rsvp-3 counts as a seat" in problem.detail
 
 
+def test_of_two_paid_payments_one_with_a_provider_payment_id_settles_the_reservation() -> None:
+    unnamed = replace(payment("first", "r3", minute=1), provider_payment_id=None)
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-3", "u3"),),
+            reservations=(reservation("r3", "u3", rsvp_id="rsvp-3"),),
+            payments=(unnamed, payment("named", "r3", minute=9)),
+        )
+    )
+    [settled] = result.settled
+    assert settled.payment.provider_payment_id == "pay_named"
+    assert kinds(result) == [ProblemKind.EXTRA_PAYMENTS]  # the other is listed
+
+
 def test_a_paid_reservation_whose_rsvp_was_waitlisted_is_paid_unfulfilled() -> None:
     result = plan(
         event(
