@@ -20,6 +20,7 @@ import yaml
 
 from ticketing_service.adapters.db.pool import PoolSettings
 from ticketing_service.config import Config, ConfigError
+from ticketing_service.entrypoints.grpc.arrival import DRAIN_SECONDS
 from ticketing_service.entrypoints.grpc.exposure import is_loopback
 from ticketing_service.entrypoints.grpc.server import GRACE_SECONDS, SERVICE_NAME
 from ticketing_service.entrypoints.webhook.app import HEALTH_PATH
@@ -341,9 +342,10 @@ def test_every_setting_the_manifests_pass_is_one_the_service_reads() -> None:
 
 
 def test_pods_get_enough_time_to_finish_in_flight_work_when_stopped() -> None:
-    # The server's longest stop: its calls' grace, then closing its pool's idle connections
-    # together, each waiting at most the connect timeout for a silent database's goodbye.
-    server_stop = GRACE_SECONDS + PoolSettings().connect_timeout_seconds
+    # The server's longest stop: the drain of calls still coming, its calls' grace, then
+    # closing its pool's idle connections together, each waiting at most the connect timeout
+    # for a silent database's goodbye.
+    server_stop = DRAIN_SECONDS + GRACE_SECONDS + PoolSettings().connect_timeout_seconds
     grace = {"ticketing-server": server_stop, "ticketing-webhook": GRACEFUL_SHUTDOWN_SECONDS}
     for name, seconds in grace.items():
         spec = one("Deployment", name)["spec"]["template"]["spec"]
