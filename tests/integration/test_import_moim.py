@@ -498,6 +498,27 @@ async def test_an_event_deleted_in_moim_sells_nothing_here(
     assert (await settings_of(stub, event)).enabled is False
 
 
+async def test_one_payment_recorded_for_reservations_of_two_events_seats_one(
+    database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        first_event, first_tier = await add_event(moim, "First to be paid")
+        first = await add_paid(moim, first_event, first_tier, Paid("first-payer"))
+        other_event, other_tier = await add_event(moim, "Paid with the same payment")
+        other = await add_paid(moim, other_event, other_tier, Paid("other-payer"))
+        await moim.execute(
+            "UPDATE ticket_payments SET provider_payment_id = 'pay_first-payer',"
+            " paid_at = paid_at + interval '1 minute' WHERE reservation_id = $1",
+            other,
+        )
+
+    report = (await imported(database_url, source_url)).out
+
+    assert await statuses(database_url, first_event) == {first: "confirmed"}
+    assert await statuses(database_url, other_event) == {}
+    assert f"which paid reservation {first} first: not imported" in report
+
+
 async def test_a_bad_row_is_listed_and_the_rest_of_its_event_is_imported(
     stub: Stub, database_url: str, source_url: str
 ) -> None:

@@ -16,7 +16,7 @@ The plan is decided here from plain values; an adapter writes it. Its rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from ticketing_service.domain.moim_holds import holds
@@ -44,17 +44,28 @@ def plan_event(
     auto_refund: bool,
     reconcile: ReconcilePolicy,
     held: Sequence[ServiceHold] = (),
+    owners: Mapping[str, str] | None = None,
 ) -> EventPlan:
     """The plan for one event: `registered` and `held` are the registrations and live holds
     the service already keeps there, `now` the source's clock (it tells live holds from ended
     ones), `auto_refund` whether a payment without a seat is owed back by itself
-    (TICKETING_AUTO_REFUND), `reconcile` how long reconciliation follows up an ended hold."""
+    (TICKETING_AUTO_REFUND), `reconcile` how long reconciliation follows up an ended hold,
+    `owners` the reservation each provider payment id paid first in the whole source (this
+    event's alone when not given)."""
     unusable = _unusable_settings(event)
     if unusable is not None:
         return EventPlan(event.event_id, event.title, None, problems=(unusable,))
     settings = _settings(event)
     rows = EventRows(
-        event, settings.tiers, registered, public_base_url, now, auto_refund, reconcile, held
+        event,
+        settings.tiers,
+        registered,
+        public_base_url,
+        now,
+        auto_refund,
+        reconcile,
+        held,
+        owners,
     )
     if len(event.title) > MAX_TITLE_LENGTH:
         detail = (

@@ -41,6 +41,8 @@ class ProblemKind(enum.StrEnum):
     UNREADABLE_ANSWERS = "unreadable_answers"
     # Paid, but its payment has no provider payment id: nothing could confirm or refund it.
     PAYMENT_WITHOUT_ID = "payment_without_id"
+    # Paid by a payment that paid another reservation first.
+    PAYMENT_OF_ANOTHER = "payment_of_another"
     # Brought in without its answers: more of them than a reservation here keeps.
     ANSWERS_OVER_LIMITS = "answers_over_limits"
     # Settled in Moim, but the service keeps the reservation in another state.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -61,8 +61,11 @@ class EventRows:
         auto_refund: bool,
         reconcile: ReconcilePolicy,
         held: Sequence[ServiceHold] = (),
+        owners: Mapping[str, str] | None = None,
     ) -> None:
         self.event = event
+        # provider payment id -> the reservation it paid first (payment_owners), source-wide.
+        self.owners = owners if owners is not None else payment_owners([event])
         self.now = now
         self.auto_refund = auto_refund
         self.reconcile = reconcile
@@ -233,6 +236,22 @@ def paid_payments(payments: Iterable[SourcePayment]) -> defaultdict[str, list[So
         ):
             kept.append(payment)
     return paid
+
+
+def payment_owners(events: Iterable[SourceEvent]) -> dict[str, str]:
+    """provider payment id -> the reservation it paid first, across the whole source: the
+    original could record one payment against two reservations, and one payment pays for one
+    seat."""
+    owners: dict[str, tuple[datetime, str, str]] = {}
+    for event in events:
+        for payment in event.payments:
+            pid = payment.provider_payment_id
+            if payment.status != "paid" or pid is None:
+                continue
+            key = (paid_time(payment), payment.payment_row_id, payment.reservation_id)
+            if pid not in owners or key < owners[pid]:
+                owners[pid] = key
+    return {pid: key[2] for pid, key in owners.items()}
 
 
 def paid_time(payment: SourcePayment) -> datetime:

@@ -107,6 +107,14 @@ def _settleable(rows: EventRows, reservation: SourceReservation, paid: list[Sour
         )
         rows.problem(ProblemKind.PAYMENT_WITHOUT_ID, reservation, detail)
         return False
+    first_paid = rows.owners.get(paid[0].provider_payment_id)
+    if first_paid is not None and first_paid != reservation.reservation_id:
+        detail = (
+            f"is paid by {_payment_name(paid[0])}, which paid reservation {first_paid} first:"
+            f" not imported (one payment, one seat); {_standing(rows, reservation)}"
+        )
+        rows.problem(ProblemKind.PAYMENT_OF_ANOTHER, reservation, detail)
+        return False
     if len(paid) > 1:
         others = ", ".join(_payment_name(p) for p in paid[1:])
         rows.problem(

@@ -11,7 +11,7 @@ row the first one made and changes nothing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self
@@ -23,6 +23,7 @@ from ticketing_service.domain.moim_plan import (
     ServiceHold,
     ServiceRegistration,
 )
+from ticketing_service.domain.moim_rows import payment_owners
 from ticketing_service.domain.moim_source import SourceEvent, SourceSnapshot
 from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.domain.reservations import ReservationStatus
@@ -150,9 +151,10 @@ async def import_moim(
     event once its transaction ended, so what was done is known if the run is stopped."""
     await _check_target(ports)
     snapshot = await ports.source.read()
+    owners = payment_owners(snapshot.events)
     outcomes = []
     for event in snapshot.events:
-        outcomes.append(outcome := await _import_event(ports, event, snapshot, dry_run))
+        outcomes.append(outcome := await _import_event(ports, event, snapshot, owners, dry_run))
         imported(outcome)
     return ImportReport(dry_run, tuple(outcomes), ports.auto_refund)
 
@@ -166,7 +168,11 @@ async def _check_target(ports: MoimImport) -> None:
 
 
 async def _import_event(
-    ports: MoimImport, event: SourceEvent, snapshot: SourceSnapshot, dry_run: bool
+    ports: MoimImport,
+    event: SourceEvent,
+    snapshot: SourceSnapshot,
+    owners: Mapping[str, str],
+    dry_run: bool,
 ) -> EventOutcome:
     try:
         async with ports.target() as target:
@@ -181,6 +187,7 @@ async def _import_event(
                 auto_refund=ports.auto_refund,
                 reconcile=ports.reconcile_policy,
                 held=held,
+                owners=owners,
             )
             written = await target.write(plan)
             if not dry_run:

@@ -337,6 +337,39 @@ def test_of_two_paid_payments_one_with_a_provider_payment_id_settles_the_reserva
     assert kinds(result) == [ProblemKind.EXTRA_PAYMENTS]  # the other is listed
 
 
+def test_one_payment_recorded_for_two_reservations_seats_only_the_one_it_paid_first() -> None:
+    shared = replace(payment("later", "r4", minute=9), provider_payment_id="pay_first")
+    result = plan(
+        event(
+            rsvps=(rsvp("rsvp-3", "u3"), rsvp("rsvp-4", "u4")),
+            reservations=(
+                reservation("r3", "u3", rsvp_id="rsvp-3"),
+                reservation("r4", "u4", rsvp_id="rsvp-4"),
+            ),
+            payments=(payment("first", "r3", minute=1), shared),
+        )
+    )
+    assert by_id(result) == {"r3": (ReservationStatus.CONFIRMED, "rsvp-3")}
+    [problem] = result.problems
+    assert problem.kind is ProblemKind.PAYMENT_OF_ANOTHER
+    assert "which paid reservation r3 first" in problem.detail
+    # Across events: the owners of the whole source are passed in.
+    alone = plan_event(
+        event(
+            rsvps=(rsvp("rsvp-4", "u4"),),
+            reservations=(reservation("r4", "u4", rsvp_id="rsvp-4"),),
+            payments=(shared,),
+        ),
+        (),
+        BASE_URL,
+        NOW,
+        auto_refund=True,
+        reconcile=POLICY,
+        owners={"pay_first": "r3"},
+    )
+    assert alone.settled == ()
+
+
 def test_a_paid_reservation_whose_rsvp_was_waitlisted_is_paid_unfulfilled() -> None:
     result = plan(
         event(
