@@ -15,6 +15,11 @@ from __future__ import annotations
 import signal
 import sys
 
+STOPPED = (
+    "ticketing-service: stopped by a signal before it finished; what it committed stays:"
+    " run it again to finish."
+)
+
 
 def main() -> int:
     """Load the CLI and run the command line's subcommand."""
@@ -27,6 +32,9 @@ def main() -> int:
 
         return run()
     except KeyboardInterrupt:
+        # One line, so a stopped command's log says it did not finish (a one-off command's
+        # transactions are each whole: what committed stays, the rest was rolled back).
+        print(STOPPED, file=sys.stderr)
         return 130
 
 

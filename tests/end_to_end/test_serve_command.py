@@ -39,6 +39,7 @@ from tests.rich_errors import rich_error
 from tests.stalled_calls import first_ended, never_sent
 from tests.tcp_proxy import SilentProxy, from_another_host
 from tests.terminal import python_from_a_terminal
+from ticketing_service.__main__ import STOPPED
 from ticketing_service.adapters.db.schema_revision import SCHEMA_REVISION
 from ticketing_service.entrypoints.grpc.server import SERVICE_NAME
 
@@ -837,6 +838,7 @@ def test_ctrl_c_or_a_hangup_while_the_command_loads_ends_it_quietly(
     _, stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)
     assert process.returncode == 130
     assert "Traceback" not in stderr, stderr
+    assert stderr.splitlines()[-1] == STOPPED
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "hangup"])

@@ -46,6 +46,7 @@ from tests.integration.moim_source import (
 )
 from tests.postgres import connect, lock_waiters, open_transaction
 from tests.rich_errors import rich_error
+from ticketing_service.__main__ import STOPPED
 from ticketing_service.adapters.db.pool import Connection
 from ticketing_service.adapters.db.schema import metadata
 from ticketing_service.bootstrap import Service, cancel_events
@@ -347,7 +348,7 @@ async def test_a_run_stopped_midway_has_printed_every_event_it_imported_and_no_o
             process.send_signal(stop)
             out, err = await process.communicate()
 
-    assert (process.returncode, err) == (130, b""), out
+    assert (process.returncode, err.decode().strip()) == (130, STOPPED), out
     assert re.findall(r"^event (\S+)", out.decode(), re.MULTILINE) == [first]
     assert out.decode() in dry.out  # the first event's block, as the dry run printed it
     settled = await tables(database_url)
