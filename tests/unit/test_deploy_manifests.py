@@ -202,6 +202,9 @@ def test_the_event_feed_is_pruned_daily_and_never_by_two_jobs_at_once() -> None:
     [container] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert container["args"][:2] == ["prune-events", "--older-than-days"]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    # At one hour of the day wherever the control plane runs, and never long after it.
+    assert cron["spec"]["timeZone"] == "Etc/UTC"
+    assert 0 < cron["spec"]["startingDeadlineSeconds"] <= 3600
 
 
 def test_the_server_probes_use_the_plaintext_health_port_it_listens_on() -> None:
