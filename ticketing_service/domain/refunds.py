@@ -70,11 +70,16 @@ class Refund:
     attempts: int = 0
 
     @property
+    def outcome_unknown(self) -> bool:
+        """Failed without the payment service's word on it: the refund may have been made, and
+        RefreshRefund asks about it again. Every other failure is its word, and final."""
+        return self.status is RefundStatus.FAILED and self.failure_code == OUTCOME_UNKNOWN
+
+    @property
     def may_return_money(self) -> bool:
-        """Whether it is, or may still become, money returned: not failed, or failed without
-        the payment service's word on it (OUTCOME_UNKNOWN), which RefreshRefund may correct.
-        Its payment stays owed back meanwhile: it never settles a seat."""
-        return self.status.counts_against_payment or self.failure_code == OUTCOME_UNKNOWN
+        """Whether it is, or may still become, money returned: not failed, or failed with its
+        outcome unknown. Its payment stays owed back meanwhile: it never settles a seat."""
+        return self.status.counts_against_payment or self.outcome_unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,16 +43,9 @@ REFUND_BATCH = 10
 MIN_LEASE = timedelta(minutes=2)
 # Why a refund the service gave up on failed.
 MAX_ATTEMPTS_CODE = "max_attempts"
-# Not sent after its last attempt or a refusal, and the payment service could not say whether
-# it has it: it may have been made.
-OUTCOME_UNKNOWN_CODE = OUTCOME_UNKNOWN
-# The payment service said it succeeded, for another amount.
+# The payment service said it succeeded, for another amount: its word, final (asking again
+# must never turn it into money returned).
 AMOUNT_MISMATCH_CODE = "refunded_amount_mismatch"
-# Failures recorded without the payment service's word on the refund, which RefreshRefund asks
-# for: the refund may have been made. Every other code is its word (a refusal, its `failed`,
-# its 404 after the last attempt, or its `succeeded` for another amount, which asking again
-# must never turn into money returned) and is final.
-UNSTATED_FAILURES = frozenset({OUTCOME_UNKNOWN_CODE})
 
 
 async def send_due_refunds(deps: Dependencies, lease: timedelta = MIN_LEASE) -> int:
@@ -78,7 +71,7 @@ async def refresh_refund(deps: Dependencies, refund_id: str) -> Refund:
         refund = await uow.refunds.get(refund_id)
     if refund is None:
         raise errors.RefundNotFound("No refund has this id.", refundId=refund_id)
-    if refund.status.is_final and refund.failure_code not in UNSTATED_FAILURES:
+    if refund.status.is_final and not refund.outcome_unknown:
         return refund
     try:
         answer = await deps.payment_service.get_refund(refund_id)
@@ -128,7 +121,8 @@ async def _unless_taken(
 ) -> RefundChange:
     """A refund is failed with `code` only if the payment service says it never took it (a send
     whose answer was lost or malformed may have made it): one it has is recorded as it says,
-    and one it cannot say anything of is failed with OUTCOME_UNKNOWN_CODE."""
+    and one it cannot say anything of is failed with OUTCOME_UNKNOWN (not sent after its last
+    attempt or a refusal, it may have been made)."""
     policy = deps.refund_retry
     attempts = refund_attempts(refund)
     try:
@@ -152,7 +146,7 @@ async def _unless_taken(
             failure,
             unknown,
         )
-        return RefundChange(RefundStatus.FAILED, attempts, None, OUTCOME_UNKNOWN_CODE)
+        return RefundChange(RefundStatus.FAILED, attempts, None, OUTCOME_UNKNOWN)
     return _learnt(refund, answer, policy)
 
 

@@ -11,7 +11,12 @@ from tests.fakes import FakeCheckouts, FakeDatabase
 from tests.unit.service_layer.test_refund_handlers import refund, seat
 from ticketing_service.domain import errors
 from ticketing_service.domain.events import RegistrationEventType
-from ticketing_service.domain.refunds import Refund, RefundRetryPolicy, RefundStatus
+from ticketing_service.domain.refunds import (
+    OUTCOME_UNKNOWN,
+    Refund,
+    RefundRetryPolicy,
+    RefundStatus,
+)
 from ticketing_service.service_layer.checkouts import (
     PaymentServiceRefused,
     PaymentServiceUnreachable,
@@ -21,7 +26,6 @@ from ticketing_service.service_layer.refund_handlers import refund_reservation
 from ticketing_service.service_layer.refund_worker import (
     AMOUNT_MISMATCH_CODE,
     MAX_ATTEMPTS_CODE,
-    OUTCOME_UNKNOWN_CODE,
     refresh_refund,
     send_due_refunds,
 )
@@ -133,7 +137,7 @@ async def test_a_resend_refused_while_the_payment_service_cannot_tell_of_it_fail
     found = stored(database, made.refund_id)
     assert (found.status, found.failure_code, found.attempts) == (
         RefundStatus.FAILED,
-        OUTCOME_UNKNOWN_CODE,
+        OUTCOME_UNKNOWN,
         2,
     )
 
@@ -246,7 +250,7 @@ async def test_after_the_last_attempt_a_refund_the_payment_service_cannot_tell_o
     found = stored(database, made.refund_id)
     assert (found.status, found.failure_code, found.attempts) == (
         RefundStatus.FAILED,
-        OUTCOME_UNKNOWN_CODE,
+        OUTCOME_UNKNOWN,
         POLICY.max_attempts,
     )
     assert checkouts.refunds == []

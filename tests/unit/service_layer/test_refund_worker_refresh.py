@@ -21,7 +21,7 @@ from tests.unit.service_layer.test_refund_worker import (
 )
 from ticketing_service.domain import errors
 from ticketing_service.domain.events import RegistrationEventType
-from ticketing_service.domain.refunds import Refund, RefundStatus
+from ticketing_service.domain.refunds import OUTCOME_UNKNOWN, Refund, RefundStatus
 from ticketing_service.service_layer.checkouts import (
     PaymentServiceRefused,
     PaymentServiceUnreachable,
@@ -32,7 +32,6 @@ from ticketing_service.service_layer.refund_handlers import refund_reservation
 from ticketing_service.service_layer.refund_worker import (
     AMOUNT_MISMATCH_CODE,
     MAX_ATTEMPTS_CODE,
-    OUTCOME_UNKNOWN_CODE,
     refresh_refund,
     send_due_refunds,
 )
@@ -60,7 +59,7 @@ async def failed_as_unknown(
     await attempts_used_up(deps, database)
     checkouts.refund_error = checkouts.refund_read_error = None
     failed = stored(database, owing.refund_id)
-    assert (failed.status, failed.failure_code) == (RefundStatus.FAILED, OUTCOME_UNKNOWN_CODE)
+    assert (failed.status, failed.failure_code) == (RefundStatus.FAILED, OUTCOME_UNKNOWN)
     return failed
 
 
@@ -246,7 +245,7 @@ async def test_a_payment_whose_mismatch_refund_failed_as_unknown_never_gets_a_se
     checkouts.refund_read_error = PaymentServiceUnreachable("503")
     await attempts_used_up(deps, database)
     checkouts.refund_error = checkouts.refund_read_error = None
-    assert stored(database, first.refund_id).failure_code == OUTCOME_UNKNOWN_CODE
+    assert stored(database, first.refund_id).failure_code == OUTCOME_UNKNOWN
 
     with pytest.raises(errors.PaymentMismatch):
         await confirm_payment(deps, paying(held, delivery=None))  # still owed back: no seat
