@@ -62,11 +62,11 @@ def wait_for_line(process: subprocess.Popen[str], pattern: re.Pattern[str]) -> r
     raise AssertionError("the server exited before serving:\n" + "".join(seen))
 
 
-def run_command(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_command(tmp_path: Path, *argv: str, **env: str | None) -> subprocess.CompletedProcess[str]:
     """A command run to its end: its exit code and output (its Postgres, if any, in `tmp_path`).
 
     The settings are the test's environment without the service's own (`TICKET…`,
-    `DATABASE_URL`), then `env`; an empty value in `env` unsets a setting.
+    `DATABASE_URL`), then `env`; None in `env` unsets a setting ("" sets it empty).
     """
     ours = ("TICKET", "DATABASE_URL")
     environment = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
@@ -74,9 +74,10 @@ def run_command(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedP
         "TICKETING_DATA_DIR": str(tmp_path),
         **REFUSED_PAYMENT_SERVICE,
         "TICKET_PAYMENT_CALLBACK_SECRET": "webhook-secret",  # what `webhook` needs to start
-        **env,
     }
-    environment = {k: v for k, v in environment.items() if v}  # "" unsets a setting
+    environment |= {k: v for k, v in env.items() if v is not None}
+    for unset in (k for k, v in env.items() if v is None):
+        environment.pop(unset, None)
     return subprocess.run(  # noqa: S603 - our own interpreter and arguments
         [sys.executable, "-m", "ticketing_service", *argv],
         env=environment,

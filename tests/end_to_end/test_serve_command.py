@@ -200,7 +200,7 @@ def test_a_command_that_calls_the_payment_service_without_its_url_or_token_says_
 ) -> None:
     # An empty token went out as `Authorization: Bearer `, which the HTTP client refuses to
     # send: every checkout answered PAYMENT_SERVICE_UNAVAILABLE, logged as a protocol error.
-    result = run_command(tmp_path, command, **{name: ""})
+    result = run_command(tmp_path, command, **{name: None})
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"ticketing-service: {name} is not set")

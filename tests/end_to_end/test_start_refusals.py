@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.end_to_end.serving import START_TIMEOUT_SECONDS, our_line, run_command
+from tests.end_to_end.serving import our_line, run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_TEMPLATE = ROOT / "deploy" / "kubernetes" / "secret.example.yaml"
@@ -59,22 +56,7 @@ def test_an_empty_database_url_stops_the_command_instead_of_starting_an_embedded
 ) -> None:
     # Before: `DATABASE_URL= ticketing-service migrate` migrated a throwaway Postgres in the
     # data dir and exited 0, so a migration Job given an empty Secret value "succeeded".
-    # (run_command takes "" as unset: the empty value is passed here by hand.)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TICKET")}
-    environment |= {
-        "DATABASE_URL": "",
-        "TICKETING_DATA_DIR": str(tmp_path),
-        "TICKET_PAYMENT_SERVICE_URL": "http://127.0.0.1:9",
-        "TICKET_PAYMENT_SERVICE_TOKEN": "payment-token",
-    }
-    result = subprocess.run(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-m", "ticketing_service", *argv],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=START_TIMEOUT_SECONDS,
-        check=False,
-    )
+    result = run_command(tmp_path, *argv, DATABASE_URL="")
     assert result.returncode == 2, result.stderr
     assert our_line(result).startswith("ticketing-service: DATABASE_URL is set but empty: ")
     assert not (tmp_path / "PG_VERSION").exists()
