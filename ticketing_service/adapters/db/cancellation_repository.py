@@ -36,7 +36,7 @@ _CANCEL_REGISTRATION = (
     f" SELECT %(event)s, r.reservation_id, {snapshot('r', 'g.registration_id')} FROM r, g)"
     f" SELECT {columns('r', 'g.registration_id')} FROM r, g"
 )
-_LOCK_TIER = "SELECT 1 FROM tiers WHERE event_id = %(e)s AND tier_id = %(t)s FOR UPDATE"
+# Tiers of one event, in their order (the order settings updates take them in).
 _LOCK_TIERS = (
     "SELECT 1 FROM tiers WHERE event_id = %(e)s AND tier_id = ANY(%(ids)s)"
     " ORDER BY tier_id FOR UPDATE"
@@ -111,7 +111,7 @@ class SqlCancellationRepository:
         """Lock the tier, then read whether its event is cancelled (a statement of its own,
         after the lock: one statement would read the event from before the wait)."""
         if self._locking:
-            await self._tx.one(_LOCK_TIER, {"e": event_id, "t": tier_id})
+            await self._tx.all(_LOCK_TIERS, {"e": event_id, "ids": [tier_id]})
         row = await self._tx.one(_EVENT_CANCELLED, {"e": event_id})
         await self._pause("event_read")
         return row is not None and bool(row["cancelled"])
