@@ -12,7 +12,6 @@ import httpx
 from moim.ticketing.v1 import refund_pb2, registration_event_pb2, reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
-from tests.integration.callbacks import HMAC_SECRET
 from tests.integration.conftest import PaymentService, service_config, serving
 from tests.integration.flows import sql
 from tests.integration.test_refunds import (
@@ -23,11 +22,11 @@ from tests.integration.test_refunds import (
     paid_seat,
     refund_posts,
     refund_request,
+    refunds_settle_later_through,
     reservation,
 )
 from ticketing_service.bootstrap import Service
 from ticketing_service.entrypoints.dev.payment_state import RefundSettlement
-from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
 from ticketing_service.service_layer.refund_worker import send_due_refunds
 
 if TYPE_CHECKING:
@@ -159,10 +158,7 @@ async def test_a_refund_callback_after_a_refund_failed_as_unknown_corrects_it(
     await configure(stub, price=PRICE)
     seat = await paid_seat(stub, payment_service, "payer")
     state = payment_service.state
-    state.refund_settlement = "pending"
-    state.refund_callbacks = True
-    state.callback_secret = HMAC_SECRET
-    state.checkout_for(seat.reservation_id).body["callbackUrl"] = f"{shim.base_url}{CALLBACK_PATH}"
+    refunds_settle_later_through(shim, payment_service, seat)
     state.faults["create_refund"] = "late"
     state.faults["get_refund"] = "error_503"
     made = await stub.RefundReservation(refund_request(seat, 0, "first"))

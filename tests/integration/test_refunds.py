@@ -291,6 +291,18 @@ async def test_only_the_owner_gives_up_a_seat_and_only_a_confirmed_one(
 # --- an organizer refunds ---
 
 
+def refunds_settle_later_through(
+    shim: httpx.AsyncClient, payment_service: PaymentService, seat: reservation_pb2.Reservation
+) -> None:
+    """The payment service settles refunds later, and tells of each with a signed callback to
+    the shim, as the seat's checkout names it."""
+    state = payment_service.state
+    state.refund_settlement = "pending"
+    state.refund_callbacks = True
+    state.callback_secret = HMAC_SECRET
+    state.checkout_for(seat.reservation_id).body["callbackUrl"] = f"{shim.base_url}{CALLBACK_PATH}"
+
+
 def refund_request(seat: reservation_pb2.Reservation, amount: int, request_id: str) -> Any:
     return pb.RefundReservationRequest(
         reservation_id=seat.reservation_id,
@@ -773,10 +785,7 @@ async def test_a_refund_callback_through_the_shim_settles_a_pending_refund_at_on
     await configure(stub)
     seat = await paid_seat(stub, payment_service, "payer")
     state = payment_service.state
-    state.refund_settlement = "pending"
-    state.refund_callbacks = True
-    state.callback_secret = HMAC_SECRET
-    state.checkout_for(seat.reservation_id).body["callbackUrl"] = f"{shim.base_url}{CALLBACK_PATH}"
+    refunds_settle_later_through(shim, payment_service, seat)
     made = await stub.RefundReservation(refund_request(seat, 0, "pending"))
     await send_due_refunds(service.deps)
     pending = await reservation(stub, seat.reservation_id)
