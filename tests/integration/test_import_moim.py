@@ -348,7 +348,7 @@ async def test_a_run_stopped_midway_has_printed_every_event_it_imported_and_no_o
             process.send_signal(stop)
             out, err = await process.communicate()
 
-    assert (process.returncode, err.decode().strip()) == (130, STOPPED), out
+    assert (process.returncode, err.decode().strip()) == (128 + stop, STOPPED), out
     assert re.findall(r"^event (\S+)", out.decode(), re.MULTILINE) == [first]
     assert out.decode() in dry.out  # the first event's block, as the dry run printed it
     settled = await tables(database_url)

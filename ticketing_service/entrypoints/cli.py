@@ -43,7 +43,7 @@ log = logging.getLogger("ticketing_service")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand; a configuration error prints one line and exits 2, a database or port
     it cannot use one line and exits 1, `reconcile` with checkouts it could not ask about 3
-    (Ctrl-C, 130, is the entry point's: `__main__.py`)."""
+    (a stop signal, 128 and its number, is the entry point's: `__main__.py`)."""
     args = _parser().parse_args(argv)
     configure_logging(sys.stderr)
     if args.command == "webhook":  # reads only its own settings (WebhookConfig)

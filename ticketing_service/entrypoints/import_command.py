@@ -2,9 +2,10 @@
 
 Exit status: 0 when every event was imported (rows it could not map are listed, not fatal);
 1 when the source or the service's database cannot be used, or when an event failed (the
-others are imported; run it again); 2 on bad arguments; 130 when stopped (Ctrl-C). Each event's
-block is printed once its transaction has ended: a stopped run has printed every event it
-imported, and no other was written (the import is idempotent: run it again for the rest).
+others are imported; run it again); 2 on bad arguments; 130 when stopped by Ctrl-C, 143 by
+SIGTERM. Each event's block is printed once its transaction has ended: a stopped run has
+printed every event it imported, and no other was written (the import is idempotent: run it
+again for the rest).
 """
 
 from __future__ import annotations
