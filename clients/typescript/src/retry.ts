@@ -1,5 +1,6 @@
 /**
- * Retries of unary calls that failed with UNAVAILABLE or ABORTED: a bounded number of attempts,
+ * Retries of unary calls that failed with UNAVAILABLE or ABORTED, or that a busy server refused
+ * before running them (RESOURCE_EXHAUSTED with reason SERVER_BUSY): a bounded number of attempts,
  * exponential back-off with full jitter, all inside the call's one deadline.
  *
  * Every unary RPC of the service is safe to retry (the service's contract: reads change nothing,
@@ -11,6 +12,7 @@
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { setTimeout as delay } from "node:timers/promises";
+import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 
 export interface RetryPolicy {
   /** Attempts in all, the first included; 1 means no retry. */
@@ -35,6 +37,20 @@ const LAST_ATTEMPT_ROOM_MS = 20;
 
 /** What a retry may fix: the server or the path to it was briefly away, or a lock conflicted. */
 const RETRYABLE = new Set([Code.Unavailable, Code.Aborted]);
+
+/**
+ * Whether a retry may fix `error`: a RETRYABLE code, or the server running as many calls as it
+ * takes (nothing of the call ran). Other RESOURCE_EXHAUSTED answers, such as a message over the
+ * size limit, would only fail again.
+ */
+function retryable(error: unknown): boolean {
+  const refusal = ConnectError.from(error);
+  if (RETRYABLE.has(refusal.code)) {
+    return true;
+  }
+  const busy = (info: { reason: string }) => info.reason === "SERVER_BUSY";
+  return refusal.code === Code.ResourceExhausted && refusal.findDetails(ErrorInfoSchema).some(busy);
+}
 
 /**
  * How long to wait before retry number `retry` (1 for the first): a uniformly random time up to
@@ -67,7 +83,7 @@ export function retryInterceptor(
         const wait = backoffMs(policy, attempt, random);
         const retry =
           attempt < policy.maxAttempts &&
-          RETRYABLE.has(ConnectError.from(error).code) &&
+          retryable(error) &&
           Date.now() + wait + LAST_ATTEMPT_ROOM_MS < deadline;
         if (!retry) {
           throw error;

@@ -257,6 +257,72 @@ describe("retries", () => {
   });
 });
 
+describe("a busy server", () => {
+  // One call at a time: an open feed stream holds the server's only place.
+  let busy: RunningServer;
+  before(async () => {
+    busy = await startServer({ TICKETING_GRPC_MAX_CONCURRENT_RPCS: "1" });
+    const client = createTicketingClient({ address: busy.address });
+    await client.updateTicketingSettings({ ...SOME, tiers: [VIP] });
+  });
+  after(async () => {
+    await busy?.stop();
+  });
+
+  /** Whether the server refuses a call as busy now (any other failure fails the test). */
+  async function refusedAsBusy(): Promise<boolean> {
+    const client = createTicketingClient({ address: busy.address, retry: false });
+    try {
+      await client.getTicketingSettings(SOME);
+      return false;
+    } catch (error) {
+      assert.equal(errorReason(error)?.reason, "SERVER_BUSY", String(error));
+      return true;
+    }
+  }
+
+  /** Opens a feed stream; returns its switch once the server refuses other calls as busy. */
+  async function occupy(): Promise<AbortController> {
+    const watching = new AbortController();
+    const client = createTicketingClient({ address: busy.address });
+    drain(client.watchRegistrationEvents({}, { signal: watching.signal })).catch(() => {});
+    while (!(await refusedAsBusy()));
+    return watching;
+  }
+
+  test("a call refused SERVER_BUSY is retried, and served once a place is free", async () => {
+    const watching = await occupy();
+    const attempts = new AttemptLog(async () => {
+      watching.abort();
+      while (await refusedAsBusy()); // until the stream's place is free
+    });
+    const client = createTicketingClient({
+      address: busy.address,
+      interceptors: [attempts.interceptor],
+    });
+
+    await client.getTicketingSettings(SOME);
+
+    assert.deepEqual(attempts.codes, [Code.ResourceExhausted, "ok"]);
+    assert.equal(errorReason(attempts.errors[0])?.reason, "SERVER_BUSY");
+  });
+
+  test("another RESOURCE_EXHAUSTED (a request over the size limit) is not retried", async () => {
+    const attempts = new AttemptLog();
+    const client = createTicketingClient({
+      address: busy.address,
+      interceptors: [attempts.interceptor],
+    });
+
+    const error = await rejection(client.getTicketingSettings({ eventId: "e".repeat(2 << 20) }));
+
+    assert.equal(error.code, Code.ResourceExhausted, error.message);
+    assert.deepEqual(attempts.codes, [Code.ResourceExhausted]);
+  });
+});
+
+const SOME = { eventId: "busy-server-event" };
+
 /**
  * An interceptor that records each attempt the retry makes: its outcome and the deadline it
  * carried. `onFailure` runs after a failed attempt, before the retry sees the failure.
