@@ -27,6 +27,12 @@ _DAY_MS = 24 * 3600 * 1000
 # lock wait at all aborts: TICKETING_DB_STATEMENT_TIMEOUT_MS=1 was taken and left every
 # background task failing forever.
 MIN_DB_TIMEOUT_MS = 100
+# The shortest hold: a buyer needs time to pay, and the checkout time to open (the hold must
+# also outlast TICKET_PAYMENT_TIMEOUT_SECONDS). 1e-9 was taken: every hold ended as it was made.
+MIN_HOLD_SECONDS = 1.0
+# The shortest pause between background passes (sweeps, reconciliation, refunds): 1e-9 was
+# taken, and an idle server spent its whole core committing empty passes.
+MIN_SWEEP_INTERVAL_SECONDS = 0.1
 _YEAR_SECONDS = 366 * 24 * 3600
 
 
@@ -89,12 +95,12 @@ class Config:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Read and check every setting; raise ConfigError naming the first bad one."""
         r = _Reader(os.environ if env is None else env)
-        return cls(
+        config = cls(
             database_url=r.database_url("DATABASE_URL"),
             data_dir=Path(r.text("TICKETING_DATA_DIR") or "./.ticketing/pgdata"),
             grpc_listen=r.listen("TICKETING_GRPC_LISTEN") or "127.0.0.1:50051",
             grpc_tokens=r.header_tokens("TICKETING_GRPC_TOKEN"),
-            hold_seconds=r.positive_float("TICKETING_HOLD_SECONDS", 600),
+            hold_seconds=r.positive_float("TICKETING_HOLD_SECONDS", 600, minimum=MIN_HOLD_SECONDS),
             payment_service_url=r.optional_base_url("TICKET_PAYMENT_SERVICE_URL"),
             payment_service_token=not_placeholder(
                 header_safe(
@@ -117,7 +123,9 @@ class Config:
             db_statement_timeout_ms=r.positive_int(
                 "TICKETING_DB_STATEMENT_TIMEOUT_MS", 30000, _DAY_MS, MIN_DB_TIMEOUT_MS
             ),
-            sweep_interval_seconds=r.positive_float("TICKETING_SWEEP_INTERVAL_SECONDS", 30),
+            sweep_interval_seconds=r.positive_float(
+                "TICKETING_SWEEP_INTERVAL_SECONDS", 30, minimum=MIN_SWEEP_INTERVAL_SECONDS
+            ),
             db_max_connection_lifetime_seconds=r.positive_float(
                 "TICKETING_DB_MAX_CONNECTION_LIFETIME_SECONDS", 1800
             ),
@@ -147,6 +155,14 @@ class Config:
             refund_backoff_seconds=r.positive_float("TICKETING_REFUND_BACKOFF_SECONDS", 30),
             refund_max_attempts=r.positive_int("TICKETING_REFUND_MAX_ATTEMPTS", 10, 1000),
         )
+        if config.hold_seconds <= config.payment_timeout_seconds:
+            raise ConfigError(
+                f"TICKETING_HOLD_SECONDS ({config.hold_seconds:g}) must be longer than"
+                f" TICKET_PAYMENT_TIMEOUT_SECONDS ({config.payment_timeout_seconds:g}): a hold"
+                " could end before its checkout opens, and its buyer be sent to pay for a seat"
+                " another buyer may take."
+            )
+        return config
 
     def require_payment_service(self) -> None:
         """ConfigError unless the payment service's base URL and bearer token are both set
@@ -266,11 +282,15 @@ class _Reader:
             parse_host_port(value, name)
         return value
 
-    def positive_float(self, name: str, default: float, maximum: float = _YEAR_SECONDS) -> float:
-        """A number above 0 and at most `maximum` (a year of seconds unless told).
+    def positive_float(
+        self, name: str, default: float, maximum: float = _YEAR_SECONDS, minimum: float = 0
+    ) -> float:
+        """A number above 0 (and at least `minimum`) and at most `maximum` (a year of seconds
+        unless told).
 
         Bounded because durations become timedeltas and timers: 1e300 seconds would overflow
-        them at start, or in the first call that uses it.
+        them at start, or in the first call that uses it; and 1e-9 seconds between sweeps
+        had an idle server commit some 4,500 times a second.
         """
         raw = self.text(name)
         if raw is None:
@@ -279,7 +299,11 @@ class _Reader:
             value = float(raw)
         except ValueError:
             value = float("nan")
-        if not 0 < value <= maximum:  # also refuses nan and inf
+        if minimum > 0 and not minimum <= value <= maximum:  # also refuses nan and inf
+            raise ConfigError(
+                f"{name} must be a number from {minimum:g} to {maximum:.15g}, got {raw!r}."
+            )
+        if not 0 < value <= maximum:
             raise ConfigError(
                 f"{name} must be a positive number up to {maximum:.15g}, got {raw!r}."
             )
