@@ -115,7 +115,7 @@ class Config:
             public_base_url=(
                 r.optional_base_url("MOIM_PUBLIC_BASE_URL") or "http://localhost:3000"
             ).rstrip("/"),
-            default_provider_account_id=r.text("DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID"),
+            default_provider_account_id=r.not_placeholder("DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID"),
             db_pool_size=r.positive_int("TICKETING_DB_POOL_SIZE", 10, 1000),
             db_lock_timeout_ms=r.positive_int(
                 "TICKETING_DB_LOCK_TIMEOUT_MS", 5000, _DAY_MS, MIN_DB_TIMEOUT_MS
@@ -227,14 +227,16 @@ def header_tokens(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(not_placeholder(header_safe(part, name), name) for part in parts if part)
 
 
-# What deploy/kubernetes/secret.example.yaml holds in place of each secret. The template is
-# public: a service started with it would take calls or callbacks signed with a known value.
+# What deploy/kubernetes/secret.example.yaml holds in place of each secret, and configmap.yaml
+# in place of each value only the deployment knows. The templates are public: a service started
+# with a secret of them would take calls or callbacks signed with a known value; with a URL of
+# them, send every payment callback and every payer to a host that is not Moim's.
 _PLACEHOLDER = b"REPLACE_ME"
 _WHSEC_PREFIX = "whsec_"
 
 
 def not_placeholder(value: str, setting: str) -> str:
-    """`value`, unless it is (or holds) the secret template's placeholder: a ConfigError then.
+    """`value`, unless it is (or holds) the deploy templates' placeholder: a ConfigError then.
 
     A Standard Webhooks secret is checked once decoded too (the template's is whsec_ + the
     base64 of the placeholder). The error names the setting, never the value.
@@ -248,8 +250,8 @@ def not_placeholder(value: str, setting: str) -> str:
     plain = unquote(value).encode(errors="replace").upper()
     if _PLACEHOLDER in plain or _PLACEHOLDER in decoded.upper():
         raise ConfigError(
-            f"{setting} holds the secret template's placeholder (REPLACE_ME): "
-            "set the real value in the Secret before starting."
+            f"{setting} holds the deploy templates' placeholder (REPLACE_ME): "
+            "set the real value (in the Secret or the ConfigMap) before starting."
         )
     return value
 
@@ -349,13 +351,12 @@ class _Reader:
                 f"{name} is set but empty: give the URL of the service's Postgres, or unset it "
                 "to run on an embedded Postgres in TICKETING_DATA_DIR."
             )
-        url = self._checked_url(
+        return self._checked_url(
             name,
             database_url_problem,
             "a postgresql:// or postgres:// URL of a Postgres 14+ database, such as "
             "postgresql://ticketing:secret@db:5432/ticketing",
         )
-        return None if url is None else not_placeholder(url, name)
 
     def optional_url(self, name: str) -> str | None:
         """An http(s) URL with a host (and a port, if any, up to 65535).
@@ -387,10 +388,15 @@ class _Reader:
     ) -> str | None:
         """The URL `name` holds, if any, checked at start. The error names what is wrong, not
         the URL: it may carry a password."""
-        value = self.text(name)
+        value = self.not_placeholder(name)
         if value is not None and (problem := problem_of(value)):
             raise ConfigError(f"{name} must be {expected}; {problem}.")
         return value
+
+    def not_placeholder(self, name: str) -> str | None:
+        """The text of `name`, refused when it holds the deploy templates' placeholder."""
+        value = self.text(name)
+        return None if value is None else not_placeholder(value, name)
 
 
 def database_url_problem(url: str) -> str | None:

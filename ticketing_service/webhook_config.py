@@ -182,7 +182,7 @@ def _enabled_secrets(
     env: Mapping[str, str], secrets_name: str, switch_name: str
 ) -> tuple[str, ...]:
     """The secrets of a scheme that is on; a scheme defaults to on when it has a secret. The
-    secret template's placeholder is refused in a scheme that is on (see not_placeholder)."""
+    deploy templates' placeholder is refused in a scheme that is on (see not_placeholder)."""
     secrets = _secrets(env, secrets_name)
     raw = _text(env, switch_name)
     if raw is not None:

@@ -40,8 +40,8 @@ def test_a_placeholder_of_the_secret_template_stops_the_command_at_start(
     result = run_command(tmp_path, command, *listen, **{key: value})
     assert result.returncode == 2, result.stderr
     assert our_line(result) == (
-        f"ticketing-service: {key} holds the secret template's placeholder (REPLACE_ME): "
-        "set the real value in the Secret before starting."
+        f"ticketing-service: {key} holds the deploy templates' placeholder (REPLACE_ME): "
+        "set the real value (in the Secret or the ConfigMap) before starting."
     )
     assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
 

@@ -174,7 +174,7 @@ def test_the_secret_templates_placeholder_is_refused_naming_the_setting(
     name: str, placeholder: str
 ) -> None:
     # The template is public: a server started with it took calls carrying its token.
-    with pytest.raises(ConfigError, match=f"^{name} holds the secret template's placeholder"):
+    with pytest.raises(ConfigError, match=f"^{name} holds the deploy templates' placeholder"):
         Config.from_env({name: placeholder})
 
 

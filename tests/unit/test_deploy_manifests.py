@@ -291,11 +291,20 @@ REAL_SECRETS = {
 }
 
 
+# A real value for each placeholder of the ConfigMap.
+REAL_SETTINGS = {
+    "TICKETING_CALLBACK_URL": "https://ticketing-webhooks.moim.social/api/ticket-payment-callbacks",
+    "MOIM_PUBLIC_BASE_URL": "https://moim.social",
+    "DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID": "store-6a1f0c2e",
+}
+
+
 def test_the_settings_the_manifests_pass_are_taken_by_the_server_and_the_shim() -> None:
-    # Each placeholder of the secret template replaced by a real value of the same shape.
+    # Each placeholder of the templates replaced by a real value of the same shape.
     placeholders = one("Secret", "ticketing-secrets")["stringData"]
     assert set(REAL_SECRETS) == set(placeholders)
-    settings = config() | REAL_SECRETS
+    assert {k for k, v in config().items() if "REPLACE_ME" in v} == set(REAL_SETTINGS)
+    settings = config() | REAL_SETTINGS | REAL_SECRETS
     server = Config.from_env(settings)
     assert server.database_url == settings["DATABASE_URL"]
     shim = WebhookConfig.from_env(settings)
@@ -319,9 +328,19 @@ def test_each_placeholder_of_the_secret_template_is_refused_by_what_reads_it(
 ) -> None:
     # Anyone can read the template: a shim started with its secret took forged callbacks.
     placeholder = one("Secret", "ticketing-secrets")["stringData"][key]
-    settings = config() | REAL_SECRETS | {key: placeholder}
-    with pytest.raises(ConfigError, match=f"^{key} holds the secret template's placeholder"):
+    settings = config() | REAL_SETTINGS | REAL_SECRETS | {key: placeholder}
+    with pytest.raises(ConfigError, match=f"^{key} holds the deploy templates' placeholder"):
         reader.from_env(settings)
+
+
+@pytest.mark.parametrize("key", sorted(REAL_SETTINGS))
+def test_each_placeholder_of_the_configmap_is_refused_by_the_server(key: str) -> None:
+    # They were examples the server took: every payment callback sent to a host that does not
+    # exist (a payment confirmed only by reconciliation, minutes later), payers sent back to
+    # moim.example, and a made-up PortOne store id sent with each checkout.
+    settings = config() | REAL_SETTINGS | REAL_SECRETS | {key: config()[key]}
+    with pytest.raises(ConfigError, match=f"^{key} holds the deploy templates' placeholder"):
+        Config.from_env(settings)
 
 
 def test_an_hmac_only_shim_may_leave_the_standard_webhooks_secret_out() -> None:

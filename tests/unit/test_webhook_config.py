@@ -220,7 +220,7 @@ def test_the_secret_templates_placeholder_is_refused_naming_the_setting(
 ) -> None:
     # Before: the shim verified callbacks signed with the template's public secret.
     settings = {"TICKET_PAYMENT_CALLBACK_SECRET": "s1", name: placeholder}
-    with pytest.raises(ConfigError, match=f"^{name} holds the secret template's placeholder"):
+    with pytest.raises(ConfigError, match=f"^{name} holds the deploy templates' placeholder"):
         WebhookConfig.from_env(settings)
 
 
