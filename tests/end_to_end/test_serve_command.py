@@ -791,6 +791,27 @@ def test_the_embedded_postgres_is_stopped_again_after_a_process_using_it_was_kil
             os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
 
 
+def test_the_last_process_to_exit_stops_the_embedded_postgres_after_another_was_killed(
+    tmp_path: Path,
+) -> None:
+    # Only a process starting dropped the killed ones from pgserver's list: the last of those
+    # already running counted the killed one as still using the Postgres, and left it running.
+    data_dir = tmp_path / "pgdata"
+    postmaster = data_dir / "postmaster.pid"
+    try:
+        with serve(data_dir) as (_, last):
+            with serve(data_dir) as (_, killed):
+                killed.kill()
+                killed.wait(timeout=START_TIMEOUT_SECONDS)  # reaped: no longer a process at all
+            assert postmaster.exists()  # the one still serving uses it
+        assert last.returncode == 0
+        # pgserver stops the Postgres with `pg_ctl -w`, which returns once its pid file is gone.
+        assert not postmaster.exists()
+    finally:
+        if postmaster.exists():  # so that a failure leaves no Postgres running
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+
+
 def test_a_data_dir_deleted_under_a_running_server_fails_in_one_line_then_starts_afresh(
     tmp_path: Path,
 ) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import subprocess
 import warnings
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -40,8 +42,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        with PostgresServer._lock:  # the lock pgserver takes to change its list of processes
-            _forget_dead_processes(data_dir / HANDLES_FILE)
+        _forget_dead_users(data_dir, PostgresServer._lock)
         server = cast(_Server, get_server(data_dir, cleanup_mode="stop"))
     except OSError as error:
         reason = f"{error.strerror} ({error.filename})" if error.filename else str(error)
@@ -63,8 +64,21 @@ def start_embedded_postgres(data_dir: Path) -> str:
             f"The embedded Postgres in {data_dir} did not start: a Postgres still running "
             "for a data directory deleted at this path was being stopped. Run the command again."
         ) from None
+    # pgserver decides at exit, in an exit hook get_server registered, whether this process is
+    # the last on its list. Exit hooks run newest first: this one drops those killed meanwhile
+    # just before, or pgserver would count them as users and leave the Postgres running. The two
+    # take the lock in turn: a process that starts between them is on the list when pgserver
+    # reads it, or starts the Postgres again (under the lock) after pgserver stopped it.
+    atexit.register(_forget_dead_users, data_dir, PostgresServer._lock)
     log.info("DATABASE_URL is unset: the embedded Postgres serves, its data in %s", data_dir)
     return server.get_uri()
+
+
+def _forget_dead_users(data_dir: Path, lock: AbstractContextManager[object]) -> None:
+    # `lock` is the one pgserver holds to change its list, as a process starting adds itself to
+    # it: held from reading the list to writing it back, so no process added meanwhile is lost.
+    with lock:
+        _forget_dead_processes(data_dir / HANDLES_FILE)
 
 
 def _forget_dead_processes(handles: Path) -> None:
@@ -72,7 +86,8 @@ def _forget_dead_processes(handles: Path) -> None:
 
     pgserver stops the Postgres when the last process on the list exits, each taking itself
     off on the way out. One killed without that (SIGKILL, a crash, a reboot) stayed on it, and
-    no later process ever stopped that Postgres: it ran on in the background.
+    the Postgres ran on in the background after the others exited; so they drop it, as each
+    starts and as each exits.
     """
     try:
         pids = json.loads(handles.read_text())
