@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 # preStop sleep needs 1.30; the oldest Kubernetes these manifests are checked against.
 KUBERNETES_VERSION = "1.30"
-NOT_APPLIED_BY_KUSTOMIZE = {"secret.example.yaml", "kustomization.yaml"}
+# The Secret's template, and the Job a restore runs by hand (docs/operations.md).
+NOT_APPLIED_BY_KUSTOMIZE = {"secret.example.yaml", "kustomization.yaml", "reconcile-job.yaml"}
 COMPONENT = "app.kubernetes.io/component"
 
 Manifest = dict[str, Any]
@@ -197,6 +198,20 @@ def test_the_migration_job_runs_migrate_once_without_queueing_queries_behind_its
     assert int(env_value(container, "TICKETING_DB_LOCK_TIMEOUT_MS")) > 0
 
 
+def test_the_restores_reconcile_job_has_what_reconcile_needs_and_asks_again_when_unanswered() -> (
+    None
+):
+    # The runbook ran `reconcile --since` while the replicas were stopped, with no pod to run it
+    # in; a Job like the migration's lacked the payment service's token, and refused to start.
+    job = one("Job", "ticketing-reconcile")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["reconcile", "--since"]
+    passed = {e["name"] for e in container["env"]} | set(config())
+    settings = {k: v for k, v in (config() | REAL_SETTINGS | REAL_SECRETS).items() if k in passed}
+    Config.from_env(settings).require_payment_service()
+    assert job["spec"]["backoffLimit"] > 0  # exit 3: some checkouts went unasked
+
+
 def test_the_event_feed_is_pruned_daily_and_never_by_two_jobs_at_once() -> None:
     cron = one("CronJob", "ticketing-prune-events")
     [container] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
@@ -230,8 +245,8 @@ def test_the_shim_is_ready_only_when_its_health_route_is() -> None:
 def test_metrics_are_exposed_where_the_processes_serve_them() -> None:
     metrics_port = port_of(config()["TICKETING_METRICS_LISTEN"])
     for name, container in containers():
-        if name in {"ticketing-migrate", "ticketing-prune-events"}:
-            continue
+        if name in {"ticketing-migrate", "ticketing-prune-events", "ticketing-reconcile"}:
+            continue  # one-off commands serve no metrics
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["metrics"] == metrics_port, name
 
