@@ -40,8 +40,8 @@ async def test_the_paid_unfulfilled_query_lists_each_refund_due_with_its_payment
 
     rows = sql(database_url, documented_query("paid_unfulfilled"))
 
-    assert [(str(row[0]), row[3], row[8]) for row in rows] == [
-        (late.reservation_id, "late", f"pay-{late.reservation_id}")
+    assert [(str(row[0]), row[3], row[8], row[12], row[13]) for row in rows] == [
+        (late.reservation_id, "late", f"pay-{late.reservation_id}", 0, late.amount)
     ]
 
 
@@ -85,3 +85,14 @@ async def test_the_failed_refunds_query_lists_each_refund_an_operator_must_act_o
     assert [(str(row[1]), row[3], row[6], row[9]) for row in rows] == [
         (held.reservation_id, "payer", held.amount, "refund_declined")
     ]
+    # Refunded again, as the runbook says: the row is acted on, and the list is empty. It
+    # listed the failed refund for ever.
+    payment_service.state.refund_settlement = "succeed"
+    await stub.RefundReservation(
+        pb.RefundReservationRequest(
+            reservation_id=held.reservation_id,
+            reason=refund_pb2.REFUND_REASON_GOODWILL,
+            request_id="goodwill, again",
+        )
+    )
+    assert sql(database_url, documented_query("failed_refunds")) == []
