@@ -225,6 +225,9 @@ def test_a_payment_whose_callback_is_lost_is_confirmed_by_asking_and_a_cancel_le
     # No cancel_url was given, so the service sent MOIM_PUBLIC_BASE_URL's (the sandbox's).
     assert landed.url == f"{stack.sandbox_url}/events/{EVENT_ID}/register?payment=cancel"
     assert "payment <b>cancel</b>" in landed.text
+    # What Moim does there, as the integration guide says (it read "GetReservation", and a
+    # newcomer following it left the seat held until the hold's end).
+    assert "<code>CancelReservation</code> to release the seat" in landed.text
     assert returned.url == f"{stack.sandbox_url}/events/{EVENT_ID}/register?payment=success"
     # No callback came: the hold waited until the service asked the sandbox, then confirmed it.
     assert stack.reconcile_after == "4"

@@ -181,10 +181,17 @@ async def _settle(state: PaymentServiceState, request: Request) -> Response:
 async def _moim_return(state: PaymentServiceState, request: Request) -> Response:
     outcome = request.query_params.get("payment", "")
     event_id = html.escape(request.path_params["event_id"])
+    # What Moim does on its return page (docs/moim-integration.md): a payer who cancelled gets
+    # their seat released at once, not held until the hold's end.
+    then = (
+        "<code>FindReservation</code>, then <code>CancelReservation</code> to release the seat"
+        if outcome == "cancel"
+        else "<code>FindReservation</code> to show the outcome"
+    )
     return _page(
         "Back on Moim",
         f"<p>Event <b>{event_id}</b>: payment <b>{html.escape(outcome)}</b>.</p>"
-        "<p>Moim now calls <code>GetReservation</code> to show the outcome.</p>",
+        f"<p>Moim now calls {then}.</p>",
     )
 
 
