@@ -91,7 +91,7 @@ async def reconcile(config: Config, reservation_id: str | None, since: timedelta
             done = await reconcile_since(service.deps, since)
         else:
             done = await reconcile_due(service.deps)
-    _report(done)
+    _report(done, "none made since" if since is not None else "none due")
     unasked = sum(1 for found in done if found.answer is CheckoutAnswer.UNREACHABLE)
     if unasked:
         print(
@@ -103,7 +103,7 @@ async def reconcile(config: Config, reservation_id: str | None, since: timedelta
     return 0
 
 
-def _report(done: Sequence[Reconciled]) -> None:
+def _report(done: Sequence[Reconciled], none: str) -> None:
     for found in done:
         reservation = found.reservation
         answer = found.answer.value if found.answer else "no checkout"
@@ -116,7 +116,7 @@ def _report(done: Sequence[Reconciled]) -> None:
     settled_count = sum(1 for found in done if found.outcome is not None)
     summary = ", ".join(f"{count} {answer}" for answer, count in sorted(tally.items()))
     print(
-        f"asked about {counted(len(done), 'reservation')} ({summary or 'none due'});"
+        f"asked about {counted(len(done), 'reservation')} ({summary or none});"
         f" {settled_count} settled"
     )
 
