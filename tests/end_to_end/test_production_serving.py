@@ -301,6 +301,26 @@ def test_the_shim_forwards_over_mutual_tls_and_counts_forged_signatures(
     assert samples[stale] == 0
 
 
+def test_the_servers_line_for_a_callback_carries_the_delivery_id_as_the_shims_does(
+    server: Server, shim: tuple[LoggedProcess, int, int]
+) -> None:
+    # docs/operations.md follows one callback across both by grepping for this id.
+    process, port, _ = shim
+    assert callback(port, HMAC_SECRET).status_code == 404
+    # An aborted call's status can reach the shim before the server logs it.
+    served = server.process.record(
+        lambda r: r.get("logger") == "ticketing_service.rpc" and r.get("request_id") == "d-1"
+    )
+    assert (served["rpc"], served["grpc_code"], served["reason"]) == (
+        "ConfirmPayment",
+        "NOT_FOUND",
+        "RESERVATION_NOT_FOUND",
+    )
+    process.record(
+        lambda r: r.get("logger") == "ticketing_service.webhook" and r.get("request_id") == "d-1"
+    )
+
+
 def threads_of(process: LoggedProcess) -> int:
     return len(os.listdir(f"/proc/{process.process.pid}/task"))
 

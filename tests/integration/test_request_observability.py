@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,6 @@ from ticketing_service.entrypoints.grpc.decoding import RequestDecoding
 from ticketing_service.entrypoints.grpc.errors import abort
 from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.interceptor import ObservingInterceptor
-from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
 
 SERVICE = "moim.ticketing.v1.TicketingService"
@@ -147,14 +146,6 @@ class Served:
     def lines(self, logger: str = "ticketing_service.rpc") -> list[dict[str, Any]]:
         entries = [json.loads(line) for line in self.logs.getvalue().splitlines()]
         return [entry for entry in entries if entry["logger"] == logger]
-
-
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = configure_logging(stream)
-    yield stream
-    logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture

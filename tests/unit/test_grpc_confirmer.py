@@ -1,8 +1,10 @@
-"""The gRPC confirmer's mappings: callback to request, response to result, status to answer."""
+"""The gRPC confirmer's mappings: callback to request, response to result, status to answer;
+and the request id each of its calls carries."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import cast
 
 import grpc
 import pytest
@@ -10,12 +12,14 @@ from moim.ticketing.client import TicketingError
 from moim.ticketing.v1 import reservation_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
+from ticketing_service.entrypoints.observability.request_context import begin_request, end_request
 from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmRejected,
     PaidCallback,
     RejectionKind,
 )
 from ticketing_service.entrypoints.webhook.grpc_confirmer import (
+    RequestIdPropagation,
     confirm_payment_request,
     confirm_result,
     rejection,
@@ -120,3 +124,47 @@ def test_the_rejection_keeps_the_service_reason() -> None:
 def test_a_rejection_without_a_reason_names_the_code() -> None:
     error = TicketingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
     assert (rejection(error).kind, rejection(error).reason) == ("unavailable", "DEADLINE_EXCEEDED")
+
+
+# The request id each call carries
+
+Call = grpc.aio.UnaryUnaryCall[bytes, bytes]
+MADE = cast(Call, object())  # stands for the call the channel makes
+CALL_DETAILS = grpc.aio.ClientCallDetails(
+    "/moim.ticketing.v1.TicketingService/ConfirmPayment",
+    10.0,
+    grpc.aio.Metadata(("authorization", "Bearer token")),
+    None,
+    None,
+)
+
+
+async def called_on_with(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    """The details RequestIdPropagation lets a call made with `details` go on with."""
+    went_on: list[grpc.aio.ClientCallDetails] = []
+
+    async def continuation(sent: grpc.aio.ClientCallDetails, request: bytes) -> Call:
+        went_on.append(sent)
+        return MADE
+
+    made = await RequestIdPropagation().intercept_unary_unary(continuation, details, b"")
+    assert made is MADE  # the call goes on as the channel made it
+    [sent] = went_on
+    return sent
+
+
+async def test_a_call_carries_the_delivery_id_being_served_beside_the_token() -> None:
+    token = begin_request("evt-1", route="/api/ticket-payment-callbacks")
+    try:
+        sent = await called_on_with(CALL_DETAILS)
+    finally:
+        end_request(token)
+    assert list(sent.metadata or ()) == [
+        ("authorization", "Bearer token"),
+        ("x-request-id", "evt-1"),
+    ]
+    assert (sent.method, sent.timeout) == (CALL_DETAILS.method, 10.0)
+
+
+async def test_a_call_made_outside_a_request_goes_on_unchanged() -> None:
+    assert await called_on_with(CALL_DETAILS) is CALL_DETAILS

@@ -1,11 +1,13 @@
 """The shim's PaymentConfirmer and RefundRefresher over gRPC: a verified payment callback becomes
-one ConfirmPayment call, a refund callback one RefreshRefund call."""
+one ConfirmPayment call, a refund callback one RefreshRefund call. Each call carries the
+callback's request id, so the server's lines for it carry the same id as the shim's."""
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,6 +16,8 @@ from moim.ticketing.client import TicketingClient, TicketingError
 from moim.ticketing.v1 import refund_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
+from ticketing_service.entrypoints.observability.interceptor import REQUEST_ID_KEY
+from ticketing_service.entrypoints.observability.request_context import current_request
 from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmRejected,
     ConfirmResult,
@@ -42,6 +46,9 @@ _SCHEMES: dict[Scheme, pb.DeliveryScheme.ValueType] = {
 }
 
 logger = logging.getLogger(__name__)
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
 def confirm_payment_request(payment: PaidCallback) -> pb.ConfirmPaymentRequest:
@@ -85,6 +92,39 @@ def rejection(error: TicketingError) -> ConfirmRejected:
         )
     fields = tuple(violation.field for violation in error.field_violations)
     return ConfirmRejected(kind, error.reason or error.code.name, fields)
+
+
+class RequestIdPropagation(grpc.aio.UnaryUnaryClientInterceptor):
+    """Sends the id of the request being served (the callback's delivery id when it has one) as
+    `x-request-id` with every call on the channel, health checks too. The server takes it as its
+    own, so the shim's line for a callback and the server's lines for its call share one id.
+
+    On the channel, not in each call: a TicketingClient's metadata is fixed when it is made.
+    """
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Request],
+            Awaitable[grpc.aio.UnaryUnaryCall[_Request, _Response]],
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: _Request,
+    ) -> grpc.aio.UnaryUnaryCall[_Request, _Response]:
+        """Call on with the current request id added to the call's metadata, if there is one."""
+        # Valid metadata: the shim's middleware admits only printable ASCII ids (new_request_id).
+        request_id = current_request().request_id
+        details = client_call_details
+        if request_id:
+            metadata = grpc.aio.Metadata(*(details.metadata or ()), (REQUEST_ID_KEY, request_id))
+            details = grpc.aio.ClientCallDetails(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+            )
+        return await continuation(details, request)
 
 
 class GrpcPaymentConfirmer:

@@ -26,7 +26,10 @@ from ticketing_service.entrypoints.observability.metrics import MeteredVerifier,
 from ticketing_service.entrypoints.observability.request_logging import RequestContextMiddleware
 from ticketing_service.entrypoints.webhook.app import create_webhook_app
 from ticketing_service.entrypoints.webhook.forwarding import BoundedConfirmer
-from ticketing_service.entrypoints.webhook.grpc_confirmer import GrpcPaymentConfirmer
+from ticketing_service.entrypoints.webhook.grpc_confirmer import (
+    GrpcPaymentConfirmer,
+    RequestIdPropagation,
+)
 from ticketing_service.entrypoints.webhook.read_deadline import with_read_deadline
 from ticketing_service.entrypoints.webhook.signatures import (
     MoimHmacVerifier,
@@ -118,13 +121,19 @@ def backend_channel(config: WebhookConfig) -> grpc.aio.Channel:
     While calls are open its connection is pinged, and dropped when a ping goes unanswered: a
     backend whose machine died without a reset held every call on it to its deadline until
     TCP gave up (about 15 minutes), each callback answered 503. The channel then connects
-    again, to a live replica behind the same address.
+    again, to a live replica behind the same address. Every call on it sends the id of the
+    callback it serves (RequestIdPropagation).
     """
     options = [*_OWN_CONNECTION, *keepalive_options(config.grpc_keepalive_seconds)]
+    interceptors = [RequestIdPropagation()]
     credentials = backend_credentials(config)
     if credentials is None:
-        return grpc.aio.insecure_channel(config.grpc_target, options=options)
-    return grpc.aio.secure_channel(config.grpc_target, credentials, options=options)
+        return grpc.aio.insecure_channel(
+            config.grpc_target, options=options, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        config.grpc_target, credentials, options=options, interceptors=interceptors
+    )
 
 
 @asynccontextmanager
