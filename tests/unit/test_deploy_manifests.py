@@ -161,6 +161,40 @@ def test_the_deploy_readme_points_at_the_runbooks_steps_not_a_plain_apply() -> N
     assert not re.search(r"applies all but the Job", readme)
 
 
+def pod_labels() -> dict[str, dict[str, str]]:
+    """The labels of each workload's pods, by workload name."""
+    templates = {
+        obj["metadata"]["name"]: obj["spec"]["jobTemplate"]["spec"]["template"]
+        if obj["kind"] == "CronJob"
+        else obj["spec"]["template"]
+        for obj in objects()
+        if obj["kind"] in {"Deployment", "Job", "CronJob"}
+    }
+    return {name: template["metadata"]["labels"] for name, template in templates.items()}
+
+
+def matches(selector: str, labels: dict[str, str]) -> bool:
+    """Whether `labels` meet a label selector of `key=value` and `key in (a,b)` terms."""
+    for term in re.split(r",(?![^(]*\))", selector):  # the commas outside parentheses
+        match = re.fullmatch(r"([\w./-]+)(?:=([\w.-]+)| in \(([\w.,-]+)\))", term.strip())
+        assert match, term
+        key, value, values = match.groups()
+        if labels.get(key) not in (values.split(",") if values else [value]):
+            return False
+    return True
+
+
+def test_the_runbooks_log_recipe_reads_every_line_of_the_server_and_the_shim() -> None:
+    # With -l, `kubectl logs` shows the last 10 lines of each pod unless given --tail=-1.
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    [recipe] = [b for b in re.findall(r"```sh\n(.*?)```", runbook, re.S) if " logs " in b]
+    assert '-n "$NS"' in recipe
+    assert "--tail=-1" in recipe
+    [selector] = re.findall(r"-l '([^']+)'", recipe)
+    read = {name for name, labels in pod_labels().items() if matches(selector, labels)}
+    assert read == {"ticketing-server", "ticketing-webhook"}
+
+
 def test_every_container_runs_one_pinned_image() -> None:
     images = {container["image"] for _, container in containers()}
     [image] = images
