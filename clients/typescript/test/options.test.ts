@@ -1,10 +1,12 @@
 /** The back-off schedule and the client options that are refused before any connection. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import {
   Code,
   ConnectError,
   DEFAULT_RETRY_POLICY,
+  ERROR_DOMAIN,
   type Interceptor,
   type TicketingClientOptions,
   createTicketingClient,
@@ -22,6 +24,28 @@ test("the back-off ceiling doubles from initialBackoffMs up to maxBackoffMs", ()
 test("the back-off is a uniformly random share of its ceiling (full jitter)", () => {
   assert.equal(backoffMs(DEFAULT_RETRY_POLICY, 3, () => 0), 0);
   assert.equal(backoffMs(DEFAULT_RETRY_POLICY, 3, () => 0.5), 200);
+});
+
+/** How many attempts a call makes when each is refused RESOURCE_EXHAUSTED with `reason`. */
+async function attemptsWhenExhausted(reason?: string): Promise<number> {
+  let attempts = 0;
+  const refuse: Interceptor = () => async () => {
+    attempts += 1;
+    const info = { desc: ErrorInfoSchema, value: { reason, domain: ERROR_DOMAIN } };
+    throw new ConnectError("refused", Code.ResourceExhausted, undefined, reason ? [info] : []);
+  };
+  const retry = { initialBackoffMs: 1, maxBackoffMs: 1 };
+  const client = createTicketingClient({ address: "127.0.0.1:1", retry, interceptors: [refuse] });
+  await assert.rejects(client.getTicketingSettings({ eventId: "event-1" }), /refused/);
+  return attempts;
+}
+
+test("of RESOURCE_EXHAUSTED refusals, only a busy server's is retried", async () => {
+  // Nothing of a call refused SERVER_BUSY ran; a request over the size limit, or one without
+  // the service's reason, would only be refused again.
+  assert.equal(await attemptsWhenExhausted("SERVER_BUSY"), DEFAULT_RETRY_POLICY.maxAttempts);
+  assert.equal(await attemptsWhenExhausted("TOO_MANY_WATCHERS"), 1);
+  assert.equal(await attemptsWhenExhausted(), 1);
 });
 
 test("a client certificate without its key is refused", () => {

@@ -14,6 +14,7 @@ import {
   createTicketingClient,
   errorReason,
   type Interceptor,
+  type TicketingClient,
   type TicketingClientOptions,
 } from "../src/index.js";
 import { CertificateAuthority, type Issued } from "./certificates.js";
@@ -269,11 +270,14 @@ describe("a busy server", () => {
     await busy?.stop();
   });
 
-  /** Whether the server refuses a call as busy now (any other failure fails the test). */
+  /** Whether the server refuses a call as busy now (any other failure fails the test). One
+   * connection for every question: one each passed the server's connection limit while a
+   * loaded machine was slow to open the stream. */
+  let asking: TicketingClient;
   async function refusedAsBusy(): Promise<boolean> {
-    const client = createTicketingClient({ address: busy.address, retry: false });
+    asking ??= createTicketingClient({ address: busy.address, retry: false });
     try {
-      await client.getTicketingSettings(SOME);
+      await asking.getTicketingSettings(SOME);
       return false;
     } catch (error) {
       assert.equal(errorReason(error)?.reason, "SERVER_BUSY", String(error));
@@ -281,20 +285,39 @@ describe("a busy server", () => {
     }
   }
 
-  /** Opens a feed stream; returns its switch once the server refuses other calls as busy. */
+  /** Opens a feed stream; returns its switch once the server refuses other calls as busy. A
+   * stream that came while a question held the place was itself refused: it is opened again. */
   async function occupy(): Promise<AbortController> {
-    const watching = new AbortController();
     const client = createTicketingClient({ address: busy.address });
-    drain(client.watchRegistrationEvents({}, { signal: watching.signal })).catch(() => {});
-    while (!(await refusedAsBusy()));
-    return watching;
+    const end = Date.now() + BUSY_WAIT_MS;
+    for (;;) {
+      const watching = new AbortController();
+      let open = true;
+      drain(client.watchRegistrationEvents({}, { signal: watching.signal }))
+        .catch(() => {})
+        .finally(() => (open = false));
+      while (open) {
+        if (await refusedAsBusy()) {
+          return watching;
+        }
+        assert.ok(Date.now() < end, `the feed stream took no place\n${busy.logTail()}`);
+      }
+    }
+  }
+
+  /** Asks `check` until it is true; fails the test naming `what` after BUSY_WAIT_MS. */
+  async function until(check: () => Promise<boolean>, what: () => string): Promise<void> {
+    const end = Date.now() + BUSY_WAIT_MS;
+    while (!(await check())) {
+      assert.ok(Date.now() < end, `${what()}\n${busy.logTail()}`);
+    }
   }
 
   test("a call refused SERVER_BUSY is retried, and served once a place is free", async () => {
     const watching = await occupy();
     const attempts = new AttemptLog(async () => {
       watching.abort();
-      while (await refusedAsBusy()); // until the stream's place is free
+      await until(async () => !(await refusedAsBusy()), () => "the stream's place stayed taken");
     });
     const client = createTicketingClient({
       address: busy.address,
@@ -306,22 +329,11 @@ describe("a busy server", () => {
     assert.deepEqual(attempts.codes, [Code.ResourceExhausted, "ok"]);
     assert.equal(errorReason(attempts.errors[0])?.reason, "SERVER_BUSY");
   });
-
-  test("another RESOURCE_EXHAUSTED (a request over the size limit) is not retried", async () => {
-    const attempts = new AttemptLog();
-    const client = createTicketingClient({
-      address: busy.address,
-      interceptors: [attempts.interceptor],
-    });
-
-    const error = await rejection(client.getTicketingSettings({ eventId: "e".repeat(2 << 20) }));
-
-    assert.equal(error.code, Code.ResourceExhausted, error.message);
-    assert.deepEqual(attempts.codes, [Code.ResourceExhausted]);
-  });
 });
 
 const SOME = { eventId: "busy-server-event" };
+// Far past the time a stream takes to open or close on a loaded machine.
+const BUSY_WAIT_MS = 20_000;
 
 /**
  * An interceptor that records each attempt the retry makes: its outcome and the deadline it
