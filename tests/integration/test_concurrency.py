@@ -703,6 +703,33 @@ async def test_two_refunds_at_once_never_exceed_the_payment(
     assert refunds_owed(database_url) == 6000
 
 
+# --- (g0) a tier removed while a buyer waits to count its seats: the buyer hears it is gone ---
+
+
+async def test_a_tier_removed_before_its_seats_are_counted_answers_tier_not_found(
+    stub: Stub, database_url: str, payment_service: PaymentService
+) -> None:
+    # The buyer had read the settings (the tier was there); the save removing it committed
+    # before the buyer took the tier's lock. The buyer was told SOLD_OUT, which no retry mends.
+    await offer_tier(stub, capacity=10)
+    gate = Gate("pending_checked")
+    async with contender_server(database_url, payment_service, pause=gate) as buyer:
+        holding = asyncio.ensure_future(
+            answer_of(buyer.StartPaidRegistration(start_request("buyer"), timeout=CALL_SECONDS))
+        )
+        async with asyncio.timeout(MEETING_SECONDS):
+            await gate.reached.wait()
+        other = settings_pb2.TierInput(tier_id="other", name="Other", price_amount=PRICE)
+        await stub.UpdateTicketingSettings(
+            pb.UpdateTicketingSettingsRequest(event_id=EVENT, tiers=[other]), timeout=CALL_SECONDS
+        )
+        gate.opened.set()
+        held = await holding
+
+    assert label(held) == "NOT_FOUND/TIER_NOT_FOUND"
+    assert scalar(database_url, "SELECT count(*) FROM reservations") == 0
+
+
 # --- (g) a hold counted just before the event was cancelled: the cancellation still finds it ---
 
 

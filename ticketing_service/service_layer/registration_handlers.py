@@ -86,6 +86,8 @@ async def _hold_seat(
         seats = await uow.holds.lock_tier_seats(command.event_id, tier.tier_id)
         if seats.event_cancelled:
             raise _event_cancelled(command.event_id)
+        if seats.deleted:  # removed by a settings save that committed while this one waited
+            raise errors.TierNotFound("The event has no such tier.", tierId=tier.tier_id)
         if not seats.has_free_seat:
             raise _sold_out(tier)
         reservation = await uow.holds.insert(

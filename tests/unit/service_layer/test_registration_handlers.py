@@ -151,6 +151,22 @@ async def test_a_free_tier_outside_its_sale_is_not_on_sale(
         await start_paid_registration(deps, registration("user-1", tier_id="free"))
 
 
+async def test_a_tier_removed_while_its_lock_was_awaited_is_not_found_not_sold_out(
+    deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A settings save removing the tier commits while the buyer waits for the tier's lock: the
+    # buyer was told SOLD_OUT (a tester's race, 39 of 40 runs), which no wait would change.
+    locking = FakeReservations.lock_tier_seats
+
+    async def removed_meanwhile(self: FakeReservations, event_id: str, tier_id: str) -> object:
+        self._store.deleted_tiers.add((event_id, tier_id))  # in the transaction's view
+        return await locking(self, event_id, tier_id)
+
+    monkeypatch.setattr(FakeReservations, "lock_tier_seats", removed_meanwhile)
+    with pytest.raises(errors.TierNotFound):
+        await start_paid_registration(deps, registration("user-1"))
+
+
 async def test_the_last_seat_taken_answers_sold_out(deps: Dependencies) -> None:
     await start_paid_registration(deps, registration("first"))
     with pytest.raises(errors.SoldOut):
