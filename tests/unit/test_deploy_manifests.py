@@ -187,7 +187,7 @@ def matches(selector: str, labels: dict[str, str]) -> bool:
 def test_the_runbooks_log_recipe_reads_every_line_of_the_server_and_the_shim() -> None:
     # With -l, `kubectl logs` shows the last 10 lines of each pod unless given --tail=-1.
     runbook = (ROOT / "docs" / "operations.md").read_text()
-    [recipe] = [b for b in re.findall(r"```sh\n(.*?)```", runbook, re.S) if " logs " in b]
+    [recipe] = [b for b in re.findall(r"```sh\n(.*?)```", runbook, re.S) if "request_id" in b]
     assert '-n "$NS"' in recipe
     assert "--tail=-1" in recipe
     [selector] = re.findall(r"-l '([^']+)'", recipe)
