@@ -559,7 +559,10 @@ async def test_a_stop_under_load_cancels_no_call_each_is_served_or_refused_to_be
         await logged
     refused = {outcome for outcome in outcomes if outcome != "OK"}
     assert "UNAVAILABLE SERVER_STOPPING" in refused  # the calls in flight at the stop
-    assert refused <= {"UNAVAILABLE SERVER_STOPPING", "UNAVAILABLE"}, outcomes
+    # 300 callers pass the 256 calls a server runs at once when a slow machine overlaps them:
+    # SERVER_BUSY is a refusal to retry too (nothing of the call ran).
+    retry = {"UNAVAILABLE SERVER_STOPPING", "UNAVAILABLE", "RESOURCE_EXHAUSTED SERVER_BUSY"}
+    assert refused <= retry, outcomes
     assert process.returncode == 0
 
 
