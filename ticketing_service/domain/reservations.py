@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ticketing_service.domain.refunds import Refund
-from ticketing_service.domain.settings import Settings
 
 
 class ReservationStatus(enum.StrEnum):
@@ -216,18 +215,14 @@ class LockedReservation:
         """
         return self.is_late and not self.event_cancelled
 
-    def settle(self, seats: TierSeats | None, settings: Settings | None) -> ConfirmOutcome:
+    def settle(self, seats: TierSeats | None) -> ConfirmOutcome:
         """What a payment that matches this pending or released reservation gets.
 
         A seat: the one its live hold kept, or, for a late payment, a free one of the tier
-        (`seats`, counted under the tier's lock) unless the organizer has since stopped selling
-        it here (`settings`, read after that lock; None: the event has none). The sale window
-        is not asked: the hold was made inside it, and a payment made before the hold's end
-        can be learned after it (a callback delayed, or found by reconciliation). Otherwise the
-        payment is recorded without a seat and a refund is due; so too when the user already
-        holds a seat at the event, or when the event was cancelled, even for a live hold the
-        cancellation has not reached yet (SPEC §10: nothing more is sold once CancelEvent
-        answered).
+        (`seats`, counted under the tier's lock). Otherwise the payment is recorded without a
+        seat and a refund is due; so too when the user already holds a seat at the event, or
+        when the event was cancelled, even for a live hold the cancellation has not reached yet
+        (SPEC §10: nothing more is sold once CancelEvent answered).
         """
         if self.user_registered or self.event_cancelled:
             return ConfirmOutcome.PAID_UNFULFILLED
@@ -235,10 +230,7 @@ class LockedReservation:
             return ConfirmOutcome.CONFIRMED
         if seats is None:
             raise ValueError("A late payment is settled only with the tier's seats counted.")
-        sold = settings is not None and settings.still_sells(self.reservation.tier_id)
-        if sold and seats.has_free_seat:
-            return ConfirmOutcome.CONFIRMED
-        return ConfirmOutcome.PAID_UNFULFILLED
+        return ConfirmOutcome.CONFIRMED if seats.has_free_seat else ConfirmOutcome.PAID_UNFULFILLED
 
     def repeat_outcome(self) -> ConfirmOutcome:
         """The answer to the payment that already settled this reservation, arriving again."""

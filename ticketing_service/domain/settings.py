@@ -77,20 +77,6 @@ class Settings:
         """The tier with this id, retained ones included."""
         return next((t for t in self.tiers if t.tier_id == tier_id), None)
 
-    def still_sells(self, tier_id: str) -> bool:
-        """Whether the organizer still sells the tier's seats here: the event is on and takes
-        payments through this service, and the tier is paid and offered (not removed). Its sale
-        window is not asked: time closes it, not the organizer."""
-        tier = self.tier(tier_id)
-        return (
-            self.mode is TicketingMode.PAID
-            and self.enabled
-            and self.cancel_time is None
-            and tier is not None
-            and tier.is_paid
-            and not tier.retained
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class SettingsUpdate:

@@ -176,16 +176,14 @@ async def _repeated_delivery(
 
 async def _settle(uow: UnitOfWork, locked: LockedReservation, claim: PaymentClaim) -> ConfirmResult:
     """Carry out what the domain decides: a seat, or the payment recorded with a refund due."""
-    seats = settings = None
+    seats = None
     uow.late_payment = locked.is_late
     if locked.needs_seat_count:
         # A late payment: a seat is looked for under the tier lock, exactly as
-        # StartPaidRegistration looks for one. The settings are read after the lock: an update
-        # takes the event's tiers before it writes them.
+        # StartPaidRegistration looks for one.
         held = locked.reservation
         seats = await uow.holds.lock_tier_seats(held.event_id, held.tier_id)
-        settings = await uow.settings.get(held.event_id)
-    if locked.settle(seats, settings) is ConfirmOutcome.CONFIRMED:
+    if locked.settle(seats) is ConfirmOutcome.CONFIRMED:
         accepted = await uow.payments.accept(locked, claim)
         if accepted is not None:
             return ConfirmResult(ConfirmOutcome.CONFIRMED, accepted)

@@ -19,7 +19,6 @@ from ticketing_service.domain.reservations import (
     TierSeats,
     payment_differences,
 )
-from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 HELD = Reservation(
@@ -100,58 +99,32 @@ def test_a_payment_that_paid_another_reservation_is_a_mismatch_here() -> None:
     assert payment_differences(locked, CLAIM) == ["payment_id"]
 
 
-LATE = LockedReservation(HELD, NOW + timedelta(minutes=10))
-SELLING = Settings(
-    event_id="e",
-    event_title="Launch",
-    mode=TicketingMode.PAID,
-    provider="portone",
-    provider_account_id=None,
-    currency_code="KRW",
-    enabled=True,
-    legacy=False,
-    external_url=None,
-    tiers=(Tier("t", "Seat", 30000, capacity=5),),
-)
-
-
-def selling(**tier_changes: object) -> Settings:
-    """SELLING, its tier changed."""
-    return replace(SELLING, tiers=(replace(SELLING.tiers[0], **tier_changes),))  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize(
-    ("locked", "seats", "settings", "outcome"),
+    ("locked", "seats", "outcome"),
     [
-        (LockedReservation(HELD, NOW), None, None, ConfirmOutcome.CONFIRMED),
-        (LATE, TierSeats(2, 1), SELLING, "CONFIRMED"),
-        (LATE, TierSeats(2, 2), SELLING, "PAID_UNFULFILLED"),
-        (LATE, TierSeats(None, 9), SELLING, "CONFIRMED"),
-        (LATE, TierSeats(5, 0, deleted=True), replace(SELLING, tiers=()), "PAID_UNFULFILLED"),
-        (LATE, TierSeats(5, 0, event_cancelled=True), SELLING, "PAID_UNFULFILLED"),
-        (LATE, TierSeats(5, 0), selling(retained=True), "PAID_UNFULFILLED"),
-        (LATE, TierSeats(5, 0), selling(sale_end_time=NOW), "CONFIRMED"),
-        (LATE, TierSeats(5, 0), replace(SELLING, event_start_time=NOW), "CONFIRMED"),
-        (LATE, TierSeats(5, 0), selling(price_amount=0), "PAID_UNFULFILLED"),
+        (LockedReservation(HELD, NOW), None, ConfirmOutcome.CONFIRMED),
+        (LockedReservation(HELD, NOW + timedelta(minutes=10)), TierSeats(2, 1), "CONFIRMED"),
+        (LockedReservation(HELD, NOW + timedelta(minutes=10)), TierSeats(2, 2), "PAID_UNFULFILLED"),
+        (LockedReservation(HELD, NOW + timedelta(minutes=10)), TierSeats(None, 9), "CONFIRMED"),
         (
-            LATE,
-            TierSeats(5, 0),
-            replace(SELLING, mode=TicketingMode.EXTERNAL, enabled=False),
+            LockedReservation(HELD, NOW + timedelta(minutes=10)),
+            TierSeats(5, 0, deleted=True),
             "PAID_UNFULFILLED",
         ),
-        (LATE, TierSeats(5, 0), replace(SELLING, enabled=False), "PAID_UNFULFILLED"),
-        (LATE, TierSeats(5, 0), None, "PAID_UNFULFILLED"),
+        (
+            LockedReservation(HELD, NOW + timedelta(minutes=10)),
+            TierSeats(5, 0, event_cancelled=True),
+            "PAID_UNFULFILLED",
+        ),
         (
             LockedReservation(replace(HELD, status=ReservationStatus.EXPIRED), NOW),
             TierSeats(1, 0),
-            SELLING,
             "CONFIRMED",
         ),
-        (LockedReservation(HELD, NOW, user_registered=True), None, None, "PAID_UNFULFILLED"),
-        (LockedReservation(HELD, NOW, event_cancelled=True), None, None, "PAID_UNFULFILLED"),
+        (LockedReservation(HELD, NOW, user_registered=True), None, "PAID_UNFULFILLED"),
+        (LockedReservation(HELD, NOW, event_cancelled=True), None, "PAID_UNFULFILLED"),
         (
             LockedReservation(HELD, NOW + timedelta(minutes=10), event_cancelled=True),
-            None,
             None,
             "PAID_UNFULFILLED",
         ),
@@ -163,29 +136,22 @@ def selling(**tier_changes: object) -> Settings:
         "late, unlimited",
         "late, tier removed",
         "late, event cancelled",
-        "late, tier retained (removed while in use)",
-        "late, the tier's sale ended (time closed it)",
-        "late, the event started (time closed its sale)",
-        "late, the tier made free",
-        "late, the event moved to external ticketing",
-        "late, ticketing turned off",
-        "late, the event has no settings",
         "expired, a seat free",
         "user registered elsewhere",
         "live hold, event cancelled",
         "late, event cancelled (read under the reservation lock)",
     ],
 )
-def test_settling_gives_the_held_or_a_seat_still_sold_or_records_a_refund_due(
-    locked: LockedReservation, seats: TierSeats | None, settings: Settings | None, outcome: str
+def test_settling_gives_the_held_or_a_free_seat_or_records_a_refund_due(
+    locked: LockedReservation, seats: TierSeats | None, outcome: str
 ) -> None:
     assert locked.needs_seat_count is (seats is not None)
-    assert locked.settle(seats, settings) == outcome
+    assert locked.settle(seats) == outcome
 
 
 def test_a_late_payment_is_never_settled_without_its_seat_count() -> None:
     with pytest.raises(ValueError, match="seats counted"):
-        LATE.settle(None, SELLING)
+        LockedReservation(HELD, NOW + timedelta(minutes=10)).settle(None)
 
 
 def test_the_settling_payment_again_answers_already_confirmed_or_paid_unfulfilled() -> None:

@@ -171,19 +171,6 @@ async def test_a_late_payment_without_a_free_seat_is_paid_unfulfilled(
     assert database.committed[-1].late_payment
 
 
-async def test_a_late_payment_in_a_tier_no_longer_on_sale_is_paid_unfulfilled(
-    deps: Dependencies, database: FakeDatabase
-) -> None:
-    held = await hold(deps, database)
-    later(database, 601)
-    stored = database.store.settings["launch-party"]
-    retained = replace(stored.tiers[0], retained=True)  # removed while the hold was live
-    database.store.settings["launch-party"] = replace(stored, tiers=(retained,))
-    result = await confirm_payment(deps, paying(held))
-    assert result.outcome is ConfirmOutcome.PAID_UNFULFILLED
-    assert database.committed[-1].late_payment
-
-
 async def test_a_payment_for_an_expired_reservation_finds_a_free_seat(
     deps: Dependencies, database: FakeDatabase
 ) -> None:
