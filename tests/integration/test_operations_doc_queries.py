@@ -96,3 +96,36 @@ async def test_the_failed_refunds_query_lists_each_refund_an_operator_must_act_o
         )
     )
     assert sql(database_url, documented_query("failed_refunds")) == []
+
+
+async def test_a_payment_with_failures_made_up_only_in_part_stays_on_the_failed_list(
+    stub: Stub, service: Service, database_url: str, payment_service: PaymentService
+) -> None:
+    # Two refunds of one payment failed (300 and 200) and only the 300 was asked again: each
+    # failure had been weighed against every later refund, and the 200 dropped out of sight.
+    await configure_event(stub)
+    held = await hold(stub, "payer")
+    request = payment_for(held)
+    payment_service.state.mark_paid(held.checkout_id, payment_id=request.payment_id)
+    await stub.ConfirmPayment(request)
+
+    async def refund(amount: int, request_id: str) -> None:
+        await stub.RefundReservation(
+            pb.RefundReservationRequest(
+                reservation_id=held.reservation_id,
+                amount=amount,
+                reason=refund_pb2.REFUND_REASON_GOODWILL,
+                request_id=request_id,
+            )
+        )
+
+    payment_service.state.refund_settlement = "fail"
+    await refund(300, "first")
+    await refund(200, "second")
+    await send_due_refunds(service.deps)
+    payment_service.state.refund_settlement = "succeed"
+    await refund(300, "first, again")
+
+    rows = sql(database_url, documented_query("failed_refunds"))
+
+    assert sorted((row[6], row[12], row[13]) for row in rows) == [(200, 500, 300), (300, 500, 300)]

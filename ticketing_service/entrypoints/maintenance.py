@@ -91,7 +91,7 @@ async def reconcile(config: Config, reservation_id: str | None, since: timedelta
             done = await reconcile_since(service.deps, since)
         else:
             done = await reconcile_due(service.deps)
-    _report(done, "none made since" if since is not None else "none due")
+    _report(done, "none unsettled since" if since is not None else "none due")
     unasked = sum(1 for found in done if found.answer is CheckoutAnswer.UNREACHABLE)
     if unasked:
         print(
