@@ -843,6 +843,28 @@ def test_a_data_dir_deleted_under_a_running_server_fails_in_one_line_then_starts
     assert our_line(again).endswith(no_schema)
 
 
+def test_an_embedded_postgres_whose_creation_was_cut_short_is_named_and_how_to_mend_it(
+    tmp_path: Path,
+) -> None:
+    # A signal while initdb ran at the first start left template1 alone in base/: Postgres then
+    # started, and every command failed for good saying to check DATABASE_URL, which was unset.
+    data_dir = tmp_path / "pgdata"
+    assert run_command(tmp_path, "migrate", TICKETING_DATA_DIR=str(data_dir)).returncode == 0
+    databases = sorted((data_dir / "base").iterdir(), key=lambda d: int(d.name))
+    for database in databases[1:3]:  # template0 and postgres, made after template1
+        shutil.rmtree(database)
+
+    result = run_command(tmp_path, "migrate", TICKETING_DATA_DIR=str(data_dir))
+
+    assert result.returncode == 2, result.stderr
+    assert our_line(result) == (
+        f"ticketing-service: The embedded Postgres in {data_dir} is incomplete: it was stopped"
+        " while it was first being created, and holds no data. Delete the directory and run the"
+        " command again."
+    )
+    assert not (data_dir / "postmaster.pid").exists()  # the Postgres it started is stopped
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
 def test_ctrl_c_or_a_hangup_while_the_command_loads_ends_it_quietly(
     tmp_path: Path, sig: signal.Signals

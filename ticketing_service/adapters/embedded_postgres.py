@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 # Where pgserver lists the processes using the Postgres of a data directory.
 HANDLES_FILE = ".handle_pids.json"
 WHAT_TO_DO = "Set TICKETING_DATA_DIR to a new or empty directory, or DATABASE_URL."
+# The databases initdb makes (template1, template0, postgres), each a directory of `base/`. A
+# signal while initdb ran (Ctrl-C at the first start) killed it after template1: the Postgres
+# then started, and every command failed for good, saying to check a DATABASE_URL never set.
+_INITIAL_DATABASES = ("template1", "template0", "postgres")
 
 
 class EmbeddedPostgresError(Exception):
@@ -70,6 +74,13 @@ def start_embedded_postgres(data_dir: Path) -> str:
     # take the lock in turn: a process that starts between them is on the list when pgserver
     # reads it, or starts the Postgres again (under the lock) after pgserver stopped it.
     atexit.register(_forget_dead_users, data_dir, PostgresServer._lock)
+    databases = data_dir / "base"
+    if not databases.is_dir() or len(list(databases.iterdir())) < len(_INITIAL_DATABASES):
+        raise EmbeddedPostgresError(
+            f"The embedded Postgres in {data_dir} is incomplete: it was stopped while it was"
+            " first being created, and holds no data. Delete the directory and run the"
+            " command again."
+        )
     log.info("DATABASE_URL is unset: the embedded Postgres serves, its data in %s", data_dir)
     return server.get_uri()
 
