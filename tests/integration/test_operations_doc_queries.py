@@ -10,6 +10,7 @@ import grpc
 import pytest
 from moim.ticketing.v1 import refund_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
+from moim.ticketing.v1.reservation_pb2 import Reservation
 
 from tests.integration.conftest import PaymentService
 from tests.integration.flows import configure_event, end_hold, hold, paid_tier, payment_for, sql
@@ -62,22 +63,34 @@ async def test_the_payment_mismatch_query_lists_each_mismatched_payment_once(
     ]
 
 
-async def test_the_failed_refunds_query_lists_each_refund_an_operator_must_act_on(
-    stub: Stub, service: Service, database_url: str, payment_service: PaymentService
-) -> None:
+async def paid_reservation(stub: Stub, payment_service: PaymentService) -> Reservation:
+    """A confirmed reservation whose payment the payment service holds, so it can refund it."""
     await configure_event(stub)
     held = await hold(stub, "payer")
     request = payment_for(held)
     payment_service.state.mark_paid(held.checkout_id, payment_id=request.payment_id)
     await stub.ConfirmPayment(request)
-    payment_service.state.refund_settlement = "fail"
+    return held
+
+
+async def goodwill_refund(stub: Stub, held: Reservation, request_id: str, amount: int = 0) -> None:
+    """An organizer's goodwill refund of `amount` (0: all that is left)."""
     await stub.RefundReservation(
         pb.RefundReservationRequest(
             reservation_id=held.reservation_id,
+            amount=amount,
             reason=refund_pb2.REFUND_REASON_GOODWILL,
-            request_id="goodwill",
+            request_id=request_id,
         )
     )
+
+
+async def test_the_failed_refunds_query_lists_each_refund_an_operator_must_act_on(
+    stub: Stub, service: Service, database_url: str, payment_service: PaymentService
+) -> None:
+    held = await paid_reservation(stub, payment_service)
+    payment_service.state.refund_settlement = "fail"
+    await goodwill_refund(stub, held, "goodwill")
     await send_due_refunds(service.deps)
 
     rows = sql(database_url, documented_query("failed_refunds"))
@@ -88,13 +101,7 @@ async def test_the_failed_refunds_query_lists_each_refund_an_operator_must_act_o
     # Refunded again, as the runbook says: the row is acted on, and the list is empty. It
     # listed the failed refund for ever.
     payment_service.state.refund_settlement = "succeed"
-    await stub.RefundReservation(
-        pb.RefundReservationRequest(
-            reservation_id=held.reservation_id,
-            reason=refund_pb2.REFUND_REASON_GOODWILL,
-            request_id="goodwill, again",
-        )
-    )
+    await goodwill_refund(stub, held, "goodwill, again")
     assert sql(database_url, documented_query("failed_refunds")) == []
 
 
@@ -103,28 +110,13 @@ async def test_a_payment_with_failures_made_up_only_in_part_stays_on_the_failed_
 ) -> None:
     # Two refunds of one payment failed (300 and 200) and only the 300 was asked again: each
     # failure had been weighed against every later refund, and the 200 dropped out of sight.
-    await configure_event(stub)
-    held = await hold(stub, "payer")
-    request = payment_for(held)
-    payment_service.state.mark_paid(held.checkout_id, payment_id=request.payment_id)
-    await stub.ConfirmPayment(request)
-
-    async def refund(amount: int, request_id: str) -> None:
-        await stub.RefundReservation(
-            pb.RefundReservationRequest(
-                reservation_id=held.reservation_id,
-                amount=amount,
-                reason=refund_pb2.REFUND_REASON_GOODWILL,
-                request_id=request_id,
-            )
-        )
-
+    held = await paid_reservation(stub, payment_service)
     payment_service.state.refund_settlement = "fail"
-    await refund(300, "first")
-    await refund(200, "second")
+    await goodwill_refund(stub, held, "first", 300)
+    await goodwill_refund(stub, held, "second", 200)
     await send_due_refunds(service.deps)
     payment_service.state.refund_settlement = "succeed"
-    await refund(300, "first, again")
+    await goodwill_refund(stub, held, "first, again", 300)
 
     rows = sql(database_url, documented_query("failed_refunds"))
 
