@@ -6,6 +6,8 @@ import base64
 import binascii
 import contextlib
 import os
+import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,7 +233,7 @@ def header_tokens(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 # in place of each value only the deployment knows. The templates are public: a service started
 # with a secret of them would take calls or callbacks signed with a known value; with a URL of
 # them, send every payment callback and every payer to a host that is not Moim's.
-_PLACEHOLDER = b"REPLACE_ME"
+_PLACEHOLDER = "REPLACEME"  # its letters: REPLACE_ME
 _WHSEC_PREFIX = "whsec_"
 
 
@@ -241,19 +243,27 @@ def not_placeholder(value: str, setting: str) -> str:
     A Standard Webhooks secret is checked once decoded too (the template's is whsec_ + the
     base64 of the placeholder). The error names the setting, never the value.
     """
-    decoded = b""
+    decoded = ""
     if value.startswith(_WHSEC_PREFIX):
         encoded = value.removeprefix(_WHSEC_PREFIX)
         with contextlib.suppress(binascii.Error, ValueError):
-            decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
-    # Percent-decoded too: `REPLACE%5FME` in a URL's password is the placeholder.
-    plain = unquote(value).encode(errors="replace").upper()
-    if _PLACEHOLDER in plain or _PLACEHOLDER in decoded.upper():
+            decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4)).decode(errors="ignore")
+    if _spells_placeholder(value) or _spells_placeholder(decoded):
         raise ConfigError(
             f"{setting} holds the deploy templates' placeholder (REPLACE_ME): "
             "set the real value (in the Secret or the ConfigMap) before starting."
         )
     return value
+
+
+def _spells_placeholder(text: str) -> bool:
+    """Whether the letters of `text` spell the placeholder: percent-decoded (`REPLACE%5FME` in a
+    URL's password, encoded twice too), and read as ASCII capitals alone, so `replace-me`,
+    full-width letters or a zero-width space between them spell it as well."""
+    for _ in range(3):
+        text = unquote(text)
+    letters = re.sub(r"[^A-Z]", "", unicodedata.normalize("NFKC", text).upper())
+    return _PLACEHOLDER in letters
 
 
 def parse_host_port(value: str, setting: str) -> tuple[str, int]:

@@ -168,6 +168,17 @@ def test_the_grpc_token_is_a_comma_separated_list_for_rotation() -> None:
         ("TICKETING_GRPC_TOKEN", "REPLACE_ME"),
         ("TICKETING_GRPC_TOKEN", "a-real-token,replace_me"),  # one of a rotation, any case
         ("TICKET_PAYMENT_SERVICE_TOKEN", "REPLACE_ME_WITH_THE_TOKEN"),
+        # Spelled otherwise, all taken before: a dash, full-width letters, a zero-width space,
+        # percent-encoded twice.
+        ("TICKETING_GRPC_TOKEN", "REPLACE-ME"),
+        # (a token must be visible ASCII anyway: the store id is free text)
+        (
+            "DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID",
+            "\uff32\uff25\uff30\uff2c\uff21\uff23\uff25_\uff2d\uff25",
+        ),
+        ("DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID", "REPLACE\u200b_ME"),
+        ("DATABASE_URL", "postgresql://ticketing:REPLACE%255FME@postgres:5432/ticketing"),
+        ("DEFAULT_PORTONE_PROVIDER_ACCOUNT_ID", "replace me"),
     ],
 )
 def test_the_secret_templates_placeholder_is_refused_naming_the_setting(
