@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from tests.fakes import FakeCheckouts, FakeDatabase
+from ticketing_service.domain.refunds import RefundRetryPolicy
 from ticketing_service.domain.reservations import Answer
 from ticketing_service.domain.settings import Settings, TicketingMode, Tier
 from ticketing_service.service_layer.dependencies import Dependencies
@@ -36,6 +37,16 @@ def deps(database: FakeDatabase, checkouts: FakeCheckouts) -> Dependencies:
         hold_seconds=600,
         public_base_url="https://moim.example",
     )
+
+
+# The refund sender's retries, shortened: three sends, 30 s apart and doubling.
+POLICY = RefundRetryPolicy(backoff=timedelta(seconds=30), max_attempts=3)
+
+
+@pytest.fixture
+def retrying(deps: Dependencies) -> Dependencies:
+    """`deps` with the refund sender retrying as POLICY says."""
+    return replace(deps, refund_retry=POLICY)
 
 
 def paid_event(*tiers: Tier, **changes: object) -> Settings:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from tests.fakes import FakeCheckouts, FakeDatabase
+from tests.unit.service_layer.conftest import POLICY
 from tests.unit.service_layer.test_refund_handlers import refund, seat
 from ticketing_service.domain import errors
 from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.refunds import (
     OUTCOME_UNKNOWN,
     Refund,
-    RefundRetryPolicy,
     RefundStatus,
 )
 from ticketing_service.service_layer.checkouts import (
@@ -30,13 +29,6 @@ from ticketing_service.service_layer.refund_worker import (
     send_due_refunds,
 )
 from ticketing_service.service_layer.refunds import RefundRefused, RefundState
-
-POLICY = RefundRetryPolicy(backoff=timedelta(seconds=30), max_attempts=3)
-
-
-@pytest.fixture
-def retrying(deps: Dependencies) -> Dependencies:
-    return replace(deps, refund_retry=POLICY)
 
 
 async def owed(deps: Dependencies, database: FakeDatabase) -> Refund:

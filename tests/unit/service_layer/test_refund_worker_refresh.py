@@ -3,7 +3,6 @@ asked again, and corrected by what it says, every branch, on fakes of the ports.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,6 @@ from tests.unit.service_layer.conftest import PRICE
 from tests.unit.service_layer.test_payment_handlers import hold, paying
 from tests.unit.service_layer.test_refund_handlers import refund
 from tests.unit.service_layer.test_refund_worker import (
-    POLICY,
     attempts_used_up,
     later,
     owed,
@@ -40,11 +38,6 @@ from ticketing_service.service_layer.registration_handlers import get_reservatio
 
 SUCCEEDED = RegistrationEventType.REFUND_SUCCEEDED
 FAILED = RegistrationEventType.REFUND_FAILED
-
-
-@pytest.fixture
-def retrying(deps: Dependencies) -> Dependencies:
-    return replace(deps, refund_retry=POLICY)
 
 
 async def failed_as_unknown(
