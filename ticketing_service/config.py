@@ -35,6 +35,12 @@ MIN_HOLD_SECONDS = 1.0
 # The shortest pause between background passes (sweeps, reconciliation, refunds): 1e-9 was
 # taken, and an idle server spent its whole core committing empty passes.
 MIN_SWEEP_INTERVAL_SECONDS = 0.1
+# The shortest bound on a call to the payment service: 1e-9 was taken, and every checkout,
+# question and refund timed out while the server looked healthy.
+MIN_PAYMENT_TIMEOUT_SECONDS = 0.5
+# The shortest first wait before asking about a checkout or sending a refund again: 1e-9 was
+# taken, and a failing refund used up its attempts within a few sweeps of an outage.
+MIN_RETRY_BACKOFF_SECONDS = 1.0
 _YEAR_SECONDS = 366 * 24 * 3600
 
 
@@ -110,7 +116,9 @@ class Config:
                 ),
                 "TICKET_PAYMENT_SERVICE_TOKEN",
             ),
-            payment_timeout_seconds=r.positive_float("TICKET_PAYMENT_TIMEOUT_SECONDS", 10),
+            payment_timeout_seconds=r.positive_float(
+                "TICKET_PAYMENT_TIMEOUT_SECONDS", 10, minimum=MIN_PAYMENT_TIMEOUT_SECONDS
+            ),
             callback_url=r.url(
                 "TICKETING_CALLBACK_URL", "http://127.0.0.1:8080/api/ticket-payment-callbacks"
             ),
@@ -149,12 +157,16 @@ class Config:
             ),
             payment_grace_seconds=r.positive_float("TICKETING_PAYMENT_GRACE_SECONDS", 300),
             reconcile_after_seconds=r.positive_float("TICKETING_RECONCILE_AFTER_SECONDS", 120),
-            reconcile_backoff_seconds=r.positive_float("TICKETING_RECONCILE_BACKOFF_SECONDS", 60),
+            reconcile_backoff_seconds=r.positive_float(
+                "TICKETING_RECONCILE_BACKOFF_SECONDS", 60, minimum=MIN_RETRY_BACKOFF_SECONDS
+            ),
             reconcile_window_hours=r.positive_float(
                 "TICKETING_RECONCILE_WINDOW_HOURS", 48, _YEAR_SECONDS / 3600
             ),
             auto_refund=r.flag("TICKETING_AUTO_REFUND", True),
-            refund_backoff_seconds=r.positive_float("TICKETING_REFUND_BACKOFF_SECONDS", 30),
+            refund_backoff_seconds=r.positive_float(
+                "TICKETING_REFUND_BACKOFF_SECONDS", 30, minimum=MIN_RETRY_BACKOFF_SECONDS
+            ),
             refund_max_attempts=r.positive_int("TICKETING_REFUND_MAX_ATTEMPTS", 10, 1000),
         )
         if config.hold_seconds <= config.payment_timeout_seconds:

@@ -186,7 +186,7 @@ def test_a_payment_service_url_no_request_can_reach_fails_at_start(
     ("name", "bounds"),
     [
         ("TICKETING_HOLD_SECONDS", "a number from 1 to"),
-        ("TICKET_PAYMENT_TIMEOUT_SECONDS", "a positive number up to"),
+        ("TICKET_PAYMENT_TIMEOUT_SECONDS", "a number from 0.5 to"),
     ],
 )
 def test_a_duration_too_long_to_keep_fails_at_start_naming_it(
@@ -196,6 +196,28 @@ def test_a_duration_too_long_to_keep_fails_at_start_naming_it(
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line == f"ticketing-service: {name} must be {bounds} 31622400, got '1e300'."
+
+
+@pytest.mark.parametrize(
+    ("name", "floor"),
+    [
+        ("TICKETING_SWEEP_INTERVAL_SECONDS", "0.1"),
+        ("TICKET_PAYMENT_TIMEOUT_SECONDS", "0.5"),
+        ("TICKETING_REFUND_BACKOFF_SECONDS", "1"),
+    ],
+)
+def test_a_duration_too_short_to_work_fails_at_start_naming_it(
+    tmp_path: Path, name: str, floor: str
+) -> None:
+    # 1e-9 was taken: an idle server spent its core on empty sweeps, every call to the payment
+    # service timed out, a failing refund used up its attempts within a few sweeps.
+    result = run_serve(tmp_path, **{name: "1e-9"})
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert (
+        line == f"ticketing-service: {name} must be a number from {floor} to 31622400, got '1e-9'."
+    )
+    assert not (tmp_path / "PG_VERSION").exists()  # refused before starting any Postgres
 
 
 @pytest.mark.parametrize("name", ["TICKET_PAYMENT_SERVICE_URL", "TICKET_PAYMENT_SERVICE_TOKEN"])

@@ -74,9 +74,16 @@ def test_a_duration_setting_refuses_nothing_forever_and_nonsense_naming_it(
         Config.from_env({name: bad})
 
 
-# The shortest hold and sweep interval taken; 1e-9 had every hold end as it was made, and an
-# idle server commit empty sweeps some 4,500 times a second.
-FLOORS = {"TICKETING_HOLD_SECONDS": "1", "TICKETING_SWEEP_INTERVAL_SECONDS": "0.1"}
+# The shortest durations taken; 1e-9 had every hold end as it was made, an idle server commit
+# empty sweeps some 4,500 times a second, every call to the payment service time out, and a
+# failing refund use up its attempts within a few sweeps.
+FLOORS = {
+    "TICKETING_HOLD_SECONDS": "1",
+    "TICKETING_SWEEP_INTERVAL_SECONDS": "0.1",
+    "TICKET_PAYMENT_TIMEOUT_SECONDS": "0.5",
+    "TICKETING_RECONCILE_BACKOFF_SECONDS": "1",
+    "TICKETING_REFUND_BACKOFF_SECONDS": "1",
+}
 
 
 @pytest.mark.parametrize("name", [d for d in DURATIONS if d.endswith("_SECONDS")])
@@ -84,16 +91,22 @@ def test_a_duration_from_its_floor_to_a_year_is_taken(name: str) -> None:
     # The hold outlasts whatever payment timeout is set here, as it must.
     Config.from_env({"TICKETING_HOLD_SECONDS": "31622400", name: "31622399"})
     shortest = FLOORS.get(name, "0.25")
-    Config.from_env({"TICKET_PAYMENT_TIMEOUT_SECONDS": "0.25", name: shortest})
+    Config.from_env({"TICKET_PAYMENT_TIMEOUT_SECONDS": "0.5", name: shortest})
 
 
 @pytest.mark.parametrize(
     ("name", "below"),
-    [("TICKETING_HOLD_SECONDS", "0.5"), ("TICKETING_SWEEP_INTERVAL_SECONDS", "0.05")],
+    [
+        ("TICKETING_HOLD_SECONDS", "0.9"),
+        ("TICKETING_SWEEP_INTERVAL_SECONDS", "0.05"),
+        ("TICKET_PAYMENT_TIMEOUT_SECONDS", "0.4"),
+        ("TICKETING_RECONCILE_BACKOFF_SECONDS", "0.5"),
+        ("TICKETING_REFUND_BACKOFF_SECONDS", "1e-9"),
+    ],
 )
-def test_a_hold_or_sweep_interval_under_its_floor_is_refused(name: str, below: str) -> None:
+def test_a_duration_under_its_floor_is_refused(name: str, below: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name} must be a number from {FLOORS[name]} to "):
-        Config.from_env({"TICKET_PAYMENT_TIMEOUT_SECONDS": "0.25", name: below})
+        Config.from_env({"TICKET_PAYMENT_TIMEOUT_SECONDS": "0.5", name: below})
 
 
 def test_a_hold_no_longer_than_the_payment_timeout_is_refused() -> None:
