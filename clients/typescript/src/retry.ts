@@ -1,7 +1,7 @@
 /**
  * Retries of unary calls that failed with UNAVAILABLE or ABORTED, or that a busy server refused
- * before running them (RESOURCE_EXHAUSTED with reason SERVER_BUSY): a bounded number of attempts,
- * exponential back-off with full jitter, all inside the call's one deadline.
+ * before running them (RESOURCE_EXHAUSTED with reason SERVER_BUSY, or a refused stream): a bounded
+ * number of attempts, exponential back-off with full jitter, all inside the call's one deadline.
  *
  * Every unary RPC of the service is safe to retry (the service's contract: reads change nothing,
  * UpdateTicketingSettings replaces the settings with the same ones, StartPaidRegistration answers
@@ -39,14 +39,26 @@ const LAST_ATTEMPT_ROOM_MS = 20;
 const RETRYABLE = new Set([Code.Unavailable, Code.Aborted]);
 
 /**
- * Whether a retry may fix `error`: a RETRYABLE code, or the server running as many calls as it
- * takes (nothing of the call ran). Other RESOURCE_EXHAUSTED answers, such as a message over the
- * size limit, would only fail again.
+ * The HTTP/2 resets of a stream the server refused before running its call: REFUSED_STREAM, or
+ * ENHANCE_YOUR_CALM for the streams past the server's limit that a new connection sent before it
+ * learned the limit (its first burst). Node reports them as an error of the stream, which the
+ * transport passes on as INTERNAL.
+ */
+const REFUSED_STREAM = /^Stream closed with error code NGHTTP2_(REFUSED_STREAM|ENHANCE_YOUR_CALM)$/;
+
+/**
+ * Whether a retry may fix `error`: a RETRYABLE code, the server running as many calls as it
+ * takes, or a refused stream (nothing of the call ran). Other RESOURCE_EXHAUSTED answers, such as
+ * a message over the size limit, would only fail again.
  */
 function retryable(error: unknown): boolean {
   const refusal = ConnectError.from(error);
   if (RETRYABLE.has(refusal.code)) {
     return true;
+  }
+  if (refusal.code === Code.Internal) {
+    const cause = refusal.cause;
+    return cause instanceof Error && REFUSED_STREAM.test(cause.message);
   }
   const busy = (info: { reason: string }) => info.reason === "SERVER_BUSY";
   return refusal.code === Code.ResourceExhausted && refusal.findDetails(ErrorInfoSchema).some(busy);

@@ -26,13 +26,12 @@ test("the back-off is a uniformly random share of its ceiling (full jitter)", ()
   assert.equal(backoffMs(DEFAULT_RETRY_POLICY, 3, () => 0.5), 200);
 });
 
-/** How many attempts a call makes when each is refused RESOURCE_EXHAUSTED with `reason`. */
-async function attemptsWhenExhausted(reason?: string): Promise<number> {
+/** How many attempts a call makes when each is refused with `refusal()`. */
+async function attemptsWhen(refusal: () => ConnectError): Promise<number> {
   let attempts = 0;
   const refuse: Interceptor = () => async () => {
     attempts += 1;
-    const info = { desc: ErrorInfoSchema, value: { reason, domain: ERROR_DOMAIN } };
-    throw new ConnectError("refused", Code.ResourceExhausted, undefined, reason ? [info] : []);
+    throw refusal();
   };
   const retry = { initialBackoffMs: 1, maxBackoffMs: 1 };
   const client = createTicketingClient({ address: "127.0.0.1:1", retry, interceptors: [refuse] });
@@ -40,12 +39,33 @@ async function attemptsWhenExhausted(reason?: string): Promise<number> {
   return attempts;
 }
 
+/** RESOURCE_EXHAUSTED with `reason`, as the server refuses a call. */
+function exhausted(reason?: string): () => ConnectError {
+  const info = { desc: ErrorInfoSchema, value: { reason, domain: ERROR_DOMAIN } };
+  return () => new ConnectError("refused", Code.ResourceExhausted, undefined, reason ? [info] : []);
+}
+
+/** INTERNAL caused by an HTTP/2 reset of the stream with `code`, as Node reports one. */
+function reset(code: string): () => ConnectError {
+  const cause = () => new Error(`Stream closed with error code NGHTTP2_${code}`);
+  return () => new ConnectError("refused", Code.Internal, undefined, undefined, cause());
+}
+
 test("of RESOURCE_EXHAUSTED refusals, only a busy server's is retried", async () => {
   // Nothing of a call refused SERVER_BUSY ran; a request over the size limit, or one without
   // the service's reason, would only be refused again.
-  assert.equal(await attemptsWhenExhausted("SERVER_BUSY"), DEFAULT_RETRY_POLICY.maxAttempts);
-  assert.equal(await attemptsWhenExhausted("TOO_MANY_WATCHERS"), 1);
-  assert.equal(await attemptsWhenExhausted(), 1);
+  assert.equal(await attemptsWhen(exhausted("SERVER_BUSY")), DEFAULT_RETRY_POLICY.maxAttempts);
+  assert.equal(await attemptsWhen(exhausted("TOO_MANY_WATCHERS")), 1);
+  assert.equal(await attemptsWhen(exhausted()), 1);
+});
+
+test("of INTERNAL failures, only a stream the server refused before running it is retried", async () => {
+  const { maxAttempts } = DEFAULT_RETRY_POLICY;
+  assert.equal(await attemptsWhen(reset("ENHANCE_YOUR_CALM")), maxAttempts);
+  assert.equal(await attemptsWhen(reset("REFUSED_STREAM")), maxAttempts);
+  // The server may have run the call, or its answer was broken: tried once.
+  assert.equal(await attemptsWhen(reset("INTERNAL_ERROR")), 1);
+  assert.equal(await attemptsWhen(() => new ConnectError("refused", Code.Internal)), 1);
 });
 
 test("a client certificate without its key is refused", () => {

@@ -331,6 +331,45 @@ describe("a busy server", () => {
   });
 });
 
+describe("a new connection's first burst", () => {
+  // Four calls at a time, eight streams per connection.
+  let small: RunningServer;
+  before(async () => {
+    small = await startServer({ TICKETING_GRPC_MAX_CONCURRENT_RPCS: "4" });
+  });
+  after(async () => {
+    await small?.stop();
+  });
+
+  test("streams the server reset before the client learned its limit are retried", async () => {
+    // A connection's first calls go out before the server's settings arrive; the server resets
+    // the streams past its limit (ENHANCE_YOUR_CALM) without running them. 92 of 100 calls
+    // failed INTERNAL, not retried.
+    const attempts = new AttemptLog();
+    // Generous: what is shown is which failures are retried, not how soon a burst is served.
+    const retry = { maxAttempts: 50, initialBackoffMs: 20, maxBackoffMs: 200 };
+    const client = createTicketingClient({
+      address: small.address,
+      retry,
+      deadlineMs: CALL_DEADLINE_MS,
+      interceptors: [attempts.interceptor],
+    });
+    const eventId = newEventId();
+
+    const answers = await Promise.all(
+      Array.from({ length: 100 }, () => rejection(client.getTicketingSettings({ eventId }))),
+    );
+
+    // Each call was served: the service's own answer for an event it does not know.
+    assert.deepEqual(
+      answers.filter((error) => error.code !== Code.NotFound).map((error) => error.message),
+      [],
+    );
+    const reset = attempts.errors.filter((error) => error.code === Code.Internal);
+    assert.ok(reset.length > 0, `no stream was reset: ${attempts.codes.join(", ")}`);
+  });
+});
+
 const SOME = { eventId: "busy-server-event" };
 // Far past the time a stream takes to open or close on a loaded machine.
 const BUSY_WAIT_MS = 20_000;
