@@ -49,7 +49,7 @@ _RECORD = (
 # that settled it adds to what was refunded), and the refund itself in `details`.
 _ANNOUNCE = (
     "WITH r AS (UPDATE reservations SET refunded_amount = refunded_amount"
-    " + CASE WHEN payment_id = %(p)s THEN %(added)s ELSE 0 END,"
+    " + CASE WHEN payment_id = %(p)s THEN CAST(%(added)s AS bigint) ELSE 0 END,"
     " update_time = now() WHERE reservation_id = %(r)s RETURNING *)"
     " INSERT INTO registration_events (type, reservation_id, reservation, details)"
     f" SELECT %(event)s, r.reservation_id, {snapshot('r', 'g.registration_id')},"
