@@ -739,6 +739,9 @@ class FakeUnitOfWork:
     ) -> None:
         """End: whatever was not committed is dropped with the copy."""
 
+    def read_one_snapshot(self) -> None:
+        """Every read here is of the copy made at the start: one moment already."""
+
     async def commit(self) -> None:
         """Put the copy back and report what was committed."""
         self._store.__dict__.update(copy.deepcopy(self._work).__dict__)

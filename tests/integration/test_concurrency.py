@@ -42,7 +42,7 @@ from ticketing_service.adapters.db.pool import Database, PoolSettings
 from ticketing_service.adapters.db.unit_of_work import SqlUnitOfWork
 from ticketing_service.adapters.moim_source import PostgresMoimSource
 from ticketing_service.adapters.payment_service import HttpPaymentService
-from ticketing_service.bootstrap import cancel_events
+from ticketing_service.bootstrap import Service, cancel_events
 from ticketing_service.domain.refunds import RefundRetryPolicy
 from ticketing_service.entrypoints.dev.payment_requests import refund_body
 from ticketing_service.entrypoints.grpc.server import start_server
@@ -102,13 +102,14 @@ async def contender_server(
     *,
     locking: bool = True,
     clock_after_lock: bool = True,
+    one_snapshot: bool = True,
     pause: Pause = no_pause,
     pool: PoolSettings = CONTENDER_POOL,
 ) -> AsyncIterator[Stub]:
     """The real server on its own pool, with the test-only protection switches and pause point."""
     database = Database(database_url, pool)
     checkouts = HttpPaymentService(payment_service.url, PAYMENT_TOKEN, timeout_seconds=30.0)
-    protections = Protections(locking, clock_after_lock, pause)
+    protections = Protections(locking, clock_after_lock, one_snapshot, pause)
 
     def uow() -> SqlUnitOfWork:
         return SqlUnitOfWork(database, protections=protections)
@@ -1014,3 +1015,68 @@ async def test_a_settings_update_beside_a_cancellation_batch_waits_for_it_withou
 
     assert cancelled == 1
     assert updated is None, updated  # saved, not aborted
+
+
+# --- (l) a reservation read while its refund settles: the amount and the refunds agree ---
+
+
+async def refund_settling_during_a_read(
+    stub: Stub,
+    service: Service,
+    database_url: str,
+    payment_service: PaymentService,
+    *,
+    one_snapshot: bool = True,
+) -> pb.GetReservationResponse:
+    """GetReservation of a refunded seat, paused after it read the reservation while the refund
+    is recorded as made; the answer."""
+    request = await held_reservation(stub)
+    payment_service.state.mark_paid(request.checkout_id, payment_id=request.payment_id)
+    await stub.ConfirmPayment(request, timeout=CALL_SECONDS)
+    await stub.RefundReservation(
+        pb.RefundReservationRequest(
+            reservation_id=request.reservation_id,
+            reason=refund_pb2.REFUND_REASON_ORGANIZER,
+            request_id="organizer",
+        ),
+        timeout=CALL_SECONDS,
+    )
+    gate = Gate("reservation_read")
+    async with contender_server(
+        database_url, payment_service, one_snapshot=one_snapshot, pause=gate
+    ) as reader:
+        reading = asyncio.ensure_future(
+            reader.GetReservation(
+                pb.GetReservationRequest(reservation_id=request.reservation_id),
+                timeout=CALL_SECONDS,
+            )
+        )
+        async with asyncio.timeout(MEETING_SECONDS):
+            await gate.reached.wait()
+        await send_due_refunds(service.deps)  # the refund is made and recorded
+        gate.opened.set()
+        return await reading
+
+
+async def test_control_in_two_moments_a_read_shows_a_refund_made_and_nothing_refunded(
+    stub: Stub, service: Service, database_url: str, payment_service: PaymentService
+) -> None:
+    answer = await refund_settling_during_a_read(
+        stub, service, database_url, payment_service, one_snapshot=False
+    )
+
+    [refund] = answer.reservation.refunds
+    assert (refund.state, refund.amount) == (refund_pb2.REFUND_STATE_SUCCEEDED, PRICE)
+    assert answer.reservation.refunded_amount == 0
+
+
+async def test_a_reservation_and_its_refunds_are_read_from_one_moment(
+    stub: Stub, service: Service, database_url: str, payment_service: PaymentService
+) -> None:
+    answer = await refund_settling_during_a_read(stub, service, database_url, payment_service)
+
+    # As the reservation was read: the refund not yet made, nothing refunded.
+    [refund] = answer.reservation.refunds
+    assert (refund.state, refund.amount) == (refund_pb2.REFUND_STATE_REQUESTED, PRICE)
+    assert answer.reservation.refunded_amount == 0
+    assert sql(database_url, "SELECT refunded_amount FROM reservations") == [(PRICE,)]

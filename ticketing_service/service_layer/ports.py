@@ -407,6 +407,11 @@ class UnitOfWork(Protocol):
         """Roll back what was not committed and release the connection."""
         ...
 
+    def read_one_snapshot(self) -> None:
+        """Have every read of this unit of work see the database as of its first read, for a
+        use case that only reads (called before any read; it may write nothing after)."""
+        ...
+
     async def commit(self) -> None:
         """Make the transaction's changes durable."""
         ...

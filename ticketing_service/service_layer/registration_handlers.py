@@ -248,6 +248,7 @@ def _checkout_request(deps: Dependencies, held: Reservation, order_name: str) ->
 async def get_reservation(deps: Dependencies, reservation_id: str) -> Reservation:
     """A reservation as stored now."""
     async with deps.uow() as uow:
+        uow.read_one_snapshot()  # the reservation and its refunds, from one moment
         reservation = await uow.holds.get(reservation_id)
         if reservation is None:
             raise errors.ReservationNotFound(
@@ -259,6 +260,7 @@ async def get_reservation(deps: Dependencies, reservation_id: str) -> Reservatio
 async def find_reservation(deps: Dependencies, event_id: str, user_id: str) -> Reservation:
     """The user's most recently made reservation for the event."""
     async with deps.uow() as uow:
+        uow.read_one_snapshot()  # the reservation and its refunds, from one moment
         reservation = await uow.holds.latest_of(event_id, user_id)
         if reservation is None:
             raise errors.ReservationNotFound(
@@ -268,7 +270,8 @@ async def find_reservation(deps: Dependencies, event_id: str, user_id: str) -> R
 
 
 async def with_refunds(uow: UnitOfWork, reservation: Reservation) -> Reservation:
-    """The reservation with its refunds, read in the same transaction."""
+    """The reservation with its refunds, read in the same transaction (a read-only one reads
+    them from the same moment as the reservation: `read_one_snapshot`)."""
     refunds = await uow.refunds.of_reservation(reservation.reservation_id)
     return replace(reservation, refunds=tuple(refunds))
 

@@ -40,6 +40,7 @@ class Protections:
 
     locking: bool = True
     clock_after_lock: bool = True
+    one_snapshot: bool = True
     pause: Pause = no_pause
 
 

@@ -184,6 +184,7 @@ class SqlHoldRepository:
     async def get(self, reservation_id: str) -> Reservation | None:
         """A reservation with its registration id."""
         row = await self._tx.one(sql.GET, {"id": reservation_id})
+        await self._pause("reservation_read")
         return None if row is None else reservation_from(row)
 
     async def latest_of(self, event_id: str, user_id: str) -> Reservation | None:

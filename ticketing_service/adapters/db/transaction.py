@@ -102,10 +102,17 @@ class Transaction:
         # Set once a statement that may change the session was sent: the pool then closes the
         # connection instead of lending it again.
         self._session_changed = False
+        self._begin = "BEGIN"
 
     async def open(self) -> None:
         """Check out a connection (the transaction begins with the first statement)."""
         self._connection = await self._database.acquire()
+
+    def read_one_snapshot(self) -> None:
+        """Begin as a read-only transaction whose every statement sees the database as of its
+        first (REPEATABLE READ); before any statement only."""
+        assert self._fresh, "the transaction has begun"
+        self._begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
     async def one(self, sql: str, params: Params | None = None) -> Row | None:
         """The first row of a statement's result, or None."""
@@ -166,7 +173,7 @@ class Transaction:
             connection = self._live()
             try:
                 if not connection.is_in_transaction():
-                    await connection.execute("BEGIN")
+                    await connection.execute(self._begin)
                 result = await send(connection)
             except TimeoutError as error:
                 # The command timeout: the connection went silent (or the server is stuck).

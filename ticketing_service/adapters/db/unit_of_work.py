@@ -132,6 +132,12 @@ class SqlUnitOfWork:
             if translated is not None:
                 raise translated from exc
 
+    def read_one_snapshot(self) -> None:
+        """Have every read of this (read-only) unit of work see the database at one moment."""
+        assert self._tx is not None, "read_one_snapshot() outside of `async with`"
+        if self._protections.one_snapshot:
+            self._tx.read_one_snapshot()
+
     async def commit(self) -> None:
         """Commit the transaction."""
         assert self._tx is not None, "commit() outside of `async with`"
