@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -62,3 +63,41 @@ def test_the_database_wide_follow_up_count_is_read_with_max_never_summed_over_po
         if gauge in paragraph:
             assert "max" in paragraph, paragraph
             assert not re.search(rf"sum\([^)]*{gauge}", paragraph), paragraph
+
+
+# Steps of a migration's upgrade() that the release before it may depend on: what they drop,
+# change or narrow (a check replaced by a wider one admits values older code cannot read).
+CONTRACTING_STEPS = {
+    "drop_column",
+    "drop_constraint",
+    "drop_index",
+    "drop_table",
+    "alter_column",
+    "rename_table",
+    "_replace_check",
+}
+MIGRATIONS = sorted((ROOT / "ticketing_service/adapters/migrations/versions").glob("0*.py"))
+# The rows of the table of migrations a rolling update cannot cross: | `0007` | ... |
+NOT_ROLLING = set(re.findall(r"^\| `(\d{4})` \|", DOC, re.MULTILINE))
+
+
+def contracting_steps(migration: Path) -> set[str]:
+    """The contracting steps that `migration`'s upgrade() calls."""
+    tree = ast.parse(migration.read_text())
+    [upgrade] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "upgrade"]
+    called = {
+        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        for node in ast.walk(upgrade)
+        if isinstance(node, ast.Call)
+    }
+    return called & CONTRACTING_STEPS
+
+
+@pytest.mark.parametrize("migration", MIGRATIONS, ids=lambda path: path.name[:4])
+def test_a_migration_the_release_before_cannot_serve_beside_is_in_the_rollout_table(
+    migration: Path,
+) -> None:
+    # The release before 0007 confirmed no payment on its schema during a rolling update: the
+    # unique constraint its statement named was replaced. The table says to stop it first.
+    revision = migration.name[:4]
+    assert bool(contracting_steps(migration)) == (revision in NOT_ROLLING), revision
