@@ -36,15 +36,17 @@ SENSITIVE_KEY_PARTS = (
 _NAME_WORDS = "secret|token|password|signature|authorization|api_key|apikey"
 
 _PATTERNS = (
-    # `Bearer <token>` in any case, as in an echoed `authorization` header.
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
+    # `Bearer <token>` in any case, as in an echoed `authorization` header. A token may hold
+    # any visible ASCII (config's header_safe): everything up to a space or a quote goes.
+    (re.compile(r"(?i)\b(bearer)\s+[^\s\"']+"), r"\1 " + REDACTED),
     # Standard Webhooks secrets and signatures.
     (re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_" + REDACTED),
     (re.compile(r"\bv1,[A-Za-z0-9+/=]{16,}"), "v1," + REDACTED),
-    # `secret=…` in text, and `"token": "…"` in an echoed mapping or JSON. An unquoted
-    # `signature: bad_signature` stays: that is a reason word, not a secret.
+    # `secret=…` or `token:…` in text, and `"token": "…"` in an echoed mapping or JSON. An
+    # unquoted `signature: bad_signature` stays (a space after the colon): that is a reason
+    # word, not a secret.
     (
-        re.compile(rf"(?i)(\b[\w-]*(?:{_NAME_WORDS})[\w-]*=)[^\s\"',;&}}]+"),
+        re.compile(rf"(?i)(\b[\w-]*(?:{_NAME_WORDS})[\w-]*[=:])[^\s\"',;&}}]+"),
         r"\1" + REDACTED,
     ),
     (
@@ -52,9 +54,10 @@ _PATTERNS = (
         r"\1" + REDACTED,
     ),
 )
-# Card numbers: 13 to 19 digits, optionally grouped by spaces or dashes; masked when Luhn-valid,
+# Card numbers: 13 to 19 digits, grouped by up to two spaces, dashes or dots, and not part of a
+# longer run of digits (glued to a word is still a card: `pay_4242…`); masked when Luhn-valid,
 # so that most long ids and millisecond timestamps stay readable.
-_CARD_NUMBER = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
+_CARD_NUMBER = re.compile(r"(?<!\d)\d(?:[ .-]{0,2}\d){12,18}(?!\d)")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 STANDARD_RECORD_ATTRIBUTES = frozenset(

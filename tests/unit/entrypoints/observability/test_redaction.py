@@ -37,6 +37,8 @@ def filtered(made: logging.LogRecord) -> logging.LogRecord:
         f"callback_secret={SECRET}&x=1",
         f"{{'x-ticket-payment-signature': '{SECRET}'}}",
         f'{{"token": "{SECRET}", "ok": true}}',
+        f"token:{SECRET}",
+        f"rejected Bearer pay!Tok:en#{SECRET}",
     ],
 )
 def test_a_token_or_secret_written_into_text_is_masked(text: str) -> None:
@@ -45,14 +47,32 @@ def test_a_token_or_secret_written_into_text_is_masked(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "number", ["4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111"]
+    "number",
+    [
+        "4111111111111111",
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "4242.4242.4242.4242",
+        "4242  4242 4242 4242",
+    ],
 )
 def test_a_card_number_is_masked(number: str) -> None:
     assert redact_text(f"card {number} declined") == f"card {REDACTED} declined"
 
 
+def test_a_card_number_glued_to_a_word_is_masked() -> None:
+    assert redact_text("pay_4242424242424242 evt-4242-4242-4242-4242") == (
+        f"pay_{REDACTED} evt-{REDACTED}"
+    )
+
+
+def test_a_luhn_valid_run_inside_a_longer_run_of_digits_stays() -> None:
+    # 4242424242424242 is Luhn-valid, but here it is part of a 20-digit number.
+    assert redact_text("id 42424242424242420000") == "id 42424242424242420000"
+
+
 def test_long_numbers_that_are_not_card_numbers_stay_readable() -> None:
-    text = "sequence 1732624986123 at 1700000000000"
+    text = "sequence 1732624986123 at 1700000000000 on 2026-12-06 07:00:00.123"
     assert redact_text(text) == text
 
 
