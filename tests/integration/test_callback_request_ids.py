@@ -94,3 +94,19 @@ async def test_the_server_logs_a_refund_callbacks_refresh_refund_under_its_deliv
     assert (await post(deployed.shim, hmac_signed(encode(event), "evt-9"))).status_code == 200
 
     assert CALLBACK_LINE in await logged(captured_logs, "evt-9", "RefreshRefund NOT_FOUND")
+
+
+async def test_a_delivery_id_redaction_would_mask_is_replaced_by_one_fresh_id_on_both_sides(
+    deployed: Deployed, captured_logs: io.StringIO
+) -> None:
+    # The delivery id is not signed: a card number in it must not reach the server's line,
+    # which redaction skips. The shim and the server agree on the id that replaces it.
+    event = {"type": "ticket_payment.refunded", "refundId": str(uuid.uuid4())}
+    signed = hmac_signed(encode(event), "evt-4242-4242-4242-4242")
+    answer = await post(deployed.shim, signed)
+    assert answer.status_code == 200
+    fresh = answer.headers["x-request-id"]
+    assert uuid.UUID(fresh).version == 4
+
+    assert CALLBACK_LINE in await logged(captured_logs, fresh, "RefreshRefund NOT_FOUND")
+    assert "4242" not in captured_logs.getvalue()

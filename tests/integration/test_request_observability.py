@@ -225,6 +225,31 @@ async def test_the_reservation_of_the_request_names_the_lines(served: Served) ->
     assert inside["reservation_id"] == finished["reservation_id"] == RESERVATION
 
 
+@pytest.mark.parametrize(
+    ("request_id", "reservation_id"),
+    [
+        ("evt-4242-4242-4242-4242", "whsec_c2lnbmluZy1rZXk="),
+        ("Bearer sk_live_X", "4242 4242 4242 4242"),
+        (f"a rpc=CancelEvent reservation_id={RESERVATION}", RESERVATION.upper()),
+    ],
+)
+async def test_the_per_call_line_never_carries_a_callers_secret_from_its_id_or_request(
+    served: Served, request_id: str, reservation_id: str
+) -> None:
+    # The per-call line skips redaction: what it takes from the caller must be safe as it is.
+    metadata = (*AUTH, ("x-request-id", request_id))
+    call = served.stub.GetReservation(
+        pb.GetReservationRequest(reservation_id=reservation_id), metadata=metadata
+    )
+    assert await failed(call) == grpc.StatusCode.NOT_FOUND
+    await served.waiter.wait_for(1)  # an aborted call's status can reach the client first
+    [line] = served.lines()
+    assert uuid.UUID(line["request_id"]).version == 4
+    assert "reservation_id" not in line
+    assert reservation_id not in served.logs.getvalue()
+    assert "4242" not in served.logs.getvalue()
+
+
 async def test_a_refused_call_logs_its_code_and_reason(served: Served) -> None:
     busy = served.stub.GetTicketingSettings(
         pb.GetTicketingSettingsRequest(event_id="busy"), metadata=AUTH

@@ -163,7 +163,8 @@ class ObservingInterceptor(WrappingInterceptor):
         duration_ms = round(seconds * 1000, 1)
         fields = {"grpc_code": code.name, "reason": reason, "duration_ms": duration_ms}
         # Only registered methods are observed: the path, a code, a reason from our vocabulary
-        # and a number are nothing a caller wrote, so redaction can skip the line.
+        # and a number are nothing a caller wrote, and the request id and reservation stamped
+        # on the line are admitted only in a safe form (request_context), so redaction can skip it.
         message = f"{short_method(method)} {code.name} in {duration_ms:.1f} ms"
         log_composed(rpc_log, level, message, fields)
         end_request(token)

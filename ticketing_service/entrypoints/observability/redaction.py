@@ -44,9 +44,10 @@ _PATTERNS = (
     (re.compile(r"\bv1,[A-Za-z0-9+/=]{16,}"), "v1," + REDACTED),
     # `secret=…` or `token:…` in text, and `"token": "…"` in an echoed mapping or JSON. An
     # unquoted `signature: bad_signature` stays (a space after the colon): that is a reason
-    # word, not a secret.
+    # word, not a secret. The name's start is left out of the first: the replacement keeps it
+    # anyway, and matching it cost a scan of every word (45 us for a UUID).
     (
-        re.compile(rf"(?i)(\b[\w-]*(?:{_NAME_WORDS})[\w-]*[=:])[^\s\"',;&}}]+"),
+        re.compile(rf"(?i)((?:{_NAME_WORDS})[\w-]*[=:])[^\s\"',;&}}]+"),
         r"\1" + REDACTED,
     ),
     (

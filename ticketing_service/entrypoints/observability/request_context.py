@@ -6,13 +6,18 @@ log through plain module loggers, and each record still names the request that c
 
 from __future__ import annotations
 
+import re
 import uuid
 from contextlib import suppress
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, replace
 
+from ticketing_service.entrypoints.observability.redaction import redact_text
+
 # Ids come from callers (metadata, headers): bounded, so a hostile value cannot bloat each line.
 MAX_ID_LENGTH = 128
+# Reservation ids are the service's own uuid4s, and every reply names one in this form.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +40,20 @@ def current_request() -> RequestContext:
 
 
 def new_request_id(given: str | None = None) -> str:
-    """A caller's id when it is usable (printable ASCII, bounded), else a fresh uuid4."""
+    """A caller's id when it is usable (visible ASCII, bounded, nothing redaction would mask),
+    else a fresh uuid4.
+
+    The id is on the server's per-call line, which redaction skips, so it must be nothing
+    redaction would change (a card number, `Bearer …`); without spaces, so it cannot add a
+    field to a console line; ASCII, because it is echoed in a response header.
+    """
     candidate = (given or "").strip()
-    # ASCII only: the id is echoed in response headers, which carry no other text safely.
     if (
-        candidate
-        and len(candidate) <= MAX_ID_LENGTH
+        0 < len(candidate) <= MAX_ID_LENGTH
         and candidate.isascii()
         and candidate.isprintable()
+        and " " not in candidate
+        and redact_text(candidate) == candidate
     ):
         return candidate
     return str(uuid.uuid4())
@@ -52,7 +63,7 @@ def begin_request(
     request_id: str, *, rpc: str = "", route: str = "", reservation_id: str = ""
 ) -> Token[RequestContext]:
     """Start serving one request in this context; pass the token to `end_request`."""
-    return _current.set(RequestContext(request_id, rpc, route, _bounded(reservation_id)))
+    return _current.set(RequestContext(request_id, rpc, route, _reservation(reservation_id)))
 
 
 def end_request(token: Token[RequestContext]) -> None:
@@ -67,8 +78,10 @@ def note_reservation(reservation_id: str) -> None:
     """Name the reservation the current request concerns, once it is known."""
     current = _current.get()
     if reservation_id and reservation_id != current.reservation_id:
-        _current.set(replace(current, reservation_id=_bounded(reservation_id)))
+        _current.set(replace(current, reservation_id=_reservation(reservation_id)))
 
 
-def _bounded(value: str) -> str:
-    return value[:MAX_ID_LENGTH]
+def _reservation(value: str) -> str:
+    # Taken from requests before they are validated, and written on the per-call line that
+    # redaction skips: anything but a reservation id of ours could be a caller's secret.
+    return value if _CANONICAL_UUID.fullmatch(value) else ""

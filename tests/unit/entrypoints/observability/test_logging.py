@@ -84,13 +84,13 @@ def test_uvicorns_coloured_copy_of_the_message_is_not_written(stream: io.StringI
 def test_records_inside_a_request_carry_its_id_rpc_and_reservation(stream: io.StringIO) -> None:
     with request_scope("req-1", rpc="ConfirmPayment"):
         log.info("before")
-        note_reservation("r-9")
+        note_reservation("6f1d3c2a-8f0e-4a51-9a5e-0c7b2d1e4f6a")
         log.info("after")
     log.info("outside")
     before, after, outside = lines(stream)
     assert (before["request_id"], before["rpc"]) == ("req-1", "ConfirmPayment")
     assert "reservation_id" not in before
-    assert after["reservation_id"] == "r-9"
+    assert after["reservation_id"] == "6f1d3c2a-8f0e-4a51-9a5e-0c7b2d1e4f6a"
     assert not {"request_id", "rpc", "reservation_id"} & outside.keys()
 
 
