@@ -137,3 +137,39 @@ def test_configuring_again_replaces_the_handler_instead_of_adding_one() -> None:
         logging.getLogger().removeHandler(handler)
     assert first.getvalue() == ""
     assert len(second.getvalue().splitlines()) == 1
+
+
+FORGED = "\n06:00:00.000 ERROR   ticketing_service.rpc forged\r\x1b[2K\x1b[1A\x85\x7f"
+
+
+def test_a_terminal_line_escapes_control_characters_so_no_line_can_be_forged() -> None:
+    terminal = Terminal()
+    handler = configure_logging(terminal)
+    try:
+        with request_scope("req-3", route=f"/foo{FORGED}"):
+            log.info("reservation %s", FORGED, extra={"detail": FORGED})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    [line] = terminal.getvalue().splitlines()
+    escaped = r"\n06:00:00.000 ERROR   ticketing_service.rpc forged\r\x1b[2K\x1b[1A\x85\x7f"
+    assert f"route=/foo{escaped}]" in line
+    assert f"reservation {escaped} detail={escaped}" in line
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line)
+
+
+def test_a_terminal_traceback_keeps_its_lines_each_indented_with_controls_escaped() -> None:
+    terminal = Terminal()
+    handler = configure_logging(terminal)
+    try:
+        try:
+            raise RuntimeError(f"upstream said{FORGED}")
+        except RuntimeError:
+            log.exception("refund failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    first, *rest = terminal.getvalue().splitlines()
+    assert first.endswith(" ERROR   ticketing_service.test refund failed")
+    assert rest[0] == "    Traceback (most recent call last):"
+    assert all(line.startswith("    ") for line in rest)
+    assert r"    06:00:00.000 ERROR   ticketing_service.rpc forged\r\x1b[2K\x1b[1A\x85\x7f" in rest
+    assert "\x1b" not in terminal.getvalue()
