@@ -148,6 +148,19 @@ async def test_a_refusal_with_a_code_is_refund_refused_carrying_it(
     assert str(http_status) in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("code", "kept"),
+    [("bad\ncode\x1b[2K\u0000", "badcode[2K"), ("x" * 300, "x" * 128)],
+    ids=["control-characters", "long"],
+)
+async def test_a_refusals_code_is_kept_as_an_operator_can_read_it(code: str, kept: str) -> None:
+    # Stored as the refund's failure code and returned to gRPC callers, as a failed answer's is.
+    with pytest.raises(RefundRefused) as refused:
+        await refund_with(Recorder(409, error_body(code)))
+    assert refused.value.code == kept
+    assert f"({kept}: " in str(refused.value)
+
+
 async def test_only_a_read_answered_404_refund_not_found_says_the_refund_was_never_taken() -> None:
     with pytest.raises(UnknownRefund) as unknown:
         await follow_with(Recorder(404, error_body("refund_not_found")))

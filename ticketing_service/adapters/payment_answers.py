@@ -96,6 +96,7 @@ def describe_error(response: httpx.Response) -> str:
     if not isinstance(data, dict):
         return ""
     code, message = data.get("code"), data.get("message")
+    code = readable_code(code) if isinstance(code, str) else None
     if isinstance(code, str) and isinstance(message, str):
         return f" ({code}: {message[:200]})"
     return f" ({code})" if isinstance(code, str) else ""
@@ -150,15 +151,18 @@ def _check_text(name: str, value: str, max_length: int) -> None:
         raise malformed(f"{name} holds a character that is not printable")
 
 
+def readable_code(code: str) -> str:
+    """A code from the payment service kept as an operator can read it (and Postgres can store
+    it): its printable characters, at most 128. Never a reason to refuse an answer: a refusal
+    or a `failed` is what matters (a code of 129 characters left a failed refund pending for
+    ever)."""
+    return "".join(c for c in code if c.isprintable())[:MAX_ID_LENGTH]
+
+
 def _failure_code(data: dict[str, object]) -> str | None:
-    """Why a refund failed, as the payment service says, kept as an operator can read it: its
-    printable characters, at most 128. Never a reason to refuse the answer, whose `failed` is
-    what matters (a code of 129 characters left a failed refund pending for ever)."""
+    """Why a refund failed, as the payment service says (see readable_code)."""
     value = data.get("failureCode")
-    if not isinstance(value, str):
-        return None
-    kept = "".join(c for c in value if c.isprintable())[:MAX_ID_LENGTH]
-    return kept or None
+    return (readable_code(value) or None) if isinstance(value, str) else None
 
 
 def _url(data: dict[str, object], name: str) -> str:

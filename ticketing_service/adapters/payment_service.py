@@ -16,6 +16,7 @@ from ticketing_service.adapters.payment_answers import (
     checkout_status_from,
     describe_error,
     error_code,
+    readable_code,
     refund_status_from,
 )
 from ticketing_service.service_layer.checkouts import (
@@ -266,7 +267,8 @@ def _raise_for_status(response: httpx.Response, what: str, transient: frozenset[
 
 
 def _raise_for_refund_status(response: httpx.Response) -> None:
-    status, code = response.status_code, error_code(response)
+    # The code is stored as the refund's failure code and returned to gRPC callers.
+    status, code = response.status_code, readable_code(error_code(response))
     if 400 <= status < 500 and status not in _TRANSIENT_STATUSES and code:
         raise RefundRefused(
             f"The payment service refused the refund with HTTP {status}"
