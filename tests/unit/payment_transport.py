@@ -24,11 +24,12 @@ async def client_with(
     timeout_seconds: float = 1.0,
     base_url: str = BASE_URL,
     max_outstanding: int = 16,
+    token: str = TOKEN,
 ) -> AsyncIterator[HttpPaymentService]:
     """A client whose every request is answered by `handler`; closed afterwards."""
     client = HttpPaymentService(
         base_url,
-        TOKEN,
+        token,
         timeout_seconds,
         transport=httpx.MockTransport(handler),
         max_outstanding=max_outstanding,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC
@@ -61,6 +62,8 @@ BACKGROUND_QUEUE_TIMEOUTS = 7
 # 300 MB answer read whole cost 610 MB). A body cut here is not JSON: a 2xx reads as malformed,
 # and any other answer still counts by its status.
 MAX_ANSWER_BYTES = 1024 * 1024
+# What an echo of the token becomes, as the logs write a masked secret.
+_TOKEN_MASK = b"[REDACTED]"
 
 
 class HttpPaymentService:
@@ -77,6 +80,10 @@ class HttpPaymentService:
         if max_outstanding < 1:
             raise ValueError("max_outstanding must allow at least one call to the payment service.")
         self._token = token
+        # The token as an answer could echo it: inside a JSON string (a `"` or a `\` in it
+        # escaped), then as sent. Empty, it is not set and nothing is masked.
+        in_json = json.dumps(token)[1:-1]
+        self._token_echoes = (in_json.encode(), token.encode()) if token else ()
         self._timeout_seconds = timeout_seconds
         self._slots = asyncio.Semaphore(max_outstanding)
         # The background's calls take at most half of the slots: a slow status endpoint once
@@ -166,7 +173,11 @@ class HttpPaymentService:
             raise PaymentServiceUnreachable(
                 "The payment service could not be reached in time; retry later."
             ) from error
-        # The status and the body are all an answer of the contract carries.
+        # The status and the body are all an answer of the contract carries. A payment service
+        # that echoes our token (a refusal quoting the header) has it masked here, before any
+        # of the answer's text can reach a log line, an exception or a stored field.
+        for echo in self._token_echoes:
+            content = content.replace(echo, _TOKEN_MASK)
         return httpx.Response(streamed.status_code, content=content, request=request)
 
     @contextlib.asynccontextmanager
