@@ -92,17 +92,13 @@ class JsonFormatter(logging.Formatter):
 
 
 # Control characters (C0, DEL, C1) as Python writes them in a literal (`\n`, `\x1b`). Raw, a
-# caller's text (a request path, an id, an upstream message) could start a forged line, rewrite
-# one with `\r` or erase lines with ANSI escapes on a terminal.
+# caller's text (a request path, an upstream message) could start a forged line, rewrite one
+# with `\r` or erase lines with ANSI escapes; a traceback's lines are indented for the same reason.
 _CONTROL_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 class ConsoleFormatter(logging.Formatter):
-    """A line for people at a terminal: time, level, logger, [request], message, extras.
-
-    Control characters are escaped; a traceback keeps its own lines, each indented, so that
-    no line of it reads as a record of its own.
-    """
+    """A line for people at a terminal: time, level, logger, [request], message, extras."""
 
     def format(self, record: logging.LogRecord) -> str:
         """Render `record` as `HH:MM:SS.mmm LEVEL logger [request_id rpc] message k=v`."""

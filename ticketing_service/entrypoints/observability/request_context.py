@@ -40,13 +40,9 @@ def current_request() -> RequestContext:
 
 
 def new_request_id(given: str | None = None) -> str:
-    """A caller's id when it is usable (visible ASCII, bounded, nothing redaction would mask),
-    else a fresh uuid4.
-
-    The id is on the server's per-call line, which redaction skips, so it must be nothing
-    redaction would change (a card number, `Bearer …`); without spaces, so it cannot add a
-    field to a console line; ASCII, because it is echoed in a response header.
-    """
+    """A caller's id when it is usable, else a fresh uuid4: printable ASCII (it is echoed in a
+    response header), bounded, no space (it could add a field to a console line), and nothing
+    redaction would mask (it is on the server's per-call line, which redaction skips)."""
     candidate = (given or "").strip()
     if (
         0 < len(candidate) <= MAX_ID_LENGTH
