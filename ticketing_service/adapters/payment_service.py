@@ -173,11 +173,13 @@ class HttpPaymentService:
             raise PaymentServiceUnreachable(
                 "The payment service could not be reached in time; retry later."
             ) from error
-        # The status and the body are all an answer of the contract carries. A payment service
-        # that echoes our token (a refusal quoting the header) has it masked here, before any
-        # of the answer's text can reach a log line, an exception or a stored field.
-        for echo in self._token_echoes:
-            content = content.replace(echo, _TOKEN_MASK)
+        # The status and the body are all an answer of the contract carries. A refusal that
+        # echoes our token (quoting the header it refused) has it masked here, before any of
+        # its text can reach a log line, an exception or a stored failure code. An answer that
+        # took the call is read as sent: a short token could match a piece of its fields.
+        if not streamed.is_success:
+            for echo in self._token_echoes:
+                content = content.replace(echo, _TOKEN_MASK)
         return httpx.Response(streamed.status_code, content=content, request=request)
 
     @contextlib.asynccontextmanager
