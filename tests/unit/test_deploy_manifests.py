@@ -135,11 +135,18 @@ def selected(selector: str) -> set[tuple[str, str]]:
     }
 
 
+def rollout_steps() -> list[str]:
+    """The label selectors of the runbook's release steps, in order (its rollback is apart)."""
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    release = runbook.split("## Roll out a release that migrates the database")[1]
+    release = release.split("\n#")[0]
+    return re.findall(r"apply -k deploy/kubernetes -l '?([^'\s]+)'?", release)
+
+
 def test_the_rollout_selects_the_config_then_the_job_then_all_but_the_job() -> None:
     """docs/operations.md applies the kustomization in steps: the ConfigMap the Job reads, the
     Job alone (waited for), then everything else, so no Deployment rolls before the schema."""
-    runbook = (ROOT / "docs" / "operations.md").read_text()
-    steps = re.findall(r"apply -k deploy/kubernetes -l '?([^'\s]+)'?", runbook)
+    steps = rollout_steps()
     assert steps == [f"{COMPONENT}=config", f"{COMPONENT}=migrate", f"{COMPONENT}!=migrate"]
     config, job, rest = (selected(step) for step in steps)
 
@@ -153,8 +160,7 @@ def test_the_rollout_selects_the_config_then_the_job_then_all_but_the_job() -> N
 def test_the_deploy_readme_points_at_the_runbooks_steps_not_a_plain_apply() -> None:
     # It said a plain `apply -k` left the Job out: kustomize applies it with the rest.
     readme = (ROOT / "deploy" / "README.md").read_text()
-    runbook = (ROOT / "docs" / "operations.md").read_text()
-    steps = re.findall(r"apply -k deploy/kubernetes -l '?([^'\s]+)'?", runbook)
+    steps = rollout_steps()
     assert f"-l {steps[0]}" in readme
     assert all(f"`{step.removeprefix(COMPONENT)}`" in readme for step in steps[1:])
     assert "docs/operations.md" in readme
