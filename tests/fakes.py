@@ -148,8 +148,11 @@ class FakeSettings:
         return set(tier_ids) & (held | registered)
 
     async def save(self, settings: Settings, deleted_tier_ids: Sequence[str]) -> Settings:
-        """Store the settings; removed tiers become tombstones."""
-        saved = replace(settings, update_time=self._store.now)
+        """Store the settings; removed tiers become tombstones. A cancellation stays: saving
+        settings never writes `cancel_time` (as in SQL)."""
+        kept = self._store.settings.get(settings.event_id)
+        cancel_time = None if kept is None else kept.cancel_time
+        saved = replace(settings, update_time=self._store.now, cancel_time=cancel_time)
         self._store.settings[settings.event_id] = saved
         self._store.deleted_tiers |= {(settings.event_id, t) for t in deleted_tier_ids}
         return saved
@@ -606,8 +609,12 @@ class FakeCancellations:
         return cancelled
 
     async def cancel_event(self, event_id: str, request_id: str | None) -> None:
-        """Cancelled now, unless it already was."""
-        self._store.cancellations.setdefault(event_id, Cancelling(self._store.now))
+        """Cancelled now, unless it already was; the settings say when, as the SQL adapter's
+        `cancel_time` column does (StartPaidRegistration reads it before any tier)."""
+        found = self._store.cancellations.setdefault(event_id, Cancelling(self._store.now))
+        settings = self._store.settings[event_id]
+        if settings.cancel_time is None:
+            self._store.settings[event_id] = replace(settings, cancel_time=found.cancel_time)
 
     async def event_cancelled(self, event_id: str, tier_id: str) -> bool:
         """Whether the event was cancelled (no other handler runs: nothing to lock)."""

@@ -17,6 +17,7 @@ from ticketing_service.service_layer.checkouts import (
     PaymentServiceUnreachable,
 )
 from ticketing_service.service_layer.dependencies import Dependencies
+from ticketing_service.service_layer.refund_handlers import cancel_event
 from ticketing_service.service_layer.registration_handlers import (
     cancel_reservation,
     find_reservation,
@@ -60,6 +61,16 @@ async def test_a_free_tier_needs_no_payment_and_stores_nothing(
     started = await start_paid_registration(deps, registration("user-1", tier_id="free"))
     assert (started.requires_payment, started.reservation) == (False, None)
     assert database.store.reservations == {}
+
+
+async def test_a_free_tier_of_a_cancelled_event_answers_event_cancelled(
+    deps: Dependencies,
+) -> None:
+    await cancel_event(deps, EVENT, None)
+
+    # A free tier takes no tier lock: only the settings' cancel time can refuse it.
+    with pytest.raises(errors.EventCancelled):
+        await start_paid_registration(deps, registration("user-1", tier_id="free"))
 
 
 async def test_a_retry_of_the_same_tier_answers_the_same_hold_and_opens_no_second_checkout(
