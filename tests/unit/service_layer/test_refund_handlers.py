@@ -16,6 +16,8 @@ from ticketing_service.domain.events import RegistrationEventType
 from ticketing_service.domain.refunds import RefundReason, RefundStatus
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
+    Delivery,
+    DeliveryScheme,
     Reservation,
     ReservationStatus,
 )
@@ -350,6 +352,75 @@ async def test_the_settled_payment_reported_with_other_values_is_never_refunded_
         await confirm_payment(deps, paying(confirmed, amount=1, delivery=None))
 
     assert (await get_reservation(deps, confirmed.reservation_id)).refunds == ()
+
+
+async def test_the_settled_payment_reported_twice_with_other_amounts_keeps_the_seat_unrefunded(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    confirmed = await seat(deps, database)
+
+    for amount in (1, PRICE + 1):  # the second report is no top-up: the payment has its seat
+        with pytest.raises(errors.PaymentMismatch):
+            await confirm_payment(deps, paying(confirmed, amount=amount, delivery=None))
+
+    after = await get_reservation(deps, confirmed.reservation_id)
+    assert (after.status, after.refunds) == (ReservationStatus.CONFIRMED, ())
+
+
+async def test_a_mismatched_payment_of_one_minor_unit_is_owed_back(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    held = await hold(deps, database)
+
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(deps, paying(held, amount=1, payment_id="odd"))
+
+    refunds = (await get_reservation(deps, held.reservation_id)).refunds
+    assert [(r.amount, r.reason) for r in refunds] == [(1, RefundReason.MISMATCH)]
+
+
+async def test_with_auto_refund_off_a_mismatched_payment_is_not_owed_back(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    held = await hold(deps, database)
+    manual = replace(deps, auto_refund=False)
+
+    with pytest.raises(errors.PaymentMismatch):
+        await confirm_payment(manual, paying(held, amount=100, payment_id="odd"))
+
+    assert (await get_reservation(deps, held.reservation_id)).refunds == ()
+
+
+async def test_a_seat_given_up_stays_given_up_when_its_payment_is_reported_again(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    confirmed = await seat(deps, database)
+    given_up = await cancel_registration(deps, confirmed.reservation_id, "payer", None)
+    again = Delivery(DeliveryScheme.STANDARD_WEBHOOKS, "msg-after-cancel")
+
+    result = await confirm_payment(deps, paying(confirmed, delivery=again))
+
+    # Answered from what is stored: no second registration, and the refund is still owed.
+    assert result.reservation.status is ReservationStatus.REGISTRATION_CANCELLED
+    assert (EVENT, "payer") not in database.store.registrations
+    after = await get_reservation(deps, confirmed.reservation_id)
+    assert after.status is ReservationStatus.REGISTRATION_CANCELLED
+    assert after.refunds == given_up.reservation.refunds != ()
+
+
+async def test_a_paid_unfulfilled_payment_reported_again_once_a_seat_frees_gets_no_seat(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    unfulfilled = await paid_unfulfilled(deps, database)
+    _, on_time = database.store.registrations[(EVENT, "on-time")]
+    await cancel_registration(deps, on_time, "on-time", None)  # the tier's one seat is free
+    again = Delivery(DeliveryScheme.STANDARD_WEBHOOKS, "msg-after-seat-freed")
+
+    result = await confirm_payment(deps, paying(unfulfilled, delivery=again))
+
+    assert result.outcome is ConfirmOutcome.PAID_UNFULFILLED
+    assert result.reservation.status is ReservationStatus.PAID_UNFULFILLED
+    assert (EVENT, "late") not in database.store.registrations
 
 
 # --- CancelEvent ---
