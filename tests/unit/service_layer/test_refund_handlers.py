@@ -13,7 +13,7 @@ from tests.unit.service_layer.conftest import EVENT, PRICE, paid_event, registra
 from tests.unit.service_layer.test_payment_handlers import hold, paying
 from ticketing_service.domain import errors
 from ticketing_service.domain.events import RegistrationEventType
-from ticketing_service.domain.refunds import RefundReason, RefundStatus
+from ticketing_service.domain.refunds import RefundReason, RefundRule, RefundStatus
 from ticketing_service.domain.reservations import (
     ConfirmOutcome,
     Delivery,
@@ -95,6 +95,22 @@ async def test_without_a_start_time_a_seat_given_up_is_refunded_in_full(
 
     assert result.refund is not None
     assert (result.refund.amount, result.refund.reason) == (PRICE, RefundReason.CANCELLATION)
+
+
+async def test_a_cancellation_the_policy_gives_one_minor_unit_for_owes_it(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    database.store.settings[EVENT] = paid_event(
+        Tier("vip", "VIP", 100, capacity=2),
+        event_start_time=database.store.now + timedelta(hours=1),
+        refund_policy=(RefundRule(0, 1),),
+    )
+    confirmed = await seat(deps, database)
+
+    result = await cancel_registration(deps, confirmed.reservation_id, "payer", None)
+
+    assert result.refund is not None
+    assert (result.refund.amount, result.refund.reason) == (1, RefundReason.CANCELLATION)
 
 
 async def test_a_cancellation_refunds_at_most_what_is_left_after_earlier_refunds(
@@ -221,6 +237,55 @@ async def test_a_request_id_reused_for_another_refund_is_refused(
         await refund_reservation(deps, refund(confirmed, 6000))
 
     assert [v.field for v in raised.value.violations] == ["request_id"]
+
+
+async def test_a_request_id_reused_to_release_the_seat_is_refused_and_the_seat_kept(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    confirmed = await seat(deps, database)
+    await refund_reservation(deps, refund(confirmed, 5000))
+
+    with pytest.raises(errors.InvalidArgument) as raised:
+        await refund_reservation(deps, refund(confirmed, 5000, release_seat=True))
+
+    assert [v.field for v in raised.value.violations] == ["request_id"]
+    kept = await get_reservation(deps, confirmed.reservation_id)
+    assert kept.status is ReservationStatus.CONFIRMED
+
+
+# Listed, not read from REQUESTABLE_REASONS: the test must fail when one goes missing there.
+@pytest.mark.parametrize(
+    "reason",
+    [
+        RefundReason.ORGANIZER,
+        RefundReason.GOODWILL,
+        RefundReason.PAID_UNFULFILLED,
+        RefundReason.DUPLICATE,
+    ],
+)
+async def test_an_organizer_may_give_each_requestable_reason(
+    deps: Dependencies, database: FakeDatabase, reason: RefundReason
+) -> None:
+    confirmed = await seat(deps, database)
+
+    result = await refund_reservation(deps, refund(confirmed, 1000, reason=reason))
+
+    assert result.refund is not None
+    assert (result.refund.amount, result.refund.reason) == (1000, reason)
+
+
+async def test_an_organizer_refunds_the_rest_of_a_seat_given_up_for_half(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    confirmed = await seat(deps, database)
+    starting_in(database, 30)  # the policy gives 50 %
+    await cancel_registration(deps, confirmed.reservation_id, "payer", None)
+
+    rest = await refund_reservation(deps, refund(confirmed, 0))
+
+    assert rest.refund is not None
+    assert rest.refund.amount == PRICE - PRICE // 2
+    assert sum(r.amount for r in rest.reservation.refunds) == PRICE
 
 
 @pytest.mark.parametrize(
@@ -559,6 +624,36 @@ async def test_a_seat_given_up_after_the_event_was_cancelled_gets_its_full_refun
     assert (result.refund.amount, result.refund.reason) == (PRICE, RefundReason.EVENT_CANCELLED)
     progress = await get_event_cancellation(deps, EVENT)
     assert (progress.done, progress.reservations_done) == (True, 1)
+
+
+async def test_giving_up_a_seat_again_after_the_event_was_cancelled_answers_the_same_refund(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    mine = await seat(deps, database)
+    await cancel_event(deps, EVENT, None)
+    first = await cancel_registration(deps, mine.reservation_id, "payer", "c-1")
+
+    again = await cancel_registration(deps, mine.reservation_id, "payer", "c-1")
+
+    assert first.refund is not None
+    assert again.refund == first.refund
+    assert len(again.reservation.refunds) == 1
+
+
+async def test_a_seat_released_after_the_event_was_cancelled_counts_once_toward_it(
+    deps: Dependencies, database: FakeDatabase
+) -> None:
+    mine = await seat(deps, database)
+    await cancel_event(deps, EVENT, None)
+
+    await refund_reservation(deps, refund(mine, 1000, release_seat=True))
+
+    progress = await get_event_cancellation(deps, EVENT)
+    assert (progress.done, progress.reservations_done, progress.reservations_total) == (
+        True,
+        1,
+        1,
+    )
 
 
 @pytest.mark.parametrize(("asked", "rest"), [(1000, [PRICE - 1000]), (0, [])])
