@@ -88,7 +88,22 @@ def test_a_malformed_policy_is_described() -> None:
 
 
 @pytest.mark.parametrize(
-    ("asked", "left", "amount"), [(0, 700, 700), (300, 700, 300), (700, 700, 700)]
+    "rule", [RefundRule(0, 100), RefundRule(0, 0), RefundRule(24 * 366, 100), RefundRule(0, 1)]
+)
+def test_a_rule_at_the_edges_of_its_ranges_is_accepted(rule: RefundRule) -> None:
+    assert policy_problems([rule]) == []
+
+
+@pytest.mark.parametrize(
+    "rule", [RefundRule(0, 150), RefundRule(0, -1), RefundRule(24 * 366 + 1, 100)]
+)
+def test_a_rule_past_the_edges_of_its_ranges_is_refused(rule: RefundRule) -> None:
+    assert policy_problems([rule]) != []
+
+
+@pytest.mark.parametrize(
+    ("asked", "left", "amount"),
+    [(0, 700, 700), (300, 700, 300), (700, 700, 700), (1, 700, 1), (0, 1, 1)],
 )
 def test_a_refund_takes_what_was_asked_or_all_that_is_left(
     asked: int, left: int, amount: int

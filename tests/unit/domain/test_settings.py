@@ -50,6 +50,24 @@ def test_a_tier_priced_above_zero_makes_the_event_paid_with_the_default_account(
     assert (settings.currency_code, settings.enabled, settings.legacy) == ("KRW", True, False)
 
 
+def test_free_and_paid_tiers_together_make_a_paid_event() -> None:
+    settings = decide_settings(update(tier("free"), tier("vip", 5)), None, set(), None).settings
+    assert (settings.mode, settings.enabled) == (TicketingMode.PAID, True)
+
+
+def test_a_free_event_does_not_take_payments() -> None:
+    settings = decide_settings(update(tier("a")), None, set(), "default").settings
+    assert (settings.mode, settings.enabled, settings.provider) == (TicketingMode.FREE, False, None)
+
+
+def test_an_explicit_empty_url_moves_a_stored_external_event_off_external() -> None:
+    old = stored(TicketingMode.EXTERNAL, legacy=False)
+    moved = decide_settings(update(tier("a", 5), external_url=""), old, set(), None).settings
+    kept = decide_settings(update(tier("a", 5)), old, set(), None).settings
+    assert (moved.mode, moved.external_url) == (TicketingMode.PAID, None)
+    assert (kept.mode, kept.external_url) == (TicketingMode.EXTERNAL, "https://old.example")
+
+
 def test_an_empty_external_url_is_not_external() -> None:
     assert decide_settings(update(tier("a"), external_url=""), None, set(), None).settings.mode is (
         TicketingMode.FREE
