@@ -14,8 +14,16 @@ from ticketing_service.domain.reservations import ConfirmOutcome, Reservation, R
 from ticketing_service.domain.settings import Tier
 from ticketing_service.service_layer.checkouts import CheckoutState, PaymentServiceUnreachable
 from ticketing_service.service_layer.dependencies import Dependencies
-from ticketing_service.service_layer.reconciliation import reconcile_due, reconcile_reservation
-from ticketing_service.service_layer.registration_handlers import start_paid_registration
+from ticketing_service.service_layer.reconciliation import (
+    BATCH_SIZE,
+    reconcile_due,
+    reconcile_reservation,
+    reconcile_since,
+)
+from ticketing_service.service_layer.registration_handlers import (
+    cancel_reservation,
+    start_paid_registration,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -164,6 +172,19 @@ async def test_a_hold_paid_in_another_amount_ends_at_its_end_and_is_not_asked_ab
     assert await reconcile_due(deps) == []
 
 
+async def test_reconcile_reservation_of_an_ended_hold_paid_in_another_amount_answers_it_expired(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    held = await hold(deps)
+    assert held.checkout_id is not None
+    later(database, 601)
+    checkouts.pay(held.checkout_id, held.reservation_id, held.amount - 1, "pay-short")
+
+    found = await reconcile_reservation(deps, held.reservation_id)
+
+    assert (found.step, found.reservation.status) == (Step.EXPIRE, ReservationStatus.EXPIRED)
+
+
 async def test_a_live_hold_paid_in_another_amount_is_left_to_its_end(
     deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
@@ -199,6 +220,43 @@ async def test_an_outage_ends_the_hold_anyway_and_a_payment_found_later_is_confi
 
     assert (found.step, found.outcome) == (Step.CONFIRM, ConfirmOutcome.CONFIRMED)
     assert database.committed[-1].late_payment
+
+
+async def test_follow_ups_left_unanswered_wait_twice_as_long_each_time(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    await hold(deps)
+    later(database, 601)
+    checkouts.fail_with = PaymentServiceUnreachable
+    [ended] = await reconcile_due(deps)
+    assert ended.step is Step.EXPIRE_AND_FOLLOW_UP
+
+    for wait in (60, 120, 240):
+        later(database, wait - 1)
+        assert await reconcile_due(deps) == []
+        later(database, 1)
+        [followed] = await reconcile_due(deps)
+        assert followed.step is Step.FOLLOW_UP
+
+
+async def test_reconcile_since_asks_about_exactly_the_unsettled_checkouts_made_since(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    database.store.settings[EVENT] = paid_event(Tier("vip", "VIP", PRICE, capacity=None))
+    await hold(deps, "too-old")
+    later(database, 7200)
+    settled = await hold(deps, "settled")
+    paid(checkouts, settled)
+    await reconcile_reservation(deps, settled.reservation_id)
+    recent = [await hold(deps, f"recent-{n}") for n in range(BATCH_SIZE + 1)]  # two batches
+    cancelled = await cancel_reservation(deps, recent[-1].reservation_id, recent[-1].user_id)
+
+    done = await reconcile_since(deps, timedelta(hours=1))
+
+    assert cancelled.status is ReservationStatus.CANCELLED  # unsettled: it may still be paid
+    assert sorted(r.reservation.reservation_id for r in done) == sorted(
+        r.reservation_id for r in recent
+    )
 
 
 async def test_a_payment_found_after_the_seat_was_sold_is_paid_unfulfilled(
