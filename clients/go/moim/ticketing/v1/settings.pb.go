@@ -184,8 +184,7 @@ type RefundRule struct {
 
 	// Hours before the event's start, from 0 to 8784 (a year). Unique within a policy.
 	MinHoursBeforeStart int32 `protobuf:"varint,1,opt,name=min_hours_before_start,json=minHoursBeforeStart,proto3" json:"min_hours_before_start,omitempty"`
-	// The share of the payment refunded, from 0 to 100, at least that of any rule with fewer
-	// hours (cancelling earlier never gives less back). The amount is rounded down to the
+	// The share of the payment refunded, from 0 to 100. The amount is rounded down to the
 	// currency's minor unit.
 	Percent int32 `protobuf:"varint,2,opt,name=percent,proto3" json:"percent,omitempty"`
 }

@@ -114,8 +114,7 @@ class RefundRule(_message.Message):
     min_hours_before_start: _builtins.int
     """Hours before the event's start, from 0 to 8784 (a year). Unique within a policy."""
     percent: _builtins.int
-    """The share of the payment refunded, from 0 to 100, at least that of any rule with fewer
-    hours (cancelling earlier never gives less back). The amount is rounded down to the
+    """The share of the payment refunded, from 0 to 100. The amount is rounded down to the
     currency's minor unit.
     """
     def __init__(

@@ -88,8 +88,7 @@ export type RefundRule = Message<"moim.ticketing.v1.RefundRule"> & {
   minHoursBeforeStart: number;
 
   /**
-   * The share of the payment refunded, from 0 to 100, at least that of any rule with fewer
-   * hours (cancelling earlier never gives less back). The amount is rounded down to the
+   * The share of the payment refunded, from 0 to 100. The amount is rounded down to the
    * currency's minor unit.
    *
    * @generated from field: int32 percent = 2;
