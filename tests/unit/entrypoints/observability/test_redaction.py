@@ -37,7 +37,6 @@ def filtered(made: logging.LogRecord) -> logging.LogRecord:
         f"callback_secret={SECRET}&x=1",
         f"{{'x-ticket-payment-signature': '{SECRET}'}}",
         f'{{"token": "{SECRET}", "ok": true}}',
-        f"token:{SECRET}",
         f"rejected Bearer pay!Tok:en#{SECRET}",
     ],
 )
@@ -52,7 +51,6 @@ def test_a_token_or_secret_written_into_text_is_masked(text: str) -> None:
         "4111111111111111",
         "4111 1111 1111 1111",
         "4111-1111-1111-1111",
-        "4242.4242.4242.4242",
         "4242  4242 4242 4242",
     ],
 )
@@ -60,10 +58,25 @@ def test_a_card_number_is_masked(number: str) -> None:
     assert redact_text(f"card {number} declined") == f"card {REDACTED} declined"
 
 
-def test_a_card_number_glued_to_a_word_is_masked() -> None:
-    assert redact_text("pay_4242424242424242 evt-4242-4242-4242-4242") == (
-        f"pay_{REDACTED} evt-{REDACTED}"
-    )
+def test_a_card_number_after_a_dash_is_masked() -> None:
+    assert redact_text("evt-4242-4242-4242-4242") == f"evt-{REDACTED}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Luhn-valid digits inside a word or grouped by dots: an id, a timestamp, addresses.
+        "5c427929-2402-4922-ae5d-4242424242424242x",
+        "pay_4242424242424242",
+        "at 1730813645.758914",
+        "241.89.99.0 129.189.135.144",
+        # A name and a colon, no `=`: a path or a reason word.
+        "GET https://pay.example.com/v1/token:refresh",
+        "signature:bad_signature",
+    ],
+)
+def test_ids_timestamps_addresses_and_names_stay_readable(text: str) -> None:
+    assert redact_text(text) == text
 
 
 def test_a_luhn_valid_run_inside_a_longer_run_of_digits_stays() -> None:
