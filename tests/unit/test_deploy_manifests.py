@@ -136,11 +136,12 @@ def selected(selector: str) -> set[tuple[str, str]]:
 
 
 def rollout_steps() -> list[str]:
-    """The label selectors of the runbook's release steps, in order (its rollback is apart)."""
+    """The label selector of each `apply -k` of the runbook's release steps, in order ("" for
+    one with none); its rollback, a section of its own, is left out."""
     runbook = (ROOT / "docs" / "operations.md").read_text()
     release = runbook.split("## Roll out a release that migrates the database")[1]
-    release = release.split("\n#")[0]
-    return re.findall(r"apply -k deploy/kubernetes -l '?([^'\s]+)'?", release)
+    release = release.split("### Roll back a release")[0]
+    return re.findall(r"apply -k deploy/kubernetes(?: -l '?([^'\s]+)'?)?", release)
 
 
 def test_the_rollout_selects_the_config_then_the_job_then_all_but_the_job() -> None:

@@ -76,21 +76,36 @@ CONTRACTING_STEPS = {
     "rename_table",
     "_replace_check",
 }
+# The same in SQL an upgrade runs as text (`op.execute`).
+CONTRACTING_SQL = re.compile(r"(?i)\b(?:drop|rename)\b|\balter\s+column\b")
 MIGRATIONS = sorted((ROOT / "ticketing_service/adapters/migrations/versions").glob("0*.py"))
 # The rows of the table of migrations a rolling update cannot cross: | `0007` | ... |
 NOT_ROLLING = set(re.findall(r"^\| `(\d{4})` \|", DOC, re.MULTILINE))
 
 
 def contracting_steps(migration: Path) -> set[str]:
-    """The contracting steps that `migration`'s upgrade() calls."""
-    tree = ast.parse(migration.read_text())
-    [upgrade] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "upgrade"]
-    called = {
-        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-        for node in ast.walk(upgrade)
-        if isinstance(node, ast.Call)
+    """The contracting steps `migration`'s upgrade() takes: the calls it makes, itself or
+    through the module's own functions, and what its SQL text says."""
+    functions = {
+        node.name: node
+        for node in ast.parse(migration.read_text()).body
+        if isinstance(node, ast.FunctionDef)
     }
-    return called & CONTRACTING_STEPS
+    steps: set[str] = set()
+    reached, to_read = {"upgrade"}, [functions["upgrade"]]
+    while to_read:
+        for node in ast.walk(to_read.pop()):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                steps |= {m.lower() for m in CONTRACTING_SQL.findall(node.value)}
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            steps |= {name} & CONTRACTING_STEPS
+            if name in functions and name not in reached:
+                reached.add(name)
+                to_read.append(functions[name])
+    return steps
 
 
 @pytest.mark.parametrize("migration", MIGRATIONS, ids=lambda path: path.name[:4])
