@@ -63,10 +63,12 @@ async def test_the_payment_mismatch_query_lists_each_mismatched_payment_once(
     ]
 
 
-async def paid_reservation(stub: Stub, payment_service: PaymentService) -> Reservation:
+async def paid_reservation(
+    stub: Stub, payment_service: PaymentService, user_id: str = "payer"
+) -> Reservation:
     """A confirmed reservation whose payment the payment service holds, so it can refund it."""
     await configure_event(stub)
-    held = await hold(stub, "payer")
+    held = await hold(stub, user_id)
     request = payment_for(held)
     payment_service.state.mark_paid(held.checkout_id, payment_id=request.payment_id)
     await stub.ConfirmPayment(request)
@@ -121,3 +123,25 @@ async def test_a_payment_with_failures_made_up_only_in_part_stays_on_the_failed_
     rows = sql(database_url, documented_query("failed_refunds"))
 
     assert sorted((row[6], row[12], row[13]) for row in rows) == [(200, 500, 300), (300, 500, 300)]
+
+
+async def test_the_recount_query_finds_a_refunded_amount_that_counts_another_payment(
+    stub: Stub, service: Service, database_url: str, payment_service: PaymentService
+) -> None:
+    counted_right = await paid_reservation(stub, payment_service)
+    await goodwill_refund(stub, counted_right, "goodwill", amount=1000)
+    await send_due_refunds(service.deps)
+    # As an older replica counted a second payment's refund during a rollout past 0008: more
+    # than the settling payment's refunds, less than the price.
+    counted_twice = await paid_reservation(stub, payment_service, "second")
+    sql(
+        database_url,
+        "UPDATE reservations SET refunded_amount = 500 WHERE reservation_id = $1",
+        counted_twice.reservation_id,
+    )
+
+    rows = sql(database_url, documented_query("refunded_amount_recount"))
+
+    assert [(str(row[0]), row[1], row[2]) for row in rows] == [
+        (counted_twice.reservation_id, 500, 0)
+    ]
