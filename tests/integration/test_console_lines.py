@@ -12,9 +12,8 @@ import time
 
 import httpx
 
-from tests.integration.callbacks import HMAC_SECRET, refused_port
-from tests.integration.test_webhook_shim import RUN_WEBHOOK, shim_environment
-from tests.terminal import python_from_a_terminal
+from tests.integration.callbacks import refused_port
+from tests.integration.test_webhook_shim import started_shim
 
 # uvicorn decodes the path: the shim's line gets a newline, a carriage return and an ANSI
 # "erase line", then what looks like a record of its own.
@@ -43,16 +42,8 @@ def read_terminal(fd: int, until: re.Pattern[str] | None = None, timeout: float 
 def test_a_request_path_cannot_forge_or_erase_a_line_of_the_shims_console_log() -> None:
     controller, terminal = pty.openpty()
     with refused_port() as backend_port:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
-            python_from_a_terminal("-c", RUN_WEBHOOK),
-            env=shim_environment(
-                TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
-                TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
-                TICKETING_GRPC_TARGET=f"127.0.0.1:{backend_port}",
-            ),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=terminal,
+        process = started_shim(
+            backend_port, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal
         )
         os.close(terminal)
         try:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
@@ -412,6 +412,19 @@ def shim_environment(**settings: str) -> dict[str, str]:
     return inherited | settings
 
 
+def started_shim(backend_port: int, **popen: Any) -> subprocess.Popen[Any]:
+    """The `webhook` command as from a terminal, on a free port, its server at `backend_port`."""
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
+        python_from_a_terminal("-c", RUN_WEBHOOK),
+        env=shim_environment(
+            TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
+            TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
+            TICKETING_GRPC_TARGET=f"127.0.0.1:{backend_port}",
+        ),
+        **popen,
+    )
+
+
 def run_shim_command(timeout: float = 30, **settings: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own interpreter and a constant program
         [sys.executable, "-c", RUN_WEBHOOK],
@@ -483,16 +496,7 @@ def test_the_command_logs_its_real_port_serves_healthz_and_exits_0_on_a_stop_sig
 ) -> None:
     # A hangup (its terminal closed) killed it outright before.
     with refused_port() as backend_port:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
-            python_from_a_terminal("-c", RUN_WEBHOOK),
-            env=shim_environment(
-                TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
-                TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
-                TICKETING_GRPC_TARGET=f"127.0.0.1:{backend_port}",
-            ),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = started_shim(backend_port, stderr=subprocess.PIPE, text=True)
         try:
             port = _listening_port(process)
             health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
