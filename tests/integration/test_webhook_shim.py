@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -12,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 import psutil
@@ -511,6 +513,40 @@ def test_the_command_logs_its_real_port_serves_healthz_and_exits_0_on_a_stop_sig
             process.stderr.close()
     assert health.status_code == 503
     assert HMAC_SECRET not in rest
+
+
+def test_a_connections_own_lines_name_no_request_it_served_before() -> None:
+    # uvicorn reads a connection's next request from the task of the request it served (and
+    # resumes its reading there), in that request's context: its line about the next,
+    # malformed request carried the earlier request's id.
+    with refused_port() as backend_port:
+        process = started_shim(backend_port, stderr=subprocess.PIPE, text=True)
+        try:
+            port = _listening_port(process)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+                answers = connection.makefile("rb")
+                # Pipelined: the next request waits in uvicorn's buffer while the first is served.
+                first = b"GET /x HTTP/1.1\r\nHost: s\r\nwebhook-id: earlier\r\n\r\n"
+                connection.sendall(first + b"NOT HTTP AT ALL\r\n\r\n")
+                assert (_status_of_answer(answers), _status_of_answer(answers)) == (404, 400)
+        finally:
+            process.terminate()
+            _, rest = process.communicate(timeout=30)
+
+    lines = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+    [invalid] = [line for line in lines if line["message"] == "Invalid HTTP request received."]
+    assert "request_id" not in invalid, invalid
+
+
+def _status_of_answer(answers: BinaryIO) -> int:
+    """The status of the next answer on a connection, its headers and body read."""
+    status = int(answers.readline().split()[1])
+    length = 0
+    while (line := answers.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    answers.read(length)
+    return status
 
 
 def _listening_port(process: subprocess.Popen[str]) -> int:

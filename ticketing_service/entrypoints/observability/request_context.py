@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, replace
 
@@ -67,6 +68,17 @@ def end_request(token: Token[RequestContext]) -> None:
     # A streaming generator finalised by the event loop runs in another context, where the
     # token does not apply; that context is discarded anyway.
     with suppress(ValueError):
+        _current.reset(token)
+
+
+@contextmanager
+def serving_no_request() -> Iterator[None]:
+    """Run a block as part of no request: a connection's own work that a server does from the
+    task of the request it has just answered (reading the next one, arming its timers)."""
+    token = _current.set(_NO_REQUEST)
+    try:
+        yield
+    finally:
         _current.reset(token)
 
 

@@ -15,6 +15,8 @@ import logging
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ticketing_service.entrypoints.observability.request_context import serving_no_request
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,9 +41,12 @@ class ReadDeadlineProtocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         """Start the next request's deadline (a pipelined request may already be complete)."""
-        self._arm()
-        super().on_response_complete()
-        self._disarm_once_received()
+        # Called from the answered request's task: what it starts here (the next request's
+        # task, its reading, the timers) must not inherit that request's id for its lines.
+        with serving_no_request():
+            self._arm()
+            super().on_response_complete()
+            self._disarm_once_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clock and let uvicorn tell the app the client is gone."""
