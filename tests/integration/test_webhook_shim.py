@@ -525,15 +525,21 @@ def test_a_connections_own_lines_name_no_request_it_served_before() -> None:
             port = _listening_port(process)
             with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
                 answers = connection.makefile("rb")
-                # Pipelined: the next request waits in uvicorn's buffer while the first is served.
-                first = b"GET /x HTTP/1.1\r\nHost: s\r\nwebhook-id: earlier\r\n\r\n"
-                connection.sendall(first + b"NOT HTTP AT ALL\r\n\r\n")
-                assert (_status_of_answer(answers), _status_of_answer(answers)) == (404, 400)
+                # Pipelined: the next requests wait in uvicorn's buffer while one is served.
+                requests = [
+                    f"GET /{path} HTTP/1.1\r\nHost: s\r\nwebhook-id: {path}\r\n\r\n".encode()
+                    for path in ("first", "second")
+                ]
+                connection.sendall(b"".join(requests) + b"NOT HTTP AT ALL\r\n\r\n")
+                statuses = [_status_of_answer(answers) for _ in range(3)]
         finally:
             process.terminate()
             _, rest = process.communicate(timeout=30)
 
+    assert statuses == [404, 404, 400]
     lines = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+    answered = [(line["route"], line["request_id"]) for line in lines if "route" in line]
+    assert answered == [("/first", "first"), ("/second", "second")]
     [invalid] = [line for line in lines if line["message"] == "Invalid HTTP request received."]
     assert "request_id" not in invalid, invalid
 
