@@ -15,9 +15,9 @@ import httpx
 from tests.integration.callbacks import refused_port
 from tests.integration.test_webhook_shim import started_shim
 
-# uvicorn decodes the path: the shim's line gets a newline, a carriage return and an ANSI
-# "erase line", then what looks like a record of its own.
-FORGING_PATH = "/foo%0a06:00:00.000%20ERROR%20forged%0d%1b%5b2K"
+# Decoded, the path gave the shim's line a field of another request, a newline, a carriage
+# return and an ANSI "erase line", then what looks like a record of its own.
+FORGING_PATH = "/foo]%20request_id=spoofed%0a06:00:00.000%20ERROR%20forged%0d%1b%5b2K"
 
 
 def read_terminal(fd: int, until: re.Pattern[str] | None = None, timeout: float = 30) -> str:
@@ -60,8 +60,10 @@ def test_a_request_path_cannot_forge_or_erase_a_line_of_the_shims_console_log() 
                 process.wait()
             os.close(controller)
     assert answer.status_code == 404
-    # A terminal ends each line with \r\n; any other \r, or an escape, came from the caller.
-    assert r"GET /foo\n06:00:00.000 ERROR forged\r\x1b[2K 404" in written
+    # Logged as it came, still encoded. A terminal ends each line with \r\n; any other \r,
+    # or an escape, came from the caller.
+    assert f"route={FORGING_PATH}] GET {FORGING_PATH} 404" in written
+    assert " request_id=spoofed" not in written
     assert not [line for line in written.split("\r\n") if line.startswith("06:00:00.000")]
     assert re.search(r"\r(?!\n)", written) is None
     assert "\x1b" not in written

@@ -49,7 +49,10 @@ class RequestContextMiddleware:
         }
         given = next((headers[h] for h in DELIVERY_ID_HEADERS if headers.get(h)), None)
         request_id = new_request_id(given)
-        route = str(scope.get("path", ""))
+        # The path as it came, still percent-encoded: decoded, it may hold spaces, brackets and
+        # `=` that pass for other fields of a console line (`/x]%20request_id=…`).
+        raw_path = scope.get("raw_path")
+        route = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else str(scope["path"])
         status = 500  # what the server answers if the app fails before it starts a response
 
         async def send_with_id(message: Message) -> None:
