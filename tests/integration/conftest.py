@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,7 +27,6 @@ from ticketing_service.entrypoints.dev.payment_service import (
 )
 from ticketing_service.entrypoints.dev.payment_state import PaymentServiceState
 from ticketing_service.entrypoints.grpc.server import RunningServer
-from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.serving import served
 from ticketing_service.service_layer.dependencies import Dependencies
 
@@ -46,15 +43,6 @@ class PaymentService:
 
     url: str
     state: PaymentServiceState
-
-
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    """Every log line of the test, as the service writes them off a terminal (JSON lines)."""
-    stream = io.StringIO()
-    handler = configure_logging(stream)
-    yield stream
-    logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

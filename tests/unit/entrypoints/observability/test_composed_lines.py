@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,20 +21,12 @@ class Terminal(io.StringIO):
         return True
 
 
-@pytest.fixture
-def stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = configure_logging(stream)
-    yield stream
-    logging.getLogger().removeHandler(handler)
-
-
 def test_a_composed_line_is_one_json_line_with_its_fields_and_request(
-    stream: io.StringIO, caplog: pytest.LogCaptureFixture
+    captured_logs: io.StringIO, caplog: pytest.LogCaptureFixture
 ) -> None:
     with request_scope("req-1", rpc="ConfirmPayment"):
         log_composed(log, logging.INFO, "ConfirmPayment OK in 12.5 ms", FIELDS)
-    [entry] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [entry] = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
     assert entry["message"] == "ConfirmPayment OK in 12.5 ms"
     assert (entry["request_id"], entry["rpc"], entry["grpc_code"]) == (
         "req-1",
@@ -47,9 +38,9 @@ def test_a_composed_line_is_one_json_line_with_its_fields_and_request(
     assert vars(record)[SAFE_RECORD_FLAG] is True
 
 
-def test_a_composed_line_respects_the_level(stream: io.StringIO) -> None:
+def test_a_composed_line_respects_the_level(captured_logs: io.StringIO) -> None:
     log_composed(log, logging.DEBUG, "Check OK in 0.1 ms", FIELDS)
-    assert stream.getvalue() == ""
+    assert captured_logs.getvalue() == ""
 
 
 def test_a_terminal_gets_its_readable_line() -> None:
@@ -64,12 +55,12 @@ def test_a_terminal_gets_its_readable_line() -> None:
 
 
 def test_the_http_client_s_per_request_lines_are_kept_out_but_its_warnings_are_not(
-    stream: io.StringIO,
+    captured_logs: io.StringIO,
 ) -> None:
     http = logging.getLogger("httpx")
 
     http.info("HTTP Request: POST http://moim-payment/v1/ticket-checkouts")
     http.warning("a warning from the HTTP client")
 
-    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    messages = [json.loads(line)["message"] for line in captured_logs.getvalue().splitlines()]
     assert messages == ["a warning from the HTTP client"]

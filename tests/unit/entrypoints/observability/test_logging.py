@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -25,29 +24,21 @@ class Terminal(io.StringIO):
         return True
 
 
-@pytest.fixture
-def stream() -> Iterator[io.StringIO]:
-    captured = io.StringIO()
-    handler = configure_logging(captured)
-    yield captured
-    logging.getLogger().removeHandler(handler)
-
-
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_off_a_terminal_each_record_is_one_json_line(stream: io.StringIO) -> None:
+def test_off_a_terminal_each_record_is_one_json_line(captured_logs: io.StringIO) -> None:
     log.info("hold %s created", "r-1")
     log.warning("second")
-    first, second = lines(stream)
+    first, second = lines(captured_logs)
     assert first["message"] == "hold r-1 created"
     assert (first["level"], first["logger"]) == ("INFO", "ticketing_service.test")
     assert str(first["time"]).endswith("+00:00")
     assert second["level"] == "WARNING"
 
 
-def test_the_time_is_utc_to_the_millisecond_in_every_second(stream: io.StringIO) -> None:
+def test_the_time_is_utc_to_the_millisecond_in_every_second(captured_logs: io.StringIO) -> None:
     # Two records in one second, then one in the next: the text kept for a second is only
     # reused within it.
     created = [1_769_850_307.042, 1_769_850_307.999, 1_769_850_307.9999996, 1_769_850_308.5]
@@ -55,61 +46,65 @@ def test_the_time_is_utc_to_the_millisecond_in_every_second(stream: io.StringIO)
         record = log.makeRecord(log.name, logging.INFO, __file__, 1, "at %s", (when,), None)
         record.created = when
         log.handle(record)
-    assert [entry["time"] for entry in lines(stream)] == [
+    assert [entry["time"] for entry in lines(captured_logs)] == [
         "2026-01-31T09:05:07.042+00:00",
         "2026-01-31T09:05:07.999+00:00",
         "2026-01-31T09:05:08.000+00:00",  # rounded to the microsecond first, as datetime does
         "2026-01-31T09:05:08.500+00:00",
     ]
-    assert [entry["time"] for entry in lines(stream)] == [
+    assert [entry["time"] for entry in lines(captured_logs)] == [
         datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds") for when in created
     ]
 
 
-def test_private_marks_on_a_record_are_not_written(stream: io.StringIO) -> None:
+def test_private_marks_on_a_record_are_not_written(captured_logs: io.StringIO) -> None:
     log.info("composed", extra={"_composed_by_service": True, "grpc_code": "OK"})
-    [entry] = lines(stream)
+    [entry] = lines(captured_logs)
     assert entry["grpc_code"] == "OK"
     assert not [key for key in entry if key.startswith("_") or key == "composed_by_service"]
 
 
-def test_uvicorns_coloured_copy_of_the_message_is_not_written(stream: io.StringIO) -> None:
+def test_uvicorns_coloured_copy_of_the_message_is_not_written(captured_logs: io.StringIO) -> None:
     # Through the test's own logger: other tests may have set uvicorn's loggers' levels.
     log.info("Started server process [%d]", 7, extra={"color_message": "Started \x1b[36m%d\x1b[0m"})
-    [entry] = lines(stream)
+    [entry] = lines(captured_logs)
     assert entry["message"] == "Started server process [7]"
     assert "color_message" not in entry
 
 
-def test_records_inside_a_request_carry_its_id_rpc_and_reservation(stream: io.StringIO) -> None:
+def test_records_inside_a_request_carry_its_id_rpc_and_reservation(
+    captured_logs: io.StringIO,
+) -> None:
     with request_scope("req-1", rpc="ConfirmPayment"):
         log.info("before")
         note_reservation("6f1d3c2a-8f0e-4a51-9a5e-0c7b2d1e4f6a")
         log.info("after")
     log.info("outside")
-    before, after, outside = lines(stream)
+    before, after, outside = lines(captured_logs)
     assert (before["request_id"], before["rpc"]) == ("req-1", "ConfirmPayment")
     assert "reservation_id" not in before
     assert after["reservation_id"] == "6f1d3c2a-8f0e-4a51-9a5e-0c7b2d1e4f6a"
     assert not {"request_id", "rpc", "reservation_id"} & outside.keys()
 
 
-def test_extra_fields_are_included_and_secrets_are_not(stream: io.StringIO) -> None:
+def test_extra_fields_are_included_and_secrets_are_not(captured_logs: io.StringIO) -> None:
     log.info("callback from Bearer %s", SECRET, extra={"duration_ms": 2.5, "authorization": SECRET})
-    [entry] = lines(stream)
+    [entry] = lines(captured_logs)
     assert entry["duration_ms"] == 2.5
     assert entry["authorization"] == "[REDACTED]"
-    assert SECRET not in stream.getvalue()
+    assert SECRET not in captured_logs.getvalue()
 
 
-def test_an_exception_is_one_field_of_the_line_with_secrets_masked(stream: io.StringIO) -> None:
+def test_an_exception_is_one_field_of_the_line_with_secrets_masked(
+    captured_logs: io.StringIO,
+) -> None:
     try:
         raise RuntimeError(f"upstream said token={SECRET}")
     except RuntimeError:
         log.exception("forwarding failed")
-    [entry] = lines(stream)
+    [entry] = lines(captured_logs)
     assert "RuntimeError" in str(entry["exception"])
-    assert SECRET not in stream.getvalue()
+    assert SECRET not in captured_logs.getvalue()
 
 
 def test_a_terminal_gets_a_readable_line_with_the_request_fields() -> None:

@@ -6,14 +6,11 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from starlette.types import ASGIApp
 
-from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
 from ticketing_service.entrypoints.observability.request_context import (
     current_request,
@@ -76,14 +73,6 @@ async def serving() -> bool:
     return True
 
 
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = configure_logging(stream)
-    yield stream
-    logging.getLogger().removeHandler(handler)
-
-
 def lines(stream: io.StringIO, logger: str) -> list[dict[str, Any]]:
     entries = [json.loads(line) for line in stream.getvalue().splitlines()]
     return [entry for entry in entries if entry["logger"] == logger]
@@ -108,50 +97,54 @@ async def request(app: ASGIApp, method: str, path: str, **kwargs: Any) -> httpx.
 
 
 async def test_a_delivery_is_served_under_its_delivery_id_and_logged_once(
-    logs: io.StringIO,
+    captured_logs: io.StringIO,
 ) -> None:
     confirmer = ContextRecordingConfirmer()
     response = await request(shim(confirmer), "POST", URL, content=BODY, headers=signed(BODY))
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "delivery-7"
     assert confirmer.request_ids == ["delivery-7"]
-    [line] = lines(logs, "ticketing_service.webhook")
+    [line] = lines(captured_logs, "ticketing_service.webhook")
     assert line["message"].startswith(f"POST {URL} 200 in ")
     assert (line["request_id"], line["route"], line["http_status"]) == ("delivery-7", URL, 200)
     assert line["reservation_id"] == RESERVATION
 
 
-async def test_records_logged_while_serving_carry_the_delivery_id(logs: io.StringIO) -> None:
+async def test_records_logged_while_serving_carry_the_delivery_id(
+    captured_logs: io.StringIO,
+) -> None:
     await request(
         shim(ContextRecordingConfirmer()), "POST", URL, content=BODY, headers=signed(BODY)
     )
-    [inside] = lines(logs, "ticketing_service.test_confirmer")
+    [inside] = lines(captured_logs, "ticketing_service.test_confirmer")
     assert (inside["request_id"], inside["route"]) == ("delivery-7", URL)
 
 
 async def test_neither_the_body_nor_the_signature_nor_the_secret_is_logged(
-    logs: io.StringIO,
+    captured_logs: io.StringIO,
 ) -> None:
     headers = signed(BODY)
     await request(shim(ContextRecordingConfirmer()), "POST", URL, content=BODY, headers=headers)
     bad = {**headers, "X-Ticket-Payment-Signature": "0" * 64}
     await request(shim(ContextRecordingConfirmer()), "POST", URL, content=BODY, headers=bad)
-    output = logs.getvalue()
+    output = captured_logs.getvalue()
     assert output
     for leaked in (SECRET, headers["X-Ticket-Payment-Signature"], "4111111111111111", "pay_1"):
         assert leaked not in output
 
 
-async def test_a_request_without_a_delivery_id_gets_a_fresh_uuid(logs: io.StringIO) -> None:
+async def test_a_request_without_a_delivery_id_gets_a_fresh_uuid(
+    captured_logs: io.StringIO,
+) -> None:
     response = await request(shim(ContextRecordingConfirmer()), "POST", URL, content=b"{}")
     assert response.status_code == 401
     assert uuid.UUID(response.headers["x-request-id"]).version == 4
 
 
-async def test_health_probes_are_logged_at_debug_only(logs: io.StringIO) -> None:
+async def test_health_probes_are_logged_at_debug_only(captured_logs: io.StringIO) -> None:
     response = await request(shim(ContextRecordingConfirmer()), "GET", "/healthz")
     assert response.status_code == 200
-    assert lines(logs, "ticketing_service.webhook") == []
+    assert lines(captured_logs, "ticketing_service.webhook") == []
 
 
 async def test_answers_are_counted_by_route_and_status_and_strangers_as_other() -> None:
