@@ -475,6 +475,13 @@ class Gate:
         async with asyncio.timeout(MEETING_SECONDS):
             await self.opened.wait()
 
+    async def stopped(self, call: Awaitable[T]) -> asyncio.Future[T]:
+        """Start `call`; its future once it waits at the point (a bounded wait)."""
+        started = asyncio.ensure_future(call)
+        async with asyncio.timeout(MEETING_SECONDS):
+            await self.reached.wait()
+        return started
+
 
 async def hold_ending_soon(stub: Stub, database_url: str) -> pb.ConfirmPaymentRequest:
     """The one seat of the tier, held by a payer whose hold ends in a few seconds."""
@@ -560,11 +567,9 @@ async def buyer_after_the_end_while_a_live_confirmation_commits(
     request = await hold_ending_soon(stub, database_url)
     gate = Gate("reservation_locked")
     async with contender_server(database_url, payment_service, pause=gate) as confirmer:
-        confirming = asyncio.ensure_future(
+        confirming = await gate.stopped(
             answer_of(confirmer.ConfirmPayment(request, timeout=CALL_SECONDS))
         )
-        async with asyncio.timeout(MEETING_SECONDS):
-            await gate.reached.wait()
         await until_ended(database_url, request.reservation_id)
         buyer = await answer_of(buyers.StartPaidRegistration(start_request("buyer")))
         gate.opened.set()
@@ -715,11 +720,9 @@ async def test_a_tier_removed_before_its_seats_are_counted_answers_tier_not_foun
     await offer_tier(stub, capacity=10)
     gate = Gate("pending_checked")
     async with contender_server(database_url, payment_service, pause=gate) as buyer:
-        holding = asyncio.ensure_future(
+        holding = await gate.stopped(
             answer_of(buyer.StartPaidRegistration(start_request("buyer"), timeout=CALL_SECONDS))
         )
-        async with asyncio.timeout(MEETING_SECONDS):
-            await gate.reached.wait()
         other = settings_pb2.TierInput(tier_id="other", name="Other", price_amount=PRICE)
         await stub.UpdateTicketingSettings(
             pb.UpdateTicketingSettingsRequest(event_id=EVENT, tiers=[other]), timeout=CALL_SECONDS
@@ -747,11 +750,9 @@ async def hold_counted_while_the_event_is_cancelled(
     await offer_tier(stub, capacity=10)
     gate = Gate("seats_counted")
     async with contender_server(database_url, payment_service, pause=gate) as buyer:
-        holding = asyncio.ensure_future(
+        holding = await gate.stopped(
             answer_of(buyer.StartPaidRegistration(start_request("buyer"), timeout=CALL_SECONDS))
         )
-        async with asyncio.timeout(MEETING_SECONDS):
-            await gate.reached.wait()
         cancelling = asyncio.ensure_future(
             canceller.CancelEvent(pb.CancelEventRequest(event_id=EVENT), timeout=CALL_SECONDS)
         )
@@ -810,11 +811,9 @@ async def seat_given_up_while_the_event_is_cancelled(
     paid = await held_reservation_of(stub, "payer")
     await stub.ConfirmPayment(paid, timeout=CALL_SECONDS)
     give_up = pb.CancelRegistrationRequest(reservation_id=paid.reservation_id, user_id="payer")
-    giving_up = asyncio.ensure_future(
+    giving_up = await gate.stopped(
         answer_of(user.CancelRegistration(give_up, timeout=CALL_SECONDS))
     )
-    async with asyncio.timeout(MEETING_SECONDS):
-        await gate.reached.wait()
     cancelling = asyncio.ensure_future(
         stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT), timeout=CALL_SECONDS)
     )
@@ -878,9 +877,7 @@ async def sale_while_moim_holds_come_in(
             await add_hold(moim, event, tier, name)
         gate = Gate("import_counted")
         paused = Protections(locking, pause=gate)
-        imported = asyncio.ensure_future(import_moim(moim_import(paused), dry_run=False))
-        async with asyncio.timeout(MEETING_SECONDS):
-            await gate.reached.wait()
+        imported = await gate.stopped(import_moim(moim_import(paused), dry_run=False))
         buy = pb.StartPaidRegistrationRequest(event_id=event, tier_id=tier, user_id="buyer")
         buying = asyncio.ensure_future(
             answer_of(stub.StartPaidRegistration(buy, timeout=CALL_SECONDS))
@@ -967,9 +964,7 @@ async def test_a_sender_s_stale_failure_never_overwrites_the_pending_a_refresh_r
 
     async with background_worker(database_url, payment_service, gate) as sender:
         # Its one send failed and the payment service did not know the refund: it fails it...
-        sending = asyncio.ensure_future(send_due_refunds(sender))
-        async with asyncio.timeout(MEETING_SECONDS):
-            await gate.reached.wait()
+        sending = await gate.stopped(send_due_refunds(sender))
         # ... while the send the payment service had not yet answered lands there, and a
         # callback's RefreshRefund records the refund pending.
         [sent] = [r for r in state.requests if r.endpoint == "create_refund"]
@@ -1004,9 +999,7 @@ async def test_a_settings_update_beside_a_cancellation_batch_waits_for_it_withou
     async with background_worker(database_url, payment_service, gate) as worker:
         assert await fold_confirmed_seats(worker) == 1  # the seat is in the tier's count
         await stub.CancelEvent(pb.CancelEventRequest(event_id=EVENT), timeout=CALL_SECONDS)
-        batch = asyncio.ensure_future(cancel_batch(worker, 10))
-        async with asyncio.timeout(MEETING_SECONDS):
-            await gate.reached.wait()
+        batch = await gate.stopped(cancel_batch(worker, 10))
         saved = asyncio.ensure_future(answer_of(offer_tier(stub, capacity=20)))
         await waiting_for_a_lock_or_done(database_url, saved)
         gate.opened.set()
@@ -1045,14 +1038,12 @@ async def refund_settling_during_a_read(
     async with contender_server(
         database_url, payment_service, one_snapshot=one_snapshot, pause=gate
     ) as reader:
-        reading = asyncio.ensure_future(
+        reading = await gate.stopped(
             reader.GetReservation(
                 pb.GetReservationRequest(reservation_id=request.reservation_id),
                 timeout=CALL_SECONDS,
             )
         )
-        async with asyncio.timeout(MEETING_SECONDS):
-            await gate.reached.wait()
         await send_due_refunds(service.deps)  # the refund is made and recorded
         gate.opened.set()
         return await reading
