@@ -23,6 +23,7 @@ from tests.integration.test_refunds import (
     configure,
     feed_event,
     paid_seat,
+    refund_request,
     reservation,
 )
 from ticketing_service.bootstrap import Service, cancel_events
@@ -111,14 +112,7 @@ async def test_partial_refunds_of_the_largest_payment_add_up_to_it_exactly(
     seat = await paid_seat(stub, payment_service, "whale")
 
     for request_id, amount in (("most", MAX_AMOUNT - 1), ("rest", 0)):
-        await stub.RefundReservation(
-            pb.RefundReservationRequest(
-                reservation_id=seat.reservation_id,
-                amount=amount,
-                reason=refund_pb2.REFUND_REASON_GOODWILL,
-                request_id=request_id,
-            )
-        )
+        await stub.RefundReservation(refund_request(seat, amount, request_id))
     await send_due_refunds(service.deps)
 
     after = await reservation(stub, seat.reservation_id)

@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from moim.ticketing.v1 import refund_pb2
-from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1.reservation_pb2 import Reservation
 
 from tests.integration.conftest import PaymentService
 from tests.integration.flows import configure_event, end_hold, hold, paid_tier, payment_for, sql
+from tests.integration.test_refunds import refund_request
 from ticketing_service.bootstrap import Service
 from ticketing_service.service_layer.refund_worker import send_due_refunds
 
@@ -77,14 +76,7 @@ async def paid_reservation(
 
 async def goodwill_refund(stub: Stub, held: Reservation, request_id: str, amount: int = 0) -> None:
     """An organizer's goodwill refund of `amount` (0: all that is left)."""
-    await stub.RefundReservation(
-        pb.RefundReservationRequest(
-            reservation_id=held.reservation_id,
-            amount=amount,
-            reason=refund_pb2.REFUND_REASON_GOODWILL,
-            request_id=request_id,
-        )
-    )
+    await stub.RefundReservation(refund_request(held, amount, request_id))
 
 
 async def test_the_failed_refunds_query_lists_each_refund_an_operator_must_act_on(
