@@ -16,6 +16,7 @@ from ticketing_service.service_layer.checkouts import CheckoutState, PaymentServ
 from ticketing_service.service_layer.dependencies import Dependencies
 from ticketing_service.service_layer.reconciliation import (
     BATCH_SIZE,
+    Reconciled,
     reconcile_due,
     reconcile_reservation,
     reconcile_since,
@@ -45,6 +46,18 @@ def status(database: FakeDatabase, held: Reservation) -> ReservationStatus:
 def paid(checkouts: FakeCheckouts, held: Reservation, payment_id: str = "pay-1") -> None:
     assert held.checkout_id is not None
     checkouts.pay(held.checkout_id, held.reservation_id, held.amount, payment_id)
+
+
+async def ended_in_an_outage(
+    deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> tuple[Reservation, Reconciled]:
+    """A hold past its end, ended by a pass that could not reach the payment service (which
+    stays unreachable); the hold and what the pass did with it."""
+    held = await hold(deps)
+    later(database, 601)
+    checkouts.fail_with = PaymentServiceUnreachable
+    [ended] = await reconcile_due(deps)
+    return held, ended
 
 
 async def test_a_live_hold_paid_without_a_callback_is_confirmed_once_it_is_old_enough(
@@ -201,10 +214,7 @@ async def test_a_live_hold_paid_in_another_amount_is_left_to_its_end(
 async def test_an_outage_ends_the_hold_anyway_and_a_payment_found_later_is_confirmed_late(
     deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
-    held = await hold(deps)
-    later(database, 601)
-    checkouts.fail_with = PaymentServiceUnreachable
-    [ended] = await reconcile_due(deps)
+    held, ended = await ended_in_an_outage(deps, database, checkouts)
     assert (ended.answer, ended.step) == (CheckoutAnswer.UNREACHABLE, Step.EXPIRE_AND_FOLLOW_UP)
     assert status(database, held) is ReservationStatus.EXPIRED
 
@@ -225,10 +235,7 @@ async def test_an_outage_ends_the_hold_anyway_and_a_payment_found_later_is_confi
 async def test_follow_ups_left_unanswered_wait_twice_as_long_each_time(
     deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
-    await hold(deps)
-    later(database, 601)
-    checkouts.fail_with = PaymentServiceUnreachable
-    [ended] = await reconcile_due(deps)
+    _, ended = await ended_in_an_outage(deps, database, checkouts)
     assert ended.step is Step.EXPIRE_AND_FOLLOW_UP
 
     for wait in (60, 120, 240):
@@ -262,10 +269,7 @@ async def test_reconcile_since_asks_about_exactly_the_unsettled_checkouts_made_s
 async def test_a_payment_found_after_the_seat_was_sold_is_paid_unfulfilled(
     deps: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
-    held = await hold(deps)
-    later(database, 601)
-    checkouts.fail_with = PaymentServiceUnreachable
-    await reconcile_due(deps)
+    held, _ = await ended_in_an_outage(deps, database, checkouts)
     checkouts.fail_with = None
     await hold(deps, "buyer")  # the seat the ended hold gave up
     paid(checkouts, held)
