@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -22,7 +21,6 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from tests.integration.callbacks import (
-    HMAC_SECRET,
     count_rows,
     encode,
     hmac_signed,
@@ -32,7 +30,7 @@ from tests.integration.callbacks import (
     shim_config,
 )
 from tests.integration.flows import configure_event, hold, paid_tier
-from tests.integration.test_webhook_shim import RUN_WEBHOOK, _listening_port, shim_environment
+from tests.integration.test_webhook_shim import _listening_port, started_shim
 from ticketing_service.entrypoints.grpc.server import RunningServer
 from ticketing_service.entrypoints.listening import bind_socket
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
@@ -295,14 +293,9 @@ async def test_a_request_framed_both_ways_is_refused_and_nothing_after_it_is_rea
 
 
 def test_the_command_cuts_an_idle_connection_after_its_read_timeout() -> None:
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
-        [sys.executable, "-c", RUN_WEBHOOK],
-        env=shim_environment(
-            TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
-            TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
-            TICKETING_GRPC_TARGET="127.0.0.1:9",
-            TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS="0.5",
-        ),
+    process = started_shim(
+        9,
+        {"TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS": "0.5"},
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -414,14 +414,18 @@ def shim_environment(**settings: str) -> dict[str, str]:
     return inherited | settings
 
 
-def started_shim(backend_port: int, **popen: Any) -> subprocess.Popen[Any]:
-    """The `webhook` command as from a terminal, on a free port, its server at `backend_port`."""
+def started_shim(
+    backend_port: int, settings: Mapping[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[Any]:
+    """The `webhook` command as from a terminal, on a free port, its server at `backend_port`,
+    with `settings` added to its environment."""
     return subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
         python_from_a_terminal("-c", RUN_WEBHOOK),
         env=shim_environment(
             TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
             TICKETING_WEBHOOK_LISTEN="127.0.0.1:0",
             TICKETING_GRPC_TARGET=f"127.0.0.1:{backend_port}",
+            **(settings or {}),
         ),
         **popen,
     )
