@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -912,6 +913,30 @@ def test_ctrl_c_or_a_hangup_while_the_command_loads_ends_it_quietly(
     assert process.returncode == 128 + sig  # a shell's status for the signal
     assert "Traceback" not in stderr, stderr
     assert stderr.splitlines()[-1] == STOPPED
+
+
+def test_a_hangup_as_the_embedded_postgres_starts_stops_that_postgres_with_the_command(
+    tmp_path: Path,
+) -> None:
+    # pgserver starts its Postgres, then lists the process as one using it; at exit it stops
+    # the Postgres only for a listed process. A hangup between the two (about 1 s into `serve`)
+    # ended the command and left the Postgres running, listed as used by nobody.
+    data_dir = tmp_path / "pgdata"
+    assert run_command(tmp_path, "migrate", TICKETING_DATA_DIR=str(data_dir)).returncode == 0
+    postmaster = data_dir / "postmaster.pid"
+    try:
+        with serve_process(data_dir) as process:
+            deadline = time.monotonic() + START_TIMEOUT_SECONDS
+            while not postmaster.exists() and time.monotonic() < deadline:
+                time.sleep(0.002)  # the Postgres writes it as it starts, before it is ready
+            process.send_signal(signal.SIGHUP)
+            stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)[1]
+        assert process.returncode == 128 + signal.SIGHUP, stderr
+        assert "Traceback" not in stderr, stderr
+        assert not postmaster.exists(), "the embedded Postgres is still running"
+    finally:
+        if postmaster.exists():  # so that a failure leaves no Postgres running
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "hangup"])

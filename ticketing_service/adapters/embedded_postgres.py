@@ -6,9 +6,12 @@ import atexit
 import json
 import logging
 import os
+import signal
 import subprocess
+import threading
 import warnings
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -47,7 +50,8 @@ def start_embedded_postgres(data_dir: Path) -> str:
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         _forget_dead_users(data_dir, PostgresServer._lock)
-        server = cast(_Server, get_server(data_dir, cleanup_mode="stop"))
+        with _stop_signals_held():
+            server = cast(_Server, get_server(data_dir, cleanup_mode="stop"))
     except OSError as error:
         reason = f"{error.strerror} ({error.filename})" if error.filename else str(error)
         raise EmbeddedPostgresError(
@@ -83,6 +87,31 @@ def start_embedded_postgres(data_dir: Path) -> str:
         )
     log.info("DATABASE_URL is unset: the embedded Postgres serves, its data in %s", data_dir)
     return server.get_uri()
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP while pgserver starts its Postgres, then deliver them.
+
+    pgserver starts the Postgres, then lists this process as a user, which is how its exit hook
+    knows to stop it: a signal between the two (about 1 s into `serve`, 2 starts in 14) left
+    the Postgres running with nobody listed. Signals are only handled in the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = [
+        s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if callable(signal.getsignal(s))
+    ]
+    previous = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for held_signal, handler in previous.items():
+            signal.signal(held_signal, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def _forget_dead_users(data_dir: Path, lock: AbstractContextManager[object]) -> None:
