@@ -35,6 +35,10 @@ SENSITIVE_KEY_PARTS = (
 
 _NAME_WORDS = ("secret", "token", "password", "signature", "authorization", "api_key", "apikey")
 _NAMES = "|".join(_NAME_WORDS)
+# Names that end a header's: those, and a cookie's, but not `signature`, whose `signature:
+# bad_signature` is the reason word the webhook app logs (a signature is one message's, not a key).
+_HEADER_WORDS = (*(w for w in _NAME_WORDS if w != "signature"), "api-key", "cookie")
+_HEADERS = "|".join(_HEADER_WORDS)
 
 # Each pattern follows the words (in lower case) it cannot match without, and runs only on text
 # that holds one: looking for a few words costs a UUID or a plain line far less than the
@@ -46,17 +50,27 @@ _PATTERNS = (
     # Standard Webhooks secrets and signatures.
     (("whsec_",), re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_" + REDACTED),
     (("v1,",), re.compile(r"\bv1,[A-Za-z0-9+/=]{16,}"), "v1," + REDACTED),
-    # `secret=…` in text, and `"token": "…"` in an echoed mapping or JSON. An unquoted
-    # `signature: bad_signature` or a `token:refresh` path stays: a reason word, a name.
+    # `secret=…` or `password = …` in text, and `"token": "…"` in an echoed mapping or JSON.
     # (Matching the name's start too cost 45 us on a UUID, for nothing.)
     (
         _NAME_WORDS,
-        re.compile(rf"(?i)((?:{_NAMES})[\w-]*=)[^\s\"',;&}}]+"),
+        re.compile(rf"(?i)((?:{_NAMES})[\w-]*[ \t]*=[ \t]*)[^\s\"',;&}}]+"),
         r"\1" + REDACTED,
     ),
     (
         _NAME_WORDS,
         re.compile(rf"(?i)([\"'][\w-]*(?:{_NAMES})[\w-]*[\"']\s*:\s*[\"']?)[^\"',}}]+"),
+        r"\1" + REDACTED,
+    ),
+    # A header as written on a line (`X-Api-Key: …`, `Authorization: Basic …`, `Cookie: a=1;
+    # b=2`): the name ends right before the colon, and a space follows it, so a `token:refresh`
+    # path or `token_type: bearer` stays.
+    (
+        _HEADER_WORDS,
+        re.compile(
+            rf"(?i)((?:{_HEADERS})[ \t]*:[ \t]+(?:(?:basic|bearer|digest|token)[ \t]+)?)"
+            r"[^\s\"',;&}]+(?:;[ \t]*[^\s\"',;&}=]+=[^\s\"',;&}]*)*"
+        ),
         r"\1" + REDACTED,
     ),
 )

@@ -46,6 +46,22 @@ def test_a_token_or_secret_written_into_text_is_masked(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (f"Token: {SECRET}", f"Token: {REDACTED}"),
+        (f"token : {SECRET} sent", f"token : {REDACTED} sent"),
+        (f"Authorization: Basic {SECRET}", f"Authorization: Basic {REDACTED}"),
+        (f"X-Api-Key: {SECRET}", f"X-Api-Key: {REDACTED}"),
+        (f"api-key: {SECRET}", f"api-key: {REDACTED}"),
+        (f"Cookie: session={SECRET}; theme={SECRET}", f"Cookie: {REDACTED}"),
+        (f"password = {SECRET} then", f"password = {REDACTED} then"),
+    ],
+)
+def test_a_header_or_a_setting_written_with_spaces_is_masked(text: str, masked: str) -> None:
+    assert redact_text(text) == masked
+
+
+@pytest.mark.parametrize(
     "number",
     [
         "4111111111111111",
@@ -70,9 +86,12 @@ def test_a_card_number_after_a_dash_is_masked() -> None:
         "pay_4242424242424242",
         "at 1730813645.758914",
         "241.89.99.0 129.189.135.144",
-        # A name and a colon, no `=`: a path or a reason word.
+        # A name and a colon with no space after it (a path), a reason word after `signature`,
+        # a name that only starts like a header's.
         "GET https://pay.example.com/v1/token:refresh",
         "signature:bad_signature",
+        "signature: bad_signature",
+        "token_type: bearer",
     ],
 )
 def test_ids_timestamps_addresses_and_names_stay_readable(text: str) -> None:
