@@ -548,6 +548,27 @@ def test_a_connections_own_lines_name_no_request_it_served_before() -> None:
     assert "request_id" not in invalid, invalid
 
 
+def test_the_password_of_a_url_a_caller_sends_never_reaches_the_shims_log() -> None:
+    # A request path is logged as it came (twice: the line, and its `route` field); one that
+    # holds a database URL, as a scanner or a misdirected client sends, carried its password.
+    path = "/x/postgresql://ticketing:s3cret-in-url@db:5432/ticketing"
+    with refused_port() as backend_port:
+        process = started_shim(backend_port, stderr=subprocess.PIPE, text=True)
+        try:
+            port = _listening_port(process)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+                connection.sendall(f"GET {path} HTTP/1.1\r\nHost: s\r\n\r\n".encode())
+                assert _status_of_answer(connection.makefile("rb")) == 404
+        finally:
+            process.terminate()
+            _, rest = process.communicate(timeout=30)
+
+    masked = "/x/postgresql://ticketing:[REDACTED]@db:5432/ticketing"
+    [line] = [json.loads(line) for line in rest.splitlines() if "postgresql:" in line]
+    assert (line["route"], line["message"].split()[1]) == (masked, masked)
+    assert "s3cret" not in rest
+
+
 def _status_of_answer(answers: BinaryIO) -> int:
     """The status of the next answer on a connection, its headers and body read."""
     status = int(answers.readline().split()[1])

@@ -73,6 +73,9 @@ _PATTERNS = (
         ),
         r"\1" + REDACTED,
     ),
+    # The password in a URL (`postgresql://user:…@db/app`, as a DATABASE_URL in an error): up
+    # to the last `@` before the host, since a password written unescaped may hold one too.
+    (("://",), re.compile(r"(://[^\s:/?#@]*:)[^\s/?#]+(?=@)"), r"\1" + REDACTED),
 )
 # Card numbers: 13 to 19 digits, grouped by up to two spaces or dashes, a word of their own;
 # masked when Luhn-valid, so that most long ids and millisecond timestamps stay readable. Digits

@@ -62,6 +62,24 @@ def test_a_header_or_a_setting_written_with_spaces_is_masked(text: str, masked: 
 
 
 @pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (f"postgresql://user:{SECRET}@db:5432/app", f"postgresql://user:{REDACTED}@db:5432/app"),
+        (
+            f"https://user:{SECRET}@pay.example.com/v1",
+            f"https://user:{REDACTED}@pay.example.com/v1",
+        ),
+        # Written unescaped, an `@` in the password: all of it up to the host goes.
+        (f"postgres://user:p@{SECRET}@db/app", f"postgres://user:{REDACTED}@db/app"),
+    ],
+)
+def test_the_password_in_a_url_is_masked_and_the_rest_of_it_kept(url: str, masked: str) -> None:
+    assert (
+        redact_text(f"cannot connect to {url}: refused") == f"cannot connect to {masked}: refused"
+    )
+
+
+@pytest.mark.parametrize(
     "number",
     [
         "4111111111111111",
@@ -92,6 +110,8 @@ def test_a_card_number_after_a_dash_is_masked() -> None:
         "signature:bad_signature",
         "signature: bad_signature",
         "token_type: bearer",
+        # A URL with a user and no password, a port, an `@` after its host.
+        "postgresql://ticketing@db:5432/app http://[::1]:8080/x@y",
     ],
 )
 def test_ids_timestamps_addresses_and_names_stay_readable(text: str) -> None:

@@ -38,6 +38,7 @@ def test_a_usable_id_from_the_caller_is_kept(given: str) -> None:
         "4242 4242 4242 4242",
         "evt-4242-4242-4242-4242",
         "trace-token=abc",
+        "postgresql://user:pw@db",
         "whsec_c2lnbmluZy1rZXk=",
         f"a rpc=CancelEvent reservation_id={RESERVATION}",
     ],
