@@ -162,6 +162,34 @@ async def test_the_token_a_refusal_echoes_is_masked_in_everything_taken_from_it(
     assert "rejected Bearer [REDACTED] ; key [REDACTED]" in str(refused.value)
 
 
+# Encoders escape more than `"` and a backslash: PHP writes a `/` as `\/`, Go a `<` or `>` as
+# `\u003c` or `\u003e`, and any character may be a `\u00XX` escape, its hex in either case.
+ESCAPING_TOKEN = 'pay/Tok<en>&"\\SECRETPAY123'
+ESCAPINGS = {
+    "solidus": lambda text: text.replace("/", "\\/"),
+    "html-safe": lambda text: text.replace("<", "\\u003c").replace(">", "\\u003E"),
+    "every-character": lambda text: text.replace(
+        json.dumps(ESCAPING_TOKEN)[1:-1], "".join(f"\\u{ord(c):04X}" for c in ESCAPING_TOKEN)
+    ),
+}
+
+
+@pytest.mark.parametrize("escaping", ESCAPINGS)
+async def test_the_token_a_refusal_echoes_is_masked_however_its_json_escapes_it(
+    escaping: str,
+) -> None:
+    token = ESCAPING_TOKEN
+    refusal = {"code": f"bad_token:{token}", "message": f"rejected Bearer {token} ; key {token}"}
+    content = ESCAPINGS[escaping](json.dumps(refusal)).encode()
+    assert json.loads(content) == refusal
+    async with client_with(answering(400, content), token=token) as client:
+        with pytest.raises(RefundRefused) as refused:
+            await client.create_refund(REQUEST)
+
+    assert refused.value.code == "bad_token:[REDACTED]"
+    assert "rejected Bearer [REDACTED] ; key [REDACTED]" in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("code", "kept"),
     [("bad\ncode\x1b[2K\u0000", "badcode[2K"), ("x" * 300, "x" * 128)],

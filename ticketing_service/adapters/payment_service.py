@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC
 from urllib.parse import quote
@@ -80,10 +80,9 @@ class HttpPaymentService:
         if max_outstanding < 1:
             raise ValueError("max_outstanding must allow at least one call to the payment service.")
         self._token = token
-        # The token as an answer could echo it: inside a JSON string (a `"` or a `\` in it
-        # escaped), then as sent. Empty, it is not set and nothing is masked.
-        in_json = json.dumps(token)[1:-1]
-        self._token_echoes = (in_json.encode(), token.encode()) if token else ()
+        # The token as an answer could echo it (see _echo_of). Empty, it is not set and
+        # nothing is masked.
+        self._token_echo = _echo_of(token) if token else None
         self._timeout_seconds = timeout_seconds
         self._slots = asyncio.Semaphore(max_outstanding)
         # The background's calls take at most half of the slots: a slow status endpoint once
@@ -177,9 +176,8 @@ class HttpPaymentService:
         # echoes our token (quoting the header it refused) has it masked here, before any of
         # its text can reach a log line, an exception or a stored failure code. An answer that
         # took the call is read as sent: a short token could match a piece of its fields.
-        if not streamed.is_success:
-            for echo in self._token_echoes:
-                content = content.replace(echo, _TOKEN_MASK)
+        if not streamed.is_success and self._token_echo:
+            content = self._token_echo.sub(_TOKEN_MASK, content)
         return httpx.Response(streamed.status_code, content=content, request=request)
 
     @contextlib.asynccontextmanager
@@ -223,6 +221,17 @@ async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
         if len(content) > limit:
             break
     return bytes(content[:limit])
+
+
+def _echo_of(token: str) -> re.Pattern[bytes]:
+    r"""The token as sent, or inside a JSON string written any way JSON allows: each of its
+    characters as itself, as `\u00XX` (Go writes a `<` as `\u003c`), or a `"`, `\` or `/`
+    after a backslash (the first two must be; PHP writes a `/` as `\/`)."""
+    forms = (
+        (re.escape(c), rf"\\u00(?i:{ord(c):02x})", *([re.escape("\\" + c)] if c in '"\\/' else ()))
+        for c in token
+    )
+    return re.compile("".join(f"(?:{'|'.join(each)})" for each in forms).encode())
 
 
 def _segment(identifier: str) -> str:
