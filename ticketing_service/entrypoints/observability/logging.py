@@ -67,6 +67,11 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
     return redact_text("\n".join(parts))
 
 
+# Unicode's bidi controls (after U+202E, the rest of a line shows reversed) and its line and
+# paragraph separators (some viewers break a line on them).
+_UNICODE_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x2028, 0x202F), *range(0x2066, 0x206A))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request fields, extras."""
 
@@ -91,10 +96,13 @@ class JsonFormatter(logging.Formatter):
         return self._encoder.encode(entry)
 
 
-# Control characters (C0, DEL, C1) as Python writes them in a literal (`\n`, `\x1b`). Raw, a
-# caller's text (a request path, an upstream message) could start a forged line, rewrite one
-# with `\r` or erase lines with ANSI escapes; a traceback's lines are indented for the same reason.
-_CONTROL_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
+# Control characters (C0, DEL, C1) and the Unicode ones as Python writes them in a literal (`\n`,
+# `\x1b`, `\u202e`). Raw, a caller's text (a request path, an upstream message) could start a
+# forged line, rewrite one with `\r`, erase lines with ANSI escapes or hide a part of one; a
+# traceback's lines are indented for the same reason.
+_CONTROL_ESCAPES = {
+    c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0), *_UNICODE_CONTROLS)
+}
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -152,6 +152,25 @@ def test_a_terminal_line_escapes_control_characters_so_no_line_can_be_forged() -
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line)
 
 
+# Bidi controls: after U+202E `exe.txt` shows as `txt.exe`; U+2028 and U+2029 break lines in
+# some viewers.
+UNICODE_CONTROLS = (
+    "\u202e\u202a\u202b\u202c\u202d\u2066\u2067\u2068\u2069\u200e\u200f\u061c\u2028\u2029"
+)
+
+
+def test_a_terminal_line_escapes_bidi_controls_and_unicode_line_breaks() -> None:
+    terminal = Terminal()
+    handler = configure_logging(terminal)
+    try:
+        log.info("upload %s", f"invoice{UNICODE_CONTROLS}txt.exe")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    [line] = terminal.getvalue().splitlines()
+    escaped = UNICODE_CONTROLS.encode("unicode_escape").decode()
+    assert line.endswith(f" upload invoice{escaped}txt.exe")
+
+
 def test_a_terminal_traceback_keeps_its_lines_each_indented_with_controls_escaped() -> None:
     terminal = Terminal()
     handler = configure_logging(terminal)
