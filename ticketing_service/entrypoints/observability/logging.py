@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TextIO
@@ -68,8 +69,16 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
 
 
 # Unicode's bidi controls (after U+202E, the rest of a line shows reversed) and its line and
-# paragraph separators (some viewers break a line on them).
+# paragraph separators (some viewers break a line on them): neither format writes them raw.
 _UNICODE_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x2028, 0x202F), *range(0x2066, 0x206A))
+# JSON escapes C0 controls itself, but with ensure_ascii=False it writes DEL, C1 and those raw,
+# for a terminal showing the line (`kubectl logs`) to act on. As `\u` escapes they read back as
+# the same text.
+_RAW_IN_JSON = re.compile(f"[{''.join(map(chr, (*range(0x7F, 0xA0), *_UNICODE_CONTROLS)))}]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match[0]):04x}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -93,7 +102,8 @@ class JsonFormatter(logging.Formatter):
         entry |= _extras(record)
         if exception := _exception_text(self, record):
             entry["exception"] = exception
-        return self._encoder.encode(entry)
+        line = self._encoder.encode(entry)
+        return line if line.isascii() else _RAW_IN_JSON.sub(_json_escape, line)
 
 
 # Control characters (C0, DEL, C1) and the Unicode ones as Python writes them in a literal (`\n`,

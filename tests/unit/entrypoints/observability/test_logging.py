@@ -171,6 +171,17 @@ def test_a_terminal_line_escapes_bidi_controls_and_unicode_line_breaks() -> None
     assert line.endswith(f" upload invoice{escaped}txt.exe")
 
 
+def test_a_json_line_writes_them_and_del_and_c1_as_escapes_that_read_back_the_same(
+    captured_logs: io.StringIO,
+) -> None:
+    text = f"invoice{UNICODE_CONTROLS}\x7f\x85\x9b[2Ktxt.exe 김"
+    log.info("upload %s", text, extra={"detail": text})
+    written = captured_logs.getvalue()
+    assert not set(written) & set(f"{UNICODE_CONTROLS}\x7f\x85\x9b")
+    [entry] = lines(captured_logs)
+    assert (entry["message"], entry["detail"]) == (f"upload {text}", text)
+
+
 def test_a_terminal_traceback_keeps_its_lines_each_indented_with_controls_escaped() -> None:
     terminal = Terminal()
     handler = configure_logging(terminal)
