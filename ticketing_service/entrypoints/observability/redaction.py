@@ -2,8 +2,9 @@
 
 Two nets, because neither alone is enough: fields are masked by *name* (an `extra=` key or a
 mapping argument called `authorization`, `raw_event`, ...), and the rendered message is masked by
-*shape* (`Bearer …`, `whsec_…`, a 13-19 digit card number), which catches a secret interpolated
-into text by a caller who never meant to log it. Bytes are never logged, only their length.
+*shape* (`Bearer …`, `whsec_…`, `Token: …`, a URL's password, a 13-19 digit card number), which
+catches a secret interpolated into text by a caller who never meant to log it. Bytes are never
+logged, only their length.
 """
 
 from __future__ import annotations
