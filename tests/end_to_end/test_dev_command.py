@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import queue
 import re
@@ -193,6 +194,14 @@ def test_a_payment_on_the_sandbox_page_confirms_the_registration_and_ctrl_c_stop
     assert exit_code == 0
     assert data_dir.is_dir(), "the data directory is kept for the next start"
     assert not (data_dir / "postmaster.pid").exists(), "the embedded Postgres is still running"
+    # Each gRPC call has its line, as under `serve` (dev logged none); the callback's
+    # confirmation under the id of the shim's line for it: one id follows a payment through both.
+    records = [json.loads(line) for line in (tmp_path / "dev.log").read_text().splitlines()]
+    calls = {r["rpc"]: r for r in records if r["logger"] == "ticketing_service.rpc"}
+    [callback] = [r for r in records if r["logger"] == "ticketing_service.webhook"]
+    assert calls["StartPaidRegistration"]["reservation_id"] == held.reservation_id
+    assert calls["ConfirmPayment"]["grpc_code"] == "OK"
+    assert calls["ConfirmPayment"]["request_id"] == callback["request_id"]
 
 
 def test_a_payment_whose_callback_is_lost_is_confirmed_by_asking_and_a_cancel_leaves_a_hold(

@@ -21,6 +21,7 @@ from ticketing_service.entrypoints.dev.payment_service import create_payment_ser
 from ticketing_service.entrypoints.event_loop import stop_signals
 from ticketing_service.entrypoints.grpc.server import RunningServer
 from ticketing_service.entrypoints.listening import bind_socket
+from ticketing_service.entrypoints.observability.interceptor import ObservingInterceptor
 from ticketing_service.entrypoints.serving import served
 from ticketing_service.entrypoints.webhook.serve import ShimServer, build_verifier, webhook_server
 from ticketing_service.webhook_config import DEFAULT_TOLERANCE_SECONDS, WebhookConfig
@@ -83,7 +84,8 @@ async def run_dev_stack(config: Config, listen: DevListen) -> int:
     )
     async with (
         bootstrap.running_service(config, database_url) as service,
-        served(service, config, listen.grpc) as running,
+        # Each call logged as `serve` logs it: the walkthrough's calls show in the terminal.
+        served(service, config, listen.grpc, interceptors=[ObservingInterceptor()]) as running,
     ):
         shim_config = WebhookConfig(
             listen=listen.webhook,
