@@ -43,7 +43,7 @@ SERVER_FAULTS = {
     grpc.StatusCode.DATA_LOSS,
     grpc.StatusCode.UNIMPLEMENTED,
     # Every wait inside a call is bounded far below the caller's 10 s (the payment service's
-    # timeout is 1 s here, a lock's 2 s): a call that outlives it hangs.
+    # timeout is 3 s here, a lock's 2 s): a call that outlives it hangs.
     grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 # Both searches: the same examples on every run; the servers and the reservations are made

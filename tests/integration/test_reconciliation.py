@@ -254,7 +254,7 @@ async def test_a_hanging_or_absurd_payment_service_cannot_keep_a_hold_from_endin
     end_hold(database_url, held.reservation_id)
     payment_service.state.faults["get_checkout"] = fault
 
-    # The client's timeout (1 s here) bounds a hanging question; this bound only keeps a broken
+    # The client's timeout (3 s here) bounds a hanging question; this bound only keeps a broken
     # run from hanging the suite.
     async with asyncio.timeout(30):
         [ended] = await reconcile_due(deps)
@@ -299,7 +299,7 @@ async def asking_service(
     database_url: str, payment_url: str
 ) -> AsyncIterator[TicketingServiceAsyncStub]:
     """The service as `serve` runs it, asking early and often: a live hold after a second,
-    every 0.2 s (the client's timeout is a second)."""
+    every 0.2 s (the client's timeout is 3 s)."""
     config = service_config(
         database_url,
         payment_url,
