@@ -31,6 +31,7 @@ BANNER = {
     "sandbox_url": re.compile(r"^\s*payment sandbox\s+(http://\S+)"),
     "payment_token": re.compile(r"Authorization: Bearer (\S+)'"),
     "reconcile_after": re.compile(r"^(\S+) s after the hold was made"),
+    "reconcile_settings": re.compile(r"^\s*(TICKET_PAYMENT_SERVICE_URL=\S+ \S+) \\$"),
 }
 # Embedded Postgres (initdb, start) and the migrations take seconds; a minute means a fault.
 START_TIMEOUT_SECONDS = 60
@@ -52,6 +53,7 @@ class DevStack:
     sandbox_url: str
     payment_token: str
     reconcile_after: str  # the seconds after which the banner says a lost callback is asked about
+    reconcile_settings: str  # the settings the banner's `reconcile` command is run with
 
 
 @contextmanager
@@ -252,6 +254,41 @@ def test_a_payment_whose_callback_is_lost_is_confirmed_by_asking_and_a_cancel_le
         30000,
     )
     assert paid["paymentId"]
+
+
+def test_the_banner_s_reconcile_command_confirms_a_payment_whose_callback_was_lost(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "pgdata"
+    # The stack itself would ask only after an hour: the command is what confirms it here.
+    with (
+        dev_stack(
+            data_dir, tmp_path / "dev.log", TICKETING_RECONCILE_AFTER_SECONDS="3600"
+        ) as stack,
+        grpc.insecure_channel(stack.grpc_target) as channel,
+        httpx.Client(timeout=HTTP_TIMEOUT_SECONDS) as http,
+    ):
+        stub = pb_grpc.TicketingServiceStub(channel)
+        held = start_paid_registration(stub, "user-1")
+        submit(http, held.checkout_url, "pay-silently")
+        before = status_of(stub, held.reservation_id)
+        # As printed, run from the repository (where `dev` keeps its data by default).
+        settings = dict(pair.split("=", 1) for pair in stack.reconcile_settings.split())
+        command = [sys.executable, "-m", "ticketing_service", "reconcile", "--since", "2h"]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("TICKET")}
+        reconciled = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+            command,
+            env=environment | settings | {"TICKETING_DATA_DIR": str(data_dir)},
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_SECONDS,
+            check=False,
+        )
+        after = status_of(stub, held.reservation_id)
+
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert before == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
+    assert after == reservation_pb2.RESERVATION_STATUS_CONFIRMED
 
 
 def status_of(stub: pb_grpc.TicketingServiceStub, reservation_id: str) -> int:

@@ -158,6 +158,9 @@ A first paid registration:
 {config.reconcile_after_seconds:g} s after the hold was made the service asks the sandbox itself,
 and confirms the payment. What the sandbox says of a checkout, as the service reads it:
   curl -H 'Authorization: Bearer {payment_token}' {sandbox_url}/v1/ticket-checkouts/<checkoutId>
+and a reconciliation of the last two hours, from a shell, as an operator runs one:
+  TICKET_PAYMENT_SERVICE_URL={sandbox_url} TICKET_PAYMENT_SERVICE_TOKEN={payment_token} \\
+    uv run ticketing-service reconcile --since 2h
 """,
         flush=True,
     )
