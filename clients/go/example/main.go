@@ -1,8 +1,12 @@
 // Command example reads an event's ticketing settings through the generated Go client and prints
-// the service's error reason when the call fails. It is built by scripts/check-generated, which
-// proves the generated package compiles against Debian's Go gRPC libraries.
+// the service's error reason when the call fails. It dials as every client of the service should
+// (dial.go: keepalive, retries of unary calls, a bounded reconnection back-off). It is built and
+// tested by scripts/check-generated, which proves the generated package compiles against
+// Debian's Go gRPC libraries.
 //
-//	example -address 127.0.0.1:50051 -token "$TICKETING_GRPC_TOKEN" -event <event id>
+//	GRPC_GO_RETRY=on example -address 127.0.0.1:50051 -token "$TICKETING_GRPC_TOKEN" -event <event id>
+//
+// GRPC_GO_RETRY=on: grpc-go before 1.40 (Debian's is 1.33) retries nothing without it.
 package main
 
 import (
@@ -28,6 +32,9 @@ func main() {
 	token := flag.String("token", "", "the server's TICKETING_GRPC_TOKEN, if it has one")
 	eventID := flag.String("event", "", "the Moim event id")
 	flag.Parse()
+	if !retriesEnabled() {
+		fmt.Fprintf(os.Stderr, "warning: grpc-go %s retries no call unless GRPC_GO_RETRY=on is set\n", grpc.Version)
+	}
 	if err := run(*address, *token, *eventID); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -37,8 +44,7 @@ func main() {
 func run(address, token, eventID string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// grpc-go 1.33 (Debian) predates credentials/insecure; WithInsecure is its plaintext option.
-	conn, err := grpc.DialContext(ctx, address, grpc.WithInsecure())
+	conn, err := dial(ctx, address)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", address, err)
 	}
