@@ -12,6 +12,7 @@ import {
 } from "@connectrpc/connect";
 import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { TicketingService } from "./gen/moim/ticketing/v1/ticketing_service_pb.js";
+import { refusedAsUnavailable } from "./refusal.js";
 import { DEFAULT_RETRY_POLICY, retryInterceptor, type RetryPolicy } from "./retry.js";
 import { createTransport, type TlsOptions } from "./transport.js";
 
@@ -58,7 +59,7 @@ export interface TicketingClientOptions {
   deadlineMs?: number;
   /** How UNAVAILABLE, ABORTED, SERVER_BUSY and refused-stream unary calls are retried
    * (DEFAULT_RETRY_POLICY for what is not given); false: never. The server stream is never
-   * retried. */
+   * retried. A refused stream that reaches the caller is thrown as UNAVAILABLE either way. */
   retry?: Partial<RetryPolicy> | false;
   /** More interceptors (tracing, request ids), run on every attempt, after the token is set. */
   interceptors?: Interceptor[];
@@ -75,6 +76,9 @@ export function createTicketingClient(options: TicketingClientOptions): Ticketin
   const retry = options.retry === false ? [] : [{ ...DEFAULT_RETRY_POLICY, ...options.retry }];
   const token = sentToken(options.token);
   const interceptors = [
+    // Outermost: a refused stream that reaches the caller is UNAVAILABLE; the retry sees it as
+    // it came.
+    refusedAsUnavailable,
     ...retry.map((policy) => retryInterceptor(policy)),
     // An empty token means none, as an empty TICKETING_GRPC_TOKEN does on the server.
     ...(token ? [bearerToken(token)] : []),

@@ -13,6 +13,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { setTimeout as delay } from "node:timers/promises";
 import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { refusedStream } from "./refusal.js";
 
 export interface RetryPolicy {
   /** Attempts in all, the first included; 1 means no retry. */
@@ -39,14 +40,6 @@ const LAST_ATTEMPT_ROOM_MS = 20;
 const RETRYABLE = new Set([Code.Unavailable, Code.Aborted]);
 
 /**
- * The HTTP/2 resets of a stream the server refused before running its call: REFUSED_STREAM, or
- * ENHANCE_YOUR_CALM for the streams past the server's limit that a new connection sent before it
- * learned the limit (its first burst). Node reports them as an error of the stream, which the
- * transport passes on as INTERNAL.
- */
-const REFUSED_STREAM = /^Stream closed with error code NGHTTP2_(REFUSED_STREAM|ENHANCE_YOUR_CALM)$/;
-
-/**
  * Whether a retry may fix `error`: a RETRYABLE code, the server running as many calls as it
  * takes, or a refused stream (nothing of the call ran). Other RESOURCE_EXHAUSTED answers, such as
  * a message over the size limit, would only fail again.
@@ -56,9 +49,8 @@ function retryable(error: unknown): boolean {
   if (RETRYABLE.has(refusal.code)) {
     return true;
   }
-  if (refusal.code === Code.Internal) {
-    const cause = refusal.cause;
-    return cause instanceof Error && REFUSED_STREAM.test(cause.message);
+  if (refusedStream(error)) {
+    return true;
   }
   const busy = (info: { reason: string }) => info.reason === "SERVER_BUSY";
   return refusal.code === Code.ResourceExhausted && refusal.findDetails(ErrorInfoSchema).some(busy);

@@ -68,6 +68,75 @@ test("of INTERNAL failures, only a stream the server refused before running it i
   assert.equal(await attemptsWhen(() => new ConnectError("refused", Code.Internal)), 1);
 });
 
+/** The error a call of a client with `retry` throws when each attempt is refused with `refusal()`. */
+async function thrownWhen(
+  refusal: () => ConnectError,
+  retry: TicketingClientOptions["retry"],
+): Promise<ConnectError> {
+  const refuse: Interceptor = () => async () => {
+    throw refusal();
+  };
+  const client = createTicketingClient({ address: "127.0.0.1:1", retry, interceptors: [refuse] });
+  return rejection(client.getTicketingSettings({ eventId: "event-1" }));
+}
+
+async function rejection(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (error) {
+    assert.ok(error instanceof ConnectError, `not a ConnectError: ${String(error)}`);
+    return error;
+  }
+  assert.fail("the call succeeded");
+}
+
+test("a refused stream the retries did not fix reaches the caller as UNAVAILABLE, the reset its cause", async () => {
+  // Nothing of the call ran: the caller's handling of UNAVAILABLE (retry later) applies, where
+  // INTERNAL read as an unexplained failure.
+  for (const retry of [{ initialBackoffMs: 1, maxBackoffMs: 1 }, false] as const) {
+    for (const code of ["REFUSED_STREAM", "ENHANCE_YOUR_CALM"]) {
+      const error = await thrownWhen(reset(code), retry);
+
+      assert.equal(error.code, Code.Unavailable, `${code}, retry ${JSON.stringify(retry)}`);
+      assert.match(error.rawMessage, new RegExp(`refused the call before running it .*NGHTTP2_${code}`));
+      assert.ok(error.cause instanceof ConnectError);
+      assert.equal(error.cause.code, Code.Internal);
+    }
+  }
+});
+
+test("an INTERNAL failure that is not a refused stream reaches the caller as it came", async () => {
+  const error = await thrownWhen(reset("INTERNAL_ERROR"), false);
+
+  assert.equal(error.code, Code.Internal);
+  assert.equal(error.rawMessage, "refused");
+});
+
+test("a stream of the feed that the server refused ends with UNAVAILABLE", async () => {
+  // The stream opens, then ends with the reset, as Node reports one mid-stream.
+  const refuse: Interceptor = () => async (request) => {
+    if (!request.stream) {
+      throw new Error("only the stream is called here");
+    }
+    async function* refused(): AsyncIterable<never> {
+      throw reset("REFUSED_STREAM")();
+    }
+    const { service, method } = request;
+    const [header, trailer] = [new Headers(), new Headers()];
+    return { stream: true, service, method, header, trailer, message: refused() };
+  };
+  const client = createTicketingClient({ address: "127.0.0.1:1", interceptors: [refuse] });
+
+  const watch = async () => {
+    for await (const _ of client.watchRegistrationEvents({})) {
+      // no event comes
+    }
+  };
+  const error = await rejection(watch());
+
+  assert.equal(error.code, Code.Unavailable);
+});
+
 test("a client certificate without its key is refused", () => {
   assert.throws(
     () => createTicketingClient({ address: "127.0.0.1:1", tls: { cert: "PEM" } }),
