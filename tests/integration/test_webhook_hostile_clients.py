@@ -7,7 +7,9 @@ are open, real callbacks and /healthz must still be answered.
 from __future__ import annotations
 
 import asyncio
+import resource
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -21,6 +23,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from tests.integration.callbacks import (
+    HMAC_SECRET,
     count_rows,
     encode,
     hmac_signed,
@@ -30,7 +33,7 @@ from tests.integration.callbacks import (
     shim_config,
 )
 from tests.integration.flows import configure_event, hold, paid_tier
-from tests.integration.test_webhook_shim import _listening_port, started_shim
+from tests.integration.test_webhook_shim import _listening_port, shim_environment, started_shim
 from ticketing_service.entrypoints.grpc.server import RunningServer
 from ticketing_service.entrypoints.listening import bind_socket
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
@@ -312,3 +315,37 @@ def test_the_command_cuts_an_idle_connection_after_its_read_timeout() -> None:
         process.wait(timeout=30)
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_the_command_answers_past_a_low_soft_limit_of_open_files() -> None:
+    # Started under `ulimit -Sn 256` (as under systemd's soft 1,024 with its hard 524,288), 400
+    # idle sockets took every file the shim had: it accepted no request until they were cut.
+    command = [sys.executable, "-m", "ticketing_service", "webhook", "--listen", "127.0.0.1:0"]
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
+        ["bash", "-c", 'ulimit -Sn 256 && exec "$@"', "bash", *command],  # noqa: S607 - bash
+        env=shim_environment(
+            TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET, TICKETING_GRPC_TARGET="127.0.0.1:9"
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = _listening_port(process)
+        soft, hard = resource.prlimit(process.pid, resource.RLIMIT_NOFILE)
+
+        async def answer_past_idle_sockets() -> int:
+            async with (
+                hostile_connections(port, 400, KINDS["sends nothing"]),
+                httpx.AsyncClient(timeout=CUT_WITHIN_SECONDS) as http,
+            ):
+                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code
+
+        status = asyncio.run(answer_past_idle_sockets())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        assert process.stderr is not None
+        process.stderr.close()
+    assert hard > 512, "this machine's hard limit is too low to show the flood"
+    assert soft == hard
+    assert status == 503  # answered: its gRPC server, at a refused port, is not serving

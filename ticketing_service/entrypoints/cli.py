@@ -29,6 +29,7 @@ from ticketing_service.entrypoints.grpc.server import (
     serve_until_signalled,
 )
 from ticketing_service.entrypoints.grpc.workers import serve_in_workers
+from ticketing_service.entrypoints.listening import raise_open_file_limit
 from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.interceptor import ObservingInterceptor
 from ticketing_service.entrypoints.observability.logging import configure_logging
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (a stop signal, 128 and its number, is the entry point's: `__main__.py`)."""
     args = _parser().parse_args(argv)
     configure_logging(sys.stderr)
+    raise_open_file_limit()
     if args.command == "webhook":  # reads only its own settings (WebhookConfig)
         return run_webhook(args.listen)
     try:
