@@ -1,11 +1,16 @@
 """A small typed asyncio client of moim.ticketing.v1.TicketingService (hand-written, not generated).
 
-Every call carries the bearer token (when one is given) and a deadline, and every failure is a
-`TicketingError` holding the canonical code and the rich error details the service sends.
+Every call carries the bearer token (when one is given) and a deadline, a unary call is retried
+as `RetryPolicy` says, and every failure is a `TicketingError` holding the canonical code and the
+rich error details the service sends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -18,12 +23,22 @@ from grpc_status import rpc_status
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-__all__ = ["FieldViolation", "TicketingClient", "TicketingError", "keepalive_options"]
+__all__ = [
+    "NO_RETRY",
+    "FieldViolation",
+    "RetryPolicy",
+    "TicketingClient",
+    "TicketingError",
+    "keepalive_options",
+]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # While calls are open a channel pings the server this often, and ends the connection (its
 # calls UNAVAILABLE) when a ping goes as long unanswered. The server takes one per 10 s at most.
 DEFAULT_KEEPALIVE_SECONDS = 15.0
+# The least time a retry must have left after its back-off: one started in the deadline's last
+# moments could only end in DEADLINE_EXCEEDED, which would hide the error worth reporting.
+_LAST_ATTEMPT_ROOM_SECONDS = 0.02
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -45,11 +60,54 @@ class _RichDetails:
     field_violations: tuple[FieldViolation, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a unary call is retried when a retry may fix it, all inside the call's one deadline.
+
+    Retried: UNAVAILABLE (the server or the path to it was briefly away, or it refused the
+    call's stream), ABORTED (a lock conflicted) and RESOURCE_EXHAUSTED with reason SERVER_BUSY
+    (the server ran as many calls as it takes; nothing of the call ran). Every unary RPC of the
+    service is safe to retry; the feed stream never is (resume after the last sequence applied).
+    The wait before retry n is random up to `initial_backoff_seconds` * 2**(n-1), capped at
+    `max_backoff_seconds` ("full jitter", as the TypeScript client and gRPC's own retries do).
+    """
+
+    max_attempts: int = 4
+    """Attempts in all, the first included; 1 means no retry."""
+    initial_backoff_seconds: float = 0.1
+    max_backoff_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ValueError(
+                f"A retry policy's max_attempts must be a whole number at least 1 "
+                f"(1: no retry), not {attempts!r}."
+            )
+        initial, ceiling = self.initial_backoff_seconds, self.max_backoff_seconds
+        if not (math.isfinite(initial) and math.isfinite(ceiling) and 0 <= initial <= ceiling):
+            raise ValueError(
+                "A retry policy's initial_backoff_seconds and max_backoff_seconds must be finite, "
+                f"with 0 <= initial <= max; got {initial!r} and {ceiling!r}."
+            )
+
+    def backoff_seconds(self, retry: int) -> float:
+        """A random wait before retry number `retry` (1 for the first), so that clients that
+        failed together do not come back together."""
+        ceiling = min(self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** (retry - 1))
+        return random.uniform(0, ceiling)  # noqa: S311 - a jitter, not a secret
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
 class TicketingError(Exception):
     """A failed call: its gRPC `code`, the ErrorInfo `reason` and `metadata`, and bad fields.
 
     `reason` is empty when the failure never reached the service (connection refused, deadline
-    exceeded in transit): act on `code` then, e.g. retry UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED.
+    exceeded in transit): act on `code` then. A unary call has already been retried as the
+    client's `RetryPolicy` allows when this is raised; DEADLINE_EXCEEDED is not retried (the
+    call's one deadline is spent).
     """
 
     def __init__(
@@ -119,6 +177,14 @@ def keepalive_options(seconds: float = DEFAULT_KEEPALIVE_SECONDS) -> list[tuple[
     ]
 
 
+def _retryable(error: TicketingError) -> bool:
+    """Whether a retry may fix `error`. Other RESOURCE_EXHAUSTED answers, such as a message over
+    the size limit, would only fail again."""
+    if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
+        return True
+    return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == "SERVER_BUSY"
+
+
 def _sent_token(token: str | None) -> str:
     """The token a call sends: of a comma-separated list (the server's TICKETING_GRPC_TOKEN during
     a rotation, newest first) the first that is not blank, stripped; "" sends none.
@@ -139,8 +205,10 @@ def _sent_token(token: str | None) -> str:
 class TicketingClient:
     """TicketingService over one grpc.aio channel; use `async with` or call `aclose()`.
 
-    Every unary call gets the client's `timeout` as its gRPC deadline, which the server sees
-    too. For another deadline, wrap the same channel: `TicketingClient(client.channel, ...)`.
+    Every unary call gets the client's `timeout` as one deadline over all its attempts (each
+    attempt's gRPC deadline, which the server sees too, is the time left), and is retried as
+    `retry` says (`NO_RETRY`: never). For another deadline or policy, wrap the same channel:
+    `TicketingClient(client.channel, ...)`.
     """
 
     def __init__(
@@ -149,6 +217,7 @@ class TicketingClient:
         *,
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         if not timeout > 0:
             raise ValueError("The ticketing client timeout must be a positive number of seconds.")
@@ -159,6 +228,7 @@ class TicketingClient:
             (("authorization", f"Bearer {sent}"),) if sent else ()
         )
         self._timeout = timeout
+        self._retry = retry
 
     @classmethod
     def connect(
@@ -171,6 +241,7 @@ class TicketingClient:
         private_key: bytes | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> TicketingClient:
         """Open a channel to `target`: TLS trusting `root_certificates` (PEM; the system's roots
         when only a client certificate is given), presenting the client certificate
@@ -197,7 +268,7 @@ class TicketingClient:
                 certificate_chain=certificate_chain,
             )
             channel = grpc.aio.secure_channel(target, credentials, options=options)
-        return cls(channel, token=token, timeout=timeout)
+        return cls(channel, token=token, timeout=timeout, retry=retry)
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -313,7 +384,22 @@ class TicketingClient:
         method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
         request: _Request,
     ) -> _Response:
-        try:
-            return await method(request, timeout=self._timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as error:
-            raise TicketingError.from_rpc_error(error) from error
+        """Call `method`, retried while the policy allows and a retry's back-off still ends well
+        before the call's deadline; otherwise the last failure is raised."""
+        deadline = time.monotonic() + self._timeout
+        attempt = 1
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return await method(request, timeout=left, metadata=self._metadata)
+            except grpc.aio.AioRpcError as error:
+                failure = TicketingError.from_rpc_error(error)
+                wait = self._retry.backoff_seconds(attempt)
+                if not (
+                    attempt < self._retry.max_attempts
+                    and _retryable(failure)
+                    and time.monotonic() + wait + _LAST_ATTEMPT_ROOM_SECONDS < deadline
+                ):
+                    raise failure from error
+            await asyncio.sleep(wait)
+            attempt += 1
