@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import grpc
@@ -19,6 +20,7 @@ from ticketing_service.entrypoints.grpc.server import RunningServer, ServerLimit
 from ticketing_service.service_layer.dependencies import Dependencies
 
 TOKEN = "client-token"
+BURST = 100
 
 
 @pytest.fixture
@@ -196,3 +198,36 @@ async def test_a_quiet_feed_stream_ends_unavailable_once_the_server_stops_answer
     finally:
         await running.stop(0)
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_cold_burst_past_the_servers_limits_is_answered_in_full(
+    deps: Dependencies,
+) -> None:
+    # A server that runs 4 calls at once takes 8 streams per connection. A fresh client sends
+    # the whole burst before it learns that: the streams past 8 are refused (REFUSED_STREAM,
+    # UNAVAILABLE), and the calls past 4 running are refused SERVER_BUSY. Nothing of a refused
+    # call ran, so the client's retries answer them all; without them about half failed.
+    limits = ServerLimits(max_concurrent_rpcs=4)
+    running = await start_server(deps, "127.0.0.1:0", tokens=[TOKEN], limits=limits)
+    target = f"127.0.0.1:{running.port}"
+    tier = settings_pb2.TierInput(tier_id="vip", name="VIP", price_amount=1000)
+    get = pb.GetTicketingSettingsRequest(event_id="event-1")
+    try:
+        async with TicketingClient.connect(target, token=TOKEN) as setup:
+            await setup.update_ticketing_settings(
+                pb.UpdateTicketingSettingsRequest(event_id="event-1", tiers=[tier])
+            )
+        async with TicketingClient.connect(target, token=TOKEN) as fresh:
+            answers = await asyncio.gather(
+                *(fresh.get_ticketing_settings(get) for _ in range(BURST)), return_exceptions=True
+            )
+    finally:
+        await running.stop(0)
+    failures = Counter(
+        f"{answer.code.name} {answer.reason}".strip()
+        if isinstance(answer, TicketingError)
+        else repr(answer)
+        for answer in answers
+        if isinstance(answer, BaseException)
+    )
+    assert failures == Counter()
