@@ -30,12 +30,17 @@ __all__ = [
     "TicketingClient",
     "TicketingError",
     "keepalive_options",
+    "reconnect_options",
 ]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # While calls are open a channel pings the server this often, and ends the connection (its
 # calls UNAVAILABLE) when a ping goes as long unanswered. The server takes one per 10 s at most.
 DEFAULT_KEEPALIVE_SECONDS = 15.0
+# The longest a channel waits between attempts to reconnect to a server that is away. gRPC's own
+# ceiling, 120 s, kept a client failing at once for a minute after its server came back; one
+# refused connection attempt per client every few seconds costs a server that is down nothing.
+DEFAULT_MAX_RECONNECT_BACKOFF_SECONDS = 2.0
 # The least time a retry must have left after its back-off: one started in the deadline's last
 # moments could only end in DEADLINE_EXCEEDED, which would hide the error worth reporting.
 _LAST_ATTEMPT_ROOM_SECONDS = 0.02
@@ -177,6 +182,19 @@ def keepalive_options(seconds: float = DEFAULT_KEEPALIVE_SECONDS) -> list[tuple[
     ]
 
 
+def reconnect_options(
+    max_seconds: float = DEFAULT_MAX_RECONNECT_BACKOFF_SECONDS,
+) -> list[tuple[str, int]]:
+    """Channel options: after a failed connection attempt wait at most `max_seconds` before
+    the next (gRPC's back-off starts at 1 s and grows 1.6 times per attempt, with 20% jitter),
+    so that the channel reconnects within about that long of its server's return."""
+    ms = round(max_seconds * 1000)
+    return [
+        ("grpc.initial_reconnect_backoff_ms", min(1000, ms)),
+        ("grpc.max_reconnect_backoff_ms", ms),
+    ]
+
+
 def _retryable(error: TicketingError) -> bool:
     """Whether a retry may fix `error`. Other RESOURCE_EXHAUSTED answers, such as a message over
     the size limit, would only fail again."""
@@ -251,14 +269,15 @@ class TicketingClient:
         The channel connects lazily, so this never blocks; call it inside the event loop that
         will use the client. Without TLS the token crosses the network in clear: loopback only.
         It pings as `keepalive_options` says, so that a quiet feed stream to a server whose
-        machine is gone ends instead of waiting forever.
+        machine is gone ends instead of waiting forever, and reconnects as `reconnect_options`
+        says, within about 2 s of its server's return.
         """
         _sent_token(token)  # a token it refuses, refused before a channel is opened
         if (certificate_chain is None) != (private_key is None):
             raise ValueError(
                 "Give both certificate_chain and private_key for mutual TLS, or neither."
             )
-        options = keepalive_options(keepalive_seconds)
+        options = keepalive_options(keepalive_seconds) + reconnect_options()
         if root_certificates is None and certificate_chain is None:
             channel = grpc.aio.insecure_channel(target, options=options)
         else:
