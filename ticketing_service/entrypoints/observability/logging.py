@@ -103,7 +103,8 @@ class JsonFormatter(logging.Formatter):
         if exception := _exception_text(self, record):
             entry["exception"] = exception
         line = self._encoder.encode(entry)
-        return line if line.isascii() else _RAW_IN_JSON.sub(_json_escape, line)
+        plain = line.isascii() and "\x7f" not in line  # DEL is ASCII
+        return line if plain else _RAW_IN_JSON.sub(_json_escape, line)
 
 
 # Control characters (C0, DEL, C1) and the Unicode ones as Python writes them in a literal (`\n`,

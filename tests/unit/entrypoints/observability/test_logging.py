@@ -182,6 +182,14 @@ def test_a_json_line_writes_them_and_del_and_c1_as_escapes_that_read_back_the_sa
     assert (entry["message"], entry["detail"]) == (f"upload {text}", text)
 
 
+def test_a_json_line_otherwise_plain_ascii_writes_del_as_an_escape(
+    captured_logs: io.StringIO,
+) -> None:
+    log.info("path /a\x7fb")
+    assert "\x7f" not in captured_logs.getvalue()
+    assert [entry["message"] for entry in lines(captured_logs)] == ["path /a\x7fb"]
+
+
 def test_a_terminal_traceback_keeps_its_lines_each_indented_with_controls_escaped() -> None:
     terminal = Terminal()
     handler = configure_logging(terminal)

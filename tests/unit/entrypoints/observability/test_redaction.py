@@ -55,6 +55,8 @@ def test_a_token_or_secret_written_into_text_is_masked(text: str) -> None:
         (f"api-key: {SECRET}", f"api-key: {REDACTED}"),
         (f"Cookie: session={SECRET}; theme={SECRET}", f"Cookie: {REDACTED}"),
         (f"password = {SECRET} then", f"password = {REDACTED} then"),
+        (f"X-Auth-Token: {SECRET}", f"X-Auth-Token: {REDACTED}"),
+        (f"access_token: {SECRET}", f"access_token: {REDACTED}"),
     ],
 )
 def test_a_header_or_a_setting_written_with_spaces_is_masked(text: str, masked: str) -> None:
@@ -112,6 +114,10 @@ def test_a_card_number_after_a_dash_is_masked() -> None:
         "token_type: bearer",
         # A URL with a user and no password, a port, an `@` after its host.
         "postgresql://ticketing@db:5432/app http://[::1]:8080/x@y",
+        # A URL with a port in JSON, an `@` further on; the payment service's reason for a
+        # refusal (`code: message`).
+        '{"docs":"https://pay.example:443","contact":"support@pay.example"}',
+        "refused (invalid_token: expired); do not resend",
     ],
 )
 def test_ids_timestamps_addresses_and_names_stay_readable(text: str) -> None:
