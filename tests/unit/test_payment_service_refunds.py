@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -188,6 +189,17 @@ async def test_the_token_a_refusal_echoes_is_masked_however_its_json_escapes_it(
 
     assert refused.value.code == "bad_token:[REDACTED]"
     assert "rejected Bearer [REDACTED] ; key [REDACTED]" in str(refused.value)
+
+
+async def test_the_token_a_refusal_echoes_url_encoded_is_masked() -> None:
+    # A payment service quoting the form or query string it was sent.
+    token = ESCAPING_TOKEN
+    refusal = {"code": f"bad_token:{quote(token, safe='')}", "message": "rejected"}
+    async with client_with(answering(400, json.dumps(refusal).encode()), token=token) as client:
+        with pytest.raises(RefundRefused) as refused:
+            await client.create_refund(REQUEST)
+
+    assert refused.value.code == "bad_token:[REDACTED]"
 
 
 @pytest.mark.parametrize(

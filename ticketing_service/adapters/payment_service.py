@@ -226,9 +226,15 @@ async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
 def _echo_of(token: str) -> re.Pattern[bytes]:
     r"""The token as sent, or inside a JSON string written any way JSON allows: each of its
     characters as itself, as `\u00XX` (Go writes a `<` as `\u003c`), or a `"`, `\` or `/`
-    after a backslash (the first two must be; PHP writes a `/` as `\/`)."""
+    after a backslash (the first two must be; PHP writes a `/` as `\/`); or URL-encoded
+    (`%2F`), as a query string or form echoes it."""
     forms = (
-        (re.escape(c), rf"\\u00(?i:{ord(c):02x})", *([re.escape("\\" + c)] if c in '"\\/' else ()))
+        (
+            re.escape(c),
+            rf"\\u00(?i:{ord(c):02x})",
+            rf"%(?i:{ord(c):02x})",
+            *([re.escape("\\" + c)] if c in '"\\/' else ()),
+        )
         for c in token
     )
     return re.compile("".join(f"(?:{'|'.join(each)})" for each in forms).encode())
