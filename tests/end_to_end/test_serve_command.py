@@ -940,6 +940,37 @@ def test_a_stop_signal_as_the_embedded_postgres_starts_stops_that_postgres_too(
             os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
 
 
+def test_ctrl_c_at_the_terminal_as_the_embedded_postgres_starts_says_the_command_stopped(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C reaches the whole process group, pg_ctl too: its death by SIGINT was reported as
+    # a Postgres that "did not start", with advice to use another data directory.
+    data_dir = tmp_path / "pgdata"
+    assert run_command(tmp_path, "migrate", TICKETING_DATA_DIR=str(data_dir)).returncode == 0
+    postmaster = data_dir / "postmaster.pid"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"TICKETING_DATA_DIR": str(data_dir), **REFUSED_PAYMENT_SERVICE}
+    command = [sys.executable, "-m", "ticketing_service", "serve", "--listen", "127.0.0.1:0"]
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not postmaster.exists() and time.monotonic() < deadline:
+            time.sleep(0.002)  # the Postgres writes it as it starts, while pg_ctl waits
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        left_running = postmaster.exists()
+        if left_running:  # so that a failure leaves no Postgres running
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert stderr.splitlines()[-1] == STOPPED
+    assert not left_running, "the embedded Postgres is still running"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "hangup"])
 def test_a_stop_signal_sent_once_serve_says_it_serves_stops_it_and_its_postgres_gracefully(
     tmp_path: Path, sig: signal.Signals

@@ -59,6 +59,10 @@ def start_embedded_postgres(data_dir: Path) -> str:
             + WHAT_TO_DO
         ) from None
     except subprocess.CalledProcessError as error:
+        if error.returncode < 0:
+            # Killed by a signal: Ctrl-C at a terminal reaches initdb or pg_ctl too. The command
+            # was stopped, and the directory is not at fault.
+            raise KeyboardInterrupt from None
         # pgserver has logged the command's own output (the lines above this one).
         program = Path(str(error.cmd[0])).name
         raise EmbeddedPostgresError(
