@@ -108,6 +108,7 @@ async def attempts_of_a_call(
         (grpc.StatusCode.UNAVAILABLE, "SERVER_STOPPING"),
         (grpc.StatusCode.ABORTED, "CONCURRENT_UPDATE"),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY"),
+        (grpc.StatusCode.CANCELLED, ""),
     ],
 )
 async def test_a_failure_a_retry_may_fix_is_retried_until_answered(

@@ -57,8 +57,8 @@ export interface TicketingClientOptions {
   /** The deadline of each unary call, in ms, covering all its attempts (10 000 unless given;
    * 0: none). A call's own `timeoutMs` overrides it. WatchRegistrationEvents gets none. */
   deadlineMs?: number;
-  /** How UNAVAILABLE, ABORTED, SERVER_BUSY and refused-stream unary calls are retried
-   * (DEFAULT_RETRY_POLICY for what is not given); false: never. The server stream is never
+  /** How UNAVAILABLE, ABORTED, server-CANCELLED, SERVER_BUSY and refused-stream unary calls are
+   * retried (DEFAULT_RETRY_POLICY for what is not given); false: never. The server stream is never
    * retried. A refused stream that reaches the caller is thrown as UNAVAILABLE either way. */
   retry?: Partial<RetryPolicy> | false;
   /** More interceptors (tracing, request ids), run on every attempt, after the token is set. */

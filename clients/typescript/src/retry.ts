@@ -1,7 +1,8 @@
 /**
- * Retries of unary calls that failed with UNAVAILABLE or ABORTED, or that a busy server refused
- * before running them (RESOURCE_EXHAUSTED with reason SERVER_BUSY, or a refused stream): a bounded
- * number of attempts, exponential back-off with full jitter, all inside the call's one deadline.
+ * Retries of unary calls that failed with UNAVAILABLE or ABORTED, that the server cancelled (not
+ * the caller), or that a busy server refused before running them (RESOURCE_EXHAUSTED with reason
+ * SERVER_BUSY, or a refused stream): a bounded number of attempts, exponential back-off with
+ * full jitter, all inside the call's one deadline.
  *
  * Every unary RPC of the service is safe to retry (the service's contract: reads change nothing,
  * UpdateTicketingSettings replaces the settings with the same ones, StartPaidRegistration answers
@@ -44,10 +45,15 @@ const RETRYABLE = new Set([Code.Unavailable, Code.Aborted]);
  * takes, or a refused stream (nothing of the call ran). Other RESOURCE_EXHAUSTED answers, such as
  * a message over the size limit, would only fail again.
  */
-function retryable(error: unknown): boolean {
+function retryable(error: unknown, signal: AbortSignal): boolean {
   const refusal = ConnectError.from(error);
   if (RETRYABLE.has(refusal.code)) {
     return true;
+  }
+  if (refusal.code === Code.Canceled) {
+    // The server's or the transport's (a server flooded with streams cancelled calls it had not
+    // run, a stopping one those still running), unless the caller itself aborted the call.
+    return !signal.aborted;
   }
   if (refusedStream(error)) {
     return true;
@@ -87,7 +93,7 @@ export function retryInterceptor(
         const wait = backoffMs(policy, attempt, random);
         const retry =
           attempt < policy.maxAttempts &&
-          retryable(error) &&
+          retryable(error, request.signal) &&
           Date.now() + wait + LAST_ATTEMPT_ROOM_MS < deadline;
         if (!retry) {
           throw error;

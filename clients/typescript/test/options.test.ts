@@ -59,6 +59,28 @@ test("of RESOURCE_EXHAUSTED refusals, only a busy server's is retried", async ()
   assert.equal(await attemptsWhen(exhausted()), 1);
 });
 
+test("a call the server cancelled is retried, one the caller aborted is not", async () => {
+  const cancelled = () => new ConnectError("refused", Code.Canceled);
+  assert.equal(await attemptsWhen(cancelled), DEFAULT_RETRY_POLICY.maxAttempts);
+  let attempts = 0;
+  const caller = new AbortController();
+  const abortThenRefuse: Interceptor = () => async () => {
+    attempts += 1;
+    caller.abort();
+    throw cancelled();
+  };
+  const retry = { initialBackoffMs: 1, maxBackoffMs: 1 };
+  const client = createTicketingClient({
+    address: "127.0.0.1:1",
+    retry,
+    interceptors: [abortThenRefuse],
+  });
+  await assert.rejects(
+    client.getTicketingSettings({ eventId: "event-1" }, { signal: caller.signal }),
+  );
+  assert.equal(attempts, 1);
+});
+
 test("of INTERNAL failures, only a stream the server refused before running it is retried", async () => {
   const { maxAttempts } = DEFAULT_RETRY_POLICY;
   assert.equal(await attemptsWhen(reset("ENHANCE_YOUR_CALM")), maxAttempts);

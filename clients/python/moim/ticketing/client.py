@@ -70,8 +70,9 @@ class RetryPolicy:
     """How a unary call is retried when a retry may fix it, all inside the call's one deadline.
 
     Retried: UNAVAILABLE (the server or the path to it was briefly away, or it refused the
-    call's stream), ABORTED (a lock conflicted) and RESOURCE_EXHAUSTED with reason SERVER_BUSY
-    (the server ran as many calls as it takes; nothing of the call ran). Every unary RPC of the
+    call's stream), ABORTED (a lock conflicted), CANCELLED by the server (flooded, or stopping)
+    and RESOURCE_EXHAUSTED with reason SERVER_BUSY (the server ran as many calls as it takes;
+    nothing of the call ran). Every unary RPC of the
     service is safe to retry; the feed stream never is (resume after the last sequence applied).
     The wait before retry n is random up to `initial_backoff_seconds` * 2**(n-1), capped at
     `max_backoff_seconds` ("full jitter", as the TypeScript client and gRPC's own retries do).
@@ -197,8 +198,11 @@ def reconnect_options(
 
 def _retryable(error: TicketingError) -> bool:
     """Whether a retry may fix `error`. Other RESOURCE_EXHAUSTED answers, such as a message over
-    the size limit, would only fail again."""
-    if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
+    the size limit, would only fail again. CANCELLED here is the server's or its transport's
+    (this client's own cancellation raises asyncio.CancelledError): a server flooded with
+    streams cancelled calls it had not run, and a stopping one those still running."""
+    retried = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED)
+    if error.code in retried:
         return True
     return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == "SERVER_BUSY"
 
