@@ -8,6 +8,7 @@ counts attempts rather than timing them.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,13 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from moim.ticketing.client import NO_RETRY, RetryPolicy, TicketingClient, TicketingError
+from moim.ticketing.client import (
+    NO_RETRY,
+    RetryPolicy,
+    TicketingClient,
+    TicketingError,
+    reconnect_options,
+)
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 
 SERVICE = "moim.ticketing.v1.TicketingService"
@@ -225,3 +232,33 @@ def test_a_retry_policy_refuses_values_it_cannot_follow(
 ) -> None:
     with pytest.raises(ValueError, match=named):
         RetryPolicy(**arguments)
+
+
+async def test_a_client_closed_while_it_waits_to_retry_raises_the_last_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before, the retry called the closed channel: grpc.aio.UsageError, not a TicketingError.
+    waiting = asyncio.Event()
+
+    def back_off(policy: RetryPolicy, retry: int) -> float:
+        waiting.set()
+        return 2.0  # time enough to close the client before the retry
+
+    monkeypatch.setattr(RetryPolicy, "backoff_seconds", back_off)
+    service = FlakyService(failure(grpc.StatusCode.UNAVAILABLE), failures=100)
+    async with serving(service) as target:
+        client = TicketingClient.connect(target, timeout=30)
+        call = asyncio.ensure_future(client.get_ticketing_settings(GET))
+        await waiting.wait()
+        await client.aclose()
+        with pytest.raises(TicketingError) as caught:
+            await call
+
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert service.attempts == 1
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), float("inf")])
+def test_reconnect_options_refuse_a_back_off_that_is_not_a_positive_time(seconds: float) -> None:
+    with pytest.raises(ValueError, match="max_seconds"):
+        reconnect_options(seconds)

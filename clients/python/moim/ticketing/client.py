@@ -189,6 +189,8 @@ def reconnect_options(
     """Channel options: after a failed connection attempt wait at most `max_seconds` before
     the next (gRPC's back-off starts at 1 s and grows 1.6 times per attempt, with 20% jitter),
     so that the channel reconnects within about that long of its server's return."""
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be a positive number of seconds, not {max_seconds!r}.")
     ms = round(max_seconds * 1000)
     return [
         ("grpc.initial_reconnect_backoff_ms", min(1000, ms)),
@@ -411,10 +413,15 @@ class TicketingClient:
         before the call's deadline; otherwise the last failure is raised."""
         deadline = time.monotonic() + self._timeout
         attempt = 1
+        failure: TicketingError | None = None
         while True:
             left = deadline - time.monotonic()
             try:
                 return await method(request, timeout=left, metadata=self._metadata)
+            except grpc.aio.UsageError:
+                if failure is None:
+                    raise
+                raise failure from None  # the client was closed during the back-off
             except grpc.aio.AioRpcError as error:
                 failure = TicketingError.from_rpc_error(error)
                 wait = self._retry.backoff_seconds(attempt)
