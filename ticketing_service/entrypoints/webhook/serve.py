@@ -13,7 +13,7 @@ from types import FrameType
 
 import grpc
 import uvicorn
-from moim.ticketing.client import TicketingClient, keepalive_options
+from moim.ticketing.client import TicketingClient, keepalive_options, reconnect_options
 from starlette.types import ASGIApp
 
 from ticketing_service.config import ConfigError, ListenError, parse_host_port
@@ -43,7 +43,12 @@ from ticketing_service.webhook_config import LISTEN_SETTING, WebhookConfig
 # already saturated. Only requests whose whole body arrived count: uvicorn's own
 # `limit_concurrency` also counts idle connections, so idle sockets could lock callbacks out.
 MAX_CONCURRENT_CALLBACKS = 128
-# In-flight callbacks finish within the gRPC deadline (10 s); this bounds the wait for them.
+# The deadline of a callback's call to the server, its retries included: under the 10 s a sender
+# waits for an answer (our sandbox's; SPEC gives none), so a callback the server could not take
+# in time is answered 503 while the sender still listens. At 10 s, a lock conflict (5 s) and its
+# retry ran past it, and the answer came after the sender had given up.
+CONFIRM_DEADLINE_SECONDS = 8.0
+# In-flight callbacks finish within that deadline; this bounds the wait for them.
 GRACEFUL_SHUTDOWN_SECONDS = 15
 
 logger = logging.getLogger(__name__)
@@ -121,10 +126,15 @@ def backend_channel(config: WebhookConfig) -> grpc.aio.Channel:
     While calls are open its connection is pinged, and dropped when a ping goes unanswered: a
     backend whose machine died without a reset held every call on it to its deadline until
     TCP gave up (about 15 minutes), each callback answered 503. The channel then connects
-    again, to a live replica behind the same address. Every call on it sends the id of the
-    callback it serves (RequestIdPropagation).
+    again, to a live replica behind the same address, at most 2 s after the last attempt
+    (gRPC's own back-off grows to 120 s: callbacks were refused for a minute after a backend
+    restart). Every call on it sends the id of the callback it serves (RequestIdPropagation).
     """
-    options = [*_OWN_CONNECTION, *keepalive_options(config.grpc_keepalive_seconds)]
+    options = [
+        *_OWN_CONNECTION,
+        *keepalive_options(config.grpc_keepalive_seconds),
+        *reconnect_options(),
+    ]
     interceptors = [RequestIdPropagation()]
     credentials = backend_credentials(config)
     if credentials is None:
@@ -146,7 +156,11 @@ async def webhook_server(
         confirmer = GrpcPaymentConfirmer(
             [
                 await clients.enter_async_context(
-                    TicketingClient(backend_channel(config), token=config.grpc_token)
+                    TicketingClient(
+                        backend_channel(config),
+                        token=config.grpc_token,
+                        timeout=CONFIRM_DEADLINE_SECONDS,
+                    )
                 )
                 for _ in range(config.grpc_channels)
             ]
