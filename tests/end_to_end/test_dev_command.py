@@ -32,6 +32,7 @@ BANNER = {
     "payment_token": re.compile(r"Authorization: Bearer (\S+)'"),
     "reconcile_after": re.compile(r"^(\S+) s after the hold was made"),
     "reconcile_settings": re.compile(r"^\s*(TICKET_PAYMENT_SERVICE_URL=\S+ \S+) \\$"),
+    "reconcile_database": re.compile(r"^\s*(TICKETING_DATA_DIR=\S+) \\$"),
 }
 # Embedded Postgres (initdb, start) and the migrations take seconds; a minute means a fault.
 START_TIMEOUT_SECONDS = 60
@@ -54,6 +55,7 @@ class DevStack:
     payment_token: str
     reconcile_after: str  # the seconds after which the banner says a lost callback is asked about
     reconcile_settings: str  # the settings the banner's `reconcile` command is run with
+    reconcile_database: str  # and where it finds dev's data
 
 
 @contextmanager
@@ -272,13 +274,15 @@ def test_the_banner_s_reconcile_command_confirms_a_payment_whose_callback_was_lo
         held = start_paid_registration(stub, "user-1")
         submit(http, held.checkout_url, "pay-silently")
         before = status_of(stub, held.reservation_id)
-        # As printed, run from the repository (where `dev` keeps its data by default).
-        settings = dict(pair.split("=", 1) for pair in stack.reconcile_settings.split())
+        # As printed, from another directory.
+        printed = f"{stack.reconcile_settings} {stack.reconcile_database}"
+        settings = dict(pair.split("=", 1) for pair in printed.split())
         command = [sys.executable, "-m", "ticketing_service", "reconcile", "--since", "2h"]
         environment = {k: v for k, v in os.environ.items() if not k.startswith("TICKET")}
         reconciled = subprocess.run(  # noqa: S603 - our own interpreter and arguments
             command,
-            env=environment | settings | {"TICKETING_DATA_DIR": str(data_dir)},
+            env=environment | settings,
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_SECONDS,

@@ -140,6 +140,13 @@ def _print_banner(
         '[{"tier_id":"vip","name":"VIP","price_amount":30000,"capacity":50}]}'
     )
     start = '{"event_id":"launch-party","tier_id":"vip","user_id":"user-1"}'
+    # Where dev keeps its data, so the command works from any directory; a DATABASE_URL is the
+    # user's own, and not printed (it may hold a password).
+    database = (
+        'DATABASE_URL="$DATABASE_URL"'
+        if config.database_url
+        else f"TICKETING_DATA_DIR={config.data_dir.resolve()}"
+    )
     print(
         f"""
 Moim ticketing dev stack is up (Ctrl-C stops everything):
@@ -160,6 +167,7 @@ and confirms the payment. What the sandbox says of a checkout, as the service re
   curl -H 'Authorization: Bearer {payment_token}' {sandbox_url}/v1/ticket-checkouts/<checkoutId>
 and a reconciliation of the last two hours, from a shell, as an operator runs one:
   TICKET_PAYMENT_SERVICE_URL={sandbox_url} TICKET_PAYMENT_SERVICE_TOKEN={payment_token} \\
+    {database} \\
     uv run ticketing-service reconcile --since 2h
 """,
         flush=True,
