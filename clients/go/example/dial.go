@@ -45,7 +45,8 @@ var connectParams = grpc.ConnectParams{
 // service is safe to retry (a repeat answers from what is stored). UNAVAILABLE: the server, or
 // the way to it, was away, or it refused the stream before running the call. RESOURCE_EXHAUSTED:
 // the server was running as many calls as it takes (reason SERVER_BUSY, nothing of the call ran).
-// A channel policy cannot read the ErrorInfo reason, so a call refused RESOURCE_EXHAUSTED for
+// CANCELLED: a server flooded with streams cancelled calls it had not run (the caller's own
+// cancellation ends its context, and no retry outlives that). A channel policy cannot read the ErrorInfo reason, so a call refused RESOURCE_EXHAUSTED for
 // another cause (a message over the size limit) is tried again too: at most maxAttempts times,
 // seconds in all, and the same error comes back. No retryThrottling: a cold burst against a
 // small call limit fails most first attempts at once, and the throttle would then stop every
@@ -63,7 +64,7 @@ var unaryRetryPolicy = retryPolicy{
 	InitialBackoff:       "0.1s",
 	MaxBackoff:           "2s",
 	BackoffMultiplier:    2,
-	RetryableStatusCodes: []string{"UNAVAILABLE", "RESOURCE_EXHAUSTED"},
+	RetryableStatusCodes: []string{"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"},
 }
 
 type methodName struct {
