@@ -58,6 +58,22 @@ def serve(data_dir: Path, **env: str) -> Iterator[tuple[int, subprocess.Popen[st
         yield int(wait_for_line(process, SERVING_LINE).group(1)), process
 
 
+def stop_postgres_left_running(postmaster: Path) -> bool:
+    """Whether a Postgres still runs with the pid file `postmaster`; stopped if so (a fast
+    shutdown), so that a failed test leaves none running."""
+    left_running = postmaster.exists()
+    if left_running:
+        os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
+    return left_running
+
+
+def wait_for_postmaster_pid(postmaster: Path) -> None:
+    """Until a starting Postgres writes its pid file, before it is ready (pg_ctl waits then)."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while not postmaster.exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
 def paid_settings_request() -> pb.UpdateTicketingSettingsRequest:
     return pb.UpdateTicketingSettingsRequest(
         event_id="launch-party",
@@ -813,8 +829,7 @@ def test_the_embedded_postgres_is_stopped_again_after_a_process_using_it_was_kil
         assert later.returncode == 0, later.stderr
         assert not postmaster.exists()  # the last process using it stopped it
     finally:
-        if postmaster.exists():  # so that a failure leaves no Postgres running
-            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+        stop_postgres_left_running(postmaster)
 
 
 def test_the_last_process_to_exit_stops_the_embedded_postgres_after_another_was_killed(
@@ -834,8 +849,7 @@ def test_the_last_process_to_exit_stops_the_embedded_postgres_after_another_was_
         # pgserver stops the Postgres with `pg_ctl -w`, which returns once its pid file is gone.
         assert not postmaster.exists()
     finally:
-        if postmaster.exists():  # so that a failure leaves no Postgres running
-            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+        stop_postgres_left_running(postmaster)
 
 
 def test_a_data_dir_deleted_under_a_running_server_fails_in_one_line_then_starts_afresh(
@@ -927,17 +941,14 @@ def test_a_stop_signal_as_the_embedded_postgres_starts_stops_that_postgres_too(
     postmaster = data_dir / "postmaster.pid"
     try:
         with serve_process(data_dir) as process:
-            deadline = time.monotonic() + START_TIMEOUT_SECONDS
-            while not postmaster.exists() and time.monotonic() < deadline:
-                time.sleep(0.002)  # the Postgres writes it as it starts, before it is ready
+            wait_for_postmaster_pid(postmaster)
             process.send_signal(signal.SIGTERM)
             stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)[1]
         assert process.returncode == 128 + signal.SIGTERM, stderr
         assert "Traceback" not in stderr, stderr
         assert not postmaster.exists(), "the embedded Postgres is still running"
     finally:
-        if postmaster.exists():  # so that a failure leaves no Postgres running
-            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+        stop_postgres_left_running(postmaster)
 
 
 def test_ctrl_c_at_the_terminal_as_the_embedded_postgres_starts_says_the_command_stopped(
@@ -955,17 +966,13 @@ def test_ctrl_c_at_the_terminal_as_the_embedded_postgres_starts_says_the_command
         command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not postmaster.exists() and time.monotonic() < deadline:
-            time.sleep(0.002)  # the Postgres writes it as it starts, while pg_ctl waits
+        wait_for_postmaster_pid(postmaster)
         os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
         stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)[1]
     finally:
         if process.poll() is None:
             process.kill()
-        left_running = postmaster.exists()
-        if left_running:  # so that a failure leaves no Postgres running
-            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+        left_running = stop_postgres_left_running(postmaster)
     assert process.returncode == 128 + signal.SIGINT, stderr
     assert stderr.splitlines()[-1] == STOPPED
     assert not left_running, "the embedded Postgres is still running"
@@ -993,9 +1000,7 @@ def test_a_stop_signal_sent_once_serve_says_it_serves_stops_it_and_its_postgres_
     finally:
         if process.poll() is None:
             process.kill()
-        left_running = postmaster.exists()
-        if left_running:  # so that a failure leaves no Postgres running
-            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+        left_running = stop_postgres_left_running(postmaster)
     assert process.returncode == 0
     assert "stopping: finishing in-flight calls" in stderr
     assert "Traceback" not in stderr, stderr
