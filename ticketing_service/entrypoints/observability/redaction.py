@@ -40,6 +40,11 @@ _NAMES = "|".join(_NAME_WORDS)
 # bad_signature` is the reason word the webhook app logs (a signature is one message's, not a key).
 _HEADER_WORDS = (*(w for w in _NAME_WORDS if w != "signature"), "api-key", "cookie")
 _HEADERS = "|".join(_HEADER_WORDS)
+# The schemes of IANA's HTTP Authentication Scheme Registry, and `Token`.
+_AUTH_SCHEMES = (
+    "(?:basic|bearer|digest|negotiate|ntlm|hoba|mutual|vapid|privatetoken|token"
+    "|scram-sha-1|scram-sha-256|aws4-hmac-sha256|concealed|dpop|gnap)"
+)
 
 # Each pattern follows the words (in lower case) it cannot match without, and runs only on text
 # that holds one: looking for a few words costs a UUID or a plain line far less than the
@@ -70,12 +75,12 @@ _PATTERNS = (
     # b=2`): the name ends right before the colon, and a space follows it, so a `token:refresh`
     # path or `token_type: bearer` stays. It starts a word, or follows a credential's usual
     # prefixes (`X-Auth-Token`, `access_token`): the payment service's `invalid_token: expired`
-    # is a reason, not a secret.
+    # is a reason, not a secret. A scheme HTTP registers is kept, the credential after it goes.
     (
         _HEADER_WORDS,
         re.compile(
             r"(?i)((?<![\w-])(?:(?:x|proxy|access|refresh|auth|client|id|api|session)[_-])*"
-            rf"(?:{_HEADERS})[ \t]*:[ \t]+(?:(?:basic|bearer|digest|token)[ \t]+)?)"
+            rf"(?:{_HEADERS})[ \t]*:[ \t]+(?:{_AUTH_SCHEMES}[ \t]+)?)"
             r"[^\s\"',;&}]+(?:;[ \t]*[^\s\"',;&}=]+=[^\s\"',;&}]*)*"
         ),
         r"\1" + REDACTED,

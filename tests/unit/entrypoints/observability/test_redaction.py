@@ -57,6 +57,8 @@ def test_a_token_or_secret_written_into_text_is_masked(text: str) -> None:
         (f"password = {SECRET} then", f"password = {REDACTED} then"),
         (f"X-Auth-Token: {SECRET}", f"X-Auth-Token: {REDACTED}"),
         (f"access_token: {SECRET}", f"access_token: {REDACTED}"),
+        (f"Authorization: Negotiate {SECRET}", f"Authorization: Negotiate {REDACTED}"),
+        (f"Proxy-Authorization: NTLM {SECRET}", f"Proxy-Authorization: NTLM {REDACTED}"),
     ],
 )
 def test_a_header_or_a_setting_written_with_spaces_is_masked(text: str, masked: str) -> None:
