@@ -929,33 +929,20 @@ def test_ctrl_c_or_a_hangup_while_the_command_loads_ends_it_quietly(
     assert stderr.splitlines()[-1] == STOPPED
 
 
-def test_a_stop_signal_as_the_embedded_postgres_starts_stops_that_postgres_too(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("sig", "whole_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["sigterm", "ctrl-c-at-a-terminal"],
+)
+def test_a_stop_signal_as_the_embedded_postgres_starts_stops_the_command_and_that_postgres(
+    tmp_path: Path, sig: signal.Signals, whole_group: bool
 ) -> None:
     # pgserver starts its Postgres, then lists the process as one using it; at exit it stops
     # the Postgres only for a listed process. A SIGTERM or SIGHUP between the two (about 1 s in)
-    # ended the command and left the Postgres running, listed as used by nobody. SIGTERM, as a
-    # SIGHUP would be ignored when the tests run under `nohup`.
-    data_dir = tmp_path / "pgdata"
-    assert run_command(tmp_path, "migrate", TICKETING_DATA_DIR=str(data_dir)).returncode == 0
-    postmaster = data_dir / "postmaster.pid"
-    try:
-        with serve_process(data_dir) as process:
-            wait_for_postmaster_pid(postmaster)
-            process.send_signal(signal.SIGTERM)
-            stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)[1]
-        assert process.returncode == 128 + signal.SIGTERM, stderr
-        assert "Traceback" not in stderr, stderr
-        assert not postmaster.exists(), "the embedded Postgres is still running"
-    finally:
-        stop_postgres_left_running(postmaster)
-
-
-def test_ctrl_c_at_the_terminal_as_the_embedded_postgres_starts_says_the_command_stopped(
-    tmp_path: Path,
-) -> None:
-    # Ctrl-C reaches the whole process group, pg_ctl too: its death by SIGINT was reported as
-    # a Postgres that "did not start", with advice to use another data directory.
+    # ended the command and left the Postgres running, listed as used by nobody (SIGTERM here:
+    # under `nohup` a SIGHUP is ignored). Ctrl-C reaches the whole process group, pg_ctl too: its
+    # death by SIGINT was reported as a Postgres that "did not start", with advice to use
+    # another data directory.
     data_dir = tmp_path / "pgdata"
     assert run_command(tmp_path, "migrate", TICKETING_DATA_DIR=str(data_dir)).returncode == 0
     postmaster = data_dir / "postmaster.pid"
@@ -967,13 +954,17 @@ def test_ctrl_c_at_the_terminal_as_the_embedded_postgres_starts_says_the_command
     )
     try:
         wait_for_postmaster_pid(postmaster)
-        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        if whole_group:
+            os.killpg(process.pid, sig)  # as a terminal's Ctrl-C: its own session's group
+        else:
+            process.send_signal(sig)
         stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)[1]
     finally:
         if process.poll() is None:
             process.kill()
         left_running = stop_postgres_left_running(postmaster)
-    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert process.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr, stderr
     assert stderr.splitlines()[-1] == STOPPED
     assert not left_running, "the embedded Postgres is still running"
 
