@@ -322,7 +322,8 @@ def test_the_command_answers_past_a_low_soft_limit_of_open_files() -> None:
     # idle sockets took every file the shim had: it accepted no request until they were cut.
     command = [sys.executable, "-m", "ticketing_service", "webhook", "--listen", "127.0.0.1:0"]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
-        ["bash", "-c", 'ulimit -Sn 256 && exec "$@"', "bash", *command],  # noqa: S607 - bash
+        # bash from PATH (S607): its ulimit lowers the limit before our command starts
+        ["bash", "-c", 'ulimit -Sn 256 && exec "$@"', "bash", *command],  # noqa: S607
         env=shim_environment(
             TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET, TICKETING_GRPC_TARGET="127.0.0.1:9"
         ),

@@ -44,6 +44,10 @@ DEFAULT_MAX_RECONNECT_BACKOFF_SECONDS = 2.0
 # The least time a retry must have left after its back-off: one started in the deadline's last
 # moments could only end in DEADLINE_EXCEEDED, which would hide the error worth reporting.
 _LAST_ATTEMPT_ROOM_SECONDS = 0.02
+# The codes a retry may fix whatever their reason (see _retryable).
+_RETRIED_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED}
+)
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -203,8 +207,7 @@ def _retryable(error: TicketingError) -> bool:
     the size limit, would only fail again. CANCELLED here is the server's or its transport's
     (this client's own cancellation raises asyncio.CancelledError): a server flooded with
     streams cancelled calls it had not run, and a stopping one those still running."""
-    retried = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED)
-    if error.code in retried:
+    if error.code in _RETRIED_CODES:
         return True
     return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == "SERVER_BUSY"
 
