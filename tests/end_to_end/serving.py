@@ -7,7 +7,8 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -94,3 +95,13 @@ def our_line(result: subprocess.CompletedProcess[str]) -> str:
     ours = [line for line in result.stderr.splitlines() if line.startswith("ticketing-service:")]
     assert len(ours) == 1, result.stderr
     return ours[0]
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, every: float = 0.1) -> bool:
+    """Whether `condition` held within `seconds`, asked every `every` seconds."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True

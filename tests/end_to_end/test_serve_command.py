@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -35,6 +34,7 @@ from tests.end_to_end.serving import (
     run_command,
     serve_process,
     wait_for_line,
+    wait_until,
 )
 from tests.rich_errors import rich_error
 from tests.stalled_calls import first_ended, never_sent
@@ -65,13 +65,6 @@ def stop_postgres_left_running(postmaster: Path) -> bool:
     if left_running:
         os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
     return left_running
-
-
-def wait_for_postmaster_pid(postmaster: Path) -> None:
-    """Until a starting Postgres writes its pid file, before it is ready (pg_ctl waits then)."""
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not postmaster.exists() and time.monotonic() < deadline:
-        time.sleep(0.002)
 
 
 def paid_settings_request() -> pb.UpdateTicketingSettingsRequest:
@@ -953,12 +946,18 @@ def test_a_stop_signal_as_the_embedded_postgres_starts_stops_the_command_and_tha
         command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        wait_for_postmaster_pid(postmaster)
+        # A starting Postgres writes it before it is ready, while pg_ctl waits: asked often, so
+        # that the signal lands in that window.
+        assert wait_until(postmaster.exists, START_TIMEOUT_SECONDS, every=0.002)
         if whole_group:
             os.killpg(process.pid, sig)  # as a terminal's Ctrl-C: its own session's group
         else:
             process.send_signal(sig)
         stderr = process.communicate(timeout=START_TIMEOUT_SECONDS)[1]
+        if whole_group:
+            # The Postgres got the Ctrl-C too, and ends by itself (a fast shutdown) as the
+            # command exits: nothing listed it to wait for.
+            wait_until(lambda: not postmaster.exists(), START_TIMEOUT_SECONDS)
     finally:
         if process.poll() is None:
             process.kill()

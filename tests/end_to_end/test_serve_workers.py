@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -26,7 +25,12 @@ from moim.ticketing.v1 import settings_pb2
 from moim.ticketing.v1 import ticketing_service_pb2 as pb
 from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
-from tests.end_to_end.serving import START_TIMEOUT_SECONDS, serve_process, wait_for_line
+from tests.end_to_end.serving import (
+    START_TIMEOUT_SECONDS,
+    serve_process,
+    wait_for_line,
+    wait_until,
+)
 from ticketing_service.adapters.embedded_postgres import start_embedded_postgres
 from ticketing_service.entrypoints.grpc.server import GRACE_SECONDS
 from ticketing_service.entrypoints.grpc.workers import RestartPolicy, serve_in_workers
@@ -111,15 +115,6 @@ def worker_is_gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def answers_on_fresh_connections(port: int, pids: list[int]) -> tuple[list[str], list[int]]:
