@@ -47,6 +47,10 @@ MIN_CLIENT_PING_SECONDS = 10
 # The largest request a client may send. The biggest legitimate one (100 tiers, or 50 answers
 # of 16 KiB in all) is far below it; a bigger one is refused before it is parsed.
 MAX_REQUEST_BYTES = 1024 * 1024
+# The largest header block (metadata) of a call, counted as HTTP/2 counts it (32 bytes more per
+# header). gRPC's own headers and a client's user agent take about 520 bytes, a bearer token and
+# a request id 200 more; a bigger block is refused before the call is seen.
+MAX_METADATA_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,10 @@ class ServerLimits:
         A client may ping as often as every `min_client_ping_seconds`, to learn the same of
         this server (the shim does); with gRPC's default, one ping per 5 minutes while the
         server sends nothing, such a connection was closed "too_many_pings".
+
+        A call whose metadata exceeds MAX_METADATA_BYTES is refused `RESOURCE_EXHAUSTED`, its
+        connection kept. Both of gRPC's bounds are that one: between its defaults (8 and 16
+        KiB) a call was refused at random, the more often the bigger its headers.
         """
         return [
             ("grpc.max_allowed_incoming_connections", self.max_connections),
@@ -101,6 +109,8 @@ class ServerLimits:
             # default held a dead client's calls three times as long): the same bound.
             ("grpc.http2.ping_timeout_ms", self.keepalive_timeout_seconds * 1000),
             ("grpc.http2.min_ping_interval_without_data_ms", self.min_client_ping_seconds * 1000),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ]
 
 
