@@ -13,6 +13,7 @@ its number. `serve`, `webhook` and `dev` take any of them as a graceful stop
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -39,6 +40,11 @@ def main() -> int:
     for stop in (signal.SIGHUP, signal.SIGTERM):
         if signal.getsignal(stop) == signal.SIG_DFL:
             signal.signal(stop, _stop)
+    # gRPC's C core writes its own lines to stderr, not JSON ones: keep them to its errors. Below
+    # those it wrote one for each connection its client closed with an error (a GOAWAY), which
+    # any client can repeat. Read when gRPC loads, so before the CLI imports it; a setting of the
+    # environment's (INFO or DEBUG, to look into a connection's troubles) is kept.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         from ticketing_service.entrypoints.cli import main as run
 

@@ -4,7 +4,10 @@ of files."""
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
+import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +22,7 @@ from moim.ticketing.v1 import ticketing_service_pb2_grpc as pb_grpc
 
 from tests.end_to_end.serving import serve_process, wait_for_line
 from tests.end_to_end.test_serve_command import SERVING_LINE
-from tests.idle_connections import idle_connections
+from tests.idle_connections import HTTP2_HELLO, idle_connections
 from tests.integration.payment_fake import TOKEN, running_fake
 from tests.rich_errors import rich_error
 from ticketing_service.entrypoints.grpc.server import MAX_METADATA_BYTES
@@ -173,3 +176,39 @@ async def test_metadata_up_to_its_bound_is_served_each_time_and_more_refused_its
         # The connection that sent them is kept, and serves the next call.
         assert channel.get_state() == grpc.ChannelConnectivity.READY
         assert (await checked(0)).status == health_pb2.HealthCheckResponse.SERVING
+
+
+# A GOAWAY with an error (PROTOCOL_ERROR), as a client sends that closes its connection on one,
+# and any client may; a PING, and its answer.
+GOAWAY = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + bytes(7) + b"\x01"
+PING = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"goodbye!"
+PING_ACK = b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + b"goodbye!"
+
+
+def ping_answered(connection: socket.socket) -> bool:
+    """Read what the server sends until it answers PING; False if it closes first."""
+    connection.settimeout(ANSWER_SECONDS)
+    received = b""
+    while PING_ACK not in received:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return False
+        received += chunk
+    return True
+
+
+def test_clients_closing_their_connections_on_an_error_leave_only_json_lines_in_the_log(
+    pgdata: Path,
+) -> None:
+    with serve_process(pgdata) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port)) as connection:
+                connection.sendall(HTTP2_HELLO + GOAWAY + PING)
+                # Frames are read in order: once the ping is answered, the GOAWAY has been read.
+                assert ping_answered(connection)
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=ANSWER_SECONDS * 3)
+    assert json.loads(rest.splitlines()[-1])  # the process's own last line, at its stop
+    # gRPC wrote an "I1206 ... chttp2_transport.cc] ...: Got goaway [1] ..." line for each.
+    assert [line for line in rest.splitlines() if not line.startswith("{")] == []
