@@ -183,6 +183,8 @@ async def test_metadata_up_to_its_bound_is_served_each_time_and_more_refused_its
 GOAWAY = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + bytes(7) + b"\x01"
 PING = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"goodbye!"
 PING_ACK = b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + b"goodbye!"
+GOAWAY_TYPE = 7
+PING_TYPE_ANSWER = -6  # what frame_types counts a PING frame with the ACK flag as
 
 
 def ping_answered(connection: socket.socket) -> bool:
@@ -212,3 +214,28 @@ def test_clients_closing_their_connections_on_an_error_leave_only_json_lines_in_
     assert json.loads(rest.splitlines()[-1])  # the process's own last line, at its stop
     # gRPC wrote an "I1206 ... chttp2_transport.cc] ...: Got goaway [1] ..." line for each.
     assert [line for line in rest.splitlines() if not line.startswith("{")] == []
+
+
+def frame_types(connection: socket.socket, pings: int) -> list[int]:
+    """The types of the frames the server sends, until it has answered `pings` pings or closes."""
+    connection.settimeout(ANSWER_SECONDS)
+    received, types = b"", list[int]()
+    while types.count(PING_TYPE_ANSWER) < pings and (chunk := connection.recv(65536)):
+        received += chunk
+        while len(received) >= 9 and len(received) >= (end := 9 + int.from_bytes(received[:3])):
+            kind, flags = received[3], received[4]
+            types.append(PING_TYPE_ANSWER if (kind, flags) == (6, 1) else kind)
+            received = received[end:]
+    return types
+
+
+def test_a_burst_of_pings_is_answered_each_its_connection_kept(pgdata: Path) -> None:
+    with serve_process(pgdata) as process:
+        port = int(wait_for_line(process, SERVING_LINE).group(1))
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            connection.sendall(HTTP2_HELLO + PING * 1000)
+            types = frame_types(connection, 1000)
+    # gRPC's ping policy answered the third with a GOAWAY "too_many_pings" and went on reading
+    # and answering the rest, at half a core while a client kept sending them.
+    assert GOAWAY_TYPE not in types
+    assert types.count(PING_TYPE_ANSWER) == 1000

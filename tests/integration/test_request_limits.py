@@ -232,9 +232,7 @@ async def test_a_client_may_ping_every_few_seconds_through_a_quiet_watch(
 ) -> None:
     # A client that pings to learn that the server is gone (the shim does) had its connection
     # closed "too_many_pings", its calls failing, once the server had sent nothing for a while.
-    running = await start_server(
-        deps, "127.0.0.1:0", limits=ServerLimits(min_client_ping_seconds=1)
-    )
+    running = await start_server(deps, "127.0.0.1:0")
     pinging = [("grpc.keepalive_time_ms", 2000), ("grpc.http2.max_pings_without_data", 0)]
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=pinging) as ch:

@@ -184,8 +184,7 @@ async def test_a_quiet_feed_stream_ends_unavailable_once_the_server_stops_answer
 ) -> None:
     # The stream has no deadline: to a server whose machine died, or whose network dropped
     # without a reset, a feed stream with nothing to say waited forever.
-    limits = ServerLimits(min_client_ping_seconds=1)  # the client below pings every 2 s
-    running = await start_server(deps, "127.0.0.1:0", tokens=[TOKEN], limits=limits)
+    running = await start_server(deps, "127.0.0.1:0", tokens=[TOKEN])
     try:
         async with SilentProxy(from_another_host(running.port)).running() as proxy:
             target = f"127.0.0.1:{proxy.port}"

@@ -64,7 +64,7 @@ export interface TicketingClientOptions {
   /** More interceptors (tracing, request ids), run on every attempt, after the token is set. */
   interceptors?: Interceptor[];
   /** While calls are open (the feed stream above all), the connection is pinged this often, in
-   * ms (30 000 unless given; the server takes one ping per 10 s at most). A ping unanswered for
+   * ms (30 000 unless given; the server answers pings at any rate). A ping unanswered for
    * `pingTimeoutMs` (15 000) ends the connection and its calls with UNAVAILABLE: a quiet feed
    * stream to a server whose machine is gone ends, instead of waiting forever. */
   pingIntervalMs?: number;

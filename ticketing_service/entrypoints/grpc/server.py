@@ -43,7 +43,6 @@ GRACE_SECONDS = 10.0
 # How often a connection with calls is pinged, and how long its client has to answer.
 KEEPALIVE_SECONDS = 60
 KEEPALIVE_TIMEOUT_SECONDS = 20
-MIN_CLIENT_PING_SECONDS = 10
 # The largest request a client may send. The biggest legitimate one (100 tiers, or 50 answers
 # of 16 KiB in all) is far below it; a bigger one is refused before it is parsed.
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -64,7 +63,6 @@ class ServerLimits:
     connection_idle_seconds: int = DEFAULT_GRPC_CONNECTION_IDLE_SECONDS
     keepalive_seconds: int = KEEPALIVE_SECONDS
     keepalive_timeout_seconds: int = KEEPALIVE_TIMEOUT_SECONDS
-    min_client_ping_seconds: int = MIN_CLIENT_PING_SECONDS
     request_arrival_seconds: float = REQUEST_ARRIVAL_SECONDS
 
     @classmethod
@@ -92,9 +90,11 @@ class ServerLimits:
         does not answer within `keepalive_timeout_seconds`: a client whose machine died, or
         whose network dropped without a reset, kept its calls (a watch, and its place among
         the watchers) open for hours otherwise. Every HTTP/2 client answers pings by itself.
-        A client may ping as often as every `min_client_ping_seconds`, to learn the same of
-        this server (the shim does); with gRPC's default, one ping per 5 minutes while the
-        server sends nothing, such a connection was closed "too_many_pings".
+        A client may ping as often as it likes, to learn the same of this server (the shim
+        does): gRPC's ping policy is off. With it, past a few pings sooner than it allowed, the
+        connection was told "too_many_pings" yet kept reading and answering a flood of them, at
+        half a core per connection; answers cost next to nothing without it (1%), and a client
+        that does not read them is no longer read either.
 
         A call whose metadata exceeds MAX_METADATA_BYTES is refused `RESOURCE_EXHAUSTED`, its
         connection kept. Both of gRPC's bounds are that one: between its defaults (8 and 16
@@ -108,7 +108,7 @@ class ServerLimits:
             # What this gRPC's transport enforces instead of the keepalive timeout (its 60 s
             # default held a dead client's calls three times as long): the same bound.
             ("grpc.http2.ping_timeout_ms", self.keepalive_timeout_seconds * 1000),
-            ("grpc.http2.min_ping_interval_without_data_ms", self.min_client_ping_seconds * 1000),
+            ("grpc.http2.max_ping_strikes", 0),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ]
