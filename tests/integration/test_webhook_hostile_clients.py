@@ -7,11 +7,14 @@ are open, real callbacks and /healthz must still be answered.
 from __future__ import annotations
 
 import asyncio
+import queue
+import re
 import resource
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -27,6 +30,7 @@ from tests.integration.callbacks import (
     count_rows,
     encode,
     hmac_signed,
+    hold_for_payment,
     paid_event,
     post,
     running_shim,
@@ -350,3 +354,92 @@ def test_the_command_answers_past_a_low_soft_limit_of_open_files() -> None:
     assert hard > 512, "this machine's hard limit is too low to show the flood"
     assert soft == hard
     assert status == 503  # answered: its gRPC server, at a refused port, is not serving
+
+
+FILE_LIMIT = 256
+IDLE_SOCKETS = 400  # enough to take every file the process may open, and more
+
+
+class LoggedLines:
+    """The lines a process logs, read on a thread of their own so that its pipe never fills."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._seen: list[str] = []
+        self._stream = process.stderr
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._stream:  # ends when the process exits
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        """The next line that matches `pattern`; fails if the process exits or stays silent."""
+        while (line := self._lines.get(timeout=CUT_WITHIN_SECONDS)) is not None:
+            self._seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError("the shim exited:\n" + "".join(self._seen))
+
+    def close(self) -> None:
+        """Once the process has exited: the rest of its lines read, the pipe closed."""
+        self._reader.join(timeout=CUT_WITHIN_SECONDS)
+        self._stream.close()
+
+
+@contextmanager
+def shim_under_a_hard_file_limit(backend_port: int) -> Iterator[tuple[dict[str, int], LoggedLines]]:
+    """The `webhook` command with a metrics port, started under `ulimit -n 256`, soft and hard,
+    so that it cannot raise it; its read deadline outlasts the test. Yields its ports."""
+    command = [sys.executable, "-m", "ticketing_service", "webhook", "--listen", "127.0.0.1:0"]
+    limit = f'ulimit -Sn {FILE_LIMIT} -Hn {FILE_LIMIT} && exec "$@"'
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
+        ["bash", "-c", limit, "bash", *command],  # noqa: S607 - bash from PATH, as above
+        env=shim_environment(
+            TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
+            TICKETING_GRPC_TARGET=f"127.0.0.1:{backend_port}",
+            TICKETING_METRICS_LISTEN="127.0.0.1:0",
+            TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS="120",
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = LoggedLines(process)
+    try:
+        metrics = int(lines.wait_for(r"metrics on 127\.0\.0\.1:(\d+)").group(1))
+        webhook = int(lines.wait_for(r"webhook shim listening on 127\.0\.0\.1:(\d+)").group(1))
+        assert resource.prlimit(process.pid, resource.RLIMIT_NOFILE) == (FILE_LIMIT, FILE_LIMIT)
+        yield {"webhook": webhook, "metrics": metrics}, lines
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        lines.close()
+
+
+@pytest.mark.parametrize("flooded", ["webhook", "metrics"])
+async def test_idle_sockets_past_a_hard_file_limit_give_way_to_a_callback_and_a_scrape(
+    server: RunningServer, stub: Stub, database_url: str, flooded: str
+) -> None:
+    # Uncapped, idle sockets on either port took every file of the process, and neither port
+    # answered anything (a connection was closed unanswered) until the read deadline cut them.
+    reservation = await hold_for_payment(stub)
+    with shim_under_a_hard_file_limit(server.port) as (ports, lines):
+        url = f"http://127.0.0.1:{ports['webhook']}"
+        idle_sockets = hostile_connections(ports[flooded], IDLE_SOCKETS, KINDS["sends nothing"])
+        async with (
+            idle_sockets as idle,
+            httpx.AsyncClient(base_url=url, timeout=CUT_WITHIN_SECONDS) as shim,
+        ):
+            callback = await post(shim, hmac_signed(encode(paid_event(reservation))))
+            scrape = await shim.get(f"http://127.0.0.1:{ports['metrics']}/metrics")
+            oldest_open, newest_open = [await idle[i].still_open() for i in (0, -1)]
+        evictions = await asyncio.to_thread(lines.wait_for, r"closed (\d+) connection")
+
+    assert (callback.status_code, callback.json()["outcome"]) == (200, "CONFIRMED")
+    assert count_rows(database_url, "registrations") == 1
+    assert scrape.status_code == 200
+    assert (oldest_open, newest_open) == (False, True)  # the longest-waiting ones gave way
+    assert int(evictions.group(1)) > 0

@@ -9,6 +9,11 @@ import socket
 
 from ticketing_service.config import ListenError
 
+# However many files the process may open: past this, idle connections would only cost memory
+# (a few kilobytes each). A connection that sends its request at once is served whatever the
+# cap, since a new connection closes the one that has waited longest for its request.
+MAX_HTTP_CONNECTIONS = 10_000
+
 
 def bind_socket(host: str, port: int, purpose: str = "") -> socket.socket:
     """A TCP socket listening on host:port (port 0 picks a free one); ListenError if it cannot.
@@ -40,3 +45,17 @@ def raise_open_file_limit() -> None:
     if soft != hard:
         with contextlib.suppress(ValueError, OSError):  # e.g. a hard limit above the kernel's
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def http_connection_cap(divisor: int) -> int:
+    """How many connections one HTTP server of the process keeps open: 1/`divisor` of the files
+    the process may open, at most MAX_HTTP_CONNECTIONS.
+
+    The rest stays for the process's other files: connections being accepted, its gRPC
+    channels or connections and its database pool, its other ports, its logs. Read once the
+    limit has been raised (`raise_open_file_limit`), so `ulimit -n` is what sets it.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_HTTP_CONNECTIONS
+    return max(1, min(soft // divisor, MAX_HTTP_CONNECTIONS))

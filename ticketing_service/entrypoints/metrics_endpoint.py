@@ -16,7 +16,7 @@ from prometheus_client.exposition import choose_encoder
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ticketing_service.config import parse_host_port
-from ticketing_service.entrypoints.listening import bind_socket
+from ticketing_service.entrypoints.listening import bind_socket, http_connection_cap
 from ticketing_service.entrypoints.webhook.read_deadline import with_read_deadline
 from ticketing_service.webhook_config import DEFAULT_READ_TIMEOUT_SECONDS, METRICS_LISTEN_SETTING
 
@@ -50,9 +50,11 @@ def start_metrics_server(
     """
     host, port = parse_host_port(listen, METRICS_LISTEN_SETTING)
     sock = bind_socket(host, port, " for metrics")
+    # A scraper or two: a sixteenth of the files, the rest for the service beside it.
+    max_connections = http_connection_cap(16)
     config = uvicorn.Config(
         _exposition(registry),
-        http=with_read_deadline(read_timeout_seconds),
+        http=with_read_deadline(read_timeout_seconds, max_connections),
         lifespan="off",
         ws="none",
         log_config=None,

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 from ticketing_service.config import ConfigError, ListenError, parse_host_port
 from ticketing_service.entrypoints import event_loop
 from ticketing_service.entrypoints.grpc.tls import channel_credentials
-from ticketing_service.entrypoints.listening import bind_socket
+from ticketing_service.entrypoints.listening import bind_socket, http_connection_cap
 from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.logging import configure_logging
 from ticketing_service.entrypoints.observability.metrics import MeteredVerifier, TicketingMetrics
@@ -89,15 +89,19 @@ def build_verifier(config: WebhookConfig) -> WebhookVerifier:
 
 
 def uvicorn_config(app: ASGIApp, read_timeout_seconds: float) -> uvicorn.Config:
-    """How uvicorn runs the shim: no access log, no proxy headers, a deadline on each request.
+    """How uvicorn runs the shim: no access log, no proxy headers, a deadline on each request,
+    and at most half the files the process may open taken by connections.
 
-    No `limit_concurrency`: it counts open connections, idle ones included (BoundedConfirmer
-    bounds the work instead). Connections are not capped: each lives at most the read deadline
-    without a complete request; a flood of them is for the load balancer in front to absorb.
+    No `limit_concurrency`: it counts open connections, idle ones included, and refuses new
+    ones past it (BoundedConfirmer bounds the work instead). Past the cap, a new connection
+    closes the one that has waited longest without a complete request, so idle sockets never
+    lock a prompt callback out; the other half of the files stays for the gRPC channels, the
+    metrics port and the connections being accepted.
     """
+    max_connections = http_connection_cap(2)
     return uvicorn.Config(
         app,
-        http=with_read_deadline(read_timeout_seconds),
+        http=with_read_deadline(read_timeout_seconds, max_connections),
         lifespan="off",
         ws="none",
         log_config=None,  # log through the root logger, formatted like the rest of the service
