@@ -20,6 +20,7 @@ from ticketing_service.entrypoints.observability.redaction import (
     redact_text,
 )
 from ticketing_service.entrypoints.observability.request_context import current_request
+from ticketing_service.entrypoints.observability.sampling import CallerNoiseFilter
 
 CONTEXT_FIELDS = ("request_id", "rpc", "route", "reservation_id")
 # Held at WARNING (their warnings and errors pass). At INFO, httpx logs each request to the
@@ -154,6 +155,8 @@ def configure_logging(stream: TextIO, level: int = logging.INFO) -> logging.Hand
     formatter = ConsoleFormatter() if _is_terminal(stream) else JsonFormatter()
     handler.setFormatter(formatter)
     # On the handler, not a logger: records propagated from any library logger pass here too.
+    # Caller noise first: a record it holds back costs nothing more.
+    handler.addFilter(CallerNoiseFilter())
     handler.addFilter(RequestContextFilter())
     handler.addFilter(RedactionFilter())
     setattr(handler, _HANDLER_MARK, True)
@@ -175,12 +178,17 @@ def _is_terminal(stream: TextIO) -> bool:
 
 
 def log_composed(
-    logger: logging.Logger, level: int, message: str, fields: Mapping[str, object]
+    logger: logging.Logger,
+    level: int,
+    message: str,
+    fields: Mapping[str, object],
+    *args: object,
 ) -> None:
-    """Log a line the service composed entirely itself, with `fields` as its extras.
+    """Log a line the service composed entirely itself: `message` % `args`, `fields` as its
+    extras (a private mark among them, such as CALLER_NOISE_FLAG, is passed on, not shown).
 
-    Nothing in `message` or `fields` may come from a caller: the record is marked with
+    Nothing in `message`, `args` or `fields` may come from a caller: the record is marked with
     SAFE_RECORD_FLAG, so the redaction filter does not scan it (a server writes one such line
     per call, and scanning it cost about 7 % of the server's CPU under load).
     """
-    logger.log(level, message, extra={**fields, SAFE_RECORD_FLAG: True})
+    logger.log(level, message, *args, extra={**fields, SAFE_RECORD_FLAG: True})
