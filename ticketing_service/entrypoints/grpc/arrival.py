@@ -61,11 +61,14 @@ from ticketing_service.entrypoints.grpc.wrapping import (
 )
 
 NO_REQUEST = Unread(
-    grpc.StatusCode.INVALID_ARGUMENT, "The call ended without sending its request message."
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "The call ended without sending its request message.",
+    caller_noise=True,
 )
 TOO_MANY_WAITING = Unread(
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     "Too many calls from this address are open or waiting to send their request.",
+    caller_noise=True,
 )
 _STOPPED = "The server began to stop before the call's request arrived; send the call again."
 STOPPING = Unread(grpc.StatusCode.UNAVAILABLE, _STOPPED, ServerStopping(_STOPPED))
@@ -118,6 +121,7 @@ class RequestArrival(WrappingInterceptor):
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"The call's request did not arrive within {arrival_seconds:g} s of the call's"
             " start; send the call again, its request with it.",
+            caller_noise=True,
         )
         self._token = token
         self._waiting: dict[str, int] = {}

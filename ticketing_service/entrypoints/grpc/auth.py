@@ -18,7 +18,9 @@ PROTECTED_SERVICE_PREFIX = "/moim.ticketing.v1.TicketingService/"
 
 _NEEDED = "The call needs `authorization: Bearer <token>` metadata with the service's token."
 # In place of the request of a call refused for its token: never read, refused UNAUTHENTICATED.
-UNAUTHENTICATED = Unread(grpc.StatusCode.UNAUTHENTICATED, _NEEDED, Unauthenticated(_NEEDED))
+UNAUTHENTICATED = Unread(
+    grpc.StatusCode.UNAUTHENTICATED, _NEEDED, Unauthenticated(_NEEDED), caller_noise=True
+)
 
 
 class BearerToken:

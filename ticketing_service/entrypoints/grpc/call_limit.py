@@ -20,6 +20,7 @@ from ticketing_service.domain.errors import ServerBusy
 from ticketing_service.entrypoints.grpc.auth import PROTECTED_SERVICE_PREFIX
 from ticketing_service.entrypoints.grpc.errors import abort
 from ticketing_service.entrypoints.grpc.wrapping import Behaviour, Context, WrappingInterceptor
+from ticketing_service.entrypoints.observability.interceptor import note_caller_noise
 
 BUSY = "This server is running as many calls as it takes; retry shortly."
 
@@ -70,5 +71,6 @@ class CallLimiter(WrappingInterceptor):
 
     async def _enter(self, context: Context) -> None:
         if self._running >= self._limit:
+            note_caller_noise()  # callers decide how often they are refused: sampled
             await abort(context, ServerBusy(BUSY))
         self._running += 1

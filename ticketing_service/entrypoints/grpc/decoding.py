@@ -26,6 +26,7 @@ from ticketing_service.entrypoints.grpc.wrapping import (
     Deserializer,
     WrappingInterceptor,
 )
+from ticketing_service.entrypoints.observability.interceptor import note_caller_noise
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class Unread:
     code: grpc.StatusCode
     description: str
     error: TicketingError | None = None
+    # A refusal any caller can provoke as often as it likes: its line is sampled.
+    caller_noise: bool = False
 
 
 class RequestDecoding(WrappingInterceptor):
@@ -84,6 +87,8 @@ class RequestDecoding(WrappingInterceptor):
 
 
 async def _refuse(context: Context, request: Unread) -> NoReturn:
+    if request.caller_noise:
+        note_caller_noise()
     if request.code == grpc.StatusCode.INVALID_ARGUMENT:
         await abort(context, InvalidArgument([FieldViolation("request", request.description)]))
     if request.error is not None:

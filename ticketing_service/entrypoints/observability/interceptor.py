@@ -27,6 +27,7 @@ from ticketing_service.entrypoints.observability.request_context import (
     new_request_id,
     note_reservation,
 )
+from ticketing_service.entrypoints.observability.sampling import CALLER_NOISE_FLAG
 
 REQUEST_ID_KEY = "x-request-id"
 # Probes call these every few seconds on every replica: logged at DEBUG, not INFO.
@@ -43,16 +44,30 @@ _WARNING_CODES = frozenset(
     }
 )
 
+# Their lines are about money: never sampled, even refused unread (a shim sending a stale
+# token is refused UNAUTHENTICATED on every payment it confirms).
+MONEY_RPCS = frozenset(
+    {"ConfirmPayment", "ReconcileReservation", "RefundReservation", "RefreshRefund"}
+)
+
 rpc_log = logging.getLogger("ticketing_service.rpc")
 
 # The ErrorInfo reason the call is being refused with, noted where it aborts (`errors.abort`):
 # each call runs in a task of its own, so the value never leaks into another call.
 _failure_reason: ContextVar[str] = ContextVar("ticketing_failure_reason", default="")
+# Whether the call is being refused before the service read it, for a reason any caller can
+# provoke at will (no token, no request, no place): its line is sampled (sampling.py).
+_caller_noise: ContextVar[bool] = ContextVar("ticketing_caller_noise", default=False)
 
 
 def note_failure_reason(reason: str) -> None:
     """Name the reason the current call is about to be refused with."""
     _failure_reason.set(reason)
+
+
+def note_caller_noise() -> None:
+    """Say the current call is being refused unread, for a reason its caller chose."""
+    _caller_noise.set(True)
 
 
 @functools.lru_cache(maxsize=256)  # only served methods get here
@@ -81,6 +96,7 @@ def _reservation_of(message: object) -> str:
 def _begin(method: str, request: object, context: Context) -> Token[RequestContext]:
     """Enter the call's request context, with no failure reason yet."""
     _failure_reason.set("")
+    _caller_noise.set(False)
     return begin_request(
         _request_id(context), rpc=short_method(method), reservation_id=_reservation_of(request)
     )
@@ -161,10 +177,17 @@ class ObservingInterceptor(WrappingInterceptor):
         if level == logging.INFO and method.startswith(QUIET_RPC_PREFIXES):
             level = logging.DEBUG
         duration_ms = round(seconds * 1000, 1)
-        fields = {"grpc_code": code.name, "reason": reason, "duration_ms": duration_ms}
+        fields: dict[str, object] = {
+            "grpc_code": code.name,
+            "reason": reason,
+            "duration_ms": duration_ms,
+        }
+        name = short_method(method)
+        if code != grpc.StatusCode.OK and _caller_noise.get() and name not in MONEY_RPCS:
+            fields[CALLER_NOISE_FLAG] = True
         # Only registered methods are observed: the path, a code, a reason from our vocabulary
         # and a number are nothing a caller wrote, and the request id and reservation stamped
         # on the line are admitted only in a safe form (request_context), so redaction can skip it.
-        message = f"{short_method(method)} {code.name} in {duration_ms:.1f} ms"
-        log_composed(rpc_log, level, message, fields)
+        # One template for every call: the sampling of refused calls' lines counts them as one.
+        log_composed(rpc_log, level, "%s %s in %.1f ms", fields, name, code.name, duration_ms)
         end_request(token)

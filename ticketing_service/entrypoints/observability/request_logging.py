@@ -18,14 +18,23 @@ from ticketing_service.entrypoints.observability.request_context import (
     end_request,
     new_request_id,
 )
+from ticketing_service.entrypoints.observability.sampling import CALLER_NOISE
 
 # Payment callbacks name their delivery in one of these (SPEC section 6); the first one wins.
 DELIVERY_ID_HEADERS = ("webhook-id", "x-ticket-payment-event-id", REQUEST_ID_KEY)
 QUIET_ROUTES = ("/healthz",)  # probed every few seconds: logged at DEBUG, not INFO
 # Routes counted by name; any other path counts as "other", so a scanner adds no series.
-METRIC_ROUTES = ("/api/ticket-payment-callbacks", "/healthz")
+CALLBACK_ROUTE = "/api/ticket-payment-callbacks"
+METRIC_ROUTES = (CALLBACK_ROUTE, "/healthz")
 
 webhook_log = logging.getLogger("ticketing_service.webhook")
+
+
+def _caller_noise(route: str, status: int) -> bool:
+    """Whether an answer's line is one any caller can provoke at will, and so is sampled: a
+    401 (a bad signature), or a 4xx off the callback route (a scanner). A 2xx, a 5xx and the
+    callback route's other answers are always logged."""
+    return status == 401 or (400 <= status < 500 and route != CALLBACK_ROUTE)
 
 
 class RequestContextMiddleware:
@@ -77,14 +86,11 @@ class RequestContextMiddleware:
         level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
         if status >= 500:
             level = logging.WARNING
+        extra: dict[str, object] = {"http_status": status, "duration_ms": duration_ms}
+        if _caller_noise(route, status):
+            extra |= CALLER_NOISE
         webhook_log.log(
-            level,
-            "%s %s %d in %.1f ms",
-            method,
-            route,
-            status,
-            duration_ms,
-            extra={"http_status": status, "duration_ms": duration_ms},
+            level, "%s %s %d in %.1f ms", method, route, status, duration_ms, extra=extra
         )
         if self._metrics is not None:
             known = route if route in METRIC_ROUTES else "other"

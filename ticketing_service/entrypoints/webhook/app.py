@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ticketing_service.domain.money import MAX_AMOUNT
 from ticketing_service.domain.times import parse_rfc3339
 from ticketing_service.entrypoints.observability.request_context import note_reservation
+from ticketing_service.entrypoints.observability.sampling import CALLER_NOISE
 from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmRejected,
     PaidCallback,
@@ -218,7 +219,10 @@ class _CallbackEndpoint:
         try:
             verified = self._verifier.verify(body, request.headers)
         except SignatureRejected as exc:
-            logger.warning("Rejected a payment callback signature: %s", exc.reason)
+            # Anyone can send these, as many as they like: sampled (the 401 is counted).
+            logger.warning(
+                "Rejected a payment callback signature: %s", exc.reason, extra=CALLER_NOISE
+            )
             return _error(401, exc.reason)
         try:
             payment = _parse_callback(body, verified)
@@ -296,7 +300,10 @@ class _RefuseAmbiguousLength:
         if scope["type"] == "http":
             names = {name for name, _ in scope["headers"]}  # lower case, as uvicorn gives them
             if {b"transfer-encoding", b"content-length"} <= names:
-                logger.warning("Refused a request with both Transfer-Encoding and Content-Length")
+                logger.warning(
+                    "Refused a request with both Transfer-Encoding and Content-Length",
+                    extra=CALLER_NOISE,
+                )
                 refusal = _error(400, "ambiguous_body_length", {"Connection": "close"})
                 await refusal(scope, receive, send)
                 return

@@ -25,6 +25,7 @@ from typing import ClassVar
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ticketing_service.entrypoints.observability.request_context import serving_no_request
+from ticketing_service.entrypoints.observability.sampling import CALLER_NOISE
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +118,11 @@ class ReadDeadlineProtocol(H11Protocol):
     def _expire(self) -> None:
         self._disarm()
         if not self.transport.is_closing():
+            # Any client can open connections that send nothing: sampled.
             logger.info(
                 "closed a connection that sent no complete request within %g s",
                 self.read_timeout_seconds,
+                extra=CALLER_NOISE,
             )
             self.transport.close()
 
