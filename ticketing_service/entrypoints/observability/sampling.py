@@ -14,10 +14,12 @@ refused request.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,6 +59,17 @@ class _Window:
     first_suppressed: logging.LogRecord | None = None
 
 
+# Every filter, for the summaries still due when the process exits: logging's own exit
+# handler, registered before this one, runs after it and flushes them out.
+_FILTERS: weakref.WeakSet[CallerNoiseFilter] = weakref.WeakSet()
+
+
+@atexit.register
+def _summarize_all() -> None:
+    for noise in list(_FILTERS):
+        noise.summarize_now()
+
+
 class CallerNoiseFilter(logging.Filter):
     """Lets at most `per_second` records marked CALLER_NOISE through a second, per logger,
     level and message template; summarizes the rest when their second ends.
@@ -77,6 +90,7 @@ class CallerNoiseFilter(logging.Filter):
         self._schedule = schedule
         self._windows: dict[_Key, _Window] = {}
         self._lock = threading.Lock()  # records come from several threads, summaries from one
+        _FILTERS.add(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Whether `record` is logged: unmarked, or within its kind's lines for this second."""
@@ -103,6 +117,15 @@ class CallerNoiseFilter(logging.Filter):
         if ended is not None and ended.suppressed:  # its timer has not run yet: it finds no window
             self._summarize(key, ended)
         return passed
+
+    def summarize_now(self) -> None:
+        """Summarize every second with suppressed records, ended or not (the process exits)."""
+        with self._lock:
+            due = [(k, w) for k, w in self._windows.items() if w.suppressed]
+            for key, _ in due:
+                del self._windows[key]
+        for key, window in due:
+            self._summarize(key, window)
 
     def _forget_quiet(self, now: float) -> None:
         for key in [k for k, w in self._windows.items() if now >= w.ends and not w.suppressed]:

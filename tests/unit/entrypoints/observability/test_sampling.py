@@ -78,9 +78,11 @@ def kept(clock: FakeClock, timers: FakeTimers) -> Iterator[Kept]:
     log = logging.getLogger("ticketing_service.test.sampling")
     log.addHandler(handler)
     log.propagate = False
+    log.setLevel(logging.INFO)
     yield handler
     log.removeHandler(handler)
     log.propagate = True
+    log.setLevel(logging.NOTSET)
 
 
 log = logging.getLogger("ticketing_service.test.sampling")
@@ -182,6 +184,20 @@ def test_a_timer_that_wakes_early_waits_for_the_second_s_end(
     assert not summaries(kept)
     clock.now = due
     timers.run_due()
+    assert len(summaries(kept)) == 1
+
+
+def test_a_second_not_yet_ended_is_summarized_when_the_process_exits(
+    kept: Kept, clock: FakeClock, timers: FakeTimers
+) -> None:
+    refuse(5)
+    refuse(1, logging.WARNING)  # within its bound: nothing to say
+    filters = [f for f in kept.filters if isinstance(f, CallerNoiseFilter)]
+    filters[0].summarize_now()
+    assert [vars(r)["suppressed_lines"] for r in summaries(kept)] == [2]
+    timers.run_due()
+    clock.now += 1
+    timers.run_due()  # its timer finds it summarized
     assert len(summaries(kept)) == 1
 
 
