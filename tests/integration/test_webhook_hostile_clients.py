@@ -7,6 +7,7 @@ are open, real callbacks and /healthz must still be answered.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import re
 import resource
@@ -40,6 +41,7 @@ from tests.integration.flows import configure_event, hold, paid_tier
 from tests.integration.test_webhook_shim import _listening_port, shim_environment, started_shim
 from ticketing_service.entrypoints.grpc.server import RunningServer
 from ticketing_service.entrypoints.listening import bind_socket
+from ticketing_service.entrypoints.observability.sampling import CALLER_NOISE_FLAG
 from ticketing_service.entrypoints.webhook.app import CALLBACK_PATH
 from ticketing_service.entrypoints.webhook.serve import ShimServer
 
@@ -225,11 +227,14 @@ async def test_the_control_uvicorns_own_concurrency_limit_is_taken_by_idle_socke
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_connection_that_does_not_deliver_its_request_in_time_is_cut(
-    strict_shim: httpx.AsyncClient, kind: str
+    strict_shim: httpx.AsyncClient, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "ticketing_service.entrypoints.webhook.read_deadline")
     async with hostile_connections(port_of(strict_shim), 1, KINDS[kind]) as [hostile]:
         # Left alone, a dripping client would keep sending for over three minutes.
         assert await hostile.cut_by_server()
+    [cut] = [r for r in caplog.records if r.msg.startswith("closed a connection")]
+    assert vars(cut)[CALLER_NOISE_FLAG]  # any client can open these: sampled
 
 
 async def test_the_deadline_runs_per_request_not_per_connection(

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from starlette.types import ASGIApp
 
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
@@ -19,6 +20,7 @@ from ticketing_service.entrypoints.observability.request_context import (
 from ticketing_service.entrypoints.observability.request_logging import (
     RequestContextMiddleware,
 )
+from ticketing_service.entrypoints.observability.sampling import CALLER_NOISE_FLAG
 from ticketing_service.entrypoints.webhook.app import create_webhook_app
 from ticketing_service.entrypoints.webhook.forwarding import (
     ConfirmResult,
@@ -158,3 +160,34 @@ async def test_answers_are_counted_by_route_and_status_and_strangers_as_other() 
     assert value("ticketing_webhook_responses_total", {"route": URL, "status": "401"}) == 1
     assert value("ticketing_webhook_responses_total", {"route": "other", "status": "404"}) == 1
     assert value("ticketing_webhook_duration_seconds_count", {"route": URL}) == 2
+
+
+async def test_only_answers_any_caller_can_provoke_are_marked_as_noise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = shim(ContextRecordingConfirmer())
+    caplog.set_level(logging.INFO)
+    answers = [
+        (await request(app, "POST", URL, content=BODY, headers=signed(BODY))).status_code,
+        (await request(app, "POST", URL, content=b"{}", headers=signed(b"{}"))).status_code,
+        (await request(app, "GET", URL)).status_code,
+        (await request(app, "POST", URL, content=BODY)).status_code,
+        (await request(app, "GET", "/wp-admin/setup.php")).status_code,
+    ]
+    assert answers == [200, 400, 405, 401, 404]
+    # The access line by its status, the app's warnings by their template.
+    marked = {
+        vars(record).get("http_status") or record.msg: vars(record).get(CALLER_NOISE_FLAG, False)
+        for record in caplog.records
+        if record.name.startswith("ticketing_service.") and "test" not in record.name
+    }
+    assert marked == {
+        200: False,
+        "Payment callback %r: %s": False,
+        400: False,  # a signed callback's: never sampled
+        "Malformed payment callback %r: field %s": False,
+        405: False,
+        401: True,
+        "Rejected a payment callback signature: %s": True,
+        404: True,
+    }
