@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -27,6 +28,7 @@ from ticketing_service.entrypoints.grpc.errors import abort
 from ticketing_service.entrypoints.metrics_endpoint import start_metrics_server
 from ticketing_service.entrypoints.observability.interceptor import ObservingInterceptor
 from ticketing_service.entrypoints.observability.metrics import TicketingMetrics
+from ticketing_service.entrypoints.observability.sampling import CALLER_NOISE_FLAG
 
 SERVICE = "moim.ticketing.v1.TicketingService"
 TOKEN = "observability-token"
@@ -271,6 +273,29 @@ async def test_a_call_refused_by_the_token_check_is_logged_too(served: Served) -
     [line] = served.lines()
     assert (line["grpc_code"], line["reason"]) == ("UNAUTHENTICATED", "UNAUTHENTICATED")
     assert served.lines("ticketing_service.test_handler") == []
+
+
+async def test_only_a_call_refused_unread_for_its_caller_s_doing_is_sampled(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "ticketing_service.rpc")
+    calls = {
+        "UNAUTHENTICATED": pb.GetTicketingSettingsRequest(event_id="e"),
+        "OK": pb.GetTicketingSettingsRequest(event_id="e"),
+        "ABORTED": pb.GetTicketingSettingsRequest(event_id="busy"),
+        "UNKNOWN": pb.GetTicketingSettingsRequest(event_id="boom"),
+    }
+    for code, request in calls.items():
+        metadata = () if code == "UNAUTHENTICATED" else AUTH
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await served.stub.GetTicketingSettings(request, metadata=metadata)
+    await served.waiter.wait_for(len(calls))  # an aborted call's status can reach the client first
+    marked = {
+        vars(record)["grpc_code"]: vars(record).get(CALLER_NOISE_FLAG, False)
+        for record in caplog.records
+        if record.name == "ticketing_service.rpc"
+    }
+    assert marked == {"UNAUTHENTICATED": True, "OK": False, "ABORTED": False, "UNKNOWN": False}
 
 
 async def test_an_unexpected_failure_is_a_warning_without_the_secret(served: Served) -> None:
