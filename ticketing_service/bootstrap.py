@@ -217,6 +217,7 @@ async def moim_import(
             public_base_url=config.public_base_url,
             auto_refund=config.auto_refund,
             reconcile_policy=reconcile_policy(config),
+            hold_length=timedelta(seconds=config.hold_seconds),
         )
     finally:
         await database.close()

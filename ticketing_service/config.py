@@ -437,7 +437,10 @@ def database_url_problem(url: str) -> str | None:
     for host in parts.netloc.rpartition("@")[2].split(","):
         port = host.rpartition("]")[2].partition(":")[2] if ":" in host else ""
         if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
-            return "a port in it is not a number up to 65535"
+            return (
+                "a port in it is not a number up to 65535 (or its password holds one of"
+                " # / ? @ unencoded: percent-encode it, e.g. # as %23)"
+            )
     if any(mode not in _SSL_MODES for mode in parse_qs(parts.query).get("sslmode", [])):
         return f"its sslmode is not one of {', '.join(_SSL_MODES)}"
     return None

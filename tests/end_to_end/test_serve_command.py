@@ -316,7 +316,11 @@ def test_a_span_further_back_than_the_database_can_count_is_a_usage_error(tmp_pa
     ("url", "problem"),
     [
         ("mysql://moim:hunter2@db/moim", "it starts with neither"),
-        ("postgresql://moim:hunter2@db:99999/moim", "a port in it is not a number up to 65535"),
+        (
+            "postgresql://moim:hunter2@db:99999/moim",
+            "a port in it is not a number up to 65535 (or its password holds one of # / ? @"
+            " unencoded: percent-encode it, e.g. # as %23)",
+        ),
     ],
 )
 def test_a_source_database_url_asyncpg_would_not_take_is_one_line_saying_what_it_expected(

@@ -201,12 +201,13 @@ async def _reservations(c: Connection) -> None:
             for n, u in paid
         ],
     )
-    # Holds: (name, user, checkout, created minutes ago, expires in minutes)
+    # Holds: (name, user, checkout, created minutes ago, expires in minutes); Moim's last 10
+    # minutes (a longer one is cut to the service's hold length), here ending within them.
     holds = [
-        ("8", 8, "chk_8", 5, 25),  # live
-        ("9a", 9, "chk_9a", 8, 22),  # live, but the user's older one: ended, listed
-        ("9b", 9, "chk_9b", 3, 27),  # the user's latest: live
-        ("10", 10, None, 2, 28),  # live without a checkout: listed
+        ("8", 8, "chk_8", 5, 9),  # live
+        ("9a", 9, "chk_9a", 8, 9),  # live, but the user's older one: ended, listed
+        ("9b", 9, "chk_9b", 3, 10),  # the user's latest: live
+        ("10", 10, None, 2, 10),  # live without a checkout: listed
         ("11", 11, "chk_11", 90, -80),  # ended long ago: imported expired
     ]
     await c.executemany(
@@ -340,7 +341,7 @@ async def add_hold(c: Connection, event: str, tier: str, name: str, answers: obj
     reservation = await add_paid(c, event, tier, Paid(name, answers=answers))
     await c.execute(
         "UPDATE ticket_reservations SET status = 'pending_payment', rsvp_id = NULL,"
-        " expires_at = now() + interval '20 minutes', created_at = now() WHERE id = $1",
+        " expires_at = now() + interval '10 minutes', created_at = now() WHERE id = $1",
         reservation,
     )
     await c.execute(

@@ -397,6 +397,11 @@ async def test_a_source_that_cannot_be_read_or_a_bad_url_stops_with_one_line(
     no_port = await import_moim(database_url, "--source-database-url", "postgresql://h:99999/m")
     assert no_port.code == 2
     assert "a port in it is not a number up to 65535" in no_port.err
+    hashed = "postgresql://moim:hunt#er2@127.0.0.1/moim"
+    hash_in_password = await import_moim(database_url, "--source-database-url", hashed)
+    assert hash_in_password.code == 2
+    assert "percent-encode it, e.g. # as %23" in hash_in_password.err
+    assert "hunt" not in hash_in_password.err
     assert (await import_moim(database_url)).code == 2
 
 
@@ -404,9 +409,10 @@ async def test_an_unmigrated_service_database_stops_the_import_before_it_reads(
     database_url: str, source_url: str
 ) -> None:
     bare = await create_database(database_url, "ticketing_unmigrated")
-    result = await import_moim(bare, "--source-database-url", source_url)
+    result = await import_moim(bare, "--source-database-url", source_url, "--dry-run")
     assert result.code == 1
     assert "run `ticketing-service migrate` first" in result.err
+    assert result.out == ""  # no "dry run:" banner for a run that never began
 
 
 async def test_a_payment_of_another_amount_or_currency_brings_in_no_registration(
@@ -868,3 +874,158 @@ async def test_a_user_who_gave_up_an_imported_seat_and_paid_again_in_moim_is_reg
         reservation_pb2.RESERVATION_STATUS_CONFIRMED,
     )
     assert found.reservation.registration_id not in ("", rsvp_id(1))
+
+
+async def service_value(database_url: str, query: str, *args: object) -> object:
+    connection = await connect(database_url)
+    try:
+        return await connection.fetchval(query, *args)
+    finally:
+        await connection.close()
+
+
+async def test_a_moim_hold_ending_far_ahead_is_brought_in_ending_by_the_services_hold_length(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Far hold")
+        hold = await add_hold(moim, event, tier, "far")
+        await moim.execute(
+            "UPDATE ticket_reservations SET expires_at = '9000-01-01' WHERE id = $1", hold
+        )
+
+    report = (await imported(database_url, source_url)).out
+
+    # The import ended before this reads the clock: its end is at most a hold's length away.
+    assert await service_value(
+        database_url,
+        "SELECT expire_time <= now() + interval '600 seconds' FROM reservations"
+        " WHERE reservation_id = $1",
+        hold,
+    )
+    assert f"{hold} (user {uid('far-user')}) is a live hold until 9000-01-01" in report
+    assert "the service's hold length (TICKETING_HOLD_SECONDS) from the import" in report
+    found = await stub.FindReservation(
+        pb.FindReservationRequest(event_id=event, user_id=uid("far-user"))
+    )
+    assert found.reservation.status == reservation_pb2.RESERVATION_STATUS_PENDING_PAYMENT
+
+
+async def test_a_status_the_import_does_not_know_moves_no_money_and_is_listed(
+    database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Odd statuses")
+        upper_rsvp = await add_paid(moim, event, tier, Paid("upper", rsvp_status="ACCEPTED"))
+        upper_status = await add_paid(moim, event, tier, Paid("caps"))
+        odd_payment = await add_paid(moim, event, tier, Paid("odd-pay"))
+        await moim.execute(
+            "UPDATE ticket_reservations SET status = 'CONFIRMED' WHERE id = $1", upper_status
+        )
+        await moim.execute(
+            "UPDATE ticket_payments SET status = 'PAID' WHERE reservation_id = $1", odd_payment
+        )
+
+    report = (await imported(database_url, source_url)).out
+
+    assert await statuses(database_url, event) == {}
+    odd = {upper_rsvp, upper_status, odd_payment}
+    assert [r for r in await refunds_owed(database_url) if r["reservation_id"] in odd] == []
+    assert f"{upper_rsvp} (user {uid('upper-user')}) is paid but its RSVP" in report
+    assert "has the unknown status 'ACCEPTED': not imported" in report
+    assert f"{upper_status} (user {uid('caps-user')}) has the unknown status 'CONFIRMED'" in report
+    assert f"its payment {payment_id('odd-pay')} has the unknown status 'PAID'" in report
+    # The RSVP of a status not understood is not counted as a seat either, and says so.
+    assert f"RSVP {uid('upper-rsvp')} (user {uid('upper-user')}) has the unknown" in report
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+async def test_a_tier_moim_oversold_is_named_with_its_seats_and_capacity(
+    database_url: str, source_url: str, dry_run: bool
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Oversold", capacity=1)
+        for name in ("first-in", "second-in"):
+            await add_paid(moim, event, tier, Paid(name))
+
+    args = ("--dry-run",) if dry_run else ()
+    report = (await imported(database_url, source_url, *args)).out
+
+    assert (
+        f'  OVER CAPACITY: tier "Seat" ({tier}) of event {event}: 2 seats taken, capacity 1'
+        in report
+    )
+    assert "; 1 tiers over capacity;" in report
+
+
+async def test_a_seat_given_up_in_the_service_is_not_counted_again_as_one_moim_gave(
+    stub: Stub, database_url: str, source_url: str
+) -> None:
+    await imported(database_url, source_url)
+    seats = "SELECT external_seats FROM tiers WHERE event_id = $1 AND tier_id = $2"
+    before = await service_value(database_url, seats, CONCERT, VIP)
+    await stub.CancelRegistration(
+        pb.CancelRegistrationRequest(reservation_id=reservation_id("1"), user_id=user(1))
+    )
+
+    # Moim still shows the RSVP accepted until the registration feed reaches it.
+    await imported(database_url, source_url)
+
+    assert await service_value(database_url, seats, CONCERT, VIP) == before
+
+
+async def test_the_tiers_of_an_event_the_service_knows_are_its_own(
+    database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, _ = await add_event(moim, "Known")
+    await imported(database_url, source_url)
+    new_tier = uid("known-added-tier")
+    async with moim_database(source_url) as moim:
+        await moim.execute(
+            "INSERT INTO event_tiers (id, event_id, name, price_amount, capacity)"
+            " VALUES ($1, $2, 'Added in Moim', 1000, 5)",
+            new_tier,
+            event,
+        )
+        late = await add_paid(moim, event, new_tier, Paid("in-added", amount=1000))
+
+    report = (await imported(database_url, source_url)).out
+
+    tiers = "SELECT count(*) FROM tiers WHERE event_id = $1 AND tier_id = $2"
+    assert await service_value(database_url, tiers, event, new_tier) == 0
+    assert f"{late} (user {uid('in-added-user')}) is in tier {new_tier}" in report
+    assert "tiers: 1 (0 new)" in report
+
+
+async def test_a_checkout_id_cut_short_in_the_report_is_marked_so(
+    database_url: str, source_url: str
+) -> None:
+    async with moim_database(source_url) as moim:
+        event, tier = await add_event(moim, "Long checkout")
+        hold = await add_hold(moim, event, tier, "long-checkout")
+        await moim.execute(
+            "UPDATE ticket_reservations SET checkout_id = $2 WHERE id = $1", hold, "c" * 200
+        )
+
+    report = (await imported(database_url, source_url)).out
+
+    assert f"has the checkout id '{'c' * 40}…', which the service could never confirm" in report
+
+
+async def test_a_source_read_cut_by_the_statement_timeout_says_which_setting_to_raise(
+    database_url: str, source_url: str
+) -> None:
+    async with open_transaction(source_url) as moim:
+        await moim.execute("LOCK TABLE rsvps IN ACCESS EXCLUSIVE MODE")
+        result = await import_moim(
+            database_url,
+            "--source-database-url",
+            source_url,
+            TICKETING_DB_STATEMENT_TIMEOUT_MS="500",
+            TICKETING_DB_LOCK_TIMEOUT_MS="60000",
+        )
+
+    assert result.code == 1
+    assert "canceling statement due to statement timeout" in result.err
+    assert "TICKETING_DB_STATEMENT_TIMEOUT_MS, 500 ms, applies to the source's reads" in result.err

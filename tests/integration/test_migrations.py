@@ -423,5 +423,6 @@ def test_a_database_url_asyncpg_would_not_take_is_one_line_before_anything_start
     result = run_command(tmp_path, *argv, DATABASE_URL=url)
     assert result.returncode == 2
     line = our_line(result)
-    assert line.endswith("a port in it is not a number up to 65535.")
+    assert line.endswith("percent-encode it, e.g. # as %23).")
+    assert "a port in it is not a number up to 65535" in line
     assert "hunter2" not in result.stderr

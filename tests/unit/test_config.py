@@ -212,13 +212,21 @@ def test_a_database_url_set_but_empty_is_refused_and_only_an_unset_one_means_emb
     assert Config.from_env({}).database_url is None
 
 
+# A `#` (or / ? @) left unencoded in a password cuts the URL short, so it reads as a bad port.
+_PORT_OR_PASSWORD = (
+    "a port in it is not a number up to 65535 (or its password holds one of # / ? @ unencoded:"
+    " percent-encode it, e.g. # as %23)"
+)
+
+
 @pytest.mark.parametrize(
     ("bad", "problem"),
     [
         ("mysql://u:hunter2@db/ticketing", "it starts with neither"),
         ("postgresql://u:hunter2@[::1/ticketing", "it cannot be parsed"),
-        ("postgresql://u:hunter2@db:99999/ticketing", "a port in it is not a number up to 65535"),
-        ("postgresql://u:hunter2@a:5432,b:x/ticketing", "a port in it is not a number up to 65535"),
+        ("postgresql://u:hunter2@db:99999/ticketing", _PORT_OR_PASSWORD),
+        ("postgresql://u:hunter2@a:5432,b:x/ticketing", _PORT_OR_PASSWORD),
+        ("postgresql://u:hun#ter2@db/ticketing", _PORT_OR_PASSWORD),
         (
             "postgresql://u:hunter2@db/ticketing?sslmode=on",
             "its sslmode is not one of disable, allow, prefer, require, verify-ca, verify-full",

@@ -84,6 +84,7 @@ class PostgresMoimSource:
         # Only its connections are used, made as the service's own are (timeouts, codecs).
         self._connections = Database(url, settings)
         self._connect_timeout = settings.connect_timeout_seconds
+        self._statement_timeout_ms = settings.statement_timeout_ms
 
     async def read(self) -> SourceSnapshot:
         """Every event with its rows, in one snapshot; SourceUnreadable when it cannot be."""
@@ -99,6 +100,13 @@ class PostgresMoimSource:
                 return await _read(connection)
         except _SOURCE_ERRORS as error:
             why = _why(error, "no answer in time")
+            if isinstance(error, asyncpg.QueryCanceledError):
+                # The service's own limit on a statement bounds each read of a whole table.
+                why += (
+                    f" (TICKETING_DB_STATEMENT_TIMEOUT_MS, {self._statement_timeout_ms} ms,"
+                    " applies to the source's reads too: raise it for this run, e.g."
+                    " TICKETING_DB_STATEMENT_TIMEOUT_MS=600000)"
+                )
             raise SourceUnreadable(f"Reading the source database failed: {why}") from error
         finally:
             await _close(connection)

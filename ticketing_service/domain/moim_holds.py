@@ -51,9 +51,7 @@ def _is_hold(rows: EventRows, reservation: SourceReservation) -> bool:
     """An unpaid reservation that can still be paid (it has a checkout) and can be mapped."""
     if rows.paid[reservation.reservation_id] or reservation.status == "confirmed":
         return False  # settled, or listed as a confirmed one without a payment
-    if reservation.status not in _STATUSES:
-        detail = f"has the unknown status {reservation.status!r}: not imported"
-        rows.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, detail)
+    if rows.unknown_status(reservation):
         return False
     if reservation.checkout_id is None:
         if _is_live(rows, reservation):  # an ended one was never payable: nothing to say
@@ -121,6 +119,16 @@ def _keeps(rows: EventRows, hold: SourceReservation, seats_left: Counter[str]) -
 def _hold(rows: EventRows, source: SourceReservation, live: bool) -> ImportedReservation:
     status = ReservationStatus.PENDING_PAYMENT if live else _STATUSES[source.status]
     reservation = rows.reservation(source, status, source.checkout_id)
+    if live and reservation.expire_time > (end := rows.now + rows.hold_length):
+        # Moim's holds last 10 minutes: a later end is no hold the service would make, and it
+        # would keep the seat (and the reservation pending) until then.
+        reservation = replace(reservation, expire_time=end)
+        detail = (
+            f"is a live hold until {source.expires_at.isoformat()} in Moim: brought in to end by"
+            f" {end.isoformat()}, the service's hold length (TICKETING_HOLD_SECONDS) from the"
+            " import"
+        )
+        rows.problem(ProblemKind.HOLD_CUT_SHORT, source, detail)
     recorded = next(
         (
             p

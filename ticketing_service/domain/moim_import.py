@@ -2,22 +2,28 @@
 
 The plan is decided here from plain values; an adapter writes it. Its rules:
 - settings and tiers as stored (a backfilled paid event stays disabled until its organizer
-  saves it); a tier's NULL or negative price is free, a NULL or non-positive capacity is
+  saves it), for an event the service does not know (else its own tiers are the ones mapped
+  to); a tier's NULL or negative price is free, a NULL or non-positive capacity is
   unlimited, and an unset sale end is the event's start, as the original treated them;
 - a paid reservation with a paid payment is settled: confirmed with a registration (the RSVP's
   id) when its RSVP is accepted and the user has no other seat, otherwise `paid_unfulfilled`,
   owing its payment back in full when auto refund is on (as the service's own);
-- accepted RSVPs of users without a registration count as seats their tier already gave away;
+- accepted RSVPs of users without a registration count as seats their tier already gave away,
+  unless the service keeps a registration or reservation of that user in the tier;
+- a status the original never writes (e.g. `ACCEPTED`) is understood as nothing: its row is
+  listed and left alone, never read as "not accepted" with a refund to owe;
 - holds with a checkout are brought in live while they hold a seat the service can give (after
   its registrations and its own live holds), and ended (`expired`) otherwise, so a late
   payment for one is settled as the service settles any; reconciliation asks about every
-  ended one still in its window at once, as Moim may have refused its payment.
+  ended one still in its window at once, as Moim may have refused its payment. A live hold
+  ends no later than the service's hold length from the import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from ticketing_service.domain.moim_holds import holds
 from ticketing_service.domain.moim_plan import (
@@ -26,6 +32,7 @@ from ticketing_service.domain.moim_plan import (
     ProblemKind,
     ServiceHold,
     ServiceRegistration,
+    ServiceReservation,
 )
 from ticketing_service.domain.moim_rows import EventRows
 from ticketing_service.domain.moim_seats import external_seats, settled_reservations
@@ -45,17 +52,26 @@ def plan_event(
     reconcile: ReconcilePolicy,
     held: Sequence[ServiceHold] = (),
     owners: Mapping[str, str] | None = None,
+    reserved: Sequence[ServiceReservation] = (),
+    service_tiers: Sequence[Tier] | None = None,
+    hold_length: timedelta = timedelta(minutes=10),
 ) -> EventPlan:
     """The plan for one event: `registered` and `held` are the registrations and live holds
     the service already keeps there, `now` the source's clock (it tells live holds from ended
     ones), `auto_refund` whether a payment without a seat is owed back by itself
     (TICKETING_AUTO_REFUND), `reconcile` how long reconciliation follows up an ended hold,
     `owners` the reservation each provider payment id paid first in the whole source (this
-    event's alone when not given)."""
+    event's alone when not given), `reserved` every reservation the service keeps there,
+    `service_tiers` the tiers of an event the service knows already (None when it does not: its
+    settings and tiers are then Moim's), `hold_length` the service's (TICKETING_HOLD_SECONDS)."""
     unusable = _unusable_settings(event)
     if unusable is not None:
         return EventPlan(event.event_id, event.title, None, problems=(unusable,))
     settings = _settings(event)
+    if service_tiers is not None:
+        # The settings of an event the service knows are its own (the organizer's saves): rows
+        # are mapped to its tiers, and one in a tier it does not have is listed, not added.
+        settings = replace(settings, tiers=tuple(service_tiers))
     rows = EventRows(
         event,
         settings.tiers,
@@ -66,6 +82,8 @@ def plan_event(
         reconcile,
         held,
         owners,
+        reserved=reserved,
+        hold_length=hold_length,
     )
     if len(event.title) > MAX_TITLE_LENGTH:
         detail = (

@@ -47,6 +47,10 @@ class ProblemKind(enum.StrEnum):
     ANSWERS_OVER_LIMITS = "answers_over_limits"
     # Settled in Moim, but the service keeps the reservation in another state.
     KEPT_OTHERWISE = "kept_otherwise"
+    # A status the original never wrote (e.g. upper case): its row is left as it is.
+    UNKNOWN_STATUS = "unknown_status"
+    # A live hold ending later than the service's own would: brought in ending then.
+    HOLD_CUT_SHORT = "hold_cut_short"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,15 @@ class ServiceRegistration:
 @dataclass(frozen=True, slots=True)
 class ServiceHold:
     """A live hold the service keeps at the event (its own, or one imported before)."""
+
+    reservation_id: str
+    user_id: str
+    tier_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceReservation:
+    """A reservation the service keeps at the event, in any state."""
 
     reservation_id: str
     user_id: str

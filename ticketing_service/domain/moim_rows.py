@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ticketing_service.domain.moim_plan import (
     ImportedPayment,
@@ -21,6 +21,7 @@ from ticketing_service.domain.moim_plan import (
     ProblemKind,
     ServiceHold,
     ServiceRegistration,
+    ServiceReservation,
 )
 from ticketing_service.domain.moim_source import (
     SourceEvent,
@@ -42,6 +43,12 @@ from ticketing_service.domain.reservations import (
 )
 from ticketing_service.domain.settings import Tier
 
+# The statuses the original writes (moim-original.md); any other is read as nothing: a row with
+# one is listed and left alone, never read as "not accepted" or "not paid" with money to move.
+RESERVATION_STATUSES = frozenset({"pending_payment", "confirmed", "expired", "cancelled"})
+PAYMENT_STATUSES = frozenset({"requires_payment", "paid"})
+RSVP_STATUSES = frozenset({"accepted", "waitlisted", "declined"})
+
 # The payment row of a hold the original recorded none for gets an id fixed by its
 # reservation and checkout, so every import makes the same one.
 _HOLD_PAYMENT_IDS = uuid.UUID("6d1f3c1e-6f1a-4b8e-9a55-0c7d0e6a4f21")
@@ -62,8 +69,12 @@ class EventRows:
         reconcile: ReconcilePolicy,
         held: Sequence[ServiceHold] = (),
         owners: Mapping[str, str] | None = None,
+        *,
+        reserved: Sequence[ServiceReservation] = (),
+        hold_length: timedelta = timedelta(minutes=10),
     ) -> None:
         self.event = event
+        self.hold_length = hold_length
         # provider payment id -> the reservation it paid first (payment_owners), source-wide.
         self.owners = owners if owners is not None else payment_owners([event])
         self.now = now
@@ -78,6 +89,12 @@ class EventRows:
         self.given_up = {g.reservation_id for g in registered if not g.accepted}
         ours = {r.reservation_id for r in event.reservations}
         self.held = {h.user_id: h for h in held if h.reservation_id not in ours}
+        # (user, tier) of whoever the service itself keeps a registration or a reservation of,
+        # in any state: their RSVP in Moim follows the service's (the feed), so it is no seat
+        # Moim gave away. This source's reservations are left out: this plan decides them.
+        self.known_here = {(g.user_id, g.tier_id) for g in registered} | {
+            (r.user_id, r.tier_id) for r in reserved if r.reservation_id not in ours
+        }
         self.paid = paid_payments(event.payments)
         self._payments_of = defaultdict(list)
         for payment in event.payments:
@@ -100,6 +117,8 @@ class EventRows:
         event's tiers, a currency the service knows, an amount of 0 or more, and times the
         service can keep, its payments' too); noted when it has not."""
         why = None
+        if self.unknown_status(reservation):
+            return False
         if reservation.user_id is None:
             why = "has no user (an anonymous reservation)"
         elif reservation.tier_id not in self.tiers:
@@ -116,6 +135,21 @@ class EventRows:
             self.problem(ProblemKind.UNUSABLE_RESERVATION, reservation, why + ": not imported")
         return why is None
 
+    def unknown_status(self, reservation: SourceReservation) -> bool:
+        """Whether the reservation or one of its payments has a status the original never
+        wrote; noted when it has: nothing is decided on a value not understood."""
+        unknown = [
+            f"its payment {p.payment_row_id} has the unknown status {p.status!r}"
+            for p in self._payments_of[reservation.reservation_id]
+            if p.status not in PAYMENT_STATUSES
+        ]
+        if reservation.status not in RESERVATION_STATUSES:
+            unknown.insert(0, f"has the unknown status {reservation.status!r}")
+        if unknown:
+            detail = "; ".join(unknown) + ": not imported, left as it is"
+            self.problem(ProblemKind.UNKNOWN_STATUS, reservation, detail)
+        return bool(unknown)
+
     def _unusable_checkout(self, reservation: SourceReservation) -> str | None:
         """A checkout id of the reservation or its payments no callback could confirm here
         (cut short to be named), if it has one."""
@@ -124,7 +158,7 @@ class EventRows:
             *(p.checkout_id for p in self._payments_of[reservation.reservation_id]),
         ]
         bad = next((i for i in ids if i is not None and not is_usable_id(i)), None)
-        return None if bad is None else bad[:40]
+        return None if bad is None else cut(bad)
 
     def _time_problem(self, reservation: SourceReservation) -> str | None:
         """Why a time of the reservation or of its payments cannot be kept, if one cannot."""
@@ -210,6 +244,11 @@ class EventRows:
             self.problem(ProblemKind.ANSWERS_OVER_LIMITS, source, detail)
             return ()
         return kept
+
+
+def cut(text: str, length: int = 40) -> str:
+    """`text` shown in at most `length` characters, and marked when it was cut."""
+    return text if len(text) <= length else text[:length] + "…"
 
 
 def _payment_times(payment: SourcePayment) -> tuple[tuple[str, datetime | None], ...]:

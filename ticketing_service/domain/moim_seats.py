@@ -14,7 +14,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ticketing_service.domain.moim_plan import ImportedReservation, Problem, ProblemKind
-from ticketing_service.domain.moim_rows import EventRows, paid_time, settled_reservation
+from ticketing_service.domain.moim_rows import (
+    RSVP_STATUSES,
+    EventRows,
+    paid_time,
+    settled_reservation,
+)
 from ticketing_service.domain.moim_source import SourcePayment, SourceReservation, SourceRsvp
 from ticketing_service.domain.reservations import ReservationStatus
 
@@ -23,7 +28,8 @@ def settled_reservations(rows: EventRows) -> tuple[ImportedReservation, ...]:
     """Every paid reservation: confirmed with its registration, or paid_unfulfilled."""
     paid = [(r, rows.paid[r.reservation_id]) for r in rows.event.reservations]
     for reservation, payments in paid:
-        if not payments and reservation.status == "confirmed":
+        confirmed = not payments and reservation.status == "confirmed"
+        if confirmed and not rows.unknown_status(reservation):
             _payment_missing(rows, reservation)
     usable = [(r, p) for r, p in paid if p and rows.usable(r)]
     matching = [(r, _matching(rows, r, p)) for r, p in usable]
@@ -34,13 +40,22 @@ def settled_reservations(rows: EventRows) -> tuple[ImportedReservation, ...]:
 
 def external_seats(rows: EventRows) -> dict[str, int]:
     """Per tier, the accepted RSVPs of anyone without a registration here: free tiers,
-    attendees from before paid ticketing, paid RSVPs without a payment, anonymous ones."""
+    attendees from before paid ticketing, paid RSVPs without a payment, anonymous ones. The
+    RSVP of a user the service keeps a registration or reservation of in the tier (a seat given
+    up here, until Moim hears of it) is the service's seat, not one Moim gave away."""
     counts = dict.fromkeys(rows.tiers, 0)
     for rsvp in rows.event.rsvps:
+        if rsvp.status not in RSVP_STATUSES:
+            who = "anonymous" if rsvp.user_id is None else f"user {rsvp.user_id}"
+            detail = f"has the unknown status {rsvp.status!r}: not counted as a seat"
+            rows.problems.append(
+                Problem(ProblemKind.UNKNOWN_STATUS, f"RSVP {rsvp.rsvp_id} ({who})", detail)
+            )
+            continue
         if rsvp.status != "accepted" or (rsvp.user_id and rows.has_seat(rsvp.user_id)):
             continue
         tier_id = _tier_of(rows, rsvp)
-        if tier_id is not None:
+        if tier_id is not None and (rsvp.user_id, tier_id) not in rows.known_here:
             counts[tier_id] += 1
     return counts
 
@@ -87,6 +102,12 @@ def _difference(reservation: SourceReservation, payment: SourcePayment) -> str |
 
 
 def _settleable(rows: EventRows, reservation: SourceReservation, paid: list[SourcePayment]) -> bool:
+    rsvp = rows.rsvp_of(reservation)
+    if rsvp is not None and rsvp.status not in RSVP_STATUSES:
+        # Not read as "not accepted": that would owe a refund of a seat Moim may have given.
+        detail = f"is paid but its RSVP {rsvp.rsvp_id} has the unknown status {rsvp.status!r}"
+        rows.problem(ProblemKind.UNKNOWN_STATUS, reservation, detail + ": not imported")
+        return False
     if (foreign := rows.foreign_rsvp(reservation)) is not None:
         owner = "an anonymous one" if foreign.user_id is None else f"user {foreign.user_id}'s"
         detail = (

@@ -30,6 +30,7 @@ from ticketing_service.service_layer.moim_import import (
 )
 
 COMMAND = "import-moim"
+_DRY_RUN = "dry run: each event is written and rolled back; nothing is kept"
 # What each planned status is called in the report, in report order, and what it means.
 _KINDS = (
     (ReservationStatus.CONFIRMED, "registrations", ""),
@@ -78,12 +79,12 @@ async def run(config: Config, source_url: str, dry_run: bool, out: TextIO = sys.
 
     try:
         async with bootstrap.moim_import(config, database_url, source_url) as ports:
-            if dry_run:
-                write(["dry run: each event is written and rolled back; nothing is kept"])
             report = await import_moim(
                 ports,
                 dry_run=dry_run,
                 imported=lambda outcome: write(_event_block(outcome, ports.auto_refund)),
+                # Once both databases could be used: a run that cannot start says only why.
+                ready=lambda: write([_DRY_RUN] if dry_run else []),
             )
     except (SourceUnreadable, TargetUnavailable) as error:
         print(f"ticketing-service {COMMAND}: {error}", file=sys.stderr)
@@ -105,6 +106,12 @@ def _event_block(outcome: EventOutcome, auto_refund: bool) -> Iterator[str]:
         yield from _brought_in(plan, written)
     if plan.count(ReservationStatus.PAID_UNFULFILLED):
         yield _refunds(plan, written, auto_refund)
+    for tier in written.over_capacity:
+        yield (
+            f"  OVER CAPACITY: tier {json.dumps(tier.name, ensure_ascii=False)} ({tier.tier_id})"
+            f" of event {outcome.event_id}: {tier.taken} seats taken, capacity {tier.capacity}"
+            " (nothing is taken back; no new seat is sold until enough are given up)"
+        )
     problems = (*plan.problems, *written.kept_otherwise)
     if problems:
         yield f"  not mapped ({len(problems)}):"
@@ -160,6 +167,9 @@ def _total(report: ImportReport) -> str:
         parts.append(f"{owed} refunds owed ({new} new)")
     else:
         parts.append("no refunds owed (TICKETING_AUTO_REFUND is off)")
+    over = sum(len(o.written.over_capacity) for o in outcomes if o.written is not None)
+    if over:
+        parts.append(f"{over} tiers over capacity")
     unmapped = sum(len(p.problems) for p in plans) + sum(
         len(o.written.kept_otherwise) for o in outcomes if o.written is not None
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -22,11 +23,13 @@ from ticketing_service.domain.moim_plan import (
     Problem,
     ServiceHold,
     ServiceRegistration,
+    ServiceReservation,
 )
 from ticketing_service.domain.moim_rows import payment_owners
 from ticketing_service.domain.moim_source import SourceEvent, SourceSnapshot
 from ticketing_service.domain.reconciliation import ReconcilePolicy
 from ticketing_service.domain.reservations import ReservationStatus
+from ticketing_service.domain.settings import Tier
 
 
 class SourceUnreadable(Exception):
@@ -63,6 +66,19 @@ class Written:
     kept_otherwise: tuple[Problem, ...] = ()
     # Full refunds owed for the paid_unfulfilled reservations brought in now.
     refunds_owed: int = 0
+    # Tiers with more seats taken than their capacity once written.
+    over_capacity: tuple[OverCapacity, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OverCapacity:
+    """A tier whose seats taken (registrations, Moim's, live holds) exceed its capacity: Moim
+    oversold it, or the service gave seats while the import ran. Nothing is taken back."""
+
+    tier_id: str
+    name: str
+    taken: int
+    capacity: int
 
 
 class ImportTarget(Protocol):
@@ -98,6 +114,14 @@ class ImportTarget(Protocol):
         """The live holds the service keeps at the event."""
         ...
 
+    async def reservations_of(self, event_id: str) -> list[ServiceReservation]:
+        """Every reservation the service keeps at the event, in any state."""
+        ...
+
+    async def tiers_of(self, event_id: str) -> list[Tier] | None:
+        """The tiers of the event when the service has its settings; None when it has not."""
+        ...
+
     async def write(self, plan: EventPlan) -> Written:
         """Write the plan: create what is missing, settle holds the source settled, and owe
         the refunds of what it settles as paid_unfulfilled now."""
@@ -111,14 +135,16 @@ class ImportTarget(Protocol):
 @dataclass(frozen=True, slots=True)
 class MoimImport:
     """What the import needs: the source, the service's database, Moim's public URL, whether
-    a payment without a seat is owed back by itself (TICKETING_AUTO_REFUND), and how long
-    reconciliation follows up an ended hold (TICKETING_RECONCILE_WINDOW_HOURS)."""
+    a payment without a seat is owed back by itself (TICKETING_AUTO_REFUND), how long
+    reconciliation follows up an ended hold (TICKETING_RECONCILE_WINDOW_HOURS), and how long
+    a hold lasts at most (TICKETING_HOLD_SECONDS)."""
 
     source: MoimSource
     target: Callable[[], ImportTarget]
     public_base_url: str
     auto_refund: bool = True
     reconcile_policy: ReconcilePolicy = field(default_factory=ReconcilePolicy)
+    hold_length: timedelta = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +172,14 @@ async def import_moim(
     *,
     dry_run: bool,
     imported: Callable[[EventOutcome], object] = lambda outcome: None,
+    ready: Callable[[], object] = lambda: None,
 ) -> ImportReport:
-    """Import every event of the source, each in its own transaction; `imported` hears of each
-    event once its transaction ended, so what was done is known if the run is stopped."""
+    """Import every event of the source, each in its own transaction; `ready` hears once both
+    databases could be used, `imported` of each event once its transaction ended, so what was
+    done is known if the run is stopped."""
     await _check_target(ports)
     snapshot = await ports.source.read()
+    ready()
     owners = payment_owners(snapshot.events)
     outcomes = []
     for event in snapshot.events:
@@ -179,6 +208,8 @@ async def _import_event(
             await target.lock_event(event.event_id)
             registered = await target.registrations_of(event.event_id)
             held = await target.live_holds_of(event.event_id)
+            reserved = await target.reservations_of(event.event_id)
+            service_tiers = await target.tiers_of(event.event_id)
             plan = plan_event(
                 event,
                 registered,
@@ -188,6 +219,9 @@ async def _import_event(
                 reconcile=ports.reconcile_policy,
                 held=held,
                 owners=owners,
+                reserved=reserved,
+                service_tiers=service_tiers,
+                hold_length=ports.hold_length,
             )
             written = await target.write(plan)
             if not dry_run:

@@ -9,8 +9,14 @@ from typing import Self
 
 import pytest
 
-from ticketing_service.domain.moim_plan import EventPlan, ServiceHold, ServiceRegistration
+from ticketing_service.domain.moim_plan import (
+    EventPlan,
+    ServiceHold,
+    ServiceRegistration,
+    ServiceReservation,
+)
 from ticketing_service.domain.moim_source import SourceEvent, SourceSettings, SourceSnapshot
+from ticketing_service.domain.settings import Tier
 from ticketing_service.service_layer.moim_import import (
     EventImportFailed,
     MoimImport,
@@ -68,6 +74,12 @@ class FakeTarget:
 
     async def live_holds_of(self, event_id: str) -> list[ServiceHold]:
         return []
+
+    async def reservations_of(self, event_id: str) -> list[ServiceReservation]:
+        return []
+
+    async def tiers_of(self, event_id: str) -> list[Tier] | None:
+        return None
 
     async def write(self, plan: EventPlan) -> Written:
         if plan.event_id in self._state.failing:

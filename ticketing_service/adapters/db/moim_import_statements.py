@@ -18,6 +18,20 @@ LIVE_HOLDS_OF = (
     " WHERE event_id = %(e)s AND status = 'pending_payment'"
     " AND expire_time > statement_timestamp()"
 )
+RESERVATIONS_OF = (
+    "SELECT reservation_id::text AS reservation_id, user_id, tier_id FROM reservations"
+    " WHERE event_id = %(e)s"
+)
+# Seats taken as StartPaidRegistration counts them (ALL_SEATS_TAKEN), for tiers past capacity.
+OVER_CAPACITY = (
+    "SELECT tier_id, name, capacity, taken FROM (SELECT t.tier_id, t.name, t.capacity,"
+    " t.position, t.accepted_count + t.external_seats + (SELECT count(*) FROM reservations r"
+    " WHERE r.event_id = t.event_id AND r.tier_id = t.tier_id AND (r.status = 'pending_payment'"
+    " AND r.expire_time > statement_timestamp() OR r.status = 'confirmed'"
+    " AND NOT r.seat_folded)) AS taken FROM tiers t WHERE t.event_id = %(e)s"
+    " AND t.delete_time IS NULL AND t.capacity IS NOT NULL) counted WHERE taken > capacity"
+    " ORDER BY position"
+)
 # Settings and tiers are created only when the service has none: from then on the organizer's
 # saves (UpdateTicketingSettings) keep them, with the service's rules (e.g. legacy external).
 CREATE_SETTINGS = (

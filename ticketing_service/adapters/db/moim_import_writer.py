@@ -36,12 +36,14 @@ from ticketing_service.domain.moim_plan import (
     ProblemKind,
     ServiceHold,
     ServiceRegistration,
+    ServiceReservation,
 )
 from ticketing_service.domain.refunds import RefundReason
 from ticketing_service.domain.reservations import Reservation, ReservationStatus
-from ticketing_service.domain.settings import Settings
+from ticketing_service.domain.settings import Settings, Tier
 from ticketing_service.service_layer.moim_import import (
     EventImportFailed,
+    OverCapacity,
     TargetUnavailable,
     Written,
 )
@@ -119,12 +121,23 @@ class SqlImportTarget:
             for r in rows
         ]
 
+    async def reservations_of(self, event_id: str) -> list[ServiceReservation]:
+        """Every reservation the service keeps at the event, in any state."""
+        rows = await self._live().all(sql.RESERVATIONS_OF, {"e": event_id})
+        return [ServiceReservation(r["reservation_id"], r["user_id"], r["tier_id"]) for r in rows]
+
+    async def tiers_of(self, event_id: str) -> list[Tier] | None:
+        """The event's live tiers when the service has its settings; None when it has not."""
+        settings = await SqlSettingsRepository(self._live()).get(event_id)
+        return None if settings is None else list(settings.tiers)
+
     async def write(self, plan: EventPlan) -> Written:
         """Create what is missing, settle the holds the source settled; report the rest."""
         if plan.settings is None:
             return Written()
         created = await self._create_settings(plan.settings)
-        tiers_created = await self._create_tiers(plan.settings)
+        # The tiers of an event the service knew are its own: none is added to them.
+        tiers_created = await self._create_tiers(plan.settings) if created else 0
         seats_changed = await self._set_external_seats(plan)
         changed: Counter[ReservationStatus] = Counter()
         refunds = 0
@@ -136,7 +149,8 @@ class SqlImportTarget:
             if await self._hold(imported):
                 changed[imported.reservation.status] += 1
         kept = await self._kept_otherwise(plan)
-        return Written(created, tiers_created, seats_changed, changed, kept, refunds)
+        over = await self._over_capacity(plan.event_id)
+        return Written(created, tiers_created, seats_changed, changed, kept, refunds, over)
 
     async def commit(self) -> None:
         """Commit the event's transaction."""
@@ -238,6 +252,10 @@ class SqlImportTarget:
                 detail = f"is {reservation.status.value} in Moim but {row['status']} here"
                 kept.append(Problem(ProblemKind.KEPT_OTHERWISE, subject, detail + ": left as is"))
         return tuple(kept)
+
+    async def _over_capacity(self, event_id: str) -> tuple[OverCapacity, ...]:
+        rows = await self._live().all(sql.OVER_CAPACITY, {"e": event_id})
+        return tuple(OverCapacity(r["tier_id"], r["name"], r["taken"], r["capacity"]) for r in rows)
 
     def _live(self) -> Transaction:
         assert self._tx is not None, "used outside of `async with`"
