@@ -27,6 +27,7 @@ from tests.integration.moim_source import (
     LEGACY,
     NO_SETTINGS,
     OPEN,
+    SCHEMA,
     VIP,
     VIP_CAPACITY,
     CommandResult,
@@ -1029,3 +1030,17 @@ async def test_a_source_read_cut_by_the_statement_timeout_says_which_setting_to_
     assert result.code == 1
     assert "canceling statement due to statement timeout" in result.err
     assert "TICKETING_DB_STATEMENT_TIMEOUT_MS, 500 ms, applies to the source's reads" in result.err
+
+
+async def test_the_documented_sample_imports_one_of_each_kind(database_url: str) -> None:
+    root = SCHEMA.parent.parent.parent
+    sample = (root / "scripts" / "moim-sample.sql").read_text()
+    source = await create_database(database_url, "moim_sample", SCHEMA.read_text() + sample)
+
+    report = (await imported(database_url, source, "--dry-run")).out
+
+    assert "registrations: 1 (1 new)" in report
+    assert "paid without a seat (paid_unfulfilled: a refund is due): 1 (1 new)" in report
+    assert "live holds: 1 (1 new)" in report
+    assert "seats taken by other RSVPs: Standing 1" in report
+    assert "has the unknown status 'ACCEPTED': not counted as a seat" in report
