@@ -906,6 +906,8 @@ async def test_a_moim_hold_ending_far_ahead_is_brought_in_ending_by_the_services
     )
     assert f"{hold} (user {uid('far-user')}) is a live hold until 9000-01-01" in report
     assert "the service's hold length (TICKETING_HOLD_SECONDS) from the import" in report
+    # The hold found here is left as it is, and not said to be cut again.
+    assert "is a live hold until 9000" not in (await imported(database_url, source_url)).out
     found = await stub.FindReservation(
         pb.FindReservationRequest(event_id=event, user_id=uid("far-user"))
     )

@@ -123,12 +123,13 @@ def _hold(rows: EventRows, source: SourceReservation, live: bool) -> ImportedRes
         # Moim's holds last 10 minutes: a later end is no hold the service would make, and it
         # would keep the seat (and the reservation pending) until then.
         reservation = replace(reservation, expire_time=end)
-        detail = (
-            f"is a live hold until {source.expires_at.isoformat()} in Moim: brought in to end by"
-            f" {end.isoformat()}, the service's hold length (TICKETING_HOLD_SECONDS) from the"
-            " import"
-        )
-        rows.problem(ProblemKind.HOLD_CUT_SHORT, source, detail)
+        if source.reservation_id not in rows.kept_here:  # else brought in (and cut) before
+            detail = (
+                f"is a live hold until {source.expires_at.isoformat()} in Moim: brought in to"
+                f" end by {end.isoformat()}, the service's hold length (TICKETING_HOLD_SECONDS)"
+                " from the import"
+            )
+            rows.problem(ProblemKind.HOLD_CUT_SHORT, source, detail)
     recorded = next(
         (
             p

@@ -92,6 +92,8 @@ class EventRows:
         # (user, tier) of whoever the service itself keeps a registration or a reservation of,
         # in any state: their RSVP in Moim follows the service's (the feed), so it is no seat
         # Moim gave away. This source's reservations are left out: this plan decides them.
+        # Reservations already here: an import never rewrites a hold it finds.
+        self.kept_here = {r.reservation_id for r in reserved}
         self.known_here = {(g.user_id, g.tier_id) for g in registered} | {
             (r.user_id, r.tier_id) for r in reserved if r.reservation_id not in ours
         }

@@ -13,6 +13,7 @@ from ticketing_service.domain.moim_plan import (
     ProblemKind,
     ServiceHold,
     ServiceRegistration,
+    ServiceReservation,
 )
 from ticketing_service.domain.moim_source import (
     SourceEvent,
@@ -33,7 +34,7 @@ from ticketing_service.domain.reservations import (
     ReservationStatus,
     answers_over_limits,
 )
-from ticketing_service.domain.settings import MAX_TITLE_LENGTH, TicketingMode
+from ticketing_service.domain.settings import MAX_TITLE_LENGTH, TicketingMode, Tier
 
 NOW = datetime(2030, 5, 1, 12, tzinfo=UTC)
 STARTS = NOW + timedelta(days=30)
@@ -897,3 +898,95 @@ def test_a_user_who_gave_up_a_seat_here_and_paid_again_in_moim_gets_a_new_regist
     assert result.problems == ()
     assert plan(source, registered=(given_up,)) == result  # the same id on every import
     assert result.external_seats == {"vip": 0}
+
+
+@pytest.mark.parametrize(
+    ("reservation_status", "payment_status", "rsvp_status", "unknown"),
+    [
+        ("confirmed", "paid", "ACCEPTED", "RSVP r1 has the unknown status 'ACCEPTED'"),
+        ("CONFIRMED", "paid", "accepted", "has the unknown status 'CONFIRMED'"),
+        ("confirmed", "PAID", "accepted", "payment p1 has the unknown status 'PAID'"),
+        ("PENDING_PAYMENT", "requires_payment", "accepted", "unknown status 'PENDING_PAYMENT'"),
+    ],
+)
+def test_a_status_the_original_never_writes_leaves_its_reservation_out_owing_nothing(
+    reservation_status: str, payment_status: str, rsvp_status: str, unknown: str
+) -> None:
+    result = plan(
+        event(
+            rsvps=(rsvp("r1", "u1", status=rsvp_status),),
+            reservations=(reservation("p1", "u1", status=reservation_status, rsvp_id="r1"),),
+            payments=(payment("p1", "p1", status=payment_status),),
+        )
+    )
+    assert by_id(result) == {}
+    assert ProblemKind.UNKNOWN_STATUS in kinds(result)
+    assert any(unknown in p.detail for p in result.problems)
+
+
+def test_an_rsvp_of_an_unknown_status_is_listed_and_counts_as_no_seat() -> None:
+    result = plan(event(rsvps=(rsvp("odd", "u1", status="ACCEPTED"),)))
+    assert result.external_seats == {"vip": 0}
+    assert kinds(result) == [ProblemKind.UNKNOWN_STATUS]
+
+
+def test_an_rsvp_of_a_user_the_service_keeps_a_reservation_of_in_the_tier_is_no_moim_seat() -> None:
+    given_up = ServiceRegistration("g1", "s1", "u1", "vip", accepted=False)
+    ended = ServiceReservation("s2", "u2", "vip")
+    elsewhere = ServiceReservation("s3", "u3", "other")
+    rsvps = (rsvp("r1", "u1"), rsvp("r2", "u2"), rsvp("r3", "u3"), rsvp("r4", "u4"))
+    result = plan_event(
+        event(rsvps=rsvps),
+        (given_up,),
+        BASE_URL,
+        NOW,
+        auto_refund=True,
+        reconcile=POLICY,
+        reserved=(ended, elsewhere),
+    )
+    assert result.external_seats == {"vip": 2}  # u3 (another tier's reservation) and u4
+
+
+def test_a_live_hold_ending_past_the_hold_length_is_cut_to_it_once() -> None:
+    far = reservation("h1", "u1", status="pending_payment", expires_in=timedelta(days=99))
+    source = event(reservations=(far,))
+    first = plan_event(
+        source,
+        (),
+        BASE_URL,
+        NOW,
+        auto_refund=True,
+        reconcile=POLICY,
+        hold_length=timedelta(minutes=10),
+    )
+    [hold] = first.holds
+    assert hold.reservation.status is ReservationStatus.PENDING_PAYMENT
+    assert hold.reservation.expire_time == NOW + timedelta(minutes=10)
+    assert kinds(first) == [ProblemKind.HOLD_CUT_SHORT]
+    again = plan_event(
+        source,
+        (),
+        BASE_URL,
+        NOW,
+        auto_refund=True,
+        reconcile=POLICY,
+        reserved=(ServiceReservation("h1", "u1", "vip"),),
+    )
+    assert kinds(again) == []
+
+
+def test_an_event_the_service_knows_is_mapped_to_its_own_tiers() -> None:
+    own = Tier("vip", "Own VIP", 30000, 2, None, STARTS)
+    source = event(
+        tiers=(tier("vip"), tier("added")),
+        reservations=(reservation("p1", "u1", tier_id="added", rsvp_id="r1"),),
+        rsvps=(rsvp("r1", "u1", "added"),),
+        payments=(payment("p1", "p1"),),
+    )
+    result = plan_event(
+        source, (), BASE_URL, NOW, auto_refund=True, reconcile=POLICY, service_tiers=(own,)
+    )
+    assert result.settings is not None
+    assert result.settings.tiers == (own,)
+    assert by_id(result) == {}
+    assert ProblemKind.UNUSABLE_RESERVATION in kinds(result)
