@@ -98,16 +98,14 @@ async def _try(deps: Dependencies, refund: Refund) -> None:
 
 
 async def _send(deps: Dependencies, refund: Refund) -> RefundChange:
-    """Send a requested refund; a refusal fails it, and a try that learnt nothing is tried
-    again later. A send after one with no usable answer may find the refund made by it: such a
-    refusal, or the last attempt, fails it only once the payment service says it never took
-    it."""
+    """Send a requested refund; a try that learnt nothing is tried again later. A refusal, or
+    the last attempt, fails it only once the payment service says it never took it: an earlier
+    send may have made it, even one never recorded (the process died awaiting its answer, and
+    the resend after its lease was refused `idempotent_request_in_flight`)."""
     policy = deps.refund_retry
     try:
         answer = await deps.payment_service.create_refund(_request(refund))
     except RefundRefused as refused:
-        if refund.attempts == 0:
-            return RefundChange(RefundStatus.FAILED, refund_attempts(refund), None, refused.code)
         return await _unless_taken(deps, refund, refused, refused.code)
     except (PaymentServiceUnreachable, PaymentServiceRefused) as failure:
         if refund_attempts(refund) < policy.max_attempts:

@@ -99,6 +99,22 @@ async def test_a_refund_the_payment_service_refuses_is_failed_with_its_code(
     assert database.store.events[-1].type is RegistrationEventType.REFUND_FAILED
 
 
+async def test_a_first_recorded_send_refused_records_the_refund_an_unrecorded_send_made(
+    retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
+) -> None:
+    # The process died awaiting the answer of a send the payment service took; nothing was
+    # recorded, and the resend after the lease is refused as still in flight.
+    made = await owed(retrying, database)
+    checkouts.refund_error = RefundRefused("in flight", "idempotent_request_in_flight")
+    checkouts.takes_failed_sends = True
+
+    await send_due_refunds(retrying)
+
+    found = stored(database, made.refund_id)
+    assert (found.status, found.failure_code) == (RefundStatus.SUCCEEDED, None)
+    assert len(checkouts.refunds) == 1
+
+
 async def test_a_resend_refused_after_a_lost_answer_records_the_refund_the_first_send_made(
     retrying: Dependencies, database: FakeDatabase, checkouts: FakeCheckouts
 ) -> None:
