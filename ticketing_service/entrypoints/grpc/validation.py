@@ -48,7 +48,8 @@ class Violations:
         try:
             return str(uuid.UUID(value))
         except ValueError:
-            self.add(field, "Must be a reservation id (a UUID) returned by the service.")
+            noun = field.removesuffix("_id")  # `reservation_id` → a reservation id
+            self.add(field, f"Must be a {noun} id (a UUID) returned by the service.")
             return value
 
     def text(self, field: str, value: str, max_length: int, *, required: bool = False) -> str:
