@@ -771,9 +771,12 @@ async def test_the_cancellation_of_an_event_never_cancelled_is_not_found(stub: S
         stub.GetEventCancellation(pb.GetEventCancellationRequest(event_id=EVENT))
     )
     unknown = await error_of(stub.CancelEvent(pb.CancelEventRequest(event_id="no-such-event")))
+    unknown_progress = await error_of(
+        stub.GetEventCancellation(pb.GetEventCancellationRequest(event_id="no-such-event"))
+    )
 
     assert missing == (grpc.StatusCode.NOT_FOUND, "EVENT_NOT_CANCELLED")
-    assert unknown == (grpc.StatusCode.NOT_FOUND, "EVENT_NOT_FOUND")
+    assert unknown == unknown_progress == (grpc.StatusCode.NOT_FOUND, "EVENT_NOT_FOUND")
 
 
 # --- the payment service's refund callbacks, through the real shim ---

@@ -181,6 +181,10 @@ async def get_event_cancellation(deps: Dependencies, event_id: str) -> EventCanc
     """How far the event's cancellation is."""
     async with deps.uow() as uow:
         progress = await uow.cancellations.progress(event_id)
+        # Only when there is none: an unknown event is told apart from one never cancelled.
+        unknown = progress is None and await uow.settings.get(event_id) is None
+    if unknown:
+        raise errors.EventNotFound("The event has no ticketing settings.", eventId=event_id)
     if progress is None:
         raise errors.EventNotCancelled("The event was not cancelled.", eventId=event_id)
     return progress

@@ -530,6 +530,11 @@ async def test_cancelling_an_unknown_event_is_not_found(deps: Dependencies) -> N
         await cancel_event(deps, "no-such-event", None)
 
 
+async def test_the_cancellation_of_an_unknown_event_is_an_unknown_event(deps: Dependencies) -> None:
+    with pytest.raises(errors.EventNotFound):
+        await get_event_cancellation(deps, "no-such-event")
+
+
 async def test_the_cancellation_of_an_event_never_cancelled_is_not_found(
     deps: Dependencies, database: FakeDatabase
 ) -> None:
