@@ -90,6 +90,8 @@ class ServiceReservation:
     reservation_id: str
     user_id: str
     tier_id: str
+    # A hold that ended unpaid (expired or cancelled): it never seated its user here.
+    ended_unpaid: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,13 +89,16 @@ class EventRows:
         self.given_up = {g.reservation_id for g in registered if not g.accepted}
         ours = {r.reservation_id for r in event.reservations}
         self.held = {h.user_id: h for h in held if h.reservation_id not in ours}
-        # (user, tier) of whoever the service itself keeps a registration or a reservation of,
-        # in any state: their RSVP in Moim follows the service's (the feed), so it is no seat
-        # Moim gave away. This source's reservations are left out: this plan decides them.
+        # (user, tier) of whoever the service itself keeps a registration of, in any state, or a
+        # hold that did not end unpaid: their RSVP in Moim follows the service's (the feed), so
+        # it is no seat Moim gave away. A hold that ended unpaid seated no one here: Moim's seat
+        # for its user is Moim's. This source's reservations are left out: this plan decides them.
         # Reservations already here: an import never rewrites a hold it finds.
         self.kept_here = {r.reservation_id for r in reserved}
         self.known_here = {(g.user_id, g.tier_id) for g in registered} | {
-            (r.user_id, r.tier_id) for r in reserved if r.reservation_id not in ours
+            (r.user_id, r.tier_id)
+            for r in reserved
+            if r.reservation_id not in ours and not r.ended_unpaid
         }
         self.paid = paid_payments(event.payments)
         self._payments_of = defaultdict(list)

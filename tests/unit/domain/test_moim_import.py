@@ -932,9 +932,11 @@ def test_an_rsvp_of_an_unknown_status_is_listed_and_counts_as_no_seat() -> None:
 
 def test_an_rsvp_of_a_user_the_service_keeps_a_reservation_of_in_the_tier_is_no_moim_seat() -> None:
     given_up = ServiceRegistration("g1", "s1", "u1", "vip", accepted=False)
-    ended = ServiceReservation("s2", "u2", "vip")
+    holding = ServiceReservation("s2", "u2", "vip")
     elsewhere = ServiceReservation("s3", "u3", "other")
-    rsvps = (rsvp("r1", "u1"), rsvp("r2", "u2"), rsvp("r3", "u3"), rsvp("r4", "u4"))
+    # A hold abandoned here seated no one: Moim's seat for that user is still Moim's.
+    abandoned = ServiceReservation("s5", "u5", "vip", ended_unpaid=True)
+    rsvps = tuple(rsvp(f"r{n}", f"u{n}") for n in range(1, 6))
     result = plan_event(
         event(rsvps=rsvps),
         (given_up,),
@@ -942,9 +944,9 @@ def test_an_rsvp_of_a_user_the_service_keeps_a_reservation_of_in_the_tier_is_no_
         NOW,
         auto_refund=True,
         reconcile=POLICY,
-        reserved=(ended, elsewhere),
+        reserved=(holding, elsewhere, abandoned),
     )
-    assert result.external_seats == {"vip": 2}  # u3 (another tier's reservation) and u4
+    assert result.external_seats == {"vip": 3}  # u3 (another tier's reservation), u4 and u5
 
 
 def test_a_live_hold_ending_past_the_hold_length_is_cut_to_it_once() -> None:

@@ -19,8 +19,10 @@ LIVE_HOLDS_OF = (
     " AND expire_time > statement_timestamp()"
 )
 RESERVATIONS_OF = (
-    "SELECT reservation_id::text AS reservation_id, user_id, tier_id FROM reservations"
-    " WHERE event_id = %(e)s"
+    "SELECT reservation_id::text AS reservation_id, user_id, tier_id,"
+    " status IN ('expired', 'cancelled') OR status = 'pending_payment'"
+    " AND expire_time <= statement_timestamp() AS ended_unpaid"
+    " FROM reservations WHERE event_id = %(e)s"
 )
 # Seats taken as StartPaidRegistration counts them (ALL_SEATS_TAKEN), for tiers past capacity.
 OVER_CAPACITY = (

@@ -124,7 +124,10 @@ class SqlImportTarget:
     async def reservations_of(self, event_id: str) -> list[ServiceReservation]:
         """Every reservation the service keeps at the event, in any state."""
         rows = await self._live().all(sql.RESERVATIONS_OF, {"e": event_id})
-        return [ServiceReservation(r["reservation_id"], r["user_id"], r["tier_id"]) for r in rows]
+        return [
+            ServiceReservation(r["reservation_id"], r["user_id"], r["tier_id"], r["ended_unpaid"])
+            for r in rows
+        ]
 
     async def tiers_of(self, event_id: str) -> list[Tier] | None:
         """The event's live tiers when the service has its settings; None when it has not."""
