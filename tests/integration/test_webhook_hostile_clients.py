@@ -326,19 +326,22 @@ def test_the_command_cuts_an_idle_connection_after_its_read_timeout() -> None:
         process.stderr.close()
 
 
-def test_the_command_answers_past_a_low_soft_limit_of_open_files() -> None:
-    # Started under `ulimit -Sn 256` (as under systemd's soft 1,024 with its hard 524,288), 400
-    # idle sockets took every file the shim had: it accepted no request until they were cut.
+def webhook_under_a_file_limit(ulimit: str, **settings: str) -> subprocess.Popen[str]:
+    """The `webhook` command, its open-file limit lowered by `ulimit {ulimit}` before it starts."""
     command = [sys.executable, "-m", "ticketing_service", "webhook", "--listen", "127.0.0.1:0"]
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
-        # bash from PATH (S607): its ulimit lowers the limit before our command starts
-        ["bash", "-c", 'ulimit -Sn 256 && exec "$@"', "bash", *command],  # noqa: S607
-        env=shim_environment(
-            TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET, TICKETING_GRPC_TARGET="127.0.0.1:9"
-        ),
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
+        # bash from PATH: its ulimit lowers the limit before our command starts
+        ["bash", "-c", f'ulimit {ulimit} && exec "$@"', "bash", *command],  # noqa: S607
+        env=shim_environment(TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET, **settings),
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_the_command_answers_past_a_low_soft_limit_of_open_files() -> None:
+    # Started under `ulimit -Sn 256` (as under systemd's soft 1,024 with its hard 524,288), 400
+    # idle sockets took every file the shim had: it accepted no request until they were cut.
+    process = webhook_under_a_file_limit("-Sn 256", TICKETING_GRPC_TARGET="127.0.0.1:9")
     try:
         port = _listening_port(process)
         soft, hard = resource.prlimit(process.pid, resource.RLIMIT_NOFILE)
@@ -399,18 +402,11 @@ class LoggedLines:
 def shim_under_a_hard_file_limit(backend_port: int) -> Iterator[tuple[dict[str, int], LoggedLines]]:
     """The `webhook` command with a metrics port, started under `ulimit -n 256`, soft and hard,
     so that it cannot raise it; its read deadline outlasts the test. Yields its ports."""
-    command = [sys.executable, "-m", "ticketing_service", "webhook", "--listen", "127.0.0.1:0"]
-    limit = f'ulimit -Sn {FILE_LIMIT} -Hn {FILE_LIMIT} && exec "$@"'
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and a constant program
-        ["bash", "-c", limit, "bash", *command],  # noqa: S607 - bash from PATH, as above
-        env=shim_environment(
-            TICKET_PAYMENT_CALLBACK_SECRET=HMAC_SECRET,
-            TICKETING_GRPC_TARGET=f"127.0.0.1:{backend_port}",
-            TICKETING_METRICS_LISTEN="127.0.0.1:0",
-            TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS="120",
-        ),
-        stderr=subprocess.PIPE,
-        text=True,
+    process = webhook_under_a_file_limit(
+        f"-Sn {FILE_LIMIT} -Hn {FILE_LIMIT}",
+        TICKETING_GRPC_TARGET=f"127.0.0.1:{backend_port}",
+        TICKETING_METRICS_LISTEN="127.0.0.1:0",
+        TICKETING_WEBHOOK_READ_TIMEOUT_SECONDS="120",
     )
     lines = LoggedLines(process)
     try:
